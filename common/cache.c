@@ -1,0 +1,616 @@
+#include "cache.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "util.h"
+
+void rm_cache_config_defaults(rm_cache_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->page_tokens = 16;
+    cfg->pool_pages = 65536;
+    cfg->kv_bytes_per_token = 0;
+    cfg->policy = RM_EVICT_LRU;
+    cfg->ttl_ms = 0;
+    cfg->default_lease_ttl_ms = 30000;
+    cfg->max_lease_ttl_ms = 600000;
+    cfg->max_leases = 65536;
+    cfg->max_namespaces = 1024;
+}
+
+/* ---- pool <-> tree glue ---------------------------------------------- */
+
+static void free_to_pool(void *ctx, const uint32_t *pages, uint32_t n)
+{
+    rm_cache *c = ctx;
+    if (rm_pool_free(&c->pool, pages, n) != 0)
+        abort(); /* a tree page was not a used pool page: accounting bug */
+    c->st.evicted_tokens_total += (uint64_t)n * c->cfg.page_tokens;
+}
+
+/* Takes `want` pages, evicting unreferenced leaves if the free list is
+ * short. Returns how many were taken into out (possibly fewer). */
+static uint32_t alloc_with_evict(rm_cache *c, uint32_t want, uint32_t *out)
+{
+    uint32_t got = rm_pool_alloc(&c->pool, want, out);
+    if (got < want) {
+        rm_radix_evict(&c->tree, want - got, free_to_pool, c);
+        got += rm_pool_alloc(&c->pool, want - got, out + got);
+    }
+    return got;
+}
+
+static uint32_t *scratch(rm_cache *c, size_t n)
+{
+    if (n > c->scratch_cap) {
+        c->scratch_cap = n < 64 ? 64 : n;
+        c->scratch = rm_xrealloc(c->scratch, c->scratch_cap * sizeof(uint32_t));
+    }
+    return c->scratch;
+}
+
+/* ---- leases: id table + expiry heap ---------------------------------- */
+
+static rm_lease *lease_find(const rm_cache *c, uint64_t id)
+{
+    if (id == 0)
+        return NULL;
+    for (size_t i = id & c->lease_mask;; i = (i + 1) & c->lease_mask) {
+        rm_lease *l = c->lease_slots[i];
+        if (!l)
+            return NULL;
+        if (l->id == id)
+            return l;
+    }
+}
+
+static void lease_slot_put(rm_lease **slots, size_t mask, rm_lease *l)
+{
+    size_t i = l->id & mask;
+    while (slots[i])
+        i = (i + 1) & mask;
+    slots[i] = l;
+}
+
+static void lease_table_add(rm_cache *c, rm_lease *l)
+{
+    if ((c->nleases + 1) * 2 > c->lease_mask + 1) {
+        size_t ncap = (c->lease_mask + 1) * 2;
+        rm_lease **ns = rm_xcalloc(ncap, sizeof *ns);
+        for (size_t i = 0; i <= c->lease_mask; i++)
+            if (c->lease_slots[i])
+                lease_slot_put(ns, ncap - 1, c->lease_slots[i]);
+        free(c->lease_slots);
+        c->lease_slots = ns;
+        c->lease_mask = ncap - 1;
+        c->lease_heap = rm_xrealloc(c->lease_heap, sizeof *c->lease_heap * ncap);
+    }
+    lease_slot_put(c->lease_slots, c->lease_mask, l);
+    c->nleases++;
+}
+
+static void lease_table_del(rm_cache *c, rm_lease *l)
+{
+    size_t i = l->id & c->lease_mask;
+    while (c->lease_slots[i] != l)
+        i = (i + 1) & c->lease_mask;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & c->lease_mask;
+        if (!c->lease_slots[j])
+            break;
+        size_t home = c->lease_slots[j]->id & c->lease_mask;
+        int in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+        if (!in_range) {
+            c->lease_slots[i] = c->lease_slots[j];
+            i = j;
+        }
+    }
+    c->lease_slots[i] = NULL;
+    c->nleases--;
+}
+
+static void lheap_set(rm_cache *c, size_t i, rm_lease *l)
+{
+    c->lease_heap[i] = l;
+    l->heap_idx = (uint32_t)i;
+}
+
+static void lheap_fix(rm_cache *c, size_t i, size_t len)
+{
+    rm_lease *l = c->lease_heap[i];
+    while (i > 0 && l->expires_ms < c->lease_heap[(i - 1) / 2]->expires_ms) {
+        lheap_set(c, i, c->lease_heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t ch = 2 * i + 1;
+        if (ch >= len)
+            break;
+        if (ch + 1 < len && c->lease_heap[ch + 1]->expires_ms < c->lease_heap[ch]->expires_ms)
+            ch++;
+        if (c->lease_heap[ch]->expires_ms >= l->expires_ms)
+            break;
+        lheap_set(c, i, c->lease_heap[ch]);
+        i = ch;
+    }
+    lheap_set(c, i, l);
+}
+
+static void lease_drop(rm_cache *c, rm_lease *l)
+{
+    /* nleases doubles as the heap length: remove from the heap first. */
+    size_t last = c->nleases - 1;
+    size_t i = l->heap_idx;
+    if (i != last) {
+        lheap_set(c, i, c->lease_heap[last]);
+        lheap_fix(c, i, last);
+    }
+    lease_table_del(c, l);
+    rm_radix_unlock(&c->tree, l->node);
+    free(l);
+}
+
+static uint64_t new_lease_id(rm_cache *c)
+{
+    /* A bijective mix of a counter: unique, and not guessable from another
+     * client's id without the per-process secret. */
+    uint64_t id;
+    do
+        id = rm_mix64(++c->lease_seq ^ c->lease_secret) ^ c->lease_secret;
+    while (id == 0);
+    return id;
+}
+
+static uint32_t clamp_ttl(const rm_cache *c, uint32_t ttl_ms)
+{
+    if (ttl_ms == 0)
+        ttl_ms = c->cfg.default_lease_ttl_ms;
+    return ttl_ms > c->cfg.max_lease_ttl_ms ? c->cfg.max_lease_ttl_ms : ttl_ms;
+}
+
+/* Points lease l at node (already locked by the caller's reference, which
+ * the lease takes over) and restarts its TTL. */
+static void lease_move(rm_cache *c, rm_lease *l, rm_radix_node *node, uint64_t now_ms)
+{
+    rm_radix_unlock(&c->tree, l->node);
+    l->node = node;
+    l->expires_ms = now_ms + l->ttl_ms;
+    lheap_fix(c, l->heap_idx, c->nleases);
+}
+
+/* ---- public API ------------------------------------------------------ */
+
+int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
+{
+    memset(c, 0, sizeof *c);
+    if (cfg->page_tokens == 0 || cfg->pool_pages == 0 || cfg->max_leases == 0 ||
+        cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 ||
+        cfg->max_lease_ttl_ms == 0 || cfg->policy > RM_EVICT_LFU)
+        return -EINVAL;
+    if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
+        return -EINVAL;
+    c->cfg = *cfg;
+    int rc = rm_pool_init(&c->pool, cfg->pool_pages, cfg->kv_bytes_per_token * cfg->page_tokens);
+    if (rc)
+        return rc;
+    rc = rm_radix_init(&c->tree, cfg->page_tokens, cfg->policy, cfg->max_namespaces);
+    if (rc) {
+        rm_pool_destroy(&c->pool);
+        return rc;
+    }
+    c->lease_mask = 63;
+    c->lease_slots = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_slots);
+    c->lease_heap = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_heap);
+    if (getrandom(&c->lease_secret, sizeof c->lease_secret, 0) != sizeof c->lease_secret)
+        c->lease_secret = rm_now_ns() * 0x9e3779b97f4a7c15ULL;
+    return 0;
+}
+
+void rm_cache_destroy(rm_cache *c)
+{
+    for (size_t i = 0; c->lease_slots && i <= c->lease_mask; i++)
+        free(c->lease_slots[i]);
+    for (rm_kv_pin *p = c->pins; p; p = p->next) {
+        free(p->pages);
+        p->pages = NULL;
+    }
+    for (rm_kv_write *w = c->writes; w; w = w->next) {
+        free(w->tokens);
+        free(w->pages);
+        w->tokens = NULL;
+        w->pages = NULL;
+    }
+    free(c->lease_slots);
+    free(c->lease_heap);
+    free(c->scratch);
+    rm_radix_destroy(&c->tree);
+    rm_pool_destroy(&c->pool);
+    memset(c, 0, sizeof *c);
+}
+
+int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
+                   int lease, uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out)
+{
+    out->matched_tokens = 0;
+    out->lease_id = 0;
+    if (lease && c->nleases >= c->cfg.max_leases)
+        return -EMFILE;
+    rm_radix_node *root;
+    int rc = rm_radix_root(&c->tree, ns, ns_len, lease, &root);
+    if (rc == -ENOSPC)
+        return -EDQUOT;
+    c->st.match_requests_total++;
+    c->st.query_tokens_total += n;
+    if (rc == -ENOENT)
+        return 0; /* a namespace nobody inserted into: a miss */
+    rm_radix_node *last;
+    int flags = RM_MATCH_TOUCH | RM_MATCH_HIT | (lease ? RM_MATCH_SPLIT : 0);
+    out->matched_tokens = rm_radix_match(&c->tree, root, tokens, n, flags, now_ms, &last);
+    c->st.hit_tokens_total += out->matched_tokens;
+    if (lease) {
+        rm_lease *l = rm_xcalloc(1, sizeof *l);
+        l->id = new_lease_id(c);
+        l->node = last;
+        l->ttl_ms = clamp_ttl(c, lease_ttl_ms);
+        l->expires_ms = now_ms + l->ttl_ms;
+        rm_radix_lock(&c->tree, last);
+        lease_table_add(c, l);
+        lheap_set(c, c->nleases - 1, l);
+        lheap_fix(c, c->nleases - 1, c->nleases);
+        out->lease_id = l->id;
+    }
+    return 0;
+}
+
+static int is_ancestor_or_self(const rm_radix_node *anc, const rm_radix_node *n)
+{
+    for (; n; n = n->parent)
+        if (n == anc)
+            return 1;
+    return 0;
+}
+
+int rm_cache_insert(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
+                    uint64_t lease_id, uint64_t now_ms, rm_insert_result *out)
+{
+    memset(out, 0, sizeof *out);
+    uint32_t pt = c->cfg.page_tokens;
+    size_t aligned = n / pt * pt;
+    if (c->pool.data)
+        return -EOPNOTSUPP; /* pages would hold stale bytes: use WriteKV */
+    rm_lease *l = NULL;
+    if (lease_id && !(l = lease_find(c, lease_id)))
+        return -ENOENT;
+    rm_radix_node *root;
+    int rc = rm_radix_root(&c->tree, ns, ns_len, 1, &root);
+    if (rc)
+        return -EDQUOT;
+    if (l && l->node->ns != root->ns)
+        return -ESTALE;
+    rm_radix_node *last;
+    int flags = RM_MATCH_TOUCH | (l ? RM_MATCH_SPLIT : RM_MATCH_SPLIT_DIVERGE);
+    size_t have = rm_radix_match(&c->tree, root, tokens, aligned, flags, now_ms, &last);
+    if (l && !is_ancestor_or_self(l->node, last))
+        return -ESTALE;
+    c->st.insert_requests_total++;
+    out->cached_tokens = have;
+    size_t need = (aligned - have) / pt;
+    if (need > 0) {
+        /* Keep the matched prefix out of eviction's reach while making room. */
+        rm_radix_lock(&c->tree, last);
+        uint32_t *pages = scratch(c, need);
+        uint32_t got = alloc_with_evict(c, (uint32_t)need, pages);
+        rm_radix_node *leaf = NULL;
+        if (got > 0)
+            leaf = rm_radix_attach(&c->tree, last, tokens + have, pages, got, now_ms);
+        if (got > 0 && !leaf)
+            abort(); /* attach after a split match cannot collide */
+        rm_radix_unlock(&c->tree, last);
+        if (got == 0)
+            return -ENOSPC;
+        out->inserted_tokens = (size_t)got * pt;
+        out->dropped_tokens = (need - got) * pt;
+        c->st.inserted_tokens_total += out->inserted_tokens;
+        last = leaf;
+    }
+    if (l) {
+        rm_radix_lock(&c->tree, last);
+        lease_move(c, l, last, now_ms);
+    }
+    return 0;
+}
+
+int rm_cache_release(rm_cache *c, uint64_t lease_id)
+{
+    rm_lease *l = lease_find(c, lease_id);
+    if (!l)
+        return -ENOENT;
+    lease_drop(c, l);
+    return 0;
+}
+
+uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
+{
+    uint32_t expired = 0;
+    while (c->nleases > 0 && c->lease_heap[0]->expires_ms <= now_ms) {
+        lease_drop(c, c->lease_heap[0]);
+        expired++;
+    }
+    c->st.expired_leases_total += expired;
+    if (c->cfg.ttl_ms && now_ms > c->cfg.ttl_ms)
+        rm_radix_expire(&c->tree, now_ms - c->cfg.ttl_ms, free_to_pool, c);
+    return expired;
+}
+
+uint64_t rm_cache_next_expiry(const rm_cache *c, uint64_t now_ms)
+{
+    if (c->nleases == 0)
+        return UINT64_MAX;
+    uint64_t at = c->lease_heap[0]->expires_ms;
+    return at > now_ms ? at - now_ms : 0;
+}
+
+void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out)
+{
+    *out = c->st;
+    out->pool_pages = c->pool.npages;
+    out->free_pages = c->pool.nfree;
+    out->evictable_pages = c->tree.evictable_pages;
+    out->protected_pages = c->tree.protected_pages + c->pending_pages;
+    out->active_leases = c->nleases;
+    out->tree_nodes = c->tree.nodes;
+    out->metadata_bytes = rm_radix_metadata_bytes(&c->tree) + rm_pool_metadata_bytes(&c->pool) +
+                          c->nleases * sizeof(rm_lease) +
+                          (c->lease_mask + 1) * 2 * sizeof(rm_lease *);
+}
+
+int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
+{
+    size_t nheld = c->nleases;
+    for (rm_kv_pin *p = c->pins; p; p = p->next)
+        nheld++;
+    for (rm_kv_write *w = c->writes; w; w = w->next)
+        nheld++;
+    const rm_radix_node **held = rm_xmalloc(sizeof *held * (nheld + 1));
+    size_t k = 0;
+    for (size_t i = 0; i <= c->lease_mask; i++)
+        if (c->lease_slots[i])
+            held[k++] = c->lease_slots[i]->node;
+    for (rm_kv_pin *p = c->pins; p; p = p->next)
+        held[k++] = p->node;
+    for (rm_kv_write *w = c->writes; w; w = w->next)
+        held[k++] = w->anchor;
+    uint8_t *seen = rm_xcalloc(c->pool.npages, 1);
+    int rc = rm_radix_check(&c->tree, held, k, seen, c->pool.npages, err, errlen);
+    if (rc)
+        goto out;
+    rc = -EINVAL;
+    uint64_t pending = 0;
+    for (rm_kv_write *w = c->writes; w; w = w->next) {
+        for (uint32_t i = 0; i < w->npages; i++) {
+            if (w->pages[i] >= c->pool.npages || seen[w->pages[i]]++) {
+                snprintf(err, errlen, "a write's page is also in the tree or elsewhere");
+                goto out;
+            }
+        }
+        pending += w->npages;
+    }
+    if (pending != c->pending_pages) {
+        snprintf(err, errlen, "pending pages %" PRIu64 " != %" PRIu64, pending, c->pending_pages);
+        goto out;
+    }
+    for (uint32_t p = 0; p < c->pool.npages; p++) {
+        int used = c->pool.state[p] == RM_PAGE_USED;
+        if (used != (seen[p] != 0)) {
+            snprintf(err, errlen, "page %u is %s in the pool but %s", p, used ? "used" : "free",
+                     seen[p] ? "in the tree" : "owned by no one");
+            goto out;
+        }
+    }
+    uint64_t sum = (uint64_t)c->pool.nfree + c->tree.evictable_pages + c->tree.protected_pages +
+                   c->pending_pages;
+    if (sum != c->pool.npages) {
+        snprintf(err, errlen,
+                 "free %u + evictable %" PRIu64 " + protected %" PRIu64 " + pending %" PRIu64
+                 " != pool %u",
+                 c->pool.nfree, c->tree.evictable_pages, c->tree.protected_pages,
+                 c->pending_pages, c->pool.npages);
+        goto out;
+    }
+    for (size_t i = 0; i < c->nleases; i++) {
+        const rm_lease *l = c->lease_heap[i];
+        if (l->heap_idx != i || lease_find(c, l->id) != l ||
+            (i > 0 && l->expires_ms < c->lease_heap[(i - 1) / 2]->expires_ms)) {
+            snprintf(err, errlen, "lease heap or table out of sync at %zu", i);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(seen);
+    free(held);
+    return rc;
+}
+
+/* ---- KV bytes -------------------------------------------------------- */
+
+int rm_cache_pin_lease(rm_cache *c, uint64_t lease_id, rm_kv_pin *pin)
+{
+    memset(pin, 0, sizeof *pin);
+    if (!c->pool.data)
+        return -EINVAL;
+    rm_lease *l = lease_find(c, lease_id);
+    if (!l)
+        return -ENOENT;
+    pin->node = l->node;
+    pin->npages = rm_radix_path_pages(&c->tree, l->node, NULL, 0);
+    pin->pages = rm_xmalloc(sizeof(uint32_t) * (pin->npages + 1));
+    rm_radix_path_pages(&c->tree, l->node, pin->pages, pin->npages);
+    rm_radix_lock(&c->tree, pin->node);
+    pin->next = c->pins;
+    if (c->pins)
+        c->pins->prev = pin;
+    c->pins = pin;
+    return 0;
+}
+
+void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin)
+{
+    if (!pin->node)
+        return;
+    rm_radix_unlock(&c->tree, pin->node);
+    if (pin->prev)
+        pin->prev->next = pin->next;
+    else
+        c->pins = pin->next;
+    if (pin->next)
+        pin->next->prev = pin->prev;
+    free(pin->pages);
+    memset(pin, 0, sizeof *pin);
+}
+
+const uint8_t *rm_cache_pin_kv(const rm_cache *c, const rm_kv_pin *pin, size_t token)
+{
+    uint32_t pt = c->cfg.page_tokens;
+    return rm_pool_page_data(&c->pool, pin->pages[token / pt]) +
+           (token % pt) * c->cfg.kv_bytes_per_token;
+}
+
+int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
+                         size_t n, size_t kv_start, uint64_t lease_id, uint64_t now_ms,
+                         rm_kv_write *w)
+{
+    memset(w, 0, sizeof *w);
+    uint32_t pt = c->cfg.page_tokens;
+    size_t aligned = n / pt * pt;
+    if (!c->pool.data || kv_start % pt || kv_start > aligned)
+        return -EINVAL;
+    rm_lease *l = NULL;
+    if (lease_id && !(l = lease_find(c, lease_id)))
+        return -ENOENT;
+    rm_radix_node *root;
+    if (rm_radix_root(&c->tree, ns, ns_len, 1, &root))
+        return -EDQUOT;
+    if (l && l->node->ns != root->ns)
+        return -ESTALE;
+    rm_radix_node *last;
+    size_t have = rm_radix_match(&c->tree, root, tokens, aligned,
+                                 RM_MATCH_TOUCH | RM_MATCH_SPLIT, now_ms, &last);
+    if (have < kv_start || (l && !is_ancestor_or_self(l->node, last)))
+        return -ESTALE;
+    rm_radix_lock(&c->tree, last);
+    size_t need = (aligned - have) / pt;
+    uint32_t *pages = rm_xmalloc(sizeof(uint32_t) * (need + 1));
+    uint32_t got = need ? alloc_with_evict(c, (uint32_t)need, pages) : 0;
+    if (need > 0 && got == 0) {
+        rm_radix_unlock(&c->tree, last);
+        free(pages);
+        return -ENOSPC;
+    }
+    w->root = root;
+    w->anchor = last;
+    w->ntokens = aligned;
+    w->tokens = rm_xmalloc(sizeof(uint32_t) * (aligned + 1));
+    memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
+    w->have_tokens = have;
+    w->kv_start = kv_start;
+    w->pages = pages;
+    w->npages = got;
+    w->wanted_pages = (uint32_t)need;
+    w->lease_id = lease_id;
+    c->pending_pages += got;
+    w->next = c->writes;
+    if (c->writes)
+        c->writes->prev = w;
+    c->writes = w;
+    return 0;
+}
+
+uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token)
+{
+    uint32_t pt = c->cfg.page_tokens;
+    if (token < w->have_tokens || token >= w->ntokens)
+        return NULL;
+    size_t page = (token - w->have_tokens) / pt;
+    if (page >= w->npages)
+        return NULL;
+    return rm_pool_page_data(&c->pool, w->pages[page]) + (token % pt) * c->cfg.kv_bytes_per_token;
+}
+
+static void write_unlink(rm_cache *c, rm_kv_write *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        c->writes = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    c->pending_pages -= w->npages;
+    free(w->tokens);
+    free(w->pages);
+    w->tokens = NULL;
+    w->pages = NULL;
+    w->npages = 0;
+}
+
+int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_insert_result *out)
+{
+    uint32_t pt = c->cfg.page_tokens;
+    memset(out, 0, sizeof *out);
+    out->cached_tokens = w->have_tokens;
+    /* Others may have cached more of this sequence while bytes streamed in;
+     * the anchor lock guarantees at least have_tokens are still there. */
+    uint32_t reserved = w->npages;
+    size_t end = w->have_tokens + (size_t)reserved * pt;
+    rm_radix_node *last;
+    size_t now_have = rm_radix_match(&c->tree, w->root, w->tokens, end,
+                                     RM_MATCH_TOUCH | RM_MATCH_SPLIT_DIVERGE, now_ms, &last);
+    uint32_t dup = (uint32_t)((now_have - w->have_tokens) / pt);
+    if (dup > 0 && rm_pool_free(&c->pool, w->pages, dup) != 0)
+        abort();
+    uint32_t fresh = reserved - dup;
+    rm_radix_node *leaf = last;
+    if (fresh > 0) {
+        leaf = rm_radix_attach(&c->tree, last, w->tokens + now_have, w->pages + dup, fresh,
+                               now_ms);
+        if (!leaf)
+            abort();
+    }
+    /* The tree owns the fresh pages now and the duplicates are free. */
+    c->pending_pages -= reserved;
+    w->npages = 0;
+    out->inserted_tokens = (size_t)fresh * pt;
+    out->dropped_tokens = (size_t)(w->wanted_pages - reserved) * pt;
+    c->st.insert_requests_total++;
+    c->st.inserted_tokens_total += out->inserted_tokens;
+    int rc = 0;
+    if (w->lease_id) {
+        rm_lease *l = lease_find(c, w->lease_id);
+        if (l && l->node->ns == w->root->ns && is_ancestor_or_self(l->node, leaf)) {
+            rm_radix_lock(&c->tree, leaf);
+            lease_move(c, l, leaf, now_ms);
+        } else {
+            rc = -ENOENT;
+        }
+    }
+    rm_radix_unlock(&c->tree, w->anchor);
+    write_unlink(c, w);
+    return rc;
+}
+
+void rm_cache_write_abort(rm_cache *c, rm_kv_write *w)
+{
+    if (!w->anchor)
+        return;
+    if (w->npages && rm_pool_free(&c->pool, w->pages, w->npages) != 0)
+        abort();
+    rm_radix_unlock(&c->tree, w->anchor);
+    write_unlink(c, w);
+    w->anchor = NULL;
+}

@@ -1,0 +1,196 @@
+/* cache.h -- the prefix cache: radix tree + page pool + leases + counters.
+ *
+ * This is the whole behaviour of a cache node, independent of gRPC, so the
+ * daemon, the benchmarks, the offline analyzer and the differential fuzz
+ * test all drive the same code. Time is passed in (now_ms) rather than read,
+ * which keeps tests deterministic.
+ *
+ * Page accounting (checked by rm_cache_check after every test operation):
+ *
+ *   pool_pages == free + evictable + protected
+ *     free       pages on the pool's free list
+ *     evictable  tree pages no one references (LRU/LFU/TTL may take them)
+ *     protected  tree pages under a lease / KV stream / insert in progress,
+ *                plus pages reserved by unfinished WriteKV streams
+ *
+ * References on tree nodes (rm_radix_lock) are held by: leases, ReadKV pins
+ * and WriteKV streams. Nothing else keeps a node locked between calls.
+ *
+ * Errors are negative errno values; each function lists the ones it returns.
+ * Not thread-safe: one owner thread (node/README.md). */
+#ifndef RM_CACHE_H
+#define RM_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool.h"
+#include "radix.h"
+
+typedef struct rm_cache_config {
+    uint32_t page_tokens;        /* tokens per page, > 0 */
+    uint64_t pool_pages;         /* pages in the pool, > 0 */
+    uint64_t kv_bytes_per_token; /* 0: metadata-only */
+    rm_evict_policy policy;
+    uint64_t ttl_ms;               /* drop entries idle this long; 0: never */
+    uint32_t default_lease_ttl_ms; /* lease TTL when a Match asks for 0 */
+    uint32_t max_lease_ttl_ms;     /* longer requests are clamped to this */
+    uint32_t max_leases;           /* live leases at most */
+    uint32_t max_namespaces;
+} rm_cache_config;
+
+/* Fills a config with the daemon's defaults (page 16, LRU, 30 s leases...). */
+void rm_cache_config_defaults(rm_cache_config *cfg);
+
+typedef struct rm_cache_stats {
+    uint64_t match_requests_total, query_tokens_total, hit_tokens_total;
+    uint64_t insert_requests_total, inserted_tokens_total, evicted_tokens_total;
+    uint64_t expired_leases_total;
+    uint64_t pool_pages, free_pages, evictable_pages, protected_pages;
+    uint64_t active_leases, tree_nodes, metadata_bytes;
+} rm_cache_stats;
+
+typedef struct rm_lease {
+    uint64_t id;
+    rm_radix_node *node; /* locked */
+    uint64_t expires_ms;
+    uint32_t ttl_ms;
+    uint32_t heap_idx;
+} rm_lease;
+
+typedef struct rm_kv_pin rm_kv_pin;
+typedef struct rm_kv_write rm_kv_write;
+
+typedef struct rm_cache {
+    rm_cache_config cfg;
+    rm_radix tree;
+    rm_pool pool;
+    rm_cache_stats st; /* counters only; gauges are computed on demand */
+
+    rm_lease **lease_slots; /* open addressing by id, power-of-two size */
+    size_t lease_mask, nleases;
+    rm_lease **lease_heap; /* min-heap by expires_ms */
+    uint64_t lease_seq, lease_secret;
+
+    uint64_t pending_pages; /* reserved by unfinished WriteKV streams */
+    rm_kv_pin *pins;        /* live ReadKV pins (for the checker) */
+    rm_kv_write *writes;    /* live WriteKV streams (for the checker) */
+
+    uint32_t *scratch; /* page ids buffer reused across inserts */
+    size_t scratch_cap;
+} rm_cache;
+
+/* Returns 0, -EINVAL (bad config) or -ENOMEM. */
+int rm_cache_init(rm_cache *c, const rm_cache_config *cfg);
+
+/* Frees everything, including live leases, pins and writes' memory (pins and
+ * writes must not be used afterwards). */
+void rm_cache_destroy(rm_cache *c);
+
+typedef struct rm_match_result {
+    size_t matched_tokens;
+    uint64_t lease_id; /* 0 without a lease */
+} rm_match_result;
+
+/* Longest cached page-aligned prefix of tokens[0..n) in namespace ns. With
+ * lease, pins it until rm_cache_release or lease_ttl_ms (0: default,
+ * clamped to max_lease_ttl_ms) passes. Counts the request in the stats.
+ * Returns 0, -EMFILE (lease limit reached) or -EDQUOT (namespace limit). */
+int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
+                   int lease, uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out);
+
+typedef struct rm_insert_result {
+    size_t cached_tokens;   /* page-aligned tokens already present */
+    size_t inserted_tokens; /* tokens added by this call */
+    size_t dropped_tokens;  /* page-aligned tokens that found no free page */
+} rm_insert_result;
+
+/* Caches the page-aligned part of tokens[0..n), evicting unreferenced
+ * leaves when the pool is short. If only part fits, caches that part and
+ * reports the rest as dropped. With lease_id != 0 the lease must cover a
+ * prefix of tokens in ns; it then moves to the whole cached sequence and its
+ * TTL restarts. Returns 0, -ENOENT (unknown lease), -ESTALE (the lease's
+ * prefix is not a prefix of tokens, or another namespace), -ENOSPC (new pages
+ * were needed and none could be had: every page is pinned), -EDQUOT, or
+ * -EOPNOTSUPP when the cache stores KV bytes: an entry without its bytes
+ * would serve stale memory, so such caches take sequences via WriteKV. */
+int rm_cache_insert(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
+                    uint64_t lease_id, uint64_t now_ms, rm_insert_result *out);
+
+/* Ends a lease. Returns 0 or -ENOENT (unknown, released or expired). */
+int rm_cache_release(rm_cache *c, uint64_t lease_id);
+
+/* Expires leases whose TTL passed and, with ttl_ms, entries idle longer.
+ * Returns the number of leases expired. Call it every few hundred ms. */
+uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms);
+
+/* Milliseconds until the next lease expires (UINT64_MAX if none). */
+uint64_t rm_cache_next_expiry(const rm_cache *c, uint64_t now_ms);
+
+/* Counters plus current gauges. */
+void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out);
+
+/* Verifies every invariant of tree, pool and references (see the top of
+ * this file). Returns 0 or -EINVAL with a reason in err. O(tree size). */
+int rm_cache_check(const rm_cache *c, char *err, size_t errlen);
+
+/* ---- KV bytes --------------------------------------------------------- */
+
+/* A ReadKV stream's hold on a leased prefix: its pages cannot be evicted or
+ * freed until rm_cache_unpin, even if the lease ends meanwhile. */
+struct rm_kv_pin {
+    rm_radix_node *node;
+    uint32_t *pages; /* page ids from the first token on, owned by the pin */
+    size_t npages;
+    rm_kv_pin *next, *prev;
+};
+
+/* Pins the prefix of lease lease_id. Returns 0, -ENOENT (unknown lease) or
+ * -EINVAL (metadata-only cache: there are no bytes to read). */
+int rm_cache_pin_lease(rm_cache *c, uint64_t lease_id, rm_kv_pin *pin);
+void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin);
+
+/* Pointer to the KV of token i of a pinned prefix (i < npages*page_tokens);
+ * kv_bytes_per_token bytes there, up to the end of its page, are valid. */
+const uint8_t *rm_cache_pin_kv(const rm_cache *c, const rm_kv_pin *pin, size_t token);
+
+/* A WriteKV stream in progress. Pages for the tokens the cache lacks are
+ * reserved at begin and filled as bytes arrive; commit links them into the
+ * tree, abort returns them. The prefix the cache already held at begin stays
+ * locked throughout, so it cannot be evicted under the writer. */
+struct rm_kv_write {
+    rm_radix_node *root, *anchor;
+    uint32_t *tokens; /* page-aligned copy of the sequence */
+    size_t ntokens;
+    size_t have_tokens; /* cached at begin: anchor's depth */
+    size_t kv_start;    /* first token whose KV the client sends */
+    uint32_t *pages;    /* pages[i] holds tokens have_tokens + i*page_tokens.. */
+    uint32_t npages, wanted_pages;
+    uint64_t lease_id;
+    rm_kv_write *next, *prev;
+};
+
+/* Starts a write of tokens[0..n) whose client will send the KV of tokens
+ * [kv_start, n rounded down to pages). Returns 0, -EINVAL (metadata-only
+ * cache, or kv_start not page-aligned / past the end), -ENOENT (lease),
+ * -ESTALE (the cache holds fewer than kv_start tokens of this prefix, or the
+ * lease does not cover a prefix of it), -ENOSPC (pages needed, none free or
+ * evictable) or -EDQUOT. */
+int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
+                         size_t n, size_t kv_start, uint64_t lease_id, uint64_t now_ms,
+                         rm_kv_write *w);
+
+/* Where the KV bytes of token i (kv_start <= i < ntokens) go, or NULL when
+ * they are not stored (already cached, or dropped for lack of pages). The
+ * pointer is valid for kv_bytes_per_token bytes up to the page's end. */
+uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token);
+
+/* Links the written pages into the tree (pages someone else cached meanwhile
+ * are returned to the pool) and ends the write. Returns 0 or -ENOENT (the
+ * lease named at begin is gone; the data is still cached). */
+int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_insert_result *out);
+
+/* Ends the write without caching anything new. */
+void rm_cache_write_abort(rm_cache *c, rm_kv_write *w);
+
+#endif

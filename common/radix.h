@@ -1,0 +1,182 @@
+/* radix.h -- page-aligned radix tree over token ids (RadixAttention style).
+ *
+ * Every namespace has its own root; namespaces never share nodes. An edge
+ * holds a whole number of pages: `npages * page_tokens` token ids plus the
+ * pool page id that stores each page's KV. Keys are compared page by page,
+ * so a match is always a multiple of page_tokens.
+ *
+ *   root("llama-3-8b")
+ *     |
+ *     +-- [sys prompt: 32 pages] --+-- [chat A: 3 pages]      <- leaf
+ *     |                            +-- [chat B: 5 pages]      <- leaf
+ *     +-- [few-shot: 8 pages]                                 <- leaf
+ *
+ * Inserting "sys prompt + chat C" walks the shared edge and attaches a new
+ * leaf; inserting something that diverges in page 10 of "sys prompt" first
+ * splits that edge into [10 pages] -> [22 pages].
+ *
+ * Children are not stored in per-node lists: a single open-addressing table
+ * maps (parent, first page of the child's edge) to the child. Lookups cost
+ * one hash of page_tokens ids, and a node with 100k children costs no more
+ * than one with two.
+ *
+ * Reference counting: lock_ref counts holders (leases, in-flight inserts,
+ * KV streams) of a node *and all its ancestors*. Pages of nodes with
+ * lock_ref == 0 are evictable, the others protected. Only leaves with
+ * lock_ref == 0 can be evicted; they live in a binary heap ordered by the
+ * eviction policy (LRU: last access; LFU: hits, then last access).
+ *
+ * The tree does not own the pool: pages come in via rm_radix_attach and go
+ * out through the free callback of rm_radix_evict / rm_radix_expire.
+ * Not thread-safe: one owner thread (see node/README.md). */
+#ifndef RM_RADIX_H
+#define RM_RADIX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { RM_EVICT_LRU = 0, RM_EVICT_LFU = 1 } rm_evict_policy;
+
+#define RM_RADIX_NOT_IN_HEAP UINT32_MAX
+
+typedef struct rm_radix_node rm_radix_node;
+struct rm_radix_node {
+    rm_radix_node *parent; /* NULL for a namespace root */
+    uint32_t *key;         /* npages*page_tokens tokens, then npages page ids */
+    uint32_t npages;
+    uint32_t nchildren;
+    uint32_t lock_ref;
+    uint32_t heap_idx; /* slot in the evictable-leaf heap or RM_RADIX_NOT_IN_HEAP */
+    uint32_t hits;
+    uint32_t ns; /* namespace index */
+    uint64_t last_tick;
+    uint64_t last_ms;
+};
+
+typedef struct rm_radix_slot {
+    uint64_t hash;
+    rm_radix_node *node; /* NULL: empty slot */
+} rm_radix_slot;
+
+typedef struct rm_radix_ns {
+    char *name;
+    size_t len;
+    rm_radix_node *root;
+} rm_radix_ns;
+
+typedef struct rm_radix {
+    uint32_t page_tokens;
+    rm_evict_policy policy;
+    uint64_t tick;
+
+    rm_radix_ns *ns;
+    uint32_t nns, ns_cap, max_ns;
+
+    rm_radix_slot *slots; /* child table, power-of-two size */
+    size_t slot_mask, slot_used;
+
+    rm_radix_node **heap; /* evictable leaves */
+    uint32_t heap_len, heap_cap;
+
+    uint64_t evictable_pages, protected_pages, nodes, key_bytes;
+} rm_radix;
+
+/* Callback receiving pages that left the tree; they belong to the callee. */
+typedef void (*rm_radix_free_fn)(void *ctx, const uint32_t *pages, uint32_t n);
+
+/* Returns 0 or -EINVAL (page_tokens == 0, max_namespaces == 0). */
+int rm_radix_init(rm_radix *t, uint32_t page_tokens, rm_evict_policy policy,
+                  uint32_t max_namespaces);
+
+/* Frees every node. Pages still in the tree are not reported anywhere: call
+ * it together with rm_pool_destroy. */
+void rm_radix_destroy(rm_radix *t);
+
+/* Root of namespace `name` (len bytes, any bytes allowed). With create, makes
+ * it if missing. Returns 0, -ENOENT (absent, !create) or -ENOSPC (namespace
+ * limit reached). The root belongs to the tree. */
+int rm_radix_root(rm_radix *t, const char *name, size_t len, int create,
+                  rm_radix_node **root);
+
+enum {
+    RM_MATCH_SPLIT = 1, /* split a partly matched edge so *last ends at the match */
+    RM_MATCH_TOUCH = 2, /* record an access (LRU clock, TTL time) on the path */
+    RM_MATCH_HIT = 4,   /* count an LFU hit on the path */
+    /* split a partly matched edge only where the query goes on with a
+     * different page (an insert must attach there); a query that merely
+     * ends inside an edge leaves it whole */
+    RM_MATCH_SPLIT_DIVERGE = 8,
+};
+
+/* Longest cached prefix of tokens[0..n) under root, in whole pages. Sets
+ * *last to the deepest node that lies entirely inside the match (root when
+ * nothing matched); with RM_MATCH_SPLIT that node ends exactly at the match.
+ * Returns the matched token count. */
+size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, size_t n,
+                      int flags, uint64_t now_ms, rm_radix_node **last);
+
+/* Adds a leaf under parent holding npages pages: tokens[0..npages*page_tokens)
+ * and pages[0..npages) (page ids now owned by the tree). The parent must have
+ * no child starting with the same page, which holds after a RM_MATCH_SPLIT
+ * match that stopped at parent. Returns the leaf, or NULL (errno EEXIST) when
+ * that precondition is broken. Aborts on out-of-memory. */
+rm_radix_node *rm_radix_attach(rm_radix *t, rm_radix_node *parent, const uint32_t *tokens,
+                               const uint32_t *pages, uint32_t npages, uint64_t now_ms);
+
+/* Adds / drops one reference on node and each ancestor, moving pages between
+ * evictable and protected as counts cross zero. */
+void rm_radix_lock(rm_radix *t, rm_radix_node *node);
+void rm_radix_unlock(rm_radix *t, rm_radix_node *node);
+
+/* Evicts unreferenced leaves in policy order until at least want_pages pages
+ * were freed or nothing is evictable. Parents that become unreferenced leaves
+ * join the candidates. Returns the pages freed (handed to free_fn). */
+uint64_t rm_radix_evict(rm_radix *t, uint64_t want_pages, rm_radix_free_fn free_fn,
+                        void *ctx);
+
+/* Evicts every unreferenced leaf last accessed before cutoff_ms, repeatedly
+ * (a parent that becomes such a leaf goes too). Returns pages freed. */
+uint64_t rm_radix_expire(rm_radix *t, uint64_t cutoff_ms, rm_radix_free_fn free_fn,
+                         void *ctx);
+
+/* Tokens from the namespace root to the end of node (0 for a root). */
+size_t rm_radix_depth_tokens(const rm_radix *t, const rm_radix_node *node);
+
+/* Copies the page ids from the root down to node into out (capacity cap
+ * pages). Returns the number of pages on the path (even if > cap). */
+size_t rm_radix_path_pages(const rm_radix *t, const rm_radix_node *node, uint32_t *out,
+                           size_t cap);
+
+/* Checks every structural and accounting invariant: child table <-> parent
+ * links and counts, heap order and membership (exactly the unreferenced
+ * leaves), evictable/protected sums, and lock_ref of each node: equal to the
+ * sum over its children plus its direct holders when held[] lists one entry
+ * per reference taken with rm_radix_lock (pass held != NULL, even with
+ * nheld == 0), else merely >= the children's sum. If pages_seen (one byte per
+ * pool page, zeroed by the caller) is given, each tree page is counted there
+ * so the caller can cross-check the pool. Returns 0 or -EINVAL with a reason
+ * in err. */
+int rm_radix_check(const rm_radix *t, const rm_radix_node *const *held, size_t nheld,
+                   uint8_t *pages_seen, size_t npool_pages, char *err, size_t errlen);
+
+/* Calls fn for every non-root node (order unspecified). fn must not modify
+ * the tree. */
+void rm_radix_foreach(const rm_radix *t, void (*fn)(void *ctx, const rm_radix_node *node),
+                      void *ctx);
+
+/* Bytes of heap memory the tree uses for its metadata (nodes, keys, tables). */
+size_t rm_radix_metadata_bytes(const rm_radix *t);
+
+/* Tokens of node's own edge (npages * page_tokens of them). */
+static inline const uint32_t *rm_radix_node_tokens(const rm_radix_node *node)
+{
+    return node->key;
+}
+
+/* Page ids of node's own edge. */
+static inline const uint32_t *rm_radix_node_pages(const rm_radix *t, const rm_radix_node *node)
+{
+    return node->key + (size_t)node->npages * t->page_tokens;
+}
+
+#endif

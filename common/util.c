@@ -1,0 +1,75 @@
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "radixmesh: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *rm_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *rm_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *rm_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *rm_xstrndup(const char *s, size_t n)
+{
+    char *d = rm_xmalloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+uint64_t rm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rm_now_ms(void)
+{
+    return rm_now_ns() / 1000000ULL;
+}
+
+uint64_t rm_hash_u32s(const uint32_t *v, size_t n, uint64_t seed)
+{
+    /* Two tokens per 64-bit lane step; multiply-xorshift keeps it a few
+     * cycles per token while every input bit reaches every output bit
+     * through the final rm_mix64. */
+    uint64_t h = seed ^ (0x9e3779b97f4a7c15ULL * (n + 1));
+    size_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        uint64_t w = (uint64_t)v[i] | ((uint64_t)v[i + 1] << 32);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    if (i < n) {
+        h = (h ^ v[i]) * 0xc4ceb9fe1a85ec53ULL;
+        h ^= h >> 32;
+    }
+    return rm_mix64(h);
+}

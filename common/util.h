@@ -1,0 +1,39 @@
+/* util.h -- allocation that aborts on out-of-memory, clocks, hashing.
+ *
+ * A daemon that cannot allocate a few bytes of metadata cannot keep its
+ * accounting right, so it stops with a message instead of limping on. */
+#ifndef RM_UTIL_H
+#define RM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* malloc/calloc/realloc/strndup that abort with a message on failure. */
+void *rm_xmalloc(size_t n);
+void *rm_xcalloc(size_t n, size_t size);
+void *rm_xrealloc(void *p, size_t n);
+char *rm_xstrndup(const char *s, size_t n);
+
+/* Monotonic clock in milliseconds / nanoseconds (CLOCK_MONOTONIC). */
+uint64_t rm_now_ms(void);
+uint64_t rm_now_ns(void);
+
+/* 64-bit hash of n token ids. Deterministic across processes and machines
+ * for the same seed (no pointer or per-process salt goes in unless the
+ * caller passes one as seed). Not cryptographic. */
+uint64_t rm_hash_u32s(const uint32_t *v, size_t n, uint64_t seed);
+
+/* 64-bit finaliser: a bijective mix of x (splitmix64 constants). */
+static inline uint64_t rm_mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+#define RM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

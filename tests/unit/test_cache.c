@@ -1,0 +1,397 @@
+/* Unit tests for common/cache.c: the node's semantics without gRPC.
+ * Every test checks the full invariant set after each operation. */
+#include <errno.h>
+#include <string.h>
+
+#include "cache.h"
+#include "check.h"
+
+static void inv(const rm_cache *c)
+{
+    char err[256] = "";
+    int rc = rm_cache_check(c, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "invariant: %s\n", err);
+    CHECK_EQ(rc, 0);
+}
+
+static void mk(rm_cache *c, uint32_t pt, uint64_t pages, uint64_t kvb)
+{
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = pt;
+    cfg.pool_pages = pages;
+    cfg.kv_bytes_per_token = kvb;
+    cfg.default_lease_ttl_ms = 1000;
+    REQUIRE(rm_cache_init(c, &cfg) == 0);
+}
+
+static void seq(uint32_t *out, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = seed * 100003u + (uint32_t)i;
+}
+
+static void test_insert_612_caches_608(void)
+{
+    rm_cache c;
+    mk(&c, 16, 1024, 0);
+    uint32_t tok[612];
+    seq(tok, 612, 1);
+    rm_insert_result ir;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, tok, 612, 0, 0, &ir), 0);
+    CHECK_EQ(ir.cached_tokens, 0);
+    CHECK_EQ(ir.inserted_tokens, 608);
+    CHECK_EQ(ir.dropped_tokens, 0);
+    inv(&c);
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_match(&c, "m", 1, tok, 612, 0, 0, 1, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 608);
+    CHECK_EQ(mr.lease_id, 0);
+    /* Re-insert: all cached, nothing added. */
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, tok, 612, 0, 2, &ir), 0);
+    CHECK_EQ(ir.cached_tokens, 608);
+    CHECK_EQ(ir.inserted_tokens, 0);
+    /* Empty match is valid and counts its request. */
+    CHECK_EQ(rm_cache_match(&c, "m", 1, tok, 0, 0, 0, 3, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 0);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.match_requests_total, 2);
+    CHECK_EQ(st.query_tokens_total, 612);
+    CHECK_EQ(st.hit_tokens_total, 608);
+    CHECK_EQ(st.inserted_tokens_total, 608);
+    CHECK_EQ(st.evictable_pages, 38);
+    CHECK_EQ(st.free_pages, 1024 - 38);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_namespaces(void)
+{
+    rm_cache c;
+    mk(&c, 4, 64, 0);
+    uint32_t tok[16];
+    seq(tok, 16, 2);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "llama@v1", 8, tok, 16, 0, 0, &ir), 0);
+    CHECK_EQ(rm_cache_match(&c, "llama@v2", 8, tok, 16, 0, 0, 0, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 0);
+    CHECK_EQ(rm_cache_match(&c, "llama@v1", 8, tok, 16, 0, 0, 0, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 16);
+    /* Namespace names are bytes, not C strings. */
+    CHECK_EQ(rm_cache_match(&c, "llama@v1\0x", 10, tok, 16, 0, 0, 0, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 0);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_lease_pins_and_expires(void)
+{
+    rm_cache c;
+    mk(&c, 4, 4, 0); /* 4 pages: room for exactly one 16-token sequence */
+    uint32_t a[16], b[16];
+    seq(a, 16, 3);
+    seq(b, 16, 4);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 16, 0, 0, &ir), 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 16, 1, 500, 10, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 16);
+    CHECK(mr.lease_id != 0);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.protected_pages, 4);
+    CHECK_EQ(st.active_leases, 1);
+    inv(&c);
+    /* The pool is fully pinned: inserting b cannot evict a. */
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, b, 16, 0, 20, &ir), -ENOSPC);
+    inv(&c);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 16, 0, 0, 30, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 16);
+    /* TTL 500 ms from t=10: still alive at 509, gone at 510. */
+    CHECK_EQ(rm_cache_tick(&c, 509), 0);
+    CHECK_EQ(rm_cache_next_expiry(&c, 509), 1);
+    CHECK_EQ(rm_cache_tick(&c, 510), 1);
+    CHECK_EQ(rm_cache_release(&c, mr.lease_id), -ENOENT);
+    inv(&c);
+    /* Recovery: now b fits by evicting a. */
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, b, 16, 0, 600, &ir), 0);
+    CHECK_EQ(ir.inserted_tokens, 16);
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.evicted_tokens_total, 16);
+    CHECK_EQ(st.expired_leases_total, 1);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_release(void)
+{
+    rm_cache c;
+    mk(&c, 4, 16, 0);
+    uint32_t a[8];
+    seq(a, 8, 5);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 8, 0, 0, &ir), 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 8, 1, 0, 0, &mr), 0);
+    CHECK_EQ(rm_cache_release(&c, mr.lease_id), 0);
+    CHECK_EQ(rm_cache_release(&c, mr.lease_id), -ENOENT);
+    CHECK_EQ(rm_cache_release(&c, 0), -ENOENT);
+    CHECK_EQ(rm_cache_release(&c, 12345), -ENOENT);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.protected_pages, 0);
+    CHECK_EQ(st.active_leases, 0);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_lease_partial_edge_splits(void)
+{
+    rm_cache c;
+    mk(&c, 4, 16, 0);
+    uint32_t a[16];
+    seq(a, 16, 6);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 16, 0, 0, &ir), 0);
+    /* Leasing the first 8 tokens pins exactly 2 pages, not the 4-page edge. */
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 8, 1, 0, 0, &mr), 0);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.protected_pages, 2);
+    CHECK_EQ(st.evictable_pages, 2);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_insert_moves_lease(void)
+{
+    rm_cache c;
+    mk(&c, 4, 32, 0);
+    uint32_t a[24];
+    seq(a, 24, 7);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 8, 0, 0, &ir), 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 24, 1, 100, 0, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 8);
+    /* The usual cycle: Match(lease) -> compute -> Insert(lease). */
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 24, mr.lease_id, 50, &ir), 0);
+    CHECK_EQ(ir.cached_tokens, 8);
+    CHECK_EQ(ir.inserted_tokens, 16);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.protected_pages, 6); /* the whole sequence is pinned now */
+    inv(&c);
+    /* TTL restarted at t=50. */
+    CHECK_EQ(rm_cache_tick(&c, 149), 0);
+    CHECK_EQ(rm_cache_tick(&c, 150), 1);
+    inv(&c);
+    /* A lease whose prefix is not a prefix of the insert is refused. */
+    uint32_t other[8];
+    seq(other, 8, 8);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 8, 1, 0, 200, &mr), 0);
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, other, 8, mr.lease_id, 200, &ir), -ESTALE);
+    CHECK_EQ(rm_cache_insert(&c, "x", 1, a, 8, mr.lease_id, 200, &ir), -ESTALE);
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 8, 999, 200, &ir), -ENOENT);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_partial_insert_when_pinned(void)
+{
+    rm_cache c;
+    mk(&c, 4, 6, 0);
+    uint32_t a[16], b[16];
+    seq(a, 16, 9);
+    seq(b, 16, 10);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 16, 0, 0, &ir), 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 16, 1, 0, 0, &mr), 0);
+    /* 2 pages left: b caches its first 8 tokens and drops 8. */
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, b, 16, 0, 1, &ir), 0);
+    CHECK_EQ(ir.inserted_tokens, 8);
+    CHECK_EQ(ir.dropped_tokens, 8);
+    inv(&c);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, b, 16, 0, 0, 2, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 8);
+    rm_cache_destroy(&c);
+}
+
+static void test_max_leases(void)
+{
+    rm_cache c;
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = 4;
+    cfg.pool_pages = 8;
+    cfg.max_leases = 2;
+    REQUIRE(rm_cache_init(&c, &cfg) == 0);
+    uint32_t a[4] = {1, 2, 3, 4};
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 4, 1, 0, 0, &mr), 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 4, 1, 0, 0, &mr), 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 4, 1, 0, 0, &mr), -EMFILE);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 4, 0, 0, 0, &mr), 0);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_ttl_entries(void)
+{
+    rm_cache c;
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = 4;
+    cfg.pool_pages = 16;
+    cfg.ttl_ms = 1000;
+    REQUIRE(rm_cache_init(&c, &cfg) == 0);
+    uint32_t a[8], b[8];
+    seq(a, 8, 11);
+    seq(b, 8, 12);
+    rm_insert_result ir;
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, a, 8, 0, 5000, &ir), 0);
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, b, 8, 0, 5500, &ir), 0);
+    rm_cache_tick(&c, 6200); /* a idle 1200 ms > 1000, b 700 ms */
+    CHECK_EQ(rm_cache_match(&c, "m", 1, a, 8, 0, 0, 6200, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 0);
+    CHECK_EQ(rm_cache_match(&c, "m", 1, b, 8, 0, 0, 6200, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 8);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_kv_write_read_roundtrip(void)
+{
+    enum { PT = 4, KVB = 8 };
+    rm_cache c;
+    mk(&c, PT, 16, KVB);
+    uint32_t tok[18];
+    seq(tok, 18, 13);
+    rm_kv_write w;
+    /* kv_start must be page-aligned and within the sequence. */
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 18, 2, 0, 0, &w), -EINVAL);
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 18, 4, 0, 0, &w), -ESTALE);
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 18, 0, 0, 0, &w), 0);
+    CHECK_EQ(w.ntokens, 16);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.protected_pages, 4); /* reserved while streaming */
+    inv(&c);
+    for (size_t i = 0; i < 16; i++) {
+        uint8_t *d = rm_cache_write_dest(&c, &w, i);
+        REQUIRE(d != NULL);
+        memset(d, (int)(i + 1), KVB);
+    }
+    CHECK(rm_cache_write_dest(&c, &w, 16) == NULL);
+    rm_insert_result ir;
+    CHECK_EQ(rm_cache_write_commit(&c, &w, 1, &ir), 0);
+    CHECK_EQ(ir.inserted_tokens, 16);
+    inv(&c);
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_match(&c, "m", 1, tok, 18, 1, 0, 2, &mr), 0);
+    CHECK_EQ(mr.matched_tokens, 16);
+    rm_kv_pin pin;
+    CHECK_EQ(rm_cache_pin_lease(&c, mr.lease_id, &pin), 0);
+    CHECK_EQ(pin.npages, 4);
+    /* The pin outlives the lease. */
+    CHECK_EQ(rm_cache_release(&c, mr.lease_id), 0);
+    inv(&c);
+    int ok = 1;
+    for (size_t i = 0; i < 16; i++) {
+        const uint8_t *d = rm_cache_pin_kv(&c, &pin, i);
+        for (int b = 0; b < KVB; b++)
+            ok &= d[b] == (uint8_t)(i + 1);
+    }
+    CHECK(ok);
+    rm_cache_unpin(&c, &pin);
+    inv(&c);
+    CHECK_EQ(rm_cache_pin_lease(&c, mr.lease_id, &pin), -ENOENT);
+    rm_cache_destroy(&c);
+}
+
+static void test_kv_write_extends_and_aborts(void)
+{
+    enum { PT = 4, KVB = 2 };
+    rm_cache c;
+    mk(&c, PT, 8, KVB);
+    uint32_t tok[16];
+    seq(tok, 16, 14);
+    rm_insert_result ir;
+    CHECK_EQ(rm_cache_insert(&c, "m", 1, tok, 8, 0, 0, &ir), 0);
+    rm_kv_write w;
+    /* Cache holds 8: the client may start at 8 (or earlier, bytes ignored). */
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 16, 8, 0, 0, &w), 0);
+    CHECK(rm_cache_write_dest(&c, &w, 4) == NULL);
+    CHECK(rm_cache_write_dest(&c, &w, 8) != NULL);
+    rm_cache_write_abort(&c, &w);
+    inv(&c);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.free_pages, 6);
+    /* Two concurrent writers of the same tail: the second's pages are
+     * returned as duplicates at commit. */
+    rm_kv_write w1, w2;
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 16, 8, 0, 0, &w1), 0);
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 16, 8, 0, 0, &w2), 0);
+    inv(&c);
+    CHECK_EQ(rm_cache_write_commit(&c, &w1, 1, &ir), 0);
+    CHECK_EQ(ir.inserted_tokens, 8);
+    CHECK_EQ(rm_cache_write_commit(&c, &w2, 2, &ir), 0);
+    CHECK_EQ(ir.inserted_tokens, 0);
+    inv(&c);
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.free_pages, 4);
+    rm_cache_destroy(&c);
+}
+
+static void test_metadata_only_has_no_kv(void)
+{
+    rm_cache c;
+    mk(&c, 4, 8, 0);
+    uint32_t tok[8];
+    seq(tok, 8, 15);
+    rm_kv_write w;
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, tok, 8, 0, 0, 0, &w), -EINVAL);
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_match(&c, "m", 1, tok, 8, 1, 0, 0, &mr), 0);
+    rm_kv_pin pin;
+    CHECK_EQ(rm_cache_pin_lease(&c, mr.lease_id, &pin), -EINVAL);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+static void test_bad_config(void)
+{
+    rm_cache c;
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = 0;
+    CHECK_EQ(rm_cache_init(&c, &cfg), -EINVAL);
+    rm_cache_config_defaults(&cfg);
+    cfg.pool_pages = 0;
+    CHECK_EQ(rm_cache_init(&c, &cfg), -EINVAL);
+}
+
+int main(void)
+{
+    RUN(test_insert_612_caches_608);
+    RUN(test_namespaces);
+    RUN(test_lease_pins_and_expires);
+    RUN(test_release);
+    RUN(test_lease_partial_edge_splits);
+    RUN(test_insert_moves_lease);
+    RUN(test_partial_insert_when_pinned);
+    RUN(test_max_leases);
+    RUN(test_ttl_entries);
+    RUN(test_kv_write_read_roundtrip);
+    RUN(test_kv_write_extends_and_aborts);
+    RUN(test_metadata_only_has_no_kv);
+    RUN(test_bad_config);
+    return rm_t_report();
+}

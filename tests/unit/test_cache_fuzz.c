@@ -1,0 +1,348 @@
+/* Differential test: the cache against a naive oracle (Redis rax-test style).
+ *
+ * The oracle is a plain list of the sequences inserted per namespace, each
+ * with how much of it is still cached. A match is the longest page-aligned
+ * common prefix with any of them. Thousands of random operations (match,
+ * lease, insert with and without lease, release, KV write/commit/abort, KV
+ * read, clock jumps that expire leases) run against both; after every one:
+ *
+ *   - rm_cache_check: every tree/pool/reference invariant;
+ *   - while nothing was evicted, every answer equals the oracle's exactly;
+ *   - when the cache evicts, the oracle is resynchronised and must show the
+ *     cache never claims more than was inserted, never lost a leased prefix
+ *     and holds exactly the pages the surviving prefixes need;
+ *   - KV bytes read back equal what was written for that prefix.
+ *
+ * Usage: test_cache_fuzz [ops] [seed]. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "check.h"
+
+#define MAXLEN 96
+#define MAXSEQ 4096
+#define MAXLEASE 256
+
+typedef struct oseq {
+    int ns;
+    uint32_t tok[MAXLEN];
+    size_t len;    /* page-aligned length inserted */
+    size_t cached; /* how much of it the cache still holds (<= len) */
+} oseq;
+
+typedef struct olease {
+    uint64_t id;
+    int ns;
+    uint32_t tok[MAXLEN];
+    size_t matched;
+    uint64_t expires;
+} olease;
+
+static oseq seqs[MAXSEQ];
+static size_t nseqs;
+static olease leases[MAXLEASE];
+static size_t nleases;
+static uint64_t rng;
+static uint32_t PT;
+static const char *NS[3] = {"llama", "qwen", "llama:lora1"};
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Random sequences built from a few shared blocks so prefixes overlap. */
+static size_t gen(uint32_t *out)
+{
+    size_t n = 0, target = 1 + rnd() % MAXLEN;
+    while (n < target) {
+        uint32_t block = (uint32_t)(rnd() % 6);
+        size_t blen = 1 + rnd() % 12;
+        for (size_t i = 0; i < blen && n < target; i++)
+            out[n++] = block < 5 ? block * 1000 + (uint32_t)i : (uint32_t)(rnd() % 50);
+    }
+    return n;
+}
+
+static uint8_t kv_byte(const uint32_t *tok, size_t i)
+{
+    return (uint8_t)(tok[i] * 31u + i * 7u + 1);
+}
+
+static size_t oracle_match(int ns, const uint32_t *q, size_t n)
+{
+    size_t best = 0;
+    for (size_t s = 0; s < nseqs; s++) {
+        if (seqs[s].ns != ns)
+            continue;
+        size_t lim = seqs[s].cached < n ? seqs[s].cached : n, k = 0;
+        while (k < lim && seqs[s].tok[k] == q[k])
+            k++;
+        k = k / PT * PT;
+        if (k > best)
+            best = k;
+    }
+    return best;
+}
+
+static void oracle_add(int ns, const uint32_t *tok, size_t len)
+{
+    if (len == 0)
+        return;
+    if (nseqs == MAXSEQ) { /* drop the oldest entry; keep it bounded */
+        memmove(seqs, seqs + 1, sizeof seqs[0] * (MAXSEQ - 1));
+        nseqs--;
+    }
+    seqs[nseqs].ns = ns;
+    memcpy(seqs[nseqs].tok, tok, len * sizeof *tok);
+    seqs[nseqs].len = seqs[nseqs].cached = len;
+    nseqs++;
+}
+
+/* Silent lookup: no access recorded, so probing does not perturb LRU. */
+static size_t cache_peek(rm_cache *c, int ns, const uint32_t *q, size_t n)
+{
+    rm_radix_node *root, *last;
+    if (rm_radix_root(&c->tree, NS[ns], strlen(NS[ns]), 0, &root))
+        return 0;
+    return rm_radix_match(&c->tree, root, q, n, 0, 0, &last);
+}
+
+/* After an eviction: shrink each oracle entry to what the cache still has,
+ * then prove the cache holds exactly the pages those prefixes need. */
+static void resync(rm_cache *c)
+{
+    static size_t have[MAXSEQ];
+    for (size_t s = 0; s < nseqs; s++) {
+        have[s] = cache_peek(c, seqs[s].ns, seqs[s].tok, seqs[s].len);
+        /* Never more than the inserts so far could have put there. */
+        CHECK(have[s] <= oracle_match(seqs[s].ns, seqs[s].tok, seqs[s].len));
+    }
+    for (size_t s = 0; s < nseqs; s++)
+        seqs[s].cached = have[s];
+    for (size_t i = 0; i < nleases; i++)
+        CHECK_EQ(cache_peek(c, leases[i].ns, leases[i].tok, leases[i].matched),
+                 leases[i].matched);
+    /* Distinct cached pages across all entries = pages in the tree. Count
+     * each entry's pages not shared with an earlier entry's cached prefix. */
+    uint64_t pages = 0;
+    for (size_t s = 0; s < nseqs; s++) {
+        size_t shared = 0;
+        for (size_t r = 0; r < s; r++) {
+            if (seqs[r].ns != seqs[s].ns)
+                continue;
+            size_t lim = seqs[r].cached < seqs[s].cached ? seqs[r].cached : seqs[s].cached;
+            size_t k = 0;
+            while (k < lim && seqs[r].tok[k] == seqs[s].tok[k])
+                k++;
+            k = k / PT * PT;
+            if (k > shared)
+                shared = k;
+        }
+        pages += (seqs[s].cached - shared) / PT;
+    }
+    CHECK_EQ(pages, c->tree.evictable_pages + c->tree.protected_pages);
+}
+
+static void inv(const rm_cache *c)
+{
+    char err[256] = "";
+    int rc = rm_cache_check(c, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "invariant: %s\n", err);
+        CHECK_EQ(rc, 0);
+        exit(rm_t_report());
+    }
+}
+
+static void expire_oracle_leases(uint64_t now)
+{
+    for (size_t i = 0; i < nleases;) {
+        if (leases[i].expires <= now)
+            leases[i] = leases[--nleases];
+        else
+            i++;
+    }
+}
+
+/* Half the time, extends a live lease's prefix into q (the Match(lease) ->
+ * compute -> Insert cycle). Returns the lease id or 0. */
+static uint64_t pick_lease_prefix(int *ns, uint32_t *q, size_t *n)
+{
+    if (!nleases || (rnd() & 1))
+        return 0;
+    olease *l = &leases[rnd() % nleases];
+    *ns = l->ns;
+    memcpy(q, l->tok, l->matched * sizeof *q);
+    *n = l->matched + rnd() % (MAXLEN - l->matched + 1);
+    for (size_t i = l->matched; i < *n; i++)
+        q[i] = (uint32_t)(rnd() % 50);
+    return l->id;
+}
+
+/* After an insert through lease lid the lease covers the cached sequence and
+ * its TTL restarted; mirror that. */
+static void lease_moved(rm_cache *c, uint64_t lid, const uint32_t *q, size_t n, size_t cached)
+{
+    for (size_t i = 0; lid && i < nleases; i++) {
+        if (leases[i].id != lid)
+            continue;
+        memcpy(leases[i].tok, q, n * sizeof *q);
+        leases[i].matched = cached;
+        for (size_t s = 0; s <= c->lease_mask; s++)
+            if (c->lease_slots[s] && c->lease_slots[s]->id == lid)
+                leases[i].expires = c->lease_slots[s]->expires_ms;
+    }
+}
+
+static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops)
+{
+    PT = page_tokens;
+    nseqs = nleases = 0;
+    rm_cache c;
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = page_tokens;
+    cfg.pool_pages = pool_pages;
+    cfg.kv_bytes_per_token = kv_mode ? 1 : 0;
+    cfg.default_lease_ttl_ms = 400;
+    cfg.max_lease_ttl_ms = 2000;
+    cfg.max_leases = MAXLEASE;
+    cfg.policy = (rnd() & 1) ? RM_EVICT_LFU : RM_EVICT_LRU;
+    REQUIRE(rm_cache_init(&c, &cfg) == 0);
+    uint64_t now = 1000;
+    long exact = 0, evicting = 0;
+    int fail0 = rm_t_fail;
+    for (long op = 0; op < ops; op++) {
+        uint32_t q[MAXLEN];
+        size_t n = gen(q);
+        int ns = (int)(rnd() % 3);
+        uint64_t evicted_before = c.st.evicted_tokens_total;
+        size_t expect = oracle_match(ns, q, n);
+        int kind = (int)(rnd() % 100);
+        now += rnd() % 20;
+        if (kind < 30) { /* match, maybe leased */
+            int lease = nleases < MAXLEASE && (rnd() & 1);
+            uint32_t ttl = (uint32_t)(rnd() % 3000);
+            rm_match_result mr;
+            CHECK_EQ(rm_cache_match(&c, NS[ns], strlen(NS[ns]), q, n, lease, ttl, now, &mr), 0);
+            CHECK_EQ(mr.matched_tokens, expect);
+            if (lease) {
+                olease *l = &leases[nleases++];
+                l->id = mr.lease_id;
+                l->ns = ns;
+                memcpy(l->tok, q, n * sizeof *q);
+                l->matched = mr.matched_tokens;
+                l->expires = now + (ttl == 0 ? 400 : ttl > 2000 ? 2000 : ttl);
+            }
+        } else if (kind < 55 && !kv_mode) { /* insert, sometimes through a lease */
+            uint64_t lid = pick_lease_prefix(&ns, q, &n);
+            if (lid)
+                expect = oracle_match(ns, q, n);
+            rm_insert_result ir;
+            int rc = rm_cache_insert(&c, NS[ns], strlen(NS[ns]), q, n, lid, now, &ir);
+            if (rc == -ENOSPC) {
+                CHECK(c.pool.nfree == 0);
+            } else {
+                CHECK_EQ(rc, 0);
+                CHECK_EQ(ir.cached_tokens, expect);
+                CHECK_EQ(ir.cached_tokens + ir.inserted_tokens + ir.dropped_tokens, n / PT * PT);
+                oracle_add(ns, q, ir.cached_tokens + ir.inserted_tokens);
+                lease_moved(&c, lid, q, n, ir.cached_tokens + ir.inserted_tokens);
+            }
+        } else if (kind < 65) { /* release a live or a bogus lease */
+            if (nleases && (rnd() % 4)) {
+                size_t i = rnd() % nleases;
+                CHECK_EQ(rm_cache_release(&c, leases[i].id), 0);
+                CHECK_EQ(rm_cache_release(&c, leases[i].id), -ENOENT);
+                leases[i] = leases[--nleases];
+            } else {
+                CHECK_EQ(rm_cache_release(&c, rnd() | 1), -ENOENT);
+            }
+        } else if (kind < 80 || (kind < 55 && kv_mode)) { /* KV write, commit or abort */
+            uint64_t lid = kind < 55 ? pick_lease_prefix(&ns, q, &n) : 0;
+            if (lid)
+                expect = oracle_match(ns, q, n);
+            size_t kv_start = (rnd() % 3 == 0) ? 0 : expect;
+            rm_kv_write w;
+            int rc =
+                rm_cache_write_begin(&c, NS[ns], strlen(NS[ns]), q, n, kv_start, lid, now, &w);
+            if (!kv_mode) {
+                CHECK_EQ(rc, -EINVAL);
+            } else if (rc == -ENOSPC) {
+                CHECK(c.pool.nfree == 0);
+            } else {
+                CHECK_EQ(rc, 0);
+                inv(&c);
+                for (size_t i = kv_start; i < w.ntokens; i++) {
+                    uint8_t *d = rm_cache_write_dest(&c, &w, i);
+                    if (d)
+                        *d = kv_byte(q, i);
+                }
+                if (!lid && rnd() % 4 == 0) {
+                    rm_cache_write_abort(&c, &w);
+                } else {
+                    rm_insert_result ir;
+                    CHECK_EQ(rm_cache_write_commit(&c, &w, now, &ir), 0);
+                    CHECK_EQ(ir.cached_tokens, expect);
+                    oracle_add(ns, q, ir.cached_tokens + ir.inserted_tokens);
+                    lease_moved(&c, lid, q, n, ir.cached_tokens + ir.inserted_tokens);
+                }
+            }
+        } else if (kind < 90) { /* read back a leased prefix's KV bytes */
+            if (nleases && kv_mode) {
+                olease *l = &leases[rnd() % nleases];
+                rm_kv_pin pin;
+                CHECK_EQ(rm_cache_pin_lease(&c, l->id, &pin), 0);
+                CHECK_EQ(pin.npages * PT, l->matched);
+                int ok = 1;
+                for (size_t i = 0; i < l->matched; i++)
+                    ok &= *rm_cache_pin_kv(&c, &pin, i) == kv_byte(l->tok, i);
+                CHECK(ok);
+                rm_cache_unpin(&c, &pin);
+            }
+        } else { /* the clock jumps: leases expire */
+            now += rnd() % 600;
+            uint32_t expired = rm_cache_tick(&c, now);
+            size_t before = nleases;
+            expire_oracle_leases(now);
+            CHECK_EQ(expired, before - nleases);
+        }
+        inv(&c);
+        CHECK_EQ(c.nleases, nleases);
+        if (c.st.evicted_tokens_total != evicted_before) {
+            evicting++;
+            resync(&c);
+        } else {
+            exact++;
+        }
+        if (rm_t_fail - fail0 > 20)
+            break;
+    }
+    fprintf(stderr, "kv=%d page=%u pool=%llu ops=%ld (exact %ld, with eviction %ld) evicted=%llu\n",
+            kv_mode, page_tokens, (unsigned long long)pool_pages, ops, exact, evicting,
+            (unsigned long long)c.st.evicted_tokens_total);
+    CHECK(evicting > 0 || pool_pages >= (1 << 16)); /* small pools must have evicted */
+    rm_cache_destroy(&c);
+}
+
+int main(int argc, char **argv)
+{
+    long ops = argc > 1 ? atol(argv[1]) : 6000;
+    rng = argc > 2 ? strtoull(argv[2], NULL, 10) : 0x5eed1234abcdULL;
+    if (rng == 0)
+        rng = 1;
+    fprintf(stderr, "seed=%llu\n", (unsigned long long)rng);
+    for (int kv = 0; kv <= 1; kv++) {
+        run(4, 1 << 16, kv, ops); /* no pressure: every answer exact */
+        run(4, 48, kv, ops);      /* heavy eviction and pinning */
+        run(1, 200, kv, ops);
+        run(16, 12, kv, ops);
+    }
+    return rm_t_report();
+}

@@ -1,0 +1,84 @@
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "pool.h"
+
+static void test_alloc_free_cycle(void)
+{
+    rm_pool p;
+    REQUIRE(rm_pool_init(&p, 8, 0) == 0);
+    uint32_t a[8];
+    CHECK_EQ(rm_pool_alloc(&p, 5, a), 5);
+    CHECK_EQ(p.nfree, 3);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(p.state[a[i]], RM_PAGE_USED);
+    /* Asking for more than is free hands out what there is. */
+    uint32_t b[8];
+    CHECK_EQ(rm_pool_alloc(&p, 8, b), 3);
+    CHECK_EQ(rm_pool_alloc(&p, 1, b + 3), 0);
+    CHECK_EQ(rm_pool_free(&p, a, 5), 0);
+    CHECK_EQ(p.nfree, 5);
+    /* All 8 distinct ids were handed out exactly once. */
+    int seen[8] = {0};
+    for (int i = 0; i < 5; i++)
+        seen[a[i]]++;
+    for (int i = 0; i < 3; i++)
+        seen[b[i]]++;
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(seen[i], 1);
+    rm_pool_destroy(&p);
+}
+
+static void test_double_free_rejected_atomically(void)
+{
+    rm_pool p;
+    REQUIRE(rm_pool_init(&p, 4, 0) == 0);
+    uint32_t a[4];
+    CHECK_EQ(rm_pool_alloc(&p, 3, a), 3);
+    uint32_t dup[3] = {a[0], a[1], a[0]};
+    CHECK_EQ(rm_pool_free(&p, dup, 3), -EINVAL);
+    /* Nothing was freed by the rejected call. */
+    CHECK_EQ(p.nfree, 1);
+    CHECK_EQ(p.state[a[0]], RM_PAGE_USED);
+    CHECK_EQ(p.state[a[1]], RM_PAGE_USED);
+    uint32_t bad = 99;
+    CHECK_EQ(rm_pool_free(&p, &bad, 1), -EINVAL);
+    CHECK_EQ(rm_pool_free(&p, a, 1), 0);
+    CHECK_EQ(rm_pool_free(&p, a, 1), -EINVAL);
+    rm_pool_destroy(&p);
+}
+
+static void test_kv_memory(void)
+{
+    rm_pool p;
+    REQUIRE(rm_pool_init(&p, 4, 1024) == 0);
+    uint32_t a[4];
+    CHECK_EQ(rm_pool_alloc(&p, 4, a), 4);
+    for (int i = 0; i < 4; i++)
+        memset(rm_pool_page_data(&p, a[i]), i + 1, 1024);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(rm_pool_page_data(&p, a[i])[0], i + 1);
+        CHECK_EQ(rm_pool_page_data(&p, a[i])[1023], i + 1);
+    }
+    rm_pool_destroy(&p);
+    REQUIRE(rm_pool_init(&p, 4, 0) == 0);
+    CHECK(rm_pool_page_data(&p, 0) == NULL);
+    rm_pool_destroy(&p);
+}
+
+static void test_bad_sizes(void)
+{
+    rm_pool p;
+    CHECK_EQ(rm_pool_init(&p, 0, 0), -EINVAL);
+    CHECK_EQ(rm_pool_init(&p, UINT32_MAX, 0), -EINVAL);
+}
+
+int main(void)
+{
+    RUN(test_alloc_free_cycle);
+    RUN(test_double_free_rejected_atomically);
+    RUN(test_kv_memory);
+    RUN(test_bad_sizes);
+    return rm_t_report();
+}
