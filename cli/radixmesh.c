@@ -1,0 +1,47 @@
+/* radixmesh: the command-line tool. */
+#include <grpc/grpc.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: radixmesh COMMAND [options]\n\n"
+                 "commands:\n"
+                 "  demo    play prefix-sharing scenarios against a node; print hit rate and\n"
+                 "          the KV memory sharing saves\n"
+                 "  stats   print a node's statistics\n\n"
+                 "'radixmesh COMMAND --help' describes each command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("radixmesh %s\n", RM_VERSION);
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"demo", rm_cmd_demo}, {"stats", rm_cmd_stats}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (!strcmp(argv[1], cmds[i].name)) {
+            grpc_init();
+            int rc = cmds[i].fn(argc - 1, argv + 1);
+            grpc_shutdown();
+            return rc;
+        }
+    }
+    fprintf(stderr, "radixmesh: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

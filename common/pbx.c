@@ -1,0 +1,152 @@
+#include "pbx.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void rm_tokens_free(rm_tokens *t)
+{
+    free(t->v);
+    t->v = NULL;
+    t->n = t->cap = 0;
+}
+
+static bool decode_tokens(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    rm_tokens *t = *arg;
+    /* Packed: called with the whole run; unpacked: once per element. Each
+     * varint takes at least one byte, which bounds the growth. */
+    size_t room = t->n + (s->bytes_left ? s->bytes_left : 1);
+    if (room > t->cap) {
+        size_t want = room > t->max ? t->max + 1 : room;
+        if (want > t->cap) {
+            t->cap = want;
+            t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
+        }
+    }
+    while (s->bytes_left) {
+        uint32_t v;
+        if (!pb_decode_varint32(s, &v))
+            return false;
+        if (t->n >= t->max) {
+            t->too_many = true;
+            PB_RETURN_ERROR(s, "too many tokens");
+        }
+        if (t->n == t->cap) {
+            t->cap = t->cap * 2 + 16;
+            t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
+        }
+        t->v[t->n++] = v;
+    }
+    return true;
+}
+
+void rm_pb_tokens_decoder(pb_callback_t *cb, rm_tokens *t)
+{
+    cb->funcs.decode = decode_tokens;
+    cb->arg = t;
+}
+
+static size_t varint_size(uint32_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static bool encode_tokens(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    const rm_tokens_view *t = *arg;
+    if (t->n == 0)
+        return true;
+    size_t size = 0;
+    for (size_t i = 0; i < t->n; i++)
+        size += varint_size(t->v[i]);
+    if (!pb_encode_tag(s, PB_WT_STRING, f->tag) || !pb_encode_varint(s, size))
+        return false;
+    for (size_t i = 0; i < t->n; i++)
+        if (!pb_encode_varint(s, t->v[i]))
+            return false;
+    return true;
+}
+
+void rm_pb_tokens_encoder(pb_callback_t *cb, const rm_tokens_view *view)
+{
+    cb->funcs.encode = encode_tokens;
+    cb->arg = (void *)view;
+}
+
+typedef struct bb_source {
+    grpc_byte_buffer_reader reader;
+    grpc_slice cur;
+    size_t off;
+    bool have;
+} bb_source;
+
+static bool bb_read(pb_istream_t *s, pb_byte_t *buf, size_t count)
+{
+    bb_source *b = s->state;
+    while (count) {
+        if (!b->have || b->off == GRPC_SLICE_LENGTH(b->cur)) {
+            if (b->have)
+                grpc_slice_unref(b->cur);
+            b->have = grpc_byte_buffer_reader_next(&b->reader, &b->cur) != 0;
+            b->off = 0;
+            if (!b->have)
+                return false;
+            continue;
+        }
+        size_t take = GRPC_SLICE_LENGTH(b->cur) - b->off;
+        if (take > count)
+            take = count;
+        if (buf) {
+            memcpy(buf, GRPC_SLICE_START_PTR(b->cur) + b->off, take);
+            buf += take;
+        }
+        b->off += take;
+        count -= take;
+    }
+    return true;
+}
+
+bool rm_pb_decode_bb(grpc_byte_buffer *bb, const pb_msgdesc_t *fields, void *msg, char *err,
+                     size_t errlen)
+{
+    bb_source src = {.have = false};
+    if (!grpc_byte_buffer_reader_init(&src.reader, bb)) {
+        snprintf(err, errlen, "unreadable message");
+        return false;
+    }
+    pb_istream_t s = {bb_read, &src, grpc_byte_buffer_length(bb), NULL};
+    bool ok = pb_decode(&s, fields, msg);
+    if (!ok)
+        snprintf(err, errlen, "malformed protobuf: %s", PB_GET_ERROR(&s));
+    if (src.have)
+        grpc_slice_unref(src.cur);
+    grpc_byte_buffer_reader_destroy(&src.reader);
+    return ok;
+}
+
+grpc_byte_buffer *rm_pb_encode_bb(const pb_msgdesc_t *fields, const void *msg)
+{
+    size_t size;
+    if (!pb_get_encoded_size(&size, fields, msg))
+        return NULL;
+    grpc_slice slice = grpc_slice_malloc(size);
+    pb_ostream_t s = pb_ostream_from_buffer(GRPC_SLICE_START_PTR(slice), size);
+    if (!pb_encode(&s, fields, msg)) {
+        grpc_slice_unref(slice);
+        return NULL;
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}

@@ -1,0 +1,65 @@
+/* rpc_client.h -- blocking gRPC core client calls.
+ *
+ * One rm_rpc_client = one channel + one pluck completion queue. Calls on it
+ * block the calling thread; use one client per thread (a channel may be
+ * shared by creating clients with rm_rpc_client_init_shared). */
+#ifndef RM_RPC_CLIENT_H
+#define RM_RPC_CLIENT_H
+
+#include <grpc/grpc.h>
+#include <stddef.h>
+
+typedef struct rm_rpc_client {
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    int owns_channel;
+} rm_rpc_client;
+
+/* Connects (lazily) to target "host:port" without TLS. Max message sizes
+ * are raised to 64 MiB so million-token requests fit. Returns 0 or -1. */
+int rm_rpc_client_init(rm_rpc_client *c, const char *target);
+
+/* A second client over another client's channel (own queue). */
+void rm_rpc_client_init_shared(rm_rpc_client *c, const rm_rpc_client *base);
+
+void rm_rpc_client_close(rm_rpc_client *c);
+
+/* Registers a method path on the channel for cheaper calls. The returned
+ * handle lives as long as the channel. */
+void *rm_rpc_client_method(rm_rpc_client *c, const char *path);
+
+/* Unary call. On GRPC_STATUS_OK *reply holds the response (caller destroys
+ * it); otherwise *reply is NULL and msg holds the status details. req stays
+ * the caller's. timeout_ms 0: no deadline. */
+grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *req,
+                              int timeout_ms, grpc_byte_buffer **reply, char *msg,
+                              size_t msglen);
+
+/* A streaming call, driven one blocking step at a time. */
+typedef struct rm_rpc_stream {
+    rm_rpc_client *c;
+    grpc_call *call;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    int got_status; /* address used as the status batch's tag */
+    int asked_initial_md;
+} rm_rpc_stream;
+
+/* Opens a call and sends initial metadata. Returns 0 or -1. */
+int rm_rpc_stream_open(rm_rpc_stream *s, rm_rpc_client *c, void *method, int timeout_ms);
+
+/* Sends one message (caller keeps bb); last=1 also half-closes. 0 or -1. */
+int rm_rpc_stream_send(rm_rpc_stream *s, grpc_byte_buffer *bb, int last);
+
+/* Half-closes without a message. */
+int rm_rpc_stream_close_send(rm_rpc_stream *s);
+
+/* Receives the next message into *bb (caller destroys). Returns 1, or 0 at
+ * the end of the stream (*bb NULL). */
+int rm_rpc_stream_recv(rm_rpc_stream *s, grpc_byte_buffer **bb);
+
+/* Waits for the final status; copies details into msg. Frees the call. */
+grpc_status_code rm_rpc_stream_finish(rm_rpc_stream *s, char *msg, size_t msglen);
+
+#endif

@@ -1,0 +1,434 @@
+#include "rpc_server.h"
+
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+#define MAX_METHODS 32
+
+typedef enum { TAG_NEW, TAG_SEND, TAG_RECV, TAG_CLOSE, TAG_FINISH } tag_kind;
+
+typedef struct call_tag {
+    rm_rpc_call *call;
+    tag_kind kind;
+} call_tag;
+
+/* Lifecycle of one call:
+ *
+ *   WAITING --accepted--> ACTIVE --finish batch started--> FINISHING
+ *      |                                                      |
+ *      +--server shut down--> (freed)        all batches done +--> (DONE, freed)
+ */
+typedef enum { CALL_WAITING, CALL_ACTIVE, CALL_FINISHING } call_state;
+
+typedef struct reg_method {
+    rm_rpc_method m;
+    void *handle; /* from grpc_server_register_method */
+} reg_method;
+
+struct rm_rpc_call {
+    rm_rpc_server *srv;
+    int method; /* index into srv->methods, -1: unregistered method */
+    call_state state;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details;
+    grpc_byte_buffer *payload, *send_bb, *recv_bb, *final_bb;
+    grpc_slice status_details;
+    call_tag t_new, t_send, t_recv, t_close, t_finish;
+    int pending; /* batches in flight */
+    int sent_initial_md, sending, receiving;
+    int cancelled;
+    void *user;
+};
+
+struct rm_rpc_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    reg_method methods[MAX_METHODS];
+    int nmethods;
+    int shutting_down, shutdown_done, cancelled_all;
+    size_t active;
+    char shutdown_tag;
+};
+
+static void request_call(rm_rpc_server *s, int method);
+
+rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
+{
+    rm_rpc_server *s = rm_xcalloc(1, sizeof *s);
+    s->server = grpc_server_create(args, NULL);
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    return s;
+}
+
+int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m)
+{
+    if (s->nmethods == MAX_METHODS)
+        return -1;
+    reg_method *r = &s->methods[s->nmethods];
+    r->m = *m;
+    r->handle = grpc_server_register_method(
+        s->server, m->path, NULL,
+        m->kind == RM_RPC_CLIENT_STREAMING ? GRPC_SRM_PAYLOAD_NONE
+                                           : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+        0);
+    if (!r->handle)
+        return -1;
+    s->nmethods++;
+    return 0;
+}
+
+int rm_rpc_server_listen(rm_rpc_server *s, const char *addr)
+{
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(s->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    return port > 0 ? port : -1;
+}
+
+size_t rm_rpc_server_active_calls(const rm_rpc_server *s)
+{
+    return s->active;
+}
+
+static rm_rpc_call *call_new(rm_rpc_server *s, int method)
+{
+    rm_rpc_call *c = rm_xcalloc(1, sizeof *c);
+    c->srv = s;
+    c->method = method;
+    c->state = CALL_WAITING;
+    c->status_details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->md);
+    grpc_call_details_init(&c->details);
+    call_tag *tags[] = {&c->t_new, &c->t_send, &c->t_recv, &c->t_close, &c->t_finish};
+    tag_kind kinds[] = {TAG_NEW, TAG_SEND, TAG_RECV, TAG_CLOSE, TAG_FINISH};
+    for (int i = 0; i < 5; i++) {
+        tags[i]->call = c;
+        tags[i]->kind = kinds[i];
+    }
+    return c;
+}
+
+static void call_free(rm_rpc_call *c)
+{
+    if (c->call)
+        grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_details_destroy(&c->details);
+    grpc_byte_buffer *bbs[] = {c->payload, c->send_bb, c->recv_bb, c->final_bb};
+    for (int i = 0; i < 4; i++)
+        if (bbs[i])
+            grpc_byte_buffer_destroy(bbs[i]);
+    grpc_slice_unref(c->status_details);
+    free(c);
+}
+
+static void request_call(rm_rpc_server *s, int method)
+{
+    rm_rpc_call *c = call_new(s, method);
+    grpc_call_error err;
+    if (method >= 0)
+        err = grpc_server_request_registered_call(
+            s->server, s->methods[method].handle, &c->call, &c->deadline, &c->md,
+            s->methods[method].m.kind == RM_RPC_CLIENT_STREAMING ? NULL : &c->payload, s->cq,
+            s->cq, &c->t_new);
+    else
+        err = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
+                                       &c->t_new);
+    if (err != GRPC_CALL_OK) {
+        rm_log(RM_LOG_ERROR, "rpc", "request_call failed: %s", grpc_call_error_to_string(err));
+        call_free(c);
+    }
+}
+
+static int start(rm_rpc_call *c, grpc_op *ops, size_t n, call_tag *tag)
+{
+    grpc_call_error err = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+    if (err != GRPC_CALL_OK) {
+        rm_log(RM_LOG_ERROR, "rpc", "start_batch failed: %s", grpc_call_error_to_string(err));
+        return -1;
+    }
+    c->pending++;
+    return 0;
+}
+
+static void add_initial_md(rm_rpc_call *c, grpc_op *ops, size_t *n)
+{
+    if (c->sent_initial_md)
+        return;
+    memset(&ops[*n], 0, sizeof ops[*n]);
+    ops[*n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    (*n)++;
+    c->sent_initial_md = 1;
+}
+
+void rm_rpc_call_set_user(rm_rpc_call *c, void *user)
+{
+    c->user = user;
+}
+
+void *rm_rpc_call_user(const rm_rpc_call *c)
+{
+    return c->user;
+}
+
+int64_t rm_rpc_call_ms_left(const rm_rpc_call *c)
+{
+    gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+        return INT64_MAX;
+    gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
+    return (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+}
+
+int rm_rpc_call_send(rm_rpc_call *c, grpc_byte_buffer *bb)
+{
+    if (c->sending || c->state != CALL_ACTIVE) {
+        grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    grpc_op ops[2];
+    size_t n = 0;
+    add_initial_md(c, ops, &n);
+    memset(&ops[n], 0, sizeof ops[n]);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = bb;
+    n++;
+    c->send_bb = bb;
+    if (start(c, ops, n, &c->t_send) != 0) {
+        c->send_bb = NULL;
+        grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    c->sending = 1;
+    return 0;
+}
+
+int rm_rpc_call_recv(rm_rpc_call *c)
+{
+    if (c->receiving || c->state != CALL_ACTIVE)
+        return -1;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    if (start(c, &op, 1, &c->t_recv) != 0)
+        return -1;
+    c->receiving = 1;
+    return 0;
+}
+
+static int finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
+                  grpc_byte_buffer *final, int with_close)
+{
+    if (c->state == CALL_FINISHING) {
+        if (final)
+            grpc_byte_buffer_destroy(final);
+        return -1;
+    }
+    grpc_op ops[4];
+    size_t n = 0;
+    add_initial_md(c, ops, &n);
+    if (final) {
+        memset(&ops[n], 0, sizeof ops[n]);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = final;
+        n++;
+        c->final_bb = final;
+    }
+    grpc_slice_unref(c->status_details);
+    c->status_details = grpc_slice_from_copied_string(msg ? msg : "");
+    memset(&ops[n], 0, sizeof ops[n]);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.status_details = msg && *msg ? &c->status_details : NULL;
+    n++;
+    if (with_close) {
+        memset(&ops[n], 0, sizeof ops[n]);
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+        n++;
+    }
+    c->state = CALL_FINISHING;
+    if (start(c, ops, n, &c->t_finish) != 0) {
+        /* Nothing will complete for this batch; the call ends with what is
+         * already in flight (or now, if nothing is). */
+        return -1;
+    }
+    return 0;
+}
+
+int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
+                       grpc_byte_buffer *final)
+{
+    return finish(c, code, msg, final, 0);
+}
+
+static void maybe_done(rm_rpc_call *c)
+{
+    if (c->state != CALL_FINISHING || c->pending > 0)
+        return;
+    if (c->method >= 0) {
+        const rm_rpc_method *m = &c->srv->methods[c->method].m;
+        if (m->kind != RM_RPC_UNARY)
+            m->stream(m->ctx, c, RM_CALL_EV_DONE, NULL, 1);
+    }
+    c->srv->active--;
+    call_free(c);
+}
+
+static void on_accept(rm_rpc_server *s, rm_rpc_call *c)
+{
+    if (!s->shutting_down)
+        request_call(s, c->method);
+    c->state = CALL_ACTIVE;
+    s->active++;
+    if (c->method < 0) {
+        char path[256];
+        size_t len = GRPC_SLICE_LENGTH(c->details.method);
+        if (len >= sizeof path)
+            len = sizeof path - 1;
+        memcpy(path, GRPC_SLICE_START_PTR(c->details.method), len);
+        path[len] = '\0';
+        char msg[320];
+        snprintf(msg, sizeof msg, "unknown method %s", path);
+        finish(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL, 1);
+        maybe_done(c);
+        return;
+    }
+    const rm_rpc_method *m = &s->methods[c->method].m;
+    if (m->kind == RM_RPC_UNARY) {
+        char msg[256] = "";
+        grpc_byte_buffer *reply = NULL;
+        grpc_status_code code;
+        if (!c->payload) {
+            code = GRPC_STATUS_INVALID_ARGUMENT;
+            snprintf(msg, sizeof msg, "missing request message");
+        } else {
+            code = m->unary(m->ctx, c->payload, &reply, msg, sizeof msg);
+        }
+        if (code != GRPC_STATUS_OK && reply) {
+            grpc_byte_buffer_destroy(reply);
+            reply = NULL;
+        }
+        finish(c, code, msg, reply, 1);
+        maybe_done(c);
+        return;
+    }
+    /* Streaming: watch for the client going away, then hand over. */
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    start(c, &op, 1, &c->t_close);
+    if (m->kind == RM_RPC_SERVER_STREAMING && !c->payload) {
+        finish(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message", NULL, 0);
+        maybe_done(c);
+        return;
+    }
+    m->stream(m->ctx, c, RM_CALL_EV_START, c->payload, 1);
+    maybe_done(c);
+}
+
+static void on_event(rm_rpc_server *s, call_tag *tag, int ok)
+{
+    rm_rpc_call *c = tag->call;
+    if (tag->kind == TAG_NEW) {
+        if (!ok) { /* server shutting down: the requested slot is void */
+            call_free(c);
+            return;
+        }
+        on_accept(s, c);
+        return;
+    }
+    c->pending--;
+    const rm_rpc_method *m = c->method >= 0 ? &s->methods[c->method].m : NULL;
+    switch (tag->kind) {
+    case TAG_SEND:
+        c->sending = 0;
+        if (c->send_bb) {
+            grpc_byte_buffer_destroy(c->send_bb);
+            c->send_bb = NULL;
+        }
+        if (c->state == CALL_ACTIVE)
+            m->stream(m->ctx, c, RM_CALL_EV_SENT, NULL, ok);
+        break;
+    case TAG_RECV: {
+        c->receiving = 0;
+        grpc_byte_buffer *bb = c->recv_bb;
+        c->recv_bb = NULL;
+        if (c->state == CALL_ACTIVE)
+            m->stream(m->ctx, c, RM_CALL_EV_MESSAGE, ok ? bb : NULL, ok);
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        break;
+    }
+    case TAG_CLOSE:
+    case TAG_FINISH:
+    case TAG_NEW:
+        break;
+    }
+    maybe_done(c);
+}
+
+void rm_rpc_server_request_shutdown(rm_rpc_server *s)
+{
+    if (s->shutting_down)
+        return;
+    s->shutting_down = 1;
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+}
+
+void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void *tick_ctx,
+                       uint32_t drain_ms)
+{
+    grpc_server_start(s->server);
+    request_call(s, -1);
+    for (int i = 0; i < s->nmethods; i++)
+        request_call(s, i);
+    uint64_t last_tick = rm_now_ms(), shutdown_at = 0;
+    for (;;) {
+        gpr_timespec wait = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(tick_ms, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(s->cq, wait, NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type == GRPC_OP_COMPLETE) {
+            if (ev.tag == &s->shutdown_tag) {
+                s->shutdown_done = 1;
+                grpc_completion_queue_shutdown(s->cq);
+            } else {
+                on_event(s, ev.tag, ev.success);
+            }
+        }
+        uint64_t now = rm_now_ms();
+        if (now - last_tick >= tick_ms) {
+            last_tick = now;
+            if (tick && tick(tick_ctx, now) && !s->shutting_down)
+                rm_rpc_server_request_shutdown(s);
+        }
+        if (s->shutting_down && !shutdown_at)
+            shutdown_at = now;
+        if (s->shutting_down && !s->shutdown_done && !s->cancelled_all &&
+            now - shutdown_at >= drain_ms) {
+            rm_log(RM_LOG_WARN, "rpc", "drain timeout: cancelling %zu calls", s->active);
+            grpc_server_cancel_all_calls(s->server);
+            s->cancelled_all = 1;
+        }
+    }
+}
+
+void rm_rpc_server_destroy(rm_rpc_server *s)
+{
+    grpc_server_destroy(s->server);
+    grpc_completion_queue_destroy(s->cq);
+    free(s);
+}

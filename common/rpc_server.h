@@ -1,0 +1,105 @@
+/* rpc_server.h -- a gRPC core server driven by one completion queue.
+ *
+ * One thread calls rm_rpc_server_run and every handler runs on it, so the
+ * state handlers touch (the cache) has exactly one owner and needs no lock.
+ * gRPC core does its network I/O while that thread polls the queue.
+ *
+ * Each call is a small state machine (see rm_call_state): for a unary method
+ * the framework receives the request, calls the handler once and sends its
+ * reply + status in one batch. Streaming methods get events (rm_call_event)
+ * and answer them with rm_rpc_call_send / _recv / _finish; at any time a
+ * streaming call has at most one send and one receive in flight.
+ *
+ * Unknown methods are answered UNIMPLEMENTED. Shutdown (rm_rpc_server_run's
+ * tick asks for it) stops accepting calls, lets in-flight calls finish, and
+ * cancels whatever is still running after the drain timeout. */
+#ifndef RM_RPC_SERVER_H
+#define RM_RPC_SERVER_H
+
+#include <grpc/grpc.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rm_rpc_server rm_rpc_server;
+typedef struct rm_rpc_call rm_rpc_call;
+
+typedef enum {
+    RM_RPC_UNARY,
+    RM_RPC_SERVER_STREAMING, /* one request, a stream of replies */
+    RM_RPC_CLIENT_STREAMING, /* a stream of requests, one reply */
+} rm_rpc_kind;
+
+typedef enum {
+    RM_CALL_EV_START,   /* accepted; server-streaming: msg is the request */
+    RM_CALL_EV_MESSAGE, /* client-streaming: next message, NULL at end of stream */
+    RM_CALL_EV_SENT,    /* the last rm_rpc_call_send completed; ok == 0: peer gone */
+    RM_CALL_EV_DONE,    /* the call is over: release per-call state */
+} rm_call_event;
+
+/* Unary handler: decode req, do the work, set *reply (ownership passes to
+ * the framework) and return GRPC_STATUS_OK, or return an error code and
+ * write a human-readable reason into msg. */
+typedef grpc_status_code (*rm_unary_fn)(void *ctx, grpc_byte_buffer *req,
+                                        grpc_byte_buffer **reply, char *msg, size_t msglen);
+
+/* Streaming handler. msg (if any) belongs to the framework and is valid
+ * only during the call. */
+typedef void (*rm_stream_fn)(void *ctx, rm_rpc_call *call, rm_call_event ev,
+                             grpc_byte_buffer *msg, int ok);
+
+typedef struct rm_rpc_method {
+    const char *path; /* "/package.Service/Method" */
+    rm_rpc_kind kind;
+    rm_unary_fn unary;
+    rm_stream_fn stream;
+    void *ctx;
+} rm_rpc_method;
+
+/* Called every tick_ms on the server thread (and between events when busy).
+ * Return nonzero to start a graceful shutdown. */
+typedef int (*rm_tick_fn)(void *ctx, uint64_t now_ms);
+
+/* Creates a server; args (may be NULL) are copied by gRPC. */
+rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args);
+
+/* Registers a method before listen/start. Returns 0 or -1. */
+int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m);
+
+/* Binds addr ("127.0.0.1:0" for a free port) without TLS. Returns the bound
+ * port, or -1. */
+int rm_rpc_server_listen(rm_rpc_server *s, const char *addr);
+
+/* Serves until shutdown completes. drain_ms bounds the wait for in-flight
+ * calls once shutdown began. */
+void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void *tick_ctx,
+                       uint32_t drain_ms);
+
+/* Asks a running server to shut down (same as tick returning nonzero);
+ * callable only from the server thread. */
+void rm_rpc_server_request_shutdown(rm_rpc_server *s);
+
+void rm_rpc_server_destroy(rm_rpc_server *s);
+
+/* Calls currently in progress (accepted, not yet done). */
+size_t rm_rpc_server_active_calls(const rm_rpc_server *s);
+
+/* Per-call user state for streaming handlers. */
+void rm_rpc_call_set_user(rm_rpc_call *c, void *user);
+void *rm_rpc_call_user(const rm_rpc_call *c);
+
+/* Sends one message (takes ownership of bb). Returns 0 or -1 (a send is
+ * already in flight or the call finished). */
+int rm_rpc_call_send(rm_rpc_call *c, grpc_byte_buffer *bb);
+
+/* Asks for the next client message (client-streaming). Returns 0 or -1. */
+int rm_rpc_call_recv(rm_rpc_call *c);
+
+/* Ends the call with a status, optionally sending a last message first
+ * (takes ownership of final). Returns 0 or -1 if already finished. */
+int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
+                       grpc_byte_buffer *final);
+
+/* The call's deadline in milliseconds from now (INT64_MAX without one). */
+int64_t rm_rpc_call_ms_left(const rm_rpc_call *c);
+
+#endif

@@ -1,0 +1,174 @@
+/* radixmesh-node: one cache node. See node/README.md for the design. */
+#include <grpc/grpc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "flags.h"
+#include "log.h"
+#include "node_server.h"
+#include "rpc_server.h"
+#include "util.h"
+
+static volatile sig_atomic_t got_term;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    got_term = 1;
+}
+
+typedef struct daemon_state {
+    rm_node *node;
+    uint64_t shutdown_delay_ms;
+    uint64_t term_at; /* 0: running */
+} daemon_state;
+
+/* Runs on the server thread every tick: cache housekeeping and the SIGTERM
+ * sequence (NOT_SERVING first, so routers and kubelet stop sending, then
+ * stop accepting and drain). */
+static int tick(void *ctx, uint64_t now_ms)
+{
+    daemon_state *d = ctx;
+    rm_node_tick(d->node, now_ms);
+    if (got_term && !d->term_at) {
+        d->term_at = now_ms;
+        rm_node_set_serving(d->node, 0);
+        rm_log(RM_LOG_INFO, "node", "SIGTERM: health NOT_SERVING, draining in %llu ms",
+               (unsigned long long)d->shutdown_delay_ms);
+    }
+    return d->term_at && now_ms - d->term_at >= d->shutdown_delay_ms;
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
+    const char *log_level = "info";
+    uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
+    uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
+    uint64_t max_ns = 1024, max_req = 1048576, shutdown_delay = 1000, drain_timeout = 10000;
+    const rm_flag flags[] = {
+        {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
+        {"node-id", RM_FLAG_STR, &node_id, "stable node id (default: the host name)", 0, 0},
+        {"page-tokens", RM_FLAG_U64, &page_tokens, "tokens per KV page", 1, 65536},
+        {"pool-tokens", RM_FLAG_U64, &pool_tokens, "pool size in tokens", 1, 0},
+        {"pool-bytes", RM_FLAG_U64, &pool_bytes,
+         "pool size in bytes (needs --kv-bytes-per-token; overrides --pool-tokens)", 0, 0},
+        {"kv-bytes-per-token", RM_FLAG_U64, &kv_bytes,
+         "KV bytes stored per token; 0 = metadata-only", 0, 64u << 20},
+        {"eviction", RM_FLAG_STR, &eviction, "eviction policy: lru or lfu", 0, 0},
+        {"ttl-seconds", RM_FLAG_U64, &ttl_s, "drop entries idle this long; 0 = never", 0, 0},
+        {"lease-ttl-ms", RM_FLAG_U64, &lease_ttl, "lease TTL when a Match asks for 0", 1,
+         UINT32_MAX},
+        {"max-lease-ttl-ms", RM_FLAG_U64, &max_lease_ttl, "longest lease a client may ask for",
+         1, UINT32_MAX},
+        {"max-leases", RM_FLAG_U64, &max_leases, "live leases at most", 1, UINT32_MAX},
+        {"max-namespaces", RM_FLAG_U64, &max_ns, "namespaces at most", 1, 1u << 20},
+        {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1,
+         1u << 26},
+        {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
+         "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
+        {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout,
+         "then wait this long for in-flight calls before cancelling them", 0, 600000},
+        {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
+    };
+    rm_flagset fs = {"radixmesh-node", "--listen HOST:PORT [options]", "RADIXMESH", flags,
+                     (int)RM_ARRAY_LEN(flags)};
+    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+
+    rm_log_level lvl;
+    if (rm_log_parse_level(log_level, &lvl))
+        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'",
+                      log_level);
+    rm_log_set_level(lvl);
+    char host[256];
+    int port;
+    if (rm_parse_hostport(listen, host, sizeof host, &port))
+        rm_flags_fail(&fs, "--listen: expected HOST:PORT, got '%s'", listen);
+    rm_node_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    rm_cache_config_defaults(&cfg.cache);
+    if (!strcmp(eviction, "lru"))
+        cfg.cache.policy = RM_EVICT_LRU;
+    else if (!strcmp(eviction, "lfu"))
+        cfg.cache.policy = RM_EVICT_LFU;
+    else
+        rm_flags_fail(&fs, "--eviction: expected lru or lfu, got '%s'", eviction);
+    if (pool_bytes && !kv_bytes)
+        rm_flags_fail(&fs, "--pool-bytes needs --kv-bytes-per-token > 0");
+    if (max_lease_ttl < lease_ttl)
+        rm_flags_fail(&fs, "--max-lease-ttl-ms must be >= --lease-ttl-ms");
+    uint64_t pages = pool_bytes ? pool_bytes / (kv_bytes * page_tokens)
+                                : (pool_tokens + page_tokens - 1) / page_tokens;
+    if (pages == 0 || pages >= UINT32_MAX)
+        rm_flags_fail(&fs, "the pool must hold between 1 and 2^32-2 pages (got %llu)",
+                      (unsigned long long)pages);
+    char hostname[256];
+    if (!node_id) {
+        if (gethostname(hostname, sizeof hostname) != 0)
+            snprintf(hostname, sizeof hostname, "node");
+        hostname[sizeof hostname - 1] = '\0';
+        node_id = hostname;
+    }
+    if (!*node_id)
+        rm_flags_fail(&fs, "--node-id must not be empty");
+    cfg.node_id = node_id;
+    cfg.cache.page_tokens = (uint32_t)page_tokens;
+    cfg.cache.pool_pages = pages;
+    cfg.cache.kv_bytes_per_token = kv_bytes;
+    cfg.cache.ttl_ms = ttl_s * 1000;
+    cfg.cache.default_lease_ttl_ms = (uint32_t)lease_ttl;
+    cfg.cache.max_lease_ttl_ms = (uint32_t)max_lease_ttl;
+    cfg.cache.max_leases = (uint32_t)max_leases;
+    cfg.cache.max_namespaces = (uint32_t)max_ns;
+    cfg.max_request_tokens = max_req;
+    cfg.max_namespace_bytes = 1024;
+    cfg.kv_chunk_bytes = 1u << 20;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    grpc_init();
+    rm_node *node = rm_node_create(&cfg);
+    if (!node)
+        return 1;
+    /* A request may carry max_req tokens of up to 5 varint bytes each, and a
+     * WriteKV message a few MiB of KV. */
+    grpc_arg args[1];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    uint64_t max_msg = max_req * 5 + (8u << 20);
+    args[0].value.integer = max_msg > INT32_MAX ? INT32_MAX : (int)max_msg;
+    grpc_channel_args ca = {1, args};
+    rm_rpc_server *srv = rm_rpc_server_create(&ca);
+    if (rm_node_register(node, srv) != 0) {
+        rm_log(RM_LOG_ERROR, "node", "cannot register methods");
+        return 1;
+    }
+    int bound = rm_rpc_server_listen(srv, listen);
+    if (bound < 0) {
+        rm_log(RM_LOG_ERROR, "node", "cannot listen on %s", listen);
+        return 1;
+    }
+    rm_log(RM_LOG_INFO, "node",
+           "node %s listening on %s:%d (pool %llu pages x %llu tokens, %s, kv %llu B/token)",
+           node_id, host, bound, (unsigned long long)pages, (unsigned long long)page_tokens,
+           eviction, (unsigned long long)kv_bytes);
+    /* A machine-readable line for scripts that start us on port 0. */
+    printf("LISTENING %s:%d\n", host, bound);
+    fflush(stdout);
+
+    daemon_state d = {node, shutdown_delay, 0};
+    rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_rpc_server_destroy(srv);
+    rm_node_destroy(node);
+    grpc_shutdown();
+    rm_log(RM_LOG_INFO, "node", "stopped");
+    return 0;
+}

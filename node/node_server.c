@@ -1,0 +1,667 @@
+#include "node_server.h"
+
+#include <errno.h>
+#include <grpc/slice.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/health/v1/health.pb.h"
+#include "log.h"
+#include "pbx.h"
+#include "radixmesh.pb.h"
+#include "util.h"
+
+struct rm_node {
+    rm_node_config cfg;
+    char *node_id;
+    rm_cache cache;
+    int serving;
+    uint64_t started_ms;
+};
+
+rm_node *rm_node_create(const rm_node_config *cfg)
+{
+    rm_node *n = rm_xcalloc(1, sizeof *n);
+    n->cfg = *cfg;
+    n->node_id = rm_xstrndup(cfg->node_id, strlen(cfg->node_id));
+    n->cfg.node_id = n->node_id;
+    int rc = rm_cache_init(&n->cache, &cfg->cache);
+    if (rc) {
+        rm_log(RM_LOG_ERROR, "node", "cannot create the cache: %s", strerror(-rc));
+        free(n->node_id);
+        free(n);
+        return NULL;
+    }
+    n->serving = 1;
+    n->started_ms = rm_now_ms();
+    return n;
+}
+
+void rm_node_destroy(rm_node *n)
+{
+    rm_cache_destroy(&n->cache);
+    free(n->node_id);
+    free(n);
+}
+
+rm_cache *rm_node_cache(rm_node *n)
+{
+    return &n->cache;
+}
+
+void rm_node_set_serving(rm_node *n, int serving)
+{
+    n->serving = serving;
+}
+
+void rm_node_tick(rm_node *n, uint64_t now_ms)
+{
+    uint32_t expired = rm_cache_tick(&n->cache, now_ms);
+    if (expired)
+        rm_log(RM_LOG_DEBUG, "node", "%u leases expired", expired);
+}
+
+/* ---- shared request plumbing ------------------------------------------ */
+
+/* Maps a cache error to a status code and a message naming the limit or
+ * the object involved. */
+static grpc_status_code cache_error(const rm_node *n, int rc, uint64_t lease_id, char *msg,
+                                    size_t len)
+{
+    const rm_cache_config *c = &n->cache.cfg;
+    switch (-rc) {
+    case ENOENT:
+        snprintf(msg, len, "unknown lease %" PRIu64 " (never issued, released or expired)",
+                 lease_id);
+        return GRPC_STATUS_NOT_FOUND;
+    case ESTALE:
+        snprintf(msg, len,
+                 "lease %" PRIu64 " does not cover a prefix of these tokens in this namespace",
+                 lease_id);
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    case ENOSPC:
+        snprintf(msg, len,
+                 "KV pool exhausted: all %" PRIu64
+                 " pages are pinned by leases or streams; release leases and retry",
+                 c->pool_pages);
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case EMFILE:
+        snprintf(msg, len, "lease limit reached (--max-leases %u); release leases and retry",
+                 c->max_leases);
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case EDQUOT:
+        snprintf(msg, len, "namespace limit reached (--max-namespaces %u)", c->max_namespaces);
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case EOPNOTSUPP:
+        snprintf(msg, len,
+                 "this node stores KV bytes (--kv-bytes-per-token %" PRIu64
+                 "): cache sequences with WriteKV, not Insert",
+                 c->kv_bytes_per_token);
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    default:
+        snprintf(msg, len, "cache error: %s", strerror(-rc));
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
+/* Decodes a request whose tokens field is wired to toks. */
+static grpc_status_code decode(const rm_node *n, grpc_byte_buffer *bb, const pb_msgdesc_t *desc,
+                               void *msg, rm_tokens *toks, char *err, size_t errlen)
+{
+    if (toks)
+        toks->max = n->cfg.max_request_tokens;
+    if (rm_pb_decode_bb(bb, desc, msg, err, errlen))
+        return GRPC_STATUS_OK;
+    if (toks && toks->too_many)
+        snprintf(err, errlen, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
+                 n->cfg.max_request_tokens);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+static grpc_status_code check_namespace(const rm_node *n, const char *ns, char *msg, size_t len)
+{
+    if (ns && strlen(ns) > n->cfg.max_namespace_bytes) {
+        snprintf(msg, len, "namespace is longer than %u bytes", n->cfg.max_namespace_bytes);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    return GRPC_STATUS_OK;
+}
+
+static grpc_status_code encode(const pb_msgdesc_t *desc, const void *msg, grpc_byte_buffer **out,
+                               char *err, size_t errlen)
+{
+    *out = rm_pb_encode_bb(desc, msg);
+    if (*out)
+        return GRPC_STATUS_OK;
+    snprintf(err, errlen, "cannot encode reply");
+    return GRPC_STATUS_INTERNAL;
+}
+
+static const char *ns_or_empty(const char *ns)
+{
+    return ns ? ns : "";
+}
+
+/* ---- unary methods ---------------------------------------------------- */
+
+static grpc_status_code do_match(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                 char *msg, size_t len)
+{
+    rm_node *n = ctx;
+    radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens toks = {0};
+    rm_pb_tokens_decoder(&r.tokens, &toks);
+    grpc_status_code code = decode(n, req, radixmesh_v1_MatchRequest_fields, &r, &toks, msg, len);
+    if (code == GRPC_STATUS_OK)
+        code = check_namespace(n, r.namespace, msg, len);
+    if (code == GRPC_STATUS_OK) {
+        const char *ns = ns_or_empty(r.namespace);
+        rm_match_result mr;
+        int rc = rm_cache_match(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease,
+                                r.lease_ttl_ms, rm_now_ms(), &mr);
+        if (rc) {
+            code = cache_error(n, rc, 0, msg, len);
+        } else {
+            radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
+            rep.matched_tokens = (uint32_t)mr.matched_tokens;
+            rep.lease_id = mr.lease_id;
+            rep.node_id = n->node_id;
+            code = encode(radixmesh_v1_MatchReply_fields, &rep, reply, msg, len);
+        }
+    }
+    pb_release(radixmesh_v1_MatchRequest_fields, &r);
+    rm_tokens_free(&toks);
+    return code;
+}
+
+static void fill_insert_reply(const rm_node *n, const rm_insert_result *ir,
+                              radixmesh_v1_InsertReply *rep)
+{
+    rep->cached_tokens = (uint32_t)ir->cached_tokens;
+    rep->inserted_tokens = (uint32_t)ir->inserted_tokens;
+    rep->dropped_tokens = (uint32_t)ir->dropped_tokens;
+    rep->node_id = n->node_id;
+}
+
+static grpc_status_code do_insert(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                  char *msg, size_t len)
+{
+    rm_node *n = ctx;
+    radixmesh_v1_InsertRequest r = radixmesh_v1_InsertRequest_init_zero;
+    rm_tokens toks = {0};
+    rm_pb_tokens_decoder(&r.tokens, &toks);
+    grpc_status_code code =
+        decode(n, req, radixmesh_v1_InsertRequest_fields, &r, &toks, msg, len);
+    if (code == GRPC_STATUS_OK)
+        code = check_namespace(n, r.namespace, msg, len);
+    if (code == GRPC_STATUS_OK) {
+        const char *ns = ns_or_empty(r.namespace);
+        rm_insert_result ir;
+        int rc = rm_cache_insert(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease_id,
+                                 rm_now_ms(), &ir);
+        if (rc) {
+            code = cache_error(n, rc, r.lease_id, msg, len);
+        } else {
+            radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
+            fill_insert_reply(n, &ir, &rep);
+            code = encode(radixmesh_v1_InsertReply_fields, &rep, reply, msg, len);
+        }
+    }
+    pb_release(radixmesh_v1_InsertRequest_fields, &r);
+    rm_tokens_free(&toks);
+    return code;
+}
+
+static grpc_status_code do_release(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                   char *msg, size_t len)
+{
+    rm_node *n = ctx;
+    radixmesh_v1_ReleaseRequest r = radixmesh_v1_ReleaseRequest_init_zero;
+    grpc_status_code code = decode(n, req, radixmesh_v1_ReleaseRequest_fields, &r, NULL, msg, len);
+    if (code == GRPC_STATUS_OK) {
+        int rc = rm_cache_release(&n->cache, r.lease_id);
+        if (rc) {
+            code = cache_error(n, rc, r.lease_id, msg, len);
+        } else {
+            radixmesh_v1_ReleaseReply rep = radixmesh_v1_ReleaseReply_init_zero;
+            code = encode(radixmesh_v1_ReleaseReply_fields, &rep, reply, msg, len);
+        }
+    }
+    pb_release(radixmesh_v1_ReleaseRequest_fields, &r);
+    return code;
+}
+
+static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                 char *msg, size_t len)
+{
+    rm_node *n = ctx;
+    radixmesh_v1_StatsRequest r = radixmesh_v1_StatsRequest_init_zero;
+    grpc_status_code code = decode(n, req, radixmesh_v1_StatsRequest_fields, &r, NULL, msg, len);
+    if (code != GRPC_STATUS_OK)
+        return code;
+    rm_cache_stats st;
+    rm_cache_stats_get(&n->cache, &st);
+    radixmesh_v1_NodeStats rep = radixmesh_v1_NodeStats_init_zero;
+    rep.node_id = n->node_id;
+    rep.match_requests_total = st.match_requests_total;
+    rep.query_tokens_total = st.query_tokens_total;
+    rep.hit_tokens_total = st.hit_tokens_total;
+    rep.inserted_tokens_total = st.inserted_tokens_total;
+    rep.evicted_tokens_total = st.evicted_tokens_total;
+    rep.page_tokens = n->cache.cfg.page_tokens;
+    rep.pool_pages = st.pool_pages;
+    rep.free_pages = st.free_pages;
+    rep.evictable_pages = st.evictable_pages;
+    rep.protected_pages = st.protected_pages;
+    rep.active_leases = st.active_leases;
+    rep.kv_bytes_per_token = n->cache.cfg.kv_bytes_per_token;
+    rep.insert_requests_total = st.insert_requests_total;
+    rep.expired_leases_total = st.expired_leases_total;
+    rep.tree_nodes = st.tree_nodes;
+    rep.metadata_bytes = st.metadata_bytes;
+    rep.version = (char *)RM_VERSION;
+    rep.uptime_ms = rm_now_ms() - n->started_ms;
+    rep.serving = n->serving;
+    return encode(radixmesh_v1_NodeStats_fields, &rep, reply, msg, len);
+}
+
+static grpc_status_code do_health(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                  char *msg, size_t len)
+{
+    rm_node *n = ctx;
+    grpc_health_v1_HealthCheckRequest r = grpc_health_v1_HealthCheckRequest_init_zero;
+    grpc_status_code code =
+        decode(n, req, grpc_health_v1_HealthCheckRequest_fields, &r, NULL, msg, len);
+    if (code == GRPC_STATUS_OK) {
+        const char *svc = ns_or_empty(r.service);
+        if (*svc && strcmp(svc, "radixmesh.v1.CacheNode") != 0) {
+            snprintf(msg, len, "unknown service '%.100s'", svc);
+            code = GRPC_STATUS_NOT_FOUND;
+        } else {
+            grpc_health_v1_HealthCheckResponse rep = grpc_health_v1_HealthCheckResponse_init_zero;
+            rep.status = n->serving ? grpc_health_v1_HealthCheckResponse_ServingStatus_SERVING
+                                    : grpc_health_v1_HealthCheckResponse_ServingStatus_NOT_SERVING;
+            code = encode(grpc_health_v1_HealthCheckResponse_fields, &rep, reply, msg, len);
+        }
+    }
+    pb_release(grpc_health_v1_HealthCheckRequest_fields, &r);
+    return code;
+}
+
+/* ---- ReadKV: server streaming ------------------------------------------ */
+
+typedef struct read_state {
+    rm_kv_pin pin;
+    size_t next, end; /* token range still to send */
+} read_state;
+
+/* One KVChunk as header bytes followed by slices that point straight into
+ * the pinned pages: the KV bytes are never copied on the node. */
+static grpc_byte_buffer *kv_chunk(rm_node *n, read_state *st, size_t from, size_t count)
+{
+    uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
+    uint32_t pt = n->cache.cfg.page_tokens;
+    radixmesh_v1_KVChunk hdr = radixmesh_v1_KVChunk_init_zero;
+    hdr.token_offset = (uint32_t)from;
+    hdr.token_count = (uint32_t)count;
+    uint8_t head[64];
+    pb_ostream_t os = pb_ostream_from_buffer(head, sizeof head);
+    uint64_t bytes = count * kvb;
+    if (!pb_encode(&os, radixmesh_v1_KVChunk_fields, &hdr) ||
+        !pb_encode_tag(&os, PB_WT_STRING, radixmesh_v1_KVChunk_kv_tag) ||
+        !pb_encode_varint(&os, bytes))
+        return NULL;
+    size_t nslices = 1 + (count + pt - 1) / pt + 1;
+    grpc_slice *slices = rm_xmalloc(sizeof *slices * nslices);
+    size_t k = 0;
+    slices[k++] = grpc_slice_from_copied_buffer((const char *)head, os.bytes_written);
+    for (size_t t = from; t < from + count;) {
+        size_t in_page = pt - t % pt;
+        if (in_page > from + count - t)
+            in_page = from + count - t;
+        const uint8_t *p = rm_cache_pin_kv(&n->cache, &st->pin, t);
+        slices[k++] = grpc_slice_from_static_buffer(p, in_page * kvb);
+        t += in_page;
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, k);
+    for (size_t i = 0; i < k; i++)
+        grpc_slice_unref(slices[i]);
+    free(slices);
+    return bb;
+}
+
+static void read_send_next(rm_node *n, rm_rpc_call *call, read_state *st)
+{
+    if (st->next >= st->end) {
+        rm_rpc_call_finish(call, GRPC_STATUS_OK, NULL, NULL);
+        return;
+    }
+    uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
+    size_t per = n->cfg.kv_chunk_bytes / kvb;
+    if (per == 0)
+        per = 1;
+    size_t count = st->end - st->next < per ? st->end - st->next : per;
+    grpc_byte_buffer *bb = kv_chunk(n, st, st->next, count);
+    if (!bb) {
+        rm_rpc_call_finish(call, GRPC_STATUS_INTERNAL, "cannot encode KV chunk", NULL);
+        return;
+    }
+    st->next += count;
+    rm_rpc_call_send(call, bb);
+}
+
+static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg,
+                    int ok)
+{
+    rm_node *n = ctx;
+    read_state *st = rm_rpc_call_user(call);
+    char err[256] = "";
+    switch (ev) {
+    case RM_CALL_EV_START: {
+        radixmesh_v1_ReadKVRequest r = radixmesh_v1_ReadKVRequest_init_zero;
+        grpc_status_code code =
+            decode(n, msg, radixmesh_v1_ReadKVRequest_fields, &r, NULL, err, sizeof err);
+        uint64_t lease = r.lease_id;
+        uint32_t start = r.start_token, max = r.max_tokens;
+        pb_release(radixmesh_v1_ReadKVRequest_fields, &r);
+        if (code != GRPC_STATUS_OK) {
+            rm_rpc_call_finish(call, code, err, NULL);
+            return;
+        }
+        st = rm_xcalloc(1, sizeof *st);
+        int rc = rm_cache_pin_lease(&n->cache, lease, &st->pin);
+        if (rc == -EINVAL) {
+            free(st);
+            rm_rpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+                               "this node is metadata-only (--kv-bytes-per-token 0): no KV "
+                               "bytes to read",
+                               NULL);
+            return;
+        }
+        if (rc) {
+            free(st);
+            code = cache_error(n, rc, lease, err, sizeof err);
+            rm_rpc_call_finish(call, code, err, NULL);
+            return;
+        }
+        rm_rpc_call_set_user(call, st);
+        size_t have = st->pin.npages * n->cache.cfg.page_tokens;
+        if (start % n->cache.cfg.page_tokens || start > have) {
+            snprintf(err, sizeof err,
+                     "start_token %u must be a multiple of %u and at most the leased %zu tokens",
+                     start, n->cache.cfg.page_tokens, have);
+            rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
+            return;
+        }
+        st->next = start;
+        st->end = max && start + (size_t)max < have ? start + (size_t)max : have;
+        read_send_next(n, call, st);
+        return;
+    }
+    case RM_CALL_EV_SENT:
+        if (!ok) {
+            rm_rpc_call_finish(call, GRPC_STATUS_CANCELLED, "client went away", NULL);
+            return;
+        }
+        read_send_next(n, call, st);
+        return;
+    case RM_CALL_EV_DONE:
+        if (st) {
+            rm_cache_unpin(&n->cache, &st->pin);
+            free(st);
+        }
+        return;
+    case RM_CALL_EV_MESSAGE:
+        return;
+    }
+}
+
+/* ---- WriteKV: client streaming ------------------------------------------ */
+
+typedef enum { WRITE_AWAIT_HEADER, WRITE_STREAMING, WRITE_DONE } write_phase;
+
+typedef struct write_state {
+    write_phase phase;
+    rm_node *node;
+    rm_kv_write w;
+    int begun;
+    uint64_t received, expected; /* KV bytes */
+    uint8_t *stash;               /* first message's kv, before the write began */
+    size_t stash_len;
+    int overflow;
+} write_state;
+
+/* Copies len bytes of the sequence's KV stream into the reserved pages,
+ * skipping tokens the node already holds. */
+static void write_bytes(write_state *ws, const uint8_t *src, pb_istream_t *s, size_t len)
+{
+    rm_node *n = ws->node;
+    uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
+    uint32_t pt = n->cache.cfg.page_tokens;
+    while (len) {
+        size_t token = ws->w.kv_start + ws->received / kvb;
+        size_t off = ws->received % kvb;
+        size_t run = (pt - token % pt) * kvb - off; /* to the end of this page */
+        if (run > len)
+            run = len;
+        uint8_t *dst = rm_cache_write_dest(&n->cache, &ws->w, token);
+        if (src) {
+            if (dst)
+                memcpy(dst + off, src, run);
+            src += run;
+        } else if (!pb_read(s, dst ? dst + off : NULL, run)) {
+            return;
+        }
+        ws->received += run;
+        len -= run;
+    }
+}
+
+static bool decode_kv(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    write_state *ws = *arg;
+    size_t len = s->bytes_left;
+    if (!ws->begun) {
+        ws->stash = rm_xrealloc(ws->stash, ws->stash_len + len + 1);
+        if (!pb_read(s, ws->stash + ws->stash_len, len))
+            return false;
+        ws->stash_len += len;
+        return true;
+    }
+    if (ws->received + len > ws->expected) {
+        ws->overflow = 1;
+        PB_RETURN_ERROR(s, "more KV bytes than the sequence needs");
+    }
+    write_bytes(ws, NULL, s, len);
+    return s->bytes_left == 0;
+}
+
+static void write_fail(write_state *ws, rm_rpc_call *call, grpc_status_code code,
+                       const char *msg)
+{
+    if (ws->begun) {
+        rm_cache_write_abort(&ws->node->cache, &ws->w);
+        ws->begun = 0;
+    }
+    ws->phase = WRITE_DONE;
+    rm_rpc_call_finish(call, code, msg, NULL);
+}
+
+static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *msg)
+{
+    rm_node *n = ws->node;
+    char err[256] = "";
+    radixmesh_v1_WriteKVChunk r = radixmesh_v1_WriteKVChunk_init_zero;
+    rm_tokens toks = {0};
+    rm_pb_tokens_decoder(&r.tokens, &toks);
+    r.kv.funcs.decode = decode_kv;
+    r.kv.arg = ws;
+    grpc_status_code code =
+        decode(n, msg, radixmesh_v1_WriteKVChunk_fields, &r, &toks, err, sizeof err);
+    if (code == GRPC_STATUS_OK)
+        code = check_namespace(n, r.namespace, err, sizeof err);
+    if (code != GRPC_STATUS_OK) {
+        write_fail(ws, call, code, err);
+        goto out;
+    }
+    const char *ns = ns_or_empty(r.namespace);
+    int rc = rm_cache_write_begin(&n->cache, ns, strlen(ns), toks.v, toks.n, r.kv_start_token,
+                                  r.lease_id, rm_now_ms(), &ws->w);
+    if (rc == -EINVAL) {
+        if (!n->cache.pool.data)
+            snprintf(err, sizeof err,
+                     "this node is metadata-only (--kv-bytes-per-token 0): use Insert");
+        else
+            snprintf(err, sizeof err,
+                     "kv_start_token %u must be a multiple of %u and within the sequence",
+                     r.kv_start_token, n->cache.cfg.page_tokens);
+        write_fail(ws, call, n->cache.pool.data ? GRPC_STATUS_INVALID_ARGUMENT
+                                                : GRPC_STATUS_FAILED_PRECONDITION,
+                   err);
+        goto out;
+    }
+    if (rc == -ESTALE && !r.lease_id) {
+        rm_radix_node *root, *last;
+        size_t have = 0;
+        if (rm_radix_root(&n->cache.tree, ns, strlen(ns), 0, &root) == 0)
+            have = rm_radix_match(&n->cache.tree, root, toks.v, toks.n, 0, 0, &last);
+        snprintf(err, sizeof err,
+                 "node holds only %zu tokens of this prefix, fewer than kv_start_token %u; "
+                 "resend KV from token %zu",
+                 have, r.kv_start_token, have);
+        write_fail(ws, call, GRPC_STATUS_FAILED_PRECONDITION, err);
+        goto out;
+    }
+    if (rc) {
+        code = cache_error(n, rc, r.lease_id, err, sizeof err);
+        write_fail(ws, call, code, err);
+        goto out;
+    }
+    ws->begun = 1;
+    ws->expected = (ws->w.ntokens - ws->w.kv_start) * n->cache.cfg.kv_bytes_per_token;
+    ws->phase = WRITE_STREAMING;
+    if (ws->stash_len > ws->expected) {
+        write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT,
+                   "more KV bytes than the sequence needs");
+        goto out;
+    }
+    write_bytes(ws, ws->stash, NULL, ws->stash_len);
+    rm_rpc_call_recv(call);
+out:
+    free(ws->stash);
+    ws->stash = NULL;
+    ws->stash_len = 0;
+    pb_release(radixmesh_v1_WriteKVChunk_fields, &r);
+    rm_tokens_free(&toks);
+}
+
+static void write_chunk(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *msg)
+{
+    rm_node *n = ws->node;
+    char err[256] = "";
+    radixmesh_v1_WriteKVChunk r = radixmesh_v1_WriteKVChunk_init_zero;
+    r.kv.funcs.decode = decode_kv;
+    r.kv.arg = ws;
+    /* Later messages carry only kv; a tokens field here is skipped. */
+    if (!rm_pb_decode_bb(msg, radixmesh_v1_WriteKVChunk_fields, &r, err, sizeof err)) {
+        pb_release(radixmesh_v1_WriteKVChunk_fields, &r);
+        write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+    pb_release(radixmesh_v1_WriteKVChunk_fields, &r);
+    (void)n;
+    rm_rpc_call_recv(call);
+}
+
+static void write_end(write_state *ws, rm_rpc_call *call)
+{
+    rm_node *n = ws->node;
+    char err[256];
+    if (ws->received != ws->expected) {
+        snprintf(err, sizeof err,
+                 "stream ended after %" PRIu64 " KV bytes, %" PRIu64 " expected (%" PRIu64
+                 " bytes per token); nothing was cached",
+                 ws->received, ws->expected, n->cache.cfg.kv_bytes_per_token);
+        write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+    rm_insert_result ir;
+    int rc = rm_cache_write_commit(&n->cache, &ws->w, rm_now_ms(), &ir);
+    ws->begun = 0;
+    ws->phase = WRITE_DONE;
+    if (rc) {
+        grpc_status_code code = cache_error(n, rc, ws->w.lease_id, err, sizeof err);
+        rm_rpc_call_finish(call, code, err, NULL);
+        return;
+    }
+    radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
+    fill_insert_reply(n, &ir, &rep);
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_InsertReply_fields, &rep);
+    rm_rpc_call_finish(call, bb ? GRPC_STATUS_OK : GRPC_STATUS_INTERNAL,
+                       bb ? NULL : "cannot encode reply", bb);
+}
+
+static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg,
+                     int ok)
+{
+    rm_node *n = ctx;
+    write_state *ws = rm_rpc_call_user(call);
+    (void)ok;
+    switch (ev) {
+    case RM_CALL_EV_START:
+        ws = rm_xcalloc(1, sizeof *ws);
+        ws->node = n;
+        ws->phase = WRITE_AWAIT_HEADER;
+        rm_rpc_call_set_user(call, ws);
+        rm_rpc_call_recv(call);
+        return;
+    case RM_CALL_EV_MESSAGE:
+        if (ws->phase == WRITE_DONE)
+            return;
+        if (!msg) {
+            if (ws->phase == WRITE_AWAIT_HEADER)
+                write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT,
+                           "WriteKV stream ended before its first message");
+            else
+                write_end(ws, call);
+            return;
+        }
+        if (ws->phase == WRITE_AWAIT_HEADER)
+            write_header(ws, call, msg);
+        else
+            write_chunk(ws, call, msg);
+        return;
+    case RM_CALL_EV_DONE:
+        if (ws) {
+            if (ws->begun)
+                rm_cache_write_abort(&n->cache, &ws->w);
+            free(ws->stash);
+            free(ws);
+        }
+        return;
+    case RM_CALL_EV_SENT:
+        return;
+    }
+}
+
+/* ---- registration ------------------------------------------------------ */
+
+int rm_node_register(rm_node *n, rm_rpc_server *srv)
+{
+    const rm_rpc_method methods[] = {
+        {"/radixmesh.v1.CacheNode/Match", RM_RPC_UNARY, do_match, NULL, n},
+        {"/radixmesh.v1.CacheNode/Insert", RM_RPC_UNARY, do_insert, NULL, n},
+        {"/radixmesh.v1.CacheNode/Release", RM_RPC_UNARY, do_release, NULL, n},
+        {"/radixmesh.v1.CacheNode/Stats", RM_RPC_UNARY, do_stats, NULL, n},
+        {"/radixmesh.v1.CacheNode/ReadKV", RM_RPC_SERVER_STREAMING, NULL, read_kv, n},
+        {"/radixmesh.v1.CacheNode/WriteKV", RM_RPC_CLIENT_STREAMING, NULL, write_kv, n},
+        {"/grpc.health.v1.Health/Check", RM_RPC_UNARY, do_health, NULL, n},
+    };
+    for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)
+        if (rm_rpc_server_add_method(srv, &methods[i]) != 0)
+            return -1;
+    return 0;
+}

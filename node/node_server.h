@@ -1,0 +1,40 @@
+/* node_server.h -- radixmesh.v1.CacheNode and grpc.health.v1.Health over
+ * an rm_cache, as handlers for rm_rpc_server.
+ *
+ * The node (and its cache) is owned by the rm_rpc_server thread: every
+ * handler and the tick run there, one at a time. */
+#ifndef RM_NODE_SERVER_H
+#define RM_NODE_SERVER_H
+
+#include <stdint.h>
+
+#include "cache.h"
+#include "rpc_server.h"
+
+typedef struct rm_node_config {
+    const char *node_id;
+    rm_cache_config cache;
+    uint64_t max_request_tokens;
+    uint32_t max_namespace_bytes;
+    uint32_t kv_chunk_bytes; /* target payload of one ReadKV chunk */
+} rm_node_config;
+
+typedef struct rm_node rm_node;
+
+/* Returns NULL (with a logged reason) if the cache cannot be created. */
+rm_node *rm_node_create(const rm_node_config *cfg);
+void rm_node_destroy(rm_node *n);
+
+/* Registers the CacheNode and Health methods on srv. Returns 0 or -1. */
+int rm_node_register(rm_node *n, rm_rpc_server *srv);
+
+/* Periodic work: lease expiry and TTL eviction. */
+void rm_node_tick(rm_node *n, uint64_t now_ms);
+
+/* Health status reported by grpc.health.v1.Health/Check. */
+void rm_node_set_serving(rm_node *n, int serving);
+
+/* The node's cache (for the owner thread only). */
+rm_cache *rm_node_cache(rm_node *n);
+
+#endif
