@@ -117,6 +117,11 @@ static bool bb_read(pb_istream_t *s, pb_byte_t *buf, size_t count)
     return true;
 }
 
+/* Messages up to this size are made contiguous and decoded from memory:
+ * nanopb reads varints a byte at a time, and a per-byte callback into the
+ * slice reader costs ~10 ns a byte. Larger ones (KV chunks) stream. */
+#define CONTIGUOUS_MAX (256 * 1024)
+
 bool rm_pb_decode_bb(grpc_byte_buffer *bb, const pb_msgdesc_t *fields, void *msg, char *err,
                      size_t errlen)
 {
@@ -125,12 +130,23 @@ bool rm_pb_decode_bb(grpc_byte_buffer *bb, const pb_msgdesc_t *fields, void *msg
         snprintf(err, errlen, "unreadable message");
         return false;
     }
-    pb_istream_t s = {bb_read, &src, grpc_byte_buffer_length(bb), NULL};
-    bool ok = pb_decode(&s, fields, msg);
+    size_t len = grpc_byte_buffer_length(bb);
+    bool ok;
+    pb_istream_t s;
+    if (len <= CONTIGUOUS_MAX) {
+        /* readall refs the slice when there is one, copies otherwise. */
+        grpc_slice all = grpc_byte_buffer_reader_readall(&src.reader);
+        s = pb_istream_from_buffer(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+        ok = pb_decode(&s, fields, msg);
+        grpc_slice_unref(all);
+    } else {
+        s = (pb_istream_t){bb_read, &src, len, NULL};
+        ok = pb_decode(&s, fields, msg);
+        if (src.have)
+            grpc_slice_unref(src.cur);
+    }
     if (!ok)
         snprintf(err, errlen, "malformed protobuf: %s", PB_GET_ERROR(&s));
-    if (src.have)
-        grpc_slice_unref(src.cur);
     grpc_byte_buffer_reader_destroy(&src.reader);
     return ok;
 }

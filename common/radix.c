@@ -58,16 +58,16 @@ static void child_add(rm_radix *t, rm_radix_node *child)
         t->slots = ns;
         t->slot_mask = ncap - 1;
     }
-    slots_put(t->slots, t->slot_mask, child_hash(t, child->parent, child->key), child);
+    child->hash = child_hash(t, child->parent, child->key);
+    slots_put(t->slots, t->slot_mask, child->hash, child);
     t->slot_used++;
 }
 
-/* Removes child's entry, keyed by its current parent and first page.
+/* Removes child's entry (found via the hash saved by child_add).
  * Backward-shift deletion keeps probe chains intact without tombstones. */
 static void child_del(rm_radix *t, rm_radix_node *child)
 {
-    uint64_t h = child_hash(t, child->parent, child->key);
-    size_t i = h & t->slot_mask;
+    size_t i = child->hash & t->slot_mask;
     while (t->slots[i].node != child) {
         if (!t->slots[i].node)
             abort(); /* the table lost a child: a bug, never bad input */
@@ -314,13 +314,19 @@ size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, 
         rm_radix_node *child = child_find(t, node, tokens + pos);
         if (!child)
             break;
-        /* The first page matched via the table; compare the rest by page. */
-        uint32_t k = 1;
+        /* The first page matched via the table. One memcmp over the rest of
+         * the edge is far cheaper than one per page; only on a mismatch do
+         * we look for the page where the query diverges. */
         size_t avail_pages = (n - pos) / pt;
-        while (k < child->npages && k < avail_pages &&
-               memcmp(child->key + (size_t)k * pt, tokens + pos + (size_t)k * pt,
-                      pt * sizeof(uint32_t)) == 0)
-            k++;
+        uint32_t k = child->npages < avail_pages ? child->npages : (uint32_t)avail_pages;
+        if (k > 1 && memcmp(child->key + pt, tokens + pos + pt,
+                            (size_t)(k - 1) * pt * sizeof(uint32_t)) != 0) {
+            uint32_t limit = k;
+            k = 1;
+            while (k < limit && memcmp(child->key + (size_t)k * pt, tokens + pos + (size_t)k * pt,
+                                       pt * sizeof(uint32_t)) == 0)
+                k++;
+        }
         if (k < child->npages) {
             touch(t, child, flags, now_ms);
             pos += (size_t)k * pt;
@@ -549,7 +555,8 @@ int rm_radix_check(const rm_radix *t, const rm_radix_node *const *held, size_t n
             rc = fail(err, errlen, "parent of a node is not in the tree");
             goto out;
         }
-        if (child_find(t, n->parent, n->key) != n) {
+        if (n->hash != child_hash(t, n->parent, n->key) ||
+            child_find(t, n->parent, n->key) != n) {
             rc = fail(err, errlen, "child table lookup does not find node");
             goto out;
         }

@@ -51,6 +51,7 @@ struct rm_radix_node {
     uint32_t ns; /* namespace index */
     uint64_t last_tick;
     uint64_t last_ms;
+    uint64_t hash; /* child-table hash of (parent, first page) */
 };
 
 typedef struct rm_radix_slot {

@@ -29,8 +29,9 @@ void rm_rpc_client_close(rm_rpc_client *c);
 void *rm_rpc_client_method(rm_rpc_client *c, const char *path);
 
 /* Unary call. On GRPC_STATUS_OK *reply holds the response (caller destroys
- * it); otherwise *reply is NULL and msg holds the status details. req stays
- * the caller's. timeout_ms 0: no deadline. */
+ * it); otherwise *reply is NULL and msg holds the status details. gRPC takes
+ * req's slices when sending: the caller still destroys req but must not send
+ * it again. timeout_ms 0: no deadline. */
 grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *req,
                               int timeout_ms, grpc_byte_buffer **reply, char *msg,
                               size_t msglen);
@@ -49,7 +50,8 @@ typedef struct rm_rpc_stream {
 /* Opens a call and sends initial metadata. Returns 0 or -1. */
 int rm_rpc_stream_open(rm_rpc_stream *s, rm_rpc_client *c, void *method, int timeout_ms);
 
-/* Sends one message (caller keeps bb); last=1 also half-closes. 0 or -1. */
+/* Sends one message (caller destroys bb; its slices are consumed);
+ * last=1 also half-closes. Returns 0 or -1. */
 int rm_rpc_stream_send(rm_rpc_stream *s, grpc_byte_buffer *bb, int last);
 
 /* Half-closes without a message. */

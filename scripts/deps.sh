@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages radixmesh needs that are missing.
+#   scripts/deps.sh          build + run dependencies
+#   scripts/deps.sh --test   also the test-only tools
+# Runs apt-get only when something is missing, so it is cheap to repeat.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libgrpc-dev libuv1-dev libnanopb-dev nanopb libssl-dev
+      libjansson-dev libhttp-parser-dev)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(python3 python3-grpcio python3-grpc-tools valgrind)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/deps.sh: run as root (or install: ${missing[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,106 @@
+/* daemon.h -- start and stop a radixmesh daemon from a C test.
+ *
+ * The daemon is started with --listen 127.0.0.1:0 (plus the caller's flags)
+ * and reports its port on stdout ("LISTENING host:port"); we read that line
+ * with a deadline instead of sleeping. */
+#ifndef RM_TEST_DAEMON_H
+#define RM_TEST_DAEMON_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+typedef struct test_daemon {
+    pid_t pid;
+    int out_fd;
+    char addr[64];
+} test_daemon;
+
+static long long td_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* argv: program + flags, NULL-terminated; "--listen 127.0.0.1:0" is added.
+ * Returns 0 once the daemon listens, -1 if it did not within 10 s. */
+static int td_start(test_daemon *d, const char *const *argv)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -1;
+    const char *args[64];
+    int n = 0;
+    for (; argv[n] && n < 60; n++)
+        args[n] = argv[n];
+    args[n++] = "--listen";
+    args[n++] = "127.0.0.1:0";
+    args[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+    int rc = posix_spawn(&d->pid, args[0], &fa, NULL, (char *const *)args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    d->out_fd = pipefd[0];
+    if (rc != 0)
+        return -1;
+    char buf[256];
+    size_t len = 0;
+    long long deadline = td_now_ms() + 10000;
+    while (td_now_ms() < deadline && len < sizeof buf - 1) {
+        struct pollfd p = {d->out_fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(d->out_fd, buf + len, sizeof buf - 1 - len);
+        if (r <= 0)
+            return -1;
+        len += (size_t)r;
+        buf[len] = '\0';
+        char *nl = strchr(buf, '\n');
+        if (nl && sscanf(buf, "LISTENING %63s", d->addr) == 1)
+            return 0;
+    }
+    return -1;
+}
+
+/* Sends sig and waits up to timeout_ms for the exit. Returns the exit status
+ * (as from waitpid) or -1 on timeout (then the daemon is SIGKILLed). */
+static int td_stop(test_daemon *d, int sig, int timeout_ms)
+{
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, sig);
+    long long deadline = td_now_ms() + timeout_ms;
+    int status = -1;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        if (r == d->pid)
+            break;
+        if (td_now_ms() >= deadline) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+            status = -1;
+            break;
+        }
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling the child's exit, bounded by deadline */
+    }
+    close(d->out_fd);
+    d->pid = 0;
+    return status;
+}
+
+#endif

@@ -1,0 +1,455 @@
+/* Integration test: the real radixmesh-node daemon on a free loopback port,
+ * driven by the C client. Usage: test_node_rpc PATH/TO/radixmesh-node */
+#include <grpc/grpc.h>
+#include <grpc/slice.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "cache_client.h"
+#include "check.h"
+#include "daemon.h"
+#include "pbx.h"
+
+static const char *node_bin;
+
+static void fill(uint32_t *out, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = seed * 7919u + (uint32_t)i * 31u;
+}
+
+static int start_node(test_daemon *d, const char *extra[])
+{
+    const char *argv[40] = {node_bin, "--node-id", "t1", "--shutdown-delay-ms", "0",
+                            "--log-level", "warn"};
+    int n = 7;
+    for (int i = 0; extra && extra[i]; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    return td_start(d, argv);
+}
+
+static radixmesh_v1_NodeStats stats(rm_cache_client *cc)
+{
+    char msg[256];
+    radixmesh_v1_NodeStats s;
+    CHECK_EQ(rm_cc_stats(cc, &s, msg, sizeof msg), GRPC_STATUS_OK);
+    return s;
+}
+
+/* free + evictable + protected == pool, seen from outside. */
+static void check_accounting(rm_cache_client *cc)
+{
+    radixmesh_v1_NodeStats s = stats(cc);
+    CHECK_EQ(s.free_pages + s.evictable_pages + s.protected_pages, s.pool_pages);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+}
+
+static void test_basic_cycle(rm_cache_client *cc)
+{
+    char msg[256];
+    uint32_t tok[612];
+    fill(tok, 612, 1);
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 612, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(m.matched_tokens, 0);
+    CHECK(m.lease_id != 0);
+    CHECK(strcmp(m.node_id, "t1") == 0);
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 612, m.lease_id, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(ir.inserted_tokens, 608);
+    CHECK_EQ(ir.cached_tokens, 0);
+    radixmesh_v1_NodeStats s = stats(cc);
+    CHECK_EQ(s.protected_pages, 38); /* the lease moved to the whole sequence */
+    CHECK_EQ(s.active_leases, 1);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+    CHECK(strstr(msg, "unknown lease") != NULL);
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 612, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(m.matched_tokens, 608);
+    CHECK_EQ(rm_cc_match(cc, "other", tok, 612, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(m.matched_tokens, 0);
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 0, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(m.matched_tokens, 0);
+    check_accounting(cc);
+}
+
+static void test_bad_input(rm_cache_client *cc)
+{
+    char msg[256];
+    /* Malformed protobuf: a length-delimited field running past the end. */
+    const char junk[] = "\x12\xff\xff\x03garbage";
+    grpc_byte_buffer *bb, *reply = NULL;
+    grpc_slice sl;
+    void *methods[] = {cc->m_match, cc->m_insert, cc->m_release, cc->m_health, cc->m_stats};
+    for (int i = 0; i < 5; i++) {
+        /* A sent buffer's slices belong to gRPC afterwards: one per call. */
+        sl = grpc_slice_from_copied_buffer(junk, sizeof junk - 1);
+        bb = grpc_raw_byte_buffer_create(&sl, 1);
+        grpc_slice_unref(sl);
+        grpc_status_code st = rm_rpc_unary(&cc->rpc, methods[i], bb, 5000, &reply, msg,
+                                           sizeof msg);
+        grpc_byte_buffer_destroy(bb);
+        CHECK_EQ(st, GRPC_STATUS_INVALID_ARGUMENT);
+        CHECK(strstr(msg, "malformed") != NULL);
+    }
+    /* Unknown method. */
+    void *bogus = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.CacheNode/Nope");
+    sl = grpc_slice_from_static_string("");
+    bb = grpc_raw_byte_buffer_create(&sl, 1);
+    CHECK_EQ(rm_rpc_unary(&cc->rpc, bogus, bb, 5000, &reply, msg, sizeof msg),
+             GRPC_STATUS_UNIMPLEMENTED);
+    grpc_byte_buffer_destroy(bb);
+    /* Over the token limit (this node: --max-request-tokens 100000). */
+    uint32_t *big = malloc(sizeof(uint32_t) * 100001);
+    fill(big, 100001, 2);
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_match(cc, "m", big, 100001, 0, 0, &m, msg, sizeof msg),
+             GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(msg, "more than 100000 tokens") != NULL);
+    CHECK_EQ(rm_cc_match(cc, "m", big, 100000, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    free(big);
+    /* Insert through a lease that does not exist / does not fit. */
+    uint32_t tok[64];
+    fill(tok, 64, 3);
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 64, 424242, &ir, msg, sizeof msg),
+             GRPC_STATUS_NOT_FOUND);
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 64, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    uint32_t other[64];
+    fill(other, 64, 4);
+    CHECK_EQ(rm_cc_insert(cc, "m", other, 64, m.lease_id, &ir, msg, sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    /* Namespace too long. */
+    char ns[1100];
+    memset(ns, 'x', sizeof ns - 1);
+    ns[sizeof ns - 1] = '\0';
+    CHECK_EQ(rm_cc_match(cc, ns, tok, 64, 0, 0, &m, msg, sizeof msg),
+             GRPC_STATUS_INVALID_ARGUMENT);
+    /* ReadKV on a metadata-only node. */
+    uint8_t buf[16];
+    size_t got;
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 0, 0, buf, sizeof buf, &got, msg, sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    /* Still serving after all of that. */
+    int serving = 0;
+    CHECK_EQ(rm_cc_health(cc, &serving, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK(serving);
+    check_accounting(cc);
+}
+
+static void test_pinned_pool_then_recovery(void)
+{
+    test_daemon d;
+    const char *extra[] = {"--pool-tokens", "64", "--page-tokens", "16", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
+    char msg[256];
+    uint32_t a[64], b[64];
+    fill(a, 64, 5);
+    fill(b, 64, 6);
+    rm_cc_insert_reply ir;
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_insert(&cc, "m", a, 64, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_match(&cc, "m", a, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, &ir, msg, sizeof msg),
+             GRPC_STATUS_RESOURCE_EXHAUSTED);
+    CHECK(strstr(msg, "pinned") != NULL);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(ir.inserted_tokens, 64);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK_EQ(s.evicted_tokens_total, 64);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    check_accounting(&cc);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
+static void test_lease_ttl_reclaims(void)
+{
+    test_daemon d;
+    const char *extra[] = {"--lease-ttl-ms", "200", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
+    char msg[256];
+    uint32_t a[160];
+    fill(a, 160, 7);
+    rm_cc_insert_reply ir;
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_insert(&cc, "m", a, 160, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    /* A client takes 20 leases and vanishes. */
+    for (int i = 0; i < 20; i++)
+        CHECK_EQ(rm_cc_match(&cc, "m", a, 160, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK_EQ(s.active_leases, 20);
+    CHECK_EQ(s.protected_pages, 10);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    long long deadline = td_now_ms() + 5000;
+    uint64_t leases = 1;
+    while (leases && td_now_ms() < deadline) {
+        s = stats(&cc);
+        leases = s.active_leases;
+        pb_release(radixmesh_v1_NodeStats_fields, &s);
+    }
+    s = stats(&cc);
+    CHECK_EQ(s.active_leases, 0);
+    CHECK_EQ(s.protected_pages, 0);
+    CHECK_EQ(s.expired_leases_total, 20);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
+static uint8_t kv_of(const uint32_t *tok, size_t i, size_t b)
+{
+    return (uint8_t)(tok[i] * 131u + b * 7u + i);
+}
+
+static void test_kv_roundtrip(void)
+{
+    enum { KVB = 64, N = 100000 };
+    test_daemon d;
+    const char *extra[] = {"--kv-bytes-per-token", "64", "--pool-tokens", "262144", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 30000) == 0);
+    char msg[256];
+    /* A 100k-token prompt: 6.4 MB of KV in 1 MiB chunks each way. */
+    uint32_t *tok = malloc(sizeof(uint32_t) * N);
+    fill(tok, N, 8);
+    size_t aligned = N / 16 * 16, bytes = aligned * KVB;
+    uint8_t *kv = malloc(bytes), *back = malloc(bytes);
+    for (size_t i = 0; i < aligned; i++)
+        for (size_t b = 0; b < KVB; b++)
+            kv[i * KVB + b] = kv_of(tok, i, b);
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_insert(&cc, "m", tok, N, 0, &ir, msg, sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(strstr(msg, "WriteKV") != NULL);
+    /* Too few bytes: refused, nothing cached. */
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", tok, N, 0, 0, kv, bytes - 1, 1 << 20, &ir, msg, sizeof msg),
+             GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(msg, "expected") != NULL);
+    check_accounting(&cc);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK_EQ(s.free_pages, s.pool_pages);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", tok, N, 0, 0, kv, bytes, 1 << 20, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(ir.inserted_tokens, aligned);
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_match(&cc, "m", tok, N, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(m.matched_tokens, aligned);
+    size_t got = 0;
+    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(got, bytes);
+    CHECK(memcmp(kv, back, bytes) == 0);
+    /* A window: tokens [1600, 1600+800). */
+    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 1600, 800, back, bytes, &got, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(got, 800 * KVB);
+    CHECK(memcmp(kv + 1600 * KVB, back, 800 * KVB) == 0);
+    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 5, 0, back, bytes, &got, msg, sizeof msg),
+             GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
+             GRPC_STATUS_NOT_FOUND);
+    /* Extend the sequence: send only the new tail's KV. */
+    uint32_t *tok2 = malloc(sizeof(uint32_t) * (N + 64));
+    memcpy(tok2, tok, sizeof(uint32_t) * N);
+    fill(tok2 + aligned, N + 64 - aligned, 9);
+    size_t tail_tokens = (N + 64) / 16 * 16 - aligned;
+    uint8_t *tail = malloc(tail_tokens * KVB);
+    for (size_t i = 0; i < tail_tokens; i++)
+        for (size_t b = 0; b < KVB; b++)
+            tail[i * KVB + b] = kv_of(tok2, aligned + i, b);
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", tok2, N + 64, (uint32_t)aligned, 0, tail, tail_tokens * KVB,
+                            4096, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(ir.cached_tokens, aligned);
+    CHECK_EQ(ir.inserted_tokens, tail_tokens);
+    /* Claiming the node holds more than it does is refused with a hint. */
+    uint32_t fresh[64];
+    fill(fresh, 64, 10);
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", fresh, 64, 32, 0, tail, 32 * KVB, 4096, &ir, msg,
+                            sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(strstr(msg, "resend KV from token 0") != NULL);
+    check_accounting(&cc);
+    free(tok);
+    free(tok2);
+    free(kv);
+    free(back);
+    free(tail);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
+typedef struct worker_arg {
+    const char *addr;
+    int id, errors, requests;
+    uint64_t query, hit;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    rm_cache_client cc;
+    if (rm_cc_init(&cc, a->addr, 10000) != 0) {
+        a->errors++;
+        return NULL;
+    }
+    char msg[256];
+    uint32_t tok[700];
+    for (int r = 0; r < 300; r++) {
+        fill(tok, 512, (uint32_t)(100 + r % 8)); /* 8 shared prefixes */
+        fill(tok + 512, 128, (uint32_t)(1000 + a->id * 1000 + r));
+        rm_cc_match_reply m;
+        rm_cc_insert_reply ir;
+        if (rm_cc_match(&cc, "c", tok, 640, 1, 0, &m, msg, sizeof msg) ||
+            rm_cc_insert(&cc, "c", tok, 640, m.lease_id, &ir, msg, sizeof msg) ||
+            rm_cc_release(&cc, m.lease_id, msg, sizeof msg)) {
+            a->errors++;
+            continue;
+        }
+        a->requests++;
+        a->query += 640;
+        a->hit += m.matched_tokens;
+    }
+    rm_cc_close(&cc);
+    return NULL;
+}
+
+static void test_concurrent_clients(void)
+{
+    test_daemon d;
+    const char *extra[] = {"--pool-tokens", "65536", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    enum { T = 8 };
+    pthread_t th[T];
+    worker_arg args[T];
+    for (int i = 0; i < T; i++) {
+        args[i] = (worker_arg){d.addr, i, 0, 0, 0, 0};
+        pthread_create(&th[i], NULL, worker, &args[i]);
+    }
+    uint64_t q = 0, h = 0;
+    int errors = 0, requests = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        q += args[i].query;
+        h += args[i].hit;
+        errors += args[i].errors;
+        requests += args[i].requests;
+    }
+    CHECK_EQ(errors, 0);
+    CHECK_EQ(requests, T * 300);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    /* The node's counters are exactly the clients' sums. */
+    CHECK_EQ(s.match_requests_total, T * 300);
+    CHECK_EQ(s.query_tokens_total, q);
+    CHECK_EQ(s.hit_tokens_total, h);
+    CHECK_EQ(s.active_leases, 0);
+    CHECK_EQ(s.protected_pages, 0);
+    CHECK(h > q / 2); /* the shared prefixes hit */
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    check_accounting(&cc);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
+static void test_sigterm_drains(void)
+{
+    test_daemon d;
+    const char *argv[] = {node_bin, "--node-id", "t2", "--shutdown-delay-ms", "600",
+                          "--log-level", "warn", NULL};
+    REQUIRE(td_start(&d, argv) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 2000) == 0);
+    char msg[256];
+    int serving = 0;
+    CHECK_EQ(rm_cc_health(&cc, &serving, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK(serving);
+    kill(d.pid, SIGTERM);
+    /* During the delay the node answers, but reports NOT_SERVING. */
+    long long deadline = td_now_ms() + 3000;
+    int st = GRPC_STATUS_OK;
+    while (serving && td_now_ms() < deadline) {
+        st = rm_cc_health(&cc, &serving, msg, sizeof msg);
+        if (st != GRPC_STATUS_OK)
+            break;
+    }
+    CHECK_EQ(st, GRPC_STATUS_OK);
+    CHECK(!serving);
+    uint32_t tok[32];
+    fill(tok, 32, 11);
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_match(&cc, "m", tok, 32, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    rm_cc_close(&cc);
+    int status = td_stop(&d, 0, 10000); /* signal 0: just wait for the exit */
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void test_bad_flags_exit_2(void)
+{
+    const char *cases[][4] = {
+        {"--pool-tokens", "abc", NULL},
+        {"--eviction", "fifo", NULL},
+        {"--no-such-flag", NULL},
+        {"--page-tokens", "0", NULL},
+        {"--pool-bytes", "1000", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[8] = {node_bin};
+        int n = 1;
+        for (int k = 0; cases[i][k]; k++)
+            argv[n++] = cases[i][k];
+        argv[n] = NULL;
+        pid_t pid;
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+        posix_spawn(&pid, node_bin, &fa, NULL, (char *const *)argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        int status;
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    REQUIRE(argc == 2);
+    node_bin = argv[1];
+    grpc_init();
+    test_daemon d;
+    const char *extra[] = {"--max-request-tokens", "100000", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
+    test_basic_cycle(&cc);
+    fprintf(stderr, "%-40s done\n", "test_basic_cycle");
+    test_bad_input(&cc);
+    fprintf(stderr, "%-40s done\n", "test_bad_input");
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+    RUN(test_pinned_pool_then_recovery);
+    RUN(test_lease_ttl_reclaims);
+    RUN(test_kv_roundtrip);
+    RUN(test_concurrent_clients);
+    RUN(test_sigterm_drains);
+    RUN(test_bad_flags_exit_2);
+    grpc_shutdown();
+    return rm_t_report();
+}

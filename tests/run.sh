@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds three ways and runs
+#   1. ctest on the release build (unit, fuzz, integration, Python contract),
+#   2. ctest on an ASan+UBSan build,
+#   3. valgrind memcheck over the unit tests and the node daemon under the
+#      C integration test (zero errors, zero definite leaks).
+# Prints "N passed, N failed" per stage and a total; exits non-zero on any
+# failure.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/deps.sh" --test || exit 1
+jobs=$(nproc)
+failed=0 stages=0
+
+stage() { echo; echo "=== $* ==="; stages=$((stages + 1)); }
+record() { if [[ $1 -ne 0 ]]; then failed=$((failed + 1)); echo "stage FAILED"; fi; }
+
+stage "release build + ctest"
+"$root/scripts/build.sh" "$root/build" && \
+  (cd "$root/build" && ctest --output-on-failure -j"$jobs" --timeout 600)
+record $?
+
+stage "ASan+UBSan build + ctest"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+"$root/scripts/build.sh" "$root/build-asan" -DRM_SANITIZE=ON && \
+  (cd "$root/build-asan" && ctest --output-on-failure -j"$jobs" --timeout 900)
+record $?
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+stage "valgrind memcheck"
+vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
+rc=0
+for t in test_pool test_radix test_cache; do
+  "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
+done
+"${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
+# The daemon itself under memcheck: a wrapper the C integration test spawns.
+# Its exit code (99 on any error or definite leak) is checked by the test.
+wrap="$root/build/radixmesh-node-valgrind"
+printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-node" >"$wrap"
+chmod +x "$wrap"
+"$root/build/test_node_rpc" "$wrap" || { echo "valgrind: node daemon failed"; rc=1; }
+record $rc
+
+echo
+echo "test stages: $((stages - failed)) passed, $failed failed"
+[[ $failed -eq 0 ]]
