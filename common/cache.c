@@ -196,7 +196,8 @@ int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
     if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
         return -EINVAL;
     c->cfg = *cfg;
-    int rc = rm_pool_init(&c->pool, cfg->pool_pages, cfg->kv_bytes_per_token * cfg->page_tokens);
+    int rc = rm_pool_init(&c->pool, cfg->pool_pages, cfg->kv_bytes_per_token * cfg->page_tokens,
+                          cfg->prefault_kv);
     if (rc)
         return rc;
     rc = rm_radix_init(&c->tree, cfg->page_tokens, cfg->policy, cfg->max_namespaces);

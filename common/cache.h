@@ -37,6 +37,7 @@ typedef struct rm_cache_config {
     uint32_t max_lease_ttl_ms;     /* longer requests are clamped to this */
     uint32_t max_leases;           /* live leases at most */
     uint32_t max_namespaces;
+    int prefault_kv; /* fault the KV pool in at start (see rm_pool_init) */
 } rm_cache_config;
 
 /* Fills a config with the daemon's defaults (page 16, LRU, 30 s leases...). */

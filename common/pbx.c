@@ -15,34 +15,72 @@ void rm_tokens_free(rm_tokens *t)
     t->n = t->cap = 0;
 }
 
+static bool push_token(pb_istream_t *s, rm_tokens *t, uint32_t v)
+{
+    if (t->n >= t->max) {
+        t->too_many = true;
+        PB_RETURN_ERROR(s, "too many tokens");
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap * 2 + 16;
+        t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
+    }
+    t->v[t->n++] = v;
+    return true;
+}
+
+/* Packed run: called once with the whole run (unpacked: once per element).
+ * nanopb's own varint reader pulls one byte per stream callback; reading
+ * 4 KiB at a time and parsing here is several times faster on the hot
+ * Match path. A varint may straddle two reads: its bytes carry over. */
 static bool decode_tokens(pb_istream_t *s, const pb_field_t *f, void **arg)
 {
     (void)f;
     rm_tokens *t = *arg;
-    /* Packed: called with the whole run; unpacked: once per element. Each
-     * varint takes at least one byte, which bounds the growth. */
+    /* Each varint takes at least one byte, which bounds the growth. */
     size_t room = t->n + (s->bytes_left ? s->bytes_left : 1);
+    if (room > t->max)
+        room = t->max + 1;
     if (room > t->cap) {
-        size_t want = room > t->max ? t->max + 1 : room;
-        if (want > t->cap) {
-            t->cap = want;
-            t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
-        }
+        t->cap = room;
+        t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
     }
+    uint8_t buf[4096];
+    size_t have = 0;
     while (s->bytes_left) {
-        uint32_t v;
-        if (!pb_decode_varint32(s, &v))
+        size_t take = sizeof buf - have;
+        if (take > s->bytes_left)
+            take = s->bytes_left;
+        if (!pb_read(s, buf + have, take))
             return false;
-        if (t->n >= t->max) {
-            t->too_many = true;
-            PB_RETURN_ERROR(s, "too many tokens");
+        have += take;
+        size_t i = 0;
+        while (i < have) {
+            uint32_t v = 0;
+            size_t j = i;
+            int done = 0;
+            for (unsigned shift = 0; j < have; shift += 7) {
+                uint8_t b = buf[j++];
+                if (shift < 32)
+                    v |= (uint32_t)(b & 0x7f) << shift;
+                if (!(b & 0x80)) {
+                    done = 1;
+                    break;
+                }
+                if (shift >= 63)
+                    PB_RETURN_ERROR(s, "varint overflow");
+            }
+            if (!done)
+                break; /* incomplete: wait for the next read */
+            if (!push_token(s, t, v))
+                return false;
+            i = j;
         }
-        if (t->n == t->cap) {
-            t->cap = t->cap * 2 + 16;
-            t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
-        }
-        t->v[t->n++] = v;
+        memmove(buf, buf + i, have - i);
+        have -= i;
     }
+    if (have)
+        PB_RETURN_ERROR(s, "truncated varint");
     return true;
 }
 

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-int rm_pool_init(rm_pool *p, uint64_t npages, uint64_t page_bytes)
+int rm_pool_init(rm_pool *p, uint64_t npages, uint64_t page_bytes, int prefault)
 {
     memset(p, 0, sizeof *p);
     if (npages == 0 || npages >= UINT32_MAX)
@@ -25,7 +25,9 @@ int rm_pool_init(rm_pool *p, uint64_t npages, uint64_t page_bytes)
     if (page_bytes) {
         p->data_len = (size_t)npages * page_bytes;
         void *m = mmap(NULL, p->data_len, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                       MAP_PRIVATE | MAP_ANONYMOUS |
+                           (prefault ? MAP_POPULATE : MAP_NORESERVE),
+                       -1, 0);
         if (m == MAP_FAILED)
             goto oom;
         p->data = m;

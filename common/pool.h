@@ -27,9 +27,11 @@ typedef struct rm_pool {
 enum { RM_PAGE_FREE = 0, RM_PAGE_USED = 1 };
 
 /* Creates a pool of npages pages (1 <= npages < 2^32-1). KV memory is
- * reserved lazily (mmap, MAP_NORESERVE) so an idle pool costs no RSS.
- * Returns 0, -EINVAL on bad sizes or -ENOMEM. */
-int rm_pool_init(rm_pool *p, uint64_t npages, uint64_t page_bytes);
+ * reserved lazily (mmap, MAP_NORESERVE) so an idle pool costs no RSS, unless
+ * prefault asks to fault it all in now: the kernel then zeroes the pages at
+ * start-up instead of on the first write into each (which otherwise bounds
+ * early WriteKV bandwidth). Returns 0, -EINVAL on bad sizes or -ENOMEM. */
+int rm_pool_init(rm_pool *p, uint64_t npages, uint64_t page_bytes, int prefault);
 
 /* Releases all memory; the pool must not be used afterwards. */
 void rm_pool_destroy(rm_pool *p);

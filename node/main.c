@@ -46,6 +46,7 @@ int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
     const char *log_level = "info";
+    int prefault = 0;
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
     uint64_t max_ns = 1024, max_req = 1048576, shutdown_delay = 1000, drain_timeout = 10000;
@@ -58,6 +59,8 @@ int main(int argc, char **argv)
          "pool size in bytes (needs --kv-bytes-per-token; overrides --pool-tokens)", 0, 0},
         {"kv-bytes-per-token", RM_FLAG_U64, &kv_bytes,
          "KV bytes stored per token; 0 = metadata-only", 0, 64u << 20},
+        {"prefault", RM_FLAG_BOOL, &prefault,
+         "fault the whole KV pool in at start (steady write bandwidth, slower start)", 0, 0},
         {"eviction", RM_FLAG_STR, &eviction, "eviction policy: lru or lfu", 0, 0},
         {"ttl-seconds", RM_FLAG_U64, &ttl_s, "drop entries idle this long; 0 = never", 0, 0},
         {"lease-ttl-ms", RM_FLAG_U64, &lease_ttl, "lease TTL when a Match asks for 0", 1,
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
     cfg.cache.page_tokens = (uint32_t)page_tokens;
     cfg.cache.pool_pages = pages;
     cfg.cache.kv_bytes_per_token = kv_bytes;
+    cfg.cache.prefault_kv = prefault;
     cfg.cache.ttl_ms = ttl_s * 1000;
     cfg.cache.default_lease_ttl_ms = (uint32_t)lease_ttl;
     cfg.cache.max_lease_ttl_ms = (uint32_t)max_lease_ttl;

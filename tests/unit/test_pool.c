@@ -7,7 +7,7 @@
 static void test_alloc_free_cycle(void)
 {
     rm_pool p;
-    REQUIRE(rm_pool_init(&p, 8, 0) == 0);
+    REQUIRE(rm_pool_init(&p, 8, 0, 0) == 0);
     uint32_t a[8];
     CHECK_EQ(rm_pool_alloc(&p, 5, a), 5);
     CHECK_EQ(p.nfree, 3);
@@ -33,7 +33,7 @@ static void test_alloc_free_cycle(void)
 static void test_double_free_rejected_atomically(void)
 {
     rm_pool p;
-    REQUIRE(rm_pool_init(&p, 4, 0) == 0);
+    REQUIRE(rm_pool_init(&p, 4, 0, 0) == 0);
     uint32_t a[4];
     CHECK_EQ(rm_pool_alloc(&p, 3, a), 3);
     uint32_t dup[3] = {a[0], a[1], a[0]};
@@ -52,7 +52,7 @@ static void test_double_free_rejected_atomically(void)
 static void test_kv_memory(void)
 {
     rm_pool p;
-    REQUIRE(rm_pool_init(&p, 4, 1024) == 0);
+    REQUIRE(rm_pool_init(&p, 4, 1024, 0) == 0);
     uint32_t a[4];
     CHECK_EQ(rm_pool_alloc(&p, 4, a), 4);
     for (int i = 0; i < 4; i++)
@@ -62,7 +62,11 @@ static void test_kv_memory(void)
         CHECK_EQ(rm_pool_page_data(&p, a[i])[1023], i + 1);
     }
     rm_pool_destroy(&p);
-    REQUIRE(rm_pool_init(&p, 4, 0) == 0);
+    REQUIRE(rm_pool_init(&p, 4, 4096, 1) == 0); /* prefaulted memory works alike */
+    memset(rm_pool_page_data(&p, 3), 9, 4096);
+    CHECK_EQ(rm_pool_page_data(&p, 3)[4095], 9);
+    rm_pool_destroy(&p);
+    REQUIRE(rm_pool_init(&p, 4, 0, 0) == 0);
     CHECK(rm_pool_page_data(&p, 0) == NULL);
     rm_pool_destroy(&p);
 }
@@ -70,8 +74,8 @@ static void test_kv_memory(void)
 static void test_bad_sizes(void)
 {
     rm_pool p;
-    CHECK_EQ(rm_pool_init(&p, 0, 0), -EINVAL);
-    CHECK_EQ(rm_pool_init(&p, UINT32_MAX, 0), -EINVAL);
+    CHECK_EQ(rm_pool_init(&p, 0, 0, 0), -EINVAL);
+    CHECK_EQ(rm_pool_init(&p, UINT32_MAX, 0, 0), -EINVAL);
 }
 
 int main(void)
