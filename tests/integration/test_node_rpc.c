@@ -428,6 +428,67 @@ static void test_bad_flags_exit_2(void)
     }
 }
 
+/* Runs the node with argv and env additions, returns its exit status and
+ * the first line it printed on stdout. */
+static int run_capture(const char *const *argv, char *line, size_t len)
+{
+    int pipefd[2];
+    REQUIRE(pipe(pipefd) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    FILE *f = fdopen(pipefd[0], "r");
+    line[0] = '\0';
+    if (!fgets(line, (int)len, f))
+        line[0] = '\0';
+    while (fgetc(f) != EOF) /* drain so the child never blocks on a full pipe */
+        ;
+    fclose(f);
+    int status;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+static void test_help_version_env(void)
+{
+    char line[512];
+    const char *help[] = {node_bin, "--help", NULL};
+    int st = run_capture(help, line, sizeof line);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(strstr(line, "usage: radixmesh-node") != NULL);
+    const char *ver[] = {node_bin, "--version", NULL};
+    st = run_capture(ver, line, sizeof line);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(strncmp(line, "radixmesh-node ", 15) == 0);
+    /* Every flag also comes from RADIXMESH_<FLAG>; the command line wins. */
+    setenv("RADIXMESH_NODE_ID", "from-env", 1);
+    setenv("RADIXMESH_PAGE_TOKENS", "32", 1);
+    setenv("RADIXMESH_SHUTDOWN_DELAY_MS", "0", 1);
+    test_daemon d;
+    const char *argv[] = {node_bin, "--page-tokens", "64", NULL};
+    REQUIRE(td_start(&d, argv) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK(strcmp(s.node_id, "from-env") == 0);
+    CHECK_EQ(s.page_tokens, 64);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+    setenv("RADIXMESH_PAGE_TOKENS", "lots", 1);
+    const char *plain[] = {node_bin, NULL};
+    st = run_capture(plain, line, sizeof line);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    unsetenv("RADIXMESH_NODE_ID");
+    unsetenv("RADIXMESH_PAGE_TOKENS");
+    unsetenv("RADIXMESH_SHUTDOWN_DELAY_MS");
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
@@ -450,6 +511,7 @@ int main(int argc, char **argv)
     RUN(test_concurrent_clients);
     RUN(test_sigterm_drains);
     RUN(test_bad_flags_exit_2);
+    RUN(test_help_version_env);
     grpc_shutdown();
     return rm_t_report();
 }
