@@ -50,6 +50,7 @@ int main(int argc, char **argv)
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
     uint64_t max_ns = 1024, max_req = 1048576, shutdown_delay = 1000, drain_timeout = 10000;
+    uint64_t hot_block = 64, hot_half_life = 10000;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
         {"node-id", RM_FLAG_STR, &node_id, "stable node id (default: the host name)", 0, 0},
@@ -75,6 +76,11 @@ int main(int argc, char **argv)
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
         {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout,
          "then wait this long for in-flight calls before cancelling them", 0, 600000},
+        {"hot-block-tokens", RM_FLAG_U64, &hot_block,
+         "block size of hot-prefix tracking (must equal the routers' --key-block-tokens)", 1,
+         1u << 20},
+        {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life,
+         "half-life of the hot-prefix counts", 100, 86400000},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-node", "--listen HOST:PORT [options]", "RADIXMESH", flags,
@@ -130,6 +136,8 @@ int main(int argc, char **argv)
     cfg.max_request_tokens = max_req;
     cfg.max_namespace_bytes = 1024;
     cfg.kv_chunk_bytes = 1u << 20;
+    cfg.hot_block_tokens = (uint32_t)hot_block;
+    cfg.hot_half_life_ms = hot_half_life;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

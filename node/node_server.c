@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb.h"
+#include "hotset.h"
 #include "log.h"
 #include "pbx.h"
 #include "radixmesh.pb.h"
@@ -17,6 +18,7 @@ struct rm_node {
     rm_node_config cfg;
     char *node_id;
     rm_cache cache;
+    rm_hotset hot;
     int serving;
     uint64_t started_ms;
 };
@@ -36,11 +38,21 @@ rm_node *rm_node_create(const rm_node_config *cfg)
     }
     n->serving = 1;
     n->started_ms = rm_now_ms();
+    /* Local shares under 1% are cold: at most ~100 hot branches per depth. */
+    if (rm_hotset_init(&n->hot, cfg->hot_block_tokens, 256, 0.01, cfg->hot_half_life_ms, 4096,
+                       n->started_ms) != 0) {
+        rm_log(RM_LOG_ERROR, "node", "bad hot-prefix settings");
+        rm_cache_destroy(&n->cache);
+        free(n->node_id);
+        free(n);
+        return NULL;
+    }
     return n;
 }
 
 void rm_node_destroy(rm_node *n)
 {
+    rm_hotset_destroy(&n->hot);
     rm_cache_destroy(&n->cache);
     free(n->node_id);
     free(n);
@@ -158,9 +170,12 @@ static grpc_status_code do_match(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
         code = check_namespace(n, r.namespace, msg, len);
     if (code == GRPC_STATUS_OK) {
         const char *ns = ns_or_empty(r.namespace);
+        uint64_t now = rm_now_ms();
         rm_match_result mr;
         int rc = rm_cache_match(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease,
-                                r.lease_ttl_ms, rm_now_ms(), &mr);
+                                r.lease_ttl_ms, now, &mr);
+        if (rc == 0)
+            rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
         if (rc) {
             code = cache_error(n, rc, 0, msg, len);
         } else {
@@ -262,8 +277,18 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.tree_nodes = st.tree_nodes;
     rep.metadata_bytes = st.metadata_bytes;
     rep.version = (char *)RM_VERSION;
-    rep.uptime_ms = rm_now_ms() - n->started_ms;
+    uint64_t now = rm_now_ms();
+    rep.uptime_ms = now - n->started_ms;
     rep.serving = n->serving;
+    rep.hot_block_tokens = n->hot.block_tokens;
+    rm_hot_entry top[256];
+    size_t k = rm_hotset_top(&n->hot, 0.01, now, top, 256, &rep.hot_window_requests);
+    rep.hot_prefixes_count = (pb_size_t)k;
+    for (size_t i = 0; i < k; i++) {
+        rep.hot_prefixes[i].hash = top[i].hash;
+        rep.hot_prefixes[i].blocks = top[i].blocks;
+        rep.hot_prefixes[i].requests = top[i].count;
+    }
     return encode(radixmesh_v1_NodeStats_fields, &rep, reply, msg, len);
 }
 

@@ -1,0 +1,130 @@
+/* Unit tests for common/hotset.c and common/prefix_key.c. */
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "hotset.h"
+#include "prefix_key.h"
+#include "util.h"
+
+#define B 8
+
+/* A request: `shared` blocks of a common prompt, then unique blocks. */
+static size_t request(uint32_t *tok, int shared_blocks, uint64_t id, int total_blocks)
+{
+    size_t n = (size_t)total_blocks * B;
+    for (size_t i = 0; i < n; i++)
+        tok[i] = i < (size_t)shared_blocks * B ? (uint32_t)(7000 + i)
+                                               : (uint32_t)(rm_mix64(id * 1000 + i) % 100000);
+    return n;
+}
+
+static uint64_t prefix_hash(const uint32_t *tok, int blocks)
+{
+    uint64_t h = rm_prefix_ns_hash("m", 1);
+    for (int b = 0; b < blocks; b++)
+        h = rm_prefix_chain(h, tok + b * B, B);
+    return h;
+}
+
+static double share_of(const rm_hotset *h, uint64_t hash, uint64_t now, uint32_t *blocks)
+{
+    static rm_hot_entry top[8192];
+    double total;
+    size_t k = rm_hotset_top(h, 0.0, now, top, 8192, &total);
+    for (size_t i = 0; i < k; i++) {
+        if (top[i].hash == hash) {
+            *blocks = top[i].blocks;
+            return top[i].count / total;
+        }
+    }
+    return 0;
+}
+
+static void test_finds_shared_prompt(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    uint32_t tok[40 * B];
+    /* 60% of requests share a 5-block prompt; the rest are unique. */
+    for (uint64_t i = 0; i < 5000; i++) {
+        size_t n = request(tok, (i % 5) < 3 ? 5 : 0, i, 12);
+        rm_hotset_add(&h, "m", 1, tok, n, i / 10);
+    }
+    request(tok, 5, 999999, 12);
+    uint32_t blocks = 0;
+    for (int b = 1; b <= 5; b++) {
+        double s = share_of(&h, prefix_hash(tok, b), 500, &blocks);
+        CHECK(fabs(s - 0.6) < 0.03);
+        CHECK_EQ(blocks, (uint32_t)b);
+    }
+    /* One block past the prompt every request is unique: cold. */
+    CHECK(share_of(&h, prefix_hash(tok, 6), 500, &blocks) < 0.01);
+    /* Only the hot chain (and few cold leftovers) is reported above 1%. */
+    rm_hot_entry top[256];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.01, 500, top, 256, &total);
+    CHECK_EQ(k, 5);
+    CHECK(fabs(total - 5000) < 600); /* decay over 0.5 s at half-life 10 s */
+    /* The frontier (the deepest hot prefix) comes first, then its ancestors. */
+    CHECK_EQ(top[0].blocks, 5);
+    CHECK(top[0].hash == prefix_hash(tok, 5));
+    CHECK(top[0].parent == prefix_hash(tok, 4));
+    k = rm_hotset_top(&h, 0.01, 500, top, 1, &total);
+    CHECK_EQ(k, 1);
+    CHECK_EQ(top[0].blocks, 5);
+    /* Another namespace with the same tokens is another prefix. */
+    uint64_t other = rm_prefix_chain(rm_prefix_ns_hash("x", 1), tok, B);
+    CHECK(share_of(&h, other, 500, &blocks) == 0);
+    rm_hotset_destroy(&h);
+}
+
+static void test_decays(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 1000, 1024, 0) == 0);
+    uint32_t tok[12 * B];
+    for (uint64_t i = 0; i < 1000; i++)
+        rm_hotset_add(&h, "m", 1, tok, request(tok, 3, i, 6), 0);
+    uint64_t hp = prefix_hash(tok, 3);
+    uint32_t blocks;
+    CHECK(share_of(&h, hp, 0, &blocks) > 0.99);
+    /* Traffic moves on: two half-lives of unique requests later the old
+     * prompt's share has fallen to about a quarter... */
+    for (uint64_t i = 0; i < 2000; i++)
+        rm_hotset_add(&h, "m", 1, tok, request(tok, 0, 5000 + i, 6), i);
+    request(tok, 3, 1, 6);
+    double s = share_of(&h, hp, 2000, &blocks);
+    CHECK(s > 0.15 && s < 0.45);
+    /* ...and long after, it is gone from what is reported. */
+    for (uint64_t i = 0; i < 20000; i++)
+        rm_hotset_add(&h, "m", 1, tok + 6 * B, request(tok + 6 * B, 0, 90000 + i, 6), 2000 + i);
+    rm_hot_entry top[256];
+    double total;
+    CHECK_EQ(rm_hotset_top(&h, 0.01, 22000, top, 256, &total), 0);
+    rm_hotset_destroy(&h);
+}
+
+static void test_prefix_hash_deterministic(void)
+{
+    /* Fixed vectors: the hash must not change across builds or machines,
+     * or router replicas and nodes of different versions would disagree. */
+    uint32_t block[4] = {1, 2, 3, 4};
+    uint64_t h0 = rm_prefix_ns_hash("llama", 5);
+    uint64_t h1 = rm_prefix_chain(h0, block, 4);
+    CHECK(h0 == rm_prefix_ns_hash("llama", 5));
+    CHECK(h1 != h0);
+    CHECK(rm_prefix_chain(h0, block, 3) != h1);
+    fprintf(stderr, "vectors: ns=%016llx chain=%016llx\n", (unsigned long long)h0,
+            (unsigned long long)h1);
+    CHECK(h0 == 0x6eb9f32ee9dca5d3ULL);
+    CHECK(h1 == 0xa332344cb2158ff3ULL);
+}
+
+int main(void)
+{
+    RUN(test_finds_shared_prompt);
+    RUN(test_decays);
+    RUN(test_prefix_hash_deterministic);
+    return rm_t_report();
+}
