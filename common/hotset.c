@@ -114,12 +114,10 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
     if (blocks > h->max_blocks)
         blocks = h->max_blocks;
     for (size_t b = 0; b < blocks; b++) {
-        uint64_t parent = hash;
         hash = rm_prefix_chain(hash, tokens + b * h->block_tokens, h->block_tokens);
         if (h->used * 4 >= (h->mask + 1) * 3)
             purge(h);
         rm_hot_entry *e = find(h, hash, 1);
-        e->parent = parent;
         e->blocks = (uint32_t)(b + 1);
         e->count += w;
         if (e->count < h->cold_share * h->total)
@@ -127,16 +125,14 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
     }
 }
 
-static int deeper_first(const void *a, const void *b)
+/* Most shared first; among equals (a chain whose blocks all travel
+ * together) the deepest first. */
+static int by_share(const void *a, const void *b)
 {
     const rm_hot_entry *x = a, *y = b;
+    if (x->count != y->count)
+        return x->count < y->count ? 1 : -1;
     return x->blocks < y->blocks ? 1 : x->blocks > y->blocks ? -1 : 0;
-}
-
-static int u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 size_t rm_hotset_top(const rm_hotset *h, double min_share, uint64_t now_ms, rm_hot_entry *out,
@@ -147,28 +143,17 @@ size_t rm_hotset_top(const rm_hotset *h, double min_share, uint64_t now_ms, rm_h
     double cut = min_share * h->total;
     size_t nq = 0;
     rm_hot_entry *q = rm_xmalloc(sizeof *q * (h->used + 1));
-    uint64_t *parents = rm_xmalloc(sizeof *parents * (h->used + 1));
     for (size_t i = 0; i <= h->mask; i++) {
         const rm_hot_entry *e = &h->slots[i];
-        if (e->hash && e->count > 0 && e->count >= cut) {
-            parents[nq] = e->parent;
+        if (e->hash && e->count > 0 && e->count >= cut)
             q[nq++] = *e;
-        }
     }
-    qsort(parents, nq, sizeof *parents, u64_cmp);
-    qsort(q, nq, sizeof *q, deeper_first);
-    size_t k = 0;
-    for (int pass = 0; pass < 2; pass++) { /* frontier, then the rest */
-        for (size_t i = 0; i < nq && k < cap; i++) {
-            int is_parent = bsearch(&q[i].hash, parents, nq, sizeof *parents, u64_cmp) != NULL;
-            if (is_parent != pass)
-                continue;
-            out[k] = q[i];
-            out[k].count = q[i].count / w;
-            k++;
-        }
+    qsort(q, nq, sizeof *q, by_share);
+    size_t k = nq < cap ? nq : cap;
+    for (size_t i = 0; i < k; i++) {
+        out[i] = q[i];
+        out[i].count = q[i].count / w;
     }
-    free(parents);
     free(q);
     return k;
 }

@@ -19,7 +19,6 @@
 
 typedef struct rm_hot_entry {
     uint64_t hash;   /* 0: empty slot */
-    uint64_t parent; /* hash of the prefix one block shorter (h_0 at depth 1) */
     uint32_t blocks; /* prefix length in blocks */
     double count;    /* decayed, in units of the current scale */
 } rm_hot_entry;
@@ -45,10 +44,9 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
 
 /* Copies up to cap entries whose share >= min_share into out, with count
  * and *total normalised to "requests in the recent window" (decayed as of
- * now_ms). The frontier comes first: entries none of whose children
- * qualify (the deepest hot prefix of each chain), then the others, deepest
- * first. A reader that looks for the deepest qualifying prefix along a
- * request therefore loses nothing when cap truncates. Returns the count. */
+ * now_ms). Most shared first, deepest first among equal counts, so when cap
+ * truncates, what goes is the rarest (and for a chain, never an ancestor
+ * before its descendants of the same count). Returns the count. */
 size_t rm_hotset_top(const rm_hotset *h, double min_share, uint64_t now_ms, rm_hot_entry *out,
                      size_t cap, double *total);
 

@@ -14,6 +14,7 @@
 typedef enum { TAG_NEW, TAG_SEND, TAG_RECV, TAG_CLOSE, TAG_FINISH } tag_kind;
 
 typedef struct call_tag {
+    rm_cq_tag base; /* first: the queue loop calls base.fn */
     rm_rpc_call *call;
     tag_kind kind;
 } call_tag;
@@ -59,6 +60,8 @@ struct rm_rpc_server {
 };
 
 static void request_call(rm_rpc_server *s, int method);
+static void on_call_tag(rm_cq_tag *tag, int ok);
+static void maybe_done(rm_rpc_call *c);
 
 rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
 {
@@ -111,6 +114,7 @@ static rm_rpc_call *call_new(rm_rpc_server *s, int method)
     call_tag *tags[] = {&c->t_new, &c->t_send, &c->t_recv, &c->t_close, &c->t_finish};
     tag_kind kinds[] = {TAG_NEW, TAG_SEND, TAG_RECV, TAG_CLOSE, TAG_FINISH};
     for (int i = 0; i < 5; i++) {
+        tags[i]->base.fn = on_call_tag;
         tags[i]->call = c;
         tags[i]->kind = kinds[i];
     }
@@ -269,7 +273,18 @@ static int finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
 int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
                        grpc_byte_buffer *final)
 {
-    return finish(c, code, msg, final, 0);
+    /* Unary calls watch for the client's close in the finishing batch;
+     * streaming calls started a separate close batch when accepted. */
+    int unary_async =
+        c->method >= 0 && c->srv->methods[c->method].m.kind == RM_RPC_UNARY_ASYNC;
+    if (code != GRPC_STATUS_OK && final) {
+        grpc_byte_buffer_destroy(final);
+        final = NULL;
+    }
+    int rc = finish(c, code, msg, final, unary_async);
+    if (unary_async)
+        maybe_done(c);
+    return rc;
 }
 
 static void maybe_done(rm_rpc_call *c)
@@ -278,7 +293,7 @@ static void maybe_done(rm_rpc_call *c)
         return;
     if (c->method >= 0) {
         const rm_rpc_method *m = &c->srv->methods[c->method].m;
-        if (m->kind != RM_RPC_UNARY)
+        if (m->kind == RM_RPC_SERVER_STREAMING || m->kind == RM_RPC_CLIENT_STREAMING)
             m->stream(m->ctx, c, RM_CALL_EV_DONE, NULL, 1);
     }
     c->srv->active--;
@@ -323,6 +338,15 @@ static void on_accept(rm_rpc_server *s, rm_rpc_call *c)
         maybe_done(c);
         return;
     }
+    if (m->kind == RM_RPC_UNARY_ASYNC) {
+        if (!c->payload) {
+            finish(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message", NULL, 1);
+            maybe_done(c);
+            return;
+        }
+        m->unary_async(m->ctx, c, c->payload);
+        return; /* the handler finishes the call */
+    }
     /* Streaming: watch for the client going away, then hand over. */
     grpc_op op;
     memset(&op, 0, sizeof op);
@@ -338,9 +362,11 @@ static void on_accept(rm_rpc_server *s, rm_rpc_call *c)
     maybe_done(c);
 }
 
-static void on_event(rm_rpc_server *s, call_tag *tag, int ok)
+static void on_call_tag(rm_cq_tag *base, int ok)
 {
+    call_tag *tag = (call_tag *)base;
     rm_rpc_call *c = tag->call;
+    rm_rpc_server *s = c->srv;
     if (tag->kind == TAG_NEW) {
         if (!ok) { /* server shutting down: the requested slot is void */
             call_free(c);
@@ -406,7 +432,8 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
                 s->shutdown_done = 1;
                 grpc_completion_queue_shutdown(s->cq);
             } else {
-                on_event(s, ev.tag, ev.success);
+                rm_cq_tag *tag = ev.tag;
+                tag->fn(tag, ev.success);
             }
         }
         uint64_t now = rm_now_ms();
@@ -424,6 +451,84 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
             s->cancelled_all = 1;
         }
     }
+}
+
+/* ---- client calls on the server's queue ------------------------------- */
+
+typedef struct client_call {
+    rm_cq_tag base;
+    grpc_call *call;
+    grpc_metadata_array md, tmd;
+    grpc_status_code status;
+    grpc_slice details;
+    grpc_byte_buffer *resp;
+    rm_rpc_reply_fn cb;
+    void *ctx;
+} client_call;
+
+static void on_client_call(rm_cq_tag *tag, int ok)
+{
+    client_call *cc = (client_call *)tag;
+    grpc_status_code st = ok ? cc->status : GRPC_STATUS_UNAVAILABLE;
+    char details[512];
+    size_t len = GRPC_SLICE_LENGTH(cc->details);
+    if (len >= sizeof details)
+        len = sizeof details - 1;
+    memcpy(details, GRPC_SLICE_START_PTR(cc->details), len);
+    details[len] = '\0';
+    if (st == GRPC_STATUS_OK && !cc->resp) {
+        st = GRPC_STATUS_INTERNAL;
+        snprintf(details, sizeof details, "OK status without a reply message");
+    }
+    cc->cb(cc->ctx, st, st == GRPC_STATUS_OK ? cc->resp : NULL, details);
+    if (cc->resp)
+        grpc_byte_buffer_destroy(cc->resp);
+    grpc_slice_unref(cc->details);
+    grpc_metadata_array_destroy(&cc->md);
+    grpc_metadata_array_destroy(&cc->tmd);
+    grpc_call_unref(cc->call);
+    free(cc);
+}
+
+int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
+                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb,
+                              void *ctx)
+{
+    if (timeout_ms <= 0)
+        return -1;
+    client_call *cc = rm_xcalloc(1, sizeof *cc);
+    cc->base.fn = on_client_call;
+    cc->cb = cb;
+    cc->ctx = ctx;
+    cc->details = grpc_empty_slice();
+    grpc_metadata_array_init(&cc->md);
+    grpc_metadata_array_init(&cc->tmd);
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                         gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    cc->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq,
+                                                   method, deadline, NULL);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = req;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &cc->resp;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &cc->tmd;
+    ops[5].data.recv_status_on_client.status = &cc->status;
+    ops[5].data.recv_status_on_client.status_details = &cc->details;
+    if (grpc_call_start_batch(cc->call, ops, 6, &cc->base, NULL) != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&cc->md);
+        grpc_metadata_array_destroy(&cc->tmd);
+        grpc_call_unref(cc->call);
+        free(cc);
+        return -1;
+    }
+    return 0;
 }
 
 void rm_rpc_server_destroy(rm_rpc_server *s)

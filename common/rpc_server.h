@@ -23,8 +23,19 @@
 typedef struct rm_rpc_server rm_rpc_server;
 typedef struct rm_rpc_call rm_rpc_call;
 
+/* Every tag on the server's completion queue starts with one of these, so
+ * server calls and client calls made from the server thread share a loop. */
+typedef struct rm_cq_tag rm_cq_tag;
+typedef void (*rm_cq_fn)(rm_cq_tag *tag, int ok);
+struct rm_cq_tag {
+    rm_cq_fn fn;
+};
+
 typedef enum {
     RM_RPC_UNARY,
+    /* Unary, answered later: the handler starts work (e.g. a call to
+     * another server) and ends the call with rm_rpc_call_finish. */
+    RM_RPC_UNARY_ASYNC,
     RM_RPC_SERVER_STREAMING, /* one request, a stream of replies */
     RM_RPC_CLIENT_STREAMING, /* a stream of requests, one reply */
 } rm_rpc_kind;
@@ -47,12 +58,17 @@ typedef grpc_status_code (*rm_unary_fn)(void *ctx, grpc_byte_buffer *req,
 typedef void (*rm_stream_fn)(void *ctx, rm_rpc_call *call, rm_call_event ev,
                              grpc_byte_buffer *msg, int ok);
 
+/* Async unary handler: req belongs to the framework (valid during the
+ * call); the handler must end the call once with rm_rpc_call_finish. */
+typedef void (*rm_unary_async_fn)(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
+
 typedef struct rm_rpc_method {
     const char *path; /* "/package.Service/Method" */
     rm_rpc_kind kind;
     rm_unary_fn unary;
     rm_stream_fn stream;
     void *ctx;
+    rm_unary_async_fn unary_async;
 } rm_rpc_method;
 
 /* Called every tick_ms on the server thread (and between events when busy).
@@ -101,5 +117,19 @@ int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
 
 /* The call's deadline in milliseconds from now (INT64_MAX without one). */
 int64_t rm_rpc_call_ms_left(const rm_rpc_call *c);
+
+/* Reply of a client call made with rm_rpc_server_client_call: reply (NULL
+ * unless st is OK) and details belong to the framework, valid during the
+ * callback only. */
+typedef void (*rm_rpc_reply_fn)(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                                const char *details);
+
+/* Starts a unary client call on ch whose completion runs cb on the server
+ * thread. gRPC takes req's slices (the caller still destroys req). A
+ * deadline is required (timeout_ms > 0) so shutdown never waits forever.
+ * Returns 0, or -1 if the call could not start (cb is not called). */
+int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
+                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb,
+                              void *ctx);
 
 #endif

@@ -677,13 +677,13 @@ static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_b
 int rm_node_register(rm_node *n, rm_rpc_server *srv)
 {
     const rm_rpc_method methods[] = {
-        {"/radixmesh.v1.CacheNode/Match", RM_RPC_UNARY, do_match, NULL, n},
-        {"/radixmesh.v1.CacheNode/Insert", RM_RPC_UNARY, do_insert, NULL, n},
-        {"/radixmesh.v1.CacheNode/Release", RM_RPC_UNARY, do_release, NULL, n},
-        {"/radixmesh.v1.CacheNode/Stats", RM_RPC_UNARY, do_stats, NULL, n},
-        {"/radixmesh.v1.CacheNode/ReadKV", RM_RPC_SERVER_STREAMING, NULL, read_kv, n},
-        {"/radixmesh.v1.CacheNode/WriteKV", RM_RPC_CLIENT_STREAMING, NULL, write_kv, n},
-        {"/grpc.health.v1.Health/Check", RM_RPC_UNARY, do_health, NULL, n},
+        {.path = "/radixmesh.v1.CacheNode/Match", .kind = RM_RPC_UNARY, .unary = do_match, .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Insert", .kind = RM_RPC_UNARY, .unary = do_insert, .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Release", .kind = RM_RPC_UNARY, .unary = do_release, .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Stats", .kind = RM_RPC_UNARY, .unary = do_stats, .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/ReadKV", .kind = RM_RPC_SERVER_STREAMING, .stream = read_kv, .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/WriteKV", .kind = RM_RPC_CLIENT_STREAMING, .stream = write_kv, .ctx = n},
+        {.path = "/grpc.health.v1.Health/Check", .kind = RM_RPC_UNARY, .unary = do_health, .ctx = n},
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)
         if (rm_rpc_server_add_method(srv, &methods[i]) != 0)

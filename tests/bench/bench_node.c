@@ -161,7 +161,7 @@ static int serve_echo(void)
 {
     grpc_init();
     rm_rpc_server *s = rm_rpc_server_create(NULL);
-    rm_rpc_method m = {"/radixmesh.v1.CacheNode/Match", RM_RPC_UNARY, echo, NULL, NULL};
+    rm_rpc_method m = {.path = "/radixmesh.v1.CacheNode/Match", .kind = RM_RPC_UNARY, .unary = echo};
     rm_rpc_server_add_method(s, &m);
     int port = rm_rpc_server_listen(s, "127.0.0.1:0");
     printf("LISTENING 127.0.0.1:%d\n", port);

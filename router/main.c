@@ -1,0 +1,315 @@
+/* radixmesh-router: the cluster's front door. See router/README.md. */
+#include <grpc/grpc.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "flags.h"
+#include "log.h"
+#include "router.h"
+#include "rpc_server.h"
+#include "util.h"
+
+static volatile sig_atomic_t got_term;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    got_term = 1;
+}
+
+/* --nodes-dns: a resolver thread re-reads the A records; the server thread
+ * picks up each new list in its tick (getaddrinfo blocks, the server loop
+ * must not). */
+typedef struct dns_state {
+    char host[256];
+    int port;
+    uint32_t interval_ms;
+    pthread_mutex_t mu;
+    char **addrs; /* latest list, "ip:port" */
+    size_t naddrs;
+    uint64_t generation, applied;
+    volatile int stop;
+} dns_state;
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void *dns_loop(void *p)
+{
+    dns_state *d = p;
+    while (!d->stop) {
+        struct addrinfo hints = {0}, *res = NULL;
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        char **list = NULL;
+        size_t n = 0;
+        if (getaddrinfo(d->host, NULL, &hints, &res) == 0) {
+            for (struct addrinfo *a = res; a; a = a->ai_next) {
+                char ip[64];
+                if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof ip, NULL, 0, NI_NUMERICHOST))
+                    continue;
+                char buf[96];
+                snprintf(buf, sizeof buf, "%s:%d", ip, d->port);
+                int dup = 0;
+                for (size_t i = 0; i < n; i++)
+                    dup |= !strcmp(list[i], buf);
+                if (dup)
+                    continue;
+                list = rm_xrealloc(list, sizeof *list * (n + 1));
+                list[n++] = rm_xstrndup(buf, strlen(buf));
+            }
+            freeaddrinfo(res);
+            qsort(list, n, sizeof *list, cmp_str);
+            pthread_mutex_lock(&d->mu);
+            for (size_t i = 0; i < d->naddrs; i++)
+                free(d->addrs[i]);
+            free(d->addrs);
+            d->addrs = list;
+            d->naddrs = n;
+            d->generation++;
+            pthread_mutex_unlock(&d->mu);
+        } else {
+            rm_log(RM_LOG_WARN, "router", "cannot resolve %s", d->host);
+        }
+        for (uint32_t waited = 0; waited < d->interval_ms && !d->stop; waited += 100)
+            usleep(100 * 1000); /* a resolver's pacing, not synchronisation */
+    }
+    return NULL;
+}
+
+typedef struct daemon_state {
+    rm_router *router;
+    dns_state *dns;
+    char **known; /* addresses currently in the membership (DNS mode) */
+    size_t nknown;
+    uint64_t shutdown_delay_ms, term_at;
+} daemon_state;
+
+static void apply_dns(daemon_state *d)
+{
+    dns_state *dns = d->dns;
+    pthread_mutex_lock(&dns->mu);
+    if (dns->generation == dns->applied) {
+        pthread_mutex_unlock(&dns->mu);
+        return;
+    }
+    dns->applied = dns->generation;
+    for (size_t i = 0; i < dns->naddrs; i++) {
+        int have = 0;
+        for (size_t k = 0; k < d->nknown; k++)
+            have |= !strcmp(d->known[k], dns->addrs[i]);
+        if (!have && rm_router_add_node(d->router, NULL, dns->addrs[i]) == 0)
+            rm_log(RM_LOG_INFO, "router", "discovered node address %s", dns->addrs[i]);
+    }
+    for (size_t k = 0; k < d->nknown; k++) {
+        int still = 0;
+        for (size_t i = 0; i < dns->naddrs; i++)
+            still |= !strcmp(d->known[k], dns->addrs[i]);
+        if (!still)
+            rm_router_remove_node(d->router, d->known[k]);
+        free(d->known[k]);
+    }
+    free(d->known);
+    d->known = rm_xmalloc(sizeof *d->known * (dns->naddrs + 1));
+    d->nknown = dns->naddrs;
+    for (size_t i = 0; i < dns->naddrs; i++)
+        d->known[i] = rm_xstrndup(dns->addrs[i], strlen(dns->addrs[i]));
+    pthread_mutex_unlock(&dns->mu);
+}
+
+static int tick(void *ctx, uint64_t now_ms)
+{
+    daemon_state *d = ctx;
+    if (d->dns)
+        apply_dns(d);
+    rm_router_tick(d->router, now_ms);
+    if (got_term && !d->term_at) {
+        d->term_at = now_ms;
+        rm_router_set_serving(d->router, 0);
+        rm_log(RM_LOG_INFO, "router", "SIGTERM: health NOT_SERVING, draining in %llu ms",
+               (unsigned long long)d->shutdown_delay_ms);
+    }
+    return d->term_at && now_ms - d->term_at >= d->shutdown_delay_ms;
+}
+
+/* Parses "id=host:port,id=host:port". Returns 0 or -1 (message in err). */
+static int add_static_nodes(rm_router *r, const char *spec, char *err, size_t errlen)
+{
+    char *copy = rm_xstrndup(spec, strlen(spec)), *save = NULL;
+    int rc = 0;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        char host[256];
+        int port;
+        if (!eq || eq == item || rm_parse_hostport(eq + 1, host, sizeof host, &port)) {
+            snprintf(err, errlen, "--nodes: expected id=host:port, got '%s'", item);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        if (rm_router_add_node(r, item, eq + 1) != 0) {
+            snprintf(err, errlen, "--nodes: duplicate node id or address '%s'", item);
+            rc = -1;
+            break;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    rm_router_config cfg;
+    rm_router_config_defaults(&cfg);
+    const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
+    const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL;
+    uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
+    uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
+    uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
+    uint64_t dns_interval = 5000, max_req = cfg.max_request_tokens;
+    uint64_t shutdown_delay = 1000, drain_timeout = 10000;
+    double load_factor = cfg.load_factor, hot_share = cfg.hot_share;
+    const rm_flag flags[] = {
+        {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
+        {"router-id", RM_FLAG_STR, &router_id, "this replica's name (default: host name)", 0, 0},
+        {"nodes", RM_FLAG_STR, &nodes, "static members: id=host:port,id=host:port,...", 0, 0},
+        {"nodes-dns", RM_FLAG_STR, &nodes_dns,
+         "members from the A records of NAME:PORT (e.g. a headless Service)", 0, 0},
+        {"dns-interval-ms", RM_FLAG_U64, &dns_interval, "how often --nodes-dns is re-read", 100,
+         3600000},
+        {"load-factor", RM_FLAG_DOUBLE, &load_factor,
+         "bounded load: skip nodes above this x the average load", 0, 0},
+        {"vnodes", RM_FLAG_U64, &vnodes, "ring points per node", 1, 65536},
+        {"key-mode", RM_FLAG_STR, &key_mode, "adaptive, or fixed (hash of the first N tokens)", 0,
+         0},
+        {"key-block-tokens", RM_FLAG_U64, &block,
+         "block size of routing keys (= the nodes' --hot-block-tokens)", 1, 1u << 20},
+        {"max-key-blocks", RM_FLAG_U64, &max_blocks, "keys look at most this many blocks deep",
+         1, 1024},
+        {"hot-share", RM_FLAG_DOUBLE, &hot_share,
+         "share of traffic that makes a prefix hot; 0 = max(0.02, 0.5/nodes)", 0, 0},
+        {"fixed-key-tokens", RM_FLAG_U64, &fixed, "N for --key-mode fixed", 1, 1u << 24},
+        {"call-timeout-ms", RM_FLAG_U64, &timeout, "deadline of each call to a node", 10,
+         600000},
+        {"health-interval-ms", RM_FLAG_U64, &health, "node health-check period", 50, 600000},
+        {"stats-interval", RM_FLAG_U64, &stats, "node Stats poll period in ms", 50, 600000},
+        {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
+        {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
+         "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
+        {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout,
+         "then wait this long for in-flight calls", 0, 600000},
+        {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
+    };
+    rm_flagset fs = {"radixmesh-router", "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)",
+                     "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
+    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+    rm_log_level lvl;
+    if (rm_log_parse_level(log_level, &lvl))
+        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'",
+                      log_level);
+    rm_log_set_level(lvl);
+    if (!nodes == !nodes_dns)
+        rm_flags_fail(&fs, "give exactly one of --nodes and --nodes-dns");
+    if (!(load_factor > 1.0))
+        rm_flags_fail(&fs, "--load-factor must be > 1 (got %g)", load_factor);
+    if (hot_share < 0 || hot_share > 1)
+        rm_flags_fail(&fs, "--hot-share must be within [0, 1] (got %g)", hot_share);
+    if (!strcmp(key_mode, "adaptive"))
+        cfg.key_mode = RM_KEY_ADAPTIVE;
+    else if (!strcmp(key_mode, "fixed"))
+        cfg.key_mode = RM_KEY_FIXED;
+    else
+        rm_flags_fail(&fs, "--key-mode: expected adaptive or fixed, got '%s'", key_mode);
+    char host[256];
+    int port;
+    if (rm_parse_hostport(listen, host, sizeof host, &port))
+        rm_flags_fail(&fs, "--listen: expected HOST:PORT, got '%s'", listen);
+    char hostname[256];
+    if (!router_id) {
+        if (gethostname(hostname, sizeof hostname) != 0)
+            snprintf(hostname, sizeof hostname, "router");
+        hostname[sizeof hostname - 1] = '\0';
+        router_id = hostname;
+    }
+    cfg.router_id = router_id;
+    cfg.load_factor = load_factor;
+    cfg.vnodes = (uint32_t)vnodes;
+    cfg.key_block_tokens = (uint32_t)block;
+    cfg.max_key_blocks = (uint32_t)max_blocks;
+    cfg.hot_share = hot_share;
+    cfg.fixed_key_tokens = (uint32_t)fixed;
+    cfg.call_timeout_ms = (uint32_t)timeout;
+    cfg.health_interval_ms = (uint32_t)health;
+    cfg.stats_interval_ms = (uint32_t)stats;
+    cfg.max_request_tokens = max_req;
+
+    grpc_init();
+    rm_router *r = rm_router_create(&cfg);
+    dns_state dns;
+    memset(&dns, 0, sizeof dns);
+    pthread_t dns_thread;
+    int dns_running = 0;
+    char err[512];
+    if (nodes && add_static_nodes(r, nodes, err, sizeof err) != 0)
+        rm_flags_fail(&fs, "%s", err);
+    if (nodes_dns) {
+        if (rm_parse_hostport(nodes_dns, dns.host, sizeof dns.host, &dns.port))
+            rm_flags_fail(&fs, "--nodes-dns: expected NAME:PORT, got '%s'", nodes_dns);
+        dns.interval_ms = (uint32_t)dns_interval;
+        pthread_mutex_init(&dns.mu, NULL);
+        pthread_create(&dns_thread, NULL, dns_loop, &dns);
+        dns_running = 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    grpc_arg args[1];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    uint64_t max_msg = max_req * 5 + (1u << 20);
+    args[0].value.integer = max_msg > INT32_MAX ? INT32_MAX : (int)max_msg;
+    grpc_channel_args ca = {1, args};
+    rm_rpc_server *srv = rm_rpc_server_create(&ca);
+    if (rm_router_register(r, srv) != 0) {
+        rm_log(RM_LOG_ERROR, "router", "cannot register methods");
+        return 1;
+    }
+    int bound = rm_rpc_server_listen(srv, listen);
+    if (bound < 0) {
+        rm_log(RM_LOG_ERROR, "router", "cannot listen on %s", listen);
+        return 1;
+    }
+    rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
+           router_id, host, bound, key_mode, load_factor);
+    printf("LISTENING %s:%d\n", host, bound);
+    fflush(stdout);
+    daemon_state d = {r, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay, 0};
+    rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_rpc_server_destroy(srv);
+    if (dns_running) {
+        dns.stop = 1;
+        pthread_join(dns_thread, NULL);
+        for (size_t i = 0; i < dns.naddrs; i++)
+            free(dns.addrs[i]);
+        free(dns.addrs);
+    }
+    for (size_t i = 0; i < d.nknown; i++)
+        free(d.known[i]);
+    free(d.known);
+    rm_router_destroy(r);
+    grpc_shutdown();
+    rm_log(RM_LOG_INFO, "router", "stopped");
+    return 0;
+}

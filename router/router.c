@@ -1,0 +1,852 @@
+#include "router.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/health/v1/health.pb.h"
+#include "log.h"
+#include "pbx.h"
+#include "prefix_key.h"
+#include "radixmesh.pb.h"
+#include "ring.h"
+#include "util.h"
+
+#define MAX_KEY_BLOCKS 1024
+
+void rm_router_config_defaults(rm_router_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->router_id = "router";
+    cfg->load_factor = 1.25;
+    cfg->vnodes = 256;
+    cfg->key_block_tokens = 64;
+    cfg->max_key_blocks = 128;
+    cfg->hot_share = 0;
+    cfg->key_mode = RM_KEY_ADAPTIVE;
+    cfg->fixed_key_tokens = 256;
+    cfg->call_timeout_ms = 1000;
+    cfg->health_interval_ms = 1000;
+    cfg->stats_interval_ms = 1000;
+    cfg->load_half_life_ms = 1000;
+    cfg->max_request_tokens = 1048576;
+}
+
+/* One cache node as the router sees it. Nodes are never freed while the
+ * router lives (in-flight replies point at them); removal only marks them. */
+typedef struct rnode {
+    char *id; /* NULL until learnt from Stats (DNS discovery) */
+    char *address;
+    uint32_t weight;
+    int healthy; /* on the ring */
+    int removed;
+    int health_busy, stats_busy;
+    int id_warned, block_warned;
+    grpc_channel *ch;
+    void *m_match, *m_insert, *m_release, *m_stats, *m_health;
+    uint32_t inflight;
+    double recent; /* routed requests, decayed (half-life load_half_life_ms) */
+    uint64_t recent_ms;
+    uint64_t routed;
+    radixmesh_v1_NodeStats stats;
+    int have_stats;
+} rnode;
+
+struct rm_router {
+    rm_router_config cfg;
+    rm_rpc_server *srv;
+    rnode **nodes;
+    uint32_t nnodes, cap;
+    rm_ring ring;
+    uint32_t healthy;
+    uint64_t *hot; /* sorted hashes of cluster-hot prefixes */
+    size_t nhot;
+    double hot_share_now;
+    uint64_t spills, failovers, retries, routed_total;
+    int serving;
+    uint64_t last_health_ms, last_stats_ms;
+};
+
+/* ---- membership and ring ---------------------------------------------- */
+
+static void rebuild_ring(rm_router *r)
+{
+    const char **ids = rm_xcalloc(r->nnodes + 1, sizeof *ids);
+    uint32_t *weights = rm_xcalloc(r->nnodes + 1, sizeof *weights);
+    int *up = rm_xcalloc(r->nnodes + 1, sizeof *up);
+    r->healthy = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        ids[i] = n->id ? n->id : "";
+        weights[i] = n->weight;
+        up[i] = n->healthy && !n->removed && n->id;
+        r->healthy += up[i];
+    }
+    rm_ring_build(&r->ring, ids, weights, up, r->nnodes, r->cfg.vnodes);
+    free(ids);
+    free(weights);
+    free(up);
+}
+
+static void set_healthy(rm_router *r, rnode *n, int healthy, const char *why)
+{
+    if (n->healthy == healthy)
+        return;
+    n->healthy = healthy;
+    rm_log(healthy ? RM_LOG_INFO : RM_LOG_WARN, "router", "node %s (%s) %s%s%s",
+           n->id ? n->id : "?", n->address, healthy ? "joins the ring" : "leaves the ring",
+           why ? ": " : "", why ? why : "");
+    rebuild_ring(r);
+}
+
+rm_router *rm_router_create(const rm_router_config *cfg)
+{
+    rm_router *r = rm_xcalloc(1, sizeof *r);
+    r->cfg = *cfg;
+    if (r->cfg.max_key_blocks > MAX_KEY_BLOCKS)
+        r->cfg.max_key_blocks = MAX_KEY_BLOCKS;
+    r->serving = 1;
+    return r;
+}
+
+void rm_router_destroy(rm_router *r)
+{
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        grpc_channel_destroy(n->ch);
+        if (n->have_stats)
+            pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
+        free(n->id);
+        free(n->address);
+        free(n);
+    }
+    free(r->nodes);
+    free(r->hot);
+    rm_ring_free(&r->ring);
+    free(r);
+}
+
+int rm_router_add_node(rm_router *r, const char *id, const char *address)
+{
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *o = r->nodes[i];
+        if (o->removed)
+            continue;
+        if (!strcmp(o->address, address) || (id && o->id && !strcmp(o->id, id)))
+            return -1;
+    }
+    if (r->nnodes == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 8;
+        r->nodes = rm_xrealloc(r->nodes, sizeof *r->nodes * r->cap);
+    }
+    rnode *n = rm_xcalloc(1, sizeof *n);
+    n->id = id ? rm_xstrndup(id, strlen(id)) : NULL;
+    n->address = rm_xstrndup(address, strlen(address));
+    n->weight = 1;
+    grpc_arg args[1];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = 64 << 20;
+    grpc_channel_args ca = {1, args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    n->ch = grpc_channel_create(address, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    n->m_match = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Match", NULL, NULL);
+    n->m_insert = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Insert", NULL, NULL);
+    n->m_release =
+        grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Release", NULL, NULL);
+    n->m_stats = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Stats", NULL, NULL);
+    n->m_health = grpc_channel_register_call(n->ch, "/grpc.health.v1.Health/Check", NULL, NULL);
+    r->nodes[r->nnodes++] = n;
+    r->last_health_ms = 0; /* check the newcomer at the next tick */
+    return 0;
+}
+
+void rm_router_remove_node(rm_router *r, const char *address)
+{
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (!n->removed && !strcmp(n->address, address)) {
+            n->removed = 1;
+            rm_log(RM_LOG_INFO, "router", "node %s (%s) removed from membership",
+                   n->id ? n->id : "?", n->address);
+            rebuild_ring(r);
+        }
+    }
+}
+
+uint32_t rm_router_healthy_nodes(const rm_router *r)
+{
+    return r->healthy;
+}
+
+void rm_router_set_serving(rm_router *r, int serving)
+{
+    r->serving = serving;
+}
+
+static rnode *find_by_id(rm_router *r, const char *id)
+{
+    for (uint32_t i = 0; i < r->nnodes; i++)
+        if (!r->nodes[i]->removed && r->nodes[i]->id && !strcmp(r->nodes[i]->id, id))
+            return r->nodes[i];
+    return NULL;
+}
+
+/* ---- load ----------------------------------------------------------------- */
+
+static double node_load(const rm_router *r, rnode *n, uint64_t now)
+{
+    if (now > n->recent_ms) {
+        n->recent *= exp2(-(double)(now - n->recent_ms) / r->cfg.load_half_life_ms);
+        n->recent_ms = now;
+    }
+    return n->inflight + n->recent;
+}
+
+typedef struct pick_ctx {
+    rm_router *r;
+    double capacity;
+    uint64_t now;
+} pick_ctx;
+
+static int under_bound(void *ctx, uint32_t m)
+{
+    pick_ctx *p = ctx;
+    return node_load(p->r, p->r->nodes[m], p->now) + 1 <= p->capacity;
+}
+
+/* Picks a node for key (skipping exclude) under the bounded-load rule and
+ * charges it one routed request. Returns NULL if no node is on the ring. */
+static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spilled)
+{
+    uint64_t now = rm_now_ms();
+    double total = 0;
+    uint32_t up = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->healthy && !n->removed && n->id) {
+            total += node_load(r, n, now);
+            up++;
+        }
+    }
+    if (!up)
+        return NULL;
+    /* CHBL capacity: ceil(c * (load + 1) / n), at least one request. */
+    pick_ctx ctx = {r, ceil(r->cfg.load_factor * (total + 1) / up), now};
+    uint32_t ex = UINT32_MAX;
+    for (uint32_t i = 0; exclude && i < r->nnodes; i++)
+        if (r->nodes[i] == exclude)
+            ex = i;
+    int sp = 0;
+    int64_t m = rm_ring_pick(&r->ring, key, under_bound, &ctx, ex, &sp);
+    if (m < 0)
+        return NULL;
+    rnode *n = r->nodes[m];
+    n->recent += 1;
+    n->routed++;
+    r->routed_total++;
+    if (proxied)
+        n->inflight++;
+    if (sp)
+        r->spills++;
+    if (spilled)
+        *spilled = sp;
+    return n;
+}
+
+/* ---- keys ------------------------------------------------------------------ */
+
+static int is_hot(const rm_router *r, uint64_t h)
+{
+    size_t lo = 0, hi = r->nhot;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (r->hot[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < r->nhot && r->hot[lo] == h;
+}
+
+uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *tokens, size_t n,
+                       uint32_t *key_tokens)
+{
+    uint64_t h = rm_prefix_ns_hash(ns, strlen(ns));
+    if (r->cfg.key_mode == RM_KEY_FIXED) {
+        size_t len = n < r->cfg.fixed_key_tokens ? n : r->cfg.fixed_key_tokens;
+        *key_tokens = (uint32_t)len;
+        return rm_hash_u32s(tokens, len, h);
+    }
+    size_t B = r->cfg.key_block_tokens, m = n / B;
+    if (m > r->cfg.max_key_blocks)
+        m = r->cfg.max_key_blocks;
+    if (m == 0) { /* shorter than a block: nothing worth affinity, spread */
+        *key_tokens = (uint32_t)n;
+        return rm_hash_u32s(tokens, n, h ^ 0x5bd1e995ULL);
+    }
+    if (r->nhot == 0) { /* the common case: the first block is the key */
+        *key_tokens = (uint32_t)B;
+        return rm_prefix_chain(h, tokens, B);
+    }
+    /* Key = the first block past the deepest hot prefix of this request.
+     * Hot prefixes are shared by a large share of all traffic (summed over
+     * the nodes' sketches), so keying on them would pin that share to one
+     * node; the block after them tells conversations and documents apart
+     * while every turn of one conversation still shares it. */
+    uint64_t hb[MAX_KEY_BLOCKS + 1];
+    size_t deepest = 0;
+    hb[0] = h;
+    for (size_t b = 1; b <= m; b++) {
+        hb[b] = rm_prefix_chain(hb[b - 1], tokens + (b - 1) * B, B);
+        if (is_hot(r, hb[b]))
+            deepest = b;
+    }
+    if (deepest < m) {
+        *key_tokens = (uint32_t)((deepest + 1) * B);
+        return hb[deepest + 1];
+    }
+    /* All of it is hot prefix (plus a partial block): spread by the rest. */
+    *key_tokens = (uint32_t)n;
+    return rm_hash_u32s(tokens + m * B, n - m * B, hb[m] ^ 0x5bd1e995ULL);
+}
+
+static int by_hash(const void *a, const void *b)
+{
+    const radixmesh_v1_HotPrefix *x = a, *y = b;
+    return x->hash < y->hash ? -1 : x->hash > y->hash;
+}
+
+/* Recomputes the hot set from every healthy node's last Stats: a prefix is
+ * hot when the requests carrying it, summed over nodes, are at least
+ * hot_share of all requests the nodes counted. Every router replica reads
+ * the same node statistics, so replicas agree on the set. */
+static void recompute_hot(rm_router *r)
+{
+    double total = 0;
+    size_t nent = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (!n->have_stats || n->removed || !n->healthy)
+            continue;
+        if (n->stats.hot_block_tokens != r->cfg.key_block_tokens) {
+            if (!n->block_warned)
+                rm_log(RM_LOG_WARN, "router",
+                       "node %s tracks %u-token blocks, router keys on %u: its hot prefixes "
+                       "are ignored (set --hot-block-tokens = --key-block-tokens)",
+                       n->id, n->stats.hot_block_tokens, r->cfg.key_block_tokens);
+            n->block_warned = 1;
+            continue;
+        }
+        total += n->stats.hot_window_requests;
+        nent += n->stats.hot_prefixes_count;
+    }
+    double share = r->cfg.hot_share;
+    if (share <= 0) {
+        share = r->healthy ? 0.5 / r->healthy : 1.0;
+        if (share < 0.02)
+            share = 0.02;
+    }
+    r->hot_share_now = share;
+    radixmesh_v1_HotPrefix *all = rm_xmalloc(sizeof *all * (nent + 1));
+    size_t k = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (!n->have_stats || n->removed || !n->healthy ||
+            n->stats.hot_block_tokens != r->cfg.key_block_tokens)
+            continue;
+        for (pb_size_t j = 0; j < n->stats.hot_prefixes_count; j++)
+            all[k++] = n->stats.hot_prefixes[j];
+    }
+    qsort(all, k, sizeof *all, by_hash);
+    r->nhot = 0;
+    r->hot = rm_xrealloc(r->hot, sizeof *r->hot * (k + 1));
+    for (size_t i = 0; i < k;) {
+        size_t j = i;
+        double sum = 0;
+        while (j < k && all[j].hash == all[i].hash)
+            sum += all[j++].requests;
+        if (total > 0 && sum >= share * total)
+            r->hot[r->nhot++] = all[i].hash;
+        i = j;
+    }
+    free(all);
+}
+
+/* ---- health checks and stats polls ---------------------------------------- */
+
+typedef struct node_op {
+    rm_router *r;
+    rnode *n;
+} node_op;
+
+static int is_transport_failure(grpc_status_code st)
+{
+    return st == GRPC_STATUS_UNAVAILABLE || st == GRPC_STATUS_DEADLINE_EXCEEDED ||
+           st == GRPC_STATUS_CANCELLED || st == GRPC_STATUS_UNKNOWN;
+}
+
+static void on_health(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
+{
+    node_op *op = ctx;
+    rnode *n = op->n;
+    n->health_busy = 0;
+    int serving = 0;
+    if (st == GRPC_STATUS_OK) {
+        grpc_health_v1_HealthCheckResponse rep = grpc_health_v1_HealthCheckResponse_init_zero;
+        char err[128];
+        serving = rm_pb_decode_bb(reply, grpc_health_v1_HealthCheckResponse_fields, &rep, err,
+                                  sizeof err) &&
+                  rep.status == grpc_health_v1_HealthCheckResponse_ServingStatus_SERVING;
+    }
+    if (!n->removed && n->id)
+        set_healthy(op->r, n, serving, serving ? NULL : st ? details : "NOT_SERVING");
+    free(op);
+}
+
+static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
+{
+    node_op *op = ctx;
+    rm_router *r = op->r;
+    rnode *n = op->n;
+    n->stats_busy = 0;
+    (void)details;
+    if (st == GRPC_STATUS_OK && !n->removed) {
+        radixmesh_v1_NodeStats s = radixmesh_v1_NodeStats_init_zero;
+        char err[128];
+        if (rm_pb_decode_bb(reply, radixmesh_v1_NodeStats_fields, &s, err, sizeof err)) {
+            if (n->have_stats)
+                pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
+            n->stats = s;
+            n->have_stats = 1;
+            const char *rid = s.node_id ? s.node_id : "";
+            if (!n->id && *rid && !find_by_id(r, rid)) {
+                n->id = rm_xstrndup(rid, strlen(rid)); /* discovered via DNS */
+                rm_log(RM_LOG_INFO, "router", "node at %s is %s", n->address, n->id);
+            } else if (n->id && strcmp(n->id, rid) != 0 && !n->id_warned) {
+                rm_log(RM_LOG_WARN, "router", "node %s at %s calls itself '%s'", n->id,
+                       n->address, rid);
+                n->id_warned = 1;
+            }
+            recompute_hot(r);
+        } else {
+            pb_release(radixmesh_v1_NodeStats_fields, &s);
+        }
+    }
+    free(op);
+}
+
+static void empty_call(rm_router *r, rnode *n, void *method, rm_rpc_reply_fn cb)
+{
+    grpc_slice empty = grpc_empty_slice();
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&empty, 1);
+    node_op *op = rm_xmalloc(sizeof *op);
+    op->r = r;
+    op->n = n;
+    if (rm_rpc_server_client_call(r->srv, n->ch, method, bb, (int)r->cfg.call_timeout_ms, cb, op))
+        free(op);
+    else if (cb == on_health)
+        n->health_busy = 1;
+    else
+        n->stats_busy = 1;
+    grpc_byte_buffer_destroy(bb);
+}
+
+void rm_router_tick(rm_router *r, uint64_t now_ms)
+{
+    if (now_ms - r->last_health_ms >= r->cfg.health_interval_ms) {
+        r->last_health_ms = now_ms;
+        for (uint32_t i = 0; i < r->nnodes; i++) {
+            rnode *n = r->nodes[i];
+            if (n->removed)
+                continue;
+            if (!n->health_busy && n->id)
+                empty_call(r, n, n->m_health, on_health);
+            if (!n->id && !n->stats_busy) /* learn the id first */
+                empty_call(r, n, n->m_stats, on_stats);
+        }
+    }
+    if (now_ms - r->last_stats_ms >= r->cfg.stats_interval_ms) {
+        r->last_stats_ms = now_ms;
+        for (uint32_t i = 0; i < r->nnodes; i++) {
+            rnode *n = r->nodes[i];
+            if (!n->removed && n->healthy && !n->stats_busy)
+                empty_call(r, n, n->m_stats, on_stats);
+        }
+    }
+}
+
+/* ---- proxied calls ---------------------------------------------------------- */
+
+typedef enum { PX_MATCH, PX_INSERT, PX_RELEASE } px_kind;
+
+typedef struct proxy {
+    rm_router *r;
+    rm_rpc_call *call;
+    px_kind kind;
+    grpc_slice req;      /* bytes to forward */
+    grpc_slice fallback; /* Insert without its lease, for another node */
+    int has_fallback;
+    uint64_t key;
+    rnode *node;
+    int attempts;
+} proxy;
+
+static void *method_of(const proxy *p, const rnode *n)
+{
+    return p->kind == PX_MATCH ? n->m_match : p->kind == PX_INSERT ? n->m_insert : n->m_release;
+}
+
+static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                             const char *details);
+
+static void proxy_free(proxy *p)
+{
+    grpc_slice_unref(p->req);
+    if (p->has_fallback)
+        grpc_slice_unref(p->fallback);
+    free(p);
+}
+
+static void forward(proxy *p)
+{
+    grpc_slice s = grpc_slice_ref(p->req);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    p->attempts++;
+    if (rm_rpc_server_client_call(p->r->srv, p->node->ch, method_of(p, p->node), bb,
+                                  (int)p->r->cfg.call_timeout_ms, on_forward_reply, p) != 0) {
+        p->node->inflight--;
+        rm_rpc_call_finish(p->call, GRPC_STATUS_INTERNAL, "cannot start a call to the node",
+                           NULL);
+        proxy_free(p);
+    }
+    grpc_byte_buffer_destroy(bb);
+}
+
+static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                             const char *details)
+{
+    proxy *p = ctx;
+    rm_router *r = p->r;
+    rnode *n = p->node;
+    if (n->inflight)
+        n->inflight--;
+    if (st == GRPC_STATUS_OK) {
+        rm_rpc_call_finish(p->call, GRPC_STATUS_OK, NULL, grpc_byte_buffer_copy(reply));
+        proxy_free(p);
+        return;
+    }
+    if (!is_transport_failure(st)) { /* the node's own answer: pass it on */
+        rm_rpc_call_finish(p->call, st, details, NULL);
+        proxy_free(p);
+        return;
+    }
+    set_healthy(r, n, 0, details);
+    if (p->kind == PX_RELEASE) {
+        /* The lease lived on a node that is gone or hung: it dies with the
+         * node or expires by TTL. Nothing is left to release. */
+        rm_rpc_call_finish(p->call, GRPC_STATUS_OK, NULL,
+                           rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields,
+                                           &(radixmesh_v1_ReleaseReply){0}));
+        proxy_free(p);
+        return;
+    }
+    rnode *next = p->attempts < 2 ? pick(r, p->key, n, 1, NULL) : NULL;
+    if (!next) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "no cache node could serve the call (last: %s at %s: %s)",
+                 n->id, n->address, details);
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+        proxy_free(p);
+        return;
+    }
+    r->retries++;
+    r->failovers++;
+    rm_log(RM_LOG_INFO, "router", "retrying on %s after %s failed: %s", next->id, n->id, details);
+    if (p->has_fallback) { /* the lease belonged to the failed node */
+        grpc_slice_unref(p->req);
+        p->req = grpc_slice_ref(p->fallback);
+    }
+    p->node = next;
+    forward(p);
+}
+
+/* Copies a request's bytes into one slice (kept for a retry). */
+static grpc_slice request_bytes(grpc_byte_buffer *req)
+{
+    grpc_byte_buffer_reader rd;
+    grpc_byte_buffer_reader_init(&rd, req);
+    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    return s;
+}
+
+static grpc_status_code decode_tokens_req(rm_router *r, grpc_byte_buffer *req,
+                                          const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb,
+                                          rm_tokens *toks, char *err, size_t errlen)
+{
+    toks->max = r->cfg.max_request_tokens;
+    rm_pb_tokens_decoder(cb, toks);
+    if (rm_pb_decode_bb(req, desc, msg, err, errlen))
+        return GRPC_STATUS_OK;
+    if (toks->too_many)
+        snprintf(err, errlen, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
+                 r->cfg.max_request_tokens);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+static void no_node(rm_rpc_call *call)
+{
+    rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
+                       "no healthy cache node: every node is down or unreachable", NULL);
+}
+
+static void do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens toks = {0};
+    char err[256];
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_MatchRequest_fields, &m,
+                                            &m.tokens, &toks, err, sizeof err);
+    if (st != GRPC_STATUS_OK) {
+        rm_rpc_call_finish(call, st, err, NULL);
+    } else {
+        uint32_t kt;
+        uint64_t key = rm_router_key(r, m.namespace ? m.namespace : "", toks.v, toks.n, &kt);
+        rnode *n = pick(r, key, NULL, 1, NULL);
+        if (!n) {
+            no_node(call);
+        } else {
+            proxy *p = rm_xcalloc(1, sizeof *p);
+            *p = (proxy){r, call, PX_MATCH, request_bytes(req), grpc_empty_slice(), 0, key, n, 0};
+            forward(p);
+        }
+    }
+    pb_release(radixmesh_v1_MatchRequest_fields, &m);
+    rm_tokens_free(&toks);
+}
+
+static void do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_InsertRequest m = radixmesh_v1_InsertRequest_init_zero;
+    rm_tokens toks = {0};
+    char err[256];
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_InsertRequest_fields, &m,
+                                            &m.tokens, &toks, err, sizeof err);
+    if (st != GRPC_STATUS_OK) {
+        rm_rpc_call_finish(call, st, err, NULL);
+        goto out;
+    }
+    const char *ns = m.namespace ? m.namespace : "";
+    uint32_t kt;
+    uint64_t key = rm_router_key(r, ns, toks.v, toks.n, &kt);
+    /* The same insert without lease or pin, for any other node. */
+    radixmesh_v1_InsertRequest plain = radixmesh_v1_InsertRequest_init_zero;
+    rm_tokens_view view = {toks.v, toks.n};
+    plain.namespace = (char *)ns;
+    rm_pb_tokens_encoder(&plain.tokens, &view);
+    grpc_byte_buffer *pbb = rm_pb_encode_bb(radixmesh_v1_InsertRequest_fields, &plain);
+    grpc_slice fallback = request_bytes(pbb);
+    grpc_byte_buffer_destroy(pbb);
+    rnode *n = NULL;
+    grpc_slice bytes;
+    if (m.node_id && *m.node_id) {
+        rnode *pin = find_by_id(r, m.node_id);
+        if (pin && pin->healthy) {
+            /* Pinned: the node that answered Match holds the lease, whatever
+             * the ring or the loads say now. Still counted as load. */
+            n = pin;
+            n->inflight++;
+            n->recent += 1;
+            n->routed++;
+            r->routed_total++;
+            bytes = request_bytes(req);
+        }
+    }
+    if (!n) {
+        /* Not pinned, or its node is gone: cache it where the key goes now,
+         * without the lease (which only the old node knew). */
+        n = pick(r, key, NULL, 1, NULL);
+        bytes = (m.lease_id && !(m.node_id && *m.node_id)) ? request_bytes(req)
+                                                            : grpc_slice_ref(fallback);
+    }
+    if (!n) {
+        grpc_slice_unref(fallback);
+        no_node(call);
+        goto out;
+    }
+    proxy *p = rm_xcalloc(1, sizeof *p);
+    *p = (proxy){r, call, PX_INSERT, bytes, fallback, 1, key, n, 0};
+    forward(p);
+out:
+    pb_release(radixmesh_v1_InsertRequest_fields, &m);
+    rm_tokens_free(&toks);
+}
+
+static void do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_ReleaseRequest m = radixmesh_v1_ReleaseRequest_init_zero;
+    char err[256];
+    if (!rm_pb_decode_bb(req, radixmesh_v1_ReleaseRequest_fields, &m, err, sizeof err)) {
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
+    } else if (!m.node_id || !*m.node_id) {
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                           "Release needs node_id: the node_id of the Match reply", NULL);
+    } else {
+        rnode *n = find_by_id(r, m.node_id);
+        if (!n) {
+            snprintf(err, sizeof err, "unknown node '%.100s'", m.node_id);
+            rm_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err, NULL);
+        } else if (!n->healthy) {
+            /* Down or hung: its leases die with it or expire by TTL. */
+            rm_rpc_call_finish(call, GRPC_STATUS_OK, NULL,
+                               rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields,
+                                               &(radixmesh_v1_ReleaseReply){0}));
+        } else {
+            n->inflight++;
+            proxy *p = rm_xcalloc(1, sizeof *p);
+            *p = (proxy){r, call, PX_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n, 0};
+            forward(p);
+        }
+    }
+    pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
+}
+
+static grpc_status_code do_route(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                 char *msg, size_t len)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
+    rm_tokens toks = {0};
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_RouteRequest_fields, &m,
+                                            &m.tokens, &toks, msg, len);
+    if (st == GRPC_STATUS_OK) {
+        uint32_t kt;
+        uint64_t key = rm_router_key(r, m.namespace ? m.namespace : "", toks.v, toks.n, &kt);
+        int spilled;
+        rnode *n = pick(r, key, NULL, 0, &spilled);
+        if (!n) {
+            snprintf(msg, len, "no healthy cache node: every node is down or unreachable");
+            st = GRPC_STATUS_UNAVAILABLE;
+        } else {
+            radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
+            rep.node_id = n->id;
+            rep.address = n->address;
+            rep.key_tokens = kt;
+            rep.spilled = spilled;
+            *reply = rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep);
+        }
+    }
+    pb_release(radixmesh_v1_RouteRequest_fields, &m);
+    rm_tokens_free(&toks);
+    return st;
+}
+
+static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    rm_router *r = *arg;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed)
+            continue;
+        radixmesh_v1_NodeStats st = radixmesh_v1_NodeStats_init_zero;
+        if (n->have_stats)
+            st = n->stats;
+        st.node_id = n->id ? n->id : (char *)"";
+        st.healthy = n->healthy;
+        st.routed_requests = n->routed;
+        st.address = n->address;
+        if (!pb_encode_tag_for_field(s, f) ||
+            !pb_encode_submessage(s, radixmesh_v1_NodeStats_fields, &st))
+            return false;
+    }
+    return true;
+}
+
+static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req,
+                                         grpc_byte_buffer **reply, char *msg, size_t len)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_ClusterStatsRequest q = radixmesh_v1_ClusterStatsRequest_init_zero;
+    if (!rm_pb_decode_bb(req, radixmesh_v1_ClusterStatsRequest_fields, &q, msg, len))
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    radixmesh_v1_ClusterStats cs = radixmesh_v1_ClusterStats_init_zero;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed || !n->have_stats)
+            continue;
+        cs.match_requests_total += n->stats.match_requests_total;
+        cs.query_tokens_total += n->stats.query_tokens_total;
+        cs.hit_tokens_total += n->stats.hit_tokens_total;
+    }
+    cs.hit_rate = cs.query_tokens_total
+                      ? (double)cs.hit_tokens_total / (double)cs.query_tokens_total
+                      : 0.0;
+    cs.routed_requests_total = r->routed_total;
+    cs.spills_total = r->spills;
+    cs.failovers_total = r->failovers;
+    cs.retries_total = r->retries;
+    cs.healthy_nodes = r->healthy;
+    cs.hot_prefixes = (uint32_t)r->nhot;
+    cs.hot_share = r->hot_share_now;
+    cs.router_id = (char *)r->cfg.router_id;
+    cs.nodes.funcs.encode = encode_nodes;
+    cs.nodes.arg = r;
+    *reply = rm_pb_encode_bb(radixmesh_v1_ClusterStats_fields, &cs);
+    if (!*reply) {
+        snprintf(msg, len, "cannot encode ClusterStats");
+        return GRPC_STATUS_INTERNAL;
+    }
+    return GRPC_STATUS_OK;
+}
+
+static grpc_status_code do_health(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                  char *msg, size_t len)
+{
+    rm_router *r = ctx;
+    grpc_health_v1_HealthCheckRequest q = grpc_health_v1_HealthCheckRequest_init_zero;
+    if (!rm_pb_decode_bb(req, grpc_health_v1_HealthCheckRequest_fields, &q, msg, len)) {
+        pb_release(grpc_health_v1_HealthCheckRequest_fields, &q);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    pb_release(grpc_health_v1_HealthCheckRequest_fields, &q);
+    grpc_health_v1_HealthCheckResponse rep = grpc_health_v1_HealthCheckResponse_init_zero;
+    /* Ready to route only with at least one node on the ring. */
+    rep.status = r->serving && r->healthy
+                     ? grpc_health_v1_HealthCheckResponse_ServingStatus_SERVING
+                     : grpc_health_v1_HealthCheckResponse_ServingStatus_NOT_SERVING;
+    *reply = rm_pb_encode_bb(grpc_health_v1_HealthCheckResponse_fields, &rep);
+    return GRPC_STATUS_OK;
+}
+
+int rm_router_register(rm_router *r, rm_rpc_server *srv)
+{
+    r->srv = srv;
+    const rm_rpc_method methods[] = {
+        {.path = "/radixmesh.v1.Router/Route", .kind = RM_RPC_UNARY, .unary = do_route, .ctx = r},
+        {.path = "/radixmesh.v1.Router/Match", .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_match, .ctx = r},
+        {.path = "/radixmesh.v1.Router/Insert", .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_insert, .ctx = r},
+        {.path = "/radixmesh.v1.Router/Release", .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_release, .ctx = r},
+        {.path = "/radixmesh.v1.Router/ClusterStats", .kind = RM_RPC_UNARY,
+         .unary = do_cluster_stats, .ctx = r},
+        {.path = "/grpc.health.v1.Health/Check", .kind = RM_RPC_UNARY, .unary = do_health,
+         .ctx = r},
+    };
+    for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)
+        if (rm_rpc_server_add_method(srv, &methods[i]) != 0)
+            return -1;
+    return 0;
+}

@@ -1,0 +1,63 @@
+/* router.h -- radixmesh.v1.Router over a set of cache nodes.
+ *
+ * All router state (members, ring, loads, hot prefixes, counters) is owned
+ * by the rm_rpc_server thread: handlers, node replies (client calls on the
+ * same completion queue) and the tick all run there. See router/README.md
+ * for the routing algorithm. */
+#ifndef RM_ROUTER_H
+#define RM_ROUTER_H
+
+#include <stdint.h>
+
+#include "rpc_server.h"
+
+typedef enum { RM_KEY_ADAPTIVE = 0, RM_KEY_FIXED = 1 } rm_key_mode;
+
+typedef struct rm_router_config {
+    const char *router_id;
+    double load_factor;       /* bounded-load c, > 1 */
+    uint32_t vnodes;          /* ring points per unit of weight */
+    uint32_t key_block_tokens; /* must equal the nodes' --hot-block-tokens */
+    uint32_t max_key_blocks;
+    double hot_share;         /* 0: auto = max(0.02, 0.5 / healthy nodes) */
+    rm_key_mode key_mode;
+    uint32_t fixed_key_tokens; /* RM_KEY_FIXED: hash of the first N tokens */
+    uint32_t call_timeout_ms;  /* per forwarded call */
+    uint32_t health_interval_ms, stats_interval_ms;
+    uint32_t load_half_life_ms; /* decay of "recent routed work" */
+    uint64_t max_request_tokens;
+} rm_router_config;
+
+void rm_router_config_defaults(rm_router_config *cfg);
+
+typedef struct rm_router rm_router;
+
+rm_router *rm_router_create(const rm_router_config *cfg);
+void rm_router_destroy(rm_router *r);
+
+/* Adds a node (before or while serving). id may be NULL when unknown (DNS
+ * discovery): it is learnt from the node's Stats before the node joins the
+ * ring. Returns 0 or -1 (duplicate address or id). */
+int rm_router_add_node(rm_router *r, const char *id, const char *address);
+
+/* Drops the node with this address from the membership. */
+void rm_router_remove_node(rm_router *r, const char *address);
+
+/* Registers Router and Health methods on srv (and keeps srv for node calls). */
+int rm_router_register(rm_router *r, rm_rpc_server *srv);
+
+/* Periodic work: health checks, stats polls. Call from the server tick. */
+void rm_router_tick(rm_router *r, uint64_t now_ms);
+
+/* Health reported by grpc.health.v1 Check while draining (0) or not (1). */
+void rm_router_set_serving(rm_router *r, int serving);
+
+/* Number of nodes on the ring now. */
+uint32_t rm_router_healthy_nodes(const rm_router *r);
+
+/* The routing key of a request and how many tokens it covers (exposed for
+ * tests and benchmarks). */
+uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *tokens, size_t n,
+                       uint32_t *key_tokens);
+
+#endif
