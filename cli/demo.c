@@ -36,12 +36,12 @@ static int one_request(rm_cache_client *cc, const char *ns, const uint32_t *tok,
     }
     /* (An inference server would now prefill tokens [matched, n) only.) */
     rm_cc_insert_reply ir;
-    rc = rm_cc_insert(cc, ns, tok, n, m.lease_id, &ir, msg, sizeof msg);
+    rc = rm_cc_insert(cc, ns, tok, n, m.lease_id, NULL, &ir, msg, sizeof msg);
     if (rc) {
         fprintf(stderr, "radixmesh demo: Insert failed (%d): %s\n", rc, msg);
         return -1;
     }
-    rc = rm_cc_release(cc, m.lease_id, msg, sizeof msg);
+    rc = rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg);
     if (rc) {
         fprintf(stderr, "radixmesh demo: Release failed (%d): %s\n", rc, msg);
         return -1;

@@ -1,10 +1,12 @@
 #include "cache_client.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "grpc/health/v1/health.pb.h"
 #include "pbx.h"
+#include "util.h"
 
 int rm_cc_init(rm_cache_client *cc, const char *target, int timeout_ms)
 {
@@ -19,6 +21,18 @@ int rm_cc_init(rm_cache_client *cc, const char *target, int timeout_ms)
     cc->m_write = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.CacheNode/WriteKV");
     cc->m_health = rm_rpc_client_method(&cc->rpc, "/grpc.health.v1.Health/Check");
     cc->timeout_ms = timeout_ms;
+    return 0;
+}
+
+int rm_cc_init_router(rm_cache_client *cc, const char *target, int timeout_ms)
+{
+    if (rm_cc_init(cc, target, timeout_ms) != 0)
+        return -1;
+    cc->m_match = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/Match");
+    cc->m_insert = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/Insert");
+    cc->m_release = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/Release");
+    cc->m_route = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/Route");
+    cc->m_cluster = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/ClusterStats");
     return 0;
 }
 
@@ -82,13 +96,15 @@ static void fill_insert(rm_cc_insert_reply *out, const radixmesh_v1_InsertReply 
 }
 
 int rm_cc_insert(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
-                 uint64_t lease_id, rm_cc_insert_reply *out, char *msg, size_t msglen)
+                 uint64_t lease_id, const char *node_id, rm_cc_insert_reply *out, char *msg,
+                 size_t msglen)
 {
     radixmesh_v1_InsertRequest r = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens_view v = {tokens, n};
     r.namespace = (char *)ns;
     rm_pb_tokens_encoder(&r.tokens, &v);
     r.lease_id = lease_id;
+    r.node_id = (char *)node_id;
     radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
     int st = call(cc, cc->m_insert, radixmesh_v1_InsertRequest_fields, &r,
                   radixmesh_v1_InsertReply_fields, &rep, msg, msglen);
@@ -99,10 +115,12 @@ int rm_cc_insert(rm_cache_client *cc, const char *ns, const uint32_t *tokens, si
     return st;
 }
 
-int rm_cc_release(rm_cache_client *cc, uint64_t lease_id, char *msg, size_t msglen)
+int rm_cc_release(rm_cache_client *cc, uint64_t lease_id, const char *node_id, char *msg,
+                  size_t msglen)
 {
     radixmesh_v1_ReleaseRequest r = radixmesh_v1_ReleaseRequest_init_zero;
     r.lease_id = lease_id;
+    r.node_id = (char *)node_id;
     radixmesh_v1_ReleaseReply rep = radixmesh_v1_ReleaseReply_init_zero;
     return call(cc, cc->m_release, radixmesh_v1_ReleaseRequest_fields, &r,
                 radixmesh_v1_ReleaseReply_fields, &rep, msg, msglen);
@@ -247,4 +265,55 @@ int rm_cc_read_kv(rm_cache_client *cc, uint64_t lease_id, uint32_t start_token,
         return GRPC_STATUS_INTERNAL;
     }
     return st;
+}
+
+int rm_cc_route(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
+                rm_cc_route_reply *out, char *msg, size_t msglen)
+{
+    radixmesh_v1_RouteRequest r = radixmesh_v1_RouteRequest_init_zero;
+    rm_tokens_view v = {tokens, n};
+    r.namespace = (char *)ns;
+    rm_pb_tokens_encoder(&r.tokens, &v);
+    radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
+    memset(out, 0, sizeof *out);
+    int st = call(cc, cc->m_route, radixmesh_v1_RouteRequest_fields, &r,
+                  radixmesh_v1_RouteReply_fields, &rep, msg, msglen);
+    if (st == GRPC_STATUS_OK) {
+        copy_id(out->node_id, sizeof out->node_id, rep.node_id);
+        copy_id(out->address, sizeof out->address, rep.address);
+        out->key_tokens = rep.key_tokens;
+        out->spilled = rep.spilled;
+    }
+    pb_release(radixmesh_v1_RouteReply_fields, &rep);
+    return st;
+}
+
+static bool decode_node(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    rm_cc_cluster *c = *arg;
+    c->nodes = rm_xrealloc(c->nodes, sizeof *c->nodes * (c->nnodes + 1));
+    radixmesh_v1_NodeStats *n = &c->nodes[c->nnodes];
+    *n = (radixmesh_v1_NodeStats)radixmesh_v1_NodeStats_init_zero;
+    c->nnodes++; /* counted even if decoding fails, so it is released */
+    return pb_decode(s, radixmesh_v1_NodeStats_fields, n);
+}
+
+int rm_cc_cluster_stats(rm_cache_client *cc, rm_cc_cluster *out, char *msg, size_t msglen)
+{
+    memset(out, 0, sizeof *out);
+    radixmesh_v1_ClusterStatsRequest r = radixmesh_v1_ClusterStatsRequest_init_zero;
+    out->cs.nodes.funcs.decode = decode_node;
+    out->cs.nodes.arg = out;
+    return call(cc, cc->m_cluster, radixmesh_v1_ClusterStatsRequest_fields, &r,
+                radixmesh_v1_ClusterStats_fields, &out->cs, msg, msglen);
+}
+
+void rm_cc_cluster_free(rm_cc_cluster *c)
+{
+    for (size_t i = 0; i < c->nnodes; i++)
+        pb_release(radixmesh_v1_NodeStats_fields, &c->nodes[i]);
+    free(c->nodes);
+    pb_release(radixmesh_v1_ClusterStats_fields, &c->cs);
+    memset(c, 0, sizeof *c);
 }

@@ -16,11 +16,16 @@
 typedef struct rm_cache_client {
     rm_rpc_client rpc;
     void *m_match, *m_insert, *m_release, *m_stats, *m_read, *m_write, *m_health;
+    void *m_route, *m_cluster;
     int timeout_ms; /* per call; 0: none */
 } rm_cache_client;
 
-/* Connects to target "host:port". Returns 0 or -1. */
+/* Connects to a cache node at target "host:port". Returns 0 or -1. */
 int rm_cc_init(rm_cache_client *cc, const char *target, int timeout_ms);
+
+/* Connects to a router: Match/Insert/Release go to radixmesh.v1.Router,
+ * and rm_cc_route / rm_cc_cluster_stats work. Returns 0 or -1. */
+int rm_cc_init_router(rm_cache_client *cc, const char *target, int timeout_ms);
 void rm_cc_close(rm_cache_client *cc);
 
 typedef struct rm_cc_match_reply {
@@ -37,10 +42,34 @@ typedef struct rm_cc_insert_reply {
     char node_id[128];
 } rm_cc_insert_reply;
 
+/* node_id (may be NULL): through a router, pins the Insert to that node. */
 int rm_cc_insert(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
-                 uint64_t lease_id, rm_cc_insert_reply *out, char *msg, size_t msglen);
+                 uint64_t lease_id, const char *node_id, rm_cc_insert_reply *out, char *msg,
+                 size_t msglen);
 
-int rm_cc_release(rm_cache_client *cc, uint64_t lease_id, char *msg, size_t msglen);
+/* node_id (may be NULL for a node; required through a router). */
+int rm_cc_release(rm_cache_client *cc, uint64_t lease_id, const char *node_id, char *msg,
+                  size_t msglen);
+
+typedef struct rm_cc_route_reply {
+    char node_id[128], address[128];
+    uint32_t key_tokens;
+    int spilled;
+} rm_cc_route_reply;
+
+int rm_cc_route(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
+                rm_cc_route_reply *out, char *msg, size_t msglen);
+
+/* ClusterStats with its nodes decoded into an array. Free with
+ * rm_cc_cluster_free. */
+typedef struct rm_cc_cluster {
+    radixmesh_v1_ClusterStats cs;
+    radixmesh_v1_NodeStats *nodes;
+    size_t nnodes;
+} rm_cc_cluster;
+
+int rm_cc_cluster_stats(rm_cache_client *cc, rm_cc_cluster *out, char *msg, size_t msglen);
+void rm_cc_cluster_free(rm_cc_cluster *c);
 
 /* Fills *out; the caller must pb_release(radixmesh_v1_NodeStats_fields, out). */
 int rm_cc_stats(rm_cache_client *cc, radixmesh_v1_NodeStats *out, char *msg, size_t msglen);

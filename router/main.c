@@ -175,8 +175,9 @@ int main(int argc, char **argv)
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
     uint64_t dns_interval = 5000, max_req = cfg.max_request_tokens;
+    uint64_t load_half_life = cfg.load_half_life_ms;
     uint64_t shutdown_delay = 1000, drain_timeout = 10000;
-    double load_factor = cfg.load_factor, hot_share = cfg.hot_share;
+    double load_factor = cfg.load_factor, hot_share = cfg.hot_share, load_floor = cfg.load_floor;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
         {"router-id", RM_FLAG_STR, &router_id, "this replica's name (default: host name)", 0, 0},
@@ -187,6 +188,10 @@ int main(int argc, char **argv)
          3600000},
         {"load-factor", RM_FLAG_DOUBLE, &load_factor,
          "bounded load: skip nodes above this x the average load", 0, 0},
+        {"load-floor", RM_FLAG_DOUBLE, &load_floor,
+         "nodes below this load (in-flight + recent requests) are never skipped", 0, 0},
+        {"load-half-life-ms", RM_FLAG_U64, &load_half_life,
+         "half-life of the 'recent routed requests' part of a node's load", 10, 600000},
         {"vnodes", RM_FLAG_U64, &vnodes, "ring points per node", 1, 65536},
         {"key-mode", RM_FLAG_STR, &key_mode, "adaptive, or fixed (hash of the first N tokens)", 0,
          0},
@@ -241,6 +246,10 @@ int main(int argc, char **argv)
     }
     cfg.router_id = router_id;
     cfg.load_factor = load_factor;
+    if (load_floor < 1)
+        rm_flags_fail(&fs, "--load-floor must be >= 1 (got %g)", load_floor);
+    cfg.load_floor = load_floor;
+    cfg.load_half_life_ms = (uint32_t)load_half_life;
     cfg.vnodes = (uint32_t)vnodes;
     cfg.key_block_tokens = (uint32_t)block;
     cfg.max_key_blocks = (uint32_t)max_blocks;

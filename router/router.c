@@ -24,6 +24,7 @@ void rm_router_config_defaults(rm_router_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->router_id = "router";
     cfg->load_factor = 1.25;
+    cfg->load_floor = 8;
     cfg->vnodes = 256;
     cfg->key_block_tokens = 64;
     cfg->max_key_blocks = 128;
@@ -237,8 +238,12 @@ static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int 
     }
     if (!up)
         return NULL;
-    /* CHBL capacity: ceil(c * (load + 1) / n), at least one request. */
-    pick_ctx ctx = {r, ceil(r->cfg.load_factor * (total + 1) / up), now};
+    /* CHBL capacity: ceil(c * (load + 1) / n). Near zero load that is 1 or
+     * 2 and would force round-robin, which protects nothing and costs
+     * affinity (and makes replicas' decisions hinge on microseconds of
+     * decay): below the floor no node is skipped. */
+    double cap = ceil(r->cfg.load_factor * (total + 1) / up);
+    pick_ctx ctx = {r, cap > r->cfg.load_floor ? cap : r->cfg.load_floor, now};
     uint32_t ex = UINT32_MAX;
     for (uint32_t i = 0; exclude && i < r->nnodes; i++)
         if (r->nodes[i] == exclude)
@@ -766,6 +771,7 @@ static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
         st.healthy = n->healthy;
         st.routed_requests = n->routed;
         st.address = n->address;
+        st.load = node_load(r, n, rm_now_ms());
         if (!pb_encode_tag_for_field(s, f) ||
             !pb_encode_submessage(s, radixmesh_v1_NodeStats_fields, &st))
             return false;

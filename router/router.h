@@ -16,6 +16,7 @@ typedef enum { RM_KEY_ADAPTIVE = 0, RM_KEY_FIXED = 1 } rm_key_mode;
 typedef struct rm_router_config {
     const char *router_id;
     double load_factor;       /* bounded-load c, > 1 */
+    double load_floor;        /* nodes below this load are never skipped */
     uint32_t vnodes;          /* ring points per unit of weight */
     uint32_t key_block_tokens; /* must equal the nodes' --hot-block-tokens */
     uint32_t max_key_blocks;

@@ -283,7 +283,7 @@ static void bench_rpc(const char *node_bin, const char *self)
     for (int i = 0; i < 8; i++) {
         gen_request(tok, (uint64_t)i);
         rm_cc_insert_reply ir;
-        rm_cc_insert(&cc, "m", tok, 512, 0, &ir, msg, sizeof msg);
+        rm_cc_insert(&cc, "m", tok, 512, 0, NULL, &ir, msg, sizeof msg);
     }
     gen_request(tok, 12345);
     radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;

@@ -26,6 +26,34 @@ typedef struct test_daemon {
     char addr[64];
 } test_daemon;
 
+/* Every daemon a test starts is killed when the test exits, however it
+ * exits (a failed REQUIRE included): an orphan would keep ctest's output
+ * pipe open and hang the run. */
+static pid_t td_pids[64];
+static int td_npids;
+
+static void td_kill_all(void)
+{
+    for (int i = 0; i < td_npids; i++)
+        if (td_pids[i] > 0)
+            kill(td_pids[i], SIGKILL);
+}
+
+static void td_track(pid_t pid)
+{
+    if (td_npids == 0)
+        atexit(td_kill_all);
+    if (td_npids < 64)
+        td_pids[td_npids++] = pid;
+}
+
+static void td_untrack(pid_t pid)
+{
+    for (int i = 0; i < td_npids; i++)
+        if (td_pids[i] == pid)
+            td_pids[i] = 0;
+}
+
 static long long td_now_ms(void)
 {
     struct timespec ts;
@@ -57,6 +85,7 @@ static int td_start(test_daemon *d, const char *const *argv)
     d->out_fd = pipefd[0];
     if (rc != 0)
         return -1;
+    td_track(d->pid);
     char buf[256];
     size_t len = 0;
     long long deadline = td_now_ms() + 10000;
@@ -99,6 +128,7 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
         nanosleep(&ts, NULL); /* polling the child's exit, bounded by deadline */
     }
     close(d->out_fd);
+    td_untrack(d->pid);
     d->pid = 0;
     return status;
 }

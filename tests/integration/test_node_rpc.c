@@ -56,15 +56,15 @@ static void test_basic_cycle(rm_cache_client *cc)
     CHECK(m.lease_id != 0);
     CHECK(strcmp(m.node_id, "t1") == 0);
     rm_cc_insert_reply ir;
-    CHECK_EQ(rm_cc_insert(cc, "m", tok, 612, m.lease_id, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 612, m.lease_id, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, 608);
     CHECK_EQ(ir.cached_tokens, 0);
     radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.protected_pages, 38); /* the lease moved to the whole sequence */
     CHECK_EQ(s.active_leases, 1);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
     CHECK(strstr(msg, "unknown lease") != NULL);
     CHECK_EQ(rm_cc_match(cc, "m", tok, 612, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(m.matched_tokens, 608);
@@ -114,15 +114,15 @@ static void test_bad_input(rm_cache_client *cc)
     uint32_t tok[64];
     fill(tok, 64, 3);
     rm_cc_insert_reply ir;
-    CHECK_EQ(rm_cc_insert(cc, "m", tok, 64, 424242, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 64, 424242, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_NOT_FOUND);
-    CHECK_EQ(rm_cc_insert(cc, "m", tok, 64, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_match(cc, "m", tok, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
     uint32_t other[64];
     fill(other, 64, 4);
-    CHECK_EQ(rm_cc_insert(cc, "m", other, 64, m.lease_id, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_insert(cc, "m", other, 64, m.lease_id, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
-    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     /* Namespace too long. */
     char ns[1100];
     memset(ns, 'x', sizeof ns - 1);
@@ -135,7 +135,7 @@ static void test_bad_input(rm_cache_client *cc)
     CHECK_EQ(rm_cc_match(cc, "m", tok, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 0, 0, buf, sizeof buf, &got, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
-    CHECK_EQ(rm_cc_release(cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     /* Still serving after all of that. */
     int serving = 0;
     CHECK_EQ(rm_cc_health(cc, &serving, msg, sizeof msg), GRPC_STATUS_OK);
@@ -156,13 +156,13 @@ static void test_pinned_pool_then_recovery(void)
     fill(b, 64, 6);
     rm_cc_insert_reply ir;
     rm_cc_match_reply m;
-    CHECK_EQ(rm_cc_insert(&cc, "m", a, 64, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(&cc, "m", a, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_match(&cc, "m", a, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_RESOURCE_EXHAUSTED);
     CHECK(strstr(msg, "pinned") != NULL);
-    CHECK_EQ(rm_cc_release(&cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, 64);
     radixmesh_v1_NodeStats s = stats(&cc);
     CHECK_EQ(s.evicted_tokens_total, 64);
@@ -184,7 +184,7 @@ static void test_lease_ttl_reclaims(void)
     fill(a, 160, 7);
     rm_cc_insert_reply ir;
     rm_cc_match_reply m;
-    CHECK_EQ(rm_cc_insert(&cc, "m", a, 160, 0, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(&cc, "m", a, 160, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     /* A client takes 20 leases and vanishes. */
     for (int i = 0; i < 20; i++)
         CHECK_EQ(rm_cc_match(&cc, "m", a, 160, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
@@ -204,7 +204,7 @@ static void test_lease_ttl_reclaims(void)
     CHECK_EQ(s.protected_pages, 0);
     CHECK_EQ(s.expired_leases_total, 20);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    CHECK_EQ(rm_cc_release(&cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
 }
@@ -232,7 +232,7 @@ static void test_kv_roundtrip(void)
         for (size_t b = 0; b < KVB; b++)
             kv[i * KVB + b] = kv_of(tok, i, b);
     rm_cc_insert_reply ir;
-    CHECK_EQ(rm_cc_insert(&cc, "m", tok, N, 0, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_insert(&cc, "m", tok, N, 0, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
     CHECK(strstr(msg, "WriteKV") != NULL);
     /* Too few bytes: refused, nothing cached. */
@@ -261,7 +261,7 @@ static void test_kv_roundtrip(void)
     CHECK(memcmp(kv + 1600 * KVB, back, 800 * KVB) == 0);
     CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 5, 0, back, bytes, &got, msg, sizeof msg),
              GRPC_STATUS_INVALID_ARGUMENT);
-    CHECK_EQ(rm_cc_release(&cc, m.lease_id, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
              GRPC_STATUS_NOT_FOUND);
     /* Extend the sequence: send only the new tail's KV. */
@@ -317,8 +317,8 @@ static void *worker(void *p)
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
         if (rm_cc_match(&cc, "c", tok, 640, 1, 0, &m, msg, sizeof msg) ||
-            rm_cc_insert(&cc, "c", tok, 640, m.lease_id, &ir, msg, sizeof msg) ||
-            rm_cc_release(&cc, m.lease_id, msg, sizeof msg)) {
+            rm_cc_insert(&cc, "c", tok, 640, m.lease_id, NULL, &ir, msg, sizeof msg) ||
+            rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg)) {
             a->errors++;
             continue;
         }

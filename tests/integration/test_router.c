@@ -1,0 +1,355 @@
+/* Integration test: radixmesh-router in front of 4 real nodes.
+ * Usage: test_router PATH/TO/radixmesh-node PATH/TO/radixmesh-router */
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cache_client.h"
+#include "check.h"
+#include "daemon.h"
+#include "util.h"
+
+#define NODES 4
+#define SYS 640 /* shared system prompt: 10 key blocks of 64 */
+
+static const char *node_bin, *router_bin;
+static const char *killed_id = "n3"; /* the node the failover phase kills */
+static test_daemon nodes[NODES];
+static char node_list[1024];
+
+static void start_cluster(void)
+{
+    node_list[0] = '\0';
+    for (int i = 0; i < NODES; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "n%d", i);
+        const char *argv[] = {node_bin, "--node-id", id, "--shutdown-delay-ms", "0",
+                              "--log-level", "warn", "--hot-half-life-ms", "3000", NULL};
+        REQUIRE(td_start(&nodes[i], argv) == 0);
+        snprintf(node_list + strlen(node_list), sizeof node_list - strlen(node_list), "%s%s=%s",
+                 i ? "," : "", id, nodes[i].addr);
+    }
+}
+
+static void start_router(test_daemon *r, const char *id)
+{
+    const char *argv[] = {router_bin, "--nodes", node_list, "--router-id", id,
+                          "--health-interval-ms", "200", "--stats-interval", "200",
+                          "--call-timeout-ms", "1000", "--shutdown-delay-ms", "0",
+                          "--load-half-life-ms", "200",
+                          "--log-level", "warn", NULL};
+    REQUIRE(td_start(r, argv) == 0);
+}
+
+/* Polls ClusterStats until pred holds or 10 s pass. */
+static int wait_for(rm_cache_client *cc, int (*pred)(const rm_cc_cluster *, void *), void *arg)
+{
+    long long deadline = td_now_ms() + 10000;
+    while (td_now_ms() < deadline) {
+        rm_cc_cluster c;
+        char msg[256];
+        int ok = rm_cc_cluster_stats(cc, &c, msg, sizeof msg) == GRPC_STATUS_OK && pred(&c, arg);
+        rm_cc_cluster_free(&c);
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
+static int healthy_is(const rm_cc_cluster *c, void *arg)
+{
+    return c->cs.healthy_nodes == *(uint32_t *)arg;
+}
+
+static int settled(const rm_cc_cluster *c, void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].load > 0.05)
+            return 0;
+    return 1;
+}
+
+static int has_hot(const rm_cc_cluster *c, void *arg)
+{
+    (void)arg;
+    return c->cs.hot_prefixes >= SYS / 64;
+}
+
+/* Conversation `conv`, turn `turn`: the shared prompt, then its turns. */
+static size_t conversation(uint32_t *tok, int conv, int turn)
+{
+    size_t n = 0;
+    for (; n < SYS; n++)
+        tok[n] = (uint32_t)(50000 + n);
+    for (int t = 0; t <= turn; t++)
+        for (int k = 0; k < 96; k++)
+            tok[n++] = (uint32_t)(rm_mix64((uint64_t)conv * 1000 + (uint64_t)t * 100 + (uint64_t)k) %
+                                  120000);
+    return n;
+}
+
+typedef struct worker {
+    const char *router;
+    int id, convs;
+    atomic_int *progress;
+    int errors, requests;
+    int split; /* conversations whose turns reached more than one node */
+    char last_error[256];
+} worker;
+
+static void *run_worker(void *p)
+{
+    worker *w = p;
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init_router(&cc, w->router, 10000) == 0);
+    uint32_t tok[SYS + 96 * 8];
+    char msg[256];
+    for (int c = 0; c < w->convs; c++) {
+        int conv = w->id * 1000 + c;
+        char first[128] = "";
+        int split = 0;
+        for (int turn = 0; turn < 4; turn++) {
+            size_t n = conversation(tok, conv, turn);
+            rm_cc_match_reply m;
+            rm_cc_insert_reply ir;
+            int st = rm_cc_match(&cc, "chat", tok, n, 1, 0, &m, msg, sizeof msg);
+            if (!st)
+                st = rm_cc_insert(&cc, "chat", tok, n, m.lease_id, m.node_id, &ir, msg, sizeof msg);
+            /* Pinned to the Match node, unless that node was just killed
+             * (then the router caches it where the key goes now). */
+            if (!st && strcmp(ir.node_id, m.node_id) != 0 &&
+                strcmp(m.node_id, killed_id) != 0) {
+                st = -1;
+                snprintf(msg, sizeof msg, "insert went to %.60s, match to %.60s", ir.node_id, m.node_id);
+            }
+            if (!st)
+                st = rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg);
+            if (st) {
+                w->errors++;
+                snprintf(w->last_error, sizeof w->last_error, "%d: %.200s", st, msg);
+                continue;
+            }
+            w->requests++;
+            if (!*first)
+                snprintf(first, sizeof first, "%s", m.node_id);
+            split |= strcmp(first, m.node_id) != 0;
+            atomic_fetch_add(w->progress, 1);
+        }
+        w->split += split;
+    }
+    rm_cc_close(&cc);
+    return NULL;
+}
+
+static void run_load(const char *router, int threads, int convs, int kill_at, int *errors,
+                     int *requests, int *split)
+{
+    pthread_t th[8];
+    worker w[8];
+    atomic_int progress = 0;
+    for (int i = 0; i < threads; i++) {
+        w[i] = (worker){router, i, convs, &progress, 0, 0, 0, ""};
+        pthread_create(&th[i], NULL, run_worker, &w[i]);
+    }
+    if (kill_at > 0) {
+        long long deadline = td_now_ms() + 30000;
+        while (atomic_load(&progress) < kill_at && td_now_ms() < deadline)
+            sched_yield();
+        td_stop(&nodes[NODES - 1], SIGKILL, 5000); /* mid-load, no warning */
+    }
+    *errors = *requests = *split = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        *errors += w[i].errors;
+        *requests += w[i].requests;
+        *split += w[i].split;
+        if (w[i].errors)
+            fprintf(stderr, "worker %d: %d errors, last: %s\n", i, w[i].errors, w[i].last_error);
+    }
+}
+
+static void test_cluster(void)
+{
+    start_cluster();
+    test_daemon r1, r2;
+    start_router(&r1, "r1");
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init_router(&cc, r1.addr, 5000) == 0);
+    uint32_t want = NODES;
+    REQUIRE(wait_for(&cc, healthy_is, &want));
+
+    /* Warm-up: the shared prompt becomes hot once the nodes' sketches are
+     * polled; from then on conversations stop sharing one key. */
+    int errors, requests, split;
+    run_load(r1.addr, 4, 10, 0, &errors, &requests, &split);
+    CHECK_EQ(errors, 0);
+    REQUIRE(wait_for(&cc, has_hot, NULL));
+
+    /* Affinity: every turn of a conversation on one node. */
+    run_load(r1.addr, 4, 25, 0, &errors, &requests, &split);
+    CHECK_EQ(errors, 0);
+    CHECK_EQ(requests, 4 * 25 * 4);
+    /* With 100 keys on 4 nodes the key counts per node differ enough that
+     * bounded load spills some turns; a fixed first-block key would put
+     * every request on one key and split nearly all conversations. */
+    fprintf(stderr, "conversations split across nodes: %d of 100\n", split);
+    CHECK(split <= 30);
+    rm_cc_cluster c;
+    char msg[256];
+    REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
+    uint64_t routed_min = UINT64_MAX, routed_max = 0;
+    for (size_t i = 0; i < c.nnodes; i++) {
+        routed_min = c.nodes[i].routed_requests < routed_min ? c.nodes[i].routed_requests
+                                                             : routed_min;
+        routed_max = c.nodes[i].routed_requests > routed_max ? c.nodes[i].routed_requests
+                                                             : routed_max;
+    }
+    fprintf(stderr, "routed per node: min %llu max %llu, spills %llu\n",
+            (unsigned long long)routed_min, (unsigned long long)routed_max,
+            (unsigned long long)c.cs.spills_total);
+    CHECK(routed_min > 0); /* the hot prompt did not pin everything on one node */
+    rm_cc_cluster_free(&c);
+
+    /* Two replicas with the same membership agree (no shared state). */
+    start_router(&r2, "r2");
+    rm_cache_client cc2;
+    REQUIRE(rm_cc_init_router(&cc2, r2.addr, 5000) == 0);
+    REQUIRE(wait_for(&cc2, healthy_is, &want));
+    REQUIRE(wait_for(&cc2, has_hot, NULL));
+    /* Same membership and node statistics; let r1's load from the phase
+     * above decay so both start from the same (idle) loads. */
+    if (!wait_for(&cc, settled, NULL)) {
+        rm_cc_cluster c0;
+        rm_cc_cluster_stats(&cc, &c0, msg, sizeof msg);
+        for (size_t i = 0; i < c0.nnodes; i++)
+            fprintf(stderr, "node %s load %.3f\n", c0.nodes[i].node_id, c0.nodes[i].load);
+        rm_cc_cluster_free(&c0);
+        REQUIRE(0);
+    }
+    int agree = 0, total = 0;
+    uint32_t tok[SYS + 96 * 8];
+    for (int conv = 0; conv < 1000; conv++) {
+        size_t n = conversation(tok, 50000 + conv, conv % 4);
+        rm_cc_route_reply a, b;
+        if (rm_cc_route(&cc, "chat", tok, n, &a, msg, sizeof msg) ||
+            rm_cc_route(&cc2, "chat", tok, n, &b, msg, sizeof msg))
+            continue;
+        total++;
+        agree += strcmp(a.node_id, b.node_id) == 0;
+        CHECK_EQ(a.key_tokens, SYS + 64); /* the key extends one block past the prompt */
+    }
+    fprintf(stderr, "two routers agree on %d of %d routes\n", agree, total);
+    CHECK_EQ(total, 1000);
+    CHECK(agree >= 990);
+    rm_cc_close(&cc2);
+    CHECK_EQ(td_stop(&r2, SIGTERM, 10000), 0);
+
+    /* Errors from the router itself. */
+    rm_cc_match_reply m;
+    size_t n = conversation(tok, 7, 0);
+    CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 1, 0, &m, msg, sizeof msg), 0);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, "nope", msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg), 0);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+
+    /* kill -9 one node mid-load: no client sees an error. */
+    run_load(r1.addr, 4, 25, 150, &errors, &requests, &split);
+    CHECK_EQ(errors, 0);
+    CHECK_EQ(requests, 4 * 25 * 4);
+    want = NODES - 1;
+    CHECK(wait_for(&cc, healthy_is, &want));
+    REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
+    fprintf(stderr, "after kill -9: failovers %llu retries %llu\n",
+            (unsigned long long)c.cs.failovers_total, (unsigned long long)c.cs.retries_total);
+    rm_cc_cluster_free(&c);
+
+    /* ClusterStats totals are the sum of the live nodes' own Stats (and of
+     * the dead node's last report). Poll until the router has polled. */
+    long long deadline = td_now_ms() + 10000;
+    int equal = 0;
+    while (!equal && td_now_ms() < deadline) {
+        REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
+        uint64_t q = 0, h = 0, mt = 0, sq = 0, sh = 0;
+        int match = 1;
+        for (size_t i = 0; i < c.nnodes; i++) {
+            sq += c.nodes[i].query_tokens_total;
+            sh += c.nodes[i].hit_tokens_total;
+            if (!c.nodes[i].healthy)
+                continue;
+            rm_cache_client nc;
+            REQUIRE(rm_cc_init(&nc, c.nodes[i].address, 5000) == 0);
+            radixmesh_v1_NodeStats s;
+            if (rm_cc_stats(&nc, &s, msg, sizeof msg) == 0) {
+                match &= s.query_tokens_total == c.nodes[i].query_tokens_total &&
+                         s.hit_tokens_total == c.nodes[i].hit_tokens_total;
+                q += s.query_tokens_total;
+                h += s.hit_tokens_total;
+                mt += s.match_requests_total;
+                pb_release(radixmesh_v1_NodeStats_fields, &s);
+            }
+            rm_cc_close(&nc);
+        }
+        equal = match && c.cs.query_tokens_total == sq && c.cs.hit_tokens_total == sh &&
+                q > 0 && h > 0 && mt > 0;
+        if (equal) {
+            double rate = (double)c.cs.hit_tokens_total / (double)c.cs.query_tokens_total;
+            fprintf(stderr, "cluster hit rate %.3f (%llu / %llu tokens)\n", rate,
+                    (unsigned long long)c.cs.hit_tokens_total,
+                    (unsigned long long)c.cs.query_tokens_total);
+            CHECK(rate > 0.5 && c.cs.hit_rate == rate);
+        }
+        rm_cc_cluster_free(&c);
+    }
+    CHECK(equal);
+
+    /* No node at all: a clear UNAVAILABLE. */
+    for (int i = 0; i < NODES - 1; i++)
+        td_stop(&nodes[i], SIGKILL, 5000);
+    want = 0;
+    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg),
+             GRPC_STATUS_UNAVAILABLE);
+    CHECK(strstr(msg, "no healthy cache node") != NULL);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&r1, SIGTERM, 10000), 0);
+}
+
+static void test_bad_flags(void)
+{
+    const char *cases[][6] = {
+        {"--nodes", "n1", NULL},
+        {"--load-factor", "0.9", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--key-mode", "weird", "--nodes", "a=127.0.0.1:1", NULL},
+        {NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[8] = {router_bin};
+        int n = 1;
+        for (int k = 0; cases[i][k]; k++)
+            argv[n++] = cases[i][k];
+        argv[n] = NULL;
+        pid_t pid;
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+        posix_spawn(&pid, router_bin, &fa, NULL, (char *const *)argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        int status;
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    REQUIRE(argc == 3);
+    node_bin = argv[1];
+    router_bin = argv[2];
+    grpc_init();
+    RUN(test_cluster);
+    RUN(test_bad_flags);
+    grpc_shutdown();
+    return rm_t_report();
+}
