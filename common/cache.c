@@ -269,6 +269,15 @@ int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *t
     return 0;
 }
 
+size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
+                     size_t n)
+{
+    rm_radix_node *root, *last;
+    if (rm_radix_root(&c->tree, ns, ns_len, 0, &root))
+        return 0;
+    return rm_radix_match(&c->tree, root, tokens, n, 0, 0, &last);
+}
+
 static int is_ancestor_or_self(const rm_radix_node *anc, const rm_radix_node *n)
 {
     for (; n; n = n->parent)

@@ -100,6 +100,11 @@ typedef struct rm_match_result {
 int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
                    int lease, uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out);
 
+/* Longest cached page-aligned prefix, without counting the request or
+ * recording an access (eviction order and statistics are untouched). */
+size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
+                     size_t n);
+
 typedef struct rm_insert_result {
     size_t cached_tokens;   /* page-aligned tokens already present */
     size_t inserted_tokens; /* tokens added by this call */

@@ -168,7 +168,17 @@ static grpc_status_code do_match(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     grpc_status_code code = decode(n, req, radixmesh_v1_MatchRequest_fields, &r, &toks, msg, len);
     if (code == GRPC_STATUS_OK)
         code = check_namespace(n, r.namespace, msg, len);
-    if (code == GRPC_STATUS_OK) {
+    if (code == GRPC_STATUS_OK && r.peek && r.lease) {
+        snprintf(msg, len, "a peek cannot take a lease");
+        code = GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    if (code == GRPC_STATUS_OK && r.peek) {
+        const char *ns = ns_or_empty(r.namespace);
+        radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
+        rep.matched_tokens = (uint32_t)rm_cache_peek(&n->cache, ns, strlen(ns), toks.v, toks.n);
+        rep.node_id = n->node_id;
+        code = encode(radixmesh_v1_MatchReply_fields, &rep, reply, msg, len);
+    } else if (code == GRPC_STATUS_OK) {
         const char *ns = ns_or_empty(r.namespace);
         uint64_t now = rm_now_ms();
         rm_match_result mr;

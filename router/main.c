@@ -175,7 +175,7 @@ int main(int argc, char **argv)
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
     uint64_t dns_interval = 5000, max_req = cfg.max_request_tokens;
-    uint64_t load_half_life = cfg.load_half_life_ms;
+    uint64_t load_half_life = cfg.load_half_life_ms, choices = cfg.choices;
     uint64_t shutdown_delay = 1000, drain_timeout = 10000;
     double load_factor = cfg.load_factor, hot_share = cfg.hot_share, load_floor = cfg.load_floor;
     const rm_flag flags[] = {
@@ -193,6 +193,10 @@ int main(int argc, char **argv)
         {"load-half-life-ms", RM_FLAG_U64, &load_half_life,
          "half-life of the 'recent routed requests' part of a node's load", 10, 600000},
         {"vnodes", RM_FLAG_U64, &vnodes, "ring points per node", 1, 65536},
+        {"choices", RM_FLAG_U64, &choices,
+         "ring candidates peeked per request (2: go where the prefix is cached, else to the "
+         "less loaded cache)",
+         1, 2},
         {"key-mode", RM_FLAG_STR, &key_mode, "adaptive, or fixed (hash of the first N tokens)", 0,
          0},
         {"key-block-tokens", RM_FLAG_U64, &block,
@@ -251,6 +255,7 @@ int main(int argc, char **argv)
     cfg.load_floor = load_floor;
     cfg.load_half_life_ms = (uint32_t)load_half_life;
     cfg.vnodes = (uint32_t)vnodes;
+    cfg.choices = (uint32_t)choices;
     cfg.key_block_tokens = (uint32_t)block;
     cfg.max_key_blocks = (uint32_t)max_blocks;
     cfg.hot_share = hot_share;

@@ -50,13 +50,13 @@ void rm_ring_free(rm_ring *r)
     memset(r, 0, sizeof *r);
 }
 
-int64_t rm_ring_pick(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, void *ctx,
-                     uint32_t exclude, int *spilled)
+size_t rm_ring_pick_n(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, void *ctx,
+                      uint32_t exclude, uint32_t *out, size_t k, int *spilled)
 {
     if (spilled)
         *spilled = 0;
-    if (r->npts == 0)
-        return -1;
+    if (r->npts == 0 || k == 0)
+        return 0;
     /* First point with hash >= key (wrapping to 0). */
     size_t lo = 0, hi = r->npts;
     while (lo < hi) {
@@ -69,10 +69,11 @@ int64_t rm_ring_pick(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, v
     uint8_t seen_small[256];
     uint8_t *seen = r->capacity <= sizeof seen_small ? seen_small : rm_xmalloc(r->capacity);
     memset(seen, 0, r->capacity);
-    int64_t first = -1, chosen = -1;
+    int64_t first = -1;
+    size_t got = 0;
     uint32_t distinct = 0;
-    for (size_t k = 0; k < r->npts && distinct < r->nmembers; k++) {
-        uint32_t m = r->pts[(lo + k) % r->npts].member;
+    for (size_t i = 0; i < r->npts && distinct < r->nmembers && got < k; i++) {
+        uint32_t m = r->pts[(lo + i) % r->npts].member;
         if (seen[m])
             continue;
         seen[m] = 1;
@@ -81,16 +82,21 @@ int64_t rm_ring_pick(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, v
             continue;
         if (first < 0)
             first = m;
-        if (!accept || accept(ctx, m)) {
-            chosen = m;
-            break;
-        }
+        if (!accept || accept(ctx, m))
+            out[got++] = m;
     }
     if (seen != seen_small)
         free(seen);
-    if (chosen < 0)
-        chosen = first;
+    if (got == 0 && first >= 0)
+        out[got++] = (uint32_t)first;
     if (spilled)
-        *spilled = chosen != first;
-    return chosen;
+        *spilled = got > 0 && (int64_t)out[0] != first;
+    return got;
+}
+
+int64_t rm_ring_pick(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, void *ctx,
+                     uint32_t exclude, int *spilled)
+{
+    uint32_t m;
+    return rm_ring_pick_n(r, key, accept, ctx, exclude, &m, 1, spilled) ? (int64_t)m : -1;
 }

@@ -47,6 +47,12 @@ typedef int (*rm_ring_accept_fn)(void *ctx, uint32_t member);
 int64_t rm_ring_pick(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, void *ctx,
                      uint32_t exclude, int *spilled);
 
+/* Like rm_ring_pick, but collects up to k distinct members that accept()
+ * takes, in walk order, into out. If none is accepted, out[0] is the first
+ * non-excluded member. Returns how many were stored (0 on an empty ring). */
+size_t rm_ring_pick_n(const rm_ring *r, uint64_t key, rm_ring_accept_fn accept, void *ctx,
+                      uint32_t exclude, uint32_t *out, size_t k, int *spilled);
+
 /* The point hash of a member's i-th virtual point (exposed for tests). */
 uint64_t rm_ring_point_hash(const char *id, uint32_t i);
 

@@ -26,6 +26,7 @@ void rm_router_config_defaults(rm_router_config *cfg)
     cfg->load_factor = 1.25;
     cfg->load_floor = 8;
     cfg->vnodes = 256;
+    cfg->choices = 2;
     cfg->key_block_tokens = 64;
     cfg->max_key_blocks = 128;
     cfg->hot_share = 0;
@@ -54,6 +55,7 @@ typedef struct rnode {
     double recent; /* routed requests, decayed (half-life load_half_life_ms) */
     uint64_t recent_ms;
     uint64_t routed;
+    double pending; /* Match requests routed here since the node last reported */
     radixmesh_v1_NodeStats stats;
     int have_stats;
 } rnode;
@@ -222,9 +224,10 @@ static int under_bound(void *ctx, uint32_t m)
     return node_load(p->r, p->r->nodes[m], p->now) + 1 <= p->capacity;
 }
 
-/* Picks a node for key (skipping exclude) under the bounded-load rule and
- * charges it one routed request. Returns NULL if no node is on the ring. */
-static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spilled)
+/* Up to k nodes for key, clockwise, that are under the bounded-load rule
+ * (skipping exclude). Charges nothing. Returns how many (0: empty ring). */
+static size_t candidates(rm_router *r, uint64_t key, rnode *exclude, rnode **out, size_t k,
+                         int *spilled)
 {
     uint64_t now = rm_now_ms();
     double total = 0;
@@ -237,7 +240,7 @@ static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int 
         }
     }
     if (!up)
-        return NULL;
+        return 0;
     /* CHBL capacity: ceil(c * (load + 1) / n). Near zero load that is 1 or
      * 2 and would force round-robin, which protects nothing and costs
      * affinity (and makes replicas' decisions hinge on microseconds of
@@ -248,21 +251,44 @@ static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int 
     for (uint32_t i = 0; exclude && i < r->nnodes; i++)
         if (r->nodes[i] == exclude)
             ex = i;
-    int sp = 0;
-    int64_t m = rm_ring_pick(&r->ring, key, under_bound, &ctx, ex, &sp);
-    if (m < 0)
-        return NULL;
-    rnode *n = r->nodes[m];
+    uint32_t idx[2];
+    size_t got = rm_ring_pick_n(&r->ring, key, under_bound, &ctx, ex, idx, k > 2 ? 2 : k, spilled);
+    for (size_t i = 0; i < got; i++)
+        out[i] = r->nodes[idx[i]];
+    return got;
+}
+
+/* Charges node n one routed request (and a forwarded call in flight). */
+static void charge(rm_router *r, rnode *n, int proxied, int spilled)
+{
     n->recent += 1;
     n->routed++;
     r->routed_total++;
     if (proxied)
         n->inflight++;
-    if (sp)
+    if (spilled)
         r->spills++;
+}
+
+/* One node for key under the bounded-load rule, charged. NULL: none up. */
+static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spilled)
+{
+    rnode *n;
+    int sp = 0;
+    if (!candidates(r, key, exclude, &n, 1, &sp))
+        return NULL;
+    charge(r, n, proxied, sp);
     if (spilled)
         *spilled = sp;
     return n;
+}
+
+/* Requests a node has served, as it reports them (all routers' traffic),
+ * plus what this router sent it since. Every replica reads the same
+ * reports, so they place new conversations alike. */
+static double served(const rnode *n)
+{
+    return (n->have_stats ? (double)n->stats.match_requests_total : 0.0) + n->pending;
 }
 
 /* ---- keys ------------------------------------------------------------------ */
@@ -426,6 +452,13 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
         radixmesh_v1_NodeStats s = radixmesh_v1_NodeStats_init_zero;
         char err[128];
         if (rm_pb_decode_bb(reply, radixmesh_v1_NodeStats_fields, &s, err, sizeof err)) {
+            /* What the node now confirms as served no longer needs our
+             * estimate (a restarted node starts from zero). */
+            uint64_t before = n->have_stats ? n->stats.match_requests_total : 0;
+            uint64_t now_req = s.match_requests_total;
+            n->pending -= now_req >= before ? (double)(now_req - before) : (double)now_req;
+            if (n->pending < 0)
+                n->pending = 0;
             if (n->have_stats)
                 pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
             n->stats = s;
@@ -613,6 +646,136 @@ static void no_node(rm_rpc_call *call)
                        "no healthy cache node: every node is down or unreachable", NULL);
 }
 
+/* ---- choosing between two candidates ------------------------------------- */
+
+/* Match and Route look at the key's first two acceptable nodes on the ring
+ * (power of two choices). Both are peeked in parallel for the cached prefix
+ * length; the request goes where more of its prefix already is, and when
+ * neither holds more (a new conversation), to the one that has served fewer
+ * requests. Continuing conversations keep their node; new ones even out the
+ * load, which plain hashing leaves 10-16% uneven on real traces (see
+ * BENCHMARKS.md). */
+typedef enum { CH_MATCH, CH_ROUTE } choice_kind;
+
+typedef struct choice choice;
+typedef struct peek_ctx {
+    choice *ch;
+    int idx;
+} peek_ctx;
+
+struct choice {
+    rm_router *r;
+    rm_rpc_call *call;
+    choice_kind kind;
+    grpc_slice req; /* CH_MATCH: the client's request, forwarded as is */
+    uint64_t key;
+    uint32_t key_tokens;
+    size_t ntokens;
+    rnode *cand[2];
+    int64_t cached[2]; /* -1: the peek failed */
+    int ncand, waiting, spilled;
+    peek_ctx pk[2];
+};
+
+static void decide(choice *ch)
+{
+    rm_router *r = ch->r;
+    int w = 0;
+    if (ch->ncand == 2) {
+        int64_t a = ch->cached[0], b = ch->cached[1];
+        if (a < 0 || b < 0)
+            w = a < 0 && b >= 0 ? 1 : 0;
+        else if (a != b)
+            w = b > a;
+        else
+            w = served(ch->cand[1]) < served(ch->cand[0]);
+    }
+    rnode *n = ch->cand[w];
+    charge(r, n, ch->kind == CH_MATCH, ch->spilled);
+    n->pending += 1;
+    if (ch->kind == CH_MATCH) {
+        proxy *p = rm_xcalloc(1, sizeof *p);
+        *p = (proxy){r, ch->call, PX_MATCH, ch->req, grpc_empty_slice(), 0, ch->key, n, 0};
+        forward(p);
+    } else {
+        radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
+        rep.node_id = n->id;
+        rep.address = n->address;
+        rep.key_tokens = ch->key_tokens;
+        rep.spilled = ch->spilled;
+        rm_rpc_call_finish(ch->call, GRPC_STATUS_OK, NULL,
+                           rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
+        grpc_slice_unref(ch->req);
+    }
+    free(ch);
+}
+
+static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
+{
+    peek_ctx *pk = ctx;
+    choice *ch = pk->ch;
+    (void)details;
+    ch->cached[pk->idx] = -1;
+    if (st == GRPC_STATUS_OK) {
+        radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
+        char err[64];
+        if (rm_pb_decode_bb(reply, radixmesh_v1_MatchReply_fields, &rep, err, sizeof err))
+            ch->cached[pk->idx] = rep.matched_tokens;
+        pb_release(radixmesh_v1_MatchReply_fields, &rep);
+    }
+    if (--ch->waiting == 0)
+        decide(ch);
+}
+
+/* Starts the choice for a decoded request; finishes the call itself. */
+static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice req,
+                   const char *ns, const rm_tokens *toks)
+{
+    choice *ch = rm_xcalloc(1, sizeof *ch);
+    ch->r = r;
+    ch->call = call;
+    ch->kind = kind;
+    ch->req = req;
+    ch->ntokens = toks->n;
+    ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
+    ch->ncand = (int)candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled);
+    if (ch->ncand == 0) {
+        grpc_slice_unref(req);
+        free(ch);
+        rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
+                           "no healthy cache node: every node is down or unreachable", NULL);
+        return;
+    }
+    if (ch->ncand == 1) {
+        decide(ch);
+        return;
+    }
+    radixmesh_v1_MatchRequest pm = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens_view view = {toks->v, toks->n};
+    pm.namespace = (char *)ns;
+    rm_pb_tokens_encoder(&pm.tokens, &view);
+    pm.peek = true;
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &pm);
+    grpc_slice bytes = request_bytes(bb);
+    grpc_byte_buffer_destroy(bb);
+    ch->waiting = 2;
+    for (int i = 0; i < 2; i++) {
+        ch->pk[i] = (peek_ctx){ch, i};
+        grpc_slice s = grpc_slice_ref(bytes);
+        grpc_byte_buffer *pb = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        if (rm_rpc_server_client_call(r->srv, ch->cand[i]->ch, ch->cand[i]->m_match, pb,
+                                      (int)r->cfg.call_timeout_ms, on_peek, &ch->pk[i]) != 0) {
+            ch->cached[i] = -1;
+            ch->waiting--;
+        }
+        grpc_byte_buffer_destroy(pb);
+    }
+    grpc_slice_unref(bytes);
+    if (ch->waiting == 0)
+        decide(ch);
+}
+
 static void do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
 {
     rm_router *r = ctx;
@@ -621,20 +784,13 @@ static void do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     char err[256];
     grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_MatchRequest_fields, &m,
                                             &m.tokens, &toks, err, sizeof err);
-    if (st != GRPC_STATUS_OK) {
+    if (st != GRPC_STATUS_OK)
         rm_rpc_call_finish(call, st, err, NULL);
-    } else {
-        uint32_t kt;
-        uint64_t key = rm_router_key(r, m.namespace ? m.namespace : "", toks.v, toks.n, &kt);
-        rnode *n = pick(r, key, NULL, 1, NULL);
-        if (!n) {
-            no_node(call);
-        } else {
-            proxy *p = rm_xcalloc(1, sizeof *p);
-            *p = (proxy){r, call, PX_MATCH, request_bytes(req), grpc_empty_slice(), 0, key, n, 0};
-            forward(p);
-        }
-    }
+    else if (m.peek)
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                           "peek is for nodes; ask the router with Route", NULL);
+    else
+        choose(r, call, CH_MATCH, request_bytes(req), m.namespace ? m.namespace : "", &toks);
     pb_release(radixmesh_v1_MatchRequest_fields, &m);
     rm_tokens_free(&toks);
 }
@@ -727,34 +883,20 @@ static void do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
 }
 
-static grpc_status_code do_route(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
-                                 char *msg, size_t len)
+static void do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
 {
     rm_router *r = ctx;
     radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens toks = {0};
+    char err[256];
     grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_RouteRequest_fields, &m,
-                                            &m.tokens, &toks, msg, len);
-    if (st == GRPC_STATUS_OK) {
-        uint32_t kt;
-        uint64_t key = rm_router_key(r, m.namespace ? m.namespace : "", toks.v, toks.n, &kt);
-        int spilled;
-        rnode *n = pick(r, key, NULL, 0, &spilled);
-        if (!n) {
-            snprintf(msg, len, "no healthy cache node: every node is down or unreachable");
-            st = GRPC_STATUS_UNAVAILABLE;
-        } else {
-            radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
-            rep.node_id = n->id;
-            rep.address = n->address;
-            rep.key_tokens = kt;
-            rep.spilled = spilled;
-            *reply = rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep);
-        }
-    }
+                                            &m.tokens, &toks, err, sizeof err);
+    if (st != GRPC_STATUS_OK)
+        rm_rpc_call_finish(call, st, err, NULL);
+    else
+        choose(r, call, CH_ROUTE, grpc_empty_slice(), m.namespace ? m.namespace : "", &toks);
     pb_release(radixmesh_v1_RouteRequest_fields, &m);
     rm_tokens_free(&toks);
-    return st;
 }
 
 static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
@@ -839,7 +981,8 @@ int rm_router_register(rm_router *r, rm_rpc_server *srv)
 {
     r->srv = srv;
     const rm_rpc_method methods[] = {
-        {.path = "/radixmesh.v1.Router/Route", .kind = RM_RPC_UNARY, .unary = do_route, .ctx = r},
+        {.path = "/radixmesh.v1.Router/Route", .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_route, .ctx = r},
         {.path = "/radixmesh.v1.Router/Match", .kind = RM_RPC_UNARY_ASYNC,
          .unary_async = do_match, .ctx = r},
         {.path = "/radixmesh.v1.Router/Insert", .kind = RM_RPC_UNARY_ASYNC,

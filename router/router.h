@@ -18,6 +18,7 @@ typedef struct rm_router_config {
     double load_factor;       /* bounded-load c, > 1 */
     double load_floor;        /* nodes below this load are never skipped */
     uint32_t vnodes;          /* ring points per unit of weight */
+    uint32_t choices;         /* ring candidates peeked per request: 1 or 2 */
     uint32_t key_block_tokens; /* must equal the nodes' --hot-block-tokens */
     uint32_t max_key_blocks;
     double hot_share;         /* 0: auto = max(0.02, 0.5 / healthy nodes) */

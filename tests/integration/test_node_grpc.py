@@ -95,7 +95,14 @@ class MetadataNodeTest(unittest.TestCase):
         self.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
         m2 = self.stub.Match(pb.MatchRequest(namespace="py", tokens=toks))
         self.assertEqual(m2.matched_tokens, 608)
+        before = self.stub.Stats(pb.StatsRequest())
+        peek = self.stub.Match(pb.MatchRequest(namespace="py", tokens=toks, peek=True))
+        self.assertEqual(peek.matched_tokens, 608)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.Match(pb.MatchRequest(namespace="py", tokens=toks, peek=True, lease=True))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         st = self.stub.Stats(pb.StatsRequest())
+        self.assertEqual(st.match_requests_total, before.match_requests_total)  # peeks don't count
         self.assertEqual(st.node_id, "py1")
         self.assertEqual(st.page_tokens, 16)
         self.assertGreaterEqual(st.match_requests_total, 2)

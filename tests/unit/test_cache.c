@@ -52,6 +52,9 @@ static void test_insert_612_caches_608(void)
     CHECK_EQ(rm_cache_insert(&c, "m", 1, tok, 612, 0, 2, &ir), 0);
     CHECK_EQ(ir.cached_tokens, 608);
     CHECK_EQ(ir.inserted_tokens, 0);
+    /* A peek sees the same prefix but counts nothing. */
+    CHECK_EQ(rm_cache_peek(&c, "m", 1, tok, 612), 608);
+    CHECK_EQ(rm_cache_peek(&c, "zz", 2, tok, 612), 0);
     /* Empty match is valid and counts its request. */
     CHECK_EQ(rm_cache_match(&c, "m", 1, tok, 0, 0, 0, 3, &mr), 0);
     CHECK_EQ(mr.matched_tokens, 0);

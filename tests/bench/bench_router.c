@@ -1,0 +1,317 @@
+/* bench_router: routing quality on a live cluster, against baselines from
+ * the same run.
+ *
+ *  A. The Mooncake trace (../shared/traces/mooncake_synthetic_trace.jsonl)
+ *     replayed in order through a router in front of 8 nodes, each node's
+ *     pool = 10% of the trace's unique blocks / 8. Baseline: an ideal single
+ *     LRU cache with the same total capacity (the same cache code, in
+ *     process). Also plain fixed-N hashing.
+ *  B. A generated chat workload where 80% of conversations open with one
+ *     1024-token system prompt (the case fixed-N keys get wrong).
+ *
+ * Per mode: token hit rate (client-side; the cluster's own ClusterStats
+ * totals are checked equal), ratio to ideal, max/mean requests per node,
+ * spills. Usage:
+ *   bench_router NODE_BIN ROUTER_BIN [--trace FILE] [--block-tokens 64] [--quick] */
+#include <grpc/grpc.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../integration/daemon.h"
+#include "cache.h"
+#include "cache_client.h"
+#include "util.h"
+
+#define NODES 8
+#define PAGE 16
+
+static const char *node_bin, *router_bin;
+
+typedef struct req {
+    uint32_t *tok;
+    size_t n;
+} req;
+
+typedef struct workload {
+    req *r;
+    size_t n;
+    uint64_t unique_blocks; /* of the trace, in its own 512-token blocks */
+} workload;
+
+static void block_tokens(uint32_t *out, uint64_t block_id, size_t count)
+{
+    for (size_t j = 0; j < count; j++)
+        out[j] = (uint32_t)(rm_mix64(block_id * 1000003ull + j) % 128000);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Mooncake JSONL -> token sequences: block id -> B deterministic tokens,
+ * the last block partial per input_length (scaled by B/512). */
+static int load_trace(const char *path, size_t B, size_t limit, workload *w)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    memset(w, 0, sizeof *w);
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    uint64_t *seen = NULL;
+    size_t nseen = 0, seen_cap = 0;
+    while (getline(&line, &cap, f) > 0 && (!limit || w->n < limit)) {
+        lineno++;
+        json_error_t err;
+        json_t *o = json_loads(line, 0, &err);
+        json_t *ids = o ? json_object_get(o, "hash_ids") : NULL;
+        json_t *len = o ? json_object_get(o, "input_length") : NULL;
+        if (!json_is_array(ids) || !json_is_integer(len)) {
+            fprintf(stderr, "%s:%zu: not a Mooncake trace line\n", path, lineno);
+            exit(2);
+        }
+        size_t nb = json_array_size(ids);
+        long long in = json_integer_value(len);
+        long long last512 = in - 512 * (long long)(nb ? nb - 1 : 0);
+        size_t last = (size_t)((last512 > 0 ? last512 : 1) * (long long)B / 512);
+        if (last == 0)
+            last = 1;
+        if (last > B)
+            last = B;
+        req *r;
+        w->r = rm_xrealloc(w->r, sizeof *w->r * (w->n + 1));
+        r = &w->r[w->n++];
+        r->n = nb ? (nb - 1) * B + last : 0;
+        r->tok = rm_xmalloc(sizeof(uint32_t) * (r->n + 1));
+        for (size_t b = 0; b < nb; b++) {
+            uint64_t id = (uint64_t)json_integer_value(json_array_get(ids, b));
+            block_tokens(r->tok + b * B, id, b + 1 == nb ? last : B);
+            if (nseen == seen_cap) {
+                seen_cap = seen_cap ? seen_cap * 2 : 1024;
+                seen = rm_xrealloc(seen, sizeof *seen * seen_cap);
+            }
+            seen[nseen++] = id;
+        }
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+    qsort(seen, nseen, sizeof *seen, cmp_u64);
+    for (size_t i = 0; i < nseen; i++)
+        w->unique_blocks += i == 0 || seen[i] != seen[i - 1];
+    free(seen);
+    return 0;
+}
+
+/* 80% of conversations share one 1024-token system prompt; 5 turns each,
+ * interleaved 16 conversations at a time like concurrent users. */
+static void gen_chat(workload *w, int convs)
+{
+    memset(w, 0, sizeof *w);
+    enum { SYSP = 1024, TURN = 160, TURNS = 5, LIVE = 16 };
+    w->r = rm_xmalloc(sizeof *w->r * (size_t)convs * TURNS);
+    for (int base = 0; base < convs; base += LIVE)
+        for (int turn = 0; turn < TURNS; turn++)
+            for (int c = base; c < base + LIVE && c < convs; c++) {
+                req *r = &w->r[w->n++];
+                int shared = (rm_mix64((uint64_t)c) % 10) < 8;
+                r->n = SYSP + (size_t)(turn + 1) * TURN;
+                r->tok = rm_xmalloc(sizeof(uint32_t) * r->n);
+                block_tokens(r->tok, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
+                for (int t = 0; t <= turn; t++)
+                    block_tokens(r->tok + SYSP + (size_t)t * TURN,
+                                 2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
+            }
+}
+
+static double ideal_lru(const workload *w, uint64_t pages)
+{
+    rm_cache c;
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = PAGE;
+    cfg.pool_pages = pages;
+    if (rm_cache_init(&c, &cfg))
+        abort();
+    uint64_t q = 0, h = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        rm_match_result mr;
+        rm_insert_result ir;
+        rm_cache_match(&c, "m", 1, w->r[i].tok, w->r[i].n, 0, 0, i, &mr);
+        rm_cache_insert(&c, "m", 1, w->r[i].tok, w->r[i].n, 0, i, &ir);
+        q += w->r[i].n;
+        h += mr.matched_tokens;
+    }
+    rm_cache_destroy(&c);
+    return (double)h / (double)q;
+}
+
+typedef struct result {
+    double hit, cluster_hit, max_mean, secs;
+    uint64_t spills, errors;
+} result;
+
+static int healthy_all(rm_cache_client *cc, uint32_t want)
+{
+    long long deadline = td_now_ms() + 15000;
+    while (td_now_ms() < deadline) {
+        rm_cc_cluster c;
+        char msg[256];
+        int ok = rm_cc_cluster_stats(cc, &c, msg, sizeof msg) == 0 && c.cs.healthy_nodes == want;
+        rm_cc_cluster_free(&c);
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
+static result run_cluster(const workload *w, uint64_t pool_tokens, const char *key_mode,
+                          const char *fixed_tokens, const char *choices)
+{
+    test_daemon nodes[NODES], router;
+    char list[2048] = "", pool[32];
+    snprintf(pool, sizeof pool, "%llu", (unsigned long long)pool_tokens);
+    for (int i = 0; i < NODES; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "node-%d", i);
+        const char *argv[] = {node_bin, "--node-id", id, "--pool-tokens", pool,
+                              "--page-tokens", "16", "--shutdown-delay-ms", "0",
+                              "--log-level", "warn", NULL};
+        if (td_start(&nodes[i], argv))
+            exit(1);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=%s", i ? "," : "", id,
+                 nodes[i].addr);
+    }
+    const char *rargv[] = {router_bin, "--nodes", list, "--key-mode", key_mode,
+                           "--fixed-key-tokens", fixed_tokens, "--choices", choices,
+                           "--health-interval-ms", "200",
+                           "--stats-interval", "250", "--shutdown-delay-ms", "0",
+                           "--log-level", "warn", NULL};
+    if (td_start(&router, rargv))
+        exit(1);
+    rm_cache_client cc;
+    rm_cc_init_router(&cc, router.addr, 10000);
+    if (!healthy_all(&cc, NODES))
+        exit(1);
+    result res = {0};
+    uint64_t q = 0, h = 0, per[NODES] = {0};
+    char msg[256];
+    uint64_t t0 = rm_now_ns();
+    for (size_t i = 0; i < w->n; i++) {
+        const req *r = &w->r[i];
+        rm_cc_match_reply m;
+        rm_cc_insert_reply ir;
+        if (rm_cc_match(&cc, "m", r->tok, r->n, 1, 0, &m, msg, sizeof msg) ||
+            rm_cc_insert(&cc, "m", r->tok, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg) ||
+            rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg)) {
+            res.errors++;
+            continue;
+        }
+        q += r->n;
+        h += m.matched_tokens;
+        int id = atoi(m.node_id + 5);
+        if (id >= 0 && id < NODES)
+            per[id]++;
+    }
+    res.secs = (double)(rm_now_ns() - t0) / 1e9;
+    res.hit = (double)h / (double)q;
+    uint64_t max = 0, sum = 0;
+    for (int i = 0; i < NODES; i++) {
+        max = per[i] > max ? per[i] : max;
+        sum += per[i];
+    }
+    res.max_mean = (double)max / ((double)sum / NODES);
+    /* The cluster's own counters must reach exactly the client's. */
+    long long deadline = td_now_ms() + 10000;
+    while (td_now_ms() < deadline) {
+        rm_cc_cluster c;
+        if (rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0 && c.cs.query_tokens_total == q) {
+            res.cluster_hit = c.cs.hit_rate;
+            res.spills = c.cs.spills_total;
+            rm_cc_cluster_free(&c);
+            break;
+        }
+        rm_cc_cluster_free(&c);
+    }
+    rm_cc_close(&cc);
+    td_stop(&router, SIGTERM, 10000);
+    for (int i = 0; i < NODES; i++)
+        td_stop(&nodes[i], SIGTERM, 10000);
+    return res;
+}
+
+static void report(const char *name, const result *r, double ideal)
+{
+    printf("   %-25s hit %.4f (cluster says %.4f) = %.3f of ideal; max/mean requests %.3f; "
+           "spills %llu; errors %llu; %.1f s\n",
+           name, r->hit, r->cluster_hit, r->hit / ideal, r->max_mean,
+           (unsigned long long)r->spills, (unsigned long long)r->errors, r->secs);
+}
+
+static void run_modes(const workload *w, uint64_t node_pool_tokens, double ideal)
+{
+    result a = run_cluster(w, node_pool_tokens, "adaptive", "64", "2");
+    report("adaptive key, 2 choices", &a, ideal);
+    result a1 = run_cluster(w, node_pool_tokens, "adaptive", "64", "1");
+    report("adaptive key, 1 choice", &a1, ideal);
+    result f64 = run_cluster(w, node_pool_tokens, "fixed", "64", "1");
+    report("fixed first 64 tokens", &f64, ideal);
+    result f512 = run_cluster(w, node_pool_tokens, "fixed", "512", "1");
+    report("fixed first 512 tokens", &f512, ideal);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_router NODE_BIN ROUTER_BIN [--trace FILE] "
+                        "[--block-tokens B] [--quick]\n");
+        return 2;
+    }
+    node_bin = argv[1];
+    router_bin = argv[2];
+    const char *trace = "../shared/traces/mooncake_synthetic_trace.jsonl";
+    size_t B = 64, limit = 0;
+    int quick = 0;
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--trace") && i + 1 < argc)
+            trace = argv[++i];
+        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc)
+            B = (size_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1, limit = 1000;
+        else {
+            fprintf(stderr, "bench_router: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    grpc_init();
+    workload w;
+    if (load_trace(trace, B, limit, &w) == 0) {
+        /* Each node: 10% of the trace's unique blocks / 8, in tokens. */
+        uint64_t node_tokens = w.unique_blocks * B / 10 / NODES;
+        uint64_t node_pages = (node_tokens + PAGE - 1) / PAGE;
+        double ideal = ideal_lru(&w, node_pages * NODES);
+        printf("A. Mooncake trace: %zu requests, %llu unique blocks, %zu tokens/block; "
+               "node pool %llu tokens x %d\n"
+               "   ideal single LRU (%llu tokens): hit %.4f\n",
+               w.n, (unsigned long long)w.unique_blocks, B, (unsigned long long)node_tokens,
+               NODES, (unsigned long long)(node_pages * NODES * PAGE), ideal);
+        run_modes(&w, node_pages * PAGE, ideal);
+    } else {
+        printf("A. Mooncake trace: %s not found, skipped\n", trace);
+    }
+    workload chat;
+    gen_chat(&chat, quick ? 160 : 480);
+    double ideal = ideal_lru(&chat, 1u << 22);
+    printf("B. chat, 80%% behind one 1024-token system prompt: %zu requests; ideal LRU hit "
+           "%.4f\n",
+           chat.n, ideal);
+    run_modes(&chat, 1u << 22, ideal);
+    grpc_shutdown();
+    return 0;
+}
