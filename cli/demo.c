@@ -61,8 +61,8 @@ static void report(const char *name, const scenario_stats *s)
     printf("%-28s %5" PRIu64 " req %8" PRIu64 " tokens  hit rate %5.1f%%  KV %6.2f GiB -> %5.2f "
            "GiB (saves %4.1f%%)\n",
            name, s->requests, s->query_tokens,
-           s->query_tokens ? 100.0 * (double)s->hit_tokens / (double)s->query_tokens : 0.0,
-           without, with, without > 0 ? 100.0 * (1 - with / without) : 0.0);
+           s->query_tokens ? 100.0 * (double)s->hit_tokens / (double)s->query_tokens : 0.0, without,
+           with, without > 0 ? 100.0 * (1 - with / without) : 0.0);
 }
 
 static void add(scenario_stats *total, const scenario_stats *s)

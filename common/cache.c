@@ -190,8 +190,8 @@ int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
 {
     memset(c, 0, sizeof *c);
     if (cfg->page_tokens == 0 || cfg->pool_pages == 0 || cfg->max_leases == 0 ||
-        cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 ||
-        cfg->max_lease_ttl_ms == 0 || cfg->policy > RM_EVICT_LFU)
+        cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 || cfg->max_lease_ttl_ms == 0 ||
+        cfg->policy > RM_EVICT_LFU)
         return -EINVAL;
     if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
         return -EINVAL;
@@ -269,8 +269,7 @@ int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *t
     return 0;
 }
 
-size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
-                     size_t n)
+size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n)
 {
     rm_radix_node *root, *last;
     if (rm_radix_root(&c->tree, ns, ns_len, 0, &root))
@@ -429,8 +428,8 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
         snprintf(err, errlen,
                  "free %u + evictable %" PRIu64 " + protected %" PRIu64 " + pending %" PRIu64
                  " != pool %u",
-                 c->pool.nfree, c->tree.evictable_pages, c->tree.protected_pages,
-                 c->pending_pages, c->pool.npages);
+                 c->pool.nfree, c->tree.evictable_pages, c->tree.protected_pages, c->pending_pages,
+                 c->pool.npages);
         goto out;
     }
     for (size_t i = 0; i < c->nleases; i++) {
@@ -510,8 +509,8 @@ int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint3
     if (l && l->node->ns != root->ns)
         return -ESTALE;
     rm_radix_node *last;
-    size_t have = rm_radix_match(&c->tree, root, tokens, aligned,
-                                 RM_MATCH_TOUCH | RM_MATCH_SPLIT, now_ms, &last);
+    size_t have = rm_radix_match(&c->tree, root, tokens, aligned, RM_MATCH_TOUCH | RM_MATCH_SPLIT,
+                                 now_ms, &last);
     if (have < kv_start || (l && !is_ancestor_or_self(l->node, last)))
         return -ESTALE;
     rm_radix_lock(&c->tree, last);
@@ -587,8 +586,7 @@ int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_inser
     uint32_t fresh = reserved - dup;
     rm_radix_node *leaf = last;
     if (fresh > 0) {
-        leaf = rm_radix_attach(&c->tree, last, w->tokens + now_have, w->pages + dup, fresh,
-                               now_ms);
+        leaf = rm_radix_attach(&c->tree, last, w->tokens + now_have, w->pages + dup, fresh, now_ms);
         if (!leaf)
             abort();
     }

@@ -102,8 +102,7 @@ int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *t
 
 /* Longest cached page-aligned prefix, without counting the request or
  * recording an access (eviction order and statistics are untouched). */
-size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
-                     size_t n);
+size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n);
 
 typedef struct rm_insert_result {
     size_t cached_tokens;   /* page-aligned tokens already present */

@@ -47,9 +47,8 @@ static void copy_id(char *dst, size_t cap, const char *src)
 }
 
 /* Encodes req, calls, decodes the reply into rep. */
-static int call(rm_cache_client *cc, void *method, const pb_msgdesc_t *req_fields,
-                const void *req, const pb_msgdesc_t *rep_fields, void *rep, char *msg,
-                size_t msglen)
+static int call(rm_cache_client *cc, void *method, const pb_msgdesc_t *req_fields, const void *req,
+                const pb_msgdesc_t *rep_fields, void *rep, char *msg, size_t msglen)
 {
     grpc_byte_buffer *bb = rm_pb_encode_bb(req_fields, req), *reply = NULL;
     if (!bb) {
@@ -228,9 +227,8 @@ static bool decode_chunk_bytes(pb_istream_t *s, const pb_field_t *f, void **arg)
     return true;
 }
 
-int rm_cc_read_kv(rm_cache_client *cc, uint64_t lease_id, uint32_t start_token,
-                  uint32_t max_tokens, uint8_t *out, size_t cap, size_t *got, char *msg,
-                  size_t msglen)
+int rm_cc_read_kv(rm_cache_client *cc, uint64_t lease_id, uint32_t start_token, uint32_t max_tokens,
+                  uint8_t *out, size_t cap, size_t *got, char *msg, size_t msglen)
 {
     *got = 0;
     rm_rpc_stream s;

@@ -85,8 +85,7 @@ int rm_cc_write_kv(rm_cache_client *cc, const char *ns, const uint32_t *tokens, 
 
 /* ReadKV: copies the streamed bytes into out (capacity cap) and the number
  * of bytes into *got; chunks must arrive in order and contiguous. */
-int rm_cc_read_kv(rm_cache_client *cc, uint64_t lease_id, uint32_t start_token,
-                  uint32_t max_tokens, uint8_t *out, size_t cap, size_t *got, char *msg,
-                  size_t msglen);
+int rm_cc_read_kv(rm_cache_client *cc, uint64_t lease_id, uint32_t start_token, uint32_t max_tokens,
+                  uint8_t *out, size_t cap, size_t *got, char *msg, size_t msglen);
 
 #endif

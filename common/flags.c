@@ -20,8 +20,7 @@ static void usage(const rm_flagset *fs, FILE *out)
                 snprintf(def, sizeof def, " (default %s)", *(const char **)f->value);
             break;
         case RM_FLAG_U64:
-            snprintf(def, sizeof def, " (default %llu)",
-                     (unsigned long long)*(uint64_t *)f->value);
+            snprintf(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)f->value);
             break;
         case RM_FLAG_DOUBLE:
             snprintf(def, sizeof def, " (default %g)", *(double *)f->value);
@@ -65,12 +64,12 @@ static void set_value(const rm_flagset *fs, const rm_flag *f, const char *v, con
     case RM_FLAG_U64: {
         errno = 0;
         if (!*v || !isdigit((unsigned char)*v))
-            rm_flags_fail(fs, "%s --%s: expected a non-negative integer, got '%s'", from,
-                          f->name, v);
+            rm_flags_fail(fs, "%s --%s: expected a non-negative integer, got '%s'", from, f->name,
+                          v);
         unsigned long long x = strtoull(v, &end, 10);
         if (errno || *end)
-            rm_flags_fail(fs, "%s --%s: expected a non-negative integer, got '%s'", from,
-                          f->name, v);
+            rm_flags_fail(fs, "%s --%s: expected a non-negative integer, got '%s'", from, f->name,
+                          v);
         if (x < f->min || (f->max && x > f->max))
             rm_flags_fail(fs, "%s --%s: %llu is out of range [%llu, %llu]", from, f->name, x,
                           (unsigned long long)f->min, (unsigned long long)f->max);

@@ -16,8 +16,8 @@ typedef enum { RM_FLAG_STR, RM_FLAG_U64, RM_FLAG_BOOL, RM_FLAG_DOUBLE } rm_flag_
 typedef struct rm_flag {
     const char *name; /* without the leading "--" */
     rm_flag_type type;
-    void *value;      /* const char **, uint64_t *, int *, double * */
-    const char *help; /* one line; the default is appended automatically */
+    void *value;       /* const char **, uint64_t *, int *, double * */
+    const char *help;  /* one line; the default is appended automatically */
     uint64_t min, max; /* range for RM_FLAG_U64 (max 0: no upper bound) */
 } rm_flag;
 

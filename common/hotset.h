@@ -27,8 +27,8 @@ typedef struct rm_hotset {
     uint32_t block_tokens, max_blocks;
     double cold_share; /* stop descending below this share */
     uint64_t half_life_ms, epoch_ms;
-    double scale;      /* weight of one request now, relative to epoch_ms */
-    double total;      /* decayed request count, same units */
+    double scale; /* weight of one request now, relative to epoch_ms */
+    double total; /* decayed request count, same units */
     rm_hot_entry *slots;
     size_t mask, used;
 } rm_hotset;

@@ -24,10 +24,9 @@ int rm_pool_init(rm_pool *p, uint64_t npages, uint64_t page_bytes, int prefault)
     p->nfree = p->npages;
     if (page_bytes) {
         p->data_len = (size_t)npages * page_bytes;
-        void *m = mmap(NULL, p->data_len, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS |
-                           (prefault ? MAP_POPULATE : MAP_NORESERVE),
-                       -1, 0);
+        void *m =
+            mmap(NULL, p->data_len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | (prefault ? MAP_POPULATE : MAP_NORESERVE), -1, 0);
         if (m == MAP_FAILED)
             goto oom;
         p->data = m;

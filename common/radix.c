@@ -302,8 +302,8 @@ int rm_radix_root(rm_radix *t, const char *name, size_t len, int create, rm_radi
     return 0;
 }
 
-size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, size_t n,
-                      int flags, uint64_t now_ms, rm_radix_node **last)
+size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, size_t n, int flags,
+                      uint64_t now_ms, rm_radix_node **last)
 {
     uint32_t pt = t->page_tokens;
     size_t pos = 0;
@@ -427,9 +427,8 @@ uint64_t rm_radix_expire(rm_radix *t, uint64_t cutoff_ms, rm_radix_free_fn free_
             rm_radix_node *parent = n->parent;
             freed += remove_leaf(t, n, free_fn, ctx);
             /* Climb while the parent is now itself an idle evictable leaf. */
-            n = (parent->heap_idx != RM_RADIX_NOT_IN_HEAP && parent->last_ms < cutoff_ms)
-                    ? parent
-                    : NULL;
+            n = (parent->heap_idx != RM_RADIX_NOT_IN_HEAP && parent->last_ms < cutoff_ms) ? parent
+                                                                                          : NULL;
         }
     }
     free(victims);
@@ -444,8 +443,7 @@ size_t rm_radix_depth_tokens(const rm_radix *t, const rm_radix_node *node)
     return d;
 }
 
-size_t rm_radix_path_pages(const rm_radix *t, const rm_radix_node *node, uint32_t *out,
-                           size_t cap)
+size_t rm_radix_path_pages(const rm_radix *t, const rm_radix_node *node, uint32_t *out, size_t cap)
 {
     size_t total = 0;
     for (const rm_radix_node *n = node; n; n = n->parent)
@@ -555,8 +553,7 @@ int rm_radix_check(const rm_radix *t, const rm_radix_node *const *held, size_t n
             rc = fail(err, errlen, "parent of a node is not in the tree");
             goto out;
         }
-        if (n->hash != child_hash(t, n->parent, n->key) ||
-            child_find(t, n->parent, n->key) != n) {
+        if (n->hash != child_hash(t, n->parent, n->key) || child_find(t, n->parent, n->key) != n) {
             rc = fail(err, errlen, "child table lookup does not find node");
             goto out;
         }

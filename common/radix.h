@@ -96,8 +96,7 @@ void rm_radix_destroy(rm_radix *t);
 /* Root of namespace `name` (len bytes, any bytes allowed). With create, makes
  * it if missing. Returns 0, -ENOENT (absent, !create) or -ENOSPC (namespace
  * limit reached). The root belongs to the tree. */
-int rm_radix_root(rm_radix *t, const char *name, size_t len, int create,
-                  rm_radix_node **root);
+int rm_radix_root(rm_radix *t, const char *name, size_t len, int create, rm_radix_node **root);
 
 enum {
     RM_MATCH_SPLIT = 1, /* split a partly matched edge so *last ends at the match */
@@ -113,8 +112,8 @@ enum {
  * *last to the deepest node that lies entirely inside the match (root when
  * nothing matched); with RM_MATCH_SPLIT that node ends exactly at the match.
  * Returns the matched token count. */
-size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, size_t n,
-                      int flags, uint64_t now_ms, rm_radix_node **last);
+size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, size_t n, int flags,
+                      uint64_t now_ms, rm_radix_node **last);
 
 /* Adds a leaf under parent holding npages pages: tokens[0..npages*page_tokens)
  * and pages[0..npages) (page ids now owned by the tree). The parent must have
@@ -132,21 +131,18 @@ void rm_radix_unlock(rm_radix *t, rm_radix_node *node);
 /* Evicts unreferenced leaves in policy order until at least want_pages pages
  * were freed or nothing is evictable. Parents that become unreferenced leaves
  * join the candidates. Returns the pages freed (handed to free_fn). */
-uint64_t rm_radix_evict(rm_radix *t, uint64_t want_pages, rm_radix_free_fn free_fn,
-                        void *ctx);
+uint64_t rm_radix_evict(rm_radix *t, uint64_t want_pages, rm_radix_free_fn free_fn, void *ctx);
 
 /* Evicts every unreferenced leaf last accessed before cutoff_ms, repeatedly
  * (a parent that becomes such a leaf goes too). Returns pages freed. */
-uint64_t rm_radix_expire(rm_radix *t, uint64_t cutoff_ms, rm_radix_free_fn free_fn,
-                         void *ctx);
+uint64_t rm_radix_expire(rm_radix *t, uint64_t cutoff_ms, rm_radix_free_fn free_fn, void *ctx);
 
 /* Tokens from the namespace root to the end of node (0 for a root). */
 size_t rm_radix_depth_tokens(const rm_radix *t, const rm_radix_node *node);
 
 /* Copies the page ids from the root down to node into out (capacity cap
  * pages). Returns the number of pages on the path (even if > cap). */
-size_t rm_radix_path_pages(const rm_radix *t, const rm_radix_node *node, uint32_t *out,
-                           size_t cap);
+size_t rm_radix_path_pages(const rm_radix *t, const rm_radix_node *node, uint32_t *out, size_t cap);
 
 /* Checks every structural and accounting invariant: child table <-> parent
  * links and counts, heap order and membership (exactly the unreferenced

@@ -66,8 +66,8 @@ static int run_batch(rm_rpc_client *c, grpc_call *call, grpc_op *ops, size_t n, 
 {
     if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK)
         return -1;
-    grpc_event ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                NULL);
+    grpc_event ev =
+        grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     return ev.type == GRPC_OP_COMPLETE && ev.success ? 0 : -1;
 }
 
@@ -82,9 +82,8 @@ static void copy_details(grpc_slice details, char *msg, size_t msglen)
     msg[len] = '\0';
 }
 
-grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *req,
-                              int timeout_ms, grpc_byte_buffer **reply, char *msg,
-                              size_t msglen)
+grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *req, int timeout_ms,
+                              grpc_byte_buffer **reply, char *msg, size_t msglen)
 {
     *reply = NULL;
     grpc_call *call = grpc_channel_create_registered_call(

@@ -32,9 +32,8 @@ void *rm_rpc_client_method(rm_rpc_client *c, const char *path);
  * it); otherwise *reply is NULL and msg holds the status details. gRPC takes
  * req's slices when sending: the caller still destroys req but must not send
  * it again. timeout_ms 0: no deadline. */
-grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *req,
-                              int timeout_ms, grpc_byte_buffer **reply, char *msg,
-                              size_t msglen);
+grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *req, int timeout_ms,
+                              grpc_byte_buffer **reply, char *msg, size_t msglen);
 
 /* A streaming call, driven one blocking step at a time. */
 typedef struct rm_rpc_stream {

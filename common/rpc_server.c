@@ -78,11 +78,11 @@ int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m)
         return -1;
     reg_method *r = &s->methods[s->nmethods];
     r->m = *m;
-    r->handle = grpc_server_register_method(
-        s->server, m->path, NULL,
-        m->kind == RM_RPC_CLIENT_STREAMING ? GRPC_SRM_PAYLOAD_NONE
-                                           : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-        0);
+    r->handle = grpc_server_register_method(s->server, m->path, NULL,
+                                            m->kind == RM_RPC_CLIENT_STREAMING
+                                                ? GRPC_SRM_PAYLOAD_NONE
+                                                : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                            0);
     if (!r->handle)
         return -1;
     s->nmethods++;
@@ -142,8 +142,8 @@ static void request_call(rm_rpc_server *s, int method)
     if (method >= 0)
         err = grpc_server_request_registered_call(
             s->server, s->methods[method].handle, &c->call, &c->deadline, &c->md,
-            s->methods[method].m.kind == RM_RPC_CLIENT_STREAMING ? NULL : &c->payload, s->cq,
-            s->cq, &c->t_new);
+            s->methods[method].m.kind == RM_RPC_CLIENT_STREAMING ? NULL : &c->payload, s->cq, s->cq,
+            &c->t_new);
     else
         err = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
                                        &c->t_new);
@@ -230,8 +230,8 @@ int rm_rpc_call_recv(rm_rpc_call *c)
     return 0;
 }
 
-static int finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
-                  grpc_byte_buffer *final, int with_close)
+static int finish(rm_rpc_call *c, grpc_status_code code, const char *msg, grpc_byte_buffer *final,
+                  int with_close)
 {
     if (c->state == CALL_FINISHING) {
         if (final)
@@ -275,8 +275,7 @@ int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
 {
     /* Unary calls watch for the client's close in the finishing batch;
      * streaming calls started a separate close batch when accepted. */
-    int unary_async =
-        c->method >= 0 && c->srv->methods[c->method].m.kind == RM_RPC_UNARY_ASYNC;
+    int unary_async = c->method >= 0 && c->srv->methods[c->method].m.kind == RM_RPC_UNARY_ASYNC;
     if (code != GRPC_STATUS_OK && final) {
         grpc_byte_buffer_destroy(final);
         final = NULL;
@@ -422,8 +421,8 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
         request_call(s, i);
     uint64_t last_tick = rm_now_ms(), shutdown_at = 0;
     for (;;) {
-        gpr_timespec wait = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(tick_ms, GPR_TIMESPAN));
+        gpr_timespec wait =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(tick_ms, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(s->cq, wait, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
@@ -491,8 +490,7 @@ static void on_client_call(rm_cq_tag *tag, int ok)
 }
 
 int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
-                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb,
-                              void *ctx)
+                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb, void *ctx)
 {
     if (timeout_ms <= 0)
         return -1;
@@ -503,10 +501,10 @@ int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
     cc->details = grpc_empty_slice();
     grpc_metadata_array_init(&cc->md);
     grpc_metadata_array_init(&cc->tmd);
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                         gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-    cc->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq,
-                                                   method, deadline, NULL);
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    cc->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, method,
+                                                   deadline, NULL);
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;

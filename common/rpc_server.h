@@ -50,13 +50,13 @@ typedef enum {
 /* Unary handler: decode req, do the work, set *reply (ownership passes to
  * the framework) and return GRPC_STATUS_OK, or return an error code and
  * write a human-readable reason into msg. */
-typedef grpc_status_code (*rm_unary_fn)(void *ctx, grpc_byte_buffer *req,
-                                        grpc_byte_buffer **reply, char *msg, size_t msglen);
+typedef grpc_status_code (*rm_unary_fn)(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                        char *msg, size_t msglen);
 
 /* Streaming handler. msg (if any) belongs to the framework and is valid
  * only during the call. */
-typedef void (*rm_stream_fn)(void *ctx, rm_rpc_call *call, rm_call_event ev,
-                             grpc_byte_buffer *msg, int ok);
+typedef void (*rm_stream_fn)(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg,
+                             int ok);
 
 /* Async unary handler: req belongs to the framework (valid during the
  * call); the handler must end the call once with rm_rpc_call_finish. */
@@ -129,7 +129,6 @@ typedef void (*rm_rpc_reply_fn)(void *ctx, grpc_status_code st, grpc_byte_buffer
  * deadline is required (timeout_ms > 0) so shutdown never waits forever.
  * Returns 0, or -1 if the call could not start (cb is not called). */
 int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
-                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb,
-                              void *ctx);
+                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb, void *ctx);
 
 #endif

@@ -66,12 +66,11 @@ int main(int argc, char **argv)
         {"ttl-seconds", RM_FLAG_U64, &ttl_s, "drop entries idle this long; 0 = never", 0, 0},
         {"lease-ttl-ms", RM_FLAG_U64, &lease_ttl, "lease TTL when a Match asks for 0", 1,
          UINT32_MAX},
-        {"max-lease-ttl-ms", RM_FLAG_U64, &max_lease_ttl, "longest lease a client may ask for",
-         1, UINT32_MAX},
+        {"max-lease-ttl-ms", RM_FLAG_U64, &max_lease_ttl, "longest lease a client may ask for", 1,
+         UINT32_MAX},
         {"max-leases", RM_FLAG_U64, &max_leases, "live leases at most", 1, UINT32_MAX},
         {"max-namespaces", RM_FLAG_U64, &max_ns, "namespaces at most", 1, 1u << 20},
-        {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1,
-         1u << 26},
+        {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
         {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
         {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout,
@@ -79,8 +78,8 @@ int main(int argc, char **argv)
         {"hot-block-tokens", RM_FLAG_U64, &hot_block,
          "block size of hot-prefix tracking (must equal the routers' --key-block-tokens)", 1,
          1u << 20},
-        {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life,
-         "half-life of the hot-prefix counts", 100, 86400000},
+        {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life, "half-life of the hot-prefix counts", 100,
+         86400000},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-node", "--listen HOST:PORT [options]", "RADIXMESH", flags,
@@ -89,8 +88,7 @@ int main(int argc, char **argv)
 
     rm_log_level lvl;
     if (rm_log_parse_level(log_level, &lvl))
-        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'",
-                      log_level);
+        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'", log_level);
     rm_log_set_level(lvl);
     char host[256];
     int port;

@@ -182,8 +182,8 @@ static grpc_status_code do_match(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
         const char *ns = ns_or_empty(r.namespace);
         uint64_t now = rm_now_ms();
         rm_match_result mr;
-        int rc = rm_cache_match(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease,
-                                r.lease_ttl_ms, now, &mr);
+        int rc = rm_cache_match(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease, r.lease_ttl_ms,
+                                now, &mr);
         if (rc == 0)
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
         if (rc) {
@@ -217,15 +217,14 @@ static grpc_status_code do_insert(void *ctx, grpc_byte_buffer *req, grpc_byte_bu
     radixmesh_v1_InsertRequest r = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens toks = {0};
     rm_pb_tokens_decoder(&r.tokens, &toks);
-    grpc_status_code code =
-        decode(n, req, radixmesh_v1_InsertRequest_fields, &r, &toks, msg, len);
+    grpc_status_code code = decode(n, req, radixmesh_v1_InsertRequest_fields, &r, &toks, msg, len);
     if (code == GRPC_STATUS_OK)
         code = check_namespace(n, r.namespace, msg, len);
     if (code == GRPC_STATUS_OK) {
         const char *ns = ns_or_empty(r.namespace);
         rm_insert_result ir;
-        int rc = rm_cache_insert(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease_id,
-                                 rm_now_ms(), &ir);
+        int rc = rm_cache_insert(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease_id, rm_now_ms(),
+                                 &ir);
         if (rc) {
             code = cache_error(n, rc, r.lease_id, msg, len);
         } else {
@@ -387,8 +386,7 @@ static void read_send_next(rm_node *n, rm_rpc_call *call, read_state *st)
     rm_rpc_call_send(call, bb);
 }
 
-static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg,
-                    int ok)
+static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg, int ok)
 {
     rm_node *n = ctx;
     read_state *st = rm_rpc_call_user(call);
@@ -463,7 +461,7 @@ typedef struct write_state {
     rm_kv_write w;
     int begun;
     uint64_t received, expected; /* KV bytes */
-    uint8_t *stash;               /* first message's kv, before the write began */
+    uint8_t *stash;              /* first message's kv, before the write began */
     size_t stash_len;
     int overflow;
 } write_state;
@@ -514,8 +512,7 @@ static bool decode_kv(pb_istream_t *s, const pb_field_t *f, void **arg)
     return s->bytes_left == 0;
 }
 
-static void write_fail(write_state *ws, rm_rpc_call *call, grpc_status_code code,
-                       const char *msg)
+static void write_fail(write_state *ws, rm_rpc_call *call, grpc_status_code code, const char *msg)
 {
     if (ws->begun) {
         rm_cache_write_abort(&ws->node->cache, &ws->w);
@@ -553,8 +550,9 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
             snprintf(err, sizeof err,
                      "kv_start_token %u must be a multiple of %u and within the sequence",
                      r.kv_start_token, n->cache.cfg.page_tokens);
-        write_fail(ws, call, n->cache.pool.data ? GRPC_STATUS_INVALID_ARGUMENT
-                                                : GRPC_STATUS_FAILED_PRECONDITION,
+        write_fail(ws, call,
+                   n->cache.pool.data ? GRPC_STATUS_INVALID_ARGUMENT
+                                      : GRPC_STATUS_FAILED_PRECONDITION,
                    err);
         goto out;
     }
@@ -579,8 +577,7 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
     ws->expected = (ws->w.ntokens - ws->w.kv_start) * n->cache.cfg.kv_bytes_per_token;
     ws->phase = WRITE_STREAMING;
     if (ws->stash_len > ws->expected) {
-        write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT,
-                   "more KV bytes than the sequence needs");
+        write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT, "more KV bytes than the sequence needs");
         goto out;
     }
     write_bytes(ws, ws->stash, NULL, ws->stash_len);
@@ -639,8 +636,7 @@ static void write_end(write_state *ws, rm_rpc_call *call)
                        bb ? NULL : "cannot encode reply", bb);
 }
 
-static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg,
-                     int ok)
+static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg, int ok)
 {
     rm_node *n = ctx;
     write_state *ws = rm_rpc_call_user(call);
@@ -687,13 +683,34 @@ static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_b
 int rm_node_register(rm_node *n, rm_rpc_server *srv)
 {
     const rm_rpc_method methods[] = {
-        {.path = "/radixmesh.v1.CacheNode/Match", .kind = RM_RPC_UNARY, .unary = do_match, .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/Insert", .kind = RM_RPC_UNARY, .unary = do_insert, .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/Release", .kind = RM_RPC_UNARY, .unary = do_release, .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/Stats", .kind = RM_RPC_UNARY, .unary = do_stats, .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/ReadKV", .kind = RM_RPC_SERVER_STREAMING, .stream = read_kv, .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/WriteKV", .kind = RM_RPC_CLIENT_STREAMING, .stream = write_kv, .ctx = n},
-        {.path = "/grpc.health.v1.Health/Check", .kind = RM_RPC_UNARY, .unary = do_health, .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Match",
+         .kind = RM_RPC_UNARY,
+         .unary = do_match,
+         .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Insert",
+         .kind = RM_RPC_UNARY,
+         .unary = do_insert,
+         .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Release",
+         .kind = RM_RPC_UNARY,
+         .unary = do_release,
+         .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/Stats",
+         .kind = RM_RPC_UNARY,
+         .unary = do_stats,
+         .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/ReadKV",
+         .kind = RM_RPC_SERVER_STREAMING,
+         .stream = read_kv,
+         .ctx = n},
+        {.path = "/radixmesh.v1.CacheNode/WriteKV",
+         .kind = RM_RPC_CLIENT_STREAMING,
+         .stream = write_kv,
+         .ctx = n},
+        {.path = "/grpc.health.v1.Health/Check",
+         .kind = RM_RPC_UNARY,
+         .unary = do_health,
+         .ctx = n},
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)
         if (rm_rpc_server_add_method(srv, &methods[i]) != 0)

@@ -16,9 +16,9 @@ typedef struct rm_node_config {
     rm_cache_config cache;
     uint64_t max_request_tokens;
     uint32_t max_namespace_bytes;
-    uint32_t kv_chunk_bytes; /* target payload of one ReadKV chunk */
-    uint32_t hot_block_tokens;  /* block size of hot-prefix tracking */
-    uint64_t hot_half_life_ms;  /* how fast past traffic is forgotten */
+    uint32_t kv_chunk_bytes;   /* target payload of one ReadKV chunk */
+    uint32_t hot_block_tokens; /* block size of hot-prefix tracking */
+    uint64_t hot_half_life_ms; /* how fast past traffic is forgotten */
 } rm_node_config;
 
 typedef struct rm_node rm_node;

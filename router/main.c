@@ -201,29 +201,28 @@ int main(int argc, char **argv)
          0},
         {"key-block-tokens", RM_FLAG_U64, &block,
          "block size of routing keys (= the nodes' --hot-block-tokens)", 1, 1u << 20},
-        {"max-key-blocks", RM_FLAG_U64, &max_blocks, "keys look at most this many blocks deep",
-         1, 1024},
+        {"max-key-blocks", RM_FLAG_U64, &max_blocks, "keys look at most this many blocks deep", 1,
+         1024},
         {"hot-share", RM_FLAG_DOUBLE, &hot_share,
          "share of traffic that makes a prefix hot; 0 = max(0.02, 0.5/nodes)", 0, 0},
         {"fixed-key-tokens", RM_FLAG_U64, &fixed, "N for --key-mode fixed", 1, 1u << 24},
-        {"call-timeout-ms", RM_FLAG_U64, &timeout, "deadline of each call to a node", 10,
-         600000},
+        {"call-timeout-ms", RM_FLAG_U64, &timeout, "deadline of each call to a node", 10, 600000},
         {"health-interval-ms", RM_FLAG_U64, &health, "node health-check period", 50, 600000},
         {"stats-interval", RM_FLAG_U64, &stats, "node Stats poll period in ms", 50, 600000},
         {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
         {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
-        {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout,
-         "then wait this long for in-flight calls", 0, 600000},
+        {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout, "then wait this long for in-flight calls",
+         0, 600000},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
-    rm_flagset fs = {"radixmesh-router", "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)",
-                     "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
+    rm_flagset fs = {"radixmesh-router",
+                     "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)", "RADIXMESH",
+                     flags, (int)RM_ARRAY_LEN(flags)};
     rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
     rm_log_level lvl;
     if (rm_log_parse_level(log_level, &lvl))
-        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'",
-                      log_level);
+        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'", log_level);
     rm_log_set_level(lvl);
     if (!nodes == !nodes_dns)
         rm_flags_fail(&fs, "give exactly one of --nodes and --nodes-dns");
@@ -272,11 +271,17 @@ int main(int argc, char **argv)
     pthread_t dns_thread;
     int dns_running = 0;
     char err[512];
-    if (nodes && add_static_nodes(r, nodes, err, sizeof err) != 0)
+    if (nodes && add_static_nodes(r, nodes, err, sizeof err) != 0) {
+        rm_router_destroy(r);
+        grpc_shutdown();
         rm_flags_fail(&fs, "%s", err);
+    }
     if (nodes_dns) {
-        if (rm_parse_hostport(nodes_dns, dns.host, sizeof dns.host, &dns.port))
+        if (rm_parse_hostport(nodes_dns, dns.host, sizeof dns.host, &dns.port)) {
+            rm_router_destroy(r);
+            grpc_shutdown();
             rm_flags_fail(&fs, "--nodes-dns: expected NAME:PORT, got '%s'", nodes_dns);
+        }
         dns.interval_ms = (uint32_t)dns_interval;
         pthread_mutex_init(&dns.mu, NULL);
         pthread_create(&dns_thread, NULL, dns_loop, &dns);

@@ -161,8 +161,7 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     grpc_channel_credentials_release(creds);
     n->m_match = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Match", NULL, NULL);
     n->m_insert = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Insert", NULL, NULL);
-    n->m_release =
-        grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Release", NULL, NULL);
+    n->m_release = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Release", NULL, NULL);
     n->m_stats = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Stats", NULL, NULL);
     n->m_health = grpc_channel_register_call(n->ch, "/grpc.health.v1.Health/Check", NULL, NULL);
     r->nodes[r->nnodes++] = n;
@@ -468,8 +467,8 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
                 n->id = rm_xstrndup(rid, strlen(rid)); /* discovered via DNS */
                 rm_log(RM_LOG_INFO, "router", "node at %s is %s", n->address, n->id);
             } else if (n->id && strcmp(n->id, rid) != 0 && !n->id_warned) {
-                rm_log(RM_LOG_WARN, "router", "node %s at %s calls itself '%s'", n->id,
-                       n->address, rid);
+                rm_log(RM_LOG_WARN, "router", "node %s at %s calls itself '%s'", n->id, n->address,
+                       rid);
                 n->id_warned = 1;
             }
             recompute_hot(r);
@@ -561,8 +560,7 @@ static void forward(proxy *p)
     if (rm_rpc_server_client_call(p->r->srv, p->node->ch, method_of(p, p->node), bb,
                                   (int)p->r->cfg.call_timeout_ms, on_forward_reply, p) != 0) {
         p->node->inflight--;
-        rm_rpc_call_finish(p->call, GRPC_STATUS_INTERNAL, "cannot start a call to the node",
-                           NULL);
+        rm_rpc_call_finish(p->call, GRPC_STATUS_INTERNAL, "cannot start a call to the node", NULL);
         proxy_free(p);
     }
     grpc_byte_buffer_destroy(bb);
@@ -590,17 +588,17 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
     if (p->kind == PX_RELEASE) {
         /* The lease lived on a node that is gone or hung: it dies with the
          * node or expires by TTL. Nothing is left to release. */
-        rm_rpc_call_finish(p->call, GRPC_STATUS_OK, NULL,
-                           rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields,
-                                           &(radixmesh_v1_ReleaseReply){0}));
+        rm_rpc_call_finish(
+            p->call, GRPC_STATUS_OK, NULL,
+            rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
         proxy_free(p);
         return;
     }
     rnode *next = p->attempts < 2 ? pick(r, p->key, n, 1, NULL) : NULL;
     if (!next) {
         char msg[512];
-        snprintf(msg, sizeof msg, "no cache node could serve the call (last: %s at %s: %s)",
-                 n->id, n->address, details);
+        snprintf(msg, sizeof msg, "no cache node could serve the call (last: %s at %s: %s)", n->id,
+                 n->address, details);
         rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
         proxy_free(p);
         return;
@@ -782,8 +780,8 @@ static void do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens toks = {0};
     char err[256];
-    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_MatchRequest_fields, &m,
-                                            &m.tokens, &toks, err, sizeof err);
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens,
+                                            &toks, err, sizeof err);
     if (st != GRPC_STATUS_OK)
         rm_rpc_call_finish(call, st, err, NULL);
     else if (m.peek)
@@ -838,7 +836,7 @@ static void do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
          * without the lease (which only the old node knew). */
         n = pick(r, key, NULL, 1, NULL);
         bytes = (m.lease_id && !(m.node_id && *m.node_id)) ? request_bytes(req)
-                                                            : grpc_slice_ref(fallback);
+                                                           : grpc_slice_ref(fallback);
     }
     if (!n) {
         grpc_slice_unref(fallback);
@@ -870,9 +868,9 @@ static void do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
             rm_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err, NULL);
         } else if (!n->healthy) {
             /* Down or hung: its leases die with it or expire by TTL. */
-            rm_rpc_call_finish(call, GRPC_STATUS_OK, NULL,
-                               rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields,
-                                               &(radixmesh_v1_ReleaseReply){0}));
+            rm_rpc_call_finish(
+                call, GRPC_STATUS_OK, NULL,
+                rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
         } else {
             n->inflight++;
             proxy *p = rm_xcalloc(1, sizeof *p);
@@ -889,8 +887,8 @@ static void do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens toks = {0};
     char err[256];
-    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_RouteRequest_fields, &m,
-                                            &m.tokens, &toks, err, sizeof err);
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens,
+                                            &toks, err, sizeof err);
     if (st != GRPC_STATUS_OK)
         rm_rpc_call_finish(call, st, err, NULL);
     else
@@ -921,8 +919,8 @@ static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
     return true;
 }
 
-static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req,
-                                         grpc_byte_buffer **reply, char *msg, size_t len)
+static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                         char *msg, size_t len)
 {
     rm_router *r = ctx;
     radixmesh_v1_ClusterStatsRequest q = radixmesh_v1_ClusterStatsRequest_init_zero;
@@ -937,9 +935,8 @@ static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req,
         cs.query_tokens_total += n->stats.query_tokens_total;
         cs.hit_tokens_total += n->stats.hit_tokens_total;
     }
-    cs.hit_rate = cs.query_tokens_total
-                      ? (double)cs.hit_tokens_total / (double)cs.query_tokens_total
-                      : 0.0;
+    cs.hit_rate =
+        cs.query_tokens_total ? (double)cs.hit_tokens_total / (double)cs.query_tokens_total : 0.0;
     cs.routed_requests_total = r->routed_total;
     cs.spills_total = r->spills;
     cs.failovers_total = r->failovers;
@@ -981,17 +978,29 @@ int rm_router_register(rm_router *r, rm_rpc_server *srv)
 {
     r->srv = srv;
     const rm_rpc_method methods[] = {
-        {.path = "/radixmesh.v1.Router/Route", .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = do_route, .ctx = r},
-        {.path = "/radixmesh.v1.Router/Match", .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = do_match, .ctx = r},
-        {.path = "/radixmesh.v1.Router/Insert", .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = do_insert, .ctx = r},
-        {.path = "/radixmesh.v1.Router/Release", .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = do_release, .ctx = r},
-        {.path = "/radixmesh.v1.Router/ClusterStats", .kind = RM_RPC_UNARY,
-         .unary = do_cluster_stats, .ctx = r},
-        {.path = "/grpc.health.v1.Health/Check", .kind = RM_RPC_UNARY, .unary = do_health,
+        {.path = "/radixmesh.v1.Router/Route",
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_route,
+         .ctx = r},
+        {.path = "/radixmesh.v1.Router/Match",
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_match,
+         .ctx = r},
+        {.path = "/radixmesh.v1.Router/Insert",
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_insert,
+         .ctx = r},
+        {.path = "/radixmesh.v1.Router/Release",
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = do_release,
+         .ctx = r},
+        {.path = "/radixmesh.v1.Router/ClusterStats",
+         .kind = RM_RPC_UNARY,
+         .unary = do_cluster_stats,
+         .ctx = r},
+        {.path = "/grpc.health.v1.Health/Check",
+         .kind = RM_RPC_UNARY,
+         .unary = do_health,
          .ctx = r},
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)

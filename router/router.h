@@ -15,13 +15,13 @@ typedef enum { RM_KEY_ADAPTIVE = 0, RM_KEY_FIXED = 1 } rm_key_mode;
 
 typedef struct rm_router_config {
     const char *router_id;
-    double load_factor;       /* bounded-load c, > 1 */
-    double load_floor;        /* nodes below this load are never skipped */
-    uint32_t vnodes;          /* ring points per unit of weight */
-    uint32_t choices;         /* ring candidates peeked per request: 1 or 2 */
+    double load_factor;        /* bounded-load c, > 1 */
+    double load_floor;         /* nodes below this load are never skipped */
+    uint32_t vnodes;           /* ring points per unit of weight */
+    uint32_t choices;          /* ring candidates peeked per request: 1 or 2 */
     uint32_t key_block_tokens; /* must equal the nodes' --hot-block-tokens */
     uint32_t max_key_blocks;
-    double hot_share;         /* 0: auto = max(0.02, 0.5 / healthy nodes) */
+    double hot_share; /* 0: auto = max(0.02, 0.5 / healthy nodes) */
     rm_key_mode key_mode;
     uint32_t fixed_key_tokens; /* RM_KEY_FIXED: hash of the first N tokens */
     uint32_t call_timeout_ms;  /* per forwarded call */

@@ -2,8 +2,8 @@
 # The whole test suite: installs what is missing, builds three ways and runs
 #   1. ctest on the release build (unit, fuzz, integration, Python contract),
 #   2. ctest on an ASan+UBSan build,
-#   3. valgrind memcheck over the unit tests and the node daemon under the
-#      C integration test (zero errors, zero definite leaks).
+#   3. valgrind memcheck over the unit tests and both daemons under their
+#      C integration tests (zero errors, zero definite leaks).
 # Prints "N passed, N failed" per stage and a total; exits non-zero on any
 # failure.
 set -uo pipefail
@@ -40,6 +40,11 @@ wrap="$root/build/radixmesh-node-valgrind"
 printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-node" >"$wrap"
 chmod +x "$wrap"
 "$root/build/test_node_rpc" "$wrap" || { echo "valgrind: node daemon failed"; rc=1; }
+rwrap="$root/build/radixmesh-router-valgrind"
+printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-router" >"$rwrap"
+chmod +x "$rwrap"
+RM_TEST_UNDER_VALGRIND=1 "$root/build/test_router" "$root/build/radixmesh-node" "$rwrap" ||
+  { echo "valgrind: router daemon failed"; rc=1; }
 record $rc
 
 echo

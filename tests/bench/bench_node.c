@@ -137,8 +137,8 @@ static void bench_inprocess(void)
 
 static size_t echo_reply_len = 16;
 
-static grpc_status_code echo(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
-                             char *msg, size_t len)
+static grpc_status_code echo(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply, char *msg,
+                             size_t len)
 {
     (void)ctx;
     (void)msg;
@@ -148,9 +148,8 @@ static grpc_status_code echo(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer 
     grpc_byte_buffer_reader_init(&r, req);
     grpc_slice all = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    grpc_slice out = grpc_slice_sub(all, 0, GRPC_SLICE_LENGTH(all) < echo_reply_len
-                                                ? GRPC_SLICE_LENGTH(all)
-                                                : echo_reply_len);
+    grpc_slice out = grpc_slice_sub(
+        all, 0, GRPC_SLICE_LENGTH(all) < echo_reply_len ? GRPC_SLICE_LENGTH(all) : echo_reply_len);
     *reply = grpc_raw_byte_buffer_create(&out, 1);
     grpc_slice_unref(out);
     grpc_slice_unref(all);
@@ -161,7 +160,8 @@ static int serve_echo(void)
 {
     grpc_init();
     rm_rpc_server *s = rm_rpc_server_create(NULL);
-    rm_rpc_method m = {.path = "/radixmesh.v1.CacheNode/Match", .kind = RM_RPC_UNARY, .unary = echo};
+    rm_rpc_method m = {
+        .path = "/radixmesh.v1.CacheNode/Match", .kind = RM_RPC_UNARY, .unary = echo};
     rm_rpc_server_add_method(s, &m);
     int port = rm_rpc_server_listen(s, "127.0.0.1:0");
     printf("LISTENING 127.0.0.1:%d\n", port);
@@ -190,9 +190,9 @@ static void call_start(driver *d, async_call *c)
     grpc_metadata_array_init(&c->md);
     grpc_metadata_array_init(&c->tmd);
     c->resp = NULL;
-    c->call = grpc_channel_create_registered_call(d->cl.ch, NULL, GRPC_PROPAGATE_DEFAULTS, d->cq,
-                                                  d->method, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                  NULL);
+    c->call =
+        grpc_channel_create_registered_call(d->cl.ch, NULL, GRPC_PROPAGATE_DEFAULTS, d->cq,
+                                            d->method, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     grpc_slice s = grpc_slice_ref(d->req);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
@@ -268,8 +268,8 @@ static double drive(const char *addr, grpc_slice req, int depth, double seconds,
 static void bench_rpc(const char *node_bin, const char *self)
 {
     test_daemon node, echo_srv;
-    const char *nargv[] = {node_bin, "--node-id", "bench", "--shutdown-delay-ms", "0",
-                           "--log-level", "warn", NULL};
+    const char *nargv[] = {node_bin, "--node-id",   "bench", "--shutdown-delay-ms",
+                           "0",      "--log-level", "warn",  NULL};
     const char *eargv[] = {self, "--serve-echo", NULL};
     if (td_start(&node, nargv) || td_start(&echo_srv, eargv)) {
         fprintf(stderr, "bench: cannot start servers\n");
@@ -390,9 +390,10 @@ static void bench_readkv(const char *node_bin)
     char pool_bytes[32];
     snprintf(pool_bytes, sizeof pool_bytes, "%llu", (unsigned long long)(ntok * kvb * 2));
     test_daemon node;
-    const char *argv[] = {node_bin, "--node-id", "kv", "--shutdown-delay-ms", "0", "--log-level",
-                          "warn", "--kv-bytes-per-token", "131072", "--pool-bytes", pool_bytes,
-                          "--prefault", NULL};
+    const char *argv[] = {node_bin, "--node-id",    "kv",       "--shutdown-delay-ms",
+                          "0",      "--log-level",  "warn",     "--kv-bytes-per-token",
+                          "131072", "--pool-bytes", pool_bytes, "--prefault",
+                          NULL};
     if (td_start(&node, argv)) {
         fprintf(stderr, "bench: cannot start KV node\n");
         exit(1);

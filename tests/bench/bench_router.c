@@ -25,7 +25,7 @@
 #include "util.h"
 
 #define NODES 8
-#define PAGE 16
+#define PAGE  16
 
 static const char *node_bin, *router_bin;
 
@@ -178,19 +178,23 @@ static result run_cluster(const workload *w, uint64_t pool_tokens, const char *k
     for (int i = 0; i < NODES; i++) {
         char id[16];
         snprintf(id, sizeof id, "node-%d", i);
-        const char *argv[] = {node_bin, "--node-id", id, "--pool-tokens", pool,
-                              "--page-tokens", "16", "--shutdown-delay-ms", "0",
-                              "--log-level", "warn", NULL};
+        const char *argv[] = {node_bin, "--node-id",     id,     "--pool-tokens",
+                              pool,     "--page-tokens", "16",   "--shutdown-delay-ms",
+                              "0",      "--log-level",   "warn", NULL};
         if (td_start(&nodes[i], argv))
             exit(1);
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=%s", i ? "," : "", id,
                  nodes[i].addr);
     }
-    const char *rargv[] = {router_bin, "--nodes", list, "--key-mode", key_mode,
-                           "--fixed-key-tokens", fixed_tokens, "--choices", choices,
-                           "--health-interval-ms", "200",
-                           "--stats-interval", "250", "--shutdown-delay-ms", "0",
-                           "--log-level", "warn", NULL};
+    const char *rargv[] = {router_bin,   "--nodes",
+                           list,         "--key-mode",
+                           key_mode,     "--fixed-key-tokens",
+                           fixed_tokens, "--choices",
+                           choices,      "--health-interval-ms",
+                           "200",        "--stats-interval",
+                           "250",        "--shutdown-delay-ms",
+                           "0",          "--log-level",
+                           "warn",       NULL};
     if (td_start(&router, rargv))
         exit(1);
     rm_cache_client cc;
@@ -248,8 +252,8 @@ static void report(const char *name, const result *r, double ideal)
 {
     printf("   %-25s hit %.4f (cluster says %.4f) = %.3f of ideal; max/mean requests %.3f; "
            "spills %llu; errors %llu; %.1f s\n",
-           name, r->hit, r->cluster_hit, r->hit / ideal, r->max_mean,
-           (unsigned long long)r->spills, (unsigned long long)r->errors, r->secs);
+           name, r->hit, r->cluster_hit, r->hit / ideal, r->max_mean, (unsigned long long)r->spills,
+           (unsigned long long)r->errors, r->secs);
 }
 
 static void run_modes(const workload *w, uint64_t node_pool_tokens, double ideal)
@@ -299,8 +303,8 @@ int main(int argc, char **argv)
         printf("A. Mooncake trace: %zu requests, %llu unique blocks, %zu tokens/block; "
                "node pool %llu tokens x %d\n"
                "   ideal single LRU (%llu tokens): hit %.4f\n",
-               w.n, (unsigned long long)w.unique_blocks, B, (unsigned long long)node_tokens,
-               NODES, (unsigned long long)(node_pages * NODES * PAGE), ideal);
+               w.n, (unsigned long long)w.unique_blocks, B, (unsigned long long)node_tokens, NODES,
+               (unsigned long long)(node_pages * NODES * PAGE), ideal);
         run_modes(&w, node_pages * PAGE, ideal);
     } else {
         printf("A. Mooncake trace: %s not found, skipped\n", trace);

@@ -20,8 +20,8 @@ static void fill(uint32_t *out, size_t n, uint32_t seed)
 
 static int start_node(test_daemon *d, const char *extra[])
 {
-    const char *argv[40] = {node_bin, "--node-id", "t1", "--shutdown-delay-ms", "0",
-                            "--log-level", "warn"};
+    const char *argv[40] = {node_bin, "--node-id",   "t1",  "--shutdown-delay-ms",
+                            "0",      "--log-level", "warn"};
     int n = 7;
     for (int i = 0; extra && extra[i]; i++)
         argv[n++] = extra[i];
@@ -56,7 +56,8 @@ static void test_basic_cycle(rm_cache_client *cc)
     CHECK(m.lease_id != 0);
     CHECK(strcmp(m.node_id, "t1") == 0);
     rm_cc_insert_reply ir;
-    CHECK_EQ(rm_cc_insert(cc, "m", tok, 612, m.lease_id, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 612, m.lease_id, NULL, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, 608);
     CHECK_EQ(ir.cached_tokens, 0);
     radixmesh_v1_NodeStats s = stats(cc);
@@ -88,8 +89,7 @@ static void test_bad_input(rm_cache_client *cc)
         sl = grpc_slice_from_copied_buffer(junk, sizeof junk - 1);
         bb = grpc_raw_byte_buffer_create(&sl, 1);
         grpc_slice_unref(sl);
-        grpc_status_code st = rm_rpc_unary(&cc->rpc, methods[i], bb, 5000, &reply, msg,
-                                           sizeof msg);
+        grpc_status_code st = rm_rpc_unary(&cc->rpc, methods[i], bb, 5000, &reply, msg, sizeof msg);
         grpc_byte_buffer_destroy(bb);
         CHECK_EQ(st, GRPC_STATUS_INVALID_ARGUMENT);
         CHECK(strstr(msg, "malformed") != NULL);
@@ -127,8 +127,7 @@ static void test_bad_input(rm_cache_client *cc)
     char ns[1100];
     memset(ns, 'x', sizeof ns - 1);
     ns[sizeof ns - 1] = '\0';
-    CHECK_EQ(rm_cc_match(cc, ns, tok, 64, 0, 0, &m, msg, sizeof msg),
-             GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_EQ(rm_cc_match(cc, ns, tok, 64, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_INVALID_ARGUMENT);
     /* ReadKV on a metadata-only node. */
     uint8_t buf[16];
     size_t got;
@@ -281,8 +280,7 @@ static void test_kv_roundtrip(void)
     /* Claiming the node holds more than it does is refused with a hint. */
     uint32_t fresh[64];
     fill(fresh, 64, 10);
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", fresh, 64, 32, 0, tail, 32 * KVB, 4096, &ir, msg,
-                            sizeof msg),
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", fresh, 64, 32, 0, tail, 32 * KVB, 4096, &ir, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
     CHECK(strstr(msg, "resend KV from token 0") != NULL);
     check_accounting(&cc);
@@ -372,8 +370,8 @@ static void test_concurrent_clients(void)
 static void test_sigterm_drains(void)
 {
     test_daemon d;
-    const char *argv[] = {node_bin, "--node-id", "t2", "--shutdown-delay-ms", "600",
-                          "--log-level", "warn", NULL};
+    const char *argv[] = {node_bin, "--node-id",   "t2",   "--shutdown-delay-ms",
+                          "600",    "--log-level", "warn", NULL};
     REQUIRE(td_start(&d, argv) == 0);
     rm_cache_client cc;
     REQUIRE(rm_cc_init(&cc, d.addr, 2000) == 0);
@@ -404,11 +402,8 @@ static void test_sigterm_drains(void)
 static void test_bad_flags_exit_2(void)
 {
     const char *cases[][4] = {
-        {"--pool-tokens", "abc", NULL},
-        {"--eviction", "fifo", NULL},
-        {"--no-such-flag", NULL},
-        {"--page-tokens", "0", NULL},
-        {"--pool-bytes", "1000", NULL},
+        {"--pool-tokens", "abc", NULL}, {"--eviction", "fifo", NULL},   {"--no-such-flag", NULL},
+        {"--page-tokens", "0", NULL},   {"--pool-bytes", "1000", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *argv[8] = {node_bin};

@@ -10,10 +10,15 @@
 #include "util.h"
 
 #define NODES 4
-#define SYS 640 /* shared system prompt: 10 key blocks of 64 */
+#define SYS   640 /* shared system prompt: 10 key blocks of 64 */
 
 static const char *node_bin, *router_bin;
 static const char *killed_id = "n3"; /* the node the failover phase kills */
+/* tests/run.sh's memcheck stage runs the router ~20x slower under valgrind:
+ * stats polls and load decay then drift against the traffic, so the
+ * timing-bound figures (affinity, replica agreement) are reported but only
+ * asserted in native and sanitizer runs. Correctness is asserted in all. */
+static int under_valgrind;
 static test_daemon nodes[NODES];
 static char node_list[1024];
 
@@ -23,8 +28,9 @@ static void start_cluster(void)
     for (int i = 0; i < NODES; i++) {
         char id[16];
         snprintf(id, sizeof id, "n%d", i);
-        const char *argv[] = {node_bin, "--node-id", id, "--shutdown-delay-ms", "0",
-                              "--log-level", "warn", "--hot-half-life-ms", "3000", NULL};
+        const char *argv[] = {node_bin, "--node-id",   id,     "--shutdown-delay-ms",
+                              "0",      "--log-level", "warn", "--hot-half-life-ms",
+                              "3000",   NULL};
         REQUIRE(td_start(&nodes[i], argv) == 0);
         snprintf(node_list + strlen(node_list), sizeof node_list - strlen(node_list), "%s%s=%s",
                  i ? "," : "", id, nodes[i].addr);
@@ -33,11 +39,15 @@ static void start_cluster(void)
 
 static void start_router(test_daemon *r, const char *id)
 {
-    const char *argv[] = {router_bin, "--nodes", node_list, "--router-id", id,
-                          "--health-interval-ms", "200", "--stats-interval", "200",
-                          "--call-timeout-ms", "1000", "--shutdown-delay-ms", "0",
-                          "--load-half-life-ms", "200",
-                          "--log-level", "warn", NULL};
+    const char *argv[] = {router_bin, "--nodes",
+                          node_list,  "--router-id",
+                          id,         "--health-interval-ms",
+                          "200",      "--stats-interval",
+                          "200",      "--call-timeout-ms",
+                          "1000",     "--shutdown-delay-ms",
+                          "0",        "--load-half-life-ms",
+                          "200",      "--log-level",
+                          "warn",     NULL};
     REQUIRE(td_start(r, argv) == 0);
 }
 
@@ -84,8 +94,9 @@ static size_t conversation(uint32_t *tok, int conv, int turn)
         tok[n] = (uint32_t)(50000 + n);
     for (int t = 0; t <= turn; t++)
         for (int k = 0; k < 96; k++)
-            tok[n++] = (uint32_t)(rm_mix64((uint64_t)conv * 1000 + (uint64_t)t * 100 + (uint64_t)k) %
-                                  120000);
+            tok[n++] =
+                (uint32_t)(rm_mix64((uint64_t)conv * 1000 + (uint64_t)t * 100 + (uint64_t)k) %
+                           120000);
     return n;
 }
 
@@ -118,10 +129,10 @@ static void *run_worker(void *p)
                 st = rm_cc_insert(&cc, "chat", tok, n, m.lease_id, m.node_id, &ir, msg, sizeof msg);
             /* Pinned to the Match node, unless that node was just killed
              * (then the router caches it where the key goes now). */
-            if (!st && strcmp(ir.node_id, m.node_id) != 0 &&
-                strcmp(m.node_id, killed_id) != 0) {
+            if (!st && strcmp(ir.node_id, m.node_id) != 0 && strcmp(m.node_id, killed_id) != 0) {
                 st = -1;
-                snprintf(msg, sizeof msg, "insert went to %.60s, match to %.60s", ir.node_id, m.node_id);
+                snprintf(msg, sizeof msg, "insert went to %.60s, match to %.60s", ir.node_id,
+                         m.node_id);
             }
             if (!st)
                 st = rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg);
@@ -194,16 +205,17 @@ static void test_cluster(void)
      * bounded load spills some turns; a fixed first-block key would put
      * every request on one key and split nearly all conversations. */
     fprintf(stderr, "conversations split across nodes: %d of 100\n", split);
-    CHECK(split <= 30);
+    if (!under_valgrind)
+        CHECK(split <= 30);
     rm_cc_cluster c;
     char msg[256];
     REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
     uint64_t routed_min = UINT64_MAX, routed_max = 0;
     for (size_t i = 0; i < c.nnodes; i++) {
-        routed_min = c.nodes[i].routed_requests < routed_min ? c.nodes[i].routed_requests
-                                                             : routed_min;
-        routed_max = c.nodes[i].routed_requests > routed_max ? c.nodes[i].routed_requests
-                                                             : routed_max;
+        routed_min =
+            c.nodes[i].routed_requests < routed_min ? c.nodes[i].routed_requests : routed_min;
+        routed_max =
+            c.nodes[i].routed_requests > routed_max ? c.nodes[i].routed_requests : routed_max;
     }
     fprintf(stderr, "routed per node: min %llu max %llu, spills %llu\n",
             (unsigned long long)routed_min, (unsigned long long)routed_max,
@@ -241,7 +253,8 @@ static void test_cluster(void)
     }
     fprintf(stderr, "two routers agree on %d of %d routes\n", agree, total);
     CHECK_EQ(total, 1000);
-    CHECK(agree >= 990);
+    if (!under_valgrind)
+        CHECK(agree >= 990);
     rm_cc_close(&cc2);
     CHECK_EQ(td_stop(&r2, SIGTERM, 10000), 0);
 
@@ -291,8 +304,8 @@ static void test_cluster(void)
             }
             rm_cc_close(&nc);
         }
-        equal = match && c.cs.query_tokens_total == sq && c.cs.hit_tokens_total == sh &&
-                q > 0 && h > 0 && mt > 0;
+        equal = match && c.cs.query_tokens_total == sq && c.cs.hit_tokens_total == sh && q > 0 &&
+                h > 0 && mt > 0;
         if (equal) {
             double rate = (double)c.cs.hit_tokens_total / (double)c.cs.query_tokens_total;
             fprintf(stderr, "cluster hit rate %.3f (%llu / %llu tokens)\n", rate,
@@ -309,8 +322,7 @@ static void test_cluster(void)
         td_stop(&nodes[i], SIGKILL, 5000);
     want = 0;
     CHECK(wait_for(&cc, healthy_is, &want));
-    CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg),
-             GRPC_STATUS_UNAVAILABLE);
+    CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_UNAVAILABLE);
     CHECK(strstr(msg, "no healthy cache node") != NULL);
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&r1, SIGTERM, 10000), 0);
@@ -347,6 +359,7 @@ int main(int argc, char **argv)
     REQUIRE(argc == 3);
     node_bin = argv[1];
     router_bin = argv[2];
+    under_valgrind = getenv("RM_TEST_UNDER_VALGRIND") != NULL;
     grpc_init();
     RUN(test_cluster);
     RUN(test_bad_flags);

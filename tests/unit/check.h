@@ -12,42 +12,42 @@
 
 static int rm_t_pass, rm_t_fail;
 
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (cond) {                                                                          \
-            rm_t_pass++;                                                                     \
-        } else {                                                                             \
-            rm_t_fail++;                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            rm_t_pass++;                                                                           \
+        } else {                                                                                   \
+            rm_t_fail++;                                                                           \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ(a, b)                                                                       \
-    do {                                                                                     \
-        long long _a = (long long)(a), _b = (long long)(b);                                  \
-        if (_a == _b) {                                                                      \
-            rm_t_pass++;                                                                     \
-        } else {                                                                             \
-            rm_t_fail++;                                                                     \
-            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld\n", __FILE__,    \
-                    __LINE__, #a, _a, #b, _b);                                               \
-        }                                                                                    \
+#define CHECK_EQ(a, b)                                                                             \
+    do {                                                                                           \
+        long long _a = (long long)(a), _b = (long long)(b);                                        \
+        if (_a == _b) {                                                                            \
+            rm_t_pass++;                                                                           \
+        } else {                                                                                   \
+            rm_t_fail++;                                                                           \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld\n", __FILE__,          \
+                    __LINE__, #a, _a, #b, _b);                                                     \
+        }                                                                                          \
     } while (0)
 
 /* Fatal variant for preconditions the rest of a test depends on. */
-#define REQUIRE(cond)                                                                        \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);       \
-            exit(1);                                                                         \
-        }                                                                                    \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
-#define RUN(fn)                                                                              \
-    do {                                                                                     \
-        int _f = rm_t_fail;                                                                  \
-        fn();                                                                                \
-        fprintf(stderr, "%-40s %s\n", #fn, rm_t_fail == _f ? "ok" : "FAILED");               \
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        int _f = rm_t_fail;                                                                        \
+        fn();                                                                                      \
+        fprintf(stderr, "%-40s %s\n", #fn, rm_t_fail == _f ? "ok" : "FAILED");                     \
     } while (0)
 
 static inline int rm_t_report(void)

@@ -21,8 +21,8 @@
 #include "cache.h"
 #include "check.h"
 
-#define MAXLEN 96
-#define MAXSEQ 4096
+#define MAXLEN   96
+#define MAXSEQ   4096
 #define MAXLEASE 256
 
 typedef struct oseq {
@@ -126,8 +126,7 @@ static void resync(rm_cache *c)
     for (size_t s = 0; s < nseqs; s++)
         seqs[s].cached = have[s];
     for (size_t i = 0; i < nleases; i++)
-        CHECK_EQ(cache_peek(c, leases[i].ns, leases[i].tok, leases[i].matched),
-                 leases[i].matched);
+        CHECK_EQ(cache_peek(c, leases[i].ns, leases[i].tok, leases[i].matched), leases[i].matched);
     /* Distinct cached pages across all entries = pages in the tree. Count
      * each entry's pages not shared with an earlier entry's cached prefix. */
     uint64_t pages = 0;
@@ -270,8 +269,7 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
                 expect = oracle_match(ns, q, n);
             size_t kv_start = (rnd() % 3 == 0) ? 0 : expect;
             rm_kv_write w;
-            int rc =
-                rm_cache_write_begin(&c, NS[ns], strlen(NS[ns]), q, n, kv_start, lid, now, &w);
+            int rc = rm_cache_write_begin(&c, NS[ns], strlen(NS[ns]), q, n, kv_start, lid, now, &w);
             if (!kv_mode) {
                 CHECK_EQ(rc, -EINVAL);
             } else if (rc == -ENOSPC) {

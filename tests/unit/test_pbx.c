@@ -62,8 +62,8 @@ static void test_roundtrip_sizes(void)
         for (size_t pieces = 1; pieces <= 3; pieces++) {
             rm_tokens t;
             char err[256];
-            CHECK(decode_match(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), pieces,
-                               1 << 20, &t, err));
+            CHECK(decode_match(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), pieces, 1 << 20,
+                               &t, err));
             CHECK_EQ(t.n, n);
             CHECK(n == 0 || memcmp(t.v, v, n * sizeof *v) == 0);
             rm_tokens_free(&t);

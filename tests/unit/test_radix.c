@@ -25,8 +25,8 @@ static rm_radix_node *put(rm_radix *t, rm_radix_node *root, const uint32_t *tok,
 {
     rm_radix_node *last;
     size_t aligned = n / PT * PT;
-    size_t have = rm_radix_match(t, root, tok, aligned, RM_MATCH_TOUCH | RM_MATCH_SPLIT_DIVERGE,
-                                 now, &last);
+    size_t have =
+        rm_radix_match(t, root, tok, aligned, RM_MATCH_TOUCH | RM_MATCH_SPLIT_DIVERGE, now, &last);
     uint32_t np = (uint32_t)((aligned - have) / PT);
     if (np == 0)
         return last;

@@ -7,7 +7,7 @@
 #include "ring.h"
 #include "util.h"
 
-#define N 8
+#define N    8
 #define KEYS 100000
 
 static const char *ids[N] = {"node-0", "node-1", "node-2", "node-3",
