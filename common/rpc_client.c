@@ -54,6 +54,25 @@ void *rm_rpc_client_method(rm_rpc_client *c, const char *path)
     return grpc_channel_register_call(c->ch, path, NULL, NULL);
 }
 
+void rm_rpc_unary_ops(grpc_op ops[6], grpc_byte_buffer *req, grpc_metadata_array *md,
+                      grpc_byte_buffer **resp, grpc_metadata_array *trailing,
+                      grpc_status_code *status, grpc_slice *details)
+{
+    memset(ops, 0, sizeof(grpc_op) * 6);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = req;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = resp;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = trailing;
+    ops[5].data.recv_status_on_client.status = status;
+    ops[5].data.recv_status_on_client.status_details = details;
+}
+
 static gpr_timespec deadline(int timeout_ms)
 {
     if (timeout_ms <= 0)
@@ -95,19 +114,7 @@ grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *
     grpc_slice details = grpc_empty_slice();
     grpc_byte_buffer *resp = NULL;
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = req;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &resp;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
-    ops[5].data.recv_status_on_client.status = &status;
-    ops[5].data.recv_status_on_client.status_details = &details;
+    rm_rpc_unary_ops(ops, req, &initial_md, &resp, &trailing_md, &status, &details);
     if (run_batch(c, call, ops, 6, call) != 0) {
         status = GRPC_STATUS_INTERNAL;
         if (msg)

@@ -28,6 +28,13 @@ void rm_rpc_client_close(rm_rpc_client *c);
  * handle lives as long as the channel. */
 void *rm_rpc_client_method(rm_rpc_client *c, const char *path);
 
+/* Fills ops[0..6) with the six operations of a client unary call: send
+ * metadata, req and close; receive metadata, *resp and the status. The
+ * pointers must stay valid until the batch completes. */
+void rm_rpc_unary_ops(grpc_op ops[6], grpc_byte_buffer *req, grpc_metadata_array *md,
+                      grpc_byte_buffer **resp, grpc_metadata_array *trailing,
+                      grpc_status_code *status, grpc_slice *details);
+
 /* Unary call. On GRPC_STATUS_OK *reply holds the response (caller destroys
  * it); otherwise *reply is NULL and msg holds the status details. gRPC takes
  * req's slices when sending: the caller still destroys req but must not send

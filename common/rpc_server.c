@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "rpc_client.h"
 #include "util.h"
 
 #define MAX_METHODS 32
@@ -70,6 +71,30 @@ rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     return s;
+}
+
+rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes)
+{
+    grpc_arg args[1];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = max_receive_bytes > INT32_MAX ? INT32_MAX : (int)max_receive_bytes;
+    grpc_channel_args ca = {1, args};
+    return rm_rpc_server_create(&ca);
+}
+
+int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module)
+{
+    int port = rm_rpc_server_listen(s, addr);
+    if (port < 0) {
+        rm_log(RM_LOG_ERROR, module, "cannot listen on %s", addr);
+        return -1;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(strrchr(addr, ':') - addr), addr);
+    printf("LISTENING %s:%d\n", host, port);
+    fflush(stdout);
+    return port;
 }
 
 int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m)
@@ -506,19 +531,7 @@ int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
     cc->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, method,
                                                    deadline, NULL);
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = req;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &cc->resp;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &cc->tmd;
-    ops[5].data.recv_status_on_client.status = &cc->status;
-    ops[5].data.recv_status_on_client.status_details = &cc->details;
+    rm_rpc_unary_ops(ops, req, &cc->md, &cc->resp, &cc->tmd, &cc->status, &cc->details);
     if (grpc_call_start_batch(cc->call, ops, 6, &cc->base, NULL) != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&cc->md);
         grpc_metadata_array_destroy(&cc->tmd);

@@ -78,6 +78,14 @@ typedef int (*rm_tick_fn)(void *ctx, uint64_t now_ms);
 /* Creates a server; args (may be NULL) are copied by gRPC. */
 rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args);
 
+/* A server whose incoming messages may be up to max_receive_bytes. */
+rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes);
+
+/* Binds addr (a valid "HOST:PORT") and prints "LISTENING host:port" on
+ * stdout, the line scripts and tests read to learn a port-0 daemon's port.
+ * Returns the port, or -1 after logging why under module. */
+int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module);
+
 /* Registers a method before listen/start. Returns 0 or -1. */
 int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m);
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 
 static void oom(size_t n)
@@ -72,4 +73,23 @@ uint64_t rm_hash_u32s(const uint32_t *v, size_t n, uint64_t seed)
         h ^= h >> 32;
     }
     return rm_mix64(h);
+}
+
+static volatile int *term_flag;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    *term_flag = 1;
+}
+
+void rm_install_term_flag(volatile int *flag)
+{
+    term_flag = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }

@@ -34,6 +34,10 @@ static inline uint64_t rm_mix64(uint64_t x)
     return x;
 }
 
+/* Installs SIGTERM/SIGINT handlers that set *flag (a daemon polls it from
+ * its tick) and ignores SIGPIPE. */
+void rm_install_term_flag(volatile int *flag);
+
 #define RM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -12,13 +12,7 @@
 #include "rpc_server.h"
 #include "util.h"
 
-static volatile sig_atomic_t got_term;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    got_term = 1;
-}
+static volatile int got_term;
 
 typedef struct daemon_state {
     rm_node *node;
@@ -137,12 +131,7 @@ int main(int argc, char **argv)
     cfg.hot_block_tokens = (uint32_t)hot_block;
     cfg.hot_half_life_ms = hot_half_life;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_term;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    rm_install_term_flag(&got_term);
 
     grpc_init();
     rm_node *node = rm_node_create(&cfg);
@@ -150,29 +139,19 @@ int main(int argc, char **argv)
         return 1;
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a
      * WriteKV message a few MiB of KV. */
-    grpc_arg args[1];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    uint64_t max_msg = max_req * 5 + (8u << 20);
-    args[0].value.integer = max_msg > INT32_MAX ? INT32_MAX : (int)max_msg;
-    grpc_channel_args ca = {1, args};
-    rm_rpc_server *srv = rm_rpc_server_create(&ca);
+    rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (8u << 20));
     if (rm_node_register(node, srv) != 0) {
         rm_log(RM_LOG_ERROR, "node", "cannot register methods");
         return 1;
     }
-    int bound = rm_rpc_server_listen(srv, listen);
-    if (bound < 0) {
-        rm_log(RM_LOG_ERROR, "node", "cannot listen on %s", listen);
+    int bound = rm_rpc_server_announce(srv, listen, "node");
+    if (bound < 0)
         return 1;
-    }
     rm_log(RM_LOG_INFO, "node",
            "node %s listening on %s:%d (pool %llu pages x %llu tokens, %s, kv %llu B/token)",
            node_id, host, bound, (unsigned long long)pages, (unsigned long long)page_tokens,
            eviction, (unsigned long long)kv_bytes);
     /* A machine-readable line for scripts that start us on port 0. */
-    printf("LISTENING %s:%d\n", host, bound);
-    fflush(stdout);
 
     daemon_state d = {node, shutdown_delay, 0};
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);

@@ -15,13 +15,7 @@
 #include "rpc_server.h"
 #include "util.h"
 
-static volatile sig_atomic_t got_term;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    got_term = 1;
-}
+static volatile int got_term;
 
 /* --nodes-dns: a resolver thread re-reads the A records; the server thread
  * picks up each new list in its tick (getaddrinfo blocks, the server loop
@@ -287,33 +281,18 @@ int main(int argc, char **argv)
         pthread_create(&dns_thread, NULL, dns_loop, &dns);
         dns_running = 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_term;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    rm_install_term_flag(&got_term);
 
-    grpc_arg args[1];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    uint64_t max_msg = max_req * 5 + (1u << 20);
-    args[0].value.integer = max_msg > INT32_MAX ? INT32_MAX : (int)max_msg;
-    grpc_channel_args ca = {1, args};
-    rm_rpc_server *srv = rm_rpc_server_create(&ca);
+    rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (1u << 20));
     if (rm_router_register(r, srv) != 0) {
         rm_log(RM_LOG_ERROR, "router", "cannot register methods");
         return 1;
     }
-    int bound = rm_rpc_server_listen(srv, listen);
-    if (bound < 0) {
-        rm_log(RM_LOG_ERROR, "router", "cannot listen on %s", listen);
+    int bound = rm_rpc_server_announce(srv, listen, "router");
+    if (bound < 0)
         return 1;
-    }
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
            router_id, host, bound, key_mode, load_factor);
-    printf("LISTENING %s:%d\n", host, bound);
-    fflush(stdout);
     daemon_state d = {r, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay, 0};
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
     rm_rpc_server_destroy(srv);

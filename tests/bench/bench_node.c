@@ -163,9 +163,8 @@ static int serve_echo(void)
     rm_rpc_method m = {
         .path = "/radixmesh.v1.CacheNode/Match", .kind = RM_RPC_UNARY, .unary = echo};
     rm_rpc_server_add_method(s, &m);
-    int port = rm_rpc_server_listen(s, "127.0.0.1:0");
-    printf("LISTENING 127.0.0.1:%d\n", port);
-    fflush(stdout);
+    if (rm_rpc_server_announce(s, "127.0.0.1:0", "echo") < 0)
+        return 1;
     rm_rpc_server_run(s, 1000, NULL, NULL, 1000);
     return 0;
 }
@@ -197,19 +196,7 @@ static void call_start(driver *d, async_call *c)
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &c->resp;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &c->tmd;
-    ops[5].data.recv_status_on_client.status = &c->status;
-    ops[5].data.recv_status_on_client.status_details = &c->details;
+    rm_rpc_unary_ops(ops, bb, &c->md, &c->resp, &c->tmd, &c->status, &c->details);
     if (grpc_call_start_batch(c->call, ops, 6, c, NULL) != GRPC_CALL_OK)
         abort();
     grpc_byte_buffer_destroy(bb);

@@ -133,4 +133,21 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
     return status;
 }
 
+/* Runs argv (stderr discarded) to completion; returns its exit status as
+ * from waitpid. For flag checks: bad flags must exit 2. */
+static inline int td_exit_status(const char *const *argv)
+{
+    pid_t pid;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -1;
+    int status;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
 #endif

@@ -342,14 +342,7 @@ static void test_bad_flags(void)
         for (int k = 0; cases[i][k]; k++)
             argv[n++] = cases[i][k];
         argv[n] = NULL;
-        pid_t pid;
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-        posix_spawn(&pid, router_bin, &fa, NULL, (char *const *)argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-        int status;
-        waitpid(pid, &status, 0);
+        int status = td_exit_status(argv);
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
     }
 }
