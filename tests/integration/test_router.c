@@ -328,6 +328,45 @@ static void test_cluster(void)
     CHECK_EQ(td_stop(&r1, SIGTERM, 10000), 0);
 }
 
+/* --nodes-dns: members come from a name's A records; ids from their Stats. */
+static void test_dns_membership(void)
+{
+    test_daemon node, router;
+    const char *nargv[] = {node_bin, "--node-id",   "dns-node", "--shutdown-delay-ms",
+                           "0",      "--log-level", "warn",     NULL};
+    REQUIRE(td_start(&node, nargv) == 0);
+    char target[128];
+    snprintf(target, sizeof target, "localhost:%s", strrchr(node.addr, ':') + 1);
+    const char *rargv[] = {router_bin, "--nodes-dns",
+                           target,     "--dns-interval-ms",
+                           "200",      "--health-interval-ms",
+                           "200",      "--stats-interval",
+                           "200",      "--shutdown-delay-ms",
+                           "0",        "--log-level",
+                           "warn",     NULL};
+    REQUIRE(td_start(&router, rargv) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init_router(&cc, router.addr, 5000) == 0);
+    uint32_t want = 1;
+    CHECK(wait_for(&cc, healthy_is, &want));
+    rm_cc_cluster c;
+    char msg[256];
+    REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
+    CHECK_EQ(c.nnodes, 1);
+    CHECK(c.nnodes == 1 && strcmp(c.nodes[0].node_id, "dns-node") == 0);
+    rm_cc_cluster_free(&c);
+    uint32_t tok[SYS + 96];
+    size_t n = conversation(tok, 1, 0);
+    rm_cc_match_reply m;
+    CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), 0);
+    CHECK(strcmp(m.node_id, "dns-node") == 0);
+    td_stop(&node, SIGKILL, 5000);
+    want = 0;
+    CHECK(wait_for(&cc, healthy_is, &want));
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&router, SIGTERM, 10000), 0);
+}
+
 static void test_bad_flags(void)
 {
     const char *cases[][6] = {
@@ -355,6 +394,7 @@ int main(int argc, char **argv)
     under_valgrind = getenv("RM_TEST_UNDER_VALGRIND") != NULL;
     grpc_init();
     RUN(test_cluster);
+    RUN(test_dns_membership);
     RUN(test_bad_flags);
     grpc_shutdown();
     return rm_t_report();
