@@ -11,6 +11,7 @@ static void usage(FILE *out)
                  "commands:\n"
                  "  demo    play prefix-sharing scenarios against a node; print hit rate and\n"
                  "          the KV memory sharing saves\n"
+                 "  replay  replay a trace against a live cluster through its router\n"
                  "  stats   print a node's statistics\n\n"
                  "'radixmesh COMMAND --help' describes each command.\n");
 }
@@ -32,7 +33,7 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"demo", rm_cmd_demo}, {"stats", rm_cmd_stats}};
+    } cmds[] = {{"demo", rm_cmd_demo}, {"stats", rm_cmd_stats}, {"replay", rm_cmd_replay}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(argv[1], cmds[i].name)) {
             grpc_init();

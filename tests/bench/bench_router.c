@@ -14,7 +14,6 @@
  * spills. Usage:
  *   bench_router NODE_BIN ROUTER_BIN [--trace FILE] [--block-tokens 64] [--quick] */
 #include <grpc/grpc.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include "../integration/daemon.h"
 #include "cache.h"
 #include "cache_client.h"
+#include "trace.h"
 #include "util.h"
 
 #define NODES 8
@@ -29,106 +29,34 @@
 
 static const char *node_bin, *router_bin;
 
-typedef struct req {
-    uint32_t *tok;
-    size_t n;
-} req;
-
-typedef struct workload {
-    req *r;
-    size_t n;
-    uint64_t unique_blocks; /* of the trace, in its own 512-token blocks */
-} workload;
-
 static void block_tokens(uint32_t *out, uint64_t block_id, size_t count)
 {
     for (size_t j = 0; j < count; j++)
         out[j] = (uint32_t)(rm_mix64(block_id * 1000003ull + j) % 128000);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Mooncake JSONL -> token sequences: block id -> B deterministic tokens,
- * the last block partial per input_length (scaled by B/512). */
-static int load_trace(const char *path, size_t B, size_t limit, workload *w)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    memset(w, 0, sizeof *w);
-    char *line = NULL;
-    size_t cap = 0, lineno = 0;
-    uint64_t *seen = NULL;
-    size_t nseen = 0, seen_cap = 0;
-    while (getline(&line, &cap, f) > 0 && (!limit || w->n < limit)) {
-        lineno++;
-        json_error_t err;
-        json_t *o = json_loads(line, 0, &err);
-        json_t *ids = o ? json_object_get(o, "hash_ids") : NULL;
-        json_t *len = o ? json_object_get(o, "input_length") : NULL;
-        if (!json_is_array(ids) || !json_is_integer(len)) {
-            fprintf(stderr, "%s:%zu: not a Mooncake trace line\n", path, lineno);
-            exit(2);
-        }
-        size_t nb = json_array_size(ids);
-        long long in = json_integer_value(len);
-        long long last512 = in - 512 * (long long)(nb ? nb - 1 : 0);
-        size_t last = (size_t)((last512 > 0 ? last512 : 1) * (long long)B / 512);
-        if (last == 0)
-            last = 1;
-        if (last > B)
-            last = B;
-        req *r;
-        w->r = rm_xrealloc(w->r, sizeof *w->r * (w->n + 1));
-        r = &w->r[w->n++];
-        r->n = nb ? (nb - 1) * B + last : 0;
-        r->tok = rm_xmalloc(sizeof(uint32_t) * (r->n + 1));
-        for (size_t b = 0; b < nb; b++) {
-            uint64_t id = (uint64_t)json_integer_value(json_array_get(ids, b));
-            block_tokens(r->tok + b * B, id, b + 1 == nb ? last : B);
-            if (nseen == seen_cap) {
-                seen_cap = seen_cap ? seen_cap * 2 : 1024;
-                seen = rm_xrealloc(seen, sizeof *seen * seen_cap);
-            }
-            seen[nseen++] = id;
-        }
-        json_decref(o);
-    }
-    free(line);
-    fclose(f);
-    qsort(seen, nseen, sizeof *seen, cmp_u64);
-    for (size_t i = 0; i < nseen; i++)
-        w->unique_blocks += i == 0 || seen[i] != seen[i - 1];
-    free(seen);
-    return 0;
-}
-
 /* 80% of conversations share one 1024-token system prompt; 5 turns each,
  * interleaved 16 conversations at a time like concurrent users. */
-static void gen_chat(workload *w, int convs)
+static void gen_chat(rm_trace *w, int convs)
 {
     memset(w, 0, sizeof *w);
     enum { SYSP = 1024, TURN = 160, TURNS = 5, LIVE = 16 };
-    w->r = rm_xmalloc(sizeof *w->r * (size_t)convs * TURNS);
+    w->req = rm_xcalloc((size_t)convs * TURNS, sizeof *w->req);
     for (int base = 0; base < convs; base += LIVE)
         for (int turn = 0; turn < TURNS; turn++)
             for (int c = base; c < base + LIVE && c < convs; c++) {
-                req *r = &w->r[w->n++];
+                rm_trace_req *r = &w->req[w->n++];
                 int shared = (rm_mix64((uint64_t)c) % 10) < 8;
                 r->n = SYSP + (size_t)(turn + 1) * TURN;
-                r->tok = rm_xmalloc(sizeof(uint32_t) * r->n);
-                block_tokens(r->tok, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
+                r->tokens = rm_xmalloc(sizeof(uint32_t) * r->n);
+                block_tokens(r->tokens, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
                 for (int t = 0; t <= turn; t++)
-                    block_tokens(r->tok + SYSP + (size_t)t * TURN,
+                    block_tokens(r->tokens + SYSP + (size_t)t * TURN,
                                  2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
             }
 }
 
-static double ideal_lru(const workload *w, uint64_t pages)
+static double ideal_lru(const rm_trace *w, uint64_t pages)
 {
     rm_cache c;
     rm_cache_config cfg;
@@ -141,9 +69,9 @@ static double ideal_lru(const workload *w, uint64_t pages)
     for (size_t i = 0; i < w->n; i++) {
         rm_match_result mr;
         rm_insert_result ir;
-        rm_cache_match(&c, "m", 1, w->r[i].tok, w->r[i].n, 0, 0, i, &mr);
-        rm_cache_insert(&c, "m", 1, w->r[i].tok, w->r[i].n, 0, i, &ir);
-        q += w->r[i].n;
+        rm_cache_match(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
+        rm_cache_insert(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
+        q += w->req[i].n;
         h += mr.matched_tokens;
     }
     rm_cache_destroy(&c);
@@ -169,7 +97,7 @@ static int healthy_all(rm_cache_client *cc, uint32_t want)
     return 0;
 }
 
-static result run_cluster(const workload *w, uint64_t pool_tokens, const char *key_mode,
+static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *key_mode,
                           const char *fixed_tokens, const char *choices)
 {
     test_daemon nodes[NODES], router;
@@ -206,11 +134,11 @@ static result run_cluster(const workload *w, uint64_t pool_tokens, const char *k
     char msg[256];
     uint64_t t0 = rm_now_ns();
     for (size_t i = 0; i < w->n; i++) {
-        const req *r = &w->r[i];
+        const rm_trace_req *r = &w->req[i];
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
-        if (rm_cc_match(&cc, "m", r->tok, r->n, 1, 0, &m, msg, sizeof msg) ||
-            rm_cc_insert(&cc, "m", r->tok, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg) ||
+        if (rm_cc_match(&cc, "m", r->tokens, r->n, 1, 0, &m, msg, sizeof msg) ||
+            rm_cc_insert(&cc, "m", r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg) ||
             rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg)) {
             res.errors++;
             continue;
@@ -256,7 +184,7 @@ static void report(const char *name, const result *r, double ideal)
            (unsigned long long)r->errors, r->secs);
 }
 
-static void run_modes(const workload *w, uint64_t node_pool_tokens, double ideal)
+static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal)
 {
     result a = run_cluster(w, node_pool_tokens, "adaptive", "64", "2");
     report("adaptive key, 2 choices", &a, ideal);
@@ -294,8 +222,9 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     grpc_init();
-    workload w;
-    if (load_trace(trace, B, limit, &w) == 0) {
+    rm_trace w;
+    char err[512];
+    if (rm_trace_load(trace, B, limit, &w, err, sizeof err) == 0) {
         /* Each node: 10% of the trace's unique blocks / 8, in tokens. */
         uint64_t node_tokens = w.unique_blocks * B / 10 / NODES;
         uint64_t node_pages = (node_tokens + PAGE - 1) / PAGE;
@@ -306,16 +235,18 @@ int main(int argc, char **argv)
                w.n, (unsigned long long)w.unique_blocks, B, (unsigned long long)node_tokens, NODES,
                (unsigned long long)(node_pages * NODES * PAGE), ideal);
         run_modes(&w, node_pages * PAGE, ideal);
+        rm_trace_free(&w);
     } else {
-        printf("A. Mooncake trace: %s not found, skipped\n", trace);
+        printf("A. Mooncake trace skipped: %s\n", err);
     }
-    workload chat;
+    rm_trace chat;
     gen_chat(&chat, quick ? 160 : 480);
     double ideal = ideal_lru(&chat, 1u << 22);
     printf("B. chat, 80%% behind one 1024-token system prompt: %zu requests; ideal LRU hit "
            "%.4f\n",
            chat.n, ideal);
     run_modes(&chat, 1u << 22, ideal);
+    rm_trace_free(&chat);
     grpc_shutdown();
     return 0;
 }

@@ -1,0 +1,296 @@
+/* radixmesh replay: a trace against a live cluster, through its router.
+ *
+ * Per request: Match with a lease through the router, Insert pinned to the
+ * node that answered, Release. Requests of one conversation (Mooncake: same
+ * first block) go to one worker, so with --concurrency > 1 each
+ * conversation keeps its order while different ones overlap. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache_client.h"
+#include "cli.h"
+#include "flags.h"
+#include "trace.h"
+#include "util.h"
+
+#define MAX_NODES 256
+
+typedef struct node_count {
+    char id[128];
+    uint64_t requests;
+} node_count;
+
+typedef struct replay {
+    const rm_trace *trace;
+    const char *router, *ns;
+    uint32_t workers;
+    double speed; /* 0: as fast as possible */
+    uint64_t start_ns;
+    atomic_uint_fast64_t done, errors, query, hit;
+    atomic_uint finished; /* workers that have returned */
+    pthread_mutex_t mu;   /* per-node counts, first error */
+    node_count nodes[MAX_NODES];
+    size_t nnodes;
+    char first_error[256];
+} replay;
+
+typedef struct worker {
+    replay *rp;
+    uint32_t index;
+} worker;
+
+static void count_node(replay *rp, const char *id)
+{
+    pthread_mutex_lock(&rp->mu);
+    size_t i = 0;
+    while (i < rp->nnodes && strcmp(rp->nodes[i].id, id) != 0)
+        i++;
+    if (i == rp->nnodes && rp->nnodes < MAX_NODES)
+        snprintf(rp->nodes[rp->nnodes++].id, sizeof rp->nodes[0].id, "%s", id);
+    if (i < rp->nnodes)
+        rp->nodes[i].requests++;
+    pthread_mutex_unlock(&rp->mu);
+}
+
+static void record_error(replay *rp, const char *what, int st, const char *msg)
+{
+    atomic_fetch_add(&rp->errors, 1);
+    pthread_mutex_lock(&rp->mu);
+    if (!rp->first_error[0])
+        snprintf(rp->first_error, sizeof rp->first_error, "%s: status %d: %.180s", what, st, msg);
+    pthread_mutex_unlock(&rp->mu);
+}
+
+/* With --speed, waits until the request's time on the scaled trace clock.
+ * This paces the load; it synchronises nothing. */
+static void pace(const replay *rp, uint64_t ts_ms)
+{
+    if (rp->speed <= 0)
+        return;
+    uint64_t due = rp->start_ns + (uint64_t)((double)ts_ms * 1e6 / rp->speed);
+    uint64_t now = rm_now_ns();
+    if (due > now) {
+        struct timespec ts = {(time_t)((due - now) / 1000000000ull),
+                              (long)((due - now) % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void *run_worker(void *p)
+{
+    worker *w = p;
+    replay *rp = w->rp;
+    rm_cache_client cc;
+    if (rm_cc_init_router(&cc, rp->router, 30000) != 0) {
+        record_error(rp, "connect", 14, rp->router);
+        atomic_fetch_add(&rp->finished, 1);
+        return NULL;
+    }
+    char msg[256];
+    for (size_t i = 0; i < rp->trace->n; i++) {
+        const rm_trace_req *r = &rp->trace->req[i];
+        if (rm_mix64(r->conversation) % rp->workers != w->index)
+            continue;
+        pace(rp, r->timestamp_ms);
+        rm_cc_match_reply m;
+        rm_cc_insert_reply ir;
+        int st = rm_cc_match(&cc, rp->ns, r->tokens, r->n, 1, 0, &m, msg, sizeof msg);
+        if (st) {
+            record_error(rp, "Match", st, msg);
+            continue;
+        }
+        /* (An inference server would now prefill tokens [matched, n).) */
+        st =
+            rm_cc_insert(&cc, rp->ns, r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg);
+        if (st)
+            record_error(rp, "Insert", st, msg);
+        st = rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg);
+        if (st)
+            record_error(rp, "Release", st, msg);
+        count_node(rp, m.node_id);
+        atomic_fetch_add(&rp->query, r->n);
+        atomic_fetch_add(&rp->hit, m.matched_tokens);
+        atomic_fetch_add(&rp->done, 1);
+    }
+    rm_cc_close(&cc);
+    atomic_fetch_add(&rp->finished, 1);
+    return NULL;
+}
+
+typedef struct totals {
+    uint64_t query, hit, spills;
+} totals;
+
+static int cluster_totals(rm_cache_client *cc, totals *t)
+{
+    rm_cc_cluster c;
+    char msg[256];
+    int st = rm_cc_cluster_stats(cc, &c, msg, sizeof msg);
+    if (st == 0)
+        *t = (totals){c.cs.query_tokens_total, c.cs.hit_tokens_total, c.cs.spills_total};
+    rm_cc_cluster_free(&c);
+    return st;
+}
+
+static void progress(const replay *rp, int final)
+{
+    uint64_t done = atomic_load(&rp->done), q = atomic_load(&rp->query);
+    double secs = (double)(rm_now_ns() - rp->start_ns) / 1e9;
+    double rate = secs > 0 ? (double)done / secs : 0;
+    double eta = rate > 0 ? (double)(rp->trace->n - done) / rate : 0;
+    fprintf(stderr,
+            "\r[replay] %" PRIu64 "/%zu requests  %.0f req/s  hit %.1f%%  errors %" PRIu64
+            "  ETA %.0fs   %s",
+            done, rp->trace->n, rate, q ? 100.0 * (double)atomic_load(&rp->hit) / (double)q : 0,
+            (uint64_t)atomic_load(&rp->errors), eta, final ? "\n" : "");
+}
+
+int rm_cmd_replay(int argc, char **argv)
+{
+    const char *router = NULL, *trace_path = NULL, *ns = "replay";
+    uint64_t block = 512, limit = 0, concurrency = 1;
+    double speed = 0, ttft_model = 0;
+    int max_speed = 0, json = 0;
+    const rm_flag flags[] = {
+        {"router", RM_FLAG_STR, &router, "router address HOST:PORT", 0, 0},
+        {"trace", RM_FLAG_STR, &trace_path,
+         "Mooncake JSONL or JSONL of token arrays; 'builtin' = a generated workload", 0, 0},
+        {"block-tokens", RM_FLAG_U64, &block, "tokens per Mooncake block", 1, 65536},
+        {"limit", RM_FLAG_U64, &limit, "replay at most N requests (0: all)", 0, 0},
+        {"concurrency", RM_FLAG_U64, &concurrency,
+         "parallel clients (each conversation stays in order)", 1, 1024},
+        {"speed", RM_FLAG_DOUBLE, &speed,
+         "follow the trace's timestamps, X times faster (default: as fast as possible)", 0, 0},
+        {"max-speed", RM_FLAG_BOOL, &max_speed, "ignore timestamps (the default)", 0, 0},
+        {"namespace", RM_FLAG_STR, &ns, "cache namespace of the requests", 0, 0},
+        {"ttft-model", RM_FLAG_DOUBLE, &ttft_model,
+         "prefill throughput in tokens/s: also estimate the TTFT saved", 0, 0},
+        {"json", RM_FLAG_BOOL, &json, "end with the summary as one JSON line on stdout", 0, 0},
+    };
+    rm_flagset fs = {"radixmesh replay", "--router HOST:PORT --trace FILE [options]", "RADIXMESH",
+                     flags, (int)RM_ARRAY_LEN(flags)};
+    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+    if (!router || !trace_path)
+        rm_flags_fail(&fs, "--router and --trace are required");
+    if (speed < 0 || (max_speed && speed > 0))
+        rm_flags_fail(&fs, "give either --speed X (X > 0) or --max-speed");
+    rm_trace trace;
+    char err[512];
+    if (!strcmp(trace_path, "builtin")) {
+        rm_trace_generate(&trace, limit ? limit : 2000, 42);
+    } else if (rm_trace_load(trace_path, block, limit, &trace, err, sizeof err) != 0) {
+        fprintf(stderr, "radixmesh replay: %s\n", err);
+        return 2;
+    }
+    rm_cache_client cc;
+    if (rm_cc_init_router(&cc, router, 10000) != 0) {
+        rm_trace_free(&trace);
+        return 1;
+    }
+    totals before = {0}, after = {0};
+    if (cluster_totals(&cc, &before) != 0) {
+        fprintf(stderr, "radixmesh replay: cannot reach the router at %s\n", router);
+        rm_cc_close(&cc);
+        rm_trace_free(&trace);
+        return 1;
+    }
+    replay rp;
+    memset(&rp, 0, sizeof rp);
+    rp.trace = &trace;
+    rp.router = router;
+    rp.ns = ns;
+    rp.workers = (uint32_t)concurrency;
+    rp.speed = speed;
+    pthread_mutex_init(&rp.mu, NULL);
+    rp.start_ns = rm_now_ns();
+    pthread_t *th = rm_xmalloc(sizeof *th * concurrency);
+    worker *w = rm_xmalloc(sizeof *w * concurrency);
+    for (uint32_t i = 0; i < concurrency; i++) {
+        w[i] = (worker){&rp, i};
+        pthread_create(&th[i], NULL, run_worker, &w[i]);
+    }
+    /* A progress line every half second while the workers run (the wait
+     * only paces the display; pthread_join below is the synchronisation). */
+    uint64_t last = 0;
+    while (atomic_load(&rp.finished) < concurrency) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (rm_now_ns() - last > 500000000ull) {
+            last = rm_now_ns();
+            progress(&rp, 0);
+        }
+    }
+    for (uint32_t i = 0; i < concurrency; i++)
+        pthread_join(th[i], NULL);
+    double wall = (double)(rm_now_ns() - rp.start_ns) / 1e9;
+    progress(&rp, 1);
+    uint64_t q = atomic_load(&rp.query), h = atomic_load(&rp.hit), done = atomic_load(&rp.done);
+    uint64_t errors = atomic_load(&rp.errors);
+    /* The cluster's own counters lag by a stats poll: wait (bounded) until
+     * they cover our requests. */
+    long long deadline = (long long)(rm_now_ns() / 1000000) + 10000;
+    while (cluster_totals(&cc, &after) == 0 && after.query - before.query < q &&
+           (long long)(rm_now_ns() / 1000000) < deadline)
+        ;
+    uint64_t cq = after.query - before.query, ch = after.hit - before.hit;
+    uint64_t max = 0, sum = 0;
+    for (size_t i = 0; i < rp.nnodes; i++) {
+        max = rp.nodes[i].requests > max ? rp.nodes[i].requests : max;
+        sum += rp.nodes[i].requests;
+    }
+    double max_mean = rp.nnodes ? (double)max / ((double)sum / (double)rp.nnodes) : 0;
+    double rate = q ? (double)h / (double)q : 0;
+    printf("replayed %" PRIu64 " requests in %.1f s (%.0f req/s), %" PRIu64 " errors%s%s\n", done,
+           wall, (double)done / wall, errors, errors ? ", first: " : "",
+           errors ? rp.first_error : "");
+    printf("token hit rate %.4f: %" PRIu64 " of %" PRIu64 " prompt tokens came from cache "
+           "(prefill saved)\n",
+           rate, h, q);
+    printf("cluster's own count: %" PRIu64 " hit / %" PRIu64 " query tokens -> %s\n", ch, cq,
+           ch == h && cq == q ? "equal to the client's" : "differs (other traffic?)");
+    if (ttft_model > 0)
+        printf("estimated prefill time saved at %.0f tokens/s: %.1f s\n", ttft_model,
+               (double)h / ttft_model);
+    printf("requests per node (max/mean %.3f, spills %" PRIu64 "):", max_mean,
+           after.spills - before.spills);
+    for (size_t i = 0; i < rp.nnodes; i++)
+        printf(" %s=%" PRIu64, rp.nodes[i].id, rp.nodes[i].requests);
+    printf("\n");
+    if (json) {
+        json_t *o = json_object(), *per = json_object();
+        for (size_t i = 0; i < rp.nnodes; i++)
+            json_object_set_new(per, rp.nodes[i].id,
+                                json_integer((json_int_t)rp.nodes[i].requests));
+        json_object_set_new(o, "requests", json_integer((json_int_t)done));
+        json_object_set_new(o, "errors", json_integer((json_int_t)errors));
+        json_object_set_new(o, "token_hit_rate", json_real(rate));
+        json_object_set_new(o, "hit_tokens", json_integer((json_int_t)h));
+        json_object_set_new(o, "query_tokens", json_integer((json_int_t)q));
+        json_object_set_new(o, "prefill_tokens_saved", json_integer((json_int_t)h));
+        json_object_set_new(o, "cluster_hit_tokens", json_integer((json_int_t)ch));
+        json_object_set_new(o, "cluster_query_tokens", json_integer((json_int_t)cq));
+        json_object_set_new(o, "load_max_mean", json_real(max_mean));
+        json_object_set_new(o, "per_node", per);
+        json_object_set_new(o, "spills", json_integer((json_int_t)(after.spills - before.spills)));
+        json_object_set_new(o, "wall_seconds", json_real(wall));
+        json_object_set_new(o, "requests_per_second", json_real((double)done / wall));
+        if (ttft_model > 0)
+            json_object_set_new(o, "ttft_saved_seconds", json_real((double)h / ttft_model));
+        char *s = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    }
+    free(th);
+    free(w);
+    rm_cc_close(&cc);
+    rm_trace_free(&trace);
+    return errors ? 1 : 0;
+}
