@@ -6,5 +6,6 @@
 int rm_cmd_demo(int argc, char **argv);
 int rm_cmd_stats(int argc, char **argv);
 int rm_cmd_replay(int argc, char **argv);
+int rm_cmd_analyze(int argc, char **argv);
 
 #endif

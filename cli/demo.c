@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache_client.h"
 #include "cli.h"
@@ -158,37 +159,105 @@ int rm_cmd_demo(int argc, char **argv)
     return rc ? 1 : 0;
 }
 
-int rm_cmd_stats(int argc, char **argv)
+static void print_node_stats(const radixmesh_v1_NodeStats *s)
 {
-    const char *node = "127.0.0.1:7001";
-    const rm_flag flags[] = {
-        {"node", RM_FLAG_STR, &node, "cache node address HOST:PORT", 0, 0},
-    };
-    rm_flagset fs = {"radixmesh stats", "--node HOST:PORT", "RADIXMESH", flags,
-                     (int)RM_ARRAY_LEN(flags)};
-    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
-    rm_cache_client cc;
-    if (rm_cc_init(&cc, node, 5000) != 0)
-        return 1;
-    char msg[256];
-    radixmesh_v1_NodeStats s;
-    int rc = rm_cc_stats(&cc, &s, msg, sizeof msg);
-    if (rc) {
-        fprintf(stderr, "radixmesh stats: %s: %s\n", node, msg);
-        rm_cc_close(&cc);
-        return 1;
-    }
     printf("node_id %s\nversion %s\nserving %d\nmatch_requests_total %" PRIu64
            "\nquery_tokens_total %" PRIu64 "\nhit_tokens_total %" PRIu64
            "\ninserted_tokens_total %" PRIu64 "\nevicted_tokens_total %" PRIu64
            "\npage_tokens %u\npool_pages %" PRIu64 "\nfree_pages %" PRIu64
            "\nevictable_pages %" PRIu64 "\nprotected_pages %" PRIu64 "\nactive_leases %" PRIu64
            "\ntree_nodes %" PRIu64 "\nmetadata_bytes %" PRIu64 "\n",
-           s.node_id, s.version, s.serving, s.match_requests_total, s.query_tokens_total,
-           s.hit_tokens_total, s.inserted_tokens_total, s.evicted_tokens_total, s.page_tokens,
-           s.pool_pages, s.free_pages, s.evictable_pages, s.protected_pages, s.active_leases,
-           s.tree_nodes, s.metadata_bytes);
-    pb_release(radixmesh_v1_NodeStats_fields, &s);
-    rm_cc_close(&cc);
+           s->node_id, s->version, s->serving, s->match_requests_total, s->query_tokens_total,
+           s->hit_tokens_total, s->inserted_tokens_total, s->evicted_tokens_total, s->page_tokens,
+           s->pool_pages, s->free_pages, s->evictable_pages, s->protected_pages, s->active_leases,
+           s->tree_nodes, s->metadata_bytes);
+}
+
+static double pct(uint64_t a, uint64_t b)
+{
+    return b ? 100.0 * (double)a / (double)b : 0.0;
+}
+
+/* The cluster table: one line of totals, one row per node. */
+static int print_cluster(rm_cache_client *cc)
+{
+    rm_cc_cluster c;
+    char msg[256];
+    if (rm_cc_cluster_stats(cc, &c, msg, sizeof msg) != 0) {
+        fprintf(stderr, "radixmesh stats: %s\n", msg);
+        rm_cc_cluster_free(&c);
+        return -1;
+    }
+    const radixmesh_v1_ClusterStats *s = &c.cs;
+    printf("cluster via router %s: %u/%zu nodes healthy, hit rate %.1f%% (%" PRIu64 " / %" PRIu64
+           " tokens)\nrouted %" PRIu64 ", spills %" PRIu64 ", failovers %" PRIu64
+           ", hot prefixes %u (share >= %.3f)\n\n",
+           s->router_id, s->healthy_nodes, c.nnodes, 100.0 * s->hit_rate, s->hit_tokens_total,
+           s->query_tokens_total, s->routed_requests_total, s->spills_total, s->failovers_total,
+           s->hot_prefixes, s->hot_share);
+    printf("%-16s %-6s %7s %10s %10s %9s %7s %12s %7s %6s\n", "NODE", "HEALTH", "HIT", "MATCHES",
+           "ROUTED", "POOL", "USED", "EVICTED TOK", "LEASES", "LOAD");
+    for (size_t i = 0; i < c.nnodes; i++) {
+        const radixmesh_v1_NodeStats *n = &c.nodes[i];
+        uint64_t used = n->pool_pages - n->free_pages;
+        printf("%-16.16s %-6s %6.1f%% %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %6.1f%% %12" PRIu64
+               " %7" PRIu64 " %6.1f\n",
+               n->node_id, n->healthy ? "up" : "DOWN",
+               pct(n->hit_tokens_total, n->query_tokens_total), n->match_requests_total,
+               n->routed_requests, n->pool_pages, pct(used, n->pool_pages), n->evicted_tokens_total,
+               n->active_leases, n->load);
+    }
+    rm_cc_cluster_free(&c);
     return 0;
+}
+
+int rm_cmd_stats(int argc, char **argv)
+{
+    const char *node = NULL, *router = NULL;
+    int watch = 0;
+    uint64_t interval = 1000;
+    const rm_flag flags[] = {
+        {"node", RM_FLAG_STR, &node, "a cache node's address HOST:PORT", 0, 0},
+        {"router", RM_FLAG_STR, &router, "a router's address HOST:PORT (the cluster table)", 0, 0},
+        {"watch", RM_FLAG_BOOL, &watch, "refresh the table in place until interrupted", 0, 0},
+        {"interval-ms", RM_FLAG_U64, &interval, "refresh period with --watch", 100, 3600000},
+    };
+    rm_flagset fs = {"radixmesh stats", "(--router HOST:PORT [--watch] | --node HOST:PORT)",
+                     "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
+    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+    if (!node == !router)
+        rm_flags_fail(&fs, "give exactly one of --node and --router");
+    if (watch && !router)
+        rm_flags_fail(&fs, "--watch needs --router");
+    rm_cache_client cc;
+    if ((router ? rm_cc_init_router(&cc, router, 5000) : rm_cc_init(&cc, node, 5000)) != 0)
+        return 1;
+    int rc = 0;
+    if (node) {
+        char msg[256];
+        radixmesh_v1_NodeStats s;
+        if (rm_cc_stats(&cc, &s, msg, sizeof msg) != 0) {
+            fprintf(stderr, "radixmesh stats: %s: %s\n", node, msg);
+            rc = 1;
+        } else {
+            print_node_stats(&s);
+        }
+        pb_release(radixmesh_v1_NodeStats_fields, &s);
+    } else {
+        do {
+            if (watch)
+                printf("\033[H\033[2J"); /* redraw in place */
+            if (print_cluster(&cc) != 0) {
+                rc = 1;
+                break;
+            }
+            fflush(stdout);
+            if (watch) {
+                struct timespec ts = {(time_t)(interval / 1000), (long)(interval % 1000) * 1000000};
+                nanosleep(&ts, NULL); /* the refresh period */
+            }
+        } while (watch);
+    }
+    rm_cc_close(&cc);
+    return rc;
 }

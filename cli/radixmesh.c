@@ -12,6 +12,7 @@ static void usage(FILE *out)
                  "  demo    play prefix-sharing scenarios against a node; print hit rate and\n"
                  "          the KV memory sharing saves\n"
                  "  replay  replay a trace against a live cluster through its router\n"
+                 "  analyze what prefix sharing would save on a batch of prompts (offline)\n"
                  "  stats   print a node's statistics\n\n"
                  "'radixmesh COMMAND --help' describes each command.\n");
 }
@@ -33,7 +34,10 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"demo", rm_cmd_demo}, {"stats", rm_cmd_stats}, {"replay", rm_cmd_replay}};
+    } cmds[] = {{"demo", rm_cmd_demo},
+                {"stats", rm_cmd_stats},
+                {"replay", rm_cmd_replay},
+                {"analyze", rm_cmd_analyze}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(argv[1], cmds[i].name)) {
             grpc_init();

@@ -24,7 +24,7 @@ void rm_router_config_defaults(rm_router_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->router_id = "router";
     cfg->load_factor = 1.25;
-    cfg->load_floor = 8;
+    cfg->load_floor = 32;
     cfg->vnodes = 256;
     cfg->choices = 2;
     cfg->key_block_tokens = 64;
@@ -257,26 +257,31 @@ static size_t candidates(rm_router *r, uint64_t key, rnode *exclude, rnode **out
     return got;
 }
 
-/* Charges node n one routed request (and a forwarded call in flight). */
-static void charge(rm_router *r, rnode *n, int proxied, int spilled)
+/* Charges node n with one unit of load (and a forwarded call in flight).
+ * `decision` marks a routing decision for a new request (Match, Route): only
+ * those count as routed requests; an Insert or a retry is load alone. */
+static void charge(rm_router *r, rnode *n, int proxied, int spilled, int decision)
 {
     n->recent += 1;
-    n->routed++;
-    r->routed_total++;
+    if (decision) {
+        n->routed++;
+        r->routed_total++;
+    }
     if (proxied)
         n->inflight++;
     if (spilled)
         r->spills++;
 }
 
-/* One node for key under the bounded-load rule, charged. NULL: none up. */
+/* One node for key under the bounded-load rule, charged as load (not as a
+ * new routed request: callers are Insert and retries). NULL: none up. */
 static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spilled)
 {
     rnode *n;
     int sp = 0;
     if (!candidates(r, key, exclude, &n, 1, &sp))
         return NULL;
-    charge(r, n, proxied, sp);
+    charge(r, n, proxied, sp, 0);
     if (spilled)
         *spilled = sp;
     return n;
@@ -689,7 +694,7 @@ static void decide(choice *ch)
             w = served(ch->cand[1]) < served(ch->cand[0]);
     }
     rnode *n = ch->cand[w];
-    charge(r, n, ch->kind == CH_MATCH, ch->spilled);
+    charge(r, n, ch->kind == CH_MATCH, ch->spilled, 1);
     n->pending += 1;
     if (ch->kind == CH_MATCH) {
         proxy *p = rm_xcalloc(1, sizeof *p);
@@ -824,10 +829,7 @@ static void do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
             /* Pinned: the node that answered Match holds the lease, whatever
              * the ring or the loads say now. Still counted as load. */
             n = pin;
-            n->inflight++;
-            n->recent += 1;
-            n->routed++;
-            r->routed_total++;
+            charge(r, n, 1, 0, 0);
             bytes = request_bytes(req);
         }
     }

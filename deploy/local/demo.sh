@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# The main job: install what is missing, build, start a cache node on a free
-# loopback port, play the prefix-sharing demo against it, stop the node.
+# The main job: install what is missing, build, start a local cluster (a
+# router and 3 cache nodes on loopback), replay a demo workload through it
+# (the shared Mooncake trace when ../shared/traces has it, else a built-in
+# generated workload of system prompts, few-shot prompts, multi-turn chats
+# and RAG documents), print the summary and the cluster table, stop.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 "$root/scripts/deps.sh"
 echo "building..." >&2
 "$root/scripts/build.sh"
 bin=$root/build
-log=$(mktemp)
-out=$(mktemp)
-"$bin/radixmesh-node" --listen 127.0.0.1:0 --node-id demo-node --shutdown-delay-ms 0 \
-  >"$out" 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log" "$out"' EXIT
-for _ in $(seq 1 100); do  # wait for the LISTENING line (at most 10 s)
-  grep -q '^LISTENING ' "$out" && break
-  kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }
+state=$(mktemp -d)
+trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$state" >/dev/null 2>&1; rm -rf "$state"' EXIT
+router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$state" 3)
+for _ in $(seq 1 100); do  # until the router has all nodes on its ring (<= 10 s)
+  "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '3/3 nodes healthy' && break
   read -r -t 0.1 <> <(:) || true
 done
-addr=$(sed -n 's/^LISTENING //p' "$out")
-[[ -n "$addr" ]] || { echo "node did not start" >&2; cat "$log" >&2; exit 1; }
-"$bin/radixmesh" demo --node "$addr"
+trace="$root/../shared/traces/mooncake_synthetic_trace.jsonl"
+if [[ -f "$trace" ]]; then
+  echo "replaying the Mooncake trace ($trace) through router $router" >&2
+  args=(--trace "$trace" --block-tokens 64)
+else
+  echo "no ../shared/traces here: replaying the built-in workload through router $router" >&2
+  args=(--trace builtin --limit 3000)
+fi
+"$bin/radixmesh" replay --router "$router" "${args[@]}" --concurrency 4 --ttft-model 10000
+echo
+"$bin/radixmesh" stats --router "$router"
+echo
+echo "cluster hit rate above; live cluster table while a cluster runs:"
+echo "  $bin/radixmesh stats --router $router --watch"
+echo "(the web dashboard comes with the observability issue; this demo cluster stops now)"

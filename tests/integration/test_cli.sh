@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The radixmesh CLI against hand-computed expectations: analyze on a tiny
+# batch, bad input and flags, replay of a small Mooncake trace through a
+# live local cluster with exact hit counts, its --json schema, and stats.
+# Usage: test_cli.sh BIN_DIR
+set -uo pipefail
+bin=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tmp=$(mktemp -d)
+cluster=$tmp/cluster
+trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+expect() { if grep -qF -- "$2" <<<"$1"; then ok; else bad "missing '$2'"; fi; }
+
+# --- analyze: 3 requests at page 16 -----------------------------------------
+# [1..32], [1..16]+[100..115], [1..32]+[200..215]: 112 tokens, unique 32+16+16.
+python3 - >"$tmp/tiny.jsonl" <<'PY'
+import json
+print(json.dumps([*range(1, 33)]))
+print(json.dumps({"tokens": [*range(1, 17)] + [*range(100, 116)]}))
+print(json.dumps([*range(1, 33)] + [*range(200, 216)]))
+PY
+out=$("$bin/radixmesh" analyze "$tmp/tiny.jsonl" --page-tokens 16 --layers 1 --kv-heads 1 \
+      --head-dim 1 --dtype-bytes 1 --svg "$tmp/mem.svg")
+expect "$out" "3 requests, 112 prompt tokens, 64 unique (page 16)"
+expect "$out" "dedup ratio (shareable / total tokens): 0.4286"
+expect "$out" "without sharing 224 B, with sharing 128 B (42.9% saved)"
+expect "$out" "3 requests share a 16-token prefix"
+expect "$out" "2 requests share a 32-token prefix"
+expect "$out" "[16 tokens: 1 2 3 ...] x3 requests"
+if python3 -c "import sys, xml.dom.minidom as m; m.parse(sys.argv[1])" "$tmp/mem.svg"; then ok; else bad "svg is not well-formed"; fi
+expect "$(cat "$tmp/mem.svg")" "with sharing"
+out=$("$bin/radixmesh" analyze "$tmp/tiny.jsonl" --model qwen2.5-7b)
+expect "$out" "28 layers x 4 KV heads x 128 dims x 2 B, K+V = 57344 B/token"
+
+# --- bad input: the line is named, exit 2 -------------------------------------
+printf '[1,2,3]\n{"hash_ids": "x", "input_length": 3}\n' >"$tmp/bad.jsonl"
+err=$("$bin/radixmesh" analyze "$tmp/bad.jsonl" 2>&1 >/dev/null); rc=$?
+[[ $rc -eq 2 ]] && ok || bad "bad trace exit $rc"
+expect "$err" "bad.jsonl:2:"
+printf 'not json\n' >"$tmp/bad2.jsonl"
+err=$("$bin/radixmesh" analyze "$tmp/bad2.jsonl" 2>&1 >/dev/null); rc=$?
+[[ $rc -eq 2 ]] && ok || bad "invalid JSON exit $rc"
+expect "$err" "bad2.jsonl:1: invalid JSON"
+for args in "analyze" "replay --trace x" "analyze f --model gpt-9" "stats" "bogus" "replay --nope"; do
+  "$bin/radixmesh" $args >/dev/null 2>&1; rc=$?
+  [[ $rc -eq 2 ]] && ok || bad "'radixmesh $args' exit $rc (want 2)"
+done
+
+# --- replay through a live cluster: exact hit counts -----------------------------
+# Blocks of 64 tokens, page 16. Hits: 0, 128 (blocks 1-2), 0, 192 (1-3),
+# 64 (block 4; the 23-token tail of block 6 is partial). Query: 727 tokens.
+cat >"$tmp/trace.jsonl" <<'JSON'
+{"timestamp": 0, "input_length": 1024, "output_length": 1, "hash_ids": [1, 2]}
+{"timestamp": 5, "input_length": 1536, "output_length": 1, "hash_ids": [1, 2, 3]}
+{"timestamp": 9, "input_length": 512, "output_length": 1, "hash_ids": [4]}
+{"timestamp": 12, "input_length": 2048, "output_length": 1, "hash_ids": [1, 2, 3, 5]}
+{"timestamp": 20, "input_length": 700, "output_length": 1, "hash_ids": [4, 6]}
+JSON
+router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$cluster" 2) || { bad "cluster did not start"; echo "$pass passed, $fail failed"; exit 1; }
+# Wait (bounded) until the router has both nodes on its ring.
+for _ in $(seq 1 100); do
+  "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '2/2 nodes healthy' && break
+  read -r -t 0.1 <> <(:) || true
+done
+out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
+      --speed 10 --ttft-model 5000 --json 2>/dev/null); rc=$?
+[[ $rc -eq 0 ]] && ok || bad "replay exit $rc"
+expect "$out" "token hit rate 0.5282: 384 of 727 prompt tokens came from cache"
+expect "$out" "cluster's own count: 384 hit / 727 query tokens -> equal to the client's"
+if tail -1 <<<"$out" | python3 -c '
+import json, sys
+o = json.loads(sys.stdin.read())
+for k in ("requests", "token_hit_rate", "load_max_mean", "per_node", "errors"):
+    assert k in o, k
+assert o["requests"] == 5 and o["errors"] == 0
+assert o["hit_tokens"] == 384 and o["query_tokens"] == 727
+assert o["cluster_hit_tokens"] == 384 and o["cluster_query_tokens"] == 727
+assert sum(o["per_node"].values()) == 5 and o["load_max_mean"] >= 1.0
+assert abs(o["ttft_saved_seconds"] - 384 / 5000) < 1e-9
+'; then ok; else bad "--json schema/values"; fi
+# The same trace with 4 clients: per-conversation order keeps the counts.
+out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
+      --namespace other --concurrency 4 2>/dev/null)
+expect "$out" "384 of 727 prompt tokens"
+out=$("$bin/radixmesh" stats --router "$router")
+expect "$out" "2/2 nodes healthy"
+expect "$out" "node-0"
+expect "$out" "node-1"
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
