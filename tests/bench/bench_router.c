@@ -8,6 +8,9 @@
  *     process). Also plain fixed-N hashing.
  *  B. A generated chat workload where 80% of conversations open with one
  *     1024-token system prompt (the case fixed-N keys get wrong).
+ *  C. Router overhead: Match through the router (3 nodes) vs a bare gRPC-core
+ *     server answering the same request with a MatchReply-sized message, same
+ *     async client; Route latency p50/p99 vs that server's unary latency.
  *
  * Per mode: token hit rate (client-side; the cluster's own ClusterStats
  * totals are checked equal), ratio to ideal, max/mean requests per node,
@@ -21,8 +24,10 @@
 #include "../integration/daemon.h"
 #include "cache.h"
 #include "cache_client.h"
+#include "pbx.h"
 #include "trace.h"
 #include "util.h"
+#include "bench_util.h"
 
 #define NODES 8
 #define PAGE  16
@@ -196,8 +201,119 @@ static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal
     report("fixed first 512 tokens", &f512, ideal);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* p50 and p99 of `count` sequential unary calls of req to method. */
+static void latency(const char *addr, const char *method, grpc_slice req, int count, double *p50,
+                    double *p99)
+{
+    rm_rpc_client cl;
+    rm_rpc_client_init(&cl, addr);
+    void *m = rm_rpc_client_method(&cl, method);
+    uint64_t *ns = rm_xmalloc(sizeof *ns * (size_t)count);
+    char msg[256];
+    for (int i = 0; i < count; i++) {
+        grpc_slice s = grpc_slice_ref(req);
+        grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1), *reply = NULL;
+        grpc_slice_unref(s);
+        uint64_t t0 = rm_now_ns();
+        rm_rpc_unary(&cl, m, bb, 5000, &reply, msg, sizeof msg);
+        ns[i] = rm_now_ns() - t0;
+        grpc_byte_buffer_destroy(bb);
+        if (reply)
+            grpc_byte_buffer_destroy(reply);
+    }
+    qsort(ns, (size_t)count, sizeof *ns, cmp_u64);
+    *p50 = (double)ns[count / 2] / 1e3;
+    *p99 = (double)ns[count * 99 / 100] / 1e3;
+    free(ns);
+    rm_rpc_client_close(&cl);
+}
+
+static void bench_overhead(const char *self, int quick)
+{
+    test_daemon nodes[3], router, echo_srv;
+    char list[512] = "";
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "node-%d", i);
+        const char *argv[] = {node_bin, "--node-id", id, "--shutdown-delay-ms", "0",
+                              "--log-level", "warn", NULL};
+        if (td_start(&nodes[i], argv))
+            exit(1);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=%s", i ? "," : "", id,
+                 nodes[i].addr);
+    }
+    const char *rargv[] = {router_bin, "--nodes", list, "--health-interval-ms", "200",
+                           "--shutdown-delay-ms", "0", "--log-level", "warn", NULL};
+    const char *eargv[] = {self, "--serve-echo", "/radixmesh.v1.Router/Match", NULL};
+    if (td_start(&router, rargv) || td_start(&echo_srv, eargv))
+        exit(1);
+    rm_cache_client cc;
+    rm_cc_init_router(&cc, router.addr, 10000);
+    if (!healthy_all(&cc, 3))
+        exit(1);
+    /* 640-token requests: 8 shared 512-token prefixes + 128 unique tokens. */
+    uint32_t tok[640];
+    char msg[256];
+    for (int p = 0; p < 8; p++) {
+        block_tokens(tok, 7000 + (uint64_t)p, 512);
+        rm_cc_insert_reply ir;
+        rm_cc_insert(&cc, "m", tok, 512, 0, NULL, &ir, msg, sizeof msg);
+    }
+    block_tokens(tok, 7003, 512);
+    block_tokens(tok + 512, 99999, 128);
+    radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens_view v = {tok, 640};
+    r.namespace = "m";
+    rm_pb_tokens_encoder(&r.tokens, &v);
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &r);
+    grpc_byte_buffer_reader rd;
+    grpc_byte_buffer_reader_init(&rd, bb);
+    grpc_slice req = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    grpc_byte_buffer_destroy(bb);
+    rm_cc_match_reply m;
+    rm_cc_match(&cc, "m", tok, 640, 0, 0, &m, msg, sizeof msg);
+    radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
+    rep.matched_tokens = m.matched_tokens;
+    rep.node_id = m.node_id;
+    pb_get_encoded_size(&echo_reply_len, radixmesh_v1_MatchReply_fields, &rep);
+    int errors = 0;
+    double sec = quick ? 1.0 : 2.0, best_r = 0, best_e = 0;
+    for (int round = 0; round < 2; round++) {
+        double e = drive(echo_srv.addr, "/radixmesh.v1.Router/Match", req, 64, sec, &errors);
+        double rr = drive(router.addr, "/radixmesh.v1.Router/Match", req, 64, sec, &errors);
+        best_e = e > best_e ? e : best_e;
+        best_r = rr > best_r ? rr : best_r;
+    }
+    printf("C. Match through the router (3 nodes, 2 choices), 64 in flight: %.0f calls/s; bare "
+           "gRPC-core server %.0f calls/s -> ratio %.3f; %d errors\n",
+           best_r, best_e, best_r / best_e, errors);
+    /* Route: the same tokens as a RouteRequest (fields 1 and 2 coincide). */
+    double rp50, rp99, ep50, ep99;
+    int n = quick ? 500 : 2000;
+    latency(router.addr, "/radixmesh.v1.Router/Route", req, n, &rp50, &rp99);
+    latency(echo_srv.addr, "/radixmesh.v1.Router/Match", req, n, &ep50, &ep99);
+    printf("   Route latency p50 %.0f us, p99 %.0f us; bare server p50 %.0f us, p99 %.0f us -> "
+           "ratios %.2f, %.2f\n",
+           rp50, rp99, ep50, ep99, rp50 / ep50, rp99 / ep99);
+    grpc_slice_unref(req);
+    rm_cc_close(&cc);
+    td_stop(&echo_srv, SIGKILL, 5000);
+    td_stop(&router, SIGTERM, 10000);
+    for (int i = 0; i < 3; i++)
+        td_stop(&nodes[i], SIGTERM, 10000);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && !strcmp(argv[1], "--serve-echo"))
+        return serve_echo(argv[2]);
     if (argc < 3) {
         fprintf(stderr, "usage: bench_router NODE_BIN ROUTER_BIN [--trace FILE] "
                         "[--block-tokens B] [--quick]\n");
@@ -247,6 +363,7 @@ int main(int argc, char **argv)
            chat.n, ideal);
     run_modes(&chat, 1u << 22, ideal);
     rm_trace_free(&chat);
+    bench_overhead(argv[0], quick);
     grpc_shutdown();
     return 0;
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every performance figure of the project in one run, each against a
+# baseline measured in the same run (see BENCHMARKS.md):
+#   node: radix ops, Match RPC vs bare gRPC-core server, ReadKV vs loopback
+#         TCP, metadata bytes per cached token;
+#   router: trace replay hit rate vs an ideal single LRU and load balance,
+#         hot-system-prompt workload, router-proxied Match vs bare server,
+#         Route latency p50/p99.
+#   scripts/bench.sh [--quick]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/deps.sh"
+"$root/scripts/build.sh"
+cd "$root"
+./build/bench_node ./build/radixmesh-node "$@"
+echo
+./build/bench_router ./build/radixmesh-node ./build/radixmesh-router "$@"
