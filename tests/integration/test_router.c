@@ -267,6 +267,17 @@ static void test_cluster(void)
     CHECK_EQ(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg), 0);
     CHECK_EQ(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
 
+    /* A hung node (SIGSTOP) misses its health checks and deadlines and
+     * leaves the ring; resumed, it passes its checks and rejoins. */
+    kill(nodes[1].pid, SIGSTOP);
+    want = NODES - 1;
+    CHECK(wait_for(&cc, healthy_is, &want));
+    n = conversation(tok, 11, 0);
+    CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), 0);
+    kill(nodes[1].pid, SIGCONT);
+    want = NODES;
+    CHECK(wait_for(&cc, healthy_is, &want));
+
     /* kill -9 one node mid-load: no client sees an error. */
     run_load(r1.addr, 4, 25, 150, &errors, &requests, &split);
     CHECK_EQ(errors, 0);
