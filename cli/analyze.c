@@ -105,9 +105,12 @@ static void build_index(const rm_radix *t, tree_index *ix)
     ix->children = rm_xcalloc(ix->n + 1, sizeof *ix->children);
     for (size_t i = 0; i < ix->n; i++)
         kid_push(children_of(ix, ix->all[i]), ix->all[i]);
-    qsort(ix->roots.v, ix->roots.n, sizeof *ix->roots.v, by_hits_desc);
+    /* (Leaves have no array at all: qsort must not see a NULL one.) */
+    if (ix->roots.n > 1)
+        qsort(ix->roots.v, ix->roots.n, sizeof *ix->roots.v, by_hits_desc);
     for (size_t i = 0; i < ix->n; i++)
-        qsort(ix->children[i].v, ix->children[i].n, sizeof *ix->children[i].v, by_hits_desc);
+        if (ix->children[i].n > 1)
+            qsort(ix->children[i].v, ix->children[i].n, sizeof *ix->children[i].v, by_hits_desc);
 }
 
 static void free_index(tree_index *ix)

@@ -119,7 +119,8 @@ int rm_trace_load(const char *path, size_t block_tokens_n, size_t limit, rm_trac
     }
     free(line);
     fclose(f);
-    qsort(ids, nids, sizeof *ids, cmp_u64);
+    if (nids) /* qsort's array must not be NULL, even when empty */
+        qsort(ids, nids, sizeof *ids, cmp_u64);
     for (size_t i = 0; i < nids; i++)
         t->unique_blocks += i == 0 || ids[i] != ids[i - 1];
     free(ids);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "flags.h"
+#include "http.h"
 #include "log.h"
 #include "node_server.h"
 #include "rpc_server.h"
@@ -17,8 +18,34 @@ static volatile int got_term;
 typedef struct daemon_state {
     rm_node *node;
     uint64_t shutdown_delay_ms;
-    uint64_t term_at; /* 0: running */
+    uint64_t term_at;  /* 0: running */
+    rm_published *pub; /* NULL without --http */
+    uint64_t published_at;
 } daemon_state;
+
+/* HTTP thread: serves what the owner thread published. */
+static void http_handler(void *ctx, const char *path, rm_http_response *out)
+{
+    rm_published *pub = ctx;
+    int ready = 0;
+    if (!strcmp(path, "/metrics")) {
+        out->body = rm_published_get(pub, 0, &ready);
+        if (out->body) {
+            out->status = 200;
+            out->content_type = "text/plain; version=0.0.4";
+            out->len = strlen(out->body);
+        }
+    } else if (!strcmp(path, "/healthz")) {
+        out->status = 200;
+        out->body = rm_xstrndup("ok\n", 3);
+        out->len = 3;
+    } else if (!strcmp(path, "/readyz")) {
+        free(rm_published_get(pub, 0, &ready));
+        out->status = ready ? 200 : 503;
+        out->body = rm_xstrndup(ready ? "ready\n" : "not ready\n", ready ? 6 : 10);
+        out->len = strlen(out->body);
+    }
+}
 
 /* Runs on the server thread every tick: cache housekeeping and the SIGTERM
  * sequence (NOT_SERVING first, so routers and kubelet stop sending, then
@@ -27,6 +54,11 @@ static int tick(void *ctx, uint64_t now_ms)
 {
     daemon_state *d = ctx;
     rm_node_tick(d->node, now_ms);
+    if (d->pub && (now_ms - d->published_at >= 500 || got_term)) {
+        d->published_at = now_ms;
+        rm_published_set(d->pub, rm_node_metrics(d->node), NULL,
+                         rm_node_serving(d->node) && !got_term);
+    }
     if (got_term && !d->term_at) {
         d->term_at = now_ms;
         rm_node_set_serving(d->node, 0);
@@ -39,7 +71,7 @@ static int tick(void *ctx, uint64_t now_ms)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
-    const char *log_level = "info";
+    const char *log_level = "info", *http = NULL;
     int prefault = 0;
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
@@ -74,6 +106,7 @@ int main(int argc, char **argv)
          1u << 20},
         {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life, "half-life of the hot-prefix counts", 100,
          86400000},
+        {"http", RM_FLAG_STR, &http, "serve /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-node", "--listen HOST:PORT [options]", "RADIXMESH", flags,
@@ -153,8 +186,28 @@ int main(int argc, char **argv)
            eviction, (unsigned long long)kv_bytes);
     /* A machine-readable line for scripts that start us on port 0. */
 
-    daemon_state d = {node, shutdown_delay, 0};
+    daemon_state d = {node, shutdown_delay, 0, NULL, 0};
+    rm_published pub;
+    rm_published_init(&pub);
+    rm_http_server *hs = NULL;
+    if (http) {
+        char err[256];
+        int hport;
+        hs = rm_http_start(http, http_handler, &pub, &hport, err, sizeof err);
+        if (!hs) {
+            rm_log(RM_LOG_ERROR, "node", "--http: %s", err);
+            return 1;
+        }
+        rm_published_set(&pub, rm_node_metrics(node), NULL, 1);
+        d.pub = &pub;
+        rm_log(RM_LOG_INFO, "node", "HTTP on %.*s:%d", (int)(strrchr(http, ':') - http), http,
+               hport);
+        printf("HTTP %.*s:%d\n", (int)(strrchr(http, ':') - http), http, hport);
+        fflush(stdout);
+    }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_http_stop(hs);
+    rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);
     rm_node_destroy(node);
     grpc_shutdown();

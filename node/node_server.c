@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <grpc/slice.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,82 @@ void rm_node_destroy(rm_node *n)
 rm_cache *rm_node_cache(rm_node *n)
 {
     return &n->cache;
+}
+
+int rm_node_serving(const rm_node *n)
+{
+    return n->serving;
+}
+
+/* Appends to a growing string. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)n + 256;
+        b->p = rm_xrealloc(b->p, b->cap);
+    }
+}
+
+static void metric(sbuf *b, const char *name, const char *type, const char *help,
+                   const char *labels, double v)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, labels,
+              v);
+}
+
+char *rm_node_metrics(rm_node *n)
+{
+    rm_cache_stats st;
+    rm_cache_stats_get(&n->cache, &st);
+    sbuf b = {rm_xmalloc(4096), 0, 4096};
+    char l[256];
+    snprintf(l, sizeof l, "node=\"%s\"", n->node_id);
+    metric(&b, "radixmesh_match_requests_total", "counter", "Match requests accepted.", l,
+           (double)st.match_requests_total);
+    metric(&b, "radixmesh_query_tokens_total", "counter", "Tokens of accepted Match requests.", l,
+           (double)st.query_tokens_total);
+    metric(&b, "radixmesh_hit_tokens_total", "counter",
+           "Tokens those Match requests found cached (hit rate = hit / query).", l,
+           (double)st.hit_tokens_total);
+    metric(&b, "radixmesh_insert_requests_total", "counter", "Insert and WriteKV requests.", l,
+           (double)st.insert_requests_total);
+    metric(&b, "radixmesh_inserted_tokens_total", "counter", "Tokens newly cached.", l,
+           (double)st.inserted_tokens_total);
+    metric(&b, "radixmesh_evicted_tokens_total", "counter", "Tokens evicted to make room.", l,
+           (double)st.evicted_tokens_total);
+    metric(&b, "radixmesh_expired_leases_total", "counter", "Leases reclaimed by their TTL.", l,
+           (double)st.expired_leases_total);
+    sb_printf(&b, "# HELP radixmesh_pool_pages KV pool pages by state.\n"
+                  "# TYPE radixmesh_pool_pages gauge\n");
+    const char *states[] = {"free", "evictable", "protected"};
+    uint64_t v[] = {st.free_pages, st.evictable_pages, st.protected_pages};
+    for (int i = 0; i < 3; i++)
+        sb_printf(&b, "radixmesh_pool_pages{%s,state=\"%s\"} %" PRIu64 "\n", l, states[i], v[i]);
+    metric(&b, "radixmesh_page_tokens", "gauge", "Tokens per KV page.", l,
+           (double)n->cache.cfg.page_tokens);
+    metric(&b, "radixmesh_active_leases", "gauge", "Live leases.", l, (double)st.active_leases);
+    metric(&b, "radixmesh_tree_nodes", "gauge", "Radix tree nodes.", l, (double)st.tree_nodes);
+    metric(&b, "radixmesh_metadata_bytes", "gauge", "Bytes of cache metadata.", l,
+           (double)st.metadata_bytes);
+    metric(&b, "radixmesh_serving", "gauge", "1 while the node reports SERVING.", l,
+           (double)n->serving);
+    snprintf(l, sizeof l, "node=\"%s\",role=\"node\",version=\"%s\"", n->node_id, RM_VERSION);
+    metric(&b, "radixmesh_build_info", "gauge", "Build information.", l, 1);
+    return b.p;
 }
 
 void rm_node_set_serving(rm_node *n, int serving)

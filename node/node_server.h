@@ -36,6 +36,13 @@ void rm_node_tick(rm_node *n, uint64_t now_ms);
 /* Health status reported by grpc.health.v1.Health/Check. */
 void rm_node_set_serving(rm_node *n, int serving);
 
+/* Prometheus text of the node's counters and gauges (caller frees). For
+ * the owner thread, which publishes it for the HTTP thread. */
+char *rm_node_metrics(rm_node *n);
+
+/* Whether the node reports SERVING. */
+int rm_node_serving(const rm_node *n);
+
 /* The node's cache (for the owner thread only). */
 rm_cache *rm_node_cache(rm_node *n);
 

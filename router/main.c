@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dashboard.h"
 #include "flags.h"
+#include "http.h"
 #include "log.h"
 #include "router.h"
 #include "rpc_server.h"
@@ -61,7 +63,8 @@ static void *dns_loop(void *p)
                 list[n++] = rm_xstrndup(buf, strlen(buf));
             }
             freeaddrinfo(res);
-            qsort(list, n, sizeof *list, cmp_str);
+            if (n)
+                qsort(list, n, sizeof *list, cmp_str);
             pthread_mutex_lock(&d->mu);
             for (size_t i = 0; i < d->naddrs; i++)
                 free(d->addrs[i]);
@@ -80,6 +83,8 @@ static void *dns_loop(void *p)
 }
 
 typedef struct daemon_state {
+    rm_published *pub; /* NULL without --http */
+    uint64_t published_at, sampled_at;
     rm_router *router;
     dns_state *dns;
     char **known; /* addresses currently in the membership (DNS mode) */
@@ -119,12 +124,56 @@ static void apply_dns(daemon_state *d)
     pthread_mutex_unlock(&dns->mu);
 }
 
+/* HTTP thread: the dashboard and what the owner thread published. */
+static void http_handler(void *ctx, const char *path, rm_http_response *out)
+{
+    rm_published *pub = ctx;
+    int ready = 0;
+    if (!strcmp(path, "/") || !strcmp(path, "/index.html")) {
+        out->status = 200;
+        out->content_type = "text/html; charset=utf-8";
+        out->len = strlen(rm_dashboard_html);
+        out->body = rm_xstrndup(rm_dashboard_html, out->len);
+    } else if (!strcmp(path, "/metrics") || !strcmp(path, "/api/cluster")) {
+        int json = !strcmp(path, "/api/cluster");
+        out->body = rm_published_get(pub, json, &ready);
+        if (out->body) {
+            out->status = 200;
+            out->content_type = json ? "application/json" : "text/plain; version=0.0.4";
+            out->len = strlen(out->body);
+        }
+    } else if (!strcmp(path, "/healthz")) {
+        out->status = 200;
+        out->body = rm_xstrndup("ok\n", 3);
+        out->len = 3;
+    } else if (!strcmp(path, "/readyz")) {
+        free(rm_published_get(pub, 0, &ready));
+        out->status = ready ? 200 : 503;
+        out->body = rm_xstrndup(ready ? "ready\n" : "not ready\n", ready ? 6 : 10);
+        out->len = strlen(out->body);
+    }
+}
+
+static void publish(daemon_state *d)
+{
+    rm_published_set(d->pub, rm_router_metrics(d->router), rm_router_cluster_json(d->router),
+                     !got_term && rm_router_healthy_nodes(d->router) > 0);
+}
+
 static int tick(void *ctx, uint64_t now_ms)
 {
     daemon_state *d = ctx;
     if (d->dns)
         apply_dns(d);
     rm_router_tick(d->router, now_ms);
+    if (now_ms - d->sampled_at >= 1000) {
+        d->sampled_at = now_ms;
+        rm_router_sample(d->router, now_ms);
+    }
+    if (d->pub && (now_ms - d->published_at >= 500 || got_term)) {
+        d->published_at = now_ms;
+        publish(d);
+    }
     if (got_term && !d->term_at) {
         d->term_at = now_ms;
         rm_router_set_serving(d->router, 0);
@@ -164,7 +213,7 @@ int main(int argc, char **argv)
     rm_router_config cfg;
     rm_router_config_defaults(&cfg);
     const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
-    const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL;
+    const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL, *http = NULL;
     uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
@@ -208,6 +257,8 @@ int main(int argc, char **argv)
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
         {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout, "then wait this long for in-flight calls",
          0, 600000},
+        {"http", RM_FLAG_STR, &http,
+         "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-router",
@@ -293,8 +344,27 @@ int main(int argc, char **argv)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
            router_id, host, bound, key_mode, load_factor);
-    daemon_state d = {r, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay, 0};
+    daemon_state d = {NULL, 0, 0, r, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay, 0};
+    rm_published pub;
+    rm_published_init(&pub);
+    rm_http_server *hs = NULL;
+    if (http) {
+        int hport;
+        hs = rm_http_start(http, http_handler, &pub, &hport, err, sizeof err);
+        if (!hs) {
+            rm_log(RM_LOG_ERROR, "router", "--http: %s", err);
+            return 1;
+        }
+        d.pub = &pub;
+        publish(&d);
+        rm_log(RM_LOG_INFO, "router", "dashboard on http://%.*s:%d/",
+               (int)(strrchr(http, ':') - http), http, hport);
+        printf("HTTP %.*s:%d\n", (int)(strrchr(http, ':') - http), http, hport);
+        fflush(stdout);
+    }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_http_stop(hs);
+    rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);
     if (dns_running) {
         dns.stop = 1;

@@ -4,6 +4,8 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,8 +62,17 @@ typedef struct rnode {
     int have_stats;
 } rnode;
 
+#define HISTORY 300 /* seconds of history for the dashboard */
+
+typedef struct sample {
+    uint64_t t_ms, hit, query, routed, spills;
+} sample;
+
 struct rm_router {
     rm_router_config cfg;
+    sample history[HISTORY];
+    size_t nhist, hist_next;
+    uint64_t started_ms;
     rm_rpc_server *srv;
     rnode **nodes;
     uint32_t nnodes, cap;
@@ -114,6 +125,7 @@ rm_router *rm_router_create(const rm_router_config *cfg)
     if (r->cfg.max_key_blocks > MAX_KEY_BLOCKS)
         r->cfg.max_key_blocks = MAX_KEY_BLOCKS;
     r->serving = 1;
+    r->started_ms = rm_now_ms();
     return r;
 }
 
@@ -1009,4 +1021,182 @@ int rm_router_register(rm_router *r, rm_rpc_server *srv)
         if (rm_rpc_server_add_method(srv, &methods[i]) != 0)
             return -1;
     return 0;
+}
+
+/* ---- published views: metrics, /api/cluster ------------------------------ */
+
+static void cluster_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
+{
+    *hit = *query = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        const rnode *n = r->nodes[i];
+        if (n->removed || !n->have_stats)
+            continue;
+        *hit += n->stats.hit_tokens_total;
+        *query += n->stats.query_tokens_total;
+    }
+}
+
+void rm_router_sample(rm_router *r, uint64_t now_ms)
+{
+    sample *s = &r->history[r->hist_next];
+    s->t_ms = now_ms;
+    cluster_totals(r, &s->hit, &s->query);
+    s->routed = r->routed_total;
+    s->spills = r->spills;
+    r->hist_next = (r->hist_next + 1) % HISTORY;
+    if (r->nhist < HISTORY)
+        r->nhist++;
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)n + 256;
+        b->p = rm_xrealloc(b->p, b->cap);
+    }
+}
+
+static void family(sbuf *b, const char *name, const char *type, const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+char *rm_router_metrics(rm_router *r)
+{
+    sbuf b = {rm_xmalloc(8192), 0, 8192};
+    uint64_t hit, query;
+    cluster_totals(r, &hit, &query);
+    const char *rl = r->cfg.router_id;
+    family(&b, "radixmesh_cluster_hit_tokens_total", "counter",
+           "Tokens the cluster's Match requests found cached (sum over nodes).");
+    sb_printf(&b, "radixmesh_cluster_hit_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl, hit);
+    family(&b, "radixmesh_cluster_query_tokens_total", "counter",
+           "Tokens of the cluster's Match requests (sum over nodes).");
+    sb_printf(&b, "radixmesh_cluster_query_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl, query);
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } counters[] = {
+        {"radixmesh_router_routed_requests_total", "Requests routed (Match and Route).",
+         r->routed_total},
+        {"radixmesh_router_spills_total", "Requests that skipped an overloaded node.", r->spills},
+        {"radixmesh_router_failovers_total", "Calls moved off a failed node.", r->failovers},
+        {"radixmesh_router_retries_total", "Calls retried on another node.", r->retries},
+    };
+    for (size_t i = 0; i < RM_ARRAY_LEN(counters); i++) {
+        family(&b, counters[i].name, "counter", counters[i].help);
+        sb_printf(&b, "%s{router=\"%s\"} %" PRIu64 "\n", counters[i].name, rl, counters[i].v);
+    }
+    family(&b, "radixmesh_router_healthy_nodes", "gauge", "Nodes on the ring.");
+    sb_printf(&b, "radixmesh_router_healthy_nodes{router=\"%s\"} %u\n", rl, r->healthy);
+    family(&b, "radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.");
+    sb_printf(&b, "radixmesh_router_hot_prefixes{router=\"%s\"} %zu\n", rl, r->nhot);
+    /* Per node: cardinality is bounded by the membership. */
+    const char *fams[][3] = {
+        {"radixmesh_node_up", "gauge", "1 while the node is on the ring."},
+        {"radixmesh_node_routed_requests_total", "counter", "Requests routed to the node."},
+        {"radixmesh_node_hit_tokens_total", "counter", "The node's hit tokens (its Stats)."},
+        {"radixmesh_node_query_tokens_total", "counter", "The node's query tokens (its Stats)."},
+        {"radixmesh_node_evicted_tokens_total", "counter", "The node's evicted tokens."},
+        {"radixmesh_node_pool_pages", "gauge", "The node's pool size in pages."},
+        {"radixmesh_node_free_pages", "gauge", "The node's free pages."},
+        {"radixmesh_node_load", "gauge", "In-flight + recent routed requests."},
+    };
+    uint64_t now = rm_now_ms();
+    for (size_t f = 0; f < RM_ARRAY_LEN(fams); f++) {
+        family(&b, fams[f][0], fams[f][1], fams[f][2]);
+        for (uint32_t i = 0; i < r->nnodes; i++) {
+            rnode *n = r->nodes[i];
+            if (n->removed || !n->id)
+                continue;
+            const radixmesh_v1_NodeStats *st = &n->stats;
+            double v[] = {n->healthy,
+                          (double)n->routed,
+                          (double)st->hit_tokens_total,
+                          (double)st->query_tokens_total,
+                          (double)st->evicted_tokens_total,
+                          (double)st->pool_pages,
+                          (double)st->free_pages,
+                          node_load(r, n, now)};
+            sb_printf(&b, "%s{router=\"%s\",node=\"%s\"} %.17g\n", fams[f][0], rl, n->id, v[f]);
+        }
+    }
+    family(&b, "radixmesh_build_info", "gauge", "Build information.");
+    sb_printf(&b, "radixmesh_build_info{router=\"%s\",role=\"router\",version=\"%s\"} 1\n", rl,
+              RM_VERSION);
+    return b.p;
+}
+
+char *rm_router_cluster_json(rm_router *r)
+{
+    uint64_t hit, query;
+    cluster_totals(r, &hit, &query);
+    json_t *o = json_object(), *nodes = json_array(), *hist = json_array();
+    json_object_set_new(o, "router_id", json_string(r->cfg.router_id));
+    json_object_set_new(o, "hit_tokens_total", json_integer((json_int_t)hit));
+    json_object_set_new(o, "query_tokens_total", json_integer((json_int_t)query));
+    json_object_set_new(o, "hit_rate", json_real(query ? (double)hit / (double)query : 0));
+    json_object_set_new(o, "routed_requests_total", json_integer((json_int_t)r->routed_total));
+    json_object_set_new(o, "spills_total", json_integer((json_int_t)r->spills));
+    json_object_set_new(o, "failovers_total", json_integer((json_int_t)r->failovers));
+    json_object_set_new(o, "healthy_nodes", json_integer(r->healthy));
+    json_object_set_new(o, "hot_prefixes", json_integer((json_int_t)r->nhot));
+    uint64_t now = rm_now_ms();
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed)
+            continue;
+        const radixmesh_v1_NodeStats *st = &n->stats;
+        json_t *j = json_object();
+        json_object_set_new(j, "id", json_string(n->id ? n->id : ""));
+        json_object_set_new(j, "address", json_string(n->address));
+        json_object_set_new(j, "healthy", json_boolean(n->healthy));
+        json_object_set_new(j, "hit_tokens_total", json_integer((json_int_t)st->hit_tokens_total));
+        json_object_set_new(j, "query_tokens_total",
+                            json_integer((json_int_t)st->query_tokens_total));
+        json_object_set_new(j, "match_requests_total",
+                            json_integer((json_int_t)st->match_requests_total));
+        json_object_set_new(j, "routed_requests", json_integer((json_int_t)n->routed));
+        json_object_set_new(j, "pool_pages", json_integer((json_int_t)st->pool_pages));
+        json_object_set_new(j, "free_pages", json_integer((json_int_t)st->free_pages));
+        json_object_set_new(j, "evicted_tokens_total",
+                            json_integer((json_int_t)st->evicted_tokens_total));
+        json_object_set_new(j, "active_leases", json_integer((json_int_t)st->active_leases));
+        json_object_set_new(j, "load", json_real(node_load(r, n, now)));
+        json_array_append_new(nodes, j);
+    }
+    json_object_set_new(o, "nodes", nodes);
+    /* History: per-second hit rate and request rate over the window. */
+    for (size_t k = 1; k < r->nhist; k++) {
+        const sample *a = &r->history[(r->hist_next + HISTORY - r->nhist + k - 1) % HISTORY];
+        const sample *b = &r->history[(r->hist_next + HISTORY - r->nhist + k) % HISTORY];
+        double dt = (double)(b->t_ms - a->t_ms) / 1000.0;
+        uint64_t dq = b->query - a->query, dh = b->hit - a->hit;
+        json_t *p = json_object();
+        json_object_set_new(p, "t", json_real((double)(b->t_ms - r->started_ms) / 1000.0));
+        json_object_set_new(p, "hit_rate", dq ? json_real((double)dh / (double)dq) : json_null());
+        json_object_set_new(p, "requests_per_second",
+                            json_real(dt > 0 ? (double)(b->routed - a->routed) / dt : 0));
+        json_object_set_new(p, "spills", json_integer((json_int_t)(b->spills - a->spills)));
+        json_array_append_new(hist, p);
+    }
+    json_object_set_new(o, "history", hist);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
 }

@@ -54,6 +54,17 @@ void rm_router_tick(rm_router *r, uint64_t now_ms);
 /* Health reported by grpc.health.v1 Check while draining (0) or not (1). */
 void rm_router_set_serving(rm_router *r, int serving);
 
+/* Records a history sample (call once a second from the tick). */
+void rm_router_sample(rm_router *r, uint64_t now_ms);
+
+/* Prometheus text (caller frees): router counters, cluster totals and
+ * per-node series labelled by node id. */
+char *rm_router_metrics(rm_router *r);
+
+/* The /api/cluster document (caller frees): totals, every node, and the
+ * recent per-second history the dashboard draws. */
+char *rm_router_cluster_json(rm_router *r);
+
 /* Number of nodes on the ring now. */
 uint32_t rm_router_healthy_nodes(const rm_router *r);
 

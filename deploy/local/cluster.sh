@@ -3,7 +3,8 @@
 # a free port. State (pids, logs, addresses) lives in DIR.
 #
 #   deploy/local/cluster.sh start DIR [NODES] [-- node flags...]
-#        prints the router address (also in DIR/router.addr)
+#        prints the router address (also in DIR/router.addr); the dashboard
+#        URL is in DIR/dashboard.url
 #   deploy/local/cluster.sh stop DIR
 #
 # Binaries come from $RADIXMESH_BIN (default: build/ beside this script).
@@ -42,12 +43,14 @@ start)
     addr=$(wait_listen "$dir/node-$i.out" $!) || { echo "node-$i did not start:" >&2; cat "$dir/node-$i.log" >&2; exit 1; }
     list+="${list:+,}node-$i=$addr"
   done
-  "$bin/radixmesh-router" --listen 127.0.0.1:0 --nodes "$list" --router-id local-router \
+  "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 --nodes "$list" --router-id local-router \
     --shutdown-delay-ms 0 --health-interval-ms 250 --stats-interval 250 \
     >"$dir/router.out" 2>"$dir/router.log" &
   echo $! >>"$dir/pids"
   raddr=$(wait_listen "$dir/router.out" $!) || { echo "router did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
   echo "$raddr" >"$dir/router.addr"
+  for _ in $(seq 1 100); do grep -q '^HTTP ' "$dir/router.out" && break; read -r -t 0.05 <> <(:) || true; done
+  echo "http://$(sed -n 's/^HTTP //p' "$dir/router.out")/" >"$dir/dashboard.url"
   echo "$raddr"
   ;;
 stop)

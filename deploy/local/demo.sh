@@ -3,7 +3,8 @@
 # router and 3 cache nodes on loopback), replay a demo workload through it
 # (the shared Mooncake trace when ../shared/traces has it, else a built-in
 # generated workload of system prompts, few-shot prompts, multi-turn chats
-# and RAG documents), print the summary and the cluster table, stop.
+# and RAG documents), print the summary, the cluster table and the dashboard
+# URL; when run from a terminal, keep the cluster up until Enter.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 "$root/scripts/deps.sh"
@@ -29,6 +30,8 @@ fi
 echo
 "$bin/radixmesh" stats --router "$router"
 echo
-echo "cluster hit rate above; live cluster table while a cluster runs:"
-echo "  $bin/radixmesh stats --router $router --watch"
-echo "(the web dashboard comes with the observability issue; this demo cluster stops now)"
+echo "dashboard: $(cat "$state/dashboard.url")   (cluster table: $bin/radixmesh stats --router $router --watch)"
+if [[ -t 0 ]]; then
+  echo "the cluster keeps running for the dashboard; press Enter to stop it"
+  read -r _ || true
+fi

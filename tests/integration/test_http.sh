@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# HTTP endpoints of both daemons: /healthz, /readyz (503 while draining),
+# /metrics, the router's /api/cluster (equal to the nodes' own counters) and
+# its dashboard page; read-only (405) and unknown paths (404).
+# Usage: test_http.sh BIN_DIR
+set -uo pipefail
+bin=$1
+tmp=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { if [[ "$2" == "$3" ]]; then ok; else bad "$1: got '$2', want '$3'"; fi; }
+code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+# Waits (at most 10 s) for a line "KEY value" in a daemon's stdout.
+line() {
+  for _ in $(seq 1 200); do
+    v=$(sed -n "s/^$2 //p" "$1" | head -1)
+    [[ -n "$v" ]] && { echo "$v"; return 0; }
+    read -r -t 0.05 <> <(:) || true
+  done
+  return 1
+}
+start() { # name, args... -> sets $grpc and $http
+  "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+  pids+=($!)
+  disown $! 2>/dev/null || true
+  grpc=$(line "$tmp/$name.out" LISTENING) && http=$(line "$tmp/$name.out" HTTP)
+}
+list=""
+for i in 0 1; do
+  name=n$i start "$bin/radixmesh-node" --listen 127.0.0.1:0 --http 127.0.0.1:0 --node-id n$i \
+    --shutdown-delay-ms 0 || { bad "node $i did not start"; exit 1; }
+  nh[$i]=$http
+  list+="${list:+,}n$i=$grpc"
+done
+name=r start "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 --nodes "$list" \
+  --health-interval-ms 200 --stats-interval 200 --shutdown-delay-ms 1500 || { bad "router"; exit 1; }
+rg=$grpc rh=$http
+
+check "node /healthz" "$(code "http://${nh[0]}/healthz")" 200
+check "node /readyz" "$(code "http://${nh[0]}/readyz")" 200
+check "node /nope" "$(code "http://${nh[0]}/nope")" 404
+check "node POST" "$(code -X POST "http://${nh[0]}/metrics")" 405
+m=$(curl -s "http://${nh[0]}/metrics")
+for name in radixmesh_match_requests_total radixmesh_hit_tokens_total radixmesh_query_tokens_total \
+            'radixmesh_pool_pages{node="n0",state="free"}' radixmesh_active_leases radixmesh_build_info; do
+  grep -qF "$name" <<<"$m" && ok || bad "node metric $name missing"
+done
+# Every sample line is "name{labels} number".
+if grep -v '^#' <<<"$m" | grep -qvE '^radixmesh_[a-z_]+\{[^}]*\} -?[0-9.e+]+$'; then bad "malformed metric line"; else ok; fi
+
+for _ in $(seq 1 100); do  # the router has both nodes on its ring
+  [[ $(code "http://$rh/readyz") == 200 ]] && break
+  read -r -t 0.1 <> <(:) || true
+done
+check "router /readyz" "$(code "http://$rh/readyz")" 200
+"$bin/radixmesh" replay --router "$rg" --trace builtin --limit 300 >/dev/null 2>&1 || bad "replay"
+# /api/cluster catches up with the nodes' own /metrics within a few polls.
+agree=0
+for _ in $(seq 1 100); do
+  api=$(curl -s "http://$rh/api/cluster")
+  node_hits=0 node_q=0
+  for i in 0 1; do
+    mm=$(curl -s "http://${nh[$i]}/metrics")
+    node_hits=$((node_hits + $(sed -n 's/^radixmesh_hit_tokens_total{[^}]*} //p' <<<"$mm")))
+    node_q=$((node_q + $(sed -n 's/^radixmesh_query_tokens_total{[^}]*} //p' <<<"$mm")))
+  done
+  if python3 -c "
+import json, sys
+c = json.loads(sys.argv[1])
+assert c['hit_tokens_total'] == int(sys.argv[2]) and c['query_tokens_total'] == int(sys.argv[3])
+assert c['query_tokens_total'] > 0 and abs(c['hit_rate'] - c['hit_tokens_total'] / c['query_tokens_total']) < 1e-12
+assert len(c['nodes']) == 2 and all(n['healthy'] for n in c['nodes'])
+assert sum(n['routed_requests'] for n in c['nodes']) == c['routed_requests_total'] == 300
+assert isinstance(c['history'], list)
+" "$api" "$node_hits" "$node_q" 2>/dev/null; then agree=1; break; fi
+  read -r -t 0.1 <> <(:) || true
+done
+[[ $agree -eq 1 ]] && ok || bad "/api/cluster does not match the nodes: $api"
+m=$(curl -s "http://$rh/metrics")
+for name in radixmesh_cluster_hit_tokens_total radixmesh_cluster_query_tokens_total \
+            'radixmesh_node_up{router=' radixmesh_router_spills_total radixmesh_router_failovers_total; do
+  grep -qF "$name" <<<"$m" && ok || bad "router metric $name missing"
+done
+page=$(curl -s "http://$rh/")
+grep -q "<svg id='chart'" <<<"$page" && grep -q "fetch('/api/cluster')" <<<"$page" && ok || bad "dashboard page"
+grep -qE 'src=|href=.http' <<<"$page" && bad "dashboard loads external resources" || ok
+# Draining: NOT ready while the shutdown delay runs, still alive.
+kill -TERM "${pids[2]}"
+ready=200
+for _ in $(seq 1 50); do
+  ready=$(code "http://$rh/readyz"); [[ $ready == 503 ]] && break
+  read -r -t 0.02 <> <(:) || true
+done
+check "router /readyz while draining" "$ready" 503
+check "router /healthz while draining" "$(code "http://$rh/healthz")" 200
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
