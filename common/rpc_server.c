@@ -2,6 +2,7 @@
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +29,16 @@ typedef struct call_tag {
  */
 typedef enum { CALL_WAITING, CALL_ACTIVE, CALL_FINISHING } call_state;
 
+/* Latency buckets (seconds): 50 us to 10 s, roughly x2.5 per step. */
+static const double buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                 0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   10};
+#define NBUCKETS (sizeof buckets / sizeof buckets[0])
+
 typedef struct reg_method {
     rm_rpc_method m;
     void *handle; /* from grpc_server_register_method */
+    uint64_t count, le[NBUCKETS];
+    double sum;
 } reg_method;
 
 struct rm_rpc_call {
@@ -47,6 +55,7 @@ struct rm_rpc_call {
     int pending; /* batches in flight */
     int sent_initial_md, sending, receiving;
     int cancelled;
+    uint64_t accepted_ns;
     void *user;
 };
 
@@ -311,11 +320,22 @@ int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
     return rc;
 }
 
+static void observe(reg_method *r, uint64_t ns)
+{
+    double s = (double)ns / 1e9;
+    r->count++;
+    r->sum += s;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        if (s <= buckets[i])
+            r->le[i]++;
+}
+
 static void maybe_done(rm_rpc_call *c)
 {
     if (c->state != CALL_FINISHING || c->pending > 0)
         return;
     if (c->method >= 0) {
+        observe(&c->srv->methods[c->method], rm_now_ns() - c->accepted_ns);
         const rm_rpc_method *m = &c->srv->methods[c->method].m;
         if (m->kind == RM_RPC_SERVER_STREAMING || m->kind == RM_RPC_CLIENT_STREAMING)
             m->stream(m->ctx, c, RM_CALL_EV_DONE, NULL, 1);
@@ -329,6 +349,7 @@ static void on_accept(rm_rpc_server *s, rm_rpc_call *c)
     if (!s->shutting_down)
         request_call(s, c->method);
     c->state = CALL_ACTIVE;
+    c->accepted_ns = rm_now_ns();
     s->active++;
     if (c->method < 0) {
         char path[256];
@@ -427,6 +448,29 @@ static void on_call_tag(rm_cq_tag *base, int ok)
         break;
     }
     maybe_done(c);
+}
+
+char *rm_rpc_server_metrics(const rm_rpc_server *s, const char *labels)
+{
+    rm_sbuf b = {0};
+    rm_sbuf_printf(&b, "# HELP radixmesh_rpc_duration_seconds gRPC calls served, from accept "
+                       "to final status.\n# TYPE radixmesh_rpc_duration_seconds histogram\n");
+    for (int i = 0; i < s->nmethods; i++) {
+        const reg_method *r = &s->methods[i];
+        const char *name = strrchr(r->m.path, '/');
+        char l[320];
+        snprintf(l, sizeof l, "%s%smethod=\"%.80s\"", labels, *labels ? "," : "",
+                 name ? name + 1 : r->m.path);
+        for (size_t k = 0; k < NBUCKETS; k++)
+            rm_sbuf_printf(&b, "radixmesh_rpc_duration_seconds_bucket{%s,le=\"%g\"} %" PRIu64 "\n",
+                           l, buckets[k], r->le[k]);
+        rm_sbuf_printf(&b,
+                       "radixmesh_rpc_duration_seconds_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n"
+                       "radixmesh_rpc_duration_seconds_sum{%s} %.9f\n"
+                       "radixmesh_rpc_duration_seconds_count{%s} %" PRIu64 "\n",
+                       l, r->count, l, r->sum, l, r->count);
+    }
+    return b.p;
 }
 
 void rm_rpc_server_request_shutdown(rm_rpc_server *s)

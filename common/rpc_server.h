@@ -104,6 +104,12 @@ void rm_rpc_server_request_shutdown(rm_rpc_server *s);
 
 void rm_rpc_server_destroy(rm_rpc_server *s);
 
+/* Prometheus text of radixmesh_rpc_duration_seconds{method=...}: one
+ * histogram per registered method, from accepting a call to its final
+ * status. labels (e.g. node="n1") are added to every sample. Caller frees.
+ * Server thread only (the histograms have no lock). */
+char *rm_rpc_server_metrics(const rm_rpc_server *s, const char *labels);
+
 /* Calls currently in progress (accepted, not yet done). */
 size_t rm_rpc_server_active_calls(const rm_rpc_server *s);
 

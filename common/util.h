@@ -38,6 +38,14 @@ static inline uint64_t rm_mix64(uint64_t x)
  * its tick) and ignores SIGPIPE. */
 void rm_install_term_flag(volatile int *flag);
 
+/* A growing string: rm_sbuf_printf appends, p is malloc'd (owner frees). */
+typedef struct rm_sbuf {
+    char *p;
+    size_t len, cap;
+} rm_sbuf;
+
+void rm_sbuf_printf(rm_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #define RM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

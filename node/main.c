@@ -16,6 +16,7 @@
 static volatile int got_term;
 
 typedef struct daemon_state {
+    rm_rpc_server *srv;
     rm_node *node;
     uint64_t shutdown_delay_ms;
     uint64_t term_at;  /* 0: running */
@@ -47,6 +48,19 @@ static void http_handler(void *ctx, const char *path, rm_http_response *out)
     }
 }
 
+/* The node's metrics followed by its RPC latency histograms. */
+static char *metrics_text(daemon_state *d)
+{
+    char *a = rm_node_metrics(d->node), labels[200];
+    snprintf(labels, sizeof labels, "node=\"%s\"", rm_node_id(d->node));
+    char *b = rm_rpc_server_metrics(d->srv, labels);
+    size_t la = strlen(a), lb = strlen(b);
+    a = rm_xrealloc(a, la + lb + 1);
+    memcpy(a + la, b, lb + 1);
+    free(b);
+    return a;
+}
+
 /* Runs on the server thread every tick: cache housekeeping and the SIGTERM
  * sequence (NOT_SERVING first, so routers and kubelet stop sending, then
  * stop accepting and drain). */
@@ -56,8 +70,7 @@ static int tick(void *ctx, uint64_t now_ms)
     rm_node_tick(d->node, now_ms);
     if (d->pub && (now_ms - d->published_at >= 500 || got_term)) {
         d->published_at = now_ms;
-        rm_published_set(d->pub, rm_node_metrics(d->node), NULL,
-                         rm_node_serving(d->node) && !got_term);
+        rm_published_set(d->pub, metrics_text(d), NULL, rm_node_serving(d->node) && !got_term);
     }
     if (got_term && !d->term_at) {
         d->term_at = now_ms;
@@ -186,7 +199,7 @@ int main(int argc, char **argv)
            eviction, (unsigned long long)kv_bytes);
     /* A machine-readable line for scripts that start us on port 0. */
 
-    daemon_state d = {node, shutdown_delay, 0, NULL, 0};
+    daemon_state d = {srv, node, shutdown_delay, 0, NULL, 0};
     rm_published pub;
     rm_published_init(&pub);
     rm_http_server *hs = NULL;
@@ -198,8 +211,8 @@ int main(int argc, char **argv)
             rm_log(RM_LOG_ERROR, "node", "--http: %s", err);
             return 1;
         }
-        rm_published_set(&pub, rm_node_metrics(node), NULL, 1);
         d.pub = &pub;
+        rm_published_set(&pub, metrics_text(&d), NULL, 1);
         rm_log(RM_LOG_INFO, "node", "HTTP on %.*s:%d", (int)(strrchr(http, ':') - http), http,
                hport);
         printf("HTTP %.*s:%d\n", (int)(strrchr(http, ':') - http), http, hport);

@@ -64,46 +64,28 @@ rm_cache *rm_node_cache(rm_node *n)
     return &n->cache;
 }
 
+const char *rm_node_id(const rm_node *n)
+{
+    return n->node_id;
+}
+
 int rm_node_serving(const rm_node *n)
 {
     return n->serving;
 }
 
-/* Appends to a growing string. */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)n + 256;
-        b->p = rm_xrealloc(b->p, b->cap);
-    }
-}
-
-static void metric(sbuf *b, const char *name, const char *type, const char *help,
+static void metric(rm_sbuf *b, const char *name, const char *type, const char *help,
                    const char *labels, double v)
 {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, labels,
-              v);
+    rm_sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name,
+                   labels, v);
 }
 
 char *rm_node_metrics(rm_node *n)
 {
     rm_cache_stats st;
     rm_cache_stats_get(&n->cache, &st);
-    sbuf b = {rm_xmalloc(4096), 0, 4096};
+    rm_sbuf b = {0};
     char l[256];
     snprintf(l, sizeof l, "node=\"%s\"", n->node_id);
     metric(&b, "radixmesh_match_requests_total", "counter", "Match requests accepted.", l,
@@ -121,12 +103,13 @@ char *rm_node_metrics(rm_node *n)
            (double)st.evicted_tokens_total);
     metric(&b, "radixmesh_expired_leases_total", "counter", "Leases reclaimed by their TTL.", l,
            (double)st.expired_leases_total);
-    sb_printf(&b, "# HELP radixmesh_pool_pages KV pool pages by state.\n"
-                  "# TYPE radixmesh_pool_pages gauge\n");
+    rm_sbuf_printf(&b, "# HELP radixmesh_pool_pages KV pool pages by state.\n"
+                       "# TYPE radixmesh_pool_pages gauge\n");
     const char *states[] = {"free", "evictable", "protected"};
     uint64_t v[] = {st.free_pages, st.evictable_pages, st.protected_pages};
     for (int i = 0; i < 3; i++)
-        sb_printf(&b, "radixmesh_pool_pages{%s,state=\"%s\"} %" PRIu64 "\n", l, states[i], v[i]);
+        rm_sbuf_printf(&b, "radixmesh_pool_pages{%s,state=\"%s\"} %" PRIu64 "\n", l, states[i],
+                       v[i]);
     metric(&b, "radixmesh_page_tokens", "gauge", "Tokens per KV page.", l,
            (double)n->cache.cfg.page_tokens);
     metric(&b, "radixmesh_active_leases", "gauge", "Live leases.", l, (double)st.active_leases);

@@ -40,6 +40,9 @@ void rm_node_set_serving(rm_node *n, int serving);
  * the owner thread, which publishes it for the HTTP thread. */
 char *rm_node_metrics(rm_node *n);
 
+/* The node's id (owned by the node). */
+const char *rm_node_id(const rm_node *n);
+
 /* Whether the node reports SERVING. */
 int rm_node_serving(const rm_node *n);
 

@@ -83,9 +83,11 @@ static void *dns_loop(void *p)
 }
 
 typedef struct daemon_state {
+    rm_rpc_server *srv;
     rm_published *pub; /* NULL without --http */
     uint64_t published_at, sampled_at;
     rm_router *router;
+    const char *router_id;
     dns_state *dns;
     char **known; /* addresses currently in the membership (DNS mode) */
     size_t nknown;
@@ -156,7 +158,14 @@ static void http_handler(void *ctx, const char *path, rm_http_response *out)
 
 static void publish(daemon_state *d)
 {
-    rm_published_set(d->pub, rm_router_metrics(d->router), rm_router_cluster_json(d->router),
+    char *a = rm_router_metrics(d->router), labels[300];
+    snprintf(labels, sizeof labels, "router=\"%s\"", d->router_id);
+    char *b = rm_rpc_server_metrics(d->srv, labels);
+    size_t la = strlen(a), lb = strlen(b);
+    a = rm_xrealloc(a, la + lb + 1);
+    memcpy(a + la, b, lb + 1);
+    free(b);
+    rm_published_set(d->pub, a, rm_router_cluster_json(d->router),
                      !got_term && rm_router_healthy_nodes(d->router) > 0);
 }
 
@@ -344,7 +353,8 @@ int main(int argc, char **argv)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
            router_id, host, bound, key_mode, load_factor);
-    daemon_state d = {NULL, 0, 0, r, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay, 0};
+    daemon_state d = {srv, NULL,           0, 0, r, router_id, nodes_dns ? &dns : NULL, NULL,
+                      0,   shutdown_delay, 0};
     rm_published pub;
     rm_published_init(&pub);
     rm_http_server *hs = NULL;

@@ -1049,45 +1049,24 @@ void rm_router_sample(rm_router *r, uint64_t now_ms)
         r->nhist++;
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
+static void family(rm_sbuf *b, const char *name, const char *type, const char *help)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)n + 256;
-        b->p = rm_xrealloc(b->p, b->cap);
-    }
-}
-
-static void family(sbuf *b, const char *name, const char *type, const char *help)
-{
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    rm_sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 char *rm_router_metrics(rm_router *r)
 {
-    sbuf b = {rm_xmalloc(8192), 0, 8192};
+    rm_sbuf b = {0};
     uint64_t hit, query;
     cluster_totals(r, &hit, &query);
     const char *rl = r->cfg.router_id;
     family(&b, "radixmesh_cluster_hit_tokens_total", "counter",
            "Tokens the cluster's Match requests found cached (sum over nodes).");
-    sb_printf(&b, "radixmesh_cluster_hit_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl, hit);
+    rm_sbuf_printf(&b, "radixmesh_cluster_hit_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl, hit);
     family(&b, "radixmesh_cluster_query_tokens_total", "counter",
            "Tokens of the cluster's Match requests (sum over nodes).");
-    sb_printf(&b, "radixmesh_cluster_query_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl, query);
+    rm_sbuf_printf(&b, "radixmesh_cluster_query_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl,
+                   query);
     const struct {
         const char *name, *help;
         uint64_t v;
@@ -1100,12 +1079,12 @@ char *rm_router_metrics(rm_router *r)
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(counters); i++) {
         family(&b, counters[i].name, "counter", counters[i].help);
-        sb_printf(&b, "%s{router=\"%s\"} %" PRIu64 "\n", counters[i].name, rl, counters[i].v);
+        rm_sbuf_printf(&b, "%s{router=\"%s\"} %" PRIu64 "\n", counters[i].name, rl, counters[i].v);
     }
     family(&b, "radixmesh_router_healthy_nodes", "gauge", "Nodes on the ring.");
-    sb_printf(&b, "radixmesh_router_healthy_nodes{router=\"%s\"} %u\n", rl, r->healthy);
+    rm_sbuf_printf(&b, "radixmesh_router_healthy_nodes{router=\"%s\"} %u\n", rl, r->healthy);
     family(&b, "radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.");
-    sb_printf(&b, "radixmesh_router_hot_prefixes{router=\"%s\"} %zu\n", rl, r->nhot);
+    rm_sbuf_printf(&b, "radixmesh_router_hot_prefixes{router=\"%s\"} %zu\n", rl, r->nhot);
     /* Per node: cardinality is bounded by the membership. */
     const char *fams[][3] = {
         {"radixmesh_node_up", "gauge", "1 while the node is on the ring."},
@@ -1133,12 +1112,13 @@ char *rm_router_metrics(rm_router *r)
                           (double)st->pool_pages,
                           (double)st->free_pages,
                           node_load(r, n, now)};
-            sb_printf(&b, "%s{router=\"%s\",node=\"%s\"} %.17g\n", fams[f][0], rl, n->id, v[f]);
+            rm_sbuf_printf(&b, "%s{router=\"%s\",node=\"%s\"} %.17g\n", fams[f][0], rl, n->id,
+                           v[f]);
         }
     }
     family(&b, "radixmesh_build_info", "gauge", "Build information.");
-    sb_printf(&b, "radixmesh_build_info{router=\"%s\",role=\"router\",version=\"%s\"} 1\n", rl,
-              RM_VERSION);
+    rm_sbuf_printf(&b, "radixmesh_build_info{router=\"%s\",role=\"router\",version=\"%s\"} 1\n", rl,
+                   RM_VERSION);
     return b.p;
 }
 
