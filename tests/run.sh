@@ -45,6 +45,13 @@ printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-router" 
 chmod +x "$rwrap"
 RM_TEST_UNDER_VALGRIND=1 "$root/build/test_router" "$root/build/radixmesh-node" "$rwrap" ||
   { echo "valgrind: router daemon failed"; rc=1; }
+# Both daemons with their HTTP threads (libuv, http-parser) under memcheck.
+vgbin="$root/build/valgrind-bin"
+mkdir -p "$vgbin"
+cp "$wrap" "$vgbin/radixmesh-node"
+cp "$rwrap" "$vgbin/radixmesh-router"
+ln -sf "$root/build/radixmesh" "$vgbin/radixmesh"
+"$root/tests/integration/test_http.sh" "$vgbin" || { echo "valgrind: HTTP endpoints failed"; rc=1; }
 record $rc
 
 echo
