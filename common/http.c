@@ -303,3 +303,32 @@ char *rm_published_get(rm_published *p, int which_json, int *ready)
     pthread_mutex_unlock(&p->mu);
     return copy;
 }
+
+static void text_body(rm_http_response *out, int status, const char *text)
+{
+    out->status = status;
+    out->content_type = "text/plain";
+    out->len = strlen(text);
+    out->body = rm_xstrndup(text, out->len);
+}
+
+int rm_http_serve_published(rm_published *p, const char *path, rm_http_response *out)
+{
+    int ready = 0, json = !strcmp(path, "/api/cluster");
+    if (!strcmp(path, "/healthz")) {
+        text_body(out, 200, "ok\n");
+    } else if (!strcmp(path, "/readyz")) {
+        free(rm_published_get(p, 0, &ready));
+        text_body(out, ready ? 200 : 503, ready ? "ready\n" : "not ready\n");
+    } else if (json || !strcmp(path, "/metrics")) {
+        out->body = rm_published_get(p, json, &ready);
+        if (!out->body)
+            return 0;
+        out->status = 200;
+        out->content_type = json ? "application/json" : "text/plain; version=0.0.4";
+        out->len = strlen(out->body);
+    } else {
+        return 0;
+    }
+    return 1;
+}

@@ -49,4 +49,9 @@ void rm_published_set(rm_published *p, char *metrics, char *json, int ready);
 /* A copy of a document (caller frees), or NULL if none was published. */
 char *rm_published_get(rm_published *p, int which_json, int *ready);
 
+/* The endpoints every daemon has, from what p holds: /healthz (alive),
+ * /readyz (200 or 503), /metrics, and /api/cluster when a JSON document is
+ * published. Returns 1 if path was one of them (out filled), else 0. */
+int rm_http_serve_published(rm_published *p, const char *path, rm_http_response *out);
+
 #endif

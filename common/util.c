@@ -112,3 +112,12 @@ void rm_sbuf_printf(rm_sbuf *b, const char *fmt, ...)
         b->p = rm_xrealloc(b->p, b->cap);
     }
 }
+
+char *rm_str_join_free(char *a, char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    a = rm_xrealloc(a, la + lb + 1);
+    memcpy(a + la, b, lb + 1);
+    free(b);
+    return a;
+}

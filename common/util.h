@@ -46,6 +46,9 @@ typedef struct rm_sbuf {
 
 void rm_sbuf_printf(rm_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* a followed by b, in a's (grown) buffer; frees b. Both malloc'd. */
+char *rm_str_join_free(char *a, char *b);
+
 #define RM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -27,38 +27,15 @@ typedef struct daemon_state {
 /* HTTP thread: serves what the owner thread published. */
 static void http_handler(void *ctx, const char *path, rm_http_response *out)
 {
-    rm_published *pub = ctx;
-    int ready = 0;
-    if (!strcmp(path, "/metrics")) {
-        out->body = rm_published_get(pub, 0, &ready);
-        if (out->body) {
-            out->status = 200;
-            out->content_type = "text/plain; version=0.0.4";
-            out->len = strlen(out->body);
-        }
-    } else if (!strcmp(path, "/healthz")) {
-        out->status = 200;
-        out->body = rm_xstrndup("ok\n", 3);
-        out->len = 3;
-    } else if (!strcmp(path, "/readyz")) {
-        free(rm_published_get(pub, 0, &ready));
-        out->status = ready ? 200 : 503;
-        out->body = rm_xstrndup(ready ? "ready\n" : "not ready\n", ready ? 6 : 10);
-        out->len = strlen(out->body);
-    }
+    rm_http_serve_published(ctx, path, out);
 }
 
 /* The node's metrics followed by its RPC latency histograms. */
 static char *metrics_text(daemon_state *d)
 {
-    char *a = rm_node_metrics(d->node), labels[200];
+    char labels[200];
     snprintf(labels, sizeof labels, "node=\"%s\"", rm_node_id(d->node));
-    char *b = rm_rpc_server_metrics(d->srv, labels);
-    size_t la = strlen(a), lb = strlen(b);
-    a = rm_xrealloc(a, la + lb + 1);
-    memcpy(a + la, b, lb + 1);
-    free(b);
-    return a;
+    return rm_str_join_free(rm_node_metrics(d->node), rm_rpc_server_metrics(d->srv, labels));
 }
 
 /* Runs on the server thread every tick: cache housekeeping and the SIGTERM

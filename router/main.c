@@ -129,43 +129,23 @@ static void apply_dns(daemon_state *d)
 /* HTTP thread: the dashboard and what the owner thread published. */
 static void http_handler(void *ctx, const char *path, rm_http_response *out)
 {
-    rm_published *pub = ctx;
-    int ready = 0;
     if (!strcmp(path, "/") || !strcmp(path, "/index.html")) {
         out->status = 200;
         out->content_type = "text/html; charset=utf-8";
         out->len = strlen(rm_dashboard_html);
         out->body = rm_xstrndup(rm_dashboard_html, out->len);
-    } else if (!strcmp(path, "/metrics") || !strcmp(path, "/api/cluster")) {
-        int json = !strcmp(path, "/api/cluster");
-        out->body = rm_published_get(pub, json, &ready);
-        if (out->body) {
-            out->status = 200;
-            out->content_type = json ? "application/json" : "text/plain; version=0.0.4";
-            out->len = strlen(out->body);
-        }
-    } else if (!strcmp(path, "/healthz")) {
-        out->status = 200;
-        out->body = rm_xstrndup("ok\n", 3);
-        out->len = 3;
-    } else if (!strcmp(path, "/readyz")) {
-        free(rm_published_get(pub, 0, &ready));
-        out->status = ready ? 200 : 503;
-        out->body = rm_xstrndup(ready ? "ready\n" : "not ready\n", ready ? 6 : 10);
-        out->len = strlen(out->body);
+        return;
     }
+    rm_http_serve_published(ctx, path, out);
 }
 
 static void publish(daemon_state *d)
 {
-    char *a = rm_router_metrics(d->router), labels[300];
+    char labels[300];
     snprintf(labels, sizeof labels, "router=\"%s\"", d->router_id);
-    char *b = rm_rpc_server_metrics(d->srv, labels);
-    size_t la = strlen(a), lb = strlen(b);
-    a = rm_xrealloc(a, la + lb + 1);
-    memcpy(a + la, b, lb + 1);
-    free(b);
-    rm_published_set(d->pub, a, rm_router_cluster_json(d->router),
+    char *metrics =
+        rm_str_join_free(rm_router_metrics(d->router), rm_rpc_server_metrics(d->srv, labels));
+    rm_published_set(d->pub, metrics, rm_router_cluster_json(d->router),
                      !got_term && rm_router_healthy_nodes(d->router) > 0);
 }
 

@@ -152,16 +152,7 @@ static void bench_rpc(const char *node_bin, const char *self)
         rm_cc_insert(&cc, "m", tok, 512, 0, NULL, &ir, msg, sizeof msg);
     }
     gen_request(tok, 12345);
-    radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
-    rm_tokens_view v = {tok, 640};
-    r.namespace = "m";
-    rm_pb_tokens_encoder(&r.tokens, &v);
-    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &r);
-    grpc_byte_buffer_reader rd;
-    grpc_byte_buffer_reader_init(&rd, bb);
-    grpc_slice req = grpc_byte_buffer_reader_readall(&rd);
-    grpc_byte_buffer_reader_destroy(&rd);
-    grpc_byte_buffer_destroy(bb);
+    grpc_slice req = match_request_slice("m", tok, 640);
     rm_cc_match_reply m;
     rm_cc_match(&cc, "m", tok, 640, 0, 0, &m, msg, sizeof msg);
     radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;

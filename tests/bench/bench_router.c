@@ -241,15 +241,16 @@ static void bench_overhead(const char *self, int quick)
     for (int i = 0; i < 3; i++) {
         char id[16];
         snprintf(id, sizeof id, "node-%d", i);
-        const char *argv[] = {node_bin, "--node-id", id, "--shutdown-delay-ms", "0",
-                              "--log-level", "warn", NULL};
+        const char *argv[] = {node_bin, "--node-id",   id,     "--shutdown-delay-ms",
+                              "0",      "--log-level", "warn", NULL};
         if (td_start(&nodes[i], argv))
             exit(1);
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=%s", i ? "," : "", id,
                  nodes[i].addr);
     }
-    const char *rargv[] = {router_bin, "--nodes", list, "--health-interval-ms", "200",
-                           "--shutdown-delay-ms", "0", "--log-level", "warn", NULL};
+    const char *rargv[] = {
+        router_bin,    "--nodes", list, "--health-interval-ms", "200", "--shutdown-delay-ms", "0",
+        "--log-level", "warn",    NULL};
     const char *eargv[] = {self, "--serve-echo", "/radixmesh.v1.Router/Match", NULL};
     if (td_start(&router, rargv) || td_start(&echo_srv, eargv))
         exit(1);
@@ -267,16 +268,7 @@ static void bench_overhead(const char *self, int quick)
     }
     block_tokens(tok, 7003, 512);
     block_tokens(tok + 512, 99999, 128);
-    radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
-    rm_tokens_view v = {tok, 640};
-    r.namespace = "m";
-    rm_pb_tokens_encoder(&r.tokens, &v);
-    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &r);
-    grpc_byte_buffer_reader rd;
-    grpc_byte_buffer_reader_init(&rd, bb);
-    grpc_slice req = grpc_byte_buffer_reader_readall(&rd);
-    grpc_byte_buffer_reader_destroy(&rd);
-    grpc_byte_buffer_destroy(bb);
+    grpc_slice req = match_request_slice("m", tok, 640);
     rm_cc_match_reply m;
     rm_cc_match(&cc, "m", tok, 640, 0, 0, &m, msg, sizeof msg);
     radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pbx.h"
+#include "radixmesh.pb.h"
 #include "rpc_client.h"
 #include "rpc_server.h"
 #include "util.h"
@@ -139,5 +141,20 @@ static double drive(const char *addr, const char *method, grpc_slice req, int de
     return rate;
 }
 
+/* The encoded MatchRequest for tokens, as one slice to send many times. */
+static grpc_slice match_request_slice(const char *ns, const uint32_t *tok, size_t n)
+{
+    radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens_view v = {tok, n};
+    r.namespace = (char *)ns;
+    rm_pb_tokens_encoder(&r.tokens, &v);
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &r);
+    grpc_byte_buffer_reader rd;
+    grpc_byte_buffer_reader_init(&rd, bb);
+    grpc_slice req = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    grpc_byte_buffer_destroy(bb);
+    return req;
+}
 
 #endif
