@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "log.h"
 #include "util.h"
 
 struct rm_http_server {
@@ -252,6 +253,23 @@ rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, vo
     uv_async_init(&s->loop, &s->stop, on_stop);
     s->stop.data = s;
     pthread_create(&s->thread, NULL, run, s);
+    return s;
+}
+
+rm_http_server *rm_http_start_announced(const char *host_port, rm_http_handler handler, void *ctx,
+                                        const char *module)
+{
+    char err[256];
+    int port;
+    rm_http_server *s = rm_http_start(host_port, handler, ctx, &port, err, sizeof err);
+    if (!s) {
+        rm_log(RM_LOG_ERROR, module, "--http: %s", err);
+        return NULL;
+    }
+    int hl = (int)(strrchr(host_port, ':') - host_port);
+    rm_log(RM_LOG_INFO, module, "HTTP on http://%.*s:%d/", hl, host_port, port);
+    printf("HTTP %.*s:%d\n", hl, host_port, port);
+    fflush(stdout);
     return s;
 }
 

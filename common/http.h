@@ -28,6 +28,12 @@ typedef struct rm_http_server rm_http_server;
 rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, void *ctx, int *port,
                               char *err, size_t errlen);
 
+/* rm_http_start for a daemon: logs a failure under module, and on success
+ * logs "http://host:port/" and prints "HTTP host:port" on stdout (the line
+ * scripts read, as with LISTENING). NULL on failure. */
+rm_http_server *rm_http_start_announced(const char *host_port, rm_http_handler handler, void *ctx,
+                                        const char *module);
+
 /* Stops serving, closes connections and joins the thread. */
 void rm_http_stop(rm_http_server *s);
 

@@ -174,26 +174,16 @@ int main(int argc, char **argv)
            "node %s listening on %s:%d (pool %llu pages x %llu tokens, %s, kv %llu B/token)",
            node_id, host, bound, (unsigned long long)pages, (unsigned long long)page_tokens,
            eviction, (unsigned long long)kv_bytes);
-    /* A machine-readable line for scripts that start us on port 0. */
 
     daemon_state d = {srv, node, shutdown_delay, 0, NULL, 0};
     rm_published pub;
     rm_published_init(&pub);
     rm_http_server *hs = NULL;
     if (http) {
-        char err[256];
-        int hport;
-        hs = rm_http_start(http, http_handler, &pub, &hport, err, sizeof err);
-        if (!hs) {
-            rm_log(RM_LOG_ERROR, "node", "--http: %s", err);
+        if (!(hs = rm_http_start_announced(http, http_handler, &pub, "node")))
             return 1;
-        }
         d.pub = &pub;
         rm_published_set(&pub, metrics_text(&d), NULL, 1);
-        rm_log(RM_LOG_INFO, "node", "HTTP on %.*s:%d", (int)(strrchr(http, ':') - http), http,
-               hport);
-        printf("HTTP %.*s:%d\n", (int)(strrchr(http, ':') - http), http, hport);
-        fflush(stdout);
     }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
     rm_http_stop(hs);

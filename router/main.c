@@ -339,18 +339,10 @@ int main(int argc, char **argv)
     rm_published_init(&pub);
     rm_http_server *hs = NULL;
     if (http) {
-        int hport;
-        hs = rm_http_start(http, http_handler, &pub, &hport, err, sizeof err);
-        if (!hs) {
-            rm_log(RM_LOG_ERROR, "router", "--http: %s", err);
+        if (!(hs = rm_http_start_announced(http, http_handler, &pub, "router")))
             return 1;
-        }
         d.pub = &pub;
         publish(&d);
-        rm_log(RM_LOG_INFO, "router", "dashboard on http://%.*s:%d/",
-               (int)(strrchr(http, ':') - http), http, hport);
-        printf("HTTP %.*s:%d\n", (int)(strrchr(http, ':') - http), http, hport);
-        fflush(stdout);
     }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
     rm_http_stop(hs);
