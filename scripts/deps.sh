@@ -7,7 +7,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgrpc-dev libuv1-dev libnanopb-dev nanopb libssl-dev
       libjansson-dev libhttp-parser-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(python3 python3-grpcio python3-grpc-tools valgrind curl prometheus chromium)
+  pkgs+=(python3 python3-grpcio python3-grpc-tools python3-yaml valgrind curl prometheus chromium
+        kubectl yamllint)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
