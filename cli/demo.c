@@ -213,7 +213,7 @@ static int print_cluster(rm_cache_client *cc)
 
 int rm_cmd_stats(int argc, char **argv)
 {
-    const char *node = NULL, *router = NULL;
+    const char *node = NULL, *router = NULL, *token_file = NULL;
     int watch = 0;
     uint64_t interval = 1000;
     const rm_flag flags[] = {
@@ -221,6 +221,7 @@ int rm_cmd_stats(int argc, char **argv)
         {"router", RM_FLAG_STR, &router, "a router's address HOST:PORT (the cluster table)", 0, 0},
         {"watch", RM_FLAG_BOOL, &watch, "refresh the table in place until interrupted", 0, 0},
         {"interval-ms", RM_FLAG_U64, &interval, "refresh period with --watch", 100, 3600000},
+        {"auth-token-file", RM_FLAG_STR, &token_file, "send this bearer token", 0, 0},
     };
     rm_flagset fs = {"radixmesh stats", "(--router HOST:PORT [--watch] | --node HOST:PORT)",
                      "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
@@ -230,8 +231,13 @@ int rm_cmd_stats(int argc, char **argv)
     if (watch && !router)
         rm_flags_fail(&fs, "--watch needs --router");
     rm_cache_client cc;
+    char terr[256], *token = NULL;
+    if (token_file && !(token = rm_read_token_file(token_file, terr, sizeof terr)))
+        rm_flags_fail(&fs, "--auth-token-file: %s", terr);
     if ((router ? rm_cc_init_router(&cc, router, 5000) : rm_cc_init(&cc, node, 5000)) != 0)
         return 1;
+    rm_rpc_client_set_token(&cc.rpc, token);
+    free(token);
     int rc = 0;
     if (node) {
         char msg[256];

@@ -30,6 +30,7 @@ typedef struct node_count {
 typedef struct replay {
     const rm_trace *trace;
     const char *router, *ns;
+    const char *token; /* bearer token or NULL */
     uint32_t workers;
     double speed; /* 0: as fast as possible */
     uint64_t start_ns;
@@ -93,6 +94,7 @@ static void *run_worker(void *p)
         atomic_fetch_add(&rp->finished, 1);
         return NULL;
     }
+    rm_rpc_client_set_token(&cc.rpc, rp->token);
     char msg[256];
     for (size_t i = 0; i < rp->trace->n; i++) {
         const rm_trace_req *r = &rp->trace->req[i];
@@ -154,7 +156,7 @@ static void progress(const replay *rp, int final)
 
 int rm_cmd_replay(int argc, char **argv)
 {
-    const char *router = NULL, *trace_path = NULL, *ns = "replay";
+    const char *router = NULL, *trace_path = NULL, *ns = "replay", *token_file = NULL;
     uint64_t block = 512, limit = 0, concurrency = 1;
     double speed = 0, ttft_model = 0;
     int max_speed = 0, json = 0;
@@ -173,6 +175,7 @@ int rm_cmd_replay(int argc, char **argv)
         {"ttft-model", RM_FLAG_DOUBLE, &ttft_model,
          "prefill throughput in tokens/s: also estimate the TTFT saved", 0, 0},
         {"json", RM_FLAG_BOOL, &json, "end with the summary as one JSON line on stdout", 0, 0},
+        {"auth-token-file", RM_FLAG_STR, &token_file, "send this bearer token", 0, 0},
     };
     rm_flagset fs = {"radixmesh replay", "--router HOST:PORT --trace FILE [options]", "RADIXMESH",
                      flags, (int)RM_ARRAY_LEN(flags)};
@@ -189,16 +192,25 @@ int rm_cmd_replay(int argc, char **argv)
         fprintf(stderr, "radixmesh replay: %s\n", err);
         return 2;
     }
+    char *token = NULL;
+    if (token_file && !(token = rm_read_token_file(token_file, err, sizeof err))) {
+        fprintf(stderr, "radixmesh replay: --auth-token-file: %s\n", err);
+        rm_trace_free(&trace);
+        return 2;
+    }
     rm_cache_client cc;
     if (rm_cc_init_router(&cc, router, 10000) != 0) {
         rm_trace_free(&trace);
+        free(token);
         return 1;
     }
+    rm_rpc_client_set_token(&cc.rpc, token);
     totals before = {0}, after = {0};
     if (cluster_totals(&cc, &before) != 0) {
         fprintf(stderr, "radixmesh replay: cannot reach the router at %s\n", router);
         rm_cc_close(&cc);
         rm_trace_free(&trace);
+        free(token);
         return 1;
     }
     replay rp;
@@ -208,6 +220,7 @@ int rm_cmd_replay(int argc, char **argv)
     rp.ns = ns;
     rp.workers = (uint32_t)concurrency;
     rp.speed = speed;
+    rp.token = token;
     pthread_mutex_init(&rp.mu, NULL);
     rp.start_ns = rm_now_ns();
     pthread_t *th = rm_xmalloc(sizeof *th * concurrency);
@@ -292,5 +305,6 @@ int rm_cmd_replay(int argc, char **argv)
     free(w);
     rm_cc_close(&cc);
     rm_trace_free(&trace);
+    free(token);
     return errors ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_MSG (64 * 1024 * 1024)
@@ -30,13 +31,71 @@ int rm_rpc_client_init(rm_rpc_client *c, const char *target)
 
 void rm_rpc_client_init_shared(rm_rpc_client *c, const rm_rpc_client *base)
 {
+    memset(c, 0, sizeof *c);
     c->ch = base->ch;
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
     c->owns_channel = 0;
 }
 
+void rm_rpc_auth_init(rm_rpc_auth *auth, const char *token)
+{
+    memset(auth, 0, sizeof *auth);
+    if (!token || !*token)
+        return;
+    char value[1100];
+    snprintf(value, sizeof value, "Bearer %s", token);
+    auth->md.key = grpc_slice_from_static_string("authorization");
+    auth->md.value = grpc_slice_from_copied_string(value);
+    auth->set = 1;
+}
+
+void rm_rpc_auth_clear(rm_rpc_auth *auth)
+{
+    if (auth->set)
+        grpc_slice_unref(auth->md.value);
+    memset(auth, 0, sizeof *auth);
+}
+
+void rm_rpc_auth_apply(const rm_rpc_auth *auth, grpc_op *op)
+{
+    if (auth && auth->set) {
+        op->data.send_initial_metadata.count = 1;
+        op->data.send_initial_metadata.metadata = (grpc_metadata *)&auth->md;
+    }
+}
+
+void rm_rpc_client_set_token(rm_rpc_client *c, const char *token)
+{
+    rm_rpc_auth_clear(&c->auth);
+    rm_rpc_auth_init(&c->auth, token);
+}
+
+char *rm_read_token_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot read token file %s", path);
+        return NULL;
+    }
+    char buf[1024];
+    if (!fgets(buf, sizeof buf, f))
+        buf[0] = '\0';
+    fclose(f);
+    char *s = buf, *e = buf + strlen(buf);
+    while (*s == ' ' || *s == '\t')
+        s++;
+    while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+        *--e = '\0';
+    if (!*s) {
+        snprintf(err, errlen, "token file %s is empty", path);
+        return NULL;
+    }
+    return strdup(s);
+}
+
 void rm_rpc_client_close(rm_rpc_client *c)
 {
+    rm_rpc_auth_clear(&c->auth);
     if (c->cq) {
         grpc_completion_queue_shutdown(c->cq);
         while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
@@ -115,6 +174,7 @@ grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *
     grpc_byte_buffer *resp = NULL;
     grpc_op ops[6];
     rm_rpc_unary_ops(ops, req, &initial_md, &resp, &trailing_md, &status, &details);
+    rm_rpc_auth_apply(&c->auth, &ops[0]);
     if (run_batch(c, call, ops, 6, call) != 0) {
         status = GRPC_STATUS_INTERNAL;
         if (msg)
@@ -152,6 +212,7 @@ int rm_rpc_stream_open(rm_rpc_stream *s, rm_rpc_client *c, void *method, int tim
     grpc_op ops[1];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    rm_rpc_auth_apply(&c->auth, &ops[0]);
     if (run_batch(c, s->call, ops, 1, s) != 0)
         return -1;
     grpc_op st;

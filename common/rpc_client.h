@@ -9,10 +9,26 @@
 #include <grpc/grpc.h>
 #include <stddef.h>
 
+/* "authorization: Bearer <token>" metadata for outgoing calls. */
+typedef struct rm_rpc_auth {
+    grpc_metadata md;
+    int set;
+} rm_rpc_auth;
+
+/* Fills auth for token (copied; NULL or empty: no metadata). Release with
+ * rm_rpc_auth_clear. */
+void rm_rpc_auth_init(rm_rpc_auth *auth, const char *token);
+void rm_rpc_auth_clear(rm_rpc_auth *auth);
+
+/* Reads a bearer token from path: the file's first line, whitespace
+ * trimmed. Returns a malloc'd token, or NULL with a reason in err. */
+char *rm_read_token_file(const char *path, char *err, size_t errlen);
+
 typedef struct rm_rpc_client {
     grpc_channel *ch;
     grpc_completion_queue *cq;
     int owns_channel;
+    rm_rpc_auth auth;
 } rm_rpc_client;
 
 /* Connects (lazily) to target "host:port" without TLS. Max message sizes
@@ -34,6 +50,12 @@ void *rm_rpc_client_method(rm_rpc_client *c, const char *path);
 void rm_rpc_unary_ops(grpc_op ops[6], grpc_byte_buffer *req, grpc_metadata_array *md,
                       grpc_byte_buffer **resp, grpc_metadata_array *trailing,
                       grpc_status_code *status, grpc_slice *details);
+
+/* Adds auth's metadata (if set) to the SEND_INITIAL_METADATA op. */
+void rm_rpc_auth_apply(const rm_rpc_auth *auth, grpc_op *send_initial_md);
+
+/* Sends token with every call of c from now on. */
+void rm_rpc_client_set_token(rm_rpc_client *c, const char *token);
 
 /* Unary call. On GRPC_STATUS_OK *reply holds the response (caller destroys
  * it); otherwise *reply is NULL and msg holds the status details. gRPC takes

@@ -1,6 +1,7 @@
 #include "rpc_server.h"
 
 #include <grpc/grpc_security.h>
+#include <openssl/crypto.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -66,12 +67,15 @@ struct rm_rpc_server {
     int nmethods;
     int shutting_down, shutdown_done, cancelled_all;
     size_t active;
+    char *token;             /* required bearer token, NULL: none */
+    rm_rpc_auth client_auth; /* sent on our own client calls */
     char shutdown_tag;
 };
 
 static void request_call(rm_rpc_server *s, int method);
 static void on_call_tag(rm_cq_tag *tag, int ok);
 static void maybe_done(rm_rpc_call *c);
+static int authorized(const rm_rpc_server *s, const rm_rpc_call *c);
 
 rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
 {
@@ -351,6 +355,14 @@ static void on_accept(rm_rpc_server *s, rm_rpc_call *c)
     c->state = CALL_ACTIVE;
     c->accepted_ns = rm_now_ns();
     s->active++;
+    if (s->token &&
+        !(c->method >= 0 &&
+          !strncmp(s->methods[c->method].m.path, "/grpc.health.v1.Health/", 23)) &&
+        !authorized(s, c)) {
+        finish(c, GRPC_STATUS_UNAUTHENTICATED, "missing or invalid bearer token", NULL, 1);
+        maybe_done(c);
+        return;
+    }
     if (c->method < 0) {
         char path[256];
         size_t len = GRPC_SLICE_LENGTH(c->details.method);
@@ -576,6 +588,7 @@ int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
                                                    deadline, NULL);
     grpc_op ops[6];
     rm_rpc_unary_ops(ops, req, &cc->md, &cc->resp, &cc->tmd, &cc->status, &cc->details);
+    rm_rpc_auth_apply(&s->client_auth, &ops[0]);
     if (grpc_call_start_batch(cc->call, ops, 6, &cc->base, NULL) != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&cc->md);
         grpc_metadata_array_destroy(&cc->tmd);
@@ -586,8 +599,40 @@ int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
     return 0;
 }
 
+void rm_rpc_server_require_token(rm_rpc_server *s, const char *token)
+{
+    free(s->token);
+    s->token = token && *token ? strdup(token) : NULL;
+}
+
+void rm_rpc_server_set_client_token(rm_rpc_server *s, const char *token)
+{
+    rm_rpc_auth_clear(&s->client_auth);
+    rm_rpc_auth_init(&s->client_auth, token);
+}
+
+/* Whether the call carries "authorization: Bearer <token>". The compare
+ * takes the same time wherever the first difference is. */
+static int authorized(const rm_rpc_server *s, const rm_rpc_call *c)
+{
+    size_t tl = strlen(s->token);
+    int ok = 0;
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *m = &c->md.metadata[i];
+        if (!grpc_slice_str_cmp(m->key, "authorization")) {
+            size_t vl = GRPC_SLICE_LENGTH(m->value);
+            const unsigned char *v = GRPC_SLICE_START_PTR(m->value);
+            if (vl == 7 + tl && !memcmp(v, "Bearer ", 7))
+                ok |= CRYPTO_memcmp(v + 7, s->token, tl) == 0;
+        }
+    }
+    return ok;
+}
+
 void rm_rpc_server_destroy(rm_rpc_server *s)
 {
+    free(s->token);
+    rm_rpc_auth_clear(&s->client_auth);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
     free(s);

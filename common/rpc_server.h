@@ -86,6 +86,16 @@ rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes);
  * Returns the port, or -1 after logging why under module. */
 int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module);
 
+/* Requires "authorization: Bearer <token>" on every call except
+ * grpc.health.v1 (Kubernetes probes cannot send metadata): others are
+ * answered UNAUTHENTICATED. The comparison takes constant time. token is
+ * copied; NULL turns the check off. */
+void rm_rpc_server_require_token(rm_rpc_server *s, const char *token);
+
+/* Token sent with the calls rm_rpc_server_client_call makes (a router's own
+ * credentials towards its nodes). Copied; NULL: none. */
+void rm_rpc_server_set_client_token(rm_rpc_server *s, const char *token);
+
 /* Registers a method before listen/start. Returns 0 or -1. */
 int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m);
 

@@ -10,6 +10,7 @@
 #include "http.h"
 #include "log.h"
 #include "node_server.h"
+#include "rpc_client.h"
 #include "rpc_server.h"
 #include "util.h"
 
@@ -61,7 +62,7 @@ static int tick(void *ctx, uint64_t now_ms)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
-    const char *log_level = "info", *http = NULL;
+    const char *log_level = "info", *http = NULL, *token_file = NULL;
     int prefault = 0;
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
@@ -97,6 +98,9 @@ int main(int argc, char **argv)
         {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life, "half-life of the hot-prefix counts", 100,
          86400000},
         {"http", RM_FLAG_STR, &http, "serve /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        {"auth-token-file", RM_FLAG_STR, &token_file,
+         "require 'authorization: Bearer <token>' (the file's first line) on every RPC but health",
+         0, 0},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-node", "--listen HOST:PORT [options]", "RADIXMESH", flags,
@@ -163,6 +167,13 @@ int main(int argc, char **argv)
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a
      * WriteKV message a few MiB of KV. */
     rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (8u << 20));
+    if (token_file) {
+        char err[256], *token = rm_read_token_file(token_file, err, sizeof err);
+        if (!token)
+            rm_flags_fail(&fs, "--auth-token-file: %s", err);
+        rm_rpc_server_require_token(srv, token);
+        free(token);
+    }
     if (rm_node_register(node, srv) != 0) {
         rm_log(RM_LOG_ERROR, "node", "cannot register methods");
         return 1;

@@ -14,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "router.h"
+#include "rpc_client.h"
 #include "rpc_server.h"
 #include "util.h"
 
@@ -203,6 +204,7 @@ int main(int argc, char **argv)
     rm_router_config_defaults(&cfg);
     const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
     const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL, *http = NULL;
+    const char *token_file = NULL, *node_token_file = NULL;
     uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
@@ -248,6 +250,10 @@ int main(int argc, char **argv)
          0, 600000},
         {"http", RM_FLAG_STR, &http,
          "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        {"auth-token-file", RM_FLAG_STR, &token_file,
+         "require 'authorization: Bearer <token>' from clients (health is exempt)", 0, 0},
+        {"node-token-file", RM_FLAG_STR, &node_token_file,
+         "token presented to the nodes (default: --auth-token-file's)", 0, 0},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-router",
@@ -324,6 +330,20 @@ int main(int argc, char **argv)
     rm_install_term_flag(&got_term);
 
     rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (1u << 20));
+    char terr[256];
+    const char *tfiles[2] = {token_file, node_token_file ? node_token_file : token_file};
+    for (int i = 0; i < 2; i++) {
+        if (!tfiles[i])
+            continue;
+        char *token = rm_read_token_file(tfiles[i], terr, sizeof terr);
+        if (!token)
+            rm_flags_fail(&fs, "%s: %s", i ? "--node-token-file" : "--auth-token-file", terr);
+        if (i)
+            rm_rpc_server_set_client_token(srv, token);
+        else
+            rm_rpc_server_require_token(srv, token);
+        free(token);
+    }
     if (rm_router_register(r, srv) != 0) {
         rm_log(RM_LOG_ERROR, "router", "cannot register methods");
         return 1;

@@ -44,13 +44,15 @@ def generate(proto_dir, out_dir):
 
 
 class Node:
-    """A radixmesh-node on a free loopback port, stopped on exit."""
+    """A radixmesh-node (or, with binary=, another daemon) on a free
+    loopback port, stopped on exit."""
 
-    def __init__(self, *extra):
-        self.proc = subprocess.Popen(
-            [ARGS.node, "--listen", "127.0.0.1:0", "--node-id", "py1",
-             "--shutdown-delay-ms", "0", "--log-level", "warn", *extra],
-            stdout=subprocess.PIPE, text=True)
+    def __init__(self, *extra, binary=None, node_id="py1"):
+        args = [binary or ARGS.node, "--listen", "127.0.0.1:0", "--shutdown-delay-ms", "0",
+                "--log-level", "warn", *extra]
+        if not binary:
+            args += ["--node-id", node_id]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # blocks until the port is known
         if not line.startswith("LISTENING "):
             self.proc.kill()
@@ -59,6 +61,7 @@ class Node:
         self.channel = grpc.insecure_channel(self.addr)
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = pb_grpc.CacheNodeStub(self.channel)
+        self.router = pb_grpc.RouterStub(self.channel)
 
     def close(self):
         self.channel.close()
@@ -194,10 +197,74 @@ class KVNodeTest(unittest.TestCase):
         self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
 
+class AuthTest(unittest.TestCase):
+    """--auth-token-file: every RPC but health needs the bearer token; a
+    router presents its own token to nodes."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        cls.node_token = os.path.join(cls.dir.name, "node.token")
+        cls.router_token = os.path.join(cls.dir.name, "router.token")
+        with open(cls.node_token, "w") as f:
+            f.write("s3cret-node-token\n")
+        with open(cls.router_token, "w") as f:
+            f.write("  router-token  \n")
+        cls.node = Node("--auth-token-file", cls.node_token, node_id="auth1")
+        cls.rtr = Node("--nodes", "auth1=" + cls.node.addr, "--auth-token-file", cls.router_token,
+                       "--node-token-file", cls.node_token, "--health-interval-ms", "100",
+                       binary=ARGS.router)
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.rtr.close() == 0
+        assert cls.node.close() == 0
+        cls.dir.cleanup()
+
+    def test_node_requires_the_token(self):
+        req = pb.MatchRequest(namespace="a", tokens=tokens(5, 64))
+        for md in (None, [("authorization", "Bearer wrong")], [("authorization", "s3cret-node-token")]):
+            with self.assertRaises(grpc.RpcError) as e:
+                self.node.stub.Match(req, metadata=md)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertNotIn("s3cret", e.exception.details())
+        ok = self.node.stub.Match(req, metadata=[("authorization", "Bearer s3cret-node-token")])
+        self.assertEqual(ok.matched_tokens, 0)
+        # Kubernetes' grpc probes cannot send metadata: health stays open.
+        h = health_grpc.HealthStub(self.node.channel)
+        self.assertEqual(h.Check(health_pb.HealthCheckRequest()).status,
+                         health_pb.HealthCheckResponse.SERVING)
+
+    def test_router_requires_its_token_and_presents_the_nodes(self):
+        md = [("authorization", "Bearer router-token")]
+        deadline = time.time() + 10
+        while time.time() < deadline:  # until the router's checks put the node on its ring
+            if self.rtr.router.ClusterStats(pb.ClusterStatsRequest(), metadata=md).healthy_nodes == 1:
+                break
+        toks = tokens(6, 128)
+        with self.assertRaises(grpc.RpcError) as e:
+            self.rtr.router.Match(pb.MatchRequest(namespace="a", tokens=toks))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        m = self.rtr.router.Match(pb.MatchRequest(namespace="a", tokens=toks, lease=True), metadata=md)
+        self.assertEqual(m.node_id, "auth1")
+        self.rtr.router.Insert(pb.InsertRequest(namespace="a", tokens=toks, lease_id=m.lease_id,
+                                                node_id=m.node_id), metadata=md)
+        self.rtr.router.Release(pb.ReleaseRequest(lease_id=m.lease_id, node_id=m.node_id), metadata=md)
+        # The CLI sends the token from a file too.
+        cli = os.path.join(os.path.dirname(ARGS.node), "radixmesh")
+        out = subprocess.run([cli, "stats", "--router", self.rtr.addr, "--auth-token-file",
+                              self.router_token], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("1/1 nodes healthy", out.stdout)
+        out = subprocess.run([cli, "stats", "--router", self.rtr.addr], capture_output=True, text=True)
+        self.assertNotEqual(out.returncode, 0)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--node", required=True)
     ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--router", required=True)
     ARGS, rest = ap.parse_known_args()
     with tempfile.TemporaryDirectory() as out:
         generate(ARGS.proto_dir, out)
