@@ -96,9 +96,10 @@ rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes)
     return rm_rpc_server_create(&ca);
 }
 
-int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module)
+int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module,
+                           const rm_tls *tls)
 {
-    int port = rm_rpc_server_listen(s, addr);
+    int port = rm_rpc_server_listen(s, addr, tls);
     if (port < 0) {
         rm_log(RM_LOG_ERROR, module, "cannot listen on %s", addr);
         return -1;
@@ -127,9 +128,9 @@ int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m)
     return 0;
 }
 
-int rm_rpc_server_listen(rm_rpc_server *s, const char *addr)
+int rm_rpc_server_listen(rm_rpc_server *s, const char *addr, const rm_tls *tls)
 {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = rm_tls_server_creds(tls);
     int port = grpc_server_add_http2_port(s->server, addr, creds);
     grpc_server_credentials_release(creds);
     return port > 0 ? port : -1;

@@ -17,6 +17,8 @@
 #define RM_RPC_SERVER_H
 
 #include <grpc/grpc.h>
+
+#include "tls.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -84,7 +86,8 @@ rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes);
 /* Binds addr (a valid "HOST:PORT") and prints "LISTENING host:port" on
  * stdout, the line scripts and tests read to learn a port-0 daemon's port.
  * Returns the port, or -1 after logging why under module. */
-int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module);
+int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *module,
+                           const struct rm_tls *tls);
 
 /* Requires "authorization: Bearer <token>" on every call except
  * grpc.health.v1 (Kubernetes probes cannot send metadata): others are
@@ -99,9 +102,9 @@ void rm_rpc_server_set_client_token(rm_rpc_server *s, const char *token);
 /* Registers a method before listen/start. Returns 0 or -1. */
 int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m);
 
-/* Binds addr ("127.0.0.1:0" for a free port) without TLS. Returns the bound
- * port, or -1. */
-int rm_rpc_server_listen(rm_rpc_server *s, const char *addr);
+/* Binds addr ("127.0.0.1:0" for a free port), with TLS when tls has a
+ * certificate (tls may be NULL). Returns the bound port, or -1. */
+int rm_rpc_server_listen(rm_rpc_server *s, const char *addr, const struct rm_tls *tls);
 
 /* Serves until shutdown completes. drain_ms bounds the wait for in-flight
  * calls once shutdown began. */

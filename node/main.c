@@ -63,6 +63,8 @@ int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
     const char *log_level = "info", *http = NULL, *token_file = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+    int require_client_cert = 0;
     int prefault = 0;
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
@@ -98,6 +100,11 @@ int main(int argc, char **argv)
         {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life, "half-life of the hot-prefix counts", 100,
          86400000},
         {"http", RM_FLAG_STR, &http, "serve /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        {"tls-cert", RM_FLAG_STR, &tls_cert, "serve gRPC over TLS with this PEM certificate", 0, 0},
+        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
+        {"tls-ca", RM_FLAG_STR, &tls_ca, "PEM CA that client certificates must chain to", 0, 0},
+        {"require-client-cert", RM_FLAG_BOOL, &require_client_cert,
+         "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
         {"auth-token-file", RM_FLAG_STR, &token_file,
          "require 'authorization: Bearer <token>' (the file's first line) on every RPC but health",
          0, 0},
@@ -178,7 +185,11 @@ int main(int argc, char **argv)
         rm_log(RM_LOG_ERROR, "node", "cannot register methods");
         return 1;
     }
-    int bound = rm_rpc_server_announce(srv, listen, "node");
+    rm_tls tls;
+    char tls_err[256];
+    if (rm_tls_load(&tls, tls_cert, tls_key, tls_ca, require_client_cert, tls_err, sizeof tls_err))
+        rm_flags_fail(&fs, "%s", tls_err);
+    int bound = rm_rpc_server_announce(srv, listen, "node", &tls);
     if (bound < 0)
         return 1;
     rm_log(RM_LOG_INFO, "node",
@@ -197,6 +208,7 @@ int main(int argc, char **argv)
         rm_published_set(&pub, metrics_text(&d), NULL, 1);
     }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_tls_free(&tls);
     rm_http_stop(hs);
     rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);

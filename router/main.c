@@ -205,6 +205,8 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
     const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL, *http = NULL;
     const char *token_file = NULL, *node_token_file = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+    int require_client_cert = 0;
     uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
@@ -250,6 +252,13 @@ int main(int argc, char **argv)
          0, 600000},
         {"http", RM_FLAG_STR, &http,
          "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        {"tls-cert", RM_FLAG_STR, &tls_cert,
+         "serve gRPC over TLS with this PEM certificate (also shown to TLS nodes)", 0, 0},
+        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
+        {"tls-ca", RM_FLAG_STR, &tls_ca,
+         "PEM CA for client certificates, and for the nodes: set, node channels use TLS", 0, 0},
+        {"require-client-cert", RM_FLAG_BOOL, &require_client_cert,
+         "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
         {"auth-token-file", RM_FLAG_STR, &token_file,
          "require 'authorization: Bearer <token>' from clients (health is exempt)", 0, 0},
         {"node-token-file", RM_FLAG_STR, &node_token_file,
@@ -304,6 +313,11 @@ int main(int argc, char **argv)
     cfg.stats_interval_ms = (uint32_t)stats;
     cfg.max_request_tokens = max_req;
 
+    rm_tls tls;
+    char tls_err[256];
+    if (rm_tls_load(&tls, tls_cert, tls_key, tls_ca, require_client_cert, tls_err, sizeof tls_err))
+        rm_flags_fail(&fs, "%s", tls_err);
+    cfg.node_tls = &tls;
     grpc_init();
     rm_router *r = rm_router_create(&cfg);
     dns_state dns;
@@ -348,7 +362,7 @@ int main(int argc, char **argv)
         rm_log(RM_LOG_ERROR, "router", "cannot register methods");
         return 1;
     }
-    int bound = rm_rpc_server_announce(srv, listen, "router");
+    int bound = rm_rpc_server_announce(srv, listen, "router", &tls);
     if (bound < 0)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
@@ -379,6 +393,7 @@ int main(int argc, char **argv)
         free(d.known[i]);
     free(d.known);
     rm_router_destroy(r);
+    rm_tls_free(&tls);
     grpc_shutdown();
     rm_log(RM_LOG_INFO, "router", "stopped");
     return 0;

@@ -17,6 +17,7 @@
 #include "prefix_key.h"
 #include "radixmesh.pb.h"
 #include "ring.h"
+#include "tls.h"
 #include "util.h"
 
 #define MAX_KEY_BLOCKS 1024
@@ -178,7 +179,7 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     args[2].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
     args[2].value.integer = 1000;
     grpc_channel_args ca = {3, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = rm_tls_channel_creds(r->cfg.node_tls);
     n->ch = grpc_channel_create(address, creds, &ca);
     grpc_channel_credentials_release(creds);
     n->m_match = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Match", NULL, NULL);

@@ -28,6 +28,7 @@ typedef struct rm_router_config {
     uint32_t health_interval_ms, stats_interval_ms;
     uint32_t load_half_life_ms; /* decay of "recent routed work" */
     uint64_t max_request_tokens;
+    const struct rm_tls *node_tls; /* TLS towards nodes when it has a CA; may be NULL */
 } rm_router_config;
 
 void rm_router_config_defaults(rm_router_config *cfg);

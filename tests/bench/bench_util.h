@@ -51,7 +51,7 @@ static int serve_echo(const char *path)
     rm_rpc_server *s = rm_rpc_server_create(NULL);
     rm_rpc_method m = {.path = path, .kind = RM_RPC_UNARY, .unary = echo};
     rm_rpc_server_add_method(s, &m);
-    if (rm_rpc_server_announce(s, "127.0.0.1:0", "echo") < 0)
+    if (rm_rpc_server_announce(s, "127.0.0.1:0", "echo", NULL) < 0)
         return 1;
     rm_rpc_server_run(s, 1000, NULL, NULL, 1000);
     return 0;

@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 py=/usr/bin/python3  # Debian's, with python3-yaml
 
 if command -v kubectl >/dev/null; then
-  for k in base overlays/production overlays/kv-bytes; do
+  for k in base overlays/production overlays/kv-bytes overlays/tls; do
     kubectl kustomize "$root/deploy/k8s/$k" >"$tmp/$(basename "$k").yaml" && ok || bad "kustomize $k"
   done
 else
@@ -27,7 +27,7 @@ else
   bad "yamllint not installed"
 fi
 if [[ -s "$tmp/base.yaml" ]]; then
-  "$py" - "$tmp/base.yaml" "$tmp/kv-bytes.yaml" "$tmp/production.yaml" <<'PY' && ok || bad "rendered manifests"
+  "$py" - "$tmp/base.yaml" "$tmp/kv-bytes.yaml" "$tmp/production.yaml" "$tmp/tls.yaml" <<'PY' && ok || bad "rendered manifests"
 import sys, yaml
 docs = lambda p: [d for d in yaml.safe_load_all(open(p)) if d]
 base = docs(sys.argv[1])
@@ -75,6 +75,20 @@ assert int(lim[:-2]) * units[lim[-2:]] > int(kcm["RADIXMESH_POOL_BYTES"]), (lim,
 prod = docs(sys.argv[3])
 assert one("StatefulSet", "radixmesh-node", prod)["spec"]["replicas"] == 8
 assert all(d["metadata"].get("namespace") == "radixmesh" for d in prod)
+# TLS from a Secret: certificates mounted read-only, flags set, the nodes
+# require client certificates, probes over plaintext HTTP.
+tls = docs(sys.argv[4])
+tcm = one("ConfigMap", "radixmesh-config", tls)["data"]
+assert tcm["RADIXMESH_TLS_CERT"].startswith("/etc/radixmesh/tls/") and tcm["RADIXMESH_TLS_CA"]
+for kind, name in (("StatefulSet", "radixmesh-node"), ("Deployment", "radixmesh-router")):
+    pod = one(kind, name, tls)["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "tls", "secret": {"secretName": "radixmesh-tls"}}]
+    c = pod["containers"][0]
+    assert {"name": "tls", "mountPath": "/etc/radixmesh/tls", "readOnly": True} in c["volumeMounts"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+node_env = one("StatefulSet", "radixmesh-node", tls)["spec"]["template"]["spec"]["containers"][0]["env"]
+assert {"name": "RADIXMESH_REQUIRE_CLIENT_CERT", "value": "true"} in node_env
 PY
 fi
 

@@ -65,6 +65,7 @@ class Node:
 
     def close(self):
         self.channel.close()
+        self.proc.stdout.close()
         self.proc.terminate()
         try:
             return self.proc.wait(timeout=10)
@@ -258,6 +259,95 @@ class AuthTest(unittest.TestCase):
         self.assertIn("1/1 nodes healthy", out.stdout)
         out = subprocess.run([cli, "stats", "--router", self.rtr.addr], capture_output=True, text=True)
         self.assertNotEqual(out.returncode, 0)
+
+
+def make_pki(d):
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client
+    certificate, made with the openssl CLI."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/ca.key",
+        "-out", f"{d}/ca.crt", "-days", "2", "-subj", "/CN=radixmesh-test-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/{name}.key",
+            "-out", f"{d}/{name}.csr", "-subj", f"/CN={name}")
+        with open(f"{d}/{name}.ext", "w") as f:
+            f.write(ext + "\nbasicConstraints=CA:FALSE\n")
+        run("x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.crt", "-CAkey",
+            f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/{name}.crt", "-days", "2",
+            "-extfile", f"{d}/{name}.ext")
+    read = lambda n: open(f"{d}/{n}", "rb").read()
+    return read("ca.crt"), read("client.key"), read("client.crt")
+
+
+class TlsTest(unittest.TestCase):
+    """--tls-cert/--tls-key/--tls-ca/--require-client-cert on a node, and a
+    router talking mTLS to it while serving TLS itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        d = cls.dir.name
+        cls.ca, cls.ckey, cls.ccrt = make_pki(d)
+        tls = ["--tls-cert", f"{d}/server.crt", "--tls-key", f"{d}/server.key", "--tls-ca", f"{d}/ca.crt"]
+        cls.node = TlsDaemon([ARGS.node, "--node-id", "tls1", *tls, "--require-client-cert"])
+        # The router serves TLS (no client cert required) and shows its
+        # certificate to the node (server.crt is signed by the same CA).
+        cls.rtr = TlsDaemon([ARGS.router, "--nodes", "tls1=" + cls.node.addr, *tls,
+                             "--health-interval-ms", "100"])
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.rtr.close() == 0
+        assert cls.node.close() == 0
+        cls.dir.cleanup()
+
+    def call(self, addr, creds, router=False):
+        ch = grpc.secure_channel(addr, creds) if creds else grpc.insecure_channel(addr)
+        try:
+            stub = pb_grpc.RouterStub(ch) if router else pb_grpc.CacheNodeStub(ch)
+            return stub.Match(pb.MatchRequest(namespace="t", tokens=tokens(7, 64)), timeout=5)
+        finally:
+            ch.close()
+
+    def test_node_mtls(self):
+        with self.assertRaises(grpc.RpcError):  # plaintext is refused
+            self.call(self.node.addr, None)
+        with self.assertRaises(grpc.RpcError):  # TLS without a client certificate
+            self.call(self.node.addr, grpc.ssl_channel_credentials(root_certificates=self.ca))
+        m = self.call(self.node.addr, grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.ckey, certificate_chain=self.ccrt))
+        self.assertEqual(m.node_id, "tls1")
+
+    def test_router_tls_to_mtls_node(self):
+        creds = grpc.ssl_channel_credentials(root_certificates=self.ca)
+        deadline, m = time.time() + 10, None
+        while time.time() < deadline and m is None:  # until the node is on the ring
+            try:
+                m = self.call(self.rtr.addr, creds, router=True)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+        self.assertIsNotNone(m)
+        self.assertEqual(m.node_id, "tls1")
+        with self.assertRaises(grpc.RpcError):
+            self.call(self.rtr.addr, None, router=True)
+
+
+class TlsDaemon(Node):
+    """A daemon serving TLS: readiness is its LISTENING line, not a
+    plaintext channel."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen([*args, "--listen", "127.0.0.1:0", "--shutdown-delay-ms", "0",
+                                      "--log-level", "warn"], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            raise RuntimeError(f"daemon did not start: {line!r}")
+        self.addr = line.split()[1]
+        self.channel = grpc.insecure_channel(self.addr)  # closed by Node.close
 
 
 if __name__ == "__main__":

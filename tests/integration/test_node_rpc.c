@@ -401,7 +401,7 @@ static void test_sigterm_drains(void)
 
 static void test_bad_flags_exit_2(void)
 {
-    const char *cases[][4] = {
+    const char *cases[][6] = {
         {"--pool-tokens", "abc", NULL}, {"--eviction", "fifo", NULL},   {"--no-such-flag", NULL},
         {"--page-tokens", "0", NULL},   {"--pool-bytes", "1000", NULL},
     };
