@@ -150,4 +150,17 @@ static inline int td_exit_status(const char *const *argv)
     return status;
 }
 
+/* Runs bin with the NULL-terminated args; returns 1 if it exited with
+ * status 2 (bad usage), as every bad flag must. */
+static inline int td_exits_2(const char *bin, const char *const *args)
+{
+    const char *argv[16] = {bin};
+    int n = 1;
+    for (int k = 0; args[k] && n < 15; k++)
+        argv[n++] = args[k];
+    argv[n] = NULL;
+    int status = td_exit_status(argv);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 2;
+}
+
 #endif

@@ -402,18 +402,17 @@ static void test_sigterm_drains(void)
 static void test_bad_flags_exit_2(void)
 {
     const char *cases[][6] = {
-        {"--pool-tokens", "abc", NULL}, {"--eviction", "fifo", NULL},   {"--no-such-flag", NULL},
-        {"--page-tokens", "0", NULL},   {"--pool-bytes", "1000", NULL},
+        {"--pool-tokens", "abc", NULL},
+        {"--eviction", "fifo", NULL},
+        {"--no-such-flag", NULL},
+        {"--page-tokens", "0", NULL},
+        {"--pool-bytes", "1000", NULL},
+        {"--tls-cert", "/nonexistent.pem", NULL}, /* without --tls-key */
+        {"--require-client-cert", NULL},          /* without certificates */
+        {"--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname", NULL}, /* not PEM */
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *argv[8] = {node_bin};
-        int n = 1;
-        for (int k = 0; cases[i][k]; k++)
-            argv[n++] = cases[i][k];
-        argv[n] = NULL;
-        int status = td_exit_status(argv);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(td_exits_2(node_bin, cases[i]));
 }
 
 /* Runs the node with argv and env additions, returns its exit status and

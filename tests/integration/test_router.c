@@ -386,15 +386,8 @@ static void test_bad_flags(void)
         {"--key-mode", "weird", "--nodes", "a=127.0.0.1:1", NULL},
         {NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *argv[8] = {router_bin};
-        int n = 1;
-        for (int k = 0; cases[i][k]; k++)
-            argv[n++] = cases[i][k];
-        argv[n] = NULL;
-        int status = td_exit_status(argv);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(td_exits_2(router_bin, cases[i]));
 }
 
 int main(int argc, char **argv)
