@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,32 @@ struct rm_rpc_server {
     char *token;             /* required bearer token, NULL: none */
     rm_rpc_auth client_auth; /* sent on our own client calls */
     char shutdown_tag;
+    /* Work posted by other threads (rm_rpc_server_post). A wake call is in
+     * flight on the queue whenever the list is non-empty, so the owner
+     * thread runs the work promptly; `closed` is set under post_mu right
+     * before the queue shuts down, after which nothing may start on it. */
+    pthread_mutex_t post_mu;
+    struct posted *post_head, *post_tail;
+    int wake_pending, post_closed;
+    grpc_channel *wake_ch;
 };
+
+typedef struct posted {
+    rm_post_fn fn;
+    void *arg;
+    struct posted *next;
+} posted;
+
+/* A call on a lame channel fails at once: its completion is how another
+ * thread makes the owner thread's grpc_completion_queue_next return
+ * (gRPC core's C API has no alarm of its own). */
+typedef struct wake_call {
+    rm_cq_tag base;
+    rm_rpc_server *srv;
+    grpc_call *call;
+    grpc_status_code status;
+    grpc_slice details;
+} wake_call;
 
 static void request_call(rm_rpc_server *s, int method);
 static void on_call_tag(rm_cq_tag *tag, int ok);
@@ -83,6 +109,8 @@ rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
     s->server = grpc_server_create(args, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    pthread_mutex_init(&s->post_mu, NULL);
+    s->wake_ch = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "wake-up");
     return s;
 }
 
@@ -511,7 +539,10 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
         if (ev.type == GRPC_OP_COMPLETE) {
             if (ev.tag == &s->shutdown_tag) {
                 s->shutdown_done = 1;
+                pthread_mutex_lock(&s->post_mu);
+                s->post_closed = 1;
                 grpc_completion_queue_shutdown(s->cq);
+                pthread_mutex_unlock(&s->post_mu);
             } else {
                 rm_cq_tag *tag = ev.tag;
                 tag->fn(tag, ev.success);
@@ -532,6 +563,75 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
             s->cancelled_all = 1;
         }
     }
+}
+
+/* ---- work posted from other threads ----------------------------------- */
+
+static void on_wake(rm_cq_tag *tag, int ok)
+{
+    wake_call *w = (wake_call *)tag;
+    rm_rpc_server *s = w->srv;
+    (void)ok;
+    grpc_slice_unref(w->details);
+    grpc_call_unref(w->call);
+    free(w);
+    pthread_mutex_lock(&s->post_mu);
+    posted *list = s->post_head;
+    s->post_head = s->post_tail = NULL;
+    s->wake_pending = 0;
+    pthread_mutex_unlock(&s->post_mu);
+    while (list) {
+        posted *next = list->next;
+        list->fn(list->arg);
+        free(list);
+        list = next;
+    }
+}
+
+/* Starts a wake call; post_mu is held. Returns 0 or -1. */
+static int start_wake(rm_rpc_server *s)
+{
+    wake_call *w = rm_xcalloc(1, sizeof *w);
+    w->base.fn = on_wake;
+    w->srv = s;
+    w->details = grpc_empty_slice();
+    grpc_slice method = grpc_slice_from_static_string("/radixmesh.internal/Wake");
+    w->call = grpc_channel_create_call(s->wake_ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, method,
+                                       NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[1].data.recv_status_on_client.status = &w->status;
+    ops[1].data.recv_status_on_client.status_details = &w->details;
+    ops[1].data.recv_status_on_client.trailing_metadata = NULL;
+    if (grpc_call_start_batch(w->call, ops, 2, &w->base, NULL) != GRPC_CALL_OK) {
+        grpc_call_unref(w->call);
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
+int rm_rpc_server_post(rm_rpc_server *s, rm_post_fn fn, void *arg)
+{
+    posted *p = rm_xmalloc(sizeof *p);
+    *p = (posted){fn, arg, NULL};
+    pthread_mutex_lock(&s->post_mu);
+    int rc = -1;
+    if (!s->post_closed && (s->wake_pending || start_wake(s) == 0)) {
+        s->wake_pending = 1;
+        if (s->post_tail)
+            s->post_tail->next = p;
+        else
+            s->post_head = p;
+        s->post_tail = p;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&s->post_mu);
+    if (rc)
+        free(p);
+    return rc;
 }
 
 /* ---- client calls on the server's queue ------------------------------- */
@@ -636,5 +736,7 @@ void rm_rpc_server_destroy(rm_rpc_server *s)
     rm_rpc_auth_clear(&s->client_auth);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
+    grpc_channel_destroy(s->wake_ch);
+    pthread_mutex_destroy(&s->post_mu);
     free(s);
 }

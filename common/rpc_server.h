@@ -123,6 +123,14 @@ void rm_rpc_server_destroy(rm_rpc_server *s);
  * Server thread only (the histograms have no lock). */
 char *rm_rpc_server_metrics(const rm_rpc_server *s, const char *labels);
 
+/* Work for the server thread from any other thread. */
+typedef void (*rm_post_fn)(void *arg);
+
+/* Runs fn(arg) on the server thread soon (it wakes the queue; calls run
+ * in posting order). Thread-safe. Returns 0, or -1 once the server's queue
+ * has shut down (fn will not run; arg stays the caller's). */
+int rm_rpc_server_post(rm_rpc_server *s, rm_post_fn fn, void *arg);
+
 /* Calls currently in progress (accepted, not yet done). */
 size_t rm_rpc_server_active_calls(const rm_rpc_server *s);
 
