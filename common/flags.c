@@ -159,3 +159,18 @@ int rm_parse_hostport(const char *s, char *host, int hostlen, int *port)
     *port = (int)p;
     return 0;
 }
+
+int rm_parse_http_url(const char *url, char *host, int hostlen, int *port)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return -1;
+    char hp[300];
+    size_t len = strlen(url + 7);
+    if (len && url[7 + len - 1] == '/')
+        len--;
+    if (len == 0 || len >= sizeof hp || memchr(url + 7, '/', len))
+        return -1;
+    memcpy(hp, url + 7, len);
+    hp[len] = '\0';
+    return rm_parse_hostport(hp, host, hostlen, port) || *port == 0 ? -1 : 0;
+}

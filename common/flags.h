@@ -42,4 +42,9 @@ void rm_flags_fail(const rm_flagset *fs, const char *fmt, ...)
 /* Parses "HOST:PORT" (PORT 0..65535). Returns 0 or -1. */
 int rm_parse_hostport(const char *s, char *host, int hostlen, int *port);
 
+/* Parses "http://HOST:PORT" with an optional trailing "/" (a worker's base
+ * URL; no path, no https: workers sit beside their node on a private
+ * network). Returns 0 or -1. */
+int rm_parse_http_url(const char *url, char *host, int hostlen, int *port);
+
 #endif

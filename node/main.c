@@ -62,7 +62,7 @@ static int tick(void *ctx, uint64_t now_ms)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
-    const char *log_level = "info", *http = NULL, *token_file = NULL;
+    const char *log_level = "info", *http = NULL, *token_file = NULL, *worker_url = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
     int require_client_cert = 0;
     int prefault = 0;
@@ -107,6 +107,10 @@ int main(int argc, char **argv)
          "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
         {"auth-token-file", RM_FLAG_STR, &token_file,
          "require 'authorization: Bearer <token>' (the file's first line) on every RPC but health",
+         0, 0},
+        {"worker-url", RM_FLAG_STR, &worker_url,
+         "the inference worker this node mirrors (http://HOST:PORT), reported in Stats for a "
+         "gateway router",
          0, 0},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
@@ -164,6 +168,11 @@ int main(int argc, char **argv)
     cfg.kv_chunk_bytes = 1u << 20;
     cfg.hot_block_tokens = (uint32_t)hot_block;
     cfg.hot_half_life_ms = hot_half_life;
+    char wh[256];
+    int wp;
+    if (worker_url && *worker_url && rm_parse_http_url(worker_url, wh, sizeof wh, &wp))
+        rm_flags_fail(&fs, "--worker-url: expected http://HOST:PORT, got '%s'", worker_url);
+    cfg.worker_url = worker_url && *worker_url ? worker_url : NULL;
 
     rm_install_term_flag(&got_term);
 

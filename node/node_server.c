@@ -30,10 +30,13 @@ rm_node *rm_node_create(const rm_node_config *cfg)
     n->cfg = *cfg;
     n->node_id = rm_xstrndup(cfg->node_id, strlen(cfg->node_id));
     n->cfg.node_id = n->node_id;
+    n->cfg.worker_url =
+        cfg->worker_url ? rm_xstrndup(cfg->worker_url, strlen(cfg->worker_url)) : NULL;
     int rc = rm_cache_init(&n->cache, &cfg->cache);
     if (rc) {
         rm_log(RM_LOG_ERROR, "node", "cannot create the cache: %s", strerror(-rc));
         free(n->node_id);
+        free((char *)n->cfg.worker_url);
         free(n);
         return NULL;
     }
@@ -45,6 +48,7 @@ rm_node *rm_node_create(const rm_node_config *cfg)
         rm_log(RM_LOG_ERROR, "node", "bad hot-prefix settings");
         rm_cache_destroy(&n->cache);
         free(n->node_id);
+        free((char *)n->cfg.worker_url);
         free(n);
         return NULL;
     }
@@ -56,6 +60,7 @@ void rm_node_destroy(rm_node *n)
     rm_hotset_destroy(&n->hot);
     rm_cache_destroy(&n->cache);
     free(n->node_id);
+    free((char *)n->cfg.worker_url);
     free(n);
 }
 
@@ -346,6 +351,7 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.tree_nodes = st.tree_nodes;
     rep.metadata_bytes = st.metadata_bytes;
     rep.version = (char *)RM_VERSION;
+    rep.worker_url = (char *)(n->cfg.worker_url ? n->cfg.worker_url : "");
     uint64_t now = rm_now_ms();
     rep.uptime_ms = now - n->started_ms;
     rep.serving = n->serving;

@@ -19,6 +19,7 @@ typedef struct rm_node_config {
     uint32_t kv_chunk_bytes;   /* target payload of one ReadKV chunk */
     uint32_t hot_block_tokens; /* block size of hot-prefix tracking */
     uint64_t hot_half_life_ms; /* how fast past traffic is forgotten */
+    const char *worker_url;    /* the paired inference worker, NULL: none */
 } rm_node_config;
 
 typedef struct rm_node rm_node;

@@ -11,6 +11,7 @@
 
 #include "dashboard.h"
 #include "flags.h"
+#include "gateway.h"
 #include "http.h"
 #include "log.h"
 #include "router.h"
@@ -92,7 +93,8 @@ typedef struct daemon_state {
     dns_state *dns;
     char **known; /* addresses currently in the membership (DNS mode) */
     size_t nknown;
-    uint64_t shutdown_delay_ms, term_at;
+    uint64_t shutdown_delay_ms, term_at, drain_timeout_ms;
+    rm_gateway *gw; /* NULL without --gateway */
 } daemon_state;
 
 static void apply_dns(daemon_state *d)
@@ -146,6 +148,8 @@ static void publish(daemon_state *d)
     snprintf(labels, sizeof labels, "router=\"%s\"", d->router_id);
     char *metrics =
         rm_str_join_free(rm_router_metrics(d->router), rm_rpc_server_metrics(d->srv, labels));
+    if (d->gw)
+        metrics = rm_str_join_free(metrics, rm_gateway_metrics(d->gw, d->router_id));
     rm_published_set(d->pub, metrics, rm_router_cluster_json(d->router),
                      !got_term && rm_router_healthy_nodes(d->router) > 0);
 }
@@ -170,7 +174,17 @@ static int tick(void *ctx, uint64_t now_ms)
         rm_log(RM_LOG_INFO, "router", "SIGTERM: health NOT_SERVING, draining in %llu ms",
                (unsigned long long)d->shutdown_delay_ms);
     }
-    return d->term_at && now_ms - d->term_at >= d->shutdown_delay_ms;
+    if (!d->term_at || now_ms - d->term_at < d->shutdown_delay_ms)
+        return 0;
+    /* The gateway's requests (streams that may run for minutes) finish
+     * first: they need this thread to route and to release their load. */
+    if (d->gw) {
+        rm_gateway_drain(d->gw);
+        if (rm_gateway_active(d->gw) &&
+            now_ms - d->term_at < d->shutdown_delay_ms + d->drain_timeout_ms)
+            return 0;
+    }
+    return 1;
 }
 
 /* Parses "id=host:port,id=host:port". Returns 0 or -1 (message in err). */
@@ -205,8 +219,14 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
     const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL, *http = NULL;
     const char *token_file = NULL, *node_token_file = NULL;
-    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *gateway = NULL;
     int require_client_cert = 0;
+    rm_gateway_config gwc;
+    rm_gateway_config_defaults(&gwc);
+    uint64_t gw_body = gwc.max_body_bytes, gw_header = gwc.max_header_bytes;
+    uint64_t gw_connect = gwc.connect_timeout_ms, gw_upstream = gwc.upstream_timeout_ms;
+    uint64_t gw_client = gwc.client_timeout_ms, gw_scrape = gwc.scrape_interval_ms;
+    uint64_t gw_conns = gwc.max_connections;
     uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
@@ -263,6 +283,22 @@ int main(int argc, char **argv)
          "require 'authorization: Bearer <token>' from clients (health is exempt)", 0, 0},
         {"node-token-file", RM_FLAG_STR, &node_token_file,
          "token presented to the nodes (default: --auth-token-file's)", 0, 0},
+        {"gateway", RM_FLAG_STR, &gateway,
+         "serve an OpenAI-compatible HTTP gateway to the nodes' workers on HOST:PORT", 0, 0},
+        {"gateway-max-body-bytes", RM_FLAG_U64, &gw_body, "larger request bodies get 413", 1,
+         1u << 30},
+        {"gateway-max-header-bytes", RM_FLAG_U64, &gw_header, "larger request heads get 431", 256,
+         1u << 24},
+        {"gateway-connect-timeout-ms", RM_FLAG_U64, &gw_connect, "connecting to a worker", 10,
+         600000},
+        {"gateway-upstream-timeout-ms", RM_FLAG_U64, &gw_upstream,
+         "worker silence that ends a request (504 before the response began)", 10, 86400000},
+        {"gateway-client-timeout-ms", RM_FLAG_U64, &gw_client,
+         "time to send a request (408), and idle keep-alive lifetime", 10, 86400000},
+        {"gateway-max-connections", RM_FLAG_U64, &gw_conns, "open client connections at most", 1,
+         1000000},
+        {"worker-scrape-interval-ms", RM_FLAG_U64, &gw_scrape,
+         "how often workers' /metrics are read (0: never)", 0, 3600000},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
     rm_flagset fs = {"radixmesh-router",
@@ -285,10 +321,21 @@ int main(int argc, char **argv)
         cfg.key_mode = RM_KEY_FIXED;
     else
         rm_flags_fail(&fs, "--key-mode: expected adaptive or fixed, got '%s'", key_mode);
-    char host[256];
-    int port;
+    char host[256], gw_host[256];
+    int port, gw_port;
     if (rm_parse_hostport(listen, host, sizeof host, &port))
         rm_flags_fail(&fs, "--listen: expected HOST:PORT, got '%s'", listen);
+    if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))
+        rm_flags_fail(&fs, "--gateway: expected HOST:PORT, got '%s'", gateway);
+    gwc.listen = gateway;
+    gwc.max_body_bytes = gw_body;
+    gwc.max_header_bytes = gw_header;
+    gwc.connect_timeout_ms = (uint32_t)gw_connect;
+    gwc.upstream_timeout_ms = (uint32_t)gw_upstream;
+    gwc.client_timeout_ms = (uint32_t)gw_client;
+    gwc.scrape_interval_ms = (uint32_t)gw_scrape;
+    gwc.max_connections = (uint32_t)gw_conns;
+    gwc.max_prompt_tokens = max_req;
     char hostname[256];
     if (!router_id) {
         if (gethostname(hostname, sizeof hostname) != 0)
@@ -367,8 +414,9 @@ int main(int argc, char **argv)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
            router_id, host, bound, key_mode, load_factor);
-    daemon_state d = {srv, NULL,           0, 0, r, router_id, nodes_dns ? &dns : NULL, NULL,
-                      0,   shutdown_delay, 0};
+    daemon_state d = {
+        srv, NULL,          0,   0, r, router_id, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay,
+        0,   drain_timeout, NULL};
     rm_published pub;
     rm_published_init(&pub);
     rm_http_server *hs = NULL;
@@ -378,7 +426,19 @@ int main(int argc, char **argv)
         d.pub = &pub;
         publish(&d);
     }
+    if (gateway) {
+        char gerr[256];
+        int gp;
+        if (!(d.gw = rm_gateway_start(&gwc, r, &gp, gerr, sizeof gerr))) {
+            rm_log(RM_LOG_ERROR, "router", "--gateway: %s", gerr);
+            return 1;
+        }
+        rm_log(RM_LOG_INFO, "router", "OpenAI-compatible gateway on http://%s:%d/", gw_host, gp);
+        printf("GATEWAY %s:%d\n", gw_host, gp);
+        fflush(stdout);
+    }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_gateway_stop(d.gw);
     rm_http_stop(hs);
     rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "pbx.h"
 #include "prefix_key.h"
 #include "radixmesh.pb.h"
+#include "flags.h"
 #include "ring.h"
 #include "tls.h"
 #include "util.h"
@@ -61,6 +63,15 @@ typedef struct rnode {
     double pending; /* Match requests routed here since the node last reported */
     radixmesh_v1_NodeStats stats;
     int have_stats;
+    /* The paired inference worker (gateway mode), from the node's Stats. */
+    char worker_host[256];
+    int worker_port; /* 0: no worker */
+    int worker_ok;   /* reachable at the last try (scrape or request) */
+    int worker_has_counts;
+    uint64_t worker_hit, worker_query;
+    double worker_rate; /* -1: unknown */
+    uint64_t gw_requests;
+    uint32_t gw_inflight;
 } rnode;
 
 #define HISTORY 300 /* seconds of history for the dashboard */
@@ -78,34 +89,77 @@ struct rm_router {
     rnode **nodes;
     uint32_t nnodes, cap;
     rm_ring ring;
-    uint32_t healthy;
+    rm_ring gw_ring; /* nodes with a reachable worker: gateway routing */
+    uint32_t healthy, gw_members;
     uint64_t *hot; /* sorted hashes of cluster-hot prefixes */
     size_t nhot;
     double hot_share_now;
     uint64_t spills, failovers, retries, routed_total;
     int serving;
     uint64_t last_health_ms, last_stats_ms;
+    uint64_t gw_requests_total, any_counter;
+    /* The worker list the gateway thread reads (rm_router_workers). */
+    pthread_mutex_t workers_mu;
+    rm_worker_ref *workers;
+    size_t nworkers;
 };
 
 /* ---- membership and ring ---------------------------------------------- */
+
+static int on_ring(const rnode *n)
+{
+    return n->healthy && !n->removed && n->id;
+}
+
+/* Gateway requests go only to nodes whose worker is known and answering. */
+static int has_worker(const rnode *n)
+{
+    return on_ring(n) && n->worker_port && n->worker_ok;
+}
+
+/* The worker list is published for the gateway thread on every change. */
+static void publish_workers(rm_router *r)
+{
+    rm_worker_ref *list = rm_xcalloc(r->nnodes + 1, sizeof *list);
+    size_t k = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed || !n->id || !n->worker_port)
+            continue;
+        snprintf(list[k].node_id, sizeof list[k].node_id, "%s", n->id);
+        snprintf(list[k].host, sizeof list[k].host, "%s", n->worker_host);
+        list[k++].port = n->worker_port;
+    }
+    pthread_mutex_lock(&r->workers_mu);
+    free(r->workers);
+    r->workers = list;
+    r->nworkers = k;
+    pthread_mutex_unlock(&r->workers_mu);
+}
 
 static void rebuild_ring(rm_router *r)
 {
     const char **ids = rm_xcalloc(r->nnodes + 1, sizeof *ids);
     uint32_t *weights = rm_xcalloc(r->nnodes + 1, sizeof *weights);
     int *up = rm_xcalloc(r->nnodes + 1, sizeof *up);
-    r->healthy = 0;
+    int *gw = rm_xcalloc(r->nnodes + 1, sizeof *gw);
+    r->healthy = r->gw_members = 0;
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];
         ids[i] = n->id ? n->id : "";
         weights[i] = n->weight;
-        up[i] = n->healthy && !n->removed && n->id;
+        up[i] = on_ring(n);
+        gw[i] = has_worker(n);
         r->healthy += up[i];
+        r->gw_members += gw[i];
     }
     rm_ring_build(&r->ring, ids, weights, up, r->nnodes, r->cfg.vnodes);
+    rm_ring_build(&r->gw_ring, ids, weights, gw, r->nnodes, r->cfg.vnodes);
     free(ids);
     free(weights);
     free(up);
+    free(gw);
+    publish_workers(r);
 }
 
 static void set_healthy(rm_router *r, rnode *n, int healthy, const char *why)
@@ -127,6 +181,7 @@ rm_router *rm_router_create(const rm_router_config *cfg)
         r->cfg.max_key_blocks = MAX_KEY_BLOCKS;
     r->serving = 1;
     r->started_ms = rm_now_ms();
+    pthread_mutex_init(&r->workers_mu, NULL);
     return r;
 }
 
@@ -144,6 +199,9 @@ void rm_router_destroy(rm_router *r)
     free(r->nodes);
     free(r->hot);
     rm_ring_free(&r->ring);
+    rm_ring_free(&r->gw_ring);
+    free(r->workers);
+    pthread_mutex_destroy(&r->workers_mu);
     free(r);
 }
 
@@ -249,14 +307,14 @@ static int under_bound(void *ctx, uint32_t m)
 /* Up to k nodes for key, clockwise, that are under the bounded-load rule
  * (skipping exclude). Charges nothing. Returns how many (0: empty ring). */
 static size_t candidates(rm_router *r, uint64_t key, rnode *exclude, rnode **out, size_t k,
-                         int *spilled)
+                         int *spilled, int gateway)
 {
     uint64_t now = rm_now_ms();
     double total = 0;
     uint32_t up = 0;
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];
-        if (n->healthy && !n->removed && n->id) {
+        if (gateway ? has_worker(n) : on_ring(n)) {
             total += node_load(r, n, now);
             up++;
         }
@@ -274,7 +332,8 @@ static size_t candidates(rm_router *r, uint64_t key, rnode *exclude, rnode **out
         if (r->nodes[i] == exclude)
             ex = i;
     uint32_t idx[2];
-    size_t got = rm_ring_pick_n(&r->ring, key, under_bound, &ctx, ex, idx, k > 2 ? 2 : k, spilled);
+    size_t got = rm_ring_pick_n(gateway ? &r->gw_ring : &r->ring, key, under_bound, &ctx, ex, idx,
+                                k > 2 ? 2 : k, spilled);
     for (size_t i = 0; i < got; i++)
         out[i] = r->nodes[idx[i]];
     return got;
@@ -302,7 +361,7 @@ static rnode *pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int 
 {
     rnode *n;
     int sp = 0;
-    if (!candidates(r, key, exclude, &n, 1, &sp))
+    if (!candidates(r, key, exclude, &n, 1, &sp, 0))
         return NULL;
     charge(r, n, proxied, sp, 0);
     if (spilled)
@@ -437,6 +496,33 @@ static void recompute_hot(rm_router *r)
     free(all);
 }
 
+/* The node's --worker-url, as this router can reach it. A sidecar node
+ * names its worker by a loopback address, which from here means the
+ * node's own host. Returns 1 if the pairing changed. */
+static int learn_worker(rnode *n, const char *url)
+{
+    char host[256];
+    int port = 0;
+    if (!url || !*url || rm_parse_http_url(url, host, sizeof host, &port) != 0) {
+        host[0] = '\0';
+        port = 0;
+    } else if (!strcmp(host, "localhost") || !strncmp(host, "127.", 4) ||
+               !strcmp(host, "0.0.0.0")) {
+        char nh[256];
+        int np;
+        if (rm_parse_hostport(n->address, nh, sizeof nh, &np) == 0)
+            snprintf(host, sizeof host, "%s", nh);
+    }
+    if (port == n->worker_port && !strcmp(host, n->worker_host))
+        return 0;
+    snprintf(n->worker_host, sizeof n->worker_host, "%s", host);
+    n->worker_port = port;
+    n->worker_ok = port != 0;
+    n->worker_rate = -1;
+    n->worker_has_counts = 0;
+    return 1;
+}
+
 /* ---- health checks and stats polls ---------------------------------------- */
 
 typedef struct node_op {
@@ -498,6 +584,12 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
                 rm_log(RM_LOG_WARN, "router", "node %s at %s calls itself '%s'", n->id, n->address,
                        rid);
                 n->id_warned = 1;
+            }
+            if (n->id && learn_worker(n, s.worker_url)) {
+                if (n->worker_port)
+                    rm_log(RM_LOG_INFO, "router", "node %s pairs with worker %s:%d", n->id,
+                           n->worker_host, n->worker_port);
+                rebuild_ring(r);
             }
             recompute_hot(r);
         } else {
@@ -681,7 +773,7 @@ static void no_node(rm_rpc_call *call)
  * requests. Continuing conversations keep their node; new ones even out the
  * load, which plain hashing leaves 10-16% uneven on real traces (see
  * BENCHMARKS.md). */
-typedef enum { CH_MATCH, CH_ROUTE } choice_kind;
+typedef enum { CH_MATCH, CH_ROUTE, CH_GATEWAY } choice_kind;
 
 typedef struct choice choice;
 typedef struct peek_ctx {
@@ -691,7 +783,8 @@ typedef struct peek_ctx {
 
 struct choice {
     rm_router *r;
-    rm_rpc_call *call;
+    rm_rpc_call *call; /* CH_MATCH, CH_ROUTE */
+    rm_route_job *job; /* CH_GATEWAY */
     choice_kind kind;
     grpc_slice req; /* CH_MATCH: the client's request, forwarded as is */
     uint64_t key;
@@ -717,9 +810,20 @@ static void decide(choice *ch)
             w = served(ch->cand[1]) < served(ch->cand[0]);
     }
     rnode *n = ch->cand[w];
-    charge(r, n, ch->kind == CH_MATCH, ch->spilled, 1);
+    charge(r, n, ch->kind != CH_ROUTE, ch->spilled, 1);
     n->pending += 1;
-    if (ch->kind == CH_MATCH) {
+    if (ch->kind == CH_GATEWAY) {
+        rm_route_job *job = ch->job;
+        n->gw_requests++;
+        n->gw_inflight++;
+        r->gw_requests_total++;
+        job->found = job->charged = 1;
+        snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
+        snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
+        job->worker_port = n->worker_port;
+        job->key_tokens = ch->key_tokens;
+        job->done(job);
+    } else if (ch->kind == CH_MATCH) {
         proxy *p = rm_xcalloc(1, sizeof *p);
         *p = (proxy){r, ch->call, PX_MATCH, ch->req, grpc_empty_slice(), 0, ch->key, n, 0};
         forward(p);
@@ -753,31 +857,17 @@ static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, con
         decide(ch);
 }
 
-/* Starts the choice for a decoded request; finishes the call itself. */
-static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice req,
-                   const char *ns, const rm_tokens *toks)
+/* Peeks at both candidates, or decides at once when there is only one.
+ * ch has its key and candidates. */
+static void peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens)
 {
-    choice *ch = rm_xcalloc(1, sizeof *ch);
-    ch->r = r;
-    ch->call = call;
-    ch->kind = kind;
-    ch->req = req;
-    ch->ntokens = toks->n;
-    ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
-    ch->ncand = (int)candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled);
-    if (ch->ncand == 0) {
-        grpc_slice_unref(req);
-        free(ch);
-        rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
-                           "no healthy cache node: every node is down or unreachable", NULL);
-        return;
-    }
+    rm_router *r = ch->r;
     if (ch->ncand == 1) {
         decide(ch);
         return;
     }
     radixmesh_v1_MatchRequest pm = radixmesh_v1_MatchRequest_init_zero;
-    rm_tokens_view view = {toks->v, toks->n};
+    rm_tokens_view view = {tokens, ntokens};
     pm.namespace = (char *)ns;
     rm_pb_tokens_encoder(&pm.tokens, &view);
     pm.peek = true;
@@ -800,6 +890,28 @@ static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice
     grpc_slice_unref(bytes);
     if (ch->waiting == 0)
         decide(ch);
+}
+
+/* Starts the choice for a decoded request; finishes the call itself. */
+static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice req,
+                   const char *ns, const rm_tokens *toks)
+{
+    choice *ch = rm_xcalloc(1, sizeof *ch);
+    ch->r = r;
+    ch->call = call;
+    ch->kind = kind;
+    ch->req = req;
+    ch->ntokens = toks->n;
+    ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
+    ch->ncand = (int)candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
+    if (ch->ncand == 0) {
+        grpc_slice_unref(req);
+        free(ch);
+        rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
+                           "no healthy cache node: every node is down or unreachable", NULL);
+        return;
+    }
+    peek_and_decide(ch, ns, toks->v, toks->n);
 }
 
 static void do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
@@ -937,11 +1049,43 @@ static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
         st.routed_requests = n->routed;
         st.address = n->address;
         st.load = node_load(r, n, rm_now_ms());
+        st.worker_healthy = n->worker_port && n->worker_ok;
+        st.worker_metrics = n->worker_has_counts || n->worker_rate >= 0;
+        st.worker_hit_tokens = n->worker_hit;
+        st.worker_query_tokens = n->worker_query;
+        st.worker_hit_rate = n->worker_port ? n->worker_rate : -1;
+        st.gateway_requests = n->gw_requests;
+        st.gateway_inflight = n->gw_inflight;
         if (!pb_encode_tag_for_field(s, f) ||
             !pb_encode_submessage(s, radixmesh_v1_NodeStats_fields, &st))
             return false;
     }
     return true;
+}
+
+/* Sums the workers' own prefix-cache counters. Returns the hit rate they
+ * give, or the mean of the workers' reported rates when none has counters
+ * (SGLang exports only a rate), or -1 when no worker reports anything. */
+static double worker_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
+{
+    *hit = *query = 0;
+    double rate_sum = 0;
+    int rates = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        const rnode *n = r->nodes[i];
+        if (n->removed || !n->worker_port)
+            continue;
+        if (n->worker_has_counts) {
+            *hit += n->worker_hit;
+            *query += n->worker_query;
+        } else if (n->worker_rate >= 0) {
+            rate_sum += n->worker_rate;
+            rates++;
+        }
+    }
+    if (*query)
+        return (double)*hit / (double)*query;
+    return rates ? rate_sum / rates : -1;
 }
 
 static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
@@ -962,6 +1106,9 @@ static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_
     }
     cs.hit_rate =
         cs.query_tokens_total ? (double)cs.hit_tokens_total / (double)cs.query_tokens_total : 0.0;
+    cs.worker_hit_rate =
+        worker_totals(r, &cs.worker_hit_tokens_total, &cs.worker_query_tokens_total);
+    cs.gateway_requests_total = r->gw_requests_total;
     cs.routed_requests_total = r->routed_total;
     cs.spills_total = r->spills;
     cs.failovers_total = r->failovers;
@@ -1034,6 +1181,201 @@ int rm_router_register(rm_router *r, rm_rpc_server *srv)
     return 0;
 }
 
+/* ---- gateway jobs (posted from the gateway thread) ------------------------ */
+
+typedef struct gw_post {
+    rm_router *r;
+    rm_route_job *job;
+    int ok, worker_failed;
+    rm_worker_report rep;
+} gw_post;
+
+static void gw_route(void *arg)
+{
+    gw_post *p = arg;
+    rm_router *r = p->r;
+    rm_route_job *job = p->job;
+    free(p);
+    choice *ch = rm_xcalloc(1, sizeof *ch);
+    ch->r = r;
+    ch->job = job;
+    ch->kind = CH_GATEWAY;
+    ch->req = grpc_empty_slice();
+    ch->ntokens = job->ntokens;
+    const char *ns = job->ns ? job->ns : "";
+    if (job->any) /* no affinity: a fresh key each time spreads them */
+        ch->key = rm_mix64(++r->any_counter ^ 0x9e3779b97f4a7c15ULL);
+    else
+        ch->key = rm_router_key(r, ns, job->tokens, job->ntokens, &ch->key_tokens);
+    rnode *ex = job->exclude[0] ? find_by_id(r, job->exclude) : NULL;
+    ch->ncand =
+        (int)candidates(r, ch->key, ex, ch->cand, job->any ? 1 : r->cfg.choices, &ch->spilled, 1);
+    if (ch->ncand == 1 && ch->cand[0] == ex)
+        ch->ncand = 0; /* the ring's fallback would hand back the failed one */
+    if (ch->ncand == 0) {
+        free(ch);
+        job->found = 0;
+        job->done(job);
+        return;
+    }
+    peek_and_decide(ch, ns, job->tokens, job->ntokens);
+}
+
+int rm_router_route_async(rm_router *r, rm_route_job *job)
+{
+    job->found = job->charged = 0;
+    gw_post *p = rm_xcalloc(1, sizeof *p);
+    p->r = r;
+    p->job = job;
+    if (rm_rpc_server_post(r->srv, gw_route, p) != 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_job(rm_route_job *job)
+{
+    free(job->ns);
+    free(job->tokens);
+    free(job);
+}
+
+typedef struct record_op {
+    rm_router *r;
+    rnode *n;
+    rm_route_job *job;
+} record_op;
+
+static void on_recorded(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                        const char *details)
+{
+    record_op *op = ctx;
+    (void)reply;
+    if (st != GRPC_STATUS_OK)
+        rm_log(RM_LOG_DEBUG, "router", "recording a gateway prompt in %s: %s", op->n->id, details);
+    free_job(op->job);
+    free(op);
+}
+
+/* Inserts the prompt once the Match has counted its hit: the node then
+ * holds what the worker has just computed. */
+static void on_record_match(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                            const char *details)
+{
+    record_op *op = ctx;
+    (void)reply;
+    if (st != GRPC_STATUS_OK || op->n->removed) {
+        on_recorded(op, st, NULL, details);
+        return;
+    }
+    radixmesh_v1_InsertRequest ins = radixmesh_v1_InsertRequest_init_zero;
+    rm_tokens_view view = {op->job->tokens, op->job->ntokens};
+    ins.namespace = op->job->ns;
+    rm_pb_tokens_encoder(&ins.tokens, &view);
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_InsertRequest_fields, &ins);
+    if (rm_rpc_server_client_call(op->r->srv, op->n->ch, op->n->m_insert, bb,
+                                  (int)op->r->cfg.call_timeout_ms, on_recorded, op) != 0)
+        on_recorded(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Insert");
+    grpc_byte_buffer_destroy(bb);
+}
+
+static void record_prompt(rm_router *r, rnode *n, rm_route_job *job)
+{
+    record_op *op = rm_xmalloc(sizeof *op);
+    *op = (record_op){r, n, job};
+    radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens_view view = {job->tokens, job->ntokens};
+    m.namespace = job->ns;
+    rm_pb_tokens_encoder(&m.tokens, &view);
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &m);
+    if (rm_rpc_server_client_call(r->srv, n->ch, n->m_match, bb, (int)r->cfg.call_timeout_ms,
+                                  on_record_match, op) != 0)
+        on_recorded(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Match");
+    grpc_byte_buffer_destroy(bb);
+}
+
+static void set_worker_ok(rm_router *r, rnode *n, int ok, const char *why)
+{
+    if (n->worker_ok == ok)
+        return;
+    n->worker_ok = ok;
+    rm_log(ok ? RM_LOG_INFO : RM_LOG_WARN, "router", "worker of %s (%s:%d) %s%s%s", n->id,
+           n->worker_host, n->worker_port, ok ? "is back" : "is unreachable", why ? ": " : "",
+           why ? why : "");
+    rebuild_ring(r);
+}
+
+static void gw_done(void *arg)
+{
+    gw_post *p = arg;
+    rm_router *r = p->r;
+    rm_route_job *job = p->job;
+    rnode *n = job->found ? find_by_id(r, job->node_id) : NULL;
+    if (n && job->charged) {
+        if (n->inflight)
+            n->inflight--;
+        if (n->gw_inflight)
+            n->gw_inflight--;
+    }
+    if (n && p->worker_failed)
+        set_worker_ok(r, n, 0, "a request could not connect");
+    int ok = p->ok;
+    free(p);
+    if (n && ok && !job->any && job->ntokens && n->healthy)
+        record_prompt(r, n, job);
+    else
+        free_job(job);
+}
+
+void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, int worker_failed)
+{
+    gw_post *p = rm_xcalloc(1, sizeof *p);
+    p->r = r;
+    p->job = job;
+    p->ok = ok;
+    p->worker_failed = worker_failed;
+    if (rm_rpc_server_post(r->srv, gw_done, p) != 0) {
+        free(p);
+        free_job(job); /* the router has stopped: nothing left to release */
+    }
+}
+
+size_t rm_router_workers(rm_router *r, rm_worker_ref **out)
+{
+    pthread_mutex_lock(&r->workers_mu);
+    size_t n = r->nworkers;
+    *out = rm_xcalloc(n + 1, sizeof **out);
+    memcpy(*out, r->workers, n * sizeof **out);
+    pthread_mutex_unlock(&r->workers_mu);
+    return n;
+}
+
+static void gw_report(void *arg)
+{
+    gw_post *p = arg;
+    rm_router *r = p->r;
+    rnode *n = find_by_id(r, p->rep.node_id);
+    if (n) {
+        n->worker_has_counts = p->rep.has_counts;
+        n->worker_hit = p->rep.hit_tokens;
+        n->worker_query = p->rep.query_tokens;
+        n->worker_rate = p->rep.hit_rate;
+        set_worker_ok(r, n, p->rep.reachable,
+                      p->rep.reachable ? NULL : "its /metrics is unreachable");
+    }
+    free(p);
+}
+
+void rm_router_worker_report(rm_router *r, const rm_worker_report *rep)
+{
+    gw_post *p = rm_xcalloc(1, sizeof *p);
+    p->r = r;
+    p->rep = *rep;
+    if (rm_rpc_server_post(r->srv, gw_report, p) != 0)
+        free(p);
+}
+
 /* ---- published views: metrics, /api/cluster ------------------------------ */
 
 static void cluster_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
@@ -1092,6 +1434,25 @@ char *rm_router_metrics(rm_router *r)
         family(&b, counters[i].name, "counter", counters[i].help);
         rm_sbuf_printf(&b, "%s{router=\"%s\"} %" PRIu64 "\n", counters[i].name, rl, counters[i].v);
     }
+    if (r->gw_requests_total || r->nworkers) {
+        uint64_t wh, wq;
+        double wr = worker_totals(r, &wh, &wq);
+        family(&b, "radixmesh_router_gateway_routed_total", "counter",
+               "HTTP requests the gateway routed to workers.");
+        rm_sbuf_printf(&b, "radixmesh_router_gateway_routed_total{router=\"%s\"} %" PRIu64 "\n", rl,
+                       r->gw_requests_total);
+        family(&b, "radixmesh_cluster_worker_hit_rate", "gauge",
+               "The workers' own prefix-cache hit rate (-1: unknown).");
+        rm_sbuf_printf(&b, "radixmesh_cluster_worker_hit_rate{router=\"%s\"} %.17g\n", rl, wr);
+        family(&b, "radixmesh_node_worker_up", "gauge",
+               "1 while the node's worker answers the gateway.");
+        for (uint32_t i = 0; i < r->nnodes; i++) {
+            rnode *n = r->nodes[i];
+            if (!n->removed && n->id && n->worker_port)
+                rm_sbuf_printf(&b, "radixmesh_node_worker_up{router=\"%s\",node=\"%s\"} %d\n", rl,
+                               n->id, n->worker_ok);
+        }
+    }
     family(&b, "radixmesh_router_healthy_nodes", "gauge", "Nodes on the ring.");
     rm_sbuf_printf(&b, "radixmesh_router_healthy_nodes{router=\"%s\"} %u\n", rl, r->healthy);
     family(&b, "radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.");
@@ -1147,6 +1508,13 @@ char *rm_router_cluster_json(rm_router *r)
     json_object_set_new(o, "failovers_total", json_integer((json_int_t)r->failovers));
     json_object_set_new(o, "healthy_nodes", json_integer(r->healthy));
     json_object_set_new(o, "hot_prefixes", json_integer((json_int_t)r->nhot));
+    uint64_t wh, wq;
+    double wr = worker_totals(r, &wh, &wq);
+    json_object_set_new(o, "worker_hit_rate", wr >= 0 ? json_real(wr) : json_null());
+    json_object_set_new(o, "worker_hit_tokens_total", json_integer((json_int_t)wh));
+    json_object_set_new(o, "worker_query_tokens_total", json_integer((json_int_t)wq));
+    json_object_set_new(o, "gateway_requests_total",
+                        json_integer((json_int_t)r->gw_requests_total));
     uint64_t now = rm_now_ms();
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];
@@ -1169,6 +1537,19 @@ char *rm_router_cluster_json(rm_router *r)
                             json_integer((json_int_t)st->evicted_tokens_total));
         json_object_set_new(j, "active_leases", json_integer((json_int_t)st->active_leases));
         json_object_set_new(j, "load", json_real(node_load(r, n, now)));
+        if (n->worker_port) {
+            char url[300];
+            snprintf(url, sizeof url, "http://%s:%d", n->worker_host, n->worker_port);
+            json_object_set_new(j, "worker_url", json_string(url));
+            json_object_set_new(j, "worker_healthy", json_boolean(n->worker_ok));
+            json_object_set_new(j, "worker_hit_rate",
+                                n->worker_has_counts && n->worker_query
+                                    ? json_real((double)n->worker_hit / (double)n->worker_query)
+                                : n->worker_rate >= 0 ? json_real(n->worker_rate)
+                                                      : json_null());
+            json_object_set_new(j, "gateway_requests", json_integer((json_int_t)n->gw_requests));
+            json_object_set_new(j, "gateway_inflight", json_integer(n->gw_inflight));
+        }
         json_array_append_new(nodes, j);
     }
     json_object_set_new(o, "nodes", nodes);

@@ -74,4 +74,68 @@ uint32_t rm_router_healthy_nodes(const rm_router *r);
 uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *tokens, size_t n,
                        uint32_t *key_tokens);
 
+/* ---- gateway support (router/gateway.c runs on its own thread) ---------- */
+
+/* One HTTP request to route to an inference worker. The gateway thread
+ * fills the input half and hands the job to the router thread with
+ * rm_router_route_async; the router fills the output half and calls
+ * done(job) on its own thread, after which the job is the gateway's again
+ * until it is returned with rm_router_route_done. */
+typedef struct rm_route_job {
+    /* in */
+    char *ns;         /* owned by the job */
+    uint32_t *tokens; /* owned by the job; may be NULL */
+    size_t ntokens;
+    int any;           /* no affinity wanted (GET /v1/models...): any worker */
+    char exclude[128]; /* node id whose worker just failed, "" for none */
+    /* out */
+    int found;
+    char node_id[128];
+    char worker_host[256];
+    int worker_port;
+    uint32_t key_tokens;
+    /* delivery */
+    void (*done)(struct rm_route_job *job); /* runs on the router thread */
+    void *user;
+    int charged; /* router-private: the node carries this request as load */
+} rm_route_job;
+
+/* Thread-safe. Routes job on the router thread like a Match (adaptive
+ * key, bounded load, two peeked choices) among nodes whose worker is
+ * known and healthy, skipping job->exclude; charges the chosen node one
+ * request in flight; then calls job->done. Returns 0, or -1 once the
+ * router has stopped (done is not called; the job stays the caller's). */
+int rm_router_route_async(rm_router *r, rm_route_job *job);
+
+/* Thread-safe; takes the job. The request it routed is over: the node's
+ * in-flight charge is released; with ok (the worker answered 2xx) its
+ * prompt is recorded in the node (Match, then a metadata-only Insert), so
+ * the node mirrors what its worker cached; with worker_failed (no
+ * connection), the worker leaves gateway routing until a scrape reaches it
+ * again. */
+void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, int worker_failed);
+
+/* A worker the gateway should scrape: its node and where it listens. */
+typedef struct rm_worker_ref {
+    char node_id[128];
+    char host[256];
+    int port;
+} rm_worker_ref;
+
+/* Thread-safe snapshot of the paired workers; *out is malloc'd (caller
+ * frees). Returns how many. */
+size_t rm_router_workers(rm_router *r, rm_worker_ref **out);
+
+/* What a scrape of a worker's /metrics found. */
+typedef struct rm_worker_report {
+    char node_id[128];
+    int reachable;  /* any HTTP answer */
+    int has_counts; /* prefix-cache hit/query token counters */
+    uint64_t hit_tokens, query_tokens;
+    double hit_rate; /* -1: unknown */
+} rm_worker_report;
+
+/* Thread-safe; copies rep. Applied on the router thread. */
+void rm_router_worker_report(rm_router *r, const rm_worker_report *rep);
+
 #endif

@@ -1,0 +1,67 @@
+/* gateway.h -- the router as the HTTP front door of inference workers.
+ *
+ * An HTTP/1.1 server on its own libuv thread. POST /v1/completions and
+ * /v1/chat/completions are routed by their prompt (router/openai.h) with the
+ * router's own algorithm, on the router's thread (rm_router_route_async),
+ * to the worker paired with the chosen cache node; any other request goes
+ * to any worker that answers. The request is forwarded unchanged and the
+ * response streamed back as it arrives (SSE chunk by chunk) with an
+ * x-radixmesh-node header.
+ *
+ * Per request:
+ *
+ *   READ --complete--> ROUTING --routed--> CONNECTING --> WAITING --head--> STREAMING --> done
+ *     |                  |  (router thread)     |            |                 |
+ *     +- 400/413/431     +- 503 none up         +------------+- connect error, |
+ *                                                  5xx or silence before any   +- worker gone:
+ *                                                  byte reached the client:       cut the client
+ *                                                  once more on the next node     (truncated)
+ *
+ * A client that goes away cancels its upstream request (the worker's
+ * connection is closed). Threads: the gateway thread owns every connection
+ * and request; the router's state stays on the router thread, reached only
+ * through rm_route_job messages. */
+#ifndef RM_GATEWAY_H
+#define RM_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "router.h"
+
+typedef struct rm_gateway_config {
+    const char *listen;           /* HOST:PORT (port 0: any free port) */
+    size_t max_body_bytes;        /* larger request bodies: 413 */
+    size_t max_header_bytes;      /* larger request heads: 431 */
+    uint32_t connect_timeout_ms;  /* to a worker */
+    uint32_t upstream_timeout_ms; /* worker silence that ends a request */
+    uint32_t client_timeout_ms;   /* to send a whole request; idle keep-alive */
+    uint32_t scrape_interval_ms;  /* workers' /metrics; 0: never */
+    size_t max_prompt_tokens;     /* routing input kept per request */
+    uint32_t max_connections;
+} rm_gateway_config;
+
+void rm_gateway_config_defaults(rm_gateway_config *c);
+
+typedef struct rm_gateway rm_gateway;
+
+/* Binds cfg->listen and starts the gateway thread. Returns the gateway and
+ * the bound port, or NULL with a reason in err. */
+rm_gateway *rm_gateway_start(const rm_gateway_config *cfg, rm_router *r, int *port, char *err,
+                             size_t errlen);
+
+/* Stops accepting connections and closes idle ones; requests in progress
+ * carry on. Thread-safe. */
+void rm_gateway_drain(rm_gateway *g);
+
+/* Requests in progress. Thread-safe. */
+uint64_t rm_gateway_active(rm_gateway *g);
+
+/* Prometheus text of the gateway's counters (caller frees). Thread-safe. */
+char *rm_gateway_metrics(rm_gateway *g, const char *router_id);
+
+/* Closes everything (in-flight requests are cut) and joins the thread.
+ * Call after the router thread has stopped. NULL is ignored. */
+void rm_gateway_stop(rm_gateway *g);
+
+#endif

@@ -1,0 +1,94 @@
+#include "worker_metrics.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { M_HITS, M_QUERIES, M_RATE, M_NONE };
+
+static const struct {
+    const char *name;
+    int kind;
+} known[] = {
+    {"vllm:prefix_cache_hits_total", M_HITS},
+    {"vllm:prefix_cache_queries_total", M_QUERIES},
+    {"vllm:gpu_prefix_cache_hits_total", M_HITS},
+    {"vllm:gpu_prefix_cache_queries_total", M_QUERIES},
+    {"vllm:gpu_prefix_cache_hit_rate", M_RATE},
+    {"sglang:cache_hit_rate", M_RATE},
+};
+
+static int kind_of(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strlen(known[i].name) == len && !memcmp(known[i].name, name, len))
+            return known[i].kind;
+    return M_NONE;
+}
+
+/* The value of one sample line [p, end), or NAN if it is not one. */
+static double sample_value(const char *p, const char *end, const char **name, size_t *name_len)
+{
+    const char *q = p;
+    while (q < end && *q != '{' && *q != ' ' && *q != '\t')
+        q++;
+    *name = p;
+    *name_len = (size_t)(q - p);
+    if (q < end && *q == '{') {
+        int quoted = 0;
+        for (q++; q < end; q++) {
+            if (quoted && *q == '\\' && q + 1 < end)
+                q++;
+            else if (*q == '"')
+                quoted = !quoted;
+            else if (!quoted && *q == '}')
+                break;
+        }
+        if (q == end)
+            return NAN;
+        q++;
+    }
+    char buf[64];
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    size_t n = 0;
+    while (q < end && *q != ' ' && *q != '\t' && n + 1 < sizeof buf)
+        buf[n++] = *q++;
+    buf[n] = '\0';
+    char *stop;
+    double v = strtod(buf, &stop);
+    return n && *stop == '\0' ? v : NAN;
+}
+
+int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
+{
+    double sum[3] = {0, 0, 0};
+    int seen[3] = {0, 0, 0}, rates = 0;
+    const char *p = text, *end = text + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if (le > p && *p != '#') {
+            const char *name;
+            size_t nlen;
+            double v = sample_value(p, le, &name, &nlen);
+            int k = kind_of(name, nlen);
+            if (k != M_NONE && isfinite(v) && v >= 0) {
+                sum[k] += v;
+                seen[k] = 1;
+                rates += k == M_RATE;
+            }
+        }
+        p = le + 1;
+    }
+    f->has_counts = seen[M_HITS] && seen[M_QUERIES];
+    f->hit_tokens = f->has_counts ? (uint64_t)sum[M_HITS] : 0;
+    f->query_tokens = f->has_counts ? (uint64_t)sum[M_QUERIES] : 0;
+    if (f->has_counts && f->query_tokens)
+        f->hit_rate = (double)f->hit_tokens / (double)f->query_tokens;
+    else if (rates)
+        f->hit_rate = sum[M_RATE] / rates;
+    else
+        f->hit_rate = -1;
+    return f->has_counts || rates;
+}

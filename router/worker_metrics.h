@@ -1,0 +1,29 @@
+/* worker_metrics.h -- the prefix-cache figures of an inference worker's
+ * Prometheus /metrics.
+ *
+ * Recognised (summed over label sets, e.g. several engines):
+ *   vLLM v1  vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total
+ *            (and the older vllm:gpu_prefix_cache_{hits,queries}_total):
+ *            counters in tokens
+ *   vLLM v0  vllm:gpu_prefix_cache_hit_rate: a gauge in [0, 1]
+ *   SGLang   sglang:cache_hit_rate: a gauge in [0, 1]
+ *
+ * No library in Debian reads the Prometheus text format from C, and only
+ * sample lines of these few names matter, so this scans lines itself: a
+ * name, optional {labels} (quoted values may hold '}' or spaces), a value. */
+#ifndef RM_WORKER_METRICS_H
+#define RM_WORKER_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rm_worker_figures {
+    int has_counts; /* hit/query token counters were found */
+    uint64_t hit_tokens, query_tokens;
+    double hit_rate; /* from the counters, else a gauge; -1 if neither */
+} rm_worker_figures;
+
+/* Fills f from a /metrics document. Returns 1 if any figure was found. */
+int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f);
+
+#endif

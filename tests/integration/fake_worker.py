@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""A fake OpenAI-compatible inference worker for the gateway tests.
+
+It answers /v1/completions and /v1/chat/completions (JSON, or Server-Sent
+Events with "stream": true), /v1/models, and /metrics with vLLM-style
+prefix-cache counters from a simulated prefix cache, and records every
+request. Test hooks:
+  GET  /_requests            what it received (path, body, headers, outcome)
+  POST /_control             {"fail_status": 503} fails completions with that
+                             status (0 turns it off); {"hold": true} makes each
+                             stream stop after its first event until
+                             {"release": true}
+Prints "LISTENING 127.0.0.1:PORT" once it serves.
+"""
+import argparse
+import hashlib
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BLOCK = 64  # characters per simulated cache block
+
+
+class State:
+    def __init__(self, name, chunks):
+        self.name = name
+        self.chunks = chunks
+        self.lock = threading.Lock()
+        self.requests = []
+        self.fail_status = 0
+        self.hold = False
+        self.release = threading.Event()
+        self.cache = set()
+        self.hits = 0
+        self.queries = 0
+
+    def prompt_text(self, body):
+        if "messages" in body:
+            return "".join(
+                str(m.get("role", "")) + "\x1f" + str(m.get("content", "")) + "\x1e"
+                for m in body["messages"]
+            )
+        return json.dumps(body.get("prompt", ""))
+
+    def account(self, text):
+        """Simulates a block prefix cache; counts in ~4-character tokens."""
+        with self.lock:
+            h = hashlib.sha256()
+            hit = True
+            for i in range(0, len(text) - len(text) % BLOCK, BLOCK):
+                h.update(text[i : i + BLOCK].encode())
+                key = h.hexdigest()
+                if hit and key in self.cache:
+                    self.hits += BLOCK // 4
+                else:
+                    hit = False
+                    self.cache.add(key)
+                self.queries += BLOCK // 4
+
+
+def make_handler(state):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):
+            pass
+
+        def send_json(self, status, obj, extra=None):
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def read_body(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(n) if n else b""
+
+        def do_GET(self):
+            if self.path == "/_requests":
+                with state.lock:
+                    self.send_json(200, state.requests)
+            elif self.path == "/v1/models":
+                with state.lock:
+                    state.requests.append({"path": self.path, "method": "GET"})
+                self.send_json(200, {"object": "list", "data": [{"id": "fake", "owned_by": state.name}]})
+            elif self.path == "/metrics":
+                with state.lock:
+                    text = (
+                        "# HELP vllm:prefix_cache_queries_total Prefix cache queries (tokens).\n"
+                        "# TYPE vllm:prefix_cache_queries_total counter\n"
+                        f'vllm:prefix_cache_queries_total{{engine="0",model_name="fake"}} {float(state.queries)}\n'
+                        "# TYPE vllm:prefix_cache_hits_total counter\n"
+                        f'vllm:prefix_cache_hits_total{{engine="0",model_name="fake"}} {float(state.hits)}\n'
+                    ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+            else:
+                self.send_json(404, {"error": {"message": "no such path " + self.path}})
+
+        def do_POST(self):
+            raw = self.read_body()
+            if self.path == "/_control":
+                ctl = json.loads(raw or b"{}")
+                with state.lock:
+                    if "fail_status" in ctl:
+                        state.fail_status = int(ctl["fail_status"])
+                    if "hold" in ctl:
+                        state.hold = bool(ctl["hold"])
+                        state.release.clear()
+                if ctl.get("release"):
+                    state.release.set()
+                self.send_json(200, {"ok": True})
+                return
+            rec = {
+                "path": self.path,
+                "method": "POST",
+                "body": raw.decode("utf-8", "replace"),
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "outcome": "started",
+            }
+            with state.lock:
+                state.requests.append(rec)
+                fail = state.fail_status
+            if fail:
+                rec["outcome"] = "failed %d" % fail
+                self.send_json(fail, {"error": {"message": "injected failure"}})
+                return
+            body = json.loads(raw)
+            state.account(state.prompt_text(body))
+            if not body.get("stream"):
+                rec["outcome"] = "done"
+                self.send_json(200, {"id": "cmpl-1", "object": "text_completion", "worker": state.name,
+                                     "choices": [{"index": 0, "text": "ok"}]})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            sent = b""
+            try:
+                for i in range(state.chunks):
+                    event = ("data: " + json.dumps({"worker": state.name, "index": i, "text": "tok%d " % i}) + "\n\n").encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    sent += event
+                    if i == 0 and state.hold:
+                        state.release.wait(20)
+                done = b"data: [DONE]\n\n"
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+                self.wfile.flush()
+                sent += done
+                rec["outcome"] = "done"
+            except (BrokenPipeError, ConnectionResetError):
+                rec["outcome"] = "cancelled"
+                self.close_connection = True
+            rec["sent"] = sent.decode()
+
+    return Handler
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--chunks", type=int, default=8)
+    args = ap.parse_args()
+    state = State(args.name, args.chunks)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    srv.daemon_threads = True
+    print("LISTENING 127.0.0.1:%d" % srv.server_address[1], flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
