@@ -62,6 +62,7 @@ class State:
 def make_handler(state):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # replies are written in pieces
 
         def log_message(self, fmt, *args):
             pass

@@ -1,0 +1,449 @@
+#!/usr/bin/python3
+"""The router's OpenAI-compatible HTTP gateway against three fake workers
+(tests/integration/fake_worker.py), each paired with a real cache node.
+
+Usage: test_gateway.py --node PATH --router PATH [--load-seconds N]
+
+Every wait polls with a deadline; every process binds 127.0.0.1 on a free
+port and is stopped at the end.
+"""
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+ARGS = None
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROCS = []
+
+
+def start(args, tag):
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    PROCS.append(proc)
+    lines = {}
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{args[0]} exited before printing {tag}")
+        word, _, rest = line.strip().partition(" ")
+        lines[word] = rest
+        if word == tag:
+            return proc, lines
+
+
+def poll(what, fn, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.05)  # a poll step, bounded by the deadline
+
+
+class Cluster:
+    def __init__(self, gateway_flags=()):
+        self.workers, self.worker_addr, self.nodes = [], {}, {}
+        for i in range(3):
+            proc, out = start(
+                [sys.executable, os.path.join(HERE, "fake_worker.py"), "--name", f"w{i}"],
+                "LISTENING")
+            self.workers.append(proc)
+            self.worker_addr[f"n{i}"] = out["LISTENING"]
+        node_list = []
+        for i in range(3):
+            proc, out = start([ARGS.node, "--listen", "127.0.0.1:0", "--node-id", f"n{i}",
+                               "--log-level", "warn", "--hot-half-life-ms", "60000",
+                               "--worker-url", "http://" + self.worker_addr[f"n{i}"]],
+                              "LISTENING")
+            self.nodes[f"n{i}"] = proc
+            node_list.append(f"n{i}={out['LISTENING']}")
+        self.router, out = start(
+            [ARGS.router, "--listen", "127.0.0.1:0", "--nodes", ",".join(node_list),
+             "--http", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--log-level", "warn",
+             "--stats-interval", "200", "--health-interval-ms", "200",
+             "--worker-scrape-interval-ms", "200", "--shutdown-delay-ms", "0",
+             *gateway_flags],
+            "GATEWAY")
+        self.http = out["HTTP"]
+        self.gateway = out["GATEWAY"]
+        poll("3 paired workers", lambda: sum(
+            1 for n in self.cluster()["nodes"] if n.get("worker_healthy") and n["healthy"]) == 3)
+
+    def cluster(self):
+        conn = http.client.HTTPConnection(self.http, timeout=10)
+        conn.request("GET", "/api/cluster")
+        doc = json.loads(conn.getresponse().read())
+        conn.close()
+        return doc
+
+    def fresh_metric(self, name, requests_at_least):
+        """name once /metrics (published twice a second) has seen at least
+        requests_at_least gateway requests."""
+        poll("metrics to catch up", lambda: self.metric(
+            "radixmesh_gateway_requests_total") >= requests_at_least)
+        return self.metric(name)
+
+    def metric(self, name):
+        conn = http.client.HTTPConnection(self.http, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        return sum(float(l.split()[-1]) for l in text.splitlines()
+                   if l.startswith(name + "{") or l.startswith(name + " "))
+
+    def worker(self, node, method, path, body=None):
+        conn = http.client.HTTPConnection(self.worker_addr[node], timeout=10)
+        conn.request(method, path, body=json.dumps(body) if body is not None else None)
+        data = json.loads(conn.getresponse().read())
+        conn.close()
+        return data
+
+    def requests_of(self, node):
+        return self.worker(node, "GET", "/_requests")
+
+    def close(self):
+        for proc in [self.router, *self.nodes.values(), *self.workers]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [self.router, *self.nodes.values(), *self.workers]:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+SYSTEM = ("You are a meticulous assistant for a large insurance company. " * 40).strip()
+
+
+def chat_body(conv, turns, stream=False):
+    messages = [{"role": "system", "content": SYSTEM}]
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"conversation {conv} question {t}: "
+                         + "details " * 30})
+        if t + 1 < turns:
+            messages.append({"role": "assistant", "content": f"answer {t} for {conv}"})
+    return {"model": "fake-model", "messages": messages, "stream": stream}
+
+
+def post(conn, path, body, headers=None):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    conn.request("POST", path, body=data,
+                 headers={"Content-Type": "application/json", **(headers or {})})
+    resp = conn.getresponse()
+    return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), resp.read()
+
+
+def raw_exchange(addr, payload, until=b"", timeout=10):
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=timeout)
+    s.sendall(payload)
+    got = b""
+    while until not in got or not until:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return got
+
+
+class GatewayTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # The test sends requests back to back, ~100/s, far above what an
+        # LLM worker serves; with the default 1 s half-life that rate alone
+        # would count as load and spill conversations. 100 ms keeps load
+        # meaning "busy now" at this pace.
+        cls.c = Cluster(["--gateway-max-body-bytes", "262144", "--gateway-max-header-bytes",
+                         "8192", "--load-half-life-ms", "100"])
+        cls.gw = http.client.HTTPConnection(cls.c.gateway, timeout=30)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.close()
+        cls.c.close()
+
+    def test_1_affinity_and_spread(self):
+        # Warm up: the shared system prompt becomes cluster-hot, so keys
+        # extend past it.
+        # (Few requests: new conversations even out the requests each node
+        # has served, so a long warm-up would keep them off its node.)
+        for i in range(4):
+            status, _, _ = post(self.gw, "/v1/chat/completions", chat_body(1000 + i, 1))
+            self.assertEqual(status, 200)
+        poll("the system prompt to become hot", lambda: self.c.cluster()["hot_prefixes"] > 0)
+        placement = {}
+        for turn in (1, 2, 3):
+            for conv in range(24):
+                status, headers, body = post(self.gw, "/v1/chat/completions",
+                                             chat_body(conv, turn))
+                self.assertEqual(status, 200, body)
+                node = headers["x-radixmesh-node"]
+                self.assertEqual(json.loads(body)["worker"], "w" + node[1:])
+                placement.setdefault(conv, set()).add(node)
+        split = [c for c, nodes in placement.items() if len(nodes) > 1]
+        self.assertEqual(split, [], "conversations split across workers")
+        per_node = {}
+        for nodes in placement.values():
+            n = next(iter(nodes))
+            per_node[n] = per_node.get(n, 0) + 1
+        print(f"conversations per worker: {per_node}", file=sys.stderr)
+        self.assertEqual(len(per_node), 3, "the shared prompt pinned conversations")
+        self.assertLessEqual(max(per_node.values()), 14)
+        # The nodes mirrored the prompts: predicted hits exist, and the
+        # workers' own counters are shown beside them.
+        def settled():
+            d = self.c.cluster()
+            recorded = sum(n["match_requests_total"] for n in d["nodes"])
+            if recorded >= 4 + 72 and d["worker_hit_rate"] is not None and \
+                    abs(d["hit_rate"] - d["worker_hit_rate"]) < 0.05:
+                return d
+            return None
+        doc = poll("every prompt recorded and the workers scraped after it", settled)
+        print(f"predicted hit rate {doc['hit_rate']:.3f}, workers' own "
+              f"{doc['worker_hit_rate']:.3f}", file=sys.stderr)
+        self.assertGreater(doc["hit_rate"], 0.5)
+
+    def test_2_stream_is_incremental_and_identical(self):
+        self.c.worker("n0", "POST", "/_control", {"hold": True})
+        self.c.worker("n1", "POST", "/_control", {"hold": True})
+        self.c.worker("n2", "POST", "/_control", {"hold": True})
+        try:
+            host, port = self.c.gateway.rsplit(":", 1)
+            body = json.dumps(chat_body(77, 1, stream=True)).encode()
+            s = socket.create_connection((host, int(port)), timeout=20)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+            got = b""
+            while b"\r\n\r\n" not in got or b"data: " not in got.split(b"\r\n\r\n", 1)[1]:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "connection closed early")
+                got += chunk
+            # The worker is holding the rest: this first event came through
+            # before the upstream response finished.
+            head = got.split(b"\r\n\r\n", 1)[0].decode().lower()
+            self.assertIn("transfer-encoding: chunked", head)
+            self.assertIn("x-radixmesh-node:", head)
+            node = [l.split(":", 1)[1].strip() for l in head.split("\r\n")
+                    if l.startswith("x-radixmesh-node:")][0]
+            self.assertNotIn(b"[DONE]", got)
+            self.c.worker(node, "POST", "/_control", {"release": True})
+            while not got.endswith(b"0\r\n\r\n"):
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "connection closed before the last chunk")
+                got += chunk
+            s.close()
+        finally:
+            for n in ("n0", "n1", "n2"):
+                self.c.worker(n, "POST", "/_control", {"hold": False, "release": True})
+        # De-chunk what the client got and compare with what the worker sent.
+        rest = got.split(b"\r\n\r\n", 1)[1]
+        body_out = b""
+        while True:
+            size_line, rest = rest.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            body_out += rest[:size]
+            rest = rest[size + 2:]
+        rec = poll("the worker's record", lambda: [r for r in self.c.requests_of(node)
+                                                   if r.get("sent") and "conversation 77" in r["body"]])
+        self.assertEqual(body_out.decode(), rec[-1]["sent"])
+        self.assertTrue(body_out.endswith(b"data: [DONE]\n\n"))
+
+    def test_3_client_disconnect_cancels_upstream(self):
+        for n in ("n0", "n1", "n2"):
+            self.c.worker(n, "POST", "/_control", {"hold": True})
+        try:
+            host, port = self.c.gateway.rsplit(":", 1)
+            body = json.dumps(chat_body(88, 1, stream=True)).encode()
+            s = socket.create_connection((host, int(port)), timeout=20)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d"
+                      b"\r\n\r\n%s" % (len(body), body))
+            got = b""
+            while b"data: " not in got:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk)
+                got += chunk
+            head = got.split(b"\r\n\r\n", 1)[0].decode().lower()
+            node = [l.split(":", 1)[1].strip() for l in head.split("\r\n")
+                    if l.startswith("x-radixmesh-node:")][0]
+            s.close()  # the client leaves mid-stream
+            poll("the gateway to see the client leave",
+                 lambda: self.c.metric("radixmesh_gateway_client_disconnects_total") >= 1)
+            self.c.worker(node, "POST", "/_control", {"release": True})
+            rec = poll("the worker to see the cancellation", lambda: [
+                r for r in self.c.requests_of(node)
+                if "conversation 88" in r.get("body", "") and r.get("outcome") == "cancelled"])
+            self.assertTrue(rec)
+        finally:
+            for n in ("n0", "n1", "n2"):
+                self.c.worker(n, "POST", "/_control", {"hold": False, "release": True})
+        poll("no request left in flight",
+             lambda: self.c.metric("radixmesh_gateway_active_requests") == 0)
+
+    def test_4_bad_requests(self):
+        status, headers, body = post(self.gw, "/v1/completions", "{not json")
+        self.assertEqual(status, 400)
+        err = json.loads(body)["error"]
+        self.assertEqual(err["type"], "invalid_request_error")
+        self.assertIn("not valid JSON", err["message"])
+        status, _, body = post(self.gw, "/v1/completions", {"model": "m", "prompt": [1, -2]})
+        self.assertEqual(status, 400)
+        self.assertIn("prompt[1]", json.loads(body)["error"]["message"])
+        status, _, body = post(self.gw, "/v1/chat/completions", {"model": "m"})
+        self.assertEqual(status, 400)
+        self.assertIn("messages", json.loads(body)["error"]["message"])
+        # The connection survived all three; token-id prompts route too.
+        status, headers, _ = post(self.gw, "/v1/completions",
+                                  {"model": "m", "prompt": list(range(300))})
+        self.assertEqual(status, 200)
+        self.assertIn("x-radixmesh-node", headers)
+        # Body and header limits.
+        big = json.dumps({"model": "m", "prompt": "x" * 300000})
+        conn = http.client.HTTPConnection(self.c.gateway, timeout=10)
+        status, _, body = post(conn, "/v1/completions", big)
+        conn.close()
+        self.assertEqual(status, 413)
+        self.assertIn("max-body", json.loads(body)["error"]["message"])
+        conn = http.client.HTTPConnection(self.c.gateway, timeout=10)
+        status, _, _ = post(conn, "/v1/completions", {"model": "m", "prompt": "hi"},
+                            headers={"X-Padding": "p" * 10000})
+        conn.close()
+        self.assertEqual(status, 431)
+        # A chunked request body is read whole and forwarded with a length.
+        payload = json.dumps({"model": "m", "prompt": "chunked body test"}).encode()
+        raw = raw_exchange(self.c.gateway,
+                           b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                           b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200"), raw[:200])
+
+    def test_5_pipelined_requests_answer_in_order(self):
+        reqs = b""
+        for i in range(3):
+            body = json.dumps({"model": "m", "prompt": f"pipelined {i}"}).encode()
+            reqs += (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        reqs += b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        raw = raw_exchange(self.c.gateway, reqs)
+        self.assertEqual(raw.count(b"HTTP/1.1 200"), 4, raw[:400])
+        self.assertLess(raw.index(b"text_completion"), raw.index(b'"object": "list"'))
+
+    def test_6_retry_on_5xx_before_any_byte(self):
+        status, headers, _ = post(self.gw, "/v1/chat/completions", chat_body(500, 1))
+        self.assertEqual(status, 200)
+        home = headers["x-radixmesh-node"]
+        seen = self.c.metric("radixmesh_gateway_requests_total")
+        retries = self.c.fresh_metric("radixmesh_gateway_retries_total", seen)
+        self.c.worker(home, "POST", "/_control", {"fail_status": 503})
+        try:
+            status, headers, body = post(self.gw, "/v1/chat/completions", chat_body(500, 2))
+            self.assertEqual(status, 200, body)
+            self.assertNotEqual(headers["x-radixmesh-node"], home)
+            self.assertTrue([r for r in self.c.requests_of(home)
+                             if r.get("outcome") == "failed 503" and "conversation 500" in r["body"]])
+            self.assertEqual(
+                self.c.fresh_metric("radixmesh_gateway_retries_total", seen + 2), retries + 1)
+        finally:
+            self.c.worker(home, "POST", "/_control", {"fail_status": 0})
+
+    def test_7_load_added_latency(self):
+        """Bounded load: concurrent clients through the gateway vs straight
+        to one worker; prints the added latency."""
+        seconds = ARGS.load_seconds
+
+        def run(addr, results, stop_at, n):
+            conn = http.client.HTTPConnection(addr, timeout=30)
+            i = 0
+            while time.monotonic() < stop_at:
+                body = {"model": "m", "prompt": f"load {n} {i} " + "words " * 50}
+                t0 = time.perf_counter()
+                status, _, _ = post(conn, "/v1/completions", body)
+                results.append((time.perf_counter() - t0, status))
+                i += 1
+            conn.close()
+
+        figures = {}
+        for name, addr in (("direct", self.c.worker_addr["n0"]), ("gateway", self.c.gateway)):
+            results = []
+            stop_at = time.monotonic() + seconds
+            threads = [threading.Thread(target=run, args=(addr, results, stop_at, k))
+                       for k in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            lat = sorted(r[0] for r in results)
+            errors = sum(1 for r in results if r[1] != 200)
+            figures[name] = (statistics.median(lat), lat[int(len(lat) * 0.99) - 1], len(lat),
+                             errors)
+        d, g = figures["direct"], figures["gateway"]
+        print(f"load ({seconds:g} s, 8 clients): direct p50 {d[0]*1e3:.2f} ms p99 "
+              f"{d[1]*1e3:.2f} ms ({d[2]} requests); gateway p50 {g[0]*1e3:.2f} ms p99 "
+              f"{g[1]*1e3:.2f} ms ({g[2]} requests, {g[3]} errors); added p50 "
+              f"{(g[0]-d[0])*1e3:.2f} ms p99 {(g[1]-d[1])*1e3:.2f} ms", file=sys.stderr)
+        self.assertEqual(d[3], 0)
+        self.assertEqual(g[3], 0)
+
+    def test_8_worker_killed_mid_run(self):
+        victim = "n2"
+        self.c.workers[2].kill()
+        self.c.workers[2].wait()
+        errors, used = 0, {}
+        for conv in range(30):
+            status, headers, _ = post(self.gw, "/v1/chat/completions", chat_body(900 + conv, 1))
+            if status != 200:
+                errors += 1
+            else:
+                n = headers["x-radixmesh-node"]
+                used[n] = used.get(n, 0) + 1
+        self.assertEqual(errors, 0)
+        self.assertNotIn(victim, used)
+        doc = poll("the dead worker marked down", lambda: (lambda d: d if not [
+            n for n in d["nodes"] if n["id"] == victim][0]["worker_healthy"] else None)(
+                self.c.cluster()))
+        self.assertTrue(doc)
+        # Cluster stats still come from every node, and later requests avoid
+        # the dead worker without even trying it.
+        seen = self.c.metric("radixmesh_gateway_requests_total")
+        retries = self.c.fresh_metric("radixmesh_gateway_retries_total", seen)
+        for conv in range(10):
+            status, headers, _ = post(self.gw, "/v1/chat/completions", chat_body(950 + conv, 1))
+            self.assertEqual(status, 200)
+            self.assertNotEqual(headers["x-radixmesh-node"], victim)
+        self.assertEqual(
+            self.c.fresh_metric("radixmesh_gateway_retries_total", seen + 10), retries)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--router", required=True)
+    ap.add_argument("--load-seconds", type=float, default=5.0)
+    ARGS, rest = ap.parse_known_args()
+    try:
+        prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
+    sys.exit(0 if prog.result.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+/* Unit tests for router/openai.c and router/worker_metrics.c: what routes an
+ * OpenAI-style request, the errors bad ones get, and the workers' own
+ * prefix-cache figures read from their /metrics. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "openai.h"
+#include "textkey.h"
+#include "worker_metrics.h"
+
+static int parse(const char *body, rm_openai_kind kind, char **ns, uint32_t **t, size_t *n,
+                 char *err)
+{
+    return rm_openai_prompt(body, strlen(body), kind, 1000, ns, t, n, err, 256);
+}
+
+static void test_token_ids_and_batches(void)
+{
+    char *ns, err[256];
+    uint32_t *t;
+    size_t n;
+    CHECK_EQ(parse("{\"model\":\"llama\",\"prompt\":[1,2,4294967295]}", RM_OPENAI_COMPLETIONS, &ns,
+                   &t, &n, err),
+             0);
+    CHECK_EQ(n, 3);
+    CHECK(!strcmp(ns, "llama"));
+    CHECK(t[0] == 1 && t[1] == 2 && t[2] == 4294967295u);
+    free(ns);
+    free(t);
+    /* A batch routes by its first prompt. */
+    CHECK_EQ(
+        parse("{\"model\":\"m\",\"prompt\":[[7,8],[9]]}", RM_OPENAI_COMPLETIONS, &ns, &t, &n, err),
+        0);
+    CHECK(n == 2 && t[0] == 7 && t[1] == 8);
+    free(ns);
+    free(t);
+}
+
+static void test_text_prompt_and_chat(void)
+{
+    char *ns, err[256];
+    uint32_t *t, *u;
+    size_t n, m;
+    CHECK_EQ(
+        parse("{\"model\":\"m\",\"prompt\":\"abcdefgh\"}", RM_OPENAI_COMPLETIONS, &ns, &t, &n, err),
+        0);
+    CHECK(!strcmp(ns, "m#text"));
+    CHECK_EQ(n, 2);
+    CHECK_EQ(t[0], rm_textkey_chunk_id((const unsigned char *)"abcd", 4));
+    free(ns);
+    free(t);
+    /* A later turn of a chat starts with the earlier turn's tokens. */
+    const char *turn1 = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be "
+                        "brief, be kind.\"},{\"role\":\"user\",\"content\":\"hi\"}]}";
+    const char *turn2 =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief, be "
+        "kind.\"},{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":["
+        "{\"type\":\"text\",\"text\":\"hello\"}]},{\"role\":\"user\",\"content\":null}]}";
+    CHECK_EQ(parse(turn1, RM_OPENAI_CHAT, &ns, &t, &n, err), 0);
+    free(ns);
+    CHECK_EQ(parse(turn2, RM_OPENAI_CHAT, &ns, &u, &m, err), 0);
+    free(ns);
+    /* "system\x1fBe brief, be kind.\x1euser\x1fhi\x1e" is 35 bytes: 8 full
+     * chunks are shared, the 9th (short in turn 1) is not. */
+    CHECK_EQ(n, 9);
+    CHECK(m > n);
+    CHECK(!memcmp(t, u, 8 * sizeof *t));
+    free(t);
+    free(u);
+}
+
+static void test_errors(void)
+{
+    const struct {
+        const char *body;
+        rm_openai_kind kind;
+        const char *says;
+    } cases[] = {
+        {"{not json", RM_OPENAI_COMPLETIONS, "not valid JSON"},
+        {"[1,2]", RM_OPENAI_COMPLETIONS, "JSON object"},
+        {"{\"model\":\"m\"}", RM_OPENAI_COMPLETIONS, "'prompt' is required"},
+        {"{\"model\":\"m\",\"prompt\":[1,-1]}", RM_OPENAI_COMPLETIONS, "prompt[1]"},
+        {"{\"model\":\"m\",\"prompt\":[1,2.5]}", RM_OPENAI_COMPLETIONS, "prompt[1]"},
+        {"{\"model\":\"m\",\"prompt\":{}}", RM_OPENAI_COMPLETIONS, "'prompt' must be"},
+        {"{\"model\":7,\"prompt\":\"x\"}", RM_OPENAI_COMPLETIONS, "'model' must be a string"},
+        {"{\"model\":\"m\"}", RM_OPENAI_CHAT, "'messages' is required"},
+        {"{\"messages\":{}}", RM_OPENAI_CHAT, "must be an array"},
+        {"{\"messages\":[{\"content\":\"x\"}]}", RM_OPENAI_CHAT, "messages[0]"},
+        {"{\"messages\":[{\"role\":\"u\",\"content\":3}]}", RM_OPENAI_CHAT, "messages[0].content"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *ns = (char *)1, err[256] = "";
+        uint32_t *t = (uint32_t *)1;
+        size_t n = 1;
+        CHECK_EQ(parse(cases[i].body, cases[i].kind, &ns, &t, &n, err), -1);
+        CHECK(ns == NULL && t == NULL && n == 0);
+        if (!strstr(err, cases[i].says))
+            fprintf(stderr, "case %zu: '%s' lacks '%s'\n", i, err, cases[i].says);
+        CHECK(strstr(err, cases[i].says) != NULL);
+    }
+    char *doc = rm_openai_error("bad \"thing\"", "invalid_request_error", NULL);
+    CHECK(!strcmp(doc, "{\"error\":{\"message\":\"bad \\\"thing\\\"\",\"type\":\"invalid_request_"
+                       "error\",\"param\":null,\"code\":null}}"));
+    free(doc);
+}
+
+static void test_worker_metrics(void)
+{
+    const char *vllm = "# HELP vllm:prefix_cache_queries_total x\n"
+                       "# TYPE vllm:prefix_cache_queries_total counter\n"
+                       "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"a }b\"} 1000.0\n"
+                       "vllm:prefix_cache_queries_total{engine=\"1\",model_name=\"a\"} 3000\n"
+                       "vllm:prefix_cache_hits_total{engine=\"0\"} 250.0 1700000000000\n"
+                       "vllm:prefix_cache_hits_total{engine=\"1\"} 750\n"
+                       "vllm:prefix_cache_hits_created{engine=\"1\"} 17e8\n"
+                       "vllm:num_requests_running 3\n";
+    rm_worker_figures f;
+    CHECK_EQ(rm_worker_metrics_parse(vllm, strlen(vllm), &f), 1);
+    CHECK_EQ(f.has_counts, 1);
+    CHECK_EQ(f.query_tokens, 4000);
+    CHECK_EQ(f.hit_tokens, 1000);
+    CHECK(f.hit_rate > 0.2499 && f.hit_rate < 0.2501);
+    const char *sgl = "sglang:cache_hit_rate{model_name=\"q\"} 0.5\n"
+                      "sglang:cache_hit_rate{model_name=\"r\"} 0.25\n";
+    CHECK_EQ(rm_worker_metrics_parse(sgl, strlen(sgl), &f), 1);
+    CHECK_EQ(f.has_counts, 0);
+    CHECK(f.hit_rate > 0.3749 && f.hit_rate < 0.3751);
+    const char *none = "up 1\nvllm:prefix_cache_hits_total{x=\"unterminated 5\n";
+    CHECK_EQ(rm_worker_metrics_parse(none, strlen(none), &f), 0);
+    CHECK(f.hit_rate < 0);
+}
+
+int main(void)
+{
+    RUN(test_token_ids_and_batches);
+    RUN(test_text_prompt_and_chat);
+    RUN(test_errors);
+    RUN(test_worker_metrics);
+    return rm_t_report();
+}
