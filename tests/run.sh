@@ -52,6 +52,10 @@ cp "$wrap" "$vgbin/radixmesh-node"
 cp "$rwrap" "$vgbin/radixmesh-router"
 ln -sf "$root/build/radixmesh" "$vgbin/radixmesh"
 "$root/tests/integration/test_http.sh" "$vgbin" || { echo "valgrind: HTTP endpoints failed"; rc=1; }
+# The gateway (HTTP proxying, cancellation, retries) with router and nodes
+# under memcheck; its teardown fails on a nonzero daemon exit.
+/usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$wrap" --router "$rwrap" \
+  --load-seconds 1 --slow || { echo "valgrind: gateway failed"; rc=1; }
 record $rc
 
 echo

@@ -72,6 +72,9 @@ class Cluster:
              "--http", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--log-level", "warn",
              "--stats-interval", "200", "--health-interval-ms", "200",
              "--worker-scrape-interval-ms", "200", "--shutdown-delay-ms", "0",
+             # Under valgrind a node answers slowly; a peek that times out
+             # would place a conversation turn without its history.
+             *(["--call-timeout-ms", "10000"] if ARGS.slow else []),
              *gateway_flags],
             "GATEWAY")
         self.http = out["HTTP"]
@@ -112,16 +115,23 @@ class Cluster:
         return self.worker(node, "GET", "/_requests")
 
     def close(self):
-        for proc in [self.router, *self.nodes.values(), *self.workers]:
+        """Stops everything; returns the daemons' exit codes (SIGTERM drains
+        them to 0; sanitizers and valgrind make leaks and errors nonzero)."""
+        daemons = [self.router, *self.nodes.values()]
+        for proc in [*daemons, *self.workers]:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in [self.router, *self.nodes.values(), *self.workers]:
+        codes = []
+        for proc in [*daemons, *self.workers]:
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+            if proc in daemons:
+                codes.append(proc.returncode)
+        return codes
 
 
 SYSTEM = ("You are a meticulous assistant for a large insurance company. " * 40).strip()
@@ -173,7 +183,9 @@ class GatewayTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.gw.close()
-        cls.c.close()
+        codes = cls.c.close()
+        if codes != [0] * len(codes):
+            raise AssertionError(f"daemons exited with {codes} (router first), not all 0")
 
     def test_1_affinity_and_spread(self):
         # Warm up: the shared system prompt becomes cluster-hot, so keys
@@ -435,6 +447,7 @@ def main():
     ap.add_argument("--node", required=True)
     ap.add_argument("--router", required=True)
     ap.add_argument("--load-seconds", type=float, default=5.0)
+    ap.add_argument("--slow", action="store_true", help="daemons run under valgrind")
     ARGS, rest = ap.parse_known_args()
     try:
         prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
