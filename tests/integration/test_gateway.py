@@ -11,11 +11,14 @@ import argparse
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -227,6 +230,30 @@ class GatewayTest(unittest.TestCase):
         print(f"predicted hit rate {doc['hit_rate']:.3f}, workers' own "
               f"{doc['worker_hit_rate']:.3f}", file=sys.stderr)
         self.assertGreater(doc["hit_rate"], 0.5)
+        self.check_dashboard()
+
+    def check_dashboard(self):
+        """Headless Chromium renders the dashboard: its predicted and real
+        hit rates equal /api/cluster's. Skipped without chromium."""
+        browser = shutil.which("chromium")
+        if not browser:
+            print("dashboard check skipped: no chromium", file=sys.stderr)
+            return
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=4000",
+                 "--dump-dom", f"http://{self.c.http}/"],
+                capture_output=True, text=True, timeout=120).stdout
+        doc = self.c.cluster()
+        pct = lambda x: "%.1f%%" % (100 * x)
+        text = lambda id_: re.search(r'id="%s"[^>]*>([^<]*)<' % id_, dom).group(1)
+        self.assertEqual(text("hit"), pct(doc["hit_rate"]))
+        self.assertEqual(text("worker"), pct(doc["worker_hit_rate"]))
+        cells = re.findall(r'class=" worker">([^<]*)<', dom)
+        self.assertEqual(len(cells), 3, dom[-2000:])
+        self.assertTrue(all(c.endswith("%") for c in cells), cells)
 
     def test_2_stream_is_incremental_and_identical(self):
         self.c.worker("n0", "POST", "/_control", {"hold": True})
