@@ -46,45 +46,54 @@ void rm_flags_fail(const rm_flagset *fs, const char *fmt, ...)
     exit(2);
 }
 
-static void set_value(const rm_flagset *fs, const rm_flag *f, const char *v, const char *from)
+/* Stores v into f. Returns 0, or -1 with the reason in err. */
+static int set_value(const rm_flag *f, const char *v, const char *from, char *err, size_t errlen)
 {
     char *end;
     switch (f->type) {
     case RM_FLAG_STR:
         *(const char **)f->value = v;
-        return;
+        return 0;
     case RM_FLAG_BOOL:
         if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
             *(int *)f->value = 1;
         else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
             *(int *)f->value = 0;
-        else
-            rm_flags_fail(fs, "%s --%s: expected true or false, got '%s'", from, f->name, v);
-        return;
+        else {
+            snprintf(err, errlen, "%s --%s: expected true or false, got '%s'", from, f->name, v);
+            return -1;
+        }
+        return 0;
     case RM_FLAG_U64: {
         errno = 0;
-        if (!*v || !isdigit((unsigned char)*v))
-            rm_flags_fail(fs, "%s --%s: expected a non-negative integer, got '%s'", from, f->name,
-                          v);
-        unsigned long long x = strtoull(v, &end, 10);
-        if (errno || *end)
-            rm_flags_fail(fs, "%s --%s: expected a non-negative integer, got '%s'", from, f->name,
-                          v);
-        if (x < f->min || (f->max && x > f->max))
-            rm_flags_fail(fs, "%s --%s: %llu is out of range [%llu, %llu]", from, f->name, x,
-                          (unsigned long long)f->min, (unsigned long long)f->max);
+        unsigned long long x = 0;
+        if (*v && isdigit((unsigned char)*v))
+            x = strtoull(v, &end, 10);
+        if (!*v || !isdigit((unsigned char)*v) || errno || *end) {
+            snprintf(err, errlen, "%s --%s: expected a non-negative integer, got '%s'", from,
+                     f->name, v);
+            return -1;
+        }
+        if (x < f->min || (f->max && x > f->max)) {
+            snprintf(err, errlen, "%s --%s: %llu is out of range [%llu, %llu]", from, f->name, x,
+                     (unsigned long long)f->min, (unsigned long long)f->max);
+            return -1;
+        }
         *(uint64_t *)f->value = x;
-        return;
+        return 0;
     }
     case RM_FLAG_DOUBLE: {
         errno = 0;
         double x = strtod(v, &end);
-        if (errno || *end || !*v)
-            rm_flags_fail(fs, "%s --%s: expected a number, got '%s'", from, f->name, v);
+        if (errno || *end || !*v || x != x) {
+            snprintf(err, errlen, "%s --%s: expected a number, got '%s'", from, f->name, v);
+            return -1;
+        }
         *(double *)f->value = x;
-        return;
+        return 0;
     }
     }
+    return 0;
 }
 
 static void env_name(const rm_flagset *fs, const rm_flag *f, char *out, size_t len)
@@ -95,30 +104,28 @@ static void env_name(const rm_flagset *fs, const rm_flag *f, char *out, size_t l
     out[n] = '\0';
 }
 
-void rm_flags_parse(const rm_flagset *fs, int argc, char **argv, const char **pos, int maxpos,
-                    int *npos)
+int rm_flags_try_parse(const rm_flagset *fs, int argc, char **argv, int use_env, const char **pos,
+                       int maxpos, int *npos, char *err, size_t errlen)
 {
-    for (int i = 0; i < fs->nflags; i++) {
+    for (int i = 0; use_env && i < fs->nflags; i++) {
         char env[128];
         env_name(fs, &fs->flags[i], env, sizeof env);
         const char *v = getenv(env);
-        if (v)
-            set_value(fs, &fs->flags[i], v, env);
+        if (v && set_value(&fs->flags[i], v, env, err, errlen) != 0)
+            return RM_FLAGS_ERROR;
     }
     int np = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(fs, stdout);
-            exit(0);
-        }
-        if (!strcmp(a, "--version")) {
-            printf("%s %s\n", fs->prog, RM_VERSION);
-            exit(0);
-        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return RM_FLAGS_HELP;
+        if (!strcmp(a, "--version"))
+            return RM_FLAGS_VERSION;
         if (strncmp(a, "--", 2) != 0) {
-            if (!pos || np >= maxpos)
-                rm_flags_fail(fs, "unexpected argument '%s'", a);
+            if (!pos || np >= maxpos) {
+                snprintf(err, errlen, "unexpected argument '%s'", a);
+                return RM_FLAGS_ERROR;
+            }
             pos[np++] = a;
             continue;
         }
@@ -128,8 +135,10 @@ void rm_flags_parse(const rm_flagset *fs, int argc, char **argv, const char **po
         for (int k = 0; k < fs->nflags; k++)
             if (strlen(fs->flags[k].name) == nlen && !strncmp(fs->flags[k].name, name, nlen))
                 f = &fs->flags[k];
-        if (!f)
-            rm_flags_fail(fs, "unknown flag '%s'", a);
+        if (!f) {
+            snprintf(err, errlen, "unknown flag '%s'", a);
+            return RM_FLAGS_ERROR;
+        }
         const char *v;
         if (eq)
             v = eq + 1;
@@ -137,12 +146,134 @@ void rm_flags_parse(const rm_flagset *fs, int argc, char **argv, const char **po
             v = "true";
         else if (i + 1 < argc)
             v = argv[++i];
-        else
-            rm_flags_fail(fs, "flag --%s needs a value", f->name);
-        set_value(fs, f, v, "");
+        else {
+            snprintf(err, errlen, "flag --%s needs a value", f->name);
+            return RM_FLAGS_ERROR;
+        }
+        if (set_value(f, v, "", err, errlen) != 0)
+            return RM_FLAGS_ERROR;
     }
     if (npos)
         *npos = np;
+    return RM_FLAGS_OK;
+}
+
+void rm_flags_parse(const rm_flagset *fs, int argc, char **argv, const char **pos, int maxpos,
+                    int *npos)
+{
+    char err[512];
+    switch (rm_flags_try_parse(fs, argc, argv, 1, pos, maxpos, npos, err, sizeof err)) {
+    case RM_FLAGS_HELP:
+        usage(fs, stdout);
+        exit(0);
+    case RM_FLAGS_VERSION:
+        printf("%s %s\n", fs->prog, RM_VERSION);
+        exit(0);
+    case RM_FLAGS_ERROR:
+        rm_flags_fail(fs, "%s", err[0] == ' ' ? err + 1 : err);
+    default:
+        return;
+    }
+}
+
+char **rm_flags_read_file(const char *path, int *argc, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + got + 1 > cap) {
+            cap = (len + got + 1) * 2;
+            char *t = realloc(text, cap);
+            if (!t) {
+                free(text);
+                fclose(f);
+                snprintf(err, errlen, "%s: out of memory", path);
+                return NULL;
+            }
+            text = t;
+        }
+        memcpy(text + len, buf, got);
+        len += got;
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        free(text);
+        snprintf(err, errlen, "cannot read %s", path);
+        return NULL;
+    }
+    char **argv = rm_flags_parse_text(text ? text : "", len, argc, err, errlen);
+    free(text);
+    if (!argv)
+        return NULL;
+    return argv;
+}
+
+char **rm_flags_parse_text(const char *text, size_t len, int *argc, char *err, size_t errlen)
+{
+    /* One block: the argv array, then "--name=value" strings. */
+    size_t lines = 1;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    size_t need = (lines + 2) * sizeof(char *) + len + 4 * lines + 1;
+    char **argv = calloc(1, need);
+    if (!argv) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    char *out = (char *)(argv + lines + 2);
+    int n = 0;
+    argv[n++] = (char *)"config";
+    size_t lineno = 0;
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && text[e] != '\n')
+            e++;
+        lineno++;
+        size_t a = i, b = e;
+        i = e + 1;
+        while (a < b && isspace((unsigned char)text[a]))
+            a++;
+        while (b > a && isspace((unsigned char)text[b - 1]))
+            b--;
+        if (a == b || text[a] == '#')
+            continue;
+        if (memchr(text + a, '\0', b - a)) {
+            snprintf(err, errlen, "line %zu: NUL byte", lineno);
+            free(argv);
+            return NULL;
+        }
+        if (b - a >= 2 && text[a] == '-' && text[a + 1] == '-')
+            a += 2;
+        /* name, then '=' or blanks, then the value (may be empty) */
+        size_t k = a;
+        while (k < b && text[k] != '=' && !isspace((unsigned char)text[k]))
+            k++;
+        if (k == a) {
+            snprintf(err, errlen, "line %zu: expected 'name = value'", lineno);
+            free(argv);
+            return NULL;
+        }
+        size_t v = k;
+        while (v < b && isspace((unsigned char)text[v]))
+            v++;
+        if (v < b && text[v] == '=')
+            v++;
+        while (v < b && isspace((unsigned char)text[v]))
+            v++;
+        argv[n++] = out;
+        out += sprintf(out, "--%.*s=%.*s", (int)(k - a), text + a, (int)(b - v), text + v) + 1;
+    }
+    argv[n] = NULL;
+    *argc = n;
+    return argv;
 }
 
 int rm_parse_hostport(const char *s, char *host, int hostlen, int *port)

@@ -9,6 +9,7 @@
 #ifndef RM_FLAGS_H
 #define RM_FLAGS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { RM_FLAG_STR, RM_FLAG_U64, RM_FLAG_BOOL, RM_FLAG_DOUBLE } rm_flag_type;
@@ -34,6 +35,25 @@ typedef struct rm_flagset {
  * *npos (pos may be NULL when none are allowed). Exits as described above. */
 void rm_flags_parse(const rm_flagset *fs, int argc, char **argv, const char **pos, int maxpos,
                     int *npos);
+
+enum { RM_FLAGS_OK = 0, RM_FLAGS_ERROR = -1, RM_FLAGS_HELP = 1, RM_FLAGS_VERSION = 2 };
+
+/* rm_flags_parse without exiting or printing (config reloads, fuzzing):
+ * reads the environment only with use_env. Returns RM_FLAGS_OK, _HELP,
+ * _VERSION, or _ERROR with the reason in err. Flags parsed before an error
+ * keep their new values: parse into scratch copies when that matters. */
+int rm_flags_try_parse(const rm_flagset *fs, int argc, char **argv, int use_env, const char **pos,
+                       int maxpos, int *npos, char *err, size_t errlen);
+
+/* A config file as an argv for rm_flags_try_parse: one flag per line as
+ * "name = value", "name value" or "--name value"; blank lines and lines
+ * starting with '#' are skipped. argv[0] is a placeholder. Returns one
+ * malloc'd block (free() it; string flag values point into it) and the
+ * count in *argc, or NULL with the reason in err. */
+char **rm_flags_read_file(const char *path, int *argc, char *err, size_t errlen);
+
+/* The same from text in memory (len bytes; need not be NUL-terminated). */
+char **rm_flags_parse_text(const char *text, size_t len, int *argc, char *err, size_t errlen);
 
 /* Prints the reason and usage to stderr, exits 2. For checks across flags. */
 void rm_flags_fail(const rm_flagset *fs, const char *fmt, ...)

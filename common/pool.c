@@ -46,8 +46,15 @@ void rm_pool_destroy(rm_pool *p)
     memset(p, 0, sizeof *p);
 }
 
+uint32_t (*rm_pool_fail_hook)(uint32_t want);
+
 uint32_t rm_pool_alloc(rm_pool *p, uint32_t n, uint32_t *out)
 {
+    if (rm_pool_fail_hook) {
+        uint32_t cap = rm_pool_fail_hook(n);
+        if (n > cap)
+            n = cap;
+    }
     if (n > p->nfree)
         n = p->nfree;
     for (uint32_t i = 0; i < n; i++) {

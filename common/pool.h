@@ -40,6 +40,11 @@ void rm_pool_destroy(rm_pool *p);
  * fewer than n, 0 when the pool is exhausted). */
 uint32_t rm_pool_alloc(rm_pool *p, uint32_t n, uint32_t *out);
 
+/* Tests only (NULL in the daemons): when set, rm_pool_alloc hands out at
+ * most what it returns for a request of `want` pages, as if the allocator
+ * failed. The fuzz tests use it to fail allocations at random. */
+extern uint32_t (*rm_pool_fail_hook)(uint32_t want);
+
 /* Returns n pages to the free list. Returns 0, or -EINVAL if any page id is
  * out of range or already free (nothing is freed in that case). */
 int rm_pool_free(rm_pool *p, const uint32_t *pages, uint32_t n);

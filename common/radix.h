@@ -173,7 +173,8 @@ static inline const uint32_t *rm_radix_node_tokens(const rm_radix_node *node)
 /* Page ids of node's own edge. */
 static inline const uint32_t *rm_radix_node_pages(const rm_radix *t, const rm_radix_node *node)
 {
-    return node->key + (size_t)node->npages * t->page_tokens;
+    /* The root has no key (NULL): offsetting NULL, even by 0, is UB. */
+    return node->key ? node->key + (size_t)node->npages * t->page_tokens : NULL;
 }
 
 #endif

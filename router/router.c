@@ -801,21 +801,18 @@ static void decide(choice *ch)
     rm_router *r = ch->r;
     int w = 0;
     if (ch->ncand == 2) {
-        /* Only what is cached beyond the key's tokens tells the request's
-         * own history (an earlier turn, the same document). What lies
-         * before is shared by every request with this key, or is a
-         * cluster-hot prefix that is (or soon will be) cached everywhere:
-         * counting it would send every new conversation behind a common
-         * prompt to the first nodes that held the prompt. */
-        int64_t hot = (int64_t)ch->key_tokens, a = ch->cached[0], b = ch->cached[1];
-        if (a > hot)
-            a -= hot;
-        else if (a >= 0)
-            a = 0;
-        if (b > hot)
-            b -= hot;
-        else if (b >= 0)
-            b = 0;
+        /* Credit starts with the key's own tokens. The key block is what
+         * sets this request apart (it lies past any cluster-hot prefix),
+         * so a node holding all of it has seen this conversation or
+         * document; anything shorter is text every request with a common
+         * prompt shares, cached (or soon cached) everywhere, and counting
+         * it sent every new conversation behind such a prompt to the first
+         * nodes that held the prompt. */
+        int64_t key = (int64_t)ch->key_tokens, a = ch->cached[0], b = ch->cached[1];
+        if (a >= 0)
+            a = a >= key ? a - key + 1 : 0;
+        if (b >= 0)
+            b = b >= key ? b - key + 1 : 0;
         if (a < 0 || b < 0)
             w = a < 0 && b >= 0 ? 1 : 0;
         else if (a != b)

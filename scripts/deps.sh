@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config libgrpc-dev libuv1-dev libnanopb-dev nano
       libjansson-dev libhttp-parser-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(python3 python3-grpcio python3-grpc-tools python3-yaml valgrind curl prometheus chromium
-        kubectl yamllint)
+        kubectl yamllint clang)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,4 +23,13 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# libFuzzer ships in the clang runtime package of clang's own major version.
+if [[ "${1:-}" == "--test" ]]; then
+  v=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -1)
+  rt=libclang-rt-$v-dev
+  if [[ -n "$v" ]] && ! dpkg-query -W -f='${Status}' "$rt" 2>/dev/null | grep -q 'install ok installed'; then
+    echo "installing: $rt" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$rt" >/dev/null
+  fi
 fi

@@ -3,7 +3,8 @@
 #   1. ctest on the release build (unit, fuzz, integration, Python contract),
 #   2. ctest on an ASan+UBSan build,
 #   3. valgrind memcheck over the unit tests and both daemons under their
-#      C integration tests (zero errors, zero definite leaks).
+#      C integration tests (zero errors, zero definite leaks),
+#   4. the libFuzzer targets over their seed corpus, then briefly fuzzing.
 # Prints "N passed, N failed" per stage and a total; exits non-zero on any
 # failure.
 set -uo pipefail
@@ -56,6 +57,29 @@ ln -sf "$root/build/radixmesh" "$vgbin/radixmesh"
 # under memcheck; its teardown fails on a nonzero daemon exit.
 /usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$wrap" --router "$rwrap" \
   --load-seconds 1 --slow || { echo "valgrind: gateway failed"; rc=1; }
+record $rc
+
+stage "fuzz targets: seed corpus replay, then 20 s of fuzzing each"
+# libFuzzer targets (clang, ASan+UBSan): every request decoder, the radix
+# cache against its oracle with a failing allocator, the flag/config parser,
+# the gateway's body and worker-metrics readers. The committed corpus runs
+# as a regression test; the short run starts from a scratch copy so the tree
+# is untouched. Long sessions: scripts/fuzz.sh.
+rc=0
+if CC=clang "$root/scripts/build.sh" "$root/build-fuzz" -DRM_FUZZ=ON; then
+  for t in requests cache flags gateway; do
+    "$root/build-fuzz/fuzz_$t" -runs=0 "$root/tests/fuzz/corpus/$t" >/dev/null 2>&1 ||
+      { echo "fuzz_$t: a corpus input fails"; rc=1; }
+    scratch=$(mktemp -d)
+    cp "$root/tests/fuzz/corpus/$t"/* "$scratch/"
+    "$root/build-fuzz/fuzz_$t" -max_total_time=20 -artifact_prefix="$root/build-fuzz/crash-$t-" \
+      "$scratch" >"$root/build-fuzz/ci_fuzz_$t.log" 2>&1 ||
+      { echo "fuzz_$t: crash (see build-fuzz/ci_fuzz_$t.log)"; rc=1; }
+    rm -rf "$scratch"
+  done
+else
+  rc=1
+fi
 record $rc
 
 echo

@@ -1,0 +1,62 @@
+/* libFuzzer target: the radix cache against the naive oracle of
+ * tests/unit/test_cache_fuzz.c, driven by the fuzzer's bytes, with a page
+ * allocator that fails whenever the input says so. Any broken invariant or
+ * oracle mismatch aborts. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "pool.h"
+
+#define CACHE_FUZZ_BYTES
+#include "../unit/test_cache_fuzz.c"
+
+static const uint8_t *in;
+static size_t in_len, in_pos;
+
+static uint64_t rnd(void)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (in_pos < in_len ? in[in_pos++] : 0);
+    return v;
+}
+
+static int input_exhausted(void)
+{
+    return in_pos >= in_len;
+}
+
+/* Fails one allocation in eight (as the input decides), sometimes
+ * partially. */
+static uint32_t failing_alloc(uint32_t want)
+{
+    uint64_t r = rnd();
+    if ((r & 7) != 0)
+        return want;
+    pool_failures++;
+    return want ? (uint32_t)((r >> 3) % want) : 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return 0;
+    static const uint32_t pages[] = {1, 4, 16};
+    static const uint64_t pools[] = {12, 48, 200, 4096}; /* 4096: no pressure at these lengths */
+    uint32_t pt = pages[data[0] % 3];
+    uint64_t pool = pools[(data[0] >> 2) % 4];
+    int kv = (data[0] >> 4) & 1;
+    int failing = (data[0] >> 5) & 1;
+    in = data + 1;
+    in_len = size - 1;
+    in_pos = 0;
+    pool_failures = 0;
+    rm_t_fail = 0;
+    rm_pool_fail_hook = failing ? failing_alloc : NULL;
+    run(pt, pool, kv, 100000);
+    rm_pool_fail_hook = NULL;
+    if (rm_t_fail)
+        abort(); /* the CHECK lines above say what broke */
+    return 0;
+}

@@ -1,0 +1,53 @@
+/* libFuzzer target: the flag parser and config-file reader. The input is a
+ * config text; its lines become flags for a flag table with every type.
+ * Whatever the input, parsing must not crash, and a parse that succeeds
+ * must leave every value in range. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flags.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *listen = "127.0.0.1:0", *name = NULL;
+    uint64_t pages = 16, big = 0;
+    double factor = 1.25;
+    int on = 0;
+    const rm_flag flags[] = {
+        {"listen", RM_FLAG_STR, &listen, "address", 0, 0},
+        {"node-id", RM_FLAG_STR, &name, "id", 0, 0},
+        {"page-tokens", RM_FLAG_U64, &pages, "page", 1, 65536},
+        {"pool-tokens", RM_FLAG_U64, &big, "pool", 0, 0},
+        {"load-factor", RM_FLAG_DOUBLE, &factor, "factor", 0, 0},
+        {"prefault", RM_FLAG_BOOL, &on, "bool", 0, 0},
+    };
+    rm_flagset fs = {"fuzz", "[options]", "RMFUZZ", flags, 6};
+    char err[512];
+    int argc;
+    char **argv = rm_flags_parse_text((const char *)data, size, &argc, err, sizeof err);
+    if (!argv)
+        return 0;
+    const char *pos[2];
+    int npos = 0;
+    int rc = rm_flags_try_parse(&fs, argc, argv, 0, pos, 2, &npos, err, sizeof err);
+    if (rc == RM_FLAGS_OK) {
+        if (pages < 1 || pages > 65536 || (on != 0 && on != 1) || factor != factor || npos > 2)
+            abort();
+        /* A string value is the default or a piece of some argument. */
+        int inside = !strcmp(listen, "127.0.0.1:0");
+        for (int i = 1; i < argc && !inside; i++)
+            inside = listen >= argv[i] && listen <= argv[i] + strlen(argv[i]);
+        if (!inside)
+            abort();
+    } else if (rc == RM_FLAGS_ERROR && !err[0]) {
+        abort(); /* every error says why */
+    }
+    char host[64];
+    int port;
+    if (rm_parse_hostport(listen, host, sizeof host, &port) == 0 && (port < 0 || port > 65535))
+        abort();
+    rm_parse_http_url(listen, host, sizeof host, &port);
+    free(argv);
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* libFuzzer target: what the gateway reads from untrusted HTTP bodies and
+ * worker pages: OpenAI request bodies (both kinds) into routing tokens, and
+ * Prometheus text into worker figures. Must not crash or leak; results
+ * must respect their bounds. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "openai.h"
+#include "worker_metrics.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        char *ns, err[256];
+        uint32_t *tokens;
+        size_t n;
+        int rc = rm_openai_prompt((const char *)data, size,
+                                  kind ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS, 4096, &ns, &tokens,
+                                  &n, err, sizeof err);
+        if (rc == 0) {
+            if (!ns || n > 4096 || (n && !tokens))
+                abort();
+        } else if (ns || tokens || n || !err[0]) {
+            abort();
+        }
+        free(ns);
+        free(tokens);
+    }
+    rm_worker_figures f;
+    int found = rm_worker_metrics_parse((const char *)data, size, &f);
+    if (f.has_counts && !found)
+        abort();
+    if (!found && f.hit_rate != -1)
+        abort();
+    return 0;
+}
