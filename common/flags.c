@@ -60,7 +60,8 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
         else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
             *(int *)f->value = 0;
         else {
-            snprintf(err, errlen, "%s --%s: expected true or false, got '%s'", from, f->name, v);
+            snprintf(err, errlen, "%s%s--%s: expected true or false, got '%s'", from,
+                     *from ? " " : "", f->name, v);
             return -1;
         }
         return 0;
@@ -70,13 +71,14 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
         if (*v && isdigit((unsigned char)*v))
             x = strtoull(v, &end, 10);
         if (!*v || !isdigit((unsigned char)*v) || errno || *end) {
-            snprintf(err, errlen, "%s --%s: expected a non-negative integer, got '%s'", from,
-                     f->name, v);
+            snprintf(err, errlen, "%s%s--%s: expected a non-negative integer, got '%s'", from,
+                     *from ? " " : "", f->name, v);
             return -1;
         }
         if (x < f->min || (f->max && x > f->max)) {
-            snprintf(err, errlen, "%s --%s: %llu is out of range [%llu, %llu]", from, f->name, x,
-                     (unsigned long long)f->min, (unsigned long long)f->max);
+            snprintf(err, errlen, "%s%s--%s: %llu is out of range [%llu, %llu]", from,
+                     *from ? " " : "", f->name, x, (unsigned long long)f->min,
+                     (unsigned long long)f->max);
             return -1;
         }
         *(uint64_t *)f->value = x;
@@ -86,7 +88,8 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
         errno = 0;
         double x = strtod(v, &end);
         if (errno || *end || !*v || x != x) {
-            snprintf(err, errlen, "%s --%s: expected a number, got '%s'", from, f->name, v);
+            snprintf(err, errlen, "%s%s--%s: expected a number, got '%s'", from, *from ? " " : "",
+                     f->name, v);
             return -1;
         }
         *(double *)f->value = x;
@@ -304,4 +307,118 @@ int rm_parse_http_url(const char *url, char *host, int hostlen, int *port)
     memcpy(hp, url + 7, len);
     hp[len] = '\0';
     return rm_parse_hostport(hp, host, hostlen, port) || *port == 0 ? -1 : 0;
+}
+
+typedef union flag_value {
+    const char *str;
+    uint64_t u64;
+    int b;
+    double d;
+} flag_value;
+
+void rm_flags_scratch(const rm_flagset *fs, rm_flagset *out)
+{
+    *out = *fs;
+    rm_flag *flags = calloc((size_t)fs->nflags + 1, sizeof *flags);
+    flag_value *store = calloc((size_t)fs->nflags + 1, sizeof *store);
+    if (!flags || !store)
+        abort();
+    for (int i = 0; i < fs->nflags; i++) {
+        flags[i] = fs->flags[i];
+        flags[i].value = &store[i];
+        switch (fs->flags[i].type) {
+        case RM_FLAG_STR:
+            store[i].str = *(const char **)fs->flags[i].value;
+            break;
+        case RM_FLAG_U64:
+            store[i].u64 = *(uint64_t *)fs->flags[i].value;
+            break;
+        case RM_FLAG_BOOL:
+            store[i].b = *(int *)fs->flags[i].value;
+            break;
+        case RM_FLAG_DOUBLE:
+            store[i].d = *(double *)fs->flags[i].value;
+            break;
+        }
+    }
+    out->flags = flags;
+}
+
+void rm_flags_scratch_free(rm_flagset *s)
+{
+    if (s->nflags > 0)
+        free(s->flags[0].value); /* the store: value 0 is its first slot */
+    free((void *)s->flags);
+    s->flags = NULL;
+}
+
+void *rm_flags_value(const rm_flagset *fs, const char *name)
+{
+    for (int i = 0; i < fs->nflags; i++)
+        if (!strcmp(fs->flags[i].name, name))
+            return fs->flags[i].value;
+    return NULL;
+}
+
+int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **argv,
+                    rm_flagset *out, char **block, char *err, size_t errlen)
+{
+    int fargc;
+    char **fargv = rm_flags_read_file(path, &fargc, err, errlen);
+    if (!fargv)
+        return -1;
+    rm_flags_scratch(live, out);
+    const char *pos[8];
+    int npos;
+    if (rm_flags_try_parse(out, fargc, fargv, 0, pos, 8, &npos, err, errlen) != RM_FLAGS_OK ||
+        rm_flags_try_parse(out, argc, argv, 0, pos, 8, &npos, err, errlen) != RM_FLAGS_OK) {
+        if (!err[0])
+            snprintf(err, errlen, "--help and --version have no place in a config file");
+        rm_flags_scratch_free(out);
+        free(fargv);
+        return -1;
+    }
+    *block = (char *)fargv;
+    return 0;
+}
+
+char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, char **argv)
+{
+    char err[512];
+    int fargc;
+    char **fargv = rm_flags_read_file(path, &fargc, err, sizeof err);
+    if (!fargv)
+        rm_flags_fail(fs, "--config: %s", err);
+    if (rm_flags_try_parse(fs, fargc, fargv, 0, NULL, 0, NULL, err, sizeof err) != RM_FLAGS_OK)
+        rm_flags_fail(fs, "--config %s: %s", path, err[0] == ' ' ? err + 1 : err);
+    rm_flags_parse(fs, argc, argv, NULL, 0, NULL);
+    return fargv;
+}
+
+void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < a->nflags && i < b->nflags; i++) {
+        const void *x = a->flags[i].value, *y = b->flags[i].value;
+        int same = 1;
+        switch (a->flags[i].type) {
+        case RM_FLAG_STR: {
+            const char *p = *(const char *const *)x, *q = *(const char *const *)y;
+            same = p == q || (p && q && !strcmp(p, q));
+            break;
+        }
+        case RM_FLAG_U64:
+            same = *(const uint64_t *)x == *(const uint64_t *)y;
+            break;
+        case RM_FLAG_BOOL:
+            same = *(const int *)x == *(const int *)y;
+            break;
+        case RM_FLAG_DOUBLE:
+            same = *(const double *)x == *(const double *)y;
+            break;
+        }
+        if (!same && n + strlen(a->flags[i].name) + 3 < outlen)
+            n += (size_t)snprintf(out + n, outlen - n, "%s--%s", n ? ", " : "", a->flags[i].name);
+    }
 }

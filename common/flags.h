@@ -55,6 +55,33 @@ char **rm_flags_read_file(const char *path, int *argc, char *err, size_t errlen)
 /* The same from text in memory (len bytes; need not be NUL-terminated). */
 char **rm_flags_parse_text(const char *text, size_t len, int *argc, char *err, size_t errlen);
 
+/* Scratch values for a reload: a flag set like fs whose values live in
+ * their own storage, starting as copies of fs's current values. Free with
+ * rm_flags_scratch_free. */
+void rm_flags_scratch(const rm_flagset *fs, rm_flagset *out);
+void rm_flags_scratch_free(rm_flagset *s);
+
+/* The value storage of flag `name` in fs (const char **, uint64_t *, int *,
+ * double *), or NULL if fs has no such flag. */
+void *rm_flags_value(const rm_flagset *fs, const char *name);
+
+/* Re-reads a config file for a running daemon: returns in *out a scratch
+ * copy of live's values with the file applied, then the command line again
+ * (the command line wins, as at start). *block holds the file's strings
+ * (free it after use). Returns 0, or -1 with the reason in err (nothing to
+ * free then). live is not modified. */
+int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **argv,
+                    rm_flagset *out, char **block, char *err, size_t errlen);
+
+/* Applies a config file at start: the file, then the command line again.
+ * Exits 2 with usage on any error. Returns the file's block (keep it: string
+ * values point into it). */
+char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, char **argv);
+
+/* Names of flags whose values differ between a and b (same table shape),
+ * comma-separated into out (empty if none). */
+void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t outlen);
+
 /* Prints the reason and usage to stderr, exits 2. For checks across flags. */
 void rm_flags_fail(const rm_flagset *fs, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));

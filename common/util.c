@@ -84,6 +84,24 @@ static void on_term(int sig)
     *term_flag = 1;
 }
 
+static volatile int *hup_flag;
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    if (hup_flag)
+        *hup_flag = 1;
+}
+
+void rm_install_hup_flag(volatile int *flag)
+{
+    hup_flag = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 void rm_install_term_flag(volatile int *flag)
 {
     term_flag = flag;

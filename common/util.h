@@ -38,6 +38,9 @@ static inline uint64_t rm_mix64(uint64_t x)
  * its tick) and ignores SIGPIPE. */
 void rm_install_term_flag(volatile int *flag);
 
+/* Sets *flag to 1 on SIGHUP (a config reload request). */
+void rm_install_hup_flag(volatile int *flag);
+
 /* A growing string: rm_sbuf_printf appends, p is malloc'd (owner frees). */
 typedef struct rm_sbuf {
     char *p;

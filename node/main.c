@@ -14,7 +14,7 @@
 #include "rpc_server.h"
 #include "util.h"
 
-static volatile int got_term;
+static volatile int got_term, got_hup;
 
 typedef struct daemon_state {
     rm_rpc_server *srv;
@@ -23,7 +23,68 @@ typedef struct daemon_state {
     uint64_t term_at;  /* 0: running */
     rm_published *pub; /* NULL without --http */
     uint64_t published_at;
+    /* Config reloads (SIGHUP): the live flags and the command line that
+     * keeps winning over the file. */
+    const rm_flagset *fs;
+    const char *config;
+    int argc;
+    char **argv;
+    char log_level[16]; /* the reloaded level's name (the file's text is freed) */
 } daemon_state;
+
+/* SIGHUP: re-reads --config and applies what can change while serving (log
+ * level, request and lease limits). An invalid file changes nothing. */
+static void reload(daemon_state *d)
+{
+    if (!d->config) {
+        rm_log(RM_LOG_WARN, "node", "SIGHUP ignored: no --config file to reload");
+        return;
+    }
+    rm_flagset next;
+    char *block, err[512];
+    if (rm_flags_reload(d->fs, d->config, d->argc, d->argv, &next, &block, err, sizeof err)) {
+        rm_log(RM_LOG_ERROR, "node", "config reload rejected, keeping the old one: %s", err);
+        return;
+    }
+    const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
+    uint64_t max_req = *(uint64_t *)rm_flags_value(&next, "max-request-tokens");
+    uint64_t max_leases = *(uint64_t *)rm_flags_value(&next, "max-leases");
+    uint64_t ttl = *(uint64_t *)rm_flags_value(&next, "lease-ttl-ms");
+    uint64_t max_ttl = *(uint64_t *)rm_flags_value(&next, "max-lease-ttl-ms");
+    rm_log_level lvl;
+    if (rm_log_parse_level(lvl_name, &lvl))
+        snprintf(err, sizeof err, "--log-level: expected debug, info, warn or error, got '%s'",
+                 lvl_name);
+    else if (max_ttl < ttl)
+        snprintf(err, sizeof err, "--max-lease-ttl-ms must be >= --lease-ttl-ms");
+    else
+        err[0] = '\0';
+    if (err[0]) {
+        rm_log(RM_LOG_ERROR, "node", "config reload rejected, keeping the old one: %s", err);
+    } else {
+        static const char *const live[] = {"max-request-tokens", "max-leases", "lease-ttl-ms",
+                                           "max-lease-ttl-ms"};
+        rm_log_set_level(lvl);
+        rm_node_set_limits(d->node, max_req, (uint32_t)max_leases, (uint32_t)ttl,
+                           (uint32_t)max_ttl);
+        /* The live values follow, so what still differs needs a restart. */
+        snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
+        *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
+        for (size_t i = 0; i < RM_ARRAY_LEN(live); i++)
+            memcpy(rm_flags_value(d->fs, live[i]), rm_flags_value(&next, live[i]),
+                   sizeof(uint64_t));
+        char restart[1024];
+        rm_flags_diff(d->fs, &next, restart, sizeof restart);
+        rm_log(RM_LOG_INFO, "node",
+               "config reloaded from %s (log level %s, max %llu request tokens, %llu leases)",
+               d->config, lvl_name, (unsigned long long)max_req, (unsigned long long)max_leases);
+        if (restart[0])
+            rm_log(RM_LOG_WARN, "node", "changed in %s but applied only at restart: %s", d->config,
+                   restart);
+    }
+    rm_flags_scratch_free(&next);
+    free(block);
+}
 
 /* HTTP thread: serves what the owner thread published. */
 static void http_handler(void *ctx, const char *path, rm_http_response *out)
@@ -45,6 +106,10 @@ static char *metrics_text(daemon_state *d)
 static int tick(void *ctx, uint64_t now_ms)
 {
     daemon_state *d = ctx;
+    if (got_hup) {
+        got_hup = 0;
+        reload(d);
+    }
     rm_node_tick(d->node, now_ms);
     if (d->pub && (now_ms - d->published_at >= 500 || got_term)) {
         d->published_at = now_ms;
@@ -63,6 +128,7 @@ int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7001", *node_id = NULL, *eviction = "lru";
     const char *log_level = "info", *http = NULL, *token_file = NULL, *worker_url = NULL;
+    const char *config = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
     int require_client_cert = 0;
     int prefault = 0;
@@ -108,6 +174,10 @@ int main(int argc, char **argv)
         {"auth-token-file", RM_FLAG_STR, &token_file,
          "require 'authorization: Bearer <token>' (the file's first line) on every RPC but health",
          0, 0},
+        {"config", RM_FLAG_STR, &config,
+         "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it "
+         "and applies --log-level, --max-request-tokens, --max-leases and the lease TTLs",
+         0, 0},
         {"worker-url", RM_FLAG_STR, &worker_url,
          "the inference worker this node mirrors (http://HOST:PORT), reported in Stats for a "
          "gateway router",
@@ -117,6 +187,7 @@ int main(int argc, char **argv)
     rm_flagset fs = {"radixmesh-node", "--listen HOST:PORT [options]", "RADIXMESH", flags,
                      (int)RM_ARRAY_LEN(flags)};
     rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+    char **config_block = config ? rm_flags_apply_config(&fs, config, argc, argv) : NULL;
 
     rm_log_level lvl;
     if (rm_log_parse_level(log_level, &lvl))
@@ -175,6 +246,7 @@ int main(int argc, char **argv)
     cfg.worker_url = worker_url && *worker_url ? worker_url : NULL;
 
     rm_install_term_flag(&got_term);
+    rm_install_hup_flag(&got_hup);
 
     grpc_init();
     rm_node *node = rm_node_create(&cfg);
@@ -206,7 +278,7 @@ int main(int argc, char **argv)
            node_id, host, bound, (unsigned long long)pages, (unsigned long long)page_tokens,
            eviction, (unsigned long long)kv_bytes);
 
-    daemon_state d = {srv, node, shutdown_delay, 0, NULL, 0};
+    daemon_state d = {srv, node, shutdown_delay, 0, NULL, 0, &fs, config, argc, argv, ""};
     rm_published pub;
     rm_published_init(&pub);
     rm_http_server *hs = NULL;
@@ -223,6 +295,7 @@ int main(int argc, char **argv)
     rm_rpc_server_destroy(srv);
     rm_node_destroy(node);
     grpc_shutdown();
+    free(config_block);
     rm_log(RM_LOG_INFO, "node", "stopped");
     return 0;
 }

@@ -783,3 +783,12 @@ int rm_node_register(rm_node *n, rm_rpc_server *srv)
             return -1;
     return 0;
 }
+
+void rm_node_set_limits(rm_node *n, uint64_t max_request_tokens, uint32_t max_leases,
+                        uint32_t lease_ttl_ms, uint32_t max_lease_ttl_ms)
+{
+    n->cfg.max_request_tokens = max_request_tokens;
+    n->cache.cfg.max_leases = max_leases;
+    n->cache.cfg.default_lease_ttl_ms = lease_ttl_ms;
+    n->cache.cfg.max_lease_ttl_ms = max_lease_ttl_ms;
+}

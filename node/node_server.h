@@ -34,6 +34,10 @@ int rm_node_register(rm_node *n, rm_rpc_server *srv);
 /* Periodic work: lease expiry and TTL eviction. */
 void rm_node_tick(rm_node *n, uint64_t now_ms);
 
+/* Limits a config reload may change (owner thread). */
+void rm_node_set_limits(rm_node *n, uint64_t max_request_tokens, uint32_t max_leases,
+                        uint32_t lease_ttl_ms, uint32_t max_lease_ttl_ms);
+
 /* Health status reported by grpc.health.v1.Health/Check. */
 void rm_node_set_serving(rm_node *n, int serving);
 

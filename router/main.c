@@ -19,7 +19,7 @@
 #include "rpc_server.h"
 #include "util.h"
 
-static volatile int got_term;
+static volatile int got_term, got_hup;
 
 /* --nodes-dns: a resolver thread re-reads the A records; the server thread
  * picks up each new list in its tick (getaddrinfo blocks, the server loop
@@ -95,7 +95,78 @@ typedef struct daemon_state {
     size_t nknown;
     uint64_t shutdown_delay_ms, term_at, drain_timeout_ms;
     rm_gateway *gw; /* NULL without --gateway */
+    /* Config reloads (SIGHUP): the live flags and the command line that
+     * keeps winning over the file. */
+    const rm_flagset *fs;
+    const char *config;
+    int argc;
+    char **argv;
+    char log_level[16];
+    char *nodes; /* the static membership now (malloc'd), NULL with --nodes-dns */
 } daemon_state;
+
+/* SIGHUP: re-reads --config and applies what can change while serving: the
+ * static node list, log level, load factor, call timeout, request limit. An
+ * invalid file changes nothing. */
+static void reload(daemon_state *d)
+{
+    if (!d->config) {
+        rm_log(RM_LOG_WARN, "router", "SIGHUP ignored: no --config file to reload");
+        return;
+    }
+    rm_flagset next;
+    char *block, err[512];
+    if (rm_flags_reload(d->fs, d->config, d->argc, d->argv, &next, &block, err, sizeof err)) {
+        rm_log(RM_LOG_ERROR, "router", "config reload rejected, keeping the old one: %s", err);
+        return;
+    }
+    const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
+    const char *nodes = *(const char **)rm_flags_value(&next, "nodes");
+    double load_factor = *(double *)rm_flags_value(&next, "load-factor");
+    uint64_t timeout = *(uint64_t *)rm_flags_value(&next, "call-timeout-ms");
+    uint64_t max_req = *(uint64_t *)rm_flags_value(&next, "max-request-tokens");
+    rm_log_level lvl;
+    err[0] = '\0';
+    if (rm_log_parse_level(lvl_name, &lvl))
+        snprintf(err, sizeof err, "--log-level: expected debug, info, warn or error, got '%s'",
+                 lvl_name);
+    else if (!(load_factor > 1.0))
+        snprintf(err, sizeof err, "--load-factor must be > 1 (got %g)", load_factor);
+    else if (!d->nodes && nodes)
+        snprintf(err, sizeof err, "--nodes: this router discovers nodes with --nodes-dns");
+    int changed = 0;
+    if (!err[0] && d->nodes && nodes && strcmp(nodes, d->nodes) != 0) {
+        changed = rm_router_set_static_nodes(d->router, nodes, err, sizeof err);
+        if (changed >= 0) {
+            free(d->nodes);
+            d->nodes = rm_xstrndup(nodes, strlen(nodes));
+        }
+    }
+    if (err[0]) {
+        rm_log(RM_LOG_ERROR, "router", "config reload rejected, keeping the old one: %s", err);
+    } else {
+        rm_log_set_level(lvl);
+        rm_router_set_tuning(d->router, load_factor, (uint32_t)timeout, max_req);
+        /* The live values follow, so what still differs needs a restart. */
+        snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
+        *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
+        if (d->nodes)
+            *(const char **)rm_flags_value(d->fs, "nodes") = d->nodes;
+        *(double *)rm_flags_value(d->fs, "load-factor") = load_factor;
+        *(uint64_t *)rm_flags_value(d->fs, "call-timeout-ms") = timeout;
+        *(uint64_t *)rm_flags_value(d->fs, "max-request-tokens") = max_req;
+        char restart[1024];
+        rm_flags_diff(d->fs, &next, restart, sizeof restart);
+        rm_log(RM_LOG_INFO, "router",
+               "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
+               d->config, changed, lvl_name, load_factor);
+        if (restart[0])
+            rm_log(RM_LOG_WARN, "router", "changed in %s but applied only at restart: %s",
+                   d->config, restart);
+    }
+    rm_flags_scratch_free(&next);
+    free(block);
+}
 
 static void apply_dns(daemon_state *d)
 {
@@ -157,6 +228,10 @@ static void publish(daemon_state *d)
 static int tick(void *ctx, uint64_t now_ms)
 {
     daemon_state *d = ctx;
+    if (got_hup) {
+        got_hup = 0;
+        reload(d);
+    }
     if (d->dns)
         apply_dns(d);
     rm_router_tick(d->router, now_ms);
@@ -187,31 +262,6 @@ static int tick(void *ctx, uint64_t now_ms)
     return 1;
 }
 
-/* Parses "id=host:port,id=host:port". Returns 0 or -1 (message in err). */
-static int add_static_nodes(rm_router *r, const char *spec, char *err, size_t errlen)
-{
-    char *copy = rm_xstrndup(spec, strlen(spec)), *save = NULL;
-    int rc = 0;
-    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(item, '=');
-        char host[256];
-        int port;
-        if (!eq || eq == item || rm_parse_hostport(eq + 1, host, sizeof host, &port)) {
-            snprintf(err, errlen, "--nodes: expected id=host:port, got '%s'", item);
-            rc = -1;
-            break;
-        }
-        *eq = '\0';
-        if (rm_router_add_node(r, item, eq + 1) != 0) {
-            snprintf(err, errlen, "--nodes: duplicate node id or address '%s'", item);
-            rc = -1;
-            break;
-        }
-    }
-    free(copy);
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     rm_router_config cfg;
@@ -220,6 +270,7 @@ int main(int argc, char **argv)
     const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL, *http = NULL;
     const char *token_file = NULL, *node_token_file = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *gateway = NULL;
+    const char *config = NULL;
     int require_client_cert = 0;
     rm_gateway_config gwc;
     rm_gateway_config_defaults(&gwc);
@@ -283,6 +334,10 @@ int main(int argc, char **argv)
          "require 'authorization: Bearer <token>' from clients (health is exempt)", 0, 0},
         {"node-token-file", RM_FLAG_STR, &node_token_file,
          "token presented to the nodes (default: --auth-token-file's)", 0, 0},
+        {"config", RM_FLAG_STR, &config,
+         "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it and "
+         "applies --nodes, --log-level, --load-factor, --call-timeout-ms, --max-request-tokens",
+         0, 0},
         {"gateway", RM_FLAG_STR, &gateway,
          "serve an OpenAI-compatible HTTP gateway to the nodes' workers on HOST:PORT", 0, 0},
         {"gateway-max-body-bytes", RM_FLAG_U64, &gw_body, "larger request bodies get 413", 1,
@@ -305,6 +360,7 @@ int main(int argc, char **argv)
                      "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)", "RADIXMESH",
                      flags, (int)RM_ARRAY_LEN(flags)};
     rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+    char **config_block = config ? rm_flags_apply_config(&fs, config, argc, argv) : NULL;
     rm_log_level lvl;
     if (rm_log_parse_level(log_level, &lvl))
         rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'", log_level);
@@ -372,7 +428,7 @@ int main(int argc, char **argv)
     pthread_t dns_thread;
     int dns_running = 0;
     char err[512];
-    if (nodes && add_static_nodes(r, nodes, err, sizeof err) != 0) {
+    if (nodes && rm_router_set_static_nodes(r, nodes, err, sizeof err) < 0) {
         rm_router_destroy(r);
         grpc_shutdown();
         rm_flags_fail(&fs, "%s", err);
@@ -389,6 +445,7 @@ int main(int argc, char **argv)
         dns_running = 1;
     }
     rm_install_term_flag(&got_term);
+    rm_install_hup_flag(&got_hup);
 
     rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (1u << 20));
     char terr[256];
@@ -414,9 +471,25 @@ int main(int argc, char **argv)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
            router_id, host, bound, key_mode, load_factor);
-    daemon_state d = {
-        srv, NULL,          0,   0, r, router_id, nodes_dns ? &dns : NULL, NULL, 0, shutdown_delay,
-        0,   drain_timeout, NULL};
+    daemon_state d = {srv,
+                      NULL,
+                      0,
+                      0,
+                      r,
+                      router_id,
+                      nodes_dns ? &dns : NULL,
+                      NULL,
+                      0,
+                      shutdown_delay,
+                      0,
+                      drain_timeout,
+                      NULL,
+                      &fs,
+                      config,
+                      argc,
+                      argv,
+                      "",
+                      nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL};
     rm_published pub;
     rm_published_init(&pub);
     rm_http_server *hs = NULL;
@@ -455,6 +528,8 @@ int main(int argc, char **argv)
     rm_router_destroy(r);
     rm_tls_free(&tls);
     grpc_shutdown();
+    free(d.nodes);
+    free(config_block);
     rm_log(RM_LOG_INFO, "router", "stopped");
     return 0;
 }

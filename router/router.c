@@ -250,6 +250,79 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     return 0;
 }
 
+typedef struct spec_entry {
+    char id[128];
+    char addr[300];
+} spec_entry;
+
+int rm_router_set_static_nodes(rm_router *r, const char *spec, char *err, size_t errlen)
+{
+    char *copy = rm_xstrndup(spec, strlen(spec)), *save = NULL;
+    spec_entry *want = NULL;
+    size_t n = 0;
+    int rc = 0;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        char host[256];
+        int port;
+        if (!eq || eq == item || (size_t)(eq - item) >= sizeof want->id ||
+            strlen(eq + 1) >= sizeof want->addr ||
+            rm_parse_hostport(eq + 1, host, sizeof host, &port)) {
+            snprintf(err, errlen, "--nodes: expected id=host:port, got '%s'", item);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        for (size_t k = 0; k < n; k++)
+            if (!strcmp(want[k].id, item) || !strcmp(want[k].addr, eq + 1)) {
+                snprintf(err, errlen, "--nodes: duplicate node id or address '%s'", item);
+                rc = -1;
+            }
+        if (rc)
+            break;
+        want = rm_xrealloc(want, (n + 1) * sizeof *want);
+        snprintf(want[n].id, sizeof want[n].id, "%s", item);
+        snprintf(want[n].addr, sizeof want[n].addr, "%s", eq + 1);
+        n++;
+    }
+    free(copy);
+    if (rc == 0 && n == 0) {
+        snprintf(err, errlen, "--nodes: no nodes given");
+        rc = -1;
+    }
+    if (rc) {
+        free(want);
+        return -1;
+    }
+    int changed = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *o = r->nodes[i];
+        int keep = 0;
+        for (size_t k = 0; k < n && !o->removed; k++)
+            keep |= o->id && !strcmp(o->id, want[k].id) && !strcmp(o->address, want[k].addr);
+        if (!o->removed && !keep) {
+            rm_router_remove_node(r, o->address);
+            changed++;
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        if (rm_router_add_node(r, want[k].id, want[k].addr) == 0) {
+            rm_log(RM_LOG_INFO, "router", "node %s (%s) added to the membership", want[k].id,
+                   want[k].addr);
+            changed++;
+        }
+    free(want);
+    return changed;
+}
+
+void rm_router_set_tuning(rm_router *r, double load_factor, uint32_t call_timeout_ms,
+                          uint64_t max_request_tokens)
+{
+    r->cfg.load_factor = load_factor;
+    r->cfg.call_timeout_ms = call_timeout_ms;
+    r->cfg.max_request_tokens = max_request_tokens;
+}
+
 void rm_router_remove_node(rm_router *r, const char *address)
 {
     for (uint32_t i = 0; i < r->nnodes; i++) {

@@ -43,6 +43,16 @@ void rm_router_destroy(rm_router *r);
  * ring. Returns 0 or -1 (duplicate address or id). */
 int rm_router_add_node(rm_router *r, const char *id, const char *address);
 
+/* Makes the membership exactly spec ("id=host:port,..."): nodes not in it
+ * leave, new ones join, the rest stay as they are. The whole spec is
+ * checked first; on a malformed or duplicate entry nothing changes and -1
+ * is returned with the reason in err. Returns how many nodes changed. */
+int rm_router_set_static_nodes(rm_router *r, const char *spec, char *err, size_t errlen);
+
+/* Tunables a config reload may change (router thread). */
+void rm_router_set_tuning(rm_router *r, double load_factor, uint32_t call_timeout_ms,
+                          uint64_t max_request_tokens);
+
 /* Drops the node with this address from the membership. */
 void rm_router_remove_node(rm_router *r, const char *address);
 

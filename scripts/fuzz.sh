@@ -23,7 +23,7 @@ one() {
     "$out/corpus/$t" >"$out/fuzz_$t.log" 2>&1
   local rc=$?
   local execs
-  execs=$(awk -F: '/stat::number_of_executed_units/ {gsub(/ /, "", $2); print $2}' "$out/fuzz_$t.log")
+  execs=$(awk '/stat::number_of_executed_units/ {print $NF}' "$out/fuzz_$t.log")
   local crashes
   crashes=$(find "$out" -maxdepth 1 -name "crash-$t-*" | wc -l)
   printf '%-9s %12s execs in %5d s, exit %d, crashes %d\n' "$t" "${execs:-?}" $((SECONDS - start)) \

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import signal
+import threading
 import time
 import unittest
 
@@ -333,6 +335,124 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(m.node_id, "tls1")
         with self.assertRaises(grpc.RpcError):
             self.call(self.rtr.addr, None, router=True)
+
+
+class LoggedDaemon(Node):
+    """A daemon whose stderr (its log) is collected, to see reloads."""
+
+    def __init__(self, args):
+        self.log = []
+        self.proc = subprocess.Popen([*args, "--listen", "127.0.0.1:0", "--shutdown-delay-ms", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            raise RuntimeError(f"daemon did not start: {line!r}")
+        self.reader = threading.Thread(
+            target=lambda: [self.log.append(l) for l in self.proc.stderr], daemon=True)
+        self.reader.start()
+        self.addr = line.split()[1]
+        self.channel = grpc.insecure_channel(self.addr)
+        self.stub = pb_grpc.CacheNodeStub(self.channel)
+        self.router = pb_grpc.RouterStub(self.channel)
+
+    def close(self):
+        rc = super().close()
+        self.reader.join(timeout=10)  # the log ends with the process
+        self.proc.stderr.close()
+        return rc
+
+    def hup_until(self, what, text):
+        """Sends SIGHUP and waits for a new log line containing text."""
+        seen = len(self.log)
+        self.proc.send_signal(signal.SIGHUP)
+        poll(what, lambda: any(text in l for l in self.log[seen:]))
+
+
+def poll(what, fn, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.05)  # a poll step bounded by the deadline
+
+
+class ReloadTest(unittest.TestCase):
+    """--config FILE and SIGHUP: runtime-changeable settings follow the file,
+    an invalid file is rejected and the old settings stay, the command line
+    keeps winning."""
+
+    def test_node_reload(self):
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "node.conf")
+            with open(conf, "w") as f:
+                f.write("# limits\nmax-request-tokens = 100\nmax-leases = 50\n")
+            node = LoggedDaemon([ARGS.node, "--node-id", "rl1", "--config", conf,
+                                 "--max-leases", "2"])
+            try:
+                def match(n, lease=False):
+                    return node.stub.Match(pb.MatchRequest(namespace="r", tokens=tokens(9, n),
+                                                           lease=lease), timeout=10)
+                with self.assertRaises(grpc.RpcError) as e:
+                    match(150)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                # The command line's --max-leases 2 beats the file's 50.
+                match(10, True), match(10, True)
+                with self.assertRaises(grpc.RpcError) as e:
+                    match(10, True)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                with open(conf, "w") as f:
+                    f.write("max-request-tokens = 1000\nlog-level = info\npage-tokens = 32\n")
+                node.hup_until("the reload", "config reloaded")
+                self.assertEqual(match(150).matched_tokens, 0)
+                self.assertTrue(any("applied only at restart: --page-tokens" in l
+                                    for l in node.log))
+                with open(conf, "w") as f:
+                    f.write("max-request-tokens = lots\n")
+                node.hup_until("the rejection", "reload rejected")
+                with open(conf, "w") as f:
+                    f.write("lease-ttl-ms = 5000\nmax-lease-ttl-ms = 10\n")
+                node.hup_until("the rejection", "reload rejected")
+                # The last good settings stand, and the node serves.
+                self.assertEqual(match(150).matched_tokens, 0)
+                with self.assertRaises(grpc.RpcError) as e:
+                    match(1500)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            finally:
+                self.assertEqual(node.close(), 0)
+
+    def test_router_reload_changes_membership(self):
+        a = Node(node_id="ra")
+        b = Node(node_id="rb")
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "router.conf")
+            with open(conf, "w") as f:
+                f.write(f"nodes = ra={a.addr}\nhealth-interval-ms = 100\n")
+            rtr = LoggedDaemon([ARGS.router, "--config", conf, "--stats-interval", "100"])
+            try:
+                def healthy():
+                    cs = rtr.router.ClusterStats(pb.ClusterStatsRequest(), timeout=10)
+                    return sorted(n.node_id for n in cs.nodes if n.healthy)
+                poll("ra on the ring", lambda: healthy() == ["ra"])
+                with open(conf, "w") as f:
+                    f.write(f"nodes = ra={a.addr},rb={b.addr}\nhealth-interval-ms = 100\n")
+                rtr.hup_until("the reload", "config reloaded")
+                poll("rb on the ring", lambda: healthy() == ["ra", "rb"])
+                with open(conf, "w") as f:
+                    f.write("nodes = ra\n")
+                rtr.hup_until("the rejection", "reload rejected")
+                with open(conf, "w") as f:
+                    f.write(f"nodes = rb={b.addr}\nload-factor = 0.5\n")
+                rtr.hup_until("the rejection", "reload rejected")
+                self.assertEqual(healthy(), ["ra", "rb"])
+                with open(conf, "w") as f:
+                    f.write(f"nodes = rb={b.addr}\n")
+                rtr.hup_until("the reload", "config reloaded")
+                poll("ra gone", lambda: healthy() == ["rb"])
+            finally:
+                self.assertEqual(rtr.close(), 0)
+                a.close()
+                b.close()
 
 
 class TlsDaemon(Node):
