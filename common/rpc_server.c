@@ -114,13 +114,16 @@ rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
     return s;
 }
 
-rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes)
+rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes, uint32_t max_streams)
 {
-    grpc_arg args[1];
+    grpc_arg args[2];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = max_receive_bytes > INT32_MAX ? INT32_MAX : (int)max_receive_bytes;
-    grpc_channel_args ca = {1, args};
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[1].value.integer = max_streams > INT32_MAX ? INT32_MAX : (int)max_streams;
+    grpc_channel_args ca = {max_streams ? 2u : 1u, args};
     return rm_rpc_server_create(&ca);
 }
 

@@ -80,8 +80,11 @@ typedef int (*rm_tick_fn)(void *ctx, uint64_t now_ms);
 /* Creates a server; args (may be NULL) are copied by gRPC. */
 rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args);
 
-/* A server whose incoming messages may be up to max_receive_bytes. */
-rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes);
+/* A server whose incoming messages may be up to max_receive_bytes, with at
+ * most max_streams calls at a time per client connection (HTTP/2
+ * SETTINGS_MAX_CONCURRENT_STREAMS: further calls wait in the client until
+ * one ends, or fail with DEADLINE_EXCEEDED; 0: gRPC's default). */
+rm_rpc_server *rm_rpc_server_create_limited(uint64_t max_receive_bytes, uint32_t max_streams);
 
 /* Binds addr (a valid "HOST:PORT") and prints "LISTENING host:port" on
  * stdout, the line scripts and tests read to learn a port-0 daemon's port.

@@ -135,7 +135,7 @@ int main(int argc, char **argv)
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
     uint64_t max_ns = 1024, max_req = 1048576, shutdown_delay = 1000, drain_timeout = 10000;
-    uint64_t hot_block = 64, hot_half_life = 10000;
+    uint64_t hot_block = 64, hot_half_life = 10000, max_streams = 0;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
         {"node-id", RM_FLAG_STR, &node_id, "stable node id (default: the host name)", 0, 0},
@@ -156,6 +156,8 @@ int main(int argc, char **argv)
         {"max-leases", RM_FLAG_U64, &max_leases, "live leases at most", 1, UINT32_MAX},
         {"max-namespaces", RM_FLAG_U64, &max_ns, "namespaces at most", 1, 1u << 20},
         {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
+        {"max-concurrent-streams", RM_FLAG_U64, &max_streams,
+         "calls in progress per client connection at most (0: gRPC's default)", 0, INT32_MAX},
         {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
         {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout,
@@ -254,7 +256,8 @@ int main(int argc, char **argv)
         return 1;
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a
      * WriteKV message a few MiB of KV. */
-    rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (8u << 20));
+    rm_rpc_server *srv =
+        rm_rpc_server_create_limited(max_req * 5 + (8u << 20), (uint32_t)max_streams);
     if (token_file) {
         char err[256], *token = rm_read_token_file(token_file, err, sizeof err);
         if (!token)

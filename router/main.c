@@ -283,7 +283,7 @@ int main(int argc, char **argv)
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
     uint64_t dns_interval = 5000, max_req = cfg.max_request_tokens;
     uint64_t load_half_life = cfg.load_half_life_ms, choices = cfg.choices;
-    uint64_t shutdown_delay = 1000, drain_timeout = 10000;
+    uint64_t shutdown_delay = 1000, drain_timeout = 10000, max_streams = 0;
     double load_factor = cfg.load_factor, hot_share = cfg.hot_share, load_floor = cfg.load_floor;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
@@ -317,6 +317,8 @@ int main(int argc, char **argv)
         {"health-interval-ms", RM_FLAG_U64, &health, "node health-check period", 50, 600000},
         {"stats-interval", RM_FLAG_U64, &stats, "node Stats poll period in ms", 50, 600000},
         {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
+        {"max-concurrent-streams", RM_FLAG_U64, &max_streams,
+         "calls in progress per client connection at most (0: gRPC's default)", 0, INT32_MAX},
         {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
         {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout, "then wait this long for in-flight calls",
@@ -447,7 +449,8 @@ int main(int argc, char **argv)
     rm_install_term_flag(&got_term);
     rm_install_hup_flag(&got_hup);
 
-    rm_rpc_server *srv = rm_rpc_server_create_limited(max_req * 5 + (1u << 20));
+    rm_rpc_server *srv =
+        rm_rpc_server_create_limited(max_req * 5 + (1u << 20), (uint32_t)max_streams);
     char terr[256];
     const char *tfiles[2] = {token_file, node_token_file ? node_token_file : token_file};
     for (int i = 0; i < 2; i++) {

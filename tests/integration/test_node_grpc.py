@@ -377,6 +377,38 @@ def poll(what, fn, timeout=15.0):
         threading.Event().wait(0.05)  # a poll step bounded by the deadline
 
 
+class StreamLimitTest(unittest.TestCase):
+    """--max-concurrent-streams 1: a second call on the same connection waits
+    for the first (here: past its deadline), other connections are served,
+    and the connection serves again once the first call ends."""
+
+    def test_limit(self):
+        node = Node("--max-concurrent-streams", "1", "--kv-bytes-per-token", "8",
+                    node_id="streams")
+        try:
+            import queue
+            q = queue.Queue()
+            reqs = iter(q.get, None)  # the stream stays open until None
+            fut = node.stub.WriteKV.future(reqs, timeout=30)
+            # The open stream is established once the node has seen it.
+            poll("the stream to be open", lambda: fut.running())
+            with self.assertRaises(grpc.RpcError) as e:
+                node.stub.Stats(pb.StatsRequest(), timeout=1.0)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            other = grpc.insecure_channel(node.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+            try:
+                st = pb_grpc.CacheNodeStub(other).Stats(pb.StatsRequest(), timeout=10)
+                self.assertEqual(st.node_id, "streams")
+            finally:
+                other.close()
+            q.put(None)  # ends the stream: an empty WriteKV is refused
+            with self.assertRaises(grpc.RpcError):
+                fut.result(timeout=10)
+            self.assertEqual(node.stub.Stats(pb.StatsRequest(), timeout=10).node_id, "streams")
+        finally:
+            node.close()
+
+
 class ReloadTest(unittest.TestCase):
     """--config FILE and SIGHUP: runtime-changeable settings follow the file,
     an invalid file is rejected and the old settings stay, the command line
