@@ -11,14 +11,20 @@
 int rm_rpc_client_init(rm_rpc_client *c, const char *target)
 {
     memset(c, 0, sizeof *c);
-    grpc_arg args[2];
+    grpc_arg args[4];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = MAX_MSG;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = MAX_MSG;
-    grpc_channel_args ca = {2, args};
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[2].value.integer = 2000;
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = 1000;
+    grpc_channel_args ca = {4, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->ch = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
@@ -175,6 +181,8 @@ grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *
     grpc_op ops[6];
     rm_rpc_unary_ops(ops, req, &initial_md, &resp, &trailing_md, &status, &details);
     rm_rpc_auth_apply(&c->auth, &ops[0]);
+    if (c->wait_for_ready)
+        ops[0].flags |= GRPC_INITIAL_METADATA_WAIT_FOR_READY;
     if (run_batch(c, call, ops, 6, call) != 0) {
         status = GRPC_STATUS_INTERNAL;
         if (msg)

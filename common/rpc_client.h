@@ -29,10 +29,16 @@ typedef struct rm_rpc_client {
     grpc_completion_queue *cq;
     int owns_channel;
     rm_rpc_auth auth;
+    /* Calls wait for the channel to connect (within their deadline) instead
+     * of failing at once while the server is unreachable: for clients that
+     * ride out a server restart. */
+    int wait_for_ready;
 } rm_rpc_client;
 
 /* Connects (lazily) to target "host:port" without TLS. Max message sizes
- * are raised to 64 MiB so million-token requests fit. Returns 0 or -1. */
+ * are raised to 64 MiB so million-token requests fit; reconnect backoff is
+ * capped at 2 s so a restarted server is found again quickly. Returns 0 or
+ * -1. */
 int rm_rpc_client_init(rm_rpc_client *c, const char *target);
 
 /* A second client over another client's channel (own queue). */

@@ -61,7 +61,8 @@ static long long td_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* argv: program + flags, NULL-terminated; "--listen 127.0.0.1:0" is added.
+/* argv: program + flags, NULL-terminated; "--listen 127.0.0.1:0" is added
+ * unless argv has its own --listen.
  * Returns 0 once the daemon listens, -1 if it did not within 10 s. */
 static int td_start(test_daemon *d, const char *const *argv)
 {
@@ -69,11 +70,15 @@ static int td_start(test_daemon *d, const char *const *argv)
     if (pipe(pipefd) != 0)
         return -1;
     const char *args[64];
-    int n = 0;
-    for (; argv[n] && n < 60; n++)
+    int n = 0, has_listen = 0;
+    for (; argv[n] && n < 60; n++) {
         args[n] = argv[n];
-    args[n++] = "--listen";
-    args[n++] = "127.0.0.1:0";
+        has_listen |= !strcmp(argv[n], "--listen");
+    }
+    if (!has_listen) {
+        args[n++] = "--listen";
+        args[n++] = "127.0.0.1:0";
+    }
     args[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
