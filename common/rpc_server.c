@@ -5,6 +5,7 @@
 #include <grpc/support/time.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,16 @@ struct rm_rpc_call {
     void *user;
 };
 
+/* A call on a lame channel fails at once: its completion is how another
+ * thread makes the owner thread's grpc_completion_queue_next return
+ * (gRPC core's C API has no alarm of its own). */
+typedef struct wake_call {
+    rm_cq_tag base;
+    grpc_call *call;
+    grpc_status_code status;
+    grpc_slice details;
+} wake_call;
+
 struct rm_rpc_server {
     grpc_server *server;
     grpc_completion_queue *cq;
@@ -79,6 +90,10 @@ struct rm_rpc_server {
     struct posted *post_head, *post_tail;
     int wake_pending, post_closed;
     grpc_channel *wake_ch;
+    /* At most one wake call is out (wake_pending), so it lives here. Its
+     * fields are written and read under post_mu, which also orders them
+     * for ThreadSanitizer (the queue's own ordering is invisible to it). */
+    wake_call wake;
 };
 
 typedef struct posted {
@@ -87,18 +102,8 @@ typedef struct posted {
     struct posted *next;
 } posted;
 
-/* A call on a lame channel fails at once: its completion is how another
- * thread makes the owner thread's grpc_completion_queue_next return
- * (gRPC core's C API has no alarm of its own). */
-typedef struct wake_call {
-    rm_cq_tag base;
-    rm_rpc_server *srv;
-    grpc_call *call;
-    grpc_status_code status;
-    grpc_slice details;
-} wake_call;
-
 static void request_call(rm_rpc_server *s, int method);
+static void on_wake(rm_cq_tag *tag, int ok);
 static void on_call_tag(rm_cq_tag *tag, int ok);
 static void maybe_done(rm_rpc_call *c);
 static int authorized(const rm_rpc_server *s, const rm_rpc_call *c);
@@ -111,6 +116,7 @@ rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     pthread_mutex_init(&s->post_mu, NULL);
     s->wake_ch = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "wake-up");
+    s->wake.base.fn = on_wake;
     return s;
 }
 
@@ -572,13 +578,11 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
 
 static void on_wake(rm_cq_tag *tag, int ok)
 {
-    wake_call *w = (wake_call *)tag;
-    rm_rpc_server *s = w->srv;
+    rm_rpc_server *s = (rm_rpc_server *)((char *)tag - offsetof(rm_rpc_server, wake));
     (void)ok;
-    grpc_slice_unref(w->details);
-    grpc_call_unref(w->call);
-    free(w);
     pthread_mutex_lock(&s->post_mu);
+    grpc_slice_unref(s->wake.details);
+    grpc_call_unref(s->wake.call);
     posted *list = s->post_head;
     s->post_head = s->post_tail = NULL;
     s->wake_pending = 0;
@@ -594,9 +598,7 @@ static void on_wake(rm_cq_tag *tag, int ok)
 /* Starts a wake call; post_mu is held. Returns 0 or -1. */
 static int start_wake(rm_rpc_server *s)
 {
-    wake_call *w = rm_xcalloc(1, sizeof *w);
-    w->base.fn = on_wake;
-    w->srv = s;
+    wake_call *w = &s->wake;
     w->details = grpc_empty_slice();
     grpc_slice method = grpc_slice_from_static_string("/radixmesh.internal/Wake");
     w->call = grpc_channel_create_call(s->wake_ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, method,
@@ -610,7 +612,6 @@ static int start_wake(rm_rpc_server *s)
     ops[1].data.recv_status_on_client.trailing_metadata = NULL;
     if (grpc_call_start_batch(w->call, ops, 2, &w->base, NULL) != GRPC_CALL_OK) {
         grpc_call_unref(w->call);
-        free(w);
         return -1;
     }
     return 0;

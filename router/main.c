@@ -32,7 +32,7 @@ typedef struct dns_state {
     char **addrs; /* latest list, "ip:port" */
     size_t naddrs;
     uint64_t generation, applied;
-    volatile int stop;
+    int stop; /* set by the main thread: atomic accesses only */
 } dns_state;
 
 static int cmp_str(const void *a, const void *b)
@@ -43,7 +43,7 @@ static int cmp_str(const void *a, const void *b)
 static void *dns_loop(void *p)
 {
     dns_state *d = p;
-    while (!d->stop) {
+    while (!__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE)) {
         struct addrinfo hints = {0}, *res = NULL;
         hints.ai_family = AF_INET;
         hints.ai_socktype = SOCK_STREAM;
@@ -78,7 +78,8 @@ static void *dns_loop(void *p)
         } else {
             rm_log(RM_LOG_WARN, "router", "cannot resolve %s", d->host);
         }
-        for (uint32_t waited = 0; waited < d->interval_ms && !d->stop; waited += 100)
+        for (uint32_t waited = 0;
+             waited < d->interval_ms && !__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE); waited += 100)
             usleep(100 * 1000); /* a resolver's pacing, not synchronisation */
     }
     return NULL;
@@ -519,7 +520,7 @@ int main(int argc, char **argv)
     rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);
     if (dns_running) {
-        dns.stop = 1;
+        __atomic_store_n(&dns.stop, 1, __ATOMIC_RELEASE);
         pthread_join(dns_thread, NULL);
         for (size_t i = 0; i < dns.naddrs; i++)
             free(dns.addrs[i]);

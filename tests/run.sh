@@ -4,7 +4,8 @@
 #   2. ctest on an ASan+UBSan build,
 #   3. valgrind memcheck over the unit tests and both daemons under their
 #      C integration tests (zero errors, zero definite leaks),
-#   4. the libFuzzer targets over their seed corpus, then briefly fuzzing.
+#   4. a ThreadSanitizer build of the concurrent tests (daemons included),
+#   5. the libFuzzer targets over their seed corpus, then briefly fuzzing.
 # Prints "N passed, N failed" per stage and a total; exits non-zero on any
 # failure.
 set -uo pipefail
@@ -57,6 +58,28 @@ ln -sf "$root/build/radixmesh" "$vgbin/radixmesh"
 # under memcheck; its teardown fails on a nonzero daemon exit.
 /usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$wrap" --router "$rwrap" \
   --load-seconds 1 --slow || { echo "valgrind: gateway failed"; rc=1; }
+record $rc
+
+stage "ThreadSanitizer build: the concurrent tests"
+# Cross-thread code (posting to the server thread, the gateway and HTTP
+# threads, the DNS resolver, test clients) under TSan, daemons included.
+# tests/tsan.supp silences races inside the uninstrumented gRPC/Abseil.
+rc=0
+if "$root/scripts/build.sh" "$root/build-tsan" -DRM_TSAN=ON; then
+  export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=0 exitcode=66"
+  t="$root/build-tsan"
+  "$t/test_rpc_server" >/dev/null || { echo "tsan: test_rpc_server failed"; rc=1; }
+  "$root/build/test_router" "$t/radixmesh-node" "$t/radixmesh-router" >/dev/null ||
+    { echo "tsan: router integration failed"; rc=1; }
+  /usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$t/radixmesh-node" \
+    --router "$t/radixmesh-router" --load-seconds 2 --slow 2>/dev/null ||
+    { echo "tsan: gateway failed"; rc=1; }
+  "$t/test_load" "$t/radixmesh-node" "$t/radixmesh-router" 15 8 ||
+    { echo "tsan: load test failed"; rc=1; }
+  unset TSAN_OPTIONS
+else
+  rc=1
+fi
 record $rc
 
 stage "fuzz targets: seed corpus replay, then 20 s of fuzzing each"

@@ -32,7 +32,7 @@
 
 static const char *node_bin, *router_bin;
 static char router_addr[64];
-static volatile int stop_clients;
+static int stop_clients; /* atomic accesses only */
 
 typedef struct client {
     int id;
@@ -83,7 +83,7 @@ static void *run_client(void *arg)
     uint32_t toks[SYS_LEN + 8 * TURN_LEN];
     int conv = 0, turn = 1;
     char msg[256];
-    while (!stop_clients) {
+    while (!__atomic_load_n(&stop_clients, __ATOMIC_ACQUIRE)) {
         size_t n = prompt(toks, c->id, conv, turn);
         double t0 = now_s();
         rm_cc_match_reply m;
@@ -163,7 +163,7 @@ static double run_phase(const char *name, int nclients, double seconds, during_f
 {
     client *cs = rm_xcalloc((size_t)nclients, sizeof *cs);
     pthread_t *th = rm_xcalloc((size_t)nclients, sizeof *th);
-    stop_clients = 0;
+    __atomic_store_n(&stop_clients, 0, __ATOMIC_RELEASE);
     for (int i = 0; i < nclients; i++) {
         cs[i].id = i;
         cs[i].lat = rm_xmalloc(MAX_LAT * sizeof(double));
@@ -180,7 +180,7 @@ static double run_phase(const char *name, int nclients, double seconds, during_f
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL); /* pacing the phase clock, not synchronisation */
     }
-    stop_clients = 1;
+    __atomic_store_n(&stop_clients, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < nclients; i++)
         pthread_join(th[i], NULL);
     double el = now_s() - t0;
