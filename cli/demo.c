@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cache_client.h"
+#include "tls.h"
 #include "cli.h"
 #include "flags.h"
 #include "util.h"
@@ -214,6 +215,7 @@ static int print_cluster(rm_cache_client *cc)
 int rm_cmd_stats(int argc, char **argv)
 {
     const char *node = NULL, *router = NULL, *token_file = NULL;
+    const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
     int watch = 0;
     uint64_t interval = 1000;
     const rm_flag flags[] = {
@@ -222,6 +224,9 @@ int rm_cmd_stats(int argc, char **argv)
         {"watch", RM_FLAG_BOOL, &watch, "refresh the table in place until interrupted", 0, 0},
         {"interval-ms", RM_FLAG_U64, &interval, "refresh period with --watch", 100, 3600000},
         {"auth-token-file", RM_FLAG_STR, &token_file, "send this bearer token", 0, 0},
+        {"tls-ca", RM_FLAG_STR, &tls_ca, "speak TLS, verifying the server with this PEM CA", 0, 0},
+        {"tls-cert", RM_FLAG_STR, &tls_cert, "PEM client certificate (mTLS; needs --tls-ca)", 0, 0},
+        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
     };
     rm_flagset fs = {"radixmesh stats", "(--router HOST:PORT [--watch] | --node HOST:PORT)",
                      "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
@@ -234,7 +239,13 @@ int rm_cmd_stats(int argc, char **argv)
     char terr[256], *token = NULL;
     if (token_file && !(token = rm_read_token_file(token_file, terr, sizeof terr)))
         rm_flags_fail(&fs, "--auth-token-file: %s", terr);
-    if ((router ? rm_cc_init_router(&cc, router, 5000) : rm_cc_init(&cc, node, 5000)) != 0)
+    rm_tls tls;
+    if (rm_cli_tls(&tls, tls_ca, tls_cert, tls_key, terr, sizeof terr) != 0)
+        rm_flags_fail(&fs, "%s", terr);
+    int init = router ? rm_cc_init_router_tls(&cc, router, 5000, &tls)
+                      : rm_cc_init_tls(&cc, node, 5000, &tls);
+    rm_tls_free(&tls);
+    if (init != 0)
         return 1;
     rm_rpc_client_set_token(&cc.rpc, token);
     free(token);

@@ -4,6 +4,17 @@
 #include <string.h>
 
 #include "cli.h"
+#include "tls.h"
+
+int rm_cli_tls(rm_tls *tls, const char *ca, const char *cert, const char *key, char *err,
+               unsigned long errlen)
+{
+    if ((cert || key) && !ca) {
+        snprintf(err, errlen, "--tls-cert/--tls-key need --tls-ca (the server's CA)");
+        return -1;
+    }
+    return rm_tls_load(tls, cert, key, ca, 0, err, errlen);
+}
 
 static void usage(FILE *out)
 {

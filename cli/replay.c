@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cache_client.h"
+#include "tls.h"
 #include "cli.h"
 #include "flags.h"
 #include "trace.h"
@@ -31,6 +32,7 @@ typedef struct replay {
     const rm_trace *trace;
     const char *router, *ns;
     const char *token; /* bearer token or NULL */
+    const rm_tls *tls; /* towards the router; may be NULL */
     uint32_t workers;
     double speed; /* 0: as fast as possible */
     uint64_t start_ns;
@@ -89,7 +91,7 @@ static void *run_worker(void *p)
     worker *w = p;
     replay *rp = w->rp;
     rm_cache_client cc;
-    if (rm_cc_init_router(&cc, rp->router, 30000) != 0) {
+    if (rm_cc_init_router_tls(&cc, rp->router, 30000, rp->tls) != 0) {
         record_error(rp, "connect", 14, rp->router);
         atomic_fetch_add(&rp->finished, 1);
         return NULL;
@@ -157,6 +159,7 @@ static void progress(const replay *rp, int final)
 int rm_cmd_replay(int argc, char **argv)
 {
     const char *router = NULL, *trace_path = NULL, *ns = "replay", *token_file = NULL;
+    const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
     uint64_t block = 512, limit = 0, concurrency = 1;
     double speed = 0, ttft_model = 0;
     int max_speed = 0, json = 0;
@@ -176,6 +179,9 @@ int rm_cmd_replay(int argc, char **argv)
          "prefill throughput in tokens/s: also estimate the TTFT saved", 0, 0},
         {"json", RM_FLAG_BOOL, &json, "end with the summary as one JSON line on stdout", 0, 0},
         {"auth-token-file", RM_FLAG_STR, &token_file, "send this bearer token", 0, 0},
+        {"tls-ca", RM_FLAG_STR, &tls_ca, "speak TLS, verifying the server with this PEM CA", 0, 0},
+        {"tls-cert", RM_FLAG_STR, &tls_cert, "PEM client certificate (mTLS; needs --tls-ca)", 0, 0},
+        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
     };
     rm_flagset fs = {"radixmesh replay", "--router HOST:PORT --trace FILE [options]", "RADIXMESH",
                      flags, (int)RM_ARRAY_LEN(flags)};
@@ -184,6 +190,10 @@ int rm_cmd_replay(int argc, char **argv)
         rm_flags_fail(&fs, "--router and --trace are required");
     if (speed < 0 || (max_speed && speed > 0))
         rm_flags_fail(&fs, "give either --speed X (X > 0) or --max-speed");
+    rm_tls tls;
+    char tls_err[256];
+    if (rm_cli_tls(&tls, tls_ca, tls_cert, tls_key, tls_err, sizeof tls_err) != 0)
+        rm_flags_fail(&fs, "%s", tls_err);
     rm_trace trace;
     char err[512];
     if (!strcmp(trace_path, "builtin")) {
@@ -196,11 +206,13 @@ int rm_cmd_replay(int argc, char **argv)
     if (token_file && !(token = rm_read_token_file(token_file, err, sizeof err))) {
         fprintf(stderr, "radixmesh replay: --auth-token-file: %s\n", err);
         rm_trace_free(&trace);
+        rm_tls_free(&tls);
         return 2;
     }
     rm_cache_client cc;
-    if (rm_cc_init_router(&cc, router, 10000) != 0) {
+    if (rm_cc_init_router_tls(&cc, router, 10000, &tls) != 0) {
         rm_trace_free(&trace);
+        rm_tls_free(&tls);
         free(token);
         return 1;
     }
@@ -210,6 +222,7 @@ int rm_cmd_replay(int argc, char **argv)
         fprintf(stderr, "radixmesh replay: cannot reach the router at %s\n", router);
         rm_cc_close(&cc);
         rm_trace_free(&trace);
+        rm_tls_free(&tls);
         free(token);
         return 1;
     }
@@ -221,6 +234,7 @@ int rm_cmd_replay(int argc, char **argv)
     rp.workers = (uint32_t)concurrency;
     rp.speed = speed;
     rp.token = token;
+    rp.tls = &tls;
     pthread_mutex_init(&rp.mu, NULL);
     rp.start_ns = rm_now_ns();
     pthread_t *th = rm_xmalloc(sizeof *th * concurrency);
@@ -305,6 +319,7 @@ int rm_cmd_replay(int argc, char **argv)
     free(w);
     rm_cc_close(&cc);
     rm_trace_free(&trace);
+    rm_tls_free(&tls);
     free(token);
     return errors ? 1 : 0;
 }

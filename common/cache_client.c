@@ -6,12 +6,18 @@
 
 #include "grpc/health/v1/health.pb.h"
 #include "pbx.h"
+#include "tls.h"
 #include "util.h"
 
 int rm_cc_init(rm_cache_client *cc, const char *target, int timeout_ms)
 {
+    return rm_cc_init_tls(cc, target, timeout_ms, NULL);
+}
+
+int rm_cc_init_tls(rm_cache_client *cc, const char *target, int timeout_ms, const rm_tls *tls)
+{
     memset(cc, 0, sizeof *cc);
-    if (rm_rpc_client_init(&cc->rpc, target) != 0)
+    if (rm_rpc_client_init_tls(&cc->rpc, target, tls) != 0)
         return -1;
     cc->m_match = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.CacheNode/Match");
     cc->m_insert = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.CacheNode/Insert");
@@ -26,7 +32,13 @@ int rm_cc_init(rm_cache_client *cc, const char *target, int timeout_ms)
 
 int rm_cc_init_router(rm_cache_client *cc, const char *target, int timeout_ms)
 {
-    if (rm_cc_init(cc, target, timeout_ms) != 0)
+    return rm_cc_init_router_tls(cc, target, timeout_ms, NULL);
+}
+
+int rm_cc_init_router_tls(rm_cache_client *cc, const char *target, int timeout_ms,
+                          const rm_tls *tls)
+{
+    if (rm_cc_init_tls(cc, target, timeout_ms, tls) != 0)
         return -1;
     cc->m_match = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/Match");
     cc->m_insert = rm_rpc_client_method(&cc->rpc, "/radixmesh.v1.Router/Insert");

@@ -28,6 +28,13 @@ int rm_cc_init(rm_cache_client *cc, const char *target, int timeout_ms);
 int rm_cc_init_router(rm_cache_client *cc, const char *target, int timeout_ms);
 void rm_cc_close(rm_cache_client *cc);
 
+/* rm_cc_init / rm_cc_init_router over TLS (see rm_rpc_client_init_tls);
+ * tls may be NULL. */
+int rm_cc_init_tls(rm_cache_client *cc, const char *target, int timeout_ms,
+                   const struct rm_tls *tls);
+int rm_cc_init_router_tls(rm_cache_client *cc, const char *target, int timeout_ms,
+                          const struct rm_tls *tls);
+
 typedef struct rm_cc_match_reply {
     uint32_t matched_tokens;
     uint64_t lease_id;

@@ -6,9 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tls.h"
+
 #define MAX_MSG (64 * 1024 * 1024)
 
 int rm_rpc_client_init(rm_rpc_client *c, const char *target)
+{
+    return rm_rpc_client_init_tls(c, target, NULL);
+}
+
+int rm_rpc_client_init_tls(rm_rpc_client *c, const char *target, const rm_tls *tls)
 {
     memset(c, 0, sizeof *c);
     grpc_arg args[4];
@@ -25,7 +32,7 @@ int rm_rpc_client_init(rm_rpc_client *c, const char *target)
     args[3].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
     args[3].value.integer = 1000;
     grpc_channel_args ca = {4, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = rm_tls_channel_creds(tls);
     c->ch = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     if (!c->ch)

@@ -41,6 +41,13 @@ typedef struct rm_rpc_client {
  * -1. */
 int rm_rpc_client_init(rm_rpc_client *c, const char *target);
 
+struct rm_tls;
+
+/* Like rm_rpc_client_init, over TLS when tls has a CA (the server is
+ * verified against it; tls's certificate, if any, is presented for mTLS).
+ * tls may be NULL. */
+int rm_rpc_client_init_tls(rm_rpc_client *c, const char *target, const struct rm_tls *tls);
+
 /* A second client over another client's channel (own queue). */
 void rm_rpc_client_init_shared(rm_rpc_client *c, const rm_rpc_client *base);
 

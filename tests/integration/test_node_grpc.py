@@ -336,6 +336,30 @@ class TlsTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError):
             self.call(self.rtr.addr, None, router=True)
 
+    def test_cli_over_tls(self):
+        d = self.dir.name
+        cli = os.path.join(os.path.dirname(ARGS.node), "radixmesh")
+        run = lambda *a: subprocess.run([cli, "stats", *a], capture_output=True, text=True,
+                                        timeout=30)
+        # mTLS to the node, TLS to the router.
+        out = run("--node", self.node.addr, "--tls-ca", f"{d}/ca.crt", "--tls-cert",
+                  f"{d}/client.crt", "--tls-key", f"{d}/client.key")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("tls1", out.stdout)
+        out = run("--router", self.rtr.addr, "--tls-ca", f"{d}/ca.crt")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        # Refused: plaintext, and TLS without the client certificate.
+        self.assertNotEqual(run("--router", self.rtr.addr).returncode, 0)
+        self.assertNotEqual(run("--node", self.node.addr, "--tls-ca", f"{d}/ca.crt").returncode, 0)
+        # Bad TLS flags are usage errors.
+        self.assertEqual(run("--node", self.node.addr, "--tls-cert", f"{d}/client.crt").returncode, 2)
+        self.assertEqual(run("--node", self.node.addr, "--tls-ca", f"{d}/nope.pem").returncode, 2)
+        out = subprocess.run([cli, "replay", "--router", self.rtr.addr, "--trace", "builtin",
+                              "--limit", "50", "--tls-ca", f"{d}/ca.crt"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("replayed 50 requests", out.stdout)
+
 
 class LoggedDaemon(Node):
     """A daemon whose stderr (its log) is collected, to see reloads."""
