@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 py=/usr/bin/python3  # Debian's, with python3-yaml
 
 if command -v kubectl >/dev/null; then
-  for k in base overlays/production overlays/kv-bytes overlays/tls; do
+  for k in base overlays/production overlays/kv-bytes overlays/tls overlays/gateway; do
     kubectl kustomize "$root/deploy/k8s/$k" >"$tmp/$(basename "$k").yaml" && ok || bad "kustomize $k"
   done
 else
@@ -27,7 +27,8 @@ else
   bad "yamllint not installed"
 fi
 if [[ -s "$tmp/base.yaml" ]]; then
-  "$py" - "$tmp/base.yaml" "$tmp/kv-bytes.yaml" "$tmp/production.yaml" "$tmp/tls.yaml" <<'PY' && ok || bad "rendered manifests"
+  "$py" - "$tmp/base.yaml" "$tmp/kv-bytes.yaml" "$tmp/production.yaml" "$tmp/tls.yaml" \
+    "$tmp/gateway.yaml" <<'PY' && ok || bad "rendered manifests"
 import sys, yaml
 docs = lambda p: [d for d in yaml.safe_load_all(open(p)) if d]
 base = docs(sys.argv[1])
@@ -89,6 +90,19 @@ for kind, name in (("StatefulSet", "radixmesh-node"), ("Deployment", "radixmesh-
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 node_env = one("StatefulSet", "radixmesh-node", tls)["spec"]["template"]["spec"]["containers"][0]["env"]
 assert {"name": "RADIXMESH_REQUIRE_CLIENT_CERT", "value": "true"} in node_env
+# Gateway mode: the worker is a sidecar of its node, named by loopback; the
+# routers serve HTTP on 8080 and may reach the workers' port.
+gw = docs(sys.argv[5])
+assert one("ConfigMap", "radixmesh-config", gw)["data"]["RADIXMESH_WORKER_URL"] == "http://127.0.0.1:8000"
+gpod = one("StatefulSet", "radixmesh-node", gw)["spec"]["template"]["spec"]
+names = [c["name"] for c in gpod["containers"]]
+assert names == ["node", "worker"], names
+assert gpod["containers"][1]["ports"] == [{"name": "openai", "containerPort": 8000}]
+gdep = one("Deployment", "radixmesh-router", gw)["spec"]["template"]["spec"]["containers"][0]
+assert "--gateway=0.0.0.0:8080" in gdep["args"]
+assert {"name": "gateway", "port": 8080, "targetPort": "gateway"} in one("Service", "radixmesh-router", gw)["spec"]["ports"]
+gnp = one("NetworkPolicy", "radixmesh-node", gw)["spec"]["ingress"]
+assert any(r["ports"] == [{"port": 8000, "protocol": "TCP"}] and r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "radixmesh-router" for r in gnp)
 PY
 fi
 
