@@ -1,5 +1,7 @@
 #include "flags.h"
 
+#include "log.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -379,6 +381,21 @@ int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **a
         return -1;
     }
     *block = (char *)fargv;
+    return 0;
+}
+
+int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, char **argv,
+                           rm_flagset *out, char **block, const char *module)
+{
+    char err[512];
+    if (!path) {
+        rm_log(RM_LOG_WARN, module, "SIGHUP ignored: no --config file to reload");
+        return -1;
+    }
+    if (rm_flags_reload(live, path, argc, argv, out, block, err, sizeof err)) {
+        rm_log(RM_LOG_ERROR, module, "config reload rejected, keeping the old one: %s", err);
+        return -1;
+    }
     return 0;
 }
 

@@ -73,6 +73,12 @@ void *rm_flags_value(const rm_flagset *fs, const char *name);
 int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **argv,
                     rm_flagset *out, char **block, char *err, size_t errlen);
 
+/* rm_flags_reload for a daemon's SIGHUP: logs under module why nothing
+ * was reloaded (no config file, or the file's error) and returns -1, or 0
+ * with *out and *block as rm_flags_reload. */
+int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, char **argv,
+                           rm_flagset *out, char **block, const char *module);
+
 /* Applies a config file at start: the file, then the command line again.
  * Exits 2 with usage on any error. Returns the file's block (keep it: string
  * values point into it). */

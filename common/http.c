@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "flags.h"
 #include "log.h"
 #include "util.h"
 
@@ -144,13 +145,6 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    buf->base = rm_xmalloc(suggested);
-    buf->len = suggested;
-}
-
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = s->data;
@@ -182,7 +176,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
 }
 
 /* Closes every handle so uv_run returns: the listener and the wake-up
@@ -210,46 +204,62 @@ static void *run(void *p)
     return NULL;
 }
 
+int rm_uv_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *host_port, int backlog,
+                 uv_connection_cb cb, char *err, size_t errlen)
+{
+    char host[256];
+    int p;
+    struct sockaddr_in addr;
+    if (rm_parse_hostport(host_port, host, sizeof host, &p) != 0) {
+        snprintf(err, errlen, "expected HOST:PORT, got '%s'", host_port);
+        return -1;
+    }
+    if (uv_ip4_addr(host, p, &addr) != 0) {
+        snprintf(err, errlen, "'%s' is not an IPv4 address", host);
+        return -1;
+    }
+    uv_loop_init(loop);
+    uv_tcp_init(loop, tcp);
+    int rc = uv_tcp_bind(tcp, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)tcp, backlog, cb);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", host_port, uv_strerror(rc));
+        uv_close((uv_handle_t *)tcp, NULL);
+        uv_run(loop, UV_RUN_DEFAULT);
+        uv_loop_close(loop);
+        return -1;
+    }
+    struct sockaddr_in bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(tcp, (struct sockaddr *)&bound, &len);
+    return ntohs(bound.sin_port);
+}
+
+void rm_uv_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    buf->base = rm_xmalloc(suggested);
+    buf->len = suggested;
+}
+
 rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, void *ctx, int *port,
                               char *err, size_t errlen)
 {
-    char host[256];
-    const char *colon = strrchr(host_port, ':');
-    if (!colon || colon == host_port || (size_t)(colon - host_port) >= sizeof host) {
-        snprintf(err, errlen, "expected HOST:PORT, got '%s'", host_port);
-        return NULL;
-    }
-    snprintf(host, sizeof host, "%.*s", (int)(colon - host_port), host_port);
-    struct sockaddr_in addr;
-    if (uv_ip4_addr(host, atoi(colon + 1), &addr) != 0) {
-        snprintf(err, errlen, "'%s' is not an IPv4 address", host);
-        return NULL;
-    }
     rm_http_server *s = rm_xcalloc(1, sizeof *s);
     s->handler = handler;
     s->ctx = ctx;
     s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
     s->settings.on_message_complete = on_message_complete;
-    uv_loop_init(&s->loop);
-    s->loop.data = s;
-    uv_tcp_init(&s->loop, &s->listener);
-    s->listener.data = s;
-    int rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", host_port, uv_strerror(rc));
-        uv_close((uv_handle_t *)&s->listener, NULL);
-        uv_run(&s->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&s->loop);
+    int p = rm_uv_listen(&s->loop, &s->listener, host_port, 128, on_connection, err, errlen);
+    if (p < 0) {
         free(s);
         return NULL;
     }
-    struct sockaddr_in bound;
-    int len = sizeof bound;
-    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
-    *port = ntohs(bound.sin_port);
+    s->loop.data = s; /* set once initialised; nothing runs before uv_run */
+    s->listener.data = s;
+    *port = p;
     uv_async_init(&s->loop, &s->stop, on_stop);
     s->stop.data = s;
     pthread_create(&s->thread, NULL, run, s);

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <uv.h>
 
 typedef struct rm_http_response {
     int status;
@@ -33,6 +34,16 @@ rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, vo
  * scripts read, as with LISTENING). NULL on failure. */
 rm_http_server *rm_http_start_announced(const char *host_port, rm_http_handler handler, void *ctx,
                                         const char *module);
+
+/* For libuv servers (this one and the gateway): initialises loop and tcp on
+ * it, binds IPv4 host_port and listens with cb. Returns the bound port, or
+ * -1 with a reason in err (the loop is then closed again). */
+int rm_uv_listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *host_port, int backlog,
+                 uv_connection_cb cb, char *err, size_t errlen);
+
+/* libuv read-buffer allocator: malloc'd buffers that the read callback
+ * frees. */
+void rm_uv_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* Stops serving, closes connections and joins the thread. */
 void rm_http_stop(rm_http_server *s);

@@ -10,6 +10,16 @@
 
 #define MAX_MSG (64 * 1024 * 1024)
 
+void rm_rpc_reconnect_args(grpc_arg args[2])
+{
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[0].value.integer = 2000;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[1].value.integer = 1000;
+}
+
 int rm_rpc_client_init(rm_rpc_client *c, const char *target)
 {
     return rm_rpc_client_init_tls(c, target, NULL);
@@ -25,12 +35,7 @@ int rm_rpc_client_init_tls(rm_rpc_client *c, const char *target, const rm_tls *t
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = MAX_MSG;
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[2].value.integer = 2000;
-    args[3].type = GRPC_ARG_INTEGER;
-    args[3].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-    args[3].value.integer = 1000;
+    rm_rpc_reconnect_args(args + 2);
     grpc_channel_args ca = {4, args};
     grpc_channel_credentials *creds = rm_tls_channel_creds(tls);
     c->ch = grpc_channel_create(target, creds, &ca);

@@ -35,6 +35,13 @@ typedef struct rm_rpc_client {
     int wait_for_ready;
 } rm_rpc_client;
 
+/* Fills two channel args that cap gRPC's reconnect backoff at 2 s and its
+ * connect timeout at 1 s: a server back from a restart or a network cut is
+ * found again within seconds, not after gRPC's default of up to two
+ * minutes (and an attempt begun while it was unreachable does not wait out
+ * the 20 s minimum). */
+void rm_rpc_reconnect_args(grpc_arg args[2]);
+
 /* Connects (lazily) to target "host:port" without TLS. Max message sizes
  * are raised to 64 MiB so million-token requests fit; reconnect backoff is
  * capped at 2 s so a restarted server is found again quickly. Returns 0 or

@@ -93,23 +93,25 @@ static void on_hup(int sig)
         *hup_flag = 1;
 }
 
+static void on_signal(int sig, void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigaction(sig, &sa, NULL);
+}
+
 void rm_install_hup_flag(volatile int *flag)
 {
     hup_flag = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_hup;
-    sigaction(SIGHUP, &sa, NULL);
+    on_signal(SIGHUP, on_hup);
 }
 
 void rm_install_term_flag(volatile int *flag)
 {
     term_flag = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_term;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    on_signal(SIGTERM, on_term);
+    on_signal(SIGINT, on_term);
     signal(SIGPIPE, SIG_IGN);
 }
 

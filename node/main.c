@@ -36,16 +36,10 @@ typedef struct daemon_state {
  * level, request and lease limits). An invalid file changes nothing. */
 static void reload(daemon_state *d)
 {
-    if (!d->config) {
-        rm_log(RM_LOG_WARN, "node", "SIGHUP ignored: no --config file to reload");
-        return;
-    }
     rm_flagset next;
     char *block, err[512];
-    if (rm_flags_reload(d->fs, d->config, d->argc, d->argv, &next, &block, err, sizeof err)) {
-        rm_log(RM_LOG_ERROR, "node", "config reload rejected, keeping the old one: %s", err);
+    if (rm_flags_reload_logged(d->fs, d->config, d->argc, d->argv, &next, &block, "node"))
         return;
-    }
     const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
     uint64_t max_req = *(uint64_t *)rm_flags_value(&next, "max-request-tokens");
     uint64_t max_leases = *(uint64_t *)rm_flags_value(&next, "max-leases");

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "flags.h"
+#include "http.h"
 #include "log.h"
 #include "openai.h"
 #include "util.h"
@@ -523,13 +524,6 @@ static void conn_feed(gw_conn *c, const char *data, size_t len)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    buf->base = rm_xmalloc(suggested);
-    buf->len = suggested;
-}
-
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     gw_conn *c = s->data;
@@ -597,7 +591,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->parser.data = c;
     c->state = CS_IDLE;
     uv_timer_start(&c->timer, on_conn_timer, g->cfg.client_timeout_ms, 0);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_client_read);
+    uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_client_read);
 }
 
 /* ---- requests ---------------------------------------------------------------- */
@@ -1045,7 +1039,7 @@ static void on_up_connected(uv_connect_t *cr, int status)
         &u->timer, on_up_timer,
         u->kind == UP_SCRAPE ? u->g->cfg.connect_timeout_ms * 2 : u->g->cfg.upstream_timeout_ms,
         u->kind == UP_SCRAPE ? u->g->cfg.connect_timeout_ms * 2 : u->g->cfg.upstream_timeout_ms);
-    uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
+    uv_read_start((uv_stream_t *)&u->tcp, rm_uv_alloc, on_up_read);
 }
 
 static void up_connect_addr(gw_up *u, const struct sockaddr *addr)
@@ -1213,17 +1207,6 @@ static void *gateway_thread(void *arg)
 rm_gateway *rm_gateway_start(const rm_gateway_config *cfg, rm_router *r, int *port, char *err,
                              size_t errlen)
 {
-    char host[256];
-    int p;
-    if (rm_parse_hostport(cfg->listen, host, sizeof host, &p) != 0) {
-        snprintf(err, errlen, "expected HOST:PORT, got '%s'", cfg->listen);
-        return NULL;
-    }
-    struct sockaddr_in addr;
-    if (uv_ip4_addr(host, p, &addr) != 0) {
-        snprintf(err, errlen, "'%s' is not an IPv4 address", host);
-        return NULL;
-    }
     rm_gateway *g = rm_xcalloc(1, sizeof *g);
     g->cfg = *cfg;
     g->router = r;
@@ -1241,26 +1224,15 @@ rm_gateway *rm_gateway_start(const rm_gateway_config *cfg, rm_router *r, int *po
     g->resp_settings.on_headers_complete = on_up_headers_complete;
     g->resp_settings.on_body = on_up_body;
     g->resp_settings.on_message_complete = on_up_complete;
-    uv_loop_init(&g->loop);
-    uv_tcp_init(&g->loop, &g->listener);
-    g->listener.data = g;
-    int rc = uv_tcp_bind(&g->listener, (const struct sockaddr *)&addr, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&g->listener, 511, on_connection);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
-        uv_close((uv_handle_t *)&g->listener, NULL);
-        uv_run(&g->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&g->loop);
+    int p = rm_uv_listen(&g->loop, &g->listener, cfg->listen, 511, on_connection, err, errlen);
+    if (p < 0) {
         pthread_mutex_destroy(&g->mu);
         free(g);
         return NULL;
     }
+    g->listener.data = g; /* set once initialised; nothing runs before uv_run */
     g->listening = 1;
-    struct sockaddr_in bound;
-    int len = sizeof bound;
-    uv_tcp_getsockname(&g->listener, (struct sockaddr *)&bound, &len);
-    *port = ntohs(bound.sin_port);
+    *port = p;
     uv_async_init(&g->loop, &g->wake, on_wake);
     g->wake.data = g;
     uv_timer_init(&g->loop, &g->scrape_timer);

@@ -111,16 +111,10 @@ typedef struct daemon_state {
  * invalid file changes nothing. */
 static void reload(daemon_state *d)
 {
-    if (!d->config) {
-        rm_log(RM_LOG_WARN, "router", "SIGHUP ignored: no --config file to reload");
-        return;
-    }
     rm_flagset next;
     char *block, err[512];
-    if (rm_flags_reload(d->fs, d->config, d->argc, d->argv, &next, &block, err, sizeof err)) {
-        rm_log(RM_LOG_ERROR, "router", "config reload rejected, keeping the old one: %s", err);
+    if (rm_flags_reload_logged(d->fs, d->config, d->argc, d->argv, &next, &block, "router"))
         return;
-    }
     const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
     const char *nodes = *(const char **)rm_flags_value(&next, "nodes");
     double load_factor = *(double *)rm_flags_value(&next, "load-factor");

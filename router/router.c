@@ -19,6 +19,7 @@
 #include "radixmesh.pb.h"
 #include "flags.h"
 #include "ring.h"
+#include "rpc_client.h"
 #include "tls.h"
 #include "util.h"
 
@@ -226,16 +227,7 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = 64 << 20;
-    /* A node back from a network cut or restart should rejoin within
-     * seconds, not after gRPC's default backoff of up to two minutes. */
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[1].value.integer = 2000;
-    /* Also the connect timeout: an attempt started while the node was
-     * unreachable would otherwise wait out gRPC's 20 s minimum. */
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-    args[2].value.integer = 1000;
+    rm_rpc_reconnect_args(args + 1); /* a node back from a cut rejoins fast */
     grpc_channel_args ca = {3, args};
     grpc_channel_credentials *creds = rm_tls_channel_creds(r->cfg.node_tls);
     n->ch = grpc_channel_create(address, creds, &ca);
