@@ -60,6 +60,13 @@ static double sample_value(const char *p, const char *end, const char **name, si
     return n && *stop == '\0' ? v : NAN;
 }
 
+/* A counter's value as an integer: a page may claim anything, and casting
+ * a double beyond 2^64 (or infinity, from a sum) is undefined. */
+static uint64_t to_u64(double v)
+{
+    return v >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)v;
+}
+
 int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
 {
     double sum[3] = {0, 0, 0};
@@ -82,8 +89,8 @@ int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
         p = le + 1;
     }
     f->has_counts = seen[M_HITS] && seen[M_QUERIES];
-    f->hit_tokens = f->has_counts ? (uint64_t)sum[M_HITS] : 0;
-    f->query_tokens = f->has_counts ? (uint64_t)sum[M_QUERIES] : 0;
+    f->hit_tokens = f->has_counts ? to_u64(sum[M_HITS]) : 0;
+    f->query_tokens = f->has_counts ? to_u64(sum[M_QUERIES]) : 0;
     if (f->has_counts && f->query_tokens)
         f->hit_rate = (double)f->hit_tokens / (double)f->query_tokens;
     else if (rates)

@@ -327,7 +327,13 @@ int main(int argc, char **argv)
         /* Allocator noise and gRPC's buffers: a few MiB or 10%, whichever
          * is larger. A leak per request would be far above it. */
         long allowed = before / 10 > 8192 ? before / 10 : 8192;
+#if defined(__SANITIZE_ADDRESS__)
+        /* ASan holds freed memory in its quarantine (up to 256 MiB): RSS
+         * grows by design there. The release and TSan runs check it. */
+        (void)allowed;
+#else
         CHECK(after - before <= allowed);
+#endif
         if (after - before > growth_max)
             growth_max = after - before;
     }

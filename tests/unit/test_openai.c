@@ -127,6 +127,13 @@ static void test_worker_metrics(void)
     CHECK_EQ(rm_worker_metrics_parse(sgl, strlen(sgl), &f), 1);
     CHECK_EQ(f.has_counts, 0);
     CHECK(f.hit_rate > 0.3749 && f.hit_rate < 0.3751);
+    /* Absurd counters (found by fuzz_gateway) saturate instead of
+     * overflowing the conversion. */
+    const char *huge = "vllm:prefix_cache_hits_total 2.9e62\n"
+                       "vllm:prefix_cache_queries_total 1e308\n"
+                       "vllm:prefix_cache_queries_total 1e308\n";
+    CHECK_EQ(rm_worker_metrics_parse(huge, strlen(huge), &f), 1);
+    CHECK(f.hit_tokens == UINT64_MAX && f.query_tokens == UINT64_MAX);
     const char *none = "up 1\nvllm:prefix_cache_hits_total{x=\"unterminated 5\n";
     CHECK_EQ(rm_worker_metrics_parse(none, strlen(none), &f), 0);
     CHECK(f.hit_rate < 0);
