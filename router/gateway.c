@@ -48,6 +48,7 @@ typedef struct gw_up gw_up;
  * metrics publisher: relaxed atomics. */
 typedef struct gw_counters {
     uint64_t requests, by_class[6], retries, client_gone, upstream_failures, active, connections;
+    uint64_t paused;
 } gw_counters;
 
 #define COUNT(g, field)   __atomic_fetch_add(&(g)->c.field, 1, __ATOMIC_RELAXED)
@@ -145,6 +146,7 @@ static void conn_close(gw_conn *c);
 static void conn_next(gw_conn *c);
 static void up_close(gw_up *u);
 static void route(gw_req *q);
+static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void req_finish(gw_req *q, int ok, int worker_failed);
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -272,7 +274,7 @@ static void on_client_written(uv_write_t *w, int status)
     if (q && q->up && q->up->paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_LOW_WATER) {
         q->up->paused = 0;
-        uv_read_start((uv_stream_t *)&q->up->tcp, NULL, NULL);
+        uv_read_start((uv_stream_t *)&q->up->tcp, rm_uv_alloc, on_up_read);
     }
 }
 
@@ -913,6 +915,7 @@ static int on_up_body(http_parser *p, const char *at, size_t len)
     if (!q->conn->closing &&
         uv_stream_get_write_queue_size((uv_stream_t *)&q->conn->tcp) > WRITE_HIGH_WATER) {
         u->paused = 1;
+        COUNT(u->g, paused);
         uv_read_stop((uv_stream_t *)&u->tcp);
     }
     return 0;
@@ -1271,6 +1274,7 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
     c.upstream_failures = __atomic_load_n(&g->c.upstream_failures, __ATOMIC_RELAXED);
     c.active = __atomic_load_n(&g->c.active, __ATOMIC_RELAXED);
     c.connections = __atomic_load_n(&g->c.connections, __ATOMIC_RELAXED);
+    c.paused = __atomic_load_n(&g->c.paused, __ATOMIC_RELAXED);
     rm_sbuf_printf(&b,
                    "# HELP radixmesh_gateway_requests_total HTTP requests the gateway read.\n"
                    "# TYPE radixmesh_gateway_requests_total counter\n"
@@ -1292,6 +1296,8 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
          "Requests whose client left before the end (upstream cancelled).", c.client_gone},
         {"radixmesh_gateway_upstream_failures_total", "counter",
          "Requests that failed at the worker after the retry.", c.upstream_failures},
+        {"radixmesh_gateway_backpressure_pauses_total", "counter",
+         "Times a slow client paused a worker's stream.", c.paused},
         {"radixmesh_gateway_active_requests", "gauge", "Requests in progress.", c.active},
         {"radixmesh_gateway_connections", "gauge", "Open client connections.", c.connections},
     };

@@ -136,6 +136,22 @@ def make_handler(state):
                 return
             body = json.loads(raw)
             state.account(state.prompt_text(body))
+            if body.get("fake_bytes"):  # a large streamed body, deterministic bytes
+                n = int(body["fake_bytes"])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                block = bytes(range(256)) * 256  # 64 KiB
+                try:
+                    for off in range(0, n, len(block)):
+                        part = block[: min(len(block), n - off)]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.write(b"0\r\n\r\n")
+                    rec["outcome"] = "done"
+                except (BrokenPipeError, ConnectionResetError):
+                    rec["outcome"] = "cancelled"
+                return
             if not body.get("stream"):
                 rec["outcome"] = "done"
                 self.send_json(200, {"id": "cmpl-1", "object": "text_completion", "worker": state.name,

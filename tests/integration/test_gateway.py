@@ -8,6 +8,7 @@ Every wait polls with a deadline; every process binds 127.0.0.1 on a free
 port and is stopped at the end.
 """
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -333,6 +334,43 @@ class GatewayTest(unittest.TestCase):
                 self.c.worker(n, "POST", "/_control", {"hold": False, "release": True})
         poll("no request left in flight",
              lambda: self.c.metric("radixmesh_gateway_active_requests") == 0)
+
+    def test_3b_slow_client_backpressure(self):
+        """A client that does not read pauses the worker's stream (bounded
+        memory in the gateway); once it reads, every byte arrives intact."""
+        n = 24 << 20
+        host, port = self.c.gateway.rsplit(":", 1)
+        body = json.dumps({"model": "m", "prompt": "big", "fake_bytes": n}).encode()
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        paused = self.c.metric("radixmesh_gateway_backpressure_pauses_total")
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        # Nothing is read until the gateway has paused the worker.
+        poll("the gateway to pause the worker",
+             lambda: self.c.metric("radixmesh_gateway_backpressure_pauses_total") > paused, 30)
+        got = bytearray()
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        head, _, rest = bytes(got).partition(b"\r\n\r\n")
+        self.assertIn(b"200", head.split(b"\r\n")[0])
+        out, pos = bytearray(), 0
+        while True:  # de-chunk
+            eol = rest.index(b"\r\n", pos)
+            size = int(rest[pos:eol], 16)
+            if size == 0:
+                break
+            out += rest[eol + 2:eol + 2 + size]
+            pos = eol + 2 + size + 2
+        self.assertEqual(len(out), n)
+        block = bytes(range(256)) * 256
+        self.assertEqual(bytes(out[:len(block)]), block)
+        self.assertEqual(hashlib.sha256(out).hexdigest(),
+                         hashlib.sha256((block * (n // len(block) + 1))[:n]).hexdigest())
 
     def test_4_bad_requests(self):
         status, headers, body = post(self.gw, "/v1/completions", "{not json")
