@@ -21,6 +21,8 @@
 #define MAX_SCRAPE_BYTES  (8u << 20)
 #define WRITE_HIGH_WATER  (4u << 20) /* stop reading the worker above this */
 #define WRITE_LOW_WATER   (1u << 20)
+#define MAX_IDLE_UPSTREAM 64    /* kept-alive worker connections in all */
+#define IDLE_UPSTREAM_MS  15000 /* closed after this long unused */
 
 void rm_gateway_config_defaults(rm_gateway_config *c)
 {
@@ -48,7 +50,7 @@ typedef struct gw_up gw_up;
  * metrics publisher: relaxed atomics. */
 typedef struct gw_counters {
     uint64_t requests, by_class[6], retries, client_gone, upstream_failures, active, connections;
-    uint64_t paused;
+    uint64_t paused, connects, idle;
 } gw_counters;
 
 #define COUNT(g, field)   __atomic_fetch_add(&(g)->c.field, 1, __ATOMIC_RELAXED)
@@ -74,6 +76,8 @@ struct rm_gateway {
     uint32_t nconns;
     gw_conn *conns; /* open client connections */
     gw_up *ups;     /* open worker connections */
+    gw_up *idle;    /* kept-alive worker connections, newest first */
+    uint32_t nidle;
     size_t scrapes;
     gw_counters c;
 };
@@ -139,7 +143,10 @@ struct gw_up {
     hdr_acc hdrs;
     char reason[64];
     int status, connected, complete, retry_asked, paused;
-    gw_up *prev, *next; /* g->ups while open */
+    int reused;                   /* taken from the idle pool for this request */
+    int idle;                     /* in g->idle, waiting for the next request to its worker */
+    gw_up *prev, *next;           /* g->ups while open */
+    gw_up *idle_prev, *idle_next; /* g->idle while idle */
 };
 
 static void conn_close(gw_conn *c);
@@ -147,6 +154,9 @@ static void conn_next(gw_conn *c);
 static void up_close(gw_up *u);
 static void route(gw_req *q);
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void up_failed(gw_up *u, int worker_failed, const char *why);
+static void idle_put(gw_up *u);
+static gw_up *up_start(rm_gateway *g, up_kind kind, const char *host, int port, gw_req *q);
 static void req_finish(gw_req *q, int ok, int worker_failed);
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -779,12 +789,28 @@ static void on_up_handle_closed(uv_handle_t *h)
 
 static void scrape_done(gw_up *u);
 
+static void idle_del(gw_up *u)
+{
+    rm_gateway *g = u->g;
+    if (u->idle_prev)
+        u->idle_prev->idle_next = u->idle_next;
+    else
+        g->idle = u->idle_next;
+    if (u->idle_next)
+        u->idle_next->idle_prev = u->idle_prev;
+    u->idle = 0;
+    g->nidle--;
+    __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
+}
+
 static void up_close(gw_up *u)
 {
     if (u->closing)
         return;
     u->closing = 1;
     LIST_DEL(u->g->ups, u);
+    if (u->idle)
+        idle_del(u);
     if (u->kind == UP_SCRAPE)
         scrape_done(u);
     uv_timer_stop(&u->timer);
@@ -806,6 +832,12 @@ static void up_failed(gw_up *u, int worker_failed, const char *why)
         return;
     q->up = NULL;
     u->req = NULL;
+    if (u->reused && worker_failed && u->status == 0 && !q->sent_head && q->conn) {
+        /* A kept-alive connection the worker had closed meanwhile: not the
+         * worker's failure. The same worker, on a new connection. */
+        q->up = up_start(u->g, UP_FORWARD, u->host, u->port, q);
+        return;
+    }
     char msg[384];
     snprintf(msg, sizeof msg, "worker %s:%d: %s", u->host, u->port, why);
     retry_or_fail(q, worker_failed ? 502 : strstr(why, "silent") ? 504 : 502, msg, worker_failed);
@@ -815,7 +847,9 @@ static void on_up_timer(uv_timer_t *t)
 {
     gw_up *u = t->data;
     char why[96];
-    if (!u->connected) {
+    if (u->idle) {
+        up_close(u);
+    } else if (!u->connected) {
         up_failed(u, 1, "connect timed out");
     } else {
         snprintf(why, sizeof why, "silent for %u ms", u->g->cfg.upstream_timeout_ms);
@@ -941,6 +975,15 @@ static int on_up_complete(http_parser *p)
     if (q->chunked_out && q->conn)
         client_write(q->conn, rm_xstrndup("0\r\n\r\n", 5), 5);
     int ok = u->status >= 200 && u->status < 300;
+    rm_gateway *g = u->g;
+    if (http_should_keep_alive(p) && !u->paused && u->status >= 200 && !g->draining &&
+        g->nidle < MAX_IDLE_UPSTREAM) {
+        q->up = NULL; /* the connection outlives the request */
+        u->req = NULL;
+        req_finish(q, ok, 0);
+        idle_put(u);
+        return 0;
+    }
     req_finish(q, ok, 0);
     return 0;
 }
@@ -948,7 +991,11 @@ static int on_up_complete(http_parser *p)
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     gw_up *u = s->data;
-    if (u->closing) {
+    if (u->closing || u->idle) {
+        /* Anything from an idle worker connection (its close, most likely)
+         * ends it: it no longer carries a response we wait for. */
+        if (!u->closing)
+            up_close(u);
         free(buf->base);
         return;
     }
@@ -990,17 +1037,10 @@ static void on_up_written(uv_write_t *w, int status)
     free(wr);
 }
 
-static void on_up_connected(uv_connect_t *cr, int status)
+/* Sends the request (or the scrape) on u's open connection and reads the
+ * response. */
+static void up_send(gw_up *u)
 {
-    gw_up *u = cr->data;
-    if (u->closing)
-        return;
-    if (status < 0) {
-        up_failed(u, 1, uv_strerror(status));
-        return;
-    }
-    u->connected = 1;
-    uv_tcp_nodelay(&u->tcp, 1);
     rm_sbuf head = {0};
     uv_buf_t bufs[2];
     int nb = 1;
@@ -1010,7 +1050,8 @@ static void on_up_connected(uv_connect_t *cr, int status)
     } else {
         gw_req *q = u->req;
         q->state = RQ_WAITING;
-        rm_sbuf_printf(&head, "%sHost: %s:%d\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+        rm_sbuf_printf(&head,
+                       "%sHost: %s:%d\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
                        q->head, u->host, u->port, q->body_len);
         if (q->body_len)
             bufs[nb++] = uv_buf_init(q->body, (unsigned)q->body_len);
@@ -1038,11 +1079,60 @@ static void on_up_connected(uv_connect_t *cr, int status)
     }
     http_parser_init(&u->parser, HTTP_RESPONSE);
     u->parser.data = u;
-    uv_timer_start(
-        &u->timer, on_up_timer,
-        u->kind == UP_SCRAPE ? u->g->cfg.connect_timeout_ms * 2 : u->g->cfg.upstream_timeout_ms,
-        u->kind == UP_SCRAPE ? u->g->cfg.connect_timeout_ms * 2 : u->g->cfg.upstream_timeout_ms);
-    uv_read_start((uv_stream_t *)&u->tcp, rm_uv_alloc, on_up_read);
+    uint32_t t =
+        u->kind == UP_SCRAPE ? u->g->cfg.connect_timeout_ms * 2 : u->g->cfg.upstream_timeout_ms;
+    uv_timer_start(&u->timer, on_up_timer, t, t);
+    if (!u->reused) /* a pooled connection never stopped reading */
+        uv_read_start((uv_stream_t *)&u->tcp, rm_uv_alloc, on_up_read);
+}
+
+static void on_up_connected(uv_connect_t *cr, int status)
+{
+    gw_up *u = cr->data;
+    if (u->closing)
+        return;
+    if (status < 0) {
+        up_failed(u, 1, uv_strerror(status));
+        return;
+    }
+    u->connected = 1;
+    uv_tcp_nodelay(&u->tcp, 1);
+    up_send(u);
+}
+
+/* ---- the keep-alive pool towards workers ----------------------------------- */
+
+/* An idle connection to host:port, taken out of the pool for q, or NULL. */
+static gw_up *idle_take(rm_gateway *g, const char *host, int port, gw_req *q)
+{
+    for (gw_up *u = g->idle; u; u = u->idle_next) {
+        if (u->port != port || strcmp(u->host, host) != 0)
+            continue;
+        idle_del(u);
+        u->req = q;
+        u->reused = 1;
+        u->status = u->complete = u->retry_asked = 0;
+        u->reason[0] = '\0';
+        hdr_reset(&u->hdrs);
+        return u;
+    }
+    return NULL;
+}
+
+/* Keeps u (its response complete, nobody attached) for the next request
+ * to its worker. */
+static void idle_put(gw_up *u)
+{
+    rm_gateway *g = u->g;
+    u->idle = 1;
+    u->idle_prev = NULL;
+    u->idle_next = g->idle;
+    if (g->idle)
+        g->idle->idle_prev = u;
+    g->idle = u;
+    g->nidle++;
+    __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
+    uv_timer_start(&u->timer, on_up_timer, IDLE_UPSTREAM_MS, 0);
 }
 
 static void up_connect_addr(gw_up *u, const struct sockaddr *addr)
@@ -1083,6 +1173,8 @@ static gw_up *up_start(rm_gateway *g, up_kind kind, const char *host, int port, 
     u->tcp.data = u->timer.data = u;
     u->open_handles = 2;
     LIST_ADD(g->ups, u);
+    if (kind == UP_FORWARD)
+        COUNT(g, connects);
     uv_timer_start(&u->timer, on_up_timer, g->cfg.connect_timeout_ms, 0);
     struct sockaddr_in sa;
     if (uv_ip4_addr(host, port, &sa) == 0) {
@@ -1122,7 +1214,13 @@ static void handle_routed(rm_gateway *g, rm_route_job *job)
     }
     q->attempts++;
     q->state = RQ_CONNECTING;
-    q->up = up_start(g, UP_FORWARD, job->worker_host, job->worker_port, q);
+    gw_up *u = idle_take(g, job->worker_host, job->worker_port, q);
+    if (u) {
+        q->up = u;
+        up_send(u);
+    } else {
+        q->up = up_start(g, UP_FORWARD, job->worker_host, job->worker_port, q);
+    }
 }
 
 static void scrape_done(gw_up *u)
@@ -1275,6 +1373,8 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
     c.active = __atomic_load_n(&g->c.active, __ATOMIC_RELAXED);
     c.connections = __atomic_load_n(&g->c.connections, __ATOMIC_RELAXED);
     c.paused = __atomic_load_n(&g->c.paused, __ATOMIC_RELAXED);
+    c.connects = __atomic_load_n(&g->c.connects, __ATOMIC_RELAXED);
+    c.idle = __atomic_load_n(&g->c.idle, __ATOMIC_RELAXED);
     rm_sbuf_printf(&b,
                    "# HELP radixmesh_gateway_requests_total HTTP requests the gateway read.\n"
                    "# TYPE radixmesh_gateway_requests_total counter\n"
@@ -1298,6 +1398,10 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
          "Requests that failed at the worker after the retry.", c.upstream_failures},
         {"radixmesh_gateway_backpressure_pauses_total", "counter",
          "Times a slow client paused a worker's stream.", c.paused},
+        {"radixmesh_gateway_upstream_connects_total", "counter",
+         "New connections to workers (requests reuse kept-alive ones).", c.connects},
+        {"radixmesh_gateway_idle_upstream_connections", "gauge",
+         "Kept-alive worker connections waiting for a request.", c.idle},
         {"radixmesh_gateway_active_requests", "gauge", "Requests in progress.", c.active},
         {"radixmesh_gateway_connections", "gauge", "Open client connections.", c.connections},
     };

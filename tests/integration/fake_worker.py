@@ -15,6 +15,7 @@ Prints "LISTENING 127.0.0.1:PORT" once it serves.
 import argparse
 import hashlib
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ class State:
         self.lock = threading.Lock()
         self.requests = []
         self.fail_status = 0
+        self.idle = set()  # connections waiting for their next request
         self.hold = False
         self.release = threading.Event()
         self.cache = set()
@@ -77,6 +79,20 @@ def make_handler(state):
             self.end_headers()
             self.wfile.write(data)
 
+        def handle_one_request(self):
+            with state.lock:
+                state.idle.add(self.connection)
+            try:
+                super().handle_one_request()
+            finally:
+                with state.lock:
+                    state.idle.discard(self.connection)
+
+        def parse_request(self):
+            with state.lock:  # a request arrived: no longer idle
+                state.idle.discard(self.connection)
+            return super().parse_request()
+
         def read_body(self):
             n = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(n) if n else b""
@@ -113,6 +129,12 @@ def make_handler(state):
                 with state.lock:
                     if "fail_status" in ctl:
                         state.fail_status = int(ctl["fail_status"])
+                    if ctl.get("close_idle"):  # as a worker's keep-alive timeout would
+                        for sock in list(state.idle):
+                            try:
+                                sock.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
                     if "hold" in ctl:
                         state.hold = bool(ctl["hold"])
                         state.release.clear()

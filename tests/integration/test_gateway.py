@@ -372,6 +372,25 @@ class GatewayTest(unittest.TestCase):
         self.assertEqual(hashlib.sha256(out).hexdigest(),
                          hashlib.sha256((block * (n // len(block) + 1))[:n]).hexdigest())
 
+    def test_3c_worker_connections_kept_alive(self):
+        """Requests reuse kept-alive worker connections; when workers close
+        them while idle, the gateway drops them and opens new ones."""
+        seen = self.c.metric("radixmesh_gateway_requests_total")
+        connects = self.c.fresh_metric("radixmesh_gateway_upstream_connects_total", seen)
+        for turn in range(20):
+            status, _, _ = post(self.gw, "/v1/chat/completions", chat_body(4242, 1))
+            self.assertEqual(status, 200)
+        more = self.c.fresh_metric("radixmesh_gateway_upstream_connects_total", seen + 20) - connects
+        self.assertLessEqual(more, 2, "20 requests to one worker should reuse its connection")
+        self.assertGreater(self.c.metric("radixmesh_gateway_idle_upstream_connections"), 0)
+        for n in ("n0", "n1", "n2"):
+            self.c.worker(n, "POST", "/_control", {"close_idle": True})
+        poll("the gateway to drop the closed connections",
+             lambda: self.c.metric("radixmesh_gateway_idle_upstream_connections") == 0)
+        for turn in range(5):
+            status, _, _ = post(self.gw, "/v1/chat/completions", chat_body(4243, 1))
+            self.assertEqual(status, 200)
+
     def test_4_bad_requests(self):
         status, headers, body = post(self.gw, "/v1/completions", "{not json")
         self.assertEqual(status, 400)
@@ -440,11 +459,12 @@ class GatewayTest(unittest.TestCase):
 
     def test_7_load_added_latency(self):
         """Bounded load: concurrent clients through the gateway vs straight
-        to one worker; prints the added latency."""
+        to the workers (client k to worker k % 3, the same spread); prints
+        the added latency."""
         seconds = ARGS.load_seconds
 
-        def run(addr, results, stop_at, n):
-            conn = http.client.HTTPConnection(addr, timeout=30)
+        def run(addrs, results, stop_at, n):
+            conn = http.client.HTTPConnection(addrs[n % len(addrs)], timeout=30)
             i = 0
             while time.monotonic() < stop_at:
                 body = {"model": "m", "prompt": f"load {n} {i} " + "words " * 50}
@@ -455,7 +475,8 @@ class GatewayTest(unittest.TestCase):
             conn.close()
 
         figures = {}
-        for name, addr in (("direct", self.c.worker_addr["n0"]), ("gateway", self.c.gateway)):
+        workers = [self.c.worker_addr[n] for n in ("n0", "n1", "n2")]
+        for name, addr in (("direct", workers), ("gateway", [self.c.gateway])):
             results = []
             stop_at = time.monotonic() + seconds
             threads = [threading.Thread(target=run, args=(addr, results, stop_at, k))
