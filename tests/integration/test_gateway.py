@@ -71,6 +71,7 @@ class Cluster:
                               "LISTENING")
             self.nodes[f"n{i}"] = proc
             node_list.append(f"n{i}={out['LISTENING']}")
+        self.node_list = ",".join(node_list)
         self.router, out = start(
             [ARGS.router, "--listen", "127.0.0.1:0", "--nodes", ",".join(node_list),
              "--http", "127.0.0.1:0", "--gateway", "127.0.0.1:0", "--log-level", "warn",
@@ -390,6 +391,34 @@ class GatewayTest(unittest.TestCase):
         for turn in range(5):
             status, _, _ = post(self.gw, "/v1/chat/completions", chat_body(4243, 1))
             self.assertEqual(status, 200)
+
+    def test_3d_client_timeouts(self):
+        """A second router with a short --gateway-client-timeout-ms: a request
+        that stalls mid-head gets 408 and the connection closes; an idle
+        keep-alive connection is closed too. The router itself exits 0."""
+        proc, out = start([ARGS.router, "--listen", "127.0.0.1:0", "--nodes", self.c.node_list,
+                           "--gateway", "127.0.0.1:0", "--gateway-client-timeout-ms", "300",
+                           "--log-level", "warn", "--shutdown-delay-ms", "0"], "GATEWAY")
+        try:
+            host, port = out["GATEWAY"].rsplit(":", 1)
+            s = socket.create_connection((host, int(port)), timeout=20)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+            got = b""
+            while True:  # the gateway answers, then closes
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            self.assertTrue(got.startswith(b"HTTP/1.1 408"), got[:100])
+            self.assertIn(b"did not arrive in time", got)
+            s = socket.create_connection((host, int(port)), timeout=20)
+            self.assertEqual(s.recv(1), b"")  # idle: closed without a word
+            s.close()
+        finally:
+            proc.terminate()
+            self.assertEqual(proc.wait(timeout=30), 0)
+            proc.stdout.close()
 
     def test_4_bad_requests(self):
         status, headers, body = post(self.gw, "/v1/completions", "{not json")
