@@ -399,6 +399,25 @@ int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, c
     return 0;
 }
 
+void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *const *applied,
+                    size_t napplied, const char *path, const char *module)
+{
+    for (size_t i = 0; i < napplied; i++)
+        for (int k = 0; k < live->nflags; k++) {
+            if (strcmp(live->flags[k].name, applied[i]) != 0)
+                continue;
+            size_t len = live->flags[k].type == RM_FLAG_U64      ? sizeof(uint64_t)
+                         : live->flags[k].type == RM_FLAG_DOUBLE ? sizeof(double)
+                         : live->flags[k].type == RM_FLAG_BOOL   ? sizeof(int)
+                                                                 : 0;
+            memcpy(live->flags[k].value, next->flags[k].value, len);
+        }
+    char restart[1024];
+    rm_flags_diff(live, next, restart, sizeof restart);
+    if (restart[0])
+        rm_log(RM_LOG_WARN, module, "changed in %s but applied only at restart: %s", path, restart);
+}
+
 char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, char **argv)
 {
     char err[512];

@@ -79,6 +79,14 @@ int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **a
 int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, char **argv,
                            rm_flagset *out, char **block, const char *module);
 
+/* After a daemon applied a reload: copies the values of the flags named in
+ * applied (numbers and booleans; a string flag's value points into the
+ * file's block, so the caller keeps its own copy) from next into live, then
+ * logs under module which flags still differ: those take effect only at a
+ * restart. */
+void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *const *applied,
+                    size_t napplied, const char *path, const char *module);
+
 /* Applies a config file at start: the file, then the command line again.
  * Exits 2 with usage on any error. Returns the file's block (keep it: string
  * values point into it). */

@@ -61,20 +61,12 @@ static void reload(daemon_state *d)
         rm_log_set_level(lvl);
         rm_node_set_limits(d->node, max_req, (uint32_t)max_leases, (uint32_t)ttl,
                            (uint32_t)max_ttl);
-        /* The live values follow, so what still differs needs a restart. */
-        snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
-        *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
-        for (size_t i = 0; i < RM_ARRAY_LEN(live); i++)
-            memcpy(rm_flags_value(d->fs, live[i]), rm_flags_value(&next, live[i]),
-                   sizeof(uint64_t));
-        char restart[1024];
-        rm_flags_diff(d->fs, &next, restart, sizeof restart);
         rm_log(RM_LOG_INFO, "node",
                "config reloaded from %s (log level %s, max %llu request tokens, %llu leases)",
                d->config, lvl_name, (unsigned long long)max_req, (unsigned long long)max_leases);
-        if (restart[0])
-            rm_log(RM_LOG_WARN, "node", "changed in %s but applied only at restart: %s", d->config,
-                   restart);
+        snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
+        *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
+        rm_flags_adopt(d->fs, &next, live, RM_ARRAY_LEN(live), d->config, "node");
     }
     rm_flags_scratch_free(&next);
     free(block);

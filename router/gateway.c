@@ -819,7 +819,9 @@ static void up_close(gw_up *u)
 }
 
 /* A transport failure or timeout of an upstream connection. */
-static void up_failed(gw_up *u, int worker_failed, const char *why)
+/* A worker connection that can no longer serve its request: the request
+ * goes to another worker or gets `status` (502, 504 after silence). */
+static void up_abandon(gw_up *u, int worker_failed, const char *why, int status)
 {
     if (u->kind == UP_SCRAPE) {
         u->report.reachable = 0;
@@ -840,7 +842,13 @@ static void up_failed(gw_up *u, int worker_failed, const char *why)
     }
     char msg[384];
     snprintf(msg, sizeof msg, "worker %s:%d: %s", u->host, u->port, why);
-    retry_or_fail(q, worker_failed ? 502 : strstr(why, "silent") ? 504 : 502, msg, worker_failed);
+    retry_or_fail(q, status, msg, worker_failed);
+}
+
+/* A transport failure of a worker connection (502 if nobody else serves). */
+static void up_failed(gw_up *u, int worker_failed, const char *why)
+{
+    up_abandon(u, worker_failed, why, 502);
 }
 
 static void on_up_timer(uv_timer_t *t)
@@ -853,7 +861,7 @@ static void on_up_timer(uv_timer_t *t)
         up_failed(u, 1, "connect timed out");
     } else {
         snprintf(why, sizeof why, "silent for %u ms", u->g->cfg.upstream_timeout_ms);
-        up_failed(u, 0, why);
+        up_abandon(u, 0, why, 504);
     }
 }
 
@@ -1009,15 +1017,7 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         } else if (u->retry_asked) {
             char why[96];
             snprintf(why, sizeof why, "answered %d", u->status);
-            gw_req *q = u->req;
-            u->req = NULL;
-            up_close(u);
-            if (q) {
-                q->up = NULL;
-                char msg[384];
-                snprintf(msg, sizeof msg, "worker %s:%d %s", u->host, u->port, why);
-                retry_or_fail(q, 502, msg, 0);
-            }
+            up_failed(u, 0, why);
         } else if (e != HPE_OK || done != len) {
             up_failed(u, 0, http_errno_description(e));
         } else if (nread == UV_EOF && !u->complete) {
@@ -1042,8 +1042,8 @@ static void on_up_written(uv_write_t *w, int status)
 static void up_send(gw_up *u)
 {
     rm_sbuf head = {0};
-    uv_buf_t bufs[2];
-    int nb = 1;
+    const char *body = NULL;
+    size_t body_len = 0;
     if (u->kind == UP_SCRAPE) {
         rm_sbuf_printf(&head, "GET /metrics HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n",
                        u->host, u->port);
@@ -1053,19 +1053,15 @@ static void up_send(gw_up *u)
         rm_sbuf_printf(&head,
                        "%sHost: %s:%d\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
                        q->head, u->host, u->port, q->body_len);
-        if (q->body_len)
-            bufs[nb++] = uv_buf_init(q->body, (unsigned)q->body_len);
+        body = q->body;
+        body_len = q->body_len;
     }
-    bufs[0] = uv_buf_init(head.p, (unsigned)head.len);
-    size_t total = 0;
-    for (int i = 0; i < nb; i++)
-        total += bufs[i].len;
-    char *all = rm_xmalloc(total ? total : 1);
-    size_t off = 0;
-    for (int i = 0; i < nb; i++) {
-        memcpy(all + off, bufs[i].base, bufs[i].len);
-        off += bufs[i].len;
-    }
+    /* One buffer the write owns: the request may end before it completes. */
+    size_t total = head.len + body_len;
+    char *all = rm_xmalloc(total);
+    memcpy(all, head.p, head.len);
+    if (body_len)
+        memcpy(all + head.len, body, body_len);
     free(head.p);
     write_req *wr = rm_xmalloc(sizeof *wr);
     wr->conn = NULL;
@@ -1345,14 +1341,20 @@ rm_gateway *rm_gateway_start(const rm_gateway_config *cfg, rm_router *r, int *po
     return g;
 }
 
-void rm_gateway_drain(rm_gateway *g)
+/* Raises one of the gateway's requests (want_drain, want_stop) from any
+ * thread and wakes its loop. */
+static void ask(rm_gateway *g, int *want)
 {
-    if (!g)
-        return;
     pthread_mutex_lock(&g->mu);
-    g->want_drain = 1;
+    *want = 1;
     pthread_mutex_unlock(&g->mu);
     uv_async_send(&g->wake);
+}
+
+void rm_gateway_drain(rm_gateway *g)
+{
+    if (g)
+        ask(g, &g->want_drain);
 }
 
 uint64_t rm_gateway_active(rm_gateway *g)
@@ -1416,10 +1418,7 @@ void rm_gateway_stop(rm_gateway *g)
 {
     if (!g)
         return;
-    pthread_mutex_lock(&g->mu);
-    g->want_stop = 1;
-    pthread_mutex_unlock(&g->mu);
-    uv_async_send(&g->wake);
+    ask(g, &g->want_stop);
     pthread_join(g->thread, NULL);
     uv_loop_close(&g->loop);
     pthread_mutex_destroy(&g->mu);

@@ -142,22 +142,15 @@ static void reload(daemon_state *d)
     } else {
         rm_log_set_level(lvl);
         rm_router_set_tuning(d->router, load_factor, (uint32_t)timeout, max_req);
-        /* The live values follow, so what still differs needs a restart. */
+        rm_log(RM_LOG_INFO, "router",
+               "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
+               d->config, changed, lvl_name, load_factor);
+        static const char *const live[] = {"load-factor", "call-timeout-ms", "max-request-tokens"};
         snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
         *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
         if (d->nodes)
             *(const char **)rm_flags_value(d->fs, "nodes") = d->nodes;
-        *(double *)rm_flags_value(d->fs, "load-factor") = load_factor;
-        *(uint64_t *)rm_flags_value(d->fs, "call-timeout-ms") = timeout;
-        *(uint64_t *)rm_flags_value(d->fs, "max-request-tokens") = max_req;
-        char restart[1024];
-        rm_flags_diff(d->fs, &next, restart, sizeof restart);
-        rm_log(RM_LOG_INFO, "router",
-               "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
-               d->config, changed, lvl_name, load_factor);
-        if (restart[0])
-            rm_log(RM_LOG_WARN, "router", "changed in %s but applied only at restart: %s",
-                   d->config, restart);
+        rm_flags_adopt(d->fs, &next, live, RM_ARRAY_LEN(live), d->config, "router");
     }
     rm_flags_scratch_free(&next);
     free(block);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../integration/cluster_wait.h"
 #include "../integration/daemon.h"
 #include "cache.h"
 #include "cache_client.h"
@@ -90,16 +91,7 @@ typedef struct result {
 
 static int healthy_all(rm_cache_client *cc, uint32_t want)
 {
-    long long deadline = td_now_ms() + 15000;
-    while (td_now_ms() < deadline) {
-        rm_cc_cluster c;
-        char msg[256];
-        int ok = rm_cc_cluster_stats(cc, &c, msg, sizeof msg) == 0 && c.cs.healthy_nodes == want;
-        rm_cc_cluster_free(&c);
-        if (ok)
-            return 1;
-    }
-    return 0;
+    return cw_wait_for(cc, cw_healthy_is, &want, 15000);
 }
 
 static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *key_mode,

@@ -22,6 +22,7 @@
 
 #include "cache_client.h"
 #include "check.h"
+#include "cluster_wait.h"
 #include "daemon.h"
 #include "util.h"
 
@@ -294,21 +295,8 @@ int main(int argc, char **argv)
     /* All nodes on the ring before the clock starts. */
     rm_cache_client cc;
     REQUIRE(rm_cc_init_router(&cc, router_addr, 5000) == 0);
-    long long deadline = td_now_ms() + 15000;
-    for (;;) {
-        rm_cc_cluster cl;
-        char msg[256];
-        int up = 0;
-        if (rm_cc_cluster_stats(&cc, &cl, msg, sizeof msg) == GRPC_STATUS_OK) {
-            up = (int)cl.cs.healthy_nodes;
-            rm_cc_cluster_free(&cl);
-        }
-        if (up == NODES)
-            break;
-        REQUIRE(td_now_ms() < deadline);
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* poll step, bounded by the deadline */
-    }
+    uint32_t all = NODES;
+    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &all, 15000));
 
     f.warm_s = seconds / 6 < 10 ? seconds / 6 : 10;
     double hit_a = run_phase("A. steady load", nclients, seconds, sample_rss, &f);
@@ -351,7 +339,7 @@ int main(int argc, char **argv)
     rm_cc_close(&cc);
     REQUIRE(rm_cc_init_router(&cc, router_addr, 5000) == 0);
     uint64_t sum_hit = 0, sum_query = 0, leases = 1;
-    deadline = td_now_ms() + 15000;
+    long long deadline = td_now_ms() + 15000;
     while (leases && td_now_ms() < deadline) {
         sum_hit = sum_query = leases = 0;
         for (int i = 0; i < NODES; i++) {

@@ -461,8 +461,8 @@ class ReloadTest(unittest.TestCase):
                     f.write("max-request-tokens = 1000\nlog-level = info\npage-tokens = 32\n")
                 node.hup_until("the reload", "config reloaded")
                 self.assertEqual(match(150).matched_tokens, 0)
-                self.assertTrue(any("applied only at restart: --page-tokens" in l
-                                    for l in node.log))
+                poll("the restart warning", lambda: any(
+                    "applied only at restart: --page-tokens" in l for l in node.log))
                 with open(conf, "w") as f:
                     f.write("max-request-tokens = lots\n")
                 node.hup_until("the rejection", "reload rejected")

@@ -6,6 +6,7 @@
 
 #include "cache_client.h"
 #include "check.h"
+#include "cluster_wait.h"
 #include "daemon.h"
 #include "util.h"
 
@@ -52,25 +53,6 @@ static void start_router(test_daemon *r, const char *id)
 }
 
 /* Polls ClusterStats until pred holds or 10 s pass. */
-static int wait_for(rm_cache_client *cc, int (*pred)(const rm_cc_cluster *, void *), void *arg)
-{
-    long long deadline = td_now_ms() + 10000;
-    while (td_now_ms() < deadline) {
-        rm_cc_cluster c;
-        char msg[256];
-        int ok = rm_cc_cluster_stats(cc, &c, msg, sizeof msg) == GRPC_STATUS_OK && pred(&c, arg);
-        rm_cc_cluster_free(&c);
-        if (ok)
-            return 1;
-    }
-    return 0;
-}
-
-static int healthy_is(const rm_cc_cluster *c, void *arg)
-{
-    return c->cs.healthy_nodes == *(uint32_t *)arg;
-}
-
 static int settled(const rm_cc_cluster *c, void *arg)
 {
     (void)arg;
@@ -188,14 +170,14 @@ static void test_cluster(void)
     rm_cache_client cc;
     REQUIRE(rm_cc_init_router(&cc, r1.addr, 5000) == 0);
     uint32_t want = NODES;
-    REQUIRE(wait_for(&cc, healthy_is, &want));
+    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
 
     /* Warm-up: the shared prompt becomes hot once the nodes' sketches are
      * polled; from then on conversations stop sharing one key. */
     int errors, requests, split;
     run_load(r1.addr, 4, 10, 0, &errors, &requests, &split);
     CHECK_EQ(errors, 0);
-    REQUIRE(wait_for(&cc, has_hot, NULL));
+    REQUIRE(cw_wait_for(&cc, has_hot, NULL, 10000));
 
     /* Affinity: every turn of a conversation on one node. */
     run_load(r1.addr, 4, 25, 0, &errors, &requests, &split);
@@ -227,11 +209,11 @@ static void test_cluster(void)
     start_router(&r2, "r2");
     rm_cache_client cc2;
     REQUIRE(rm_cc_init_router(&cc2, r2.addr, 5000) == 0);
-    REQUIRE(wait_for(&cc2, healthy_is, &want));
-    REQUIRE(wait_for(&cc2, has_hot, NULL));
+    REQUIRE(cw_wait_for(&cc2, cw_healthy_is, &want, 10000));
+    REQUIRE(cw_wait_for(&cc2, has_hot, NULL, 10000));
     /* Same membership and node statistics; let r1's load from the phase
      * above decay so both start from the same (idle) loads. */
-    if (!wait_for(&cc, settled, NULL)) {
+    if (!cw_wait_for(&cc, settled, NULL, 10000)) {
         rm_cc_cluster c0;
         rm_cc_cluster_stats(&cc, &c0, msg, sizeof msg);
         for (size_t i = 0; i < c0.nnodes; i++)
@@ -271,19 +253,19 @@ static void test_cluster(void)
      * leaves the ring; resumed, it passes its checks and rejoins. */
     kill(nodes[1].pid, SIGSTOP);
     want = NODES - 1;
-    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     n = conversation(tok, 11, 0);
     CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), 0);
     kill(nodes[1].pid, SIGCONT);
     want = NODES;
-    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
 
     /* kill -9 one node mid-load: no client sees an error. */
     run_load(r1.addr, 4, 25, 150, &errors, &requests, &split);
     CHECK_EQ(errors, 0);
     CHECK_EQ(requests, 4 * 25 * 4);
     want = NODES - 1;
-    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
     fprintf(stderr, "after kill -9: failovers %llu retries %llu\n",
             (unsigned long long)c.cs.failovers_total, (unsigned long long)c.cs.retries_total);
@@ -332,7 +314,7 @@ static void test_cluster(void)
     for (int i = 0; i < NODES - 1; i++)
         td_stop(&nodes[i], SIGKILL, 5000);
     want = 0;
-    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_UNAVAILABLE);
     CHECK(strstr(msg, "no healthy cache node") != NULL);
     rm_cc_close(&cc);
@@ -359,7 +341,7 @@ static void test_dns_membership(void)
     rm_cache_client cc;
     REQUIRE(rm_cc_init_router(&cc, router.addr, 5000) == 0);
     uint32_t want = 1;
-    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     rm_cc_cluster c;
     char msg[256];
     REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
@@ -373,7 +355,7 @@ static void test_dns_membership(void)
     CHECK(strcmp(m.node_id, "dns-node") == 0);
     td_stop(&node, SIGKILL, 5000);
     want = 0;
-    CHECK(wait_for(&cc, healthy_is, &want));
+    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&router, SIGTERM, 10000), 0);
 }

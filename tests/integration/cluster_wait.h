@@ -1,0 +1,32 @@
+/* cluster_wait.h -- waiting, with a deadline, until a router's ClusterStats
+ * says something (the C integration tests and the router benchmark). */
+#ifndef RM_TEST_CLUSTER_WAIT_H
+#define RM_TEST_CLUSTER_WAIT_H
+
+#include "cache_client.h"
+#include "daemon.h"
+
+/* Polls ClusterStats until pred(stats, arg) holds or timeout_ms passes.
+ * Returns 1 if it held. Each poll is a round trip: no sleeping. */
+static int cw_wait_for(rm_cache_client *cc, int (*pred)(const rm_cc_cluster *, void *), void *arg,
+                       int timeout_ms)
+{
+    long long deadline = td_now_ms() + timeout_ms;
+    while (td_now_ms() < deadline) {
+        rm_cc_cluster c;
+        char msg[256];
+        int ok = rm_cc_cluster_stats(cc, &c, msg, sizeof msg) == GRPC_STATUS_OK && pred(&c, arg);
+        rm_cc_cluster_free(&c);
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
+/* Predicate: exactly *(uint32_t *)arg nodes on the ring. */
+static int cw_healthy_is(const rm_cc_cluster *c, void *arg)
+{
+    return c->cs.healthy_nodes == *(uint32_t *)arg;
+}
+
+#endif
