@@ -288,22 +288,30 @@ static void on_client_written(uv_write_t *w, int status)
     }
 }
 
+/* Queues len bytes of buf (taken; freed when written) on stream. conn
+ * (may be NULL) is handed to cb. Returns 0, or -1 (buf freed) if the write
+ * cannot start. */
+static int write_owned(uv_stream_t *stream, char *buf, size_t len, gw_conn *conn, uv_write_cb cb)
+{
+    write_req *wr = rm_xmalloc(sizeof *wr);
+    wr->conn = conn;
+    wr->buf = buf;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+    if (uv_write(&wr->req, stream, &b, 1, cb) != 0) {
+        free(buf);
+        free(wr);
+        return -1;
+    }
+    return 0;
+}
+
 /* Queues len bytes of buf (taken) for the client. */
 static void client_write(gw_conn *c, char *buf, size_t len)
 {
-    if (c->closing) {
+    if (c->closing)
         free(buf);
-        return;
-    }
-    write_req *wr = rm_xmalloc(sizeof *wr);
-    wr->conn = c;
-    wr->buf = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_client_written) != 0) {
-        free(buf);
-        free(wr);
+    else if (write_owned((uv_stream_t *)&c->tcp, buf, len, c, on_client_written) != 0)
         conn_close(c);
-    }
 }
 
 static void on_shutdown(uv_shutdown_t *s, int status)
@@ -1063,13 +1071,7 @@ static void up_send(gw_up *u)
     if (body_len)
         memcpy(all + head.len, body, body_len);
     free(head.p);
-    write_req *wr = rm_xmalloc(sizeof *wr);
-    wr->conn = NULL;
-    wr->buf = all;
-    uv_buf_t b = uv_buf_init(all, (unsigned)total);
-    if (uv_write(&wr->req, (uv_stream_t *)&u->tcp, &b, 1, on_up_written) != 0) {
-        free(all);
-        free(wr);
+    if (write_owned((uv_stream_t *)&u->tcp, all, total, NULL, on_up_written) != 0) {
         up_failed(u, 1, "cannot write the request");
         return;
     }
