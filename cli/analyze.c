@@ -135,7 +135,10 @@ static void draw(tree_index *ix, const kids *k, const rm_radix *t, int level, in
                tok[2 % t->page_tokens], n->hits);
         if (level + 1 < max_level) {
             char sub[256];
-            snprintf(sub, sizeof sub, "%s%s", indent, last ? "    " : "|   ");
+            /* Each level adds 4 columns; a tree deeper than sub holds is cut. */
+            int w = snprintf(sub, sizeof sub, "%s%s", indent, last ? "    " : "|   ");
+            if (w < 0 || (size_t)w >= sizeof sub)
+                continue;
             const rm_radix_node **p = bsearch(&n, ix->all, ix->n, sizeof *ix->all, ptr_cmp);
             draw(ix, &ix->children[p - ix->all], t, level + 1, max_level, sub);
         }
