@@ -133,6 +133,14 @@ void rm_radix_unlock(rm_radix *t, rm_radix_node *node);
  * join the candidates. Returns the pages freed (handed to free_fn). */
 uint64_t rm_radix_evict(rm_radix *t, uint64_t want_pages, rm_radix_free_fn free_fn, void *ctx);
 
+/* The leaf rm_radix_evict would take first, or NULL when nothing is
+ * evictable. Its last_ms is the cache's LRU tail: how long an idle entry
+ * currently survives (placement studies compare it across caches). */
+static inline const rm_radix_node *rm_radix_next_victim(const rm_radix *t)
+{
+    return t->heap_len ? t->heap[0] : NULL;
+}
+
 /* Evicts every unreferenced leaf last accessed before cutoff_ms, repeatedly
  * (a parent that becomes such a leaf goes too). Returns pages freed. */
 uint64_t rm_radix_expire(rm_radix *t, uint64_t cutoff_ms, rm_radix_free_fn free_fn, void *ctx);

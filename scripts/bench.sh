@@ -5,7 +5,9 @@
 #         TCP, metadata bytes per cached token;
 #   router: trace replay hit rate vs an ideal single LRU and load balance,
 #         hot-system-prompt workload, router-proxied Match vs bare server,
-#         Route latency p50/p99.
+#         Route latency p50/p99;
+#   placement: what eight LRU caches can reach under any placement rule,
+#         oracles included, at 5-50% capacity (in process, ~2 s).
 #   scripts/bench.sh [--quick]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,3 +17,5 @@ cd "$root"
 ./build/bench_node ./build/radixmesh-node "$@"
 echo
 ./build/bench_router ./build/radixmesh-node ./build/radixmesh-router "$@"
+echo
+./build/bench_placement

@@ -162,6 +162,7 @@ static void test_lock_accounting(void)
     CHECK_EQ(rm_radix_check(&t, held, 2, NULL, 0, err, sizeof err), 0);
     /* With only one holder declared the exact check must complain. */
     CHECK_EQ(rm_radix_check(&t, held, 1, NULL, 0, err, sizeof err), -EINVAL);
+    CHECK(rm_radix_next_victim(&t) == NULL); /* everything is protected */
     uint32_t freed = 0;
     CHECK_EQ(rm_radix_evict(&t, 10, collect, &freed), 0);
     rm_radix_unlock(&t, la);
@@ -191,6 +192,9 @@ static void test_lru_order(void)
     rm_radix_match(&t, root, s[2], 4, RM_MATCH_TOUCH, 0, &last);
     int expect[4] = {1, 3, 0, 2};
     for (int i = 0; i < 4; i++) {
+        const rm_radix_node *next = rm_radix_next_victim(&t);
+        REQUIRE(next != NULL);
+        CHECK_EQ(rm_radix_node_tokens(next)[0], s[expect[i]][0]);
         uint32_t freed = 0;
         CHECK_EQ(rm_radix_evict(&t, 1, collect, &freed), 1);
         CHECK_EQ(match(&t, root, s[expect[i]], 4), 0);
@@ -198,6 +202,7 @@ static void test_lru_order(void)
             CHECK_EQ(match(&t, root, s[expect[j]], 4), 4);
         check_tree(&t);
     }
+    CHECK(rm_radix_next_victim(&t) == NULL);
     rm_radix_destroy(&t);
 }
 

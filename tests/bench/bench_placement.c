@@ -1,0 +1,224 @@
+/* bench_placement: how much of one LRU cache eight LRU caches of an eighth of
+ * its size can reach, under placement rules a router could and could not
+ * implement.
+ *
+ * bench_router's table A measures the live router on the Mooncake trace.
+ * This replays the same trace through eight in-process caches (the node's
+ * own cache code, same page size and capacities) to separate what placement
+ * loses from what splitting the capacity loses:
+ *
+ *   ring-1       consistent hashing of the first 64 tokens (fixed-64 keys)
+ *   ring-2       the key's first two ring members; the longer cached prefix
+ *                wins, then the one that served fewer requests (the router's
+ *                default rule, modelled without its load bound)
+ *   oracle       every cache's longest match is known: the longest wins;
+ *                ties, new prefixes included, go to the cache whose LRU tail
+ *                is oldest (the one whose capacity is least in use). No
+ *                router can know this without asking every node each time.
+ *   oracle+move  as oracle, but when the winner's LRU tail is three times
+ *                younger than the oldest tail, the request goes to that
+ *                oldest cache and the prefix found elsewhere counts as a hit
+ *                (as if its KV were copied between nodes)
+ *
+ * at capacities of 5-50% of the trace's unique blocks, each over six
+ * layouts (see below). Ratios are to the single LRU
+ * of the same total capacity, measured in the same run.
+ *
+ * Usage: bench_placement [--trace FILE] [--block-tokens 64] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "prefix_key.h"
+#include "ring.h"
+#include "trace.h"
+
+#define CACHES 8
+#define PAGE   16
+#define KEY    64
+
+/* Layout l: ring node names layouts[l] and caches l pages (at most 0.3%)
+ * larger. The nudge shows how much a result owes to chance: the oracles do
+ * not look at names, yet move by up to 0.03 with it. */
+static const char *const layouts[] = {"node-", "n", "radixmesh-node-", "cache-", "x", "worker-"};
+enum { LAYOUTS = sizeof layouts / sizeof *layouts };
+
+typedef enum { RULE_RING1, RULE_RING2, RULE_ORACLE, RULE_ORACLE_MOVE, RULE_COUNT } rule;
+static const char *const rule_names[RULE_COUNT] = {"ring-1", "ring-2", "oracle", "oracle+move"};
+
+typedef struct outcome {
+    double hit, max_mean;
+} outcome;
+
+static void cache_open(rm_cache *c, uint64_t pages)
+{
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = PAGE;
+    cfg.pool_pages = pages;
+    if (rm_cache_init(c, &cfg)) {
+        fprintf(stderr, "bench_placement: cannot make a %llu-page cache\n",
+                (unsigned long long)pages);
+        exit(1);
+    }
+}
+
+/* Requests since the cache's LRU tail was last used; an empty or fully free
+ * cache counts as older than any tail. */
+static uint64_t tail_age(const rm_cache *c, uint64_t now)
+{
+    const rm_radix_node *v = rm_radix_next_victim(&c->tree);
+    return v ? now - v->last_ms : UINT64_MAX;
+}
+
+static double single_lru(const rm_trace *w, uint64_t pages)
+{
+    rm_cache c;
+    cache_open(&c, pages);
+    uint64_t q = 0, h = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        rm_match_result mr;
+        rm_insert_result ir;
+        rm_cache_match(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
+        rm_cache_insert(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
+        q += w->req[i].n;
+        h += mr.matched_tokens;
+    }
+    rm_cache_destroy(&c);
+    return (double)h / (double)q;
+}
+
+static uint32_t choose(rule how, rm_cache *c, const rm_ring *ring, const uint64_t *served,
+                       const rm_trace_req *r, uint64_t now, size_t *moved_hit)
+{
+    size_t have[CACHES], best = 0;
+    for (int j = 0; j < CACHES; j++) {
+        have[j] = rm_cache_peek(&c[j], "m", 1, r->tokens, r->n);
+        best = have[j] > best ? have[j] : best;
+    }
+    *moved_hit = 0;
+    if (how == RULE_RING1 || how == RULE_RING2) {
+        uint64_t key =
+            rm_prefix_chain(rm_prefix_ns_hash("m", 1), r->tokens, r->n < KEY ? r->n : KEY);
+        uint32_t cand[2];
+        size_t k = rm_ring_pick_n(ring, key, NULL, NULL, UINT32_MAX, cand,
+                                  how == RULE_RING1 ? 1 : 2, NULL);
+        uint32_t pick = cand[0];
+        for (size_t i = 1; i < k; i++) {
+            uint32_t j = cand[i];
+            if (have[j] > have[pick] || (have[j] == have[pick] && served[j] < served[pick]))
+                pick = j;
+        }
+        return pick;
+    }
+    uint32_t pick = 0, coldest = 0;
+    for (uint32_t j = 0; j < CACHES; j++) {
+        if (have[j] > have[pick] ||
+            (have[j] == have[pick] && tail_age(&c[j], now) > tail_age(&c[pick], now)))
+            pick = j;
+        if (tail_age(&c[j], now) > tail_age(&c[coldest], now))
+            coldest = j;
+    }
+    if (how == RULE_ORACLE_MOVE && coldest != pick) {
+        uint64_t a = tail_age(&c[pick], now), b = tail_age(&c[coldest], now);
+        if (b == UINT64_MAX || a < b / 3) {
+            *moved_hit = best - have[coldest];
+            return coldest;
+        }
+    }
+    return pick;
+}
+
+static outcome simulate(const rm_trace *w, uint64_t pages, rule how, int layout)
+{
+    rm_cache c[CACHES];
+    char id[CACHES][32];
+    const char *ids[CACHES];
+    uint32_t weight[CACHES];
+    int up[CACHES];
+    for (int j = 0; j < CACHES; j++) {
+        cache_open(&c[j], pages);
+        snprintf(id[j], sizeof id[j], "%s%d", layouts[layout], j);
+        ids[j] = id[j];
+        weight[j] = 1;
+        up[j] = 1;
+    }
+    rm_ring ring = {0};
+    rm_ring_build(&ring, ids, weight, up, CACHES, 256);
+    uint64_t served[CACHES] = {0}, q = 0, h = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        const rm_trace_req *r = &w->req[i];
+        size_t moved_hit;
+        uint32_t j = choose(how, c, &ring, served, r, i, &moved_hit);
+        rm_match_result mr;
+        rm_insert_result ir;
+        rm_cache_match(&c[j], "m", 1, r->tokens, r->n, 0, 0, i, &mr);
+        rm_cache_insert(&c[j], "m", 1, r->tokens, r->n, 0, i, &ir);
+        q += r->n;
+        h += mr.matched_tokens + moved_hit;
+        served[j]++;
+    }
+    uint64_t max = 0;
+    for (int j = 0; j < CACHES; j++) {
+        max = served[j] > max ? served[j] : max;
+        rm_cache_destroy(&c[j]);
+    }
+    rm_ring_free(&ring);
+    return (outcome){(double)h / (double)q, (double)max / ((double)w->n / CACHES)};
+}
+
+int main(int argc, char **argv)
+{
+    const char *trace = "../shared/traces/mooncake_synthetic_trace.jsonl";
+    size_t block = 64;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--trace") && i + 1 < argc)
+            trace = argv[++i];
+        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc && atoi(argv[i + 1]) > 0)
+            block = (size_t)atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_placement [--trace FILE] [--block-tokens B]\n");
+            return 2;
+        }
+    }
+    rm_trace w;
+    char err[512];
+    if (rm_trace_load(trace, block, 0, &w, err, sizeof err)) {
+        printf("D. placement ceiling skipped: %s\n", err);
+        return 0;
+    }
+    static const double fractions[] = {0.05, 0.10, 0.15, 0.20, 0.30, 0.50};
+    printf("D. placement ceiling: %zu requests, 8 in-process LRU caches vs one of their total "
+           "size; ratio to that single LRU, min-max over %d layouts "
+           "(worst max/mean requests)\n",
+           w.n, LAYOUTS);
+    printf("   %-9s %-8s", "capacity%", "1 LRU");
+    for (int r = 0; r < RULE_COUNT; r++)
+        printf(" %-26s", rule_names[r]);
+    printf("\n");
+    for (size_t f = 0; f < sizeof fractions / sizeof *fractions; f++) {
+        uint64_t tokens = (uint64_t)((double)(w.unique_blocks * block) * fractions[f] / CACHES);
+        uint64_t pages = (tokens + PAGE - 1) / PAGE;
+        double one[LAYOUTS];
+        for (int l = 0; l < LAYOUTS; l++)
+            one[l] = single_lru(&w, (pages + (uint64_t)l) * CACHES);
+        printf("   %-9.0f %-8.4f", fractions[f] * 100, one[0]);
+        for (int r = 0; r < RULE_COUNT; r++) {
+            double lo = 1e9, hi = 0, worst_mm = 0;
+            for (int l = 0; l < LAYOUTS; l++) {
+                outcome o = simulate(&w, pages + (uint64_t)l, (rule)r, l);
+                double ratio = o.hit / one[l];
+                lo = ratio < lo ? ratio : lo;
+                hi = ratio > hi ? ratio : hi;
+                worst_mm = o.max_mean > worst_mm ? o.max_mean : worst_mm;
+            }
+            char cell[64];
+            snprintf(cell, sizeof cell, "%.3f-%.3f (%.2f)", lo, hi, worst_mm);
+            printf(" %-26s", cell);
+        }
+        printf("\n");
+    }
+    rm_trace_free(&w);
+    return 0;
+}
