@@ -1,6 +1,6 @@
 /* bench_placement: how much of one LRU cache eight LRU caches of an eighth of
- * its size can reach, under placement rules a router could and could not
- * implement.
+ * its size reach under placement rules a router could and could not
+ * implement (an oracle is a strong rule, not a proof of the best one).
  *
  * bench_router's table A measures the live router on the Mooncake trace.
  * This replays the same trace through eight in-process caches (the node's
