@@ -47,8 +47,11 @@ static void rescale(rm_hotset *h, uint64_t now_ms)
 {
     double w = weight(h, now_ms);
     for (size_t i = 0; i <= h->mask; i++)
-        if (h->slots[i].hash)
+        if (h->slots[i].hash) {
             h->slots[i].count /= w;
+            h->slots[i].lead_count /= w;
+            h->slots[i].other /= w;
+        }
     h->total /= w;
     h->epoch_ms = now_ms;
 }
@@ -64,8 +67,8 @@ static rm_hot_entry *find(rm_hotset *h, uint64_t hash, int create)
         if (!e->hash) {
             if (!create)
                 return NULL;
+            memset(e, 0, sizeof *e);
             e->hash = hash;
-            e->count = 0;
             h->used++;
             return e;
         }
@@ -100,6 +103,47 @@ static void purge(rm_hotset *h)
     }
 }
 
+/* The checkpoint hashes of a continuation of `avail` tokens after the
+ * prefix `parent`. Returns how many quarters it covers (0..4). */
+static uint32_t checkpoints(const rm_hotset *h, uint64_t parent, const uint32_t *t, size_t avail,
+                            uint64_t cp[RM_HOT_CHECKPOINTS])
+{
+    uint32_t k = 0;
+    for (; k < RM_HOT_CHECKPOINTS; k++) {
+        size_t len = (size_t)h->block_tokens * (k + 1) / RM_HOT_CHECKPOINTS;
+        if (len == 0)
+            len = 1;
+        if (len > avail)
+            break;
+        cp[k] = rm_prefix_chain(parent, t, len);
+    }
+    return k;
+}
+
+/* A request carrying e's prefix continued as cp[0..known). */
+static void continued(rm_hot_entry *e, const uint64_t *cp, uint32_t known, double w)
+{
+    if (known == 0)
+        return;
+    uint32_t common = known < e->lead_known ? known : e->lead_known;
+    if (e->lead_known && !memcmp(cp, e->lead, common * sizeof *cp)) {
+        e->lead_count += w; /* the leader, possibly seen further now */
+        if (known > e->lead_known) {
+            memcpy(e->lead, cp, known * sizeof *cp);
+            e->lead_known = known;
+        }
+    } else if (e->lead_count <= e->other) {
+        /* The others outweigh the leader: the newcomer leads, and the old
+         * leader's weight joins the others. */
+        e->other += e->lead_count;
+        memcpy(e->lead, cp, known * sizeof *cp);
+        e->lead_known = known;
+        e->lead_count = w;
+    } else {
+        e->other += w;
+    }
+}
+
 void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
                    uint64_t now_ms)
 {
@@ -110,11 +154,21 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
     }
     h->total += w;
     uint64_t hash = rm_prefix_ns_hash(ns, ns_len);
-    size_t blocks = n / h->block_tokens;
+    size_t B = h->block_tokens, blocks = n / B;
     if (blocks > h->max_blocks)
         blocks = h->max_blocks;
-    for (size_t b = 0; b < blocks; b++) {
-        hash = rm_prefix_chain(hash, tokens + b * h->block_tokens, h->block_tokens);
+    for (size_t b = 0; b <= blocks; b++) {
+        uint64_t parent = hash;
+        rm_hot_entry *p = b ? find(h, parent, 0) : NULL;
+        if (p && (b < blocks || b < h->max_blocks)) {
+            /* The next block, or the short tail after the last one: many
+             * short questions after one prompt branch too. */
+            uint64_t cp[RM_HOT_CHECKPOINTS];
+            continued(p, cp, checkpoints(h, parent, tokens + b * B, n - b * B, cp), w);
+        }
+        if (b == blocks)
+            break;
+        hash = rm_prefix_chain(hash, tokens + b * B, B);
         if (h->used * 4 >= (h->mask + 1) * 3)
             purge(h);
         rm_hot_entry *e = find(h, hash, 1);
@@ -153,6 +207,8 @@ size_t rm_hotset_top(const rm_hotset *h, double min_share, uint64_t now_ms, rm_h
     for (size_t i = 0; i < k; i++) {
         out[i] = q[i];
         out[i].count = q[i].count / w;
+        out[i].lead_count = q[i].lead_count / w;
+        out[i].other = q[i].other / w;
     }
     free(q);
     return k;

@@ -6,6 +6,9 @@
  * exponentially (half-life half_life_ms), and so does the request total, so
  * count/total is the share of recent requests that carry the prefix.
  *
+ * Each entry also records how the requests that carry it continue (see
+ * rm_hot_entry), which tells a shared prompt from one long conversation.
+ *
  * The table is fixed-size; when it fills, entries colder than the cold
  * threshold are dropped. Memory and per-request work are bounded by the
  * depth of the hot prefixes, not by request length.
@@ -17,10 +20,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Besides how many requests carry a prefix, an entry keeps where they go
+ * next: the leading continuation and the weight of the requests continuing
+ * through it versus through anything else. A common system prompt is
+ * followed by many conversations (much "other"); the history of one
+ * conversation only by its own next turn (none), however much of the
+ * traffic that conversation is.
+ *
+ * A continuation is known by hashes of its first 1/4, 2/4, 3/4 and 4/4
+ * block (RM_HOT_CHECKPOINTS): a request that ends a few tokens into the
+ * next block -- this turn, before the next turn extends it -- is known to
+ * its last whole quarter, and agrees with a continuation sharing those
+ * quarters. Tails under a quarter block say nothing and are not counted.
+ * The leader is a one-slot heavy hitter: a challenger takes over once the
+ * others outweigh it (the old leader's weight then counts as other), so a
+ * leader that stopped being used is displaced as counts decay. */
+#define RM_HOT_CHECKPOINTS 4
+
 typedef struct rm_hot_entry {
-    uint64_t hash;   /* 0: empty slot */
-    uint32_t blocks; /* prefix length in blocks */
-    double count;    /* decayed, in units of the current scale */
+    uint64_t hash;                     /* 0: empty slot */
+    uint32_t blocks;                   /* prefix length in blocks */
+    double count;                      /* decayed, in units of the current scale */
+    double lead_count;                 /* requests that continued through the leader (same units) */
+    double other;                      /* requests that continued otherwise */
+    uint64_t lead[RM_HOT_CHECKPOINTS]; /* the leader's quarter-block hashes */
+    uint32_t lead_known;               /* how many of them are known; 0: no leader yet */
 } rm_hot_entry;
 
 typedef struct rm_hotset {
@@ -42,8 +66,8 @@ void rm_hotset_destroy(rm_hotset *h);
 void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
                    uint64_t now_ms);
 
-/* Copies up to cap entries whose share >= min_share into out, with count
- * and *total normalised to "requests in the recent window" (decayed as of
+/* Copies up to cap entries whose share >= min_share into out, with count,
+ * lead_count, other and *total normalised to "requests in the recent window" (decayed as of
  * now_ms). Most shared first, deepest first among equal counts, so when cap
  * truncates, what goes is the rarest (and for a chain, never an ancestor
  * before its descendants of the same count). Returns the count. */

@@ -363,6 +363,9 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
         rep.hot_prefixes[i].hash = top[i].hash;
         rep.hot_prefixes[i].blocks = top[i].blocks;
         rep.hot_prefixes[i].requests = top[i].count;
+        rep.hot_prefixes[i].lead = top[i].lead_known ? top[i].lead[0] : 0;
+        rep.hot_prefixes[i].lead_requests = top[i].lead_count;
+        rep.hot_prefixes[i].other_requests = top[i].other;
     }
     return encode(radixmesh_v1_NodeStats_fields, &rep, reply, msg, len);
 }

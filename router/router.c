@@ -505,9 +505,36 @@ static int by_hash(const void *a, const void *b)
     return x->hash < y->hash ? -1 : x->hash > y->hash;
 }
 
+/* A prefix is extended past only if at least this share of the requests
+ * carrying it went on through a block other than the leading one. The
+ * history of a single conversation (0 branching) is then never hot, however
+ * much of the traffic it is -- at low traffic, one chat is all of it -- while
+ * a prompt shared by two conversations in turn is (about one half). */
+#define HOT_BRANCH 0.1
+
+/* Requests carrying one prefix that continued other than through its
+ * leading next block, over the n nodes' reports: each node's own "other",
+ * plus what went through a node's leader that is not the overall one (two
+ * conversations behind one prompt on two nodes each lead their node). */
+static double branching(const radixmesh_v1_HotPrefix *e, size_t n)
+{
+    double best = -1, all_leads = 0, other = 0;
+    for (size_t i = 0; i < n; i++) {
+        other += e[i].other_requests;
+        all_leads += e[i].lead_requests;
+        double via = 0;
+        for (size_t j = 0; j < n; j++)
+            if (e[j].lead == e[i].lead)
+                via += e[j].lead_requests;
+        best = via > best ? via : best;
+    }
+    return other + all_leads - (best > 0 ? best : 0);
+}
+
 /* Recomputes the hot set from every healthy node's last Stats: a prefix is
  * hot when the requests carrying it, summed over nodes, are at least
- * hot_share of all requests the nodes counted. Every router replica reads
+ * hot_share of all requests the nodes counted, and they branch after it
+ * (HOT_BRANCH). Every router replica reads
  * the same node statistics, so replicas agree on the set. */
 static void recompute_hot(rm_router *r)
 {
@@ -554,7 +581,7 @@ static void recompute_hot(rm_router *r)
         double sum = 0;
         while (j < k && all[j].hash == all[i].hash)
             sum += all[j++].requests;
-        if (total > 0 && sum >= share * total)
+        if (total > 0 && sum >= share * total && branching(all + i, j - i) >= HOT_BRANCH * sum)
             r->hot[r->nhot++] = all[i].hash;
         i = j;
     }

@@ -62,10 +62,13 @@ static int settled(const rm_cc_cluster *c, void *arg)
     return 1;
 }
 
+/* The prompt is hot where its traffic branches: after its last block. The
+ * blocks inside it are each followed by the prompt's next block only, so
+ * exactly one prefix is hot. */
 static int has_hot(const rm_cc_cluster *c, void *arg)
 {
     (void)arg;
-    return c->cs.hot_prefixes >= SYS / 64;
+    return c->cs.hot_prefixes == 1;
 }
 
 /* Conversation `conv`, turn `turn`: the shared prompt, then its turns. */
@@ -162,6 +165,45 @@ static void run_load(const char *router, int threads, int convs, int kill_at, in
     }
 }
 
+static int seen_matches(const rm_cc_cluster *c, void *arg)
+{
+    uint64_t want = *(const uint64_t *)arg, sum = 0;
+    for (size_t i = 0; i < c->nnodes; i++)
+        sum += c->nodes[i].match_requests_total;
+    return sum >= want;
+}
+
+/* One chat alone on a fresh cluster is all of its traffic, yet its history
+ * is no prompt that others share: every turn must keep its key and node
+ * even after the router has seen the nodes count the turns before it. */
+static void solo_conversation(const char *router)
+{
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init_router(&cc, router, 10000) == 0);
+    uint32_t tok[SYS + 96 * 8];
+    char msg[256], first[128] = "";
+    for (int turn = 0; turn < 8; turn++) {
+        size_t n = conversation(tok, 424242, turn);
+        rm_cc_match_reply m;
+        rm_cc_insert_reply ir;
+        REQUIRE(rm_cc_match(&cc, "solo", tok, n, 1, 0, &m, msg, sizeof msg) == 0);
+        CHECK_EQ(m.matched_tokens, turn ? SYS + (size_t)turn * 96 / 16 * 16 : 0);
+        REQUIRE(rm_cc_insert(&cc, "solo", tok, n, m.lease_id, m.node_id, &ir, msg, sizeof msg) ==
+                0);
+        REQUIRE(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg) == 0);
+        if (!*first)
+            snprintf(first, sizeof first, "%s", m.node_id);
+        CHECK(!strcmp(first, m.node_id));
+        uint64_t want = (uint64_t)turn + 1;
+        REQUIRE(cw_wait_for(&cc, seen_matches, &want, 10000));
+    }
+    rm_cc_cluster c;
+    REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
+    CHECK_EQ(c.cs.hot_prefixes, 0);
+    rm_cc_cluster_free(&c);
+    rm_cc_close(&cc);
+}
+
 static void test_cluster(void)
 {
     start_cluster();
@@ -171,6 +213,7 @@ static void test_cluster(void)
     REQUIRE(rm_cc_init_router(&cc, r1.addr, 5000) == 0);
     uint32_t want = NODES;
     REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
+    solo_conversation(r1.addr);
 
     /* Warm-up: the shared prompt becomes hot once the nodes' sketches are
      * polled; from then on conversations stop sharing one key. */

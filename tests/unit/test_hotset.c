@@ -124,6 +124,96 @@ static void test_decays(void)
     rm_hotset_destroy(&h);
 }
 
+static const rm_hot_entry *entry_of(const rm_hot_entry *top, size_t k, uint64_t hash)
+{
+    for (size_t i = 0; i < k; i++)
+        if (top[i].hash == hash)
+            return &top[i];
+    return NULL;
+}
+
+/* One conversation: each turn resends the last and adds 1.5 blocks, so most
+ * turns end a few tokens into a block that the next turn completes. Nothing
+ * in it branches, at any depth, however much traffic it is. */
+static void test_one_conversation_never_branches(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    uint32_t tok[40 * B];
+    request(tok, 0, 77, 40);
+    for (int turn = 1; turn <= 20; turn++)
+        rm_hotset_add(&h, "m", 1, tok, (size_t)turn * 3 * B / 2, (uint64_t)turn);
+    rm_hot_entry top[256];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.0, 20, top, 256, &total);
+    CHECK(k >= 29);
+    for (size_t i = 0; i < k; i++) {
+        CHECK(top[i].other == 0);
+        /* Every prefix but the deepest was continued by some turn. */
+        if (top[i].blocks < 30)
+            CHECK(top[i].lead_known > 0 && top[i].lead_count > 0);
+    }
+    rm_hotset_destroy(&h);
+}
+
+/* A 5-block prompt followed by distinct conversations branches after its
+ * last block and nowhere inside it; distinct short questions (tails under a
+ * block) branch too, while tails under a quarter block count for nothing. */
+static void test_shared_prompt_branches_at_its_end(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    uint32_t tok[12 * B];
+    for (uint64_t i = 0; i < 40; i++)
+        rm_hotset_add(&h, "m", 1, tok, request(tok, 5, i, 8), 0);
+    rm_hot_entry top[256];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.0, 0, top, 256, &total);
+    for (int b = 1; b <= 4; b++) {
+        const rm_hot_entry *e = entry_of(top, k, prefix_hash(tok, b));
+        REQUIRE(e != NULL);
+        CHECK(e->other == 0 && e->lead_count == 40 && e->lead_known == RM_HOT_CHECKPOINTS);
+    }
+    const rm_hot_entry *end = entry_of(top, k, prefix_hash(tok, 5));
+    REQUIRE(end != NULL);
+    CHECK(end->other >= 38 && end->lead_count + end->other == 40);
+    rm_hotset_destroy(&h);
+
+    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    for (uint64_t i = 0; i < 40; i++) /* the prompt + 5 distinct tokens */
+        rm_hotset_add(&h, "m", 1, tok, request(tok, 5, 1000 + i, 6) - 3, 0);
+    for (uint64_t i = 0; i < 40; i++) /* the prompt + 1 token: below a quarter */
+        rm_hotset_add(&h, "m", 1, tok, request(tok, 5, 2000 + i, 6) - 7, 0);
+    k = rm_hotset_top(&h, 0.0, 0, top, 256, &total);
+    end = entry_of(top, k, prefix_hash(tok, 5));
+    REQUIRE(end != NULL);
+    CHECK_EQ(end->count, 80);
+    CHECK(end->other >= 38 && end->lead_count + end->other == 40);
+    rm_hotset_destroy(&h);
+}
+
+/* A continuation seen once, then another one many times: the second takes
+ * the lead, and "other" keeps only what came before it did. */
+static void test_leader_is_displaced(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    uint32_t a[3 * B], c[3 * B];
+    request(a, 2, 1, 3);
+    request(c, 2, 2, 3);
+    rm_hotset_add(&h, "m", 1, a, 3 * B, 0);
+    for (int i = 0; i < 10; i++)
+        rm_hotset_add(&h, "m", 1, c, 3 * B, 0);
+    rm_hot_entry top[16];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.0, 0, top, 16, &total);
+    const rm_hot_entry *e = entry_of(top, k, prefix_hash(a, 2));
+    REQUIRE(e != NULL);
+    CHECK(e->lead[RM_HOT_CHECKPOINTS - 1] == prefix_hash(c, 3));
+    CHECK(e->other <= 2 && e->lead_count >= 9 && e->lead_count + e->other == 11);
+    rm_hotset_destroy(&h);
+}
+
 static void test_prefix_hash_deterministic(void)
 {
     /* Fixed vectors: the hash must not change across builds or machines,
@@ -145,6 +235,9 @@ int main(void)
     RUN(test_finds_shared_prompt);
     RUN(test_noise_never_crowds_out_the_shared_chain);
     RUN(test_decays);
+    RUN(test_one_conversation_never_branches);
+    RUN(test_shared_prompt_branches_at_its_end);
+    RUN(test_leader_is_displaced);
     RUN(test_prefix_hash_deterministic);
     return rm_t_report();
 }
