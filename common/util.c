@@ -133,6 +133,18 @@ void rm_sbuf_printf(rm_sbuf *b, const char *fmt, ...)
     }
 }
 
+void rm_sbuf_append(rm_sbuf *b, const void *bytes, size_t n)
+{
+    if (!b->p || b->cap - b->len <= n) {
+        b->cap = b->cap * 2 + n + 256;
+        b->p = rm_xrealloc(b->p, b->cap);
+    }
+    if (n)
+        memcpy(b->p + b->len, bytes, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
 char *rm_str_join_free(char *a, char *b)
 {
     size_t la = strlen(a), lb = strlen(b);

@@ -49,6 +49,9 @@ typedef struct rm_sbuf {
 
 void rm_sbuf_printf(rm_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Appends n bytes (any bytes, NULs included); p stays NUL-terminated. */
+void rm_sbuf_append(rm_sbuf *b, const void *bytes, size_t n);
+
 /* a followed by b, in a's (grown) buffer; frees b. Both malloc'd. */
 char *rm_str_join_free(char *a, char *b);
 

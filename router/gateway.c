@@ -21,8 +21,9 @@
 #define MAX_SCRAPE_BYTES  (8u << 20)
 #define WRITE_HIGH_WATER  (4u << 20) /* stop reading the worker above this */
 #define WRITE_LOW_WATER   (1u << 20)
-#define MAX_IDLE_UPSTREAM 64    /* kept-alive worker connections in all */
-#define IDLE_UPSTREAM_MS  15000 /* closed after this long unused */
+#define MAX_IDLE_UPSTREAM 64         /* kept-alive worker connections in all */
+#define IDLE_UPSTREAM_MS  15000      /* closed after this long unused */
+#define MAX_REPLY_CAPTURE (4u << 20) /* response bytes read for the generated text */
 
 void rm_gateway_config_defaults(rm_gateway_config *c)
 {
@@ -124,6 +125,11 @@ struct gw_req {
     int attempts;
     gw_up *up;
     int sent_head, chunked_out;
+    /* A text prompt's 2xx response, kept to record the generated text
+     * with the prompt (the worker caches both); capture < 0: given up. */
+    rm_openai_kind kind;
+    int capture;
+    rm_sbuf reply;
 };
 
 struct gw_up {
@@ -210,11 +216,6 @@ static void hdr_reset(hdr_acc *h)
     memset(h, 0, sizeof *h);
 }
 
-static void sbuf_append(rm_sbuf *b, const char *p, size_t n)
-{
-    rm_sbuf_printf(b, "%.*s", (int)n, p);
-}
-
 /* Headers that describe one connection, not the message: never forwarded
  * (RFC 9110 7.6.1), plus the ones the gateway rewrites. */
 static int hop_by_hop(const char *name)
@@ -249,14 +250,14 @@ static void hdr_field(hdr_acc *h, const char *at, size_t len)
 {
     if (h->in_value)
         hdr_flush(h);
-    sbuf_append(&h->field, at, len);
+    rm_sbuf_append(&h->field, at, len);
     h->bytes += len;
 }
 
 static void hdr_value(hdr_acc *h, const char *at, size_t len)
 {
     h->in_value = 1;
-    sbuf_append(&h->value, at, len);
+    rm_sbuf_append(&h->value, at, len);
     h->bytes += len;
 }
 
@@ -385,6 +386,7 @@ static void req_free(gw_req *q)
 {
     free(q->head);
     free(q->body);
+    free(q->reply.p);
     free(q);
 }
 
@@ -449,7 +451,7 @@ static int over_header_limit(gw_conn *c)
 static int on_req_url(http_parser *p, const char *at, size_t len)
 {
     gw_conn *c = p->data;
-    sbuf_append(&c->url, at, len);
+    rm_sbuf_append(&c->url, at, len);
     return over_header_limit(c);
 }
 
@@ -666,6 +668,9 @@ static void start_request(gw_conn *c)
                 conn_next(c);
             return;
         }
+        q->kind = chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS;
+        size_t nl = strlen(ns);
+        q->capture = nl >= 5 && !strcmp(ns + nl - 5, "#text");
         q->job = new_job(q, ns, tokens, n, 0);
     } else {
         q->job = new_job(q, rm_xstrndup("", 0), NULL, 0, 1);
@@ -704,14 +709,39 @@ static void on_routed(rm_route_job *job)
     uv_async_send(&g->wake);
 }
 
+/* After a 2xx: the job's tokens become prompt + generated text when the
+ * response carried text, so the node mirrors what the worker cached and the
+ * conversation's next turn finds its whole history. */
+static void extend_with_reply(gw_req *q)
+{
+    char *text, *ns, err[128];
+    size_t text_len, n;
+    uint32_t *tokens;
+    if (q->capture <= 0 || !q->reply.p ||
+        rm_openai_reply_text(q->reply.p, q->reply.len, q->kind, &text, &text_len) != 0)
+        return;
+    int rc = rm_openai_prompt_reply(q->body ? q->body : "", q->body_len, q->kind, text, text_len,
+                                    q->g->cfg.max_prompt_tokens, &ns, &tokens, &n, err, sizeof err);
+    free(text);
+    if (rc != 0)
+        return;
+    free(q->job->ns);
+    free(q->job->tokens);
+    q->job->ns = ns;
+    q->job->tokens = tokens;
+    q->job->ntokens = n;
+}
+
 /* Ends a request: returns its job to the router (releasing the node's
- * in-flight charge, recording the prompt when ok) and frees it; the client
- * connection, if any, moves on. */
+ * in-flight charge, recording the prompt -- and reply -- when ok) and frees
+ * it; the client connection, if any, moves on. */
 static void req_finish(gw_req *q, int ok, int worker_failed)
 {
     rm_gateway *g = q->g;
     gw_conn *c = q->conn;
     req_detach_up(q);
+    if (q->job && ok)
+        extend_with_reply(q);
     if (q->job)
         rm_router_route_done(g->router, q->job, ok, worker_failed);
     q->job = NULL;
@@ -942,12 +972,21 @@ static int on_up_body(http_parser *p, const char *at, size_t len)
     if (u->kind == UP_SCRAPE) {
         if (u->scrape_body.len + len > MAX_SCRAPE_BYTES)
             return -1;
-        sbuf_append(&u->scrape_body, at, len);
+        rm_sbuf_append(&u->scrape_body, at, len);
         return 0;
     }
     gw_req *q = u->req;
     if (!q || !q->conn)
         return -1;
+    if (q->capture > 0 && u->status / 100 == 2) {
+        if (q->reply.len + len <= MAX_REPLY_CAPTURE) {
+            rm_sbuf_append(&q->reply, at, len);
+        } else {
+            q->capture = -1; /* too long to be worth reading: the prompt alone is recorded */
+            free(q->reply.p);
+            memset(&q->reply, 0, sizeof q->reply);
+        }
+    }
     char *buf;
     size_t n;
     if (q->chunked_out) {

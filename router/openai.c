@@ -77,8 +77,10 @@ static int render_chat(json_t *messages, rm_textkey *k, char *err, size_t errlen
     return 0;
 }
 
-int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
-                     char **ns, uint32_t **tokens, size_t *n, char *err, size_t errlen)
+/* rm_openai_prompt, with reply (NULL: none) appended as the next turn has it. */
+static int prompt_impl(const char *body, size_t len, rm_openai_kind kind, const char *reply,
+                       size_t reply_len, size_t max_tokens, char **ns, uint32_t **tokens, size_t *n,
+                       char *err, size_t errlen)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -104,6 +106,11 @@ int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t m
             snprintf(err, errlen, "'messages' is required");
         else
             rc = render_chat(messages, &k, err, errlen);
+        if (rc == 0 && reply) {
+            feed_str(&k, "assistant\x1f");
+            rm_textkey_feed(&k, reply, reply_len);
+            rm_textkey_feed(&k, "\x1e", 1);
+        }
     } else {
         json_t *p = json_object_get(root, "prompt");
         if (json_is_array(p) && json_array_size(p) > 0 &&
@@ -113,7 +120,11 @@ int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t m
             snprintf(err, errlen, "'prompt' is required");
         } else if (json_is_string(p)) {
             feed_str(&k, json_string_value(p));
+            if (reply)
+                rm_textkey_feed(&k, reply, reply_len);
             rc = 0;
+        } else if (json_is_array(p) && reply) {
+            snprintf(err, errlen, "a token-id prompt cannot be extended by text");
         } else if (json_is_array(p)) {
             text = 0;
             rc = ids_of(p, max_tokens, tokens, n, err, errlen);
@@ -136,6 +147,96 @@ int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t m
     rm_textkey_free(&k);
     json_decref(root);
     return rc;
+}
+
+int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
+                     char **ns, uint32_t **tokens, size_t *n, char *err, size_t errlen)
+{
+    return prompt_impl(body, len, kind, NULL, 0, max_tokens, ns, tokens, n, err, errlen);
+}
+
+int rm_openai_prompt_reply(const char *body, size_t len, rm_openai_kind kind, const char *reply,
+                           size_t reply_len, size_t max_tokens, char **ns, uint32_t **tokens,
+                           size_t *n, char *err, size_t errlen)
+{
+    return prompt_impl(body, len, kind, reply ? reply : "", reply_len, max_tokens, ns, tokens, n,
+                       err, errlen);
+}
+
+/* Appends the generated text of one choice object, if it is choice 0.
+ * Returns 1 if it had text, 0 if not. */
+static int take_choice(json_t *choice, rm_openai_kind kind, int chunk, rm_sbuf *out)
+{
+    json_t *index = json_object_get(choice, "index");
+    if (index && (!json_is_integer(index) || json_integer_value(index) != 0))
+        return 0;
+    json_t *text = json_object_get(choice, "text");
+    if (kind == RM_OPENAI_CHAT)
+        text = json_object_get(json_object_get(choice, chunk ? "delta" : "message"), "content");
+    if (!json_is_string(text))
+        return 0;
+    rm_sbuf_append(out, json_string_value(text), json_string_length(text));
+    return 1;
+}
+
+/* Every choice-0 text of one completion or chunk document. Returns how many
+ * pieces it found, or -1 if doc is not such a document. */
+static int take_doc(json_t *doc, rm_openai_kind kind, int chunk, rm_sbuf *out)
+{
+    json_t *choices = json_object_get(doc, "choices");
+    if (!json_is_array(choices))
+        return -1;
+    int found = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(choices, i, c) found +=
+        json_is_object(c) && take_choice(c, kind, chunk, out);
+    return found;
+}
+
+int rm_openai_reply_text(const char *body, size_t len, rm_openai_kind kind, char **text,
+                         size_t *text_len)
+{
+    rm_sbuf out = {0};
+    rm_sbuf_append(&out, "", 0);
+    size_t skip = 0;
+    while (skip < len &&
+           (body[skip] == ' ' || body[skip] == '\t' || body[skip] == '\r' || body[skip] == '\n'))
+        skip++;
+    int found = 0, ok = 1;
+    if (len - skip >= 5 && !memcmp(body + skip, "data:", 5)) {
+        /* One "data:" line per event; other fields and comments ignored. */
+        for (size_t at = skip; at < len && ok;) {
+            const char *nl = memchr(body + at, '\n', len - at);
+            size_t end = nl ? (size_t)(nl - body) : len, stop = end;
+            if (stop > at && body[stop - 1] == '\r')
+                stop--;
+            if (stop - at >= 5 && !memcmp(body + at, "data:", 5)) {
+                size_t d = at + 5 + (stop > at + 5 && body[at + 5] == ' ');
+                if (!(stop - d == 6 && !memcmp(body + d, "[DONE]", 6))) {
+                    json_t *doc = json_loadb(body + d, stop - d, 0, NULL);
+                    int got = doc ? take_doc(doc, kind, 1, &out) : -1;
+                    json_decref(doc);
+                    ok = got >= 0;
+                    found += got > 0;
+                }
+            }
+            at = end + 1;
+        }
+    } else {
+        json_t *doc = json_loadb(body, len, 0, NULL);
+        int got = doc ? take_doc(doc, kind, 0, &out) : -1;
+        json_decref(doc);
+        ok = got >= 0;
+        found = got > 0;
+    }
+    if (!ok || !found) {
+        free(out.p);
+        return -1;
+    }
+    *text = out.p;
+    *text_len = out.len;
+    return 0;
 }
 
 char *rm_openai_error(const char *message, const char *type, const char *code)

@@ -21,6 +21,25 @@ typedef enum { RM_OPENAI_COMPLETIONS, RM_OPENAI_CHAT } rm_openai_kind;
 int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
                      char **ns, uint32_t **tokens, size_t *n, char *err, size_t errlen);
 
+/* Like rm_openai_prompt, but for what the client's next request will begin
+ * with: the prompt followed by the worker's reply (reply_len bytes) -- for
+ * chat an assistant message, for a text completion the generated text
+ * appended to the (first) prompt. Workers cache the KV of what they
+ * generate too, so this is what the paired node should mirror. Returns -1
+ * (err set) also for token-id prompts, which text cannot extend. */
+int rm_openai_prompt_reply(const char *body, size_t len, rm_openai_kind kind, const char *reply,
+                           size_t reply_len, size_t max_tokens, char **ns, uint32_t **tokens,
+                           size_t *n, char *err, size_t errlen);
+
+/* The text a worker generated, read from its response body: one JSON
+ * completion (choices[0].text; chat: choices[0].message.content) or a
+ * Server-Sent Events stream of chunks (the choice with index 0: text; chat:
+ * delta.content), up to "[DONE]". On success returns 0 and *text
+ * (malloc'd, NUL-terminated, the caller frees; *text_len bytes). Returns -1
+ * when the body carries no such text (tool calls, an error, another shape). */
+int rm_openai_reply_text(const char *body, size_t len, rm_openai_kind kind, char **text,
+                         size_t *text_len);
+
 /* An OpenAI-style error document (caller frees):
  * {"error":{"message":..,"type":..,"param":null,"code":..}}. */
 char *rm_openai_error(const char *message, const char *type, const char *code);

@@ -1,5 +1,6 @@
 /* libFuzzer target: what the gateway reads from untrusted HTTP bodies and
- * worker pages: OpenAI request bodies (both kinds) into routing tokens, and
+ * worker pages: OpenAI request bodies (both kinds) into routing tokens,
+ * responses (JSON or Server-Sent Events) into generated text, and
  * Prometheus text into worker figures. Must not crash or leak; results
  * must respect their bounds. */
 #include <stdint.h>
@@ -26,6 +27,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         free(ns);
         free(tokens);
+        /* The same bytes as a worker's response, and as a reply appended. */
+        char *text;
+        size_t text_len;
+        if (rm_openai_reply_text((const char *)data, size, kind, &text, &text_len) == 0) {
+            if (!text || text[text_len] != '\0')
+                abort();
+            rc = rm_openai_prompt_reply((const char *)data, size, kind, text, text_len, 4096, &ns,
+                                        &tokens, &n, err, sizeof err);
+            if (rc == 0 && (!ns || n > 4096 || (n && !tokens)))
+                abort();
+            if (rc == 0) {
+                free(ns);
+                free(tokens);
+            }
+            free(text);
+        }
     }
     rm_worker_figures f;
     int found = rm_worker_metrics_parse((const char *)data, size, &f);

@@ -77,6 +77,13 @@ def main():
     }
     for name, doc in gw.items():
         write("gateway", name, json.dumps(doc))
+    write("gateway", "reply_chat", json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}],
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}}]}))
+    write("gateway", "reply_stream",
+          'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+          ': ping\r\n\r\ndata:{"choices":[{"index":0,"delta":{"content":"Hel"},"text":"x"}]}\n\n'
+          'data: [DONE]\n\n')
     write("gateway", "vllm_metrics",
           "# TYPE vllm:prefix_cache_queries_total counter\n"
           'vllm:prefix_cache_queries_total{engine="0",model_name="a b}"} 1000.0\n'

@@ -2,9 +2,10 @@
 """A fake OpenAI-compatible inference worker for the gateway tests.
 
 It answers /v1/completions and /v1/chat/completions (JSON, or Server-Sent
-Events with "stream": true), /v1/models, and /metrics with vLLM-style
-prefix-cache counters from a simulated prefix cache, and records every
-request. Test hooks:
+Events with "stream": true) with the request's "fake_reply" (default "ok"),
+/v1/models, and /metrics with vLLM-style prefix-cache counters from a
+simulated prefix cache that, like vLLM's, also keeps what was generated;
+and records every request. Test hooks:
   GET  /_requests            what it received (path, body, headers, outcome)
   POST /_control             {"fail_status": 503} fails completions with that
                              status (0 turns it off); {"hold": true} makes each
@@ -43,7 +44,23 @@ class State:
                 str(m.get("role", "")) + "\x1f" + str(m.get("content", "")) + "\x1e"
                 for m in body["messages"]
             )
-        return json.dumps(body.get("prompt", ""))
+        prompt = body.get("prompt", "")
+        return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+    def reply_text(self, body, reply):
+        """What the client's next turn resends: the prompt and the reply."""
+        if "messages" in body:
+            return self.prompt_text(body) + "assistant\x1f" + reply + "\x1e"
+        return self.prompt_text(body) + reply
+
+    def remember(self, text):
+        """Caches text's full blocks without counting a query (as vLLM
+        caches the blocks of the tokens it generates)."""
+        with self.lock:
+            h = hashlib.sha256()
+            for i in range(0, len(text) - len(text) % BLOCK, BLOCK):
+                h.update(text[i : i + BLOCK].encode())
+                self.cache.add(h.hexdigest())
 
     def account(self, text):
         """Simulates a block prefix cache; counts in ~4-character tokens."""
@@ -157,7 +174,10 @@ def make_handler(state):
                 self.send_json(fail, {"error": {"message": "injected failure"}})
                 return
             body = json.loads(raw)
+            chat = "messages" in body
+            reply = body.get("fake_reply", "ok")
             state.account(state.prompt_text(body))
+            state.remember(state.reply_text(body, reply))
             if body.get("fake_bytes"):  # a large streamed body, deterministic bytes
                 n = int(body["fake_bytes"])
                 self.send_response(200)
@@ -176,8 +196,10 @@ def make_handler(state):
                 return
             if not body.get("stream"):
                 rec["outcome"] = "done"
-                self.send_json(200, {"id": "cmpl-1", "object": "text_completion", "worker": state.name,
-                                     "choices": [{"index": 0, "text": "ok"}]})
+                choice = ({"index": 0, "message": {"role": "assistant", "content": reply}}
+                          if chat else {"index": 0, "text": reply})
+                self.send_json(200, {"id": "cmpl-1", "worker": state.name, "choices": [choice],
+                                     "object": "chat.completion" if chat else "text_completion"})
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -186,8 +208,13 @@ def make_handler(state):
             self.end_headers()
             sent = b""
             try:
+                # The reply in state.chunks pieces, as OpenAI chunks.
+                step = -(-len(reply) // state.chunks)
                 for i in range(state.chunks):
-                    event = ("data: " + json.dumps({"worker": state.name, "index": i, "text": "tok%d " % i}) + "\n\n").encode()
+                    piece = reply[i * step : (i + 1) * step]
+                    choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                    event = ("data: " + json.dumps({"worker": state.name, "index": i,
+                                                    "choices": [choice]}) + "\n\n").encode()
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                     self.wfile.flush()
                     sent += event

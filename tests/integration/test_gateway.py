@@ -234,6 +234,48 @@ class GatewayTest(unittest.TestCase):
         self.assertGreater(doc["hit_rate"], 0.5)
         self.check_dashboard()
 
+    def test_1b_generated_text_is_recorded(self):
+        """The node mirrors prompt + reply, so the next turn, which resends
+        the reply, hits on all of it -- for a JSON and a streamed reply."""
+        def node_stats(node):
+            return next(n for n in self.c.cluster()["nodes"] if n["id"] == node)
+
+        def render(messages):
+            return "".join(m["role"] + "\x1f" + m["content"] + "\x1e" for m in messages)
+
+        for stream in (False, True):
+            conv = 500 + stream
+            reply = f"Here is a carefully considered answer for {conv}. " * 12
+            msgs = [{"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"conversation {conv}: " + "tell me " * 20}]
+            before = {n["id"]: n for n in self.c.cluster()["nodes"]}
+            status, headers, body = post(self.gw, "/v1/chat/completions",
+                                         {"model": "fake-model", "messages": msgs,
+                                          "stream": stream, "fake_reply": reply})
+            self.assertEqual(status, 200, body)
+            node = headers["x-radixmesh-node"]
+            b = before[node]
+            # Recorded: its Match counted, then its Insert took pages.
+            poll("turn 1 recorded", lambda: node_stats(node)["match_requests_total"] ==
+                 b["match_requests_total"] + 1 and node_stats(node)["free_pages"] < b["free_pages"])
+            mid = node_stats(node)
+            msgs2 = msgs + [{"role": "assistant", "content": reply},
+                            {"role": "user", "content": "and then? " * 10}]
+            status, headers, body = post(self.gw, "/v1/chat/completions",
+                                         {"model": "fake-model", "messages": msgs2,
+                                          "stream": stream, "fake_reply": "fine"})
+            self.assertEqual(status, 200, body)
+            self.assertEqual(headers["x-radixmesh-node"], node, f"stream={stream}")
+            after = poll("turn 2 recorded", lambda: (lambda s: s if s["match_requests_total"] ==
+                         mid["match_requests_total"] + 1 else None)(node_stats(node)))
+            hit = after["hit_tokens_total"] - mid["hit_tokens_total"]
+            # Pseudo-tokens are 4-byte chunks and the node caches whole
+            # 16-token pages: turn 1 + reply, as bytes, fixes the hit.
+            with_reply = len((render(msgs) + "assistant\x1f" + reply + "\x1e").encode())
+            prompt_only = len(render(msgs).encode())
+            self.assertEqual(hit, with_reply // 4 // 16 * 16,
+                             f"stream={stream}: prompt alone would give {prompt_only // 4 // 16 * 16}")
+
     def check_dashboard(self):
         """Headless Chromium renders the dashboard: its predicted and real
         hit rates equal /api/cluster's. Skipped without chromium."""

@@ -106,6 +106,102 @@ static void test_errors(void)
     free(doc);
 }
 
+static int reply_of(const char *body, rm_openai_kind kind, char **text, size_t *len)
+{
+    return rm_openai_reply_text(body, strlen(body), kind, text, len);
+}
+
+static void test_reply_text(void)
+{
+    char *text;
+    size_t len;
+    CHECK_EQ(reply_of("{\"choices\":[{\"index\":0,\"text\":\" world\"}]}", RM_OPENAI_COMPLETIONS,
+                      &text, &len),
+             0);
+    CHECK(len == 6 && !strcmp(text, " world"));
+    free(text);
+    CHECK_EQ(
+        reply_of("{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                 "\"content\":\"Hi \\u00e9\"}},{\"index\":1,\"message\":{\"content\":\"x\"}}]}",
+                 RM_OPENAI_CHAT, &text, &len),
+        0);
+    CHECK(len == 5 && !strcmp(text, "Hi \xc3\xa9")); /* choice 0 only, UTF-8 */
+    free(text);
+    /* A stream: CRLF or LF lines, comments and event names ignored, the
+     * role-only first chunk and other choices skipped, [DONE] ends it. */
+    const char *sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n"
+                      ": keep-alive\r\n\r\n"
+                      "event: message\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                      "\"Hel\"}}]}\r\n\r\n"
+                      "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"XX\"}}]}\n\n"
+                      "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n"
+                      "data: [DONE]\n\n";
+    CHECK_EQ(reply_of(sse, RM_OPENAI_CHAT, &text, &len), 0);
+    CHECK(len == 5 && !strcmp(text, "Hello"));
+    free(text);
+    CHECK_EQ(reply_of("data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[{\"text\":"
+                      "\"b\"}]}\n\n",
+                      RM_OPENAI_COMPLETIONS, &text, &len),
+             0);
+    CHECK(!strcmp(text, "ab"));
+    free(text);
+    /* No generated text: an error document, a tool call, a chunk that is
+     * not JSON, a body that is neither. */
+    CHECK_EQ(reply_of("{\"error\":{\"message\":\"x\"}}", RM_OPENAI_CHAT, &text, &len), -1);
+    CHECK_EQ(reply_of("{\"choices\":[{\"index\":0,\"message\":{\"content\":null,"
+                      "\"tool_calls\":[]}}]}",
+                      RM_OPENAI_CHAT, &text, &len),
+             -1);
+    CHECK_EQ(reply_of("data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {oops\n\n",
+                      RM_OPENAI_COMPLETIONS, &text, &len),
+             -1);
+    CHECK_EQ(reply_of("not json", RM_OPENAI_COMPLETIONS, &text, &len), -1);
+}
+
+/* The key property: prompt + reply is, but for its last (possibly short)
+ * pseudo-token, a prefix of the next turn's prompt. */
+static void test_prompt_reply_prefixes_next_turn(void)
+{
+    char *ns, *ns2, err[256];
+    uint32_t *t, *u;
+    size_t n, m;
+    const char *turn1 = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be "
+                        "brief.\"},{\"role\":\"user\",\"content\":\"hi there\"}]}";
+    const char *turn2 = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be "
+                        "brief.\"},{\"role\":\"user\",\"content\":\"hi there\"},{\"role\":"
+                        "\"assistant\",\"content\":\"Hello! How can I help?\"},{\"role\":"
+                        "\"user\",\"content\":\"tell me more\"}]}";
+    const char *reply = "Hello! How can I help?";
+    CHECK_EQ(rm_openai_prompt_reply(turn1, strlen(turn1), RM_OPENAI_CHAT, reply, strlen(reply),
+                                    1000, &ns, &t, &n, err, sizeof err),
+             0);
+    CHECK_EQ(parse(turn2, RM_OPENAI_CHAT, &ns2, &u, &m, err), 0);
+    CHECK(!strcmp(ns, ns2));
+    size_t plain_n;
+    uint32_t *plain;
+    char *ns3;
+    CHECK_EQ(parse(turn1, RM_OPENAI_CHAT, &ns3, &plain, &plain_n, err), 0);
+    CHECK(n > plain_n + 5 && m > n); /* the reply added tokens */
+    CHECK_EQ(memcmp(t, u, (n - 1) * sizeof *t), 0);
+    free(ns), free(ns2), free(ns3), free(t), free(u), free(plain);
+    /* Completions: the text continues the prompt. */
+    const char *c1 = "{\"model\":\"m\",\"prompt\":\"Once upon a time\"}";
+    const char *c2 = "{\"model\":\"m\",\"prompt\":\"Once upon a time, there was a fox.\"}";
+    CHECK_EQ(rm_openai_prompt_reply(c1, strlen(c1), RM_OPENAI_COMPLETIONS, ", there was", 11, 1000,
+                                    &ns, &t, &n, err, sizeof err),
+             0);
+    CHECK_EQ(parse(c2, RM_OPENAI_COMPLETIONS, &ns2, &u, &m, err), 0);
+    CHECK(n == 7 && m > n);
+    CHECK_EQ(memcmp(t, u, (n - 1) * sizeof *t), 0);
+    free(ns), free(ns2), free(t), free(u);
+    /* Token ids cannot be continued by text. */
+    const char *ids = "{\"model\":\"m\",\"prompt\":[1,2,3]}";
+    CHECK_EQ(rm_openai_prompt_reply(ids, strlen(ids), RM_OPENAI_COMPLETIONS, "x", 1, 1000, &ns, &t,
+                                    &n, err, sizeof err),
+             -1);
+    CHECK(strstr(err, "token-id") != NULL);
+}
+
 static void test_worker_metrics(void)
 {
     const char *vllm = "# HELP vllm:prefix_cache_queries_total x\n"
@@ -144,6 +240,8 @@ int main(void)
     RUN(test_token_ids_and_batches);
     RUN(test_text_prompt_and_chat);
     RUN(test_errors);
+    RUN(test_reply_text);
+    RUN(test_prompt_reply_prefixes_next_turn);
     RUN(test_worker_metrics);
     return rm_t_report();
 }
