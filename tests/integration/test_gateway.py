@@ -246,7 +246,9 @@ class GatewayTest(unittest.TestCase):
         for stream in (False, True):
             conv = 500 + stream
             reply = f"Here is a carefully considered answer for {conv}. " * 12
-            msgs = [{"role": "system", "content": SYSTEM},
+            # A prompt of its own: sharing SYSTEM, the two conversations
+            # would make it hot in a run of this test alone, and re-key.
+            msgs = [{"role": "system", "content": f"Desk {conv}. " + SYSTEM},
                     {"role": "user", "content": f"conversation {conv}: " + "tell me " * 20}]
             before = {n["id"]: n for n in self.c.cluster()["nodes"]}
             status, headers, body = post(self.gw, "/v1/chat/completions",
