@@ -709,8 +709,8 @@ static void on_routed(rm_route_job *job)
     uv_async_send(&g->wake);
 }
 
-/* After a 2xx: the job's tokens become prompt + generated text when the
- * response carried text, so the node mirrors what the worker cached and the
+/* After a 2xx: the node is to record prompt + generated text when the
+ * response carried text, so it mirrors what the worker cached and the
  * conversation's next turn finds its whole history. */
 static void extend_with_reply(gw_req *q)
 {
@@ -725,11 +725,10 @@ static void extend_with_reply(gw_req *q)
     free(text);
     if (rc != 0)
         return;
-    free(q->job->ns);
-    free(q->job->tokens);
-    q->job->ns = ns;
-    q->job->tokens = tokens;
-    q->job->ntokens = n;
+    free(ns); /* the prompt's own */
+    free(q->job->record);
+    q->job->record = tokens;
+    q->job->nrecord = n;
 }
 
 /* Ends a request: returns its job to the router (releasing the node's

@@ -1341,6 +1341,7 @@ static void free_job(rm_route_job *job)
 {
     free(job->ns);
     free(job->tokens);
+    free(job->record);
     free(job);
 }
 
@@ -1374,6 +1375,8 @@ static void on_record_match(void *ctx, grpc_status_code st, grpc_byte_buffer *re
     }
     radixmesh_v1_InsertRequest ins = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens_view view = {op->job->tokens, op->job->ntokens};
+    if (op->job->record)
+        view = (rm_tokens_view){op->job->record, op->job->nrecord};
     ins.namespace = op->job->ns;
     rm_pb_tokens_encoder(&ins.tokens, &view);
     grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_InsertRequest_fields, &ins);

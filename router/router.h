@@ -96,7 +96,13 @@ typedef struct rm_route_job {
     char *ns;         /* owned by the job */
     uint32_t *tokens; /* owned by the job; may be NULL */
     size_t ntokens;
-    int any;           /* no affinity wanted (GET /v1/models...): any worker */
+    int any; /* no affinity wanted (GET /v1/models...): any worker */
+    /* What the node should hold after the request, when more than tokens
+     * (the prompt followed by the generated text); owned by the job, may be
+     * NULL. The record Match still counts the prompt alone, as the worker's
+     * own prefix cache does. */
+    uint32_t *record;
+    size_t nrecord;
     char exclude[128]; /* node id whose worker just failed, "" for none */
     /* out */
     int found;
@@ -119,8 +125,9 @@ int rm_router_route_async(rm_router *r, rm_route_job *job);
 
 /* Thread-safe; takes the job. The request it routed is over: the node's
  * in-flight charge is released; with ok (the worker answered 2xx) its
- * prompt is recorded in the node (Match, then a metadata-only Insert), so
- * the node mirrors what its worker cached; with worker_failed (no
+ * prompt is recorded in the node (Match of tokens, then a metadata-only
+ * Insert of record, or of tokens), so the node mirrors what its worker
+ * cached; with worker_failed (no
  * connection), the worker leaves gateway routing until a scrape reaches it
  * again. */
 void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, int worker_failed);

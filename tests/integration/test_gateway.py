@@ -142,14 +142,21 @@ class Cluster:
 SYSTEM = ("You are a meticulous assistant for a large insurance company. " * 40).strip()
 
 
+def answer(conv, t):
+    return f"answer {t} for {conv}: " + "consider this " * 12
+
+
 def chat_body(conv, turns, stream=False):
+    """Turn `turns` of a conversation; the fake worker is told to give the
+    answer that the next turn resends, as a real client would."""
     messages = [{"role": "system", "content": SYSTEM}]
     for t in range(turns):
         messages.append({"role": "user", "content": f"conversation {conv} question {t}: "
                          + "details " * 30})
         if t + 1 < turns:
-            messages.append({"role": "assistant", "content": f"answer {t} for {conv}"})
-    return {"model": "fake-model", "messages": messages, "stream": stream}
+            messages.append({"role": "assistant", "content": answer(conv, t)})
+    return {"model": "fake-model", "messages": messages, "stream": stream,
+            "fake_reply": answer(conv, turns - 1)}
 
 
 def post(conn, path, body, headers=None):
