@@ -189,8 +189,11 @@ static int take_doc(json_t *doc, rm_openai_kind kind, int chunk, rm_sbuf *out)
     int found = 0;
     size_t i;
     json_t *c;
-    json_array_foreach(choices, i, c) found +=
-        json_is_object(c) && take_choice(c, kind, chunk, out);
+    json_array_foreach(choices, i, c)
+    {
+        if (json_is_object(c))
+            found += take_choice(c, kind, chunk, out);
+    }
     return found;
 }
 
