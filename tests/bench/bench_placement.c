@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "lru_baseline.h"
 #include "prefix_key.h"
 #include "ring.h"
 #include "trace.h"
@@ -70,23 +71,6 @@ static uint64_t tail_age(const rm_cache *c, uint64_t now)
 {
     const rm_radix_node *v = rm_radix_next_victim(&c->tree);
     return v ? now - v->last_ms : UINT64_MAX;
-}
-
-static double single_lru(const rm_trace *w, uint64_t pages)
-{
-    rm_cache c;
-    cache_open(&c, pages);
-    uint64_t q = 0, h = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        rm_match_result mr;
-        rm_insert_result ir;
-        rm_cache_match(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
-        rm_cache_insert(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
-        q += w->req[i].n;
-        h += mr.matched_tokens;
-    }
-    rm_cache_destroy(&c);
-    return (double)h / (double)q;
 }
 
 static uint32_t choose(rule how, rm_cache *c, const rm_ring *ring, const uint64_t *served,
@@ -202,7 +186,7 @@ int main(int argc, char **argv)
         uint64_t pages = (tokens + PAGE - 1) / PAGE;
         double one[LAYOUTS];
         for (int l = 0; l < LAYOUTS; l++)
-            one[l] = single_lru(&w, (pages + (uint64_t)l) * CACHES);
+            one[l] = single_lru_hit(&w, PAGE, (pages + (uint64_t)l) * CACHES);
         printf("   %-9.0f %-8.4f", fractions[f] * 100, one[0]);
         for (int r = 0; r < RULE_COUNT; r++) {
             double lo = 1e9, hi = 0, worst_mm = 0;

@@ -29,6 +29,7 @@
 #include "trace.h"
 #include "util.h"
 #include "bench_util.h"
+#include "lru_baseline.h"
 
 #define NODES 8
 #define PAGE  16
@@ -60,28 +61,6 @@ static void gen_chat(rm_trace *w, int convs)
                     block_tokens(r->tokens + SYSP + (size_t)t * TURN,
                                  2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
             }
-}
-
-static double ideal_lru(const rm_trace *w, uint64_t pages)
-{
-    rm_cache c;
-    rm_cache_config cfg;
-    rm_cache_config_defaults(&cfg);
-    cfg.page_tokens = PAGE;
-    cfg.pool_pages = pages;
-    if (rm_cache_init(&c, &cfg))
-        abort();
-    uint64_t q = 0, h = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        rm_match_result mr;
-        rm_insert_result ir;
-        rm_cache_match(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
-        rm_cache_insert(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
-        q += w->req[i].n;
-        h += mr.matched_tokens;
-    }
-    rm_cache_destroy(&c);
-    return (double)h / (double)q;
 }
 
 typedef struct result {
@@ -328,7 +307,7 @@ int main(int argc, char **argv)
         /* Each node: 10% of the trace's unique blocks / 8, in tokens. */
         uint64_t node_tokens = w.unique_blocks * B / 10 / NODES;
         uint64_t node_pages = (node_tokens + PAGE - 1) / PAGE;
-        double ideal = ideal_lru(&w, node_pages * NODES);
+        double ideal = single_lru_hit(&w, PAGE, node_pages * NODES);
         printf("A. Mooncake trace: %zu requests, %llu unique blocks, %zu tokens/block; "
                "node pool %llu tokens x %d\n"
                "   ideal single LRU (%llu tokens): hit %.4f\n",
@@ -341,7 +320,7 @@ int main(int argc, char **argv)
     }
     rm_trace chat;
     gen_chat(&chat, quick ? 160 : 480);
-    double ideal = ideal_lru(&chat, 1u << 22);
+    double ideal = single_lru_hit(&chat, PAGE, 1u << 22);
     printf("B. chat, 80%% behind one 1024-token system prompt: %zu requests; ideal LRU hit "
            "%.4f\n",
            chat.n, ideal);

@@ -1,0 +1,37 @@
+/* lru_baseline.h -- the baseline of the routing benchmarks: one LRU cache
+ * (the node's cache code, in process) replaying a trace in order. */
+#ifndef RM_LRU_BASELINE_H
+#define RM_LRU_BASELINE_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cache.h"
+#include "trace.h"
+
+/* Token hit rate of one cache of `pages` pages of page_tokens tokens. */
+static double single_lru_hit(const rm_trace *w, uint32_t page_tokens, uint64_t pages)
+{
+    rm_cache c;
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = page_tokens;
+    cfg.pool_pages = pages;
+    if (rm_cache_init(&c, &cfg)) {
+        fprintf(stderr, "cannot make a %llu-page cache\n", (unsigned long long)pages);
+        exit(1);
+    }
+    uint64_t q = 0, h = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        rm_match_result mr;
+        rm_insert_result ir;
+        rm_cache_match(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
+        rm_cache_insert(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
+        q += w->req[i].n;
+        h += mr.matched_tokens;
+    }
+    rm_cache_destroy(&c);
+    return (double)h / (double)q;
+}
+
+#endif
