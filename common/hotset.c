@@ -159,8 +159,13 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
         blocks = h->max_blocks;
     for (size_t b = 0; b <= blocks; b++) {
         uint64_t parent = hash;
+        if (b < blocks)
+            hash = rm_prefix_chain(parent, tokens + b * B, B);
         rm_hot_entry *p = b ? find(h, parent, 0) : NULL;
-        if (p && (b < blocks || b < h->max_blocks)) {
+        if (p && b < blocks && p->lead_known == RM_HOT_CHECKPOINTS &&
+            p->lead[RM_HOT_CHECKPOINTS - 1] == hash) {
+            p->lead_count += w; /* the leader's whole block: no quarters needed */
+        } else if (p && (b < blocks || b < h->max_blocks)) {
             /* The next block, or the short tail after the last one: many
              * short questions after one prompt branch too. */
             uint64_t cp[RM_HOT_CHECKPOINTS];
@@ -168,7 +173,6 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
         }
         if (b == blocks)
             break;
-        hash = rm_prefix_chain(hash, tokens + b * B, B);
         if (h->used * 4 >= (h->mask + 1) * 3)
             purge(h);
         rm_hot_entry *e = find(h, hash, 1);
