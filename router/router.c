@@ -512,11 +512,9 @@ static int by_hash(const void *a, const void *b)
  * a prompt shared by two conversations in turn is (about one half). */
 #define HOT_BRANCH 0.1
 
-/* Requests carrying one prefix that continued other than through its
- * leading next block, over the n nodes' reports: each node's own "other",
- * plus what went through a node's leader that is not the overall one (two
- * conversations behind one prompt on two nodes each lead their node). */
-static double branching(const radixmesh_v1_HotPrefix *e, size_t n)
+/* Two conversations behind one prompt on two nodes each lead their node:
+ * the cluster sees them branch though neither node does. */
+double rm_router_prefix_branching(const radixmesh_v1_HotPrefix *e, size_t n)
 {
     double best = -1, all_leads = 0, other = 0;
     for (size_t i = 0; i < n; i++) {
@@ -581,7 +579,8 @@ static void recompute_hot(rm_router *r)
         double sum = 0;
         while (j < k && all[j].hash == all[i].hash)
             sum += all[j++].requests;
-        if (total > 0 && sum >= share * total && branching(all + i, j - i) >= HOT_BRANCH * sum)
+        if (total > 0 && sum >= share * total &&
+            rm_router_prefix_branching(all + i, j - i) >= HOT_BRANCH * sum)
             r->hot[r->nhot++] = all[i].hash;
         i = j;
     }
