@@ -55,6 +55,31 @@ void rm_textkey_finish(rm_textkey *k)
     k->ncarry = 0;
 }
 
+void rm_textkey_mark(const rm_textkey *k, rm_textkey_end *end)
+{
+    memcpy(end->tail, k->carry, k->ncarry);
+    end->ntail = k->ncarry;
+    end->tail_emitted = k->ncarry && k->n < k->max;
+}
+
+void rm_textkey_resume(rm_textkey *k, size_t max, const uint32_t *tokens, size_t n,
+                       const rm_textkey_end *end)
+{
+    rm_textkey_init(k, max);
+    size_t full = n - (end->tail_emitted && n ? 1 : 0);
+    if (full > max)
+        full = max;
+    k->cap = full + 256;
+    k->v = rm_xmalloc(k->cap * sizeof *k->v);
+    if (full)
+        memcpy(k->v, tokens, full * sizeof *tokens);
+    k->n = full;
+    if (end->tail_emitted) {
+        memcpy(k->carry, end->tail, end->ntail);
+        k->ncarry = end->ntail;
+    }
+}
+
 void rm_textkey_free(rm_textkey *k)
 {
     free(k->v);

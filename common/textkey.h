@@ -47,6 +47,24 @@ void rm_textkey_feed(rm_textkey *k, const void *bytes, size_t len);
 /* Emits the last, short chunk. Call once, after the last feed. */
 void rm_textkey_finish(rm_textkey *k);
 
+/* Where a key stopped, so that its tokens can be continued later without
+ * the text that made them: the bytes of the short chunk that finish turned
+ * into the last token (a continuation re-chunks them with what follows). */
+typedef struct rm_textkey_end {
+    unsigned char tail[RM_TEXTKEY_CHUNK];
+    size_t ntail;
+    int tail_emitted; /* finish made a token of tail (the key was not full) */
+} rm_textkey_end;
+
+/* Records where k stands; call just before rm_textkey_finish. */
+void rm_textkey_mark(const rm_textkey *k, rm_textkey_end *end);
+
+/* Starts k (keeping at most max tokens) as the continuation of a finished
+ * key's tokens[0..n) that stopped at end: the same tokens as feeding the
+ * original text again, then more. */
+void rm_textkey_resume(rm_textkey *k, size_t max, const uint32_t *tokens, size_t n,
+                       const rm_textkey_end *end);
+
 /* Frees the tokens (if the caller did not take k->v). */
 void rm_textkey_free(rm_textkey *k);
 

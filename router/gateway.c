@@ -128,6 +128,7 @@ struct gw_req {
     /* A text prompt's 2xx response, kept to record the generated text
      * with the prompt (the worker caches both); capture < 0: given up. */
     rm_openai_kind kind;
+    rm_openai_end end; /* where the prompt's tokens stopped */
     int capture;
     rm_sbuf reply;
 };
@@ -657,9 +658,9 @@ static void start_request(gw_conn *c)
         char *ns, err[256];
         uint32_t *tokens;
         size_t n;
-        if (rm_openai_prompt(q->body ? q->body : "", q->body_len,
-                             chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS,
-                             g->cfg.max_prompt_tokens, &ns, &tokens, &n, err, sizeof err) != 0) {
+        if (rm_openai_prompt(
+                q->body ? q->body : "", q->body_len, chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS,
+                g->cfg.max_prompt_tokens, &ns, &tokens, &n, &q->end, err, sizeof err) != 0) {
             int keep = q->keep_alive;
             c->req = NULL;
             req_free(q);
@@ -669,8 +670,7 @@ static void start_request(gw_conn *c)
             return;
         }
         q->kind = chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS;
-        size_t nl = strlen(ns);
-        q->capture = nl >= 5 && !strcmp(ns + nl - 5, "#text");
+        q->capture = q->end.text;
         q->job = new_job(q, ns, tokens, n, 0);
     } else {
         q->job = new_job(q, rm_xstrndup("", 0), NULL, 0, 1);
@@ -714,18 +714,17 @@ static void on_routed(rm_route_job *job)
  * conversation's next turn finds its whole history. */
 static void extend_with_reply(gw_req *q)
 {
-    char *text, *ns, err[128];
+    char *text;
     size_t text_len, n;
     uint32_t *tokens;
     if (q->capture <= 0 || !q->reply.p ||
         rm_openai_reply_text(q->reply.p, q->reply.len, q->kind, &text, &text_len) != 0)
         return;
-    int rc = rm_openai_prompt_reply(q->body ? q->body : "", q->body_len, q->kind, text, text_len,
-                                    q->g->cfg.max_prompt_tokens, &ns, &tokens, &n, err, sizeof err);
+    int rc = rm_openai_continue(q->kind, q->job->tokens, q->job->ntokens, &q->end, text, text_len,
+                                q->g->cfg.max_prompt_tokens, &tokens, &n);
     free(text);
     if (rc != 0)
         return;
-    free(ns); /* the prompt's own */
     free(q->job->record);
     q->job->record = tokens;
     q->job->nrecord = n;

@@ -77,10 +77,9 @@ static int render_chat(json_t *messages, rm_textkey *k, char *err, size_t errlen
     return 0;
 }
 
-/* rm_openai_prompt, with reply (NULL: none) appended as the next turn has it. */
-static int prompt_impl(const char *body, size_t len, rm_openai_kind kind, const char *reply,
-                       size_t reply_len, size_t max_tokens, char **ns, uint32_t **tokens, size_t *n,
-                       char *err, size_t errlen)
+int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
+                     char **ns, uint32_t **tokens, size_t *n, rm_openai_end *end, char *err,
+                     size_t errlen)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -106,11 +105,6 @@ static int prompt_impl(const char *body, size_t len, rm_openai_kind kind, const 
             snprintf(err, errlen, "'messages' is required");
         else
             rc = render_chat(messages, &k, err, errlen);
-        if (rc == 0 && reply) {
-            feed_str(&k, "assistant\x1f");
-            rm_textkey_feed(&k, reply, reply_len);
-            rm_textkey_feed(&k, "\x1e", 1);
-        }
     } else {
         json_t *p = json_object_get(root, "prompt");
         if (json_is_array(p) && json_array_size(p) > 0 &&
@@ -120,11 +114,7 @@ static int prompt_impl(const char *body, size_t len, rm_openai_kind kind, const 
             snprintf(err, errlen, "'prompt' is required");
         } else if (json_is_string(p)) {
             feed_str(&k, json_string_value(p));
-            if (reply)
-                rm_textkey_feed(&k, reply, reply_len);
             rc = 0;
-        } else if (json_is_array(p) && reply) {
-            snprintf(err, errlen, "a token-id prompt cannot be extended by text");
         } else if (json_is_array(p)) {
             text = 0;
             rc = ids_of(p, max_tokens, tokens, n, err, errlen);
@@ -137,6 +127,11 @@ static int prompt_impl(const char *body, size_t len, rm_openai_kind kind, const 
         size_t ml = strlen(m);
         *ns = rm_xmalloc(ml + 6);
         snprintf(*ns, ml + 6, "%s%s", m, text ? "#text" : "");
+        if (end) {
+            memset(end, 0, sizeof *end);
+            end->text = text;
+            rm_textkey_mark(&k, &end->key);
+        }
         if (text) {
             rm_textkey_finish(&k);
             *tokens = k.v;
@@ -149,18 +144,23 @@ static int prompt_impl(const char *body, size_t len, rm_openai_kind kind, const 
     return rc;
 }
 
-int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
-                     char **ns, uint32_t **tokens, size_t *n, char *err, size_t errlen)
+int rm_openai_continue(rm_openai_kind kind, const uint32_t *tokens, size_t n,
+                       const rm_openai_end *end, const char *reply, size_t reply_len,
+                       size_t max_tokens, uint32_t **out, size_t *nout)
 {
-    return prompt_impl(body, len, kind, NULL, 0, max_tokens, ns, tokens, n, err, errlen);
-}
-
-int rm_openai_prompt_reply(const char *body, size_t len, rm_openai_kind kind, const char *reply,
-                           size_t reply_len, size_t max_tokens, char **ns, uint32_t **tokens,
-                           size_t *n, char *err, size_t errlen)
-{
-    return prompt_impl(body, len, kind, reply ? reply : "", reply_len, max_tokens, ns, tokens, n,
-                       err, errlen);
+    if (!end->text)
+        return -1;
+    rm_textkey k;
+    rm_textkey_resume(&k, max_tokens, tokens, n, &end->key);
+    if (kind == RM_OPENAI_CHAT)
+        feed_str(&k, "assistant\x1f");
+    rm_textkey_feed(&k, reply, reply_len);
+    if (kind == RM_OPENAI_CHAT)
+        rm_textkey_feed(&k, "\x1e", 1);
+    rm_textkey_finish(&k);
+    *out = k.v;
+    *nout = k.n;
+    return 0;
 }
 
 /* Appends the generated text of one choice object, if it is choice 0.

@@ -12,24 +12,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "textkey.h"
+
 typedef enum { RM_OPENAI_COMPLETIONS, RM_OPENAI_CHAT } rm_openai_kind;
+
+/* Where a request's routing tokens stopped, to continue them with the
+ * reply (rm_openai_continue) without parsing the request again. */
+typedef struct rm_openai_end {
+    int text; /* 0: token ids, which text cannot continue */
+    rm_textkey_end key;
+} rm_openai_end;
 
 /* Parses body (JSON) of a request of the given kind. On success returns 0
  * and sets *ns and *tokens (both malloc'd, the caller frees; *tokens may be
- * NULL when *n is 0), keeping at most max_tokens. On a malformed request
- * returns -1 with a message for the client in err. */
+ * NULL when *n is 0), keeping at most max_tokens, and *end (may be NULL).
+ * On a malformed request returns -1 with a message for the client in err. */
 int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
-                     char **ns, uint32_t **tokens, size_t *n, char *err, size_t errlen);
+                     char **ns, uint32_t **tokens, size_t *n, rm_openai_end *end, char *err,
+                     size_t errlen);
 
-/* Like rm_openai_prompt, but for what the client's next request will begin
- * with: the prompt followed by the worker's reply (reply_len bytes) -- for
- * chat an assistant message, for a text completion the generated text
- * appended to the (first) prompt. Workers cache the KV of what they
- * generate too, so this is what the paired node should mirror. Returns -1
- * (err set) also for token-id prompts, which text cannot extend. */
-int rm_openai_prompt_reply(const char *body, size_t len, rm_openai_kind kind, const char *reply,
-                           size_t reply_len, size_t max_tokens, char **ns, uint32_t **tokens,
-                           size_t *n, char *err, size_t errlen);
+/* The routing tokens of what the client's next request will begin with:
+ * a prompt's tokens[0..n) (ended at end) followed by the worker's reply
+ * (reply_len bytes) -- for chat an assistant message, for a text
+ * completion the generated text appended to the (first) prompt. Workers
+ * cache the KV of what they generate too, so this is what the paired node
+ * should mirror. Returns 0 and *out (malloc'd, *nout tokens, at most
+ * max_tokens), or -1 for token-id prompts. */
+int rm_openai_continue(rm_openai_kind kind, const uint32_t *tokens, size_t n,
+                       const rm_openai_end *end, const char *reply, size_t reply_len,
+                       size_t max_tokens, uint32_t **out, size_t *nout);
 
 /* The text a worker generated, read from its response body: one JSON
  * completion (choices[0].text; chat: choices[0].message.content) or a

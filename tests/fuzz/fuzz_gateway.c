@@ -16,33 +16,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *ns, err[256];
         uint32_t *tokens;
         size_t n;
+        rm_openai_end end;
         int rc = rm_openai_prompt((const char *)data, size,
                                   kind ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS, 4096, &ns, &tokens,
-                                  &n, err, sizeof err);
+                                  &n, &end, err, sizeof err);
         if (rc == 0) {
             if (!ns || n > 4096 || (n && !tokens))
                 abort();
         } else if (ns || tokens || n || !err[0]) {
             abort();
         }
-        free(ns);
-        free(tokens);
-        /* The same bytes as a worker's response, and as a reply appended. */
+        /* The same bytes as a worker's response, continuing the prompt. */
         char *text;
         size_t text_len;
         if (rm_openai_reply_text((const char *)data, size, kind, &text, &text_len) == 0) {
             if (!text || text[text_len] != '\0')
                 abort();
-            rc = rm_openai_prompt_reply((const char *)data, size, kind, text, text_len, 4096, &ns,
-                                        &tokens, &n, err, sizeof err);
-            if (rc == 0 && (!ns || n > 4096 || (n && !tokens)))
-                abort();
-            if (rc == 0) {
-                free(ns);
-                free(tokens);
+            uint32_t *more;
+            size_t nmore;
+            if (rc == 0 && rm_openai_continue(kind, tokens, n, &end, text, text_len, 4096, &more,
+                                              &nmore) == 0) {
+                /* Everything but the prompt's last (short) token stays. */
+                if (nmore > 4096 || nmore + 1 < n ||
+                    (n > 1 && memcmp(more, tokens, (n - 1) * sizeof *more)))
+                    abort();
+                free(more);
             }
             free(text);
         }
+        free(ns);
+        free(tokens);
     }
     rm_worker_figures f;
     int found = rm_worker_metrics_parse((const char *)data, size, &f);

@@ -13,7 +13,7 @@
 static int parse(const char *body, rm_openai_kind kind, char **ns, uint32_t **t, size_t *n,
                  char *err)
 {
-    return rm_openai_prompt(body, strlen(body), kind, 1000, ns, t, n, err, 256);
+    return rm_openai_prompt(body, strlen(body), kind, 1000, ns, t, n, NULL, err, 256);
 }
 
 static void test_token_ids_and_batches(void)
@@ -159,12 +159,14 @@ static void test_reply_text(void)
 }
 
 /* The key property: prompt + reply is, but for its last (possibly short)
- * pseudo-token, a prefix of the next turn's prompt. */
-static void test_prompt_reply_prefixes_next_turn(void)
+ * pseudo-token, a prefix of the next turn's prompt, and it is what
+ * rendering prompt and reply together from scratch gives. */
+static void test_continue_prefixes_next_turn(void)
 {
     char *ns, *ns2, err[256];
-    uint32_t *t, *u;
-    size_t n, m;
+    uint32_t *t, *u, *x;
+    size_t n, m, nx;
+    rm_openai_end end;
     const char *turn1 = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be "
                         "brief.\"},{\"role\":\"user\",\"content\":\"hi there\"}]}";
     const char *turn2 = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be "
@@ -172,34 +174,52 @@ static void test_prompt_reply_prefixes_next_turn(void)
                         "\"assistant\",\"content\":\"Hello! How can I help?\"},{\"role\":"
                         "\"user\",\"content\":\"tell me more\"}]}";
     const char *reply = "Hello! How can I help?";
-    CHECK_EQ(rm_openai_prompt_reply(turn1, strlen(turn1), RM_OPENAI_CHAT, reply, strlen(reply),
-                                    1000, &ns, &t, &n, err, sizeof err),
+    CHECK_EQ(rm_openai_prompt(turn1, strlen(turn1), RM_OPENAI_CHAT, 1000, &ns, &t, &n, &end, err,
+                              sizeof err),
+             0);
+    CHECK(end.text && end.key.ntail > 0); /* the prompt ends inside a chunk */
+    CHECK_EQ(rm_openai_continue(RM_OPENAI_CHAT, t, n, &end, reply, strlen(reply), 1000, &x, &nx),
              0);
     CHECK_EQ(parse(turn2, RM_OPENAI_CHAT, &ns2, &u, &m, err), 0);
-    CHECK(!strcmp(ns, ns2));
-    size_t plain_n;
-    uint32_t *plain;
-    char *ns3;
-    CHECK_EQ(parse(turn1, RM_OPENAI_CHAT, &ns3, &plain, &plain_n, err), 0);
-    CHECK(n > plain_n + 5 && m > n); /* the reply added tokens */
-    CHECK_EQ(memcmp(t, u, (n - 1) * sizeof *t), 0);
-    free(ns), free(ns2), free(ns3), free(t), free(u), free(plain);
-    /* Completions: the text continues the prompt. */
+    CHECK(nx > n + 5 && m > nx); /* the reply added tokens */
+    CHECK_EQ(memcmp(x, u, (nx - 1) * sizeof *x), 0);
+    CHECK_EQ(memcmp(t, x, (n - 1) * sizeof *t), 0);
+    /* From scratch: the same stream fed at once. */
+    rm_textkey k;
+    rm_textkey_init(&k, 1000);
+    const char *stream = "system\x1f"
+                         "Be brief.\x1euser\x1fhi there\x1e"
+                         "assistant\x1fHello! How can I help?\x1e";
+    rm_textkey_feed(&k, stream, strlen(stream));
+    rm_textkey_finish(&k);
+    CHECK(k.n == nx && !memcmp(k.v, x, nx * sizeof *x));
+    rm_textkey_free(&k);
+    free(ns), free(ns2), free(t), free(u), free(x);
+    /* Completions: the text continues the prompt; a cap holds. */
     const char *c1 = "{\"model\":\"m\",\"prompt\":\"Once upon a time\"}";
     const char *c2 = "{\"model\":\"m\",\"prompt\":\"Once upon a time, there was a fox.\"}";
-    CHECK_EQ(rm_openai_prompt_reply(c1, strlen(c1), RM_OPENAI_COMPLETIONS, ", there was", 11, 1000,
-                                    &ns, &t, &n, err, sizeof err),
+    CHECK_EQ(rm_openai_prompt(c1, strlen(c1), RM_OPENAI_COMPLETIONS, 1000, &ns, &t, &n, &end, err,
+                              sizeof err),
              0);
+    CHECK(end.key.ntail == 0 && n == 4); /* 16 bytes: whole chunks */
+    CHECK_EQ(
+        rm_openai_continue(RM_OPENAI_COMPLETIONS, t, n, &end, ", there was", 11, 1000, &x, &nx), 0);
     CHECK_EQ(parse(c2, RM_OPENAI_COMPLETIONS, &ns2, &u, &m, err), 0);
-    CHECK(n == 7 && m > n);
-    CHECK_EQ(memcmp(t, u, (n - 1) * sizeof *t), 0);
-    free(ns), free(ns2), free(t), free(u);
+    CHECK(nx == 7 && m > nx);
+    CHECK_EQ(memcmp(x, u, (nx - 1) * sizeof *x), 0);
+    free(x);
+    CHECK_EQ(rm_openai_continue(RM_OPENAI_COMPLETIONS, t, n, &end, ", there was", 11, 5, &x, &nx),
+             0);
+    CHECK(nx == 5 && !memcmp(x, u, 5 * sizeof *x));
+    free(ns), free(ns2), free(t), free(u), free(x);
     /* Token ids cannot be continued by text. */
     const char *ids = "{\"model\":\"m\",\"prompt\":[1,2,3]}";
-    CHECK_EQ(rm_openai_prompt_reply(ids, strlen(ids), RM_OPENAI_COMPLETIONS, "x", 1, 1000, &ns, &t,
-                                    &n, err, sizeof err),
-             -1);
-    CHECK(strstr(err, "token-id") != NULL);
+    CHECK_EQ(rm_openai_prompt(ids, strlen(ids), RM_OPENAI_COMPLETIONS, 1000, &ns, &t, &n, &end, err,
+                              sizeof err),
+             0);
+    CHECK(!end.text);
+    CHECK_EQ(rm_openai_continue(RM_OPENAI_COMPLETIONS, t, n, &end, "x", 1, 1000, &x, &nx), -1);
+    free(ns), free(t);
 }
 
 static void test_worker_metrics(void)
@@ -241,7 +261,7 @@ int main(void)
     RUN(test_text_prompt_and_chat);
     RUN(test_errors);
     RUN(test_reply_text);
-    RUN(test_prompt_reply_prefixes_next_turn);
+    RUN(test_continue_prefixes_next_turn);
     RUN(test_worker_metrics);
     return rm_t_report();
 }
