@@ -76,11 +76,6 @@ static uint64_t tail_age(const rm_cache *c, uint64_t now)
 static uint32_t choose(rule how, rm_cache *c, const rm_ring *ring, const uint64_t *served,
                        const rm_trace_req *r, uint64_t now, size_t *moved_hit)
 {
-    size_t have[CACHES], best = 0;
-    for (int j = 0; j < CACHES; j++) {
-        have[j] = rm_cache_peek(&c[j], "m", 1, r->tokens, r->n);
-        best = have[j] > best ? have[j] : best;
-    }
     *moved_hit = 0;
     if (how == RULE_RING1 || how == RULE_RING2) {
         uint64_t key =
@@ -88,13 +83,16 @@ static uint32_t choose(rule how, rm_cache *c, const rm_ring *ring, const uint64_
         uint32_t cand[2];
         size_t k = rm_ring_pick_n(ring, key, NULL, NULL, UINT32_MAX, cand,
                                   how == RULE_RING1 ? 1 : 2, NULL);
-        uint32_t pick = cand[0];
-        for (size_t i = 1; i < k; i++) {
-            uint32_t j = cand[i];
-            if (have[j] > have[pick] || (have[j] == have[pick] && served[j] < served[pick]))
-                pick = j;
-        }
-        return pick;
+        if (k < 2)
+            return cand[0];
+        size_t a = rm_cache_peek(&c[cand[0]], "m", 1, r->tokens, r->n);
+        size_t b = rm_cache_peek(&c[cand[1]], "m", 1, r->tokens, r->n);
+        return b > a || (b == a && served[cand[1]] < served[cand[0]]) ? cand[1] : cand[0];
+    }
+    size_t have[CACHES], best = 0;
+    for (int j = 0; j < CACHES; j++) {
+        have[j] = rm_cache_peek(&c[j], "m", 1, r->tokens, r->n);
+        best = have[j] > best ? have[j] : best;
     }
     uint32_t pick = 0, coldest = 0;
     for (uint32_t j = 0; j < CACHES; j++) {
