@@ -532,8 +532,8 @@ double rm_router_prefix_branching(const radixmesh_v1_HotPrefix *e, size_t n)
 /* Recomputes the hot set from every healthy node's last Stats: a prefix is
  * hot when the requests carrying it, summed over nodes, are at least
  * hot_share of all requests the nodes counted, and they branch after it
- * (HOT_BRANCH). Every router replica reads
- * the same node statistics, so replicas agree on the set. */
+ * (HOT_BRANCH). Every router replica reads the same node statistics, so
+ * replicas agree on the set. */
 static void recompute_hot(rm_router *r)
 {
     double total = 0;
