@@ -23,7 +23,7 @@
 #define WRITE_LOW_WATER   (1u << 20)
 #define MAX_IDLE_UPSTREAM 64         /* kept-alive worker connections in all */
 #define IDLE_UPSTREAM_MS  15000      /* closed after this long unused */
-#define MAX_REPLY_CAPTURE (4u << 20) /* response bytes read for the generated text */
+#define MAX_REPLY_BYTES   (4u << 20) /* generated text (or one response document) read */
 
 void rm_gateway_config_defaults(rm_gateway_config *c)
 {
@@ -125,12 +125,12 @@ struct gw_req {
     int attempts;
     gw_up *up;
     int sent_head, chunked_out;
-    /* A text prompt's 2xx response, kept to record the generated text
-     * with the prompt (the worker caches both); capture < 0: given up. */
+    /* A text prompt's 2xx response is read for the generated text, to
+     * record it with the prompt (the worker caches both). */
     rm_openai_kind kind;
     rm_openai_end end; /* where the prompt's tokens stopped */
     int capture;
-    rm_sbuf reply;
+    rm_openai_reply reply;
 };
 
 struct gw_up {
@@ -387,7 +387,7 @@ static void req_free(gw_req *q)
 {
     free(q->head);
     free(q->body);
-    free(q->reply.p);
+    rm_openai_reply_free(&q->reply);
     free(q);
 }
 
@@ -671,6 +671,7 @@ static void start_request(gw_conn *c)
         }
         q->kind = chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS;
         q->capture = q->end.text;
+        rm_openai_reply_init(&q->reply, q->kind, MAX_REPLY_BYTES);
         q->job = new_job(q, ns, tokens, n, 0);
     } else {
         q->job = new_job(q, rm_xstrndup("", 0), NULL, 0, 1);
@@ -717,8 +718,7 @@ static void extend_with_reply(gw_req *q)
     char *text;
     size_t text_len, n;
     uint32_t *tokens;
-    if (q->capture <= 0 || !q->reply.p ||
-        rm_openai_reply_text(q->reply.p, q->reply.len, q->kind, &text, &text_len) != 0)
+    if (!q->capture || rm_openai_reply_finish(&q->reply, &text, &text_len) != 0)
         return;
     int rc = rm_openai_continue(q->kind, q->job->tokens, q->job->ntokens, &q->end, text, text_len,
                                 q->g->cfg.max_prompt_tokens, &tokens, &n);
@@ -976,15 +976,8 @@ static int on_up_body(http_parser *p, const char *at, size_t len)
     gw_req *q = u->req;
     if (!q || !q->conn)
         return -1;
-    if (q->capture > 0 && u->status / 100 == 2) {
-        if (q->reply.len + len <= MAX_REPLY_CAPTURE) {
-            rm_sbuf_append(&q->reply, at, len);
-        } else {
-            q->capture = -1; /* too long to be worth reading: the prompt alone is recorded */
-            free(q->reply.p);
-            memset(&q->reply, 0, sizeof q->reply);
-        }
-    }
+    if (q->capture && u->status / 100 == 2)
+        rm_openai_reply_feed(&q->reply, at, len); /* past its bound: the prompt alone */
     char *buf;
     size_t n;
     if (q->chunked_out) {

@@ -197,49 +197,107 @@ static int take_doc(json_t *doc, rm_openai_kind kind, int chunk, rm_sbuf *out)
     return found;
 }
 
+void rm_openai_reply_init(rm_openai_reply *r, rm_openai_kind kind, size_t max_bytes)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->max = max_bytes;
+}
+
+/* One line of an event stream: a "data:" line holds a chunk or [DONE]. */
+static void sse_line(rm_openai_reply *r, const char *p, size_t n)
+{
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (n < 5 || memcmp(p, "data:", 5) != 0)
+        return; /* other fields, comments, blank lines */
+    p += 5, n -= 5;
+    if (n && *p == ' ')
+        p++, n--;
+    if (n == 6 && !memcmp(p, "[DONE]", 6))
+        return;
+    json_t *doc = json_loadb(p, n, 0, NULL);
+    int got = doc ? take_doc(doc, r->kind, 1, &r->text) : -1;
+    json_decref(doc);
+    if (got < 0)
+        r->bad = 1;
+    r->found += got > 0;
+}
+
+void rm_openai_reply_feed(rm_openai_reply *r, const char *p, size_t n)
+{
+    while (!r->mode && n && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++, n--;
+    if (r->bad || !n)
+        return;
+    if (!r->mode) /* one JSON document, or an event stream ("data:", ":", "event:"...) */
+        r->mode = *p == '{' || *p == '[' ? 2 : 1;
+    if (r->mode == 2) { /* a whole document, read at the end */
+        if (r->buf.len + n > r->max)
+            r->bad = 1;
+        else
+            rm_sbuf_append(&r->buf, p, n);
+        return;
+    }
+    /* A stream is read line by line; only the text is kept. */
+    while (n && !r->bad) {
+        const char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) : n;
+        if (r->buf.len + take > r->max) {
+            r->bad = 1;
+            break;
+        }
+        if (nl && r->buf.len == 0) {
+            sse_line(r, p, take);
+        } else {
+            rm_sbuf_append(&r->buf, p, take);
+            if (nl) {
+                sse_line(r, r->buf.p, r->buf.len);
+                r->buf.len = 0;
+            }
+        }
+        p += take + (nl != NULL), n -= take + (nl != NULL);
+        if (r->text.len > r->max)
+            r->bad = 1;
+    }
+}
+
+int rm_openai_reply_finish(rm_openai_reply *r, char **text, size_t *text_len)
+{
+    if (r->mode == 1 && r->buf.len && !r->bad) /* a last line without its newline */
+        sse_line(r, r->buf.p, r->buf.len);
+    if (r->mode == 2 && !r->bad) {
+        json_t *doc = json_loadb(r->buf.p, r->buf.len, 0, NULL);
+        int got = doc ? take_doc(doc, r->kind, 0, &r->text) : -1;
+        json_decref(doc);
+        r->bad = got < 0;
+        r->found = got > 0;
+    }
+    if (r->bad || !r->found)
+        return -1;
+    rm_sbuf_append(&r->text, "", 0); /* a NUL-terminated "" when all pieces were empty */
+    *text = r->text.p;
+    *text_len = r->text.len;
+    memset(&r->text, 0, sizeof r->text);
+    return 0;
+}
+
+void rm_openai_reply_free(rm_openai_reply *r)
+{
+    free(r->buf.p);
+    free(r->text.p);
+    memset(r, 0, sizeof *r);
+}
+
 int rm_openai_reply_text(const char *body, size_t len, rm_openai_kind kind, char **text,
                          size_t *text_len)
 {
-    rm_sbuf out = {0};
-    rm_sbuf_append(&out, "", 0);
-    size_t skip = 0;
-    while (skip < len &&
-           (body[skip] == ' ' || body[skip] == '\t' || body[skip] == '\r' || body[skip] == '\n'))
-        skip++;
-    int found = 0, ok = 1;
-    if (len - skip >= 5 && !memcmp(body + skip, "data:", 5)) {
-        /* One "data:" line per event; other fields and comments ignored. */
-        for (size_t at = skip; at < len && ok;) {
-            const char *nl = memchr(body + at, '\n', len - at);
-            size_t end = nl ? (size_t)(nl - body) : len, stop = end;
-            if (stop > at && body[stop - 1] == '\r')
-                stop--;
-            if (stop - at >= 5 && !memcmp(body + at, "data:", 5)) {
-                size_t d = at + 5 + (stop > at + 5 && body[at + 5] == ' ');
-                if (!(stop - d == 6 && !memcmp(body + d, "[DONE]", 6))) {
-                    json_t *doc = json_loadb(body + d, stop - d, 0, NULL);
-                    int got = doc ? take_doc(doc, kind, 1, &out) : -1;
-                    json_decref(doc);
-                    ok = got >= 0;
-                    found += got > 0;
-                }
-            }
-            at = end + 1;
-        }
-    } else {
-        json_t *doc = json_loadb(body, len, 0, NULL);
-        int got = doc ? take_doc(doc, kind, 0, &out) : -1;
-        json_decref(doc);
-        ok = got >= 0;
-        found = got > 0;
-    }
-    if (!ok || !found) {
-        free(out.p);
-        return -1;
-    }
-    *text = out.p;
-    *text_len = out.len;
-    return 0;
+    rm_openai_reply r;
+    rm_openai_reply_init(&r, kind, len + 1);
+    rm_openai_reply_feed(&r, body, len);
+    int rc = rm_openai_reply_finish(&r, text, text_len);
+    rm_openai_reply_free(&r);
+    return rc;
 }
 
 char *rm_openai_error(const char *message, const char *type, const char *code)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "textkey.h"
+#include "util.h"
 
 typedef enum { RM_OPENAI_COMPLETIONS, RM_OPENAI_CHAT } rm_openai_kind;
 
@@ -42,7 +43,27 @@ int rm_openai_continue(rm_openai_kind kind, const uint32_t *tokens, size_t n,
                        const rm_openai_end *end, const char *reply, size_t reply_len,
                        size_t max_tokens, uint32_t **out, size_t *nout);
 
-/* The text a worker generated, read from its response body: one JSON
+/* Reads the text a worker generates from its response body as it streams
+ * by, keeping only the text (for a stream) or the one document (else), up
+ * to max_bytes; more than that gives up. */
+typedef struct rm_openai_reply {
+    rm_openai_kind kind;
+    size_t max;
+    int mode; /* 0: nothing read yet, 1: Server-Sent Events, 2: one JSON document */
+    int found, bad;
+    rm_sbuf buf;  /* the current line (stream) or the document */
+    rm_sbuf text; /* what was generated so far */
+} rm_openai_reply;
+
+void rm_openai_reply_init(rm_openai_reply *r, rm_openai_kind kind, size_t max_bytes);
+void rm_openai_reply_feed(rm_openai_reply *r, const char *bytes, size_t n);
+
+/* Ends the reading: returns 0 with *text as rm_openai_reply_text does, or
+ * -1. Call rm_openai_reply_free afterwards either way. */
+int rm_openai_reply_finish(rm_openai_reply *r, char **text, size_t *text_len);
+void rm_openai_reply_free(rm_openai_reply *r);
+
+/* The text a worker generated, read from its whole response body: one JSON
  * completion (choices[0].text; chat: choices[0].message.content) or a
  * Server-Sent Events stream of chunks (the choice with index 0: text; chat:
  * delta.content), up to "[DONE]". On success returns 0 and *text

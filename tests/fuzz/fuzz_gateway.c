@@ -29,7 +29,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* The same bytes as a worker's response, continuing the prompt. */
         char *text;
         size_t text_len;
-        if (rm_openai_reply_text((const char *)data, size, kind, &text, &text_len) == 0) {
+        int got = rm_openai_reply_text((const char *)data, size, kind, &text, &text_len);
+        /* Read as it would stream by, in two pieces: the same answer. */
+        rm_openai_reply r;
+        rm_openai_reply_init(&r, kind, size + 1);
+        size_t cut = size ? data[0] % size : 0;
+        rm_openai_reply_feed(&r, (const char *)data, cut);
+        rm_openai_reply_feed(&r, (const char *)data + cut, size - cut);
+        char *text2;
+        size_t len2;
+        int got2 = rm_openai_reply_finish(&r, &text2, &len2);
+        rm_openai_reply_free(&r);
+        if (got != got2 || (got == 0 && (len2 != text_len || memcmp(text, text2, len2))))
+            abort();
+        if (got2 == 0)
+            free(text2);
+        if (got == 0) {
             if (!text || text[text_len] != '\0')
                 abort();
             uint32_t *more;

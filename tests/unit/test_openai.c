@@ -158,6 +158,57 @@ static void test_reply_text(void)
     CHECK_EQ(reply_of("not json", RM_OPENAI_COMPLETIONS, &text, &len), -1);
 }
 
+/* Fed in pieces of every size, a stream or a document reads the same as
+ * whole; the byte bound gives up rather than grow. */
+static void test_reply_in_pieces(void)
+{
+    const char *sse = ": hello\n\nevent: message\r\ndata: {\"choices\":[{\"index\":0,\"delta\":"
+                      "{\"content\":\"Hel\"}}]}\r\n\r\ndata: {\"choices\":[{\"index\":0,"
+                      "\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]";
+    const char *doc = " \n{\"choices\":[{\"index\":0,\"message\":{\"content\":\"Hello\"}}]}";
+    const char *bodies[2] = {sse, doc};
+    for (int b = 0; b < 2; b++) {
+        size_t len = strlen(bodies[b]);
+        for (size_t piece = 1; piece <= len; piece++) {
+            rm_openai_reply r;
+            rm_openai_reply_init(&r, RM_OPENAI_CHAT, 1 << 20);
+            for (size_t at = 0; at < len; at += piece)
+                rm_openai_reply_feed(&r, bodies[b] + at, len - at < piece ? len - at : piece);
+            char *text;
+            size_t n;
+            int rc = rm_openai_reply_finish(&r, &text, &n);
+            rm_openai_reply_free(&r);
+            CHECK_EQ(rc, 0);
+            if (rc == 0) {
+                CHECK(n == 5 && !strcmp(text, "Hello"));
+                free(text);
+            }
+        }
+    }
+    /* Bounds: generated text, one stream line, one document. */
+    rm_openai_reply r;
+    char *text;
+    size_t n;
+    rm_openai_reply_init(&r, RM_OPENAI_CHAT, 64);
+    const char *line = "data: {\"choices\":[{\"delta\":{\"content\":\"abcdef\"}}]}\n\n";
+    for (int i = 0; i < 20; i++)
+        rm_openai_reply_feed(&r, line, strlen(line));
+    CHECK(r.bad && r.text.len <= 64 + 6); /* it stopped keeping text */
+    CHECK_EQ(rm_openai_reply_finish(&r, &text, &n), -1);
+    rm_openai_reply_free(&r);
+    rm_openai_reply_init(&r, RM_OPENAI_CHAT, 64);
+    rm_openai_reply_feed(&r, "data: ", 6);
+    for (int i = 0; i < 20; i++)
+        rm_openai_reply_feed(&r, "xxxxxxxxxx", 10);
+    CHECK(r.bad && r.buf.len <= 64); /* a line without end is not kept either */
+    CHECK_EQ(rm_openai_reply_finish(&r, &text, &n), -1);
+    rm_openai_reply_free(&r);
+    rm_openai_reply_init(&r, RM_OPENAI_COMPLETIONS, 16);
+    rm_openai_reply_feed(&r, doc + 2, strlen(doc) - 2);
+    CHECK_EQ(rm_openai_reply_finish(&r, &text, &n), -1);
+    rm_openai_reply_free(&r);
+}
+
 /* The key property: prompt + reply is, but for its last (possibly short)
  * pseudo-token, a prefix of the next turn's prompt, and it is what
  * rendering prompt and reply together from scratch gives. */
@@ -261,6 +312,7 @@ int main(void)
     RUN(test_text_prompt_and_chat);
     RUN(test_errors);
     RUN(test_reply_text);
+    RUN(test_reply_in_pieces);
     RUN(test_continue_prefixes_next_turn);
     RUN(test_worker_metrics);
     return rm_t_report();
