@@ -127,10 +127,8 @@ struct gw_req {
     int sent_head, chunked_out;
     /* A text prompt's 2xx response is read for the generated text, to
      * record it with the prompt (the worker caches both). */
-    rm_openai_kind kind;
-    rm_openai_end end; /* where the prompt's tokens stopped */
-    int capture;
-    rm_openai_reply reply;
+    rm_openai_end end;     /* where the prompt's tokens stopped; .text: read the reply */
+    rm_openai_reply reply; /* knows the request's kind */
 };
 
 struct gw_up {
@@ -669,9 +667,8 @@ static void start_request(gw_conn *c)
                 conn_next(c);
             return;
         }
-        q->kind = chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS;
-        q->capture = q->end.text;
-        rm_openai_reply_init(&q->reply, q->kind, MAX_REPLY_BYTES);
+        rm_openai_reply_init(&q->reply, chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS,
+                             MAX_REPLY_BYTES);
         q->job = new_job(q, ns, tokens, n, 0);
     } else {
         q->job = new_job(q, rm_xstrndup("", 0), NULL, 0, 1);
@@ -718,10 +715,10 @@ static void extend_with_reply(gw_req *q)
     char *text;
     size_t text_len, n;
     uint32_t *tokens;
-    if (!q->capture || rm_openai_reply_finish(&q->reply, &text, &text_len) != 0)
+    if (!q->end.text || rm_openai_reply_finish(&q->reply, &text, &text_len) != 0)
         return;
-    int rc = rm_openai_continue(q->kind, q->job->tokens, q->job->ntokens, &q->end, text, text_len,
-                                q->g->cfg.max_prompt_tokens, &tokens, &n);
+    int rc = rm_openai_continue(q->reply.kind, q->job->tokens, q->job->ntokens, &q->end, text,
+                                text_len, q->g->cfg.max_prompt_tokens, &tokens, &n);
     free(text);
     if (rc != 0)
         return;
@@ -976,7 +973,7 @@ static int on_up_body(http_parser *p, const char *at, size_t len)
     gw_req *q = u->req;
     if (!q || !q->conn)
         return -1;
-    if (q->capture && u->status / 100 == 2)
+    if (q->end.text && u->status / 100 == 2)
         rm_openai_reply_feed(&q->reply, at, len); /* past its bound: the prompt alone */
     char *buf;
     size_t n;

@@ -34,6 +34,19 @@ static void feed_str(rm_textkey *k, const char *s)
     rm_textkey_feed(k, s, strlen(s));
 }
 
+/* A chat message renders as role 0x1F content 0x1E (see textkey.h); the
+ * prompt's messages and the reply continuing them share these two. */
+static void message_open(rm_textkey *k, const char *role)
+{
+    feed_str(k, role);
+    rm_textkey_feed(k, "\x1f", 1);
+}
+
+static void message_close(rm_textkey *k)
+{
+    rm_textkey_feed(k, "\x1e", 1);
+}
+
 static int render_chat(json_t *messages, rm_textkey *k, char *err, size_t errlen)
 {
     if (!json_is_array(messages)) {
@@ -49,8 +62,7 @@ static int render_chat(json_t *messages, rm_textkey *k, char *err, size_t errlen
             snprintf(err, errlen, "messages[%zu] must be an object with a string 'role'", i);
             return -1;
         }
-        feed_str(k, json_string_value(role));
-        rm_textkey_feed(k, "\x1f", 1);
+        message_open(k, json_string_value(role));
         if (json_is_string(content)) {
             feed_str(k, json_string_value(content));
         } else if (json_is_array(content)) {
@@ -72,7 +84,7 @@ static int render_chat(json_t *messages, rm_textkey *k, char *err, size_t errlen
             snprintf(err, errlen, "messages[%zu].content must be a string, an array or null", i);
             return -1;
         }
-        rm_textkey_feed(k, "\x1e", 1);
+        message_close(k);
     }
     return 0;
 }
@@ -153,10 +165,10 @@ int rm_openai_continue(rm_openai_kind kind, const uint32_t *tokens, size_t n,
     rm_textkey k;
     rm_textkey_resume(&k, max_tokens, tokens, n, &end->key);
     if (kind == RM_OPENAI_CHAT)
-        feed_str(&k, "assistant\x1f");
+        message_open(&k, "assistant");
     rm_textkey_feed(&k, reply, reply_len);
     if (kind == RM_OPENAI_CHAT)
-        rm_textkey_feed(&k, "\x1e", 1);
+        message_close(&k);
     rm_textkey_finish(&k);
     *out = k.v;
     *nout = k.n;
