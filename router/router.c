@@ -1074,13 +1074,13 @@ static void do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
         /* Not pinned, or its node is gone: cache it where the key goes now,
          * without the lease (which only the old node knew). */
         n = pick(r, key, NULL, 1, NULL);
+        if (!n) {
+            grpc_slice_unref(fallback);
+            no_node(call);
+            goto out;
+        }
         bytes = (m.lease_id && !(m.node_id && *m.node_id)) ? request_bytes(req)
                                                            : grpc_slice_ref(fallback);
-    }
-    if (!n) {
-        grpc_slice_unref(fallback);
-        no_node(call);
-        goto out;
     }
     proxy *p = rm_xcalloc(1, sizeof *p);
     *p = (proxy){r, call, PX_INSERT, bytes, fallback, 1, key, n, 0};
