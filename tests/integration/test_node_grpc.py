@@ -6,43 +6,20 @@ languages can use the node with nothing but the .proto file.
 Usage: test_node_grpc.py --node PATH/TO/radixmesh-node --proto-dir PROTO_DIR
 """
 import argparse
-import importlib
 import os
 import subprocess
 import sys
 import tempfile
 import signal
 import threading
-import time
 import unittest
 
 import grpc
-from grpc_tools import protoc
+
+from rmtest import grpc_modules, poll
 
 ARGS = None
 pb = pb_grpc = health_pb = health_grpc = None
-
-
-def generate(proto_dir, out_dir):
-    # The health proto is compiled from a flat copy: a generated package
-    # named grpc.health.v1 would shadow the installed grpc module. Wire
-    # names come from the proto's package line, so they are unchanged.
-    health_dir = os.path.join(out_dir, "health_src")
-    os.makedirs(health_dir)
-    with open(os.path.join(proto_dir, "grpc/health/v1/health.proto")) as src, \
-            open(os.path.join(health_dir, "health.proto"), "w") as dst:
-        dst.write(src.read())
-    for inc, rel in ((proto_dir, "radixmesh.proto"), (health_dir, "health.proto")):
-        rc = protoc.main(["protoc", f"-I{inc}", f"--python_out={out_dir}",
-                          f"--grpc_python_out={out_dir}", os.path.join(inc, rel)])
-        if rc != 0:
-            raise RuntimeError(f"protoc failed on {rel}")
-    sys.path.insert(0, out_dir)
-    global pb, pb_grpc, health_pb, health_grpc
-    pb = importlib.import_module("radixmesh_pb2")
-    pb_grpc = importlib.import_module("radixmesh_pb2_grpc")
-    health_pb = importlib.import_module("health_pb2")
-    health_grpc = importlib.import_module("health_pb2_grpc")
 
 
 class Node:
@@ -240,10 +217,8 @@ class AuthTest(unittest.TestCase):
 
     def test_router_requires_its_token_and_presents_the_nodes(self):
         md = [("authorization", "Bearer router-token")]
-        deadline = time.time() + 10
-        while time.time() < deadline:  # until the router's checks put the node on its ring
-            if self.rtr.router.ClusterStats(pb.ClusterStatsRequest(), metadata=md).healthy_nodes == 1:
-                break
+        poll("the router's checks to put the node on its ring", lambda: self.rtr.router.ClusterStats(
+            pb.ClusterStatsRequest(), metadata=md).healthy_nodes == 1)
         toks = tokens(6, 128)
         with self.assertRaises(grpc.RpcError) as e:
             self.rtr.router.Match(pb.MatchRequest(namespace="a", tokens=toks))
@@ -324,14 +299,14 @@ class TlsTest(unittest.TestCase):
 
     def test_router_tls_to_mtls_node(self):
         creds = grpc.ssl_channel_credentials(root_certificates=self.ca)
-        deadline, m = time.time() + 10, None
-        while time.time() < deadline and m is None:  # until the node is on the ring
+        def routed():
             try:
-                m = self.call(self.rtr.addr, creds, router=True)
+                return self.call(self.rtr.addr, creds, router=True)
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-        self.assertIsNotNone(m)
+                return None
+        m = poll("the node on the router's ring", routed)
         self.assertEqual(m.node_id, "tls1")
         with self.assertRaises(grpc.RpcError):
             self.call(self.rtr.addr, None, router=True)
@@ -391,14 +366,6 @@ class LoggedDaemon(Node):
         seen = len(self.log)
         self.proc.send_signal(signal.SIGHUP)
         poll(what, lambda: any(text in l for l in self.log[seen:]))
-
-
-def poll(what, fn, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.05)  # a poll step bounded by the deadline
 
 
 class StreamLimitTest(unittest.TestCase):
@@ -533,7 +500,7 @@ if __name__ == "__main__":
     ap.add_argument("--router", required=True)
     ARGS, rest = ap.parse_known_args()
     with tempfile.TemporaryDirectory() as out:
-        generate(ARGS.proto_dir, out)
+        pb, pb_grpc, health_pb, health_grpc = grpc_modules(ARGS.proto_dir, out)
         prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
         res = prog.result
         failed = len(res.failures) + len(res.errors)

@@ -1,0 +1,174 @@
+"""Shared harness of the Python integration tests: daemons on free loopback
+ports, waits that poll with a deadline, and process figures (RSS, open
+files) for the bounded-memory checks.
+
+Every daemon binds 127.0.0.1 with port 0 and announces its ports on stdout
+("LISTENING host:port", "HTTP host:port", "GATEWAY host:port"); Daemon
+reads them. Nothing here sleeps for a fixed time: poll() waits in short
+steps until a condition holds, and fails with the condition's name when its
+deadline passes (deadlines are generous: the suite also runs under valgrind
+and on machines busy with other work).
+"""
+import http.client
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+# Under valgrind or TSan every step is tens of times slower.
+SLOW = os.environ.get("RM_TEST_SLOW") == "1"
+
+
+def deadline_s(seconds):
+    return seconds * (10 if SLOW else 1)
+
+
+def poll(what, fn, timeout=15.0):
+    """fn()'s first truthy value, polled every 50 ms; AssertionError naming
+    `what` once timeout seconds (x10 when RM_TEST_SLOW=1) have passed."""
+    deadline = time.monotonic() + deadline_s(timeout)
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.05)  # a poll step, bounded by the deadline
+
+
+class Daemon:
+    """A radixmesh daemon started with args; waits for the `until` line
+    (LISTENING, HTTP or GATEWAY) and keeps every announced address. stderr
+    (the log) is collected in .log. stop() returns the exit code."""
+
+    def __init__(self, args, until="LISTENING", env=None, preexec_fn=None):
+        self.args = list(args)
+        self.log = []
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env, preexec_fn=preexec_fn)
+        self.addrs = {}
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read()
+                self.proc.wait()
+                raise RuntimeError(f"{self.args[0]} exited ({self.proc.returncode}) before "
+                                   f"printing {until}: {err.strip()[-2000:]}")
+            word, _, rest = line.strip().partition(" ")
+            self.addrs[word] = rest
+            if word == until:
+                break
+        self.reader = threading.Thread(target=self._read_log, daemon=True)
+        self.reader.start()
+
+    def _read_log(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def addr(self):
+        return self.addrs.get("LISTENING")
+
+    @property
+    def http(self):
+        return self.addrs.get("HTTP")
+
+    @property
+    def gateway(self):
+        return self.addrs.get("GATEWAY")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def logged(self, text):
+        return any(text in line for line in self.log)
+
+    def wait_log(self, what, text, timeout=15.0, since=0):
+        poll(what, lambda: any(text in line for line in self.log[since:]), timeout)
+
+    def stop(self, timeout=60):
+        """SIGTERM (the daemon drains and exits 0); the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=deadline_s(timeout))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+
+def rss_kib(pid):
+    """Resident set size of pid in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def http_request(addr, method, path, body=None, headers=None, timeout=10):
+    """(status, lower-cased headers, body bytes) of one request on a new
+    connection."""
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def metric(addr, name, headers=None):
+    """Sum of every sample of `name` on addr's /metrics."""
+    status, _, body = http_request(addr, "GET", "/metrics", headers=headers)
+    if status != 200:
+        raise AssertionError(f"/metrics answered {status}")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.split()[-1])
+    return total
+
+
+def connect(addr, timeout=10):
+    host, port = addr.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def grpc_modules(proto_dir, out_dir):
+    """Generates the Python stubs of proto/ into out_dir and returns
+    (pb, pb_grpc, health_pb, health_grpc)."""
+    from grpc_tools import protoc
+    # The health proto is compiled from a flat copy: a generated package
+    # named grpc.health.v1 would shadow the installed grpc module. Wire
+    # names come from the proto's package line, so they are unchanged.
+    health_dir = os.path.join(out_dir, "health_src")
+    os.makedirs(health_dir, exist_ok=True)
+    with open(os.path.join(proto_dir, "grpc/health/v1/health.proto")) as src, \
+            open(os.path.join(health_dir, "health.proto"), "w") as dst:
+        dst.write(src.read())
+    for inc, rel in ((proto_dir, "radixmesh.proto"), (health_dir, "health.proto")):
+        rc = protoc.main(["protoc", f"-I{inc}", f"--python_out={out_dir}",
+                          f"--grpc_python_out={out_dir}", os.path.join(inc, rel)])
+        if rc != 0:
+            raise RuntimeError(f"protoc failed on {rel}")
+    sys.path.insert(0, out_dir)
+    return tuple(importlib.import_module(m) for m in
+                 ("radixmesh_pb2", "radixmesh_pb2_grpc", "health_pb2", "health_pb2_grpc"))
