@@ -12,16 +12,17 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${RADIXMESH_BIN:-$root/build}
 
-# Waits (at most 10 s) for a daemon's "LISTENING host:port" line.
-wait_listen() {
-  local out=$1 pid=$2
-  for _ in $(seq 1 200); do
-    if grep -q '^LISTENING ' "$out" 2>/dev/null; then
-      sed -n 's/^LISTENING //p' "$out" | head -1
+# Waits (at most 30 s, or until the daemon exits) for the "WORD host:port"
+# line a daemon prints once it listens; prints host:port.
+wait_line() {
+  local word=$1 out=$2 pid=$3 end=$((SECONDS + 30))
+  while ((SECONDS < end)); do
+    if grep -q "^$word " "$out" 2>/dev/null; then
+      sed -n "s/^$word //p" "$out" | head -1
       return 0
     fi
     kill -0 "$pid" 2>/dev/null || return 1
-    read -r -t 0.05 <> <(:) || true
+    read -r -t 0.05 <> <(:) || true # one poll step
   done
   return 1
 }
@@ -40,24 +41,26 @@ start)
     "$bin/radixmesh-node" --listen 127.0.0.1:0 --node-id "node-$i" --shutdown-delay-ms 0 "$@" \
       >"$dir/node-$i.out" 2>"$dir/node-$i.log" &
     echo $! >>"$dir/pids"
-    addr=$(wait_listen "$dir/node-$i.out" $!) || { echo "node-$i did not start:" >&2; cat "$dir/node-$i.log" >&2; exit 1; }
+    addr=$(wait_line LISTENING "$dir/node-$i.out" $!) || { echo "node-$i did not start:" >&2; cat "$dir/node-$i.log" >&2; exit 1; }
     list+="${list:+,}node-$i=$addr"
   done
   "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 --nodes "$list" --router-id local-router \
     --shutdown-delay-ms 0 --health-interval-ms 250 --stats-interval 250 \
     >"$dir/router.out" 2>"$dir/router.log" &
-  echo $! >>"$dir/pids"
-  raddr=$(wait_listen "$dir/router.out" $!) || { echo "router did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
+  rpid=$!
+  echo $rpid >>"$dir/pids"
+  raddr=$(wait_line LISTENING "$dir/router.out" $rpid) || { echo "router did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
   echo "$raddr" >"$dir/router.addr"
-  for _ in $(seq 1 100); do grep -q '^HTTP ' "$dir/router.out" && break; read -r -t 0.05 <> <(:) || true; done
-  echo "http://$(sed -n 's/^HTTP //p' "$dir/router.out")/" >"$dir/dashboard.url"
+  rhttp=$(wait_line HTTP "$dir/router.out" $rpid) || { echo "router HTTP did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
+  echo "http://$rhttp/" >"$dir/dashboard.url"
   echo "$raddr"
   ;;
 stop)
   [[ -f "$dir/pids" ]] || exit 0
   while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$dir/pids"
-  while read -r pid; do
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; read -r -t 0.05 <> <(:) || true; done
+  while read -r pid; do # each gets up to 30 s to drain, then SIGKILL
+    end=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < end)); do read -r -t 0.05 <> <(:) || true; done
     kill -9 "$pid" 2>/dev/null || true
   done <"$dir/pids"
   rm -f "$dir/pids"

@@ -14,8 +14,9 @@ bin=$root/build
 state=$(mktemp -d)
 trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$state" >/dev/null 2>&1; rm -rf "$state"' EXIT
 router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$state" 3)
-for _ in $(seq 1 100); do  # until the router has all nodes on its ring (<= 10 s)
-  "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '3/3 nodes healthy' && break
+end=$((SECONDS + 30)) # until the router has all nodes on its ring
+until "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '3/3 nodes healthy'; do
+  ((SECONDS < end)) || { echo "the router did not see all 3 nodes within 30 s" >&2; exit 1; }
   read -r -t 0.1 <> <(:) || true
 done
 trace="$root/../shared/traces/mooncake_synthetic_trace.jsonl"

@@ -9,10 +9,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
 cluster=$tmp/cluster
 trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-expect() { if grep -qF -- "$2" <<<"$1"; then ok; else bad "missing '$2'"; fi; }
+source "$root/tests/integration/lib.sh"
 
 # --- analyze: 3 requests at page 16 -----------------------------------------
 # [1..32], [1..16]+[100..115], [1..32]+[200..215]: 112 tokens, unique 32+16+16.
@@ -59,12 +56,9 @@ cat >"$tmp/trace.jsonl" <<'JSON'
 {"timestamp": 12, "input_length": 2048, "output_length": 1, "hash_ids": [1, 2, 3, 5]}
 {"timestamp": 20, "input_length": 700, "output_length": 1, "hash_ids": [4, 6]}
 JSON
-router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$cluster" 2) || { bad "cluster did not start"; echo "$pass passed, $fail failed"; exit 1; }
-# Wait (bounded) until the router has both nodes on its ring.
-for _ in $(seq 1 100); do
-  "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '2/2 nodes healthy' && break
-  read -r -t 0.1 <> <(:) || true
-done
+router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$cluster" 2) || { bad "cluster did not start"; summary; exit 1; }
+both_up() { "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '2/2 nodes healthy'; }
+poll 30 both_up || bad "the router did not put both nodes on its ring"
 out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
       --speed 10 --ttft-model 5000 --json 2>/dev/null); rc=$?
 [[ $rc -eq 0 ]] && ok || bad "replay exit $rc"
@@ -89,5 +83,4 @@ out=$("$bin/radixmesh" stats --router "$router")
 expect "$out" "2/2 nodes healthy"
 expect "$out" "node-0"
 expect "$out" "node-1"
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary

@@ -14,24 +14,22 @@ if ! command -v chromium >/dev/null; then
 fi
 tmp=$(mktemp -d)
 trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$tmp/cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+source "$root/tests/integration/lib.sh"
 browser() {
   chromium --headless --no-sandbox --disable-gpu --disable-quic --disable-background-networking \
     --disable-component-update --no-first-run --disable-sync --user-data-dir="$tmp/profile" \
     --virtual-time-budget=4000 --window-size=1000,820 "$@" 2>/dev/null
 }
 router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$tmp/cluster" 3) ||
-  { bad "cluster did not start"; echo "$pass passed, $fail failed"; exit 1; }
+  { bad "cluster did not start"; summary; exit 1; }
 url=$(cat "$tmp/cluster/dashboard.url")
 "$bin/radixmesh" replay --router "$router" --trace builtin --limit 600 >/dev/null 2>&1 || bad "replay"
 # Until the router's published view has every request (stats poll + publish).
-for _ in $(seq 1 100); do
-  curl -s "${url}api/cluster" >"$tmp/api.json"
-  python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(0 if c["routed_requests_total"] == 600 and sum(n["match_requests_total"] for n in c["nodes"]) == 600 else 1)' "$tmp/api.json" && break
-  read -r -t 0.1 <> <(:) || true
-done
+all_counted() {
+  curl -s "${url}api/cluster" >"$tmp/api.json" &&
+    python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(0 if c["routed_requests_total"] == 600 and sum(n["match_requests_total"] for n in c["nodes"]) == 600 else 1)' "$tmp/api.json"
+}
+poll 30 all_counted || bad "the router's published view never counted all 600 requests"
 browser --dump-dom "$url" >"$tmp/dom.html"
 curl -s "${url}api/cluster" >"$tmp/api.json"
 python3 - "$tmp/dom.html" "$tmp/api.json" <<'PY' && ok || bad "rendered page differs from /api/cluster"
@@ -60,5 +58,4 @@ rm -f "$bin/test-artifacts/dashboard.png"
 browser --screenshot="$bin/test-artifacts/dashboard.png" "$url" >/dev/null
 python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); sys.exit(0 if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) > 10000 else 1)' \
   "$bin/test-artifacts/dashboard.png" && ok || bad "no screenshot"
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary

@@ -22,10 +22,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-poll() { read -r -t "${1:-0.1}" <> <(:) || true; }
+source "$(dirname "$0")/lib.sh"
 
 ip netns add "$sw"
 ip -n "$sw" link add br0 type bridge
@@ -53,13 +50,8 @@ ip netns exec "${hosts[0]}" "$bin/radixmesh-router" --listen "${addr[0]}:7000" -
   >"$tmp/r.out" 2>"$tmp/r.log" &
 pids+=($!)
 stats() { ip netns exec "${hosts[0]}" "$bin/radixmesh" stats --router "${addr[0]}:7000" 2>/dev/null; }
-wait_healthy() { # want, seconds
-  for _ in $(seq 1 $(($2 * 10))); do
-    stats | grep -q "$1/3 nodes healthy" && return 0
-    poll
-  done
-  return 1
-}
+healthy() { stats | grep -q "$1/3 nodes healthy"; }
+wait_healthy() { poll "$2" healthy "$1"; } # want, seconds
 wait_healthy 3 10 && ok || { bad "cluster did not come up"; cat "$tmp/r.log"; }
 
 # Load through the router from the router's host; cut n1's link mid-run.
@@ -67,7 +59,9 @@ ip netns exec "${hosts[0]}" "$bin/radixmesh" replay --router "${addr[0]}:7000" -
   --limit 2400 --concurrency 2 --speed 2 --json >"$tmp/replay.out" 2>"$tmp/replay.err" &
 replay=$!
 pids+=($replay)
-poll 3  # let load build up (pacing the test, not synchronising)
+# Cut the link once load is flowing (the router has routed a share of it).
+routed_some() { [[ $(stats | sed -n 's/^routed \([0-9]*\),.*/\1/p') -ge 300 ]]; }
+poll 60 routed_some || bad "the replay did not get going"
 ip -n "${hosts[2]}" link set "e2$tag" down
 wait_healthy 2 10 && ok || bad "cut node stayed on the ring"
 stats | grep -E '^n1 .* DOWN' >/dev/null && ok || bad "n1 not shown down"
@@ -83,5 +77,4 @@ grep -q "leaves the ring" "$tmp/r.log" && ok || bad "router did not log the node
 # Restore: the node rejoins.
 ip -n "${hosts[2]}" link set "e2$tag" up
 wait_healthy 3 20 && ok || bad "node did not rejoin after the link came back"
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary

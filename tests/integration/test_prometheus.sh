@@ -15,14 +15,11 @@ fi
 tmp=$(mktemp -d)
 prom_pid=""
 trap '[[ -n "$prom_pid" ]] && kill -9 $prom_pid 2>/dev/null; RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$tmp/cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-poll() { read -r -t "${1:-0.1}" <> <(:) || true; }  # a bounded wait step between polls
+source "$root/tests/integration/lib.sh"
 
 promtool check rules "$root/deploy/prometheus/rules.yml" >/dev/null && ok || bad "promtool check rules"
 router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$tmp/cluster" 2 -- --http 127.0.0.1:0) ||
-  { bad "cluster did not start"; echo "$pass passed, $fail failed"; exit 1; }
+  { bad "cluster did not start"; summary; exit 1; }
 rh=$(sed -n 's|^http://\(.*\)/$|\1|p' "$tmp/cluster/dashboard.url")
 targets="'$rh'"
 for i in 0 1; do
@@ -50,23 +47,18 @@ disown $prom_pid 2>/dev/null || true
 q() { curl -s --get "http://127.0.0.1:$port/api/v1/query" --data-urlencode "query=$1"; }
 val() { python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")'; }
 # All three targets scraped (so every counter has a zero sample before load).
-up=0
-for _ in $(seq 1 300); do
-  up=$(q 'sum(up)' 2>/dev/null | val 2>/dev/null)
-  [[ "$up" == "3" ]] && break
-  poll
-done
-[[ "$up" == "3" ]] && ok || { bad "prometheus did not scrape 3 targets (up=$up)"; cat "$tmp/prom.log"; }
+three_up() { [[ "$(q 'sum(up)' 2>/dev/null | val 2>/dev/null)" == "3" ]]; }
+poll 60 three_up && ok || { bad "prometheus did not scrape 3 targets"; cat "$tmp/prom.log"; }
 "$bin/radixmesh" replay --router "$router" --trace builtin --limit 1500 --concurrency 2 >/dev/null 2>&1 ||
   bad "replay"
 # Wait until Prometheus and the router both hold the final counters.
-want=$(curl -s "http://$rh/api/cluster" | python3 -c 'import json, sys; print(json.load(sys.stdin)["query_tokens_total"])')
-for _ in $(seq 1 300); do
+caught_up() {
+  local want got
   want=$(curl -s "http://$rh/api/cluster" | python3 -c 'import json, sys; print(json.load(sys.stdin)["query_tokens_total"])')
   got=$(q 'sum(radixmesh_query_tokens_total)' | val)
-  [[ "$got" == "$want" && "$want" != "0" ]] && break
-  poll
-done
+  [[ "$got" == "$want" && "$want" != "0" ]]
+}
+poll 60 caught_up || bad "prometheus never held the router's final query tokens"
 router_rate=$(curl -s "http://$rh/api/cluster" | python3 -c 'import json, sys; print(json.load(sys.stdin)["hit_rate"])')
 prom_rate=$(q 'sum(rate(radixmesh_hit_tokens_total[2m])) / sum(rate(radixmesh_query_tokens_total[2m]))' | val)
 echo "router hit rate $router_rate, prometheus rate-based $prom_rate"
@@ -75,13 +67,8 @@ python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(
 cum=$(q 'sum(radixmesh_hit_tokens_total) / sum(radixmesh_query_tokens_total)' | val)
 python3 -c "import sys; sys.exit(0 if abs(float(sys.argv[1]) - float(sys.argv[2])) < 1e-9 else 1)" \
   "$router_rate" "$cum" && ok || bad "cumulative $cum vs router $router_rate"
-rule="none"
-for _ in $(seq 1 100); do
-  rule=$(q 'radixmesh:cluster_hit_rate:rate5m' | val)
-  [[ "$rule" != "none" ]] && break
-  poll
-done
-[[ "$rule" != "none" ]] && ok || bad "recording rule did not evaluate"
+rule_evaluated() { [[ "$(q 'radixmesh:cluster_hit_rate:rate5m' | val)" != "none" ]]; }
+poll 30 rule_evaluated && ok || bad "recording rule did not evaluate"
 p99=$(q 'histogram_quantile(0.99, sum by (le) (rate(radixmesh_rpc_duration_seconds_bucket{method="Match"}[2m])))' | val)
 python3 -c "import sys; v = float(sys.argv[1]); sys.exit(0 if 0 < v < 10 else 1)" "$p99" 2>/dev/null && ok || bad "Match p99 from histograms: $p99"
 # Every metric the Grafana dashboard queries exists in what we scrape.
@@ -95,5 +82,4 @@ used = {m for e in exprs for m in re.findall(r"radixmesh_[a-z_]+", e)}
 missing = sorted(u for u in used if u not in have)
 assert len(d["panels"]) >= 8 and not missing, missing
 PY
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary
