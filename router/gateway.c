@@ -685,7 +685,7 @@ static void reject_request(gw_conn *c, enum http_errno e)
     switch (status) {
     case 431:
         send_error(c, 431, "invalid_request_error",
-                   "the request head exceeds --gateway-max-header-bytes (or 80 KiB)", 0);
+                   "the request head is too large (--gateway-max-header-bytes)", 0);
         break;
     case 413:
         send_error(c, 413, "invalid_request_error",
