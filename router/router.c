@@ -1522,7 +1522,8 @@ size_t rm_router_workers(rm_router *r, rm_worker_ref **out)
     pthread_mutex_lock(&r->workers_mu);
     size_t n = r->nworkers;
     *out = rm_xcalloc(n + 1, sizeof **out);
-    memcpy(*out, r->workers, n * sizeof **out);
+    if (n) /* none published yet: the gateway may scrape before the first ring */
+        memcpy(*out, r->workers, n * sizeof **out);
     pthread_mutex_unlock(&r->workers_mu);
     return n;
 }
