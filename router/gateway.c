@@ -219,7 +219,8 @@ static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-#define LIST_ADD(head, x)                                                                          \
+/* Doubly linked lists through the link fields named prev and next. */
+#define DLIST_ADD(head, x, prev, next)                                                             \
     do {                                                                                           \
         (x)->prev = NULL;                                                                          \
         (x)->next = (head);                                                                        \
@@ -228,7 +229,7 @@ static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
         (head) = (x);                                                                              \
     } while (0)
 
-#define LIST_DEL(head, x)                                                                          \
+#define DLIST_DEL(head, x, prev, next)                                                             \
     do {                                                                                           \
         if ((x)->prev)                                                                             \
             (x)->prev->next = (x)->next;                                                           \
@@ -237,6 +238,9 @@ static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
         if ((x)->next)                                                                             \
             (x)->next->prev = (x)->prev;                                                           \
     } while (0)
+
+#define LIST_ADD(head, x) DLIST_ADD(head, x, prev, next)
+#define LIST_DEL(head, x) DLIST_DEL(head, x, prev, next)
 
 static const char *reason_of(int status)
 {
@@ -1125,12 +1129,7 @@ static void scrape_done(gw_up *u);
 static void idle_del(gw_up *u)
 {
     rm_gateway *g = u->g;
-    if (u->idle_prev)
-        u->idle_prev->idle_next = u->idle_next;
-    else
-        g->idle = u->idle_next;
-    if (u->idle_next)
-        u->idle_next->idle_prev = u->idle_prev;
+    DLIST_DEL(g->idle, u, idle_prev, idle_next);
     u->idle = 0;
     g->nidle--;
     __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
@@ -1527,11 +1526,7 @@ static void idle_put(gw_up *u)
 {
     rm_gateway *g = u->g;
     u->idle = 1;
-    u->idle_prev = NULL;
-    u->idle_next = g->idle;
-    if (g->idle)
-        g->idle->idle_prev = u;
-    g->idle = u;
+    DLIST_ADD(g->idle, u, idle_prev, idle_next);
     g->nidle++;
     __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
     uv_timer_start(&u->timer, on_up_timer, IDLE_UPSTREAM_MS, 0);
@@ -1647,12 +1642,7 @@ static void handle_routed(rm_gateway *g, rm_route_job *job)
 static void scrape_done(gw_up *u)
 {
     rm_gateway *g = u->g;
-    if (u->sc_prev)
-        u->sc_prev->sc_next = u->sc_next;
-    else
-        g->scraping = u->sc_next;
-    if (u->sc_next)
-        u->sc_next->sc_prev = u->sc_prev;
+    DLIST_DEL(g->scraping, u, sc_prev, sc_next);
     rm_router_worker_report(g->router, &u->report);
 }
 
@@ -1682,10 +1672,7 @@ static void on_scrape_timer(uv_timer_t *t)
         snprintf(u->report.node_id, sizeof u->report.node_id, "%s", w[i].node_id);
         u->report.reachable = 1; /* until a failure says otherwise */
         u->report.hit_rate = -1;
-        u->sc_next = g->scraping;
-        if (g->scraping)
-            g->scraping->sc_prev = u;
-        g->scraping = u;
+        DLIST_ADD(g->scraping, u, sc_prev, sc_next);
         up_open(u);
     }
     free(w);

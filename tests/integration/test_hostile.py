@@ -234,24 +234,32 @@ class GatewayHostile(unittest.TestCase):
         report("gateway: a 16 MiB token array parsed beside a small request", before,
                rmtest.rss_kib(r.pid))
 
+    def answers_while(self, r, misbehaviour, marker):
+        """Four requests on one client connection while both workers
+        misbehave: each must get its own answer. Returns their headers."""
+        for i in (0, 1):
+            self.control(i, **{misbehaviour: True})
+        try:
+            conn = http.client.HTTPConnection(r.gateway, timeout=rmtest.deadline_s(20))
+            seen = []
+            for k in range(4):
+                status, headers, body = post(conn, "/v1/completions", {
+                    "model": "m", "prompt": f"{marker} {k}", "fake_reply": f"reply {k}"})
+                self.assertEqual(status, 200, body)
+                self.assertEqual(json.loads(body)["choices"][0]["text"], f"reply {k}")
+                seen.append(headers)
+            conn.close()
+            return seen
+        finally:
+            for i in (0, 1):
+                self.control(i, **{misbehaviour: False})
+
     def test_worker_interim_responses(self):
         """100 Continue and 103 Early Hints from a worker are not its
         answer: the client gets the 200, and the next request its own."""
         r = self.router()
         before = rmtest.rss_kib(r.pid)
-        for i in (0, 1):
-            self.control(i, early_hints=True)
-        try:
-            conn = http.client.HTTPConnection(r.gateway, timeout=rmtest.deadline_s(20))
-            for k in range(4):
-                status, _, body = post(conn, "/v1/completions", {
-                    "model": "m", "prompt": f"hints {k}", "fake_reply": f"reply {k}"})
-                self.assertEqual(status, 200, body)
-                self.assertEqual(json.loads(body)["choices"][0]["text"], f"reply {k}")
-            conn.close()
-        finally:
-            for i in (0, 1):
-                self.control(i, early_hints=False)
+        self.answers_while(r, "early_hints", "hints")
         report("gateway: worker sends 1xx before each answer", before, rmtest.rss_kib(r.pid))
 
     def test_worker_bytes_after_its_response(self):
@@ -259,77 +267,63 @@ class GatewayHostile(unittest.TestCase):
         another client, and that connection is not reused."""
         r = self.router()
         before = rmtest.rss_kib(r.pid)
-        for i in (0, 1):
-            self.control(i, trailing_garbage=True)
-        try:
-            conn = http.client.HTTPConnection(r.gateway, timeout=rmtest.deadline_s(20))
-            for k in range(4):
-                status, headers, body = post(conn, "/v1/completions", {
-                    "model": "m", "prompt": f"garbage {k}", "fake_reply": f"reply {k}"})
-                self.assertEqual(status, 200, body)
-                self.assertNotIn("x-injected", headers)
-                self.assertEqual(json.loads(body)["choices"][0]["text"], f"reply {k}")
-            conn.close()
-        finally:
-            for i in (0, 1):
-                self.control(i, trailing_garbage=False)
+        for headers in self.answers_while(r, "trailing_garbage", "garbage"):
+            self.assertNotIn("x-injected", headers)
         for i in (0, 1):  # one worker connection per request
             ports = [x["port"] for x in self.received(i, "garbage ")]
             self.assertEqual(len(ports), len(set(ports)), f"w{i} got requests on a reused connection")
         report("gateway: worker sends bytes after each answer", before, rmtest.rss_kib(r.pid))
 
+    def wedged(self, failures, cooldown_ms):
+        """A router with a 500 ms first-byte timeout and the given breaker,
+        worker 0 hanging every completion (until the case ends); the router,
+        its RSS now, and a client connection to its gateway."""
+        r = self.router("--gateway-first-byte-timeout-ms", "500", "--gateway-breaker-failures",
+                        str(failures), "--gateway-breaker-cooldown-ms", str(cooldown_ms))
+        self.control(0, hang=True)
+        self.addCleanup(self.control, 0, hang=False)
+        return r, rmtest.rss_kib(r.pid), http.client.HTTPConnection(
+            r.gateway, timeout=rmtest.deadline_s(20))
+
     def test_wedged_worker_circuit_breaks(self):
         """A worker whose completions hang while its /metrics answers: after
         --gateway-breaker-failures timeouts it gets no more requests, and
         successful scrapes do not bring it back."""
-        r = self.router("--gateway-first-byte-timeout-ms", "500", "--gateway-breaker-failures", "2",
-                        "--gateway-breaker-cooldown-ms", "600000")
-        before = rmtest.rss_kib(r.pid)
-        self.control(0, hang=True)
-        try:
-            conn = http.client.HTTPConnection(r.gateway, timeout=rmtest.deadline_s(20))
-            for k in range(40):
-                status, headers, body = post(conn, "/v1/completions",
-                                             {"model": "m", "prompt": f"wedge {k} " + "w " * 40})
-                self.assertEqual(status, 200, body)  # a timed-out try went once more, to w1
-                self.assertEqual(headers["x-radixmesh-node"], "n1")
-                if len(self.received(0, "wedge ")) >= 2:
-                    break
-            self.assertEqual(len(self.received(0, "wedge ")), 2)
-            rmtest.poll("the breaker open", lambda: self.breakers(r)[0] == "open")
-            seen = self.scrapes(0)
-            rmtest.poll("the wedged worker scraped", lambda: self.scrapes(0) >= seen + 3)
-            self.assertEqual(self.breakers(r)[0], "open", "a scrape closed the breaker")
-            for k in range(20):
-                status, headers, _ = post(conn, "/v1/completions",
-                                          {"model": "m", "prompt": f"wedge after {k} " + "w " * 40})
-                self.assertEqual(status, 200)
-                self.assertEqual(headers["x-radixmesh-node"], "n1")
-            self.assertEqual(len(self.received(0, "wedge ")), 2)
-            self.assertTrue(r.logged("circuit open"))
-            conn.close()
-        finally:
-            self.control(0, hang=False)
+        r, before, conn = self.wedged(2, 600000)
+        for k in range(40):
+            status, headers, body = post(conn, "/v1/completions",
+                                         {"model": "m", "prompt": f"wedge {k} " + "w " * 40})
+            self.assertEqual(status, 200, body)  # a timed-out try went once more, to w1
+            self.assertEqual(headers["x-radixmesh-node"], "n1")
+            if len(self.received(0, "wedge ")) >= 2:
+                break
+        self.assertEqual(len(self.received(0, "wedge ")), 2)
+        rmtest.poll("the breaker open", lambda: self.breakers(r)[0] == "open")
+        seen = self.scrapes(0)
+        rmtest.poll("the wedged worker scraped", lambda: self.scrapes(0) >= seen + 3)
+        self.assertEqual(self.breakers(r)[0], "open", "a scrape closed the breaker")
+        for k in range(20):
+            status, headers, _ = post(conn, "/v1/completions",
+                                      {"model": "m", "prompt": f"wedge after {k} " + "w " * 40})
+            self.assertEqual(status, 200)
+            self.assertEqual(headers["x-radixmesh-node"], "n1")
+        self.assertEqual(len(self.received(0, "wedge ")), 2)
+        self.assertTrue(r.logged("circuit open"))
+        conn.close()
         report("gateway: a wedged worker", before, rmtest.rss_kib(r.pid))
 
     def test_wedged_worker_back_after_a_trial(self):
         """Once the cooldown has passed, one trial request goes to the worker;
         answered, it closes the breaker."""
-        r = self.router("--gateway-first-byte-timeout-ms", "500", "--gateway-breaker-failures", "1",
-                        "--gateway-breaker-cooldown-ms", "300")
-        before = rmtest.rss_kib(r.pid)
-        self.control(0, hang=True)
-        try:
-            conn = http.client.HTTPConnection(r.gateway, timeout=rmtest.deadline_s(20))
-            k = 0
-            while not self.received(0, "trial "):
-                self.assertLess(k, 40)
-                status, _, _ = post(conn, "/v1/completions", {"model": "m", "prompt": f"trial {k}"})
-                self.assertEqual(status, 200)
-                k += 1
-            rmtest.poll("the breaker open", lambda: self.breakers(r)[0] in ("open", "half-open"))
-        finally:
-            self.control(0, hang=False)
+        r, before, conn = self.wedged(1, 300)
+        k = 0
+        while not self.received(0, "trial "):
+            self.assertLess(k, 40)
+            status, _, _ = post(conn, "/v1/completions", {"model": "m", "prompt": f"trial {k}"})
+            self.assertEqual(status, 200)
+            k += 1
+        rmtest.poll("the breaker open", lambda: self.breakers(r)[0] in ("open", "half-open"))
+        self.control(0, hang=False)
 
         def closed_again():
             status, _, _ = post(conn, "/v1/completions", {"model": "m", "prompt": "trial again"})
