@@ -556,15 +556,6 @@ static void conn_close(gw_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
-static void on_conn_timer(uv_timer_t *t)
-{
-    gw_conn *c = t->data;
-    if (c->state == CS_READING)
-        send_error(c, 408, "invalid_request_error", "the request did not arrive in time", 0);
-    else if (c->state == CS_IDLE || c->state == CS_CLOSING)
-        conn_close(c);
-}
-
 /* Drops the request being read (its body's bytes go back to the budget). */
 static void reset_request(gw_conn *c)
 {
@@ -576,6 +567,16 @@ static void reset_request(gw_conn *c)
     c->body = NULL;
     c->body_len = c->body_cap = 0;
     c->reject = 0;
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    gw_conn *c = t->data;
+    if (c->state == CS_READING) {
+        reset_request(c); /* its bytes back to the budget now, not after the linger */
+        send_error(c, 408, "invalid_request_error", "the request did not arrive in time", 0);
+    } else if (c->state == CS_IDLE || c->state == CS_CLOSING)
+        conn_close(c);
 }
 
 static int on_req_begin(http_parser *p)
@@ -1402,7 +1403,11 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (u->closing) {
             /* finished (or cancelled) inside a callback */
         } else if (u->complete) {
-            up_response_end(u, done < len);
+            /* A stray CRLF after a body is old practice, and harmless. */
+            size_t i = done;
+            while (i < len && (buf->base[i] == '\r' || buf->base[i] == '\n'))
+                i++;
+            up_response_end(u, i < len);
         } else if (u->retry_asked) {
             char why[96];
             snprintf(why, sizeof why, "answered %d", u->status);
