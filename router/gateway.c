@@ -1,5 +1,6 @@
 #include "gateway.h"
 
+#include <errno.h>
 #include <http_parser.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "flags.h"
@@ -21,9 +23,16 @@
 #define MAX_SCRAPE_BYTES  (8u << 20)
 #define WRITE_HIGH_WATER  (4u << 20) /* stop reading the worker above this */
 #define WRITE_LOW_WATER   (1u << 20)
+#define CLIENT_OUT_BOUND  (64u << 10) /* stop reading a client whose replies queue beyond this */
+#define PENDING_BOUND     (64u << 10) /* pipelined bytes read ahead of the request in progress */
+#define PARSE_INLINE_MAX  (64u << 10) /* larger bodies are parsed on libuv's threadpool */
+#define LINGER_MS                                                                                  \
+    2000                             /* after a closing reply, the client's bytes are read and     \
+                                        dropped this long, so its close does not reset the reply */
 #define MAX_IDLE_UPSTREAM 64         /* kept-alive worker connections in all */
 #define IDLE_UPSTREAM_MS  15000      /* closed after this long unused */
 #define MAX_REPLY_BYTES   (4u << 20) /* generated text (or one response document) read */
+#define RETRY_AFTER_S     1          /* in every 503 of the gateway's own */
 
 void rm_gateway_config_defaults(rm_gateway_config *c)
 {
@@ -32,16 +41,33 @@ void rm_gateway_config_defaults(rm_gateway_config *c)
     c->max_body_bytes = 16u << 20;
     c->max_header_bytes = 64u << 10;
     c->connect_timeout_ms = 2000;
+    /* A long prompt's prefill (128k tokens at a few thousand tokens/s,
+     * behind a queue) stays well inside this, and so does a non-streamed
+     * completion of a few thousand tokens (its head comes when it is done);
+     * a wedged worker costs each request two minutes, not five. */
+    c->first_byte_timeout_ms = 120000;
     c->upstream_timeout_ms = 300000;
     c->client_timeout_ms = 60000;
     c->scrape_interval_ms = 1000;
     c->max_prompt_tokens = 1u << 20;
     c->max_connections = 4096;
+    c->max_buffered_bytes = 256u << 20;
 }
 
-typedef enum { CS_IDLE, CS_READING, CS_BUSY } conn_state;
-typedef enum { RQ_ROUTING, RQ_CONNECTING, RQ_WAITING, RQ_STREAMING } req_state;
+/* CS_CLOSING: a closing reply is queued; what the client still sends is
+ * read and dropped until it closes or LINGER_MS pass. */
+typedef enum { CS_IDLE, CS_READING, CS_BUSY, CS_CLOSING } conn_state;
+typedef enum { RQ_PARSING, RQ_ROUTING, RQ_CONNECTING, RQ_WAITING, RQ_STREAMING } req_state;
 typedef enum { UP_FORWARD, UP_SCRAPE } up_kind;
+
+/* How a worker connection failed its request. */
+typedef enum {
+    UPF_CONNECT,  /* no connection (refused, unresolvable, connect timeout) */
+    UPF_CLOSED,   /* closed or reset before the response ended */
+    UPF_PROTOCOL, /* not HTTP, a head too large, an unasked protocol switch */
+    UPF_TIMEOUT,  /* no response head in time, or silence mid-stream */
+    UPF_5XX       /* answered 5xx before any byte reached the client */
+} up_failure;
 
 typedef struct gw_conn gw_conn;
 typedef struct gw_req gw_req;
@@ -51,7 +77,8 @@ typedef struct gw_up gw_up;
  * metrics publisher: relaxed atomics. */
 typedef struct gw_counters {
     uint64_t requests, by_class[6], retries, client_gone, upstream_failures, active, connections;
-    uint64_t paused, connects, idle;
+    uint64_t paused, connects, idle, timeouts, over_budget, over_cap, offloaded, scrape_skips;
+    uint64_t buffered;
 } gw_counters;
 
 #define COUNT(g, field)   __atomic_fetch_add(&(g)->c.field, 1, __ATOMIC_RELAXED)
@@ -75,11 +102,16 @@ struct rm_gateway {
     /* Gateway thread only. */
     int draining, stopping, listening;
     uint32_t nconns;
-    gw_conn *conns; /* open client connections */
-    gw_up *ups;     /* open worker connections */
-    gw_up *idle;    /* kept-alive worker connections, newest first */
+    gw_conn *conns;  /* open client connections */
+    gw_up *ups;      /* open worker connections */
+    gw_up *idle;     /* kept-alive worker connections, newest first */
+    gw_up *scraping; /* scrapes in progress (at most one per worker) */
     uint32_t nidle;
-    size_t scrapes;
+    size_t buffered; /* request bytes held, against cfg.max_buffered_bytes */
+    /* Large bodies waiting for the threadpool, one parse at a time: its
+     * JSON document takes ~20x the body (a 16 MiB token array ~270 MB). */
+    gw_req *parse_head, *parse_tail;
+    int parse_running;
     gw_counters c;
 };
 
@@ -90,41 +122,57 @@ typedef struct hdr_acc {
     int in_value;
     size_t bytes;
     char expect[32];
+    int te_other; /* a Transfer-Encoding other than chunked */
 } hdr_acc;
 
 struct gw_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shutdown;
-    int open_handles, closing;
+    int open_handles, closing, reading, in_parser;
     rm_gateway *g;
     http_parser parser;
     conn_state state;
     /* The request being read. */
     rm_sbuf url;
     hdr_acc hdrs;
-    char *body;
+    char *body; /* body_len bytes charged to g->buffered */
     size_t body_len, body_cap;
-    int reject;    /* 413 / 431 decided while parsing */
-    char *pending; /* bytes after a complete request */
+    int reject;    /* 413 / 431 / 501 / 503 decided while parsing */
+    char *pending; /* bytes after a complete request, charged to g->buffered */
     size_t npending;
     gw_req *req;          /* in progress */
     gw_conn *prev, *next; /* g->conns while open */
 };
+
+/* A prompt's parse: the inputs are the request's body, read-only while
+ * it is out on the threadpool; the outputs are written there. */
+typedef struct gw_parse {
+    uv_work_t work;
+    rm_openai_kind kind;
+    int rc;
+    char *ns;
+    uint32_t *tokens;
+    size_t ntokens;
+    char err[256];
+} gw_parse;
 
 struct gw_req {
     rm_gateway *g;
     gw_conn *conn;     /* NULL once the client has gone */
     rm_route_job *job; /* ours unless job_out */
     int job_out;
+    int parsing;        /* queued for, or out on, the threadpool (see gw_parse) */
+    gw_req *parse_next; /* g->parse_head queue */
     req_state state;
     int keep_alive, head_only, http_minor;
     char *head; /* request line + forwarded headers, without Host & framing */
-    char *body;
+    char *body; /* body_len bytes charged to g->buffered */
     size_t body_len;
     int attempts;
     gw_up *up;
     int sent_head, chunked_out;
+    gw_parse parse;
     /* A text prompt's 2xx response is read for the generated text, to
      * record it with the prompt (the worker caches both). */
     rm_openai_end end;     /* where the prompt's tokens stopped; .text: read the reply */
@@ -147,26 +195,32 @@ struct gw_up {
     http_parser parser;
     hdr_acc hdrs;
     char reason[64];
-    int status, connected, complete, retry_asked, paused;
+    int status; /* of the final response, once its head is in; 0 before */
+    int connected, complete, retry_asked, paused, interim, switched;
     int reused;                   /* taken from the idle pool for this request */
     int idle;                     /* in g->idle, waiting for the next request to its worker */
     gw_up *prev, *next;           /* g->ups while open */
     gw_up *idle_prev, *idle_next; /* g->idle while idle */
+    gw_up *sc_prev, *sc_next;     /* g->scraping while a scrape */
 };
 
 static void conn_close(gw_conn *c);
 static void conn_next(gw_conn *c);
+static void conn_pump(gw_conn *c);
 static void up_close(gw_up *u);
 static void route(gw_req *q);
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void up_failed(gw_up *u, int worker_failed, const char *why);
+static void on_up_timer(uv_timer_t *t);
+static void up_failed(gw_up *u, up_failure f, const char *why);
 static void idle_put(gw_up *u);
-static gw_up *up_start(rm_gateway *g, up_kind kind, const char *host, int port, gw_req *q);
-static void req_finish(gw_req *q, int ok, int worker_failed);
+static void up_start(rm_gateway *g, const char *host, int port, gw_req *q);
+static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-#define LIST_ADD(head, x)                                                                          \
+/* Doubly linked lists through the link fields named prev and next. */
+#define DLIST_ADD(head, x, prev, next)                                                             \
     do {                                                                                           \
         (x)->prev = NULL;                                                                          \
         (x)->next = (head);                                                                        \
@@ -175,7 +229,7 @@ static void req_finish(gw_req *q, int ok, int worker_failed);
         (head) = (x);                                                                              \
     } while (0)
 
-#define LIST_DEL(head, x)                                                                          \
+#define DLIST_DEL(head, x, prev, next)                                                             \
     do {                                                                                           \
         if ((x)->prev)                                                                             \
             (x)->prev->next = (x)->next;                                                           \
@@ -184,6 +238,9 @@ static void req_finish(gw_req *q, int ok, int worker_failed);
         if ((x)->next)                                                                             \
             (x)->next->prev = (x)->prev;                                                           \
     } while (0)
+
+#define LIST_ADD(head, x) DLIST_ADD(head, x, prev, next)
+#define LIST_DEL(head, x) DLIST_DEL(head, x, prev, next)
 
 static const char *reason_of(int status)
 {
@@ -196,6 +253,8 @@ static const char *reason_of(int status)
         return "Payload Too Large";
     case 431:
         return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
     case 502:
         return "Bad Gateway";
     case 503:
@@ -205,6 +264,30 @@ static const char *reason_of(int status)
     default:
         return "Error";
     }
+}
+
+/* The budget of buffered request bytes (gateway thread). A body that would
+ * pass it is refused; pipelined read-ahead is charged without a check (it
+ * is bounded per connection by PENDING_BOUND and one read). */
+static int budget_take(rm_gateway *g, size_t n)
+{
+    if (g->buffered + n > g->cfg.max_buffered_bytes)
+        return -1;
+    g->buffered += n;
+    __atomic_store_n(&g->c.buffered, g->buffered, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void budget_charge(rm_gateway *g, size_t n)
+{
+    g->buffered += n;
+    __atomic_store_n(&g->c.buffered, g->buffered, __ATOMIC_RELAXED);
+}
+
+static void budget_give(rm_gateway *g, size_t n)
+{
+    g->buffered -= n;
+    __atomic_store_n(&g->c.buffered, g->buffered, __ATOMIC_RELAXED);
 }
 
 static void hdr_reset(hdr_acc *h)
@@ -228,6 +311,24 @@ static int hop_by_hop(const char *name)
     return 0;
 }
 
+/* 1 if a Transfer-Encoding value names a coding other than chunked. The
+ * gateway forwards bodies as they are, with a length: a gzip'd body sent
+ * on as if plain would reach the worker as garbage (RFC 9112 6.1: 501). */
+static int te_other_than_chunked(const char *v)
+{
+    while (*v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, ",");
+        size_t end = n;
+        while (end && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end && !(end == 7 && !strncasecmp(v, "chunked", 7)))
+            return 1;
+        v += n;
+    }
+    return 0;
+}
+
 /* Ends the header being accumulated. */
 static void hdr_flush(hdr_acc *h)
 {
@@ -236,6 +337,8 @@ static void hdr_flush(hdr_acc *h)
     const char *v = h->value.p ? h->value.p : "";
     if (!strcasecmp(h->field.p, "expect"))
         snprintf(h->expect, sizeof h->expect, "%s", v);
+    if (!strcasecmp(h->field.p, "transfer-encoding") && te_other_than_chunked(v))
+        h->te_other = 1;
     if (!hop_by_hop(h->field.p))
         rm_sbuf_printf(&h->out, "%s: %s\r\n", h->field.p, v);
     free(h->field.p);
@@ -268,6 +371,14 @@ typedef struct write_req {
     char *buf;
 } write_req;
 
+/* A client whose replies queue up is not read (nor its pipelined requests
+ * parsed) until they drain: replies to requests it never reads would
+ * otherwise grow without bound. */
+static int out_full(gw_conn *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > CLIENT_OUT_BOUND;
+}
+
 static void on_client_written(uv_write_t *w, int status)
 {
     write_req *wr = (write_req *)w;
@@ -278,14 +389,20 @@ static void on_client_written(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
+    if (c->closing)
+        return;
     /* Backpressure: a slow client stops the worker's stream until its
-     * queue has drained. */
+     * queue has drained; the worker's idle timer stops with it. */
     gw_req *q = c->req;
     if (q && q->up && q->up->paused &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_LOW_WATER) {
-        q->up->paused = 0;
-        uv_read_start((uv_stream_t *)&q->up->tcp, rm_uv_alloc, on_up_read);
+        gw_up *u = q->up;
+        u->paused = 0;
+        uint32_t t = c->g->cfg.upstream_timeout_ms;
+        uv_timer_start(&u->timer, on_up_timer, t, t);
+        uv_read_start((uv_stream_t *)&u->tcp, rm_uv_alloc, on_up_read);
     }
+    conn_pump(c);
 }
 
 /* Queues len bytes of buf (taken; freed when written) on stream. conn
@@ -314,21 +431,39 @@ static void client_write(gw_conn *c, char *buf, size_t len)
         conn_close(c);
 }
 
+static void on_conn_timer(uv_timer_t *t);
+
 static void on_shutdown(uv_shutdown_t *s, int status)
 {
-    (void)status;
-    conn_close(s->data);
+    gw_conn *c = s->data;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    /* Everything is written: linger a little for the client's own close.
+     * Closing now, with its unread bytes (the rest of a refused body, the
+     * request the connection cap refused) in our buffer, would reset the
+     * connection, and a reset can discard the reply before it is read. */
+    uv_timer_start(&c->timer, on_conn_timer, LINGER_MS, 0);
 }
+
+static void conn_reading(gw_conn *c);
 
 /* Closes the client connection once everything queued is written. */
 static void client_finish_and_close(gw_conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->state == CS_CLOSING)
         return;
+    c->state = CS_CLOSING; /* read nothing more but the client's close */
+    uv_timer_stop(&c->timer);
     c->shutdown.data = c;
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         conn_close(c);
-    c->state = CS_BUSY; /* read nothing more */
+        return;
+    }
+    conn_reading(c);
 }
 
 static void count_status(rm_gateway *g, int status)
@@ -337,16 +472,19 @@ static void count_status(rm_gateway *g, int status)
     __atomic_fetch_add(&g->c.by_class[cls >= 1 && cls <= 5 ? cls : 0], 1, __ATOMIC_RELAXED);
 }
 
-/* An answer of the gateway's own: an OpenAI-style error document. */
+/* An answer of the gateway's own: an OpenAI-style error document. Every
+ * 503 says when to come back. */
 static void send_error(gw_conn *c, int status, const char *type, const char *msg, int keep)
 {
     char *body = rm_openai_error(msg, type, NULL);
     size_t bl = strlen(body);
     rm_sbuf out = {0};
     rm_sbuf_printf(&out,
-                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                   "Connection: %s\r\n\r\n%s",
-                   status, reason_of(status), bl, keep ? "keep-alive" : "close", body);
+                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n",
+                   status, reason_of(status), bl);
+    if (status == 503)
+        rm_sbuf_printf(&out, "Retry-After: %d\r\n", RETRY_AFTER_S);
+    rm_sbuf_printf(&out, "Connection: %s\r\n\r\n%s", keep ? "keep-alive" : "close", body);
     free(body);
     count_status(c->g, status);
     client_write(c, out.p, out.len);
@@ -365,6 +503,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     c->g->nconns--;
     free(c->url.p);
     hdr_reset(&c->hdrs);
+    budget_give(c->g, c->body_len + c->npending);
     free(c->body);
     free(c->pending);
     free(c);
@@ -383,10 +522,15 @@ static void req_detach_up(gw_req *q)
 
 static void req_free(gw_req *q)
 {
+    rm_gateway *g = q->g;
     free(q->head);
+    budget_give(g, q->body_len);
     free(q->body);
+    free(q->parse.ns);
+    free(q->parse.tokens);
     rm_openai_reply_free(&q->reply);
     free(q);
+    UNCOUNT(g, active);
 }
 
 static void conn_close(gw_conn *c)
@@ -399,9 +543,11 @@ static void conn_close(gw_conn *c)
         c->req = NULL;
         q->conn = NULL;
         COUNT(c->g, client_gone);
-        if (!q->job_out) { /* else freed when the router hands the job back */
+        /* A request out on the router thread or the threadpool is freed
+         * when it comes back. */
+        if (!q->job_out && !q->parsing) {
             req_detach_up(q);
-            req_finish(q, 0, 0);
+            req_finish(q, 0, RM_WORKER_NO_VERDICT);
         }
     }
     LIST_DEL(c->g->conns, c);
@@ -410,24 +556,27 @@ static void conn_close(gw_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
-static void on_conn_timer(uv_timer_t *t)
-{
-    gw_conn *c = t->data;
-    if (c->state == CS_READING)
-        send_error(c, 408, "invalid_request_error", "the request did not arrive in time", 0);
-    else if (c->state == CS_IDLE)
-        conn_close(c);
-}
-
+/* Drops the request being read (its body's bytes go back to the budget). */
 static void reset_request(gw_conn *c)
 {
     free(c->url.p);
     memset(&c->url, 0, sizeof c->url);
     hdr_reset(&c->hdrs);
+    budget_give(c->g, c->body_len);
     free(c->body);
     c->body = NULL;
     c->body_len = c->body_cap = 0;
     c->reject = 0;
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    gw_conn *c = t->data;
+    if (c->state == CS_READING) {
+        reset_request(c); /* its bytes back to the budget now, not after the linger */
+        send_error(c, 408, "invalid_request_error", "the request did not arrive in time", 0);
+    } else if (c->state == CS_IDLE || c->state == CS_CLOSING)
+        conn_close(c);
 }
 
 static int on_req_begin(http_parser *p)
@@ -471,10 +620,22 @@ static int on_req_value(http_parser *p, const char *at, size_t len)
 static int on_req_headers_complete(http_parser *p)
 {
     gw_conn *c = p->data;
+    rm_gateway *g = c->g;
     hdr_flush(&c->hdrs);
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->g->cfg.max_body_bytes) {
-        c->reject = 413;
+    if (c->hdrs.te_other) {
+        c->reject = 501;
         return -1;
+    }
+    if (p->flags & F_CONTENTLENGTH) {
+        if (p->content_length > g->cfg.max_body_bytes) {
+            c->reject = 413;
+            return -1;
+        }
+        /* Refused at once rather than after the body has come. */
+        if (g->buffered + p->content_length > g->cfg.max_buffered_bytes) {
+            c->reject = 503;
+            return -1;
+        }
     }
     if (!strcasecmp(c->hdrs.expect, "100-continue")) {
         const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -488,6 +649,10 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
     gw_conn *c = p->data;
     if (c->body_len + len > c->g->cfg.max_body_bytes) {
         c->reject = 413;
+        return 1;
+    }
+    if (budget_take(c->g, len) != 0) {
+        c->reject = 503;
         return 1;
     }
     if (c->body_len + len > c->body_cap) {
@@ -514,35 +679,104 @@ static int on_req_complete(http_parser *p)
     return 0;
 }
 
+/* The answer to a request the parser refused; the connection closes. */
+static void reject_request(gw_conn *c, enum http_errno e)
+{
+    rm_gateway *g = c->g;
+    int status = c->reject;
+    if (e == HPE_HEADER_OVERFLOW) /* http-parser's own bound, 80 KiB */
+        status = 431;
+    reset_request(c); /* its bytes are of no more use */
+    switch (status) {
+    case 431:
+        send_error(c, 431, "invalid_request_error",
+                   "the request head is too large (--gateway-max-header-bytes)", 0);
+        break;
+    case 413:
+        send_error(c, 413, "invalid_request_error",
+                   "the request body exceeds --gateway-max-body-bytes", 0);
+        break;
+    case 501:
+        send_error(c, 501, "invalid_request_error",
+                   "Transfer-Encoding: only chunked is supported (send the body as it is)", 0);
+        break;
+    case 503:
+        COUNT(g, over_budget);
+        send_error(c, 503, "server_error",
+                   "the gateway holds --gateway-max-buffered-bytes of request bodies; retry later",
+                   0);
+        break;
+    default: {
+        char msg[160];
+        snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
+        send_error(c, 400, "invalid_request_error", msg, 0);
+    }
+    }
+}
+
+/* Keeps bytes read ahead of the request in progress. */
+static void pending_add(gw_conn *c, const char *data, size_t n)
+{
+    c->pending = rm_xrealloc(c->pending, c->npending + n);
+    memcpy(c->pending + c->npending, data, n);
+    c->npending += n;
+    budget_charge(c->g, n);
+}
+
 /* Feeds client bytes to the parser; keeps what a paused parser left. */
 static void conn_feed(gw_conn *c, const char *data, size_t len)
 {
+    http_parser_pause(&c->parser, 0);
+    c->in_parser = 1;
     size_t done = http_parser_execute(&c->parser, &c->g->req_settings, data, len);
+    c->in_parser = 0;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (c->closing)
+    if (c->closing || c->state == CS_CLOSING)
         return;
     if (e == HPE_PAUSED) {
-        if (done < len) {
-            c->pending = rm_xrealloc(c->pending, c->npending + len - done);
-            memcpy(c->pending + c->npending, data + done, len - done);
-            c->npending += len - done;
-        }
+        if (done < len)
+            pending_add(c, data + done, len - done);
         return;
     }
-    if (e != HPE_OK) {
-        if (c->reject == 431)
-            send_error(c, 431, "invalid_request_error",
-                       "the request head exceeds --gateway-max-header-bytes", 0);
-        else if (c->reject == 413)
-            send_error(c, 413, "invalid_request_error",
-                       "the request body exceeds --gateway-max-body-bytes", 0);
-        else {
-            char msg[160];
-            snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
-            send_error(c, 400, "invalid_request_error", msg, 0);
-        }
-        c->state = CS_BUSY;
+    if (e != HPE_OK)
+        reject_request(c, e);
+}
+
+/* Starts or stops reading the client: it is read while its replies do not
+ * queue up and what it pipelined ahead is small; a closing connection is
+ * read (and its bytes dropped) to see its close. */
+static void conn_reading(gw_conn *c)
+{
+    if (c->closing)
+        return;
+    int want = c->state == CS_CLOSING || (!out_full(c) && c->npending < PENDING_BOUND);
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_client_read) == 0)
+            c->reading = 1;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
     }
+}
+
+/* Parses what the client sent ahead, one request at a time, while no
+ * request is in progress and its replies do not queue up; then decides
+ * whether to read more. Not from inside the parser (the loop that called
+ * it goes on). */
+static void conn_pump(gw_conn *c)
+{
+    while (!c->closing && !c->in_parser && c->npending && !out_full(c) &&
+           (c->state == CS_IDLE || c->state == CS_READING)) {
+        char *data = c->pending;
+        size_t n = c->npending;
+        c->pending = NULL;
+        c->npending = 0;
+        budget_give(c->g, n);
+        conn_feed(c, data, n);
+        free(data);
+    }
+    if (!c->in_parser)
+        conn_reading(c);
 }
 
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -550,18 +784,12 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     gw_conn *c = s->data;
     if (nread < 0) {
         conn_close(c); /* the client went away: cancels its request */
-    } else if (nread > 0 && c->state == CS_BUSY) {
-        /* Pipelined bytes while a request is in progress. Bounded: a client
-         * that floods them is cut off. */
-        if (c->npending + (size_t)nread > c->g->cfg.max_body_bytes + c->g->cfg.max_header_bytes) {
-            conn_close(c);
-        } else {
-            c->pending = rm_xrealloc(c->pending, c->npending + (size_t)nread);
-            memcpy(c->pending + c->npending, buf->base, (size_t)nread);
-            c->npending += (size_t)nread;
-        }
-    } else if (nread > 0) {
-        conn_feed(c, buf->base, (size_t)nread);
+    } else if (nread > 0 && c->state != CS_CLOSING) {
+        if (c->state == CS_BUSY || c->npending || out_full(c))
+            pending_add(c, buf->base, (size_t)nread); /* waits its turn */
+        else
+            conn_feed(c, buf->base, (size_t)nread);
+        conn_pump(c);
     }
     free(buf->base);
 }
@@ -570,23 +798,15 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
  * first), or close. */
 static void conn_next(gw_conn *c)
 {
-    if (c->closing)
+    if (c->closing || c->state == CS_CLOSING)
         return;
     if (c->g->draining) {
         client_finish_and_close(c);
         return;
     }
     c->state = CS_IDLE;
-    http_parser_pause(&c->parser, 0);
     uv_timer_start(&c->timer, on_conn_timer, c->g->cfg.client_timeout_ms, 0);
-    if (c->npending) {
-        char *data = c->pending;
-        size_t n = c->npending;
-        c->pending = NULL;
-        c->npending = 0;
-        conn_feed(c, data, n);
-        free(data);
-    }
+    conn_pump(c);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -603,7 +823,7 @@ static void on_connection(uv_stream_t *server, int status)
     LIST_ADD(g->conns, c);
     g->nconns++;
     COUNT(g, connections);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || g->nconns > g->cfg.max_connections) {
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
     }
@@ -611,8 +831,15 @@ static void on_connection(uv_stream_t *server, int status)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->state = CS_IDLE;
+    if (g->nconns > g->cfg.max_connections) {
+        /* A reply, not a reset: the client learns why and when to retry. */
+        COUNT(g, over_cap);
+        send_error(c, 503, "server_error",
+                   "the gateway has --gateway-max-connections connections open; retry later", 0);
+        return;
+    }
     uv_timer_start(&c->timer, on_conn_timer, g->cfg.client_timeout_ms, 0);
-    uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_client_read);
+    conn_reading(c);
 }
 
 /* ---- requests ---------------------------------------------------------------- */
@@ -628,11 +855,90 @@ static rm_route_job *new_job(gw_req *q, char *ns, uint32_t *tokens, size_t n, in
     return job;
 }
 
+/* Parses the prompt of q's body into q->parse. Runs on the gateway thread
+ * for small bodies, on the threadpool for large ones: it reads q->body and
+ * writes q->parse, nothing else. */
+static void parse_prompt(gw_req *q)
+{
+    gw_parse *pp = &q->parse;
+    pp->rc =
+        rm_openai_prompt(q->body ? q->body : "", q->body_len, pp->kind, q->g->cfg.max_prompt_tokens,
+                         &pp->ns, &pp->tokens, &pp->ntokens, &q->end, pp->err, sizeof pp->err);
+}
+
+/* The prompt is parsed (gateway thread): route it, or answer 400. */
+static void prompt_parsed(gw_req *q)
+{
+    gw_conn *c = q->conn;
+    gw_parse *pp = &q->parse;
+    if (pp->rc != 0) {
+        char err[sizeof pp->err];
+        int keep = q->keep_alive;
+        snprintf(err, sizeof err, "%s", pp->err);
+        c->req = NULL;
+        req_free(q);
+        send_error(c, 400, "invalid_request_error", err, keep);
+        if (keep)
+            conn_next(c);
+        return;
+    }
+    rm_openai_reply_init(&q->reply, pp->kind, MAX_REPLY_BYTES);
+    q->job = new_job(q, pp->ns, pp->tokens, pp->ntokens, 0);
+    pp->ns = NULL;
+    pp->tokens = NULL;
+    route(q);
+}
+
+static void parse_work(uv_work_t *w) /* a threadpool thread */
+{
+    parse_prompt(w->data);
+}
+
+static void parse_after(uv_work_t *w, int status);
+
+/* Starts the next queued parse if none is out. */
+static void parse_dispatch(rm_gateway *g)
+{
+    while (!g->parse_running && g->parse_head) {
+        gw_req *q = g->parse_head;
+        g->parse_head = q->parse_next;
+        if (!g->parse_head)
+            g->parse_tail = NULL;
+        if (!q->conn) { /* the client left while it waited */
+            req_free(q);
+            continue;
+        }
+        q->parse.work.data = q;
+        if (uv_queue_work(&g->loop, &q->parse.work, parse_work, parse_after) == 0) {
+            g->parse_running = 1;
+            return;
+        }
+        q->parsing = 0; /* cannot happen with a valid loop; parse here then */
+        parse_prompt(q);
+        prompt_parsed(q);
+    }
+}
+
+static void parse_after(uv_work_t *w, int status)
+{
+    gw_req *q = w->data;
+    rm_gateway *g = q->g;
+    (void)status; /* never cancelled */
+    q->parsing = 0;
+    g->parse_running = 0;
+    if (!q->conn) /* the client left meanwhile */
+        req_free(q);
+    else
+        prompt_parsed(q);
+    parse_dispatch(g);
+}
+
 static void start_request(gw_conn *c)
 {
     rm_gateway *g = c->g;
     http_parser *p = &c->parser;
     COUNT(g, requests);
+    COUNT(g, active);
     gw_req *q = rm_xcalloc(1, sizeof *q);
     q->g = g;
     q->conn = c;
@@ -643,7 +949,7 @@ static void start_request(gw_conn *c)
     rm_sbuf_printf(&head, "%s %s HTTP/1.1\r\n%s", http_method_str(p->method),
                    c->url.p ? c->url.p : "/", c->hdrs.out.p ? c->hdrs.out.p : "");
     q->head = head.p;
-    q->body = c->body;
+    q->body = c->body; /* its budget charge moves with it */
     q->body_len = c->body_len;
     c->body = NULL;
     c->body_len = c->body_cap = 0;
@@ -653,32 +959,31 @@ static void start_request(gw_conn *c)
     path[strcspn(path, "?")] = '\0';
     int chat = !strcmp(path, "/v1/chat/completions");
     if (p->method == HTTP_POST && (chat || !strcmp(path, "/v1/completions"))) {
-        char *ns, err[256];
-        uint32_t *tokens;
-        size_t n;
-        if (rm_openai_prompt(
-                q->body ? q->body : "", q->body_len, chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS,
-                g->cfg.max_prompt_tokens, &ns, &tokens, &n, &q->end, err, sizeof err) != 0) {
-            int keep = q->keep_alive;
-            c->req = NULL;
-            req_free(q);
-            send_error(c, 400, "invalid_request_error", err, keep);
-            if (keep)
-                conn_next(c);
+        q->parse.kind = chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS;
+        if (q->body_len > PARSE_INLINE_MAX) {
+            /* A 16 MiB token array takes most of a second to parse: off
+             * the loop, or every other connection waits for it. */
+            COUNT(g, offloaded);
+            q->state = RQ_PARSING;
+            q->parsing = 1;
+            if (g->parse_tail)
+                g->parse_tail->parse_next = q;
+            else
+                g->parse_head = q;
+            g->parse_tail = q;
+            parse_dispatch(g);
             return;
         }
-        rm_openai_reply_init(&q->reply, chat ? RM_OPENAI_CHAT : RM_OPENAI_COMPLETIONS,
-                             MAX_REPLY_BYTES);
-        q->job = new_job(q, ns, tokens, n, 0);
-    } else {
-        q->job = new_job(q, rm_xstrndup("", 0), NULL, 0, 1);
+        parse_prompt(q);
+        prompt_parsed(q);
+        return;
     }
-    COUNT(g, active);
+    q->job = new_job(q, rm_xstrndup("", 0), NULL, 0, 1);
     route(q);
 }
 
 static void on_routed(rm_route_job *job); /* router thread */
-static void req_fail(gw_req *q, int status, const char *msg, int worker_failed);
+static void req_fail(gw_req *q, int status, const char *msg, rm_worker_outcome outcome);
 
 static void route(gw_req *q)
 {
@@ -688,7 +993,7 @@ static void route(gw_req *q)
     if (rm_router_route_async(q->g->router, q->job) != 0) {
         q->job_out = 0;
         q->keep_alive = 0;
-        req_fail(q, 503, "the router is shutting down", 0);
+        req_fail(q, 503, "the router is shutting down", RM_WORKER_NO_VERDICT);
     }
 }
 
@@ -728,9 +1033,10 @@ static void extend_with_reply(gw_req *q)
 }
 
 /* Ends a request: returns its job to the router (releasing the node's
- * in-flight charge, recording the prompt -- and reply -- when ok) and frees
- * it; the client connection, if any, moves on. */
-static void req_finish(gw_req *q, int ok, int worker_failed)
+ * in-flight charge, recording the prompt -- and reply -- when ok, and
+ * telling the worker's breaker the outcome) and frees it; the client
+ * connection, if any, moves on. */
+static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome)
 {
     rm_gateway *g = q->g;
     gw_conn *c = q->conn;
@@ -738,9 +1044,8 @@ static void req_finish(gw_req *q, int ok, int worker_failed)
     if (q->job && ok)
         extend_with_reply(q);
     if (q->job)
-        rm_router_route_done(g->router, q->job, ok, worker_failed);
+        rm_router_route_done(g->router, q->job, ok, outcome);
     q->job = NULL;
-    UNCOUNT(g, active);
     if (c) {
         c->req = NULL;
         if (!q->keep_alive)
@@ -752,7 +1057,7 @@ static void req_finish(gw_req *q, int ok, int worker_failed)
 }
 
 /* Fails a request before or after its response began. */
-static void req_fail(gw_req *q, int status, const char *msg, int worker_failed)
+static void req_fail(gw_req *q, int status, const char *msg, rm_worker_outcome outcome)
 {
     gw_conn *c = q->conn;
     COUNT(q->g, upstream_failures);
@@ -760,7 +1065,7 @@ static void req_fail(gw_req *q, int status, const char *msg, int worker_failed)
         int keep = q->keep_alive;
         q->conn = NULL; /* answered here; req_finish must not move the connection on */
         c->req = NULL;
-        req_finish(q, 0, worker_failed);
+        req_finish(q, 0, outcome);
         send_error(c, status, status == 504 ? "timeout" : "server_error", msg, keep);
         if (keep)
             conn_next(c);
@@ -772,16 +1077,16 @@ static void req_fail(gw_req *q, int status, const char *msg, int worker_failed)
             c->req = NULL;
             conn_close(c);
         }
-        req_finish(q, 0, worker_failed);
+        req_finish(q, 0, outcome);
     }
 }
 
 /* The worker failed before anything reached the client: once more on
  * another node, or an error. */
-static void retry_or_fail(gw_req *q, int status, const char *msg, int worker_failed)
+static void retry_or_fail(gw_req *q, int status, const char *msg, rm_worker_outcome outcome)
 {
     if (q->attempts >= 2 || q->sent_head || !q->conn) {
-        req_fail(q, status, msg, worker_failed);
+        req_fail(q, status, msg, outcome);
         return;
     }
     COUNT(q->g, retries);
@@ -796,7 +1101,7 @@ static void retry_or_fail(gw_req *q, int status, const char *msg, int worker_fai
     snprintf(job->exclude, sizeof job->exclude, "%s", old->node_id);
     rm_log(RM_LOG_INFO, "gateway", "retrying on another worker after %s: %s", old->node_id, msg);
     req_detach_up(q);
-    rm_router_route_done(q->g->router, old, 0, worker_failed);
+    rm_router_route_done(q->g->router, old, 0, outcome);
     q->job = job;
     route(q);
 }
@@ -825,12 +1130,7 @@ static void scrape_done(gw_up *u);
 static void idle_del(gw_up *u)
 {
     rm_gateway *g = u->g;
-    if (u->idle_prev)
-        u->idle_prev->idle_next = u->idle_next;
-    else
-        g->idle = u->idle_next;
-    if (u->idle_next)
-        u->idle_next->idle_prev = u->idle_prev;
+    DLIST_DEL(g->idle, u, idle_prev, idle_next);
     u->idle = 0;
     g->nidle--;
     __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
@@ -851,10 +1151,9 @@ static void up_close(gw_up *u)
     uv_close((uv_handle_t *)&u->tcp, on_up_handle_closed);
 }
 
-/* A transport failure or timeout of an upstream connection. */
 /* A worker connection that can no longer serve its request: the request
- * goes to another worker or gets `status` (502, 504 after silence). */
-static void up_abandon(gw_up *u, int worker_failed, const char *why, int status)
+ * goes to another worker or gets 502 (504 after a timeout). */
+static void up_failed(gw_up *u, up_failure f, const char *why)
 {
     if (u->kind == UP_SCRAPE) {
         u->report.reachable = 0;
@@ -867,34 +1166,49 @@ static void up_abandon(gw_up *u, int worker_failed, const char *why, int status)
         return;
     q->up = NULL;
     u->req = NULL;
-    if (u->reused && worker_failed && u->status == 0 && !q->sent_head && q->conn) {
+    if (u->reused && f == UPF_CLOSED && u->status == 0 && !q->sent_head && q->conn) {
         /* A kept-alive connection the worker had closed meanwhile: not the
          * worker's failure. The same worker, on a new connection. */
-        q->up = up_start(u->g, UP_FORWARD, u->host, u->port, q);
+        up_start(u->g, u->host, u->port, q);
         return;
     }
+    static const rm_worker_outcome outcome[] = {
+        [UPF_CONNECT] = RM_WORKER_UNREACHABLE, [UPF_CLOSED] = RM_WORKER_FAILED,
+        [UPF_PROTOCOL] = RM_WORKER_FAILED,     [UPF_TIMEOUT] = RM_WORKER_FAILED,
+        [UPF_5XX] = RM_WORKER_NO_VERDICT,
+    };
     char msg[384];
     snprintf(msg, sizeof msg, "worker %s:%d: %s", u->host, u->port, why);
-    retry_or_fail(q, status, msg, worker_failed);
-}
-
-/* A transport failure of a worker connection (502 if nobody else serves). */
-static void up_failed(gw_up *u, int worker_failed, const char *why)
-{
-    up_abandon(u, worker_failed, why, 502);
+    retry_or_fail(q, f == UPF_TIMEOUT ? 504 : 502, msg, outcome[f]);
 }
 
 static void on_up_timer(uv_timer_t *t)
 {
     gw_up *u = t->data;
-    char why[96];
+    rm_gateway *g = u->g;
+    char why[128];
     if (u->idle) {
         up_close(u);
+    } else if (u->kind == UP_SCRAPE) {
+        /* The scrape's deadline, from its start: a worker that answers a
+         * byte at a time does not hold it open. Its head, if it came, says
+         * the worker is there. */
+        rm_log(RM_LOG_DEBUG, "gateway", "scrape of %s:%d: no whole page within %u ms", u->host,
+               u->port, g->cfg.connect_timeout_ms * 2);
+        u->report.reachable = u->status != 0;
+        up_close(u);
     } else if (!u->connected) {
-        up_failed(u, 1, "connect timed out");
+        up_failed(u, UPF_CONNECT, "connect timed out");
+    } else if (u->status == 0) {
+        COUNT(g, timeouts);
+        snprintf(why, sizeof why, "no response within %u ms (--gateway-first-byte-timeout-ms)",
+                 g->cfg.first_byte_timeout_ms);
+        up_failed(u, UPF_TIMEOUT, why);
     } else {
-        snprintf(why, sizeof why, "silent for %u ms", u->g->cfg.upstream_timeout_ms);
-        up_abandon(u, 0, why, 504);
+        COUNT(g, timeouts);
+        snprintf(why, sizeof why, "silent for %u ms (--gateway-upstream-timeout-ms)",
+                 g->cfg.upstream_timeout_ms);
+        up_failed(u, UPF_TIMEOUT, why);
     }
 }
 
@@ -927,6 +1241,19 @@ static int on_up_headers_complete(http_parser *p)
 {
     gw_up *u = p->data;
     hdr_flush(&u->hdrs);
+    if (p->status_code / 100 == 1) {
+        if (p->status_code == 101) {
+            u->switched = 1; /* nobody asked it to switch protocols */
+            return -1;
+        }
+        /* An interim response (100 Continue, 103 Early Hints): not the
+         * answer, which follows on this connection. http-parser ends the
+         * message here and parses the next one. */
+        u->interim = 1;
+        hdr_reset(&u->hdrs);
+        u->reason[0] = '\0';
+        return 1;
+    }
     u->status = p->status_code;
     if (u->kind == UP_SCRAPE)
         return 0;
@@ -937,11 +1264,14 @@ static int on_up_headers_complete(http_parser *p)
         u->retry_asked = 1; /* nothing is sent yet: try another worker */
         return -1;
     }
+    /* The head is in: from now on the bound is the stream's idle time. */
+    uint32_t idle = u->g->cfg.upstream_timeout_ms;
+    uv_timer_start(&u->timer, on_up_timer, idle, idle);
     q->state = RQ_STREAMING;
     q->sent_head = 1;
     count_status(u->g, u->status);
     int has_length = (p->flags & F_CONTENTLENGTH) && !(p->flags & F_CHUNKED);
-    int no_body = q->head_only || u->status == 204 || u->status == 304 || u->status / 100 == 1;
+    int no_body = q->head_only || u->status == 204 || u->status == 304;
     if (!has_length && !no_body && q->http_minor == 0)
         q->keep_alive = 0; /* HTTP/1.0 client: the end of the body is the close */
     q->chunked_out = !has_length && !no_body && q->http_minor >= 1;
@@ -989,11 +1319,14 @@ static int on_up_body(http_parser *p, const char *at, size_t len)
         n = len;
     }
     client_write(q->conn, buf, n);
-    if (!q->conn->closing &&
+    if (!u->paused && !q->conn->closing &&
         uv_stream_get_write_queue_size((uv_stream_t *)&q->conn->tcp) > WRITE_HIGH_WATER) {
+        /* The worker is not silent, the client is slow: no idle timer
+         * while paused. */
         u->paused = 1;
         COUNT(u->g, paused);
         uv_read_stop((uv_stream_t *)&u->tcp);
+        uv_timer_stop(&u->timer);
     }
     return 0;
 }
@@ -1001,10 +1334,15 @@ static int on_up_body(http_parser *p, const char *at, size_t len)
 static int on_up_complete(http_parser *p)
 {
     gw_up *u = p->data;
+    if (u->interim) {
+        u->interim = 0; /* the final response is still to come */
+        return 0;
+    }
     u->complete = 1;
     if (u->kind == UP_SCRAPE) {
         rm_worker_figures f;
         rm_worker_metrics_parse(u->scrape_body.p ? u->scrape_body.p : "", u->scrape_body.len, &f);
+        u->report.complete = 1;
         u->report.has_counts = f.has_counts;
         u->report.hit_tokens = f.hit_tokens;
         u->report.query_tokens = f.query_tokens;
@@ -1012,54 +1350,77 @@ static int on_up_complete(http_parser *p)
         up_close(u);
         return 0;
     }
+    /* Whether anything followed is known once the parser returns. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* The worker's response has ended; `extra`: bytes came after it that
+ * nobody asked for, so the connection can carry no other response. */
+static void up_response_end(gw_up *u, int extra)
+{
     gw_req *q = u->req;
-    if (!q)
-        return 0;
+    rm_gateway *g = u->g;
+    if (!q) {
+        up_close(u);
+        return;
+    }
     if (q->chunked_out && q->conn)
         client_write(q->conn, rm_xstrndup("0\r\n\r\n", 5), 5);
     int ok = u->status >= 200 && u->status < 300;
-    rm_gateway *g = u->g;
-    if (http_should_keep_alive(p) && !u->paused && u->status >= 200 && !g->draining &&
+    rm_worker_outcome o = u->status < 500 ? RM_WORKER_ANSWERED : RM_WORKER_NO_VERDICT;
+    if (extra)
+        rm_log(RM_LOG_WARN, "gateway", "worker %s:%d sent bytes after its response: not reused",
+               u->host, u->port);
+    if (!extra && http_should_keep_alive(&u->parser) && !u->paused && !g->draining &&
         g->nidle < MAX_IDLE_UPSTREAM) {
         q->up = NULL; /* the connection outlives the request */
         u->req = NULL;
-        req_finish(q, ok, 0);
+        req_finish(q, ok, o);
         idle_put(u);
-        return 0;
+        return;
     }
-    req_finish(q, ok, 0);
-    return 0;
+    req_finish(q, ok, o);
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     gw_up *u = s->data;
     if (u->closing || u->idle) {
-        /* Anything from an idle worker connection (its close, most likely)
-         * ends it: it no longer carries a response we wait for. */
+        /* Anything from an idle worker connection (its close, or bytes
+         * nobody asked for) ends it: it no longer carries a response we
+         * wait for. */
         if (!u->closing)
             up_close(u);
         free(buf->base);
         return;
     }
     if (nread > 0 || nread == UV_EOF) {
-        uv_timer_again(&u->timer);
+        uv_timer_again(&u->timer); /* the idle timer, once streaming; else a no-op */
         size_t len = nread > 0 ? (size_t)nread : 0;
         size_t done = http_parser_execute(&u->parser, &u->g->resp_settings, buf->base, len);
         enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
         if (u->closing) {
             /* finished (or cancelled) inside a callback */
+        } else if (u->complete) {
+            /* A stray CRLF after a body is old practice, and harmless. */
+            size_t i = done;
+            while (i < len && (buf->base[i] == '\r' || buf->base[i] == '\n'))
+                i++;
+            up_response_end(u, i < len);
         } else if (u->retry_asked) {
             char why[96];
             snprintf(why, sizeof why, "answered %d", u->status);
-            up_failed(u, 0, why);
+            up_failed(u, UPF_5XX, why);
+        } else if (u->switched) {
+            up_failed(u, UPF_PROTOCOL, "answered 101 Switching Protocols unasked");
         } else if (e != HPE_OK || done != len) {
-            up_failed(u, 0, http_errno_description(e));
-        } else if (nread == UV_EOF && !u->complete) {
-            up_failed(u, u->status == 0, "closed the connection before the response ended");
+            up_failed(u, UPF_PROTOCOL, http_errno_description(e));
+        } else if (nread == UV_EOF) {
+            up_failed(u, UPF_CLOSED, "closed the connection before the response ended");
         }
     } else if (nread < 0) {
-        up_failed(u, u->status == 0, uv_strerror((int)nread));
+        up_failed(u, UPF_CLOSED, uv_strerror((int)nread));
     }
     free(buf->base);
 }
@@ -1099,14 +1460,16 @@ static void up_send(gw_up *u)
         memcpy(all + head.len, body, body_len);
     free(head.p);
     if (write_owned((uv_stream_t *)&u->tcp, all, total, NULL, on_up_written) != 0) {
-        up_failed(u, 1, "cannot write the request");
+        up_failed(u, UPF_CLOSED, "cannot write the request");
         return;
     }
     http_parser_init(&u->parser, HTTP_RESPONSE);
     u->parser.data = u;
-    uint32_t t =
-        u->kind == UP_SCRAPE ? u->g->cfg.connect_timeout_ms * 2 : u->g->cfg.upstream_timeout_ms;
-    uv_timer_start(&u->timer, on_up_timer, t, t);
+    /* A forward's bound until the response head: absolute (not reset by
+     * interim responses or a head that trickles in). A scrape keeps the
+     * deadline it got when it started. */
+    if (u->kind == UP_FORWARD)
+        uv_timer_start(&u->timer, on_up_timer, u->g->cfg.first_byte_timeout_ms, 0);
     if (!u->reused) /* a pooled connection never stopped reading */
         uv_read_start((uv_stream_t *)&u->tcp, rm_uv_alloc, on_up_read);
 }
@@ -1117,7 +1480,7 @@ static void on_up_connected(uv_connect_t *cr, int status)
     if (u->closing)
         return;
     if (status < 0) {
-        up_failed(u, 1, uv_strerror(status));
+        up_failed(u, UPF_CONNECT, uv_strerror(status));
         return;
     }
     u->connected = 1;
@@ -1127,16 +1490,34 @@ static void on_up_connected(uv_connect_t *cr, int status)
 
 /* ---- the keep-alive pool towards workers ----------------------------------- */
 
+/* 1 if bytes (or the worker's close) wait unread on an idle connection:
+ * they arrived after its response and before this loop turn read them,
+ * and must not be taken for the next request's response. */
+static int up_has_unread(gw_up *u)
+{
+    uv_os_fd_t fd;
+    char b;
+    if (uv_fileno((uv_handle_t *)&u->tcp, &fd) != 0)
+        return 1;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 /* An idle connection to host:port, taken out of the pool for q, or NULL. */
 static gw_up *idle_take(rm_gateway *g, const char *host, int port, gw_req *q)
 {
-    for (gw_up *u = g->idle; u; u = u->idle_next) {
+    for (gw_up *u = g->idle, *next; u; u = next) {
+        next = u->idle_next;
         if (u->port != port || strcmp(u->host, host) != 0)
             continue;
+        if (up_has_unread(u)) {
+            up_close(u);
+            continue;
+        }
         idle_del(u);
         u->req = q;
         u->reused = 1;
-        u->status = u->complete = u->retry_asked = 0;
+        u->status = u->complete = u->retry_asked = u->interim = 0;
         u->reason[0] = '\0';
         hdr_reset(&u->hdrs);
         return u;
@@ -1150,11 +1531,7 @@ static void idle_put(gw_up *u)
 {
     rm_gateway *g = u->g;
     u->idle = 1;
-    u->idle_prev = NULL;
-    u->idle_next = g->idle;
-    if (g->idle)
-        g->idle->idle_prev = u;
-    g->idle = u;
+    DLIST_ADD(g->idle, u, idle_prev, idle_next);
     g->nidle++;
     __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
     uv_timer_start(&u->timer, on_up_timer, IDLE_UPSTREAM_MS, 0);
@@ -1165,7 +1542,7 @@ static void up_connect_addr(gw_up *u, const struct sockaddr *addr)
     u->connect.data = u;
     int rc = uv_tcp_connect(&u->connect, &u->tcp, addr, on_up_connected);
     if (rc != 0)
-        up_failed(u, 1, uv_strerror(rc));
+        up_failed(u, UPF_CONNECT, uv_strerror(rc));
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -1178,19 +1555,22 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0 || !res)
-        up_failed(u, 1, status < 0 ? uv_strerror(status) : "no address");
+        up_failed(u, UPF_CONNECT, status < 0 ? uv_strerror(status) : "no address");
     else
         up_connect_addr(u, res->ai_addr);
     uv_freeaddrinfo(res);
 }
 
-/* Opens a connection to host:port for a forward or a scrape. */
-static gw_up *up_start(rm_gateway *g, up_kind kind, const char *host, int port, gw_req *q)
+/* A worker connection for a forward (attached to q) or a scrape; nothing
+ * is sent before up_open. */
+static gw_up *up_new(rm_gateway *g, up_kind kind, const char *host, int port, gw_req *q)
 {
     gw_up *u = rm_xcalloc(1, sizeof *u);
     u->g = g;
     u->kind = kind;
     u->req = q;
+    if (q)
+        q->up = u;
     snprintf(u->host, sizeof u->host, "%s", host);
     u->port = port;
     uv_tcp_init(&g->loop, &u->tcp);
@@ -1198,26 +1578,42 @@ static gw_up *up_start(rm_gateway *g, up_kind kind, const char *host, int port, 
     u->tcp.data = u->timer.data = u;
     u->open_handles = 2;
     LIST_ADD(g->ups, u);
-    if (kind == UP_FORWARD)
+    return u;
+}
+
+/* Connects u. A failure may end it (and its request) before this returns:
+ * callers touch neither afterwards. */
+static void up_open(gw_up *u)
+{
+    rm_gateway *g = u->g;
+    if (u->kind == UP_FORWARD)
         COUNT(g, connects);
-    uv_timer_start(&u->timer, on_up_timer, g->cfg.connect_timeout_ms, 0);
+    /* A scrape's one deadline covers connecting and the whole page. */
+    uv_timer_start(&u->timer, on_up_timer,
+                   u->kind == UP_SCRAPE ? g->cfg.connect_timeout_ms * 2 : g->cfg.connect_timeout_ms,
+                   0);
     struct sockaddr_in sa;
-    if (uv_ip4_addr(host, port, &sa) == 0) {
+    if (uv_ip4_addr(u->host, u->port, &sa) == 0) {
         up_connect_addr(u, (const struct sockaddr *)&sa);
     } else {
         char service[16];
-        snprintf(service, sizeof service, "%d", port);
+        snprintf(service, sizeof service, "%d", u->port);
         struct addrinfo hints = {0};
         hints.ai_family = AF_INET;
         hints.ai_socktype = SOCK_STREAM;
         u->gai.data = u;
         u->gai_pending = 1;
-        if (uv_getaddrinfo(&g->loop, &u->gai, on_resolved, host, service, &hints) != 0) {
+        if (uv_getaddrinfo(&g->loop, &u->gai, on_resolved, u->host, service, &hints) != 0) {
             u->gai_pending = 0;
-            up_failed(u, 1, "cannot resolve");
+            up_failed(u, UPF_CONNECT, "cannot resolve");
         }
     }
-    return u;
+}
+
+/* A forward of q on a new connection to host:port. */
+static void up_start(rm_gateway *g, const char *host, int port, gw_req *q)
+{
+    up_open(up_new(g, UP_FORWARD, host, port, q));
 }
 
 /* ---- routed jobs and scrapes ----------------------------------------------------- */
@@ -1227,14 +1623,14 @@ static void handle_routed(rm_gateway *g, rm_route_job *job)
     gw_req *q = job->user;
     q->job_out = 0;
     if (!q->conn) { /* the client left while the router was choosing */
-        req_finish(q, 0, 0);
+        req_finish(q, 0, RM_WORKER_NO_VERDICT);
         return;
     }
     if (!job->found) {
         req_fail(q, q->attempts ? 502 : 503,
                  q->attempts ? "the worker failed and no other worker is available"
                              : "no inference worker is available (no healthy node with a worker)",
-                 0);
+                 RM_WORKER_NO_VERDICT);
         return;
     }
     q->attempts++;
@@ -1244,29 +1640,45 @@ static void handle_routed(rm_gateway *g, rm_route_job *job)
         q->up = u;
         up_send(u);
     } else {
-        q->up = up_start(g, UP_FORWARD, job->worker_host, job->worker_port, q);
+        up_start(g, job->worker_host, job->worker_port, q);
     }
 }
 
 static void scrape_done(gw_up *u)
 {
-    u->g->scrapes--;
-    rm_router_worker_report(u->g->router, &u->report);
+    rm_gateway *g = u->g;
+    DLIST_DEL(g->scraping, u, sc_prev, sc_next);
+    rm_router_worker_report(g->router, &u->report);
 }
 
+/* 1 while a scrape of this worker is still out. */
+static int scrape_out(rm_gateway *g, const rm_worker_ref *w)
+{
+    for (gw_up *u = g->scraping; u; u = u->sc_next)
+        if (!strcmp(u->report.node_id, w->node_id))
+            return 1;
+    return 0;
+}
+
+/* A round of scrapes: every worker whose last scrape is done. One that
+ * answers slowly is skipped alone until its own deadline ends that
+ * scrape. */
 static void on_scrape_timer(uv_timer_t *t)
 {
     rm_gateway *g = t->data;
-    if (g->scrapes) /* the last round is still out: skip one */
-        return;
     rm_worker_ref *w;
     size_t n = rm_router_workers(g->router, &w);
     for (size_t i = 0; i < n; i++) {
-        g->scrapes++;
-        gw_up *u = up_start(g, UP_SCRAPE, w[i].host, w[i].port, NULL);
+        if (scrape_out(g, &w[i])) {
+            COUNT(g, scrape_skips);
+            continue;
+        }
+        gw_up *u = up_new(g, UP_SCRAPE, w[i].host, w[i].port, NULL);
         snprintf(u->report.node_id, sizeof u->report.node_id, "%s", w[i].node_id);
         u->report.reachable = 1; /* until a failure says otherwise */
         u->report.hit_rate = -1;
+        DLIST_ADD(g->scraping, u, sc_prev, sc_next);
+        up_open(u);
     }
     free(w);
 }
@@ -1406,6 +1818,12 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
     c.paused = __atomic_load_n(&g->c.paused, __ATOMIC_RELAXED);
     c.connects = __atomic_load_n(&g->c.connects, __ATOMIC_RELAXED);
     c.idle = __atomic_load_n(&g->c.idle, __ATOMIC_RELAXED);
+    c.timeouts = __atomic_load_n(&g->c.timeouts, __ATOMIC_RELAXED);
+    c.over_budget = __atomic_load_n(&g->c.over_budget, __ATOMIC_RELAXED);
+    c.over_cap = __atomic_load_n(&g->c.over_cap, __ATOMIC_RELAXED);
+    c.offloaded = __atomic_load_n(&g->c.offloaded, __ATOMIC_RELAXED);
+    c.scrape_skips = __atomic_load_n(&g->c.scrape_skips, __ATOMIC_RELAXED);
+    c.buffered = __atomic_load_n(&g->c.buffered, __ATOMIC_RELAXED);
     rm_sbuf_printf(&b,
                    "# HELP radixmesh_gateway_requests_total HTTP requests the gateway read.\n"
                    "# TYPE radixmesh_gateway_requests_total counter\n"
@@ -1433,6 +1851,19 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
          "New connections to workers (requests reuse kept-alive ones).", c.connects},
         {"radixmesh_gateway_idle_upstream_connections", "gauge",
          "Kept-alive worker connections waiting for a request.", c.idle},
+        {"radixmesh_gateway_upstream_timeouts_total", "counter",
+         "Worker requests that timed out (no response head in time, or silence mid-stream).",
+         c.timeouts},
+        {"radixmesh_gateway_over_budget_total", "counter",
+         "Requests refused (503) because --gateway-max-buffered-bytes was held.", c.over_budget},
+        {"radixmesh_gateway_over_connection_cap_total", "counter",
+         "Connections refused (503) at --gateway-max-connections.", c.over_cap},
+        {"radixmesh_gateway_offloaded_parses_total", "counter",
+         "Large request bodies parsed off the gateway's loop.", c.offloaded},
+        {"radixmesh_gateway_scrapes_skipped_total", "counter",
+         "Scrapes skipped because that worker's previous one was still out.", c.scrape_skips},
+        {"radixmesh_gateway_buffered_request_bytes", "gauge",
+         "Request bytes held (bodies, pipelined read-ahead).", c.buffered},
         {"radixmesh_gateway_active_requests", "gauge", "Requests in progress.", c.active},
         {"radixmesh_gateway_connections", "gauge", "Open client connections.", c.connections},
     };

@@ -10,17 +10,35 @@
  *
  * Per request:
  *
- *   READ --complete--> ROUTING --routed--> CONNECTING --> WAITING --head--> STREAMING --> done
- *     |                  |  (router thread)     |            |                 |
- *     +- 400/413/431     +- 503 none up         +------------+- connect error, |
- *                                                  5xx or silence before any   +- worker gone:
- *                                                  byte reached the client:       cut the client
- *                                                  once more on the next node     (truncated)
+ *   READ --> (PARSE) --> ROUTING --routed--> CONNECTING --> WAITING --head--> STREAMING --> done
+ *    |         |          | (router thread)       |             |                |
+ *    |         +- 400     +- 503 none up          +-------------+- connect error, +- worker gone
+ *    +- 400/413/431/501,     (large bodies are       5xx, or no head within the     or silent:
+ *       503 over budget      parsed on libuv's       first-byte timeout, before     cut the client
+ *                            threadpool)             any byte reached the client:   (truncated)
+ *                                                    once more on the next node
+ *
+ * Timeouts towards a worker: connecting (connect_timeout_ms), then an
+ * absolute bound on the wait for its response head (first_byte_timeout_ms;
+ * interim 1xx responses do not count as the head), then the stream's idle
+ * time between bytes (upstream_timeout_ms), which does not run while a
+ * slow client has the worker's stream paused. Every request's outcome
+ * (answered, failed, no verdict) goes back to the router with its job and
+ * drives the worker's circuit breaker (router/breaker.h).
+ *
+ * Memory: request bytes held in all (bodies being read or kept for a
+ * retry, pipelined bytes read ahead) stay under max_buffered_bytes (503
+ * with Retry-After beyond it); a client whose replies queue up (it sends
+ * and does not read) is not read until they drain.
  *
  * A client that goes away cancels its upstream request (the worker's
  * connection is closed). Threads: the gateway thread owns every connection
  * and request; the router's state stays on the router thread, reached only
- * through rm_route_job messages. */
+ * through rm_route_job messages. A large request body is parsed on libuv's
+ * threadpool: while it is out, that thread reads the request's body and
+ * writes its parse results and nothing else; the gateway thread touches
+ * neither until the after-work callback (on the gateway thread) takes the
+ * request back. */
 #ifndef RM_GATEWAY_H
 #define RM_GATEWAY_H
 
@@ -30,15 +48,17 @@
 #include "router.h"
 
 typedef struct rm_gateway_config {
-    const char *listen;           /* HOST:PORT (port 0: any free port) */
-    size_t max_body_bytes;        /* larger request bodies: 413 */
-    size_t max_header_bytes;      /* larger request heads: 431 */
-    uint32_t connect_timeout_ms;  /* to a worker */
-    uint32_t upstream_timeout_ms; /* worker silence that ends a request */
-    uint32_t client_timeout_ms;   /* to send a whole request; idle keep-alive */
-    uint32_t scrape_interval_ms;  /* workers' /metrics; 0: never */
-    size_t max_prompt_tokens;     /* routing input kept per request */
-    uint32_t max_connections;
+    const char *listen;             /* HOST:PORT (port 0: any free port) */
+    size_t max_body_bytes;          /* larger request bodies: 413 */
+    size_t max_header_bytes;        /* larger request heads: 431 */
+    uint32_t connect_timeout_ms;    /* to a worker */
+    uint32_t first_byte_timeout_ms; /* request sent -> the worker's final response head */
+    uint32_t upstream_timeout_ms;   /* worker silence once its response has begun */
+    uint32_t client_timeout_ms;     /* to send a whole request; idle keep-alive */
+    uint32_t scrape_interval_ms;    /* workers' /metrics; 0: never */
+    size_t max_prompt_tokens;       /* routing input kept per request */
+    uint32_t max_connections;       /* more get 503 (Connection: close) */
+    size_t max_buffered_bytes;      /* request bytes held in all: beyond, 503 + Retry-After */
 } rm_gateway_config;
 
 void rm_gateway_config_defaults(rm_gateway_config *c);

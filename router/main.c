@@ -1,5 +1,6 @@
 /* radixmesh-router: the cluster's front door. See router/README.md. */
 #include <grpc/grpc.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -265,7 +266,10 @@ int main(int argc, char **argv)
     uint64_t gw_body = gwc.max_body_bytes, gw_header = gwc.max_header_bytes;
     uint64_t gw_connect = gwc.connect_timeout_ms, gw_upstream = gwc.upstream_timeout_ms;
     uint64_t gw_client = gwc.client_timeout_ms, gw_scrape = gwc.scrape_interval_ms;
-    uint64_t gw_conns = gwc.max_connections;
+    uint64_t gw_conns = gwc.max_connections, gw_first_byte = gwc.first_byte_timeout_ms;
+    uint64_t gw_buffered = gwc.max_buffered_bytes;
+    uint64_t breaker_failures = cfg.worker_breaker.failures;
+    uint64_t breaker_cooldown = cfg.worker_breaker.cooldown_ms;
     uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
     uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
     uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
@@ -332,16 +336,35 @@ int main(int argc, char **argv)
          "serve an OpenAI-compatible HTTP gateway to the nodes' workers on HOST:PORT", 0, 0},
         {"gateway-max-body-bytes", RM_FLAG_U64, &gw_body, "larger request bodies get 413", 1,
          1u << 30},
-        {"gateway-max-header-bytes", RM_FLAG_U64, &gw_header, "larger request heads get 431", 256,
-         1u << 24},
+        {"gateway-max-header-bytes", RM_FLAG_U64, &gw_header,
+         "larger request heads get 431 (at most 80 KiB, http-parser's own bound)", 256, 80 << 10},
         {"gateway-connect-timeout-ms", RM_FLAG_U64, &gw_connect, "connecting to a worker", 10,
          600000},
+        {"gateway-first-byte-timeout-ms", RM_FLAG_U64, &gw_first_byte,
+         "request sent -> the worker's response head, at most (504 or once more elsewhere; "
+         "counts as the worker's failure). A non-streamed completion's head comes when it is "
+         "done: raise this for long ones",
+         10, 86400000},
         {"gateway-upstream-timeout-ms", RM_FLAG_U64, &gw_upstream,
-         "worker silence that ends a request (504 before the response began)", 10, 86400000},
+         "worker silence between bytes once its response has begun (not counted while a slow "
+         "client pauses the stream); the client's connection is cut",
+         10, 86400000},
         {"gateway-client-timeout-ms", RM_FLAG_U64, &gw_client,
          "time to send a request (408), and idle keep-alive lifetime", 10, 86400000},
-        {"gateway-max-connections", RM_FLAG_U64, &gw_conns, "open client connections at most", 1,
-         1000000},
+        {"gateway-max-connections", RM_FLAG_U64, &gw_conns,
+         "open client connections at most (more get 503 and are closed)", 1, 1000000},
+        {"gateway-max-buffered-bytes", RM_FLAG_U64, &gw_buffered,
+         "request bytes held in all (bodies, pipelined read-ahead); beyond, 503 with "
+         "Retry-After (>= --gateway-max-body-bytes)",
+         1u << 20, (uint64_t)1 << 40},
+        {"gateway-breaker-failures", RM_FLAG_U64, &breaker_failures,
+         "consecutive failed requests (no connection, timeout, broken response) that take a "
+         "worker out of gateway routing",
+         1, 1000},
+        {"gateway-breaker-cooldown-ms", RM_FLAG_U64, &breaker_cooldown,
+         "then one trial request after this long; a failed trial doubles it (up to 32x), an "
+         "answered one puts the worker back",
+         100, 3600000},
         {"worker-scrape-interval-ms", RM_FLAG_U64, &gw_scrape,
          "how often workers' /metrics are read (0: never)", 0, 3600000},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
@@ -381,6 +404,16 @@ int main(int argc, char **argv)
     gwc.client_timeout_ms = (uint32_t)gw_client;
     gwc.scrape_interval_ms = (uint32_t)gw_scrape;
     gwc.max_connections = (uint32_t)gw_conns;
+    gwc.first_byte_timeout_ms = (uint32_t)gw_first_byte;
+    gwc.max_buffered_bytes = gw_buffered;
+    if (gw_buffered < gw_body)
+        rm_flags_fail(&fs,
+                      "--gateway-max-buffered-bytes (%" PRIu64
+                      ") must be at least --gateway-max-body-bytes (%" PRIu64 ")",
+                      gw_buffered, gw_body);
+    cfg.worker_breaker.failures = (uint32_t)breaker_failures;
+    cfg.worker_breaker.cooldown_ms = (uint32_t)breaker_cooldown;
+    cfg.worker_breaker.max_cooldown_ms = (uint32_t)breaker_cooldown * 32;
     gwc.max_prompt_tokens = max_req;
     char hostname[256];
     if (!router_id) {

@@ -43,6 +43,7 @@ void rm_router_config_defaults(rm_router_config *cfg)
     cfg->stats_interval_ms = 1000;
     cfg->load_half_life_ms = 1000;
     cfg->max_request_tokens = 1048576;
+    rm_breaker_config_defaults(&cfg->worker_breaker);
 }
 
 /* One cache node as the router sees it. Nodes are never freed while the
@@ -66,8 +67,9 @@ typedef struct rnode {
     int have_stats;
     /* The paired inference worker (gateway mode), from the node's Stats. */
     char worker_host[256];
-    int worker_port; /* 0: no worker */
-    int worker_ok;   /* reachable at the last try (scrape or request) */
+    int worker_port;    /* 0: no worker */
+    int worker_ok;      /* reachable at the last try (scrape or request) */
+    rm_breaker breaker; /* judged by its requests alone; zeroed = closed */
     int worker_has_counts;
     uint64_t worker_hit, worker_query;
     double worker_rate; /* -1: unknown */
@@ -98,7 +100,7 @@ struct rm_router {
     uint64_t spills, failovers, retries, routed_total;
     int serving;
     uint64_t last_health_ms, last_stats_ms;
-    uint64_t gw_requests_total, any_counter;
+    uint64_t gw_requests_total, any_counter, breaker_opens;
     /* The worker list the gateway thread reads (rm_router_workers). */
     pthread_mutex_t workers_mu;
     rm_worker_ref *workers;
@@ -112,10 +114,17 @@ static int on_ring(const rnode *n)
     return n->healthy && !n->removed && n->id;
 }
 
-/* Gateway requests go only to nodes whose worker is known and answering. */
+/* Gateway requests go only to nodes whose worker is known, reachable, and
+ * admitted by its breaker. */
 static int has_worker(const rnode *n)
 {
-    return on_ring(n) && n->worker_port && n->worker_ok;
+    return on_ring(n) && n->worker_port && n->worker_ok && rm_breaker_admits(&n->breaker);
+}
+
+/* What /metrics and /api/cluster call a healthy worker. */
+static int worker_up(const rnode *n)
+{
+    return n->worker_ok && n->breaker.state == RM_BREAKER_CLOSED;
 }
 
 /* The worker list is published for the gateway thread on every change. */
@@ -609,6 +618,7 @@ static int learn_worker(rnode *n, const char *url)
     snprintf(n->worker_host, sizeof n->worker_host, "%s", host);
     n->worker_port = port;
     n->worker_ok = port != 0;
+    rm_breaker_init(&n->breaker); /* another worker */
     n->worker_rate = -1;
     n->worker_has_counts = 0;
     return 1;
@@ -1151,7 +1161,7 @@ static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
         st.routed_requests = n->routed;
         st.address = n->address;
         st.load = node_load(r, n, rm_now_ms());
-        st.worker_healthy = n->worker_port && n->worker_ok;
+        st.worker_healthy = n->worker_port && worker_up(n);
         st.worker_metrics = n->worker_has_counts || n->worker_rate >= 0;
         st.worker_hit_tokens = n->worker_hit;
         st.worker_query_tokens = n->worker_query;
@@ -1288,9 +1298,42 @@ int rm_router_register(rm_router *r, rm_rpc_server *srv)
 typedef struct gw_post {
     rm_router *r;
     rm_route_job *job;
-    int ok, worker_failed;
+    int ok;
+    rm_worker_outcome outcome;
     rm_worker_report rep;
 } gw_post;
+
+static void breaker_log(rm_router *r, rnode *n, const char *why)
+{
+    const rm_breaker *b = &n->breaker;
+    if (b->state == RM_BREAKER_OPEN) {
+        r->breaker_opens++;
+        rm_log(RM_LOG_WARN, "router",
+               "worker of %s (%s:%d): circuit open after %s; a trial request in %u ms", n->id,
+               n->worker_host, n->worker_port, why, b->cooldown_ms);
+    } else {
+        rm_log(RM_LOG_INFO, "router", "worker of %s (%s:%d): circuit %s%s", n->id, n->worker_host,
+               n->worker_port, rm_breaker_state_name(b->state),
+               b->state == RM_BREAKER_HALF_OPEN ? ": the next request is a trial" : "");
+    }
+}
+
+/* Open breakers whose cooldown has passed turn half-open (checked as
+ * gateway requests come: without them no trial could go anyway). */
+static void breakers_poll(rm_router *r)
+{
+    uint64_t now = rm_now_ms();
+    int changed = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (!n->removed && rm_breaker_poll(&n->breaker, now)) {
+            breaker_log(r, n, NULL);
+            changed = 1;
+        }
+    }
+    if (changed)
+        rebuild_ring(r);
+}
 
 static void gw_route(void *arg)
 {
@@ -1298,6 +1341,7 @@ static void gw_route(void *arg)
     rm_router *r = p->r;
     rm_route_job *job = p->job;
     free(p);
+    breakers_poll(r);
     choice *ch = rm_xcalloc(1, sizeof *ch);
     ch->r = r;
     ch->job = job;
@@ -1320,12 +1364,25 @@ static void gw_route(void *arg)
         job->done(job);
         return;
     }
+    /* A half-open worker among the candidates takes this request as its
+     * one trial, decided here and now: with a peek in between, a second
+     * request could pick it before the first is charged. */
+    for (int i = 0; i < ch->ncand; i++) {
+        rnode *n = ch->cand[i];
+        if (n->breaker.state == RM_BREAKER_HALF_OPEN && rm_breaker_admits(&n->breaker)) {
+            job->trial = rm_breaker_take(&n->breaker);
+            ch->cand[0] = n;
+            ch->ncand = 1;
+            rebuild_ring(r); /* no other request until the trial's outcome */
+            break;
+        }
+    }
     peek_and_decide(ch, ns, job->tokens, job->ntokens);
 }
 
 int rm_router_route_async(rm_router *r, rm_route_job *job)
 {
-    job->found = job->charged = 0;
+    job->found = job->charged = job->trial = 0;
     gw_post *p = rm_xcalloc(1, sizeof *p);
     p->r = r;
     p->job = job;
@@ -1423,8 +1480,22 @@ static void gw_done(void *arg)
         if (n->gw_inflight)
             n->gw_inflight--;
     }
-    if (n && p->worker_failed)
-        set_worker_ok(r, n, 0, "a request could not connect");
+    if (n) {
+        static const rm_breaker_outcome verdict[] = {
+            [RM_WORKER_NO_VERDICT] = RM_BREAKER_NO_VERDICT,
+            [RM_WORKER_ANSWERED] = RM_BREAKER_SUCCESS,
+            [RM_WORKER_FAILED] = RM_BREAKER_FAILURE,
+            [RM_WORKER_UNREACHABLE] = RM_BREAKER_FAILURE,
+        };
+        int changed = rm_breaker_done(&n->breaker, &r->cfg.worker_breaker, job->trial,
+                                      verdict[p->outcome], rm_now_ms());
+        if (changed)
+            breaker_log(r, n, job->trial ? "a failed trial" : "consecutive failed requests");
+        if (p->outcome == RM_WORKER_UNREACHABLE && n->worker_ok)
+            set_worker_ok(r, n, 0, "a request could not connect"); /* rebuilds the ring */
+        else if (changed)
+            rebuild_ring(r);
+    }
     int ok = p->ok;
     free(p);
     if (n && ok && !job->any && job->ntokens && n->healthy)
@@ -1433,13 +1504,13 @@ static void gw_done(void *arg)
         free_job(job);
 }
 
-void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, int worker_failed)
+void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, rm_worker_outcome outcome)
 {
     gw_post *p = rm_xcalloc(1, sizeof *p);
     p->r = r;
     p->job = job;
     p->ok = ok;
-    p->worker_failed = worker_failed;
+    p->outcome = outcome;
     if (rm_rpc_server_post(r->srv, gw_done, p) != 0) {
         free(p);
         free_job(job); /* the router has stopped: nothing left to release */
@@ -1451,7 +1522,8 @@ size_t rm_router_workers(rm_router *r, rm_worker_ref **out)
     pthread_mutex_lock(&r->workers_mu);
     size_t n = r->nworkers;
     *out = rm_xcalloc(n + 1, sizeof **out);
-    memcpy(*out, r->workers, n * sizeof **out);
+    if (n) /* none published yet: the gateway may scrape before the first ring */
+        memcpy(*out, r->workers, n * sizeof **out);
     pthread_mutex_unlock(&r->workers_mu);
     return n;
 }
@@ -1462,10 +1534,12 @@ static void gw_report(void *arg)
     rm_router *r = p->r;
     rnode *n = find_by_id(r, p->rep.node_id);
     if (n) {
-        n->worker_has_counts = p->rep.has_counts;
-        n->worker_hit = p->rep.hit_tokens;
-        n->worker_query = p->rep.query_tokens;
-        n->worker_rate = p->rep.hit_rate;
+        if (p->rep.complete) { /* else the last figures stand */
+            n->worker_has_counts = p->rep.has_counts;
+            n->worker_hit = p->rep.hit_tokens;
+            n->worker_query = p->rep.query_tokens;
+            n->worker_rate = p->rep.hit_rate;
+        }
         set_worker_ok(r, n, p->rep.reachable,
                       p->rep.reachable ? NULL : "its /metrics is unreachable");
     }
@@ -1546,16 +1620,21 @@ char *rm_router_metrics(rm_router *r)
                "HTTP requests the gateway routed to workers.");
         rm_sbuf_printf(&b, "radixmesh_router_gateway_routed_total{router=\"%s\"} %" PRIu64 "\n", rl,
                        r->gw_requests_total);
+        family(&b, "radixmesh_router_worker_breaker_opens_total", "counter",
+               "Times a worker's circuit breaker opened (failed requests or trials).");
+        rm_sbuf_printf(&b,
+                       "radixmesh_router_worker_breaker_opens_total{router=\"%s\"} %" PRIu64 "\n",
+                       rl, r->breaker_opens);
         family(&b, "radixmesh_cluster_worker_hit_rate", "gauge",
                "The workers' own prefix-cache hit rate (-1: unknown).");
         rm_sbuf_printf(&b, "radixmesh_cluster_worker_hit_rate{router=\"%s\"} %.17g\n", rl, wr);
         family(&b, "radixmesh_node_worker_up", "gauge",
-               "1 while the node's worker answers the gateway.");
+               "1 while the node's worker is reachable and its circuit breaker closed.");
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
             if (!n->removed && n->id && n->worker_port)
                 rm_sbuf_printf(&b, "radixmesh_node_worker_up{router=\"%s\",node=\"%s\"} %d\n", rl,
-                               n->id, n->worker_ok);
+                               n->id, worker_up(n));
         }
     }
     family(&b, "radixmesh_router_healthy_nodes", "gauge", "Nodes on the ring.");
@@ -1646,7 +1725,9 @@ char *rm_router_cluster_json(rm_router *r)
             char url[300];
             snprintf(url, sizeof url, "http://%s:%d", n->worker_host, n->worker_port);
             json_object_set_new(j, "worker_url", json_string(url));
-            json_object_set_new(j, "worker_healthy", json_boolean(n->worker_ok));
+            json_object_set_new(j, "worker_healthy", json_boolean(worker_up(n)));
+            json_object_set_new(j, "worker_breaker",
+                                json_string(rm_breaker_state_name(n->breaker.state)));
             json_object_set_new(j, "worker_hit_rate",
                                 n->worker_has_counts && n->worker_query
                                     ? json_real((double)n->worker_hit / (double)n->worker_query)

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "breaker.h"
 #include "radixmesh.pb.h"
 #include "rpc_server.h"
 
@@ -29,7 +30,8 @@ typedef struct rm_router_config {
     uint32_t health_interval_ms, stats_interval_ms;
     uint32_t load_half_life_ms; /* decay of "recent routed work" */
     uint64_t max_request_tokens;
-    const struct rm_tls *node_tls; /* TLS towards nodes when it has a CA; may be NULL */
+    const struct rm_tls *node_tls;    /* TLS towards nodes when it has a CA; may be NULL */
+    rm_breaker_config worker_breaker; /* gateway: when a worker stops getting requests */
 } rm_router_config;
 
 void rm_router_config_defaults(rm_router_config *cfg);
@@ -122,6 +124,7 @@ typedef struct rm_route_job {
     void (*done)(struct rm_route_job *job); /* runs on the router thread */
     void *user;
     int charged; /* router-private: the node carries this request as load */
+    int trial;   /* router-private: the half-open trial of the worker's breaker */
 } rm_route_job;
 
 /* Thread-safe. Routes job on the router thread like a Match (adaptive
@@ -131,14 +134,23 @@ typedef struct rm_route_job {
  * router has stopped (done is not called; the job stays the caller's). */
 int rm_router_route_async(rm_router *r, rm_route_job *job);
 
+/* What a request told about its worker (router/breaker.h). */
+typedef enum {
+    RM_WORKER_NO_VERDICT, /* nothing: the client left, or the worker answered 5xx */
+    RM_WORKER_ANSWERED,   /* a response (status < 500) came in time */
+    RM_WORKER_FAILED,     /* no response head in time, silence, broke off, garbage */
+    RM_WORKER_UNREACHABLE /* no connection: FAILED, and out until a scrape reaches it */
+} rm_worker_outcome;
+
 /* Thread-safe; takes the job. The request it routed is over: the node's
  * in-flight charge is released; with ok (the worker answered 2xx) its
  * prompt is recorded in the node (Match of tokens, then a metadata-only
  * Insert of record, or of tokens), so the node mirrors what its worker
- * cached; with worker_failed (no
- * connection), the worker leaves gateway routing until a scrape reaches it
+ * cached; the outcome feeds the worker's circuit breaker (consecutive
+ * failures open it, see router/breaker.h), and RM_WORKER_UNREACHABLE also
+ * takes the worker out of gateway routing until a scrape reaches it
  * again. */
-void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, int worker_failed);
+void rm_router_route_done(rm_router *r, rm_route_job *job, int ok, rm_worker_outcome outcome);
 
 /* A worker the gateway should scrape: its node and where it listens. */
 typedef struct rm_worker_ref {
@@ -151,10 +163,13 @@ typedef struct rm_worker_ref {
  * frees). Returns how many. */
 size_t rm_router_workers(rm_router *r, rm_worker_ref **out);
 
-/* What a scrape of a worker's /metrics found. */
+/* What a scrape of a worker's /metrics found. A scrape that reaches the
+ * worker brings it back into routing after a failed connection, but never
+ * closes its breaker: a wedged worker's /metrics may well answer. */
 typedef struct rm_worker_report {
     char node_id[128];
-    int reachable;  /* any HTTP answer */
+    int reachable;  /* any HTTP answer (a response head) */
+    int complete;   /* the page was read whole: the figures below are current */
     int has_counts; /* prefix-cache hit/query token counters */
     uint64_t hit_tokens, query_tokens;
     double hit_rate; /* -1: unknown */

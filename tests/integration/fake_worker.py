@@ -6,11 +6,22 @@ Events with "stream": true) with the request's "fake_reply" (default "ok"),
 /v1/models, and /metrics with vLLM-style prefix-cache counters from a
 simulated prefix cache that, like vLLM's, also keeps what was generated;
 and records every request. Test hooks:
-  GET  /_requests            what it received (path, body, headers, outcome)
+  GET  /_requests            what it received (path, body, headers, outcome,
+                             the client's port: one port per connection)
+  GET  /_scrapes             {"scrapes": N}: GET /metrics requests so far
   POST /_control             {"fail_status": 503} fails completions with that
                              status (0 turns it off); {"hold": true} makes each
                              stream stop after its first event until
-                             {"release": true}
+                             {"release": true}; misbehaviours (false/0 ends them):
+                             {"hang": true}            completions are never answered
+                                                       (a wedged worker; /metrics answers)
+                             {"slow_metrics": S}       /metrics sends its head, then one
+                                                       body byte every S seconds
+                             {"early_hints": true}     100 Continue and 103 Early Hints
+                                                       before each completion's answer
+                             {"trailing_garbage": true} a JSON completion is followed, in
+                                                       the same write, by the start of
+                                                       a response nobody asked for
 Prints "LISTENING 127.0.0.1:PORT" once it serves.
 """
 import argparse
@@ -34,6 +45,12 @@ class State:
         self.idle = set()  # connections waiting for their next request
         self.hold = False
         self.release = threading.Event()
+        self.hang = False
+        self.unhang = threading.Event()
+        self.slow_metrics = 0.0
+        self.early_hints = False
+        self.trailing_garbage = False
+        self.scrapes = 0
         self.cache = set()
         self.hits = 0
         self.queries = 0
@@ -86,15 +103,40 @@ def make_handler(state):
         def log_message(self, fmt, *args):
             pass
 
-        def send_json(self, status, obj, extra=None):
+        def send_json(self, status, obj, extra=None, garbage=b""):
             data = json.dumps(obj).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             for k, v in (extra or {}).items():
                 self.send_header(k, v)
+            if garbage:  # head, body and garbage in one write, so they arrive together
+                self._headers_buffer.append(b"\r\n")
+                head = b"".join(self._headers_buffer)
+                self._headers_buffer = []
+                self.wfile.write(head + data + garbage)
+                return
             self.end_headers()
             self.wfile.write(data)
+
+        def send_metrics(self, text):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.flush()
+            try:
+                for i in range(len(text)):
+                    with state.lock:
+                        slow = state.slow_metrics
+                    if not slow:
+                        self.wfile.write(text[i:])
+                        return
+                    self.wfile.write(text[i:i + 1])
+                    self.wfile.flush()
+                    threading.Event().wait(slow)  # the misbehaviour itself, not a test wait
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
 
         def handle_one_request(self):
             with state.lock:
@@ -118,12 +160,16 @@ def make_handler(state):
             if self.path == "/_requests":
                 with state.lock:
                     self.send_json(200, state.requests)
+            elif self.path == "/_scrapes":
+                with state.lock:
+                    self.send_json(200, {"scrapes": state.scrapes})
             elif self.path == "/v1/models":
                 with state.lock:
                     state.requests.append({"path": self.path, "method": "GET"})
                 self.send_json(200, {"object": "list", "data": [{"id": "fake", "owned_by": state.name}]})
             elif self.path == "/metrics":
                 with state.lock:
+                    state.scrapes += 1
                     text = (
                         "# HELP vllm:prefix_cache_queries_total Prefix cache queries (tokens).\n"
                         "# TYPE vllm:prefix_cache_queries_total counter\n"
@@ -131,11 +177,7 @@ def make_handler(state):
                         "# TYPE vllm:prefix_cache_hits_total counter\n"
                         f'vllm:prefix_cache_hits_total{{engine="0",model_name="fake"}} {float(state.hits)}\n'
                     ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(text)))
-                self.end_headers()
-                self.wfile.write(text)
+                self.send_metrics(text)
             else:
                 self.send_json(404, {"error": {"message": "no such path " + self.path}})
 
@@ -155,6 +197,18 @@ def make_handler(state):
                     if "hold" in ctl:
                         state.hold = bool(ctl["hold"])
                         state.release.clear()
+                    if "hang" in ctl:
+                        state.hang = bool(ctl["hang"])
+                        if state.hang:
+                            state.unhang.clear()
+                        else:
+                            state.unhang.set()
+                    if "slow_metrics" in ctl:
+                        state.slow_metrics = float(ctl["slow_metrics"])
+                    if "early_hints" in ctl:
+                        state.early_hints = bool(ctl["early_hints"])
+                    if "trailing_garbage" in ctl:
+                        state.trailing_garbage = bool(ctl["trailing_garbage"])
                 if ctl.get("release"):
                     state.release.set()
                 self.send_json(200, {"ok": True})
@@ -165,10 +219,22 @@ def make_handler(state):
                 "body": raw.decode("utf-8", "replace"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "outcome": "started",
+                "port": self.client_address[1],
             }
             with state.lock:
                 state.requests.append(rec)
                 fail = state.fail_status
+                hang, hints, garbage = state.hang, state.early_hints, state.trailing_garbage
+            if hang:
+                rec["outcome"] = "hung"
+                state.unhang.wait(120)  # until {"hang": false}; the gateway gives up first
+                self.close_connection = True
+                return
+            if hints:
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.wfile.flush()
+                self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </hint.css>; rel=preload\r\n\r\n")
+                self.wfile.flush()
             if fail:
                 rec["outcome"] = "failed %d" % fail
                 self.send_json(fail, {"error": {"message": "injected failure"}})
@@ -199,7 +265,9 @@ def make_handler(state):
                 choice = ({"index": 0, "message": {"role": "assistant", "content": reply}}
                           if chat else {"index": 0, "text": reply})
                 self.send_json(200, {"id": "cmpl-1", "worker": state.name, "choices": [choice],
-                                     "object": "chat.completion" if chat else "text_completion"})
+                                     "object": "chat.completion" if chat else "text_completion"},
+                               garbage=b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 5\r\n"
+                               if garbage else b"")
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

@@ -101,13 +101,15 @@ class Cluster:
             "radixmesh_gateway_requests_total") >= requests_at_least)
         return self.metric(name)
 
-    def metric(self, name):
+    def metric(self, name, label=""):
+        """Sum of the samples of name (with label, e.g. 'code="2xx"', among
+        their labels)."""
         conn = http.client.HTTPConnection(self.http, timeout=10)
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
         return sum(float(l.split()[-1]) for l in text.splitlines()
-                   if l.startswith(name + "{") or l.startswith(name + " "))
+                   if (l.startswith(name + "{") or l.startswith(name + " ")) and label in l)
 
     def worker(self, node, method, path, body=None):
         conn = http.client.HTTPConnection(self.worker_addr[node], timeout=10)
@@ -544,8 +546,11 @@ class GatewayTest(unittest.TestCase):
 
     def test_7_load_added_latency(self):
         """Bounded load: concurrent clients through the gateway vs straight
-        to the workers (client k to worker k % 3, the same spread); prints
-        the added latency."""
+        to the workers (client k to worker k % 3, the same spread). Every
+        request through the gateway is counted once, reaches exactly one
+        worker once (no loss, no retry), comes back from the worker its
+        x-radixmesh-node names, and the workers share the load; prints the
+        added latency."""
         seconds = ARGS.load_seconds
 
         def run(addrs, results, stop_at, n):
@@ -554,15 +559,30 @@ class GatewayTest(unittest.TestCase):
             while time.monotonic() < stop_at:
                 body = {"model": "m", "prompt": f"load {n} {i} " + "words " * 50}
                 t0 = time.perf_counter()
-                status, _, _ = post(conn, "/v1/completions", body)
-                results.append((time.perf_counter() - t0, status))
+                status, headers, data = post(conn, "/v1/completions", body)
+                worker = json.loads(data).get("worker") if status == 200 else None
+                results.append((time.perf_counter() - t0, status,
+                                headers.get("x-radixmesh-node"), worker))
                 i += 1
             conn.close()
 
+        def load_requests():
+            """Load requests each worker has received, by node."""
+            return {n: sum(1 for r in self.c.requests_of(n) if '"load ' in r.get("body", ""))
+                    for n in ("n0", "n1", "n2")}
+
+        poll("no gateway request in flight",
+             lambda: self.c.metric("radixmesh_gateway_active_requests") == 0)
+        # Nothing in flight in the published metrics: every request so far
+        # is counted in them (a request is counted when it starts).
+        counted = self.c.metric("radixmesh_gateway_requests_total")
+        ok_before = self.c.metric("radixmesh_gateway_responses_total", 'code="2xx"')
+        retries = self.c.metric("radixmesh_gateway_retries_total")
         figures = {}
         workers = [self.c.worker_addr[n] for n in ("n0", "n1", "n2")]
         for name, addr in (("direct", workers), ("gateway", [self.c.gateway])):
             results = []
+            received = load_requests()
             stop_at = time.monotonic() + seconds
             threads = [threading.Thread(target=run, args=(addr, results, stop_at, k))
                        for k in range(8)]
@@ -570,17 +590,34 @@ class GatewayTest(unittest.TestCase):
                 t.start()
             for t in threads:
                 t.join()
+            after = load_requests()
             lat = sorted(r[0] for r in results)
             errors = sum(1 for r in results if r[1] != 200)
             figures[name] = (statistics.median(lat), lat[int(len(lat) * 0.99) - 1], len(lat),
-                             errors)
+                             errors, {n: after[n] - received[n] for n in after}, results)
         d, g = figures["direct"], figures["gateway"]
         print(f"load ({seconds:g} s, 8 clients): direct p50 {d[0]*1e3:.2f} ms p99 "
               f"{d[1]*1e3:.2f} ms ({d[2]} requests); gateway p50 {g[0]*1e3:.2f} ms p99 "
-              f"{g[1]*1e3:.2f} ms ({g[2]} requests, {g[3]} errors); added p50 "
-              f"{(g[0]-d[0])*1e3:.2f} ms p99 {(g[1]-d[1])*1e3:.2f} ms", file=sys.stderr)
+              f"{g[1]*1e3:.2f} ms ({g[2]} requests, {g[3]} errors, per worker {g[4]}); added "
+              f"p50 {(g[0]-d[0])*1e3:.2f} ms p99 {(g[1]-d[1])*1e3:.2f} ms", file=sys.stderr)
         self.assertEqual(d[3], 0)
         self.assertEqual(g[3], 0)
+        sent = g[2]
+        # Each request reached exactly one worker, once, and came back from
+        # the worker its header names.
+        self.assertEqual(sum(g[4].values()), sent, g[4])
+        self.assertEqual([r for r in g[5] if r[3] != "w" + r[2][1:]], [])
+        # The gateway counted every request and answered each 2xx ...
+        poll("the load counted", lambda: self.c.metric("radixmesh_gateway_requests_total")
+             >= counted + sent and self.c.metric("radixmesh_gateway_active_requests") == 0)
+        self.assertEqual(self.c.metric("radixmesh_gateway_requests_total"), counted + sent)
+        self.assertEqual(self.c.metric("radixmesh_gateway_responses_total", 'code="2xx"'),
+                         ok_before + sent)
+        self.assertEqual(self.c.metric("radixmesh_gateway_retries_total"), retries)
+        # ... and spread distinct prompts over every worker: none gets less
+        # than half its even share (bounded load, two choices).
+        for n, k in g[4].items():
+            self.assertGreaterEqual(k, sent / 3 / 2, f"{n} got {k} of {sent}: {g[4]}")
 
     def test_8_worker_killed_mid_run(self):
         victim = "n2"
