@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <uv.h>
 
+#include "bearer.h"
 #include "flags.h"
 #include "http.h"
 #include "log.h"
@@ -187,24 +188,7 @@ static void req_finish(gw_req *q, int ok, int worker_failed);
 
 static const char *reason_of(int status)
 {
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Payload Too Large";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Error";
-    }
+    return rm_http_reason(status);
 }
 
 static void hdr_reset(hdr_acc *h)
@@ -345,8 +329,10 @@ static void send_error(gw_conn *c, int status, const char *type, const char *msg
     rm_sbuf out = {0};
     rm_sbuf_printf(&out,
                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                   "Connection: %s\r\n\r\n%s",
-                   status, reason_of(status), bl, keep ? "keep-alive" : "close", body);
+                   "%sConnection: %s\r\n\r\n%s",
+                   status, reason_of(status), bl,
+                   status == 401 ? "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n" : "",
+                   keep ? "keep-alive" : "close", body);
     free(body);
     count_status(c->g, status);
     client_write(c, out.p, out.len);
@@ -633,6 +619,13 @@ static void start_request(gw_conn *c)
     rm_gateway *g = c->g;
     http_parser *p = &c->parser;
     COUNT(g, requests);
+    if (g->cfg.auth_token && !rm_bearer_in_headers(g->cfg.auth_token, c->hdrs.out.p)) {
+        int keep = http_should_keep_alive(p) && !g->draining;
+        send_error(c, 401, "authentication_error", "missing or invalid bearer token", keep);
+        if (keep)
+            conn_next(c);
+        return;
+    }
     gw_req *q = rm_xcalloc(1, sizeof *q);
     q->g = g;
     q->conn = c;

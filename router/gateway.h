@@ -39,6 +39,10 @@ typedef struct rm_gateway_config {
     uint32_t scrape_interval_ms;  /* workers' /metrics; 0: never */
     size_t max_prompt_tokens;     /* routing input kept per request */
     uint32_t max_connections;
+    /* Non-NULL: requests need "Authorization: Bearer <auth_token>", else
+     * 401 (the header is forwarded to the worker unchanged). Kept by the
+     * caller while the gateway runs. */
+    const char *auth_token;
 } rm_gateway_config;
 
 void rm_gateway_config_defaults(rm_gateway_config *c);
