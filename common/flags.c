@@ -418,6 +418,17 @@ void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *
         rm_log(RM_LOG_WARN, module, "changed in %s but applied only at restart: %s", path, restart);
 }
 
+int rm_flags_keep_str(const rm_flagset *live, const rm_flagset *next, const char *name, char *store,
+                      size_t len)
+{
+    const char **dst = rm_flags_value(live, name), *const *src = rm_flags_value(next, name);
+    if (!dst || !src || !*src || strlen(*src) >= len)
+        return -1;
+    memmove(store, *src, strlen(*src) + 1); /* *src may be store itself */
+    *dst = store;
+    return 0;
+}
+
 char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, char **argv)
 {
     char err[512];

@@ -87,6 +87,15 @@ int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, c
 void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *const *applied,
                     size_t napplied, const char *path, const char *module);
 
+/* After a reload applied string flag `name`: copies next's value into
+ * store (the daemon's own buffer of len bytes: next's strings live in the
+ * file's block, freed after the reload) and points live's flag at it.
+ * next's value may be store itself -- a flag the file does not set keeps
+ * pointing where the last reload put it. Returns 0, or -1 when the value
+ * does not fit (nothing changed). */
+int rm_flags_keep_str(const rm_flagset *live, const rm_flagset *next, const char *name, char *store,
+                      size_t len);
+
 /* Applies a config file at start: the file, then the command line again.
  * Exits 2 with usage on any error. Returns the file's block (keep it: string
  * values point into it). */

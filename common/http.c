@@ -4,11 +4,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uv.h>
 
+#include "bearer.h"
 #include "flags.h"
 #include "log.h"
 #include "util.h"
+
+/* Replies queued for a client above this: its connection is not read
+ * (nor its pipelined requests parsed) until they drain below it. */
+#define MAX_QUEUED_OUTPUT (256u << 10)
+/* Connections past the cap still being told 503: more are closed at once. */
+#define MAX_REFUSING 64
 
 struct rm_http_server {
     uv_loop_t loop;
@@ -17,16 +25,34 @@ struct rm_http_server {
     pthread_t thread;
     rm_http_handler handler;
     void *ctx;
+    rm_http_config cfg;
+    char *token; /* cfg.auth_token's copy, NULL: no auth */
     http_parser_settings settings;
+    /* Written on the HTTP thread, read by metrics: relaxed atomics. */
+    uint64_t nconns, refused, unauthorized, timeouts, paused;
 };
 
 typedef struct conn {
     uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    int open_handles;
     rm_http_server *srv;
     http_parser parser;
     char path[2048];
     size_t path_len;
-    int too_long, closing;
+    int too_long;
+    int in_head;   /* between a request's first byte and its end */
+    int paused;    /* parser paused: too much output queued */
+    int finishing; /* last reply queued, closing once it is sent */
+    int closing;
+    /* The Authorization header (read only when a token is required). */
+    char field[16];
+    size_t field_len;
+    int in_value, auth_field, authorized;
+    rm_sbuf auth;
+    char *pending; /* bytes read but not parsed while paused */
+    size_t npending;
 } conn;
 
 typedef struct write_req {
@@ -34,29 +60,70 @@ typedef struct write_req {
     char *buf;
 } write_req;
 
-static const char *reason(int status)
+const char *rm_http_reason(int status)
 {
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 414:
-        return "URI Too Long";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Error";
-    }
+    static const struct {
+        int status;
+        const char *reason;
+    } table[] = {
+        {100, "Continue"},
+        {101, "Switching Protocols"},
+        {103, "Early Hints"},
+        {200, "OK"},
+        {201, "Created"},
+        {202, "Accepted"},
+        {204, "No Content"},
+        {206, "Partial Content"},
+        {301, "Moved Permanently"},
+        {302, "Found"},
+        {304, "Not Modified"},
+        {307, "Temporary Redirect"},
+        {308, "Permanent Redirect"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {408, "Request Timeout"},
+        {409, "Conflict"},
+        {411, "Length Required"},
+        {413, "Payload Too Large"},
+        {414, "URI Too Long"},
+        {415, "Unsupported Media Type"},
+        {417, "Expectation Failed"},
+        {422, "Unprocessable Content"},
+        {429, "Too Many Requests"},
+        {431, "Request Header Fields Too Large"},
+        {500, "Internal Server Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+        {505, "HTTP Version Not Supported"},
+    };
+    for (size_t i = 0; i < RM_ARRAY_LEN(table); i++)
+        if (table[i].status == status)
+            return table[i].reason;
+    return "Unknown";
+}
+
+void rm_http_config_defaults(rm_http_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->max_connections = 256;
+    c->header_timeout_ms = 10000;
+    c->idle_timeout_ms = 60000;
 }
 
 static void on_closed(uv_handle_t *h)
 {
-    free(h->data);
+    conn *c = h->data;
+    if (--c->open_handles)
+        return;
+    __atomic_fetch_sub(&c->srv->nconns, 1, __ATOMIC_RELAXED);
+    free(c->auth.p);
+    free(c->pending);
+    free(c);
 }
 
 static void close_conn(conn *c)
@@ -64,25 +131,95 @@ static void close_conn(conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_closed);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static size_t queued(conn *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(conn *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    close_conn(req->data);
+}
+
+/* Closes once what is queued has been sent (bounded by the idle timeout:
+ * a client that never reads does not keep it). */
+static void finish_and_close(conn *c)
+{
+    if (c->closing || c->finishing)
+        return;
+    c->finishing = 1;
+    /* Nothing after this request is parsed (a parser in an error state
+     * stops by itself, and must not be paused). */
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+        http_parser_pause(&c->parser, 1);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    arm(c, c->srv->cfg.idle_timeout_ms);
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        close_conn(c);
+}
+
+static void feed(conn *c, const char *data, size_t len);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Output drained below the bound: parse what waited, then read again. */
+static void resume(conn *c)
+{
+    if (!c->paused || c->closing || c->finishing || queued(c) >= MAX_QUEUED_OUTPUT)
+        return;
+    c->paused = 0;
+    http_parser_pause(&c->parser, 0);
+    char *data = c->pending;
+    size_t n = c->npending;
+    c->pending = NULL;
+    c->npending = 0;
+    if (n)
+        feed(c, data, n);
+    free(data);
+    if (!c->paused && !c->closing && !c->finishing)
+        uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
 }
 
 static void on_written(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
-    (void)status;
+    conn *c = req->handle->data;
     free(w->buf);
     free(w);
+    if (status < 0) {
+        close_conn(c);
+        return;
+    }
+    if (c->closing || c->finishing)
+        return;
+    if (!c->in_head)
+        arm(c, c->srv->cfg.idle_timeout_ms); /* the client reads: not idle */
+    resume(c);
 }
 
 static void respond(conn *c, int status, const char *type, const char *body, size_t len,
                     int head_only, int keep_alive)
 {
-    char hdr[256];
+    char hdr[320];
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nConnection: %s\r\n\r\n",
-                     status, reason(status), type, len, keep_alive ? "keep-alive" : "close");
+                     "Cache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
+                     status, rm_http_reason(status), type, len,
+                     status == 401 ? "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n" : "",
+                     keep_alive ? "keep-alive" : "close");
     write_req *w = rm_xmalloc(sizeof *w);
     w->buf = rm_xmalloc((size_t)n + (head_only ? 0 : len));
     memcpy(w->buf, hdr, (size_t)n);
@@ -92,6 +229,18 @@ static void respond(conn *c, int status, const char *type, const char *body, siz
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         free(w->buf);
         free(w);
+        close_conn(c);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    conn *c = t->data;
+    __atomic_fetch_add(&c->srv->timeouts, 1, __ATOMIC_RELAXED);
+    if (c->in_head && !c->finishing) {
+        respond(c, 408, "text/plain", "request head timed out\n", 23, 0, 0);
+        finish_and_close(c);
+    } else {
         close_conn(c);
     }
 }
@@ -109,20 +258,81 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Ends the header being read: an Authorization value is checked. */
+static void end_header(conn *c)
+{
+    if (c->in_value && c->auth_field)
+        c->authorized |= rm_bearer_matches(c->srv->token, c->auth.p ? c->auth.p : "", c->auth.len);
+    c->in_value = c->auth_field = 0;
+    c->field_len = 0;
+    c->auth.len = 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (!c->srv->token)
+        return 0;
+    if (c->in_value)
+        end_header(c);
+    if (c->field_len < sizeof c->field) {
+        size_t room = sizeof c->field - c->field_len;
+        memcpy(c->field + c->field_len, at, len < room ? len : room);
+    }
+    c->field_len += len; /* past the buffer: not the name looked for */
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (!c->srv->token)
+        return 0;
+    if (!c->in_value) {
+        c->in_value = 1;
+        c->auth_field = c->field_len == 13 && !strncasecmp(c->field, "authorization", 13);
+    }
+    if (c->auth_field)
+        rm_sbuf_append(&c->auth, at, len);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = p->data;
+    if (c->srv->token)
+        end_header(c);
+    return 0;
+}
+
 static int on_message_begin(http_parser *p)
 {
     conn *c = p->data;
     c->path_len = 0;
     c->path[0] = '\0';
     c->too_long = 0;
+    c->authorized = 0;
+    c->in_value = c->auth_field = 0;
+    c->field_len = 0;
+    c->auth.len = 0;
+    c->in_head = 1;
+    arm(c, c->srv->cfg.header_timeout_ms);
     return 0;
+}
+
+/* Paths open without a token: probes cannot send one. */
+static int auth_exempt(const char *path)
+{
+    return !strcmp(path, "/healthz") || !strcmp(path, "/readyz");
 }
 
 static int on_message_complete(http_parser *p)
 {
     conn *c = p->data;
-    int keep = http_should_keep_alive(p);
+    rm_http_server *srv = c->srv;
+    int keep = http_should_keep_alive(p) && !c->too_long;
     int head = p->method == HTTP_HEAD;
+    c->in_head = 0;
     if (c->too_long) {
         respond(c, 414, "text/plain", "URI too long\n", 13, head, 0);
     } else if (p->method != HTTP_GET && !head) {
@@ -131,33 +341,61 @@ static int on_message_complete(http_parser *p)
         char *q = strchr(c->path, '?');
         if (q)
             *q = '\0';
-        rm_http_response r = {404, "text/plain", NULL, 0};
-        c->srv->handler(c->srv->ctx, c->path, &r);
-        if (!r.body) {
-            r.body = rm_xstrndup("not found\n", 10);
-            r.len = 10;
+        if (srv->token && !c->authorized && !auth_exempt(c->path)) {
+            __atomic_fetch_add(&srv->unauthorized, 1, __ATOMIC_RELAXED);
+            respond(c, 401, "text/plain", "missing or invalid bearer token\n", 32, head, keep);
+        } else {
+            rm_http_response r = {404, "text/plain", NULL, 0};
+            srv->handler(srv->ctx, c->path, &r);
+            if (!r.body) {
+                r.body = rm_xstrndup("not found\n", 10);
+                r.len = 10;
+            }
+            respond(c, r.status, r.content_type, r.body, r.len, head, keep);
+            free(r.body);
         }
-        respond(c, r.status, r.content_type, r.body, r.len, head, keep);
-        free(r.body);
     }
-    if (!keep)
-        close_conn(c);
+    if (!keep) {
+        finish_and_close(c);
+        return 0;
+    }
+    arm(c, srv->cfg.idle_timeout_ms);
+    if (queued(c) >= MAX_QUEUED_OUTPUT) {
+        /* The client is not reading its replies: parse no further. */
+        __atomic_fetch_add(&srv->paused, 1, __ATOMIC_RELAXED);
+        c->paused = 1;
+        http_parser_pause(p, 1);
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
     return 0;
+}
+
+/* Parses client bytes; what a pause left unparsed waits in pending. */
+static void feed(conn *c, const char *data, size_t len)
+{
+    size_t done = http_parser_execute(&c->parser, &c->srv->settings, data, len);
+    if (c->closing || c->finishing)
+        return;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+        if (done < len) {
+            c->pending = rm_xrealloc(c->pending, c->npending + len - done);
+            memcpy(c->pending + c->npending, data + done, len - done);
+            c->npending += len - done;
+        }
+    } else if (e != HPE_OK || done != len) {
+        respond(c, 400, "text/plain", "bad request\n", 12, 0, 0);
+        finish_and_close(c);
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = s->data;
-    if (nread > 0) {
-        size_t done = http_parser_execute(&c->parser, &c->srv->settings, buf->base, (size_t)nread);
-        if (c->parser.http_errno != HPE_OK || done != (size_t)nread) {
-            if (!c->closing)
-                respond(c, 400, "text/plain", "bad request\n", 12, 0, 0);
-            close_conn(c);
-        }
-    } else if (nread < 0) {
+    if (nread > 0 && !c->closing && !c->finishing)
+        feed(c, buf->base, (size_t)nread);
+    else if (nread < 0)
         close_conn(c);
-    }
     free(buf->base);
 }
 
@@ -169,13 +407,28 @@ static void on_connection(uv_stream_t *server, int status)
     conn *c = rm_xcalloc(1, sizeof *c);
     c->srv = srv;
     uv_tcp_init(&srv->loop, &c->tcp);
-    c->tcp.data = c;
+    uv_timer_init(&srv->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    uint64_t n = __atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         close_conn(c);
         return;
     }
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    if (n > srv->cfg.max_connections) {
+        /* Past the cap (kept within the fd budget): told so, then closed. */
+        __atomic_fetch_add(&srv->refused, 1, __ATOMIC_RELAXED);
+        if (n > srv->cfg.max_connections + MAX_REFUSING) {
+            close_conn(c);
+        } else {
+            respond(c, 503, "text/plain", "too many connections\n", 21, 0, 0);
+            finish_and_close(c);
+        }
+        return;
+    }
+    arm(c, srv->cfg.idle_timeout_ms);
     uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
 }
 
@@ -243,20 +496,28 @@ void rm_uv_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = suggested;
 }
 
-rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, void *ctx, int *port,
-                              char *err, size_t errlen)
+rm_http_server *rm_http_start(const char *host_port, const rm_http_config *cfg,
+                              rm_http_handler handler, void *ctx, int *port, char *err,
+                              size_t errlen)
 {
     rm_http_server *s = rm_xcalloc(1, sizeof *s);
     s->handler = handler;
     s->ctx = ctx;
+    s->cfg = *cfg;
+    s->cfg.auth_token = NULL;
     s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_message_complete = on_message_complete;
     int p = rm_uv_listen(&s->loop, &s->listener, host_port, 128, on_connection, err, errlen);
     if (p < 0) {
         free(s);
         return NULL;
     }
+    if (cfg->auth_token)
+        s->token = rm_xstrndup(cfg->auth_token, strlen(cfg->auth_token));
     s->loop.data = s; /* set once initialised; nothing runs before uv_run */
     s->listener.data = s;
     *port = p;
@@ -266,21 +527,55 @@ rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, vo
     return s;
 }
 
-rm_http_server *rm_http_start_announced(const char *host_port, rm_http_handler handler, void *ctx,
-                                        const char *module)
+rm_http_server *rm_http_start_announced(const char *host_port, const rm_http_config *cfg,
+                                        rm_http_handler handler, void *ctx, const char *module)
 {
     char err[256];
     int port;
-    rm_http_server *s = rm_http_start(host_port, handler, ctx, &port, err, sizeof err);
+    rm_http_server *s = rm_http_start(host_port, cfg, handler, ctx, &port, err, sizeof err);
     if (!s) {
         rm_log(RM_LOG_ERROR, module, "--http: %s", err);
         return NULL;
     }
     int hl = (int)(strrchr(host_port, ':') - host_port);
-    rm_log(RM_LOG_INFO, module, "HTTP on http://%.*s:%d/", hl, host_port, port);
+    rm_log(RM_LOG_INFO, module, "HTTP on http://%.*s:%d/ (at most %llu connections%s)", hl,
+           host_port, port, (unsigned long long)cfg->max_connections,
+           s->token ? ", bearer token required" : "");
     printf("HTTP %.*s:%d\n", hl, host_port, port);
     fflush(stdout);
     return s;
+}
+
+char *rm_http_metrics(rm_http_server *s, const char *labels)
+{
+    rm_sbuf b = {0};
+    rm_sbuf_append(&b, "", 0);
+    if (!s)
+        return b.p;
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } rows[] = {
+        {"radixmesh_http_connections", "gauge", "Open --http connections.",
+         __atomic_load_n(&s->nconns, __ATOMIC_RELAXED)},
+        {"radixmesh_http_refused_connections_total", "counter",
+         "--http connections refused at --http-max-connections.",
+         __atomic_load_n(&s->refused, __ATOMIC_RELAXED)},
+        {"radixmesh_http_unauthorized_total", "counter",
+         "--http requests answered 401 (--http-auth).",
+         __atomic_load_n(&s->unauthorized, __ATOMIC_RELAXED)},
+        {"radixmesh_http_backpressure_pauses_total", "counter",
+         "Times a --http client's unread replies stopped its requests being read.",
+         __atomic_load_n(&s->paused, __ATOMIC_RELAXED)},
+        {"radixmesh_http_timeouts_total", "counter",
+         "--http connections closed by the header or idle timeout.",
+         __atomic_load_n(&s->timeouts, __ATOMIC_RELAXED)},
+    };
+    for (size_t i = 0; i < RM_ARRAY_LEN(rows); i++)
+        rm_sbuf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", rows[i].name, rows[i].help,
+                       rows[i].name, rows[i].type, rows[i].name, labels,
+                       (unsigned long long)rows[i].v);
+    return b.p;
 }
 
 void rm_http_stop(rm_http_server *s)
@@ -290,6 +585,7 @@ void rm_http_stop(rm_http_server *s)
     uv_async_send(&s->stop);
     pthread_join(s->thread, NULL);
     uv_loop_close(&s->loop);
+    free(s->token);
     free(s);
 }
 

@@ -1,14 +1,18 @@
 /* http.h -- a small read-only HTTP/1.1 server on its own libuv thread.
  *
  * Requests are parsed by http-parser; keep-alive and pipelined requests are
- * answered in order. The handler runs on the HTTP thread, so it must only
- * read state that its owner publishes for it (see rm_published below):
- * the daemons' caches and routers stay owned by their gRPC thread. */
+ * answered in order. A client that sends requests without reading the
+ * replies is not read from while more than a small bound of its replies
+ * waits to be sent (its unparsed requests wait, parsed no further), so
+ * each connection holds a bounded amount of memory. The handler runs on the HTTP thread, so it must
+ * only read state that its owner publishes for it (see rm_published below): the daemons' caches and
+ * routers stay owned by their gRPC thread. */
 #ifndef RM_HTTP_H
 #define RM_HTTP_H
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct rm_http_response {
@@ -23,17 +27,71 @@ typedef void (*rm_http_handler)(void *ctx, const char *path, rm_http_response *o
 
 typedef struct rm_http_server rm_http_server;
 
+typedef struct rm_http_config {
+    /* Open connections at most; past it a connection is answered 503 and
+     * closed (the fd budget of fdbudget.h sets it). */
+    uint64_t max_connections;
+    /* A request head must arrive whole within this (else 408, closed). */
+    uint64_t header_timeout_ms;
+    /* A kept-alive connection with nothing to do, or whose client reads
+     * nothing of what is queued for it, is closed after this. */
+    uint64_t idle_timeout_ms;
+    /* Non-NULL: every path but /healthz and /readyz needs "Authorization:
+     * Bearer <auth_token>", else 401 (copied at start). */
+    const char *auth_token;
+} rm_http_config;
+
+void rm_http_config_defaults(rm_http_config *c);
+
+/* The --http-* flags of both daemons, over a config's fields (for an
+ * rm_flag table; uint64_t fields, --http-auth is an int). */
+#define RM_HTTP_FLAGS(cfg, auth)                                                                   \
+    {"http-max-connections",                                                                       \
+     RM_FLAG_U64,                                                                                  \
+     &(cfg).max_connections,                                                                       \
+     "--http connections at most (more get 503; lowered to fit the fd budget)",                    \
+     1,                                                                                            \
+     1000000},                                                                                     \
+        {"http-header-timeout-ms",                                                                 \
+         RM_FLAG_U64,                                                                              \
+         &(cfg).header_timeout_ms,                                                                 \
+         "a --http request head must arrive within this (else 408)",                               \
+         100,                                                                                      \
+         3600000},                                                                                 \
+        {"http-idle-timeout-ms",                                                                   \
+         RM_FLAG_U64,                                                                              \
+         &(cfg).idle_timeout_ms,                                                                   \
+         "close --http connections idle (or not reading their replies) this long",                 \
+         100,                                                                                      \
+         86400000},                                                                                \
+    {                                                                                              \
+        "http-auth", RM_FLAG_BOOL, &(auth),                                                        \
+            "require --auth-token-file's bearer token on HTTP (all but /healthz, /readyz)", 0, 0   \
+    }
+
 /* Binds host_port ("127.0.0.1:0" for any free port) and serves on a new
  * thread. Returns the server and the bound port in *port, or NULL with a
  * reason in err. */
-rm_http_server *rm_http_start(const char *host_port, rm_http_handler handler, void *ctx, int *port,
-                              char *err, size_t errlen);
+rm_http_server *rm_http_start(const char *host_port, const rm_http_config *cfg,
+                              rm_http_handler handler, void *ctx, int *port, char *err,
+                              size_t errlen);
 
 /* rm_http_start for a daemon: logs a failure under module, and on success
  * logs "http://host:port/" and prints "HTTP host:port" on stdout (the line
  * scripts read, as with LISTENING). NULL on failure. */
-rm_http_server *rm_http_start_announced(const char *host_port, rm_http_handler handler, void *ctx,
-                                        const char *module);
+rm_http_server *rm_http_start_announced(const char *host_port, const rm_http_config *cfg,
+                                        rm_http_handler handler, void *ctx, const char *module);
+
+/* Prometheus text of the server's connection figures (open connections,
+ * connections refused at the cap, requests refused without a valid token,
+ * backpressure pauses, timeouts), labels added to each sample. Caller frees. Thread-safe; NULL
+ * s gives "". */
+char *rm_http_metrics(rm_http_server *s, const char *labels);
+
+/* The reason phrase of an HTTP status code ("Not Found"); "Unknown" for
+ * codes without one here. One table for every HTTP server of the
+ * daemons. */
+const char *rm_http_reason(int status);
 
 /* For libuv servers (this one and the gateway): initialises loop and tcp on
  * it, binds IPv4 host_port and listens with cb. Returns the bound port, or

@@ -60,11 +60,16 @@ void rm_rpc_auth_init(rm_rpc_auth *auth, const char *token)
     memset(auth, 0, sizeof *auth);
     if (!token || !*token)
         return;
-    char value[1100];
-    snprintf(value, sizeof value, "Bearer %s", token);
+    size_t tl = strlen(token);
+    char *value = malloc(7 + tl);
+    if (!value)
+        return;
+    memcpy(value, "Bearer ", 7);
+    memcpy(value + 7, token, tl);
     auth->md.key = grpc_slice_from_static_string("authorization");
-    auth->md.value = grpc_slice_from_copied_string(value);
+    auth->md.value = grpc_slice_from_copied_buffer(value, 7 + tl);
     auth->set = 1;
+    free(value);
 }
 
 void rm_rpc_auth_clear(rm_rpc_auth *auth)
@@ -86,29 +91,6 @@ void rm_rpc_client_set_token(rm_rpc_client *c, const char *token)
 {
     rm_rpc_auth_clear(&c->auth);
     rm_rpc_auth_init(&c->auth, token);
-}
-
-char *rm_read_token_file(const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "cannot read token file %s", path);
-        return NULL;
-    }
-    char buf[1024];
-    if (!fgets(buf, sizeof buf, f))
-        buf[0] = '\0';
-    fclose(f);
-    char *s = buf, *e = buf + strlen(buf);
-    while (*s == ' ' || *s == '\t')
-        s++;
-    while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-        *--e = '\0';
-    if (!*s) {
-        snprintf(err, errlen, "token file %s is empty", path);
-        return NULL;
-    }
-    return strdup(s);
 }
 
 void rm_rpc_client_close(rm_rpc_client *c)

@@ -9,6 +9,8 @@
 #include <grpc/grpc.h>
 #include <stddef.h>
 
+#include "bearer.h" /* rm_read_token_file */
+
 /* "authorization: Bearer <token>" metadata for outgoing calls. */
 typedef struct rm_rpc_auth {
     grpc_metadata md;
@@ -19,10 +21,6 @@ typedef struct rm_rpc_auth {
  * rm_rpc_auth_clear. */
 void rm_rpc_auth_init(rm_rpc_auth *auth, const char *token);
 void rm_rpc_auth_clear(rm_rpc_auth *auth);
-
-/* Reads a bearer token from path: the file's first line, whitespace
- * trimmed. Returns a malloc'd token, or NULL with a reason in err. */
-char *rm_read_token_file(const char *path, char *err, size_t errlen);
 
 typedef struct rm_rpc_client {
     grpc_channel *ch;

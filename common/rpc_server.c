@@ -1,7 +1,6 @@
 #include "rpc_server.h"
 
 #include <grpc/grpc_security.h>
-#include <openssl/crypto.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -10,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bearer.h"
 #include "log.h"
 #include "rpc_client.h"
 #include "util.h"
@@ -716,20 +716,16 @@ void rm_rpc_server_set_client_token(rm_rpc_server *s, const char *token)
     rm_rpc_auth_init(&s->client_auth, token);
 }
 
-/* Whether the call carries "authorization: Bearer <token>". The compare
- * takes the same time wherever the first difference is. */
+/* Whether the call carries "authorization: Bearer <token>" (the scheme
+ * in any case; see rm_bearer_matches). */
 static int authorized(const rm_rpc_server *s, const rm_rpc_call *c)
 {
-    size_t tl = strlen(s->token);
     int ok = 0;
     for (size_t i = 0; i < c->md.count; i++) {
         const grpc_metadata *m = &c->md.metadata[i];
-        if (!grpc_slice_str_cmp(m->key, "authorization")) {
-            size_t vl = GRPC_SLICE_LENGTH(m->value);
-            const unsigned char *v = GRPC_SLICE_START_PTR(m->value);
-            if (vl == 7 + tl && !memcmp(v, "Bearer ", 7))
-                ok |= CRYPTO_memcmp(v + 7, s->token, tl) == 0;
-        }
+        if (!grpc_slice_str_cmp(m->key, "authorization"))
+            ok |= rm_bearer_matches(s->token, (const char *)GRPC_SLICE_START_PTR(m->value),
+                                    GRPC_SLICE_LENGTH(m->value));
     }
     return ok;
 }

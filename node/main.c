@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accept_probe.h"
+#include "fdbudget.h"
 #include "flags.h"
 #include "http.h"
 #include "log.h"
@@ -29,7 +31,10 @@ typedef struct daemon_state {
     const char *config;
     int argc;
     char **argv;
-    char log_level[16]; /* the reloaded level's name (the file's text is freed) */
+    char log_level[16];     /* the reloaded level's name (the file's text is freed) */
+    rm_http_server *hs;     /* NULL without --http */
+    rm_accept_probe *probe; /* is gRPC still accepting? NULL: not watched */
+    int accepting;
 } daemon_state;
 
 /* SIGHUP: re-reads --config and applies what can change while serving (log
@@ -64,8 +69,7 @@ static void reload(daemon_state *d)
         rm_log(RM_LOG_INFO, "node",
                "config reloaded from %s (log level %s, max %llu request tokens, %llu leases)",
                d->config, lvl_name, (unsigned long long)max_req, (unsigned long long)max_leases);
-        snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
-        *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
+        rm_flags_keep_str(d->fs, &next, "log-level", d->log_level, sizeof d->log_level);
         rm_flags_adopt(d->fs, &next, live, RM_ARRAY_LEN(live), d->config, "node");
     }
     rm_flags_scratch_free(&next);
@@ -78,12 +82,14 @@ static void http_handler(void *ctx, const char *path, rm_http_response *out)
     rm_http_serve_published(ctx, path, out);
 }
 
-/* The node's metrics followed by its RPC latency histograms. */
+/* The node's metrics followed by its RPC latency histograms and HTTP
+ * connection figures. */
 static char *metrics_text(daemon_state *d)
 {
     char labels[200];
     snprintf(labels, sizeof labels, "node=\"%s\"", rm_node_id(d->node));
-    return rm_str_join_free(rm_node_metrics(d->node), rm_rpc_server_metrics(d->srv, labels));
+    char *m = rm_str_join_free(rm_node_metrics(d->node), rm_rpc_server_metrics(d->srv, labels));
+    return rm_str_join_free(m, rm_http_metrics(d->hs, labels));
 }
 
 /* Runs on the server thread every tick: cache housekeeping and the SIGTERM
@@ -97,9 +103,18 @@ static int tick(void *ctx, uint64_t now_ms)
         reload(d);
     }
     rm_node_tick(d->node, now_ms);
+    if (!got_term) {
+        d->accepting = rm_accept_probe_tick(d->probe, now_ms);
+    } else if (d->probe) {
+        /* The listener goes away on purpose now; and gRPC's shutdown waits
+         * for every connection, the probe's silent one included. */
+        rm_accept_probe_destroy(d->probe);
+        d->probe = NULL;
+    }
     if (d->pub && (now_ms - d->published_at >= 500 || got_term)) {
         d->published_at = now_ms;
-        rm_published_set(d->pub, metrics_text(d), NULL, rm_node_serving(d->node) && !got_term);
+        rm_published_set(d->pub, metrics_text(d), NULL,
+                         rm_node_serving(d->node) && !got_term && d->accepting);
     }
     if (got_term && !d->term_at) {
         d->term_at = now_ms;
@@ -116,8 +131,10 @@ int main(int argc, char **argv)
     const char *log_level = "info", *http = NULL, *token_file = NULL, *worker_url = NULL;
     const char *config = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
-    int require_client_cert = 0;
+    int require_client_cert = 0, http_auth = 0;
     int prefault = 0;
+    rm_http_config hc;
+    rm_http_config_defaults(&hc);
     uint64_t page_tokens = 16, pool_tokens = 1048576, pool_bytes = 0, kv_bytes = 0;
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
     uint64_t max_ns = 1024, max_req = 1048576, shutdown_delay = 1000, drain_timeout = 10000;
@@ -154,9 +171,11 @@ int main(int argc, char **argv)
         {"hot-half-life-ms", RM_FLAG_U64, &hot_half_life, "half-life of the hot-prefix counts", 100,
          86400000},
         {"http", RM_FLAG_STR, &http, "serve /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        RM_HTTP_FLAGS(hc, http_auth),
         {"tls-cert", RM_FLAG_STR, &tls_cert, "serve gRPC over TLS with this PEM certificate", 0, 0},
         {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
-        {"tls-ca", RM_FLAG_STR, &tls_ca, "PEM CA that client certificates must chain to", 0, 0},
+        {"tls-ca", RM_FLAG_STR, &tls_ca,
+         "PEM CA that client certificates must chain to (presented ones are verified)", 0, 0},
         {"require-client-cert", RM_FLAG_BOOL, &require_client_cert,
          "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
         {"auth-token-file", RM_FLAG_STR, &token_file,
@@ -233,6 +252,17 @@ int main(int argc, char **argv)
         rm_flags_fail(&fs, "--worker-url: expected http://HOST:PORT, got '%s'", worker_url);
     cfg.worker_url = worker_url && *worker_url ? worker_url : NULL;
 
+    if (http_auth && !token_file)
+        rm_flags_fail(&fs, "--http-auth needs --auth-token-file (the token it requires)");
+    rm_fd_plan fds;
+    if (rm_fd_budget(http ? hc.max_connections : 0, 0, &fds, "node") != 0)
+        return 1;
+    hc.max_connections = fds.http_max;
+    rm_tls tls;
+    char tls_err[512];
+    if (rm_tls_load(&tls, tls_cert, tls_key, tls_ca, require_client_cert, tls_err, sizeof tls_err))
+        rm_flags_fail(&fs, "%s", tls_err);
+
     rm_install_term_flag(&got_term);
     rm_install_hup_flag(&got_hup);
 
@@ -244,21 +274,18 @@ int main(int argc, char **argv)
      * WriteKV message a few MiB of KV. */
     rm_rpc_server *srv =
         rm_rpc_server_create_limited(max_req * 5 + (8u << 20), (uint32_t)max_streams);
+    char *token = NULL;
     if (token_file) {
-        char err[256], *token = rm_read_token_file(token_file, err, sizeof err);
-        if (!token)
+        char err[256];
+        if (!(token = rm_read_token_file(token_file, err, sizeof err)))
             rm_flags_fail(&fs, "--auth-token-file: %s", err);
         rm_rpc_server_require_token(srv, token);
-        free(token);
     }
+    hc.auth_token = http_auth ? token : NULL;
     if (rm_node_register(node, srv) != 0) {
         rm_log(RM_LOG_ERROR, "node", "cannot register methods");
         return 1;
     }
-    rm_tls tls;
-    char tls_err[256];
-    if (rm_tls_load(&tls, tls_cert, tls_key, tls_ca, require_client_cert, tls_err, sizeof tls_err))
-        rm_flags_fail(&fs, "%s", tls_err);
     int bound = rm_rpc_server_announce(srv, listen, "node", &tls);
     if (bound < 0)
         return 1;
@@ -267,19 +294,24 @@ int main(int argc, char **argv)
            node_id, host, bound, (unsigned long long)pages, (unsigned long long)page_tokens,
            eviction, (unsigned long long)kv_bytes);
 
-    daemon_state d = {srv, node, shutdown_delay, 0, NULL, 0, &fs, config, argc, argv, ""};
+    daemon_state d = {srv,    node, shutdown_delay, 0,  NULL, 0,    &fs,
+                      config, argc, argv,           "", NULL, NULL, 1};
+    d.probe = rm_accept_probe_create(listen, bound, 1000, 3, "node");
     rm_published pub;
     rm_published_init(&pub);
-    rm_http_server *hs = NULL;
     if (http) {
-        if (!(hs = rm_http_start_announced(http, http_handler, &pub, "node")))
-            return 1;
+        /* Published before the HTTP line: a probe right after it finds
+         * the node ready. */
         d.pub = &pub;
         rm_published_set(&pub, metrics_text(&d), NULL, 1);
+        if (!(d.hs = rm_http_start_announced(http, &hc, http_handler, &pub, "node")))
+            return 1;
     }
+    free(token);
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
     rm_tls_free(&tls);
-    rm_http_stop(hs);
+    rm_http_stop(d.hs);
+    rm_accept_probe_destroy(d.probe);
     rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);
     rm_node_destroy(node);

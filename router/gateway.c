@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "bearer.h"
 #include "flags.h"
 #include "http.h"
 #include "log.h"
@@ -27,8 +28,9 @@
 #define PENDING_BOUND     (64u << 10) /* pipelined bytes read ahead of the request in progress */
 #define PARSE_INLINE_MAX  (64u << 10) /* larger bodies are parsed on libuv's threadpool */
 #define LINGER_MS                                                                                  \
-    2000                             /* after a closing reply, the client's bytes are read and     \
-                                        dropped this long, so its close does not reset the reply */
+    2000                     /* after a closing reply, the client's bytes are read and             \
+                                dropped this long, so its close does not reset the reply */
+#define MAX_OVER_CAP      32 /* refused connections lingering at once (fds within the fixed budget) */
 #define MAX_IDLE_UPSTREAM 64         /* kept-alive worker connections in all */
 #define IDLE_UPSTREAM_MS  15000      /* closed after this long unused */
 #define MAX_REPLY_BYTES   (4u << 20) /* generated text (or one response document) read */
@@ -101,7 +103,7 @@ struct rm_gateway {
     int want_drain, want_stop;
     /* Gateway thread only. */
     int draining, stopping, listening;
-    uint32_t nconns;
+    uint32_t nconns, over_cap;
     gw_conn *conns;  /* open client connections */
     gw_up *ups;      /* open worker connections */
     gw_up *idle;     /* kept-alive worker connections, newest first */
@@ -130,6 +132,7 @@ struct gw_conn {
     uv_timer_t timer;
     uv_shutdown_t shutdown;
     int open_handles, closing, reading, in_parser;
+    int over_cap; /* 1: refused at the cap and lingering; 2: refused, closed once written */
     rm_gateway *g;
     http_parser parser;
     conn_state state;
@@ -244,26 +247,7 @@ static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
 
 static const char *reason_of(int status)
 {
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Payload Too Large";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Error";
-    }
+    return rm_http_reason(status);
 }
 
 /* The budget of buffered request bytes (gateway thread). A body that would
@@ -438,7 +422,7 @@ static void on_shutdown(uv_shutdown_t *s, int status)
     gw_conn *c = s->data;
     if (c->closing)
         return;
-    if (status < 0) {
+    if (status < 0 || c->over_cap == 2) {
         conn_close(c);
         return;
     }
@@ -484,6 +468,8 @@ static void send_error(gw_conn *c, int status, const char *type, const char *msg
                    status, reason_of(status), bl);
     if (status == 503)
         rm_sbuf_printf(&out, "Retry-After: %d\r\n", RETRY_AFTER_S);
+    if (status == 401)
+        rm_sbuf_printf(&out, "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n");
     rm_sbuf_printf(&out, "Connection: %s\r\n\r\n%s", keep ? "keep-alive" : "close", body);
     free(body);
     count_status(c->g, status);
@@ -501,6 +487,8 @@ static void on_conn_handle_closed(uv_handle_t *h)
         return;
     UNCOUNT(c->g, connections);
     c->g->nconns--;
+    if (c->over_cap == 1)
+        c->g->over_cap--;
     free(c->url.p);
     hdr_reset(&c->hdrs);
     budget_give(c->g, c->body_len + c->npending);
@@ -832,8 +820,13 @@ static void on_connection(uv_stream_t *server, int status)
     c->parser.data = c;
     c->state = CS_IDLE;
     if (g->nconns > g->cfg.max_connections) {
-        /* A reply, not a reset: the client learns why and when to retry. */
+        /* A reply, not a reset: the client learns why and when to retry.
+         * Each lingering reply holds a descriptor the fd budget does not
+         * give the gateway's connections, so past MAX_OVER_CAP of them a
+         * storm's connections close as soon as their reply is written. */
         COUNT(g, over_cap);
+        c->over_cap = g->over_cap < MAX_OVER_CAP ? 1 : 2;
+        g->over_cap += c->over_cap == 1;
         send_error(c, 503, "server_error",
                    "the gateway has --gateway-max-connections connections open; retry later", 0);
         return;
@@ -938,6 +931,14 @@ static void start_request(gw_conn *c)
     rm_gateway *g = c->g;
     http_parser *p = &c->parser;
     COUNT(g, requests);
+    if (g->cfg.auth_token && !rm_bearer_in_headers(g->cfg.auth_token, c->hdrs.out.p)) {
+        int keep = http_should_keep_alive(p) && !g->draining;
+        reset_request(c); /* an unauthenticated body holds no budget */
+        send_error(c, 401, "authentication_error", "missing or invalid bearer token", keep);
+        if (keep)
+            conn_next(c);
+        return;
+    }
     COUNT(g, active);
     gw_req *q = rm_xcalloc(1, sizeof *q);
     q->g = g;

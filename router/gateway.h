@@ -59,6 +59,10 @@ typedef struct rm_gateway_config {
     size_t max_prompt_tokens;       /* routing input kept per request */
     uint32_t max_connections;       /* more get 503 (Connection: close) */
     size_t max_buffered_bytes;      /* request bytes held in all: beyond, 503 + Retry-After */
+    /* Non-NULL: requests need "Authorization: Bearer <auth_token>", else
+     * 401 (the header is forwarded to the worker unchanged). Kept by the
+     * caller while the gateway runs. */
+    const char *auth_token;
 } rm_gateway_config;
 
 void rm_gateway_config_defaults(rm_gateway_config *c);

@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept_probe.h"
 #include "dashboard.h"
+#include "fdbudget.h"
 #include "flags.h"
 #include "gateway.h"
 #include "http.h"
@@ -104,7 +106,10 @@ typedef struct daemon_state {
     int argc;
     char **argv;
     char log_level[16];
-    char *nodes; /* the static membership now (malloc'd), NULL with --nodes-dns */
+    char *nodes;            /* the static membership now (malloc'd), NULL with --nodes-dns */
+    rm_http_server *hs;     /* NULL without --http */
+    rm_accept_probe *probe; /* is gRPC still accepting? NULL: not watched */
+    int accepting;
 } daemon_state;
 
 /* SIGHUP: re-reads --config and applies what can change while serving: the
@@ -147,8 +152,7 @@ static void reload(daemon_state *d)
                "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
                d->config, changed, lvl_name, load_factor);
         static const char *const live[] = {"load-factor", "call-timeout-ms", "max-request-tokens"};
-        snprintf(d->log_level, sizeof d->log_level, "%s", lvl_name);
-        *(const char **)rm_flags_value(d->fs, "log-level") = d->log_level;
+        rm_flags_keep_str(d->fs, &next, "log-level", d->log_level, sizeof d->log_level);
         if (d->nodes)
             *(const char **)rm_flags_value(d->fs, "nodes") = d->nodes;
         rm_flags_adopt(d->fs, &next, live, RM_ARRAY_LEN(live), d->config, "router");
@@ -210,8 +214,9 @@ static void publish(daemon_state *d)
         rm_str_join_free(rm_router_metrics(d->router), rm_rpc_server_metrics(d->srv, labels));
     if (d->gw)
         metrics = rm_str_join_free(metrics, rm_gateway_metrics(d->gw, d->router_id));
+    metrics = rm_str_join_free(metrics, rm_http_metrics(d->hs, labels));
     rm_published_set(d->pub, metrics, rm_router_cluster_json(d->router),
-                     !got_term && rm_router_healthy_nodes(d->router) > 0);
+                     !got_term && rm_router_healthy_nodes(d->router) > 0 && d->accepting);
 }
 
 static int tick(void *ctx, uint64_t now_ms)
@@ -224,6 +229,14 @@ static int tick(void *ctx, uint64_t now_ms)
     if (d->dns)
         apply_dns(d);
     rm_router_tick(d->router, now_ms);
+    if (!got_term) {
+        d->accepting = rm_accept_probe_tick(d->probe, now_ms);
+    } else if (d->probe) {
+        /* The listener goes away on purpose now; and gRPC's shutdown waits
+         * for every connection, the probe's silent one included. */
+        rm_accept_probe_destroy(d->probe);
+        d->probe = NULL;
+    }
     if (now_ms - d->sampled_at >= 1000) {
         d->sampled_at = now_ms;
         rm_router_sample(d->router, now_ms);
@@ -260,7 +273,9 @@ int main(int argc, char **argv)
     const char *token_file = NULL, *node_token_file = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *gateway = NULL;
     const char *config = NULL;
-    int require_client_cert = 0;
+    int require_client_cert = 0, http_auth = 0;
+    rm_http_config hc;
+    rm_http_config_defaults(&hc);
     rm_gateway_config gwc;
     rm_gateway_config_defaults(&gwc);
     uint64_t gw_body = gwc.max_body_bytes, gw_header = gwc.max_header_bytes;
@@ -317,11 +332,14 @@ int main(int argc, char **argv)
          0, 600000},
         {"http", RM_FLAG_STR, &http,
          "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        RM_HTTP_FLAGS(hc, http_auth),
         {"tls-cert", RM_FLAG_STR, &tls_cert,
          "serve gRPC over TLS with this PEM certificate (also shown to TLS nodes)", 0, 0},
         {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
         {"tls-ca", RM_FLAG_STR, &tls_ca,
-         "PEM CA for client certificates, and for the nodes: set, node channels use TLS", 0, 0},
+         "PEM CA that client certificates must chain to (presented ones are verified), and for "
+         "the nodes: set, node channels use TLS",
+         0, 0},
         {"require-client-cert", RM_FLAG_BOOL, &require_client_cert,
          "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
         {"auth-token-file", RM_FLAG_STR, &token_file,
@@ -403,7 +421,6 @@ int main(int argc, char **argv)
     gwc.upstream_timeout_ms = (uint32_t)gw_upstream;
     gwc.client_timeout_ms = (uint32_t)gw_client;
     gwc.scrape_interval_ms = (uint32_t)gw_scrape;
-    gwc.max_connections = (uint32_t)gw_conns;
     gwc.first_byte_timeout_ms = (uint32_t)gw_first_byte;
     gwc.max_buffered_bytes = gw_buffered;
     if (gw_buffered < gw_body)
@@ -414,6 +431,13 @@ int main(int argc, char **argv)
     cfg.worker_breaker.failures = (uint32_t)breaker_failures;
     cfg.worker_breaker.cooldown_ms = (uint32_t)breaker_cooldown;
     cfg.worker_breaker.max_cooldown_ms = (uint32_t)breaker_cooldown * 32;
+    if (http_auth && !token_file)
+        rm_flags_fail(&fs, "--http-auth needs --auth-token-file (the token it requires)");
+    rm_fd_plan fds;
+    if (rm_fd_budget(http ? hc.max_connections : 0, gateway ? gw_conns : 0, &fds, "router") != 0)
+        return 1;
+    hc.max_connections = fds.http_max;
+    gwc.max_connections = (uint32_t)(gateway ? fds.gateway_max : gw_conns);
     gwc.max_prompt_tokens = max_req;
     char hostname[256];
     if (!router_id) {
@@ -440,7 +464,7 @@ int main(int argc, char **argv)
     cfg.max_request_tokens = max_req;
 
     rm_tls tls;
-    char tls_err[256];
+    char tls_err[512];
     if (rm_tls_load(&tls, tls_cert, tls_key, tls_ca, require_client_cert, tls_err, sizeof tls_err))
         rm_flags_fail(&fs, "%s", tls_err);
     cfg.node_tls = &tls;
@@ -472,20 +496,23 @@ int main(int argc, char **argv)
 
     rm_rpc_server *srv =
         rm_rpc_server_create_limited(max_req * 5 + (1u << 20), (uint32_t)max_streams);
-    char terr[256];
+    char terr[256], *token = NULL; /* the clients' token, kept for --http-auth */
     const char *tfiles[2] = {token_file, node_token_file ? node_token_file : token_file};
     for (int i = 0; i < 2; i++) {
         if (!tfiles[i])
             continue;
-        char *token = rm_read_token_file(tfiles[i], terr, sizeof terr);
-        if (!token)
+        char *t = rm_read_token_file(tfiles[i], terr, sizeof terr);
+        if (!t)
             rm_flags_fail(&fs, "%s: %s", i ? "--node-token-file" : "--auth-token-file", terr);
-        if (i)
-            rm_rpc_server_set_client_token(srv, token);
-        else
-            rm_rpc_server_require_token(srv, token);
-        free(token);
+        if (i) {
+            rm_rpc_server_set_client_token(srv, t);
+            free(t);
+        } else {
+            rm_rpc_server_require_token(srv, t);
+            token = t;
+        }
     }
+    hc.auth_token = gwc.auth_token = http_auth ? token : NULL;
     if (rm_router_register(r, srv) != 0) {
         rm_log(RM_LOG_ERROR, "router", "cannot register methods");
         return 1;
@@ -513,15 +540,18 @@ int main(int argc, char **argv)
                       argc,
                       argv,
                       "",
-                      nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL};
+                      nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL,
+                      NULL,
+                      NULL,
+                      1};
+    d.probe = rm_accept_probe_create(listen, bound, 1000, 3, "router");
     rm_published pub;
     rm_published_init(&pub);
-    rm_http_server *hs = NULL;
     if (http) {
-        if (!(hs = rm_http_start_announced(http, http_handler, &pub, "router")))
-            return 1;
-        d.pub = &pub;
+        d.pub = &pub; /* published before the HTTP line, as on the nodes */
         publish(&d);
+        if (!(d.hs = rm_http_start_announced(http, &hc, http_handler, &pub, "router")))
+            return 1;
     }
     if (gateway) {
         char gerr[256];
@@ -536,7 +566,9 @@ int main(int argc, char **argv)
     }
     rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
     rm_gateway_stop(d.gw);
-    rm_http_stop(hs);
+    rm_http_stop(d.hs);
+    rm_accept_probe_destroy(d.probe);
+    free(token);
     rm_published_destroy(&pub);
     rm_rpc_server_destroy(srv);
     if (dns_running) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP endpoints of both daemons: /healthz, /readyz (503 while draining),
-# /metrics, the router's /api/cluster (equal to the nodes' own counters) and
-# its dashboard page; read-only (405) and unknown paths (404).
+# /metrics (pipelined requests past the output bound all answered), the
+# router's /api/cluster (equal to the nodes' own counters) and its
+# dashboard page; read-only (405) and unknown paths (404).
 # Usage: test_http.sh BIN_DIR
 set -uo pipefail
 bin=$1
@@ -47,6 +48,38 @@ for name in radixmesh_match_requests_total radixmesh_hit_tokens_total radixmesh_
             'radixmesh_pool_pages{node="n0",state="free"}' radixmesh_active_leases radixmesh_build_info; do
   grep -qF "$name" <<<"$m" && ok || bad "node metric $name missing"
 done
+# Sends the bytes of Python expression $2 to $1 on one connection (from a
+# thread, reading meanwhile) and prints, of all that comes back until the
+# server closes: how many 200 and 400 replies, and whether it ends in "ok".
+exchange() {
+  python3 - "$1" "$2" <<'EOF'
+import socket, sys, threading
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=120)
+threading.Thread(target=s.sendall, args=(eval(sys.argv[2]),), daemon=True).start()
+data = b""
+while chunk := s.recv(1 << 16):
+    data += chunk
+print(data.count(b"HTTP/1.1 200 OK\r\n"), data.count(b"HTTP/1.1 400 Bad Request\r\n"),
+      data.endswith(b"\r\n\r\nok\n"))
+EOF
+}
+# Pipelined requests whose replies pile up past the server's output bound
+# (it stops reading and parsing until they drain) are all answered, in
+# order, while the client reads them.
+got=$(exchange "${nh[0]}" 'b"".join(b"GET /metrics?%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
+  for i in range(1500)) + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"')
+check "pipelined replies past the output bound" "$got" "1501 0 True"
+paused=0
+for _ in $(seq 1 100); do  # the pauses it took show in the next published /metrics
+  paused=$(curl -s "http://${nh[0]}/metrics" | sed -n 's/^radixmesh_http_backpressure_pauses_total{[^}]*} //p')
+  [[ ${paused:-0} -gt 0 ]] && break
+  read -r -t 0.1 <> <(:) || true
+done
+[[ ${paused:-0} -gt 0 ]] && ok || bad "the pipelined client never paused the server"
+# A malformed request: 400, and the connection is closed.
+got=$(exchange "${nh[0]}" 'b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n"')
+check "malformed request after a good one" "$got" "1 1 False"
 # Every sample line is "name{labels} number".
 if grep -v '^#' <<<"$m" | grep -qvE '^radixmesh_[a-z_]+\{[^}]*\} -?[0-9.e+]+$'; then bad "malformed metric line"; else ok; fi
 

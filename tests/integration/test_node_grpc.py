@@ -16,6 +16,7 @@ import unittest
 
 import grpc
 
+import rmtest
 from rmtest import grpc_modules, poll
 
 ARGS = None
@@ -237,6 +238,85 @@ class AuthTest(unittest.TestCase):
         out = subprocess.run([cli, "stats", "--router", self.rtr.addr], capture_output=True, text=True)
         self.assertNotEqual(out.returncode, 0)
 
+    def test_scheme_in_any_case(self):
+        req = pb.MatchRequest(namespace="a", tokens=tokens(5, 64))
+        for scheme in ("bearer", "BEARER", "Bearer  "):
+            md = [("authorization", f"{scheme} s3cret-node-token")]
+            self.assertEqual(self.node.stub.Match(req, metadata=md).matched_tokens, 0)
+
+    def test_long_token_is_read_whole(self):
+        """A 3,000-byte token (a JWT) works end to end: not cut at 1,023
+        bytes when read, nor when the router presents it to a node."""
+        jwt = "eyJ" + "".join("abcdefghijklmnopqrstuvwxyz0123456789_-."[i % 39] for i in range(3000))
+        path = os.path.join(self.dir.name, "jwt.token")
+        with open(path, "w") as f:
+            f.write(jwt + "\n")
+        node = Node("--auth-token-file", path, node_id="jwt1")
+        rtr = Node("--nodes", "jwt1=" + node.addr, "--node-token-file", path,
+                   "--health-interval-ms", "100", binary=ARGS.router)
+        try:
+            req = pb.MatchRequest(namespace="j", tokens=tokens(8, 64))
+            with self.assertRaises(grpc.RpcError) as e:
+                node.stub.Match(req, metadata=[("authorization", "Bearer " + jwt[:1023])])
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertEqual(node.stub.Match(req, metadata=[("authorization", "Bearer " + jwt)])
+                             .node_id, "jwt1")
+            poll("the router's token accepted by the node", lambda: rtr.router.ClusterStats(
+                pb.ClusterStatsRequest(), timeout=10).healthy_nodes == 1)
+            self.assertEqual(rtr.router.Match(req, timeout=10).node_id, "jwt1")
+        finally:
+            self.assertEqual(rtr.close(), 0)
+            self.assertEqual(node.close(), 0)
+
+    def test_http_auth(self):
+        """--http-auth: the HTTP endpoints but /healthz and /readyz, and the
+        router's gateway, need the bearer token; 401 names the scheme."""
+        node = rmtest.Daemon([ARGS.node, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                              "--node-id", "ha1", "--auth-token-file", self.node_token,
+                              "--http-auth", "--shutdown-delay-ms", "0"], until="HTTP")
+        rtr = rmtest.Daemon([ARGS.router, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                             "--gateway", "127.0.0.1:0", "--nodes", "ha1=" + node.addr,
+                             "--auth-token-file", self.router_token, "--node-token-file",
+                             self.node_token, "--http-auth", "--shutdown-delay-ms", "0"],
+                            until="GATEWAY")
+        try:
+            get = lambda addr, path, tok=None: rmtest.http_request(
+                addr, "GET", path, headers={"Authorization": tok} if tok else None)
+            for path in ("/metrics", "/nope"):
+                st, hdrs, _ = get(node.http, path)
+                self.assertEqual(st, 401)
+                self.assertTrue(hdrs["www-authenticate"].startswith("Bearer"))
+                self.assertEqual(get(node.http, path, "Bearer router-token")[0], 401)
+            self.assertEqual(get(node.http, "/metrics", "bearer s3cret-node-token")[0], 200)
+            self.assertEqual(get(node.http, "/nope", "Bearer s3cret-node-token")[0], 404)
+            for path in ("/healthz", "/readyz"):
+                self.assertEqual(get(node.http, path)[0], 200)
+            for path in ("/metrics", "/api/cluster", "/"):
+                self.assertEqual(get(rtr.http, path)[0], 401)
+                self.assertEqual(get(rtr.http, path, "Bearer router-token")[0], 200)
+            self.assertEqual(get(rtr.http, "/healthz")[0], 200)
+            self.assertIn(get(rtr.http, "/readyz")[0], (200, 503))
+            body = b'{"model": "m", "prompt": [1, 2, 3]}'
+            post = lambda tok=None: rmtest.http_request(
+                rtr.gateway, "POST", "/v1/completions", body=body,
+                headers={"Content-Type": "application/json", **({"Authorization": tok} if tok else {})})
+            st, hdrs, _ = post()
+            self.assertEqual(st, 401)
+            self.assertTrue(hdrs["www-authenticate"].startswith("Bearer"))
+            self.assertEqual(post("Bearer s3cret-node-token")[0], 401)
+            # Past the check: no worker is paired with the node.
+            self.assertNotEqual(post("BEARER router-token")[0], 401)
+            poll("the 401s counted", lambda: rmtest.metric(
+                node.http, "radixmesh_http_unauthorized_total",
+                headers={"Authorization": "Bearer s3cret-node-token"}) == 4)
+        finally:
+            self.assertEqual(rtr.stop(), 0)
+            self.assertEqual(node.stop(), 0)
+        out = subprocess.run([ARGS.node, "--http", "127.0.0.1:0", "--http-auth"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("--http-auth needs --auth-token-file", out.stderr)
+
 
 def make_pki(d):
     """A throwaway CA, a server certificate for 127.0.0.1 and a client
@@ -256,6 +336,21 @@ def make_pki(d):
             "-extfile", f"{d}/{name}.ext")
     read = lambda n: open(f"{d}/{n}", "rb").read()
     return read("ca.crt"), read("client.key"), read("client.crt")
+
+
+def make_other_ca_client(d):
+    """A client certificate from a CA the daemons do not know."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/other-ca.key",
+        "-out", f"{d}/other-ca.crt", "-days", "2", "-subj", "/CN=some-other-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/other.key",
+        "-out", f"{d}/other.csr", "-subj", "/CN=stranger")
+    run("x509", "-req", "-in", f"{d}/other.csr", "-CA", f"{d}/other-ca.crt", "-CAkey",
+        f"{d}/other-ca.key", "-CAcreateserial", "-out", f"{d}/other.crt", "-days", "2",
+        "-extfile", f"{d}/client.ext")
+    with open(f"{d}/other.key", "rb") as k, open(f"{d}/other.crt", "rb") as c:
+        return k.read(), c.read()
 
 
 class TlsTest(unittest.TestCase):
@@ -296,6 +391,45 @@ class TlsTest(unittest.TestCase):
         m = self.call(self.node.addr, grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.ckey, certificate_chain=self.ccrt))
         self.assertEqual(m.node_id, "tls1")
+
+    def test_presented_client_cert_must_chain_to_the_ca(self):
+        """--tls-ca without --require-client-cert: no certificate is fine,
+        one from another CA is refused, one from --tls-ca accepted."""
+        d = self.dir.name
+        okey, ocrt = make_other_ca_client(d)
+        node = TlsDaemon([ARGS.node, "--node-id", "tls2", "--tls-cert", f"{d}/server.crt",
+                          "--tls-key", f"{d}/server.key", "--tls-ca", f"{d}/ca.crt"])
+        try:
+            creds = lambda key=None, crt=None: grpc.ssl_channel_credentials(
+                root_certificates=self.ca, private_key=key, certificate_chain=crt)
+            self.assertEqual(self.call(node.addr, creds()).node_id, "tls2")
+            with self.assertRaises(grpc.RpcError) as e:
+                self.call(node.addr, creds(okey, ocrt))
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertEqual(self.call(node.addr, creds(self.ckey, self.ccrt)).node_id, "tls2")
+        finally:
+            self.assertEqual(node.close(), 0)
+
+    def test_bad_cert_or_key_is_named_at_start(self):
+        d = self.dir.name
+        with open(f"{d}/garbage.pem", "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+        cases = [  # (cert, key, ca, what stderr names)
+            (f"{d}/server.key", f"{d}/server.key", None, f"--tls-cert {d}/server.key"),
+            (f"{d}/garbage.pem", f"{d}/server.key", None, f"--tls-cert {d}/garbage.pem"),
+            (f"{d}/server.crt", f"{d}/server.crt", None, f"--tls-key {d}/server.crt"),
+            (f"{d}/server.crt", f"{d}/client.key", None, "does not belong to the certificate"),
+            (f"{d}/server.crt", f"{d}/server.key", f"{d}/garbage.pem", f"--tls-ca {d}/garbage.pem"),
+        ]
+        for binary in (ARGS.node, ARGS.router):
+            for cert, key, ca, named in cases:
+                args = [binary, "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key]
+                args += ["--tls-ca", ca] if ca else []
+                args += ["--nodes", "n=127.0.0.1:1"] if binary == ARGS.router else []
+                out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+                self.assertEqual(out.returncode, 2, (args, out.stderr))
+                self.assertIn(named, out.stderr)
+                self.assertNotIn("LISTENING", out.stdout)
 
     def test_router_tls_to_mtls_node(self):
         creds = grpc.ssl_channel_credentials(root_certificates=self.ca)
@@ -443,6 +577,22 @@ class ReloadTest(unittest.TestCase):
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
             finally:
                 self.assertEqual(node.close(), 0)
+
+    def test_four_reloads_without_log_level(self):
+        """A file that does not set log-level reloads every time (the level
+        the last reload kept is not lost), on both daemons."""
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "c.conf")
+            with open(conf, "w") as f:
+                f.write("max-request-tokens = 1000\n")
+            for args in ([ARGS.node, "--node-id", "rl4"], [ARGS.router, "--nodes", "n=127.0.0.1:1"]):
+                daemon = LoggedDaemon([*args, "--config", conf])
+                try:
+                    for i in range(4):
+                        daemon.hup_until(f"reload {i + 1}", "config reloaded")
+                    self.assertFalse(any("reload rejected" in l for l in daemon.log))
+                finally:
+                    self.assertEqual(daemon.close(), 0)
 
     def test_router_reload_changes_membership(self):
         a = Node(node_id="ra")
