@@ -770,8 +770,9 @@ static void forward(proxy *p)
     p->attempts++;
     if (rm_rpc_server_client_call(p->r->srv, p->node->ch, method_of(p, p->node), bb,
                                   (int)p->r->cfg.call_timeout_ms, on_forward_reply, p) != 0) {
+        /* Refused only while the server's queue shuts down. */
         p->node->inflight--;
-        rm_rpc_call_finish(p->call, GRPC_STATUS_INTERNAL, "cannot start a call to the node", NULL);
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, "router is shutting down", NULL);
         proxy_free(p);
     }
     grpc_byte_buffer_destroy(bb);
