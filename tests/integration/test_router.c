@@ -234,16 +234,16 @@ static int64_t counter_of(rm_cache_client *cc, int which)
  * not dead); the key's Match is retried on another node, and an Insert
  * pinned to the stopped node by its lease goes to another node without
  * the lease. A router of its own: one choice (no peek steers the Match
- * away before it is forwarded), no periodic checks during the phase and
- * 5 failures to eject, so the stopped node stays on its ring and the
+ * away before it is forwarded) and a failure count its checks do not
+ * reach during the phase, so the stopped node stays on its ring and the
  * calls themselves meet it. */
 static void failover_is_retried(void)
 {
     test_daemon r;
     const char *argv[] = {router_bin, "--nodes",           node_list, "--router-id",
                           "failover", "--choices",         "1",       "--health-interval-ms",
-                          "600000",   "--stats-interval",  "600000",  "--eject-after-failures",
-                          "5",        "--call-timeout-ms", "1000",    "--shutdown-delay-ms",
+                          "200",      "--stats-interval",  "200",     "--eject-after-failures",
+                          "1000",     "--call-timeout-ms", "1000",    "--shutdown-delay-ms",
                           "0",        "--log-level",       "warn",    NULL};
     REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
@@ -281,7 +281,7 @@ static void failover_is_retried(void)
     CHECK_EQ(rm_cc_insert(&cc, "chat", tok, n, m.lease_id, m.node_id, &ir, msg, sizeof msg), 0);
     CHECK(ir.node_id[0] && strcmp(ir.node_id, m.node_id) != 0);
     CHECK_EQ(counter_of(&cc, FAILOVERS), f0 + 2);
-    CHECK_EQ(counter_of(&cc, EJECTIONS), 0); /* two failures of five */
+    CHECK_EQ(counter_of(&cc, EJECTIONS), 0);
     fprintf(stderr, "failover: match %s -> %s, pinned insert %s -> %s\n", m.node_id, m2.node_id,
             m.node_id, ir.node_id);
 
@@ -446,13 +446,12 @@ static void test_cluster(void)
     /* No node at all: a clear UNAVAILABLE. At most half of the nodes are
      * ejected; the rest stay on the ring, failing, and with none healthy
      * the router routes to all of them (panic) -- and fails over in vain. */
+    int64_t ejected = counter_of(&cc, EJECTIONS);
     for (int i = 0; i < NODES - 1; i++)
         td_stop(&nodes[i], SIGKILL, 5000);
     want = 0;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
-    REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
-    CHECK_EQ(c.cs.ejections_total, NODES / 2 + 1); /* n1 (SIGSTOP, back since), n3, one more */
-    rm_cc_cluster_free(&c);
+    CHECK_EQ(counter_of(&cc, EJECTIONS), ejected + 1); /* n3 is out already: 2 of 4 */
     CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_UNAVAILABLE);
     CHECK(strstr(msg, "no healthy cache node") != NULL);
     /* Inserts too, plain, with a lease and pinned to a dead node -- and the
