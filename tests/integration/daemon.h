@@ -165,6 +165,21 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
     return status;
 }
 
+/* Resident set size of pid in KiB (-1 if unknown). */
+static inline long td_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kib = atol(line + 6);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
 /* Runs argv (stderr discarded) to completion; returns its exit status as
  * from waitpid. For flag checks: bad flags must exit 2. */
 static inline int td_exit_status(const char *const *argv)

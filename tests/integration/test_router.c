@@ -98,7 +98,9 @@ static size_t conversation(uint32_t *tok, int conv, int turn)
 
 typedef struct worker {
     const char *router;
-    int id, convs;
+    int id, convs;    /* conversations to run; with stop: until *stop is set */
+    atomic_int *stop; /* may be NULL */
+    int pin_may_move; /* a pinned Insert may fail over (a stalled router) */
     atomic_int *progress;
     int errors, requests;
     int split; /* conversations whose turns reached more than one node */
@@ -112,7 +114,7 @@ static void *run_worker(void *p)
     REQUIRE(rm_cc_init_router(&cc, w->router, 10000) == 0);
     uint32_t tok[SYS + 96 * 8];
     char msg[256];
-    for (int c = 0; c < w->convs; c++) {
+    for (int c = 0; w->stop ? !atomic_load(w->stop) : c < w->convs; c++) {
         int conv = w->id * 1000 + c;
         char first[128] = "";
         int split = 0;
@@ -125,7 +127,8 @@ static void *run_worker(void *p)
                 st = rm_cc_insert(&cc, "chat", tok, n, m.lease_id, m.node_id, &ir, msg, sizeof msg);
             /* Pinned to the Match node, unless that node was just killed
              * (then the router caches it where the key goes now). */
-            if (!st && strcmp(ir.node_id, m.node_id) != 0 && strcmp(m.node_id, killed_id) != 0) {
+            if (!st && strcmp(ir.node_id, m.node_id) != 0 && strcmp(m.node_id, killed_id) != 0 &&
+                !w->pin_may_move) {
                 st = -1;
                 snprintf(msg, sizeof msg, "insert went to %.60s, match to %.60s", ir.node_id,
                          m.node_id);
@@ -156,7 +159,7 @@ static void run_load(const char *router, int threads, int convs, int kill_at, in
     worker w[8];
     atomic_int progress = 0;
     for (int i = 0; i < threads; i++) {
-        w[i] = (worker){router, i, convs, &progress, 0, 0, 0, ""};
+        w[i] = (worker){router, i, convs, NULL, 0, &progress, 0, 0, 0, ""};
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
     if (kill_at > 0) {
@@ -507,35 +510,6 @@ static void test_dns_membership(void)
     CHECK_EQ(td_stop(&router, SIGTERM, 10000), 0);
 }
 
-/* Clients that keep the router busy until told to stop. */
-typedef struct pressure {
-    const char *router;
-    atomic_int *stop, *done;
-    int id, errors;
-    char last_error[256];
-} pressure;
-
-static void *press(void *p)
-{
-    pressure *w = p;
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, w->router, 30000) == 0);
-    uint32_t tok[SYS + 96];
-    char msg[256];
-    for (int i = 0; !atomic_load(w->stop); i++) {
-        size_t n = conversation(tok, w->id * 100000 + i, 0);
-        rm_cc_match_reply m;
-        int st = rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg);
-        if (st) {
-            w->errors++;
-            snprintf(w->last_error, sizeof w->last_error, "%d: %.200s", st, msg);
-        }
-        atomic_fetch_add(w->done, 1);
-    }
-    rm_cc_close(&cc);
-    return NULL;
-}
-
 static void start_nodes(test_daemon *d, int n, char *list, size_t len, const char *extra_flag,
                         const char *extra_value)
 {
@@ -574,10 +548,12 @@ static void test_router_stall_ejects_nobody(void)
     REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     atomic_int stop = 0, done = 0;
     pthread_t th[THREADS];
-    pressure w[THREADS];
+    worker w[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        w[i] = (pressure){r.addr, &stop, &done, i, 0, ""};
-        pthread_create(&th[i], NULL, press, &w[i]);
+        /* An Insert pinned to a node whose call was out during a stop
+         * fails over like any other call. */
+        w[i] = (worker){r.addr, i, 0, &stop, 1, &done, 0, 0, 0, ""};
+        pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
     for (int k = 0; k < 5; k++) {
         /* The router runs and serves between the stops. */
@@ -600,7 +576,7 @@ static void test_router_stall_ejects_nobody(void)
         pthread_join(th[i], NULL);
         errors += w[i].errors;
         if (w[i].errors)
-            fprintf(stderr, "client %d: %d errors, last: %s\n", i, w[i].errors, w[i].last_error);
+            fprintf(stderr, "worker %d: %d errors, last: %s\n", i, w[i].errors, w[i].last_error);
     }
     rm_cc_cluster c;
     char msg[256];
@@ -713,20 +689,6 @@ static void test_wrong_node_token(void)
     rmdir(dir);
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 typedef struct addr_is {
     const char *id, *addr;
 } addr_is;
@@ -752,7 +714,8 @@ static void test_membership_churn(void)
     test_daemon nd[2], r;
     char list[512];
     start_nodes(nd, 2, list, sizeof list, NULL, NULL);
-    /* The file sets log-level: reloads must not depend on keeping it. */
+    /* log-level is set in the file: a file without it broke reloads from the
+     * third on (issue 13, item 4, fixed apart from this). */
     snprintf(text, sizeof text, "nodes = %s\nlog-level = warn\n", list);
     write_file(conf, text);
     const char *argv[] = {router_bin, "--config",
@@ -788,7 +751,7 @@ static void test_membership_churn(void)
     snprintf(names[0], sizeof names[0], "127.0.0.1:%s", port);
     snprintf(names[1], sizeof names[1], "ipv4:127.0.0.1:%s", port);
     int cycles = under_valgrind || sanitized ? 30 : 300, warm = cycles / 6;
-    long rss_warm = 0, rss0 = rss_kib(r.pid);
+    long rss_warm = 0, rss0 = td_rss_kib(r.pid);
     for (int i = 1; i <= cycles; i++) {
         snprintf(text, sizeof text, "nodes = s0=%s,s1=%s\nlog-level = warn\n", names[i % 2],
                  nd[1].addr);
@@ -797,12 +760,12 @@ static void test_membership_churn(void)
         addr_is now = {"s0", names[i % 2]};
         REQUIRE(cw_wait_for(&cc, node_addr_is, &now, 30000));
         if (i == warm)
-            rss_warm = rss_kib(r.pid);
+            rss_warm = td_rss_kib(r.pid);
     }
     /* Let the last checks of the removed nodes end. */
     want = 2;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
-    long rss_end = rss_kib(r.pid);
+    long rss_end = td_rss_kib(r.pid);
     fprintf(stderr,
             "membership churn: %d remove/re-add cycles, router RSS %ld KiB at start, %ld after %d, "
             "%ld at the end (%+ld KiB over the last %d)\n",

@@ -123,26 +123,49 @@ static int silent_peer(int *port)
     return fd;
 }
 
-static grpc_channel *channel_to(int port)
-{
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", port);
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(target, creds, NULL);
-    grpc_channel_credentials_release(creds);
-    return ch;
-}
-
-static grpc_byte_buffer *empty_message(void)
-{
-    grpc_slice empty = grpc_empty_slice();
-    return grpc_raw_byte_buffer_create(&empty, 1);
-}
-
-typedef struct late {
+/* A server (not started) and a channel to a silent peer, for client
+ * calls that end only at their deadline. */
+typedef struct rig {
     rm_rpc_server *srv;
     grpc_channel *ch;
     void *method;
+    int fd;
+} rig;
+
+static void rig_open(rig *g)
+{
+    int port;
+    g->fd = silent_peer(&port);
+    g->srv = rm_rpc_server_create(NULL);
+    REQUIRE(rm_rpc_server_listen(g->srv, "127.0.0.1:0", NULL) > 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    g->ch = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    g->method = grpc_channel_register_call(g->ch, "/test.Silent/Call", NULL, NULL);
+}
+
+static void rig_close(rig *g)
+{
+    rm_rpc_server_destroy(g->srv);
+    grpc_channel_destroy(g->ch);
+    close(g->fd);
+}
+
+/* Starts a call with an empty message on the rig; returns as
+ * rm_rpc_server_client_call. */
+static int rig_call(rig *g, int timeout_ms, rm_rpc_reply_fn cb, void *ctx)
+{
+    grpc_slice empty = grpc_empty_slice();
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&empty, 1);
+    int rc = rm_rpc_server_client_call(g->srv, g->ch, g->method, bb, timeout_ms, cb, ctx);
+    grpc_byte_buffer_destroy(bb);
+    return rc;
+}
+
+typedef struct late {
+    rig g;
     int started, replies, closed_at_reply, refused, late_replies;
     grpc_status_code st;
 } late;
@@ -170,11 +193,9 @@ static void on_first_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *rep
     l->replies++;
     l->st = st;
     /* Posting fails exactly when the queue has shut down. */
-    l->closed_at_reply = rm_rpc_server_post(l->srv, never_runs, NULL) != 0;
-    grpc_byte_buffer *bb = empty_message();
-    if (rm_rpc_server_client_call(l->srv, l->ch, l->method, bb, 1000, on_late_reply, l) != 0)
+    l->closed_at_reply = rm_rpc_server_post(l->g.srv, never_runs, NULL) != 0;
+    if (rig_call(&l->g, 1000, on_late_reply, l) != 0)
         l->refused++;
-    grpc_byte_buffer_destroy(bb);
 }
 
 /* First tick: one call to the silent peer, then shut down at once. The
@@ -186,38 +207,27 @@ static int late_tick(void *ctx, uint64_t now)
     (void)now;
     if (!l->started) {
         l->started = 1;
-        grpc_byte_buffer *bb = empty_message();
-        REQUIRE(rm_rpc_server_client_call(l->srv, l->ch, l->method, bb, 3000, on_first_reply, l) ==
-                0);
-        grpc_byte_buffer_destroy(bb);
+        REQUIRE(rig_call(&l->g, 3000, on_first_reply, l) == 0);
     }
     return 1;
 }
 
 static void test_client_call_refused_once_queue_shut_down(void)
 {
-    int port, fd = silent_peer(&port);
     late l = {0};
-    l.srv = rm_rpc_server_create(NULL);
-    REQUIRE(rm_rpc_server_listen(l.srv, "127.0.0.1:0", NULL) > 0);
-    l.ch = channel_to(port);
-    l.method = grpc_channel_register_call(l.ch, "/test.Silent/Call", NULL, NULL);
+    rig_open(&l.g);
     /* Before the fix gRPC aborted here (grpc_cq_begin_op assertion). */
-    rm_rpc_server_run(l.srv, 10, late_tick, &l, 1000);
+    rm_rpc_server_run(l.g.srv, 10, late_tick, &l, 1000);
     CHECK_EQ(l.replies, 1);
     CHECK_EQ(l.st, GRPC_STATUS_DEADLINE_EXCEEDED);
     CHECK_EQ(l.closed_at_reply, 1); /* the case under test did happen */
     CHECK_EQ(l.refused, 1);
     CHECK_EQ(l.late_replies, 0); /* a refused call never calls back */
-    rm_rpc_server_destroy(l.srv);
-    grpc_channel_destroy(l.ch);
-    close(fd);
+    rig_close(&l.g);
 }
 
 typedef struct stall {
-    rm_rpc_server *srv;
-    grpc_channel *ch;
-    void *method;
+    rig g;
     int phase;
     int a_stalled, b_stalled, b_stall_seen;
     uint64_t b_stalls_at_start;
@@ -229,8 +239,8 @@ static void on_b(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const 
     stall *x = ctx;
     (void)st, (void)reply, (void)details;
     uint64_t n, ms;
-    rm_rpc_server_stall_stats(x->srv, &n, &ms);
-    x->b_stalled = rm_rpc_server_reply_stalled(x->srv);
+    rm_rpc_server_stall_stats(x->g.srv, &n, &ms);
+    x->b_stalled = rm_rpc_server_reply_stalled(x->g.srv);
     x->b_stall_seen = n != x->b_stalls_at_start;
     x->phase = 3;
 }
@@ -240,12 +250,10 @@ static void on_a(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const 
     stall *x = ctx;
     (void)reply, (void)details;
     x->a_st = st;
-    x->a_stalled = rm_rpc_server_reply_stalled(x->srv);
+    x->a_stalled = rm_rpc_server_reply_stalled(x->g.srv);
     uint64_t ms;
-    rm_rpc_server_stall_stats(x->srv, &x->b_stalls_at_start, &ms);
-    grpc_byte_buffer *bb = empty_message();
-    REQUIRE(rm_rpc_server_client_call(x->srv, x->ch, x->method, bb, 200, on_b, x) == 0);
-    grpc_byte_buffer_destroy(bb);
+    rm_rpc_server_stall_stats(x->g.srv, &x->b_stalls_at_start, &ms);
+    REQUIRE(rig_call(&x->g, 200, on_b, x) == 0);
     x->phase = 2;
 }
 
@@ -254,9 +262,7 @@ static int stall_tick(void *ctx, uint64_t now)
     stall *x = ctx;
     (void)now;
     if (x->phase == 0) {
-        grpc_byte_buffer *bb = empty_message();
-        REQUIRE(rm_rpc_server_client_call(x->srv, x->ch, x->method, bb, 1500, on_a, x) == 0);
-        grpc_byte_buffer_destroy(bb);
+        REQUIRE(rig_call(&x->g, 1500, on_a, x) == 0);
         x->phase = 1;
         /* The stall under test: a handler that blocks the server thread
          * (as a stopped or starved process would) while the call is out. */
@@ -267,27 +273,21 @@ static int stall_tick(void *ctx, uint64_t now)
 
 static void test_stall_is_measured_and_told_to_replies(void)
 {
-    int port, fd = silent_peer(&port);
     stall x = {0};
-    x.srv = rm_rpc_server_create(NULL);
-    REQUIRE(rm_rpc_server_listen(x.srv, "127.0.0.1:0", NULL) > 0);
-    x.ch = channel_to(port);
-    x.method = grpc_channel_register_call(x.ch, "/test.Silent/Call", NULL, NULL);
-    rm_rpc_server_run(x.srv, 10, stall_tick, &x, 1000);
+    rig_open(&x.g);
+    rm_rpc_server_run(x.g.srv, 10, stall_tick, &x, 1000);
     uint64_t n, ms;
-    rm_rpc_server_stall_stats(x.srv, &n, &ms);
+    rm_rpc_server_stall_stats(x.g.srv, &n, &ms);
     CHECK(n >= 1);
     CHECK(ms >= 400 - 10 - RM_RPC_STALL_MS); /* the block, less the expected tick */
     CHECK_EQ(x.a_st, GRPC_STATUS_DEADLINE_EXCEEDED);
     CHECK_EQ(x.a_stalled, 1);
     /* A call made after the stall is told of one only if another came. */
     CHECK_EQ(x.b_stalled, x.b_stall_seen);
-    char *m = rm_rpc_server_metrics(x.srv, "t=\"1\"");
+    char *m = rm_rpc_server_metrics(x.g.srv, "t=\"1\"");
     CHECK(strstr(m, "radixmesh_loop_stalls_total{t=\"1\"} ") != NULL);
     free(m);
-    rm_rpc_server_destroy(x.srv);
-    grpc_channel_destroy(x.ch);
-    close(fd);
+    rig_close(&x.g);
 }
 
 int main(void)
