@@ -94,6 +94,10 @@ struct rm_rpc_server {
      * fields are written and read under post_mu, which also orders them
      * for ThreadSanitizer (the queue's own ordering is invisible to it). */
     wake_call wake;
+    /* Loop lag (server thread only): stalls counted so far, their total
+     * length, and whether the reply being delivered saw one. */
+    uint64_t stalls, stalled_ms;
+    int reply_stalled;
 };
 
 typedef struct posted {
@@ -520,6 +524,15 @@ char *rm_rpc_server_metrics(const rm_rpc_server *s, const char *labels)
                        "radixmesh_rpc_duration_seconds_count{%s} %" PRIu64 "\n",
                        l, r->count, l, r->sum, l, r->count);
     }
+    rm_sbuf_printf(&b,
+                   "# HELP radixmesh_loop_stalls_total Times the server thread did not run for "
+                   "longer than its tick (stopped, starved of CPU, a blocking handler).\n"
+                   "# TYPE radixmesh_loop_stalls_total counter\n"
+                   "radixmesh_loop_stalls_total{%s} %" PRIu64 "\n"
+                   "# HELP radixmesh_loop_stalled_seconds_total Time lost to those stalls.\n"
+                   "# TYPE radixmesh_loop_stalled_seconds_total counter\n"
+                   "radixmesh_loop_stalled_seconds_total{%s} %.3f\n",
+                   labels, s->stalls, labels, (double)s->stalled_ms / 1000.0);
     return b.p;
 }
 
@@ -538,11 +551,21 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
     request_call(s, -1);
     for (int i = 0; i < s->nmethods; i++)
         request_call(s, i);
-    uint64_t last_tick = rm_now_ms(), shutdown_at = 0;
+    uint64_t last_tick = rm_now_ms(), shutdown_at = 0, last_return = last_tick;
     for (;;) {
         gpr_timespec wait =
             gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(tick_ms, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(s->cq, wait, NULL);
+        /* Before anything completes: the queue returns at least every
+         * tick_ms plus one event's work. A longer gap is time this thread
+         * did not run (stopped, starved, a blocking handler); a deadline
+         * that expired then says nothing about the peer. */
+        uint64_t back = rm_now_ms();
+        if (back - last_return > tick_ms + RM_RPC_STALL_MS) {
+            s->stalls++;
+            s->stalled_ms += back - last_return - tick_ms;
+        }
+        last_return = back;
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type == GRPC_OP_COMPLETE) {
@@ -649,6 +672,8 @@ typedef struct client_call {
     grpc_byte_buffer *resp;
     rm_rpc_reply_fn cb;
     void *ctx;
+    rm_rpc_server *srv;
+    uint64_t stalls_at_start; /* s->stalls when the call started */
 } client_call;
 
 static void on_client_call(rm_cq_tag *tag, int ok)
@@ -665,7 +690,9 @@ static void on_client_call(rm_cq_tag *tag, int ok)
         st = GRPC_STATUS_INTERNAL;
         snprintf(details, sizeof details, "OK status without a reply message");
     }
+    cc->srv->reply_stalled = cc->srv->stalls != cc->stalls_at_start;
     cc->cb(cc->ctx, st, st == GRPC_STATUS_OK ? cc->resp : NULL, details);
+    cc->srv->reply_stalled = 0;
     if (cc->resp)
         grpc_byte_buffer_destroy(cc->resp);
     grpc_slice_unref(cc->details);
@@ -678,12 +705,17 @@ static void on_client_call(rm_cq_tag *tag, int ok)
 int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
                               grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb, void *ctx)
 {
-    if (timeout_ms <= 0)
+    /* Once the queue is shutting down, gRPC aborts on any new operation on
+     * it (grpc_cq_begin_op); replies and the tick still run while it
+     * drains, and may want to start calls. */
+    if (timeout_ms <= 0 || s->post_closed)
         return -1;
     client_call *cc = rm_xcalloc(1, sizeof *cc);
     cc->base.fn = on_client_call;
     cc->cb = cb;
     cc->ctx = ctx;
+    cc->srv = s;
+    cc->stalls_at_start = s->stalls;
     cc->details = grpc_empty_slice();
     grpc_metadata_array_init(&cc->md);
     grpc_metadata_array_init(&cc->tmd);
@@ -702,6 +734,17 @@ int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
         return -1;
     }
     return 0;
+}
+
+int rm_rpc_server_reply_stalled(const rm_rpc_server *s)
+{
+    return s->reply_stalled;
+}
+
+void rm_rpc_server_stall_stats(const rm_rpc_server *s, uint64_t *stalls, uint64_t *stalled_ms)
+{
+    *stalls = s->stalls;
+    *stalled_ms = s->stalled_ms;
 }
 
 void rm_rpc_server_require_token(rm_rpc_server *s, const char *token)

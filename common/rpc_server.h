@@ -134,6 +134,22 @@ typedef void (*rm_post_fn)(void *arg);
  * has shut down (fn will not run; arg stays the caller's). */
 int rm_rpc_server_post(rm_rpc_server *s, rm_post_fn fn, void *arg);
 
+/* Loop lag. rm_rpc_server_run's thread comes back to the queue at least
+ * every tick_ms plus one event's work; a gap longer than tick_ms +
+ * RM_RPC_STALL_MS is a stall: the process was stopped or starved of CPU,
+ * or a handler blocked. A call's deadline that passed then measured the
+ * server, not the peer. */
+#define RM_RPC_STALL_MS 50
+
+/* Inside a reply callback (rm_rpc_reply_fn): 1 if the server thread
+ * stalled while that call was out, so its failure may be the server's own
+ * lag rather than the peer's. 0 elsewhere. Server thread only. */
+int rm_rpc_server_reply_stalled(const rm_rpc_server *s);
+
+/* Stalls so far and the time lost to them beyond the expected tick.
+ * Server thread only (also exported by rm_rpc_server_metrics). */
+void rm_rpc_server_stall_stats(const rm_rpc_server *s, uint64_t *stalls, uint64_t *stalled_ms);
+
 /* Calls currently in progress (accepted, not yet done). */
 size_t rm_rpc_server_active_calls(const rm_rpc_server *s);
 
@@ -163,9 +179,13 @@ typedef void (*rm_rpc_reply_fn)(void *ctx, grpc_status_code st, grpc_byte_buffer
                                 const char *details);
 
 /* Starts a unary client call on ch whose completion runs cb on the server
- * thread. gRPC takes req's slices (the caller still destroys req). A
- * deadline is required (timeout_ms > 0) so shutdown never waits forever.
- * Returns 0, or -1 if the call could not start (cb is not called). */
+ * thread; call it from the server thread. gRPC takes req's slices (the
+ * caller still destroys req). A deadline is required (timeout_ms > 0) so
+ * shutdown never waits forever. Returns 0, or -1 if the call could not
+ * start (cb is not called): in particular once the server's queue has begun
+ * to shut down (every served call is over and rm_rpc_server_run only drains
+ * what is left -- replies and the tick still run then, and must not count
+ * on a new call). Callers treat -1 as "the server is stopping". */
 int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
                               grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb, void *ctx);
 

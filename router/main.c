@@ -292,6 +292,8 @@ int main(int argc, char **argv)
     uint64_t load_half_life = cfg.load_half_life_ms, choices = cfg.choices;
     uint64_t shutdown_delay = 1000, drain_timeout = 10000, max_streams = 0;
     double load_factor = cfg.load_factor, hot_share = cfg.hot_share, load_floor = cfg.load_floor;
+    uint64_t eject_after = cfg.outlier.eject_after;
+    double max_ejected = cfg.outlier.max_ejected_share, panic = cfg.outlier.panic_threshold;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
         {"router-id", RM_FLAG_STR, &router_id, "this replica's name (default: host name)", 0, 0},
@@ -322,6 +324,14 @@ int main(int argc, char **argv)
         {"fixed-key-tokens", RM_FLAG_U64, &fixed, "N for --key-mode fixed", 1, 1u << 24},
         {"call-timeout-ms", RM_FLAG_U64, &timeout, "deadline of each call to a node", 10, 600000},
         {"health-interval-ms", RM_FLAG_U64, &health, "node health-check period", 50, 600000},
+        {"eject-after-failures", RM_FLAG_U64, &eject_after,
+         "consecutive failed calls or health checks that take a node off the ring (failures "
+         "while the router itself stalled do not count)",
+         1, 1000},
+        {"max-ejected-share", RM_FLAG_DOUBLE, &max_ejected,
+         "at most this share of the nodes is off the ring for failures (one always may be)", 0, 0},
+        {"panic-threshold", RM_FLAG_DOUBLE, &panic,
+         "below this share of healthy nodes, route to every node as if healthy (0: never)", 0, 0},
         {"stats-interval", RM_FLAG_U64, &stats, "node Stats poll period in ms", 50, 600000},
         {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
         {"max-concurrent-streams", RM_FLAG_U64, &max_streams,
@@ -402,6 +412,10 @@ int main(int argc, char **argv)
         rm_flags_fail(&fs, "--load-factor must be > 1 (got %g)", load_factor);
     if (hot_share < 0 || hot_share > 1)
         rm_flags_fail(&fs, "--hot-share must be within [0, 1] (got %g)", hot_share);
+    if (!(max_ejected >= 0 && max_ejected <= 1))
+        rm_flags_fail(&fs, "--max-ejected-share must be within [0, 1] (got %g)", max_ejected);
+    if (!(panic >= 0 && panic <= 1))
+        rm_flags_fail(&fs, "--panic-threshold must be within [0, 1] (got %g)", panic);
     if (!strcmp(key_mode, "adaptive"))
         cfg.key_mode = RM_KEY_ADAPTIVE;
     else if (!strcmp(key_mode, "fixed"))
@@ -462,6 +476,9 @@ int main(int argc, char **argv)
     cfg.health_interval_ms = (uint32_t)health;
     cfg.stats_interval_ms = (uint32_t)stats;
     cfg.max_request_tokens = max_req;
+    cfg.outlier.eject_after = (uint32_t)eject_after;
+    cfg.outlier.max_ejected_share = max_ejected;
+    cfg.outlier.panic_threshold = panic;
 
     rm_tls tls;
     char tls_err[512];

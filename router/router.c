@@ -43,17 +43,27 @@ void rm_router_config_defaults(rm_router_config *cfg)
     cfg->stats_interval_ms = 1000;
     cfg->load_half_life_ms = 1000;
     cfg->max_request_tokens = 1048576;
+    rm_outlier_config_defaults(&cfg->outlier);
     rm_breaker_config_defaults(&cfg->worker_breaker);
 }
 
-/* One cache node as the router sees it. Nodes are never freed while the
- * router lives (in-flight replies point at them); removal only marks them. */
+/* One cache node as the router sees it. A removed node leaves r->nodes at
+ * once and is freed when the last call in flight that points at it ends:
+ * refs counts the membership and every such call (health checks, Stats
+ * polls, peeks, forwarded calls, gateway records). */
 typedef struct rnode {
     char *id; /* NULL until learnt from Stats (DNS discovery) */
     char *address;
     uint32_t weight;
-    int healthy; /* on the ring */
+    int refs;
     int removed;
+    /* Health (see refresh): confirmed once it answered SERVING; draining
+     * after NOT_SERVING; auth_rejected while it refuses the router's token;
+     * ol: the ejection rule's count. healthy and routable are derived. */
+    int confirmed, draining, auth_rejected, kept_logged;
+    rm_outlier_node ol;
+    int healthy;  /* a member, neither ejected nor failing */
+    int routable; /* on the ring: healthy, failing but kept, or anything in panic */
     int health_busy, stats_busy;
     int id_warned, block_warned;
     grpc_channel *ch;
@@ -94,6 +104,11 @@ struct rm_router {
     rm_ring ring;
     rm_ring gw_ring; /* nodes with a reachable worker: gateway routing */
     uint32_t healthy, gw_members;
+    int panic; /* too few healthy nodes: every member is on the ring */
+    uint64_t ejections;
+    /* Ids of recently removed nodes: a Release naming one is answered OK. */
+    char *retired[256];
+    size_t retired_next;
     uint64_t *hot; /* sorted hashes of cluster-hot prefixes */
     size_t nhot;
     double hot_share_now;
@@ -111,7 +126,14 @@ struct rm_router {
 
 static int on_ring(const rnode *n)
 {
-    return n->healthy && !n->removed && n->id;
+    return n->routable && !n->removed && n->id;
+}
+
+/* A node the ejection rule applies to: it answered SERVING, is not
+ * draining and accepts the router's credentials. */
+static int member(const rnode *n)
+{
+    return n->id && !n->removed && n->confirmed && !n->draining && !n->auth_rejected;
 }
 
 /* Gateway requests go only to nodes whose worker is known, reachable, and
@@ -160,7 +182,7 @@ static void rebuild_ring(rm_router *r)
         weights[i] = n->weight;
         up[i] = on_ring(n);
         gw[i] = has_worker(n);
-        r->healthy += up[i];
+        r->healthy += n->healthy;
         r->gw_members += gw[i];
     }
     rm_ring_build(&r->ring, ids, weights, up, r->nnodes, r->cfg.vnodes);
@@ -172,15 +194,162 @@ static void rebuild_ring(rm_router *r)
     publish_workers(r);
 }
 
-static void set_healthy(rm_router *r, rnode *n, int healthy, const char *why)
+/* Derives every node's healthy/routable flags and the panic state from
+ * the nodes' states (router/outlier.h), then rebuilds the rings. */
+static void refresh(rm_router *r)
 {
-    if (n->healthy == healthy)
-        return;
-    n->healthy = healthy;
-    rm_log(healthy ? RM_LOG_INFO : RM_LOG_WARN, "router", "node %s (%s) %s%s%s",
-           n->id ? n->id : "?", n->address, healthy ? "joins the ring" : "leaves the ring",
-           why ? ": " : "", why ? why : "");
+    const rm_outlier_config *oc = &r->cfg.outlier;
+    uint32_t members = 0, healthy = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (member(n)) {
+            members++;
+            healthy += (uint32_t)rm_outlier_healthy(oc, &n->ol);
+        }
+    }
+    int panic = rm_outlier_panic(oc, healthy, members);
+    if (panic != r->panic)
+        rm_log(panic ? RM_LOG_WARN : RM_LOG_INFO, "router",
+               panic ? "%u of %u nodes healthy, below --panic-threshold %.2f: routing to all of "
+                       "them as if healthy"
+                     : "%u of %u nodes healthy (--panic-threshold %.2f): routing to healthy "
+                       "nodes again",
+               healthy, members, oc->panic_threshold);
+    r->panic = panic;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        n->healthy = member(n) && rm_outlier_healthy(oc, &n->ol);
+        n->routable = member(n) && rm_outlier_routable(&n->ol, panic);
+    }
     rebuild_ring(r);
+}
+
+/* One result of a call to n (health check, Stats poll, peek, forwarded
+ * call) through the ejection rule; why: the failure's details. */
+static void note(rm_router *r, rnode *n, rm_outlier_outcome o, const char *why)
+{
+    if (!member(n))
+        return;
+    if (o == RM_OUTLIER_ANSWERED && !n->ol.failures && !n->ol.ejected) {
+        n->kept_logged = 0;
+        return; /* the common case, every successful reply: nothing changes */
+    }
+    const rm_outlier_config *oc = &r->cfg.outlier;
+    uint32_t members = 0, ejected = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++)
+        if (member(r->nodes[i])) {
+            members++;
+            ejected += (uint32_t)r->nodes[i]->ol.ejected;
+        }
+    int was = rm_outlier_healthy(oc, &n->ol);
+    rm_outlier_change ch = rm_outlier_record(oc, &n->ol, o, members, ejected);
+    if (o == RM_OUTLIER_FAILED)
+        rm_log(RM_LOG_DEBUG, "router", "node %s: failure %u in a row: %s", n->id, n->ol.failures,
+               why);
+    else if (o == RM_OUTLIER_IGNORED)
+        rm_log(RM_LOG_DEBUG, "router", "node %s: failure not counted, the router stalled: %s",
+               n->id, why);
+    if (o == RM_OUTLIER_ANSWERED)
+        n->kept_logged = 0;
+    switch (ch) {
+    case RM_OUTLIER_EJECT:
+        r->ejections++;
+        n->kept_logged = 0;
+        rm_log(RM_LOG_WARN, "router",
+               "node %s (%s) leaves the ring: %u failures in a row (last: %s)", n->id, n->address,
+               n->ol.failures, why);
+        break;
+    case RM_OUTLIER_RESTORE:
+        rm_log(RM_LOG_INFO, "router", "node %s (%s) joins the ring again", n->id, n->address);
+        break;
+    case RM_OUTLIER_KEPT:
+        if (!n->kept_logged)
+            rm_log(RM_LOG_WARN, "router",
+                   "node %s (%s) failed %u times in a row (last: %s) but stays on the ring: %u of "
+                   "%u nodes are out already (--max-ejected-share %.2f)",
+                   n->id, n->address, n->ol.failures, why, ejected, members, oc->max_ejected_share);
+        n->kept_logged = 1;
+        break;
+    case RM_OUTLIER_SAME:
+        break;
+    }
+    if (ch == RM_OUTLIER_EJECT || ch == RM_OUTLIER_RESTORE || was != rm_outlier_healthy(oc, &n->ol))
+        refresh(r);
+}
+
+/* The node answered SERVING to a health check. */
+static void node_serving(rm_router *r, rnode *n)
+{
+    if (n->confirmed && !n->draining) {
+        note(r, n, RM_OUTLIER_ANSWERED, NULL);
+        return;
+    }
+    n->confirmed = 1;
+    n->draining = 0;
+    n->ol = (rm_outlier_node){0};
+    rm_log(RM_LOG_INFO, "router", "node %s (%s) joins the ring", n->id, n->address);
+    refresh(r);
+}
+
+/* The node said it does not serve (NOT_SERVING while it drains, or an
+ * error status of its own): an explicit answer, not a failure, so it
+ * leaves at once, outside the ejection rule. */
+static void node_not_serving(rm_router *r, rnode *n, const char *why)
+{
+    if (n->draining)
+        return;
+    n->draining = 1;
+    n->ol = (rm_outlier_node){0};
+    if (n->confirmed)
+        rm_log(RM_LOG_WARN, "router", "node %s (%s) leaves the ring: %s", n->id, n->address, why);
+    refresh(r);
+}
+
+/* The node answered one of the router's authenticated calls (all but the
+ * health check): with UNAUTHENTICATED it refuses the router's own token
+ * (--node-token-file), and routing there cannot work. Logged once per
+ * change. */
+static void note_auth(rm_router *r, rnode *n, grpc_status_code st, const char *details)
+{
+    int rejected = st == GRPC_STATUS_UNAUTHENTICATED;
+    if (n->removed || !n->id || rejected == n->auth_rejected)
+        return;
+    n->auth_rejected = rejected;
+    if (rejected)
+        rm_log(RM_LOG_ERROR, "router",
+               "node %s (%s) rejects the router's credentials (%s): it leaves the ring; check "
+               "--node-token-file",
+               n->id, n->address, details);
+    else
+        rm_log(RM_LOG_INFO, "router", "node %s (%s) accepts the router's credentials again", n->id,
+               n->address);
+    refresh(r);
+}
+
+static rnode *node_ref(rnode *n)
+{
+    n->refs++;
+    return n;
+}
+
+static void node_unref(rnode *n)
+{
+    if (--n->refs > 0)
+        return;
+    grpc_channel_destroy(n->ch);
+    if (n->have_stats)
+        pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
+    free(n->id);
+    free(n->address);
+    free(n);
+}
+
+static int was_member(const rm_router *r, const char *id)
+{
+    for (size_t i = 0; i < RM_ARRAY_LEN(r->retired); i++)
+        if (r->retired[i] && !strcmp(r->retired[i], id))
+            return 1;
+    return 0;
 }
 
 rm_router *rm_router_create(const rm_router_config *cfg)
@@ -197,15 +366,10 @@ rm_router *rm_router_create(const rm_router_config *cfg)
 
 void rm_router_destroy(rm_router *r)
 {
-    for (uint32_t i = 0; i < r->nnodes; i++) {
-        rnode *n = r->nodes[i];
-        grpc_channel_destroy(n->ch);
-        if (n->have_stats)
-            pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
-        free(n->id);
-        free(n->address);
-        free(n);
-    }
+    for (uint32_t i = 0; i < r->nnodes; i++)
+        node_unref(r->nodes[i]);
+    for (size_t i = 0; i < RM_ARRAY_LEN(r->retired); i++)
+        free(r->retired[i]);
     free(r->nodes);
     free(r->hot);
     rm_ring_free(&r->ring);
@@ -219,8 +383,6 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
 {
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *o = r->nodes[i];
-        if (o->removed)
-            continue;
         if (!strcmp(o->address, address) || (id && o->id && !strcmp(o->id, id)))
             return -1;
     }
@@ -232,6 +394,7 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     n->id = id ? rm_xstrndup(id, strlen(id)) : NULL;
     n->address = rm_xstrndup(address, strlen(address));
     n->weight = 1;
+    n->refs = 1; /* the membership's */
     grpc_arg args[3];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -296,16 +459,22 @@ int rm_router_set_static_nodes(rm_router *r, const char *spec, char *err, size_t
         return -1;
     }
     int changed = 0;
+    char **drop = rm_xcalloc(r->nnodes + 1, sizeof *drop);
+    uint32_t ndrop = 0;
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *o = r->nodes[i];
         int keep = 0;
-        for (size_t k = 0; k < n && !o->removed; k++)
+        for (size_t k = 0; k < n; k++)
             keep |= o->id && !strcmp(o->id, want[k].id) && !strcmp(o->address, want[k].addr);
-        if (!o->removed && !keep) {
-            rm_router_remove_node(r, o->address);
-            changed++;
-        }
+        if (!keep)
+            drop[ndrop++] = rm_xstrndup(o->address, strlen(o->address));
     }
+    for (uint32_t i = 0; i < ndrop; i++) { /* removing shifts r->nodes */
+        rm_router_remove_node(r, drop[i]);
+        free(drop[i]);
+        changed++;
+    }
+    free(drop);
     for (size_t k = 0; k < n; k++)
         if (rm_router_add_node(r, want[k].id, want[k].addr) == 0) {
             rm_log(RM_LOG_INFO, "router", "node %s (%s) added to the membership", want[k].id,
@@ -328,12 +497,21 @@ void rm_router_remove_node(rm_router *r, const char *address)
 {
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];
-        if (!n->removed && !strcmp(n->address, address)) {
-            n->removed = 1;
-            rm_log(RM_LOG_INFO, "router", "node %s (%s) removed from membership",
-                   n->id ? n->id : "?", n->address);
-            rebuild_ring(r);
+        if (strcmp(n->address, address) != 0)
+            continue;
+        n->removed = 1;
+        rm_log(RM_LOG_INFO, "router", "node %s (%s) removed from membership", n->id ? n->id : "?",
+               n->address);
+        if (n->id && !was_member(r, n->id)) {
+            free(r->retired[r->retired_next]);
+            r->retired[r->retired_next] = rm_xstrndup(n->id, strlen(n->id));
+            r->retired_next = (r->retired_next + 1) % RM_ARRAY_LEN(r->retired);
         }
+        memmove(&r->nodes[i], &r->nodes[i + 1], (r->nnodes - i - 1) * sizeof *r->nodes);
+        r->nnodes--;
+        node_unref(n);
+        refresh(r);
+        return;
     }
 }
 
@@ -350,7 +528,7 @@ void rm_router_set_serving(rm_router *r, int serving)
 static rnode *find_by_id(rm_router *r, const char *id)
 {
     for (uint32_t i = 0; i < r->nnodes; i++)
-        if (!r->nodes[i]->removed && r->nodes[i]->id && !strcmp(r->nodes[i]->id, id))
+        if (r->nodes[i]->id && !strcmp(r->nodes[i]->id, id))
             return r->nodes[i];
     return NULL;
 }
@@ -637,21 +815,36 @@ static int is_transport_failure(grpc_status_code st)
            st == GRPC_STATUS_CANCELLED || st == GRPC_STATUS_UNKNOWN;
 }
 
+/* What a node's failed call counts as: a transport failure while the
+ * router's own loop stalled measured the router, not the node. */
+static rm_outlier_outcome outcome(const rm_router *r, grpc_status_code st)
+{
+    return rm_outlier_classify(is_transport_failure(st), rm_rpc_server_reply_stalled(r->srv));
+}
+
 static void on_health(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
 {
     node_op *op = ctx;
+    rm_router *r = op->r;
     rnode *n = op->n;
     n->health_busy = 0;
-    int serving = 0;
-    if (st == GRPC_STATUS_OK) {
-        grpc_health_v1_HealthCheckResponse rep = grpc_health_v1_HealthCheckResponse_init_zero;
-        char err[128];
-        serving = rm_pb_decode_bb(reply, grpc_health_v1_HealthCheckResponse_fields, &rep, err,
-                                  sizeof err) &&
-                  rep.status == grpc_health_v1_HealthCheckResponse_ServingStatus_SERVING;
+    if (!n->removed && n->id) {
+        if (st == GRPC_STATUS_OK) {
+            grpc_health_v1_HealthCheckResponse rep = grpc_health_v1_HealthCheckResponse_init_zero;
+            char err[128];
+            if (rm_pb_decode_bb(reply, grpc_health_v1_HealthCheckResponse_fields, &rep, err,
+                                sizeof err) &&
+                rep.status == grpc_health_v1_HealthCheckResponse_ServingStatus_SERVING)
+                node_serving(r, n);
+            else
+                node_not_serving(r, n, "NOT_SERVING");
+        } else if (is_transport_failure(st)) {
+            note(r, n, outcome(r, st), details);
+        } else {
+            node_not_serving(r, n, details);
+        }
     }
-    if (!n->removed && n->id)
-        set_healthy(op->r, n, serving, serving ? NULL : st ? details : "NOT_SERVING");
+    node_unref(n);
     free(op);
 }
 
@@ -661,7 +854,10 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
     rm_router *r = op->r;
     rnode *n = op->n;
     n->stats_busy = 0;
-    (void)details;
+    if (!n->removed && !is_transport_failure(st))
+        note_auth(r, n, st, details);
+    if (!n->removed)
+        note(r, n, outcome(r, st), details);
     if (st == GRPC_STATUS_OK && !n->removed) {
         radixmesh_v1_NodeStats s = radixmesh_v1_NodeStats_init_zero;
         char err[128];
@@ -697,6 +893,7 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
             pb_release(radixmesh_v1_NodeStats_fields, &s);
         }
     }
+    node_unref(n);
     free(op);
 }
 
@@ -707,12 +904,15 @@ static void empty_call(rm_router *r, rnode *n, void *method, rm_rpc_reply_fn cb)
     node_op *op = rm_xmalloc(sizeof *op);
     op->r = r;
     op->n = n;
-    if (rm_rpc_server_client_call(r->srv, n->ch, method, bb, (int)r->cfg.call_timeout_ms, cb, op))
+    if (rm_rpc_server_client_call(r->srv, n->ch, method, bb, (int)r->cfg.call_timeout_ms, cb, op)) {
         free(op);
-    else if (cb == on_health)
-        n->health_busy = 1;
-    else
-        n->stats_busy = 1;
+    } else {
+        node_ref(n);
+        if (cb == on_health)
+            n->health_busy = 1;
+        else
+            n->stats_busy = 1;
+    }
     grpc_byte_buffer_destroy(bb);
 }
 
@@ -722,8 +922,6 @@ void rm_router_tick(rm_router *r, uint64_t now_ms)
         r->last_health_ms = now_ms;
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
-            if (n->removed)
-                continue;
             if (!n->health_busy && n->id)
                 empty_call(r, n, n->m_health, on_health);
             if (!n->id && !n->stats_busy) /* learn the id first */
@@ -732,9 +930,11 @@ void rm_router_tick(rm_router *r, uint64_t now_ms)
     }
     if (now_ms - r->last_stats_ms >= r->cfg.stats_interval_ms) {
         r->last_stats_ms = now_ms;
+        /* Nodes refusing the router's token are polled too: a poll is
+         * how they are seen to accept it again. */
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
-            if (!n->removed && n->healthy && !n->stats_busy)
+            if (n->id && n->confirmed && !n->draining && !n->ol.ejected && !n->stats_busy)
                 empty_call(r, n, n->m_stats, on_stats);
         }
     }
@@ -752,7 +952,7 @@ typedef struct proxy {
     grpc_slice fallback; /* Insert without its lease, for another node */
     int has_fallback;
     uint64_t key;
-    rnode *node;
+    rnode *node; /* holds a reference */
     int attempts;
 } proxy;
 
@@ -764,12 +964,54 @@ static void *method_of(const proxy *p, const rnode *n)
 static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
                              const char *details);
 
+/* A forwarded call to node n (already charged with it in flight); takes
+ * req and fallback (a grpc_empty_slice() when has_fallback is 0). */
+static proxy *proxy_new(rm_router *r, rm_rpc_call *call, px_kind kind, grpc_slice req,
+                        grpc_slice fallback, int has_fallback, uint64_t key, rnode *n)
+{
+    proxy *p = rm_xcalloc(1, sizeof *p);
+    *p = (proxy){r, call, kind, req, fallback, has_fallback, key, node_ref(n), 0};
+    return p;
+}
+
 static void proxy_free(proxy *p)
 {
     grpc_slice_unref(p->req);
     if (p->has_fallback)
         grpc_slice_unref(p->fallback);
+    node_unref(p->node);
     free(p);
+}
+
+/* Why no node could take a call: a node refusing the router's own token
+ * is a configuration error the client should not mistake for its own
+ * (its token was fine) nor for an outage. */
+static void no_node_reason(const rm_router *r, char *msg, size_t len)
+{
+    const rnode *refusing = NULL;
+    uint32_t up = 0, refuse = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        const rnode *n = r->nodes[i];
+        if (!n->id || !n->confirmed || n->draining)
+            continue;
+        up++;
+        if (n->auth_rejected) {
+            refuse++;
+            refusing = n;
+        }
+    }
+    if (refusing && refuse == up)
+        snprintf(msg, len,
+                 "no cache node accepts the router's credentials (%s answers UNAUTHENTICATED): "
+                 "check the router's --node-token-file",
+                 refusing->id);
+    else if (refusing)
+        snprintf(msg, len,
+                 "no healthy cache node: %s rejects the router's credentials (check the router's "
+                 "--node-token-file), the others are down or unreachable",
+                 refusing->id);
+    else
+        snprintf(msg, len, "no healthy cache node: every node is down or unreachable");
 }
 
 static void forward(proxy *p)
@@ -780,8 +1022,9 @@ static void forward(proxy *p)
     p->attempts++;
     if (rm_rpc_server_client_call(p->r->srv, p->node->ch, method_of(p, p->node), bb,
                                   (int)p->r->cfg.call_timeout_ms, on_forward_reply, p) != 0) {
+        /* Refused only while the server's queue shuts down. */
         p->node->inflight--;
-        rm_rpc_call_finish(p->call, GRPC_STATUS_INTERNAL, "cannot start a call to the node", NULL);
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, "router is shutting down", NULL);
         proxy_free(p);
     }
     grpc_byte_buffer_destroy(bb);
@@ -795,17 +1038,34 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
     rnode *n = p->node;
     if (n->inflight)
         n->inflight--;
+    int failed = is_transport_failure(st), auth = st == GRPC_STATUS_UNAUTHENTICATED;
+    if (!failed)
+        note_auth(r, n, st, details);
+    note(r, n, outcome(r, st), details);
     if (st == GRPC_STATUS_OK) {
         rm_rpc_call_finish(p->call, GRPC_STATUS_OK, NULL, grpc_byte_buffer_copy(reply));
         proxy_free(p);
         return;
     }
-    if (!is_transport_failure(st)) { /* the node's own answer: pass it on */
+    if (!failed && !auth) { /* the node's own answer: pass it on */
         rm_rpc_call_finish(p->call, st, details, NULL);
         proxy_free(p);
         return;
     }
-    set_healthy(r, n, 0, details);
+    /* A transport failure, or the node refusing the router's token: the
+     * client's own call was fine, so it gets another node or UNAVAILABLE,
+     * never the router's UNAUTHENTICATED as if its token were wrong. */
+    char msg[512];
+    if (auth)
+        snprintf(msg, sizeof msg,
+                 "node %s rejected the router's credentials (%s): check the router's "
+                 "--node-token-file",
+                 n->id, details);
+    if (p->kind == PX_RELEASE && auth) {
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+        proxy_free(p);
+        return;
+    }
     if (p->kind == PX_RELEASE) {
         /* The lease lived on a node that is gone or hung: it dies with the
          * node or expires by TTL. Nothing is left to release. */
@@ -817,9 +1077,10 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
     }
     rnode *next = p->attempts < 2 ? pick(r, p->key, n, 1, NULL) : NULL;
     if (!next) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "no cache node could serve the call (last: %s at %s: %s)", n->id,
-                 n->address, details);
+        if (!auth)
+            snprintf(msg, sizeof msg,
+                     "no healthy cache node could serve the call (last: %s at %s: %s)", n->id,
+                     n->address, details);
         rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
         proxy_free(p);
         return;
@@ -831,7 +1092,8 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
         grpc_slice_unref(p->req);
         p->req = grpc_slice_ref(p->fallback);
     }
-    p->node = next;
+    p->node = node_ref(next);
+    node_unref(n);
     forward(p);
 }
 
@@ -859,10 +1121,11 @@ static grpc_status_code decode_tokens_req(rm_router *r, grpc_byte_buffer *req,
     return GRPC_STATUS_INVALID_ARGUMENT;
 }
 
-static void no_node(rm_rpc_call *call)
+static void no_node(rm_router *r, rm_rpc_call *call)
 {
-    rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
-                       "no healthy cache node: every node is down or unreachable", NULL);
+    char msg[256];
+    no_node_reason(r, msg, sizeof msg);
+    rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
 }
 
 /* ---- choosing between two candidates ------------------------------------- */
@@ -921,6 +1184,8 @@ static void decide(choice *ch)
         else
             w = served(ch->cand[1]) < served(ch->cand[0]);
     }
+    if (ch->ncand == 2 && ch->cand[w]->removed && !ch->cand[!w]->removed)
+        w = !w; /* left the membership while we peeked */
     rnode *n = ch->cand[w];
     charge(r, n, ch->kind != CH_ROUTE, ch->spilled, 1);
     n->pending += 1;
@@ -936,9 +1201,7 @@ static void decide(choice *ch)
         job->key_tokens = ch->key_tokens;
         job->done(job);
     } else if (ch->kind == CH_MATCH) {
-        proxy *p = rm_xcalloc(1, sizeof *p);
-        *p = (proxy){r, ch->call, PX_MATCH, ch->req, grpc_empty_slice(), 0, ch->key, n, 0};
-        forward(p);
+        forward(proxy_new(r, ch->call, PX_MATCH, ch->req, grpc_empty_slice(), 0, ch->key, n));
     } else {
         radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
         rep.node_id = n->id;
@@ -949,6 +1212,8 @@ static void decide(choice *ch)
                            rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
         grpc_slice_unref(ch->req);
     }
+    for (int i = 0; i < ch->ncand; i++)
+        node_unref(ch->cand[i]);
     free(ch);
 }
 
@@ -956,7 +1221,10 @@ static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, con
 {
     peek_ctx *pk = ctx;
     choice *ch = pk->ch;
-    (void)details;
+    rnode *n = ch->cand[pk->idx];
+    if (!is_transport_failure(st))
+        note_auth(ch->r, n, st, details);
+    note(ch->r, n, outcome(ch->r, st), details);
     ch->cached[pk->idx] = -1;
     if (st == GRPC_STATUS_OK) {
         radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
@@ -974,6 +1242,8 @@ static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, con
 static void peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens)
 {
     rm_router *r = ch->r;
+    for (int i = 0; i < ch->ncand; i++) /* until decide */
+        node_ref(ch->cand[i]);
     if (ch->ncand == 1) {
         decide(ch);
         return;
@@ -1019,8 +1289,7 @@ static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice
     if (ch->ncand == 0) {
         grpc_slice_unref(req);
         free(ch);
-        rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
-                           "no healthy cache node: every node is down or unreachable", NULL);
+        no_node(r, call);
         return;
     }
     peek_and_decide(ch, ns, toks->v, toks->n);
@@ -1072,7 +1341,7 @@ static void do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     grpc_slice bytes;
     if (m.node_id && *m.node_id) {
         rnode *pin = find_by_id(r, m.node_id);
-        if (pin && pin->healthy) {
+        if (pin && on_ring(pin)) {
             /* Pinned: the node that answered Match holds the lease, whatever
              * the ring or the loads say now. Still counted as load. */
             n = pin;
@@ -1086,15 +1355,13 @@ static void do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
         n = pick(r, key, NULL, 1, NULL);
         if (!n) {
             grpc_slice_unref(fallback);
-            no_node(call);
+            no_node(r, call);
             goto out;
         }
         bytes = (m.lease_id && !(m.node_id && *m.node_id)) ? request_bytes(req)
                                                            : grpc_slice_ref(fallback);
     }
-    proxy *p = rm_xcalloc(1, sizeof *p);
-    *p = (proxy){r, call, PX_INSERT, bytes, fallback, 1, key, n, 0};
-    forward(p);
+    forward(proxy_new(r, call, PX_INSERT, bytes, fallback, 1, key, n));
 out:
     pb_release(radixmesh_v1_InsertRequest_fields, &m);
     rm_tokens_free(&toks);
@@ -1112,19 +1379,25 @@ static void do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
                            "Release needs node_id: the node_id of the Match reply", NULL);
     } else {
         rnode *n = find_by_id(r, m.node_id);
-        if (!n) {
+        if (!n && !was_member(r, m.node_id)) {
             snprintf(err, sizeof err, "unknown node '%.100s'", m.node_id);
             rm_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err, NULL);
-        } else if (!n->healthy) {
-            /* Down or hung: its leases die with it or expire by TTL. */
+        } else if (n && n->auth_rejected) {
+            snprintf(err, sizeof err,
+                     "node %.100s rejects the router's credentials: check the router's "
+                     "--node-token-file",
+                     n->id);
+            rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, err, NULL);
+        } else if (!n || !on_ring(n)) {
+            /* Removed, down or hung: its leases die with it or expire by
+             * their TTL. */
             rm_rpc_call_finish(
                 call, GRPC_STATUS_OK, NULL,
                 rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
         } else {
             n->inflight++;
-            proxy *p = rm_xcalloc(1, sizeof *p);
-            *p = (proxy){r, call, PX_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n, 0};
-            forward(p);
+            forward(
+                proxy_new(r, call, PX_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n));
         }
     }
     pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
@@ -1225,6 +1498,7 @@ static grpc_status_code do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_
     cs.spills_total = r->spills;
     cs.failovers_total = r->failovers;
     cs.retries_total = r->retries;
+    cs.ejections_total = r->ejections;
     cs.healthy_nodes = r->healthy;
     cs.hot_prefixes = (uint32_t)r->nhot;
     cs.hot_share = r->hot_share_now;
@@ -1414,6 +1688,7 @@ static void on_recorded(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
     (void)reply;
     if (st != GRPC_STATUS_OK)
         rm_log(RM_LOG_DEBUG, "router", "recording a gateway prompt in %s: %s", op->n->id, details);
+    node_unref(op->n);
     free_job(op->job);
     free(op);
 }
@@ -1445,7 +1720,7 @@ static void on_record_match(void *ctx, grpc_status_code st, grpc_byte_buffer *re
 static void record_prompt(rm_router *r, rnode *n, rm_route_job *job)
 {
     record_op *op = rm_xmalloc(sizeof *op);
-    *op = (record_op){r, n, job};
+    *op = (record_op){r, node_ref(n), job};
     radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens_view view = {job->tokens, job->ntokens};
     m.namespace = job->ns;
@@ -1608,6 +1883,9 @@ char *rm_router_metrics(rm_router *r)
         {"radixmesh_router_spills_total", "Requests that skipped an overloaded node.", r->spills},
         {"radixmesh_router_failovers_total", "Calls moved off a failed node.", r->failovers},
         {"radixmesh_router_retries_total", "Calls retried on another node.", r->retries},
+        {"radixmesh_router_ejections_total",
+         "Nodes taken off the ring after consecutive failures (--eject-after-failures).",
+         r->ejections},
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(counters); i++) {
         family(&b, counters[i].name, "counter", counters[i].help);
@@ -1637,13 +1915,18 @@ char *rm_router_metrics(rm_router *r)
                                n->id, worker_up(n));
         }
     }
-    family(&b, "radixmesh_router_healthy_nodes", "gauge", "Nodes on the ring.");
+    family(&b, "radixmesh_router_healthy_nodes", "gauge",
+           "Nodes answering, neither ejected nor failing.");
     rm_sbuf_printf(&b, "radixmesh_router_healthy_nodes{router=\"%s\"} %u\n", rl, r->healthy);
+    family(&b, "radixmesh_router_panic", "gauge",
+           "1 while too few nodes are healthy (--panic-threshold) and all are routed to.");
+    rm_sbuf_printf(&b, "radixmesh_router_panic{router=\"%s\"} %d\n", rl, r->panic);
     family(&b, "radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.");
     rm_sbuf_printf(&b, "radixmesh_router_hot_prefixes{router=\"%s\"} %zu\n", rl, r->nhot);
     /* Per node: cardinality is bounded by the membership. */
     const char *fams[][3] = {
-        {"radixmesh_node_up", "gauge", "1 while the node is on the ring."},
+        {"radixmesh_node_up", "gauge", "1 while the node is healthy."},
+        {"radixmesh_node_failures", "gauge", "Consecutive failed calls to the node."},
         {"radixmesh_node_routed_requests_total", "counter", "Requests routed to the node."},
         {"radixmesh_node_hit_tokens_total", "counter", "The node's hit tokens (its Stats)."},
         {"radixmesh_node_query_tokens_total", "counter", "The node's query tokens (its Stats)."},
@@ -1661,6 +1944,7 @@ char *rm_router_metrics(rm_router *r)
                 continue;
             const radixmesh_v1_NodeStats *st = &n->stats;
             double v[] = {n->healthy,
+                          (double)n->ol.failures,
                           (double)n->routed,
                           (double)st->hit_tokens_total,
                           (double)st->query_tokens_total,
@@ -1690,6 +1974,8 @@ char *rm_router_cluster_json(rm_router *r)
     json_object_set_new(o, "routed_requests_total", json_integer((json_int_t)r->routed_total));
     json_object_set_new(o, "spills_total", json_integer((json_int_t)r->spills));
     json_object_set_new(o, "failovers_total", json_integer((json_int_t)r->failovers));
+    json_object_set_new(o, "ejections_total", json_integer((json_int_t)r->ejections));
+    json_object_set_new(o, "panic", json_boolean(r->panic));
     json_object_set_new(o, "healthy_nodes", json_integer(r->healthy));
     json_object_set_new(o, "hot_prefixes", json_integer((json_int_t)r->nhot));
     uint64_t wh, wq;
@@ -1709,6 +1995,8 @@ char *rm_router_cluster_json(rm_router *r)
         json_object_set_new(j, "id", json_string(n->id ? n->id : ""));
         json_object_set_new(j, "address", json_string(n->address));
         json_object_set_new(j, "healthy", json_boolean(n->healthy));
+        json_object_set_new(j, "ejected", json_boolean(n->ol.ejected));
+        json_object_set_new(j, "failures", json_integer(n->ol.failures));
         json_object_set_new(j, "hit_tokens_total", json_integer((json_int_t)st->hit_tokens_total));
         json_object_set_new(j, "query_tokens_total",
                             json_integer((json_int_t)st->query_tokens_total));

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "breaker.h"
+#include "outlier.h"
 #include "radixmesh.pb.h"
 #include "rpc_server.h"
 
@@ -31,6 +32,7 @@ typedef struct rm_router_config {
     uint32_t load_half_life_ms; /* decay of "recent routed work" */
     uint64_t max_request_tokens;
     const struct rm_tls *node_tls;    /* TLS towards nodes when it has a CA; may be NULL */
+    rm_outlier_config outlier;        /* when failing nodes leave the ring (router/outlier.h) */
     rm_breaker_config worker_breaker; /* gateway: when a worker stops getting requests */
 } rm_router_config;
 
@@ -56,7 +58,10 @@ int rm_router_set_static_nodes(rm_router *r, const char *spec, char *err, size_t
 void rm_router_set_tuning(rm_router *r, double load_factor, uint32_t call_timeout_ms,
                           uint64_t max_request_tokens);
 
-/* Drops the node with this address from the membership. */
+/* Drops the node with this address from the membership. Its memory is
+ * freed once no call in flight refers to it. Its id is remembered (the
+ * last 256 removed ids): a Release naming it is answered OK, as for a down
+ * node, since its leases died with it or expire by their TTL. */
 void rm_router_remove_node(rm_router *r, const char *address);
 
 /* Registers Router and Health methods on srv (and keeps srv for node calls). */
@@ -79,7 +84,10 @@ char *rm_router_metrics(rm_router *r);
  * recent per-second history the dashboard draws. */
 char *rm_router_cluster_json(rm_router *r);
 
-/* Number of nodes on the ring now. */
+/* Nodes healthy now: answering SERVING, accepting the router's
+ * credentials, neither ejected nor failing (router/outlier.h). Readiness
+ * (grpc health, /readyz) needs at least one. In panic the ring holds more
+ * nodes than this. */
 uint32_t rm_router_healthy_nodes(const rm_router *r);
 
 /* The routing key of a request and how many tokens it covers (exposed for

@@ -98,7 +98,9 @@ static int td_start(test_daemon *d, const char *const *argv)
         struct pollfd p = {d->out_fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
             continue;
-        ssize_t r = read(d->out_fd, buf + len, sizeof buf - 1 - len);
+        /* A byte at a time: lines after LISTENING (HTTP, GATEWAY) stay in
+         * the pipe for td_read_announced. */
+        ssize_t r = read(d->out_fd, buf + len, 1);
         if (r <= 0)
             return -1;
         len += (size_t)r;
@@ -106,6 +108,31 @@ static int td_start(test_daemon *d, const char *const *argv)
         char *nl = strchr(buf, '\n');
         if (nl && sscanf(buf, "LISTENING %63s", d->addr) == 1)
             return 0;
+    }
+    return -1;
+}
+
+/* Reads the daemon's stdout up to the line "WORD host:port" (e.g. "HTTP"
+ * for --http) and copies host:port into out (64 bytes). Returns 0, or -1
+ * if it did not come within 10 s. */
+static inline int td_read_announced(test_daemon *d, const char *word, char *out)
+{
+    char buf[256], fmt[32];
+    size_t len = 0;
+    snprintf(fmt, sizeof fmt, "%.16s %%63s", word);
+    long long deadline = td_now_ms() + 10000;
+    while (td_now_ms() < deadline && len < sizeof buf - 1) {
+        struct pollfd p = {d->out_fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if (read(d->out_fd, buf + len, 1) != 1)
+            return -1;
+        buf[++len] = '\0';
+        if (buf[len - 1] != '\n')
+            continue;
+        if (!strncmp(buf, word, strlen(word)) && sscanf(buf, fmt, out) == 1)
+            return 0;
+        len = 0;
     }
     return -1;
 }
@@ -136,6 +163,21 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
     td_untrack(d->pid);
     d->pid = 0;
     return status;
+}
+
+/* Resident set size of pid in KiB (-1 if unknown). */
+static inline long td_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kib = atol(line + 6);
+    if (f)
+        fclose(f);
+    return kib;
 }
 
 /* Runs argv (stderr discarded) to completion; returns its exit status as

@@ -142,20 +142,6 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kib = atol(line + 6);
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 /* Runs the clients until *phase_end (seconds from start) while calling
  * during(elapsed) once a second; sums into total. */
 typedef void (*during_fn)(double elapsed, void *ctx);
@@ -248,8 +234,8 @@ static void sample_rss(double el, void *ctx)
     fleet *f = ctx;
     if (el >= f->warm_s && !f->rss_before[0]) {
         for (int i = 0; i < NODES; i++)
-            f->rss_before[i] = rss_kib(f->nodes[i].pid);
-        f->rss_before[NODES] = rss_kib(f->router.pid);
+            f->rss_before[i] = td_rss_kib(f->nodes[i].pid);
+        f->rss_before[NODES] = td_rss_kib(f->router.pid);
     }
 }
 
@@ -303,7 +289,7 @@ int main(int argc, char **argv)
     long growth_max = 0;
     for (int i = 0; i <= NODES; i++) {
         pid_t pid = i < NODES ? f.nodes[i].pid : f.router.pid;
-        long after = rss_kib(pid), before = f.rss_before[i];
+        long after = td_rss_kib(pid), before = f.rss_before[i];
         printf("   RSS %-6s after %.0f s warm-up %6ld KiB, at the end %6ld KiB (%+ld KiB)\n",
                i < NODES ? (i == 0   ? "node0"
                             : i == 1 ? "node1"
