@@ -526,7 +526,8 @@ int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint3
     w->anchor = last;
     w->ntokens = aligned;
     w->tokens = rm_xmalloc(sizeof(uint32_t) * (aligned + 1));
-    memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
+    if (aligned) /* tokens may be NULL when there are none: memcpy from NULL is UB */
+        memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
     w->have_tokens = have;
     w->kv_start = kv_start;
     w->pages = pages;

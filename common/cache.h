@@ -176,7 +176,9 @@ struct rm_kv_write {
 };
 
 /* Starts a write of tokens[0..n) whose client will send the KV of tokens
- * [kv_start, n rounded down to pages). Returns 0, -EINVAL (metadata-only
+ * [kv_start, n rounded down to pages). Fewer than a page of tokens (none
+ * at all included) is a valid write of nothing: it commits with nothing
+ * cached. Returns 0, -EINVAL (metadata-only
  * cache, or kv_start not page-aligned / past the end), -ENOENT (lease),
  * -ESTALE (the cache holds fewer than kv_start tokens of this prefix, or the
  * lease does not cover a prefix of it), -ENOSPC (pages needed, none free or

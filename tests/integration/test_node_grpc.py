@@ -176,6 +176,16 @@ class KVNodeTest(unittest.TestCase):
             self.stub.Insert(pb.InsertRequest(namespace="kv", tokens=toks))
         self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
+    def test_empty_write_caches_nothing(self):
+        """A WriteKV naming no tokens (or less than a page) is a write of
+        nothing: OK, nothing cached (it used to be UB in the node)."""
+        for toks in ([], [1, 2, 3]):
+            rep = self.stub.WriteKV(iter([pb.WriteKVChunk(namespace="empty", tokens=toks)]))
+            self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens), (0, 0, 0))
+        st = self.stub.Stats(pb.StatsRequest())
+        self.assertEqual(st.free_pages + st.evictable_pages + st.protected_pages, st.pool_pages)
+        self.assertEqual(st.protected_pages, 0)
+
 
 class AuthTest(unittest.TestCase):
     """--auth-token-file: every RPC but health needs the bearer token; a

@@ -293,6 +293,34 @@ static void test_kv_roundtrip(void)
     CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
 }
 
+/* WriteKV naming no tokens writes nothing and says so (OK, nothing
+ * cached); the node used to memcpy from the NULL token array (UB: the
+ * ASan/UBSan build died). The node keeps serving and its pool is intact. */
+static void test_empty_write_kv(void)
+{
+    test_daemon d;
+    const char *extra[] = {"--kv-bytes-per-token", "8", "--pool-tokens", "256", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
+    char msg[256];
+    static const uint8_t none[1];
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", NULL, 0, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(ir.cached_tokens + ir.inserted_tokens + ir.dropped_tokens, 0);
+    uint32_t few[5];
+    fill(few, 5, 20);
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", few, 5, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(ir.inserted_tokens, 0);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK_EQ(s.free_pages, s.pool_pages);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
 typedef struct worker_arg {
     const char *addr;
     int id, errors, requests;
@@ -495,6 +523,7 @@ int main(int argc, char **argv)
     RUN(test_pinned_pool_then_recovery);
     RUN(test_lease_ttl_reclaims);
     RUN(test_kv_roundtrip);
+    RUN(test_empty_write_kv);
     RUN(test_concurrent_clients);
     RUN(test_sigterm_drains);
     RUN(test_bad_flags_exit_2);

@@ -373,6 +373,33 @@ static void test_metadata_only_has_no_kv(void)
     rm_cache_destroy(&c);
 }
 
+/* A WriteKV naming no tokens (or less than a page) is a write of nothing:
+ * it begins, commits with nothing cached, and never reads the (NULL) token
+ * array. Under UBSan the old memcpy from NULL killed the process. */
+static void test_empty_write(void)
+{
+    rm_cache c;
+    mk(&c, 4, 8, 2);
+    rm_kv_write w;
+    rm_insert_result ir;
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, NULL, 0, 0, 0, 0, &w), 0);
+    CHECK_EQ(w.ntokens, 0);
+    inv(&c);
+    CHECK(rm_cache_write_dest(&c, &w, 0) == NULL);
+    CHECK_EQ(rm_cache_write_commit(&c, &w, 1, &ir), 0);
+    CHECK_EQ(ir.cached_tokens + ir.inserted_tokens + ir.dropped_tokens, 0);
+    inv(&c);
+    uint32_t few[3] = {1, 2, 3};
+    CHECK_EQ(rm_cache_write_begin(&c, "m", 1, few, 3, 0, 0, 2, &w), 0);
+    rm_cache_write_abort(&c, &w);
+    inv(&c);
+    rm_cache_stats st;
+    rm_cache_stats_get(&c, &st);
+    CHECK_EQ(st.free_pages, 8);
+    CHECK_EQ(st.inserted_tokens_total, 0);
+    rm_cache_destroy(&c);
+}
+
 static void test_bad_config(void)
 {
     rm_cache c;
@@ -400,5 +427,6 @@ int main(void)
     RUN(test_kv_write_extends_and_aborts);
     RUN(test_metadata_only_has_no_kv);
     RUN(test_bad_config);
+    RUN(test_empty_write);
     return rm_t_report();
 }
