@@ -301,48 +301,40 @@ class StreamBoundTest(unittest.TestCase):
         finally:
             node.close()
 
-    def test_unread_read_ends_with_its_lease(self):
+    def check_unread_read(self, idle_ms, ttl_ms, release, reason):
+        """A 16 MiB ReadKV nobody reads (its send blocks, its pin stays)
+        under a lease of ttl_ms, released at once if asked: the node must
+        unpin the pages by itself, and the read ends DEADLINE_EXCEEDED with
+        reason in its message."""
         node = Node("--kv-bytes-per-token", "4096", "--pool-tokens", "4096",
-                    "--kv-stream-idle-ms", "600000", node_id="leaseread")
+                    "--kv-stream-idle-ms", str(idle_ms), node_id="unread")
         try:
             toks = tokens(31, 4096)
             write_kv(node.stub, "r", toks, 4096)
             m = node.stub.Match(pb.MatchRequest(namespace="r", tokens=toks, lease=True,
-                                                lease_ttl_ms=300))
+                                                lease_ttl_ms=ttl_ms))
             it = node.stub.ReadKV(pb.ReadKVRequest(lease_id=m.lease_id), timeout=120)
-            # 16 MiB the client never reads: the send blocks, the pin stays...
-            # until the lease's TTL ends, not until the client goes away.
-            poll("the pin to go with the lease", lambda: stats(node.stub).protected_pages == 0)
+            it.initial_metadata()  # sent with the first chunk: the read has its pin
+            if release:
+                node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
+            poll("the pages unpinned", lambda: stats(node.stub).protected_pages == 0)
             with self.assertRaises(grpc.RpcError) as e:
                 for _ in it:
                     pass
             self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
-            self.assertIn("lease ended", e.exception.details())
+            self.assertIn(reason, e.exception.details())
         finally:
             node.close()
+
+    def test_unread_read_ends_with_its_lease(self):
+        # The idle bound is far off: only the lease's end can unpin (it used
+        # to take the client going away).
+        self.check_unread_read(600000, 1000, release=False, reason="lease ended")
 
     def test_unread_read_is_cancelled_when_idle(self):
-        node = Node("--kv-bytes-per-token", "4096", "--pool-tokens", "4096",
-                    "--kv-stream-idle-ms", "300", node_id="idleread")
-        try:
-            toks = tokens(32, 4096)
-            write_kv(node.stub, "r", toks, 4096)
-            m = node.stub.Match(pb.MatchRequest(namespace="r", tokens=toks, lease=True,
-                                                lease_ttl_ms=600000))
-            it = node.stub.ReadKV(pb.ReadKVRequest(lease_id=m.lease_id), timeout=120)
-            # Released at once: now only the read's pin holds the pages, and
-            # its lease's TTL is far off. The idle bound lets them go.
-            it.initial_metadata()  # sent with the first chunk: the read has its pin
-            node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
-            poll("the idle bound", lambda: stats(node.stub).protected_pages == 0)
-            with self.assertRaises(grpc.RpcError) as e:
-                for _ in it:
-                    pass
-            self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
-            self.assertIn("took no data", e.exception.details())
-        finally:
-            node.close()
-
+        # Released at once with its TTL far off: only the read's pin holds
+        # the pages, and the idle bound lets them go.
+        self.check_unread_read(300, 600000, release=True, reason="took no data")
 
 class PeerShareTest(unittest.TestCase):
     """A caller (here: the address 127.0.0.1) holds at most its share of
