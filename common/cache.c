@@ -253,13 +253,8 @@ int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
         rm_pool_destroy(&c->pool);
         return rc;
     }
-    if (rm_siphash_key(c->lease_key) != 0) {
-        rm_radix_destroy(&c->tree);
-        rm_pool_destroy(&c->pool);
-        return -EIO;
-    }
     uint8_t peer_key[16];
-    if (rm_siphash_key(peer_key) != 0) {
+    if (rm_siphash_key(c->lease_key) != 0 || rm_siphash_key(peer_key) != 0) {
         rm_radix_destroy(&c->tree);
         rm_pool_destroy(&c->pool);
         return -EIO;

@@ -145,7 +145,8 @@ int main(int argc, char **argv)
          "live leases one caller may hold (its TLS client identity, else its IP address; a "
          "router is one caller); 0 = half of --max-leases",
          0, UINT32_MAX},
-        {"max-namespaces", RM_FLAG_U64, &max_ns, "namespaces at most", 1, 1u << 20},
+        {"max-namespaces", RM_FLAG_U64, &max_ns,
+         "namespaces in use at most (one with no entries and no leases is reclaimed)", 1, 1u << 20},
         {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
         {"kv-stream-idle-ms", RM_FLAG_U64, &kv_stream_idle,
          "cancel a ReadKV/WriteKV that waits this long on its client (and return its pages)", 1,
