@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "siphash.h"
 #include "util.h"
 
 void rm_cache_config_defaults(rm_cache_config *cfg)
@@ -152,19 +152,67 @@ static void lease_drop(rm_cache *c, rm_lease *l)
         lheap_fix(c, i, last);
     }
     lease_table_del(c, l);
+    /* Pins taken under this lease keep its end as their own bound. */
+    for (rm_kv_pin *p = c->pins; p; p = p->next) {
+        if (p->lease == l) {
+            p->lease = NULL;
+            p->expires_ms = l->expires_ms;
+        }
+    }
+    if (l->owner)
+        rm_peers_unref(&c->peers, l->owner);
     rm_radix_unlock(&c->tree, l->node);
     free(l);
 }
 
 static uint64_t new_lease_id(rm_cache *c)
 {
-    /* A bijective mix of a counter: unique, and not guessable from another
-     * client's id without the per-process secret. */
+    /* A keyed PRF of a counter: without the key, ids are indistinguishable
+     * from random and no id says anything about another. A PRF is not a
+     * permutation, so an id equal to a live one (odds 2^-64 per pair) or 0
+     * is skipped. */
     uint64_t id;
-    do
-        id = rm_mix64(++c->lease_seq ^ c->lease_secret) ^ c->lease_secret;
-    while (id == 0);
+    do {
+        uint64_t seq = ++c->lease_seq;
+        uint8_t b[8];
+        for (int i = 0; i < 8; i++)
+            b[i] = (uint8_t)(seq >> (8 * i));
+        id = rm_siphash24(c->lease_key, b, sizeof b);
+    } while (id == 0 || lease_find(c, id));
     return id;
+}
+
+/* The lease id names for who: one taken by an authenticated identity
+ * exists for that identity only (others get NULL, as for an unknown id).
+ * Leases of address-only or unknown callers are bearer capabilities. */
+static rm_lease *lease_for(const rm_cache *c, const rm_cache_caller *who, uint64_t id)
+{
+    rm_lease *l = lease_find(c, id);
+    if (l && l->owner && l->owner->authenticated &&
+        !(who && who->authenticated && rm_peer_is(l->owner, who->id, who->len, 1)))
+        return NULL;
+    return l;
+}
+
+uint32_t rm_cache_peer_lease_limit(const rm_cache *c)
+{
+    uint32_t per = c->cfg.max_leases_per_peer ? c->cfg.max_leases_per_peer : c->cfg.max_leases / 2;
+    return per ? per : 1;
+}
+
+/* Root of namespace ns, creating it if asked. At the namespace limit,
+ * empty namespaces are reclaimed first: no caller holds an unlocked empty
+ * root at this point, so none is left dangling. Counts refusals. */
+static int ns_root(rm_cache *c, const char *ns, size_t ns_len, int create, rm_radix_node **root)
+{
+    int rc = rm_radix_root(&c->tree, ns, ns_len, create, root);
+    if (rc == -ENOSPC && rm_radix_reclaim(&c->tree) > 0)
+        rc = rm_radix_root(&c->tree, ns, ns_len, create, root);
+    if (rc == -ENOSPC) {
+        c->st.namespace_refusals_total++;
+        return -EDQUOT;
+    }
+    return rc;
 }
 
 static uint32_t clamp_ttl(const rm_cache *c, uint32_t ttl_ms)
@@ -205,11 +253,16 @@ int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
         rm_pool_destroy(&c->pool);
         return rc;
     }
+    uint8_t peer_key[16];
+    if (rm_siphash_key(c->lease_key) != 0 || rm_siphash_key(peer_key) != 0) {
+        rm_radix_destroy(&c->tree);
+        rm_pool_destroy(&c->pool);
+        return -EIO;
+    }
+    rm_peers_init(&c->peers, peer_key);
     c->lease_mask = 63;
     c->lease_slots = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_slots);
     c->lease_heap = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_heap);
-    if (getrandom(&c->lease_secret, sizeof c->lease_secret, 0) != sizeof c->lease_secret)
-        c->lease_secret = rm_now_ns() * 0x9e3779b97f4a7c15ULL;
     return 0;
 }
 
@@ -230,22 +283,31 @@ void rm_cache_destroy(rm_cache *c)
     free(c->lease_slots);
     free(c->lease_heap);
     free(c->scratch);
+    rm_peers_destroy(&c->peers);
     rm_radix_destroy(&c->tree);
     rm_pool_destroy(&c->pool);
     memset(c, 0, sizeof *c);
 }
 
-int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
-                   int lease, uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out)
+int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
+                   const uint32_t *tokens, size_t n, int lease, uint32_t lease_ttl_ms,
+                   uint64_t now_ms, rm_match_result *out)
 {
     out->matched_tokens = 0;
     out->lease_id = 0;
     if (lease && c->nleases >= c->cfg.max_leases)
         return -EMFILE;
+    if (lease && who) {
+        const rm_peer *p = rm_peers_find(&c->peers, who->id, who->len, who->authenticated);
+        if (p && p->leases >= rm_cache_peer_lease_limit(c)) {
+            c->st.peer_lease_refusals_total++;
+            return -EUSERS;
+        }
+    }
     rm_radix_node *root;
-    int rc = rm_radix_root(&c->tree, ns, ns_len, lease, &root);
-    if (rc == -ENOSPC)
-        return -EDQUOT;
+    int rc = ns_root(c, ns, ns_len, lease, &root);
+    if (rc == -EDQUOT)
+        return rc;
     c->st.match_requests_total++;
     c->st.query_tokens_total += n;
     if (rc == -ENOENT)
@@ -260,6 +322,8 @@ int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *t
         l->node = last;
         l->ttl_ms = clamp_ttl(c, lease_ttl_ms);
         l->expires_ms = now_ms + l->ttl_ms;
+        if (who)
+            l->owner = rm_peers_ref(&c->peers, who->id, who->len, who->authenticated);
         rm_radix_lock(&c->tree, last);
         lease_table_add(c, l);
         lheap_set(c, c->nleases - 1, l);
@@ -285,8 +349,9 @@ static int is_ancestor_or_self(const rm_radix_node *anc, const rm_radix_node *n)
     return 0;
 }
 
-int rm_cache_insert(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
-                    uint64_t lease_id, uint64_t now_ms, rm_insert_result *out)
+int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
+                    const uint32_t *tokens, size_t n, uint64_t lease_id, uint64_t now_ms,
+                    rm_insert_result *out)
 {
     memset(out, 0, sizeof *out);
     uint32_t pt = c->cfg.page_tokens;
@@ -294,12 +359,12 @@ int rm_cache_insert(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *
     if (c->pool.data)
         return -EOPNOTSUPP; /* pages would hold stale bytes: use WriteKV */
     rm_lease *l = NULL;
-    if (lease_id && !(l = lease_find(c, lease_id)))
+    if (lease_id && !(l = lease_for(c, who, lease_id)))
         return -ENOENT;
     rm_radix_node *root;
-    int rc = rm_radix_root(&c->tree, ns, ns_len, 1, &root);
+    int rc = ns_root(c, ns, ns_len, 1, &root);
     if (rc)
-        return -EDQUOT;
+        return rc;
     if (l && l->node->ns != root->ns)
         return -ESTALE;
     rm_radix_node *last;
@@ -335,9 +400,9 @@ int rm_cache_insert(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *
     return 0;
 }
 
-int rm_cache_release(rm_cache *c, uint64_t lease_id)
+int rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id)
 {
-    rm_lease *l = lease_find(c, lease_id);
+    rm_lease *l = lease_for(c, who, lease_id);
     if (!l)
         return -ENOENT;
     lease_drop(c, l);
@@ -354,6 +419,9 @@ uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
     c->st.expired_leases_total += expired;
     if (c->cfg.ttl_ms && now_ms > c->cfg.ttl_ms)
         rm_radix_expire(&c->tree, now_ms - c->cfg.ttl_ms, free_to_pool, c);
+    /* Between calls no empty root is held unlocked: WriteKV streams lock
+     * theirs through the anchor. */
+    rm_radix_reclaim(&c->tree);
     return expired;
 }
 
@@ -374,9 +442,11 @@ void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out)
     out->protected_pages = c->tree.protected_pages + c->pending_pages;
     out->active_leases = c->nleases;
     out->tree_nodes = c->tree.nodes;
+    out->namespaces = c->tree.nns;
     out->metadata_bytes = rm_radix_metadata_bytes(&c->tree) + rm_pool_metadata_bytes(&c->pool) +
                           c->nleases * sizeof(rm_lease) +
-                          (c->lease_mask + 1) * 2 * sizeof(rm_lease *);
+                          (c->lease_mask + 1) * 2 * sizeof(rm_lease *) +
+                          c->peers.n * sizeof(rm_peer) + (c->peers.mask + 1) * sizeof(rm_peer *);
 }
 
 int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
@@ -434,9 +504,39 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
     }
     for (size_t i = 0; i < c->nleases; i++) {
         const rm_lease *l = c->lease_heap[i];
-        if (l->heap_idx != i || lease_find(c, l->id) != l ||
+        if (l->heap_idx != i || lease_find(c, l->id) != l || l->id == 0 ||
             (i > 0 && l->expires_ms < c->lease_heap[(i - 1) / 2]->expires_ms)) {
             snprintf(err, errlen, "lease heap or table out of sync at %zu", i);
+            goto out;
+        }
+        if (l->owner && rm_peers_find(&c->peers, l->owner->id, l->owner->len,
+                                      l->owner->authenticated) != l->owner) {
+            snprintf(err, errlen, "a lease's owner is not in the peer table");
+            goto out;
+        }
+    }
+    /* Each peer entry counts exactly the leases it owns, and holds one. */
+    size_t npeers = 0;
+    for (size_t s = 0; s <= c->peers.mask; s++) {
+        const rm_peer *p = c->peers.slots[s];
+        if (!p)
+            continue;
+        npeers++;
+        uint32_t owned = 0;
+        for (size_t i = 0; i < c->nleases; i++)
+            owned += c->lease_heap[i]->owner == p;
+        if (owned != p->leases || owned == 0) {
+            snprintf(err, errlen, "peer %.40s counts %u leases, owns %u", p->id, p->leases, owned);
+            goto out;
+        }
+    }
+    if (npeers != c->peers.n) {
+        snprintf(err, errlen, "peer table holds %zu entries, counts %zu", npeers, c->peers.n);
+        goto out;
+    }
+    for (rm_kv_pin *p = c->pins; p; p = p->next) {
+        if (p->lease && lease_find(c, p->lease->id) != p->lease) {
+            snprintf(err, errlen, "a pin names a lease that is gone");
             goto out;
         }
     }
@@ -449,14 +549,16 @@ out:
 
 /* ---- KV bytes -------------------------------------------------------- */
 
-int rm_cache_pin_lease(rm_cache *c, uint64_t lease_id, rm_kv_pin *pin)
+int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id, rm_kv_pin *pin)
 {
     memset(pin, 0, sizeof *pin);
     if (!c->pool.data)
         return -EINVAL;
-    rm_lease *l = lease_find(c, lease_id);
+    rm_lease *l = lease_for(c, who, lease_id);
     if (!l)
         return -ENOENT;
+    pin->lease = l;
+    pin->expires_ms = l->expires_ms;
     pin->node = l->node;
     pin->npages = rm_radix_path_pages(&c->tree, l->node, NULL, 0);
     pin->pages = rm_xmalloc(sizeof(uint32_t) * (pin->npages + 1));
@@ -484,6 +586,12 @@ void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin)
     memset(pin, 0, sizeof *pin);
 }
 
+uint64_t rm_cache_pin_expires(const rm_cache *c, const rm_kv_pin *pin)
+{
+    (void)c;
+    return pin->lease ? pin->lease->expires_ms : pin->expires_ms;
+}
+
 const uint8_t *rm_cache_pin_kv(const rm_cache *c, const rm_kv_pin *pin, size_t token)
 {
     uint32_t pt = c->cfg.page_tokens;
@@ -491,9 +599,9 @@ const uint8_t *rm_cache_pin_kv(const rm_cache *c, const rm_kv_pin *pin, size_t t
            (token % pt) * c->cfg.kv_bytes_per_token;
 }
 
-int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
-                         size_t n, size_t kv_start, uint64_t lease_id, uint64_t now_ms,
-                         rm_kv_write *w)
+int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
+                         const uint32_t *tokens, size_t n, size_t kv_start, uint64_t lease_id,
+                         uint64_t now_ms, rm_kv_write *w)
 {
     memset(w, 0, sizeof *w);
     uint32_t pt = c->cfg.page_tokens;
@@ -501,11 +609,12 @@ int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint3
     if (!c->pool.data || kv_start % pt || kv_start > aligned)
         return -EINVAL;
     rm_lease *l = NULL;
-    if (lease_id && !(l = lease_find(c, lease_id)))
+    if (lease_id && !(l = lease_for(c, who, lease_id)))
         return -ENOENT;
     rm_radix_node *root;
-    if (rm_radix_root(&c->tree, ns, ns_len, 1, &root))
-        return -EDQUOT;
+    int rc = ns_root(c, ns, ns_len, 1, &root);
+    if (rc)
+        return rc;
     if (l && l->node->ns != root->ns)
         return -ESTALE;
     rm_radix_node *last;
@@ -526,7 +635,8 @@ int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint3
     w->anchor = last;
     w->ntokens = aligned;
     w->tokens = rm_xmalloc(sizeof(uint32_t) * (aligned + 1));
-    memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
+    if (aligned) /* tokens may be NULL when there are none: memcpy from NULL is UB */
+        memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
     w->have_tokens = have;
     w->kv_start = kv_start;
     w->pages = pages;

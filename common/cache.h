@@ -16,6 +16,18 @@
  * References on tree nodes (rm_radix_lock) are held by: leases, ReadKV pins
  * and WriteKV streams. Nothing else keeps a node locked between calls.
  *
+ * Namespaces: a namespace whose root has no cached pages and no references
+ * is reclaimed (at the next tick, or at once when a new namespace needs its
+ * slot), so --max-namespaces bounds live namespaces, not names ever seen.
+ *
+ * Callers: the functions that take or name a lease get the caller's
+ * identity (rm_cache_caller; NULL: unknown, as for tools and tests). A
+ * known caller is held to a share of the leases, and a lease taken by an
+ * authenticated identity exists only for that identity: any other caller
+ * naming it gets -ENOENT, exactly as for an id never issued. Lease ids are
+ * SipHash-2-4 of a counter under a random per-process key, so one id tells
+ * nothing about another.
+ *
  * Errors are negative errno values; each function lists the ones it returns.
  * Not thread-safe: one owner thread (node/README.md). */
 #ifndef RM_CACHE_H
@@ -24,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "peers.h"
 #include "pool.h"
 #include "radix.h"
 
@@ -36,6 +49,7 @@ typedef struct rm_cache_config {
     uint32_t default_lease_ttl_ms; /* lease TTL when a Match asks for 0 */
     uint32_t max_lease_ttl_ms;     /* longer requests are clamped to this */
     uint32_t max_leases;           /* live leases at most */
+    uint32_t max_leases_per_peer;  /* per known caller; 0: half of max_leases (at least 1) */
     uint32_t max_namespaces;
     int prefault_kv; /* fault the KV pool in at start (see rm_pool_init) */
 } rm_cache_config;
@@ -47,13 +61,25 @@ typedef struct rm_cache_stats {
     uint64_t match_requests_total, query_tokens_total, hit_tokens_total;
     uint64_t insert_requests_total, inserted_tokens_total, evicted_tokens_total;
     uint64_t expired_leases_total;
+    uint64_t namespace_refusals_total;  /* -EDQUOT answers: every namespace was in use */
+    uint64_t peer_lease_refusals_total; /* -EUSERS answers: a caller's lease share was full */
     uint64_t pool_pages, free_pages, evictable_pages, protected_pages;
-    uint64_t active_leases, tree_nodes, metadata_bytes;
+    uint64_t active_leases, tree_nodes, metadata_bytes, namespaces;
 } rm_cache_stats;
+
+/* Who calls. id is an authenticated TLS client identity (authenticated
+ * != 0) or the peer's address; len bytes, not necessarily NUL-terminated.
+ * Pass NULL for an unknown caller: no share applies and it owns nothing. */
+typedef struct rm_cache_caller {
+    const char *id;
+    size_t len;
+    int authenticated;
+} rm_cache_caller;
 
 typedef struct rm_lease {
     uint64_t id;
     rm_radix_node *node; /* locked */
+    rm_peer *owner;      /* the caller that took it (counted there), NULL: unknown */
     uint64_t expires_ms;
     uint32_t ttl_ms;
     uint32_t heap_idx;
@@ -71,7 +97,9 @@ typedef struct rm_cache {
     rm_lease **lease_slots; /* open addressing by id, power-of-two size */
     size_t lease_mask, nleases;
     rm_lease **lease_heap; /* min-heap by expires_ms */
-    uint64_t lease_seq, lease_secret;
+    uint64_t lease_seq;
+    uint8_t lease_key[16]; /* SipHash key of the lease ids, from getrandom */
+    rm_peers peers;        /* leases per known caller */
 
     uint64_t pending_pages; /* reserved by unfinished WriteKV streams */
     rm_kv_pin *pins;        /* live ReadKV pins (for the checker) */
@@ -81,7 +109,8 @@ typedef struct rm_cache {
     size_t scratch_cap;
 } rm_cache;
 
-/* Returns 0, -EINVAL (bad config) or -ENOMEM. */
+/* Returns 0, -EINVAL (bad config), -ENOMEM, or -EIO (the kernel gave no
+ * randomness for the lease-id key). */
 int rm_cache_init(rm_cache *c, const rm_cache_config *cfg);
 
 /* Frees everything, including live leases, pins and writes' memory (pins and
@@ -95,10 +124,16 @@ typedef struct rm_match_result {
 
 /* Longest cached page-aligned prefix of tokens[0..n) in namespace ns. With
  * lease, pins it until rm_cache_release or lease_ttl_ms (0: default,
- * clamped to max_lease_ttl_ms) passes. Counts the request in the stats.
- * Returns 0, -EMFILE (lease limit reached) or -EDQUOT (namespace limit). */
-int rm_cache_match(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
-                   int lease, uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out);
+ * clamped to max_lease_ttl_ms) passes; the lease belongs to who. Counts the
+ * request in the stats. Returns 0, -EMFILE (lease limit reached), -EUSERS
+ * (who holds rm_cache_peer_lease_limit leases) or -EDQUOT (namespace limit:
+ * every namespace holds pages or references). */
+int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
+                   const uint32_t *tokens, size_t n, int lease, uint32_t lease_ttl_ms,
+                   uint64_t now_ms, rm_match_result *out);
+
+/* Leases one known caller may hold at once. */
+uint32_t rm_cache_peer_lease_limit(const rm_cache *c);
 
 /* Longest cached page-aligned prefix, without counting the request or
  * recording an access (eviction order and statistics are untouched). */
@@ -114,19 +149,23 @@ typedef struct rm_insert_result {
  * leaves when the pool is short. If only part fits, caches that part and
  * reports the rest as dropped. With lease_id != 0 the lease must cover a
  * prefix of tokens in ns; it then moves to the whole cached sequence and its
- * TTL restarts. Returns 0, -ENOENT (unknown lease), -ESTALE (the lease's
+ * TTL restarts. Returns 0, -ENOENT (unknown lease, or another identity's),
+ * -ESTALE (the lease's
  * prefix is not a prefix of tokens, or another namespace), -ENOSPC (new pages
  * were needed and none could be had: every page is pinned), -EDQUOT, or
  * -EOPNOTSUPP when the cache stores KV bytes: an entry without its bytes
  * would serve stale memory, so such caches take sequences via WriteKV. */
-int rm_cache_insert(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
-                    uint64_t lease_id, uint64_t now_ms, rm_insert_result *out);
+int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
+                    const uint32_t *tokens, size_t n, uint64_t lease_id, uint64_t now_ms,
+                    rm_insert_result *out);
 
-/* Ends a lease. Returns 0 or -ENOENT (unknown, released or expired). */
-int rm_cache_release(rm_cache *c, uint64_t lease_id);
+/* Ends a lease. Returns 0 or -ENOENT (unknown, released, expired, or
+ * another identity's). */
+int rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id);
 
-/* Expires leases whose TTL passed and, with ttl_ms, entries idle longer.
- * Returns the number of leases expired. Call it every few hundred ms. */
+/* Expires leases whose TTL passed and, with ttl_ms, entries idle longer;
+ * reclaims namespaces left empty. Returns the number of leases expired.
+ * Call it every few hundred ms. */
 uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms);
 
 /* Milliseconds until the next lease expires (UINT64_MAX if none). */
@@ -142,18 +181,26 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen);
 /* ---- KV bytes --------------------------------------------------------- */
 
 /* A ReadKV stream's hold on a leased prefix: its pages cannot be evicted or
- * freed until rm_cache_unpin, even if the lease ends meanwhile. */
+ * freed until rm_cache_unpin, even if the lease ends meanwhile. The pin is
+ * meant to live no longer than the lease's TTL: rm_cache_pin_expires says
+ * when that is, and the stream's owner ends it then. */
 struct rm_kv_pin {
     rm_radix_node *node;
     uint32_t *pages; /* page ids from the first token on, owned by the pin */
     size_t npages;
+    rm_lease *lease;     /* the lease pinned under, NULL once it ended */
+    uint64_t expires_ms; /* the lease's end, kept when it ends */
     rm_kv_pin *next, *prev;
 };
 
-/* Pins the prefix of lease lease_id. Returns 0, -ENOENT (unknown lease) or
- * -EINVAL (metadata-only cache: there are no bytes to read). */
-int rm_cache_pin_lease(rm_cache *c, uint64_t lease_id, rm_kv_pin *pin);
+/* Pins the prefix of lease lease_id. Returns 0, -ENOENT (unknown lease, or
+ * another identity's) or -EINVAL (metadata-only cache: no bytes to read). */
+int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id, rm_kv_pin *pin);
 void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin);
+
+/* When the lease pin was taken under ends (or ended: a released lease
+ * still bounds its pins by the TTL it had). */
+uint64_t rm_cache_pin_expires(const rm_cache *c, const rm_kv_pin *pin);
 
 /* Pointer to the KV of token i of a pinned prefix (i < npages*page_tokens);
  * kv_bytes_per_token bytes there, up to the end of its page, are valid. */
@@ -176,14 +223,16 @@ struct rm_kv_write {
 };
 
 /* Starts a write of tokens[0..n) whose client will send the KV of tokens
- * [kv_start, n rounded down to pages). Returns 0, -EINVAL (metadata-only
- * cache, or kv_start not page-aligned / past the end), -ENOENT (lease),
- * -ESTALE (the cache holds fewer than kv_start tokens of this prefix, or the
- * lease does not cover a prefix of it), -ENOSPC (pages needed, none free or
- * evictable) or -EDQUOT. */
-int rm_cache_write_begin(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
-                         size_t n, size_t kv_start, uint64_t lease_id, uint64_t now_ms,
-                         rm_kv_write *w);
+ * [kv_start, n rounded down to pages). Fewer than a page of tokens (none
+ * at all included) is a valid write of nothing: it commits with nothing
+ * cached. Returns 0, -EINVAL (metadata-only cache, or kv_start not
+ * page-aligned / past the end), -ENOENT (lease unknown or another
+ * identity's), -ESTALE (the cache holds fewer than kv_start tokens of this
+ * prefix, or the lease does not cover a prefix of it), -ENOSPC (pages
+ * needed, none free or evictable) or -EDQUOT. */
+int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
+                         const uint32_t *tokens, size_t n, size_t kv_start, uint64_t lease_id,
+                         uint64_t now_ms, rm_kv_write *w);
 
 /* Where the KV bytes of token i (kv_start <= i < ntokens) go, or NULL when
  * they are not stored (already cached, or dropped for lack of pages). The

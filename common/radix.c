@@ -265,8 +265,9 @@ void rm_radix_destroy(rm_radix *t)
     for (size_t i = 0; t->slots && i <= t->slot_mask; i++)
         if (t->slots[i].node)
             node_free(t, t->slots[i].node);
-    for (uint32_t i = 0; i < t->nns; i++) {
-        node_free(t, t->ns[i].root);
+    for (uint32_t i = 0; i < t->ns_len; i++) {
+        if (t->ns[i].root)
+            node_free(t, t->ns[i].root);
         free(t->ns[i].name);
     }
     free(t->ns);
@@ -279,7 +280,12 @@ int rm_radix_root(rm_radix *t, const char *name, size_t len, int create, rm_radi
 {
     /* Namespaces are few (models x adapters x salts); a linear scan over a
      * short array beats a hash table here and keeps memory flat. */
-    for (uint32_t i = 0; i < t->nns; i++) {
+    uint32_t hole = UINT32_MAX;
+    for (uint32_t i = 0; i < t->ns_len; i++) {
+        if (!t->ns[i].root) {
+            hole = hole == UINT32_MAX ? i : hole;
+            continue;
+        }
         if (t->ns[i].len == len && memcmp(t->ns[i].name, name, len) == 0) {
             *root = t->ns[i].root;
             return 0;
@@ -289,17 +295,40 @@ int rm_radix_root(rm_radix *t, const char *name, size_t len, int create, rm_radi
         return -ENOENT;
     if (t->nns >= t->max_ns)
         return -ENOSPC;
-    if (t->nns == t->ns_cap) {
-        t->ns_cap = t->ns_cap ? t->ns_cap * 2 : 4;
-        t->ns = rm_xrealloc(t->ns, sizeof *t->ns * t->ns_cap);
+    if (hole == UINT32_MAX) {
+        if (t->ns_len == t->ns_cap) {
+            t->ns_cap = t->ns_cap ? t->ns_cap * 2 : 4;
+            t->ns = rm_xrealloc(t->ns, sizeof *t->ns * t->ns_cap);
+        }
+        hole = t->ns_len++;
     }
-    rm_radix_ns *ns = &t->ns[t->nns];
+    rm_radix_ns *ns = &t->ns[hole];
     ns->name = rm_xstrndup(name, len);
     ns->len = len;
     ns->root = node_new(t, NULL, 0);
-    ns->root->ns = t->nns++;
+    ns->root->ns = hole;
+    t->nns++;
     *root = ns->root;
     return 0;
+}
+
+uint32_t rm_radix_reclaim(rm_radix *t)
+{
+    uint32_t freed = 0;
+    for (uint32_t i = 0; i < t->ns_len; i++) {
+        rm_radix_ns *ns = &t->ns[i];
+        if (!ns->root || ns->root->nchildren || ns->root->lock_ref)
+            continue;
+        node_free(t, ns->root);
+        free(ns->name);
+        memset(ns, 0, sizeof *ns);
+        t->nns--;
+        freed++;
+    }
+    /* Trailing free slots go, so lookups scan only up to the last live one. */
+    while (t->ns_len > 0 && !t->ns[t->ns_len - 1].root)
+        t->ns_len--;
+    return freed;
 }
 
 size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, size_t n, int flags,
@@ -469,9 +498,12 @@ void rm_radix_foreach(const rm_radix *t, void (*fn)(void *ctx, const rm_radix_no
 
 size_t rm_radix_metadata_bytes(const rm_radix *t)
 {
+    size_t names = 0;
+    for (uint32_t i = 0; i < t->ns_len; i++)
+        names += t->ns[i].root ? t->ns[i].len + 1 : 0;
     return t->nodes * sizeof(rm_radix_node) + t->key_bytes +
            (t->slot_mask + 1) * sizeof(rm_radix_slot) + t->heap_cap * sizeof(rm_radix_node *) +
-           t->ns_cap * sizeof(rm_radix_ns);
+           t->ns_cap * sizeof(rm_radix_ns) + names;
 }
 
 /* ---- invariant checker ------------------------------------------------ */
@@ -507,9 +539,23 @@ int rm_radix_check(const rm_radix *t, const rm_radix_node *const *held, size_t n
         return fail(err, errlen, "node count %" PRIu64 " != table %zu + roots %u", t->nodes,
                     t->slot_used, t->nns);
     const rm_radix_node **all = rm_xmalloc(sizeof *all * (total + 1));
-    size_t k = 0, used = 0;
-    for (uint32_t i = 0; i < t->nns; i++)
-        all[k++] = t->ns[i].root;
+    size_t k = 0, used = 0, live = 0;
+    for (uint32_t i = 0; i < t->ns_len; i++) {
+        const rm_radix_ns *ns = &t->ns[i];
+        if (!ns->root)
+            continue;
+        if (ns->root->ns != i || ns->root->parent || k == total) {
+            free(all);
+            return fail(err, errlen, "namespace slot %u does not hold its own root", i);
+        }
+        live++;
+        all[k++] = ns->root;
+    }
+    if (live != t->nns || t->nns > t->max_ns) {
+        free(all);
+        return fail(err, errlen, "%zu live namespaces, %u recorded (limit %u)", live, t->nns,
+                    t->max_ns);
+    }
     for (size_t i = 0; i <= t->slot_mask; i++) {
         const rm_radix_slot *s = &t->slots[i];
         if (!s->node)
@@ -530,6 +576,10 @@ int rm_radix_check(const rm_radix *t, const rm_radix_node *const *held, size_t n
     for (size_t i = 0; i < total; i++) {
         const rm_radix_node *n = all[i];
         if (!n->parent) {
+            if (n->ns >= t->ns_len || t->ns[n->ns].root != n) {
+                rc = fail(err, errlen, "a parentless node is not a namespace root");
+                goto out;
+            }
             if (n->npages != 0) {
                 rc = fail(err, errlen, "root with pages");
                 goto out;

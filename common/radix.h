@@ -62,7 +62,7 @@ typedef struct rm_radix_slot {
 typedef struct rm_radix_ns {
     char *name;
     size_t len;
-    rm_radix_node *root;
+    rm_radix_node *root; /* NULL: a free slot (its namespace was reclaimed) */
 } rm_radix_ns;
 
 typedef struct rm_radix {
@@ -70,8 +70,9 @@ typedef struct rm_radix {
     rm_evict_policy policy;
     uint64_t tick;
 
-    rm_radix_ns *ns;
-    uint32_t nns, ns_cap, max_ns;
+    rm_radix_ns *ns; /* ns[0..ns_len): live namespaces and free slots */
+    uint32_t nns;    /* live namespaces */
+    uint32_t ns_len, ns_cap, max_ns;
 
     rm_radix_slot *slots; /* child table, power-of-two size */
     size_t slot_mask, slot_used;
@@ -95,8 +96,15 @@ void rm_radix_destroy(rm_radix *t);
 
 /* Root of namespace `name` (len bytes, any bytes allowed). With create, makes
  * it if missing. Returns 0, -ENOENT (absent, !create) or -ENOSPC (namespace
- * limit reached). The root belongs to the tree. */
+ * limit reached: rm_radix_reclaim may free a slot). The root belongs to the
+ * tree; its ns index is the namespace's slot, reused only after a reclaim. */
 int rm_radix_root(rm_radix *t, const char *name, size_t len, int create, rm_radix_node **root);
+
+/* Frees every namespace whose root has no children and no references (no
+ * cached pages, nothing locked under it), so that its slot counts against
+ * max_namespaces no more. Their root pointers become invalid: call it only
+ * where no unlocked, childless root is held. Returns how many were freed. */
+uint32_t rm_radix_reclaim(rm_radix *t);
 
 enum {
     RM_MATCH_SPLIT = 1, /* split a partly matched edge so *last ends at the match */

@@ -1,6 +1,7 @@
 #include "rpc_server.h"
 
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "bearer.h"
+#include "guard.h"
 #include "log.h"
 #include "rpc_client.h"
 #include "util.h"
@@ -80,6 +82,7 @@ struct rm_rpc_server {
     int shutting_down, shutdown_done, cancelled_all;
     size_t active;
     char *token;             /* required bearer token, NULL: none */
+    int verified_clients;    /* TLS with a CA: client identities are verified */
     rm_rpc_auth client_auth; /* sent on our own client calls */
     char shutdown_tag;
     /* Work posted by other threads (rm_rpc_server_post). A wake call is in
@@ -174,6 +177,10 @@ int rm_rpc_server_listen(rm_rpc_server *s, const char *addr, const rm_tls *tls)
     grpc_server_credentials *creds = rm_tls_server_creds(tls);
     int port = grpc_server_add_http2_port(s->server, addr, creds);
     grpc_server_credentials_release(creds);
+    /* gRPC checks a presented client certificate against the CA, so the
+     * identity it reports can be trusted (rm_rpc_call_peer). */
+    if (port > 0 && rm_tls_enabled(tls) && tls->ca)
+        s->verified_clients = 1;
     return port > 0 ? port : -1;
 }
 
@@ -364,6 +371,49 @@ int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
     if (unary_async)
         maybe_done(c);
     return rc;
+}
+
+int rm_rpc_call_cancel(rm_rpc_call *c, grpc_status_code code, const char *msg)
+{
+    if (c->state != CALL_ACTIVE || c->method < 0)
+        return -1;
+    rm_rpc_kind kind = c->srv->methods[c->method].m.kind;
+    if (kind != RM_RPC_SERVER_STREAMING && kind != RM_RPC_CLIENT_STREAMING)
+        return -1; /* an async unary handler has no DONE event to learn of it */
+    grpc_call_cancel_with_status(c->call, code, msg ? msg : "", NULL);
+    c->state = CALL_FINISHING;
+    maybe_done(c);
+    return 0;
+}
+
+int rm_rpc_call_peer(const rm_rpc_call *c, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (c->srv->verified_clients) {
+        grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+        size_t k = 0;
+        if (ctx && grpc_auth_context_peer_is_authenticated(ctx)) {
+            grpc_auth_property_iterator it = grpc_auth_context_peer_identity(ctx);
+            const grpc_auth_property *p;
+            while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+                if (k && k + 1 < len)
+                    buf[k++] = ',';
+                for (size_t i = 0; i < p->value_length && k + 1 < len; i++)
+                    buf[k++] = p->value[i];
+            }
+            buf[k] = '\0';
+        }
+        if (ctx)
+            grpc_auth_context_release(ctx);
+        if (k > 0)
+            return 1;
+    }
+    char *peer = grpc_call_get_peer(c->call);
+    if (!peer)
+        return -1;
+    rm_peer_address(peer, buf, len);
+    gpr_free(peer);
+    return 0;
 }
 
 static void observe(reg_method *r, uint64_t ns)

@@ -172,6 +172,22 @@ int rm_rpc_call_finish(rm_rpc_call *c, grpc_status_code code, const char *msg,
 /* The call's deadline in milliseconds from now (INT64_MAX without one). */
 int64_t rm_rpc_call_ms_left(const rm_rpc_call *c);
 
+/* Ends a streaming call from the server thread, for a bound the server
+ * enforces (an idle stream): the client gets status code and msg, batches
+ * in flight complete as failed, and the handler gets no event but
+ * RM_CALL_EV_DONE, once they have (possibly before this returns). Returns
+ * 0, or -1 when the call is not an active streaming call. */
+int rm_rpc_call_cancel(rm_rpc_call *c, grpc_status_code code, const char *msg);
+
+/* Who made the call, into buf (NUL-terminated, cut at len-1 bytes): the
+ * authenticated TLS client identity when there is one (the certificate's
+ * subject alternative names joined by ',', else its common name; only on a
+ * listener with --tls-ca, whose client certificates gRPC verified), else
+ * the peer's address without the port ("10.0.0.5", "::1"). Returns 1 for
+ * an authenticated identity, 0 for an address, -1 when gRPC knows no peer
+ * (buf is then ""). */
+int rm_rpc_call_peer(const rm_rpc_call *c, char *buf, size_t len);
+
 /* Reply of a client call made with rm_rpc_server_client_call: reply (NULL
  * unless st is OK) and details belong to the framework, valid during the
  * callback only. */

@@ -139,6 +139,7 @@ int main(int argc, char **argv)
     uint64_t ttl_s = 0, lease_ttl = 30000, max_lease_ttl = 600000, max_leases = 65536;
     uint64_t max_ns = 1024, max_req = 1048576, shutdown_delay = 1000, drain_timeout = 10000;
     uint64_t hot_block = 64, hot_half_life = 10000, max_streams = 0;
+    uint64_t max_leases_per_peer = 0, kv_stream_idle = 10000;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
         {"node-id", RM_FLAG_STR, &node_id, "stable node id (default: the host name)", 0, 0},
@@ -157,8 +158,16 @@ int main(int argc, char **argv)
         {"max-lease-ttl-ms", RM_FLAG_U64, &max_lease_ttl, "longest lease a client may ask for", 1,
          UINT32_MAX},
         {"max-leases", RM_FLAG_U64, &max_leases, "live leases at most", 1, UINT32_MAX},
-        {"max-namespaces", RM_FLAG_U64, &max_ns, "namespaces at most", 1, 1u << 20},
+        {"max-leases-per-peer", RM_FLAG_U64, &max_leases_per_peer,
+         "live leases one caller may hold (its TLS client identity, else its IP address; a "
+         "router is one caller); 0 = half of --max-leases",
+         0, UINT32_MAX},
+        {"max-namespaces", RM_FLAG_U64, &max_ns,
+         "namespaces in use at most (one with no entries and no leases is reclaimed)", 1, 1u << 20},
         {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
+        {"kv-stream-idle-ms", RM_FLAG_U64, &kv_stream_idle,
+         "cancel a ReadKV/WriteKV that waits this long on its client (and return its pages)", 1,
+         86400000},
         {"max-concurrent-streams", RM_FLAG_U64, &max_streams,
          "calls in progress per client connection at most (0: gRPC's default)", 0, INT32_MAX},
         {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
@@ -240,6 +249,8 @@ int main(int argc, char **argv)
     cfg.cache.default_lease_ttl_ms = (uint32_t)lease_ttl;
     cfg.cache.max_lease_ttl_ms = (uint32_t)max_lease_ttl;
     cfg.cache.max_leases = (uint32_t)max_leases;
+    cfg.cache.max_leases_per_peer = (uint32_t)max_leases_per_peer;
+    cfg.kv_stream_idle_ms = kv_stream_idle;
     cfg.cache.max_namespaces = (uint32_t)max_ns;
     cfg.max_request_tokens = max_req;
     cfg.max_namespace_bytes = 1024;

@@ -9,11 +9,30 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb.h"
+#include "guard.h"
 #include "hotset.h"
 #include "log.h"
 #include "pbx.h"
 #include "radixmesh.pb.h"
 #include "util.h"
+
+/* A KV stream as the tick sees it: what it waits on and what it holds.
+ * First member of each stream's state. */
+typedef struct kv_stream {
+    rm_rpc_call *call;
+    rm_kv_pin *pin;            /* ReadKV: the pin; NULL for WriteKV */
+    uint64_t waiting_since_ms; /* 0: not waiting on the client */
+    int listed;
+    struct kv_stream *next, *prev;
+} kv_stream;
+
+/* A unary method that needs its call (to learn who is calling). */
+typedef grpc_status_code (*node_unary_fn)(rm_node *n, rm_rpc_call *call, grpc_byte_buffer *req,
+                                          grpc_byte_buffer **reply, char *msg, size_t len);
+typedef struct node_method {
+    rm_node *node;
+    node_unary_fn fn;
+} node_method;
 
 struct rm_node {
     rm_node_config cfg;
@@ -22,7 +41,17 @@ struct rm_node {
     rm_hotset hot;
     int serving;
     uint64_t started_ms;
+    node_method match_m, insert_m, release_m;
+    /* Streams still receiving or sending, checked every tick against the
+     * idle bound and their leases (rm_guard_stream). */
+    kv_stream *streams;
+    uint64_t streams_cancelled_total;
+    char last_cancel[160];       /* why the last stream was cancelled */
+    char last_refused_peer[200]; /* the last caller over its lease share */
+    rm_log_limit ns_log, peer_log, stream_log;
 };
+
+#define REFUSAL_LOG_MS 10000 /* at most one summary line per kind this often */
 
 rm_node *rm_node_create(const rm_node_config *cfg)
 {
@@ -42,6 +71,7 @@ rm_node *rm_node_create(const rm_node_config *cfg)
     }
     n->serving = 1;
     n->started_ms = rm_now_ms();
+    n->ns_log.interval_ms = n->peer_log.interval_ms = n->stream_log.interval_ms = REFUSAL_LOG_MS;
     /* Local shares under 1% are cold: at most ~100 hot branches per depth. */
     if (rm_hotset_init(&n->hot, cfg->hot_block_tokens, 256, 0.01, cfg->hot_half_life_ms, 4096,
                        n->started_ms) != 0) {
@@ -108,6 +138,17 @@ char *rm_node_metrics(rm_node *n)
            (double)st.evicted_tokens_total);
     metric(&b, "radixmesh_expired_leases_total", "counter", "Leases reclaimed by their TTL.", l,
            (double)st.expired_leases_total);
+    metric(&b, "radixmesh_namespace_refusals_total", "counter",
+           "Requests refused a new namespace: --max-namespaces live ones all held entries or "
+           "leases.",
+           l, (double)st.namespace_refusals_total);
+    metric(&b, "radixmesh_peer_lease_refusals_total", "counter",
+           "Leases refused because the caller held its share (--max-leases-per-peer).", l,
+           (double)st.peer_lease_refusals_total);
+    metric(&b, "radixmesh_kv_streams_cancelled_total", "counter",
+           "ReadKV/WriteKV streams the node ended: idle past --kv-stream-idle-ms, or their "
+           "lease expired.",
+           l, (double)n->streams_cancelled_total);
     rm_sbuf_printf(&b, "# HELP radixmesh_pool_pages KV pool pages by state.\n"
                        "# TYPE radixmesh_pool_pages gauge\n");
     const char *states[] = {"free", "evictable", "protected"};
@@ -119,6 +160,7 @@ char *rm_node_metrics(rm_node *n)
            (double)n->cache.cfg.page_tokens);
     metric(&b, "radixmesh_active_leases", "gauge", "Live leases.", l, (double)st.active_leases);
     metric(&b, "radixmesh_tree_nodes", "gauge", "Radix tree nodes.", l, (double)st.tree_nodes);
+    metric(&b, "radixmesh_namespaces", "gauge", "Live namespaces.", l, (double)st.namespaces);
     metric(&b, "radixmesh_metadata_bytes", "gauge", "Bytes of cache metadata.", l,
            (double)st.metadata_bytes);
     metric(&b, "radixmesh_serving", "gauge", "1 while the node reports SERVING.", l,
@@ -133,19 +175,65 @@ void rm_node_set_serving(rm_node *n, int serving)
     n->serving = serving;
 }
 
+static void check_streams(rm_node *n, uint64_t now_ms);
+
 void rm_node_tick(rm_node *n, uint64_t now_ms)
 {
     uint32_t expired = rm_cache_tick(&n->cache, now_ms);
     if (expired)
         rm_log(RM_LOG_DEBUG, "node", "%u leases expired", expired);
+    check_streams(n, now_ms);
+    /* Refusals are summed into one line per kind and interval: a client
+     * retrying in a loop must not turn the log into a flood. */
+    uint64_t k;
+    if ((k = rm_log_limit_due(&n->ns_log, n->cache.st.namespace_refusals_total, now_ms)))
+        rm_log(RM_LOG_WARN, "node",
+               "refused %" PRIu64 " request(s) a new namespace: --max-namespaces %u reached and "
+               "every namespace holds cached entries or leases",
+               k, n->cache.cfg.max_namespaces);
+    if ((k = rm_log_limit_due(&n->peer_log, n->cache.st.peer_lease_refusals_total, now_ms)))
+        rm_log(RM_LOG_WARN, "node",
+               "refused %" PRIu64 " lease(s) over a caller's share (--max-leases-per-peer %u); "
+               "last: %s",
+               k, rm_cache_peer_lease_limit(&n->cache), n->last_refused_peer);
+    if ((k = rm_log_limit_due(&n->stream_log, n->streams_cancelled_total, now_ms)))
+        rm_log(RM_LOG_WARN, "node", "cancelled %" PRIu64 " KV stream(s); last: %s", k,
+               n->last_cancel);
+}
+
+/* ---- callers ------------------------------------------------------------ */
+
+typedef struct node_caller {
+    rm_cache_caller who;
+    char id[512];
+} node_caller;
+
+/* Who makes call (see rm_rpc_call_peer), or NULL when gRPC cannot say. */
+static const rm_cache_caller *caller_of(rm_rpc_call *call, node_caller *nc)
+{
+    int kind = rm_rpc_call_peer(call, nc->id, sizeof nc->id);
+    if (kind < 0)
+        return NULL;
+    nc->who = (rm_cache_caller){nc->id, strlen(nc->id), kind == 1};
+    return &nc->who;
+}
+
+/* Runs a node_method and answers its call at once. */
+static void unary_with_call(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    node_method *m = ctx;
+    char msg[384] = "";
+    grpc_byte_buffer *reply = NULL;
+    grpc_status_code code = m->fn(m->node, call, req, &reply, msg, sizeof msg);
+    rm_rpc_call_finish(call, code, msg, reply);
 }
 
 /* ---- shared request plumbing ------------------------------------------ */
 
 /* Maps a cache error to a status code and a message naming the limit or
- * the object involved. */
-static grpc_status_code cache_error(const rm_node *n, int rc, uint64_t lease_id, char *msg,
-                                    size_t len)
+ * the object involved (who: the caller, for the per-peer share). */
+static grpc_status_code cache_error(rm_node *n, int rc, uint64_t lease_id,
+                                    const rm_cache_caller *who, char *msg, size_t len)
 {
     const rm_cache_config *c = &n->cache.cfg;
     switch (-rc) {
@@ -169,7 +257,20 @@ static grpc_status_code cache_error(const rm_node *n, int rc, uint64_t lease_id,
                  c->max_leases);
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case EDQUOT:
-        snprintf(msg, len, "namespace limit reached (--max-namespaces %u)", c->max_namespaces);
+        snprintf(msg, len,
+                 "namespace limit reached (--max-namespaces %u): every namespace holds cached "
+                 "entries or leases",
+                 c->max_namespaces);
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case EUSERS:
+        snprintf(n->last_refused_peer, sizeof n->last_refused_peer, "%s '%.150s'",
+                 who && who->authenticated ? "client identity" : "address", who ? who->id : "");
+        snprintf(msg, len,
+                 "lease limit per peer reached: %s holds %u leases (--max-leases-per-peer %u%s); "
+                 "release leases and retry",
+                 n->last_refused_peer, rm_cache_peer_lease_limit(&n->cache),
+                 rm_cache_peer_lease_limit(&n->cache),
+                 c->max_leases_per_peer ? "" : ", half of --max-leases");
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case EOPNOTSUPP:
         snprintf(msg, len,
@@ -223,10 +324,9 @@ static const char *ns_or_empty(const char *ns)
 
 /* ---- unary methods ---------------------------------------------------- */
 
-static grpc_status_code do_match(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
-                                 char *msg, size_t len)
+static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer *req,
+                                 grpc_byte_buffer **reply, char *msg, size_t len)
 {
-    rm_node *n = ctx;
     radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens toks = {0};
     rm_pb_tokens_decoder(&r.tokens, &toks);
@@ -247,12 +347,14 @@ static grpc_status_code do_match(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
         const char *ns = ns_or_empty(r.namespace);
         uint64_t now = rm_now_ms();
         rm_match_result mr;
-        int rc = rm_cache_match(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease, r.lease_ttl_ms,
-                                now, &mr);
+        node_caller nc;
+        const rm_cache_caller *who = r.lease ? caller_of(call, &nc) : NULL;
+        int rc = rm_cache_match(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease,
+                                r.lease_ttl_ms, now, &mr);
         if (rc == 0)
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
         if (rc) {
-            code = cache_error(n, rc, 0, msg, len);
+            code = cache_error(n, rc, 0, who, msg, len);
         } else {
             radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
             rep.matched_tokens = (uint32_t)mr.matched_tokens;
@@ -275,10 +377,9 @@ static void fill_insert_reply(const rm_node *n, const rm_insert_result *ir,
     rep->node_id = n->node_id;
 }
 
-static grpc_status_code do_insert(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
-                                  char *msg, size_t len)
+static grpc_status_code do_insert(rm_node *n, rm_rpc_call *call, grpc_byte_buffer *req,
+                                  grpc_byte_buffer **reply, char *msg, size_t len)
 {
-    rm_node *n = ctx;
     radixmesh_v1_InsertRequest r = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens toks = {0};
     rm_pb_tokens_decoder(&r.tokens, &toks);
@@ -288,10 +389,12 @@ static grpc_status_code do_insert(void *ctx, grpc_byte_buffer *req, grpc_byte_bu
     if (code == GRPC_STATUS_OK) {
         const char *ns = ns_or_empty(r.namespace);
         rm_insert_result ir;
-        int rc = rm_cache_insert(&n->cache, ns, strlen(ns), toks.v, toks.n, r.lease_id, rm_now_ms(),
-                                 &ir);
+        node_caller nc;
+        const rm_cache_caller *who = r.lease_id ? caller_of(call, &nc) : NULL;
+        int rc = rm_cache_insert(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease_id,
+                                 rm_now_ms(), &ir);
         if (rc) {
-            code = cache_error(n, rc, r.lease_id, msg, len);
+            code = cache_error(n, rc, r.lease_id, who, msg, len);
         } else {
             radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
             fill_insert_reply(n, &ir, &rep);
@@ -303,16 +406,17 @@ static grpc_status_code do_insert(void *ctx, grpc_byte_buffer *req, grpc_byte_bu
     return code;
 }
 
-static grpc_status_code do_release(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
-                                   char *msg, size_t len)
+static grpc_status_code do_release(rm_node *n, rm_rpc_call *call, grpc_byte_buffer *req,
+                                   grpc_byte_buffer **reply, char *msg, size_t len)
 {
-    rm_node *n = ctx;
     radixmesh_v1_ReleaseRequest r = radixmesh_v1_ReleaseRequest_init_zero;
     grpc_status_code code = decode(n, req, radixmesh_v1_ReleaseRequest_fields, &r, NULL, msg, len);
     if (code == GRPC_STATUS_OK) {
-        int rc = rm_cache_release(&n->cache, r.lease_id);
+        node_caller nc;
+        const rm_cache_caller *who = caller_of(call, &nc);
+        int rc = rm_cache_release(&n->cache, who, r.lease_id);
         if (rc) {
-            code = cache_error(n, rc, r.lease_id, msg, len);
+            code = cache_error(n, rc, r.lease_id, who, msg, len);
         } else {
             radixmesh_v1_ReleaseReply rep = radixmesh_v1_ReleaseReply_init_zero;
             code = encode(radixmesh_v1_ReleaseReply_fields, &rep, reply, msg, len);
@@ -349,6 +453,9 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.insert_requests_total = st.insert_requests_total;
     rep.expired_leases_total = st.expired_leases_total;
     rep.tree_nodes = st.tree_nodes;
+    rep.namespace_refusals_total = st.namespace_refusals_total;
+    rep.namespaces = st.namespaces;
+    rep.peer_lease_refusals_total = st.peer_lease_refusals_total;
     rep.metadata_bytes = st.metadata_bytes;
     rep.version = (char *)RM_VERSION;
     rep.worker_url = (char *)(n->cfg.worker_url ? n->cfg.worker_url : "");
@@ -393,9 +500,48 @@ static grpc_status_code do_health(void *ctx, grpc_byte_buffer *req, grpc_byte_bu
     return code;
 }
 
+/* ---- KV streams: the list the tick bounds ------------------------------- */
+
+static void stream_add(rm_node *n, kv_stream *s, rm_rpc_call *call, rm_kv_pin *pin)
+{
+    s->call = call;
+    s->pin = pin;
+    s->listed = 1;
+    s->prev = NULL;
+    s->next = n->streams;
+    if (n->streams)
+        n->streams->prev = s;
+    n->streams = s;
+}
+
+/* Takes s off the list (idempotent): once a stream ends its call, nothing
+ * it waits on is the client's to bound any more. */
+static void stream_del(rm_node *n, kv_stream *s)
+{
+    if (!s->listed)
+        return;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        n->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->listed = 0;
+    s->next = s->prev = NULL;
+}
+
+/* Ends a listed stream's call with status code and msg. */
+static void stream_finish(rm_node *n, kv_stream *s, grpc_status_code code, const char *msg,
+                          grpc_byte_buffer *final)
+{
+    stream_del(n, s);
+    rm_rpc_call_finish(s->call, code, msg, final);
+}
+
 /* ---- ReadKV: server streaming ------------------------------------------ */
 
 typedef struct read_state {
+    kv_stream guard; /* first: the tick sees read and write states alike */
     rm_kv_pin pin;
     size_t next, end; /* token range still to send */
 } read_state;
@@ -438,7 +584,7 @@ static grpc_byte_buffer *kv_chunk(rm_node *n, read_state *st, size_t from, size_
 static void read_send_next(rm_node *n, rm_rpc_call *call, read_state *st)
 {
     if (st->next >= st->end) {
-        rm_rpc_call_finish(call, GRPC_STATUS_OK, NULL, NULL);
+        stream_finish(n, &st->guard, GRPC_STATUS_OK, NULL, NULL);
         return;
     }
     uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
@@ -448,10 +594,13 @@ static void read_send_next(rm_node *n, rm_rpc_call *call, read_state *st)
     size_t count = st->end - st->next < per ? st->end - st->next : per;
     grpc_byte_buffer *bb = kv_chunk(n, st, st->next, count);
     if (!bb) {
-        rm_rpc_call_finish(call, GRPC_STATUS_INTERNAL, "cannot encode KV chunk", NULL);
+        stream_finish(n, &st->guard, GRPC_STATUS_INTERNAL, "cannot encode KV chunk", NULL);
         return;
     }
     st->next += count;
+    /* A send completes once the client has taken the bytes: waiting for
+     * that is waiting on the client. */
+    st->guard.waiting_since_ms = rm_now_ms();
     rm_rpc_call_send(call, bb);
 }
 
@@ -473,7 +622,9 @@ static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_bu
             return;
         }
         st = rm_xcalloc(1, sizeof *st);
-        int rc = rm_cache_pin_lease(&n->cache, lease, &st->pin);
+        node_caller nc;
+        const rm_cache_caller *who = caller_of(call, &nc);
+        int rc = rm_cache_pin_lease(&n->cache, who, lease, &st->pin);
         if (rc == -EINVAL) {
             free(st);
             rm_rpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
@@ -484,17 +635,18 @@ static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_bu
         }
         if (rc) {
             free(st);
-            code = cache_error(n, rc, lease, err, sizeof err);
+            code = cache_error(n, rc, lease, who, err, sizeof err);
             rm_rpc_call_finish(call, code, err, NULL);
             return;
         }
         rm_rpc_call_set_user(call, st);
+        stream_add(n, &st->guard, call, &st->pin);
         size_t have = st->pin.npages * n->cache.cfg.page_tokens;
         if (start % n->cache.cfg.page_tokens || start > have) {
             snprintf(err, sizeof err,
                      "start_token %u must be a multiple of %u and at most the leased %zu tokens",
                      start, n->cache.cfg.page_tokens, have);
-            rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
+            stream_finish(n, &st->guard, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
             return;
         }
         st->next = start;
@@ -503,14 +655,18 @@ static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_bu
         return;
     }
     case RM_CALL_EV_SENT:
+        st->guard.waiting_since_ms = 0;
         if (!ok) {
-            rm_rpc_call_finish(call, GRPC_STATUS_CANCELLED, "client went away", NULL);
+            stream_finish(n, &st->guard, GRPC_STATUS_CANCELLED, "client went away", NULL);
             return;
         }
         read_send_next(n, call, st);
         return;
     case RM_CALL_EV_DONE:
+        /* Only now: a send cancelled a moment ago may still have pointed
+         * gRPC at the pinned pages. */
         if (st) {
+            stream_del(n, &st->guard);
             rm_cache_unpin(&n->cache, &st->pin);
             free(st);
         }
@@ -525,6 +681,7 @@ static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_bu
 typedef enum { WRITE_AWAIT_HEADER, WRITE_STREAMING, WRITE_DONE } write_phase;
 
 typedef struct write_state {
+    kv_stream guard; /* first: the tick sees read and write states alike */
     write_phase phase;
     rm_node *node;
     rm_kv_write w;
@@ -581,14 +738,28 @@ static bool decode_kv(pb_istream_t *s, const pb_field_t *f, void **arg)
     return s->bytes_left == 0;
 }
 
-static void write_fail(write_state *ws, rm_rpc_call *call, grpc_status_code code, const char *msg)
+/* Asks for the next message; from now on the stream waits on its client. */
+static void write_recv(write_state *ws, rm_rpc_call *call)
+{
+    ws->guard.waiting_since_ms = rm_now_ms();
+    rm_rpc_call_recv(call);
+}
+
+/* Returns the reserved pages and ends the write (the call is not touched). */
+static void write_drop(write_state *ws)
 {
     if (ws->begun) {
         rm_cache_write_abort(&ws->node->cache, &ws->w);
         ws->begun = 0;
     }
     ws->phase = WRITE_DONE;
-    rm_rpc_call_finish(call, code, msg, NULL);
+}
+
+static void write_fail(write_state *ws, rm_rpc_call *call, grpc_status_code code, const char *msg)
+{
+    (void)call;
+    write_drop(ws);
+    stream_finish(ws->node, &ws->guard, code, msg, NULL);
 }
 
 static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *msg)
@@ -609,7 +780,9 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
         goto out;
     }
     const char *ns = ns_or_empty(r.namespace);
-    int rc = rm_cache_write_begin(&n->cache, ns, strlen(ns), toks.v, toks.n, r.kv_start_token,
+    node_caller nc;
+    const rm_cache_caller *who = r.lease_id ? caller_of(call, &nc) : NULL;
+    int rc = rm_cache_write_begin(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.kv_start_token,
                                   r.lease_id, rm_now_ms(), &ws->w);
     if (rc == -EINVAL) {
         if (!n->cache.pool.data)
@@ -638,7 +811,7 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
         goto out;
     }
     if (rc) {
-        code = cache_error(n, rc, r.lease_id, err, sizeof err);
+        code = cache_error(n, rc, r.lease_id, who, err, sizeof err);
         write_fail(ws, call, code, err);
         goto out;
     }
@@ -650,7 +823,7 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
         goto out;
     }
     write_bytes(ws, ws->stash, NULL, ws->stash_len);
-    rm_rpc_call_recv(call);
+    write_recv(ws, call);
 out:
     free(ws->stash);
     ws->stash = NULL;
@@ -674,7 +847,7 @@ static void write_chunk(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *ms
     }
     pb_release(radixmesh_v1_WriteKVChunk_fields, &r);
     (void)n;
-    rm_rpc_call_recv(call);
+    write_recv(ws, call);
 }
 
 static void write_end(write_state *ws, rm_rpc_call *call)
@@ -694,15 +867,16 @@ static void write_end(write_state *ws, rm_rpc_call *call)
     ws->begun = 0;
     ws->phase = WRITE_DONE;
     if (rc) {
-        grpc_status_code code = cache_error(n, rc, ws->w.lease_id, err, sizeof err);
-        rm_rpc_call_finish(call, code, err, NULL);
+        grpc_status_code code = cache_error(n, rc, ws->w.lease_id, NULL, err, sizeof err);
+        stream_finish(n, &ws->guard, code, err, NULL);
         return;
     }
+    (void)call;
     radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
     fill_insert_reply(n, &ir, &rep);
     grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_InsertReply_fields, &rep);
-    rm_rpc_call_finish(call, bb ? GRPC_STATUS_OK : GRPC_STATUS_INTERNAL,
-                       bb ? NULL : "cannot encode reply", bb);
+    stream_finish(n, &ws->guard, bb ? GRPC_STATUS_OK : GRPC_STATUS_INTERNAL,
+                  bb ? NULL : "cannot encode reply", bb);
 }
 
 static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buffer *msg, int ok)
@@ -716,9 +890,11 @@ static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_b
         ws->node = n;
         ws->phase = WRITE_AWAIT_HEADER;
         rm_rpc_call_set_user(call, ws);
-        rm_rpc_call_recv(call);
+        stream_add(n, &ws->guard, call, NULL);
+        write_recv(ws, call);
         return;
     case RM_CALL_EV_MESSAGE:
+        ws->guard.waiting_since_ms = 0;
         if (ws->phase == WRITE_DONE)
             return;
         if (!msg) {
@@ -736,6 +912,7 @@ static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_b
         return;
     case RM_CALL_EV_DONE:
         if (ws) {
+            stream_del(n, &ws->guard);
             if (ws->begun)
                 rm_cache_write_abort(&n->cache, &ws->w);
             free(ws->stash);
@@ -747,23 +924,77 @@ static void write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_b
     }
 }
 
+/* ---- stream bounds ----------------------------------------------------- */
+
+/* Ends s from the server side: the pages it holds are the reason. A
+ * write's reservation goes back at once; a read's pin at DONE, once gRPC
+ * has let go of the send that points into the pages. */
+static void cancel_stream(rm_node *n, kv_stream *s, rm_stream_verdict v, uint64_t now_ms)
+{
+    char msg[320];
+    unsigned long long idle = (unsigned long long)n->cfg.kv_stream_idle_ms;
+    if (!s->pin) {
+        write_state *ws = (write_state *)s;
+        uint32_t pages = ws->begun ? ws->w.npages : 0;
+        write_drop(ws);
+        snprintf(msg, sizeof msg,
+                 "WriteKV received nothing for %llu ms (--kv-stream-idle-ms): cancelled, its %u "
+                 "reserved pages returned, nothing cached",
+                 idle, pages);
+    } else if (v == RM_STREAM_LEASE_EXPIRED) {
+        read_state *st = (read_state *)s;
+        snprintf(msg, sizeof msg,
+                 "the lease ended %llu ms ago, before ReadKV finished (a read lasts no longer than "
+                 "its lease's TTL): cancelled at token %zu of %zu, pages unpinned",
+                 (unsigned long long)(now_ms - rm_cache_pin_expires(&n->cache, s->pin)), st->next,
+                 st->end);
+    } else {
+        snprintf(msg, sizeof msg,
+                 "ReadKV's client took no data for %llu ms (--kv-stream-idle-ms): cancelled, "
+                 "pages unpinned",
+                 idle);
+    }
+    snprintf(n->last_cancel, sizeof n->last_cancel, "%.150s", msg);
+    n->streams_cancelled_total++;
+    stream_del(n, s);
+    rm_rpc_call_cancel(s->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg); /* may free s */
+}
+
+static void check_streams(rm_node *n, uint64_t now_ms)
+{
+    kv_stream *next;
+    for (kv_stream *s = n->streams; s; s = next) {
+        next = s->next; /* cancelling s may free it, never another stream */
+        uint64_t lease_end = s->pin ? rm_cache_pin_expires(&n->cache, s->pin) : UINT64_MAX;
+        rm_stream_verdict v =
+            rm_guard_stream(now_ms, s->waiting_since_ms, n->cfg.kv_stream_idle_ms, lease_end);
+        if (v != RM_STREAM_KEEP)
+            cancel_stream(n, s, v, now_ms);
+    }
+}
+
 /* ---- registration ------------------------------------------------------ */
 
 int rm_node_register(rm_node *n, rm_rpc_server *srv)
 {
+    /* Methods that take or name leases need the call to learn the caller:
+     * they run as async unary methods answered before they return. */
+    n->match_m = (node_method){n, do_match};
+    n->insert_m = (node_method){n, do_insert};
+    n->release_m = (node_method){n, do_release};
     const rm_rpc_method methods[] = {
         {.path = "/radixmesh.v1.CacheNode/Match",
-         .kind = RM_RPC_UNARY,
-         .unary = do_match,
-         .ctx = n},
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = unary_with_call,
+         .ctx = &n->match_m},
         {.path = "/radixmesh.v1.CacheNode/Insert",
-         .kind = RM_RPC_UNARY,
-         .unary = do_insert,
-         .ctx = n},
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = unary_with_call,
+         .ctx = &n->insert_m},
         {.path = "/radixmesh.v1.CacheNode/Release",
-         .kind = RM_RPC_UNARY,
-         .unary = do_release,
-         .ctx = n},
+         .kind = RM_RPC_UNARY_ASYNC,
+         .unary_async = unary_with_call,
+         .ctx = &n->release_m},
         {.path = "/radixmesh.v1.CacheNode/Stats",
          .kind = RM_RPC_UNARY,
          .unary = do_stats,

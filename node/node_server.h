@@ -20,6 +20,9 @@ typedef struct rm_node_config {
     uint32_t hot_block_tokens; /* block size of hot-prefix tracking */
     uint64_t hot_half_life_ms; /* how fast past traffic is forgotten */
     const char *worker_url;    /* the paired inference worker, NULL: none */
+    /* A ReadKV/WriteKV that waits this long on its client (a send not
+     * taken, nothing received) is cancelled and its pages returned. */
+    uint64_t kv_stream_idle_ms;
 } rm_node_config;
 
 typedef struct rm_node rm_node;
@@ -31,7 +34,8 @@ void rm_node_destroy(rm_node *n);
 /* Registers the CacheNode and Health methods on srv. Returns 0 or -1. */
 int rm_node_register(rm_node *n, rm_rpc_server *srv);
 
-/* Periodic work: lease expiry and TTL eviction. */
+/* Periodic work: lease expiry, TTL eviction, namespace reclaim, the KV
+ * streams' idle and lease bounds, rate-limited refusal logs. */
 void rm_node_tick(rm_node *n, uint64_t now_ms);
 
 /* Limits a config reload may change (owner thread). */

@@ -82,8 +82,8 @@ static void bench_inprocess(void)
             const uint32_t *tok = reqs + (i % DISTINCT) * 640;
             rm_match_result mr;
             rm_insert_result ir;
-            rm_cache_match(&c, "m", 1, tok, 640, 0, 0, now, &mr);
-            rm_cache_insert(&c, "m", 1, tok, 640, 0, now, &ir);
+            rm_cache_match(&c, NULL, "m", 1, tok, 640, 0, 0, now, &mr);
+            rm_cache_insert(&c, NULL, "m", 1, tok, 640, 0, now, &ir);
             hit += mr.matched_tokens;
             now += (i & 1023) == 0;
         }
@@ -106,7 +106,7 @@ static void bench_inprocess(void)
         abort();
     for (uint64_t i = 0; i < 16384; i++) {
         rm_insert_result ir;
-        rm_cache_insert(&c, "m", 1, reqs + (i % DISTINCT) * 640, 640, 0, 0, &ir);
+        rm_cache_insert(&c, NULL, "m", 1, reqs + (i % DISTINCT) * 640, 640, 0, 0, &ir);
     }
     struct mallinfo2 after = mallinfo2();
     rm_cache_stats_get(&c, &st);

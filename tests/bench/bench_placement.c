@@ -135,8 +135,8 @@ static outcome simulate(const rm_trace *w, uint64_t pages, rule how, int layout)
         uint32_t j = choose(how, c, &ring, served, r, i, &moved_hit);
         rm_match_result mr;
         rm_insert_result ir;
-        rm_cache_match(&c[j], "m", 1, r->tokens, r->n, 0, 0, i, &mr);
-        rm_cache_insert(&c[j], "m", 1, r->tokens, r->n, 0, i, &ir);
+        rm_cache_match(&c[j], NULL, "m", 1, r->tokens, r->n, 0, 0, i, &mr);
+        rm_cache_insert(&c[j], NULL, "m", 1, r->tokens, r->n, 0, i, &ir);
         q += r->n;
         h += mr.matched_tokens + moved_hit;
         served[j]++;

@@ -25,8 +25,8 @@ static double single_lru_hit(const rm_trace *w, uint32_t page_tokens, uint64_t p
     for (size_t i = 0; i < w->n; i++) {
         rm_match_result mr;
         rm_insert_result ir;
-        rm_cache_match(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
-        rm_cache_insert(&c, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
+        rm_cache_match(&c, NULL, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
+        rm_cache_insert(&c, NULL, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
         q += w->req[i].n;
         h += mr.matched_tokens;
     }

@@ -48,13 +48,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t pool = pools[(data[0] >> 2) % 4];
     int kv = (data[0] >> 4) & 1;
     int failing = (data[0] >> 5) & 1;
+    uint32_t max_ns = (data[0] >> 6) & 1 ? 1 + (data[0] >> 7) : 1024; /* 1 or 2 slots for 3 names */
     in = data + 1;
     in_len = size - 1;
     in_pos = 0;
     pool_failures = 0;
     rm_t_fail = 0;
     rm_pool_fail_hook = failing ? failing_alloc : NULL;
-    run(pt, pool, kv, 100000);
+    run(pt, pool, kv, 100000, max_ns);
     rm_pool_fail_hook = NULL;
     if (rm_t_fail)
         abort(); /* the CHECK lines above say what broke */

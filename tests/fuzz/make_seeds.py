@@ -59,7 +59,9 @@ def main():
     }
     for name, data in requests.items():
         write("requests", name, data)
-    for i, first in enumerate([0x00, 0x05, 0x16, 0x2a, 0x3b, 0x21]):
+    # First byte: page size, pool, KV mode, failing allocator; bit 6 gives
+    # the three namespaces one slot (two with bit 7 too).
+    for i, first in enumerate([0x00, 0x05, 0x16, 0x2a, 0x3b, 0x21, 0x52, 0xd6]):
         write("cache", f"ops{i}", bytes([first]) + bytes(rng.randrange(256) for _ in range(1500)))
     write("flags", "basic", "listen = 127.0.0.1:7000\npage-tokens 16\n--prefault\n")
     write("flags", "comments", "# a comment\n\n  load-factor=1.5  \nnode-id = n1\npool-tokens=0\n")

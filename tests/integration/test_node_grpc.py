@@ -7,6 +7,7 @@ Usage: test_node_grpc.py --node PATH/TO/radixmesh-node --proto-dir PROTO_DIR
 """
 import argparse
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,16 @@ class KVNodeTest(unittest.TestCase):
             self.stub.Insert(pb.InsertRequest(namespace="kv", tokens=toks))
         self.assertEqual(e.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
+    def test_empty_write_caches_nothing(self):
+        """A WriteKV naming no tokens (or less than a page) is a write of
+        nothing: OK, nothing cached (it used to be UB in the node)."""
+        for toks in ([], [1, 2, 3]):
+            rep = self.stub.WriteKV(iter([pb.WriteKVChunk(namespace="empty", tokens=toks)]))
+            self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens), (0, 0, 0))
+        st = self.stub.Stats(pb.StatsRequest())
+        self.assertEqual(st.free_pages + st.evictable_pages + st.protected_pages, st.pool_pages)
+        self.assertEqual(st.protected_pages, 0)
+
 
 class AuthTest(unittest.TestCase):
     """--auth-token-file: every RPC but health needs the bearer token; a
@@ -318,6 +329,116 @@ class AuthTest(unittest.TestCase):
         self.assertIn("--http-auth needs --auth-token-file", out.stderr)
 
 
+def stats(stub):
+    return stub.Stats(pb.StatsRequest(), timeout=10)
+
+
+def write_kv(stub, ns, toks, kvb, timeout=60):
+    """Caches toks with KV bytes (every byte 7)."""
+    aligned = len(toks) // 16 * 16
+    kv = b"\x07" * (aligned * kvb)
+    step = 1 << 20
+
+    def chunks():
+        yield pb.WriteKVChunk(namespace=ns, tokens=toks, kv=kv[:step])
+        for off in range(step, len(kv), step):
+            yield pb.WriteKVChunk(kv=kv[off:off + step])
+    return stub.WriteKV(chunks(), timeout=timeout)
+
+
+def stalled_write(stub, ns, toks):
+    """A WriteKV whose first message names toks, then sends nothing: returns
+    (future, queue); put None on the queue to end the request stream."""
+    q = queue.Queue()
+    q.put(pb.WriteKVChunk(namespace=ns, tokens=toks))
+    return stub.WriteKV.future(iter(q.get, None), timeout=120), q
+
+
+class StreamBoundTest(unittest.TestCase):
+    """--kv-stream-idle-ms and leases bound how long a KV stream holds pages:
+    a WriteKV that stops sending and a ReadKV nobody reads are cancelled,
+    and their pages come back."""
+
+    def test_stalled_write_returns_the_pool(self):
+        node = Node("--kv-bytes-per-token", "64", "--pool-tokens", "4096",
+                    "--kv-stream-idle-ms", "300", node_id="idle")
+        try:
+            fut, q = stalled_write(node.stub, "w", tokens(30, 4096))
+            try:
+                # The whole pool is reserved, then handed back by the bound.
+                poll("the reservation", lambda: fut.done() or
+                     stats(node.stub).protected_pages == 256)
+                with self.assertRaises(grpc.RpcError) as e:
+                    fut.result(timeout=60)
+            finally:
+                q.put(None)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertIn("--kv-stream-idle-ms", e.exception.details())
+            self.assertIn("256 reserved pages returned", e.exception.details())
+            st = stats(node.stub)
+            self.assertEqual(st.free_pages, st.pool_pages)
+            self.assertEqual(write_kv(node.stub, "w", tokens(30, 4096), 64).inserted_tokens, 4096)
+        finally:
+            node.close()
+
+    def check_unread_read(self, idle_ms, ttl_ms, release, reason):
+        """A 16 MiB ReadKV nobody reads (its send blocks, its pin stays)
+        under a lease of ttl_ms, released at once if asked: the node must
+        unpin the pages by itself, and the read ends DEADLINE_EXCEEDED with
+        reason in its message."""
+        node = Node("--kv-bytes-per-token", "4096", "--pool-tokens", "4096",
+                    "--kv-stream-idle-ms", str(idle_ms), node_id="unread")
+        try:
+            toks = tokens(31, 4096)
+            write_kv(node.stub, "r", toks, 4096)
+            m = node.stub.Match(pb.MatchRequest(namespace="r", tokens=toks, lease=True,
+                                                lease_ttl_ms=ttl_ms))
+            it = node.stub.ReadKV(pb.ReadKVRequest(lease_id=m.lease_id), timeout=120)
+            it.initial_metadata()  # sent with the first chunk: the read has its pin
+            if release:
+                node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
+            poll("the pages unpinned", lambda: stats(node.stub).protected_pages == 0)
+            with self.assertRaises(grpc.RpcError) as e:
+                for _ in it:
+                    pass
+            self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertIn(reason, e.exception.details())
+        finally:
+            node.close()
+
+    def test_unread_read_ends_with_its_lease(self):
+        # The idle bound is far off: only the lease's end can unpin (it used
+        # to take the client going away).
+        self.check_unread_read(600000, 1000, release=False, reason="lease ended")
+
+    def test_unread_read_is_cancelled_when_idle(self):
+        # Released at once with its TTL far off: only the read's pin holds
+        # the pages, and the idle bound lets them go.
+        self.check_unread_read(300, 600000, release=True, reason="took no data")
+
+class PeerShareTest(unittest.TestCase):
+    """A caller (here: the address 127.0.0.1) holds at most its share of
+    the leases, half of --max-leases by default, and is told so."""
+
+    def test_share(self):
+        node = Node("--max-leases", "6", node_id="share")
+        try:
+            req = pb.MatchRequest(namespace="s", tokens=tokens(33, 64), lease=True)
+            ids = [node.stub.Match(req).lease_id for _ in range(3)]
+            with self.assertRaises(grpc.RpcError) as e:
+                node.stub.Match(req)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("--max-leases-per-peer 3", e.exception.details())
+            self.assertIn("127.0.0.1", e.exception.details())
+            self.assertEqual(stats(node.stub).peer_lease_refusals_total, 1)
+            # Served without a lease, and again with one once it gave one back.
+            self.assertEqual(node.stub.Match(pb.MatchRequest(namespace="s")).matched_tokens, 0)
+            node.stub.Release(pb.ReleaseRequest(lease_id=ids[0]))
+            self.assertNotEqual(node.stub.Match(req).lease_id, 0)
+        finally:
+            node.close()
+
+
 def make_pki(d):
     """A throwaway CA, a server certificate for 127.0.0.1 and a client
     certificate, made with the openssl CLI."""
@@ -326,7 +447,8 @@ def make_pki(d):
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/ca.key",
         "-out", f"{d}/ca.crt", "-days", "2", "-subj", "/CN=radixmesh-test-ca")
     for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-                      ("client", "extendedKeyUsage=clientAuth")):
+                      ("client", "extendedKeyUsage=clientAuth"),
+                      ("client2", "extendedKeyUsage=clientAuth")):
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/{name}.key",
             "-out", f"{d}/{name}.csr", "-subj", f"/CN={name}")
         with open(f"{d}/{name}.ext", "w") as f:
@@ -470,6 +592,89 @@ class TlsTest(unittest.TestCase):
         self.assertIn("replayed 50 requests", out.stdout)
 
 
+class LeaseOwnerTest(unittest.TestCase):
+    """Under mTLS a lease belongs to the client identity that took it: any
+    other identity naming it gets NOT_FOUND, as for an id never issued; and
+    the lease share counts per identity, not per address."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        d = cls.dir.name
+        ca, _, _ = make_pki(d)
+        tls = ["--tls-cert", f"{d}/server.crt", "--tls-key", f"{d}/server.key", "--tls-ca",
+               f"{d}/ca.crt", "--require-client-cert"]
+        cls.kv = TlsDaemon([ARGS.node, "--node-id", "own-kv", *tls, "--kv-bytes-per-token", "16",
+                            "--max-leases", "4"])
+        cls.meta = TlsDaemon([ARGS.node, "--node-id", "own-meta", *tls])
+        def read(name):
+            with open(f"{d}/{name}", "rb") as f:
+                return f.read()
+        cls.creds = {who: grpc.ssl_channel_credentials(root_certificates=ca,
+                                                       private_key=read(f"{who}.key"),
+                                                       certificate_chain=read(f"{who}.crt"))
+                     for who in ("client", "client2")}
+        cls.channels = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for ch in cls.channels:
+            ch.close()
+        assert cls.kv.close() == 0
+        assert cls.meta.close() == 0
+        cls.dir.cleanup()
+
+    def stub(self, node, who):
+        ch = grpc.secure_channel(node.addr, self.creds[who],
+                                 options=[("grpc.use_local_subchannel_pool", 1)])
+        self.channels.append(ch)
+        return pb_grpc.CacheNodeStub(ch)
+
+    def assertUnknownLease(self, fn):
+        with self.assertRaises(grpc.RpcError) as e:
+            fn()
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertIn("unknown lease", e.exception.details())
+
+    def test_lease_belongs_to_its_identity(self):
+        alice, bob = self.stub(self.kv, "client"), self.stub(self.kv, "client2")
+        toks = tokens(34, 64)
+        write_kv(alice, "o", toks, 16)
+        lid = alice.Match(pb.MatchRequest(namespace="o", tokens=toks, lease=True)).lease_id
+        self.assertUnknownLease(lambda: bob.Release(pb.ReleaseRequest(lease_id=lid)))
+        self.assertUnknownLease(lambda: list(bob.ReadKV(pb.ReadKVRequest(lease_id=lid))))
+        more = toks + tokens(35, 16)
+        self.assertUnknownLease(lambda: bob.WriteKV(iter([pb.WriteKVChunk(
+            namespace="o", tokens=more, kv_start_token=64, lease_id=lid, kv=b"\x01" * 256)])))
+        # The owner can do all of it.
+        self.assertEqual(len(b"".join(c.kv for c in alice.ReadKV(pb.ReadKVRequest(lease_id=lid)))),
+                         64 * 16)
+        rep = alice.WriteKV(iter([pb.WriteKVChunk(namespace="o", tokens=more, kv_start_token=64,
+                                                  lease_id=lid, kv=b"\x01" * 256)]))
+        self.assertEqual(rep.inserted_tokens, 16)
+        alice.Release(pb.ReleaseRequest(lease_id=lid))
+        meta_a, meta_b = self.stub(self.meta, "client"), self.stub(self.meta, "client2")
+        lid = meta_a.Match(pb.MatchRequest(namespace="o", tokens=toks, lease=True)).lease_id
+        self.assertUnknownLease(lambda: meta_b.Insert(pb.InsertRequest(
+            namespace="o", tokens=toks, lease_id=lid)))
+        self.assertEqual(meta_a.Insert(pb.InsertRequest(namespace="o", tokens=toks,
+                                                        lease_id=lid)).inserted_tokens, 64)
+        meta_a.Release(pb.ReleaseRequest(lease_id=lid))
+
+    def test_share_counts_per_identity(self):
+        alice, bob = self.stub(self.kv, "client"), self.stub(self.kv, "client2")
+        req = pb.MatchRequest(namespace="share", tokens=tokens(36, 32), lease=True)
+        held = [(alice, alice.Match(req).lease_id) for _ in range(2)]
+        with self.assertRaises(grpc.RpcError) as e:
+            alice.Match(req)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("client identity 'client'", e.exception.details())
+        # Another identity from the same address has a share of its own.
+        held += [(bob, bob.Match(req).lease_id) for _ in range(2)]
+        for stub, lid in held:
+            stub.Release(pb.ReleaseRequest(lease_id=lid))
+
+
 class LoggedDaemon(Node):
     """A daemon whose stderr (its log) is collected, to see reloads."""
 
@@ -544,8 +749,9 @@ class ReloadTest(unittest.TestCase):
             conf = os.path.join(d, "node.conf")
             with open(conf, "w") as f:
                 f.write("# limits\nmax-request-tokens = 100\nmax-leases = 50\n")
+            # One client takes both leases: its share must allow that.
             node = LoggedDaemon([ARGS.node, "--node-id", "rl1", "--config", conf,
-                                 "--max-leases", "2"])
+                                 "--max-leases", "2", "--max-leases-per-peer", "2"])
             try:
                 def match(n, lease=False):
                     return node.stub.Match(pb.MatchRequest(namespace="r", tokens=tokens(9, n),

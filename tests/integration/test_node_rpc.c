@@ -293,6 +293,76 @@ static void test_kv_roundtrip(void)
     CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
 }
 
+/* WriteKV naming no tokens writes nothing and says so (OK, nothing
+ * cached); the node used to memcpy from the NULL token array (UB: the
+ * ASan/UBSan build died). The node keeps serving and its pool is intact. */
+static void test_empty_write_kv(void)
+{
+    test_daemon d;
+    const char *extra[] = {"--kv-bytes-per-token", "8", "--pool-tokens", "256", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
+    char msg[256];
+    static const uint8_t none[1];
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", NULL, 0, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(ir.cached_tokens + ir.inserted_tokens + ir.dropped_tokens, 0);
+    uint32_t few[5];
+    fill(few, 5, 20);
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", few, 5, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(ir.inserted_tokens, 0);
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK_EQ(s.free_pages, s.pool_pages);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
+/* Leased Matches on fresh namespaces with short leases used to fill
+ * --max-namespaces for good. Now a refusal is counted (Stats) and, once
+ * the leases expire, fresh namespaces are served again. */
+static void test_namespace_slots_return(void)
+{
+    test_daemon d;
+    const char *extra[] = {"--max-namespaces", "4", NULL};
+    REQUIRE(start_node(&d, extra) == 0);
+    rm_cache_client cc;
+    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
+    char msg[256], ns[32];
+    uint32_t tok[32];
+    fill(tok, 32, 21);
+    rm_cc_match_reply m;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 4; i++) {
+            snprintf(ns, sizeof ns, "model-%d-%d", round, i);
+            /* The previous round's leases (2 s: long enough to see the refusal
+             * below even under valgrind) may still be live. */
+            long long deadline = td_now_ms() + 30000;
+            int st;
+            while ((st = rm_cc_match(&cc, ns, tok, 32, 1, 2000, &m, msg, sizeof msg)) ==
+                       GRPC_STATUS_RESOURCE_EXHAUSTED &&
+                   td_now_ms() < deadline)
+                ;
+            CHECK_EQ(st, GRPC_STATUS_OK);
+            if (st != GRPC_STATUS_OK)
+                goto done; /* the slots never came back: once is enough to say so */
+        }
+        CHECK_EQ(rm_cc_match(&cc, "one-too-many", tok, 32, 1, 2000, &m, msg, sizeof msg),
+                 GRPC_STATUS_RESOURCE_EXHAUSTED);
+        CHECK(strstr(msg, "--max-namespaces 4") != NULL);
+    }
+done:;
+    radixmesh_v1_NodeStats s = stats(&cc);
+    CHECK(s.namespace_refusals_total >= 2);
+    CHECK(s.namespaces <= 4);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    rm_cc_close(&cc);
+    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+}
+
 typedef struct worker_arg {
     const char *addr;
     int id, errors, requests;
@@ -410,6 +480,8 @@ static void test_bad_flags_exit_2(void)
         {"--tls-cert", "/nonexistent.pem", NULL}, /* without --tls-key */
         {"--require-client-cert", NULL},          /* without certificates */
         {"--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname", NULL}, /* not PEM */
+        {"--kv-stream-idle-ms", "0", NULL},
+        {"--max-leases-per-peer", "-1", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         CHECK(td_exits_2(node_bin, cases[i]));
@@ -495,6 +567,8 @@ int main(int argc, char **argv)
     RUN(test_pinned_pool_then_recovery);
     RUN(test_lease_ttl_reclaims);
     RUN(test_kv_roundtrip);
+    RUN(test_empty_write_kv);
+    RUN(test_namespace_slots_return);
     RUN(test_concurrent_clients);
     RUN(test_sigterm_drains);
     RUN(test_bad_flags_exit_2);

@@ -4,7 +4,12 @@
  * with how much of it is still cached. A match is the longest page-aligned
  * common prefix with any of them. Thousands of random operations (match,
  * lease, insert with and without lease, release, KV write/commit/abort, KV
- * read, clock jumps that expire leases) run against both; after every one:
+ * read, clock jumps that expire leases) run against both, made by four
+ * callers (unknown, an address, two authenticated identities) with a small
+ * per-caller lease share, some runs with fewer namespace slots than names.
+ * The oracle predicts every refusal: a caller over its share, a lease named
+ * by someone else than the identity owning it, a new namespace when every
+ * slot holds pages or leases. After every operation:
  *
  *   - rm_cache_check: every tree/pool/reference invariant;
  *   - while nothing was evicted, every answer equals the oracle's exactly;
@@ -39,6 +44,7 @@ typedef struct oseq {
 typedef struct olease {
     uint64_t id;
     int ns;
+    int owner; /* index into CALLERS */
     uint32_t tok[MAXLEN];
     size_t matched;
     uint64_t expires;
@@ -50,6 +56,11 @@ static olease leases[MAXLEASE];
 static size_t nleases;
 static uint32_t PT;
 static const char *NS[3] = {"llama", "qwen", "llama:lora1"};
+static const rm_cache_caller IP = {"10.0.0.1", 8, 0}, ALICE = {"alice", 5, 1}, BOB = {"bob", 3, 1};
+static const rm_cache_caller *const CALLERS[4] = {NULL, &IP, &ALICE, &BOB};
+#define SHARE 3 /* leases per known caller: small, so callers reach it */
+static uint32_t MAXNS;
+static int oracle_lossy; /* it forgot inserts: namespace use is unknown */
 
 static unsigned long pool_failures; /* allocations the fuzzer failed */
 
@@ -114,6 +125,7 @@ static void oracle_add(int ns, const uint32_t *tok, size_t len)
     if (nseqs == MAXSEQ) { /* drop the oldest entry; keep it bounded */
         memmove(seqs, seqs + 1, sizeof seqs[0] * (MAXSEQ - 1));
         nseqs--;
+        oracle_lossy = 1;
     }
     seqs[nseqs].ns = ns;
     memcpy(seqs[nseqs].tok, tok, len * sizeof *tok);
@@ -176,6 +188,61 @@ static void inv(const rm_cache *c)
     }
 }
 
+/* Whether namespace ns holds cached pages or a lease. */
+static int ns_in_use(int ns)
+{
+    for (size_t i = 0; i < nleases; i++)
+        if (leases[i].ns == ns)
+            return 1;
+    for (size_t s = 0; s < nseqs; s++)
+        if (seqs[s].ns == ns && seqs[s].cached > 0)
+            return 1;
+    return 0;
+}
+
+/* Whether creating namespace ns must be refused: it is not in use and every
+ * slot is held by a namespace in use (empty ones are reclaimed). -1 when
+ * the oracle cannot tell. */
+static int ns_refused(int ns)
+{
+    if (oracle_lossy)
+        return -1;
+    if (ns_in_use(ns))
+        return 0;
+    uint32_t used = 0;
+    for (int k = 0; k < 3; k++)
+        used += k != ns && ns_in_use(k);
+    return used >= MAXNS;
+}
+
+/* -EDQUOT when creating ns must be refused, else ok_rc. Unknown: takes rc. */
+static int expect_ns(int ns, int ok_rc, int rc)
+{
+    int r = ns_refused(ns);
+    return r < 0 ? (rc == -EDQUOT ? rc : ok_rc) : r ? -EDQUOT : ok_rc;
+}
+
+static size_t owned_by(int who)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < nleases; i++)
+        k += leases[i].owner == who;
+    return k;
+}
+
+/* Whether caller who is refused lease l: it belongs to another identity. */
+static int denied(const olease *l, int who)
+{
+    const rm_cache_caller *o = CALLERS[l->owner];
+    return o && o->authenticated && who != l->owner;
+}
+
+/* The lease's owner mostly, now and then someone else. */
+static int pick_caller(const olease *l)
+{
+    return (!l || rnd() % 4 == 0) ? (int)(rnd() % 4) : l->owner;
+}
+
 static void expire_oracle_leases(uint64_t now)
 {
     for (size_t i = 0; i < nleases;) {
@@ -187,18 +254,18 @@ static void expire_oracle_leases(uint64_t now)
 }
 
 /* Half the time, extends a live lease's prefix into q (the Match(lease) ->
- * compute -> Insert cycle). Returns the lease id or 0. */
-static uint64_t pick_lease_prefix(int *ns, uint32_t *q, size_t *n)
+ * compute -> Insert cycle). Returns the lease or NULL. */
+static olease *pick_lease_prefix(int *ns, uint32_t *q, size_t *n)
 {
     if (!nleases || (rnd() & 1))
-        return 0;
+        return NULL;
     olease *l = &leases[rnd() % nleases];
     *ns = l->ns;
     memcpy(q, l->tok, l->matched * sizeof *q);
     *n = l->matched + rnd() % (MAXLEN - l->matched + 1);
     for (size_t i = l->matched; i < *n; i++)
         q[i] = (uint32_t)(rnd() % 50);
-    return l->id;
+    return l;
 }
 
 /* After an insert through lease lid the lease covers the cached sequence and
@@ -216,10 +283,12 @@ static void lease_moved(rm_cache *c, uint64_t lid, const uint32_t *q, size_t n, 
     }
 }
 
-static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops)
+static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops, uint32_t max_ns)
 {
     PT = page_tokens;
+    MAXNS = max_ns;
     nseqs = nleases = 0;
+    oracle_lossy = 0;
     rm_cache c;
     rm_cache_config cfg;
     rm_cache_config_defaults(&cfg);
@@ -229,6 +298,8 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
     cfg.default_lease_ttl_ms = 400;
     cfg.max_lease_ttl_ms = 2000;
     cfg.max_leases = MAXLEASE;
+    cfg.max_leases_per_peer = SHARE;
+    cfg.max_namespaces = max_ns;
     cfg.policy = (rnd() & 1) ? RM_EVICT_LFU : RM_EVICT_LRU;
     REQUIRE(rm_cache_init(&c, &cfg) == 0);
     uint64_t now = 1000;
@@ -245,24 +316,38 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
         if (kind < 30) { /* match, maybe leased */
             int lease = nleases < MAXLEASE && (rnd() & 1);
             uint32_t ttl = (uint32_t)(rnd() % 3000);
+            int who = (int)(rnd() % 4);
             rm_match_result mr;
-            CHECK_EQ(rm_cache_match(&c, NS[ns], strlen(NS[ns]), q, n, lease, ttl, now, &mr), 0);
-            CHECK_EQ(mr.matched_tokens, expect);
-            if (lease) {
+            int rc = rm_cache_match(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, lease, ttl, now,
+                                    &mr);
+            int want = !lease                            ? 0
+                       : (who && owned_by(who) >= SHARE) ? -EUSERS
+                                                         : expect_ns(ns, 0, rc);
+            CHECK_EQ(rc, want);
+            if (rc == 0)
+                CHECK_EQ(mr.matched_tokens, expect);
+            if (lease && rc == 0) {
                 olease *l = &leases[nleases++];
                 l->id = mr.lease_id;
                 l->ns = ns;
+                l->owner = who;
                 memcpy(l->tok, q, n * sizeof *q);
                 l->matched = mr.matched_tokens;
                 l->expires = now + (ttl == 0 ? 400 : ttl > 2000 ? 2000 : ttl);
             }
         } else if (kind < 55 && !kv_mode) { /* insert, sometimes through a lease */
-            uint64_t lid = pick_lease_prefix(&ns, q, &n);
+            olease *ol = pick_lease_prefix(&ns, q, &n);
+            uint64_t lid = ol ? ol->id : 0;
+            int who = pick_caller(ol);
             if (lid)
                 expect = oracle_match(ns, q, n);
             rm_insert_result ir;
-            int rc = rm_cache_insert(&c, NS[ns], strlen(NS[ns]), q, n, lid, now, &ir);
-            if (rc == -ENOSPC) {
+            int rc = rm_cache_insert(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, lid, now, &ir);
+            if (ol && denied(ol, who)) {
+                CHECK_EQ(rc, -ENOENT);
+            } else if (!ol && expect_ns(ns, 0, rc) == -EDQUOT) {
+                CHECK_EQ(rc, -EDQUOT);
+            } else if (rc == -ENOSPC) {
                 CHECK(c.pool.nfree == 0 || pool_failures);
             } else {
                 CHECK_EQ(rc, 0);
@@ -274,21 +359,33 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
         } else if (kind < 65) { /* release a live or a bogus lease */
             if (nleases && (rnd() % 4)) {
                 size_t i = rnd() % nleases;
-                CHECK_EQ(rm_cache_release(&c, leases[i].id), 0);
-                CHECK_EQ(rm_cache_release(&c, leases[i].id), -ENOENT);
-                leases[i] = leases[--nleases];
+                int who = pick_caller(&leases[i]);
+                if (denied(&leases[i], who)) {
+                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id), -ENOENT);
+                } else {
+                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id), 0);
+                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id), -ENOENT);
+                    leases[i] = leases[--nleases];
+                }
             } else {
-                CHECK_EQ(rm_cache_release(&c, rnd() | 1), -ENOENT);
+                CHECK_EQ(rm_cache_release(&c, CALLERS[rnd() % 4], rnd() | 1), -ENOENT);
             }
         } else if (kind < 80 || (kind < 55 && kv_mode)) { /* KV write, commit or abort */
-            uint64_t lid = kind < 55 ? pick_lease_prefix(&ns, q, &n) : 0;
+            olease *ol = kind < 55 ? pick_lease_prefix(&ns, q, &n) : NULL;
+            uint64_t lid = ol ? ol->id : 0;
+            int who = pick_caller(ol);
             if (lid)
                 expect = oracle_match(ns, q, n);
             size_t kv_start = (rnd() % 3 == 0) ? 0 : expect;
             rm_kv_write w;
-            int rc = rm_cache_write_begin(&c, NS[ns], strlen(NS[ns]), q, n, kv_start, lid, now, &w);
+            int rc = rm_cache_write_begin(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, kv_start,
+                                          lid, now, &w);
             if (!kv_mode) {
                 CHECK_EQ(rc, -EINVAL);
+            } else if (ol && denied(ol, who)) {
+                CHECK_EQ(rc, -ENOENT);
+            } else if (!ol && expect_ns(ns, 0, rc) == -EDQUOT) {
+                CHECK_EQ(rc, -EDQUOT);
             } else if (rc == -ENOSPC) {
                 CHECK(c.pool.nfree == 0 || pool_failures);
             } else {
@@ -312,13 +409,19 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
         } else if (kind < 90) { /* read back a leased prefix's KV bytes */
             if (nleases && kv_mode) {
                 olease *l = &leases[rnd() % nleases];
+                int who = pick_caller(l);
                 rm_kv_pin pin;
-                CHECK_EQ(rm_cache_pin_lease(&c, l->id, &pin), 0);
+                if (denied(l, who)) {
+                    CHECK_EQ(rm_cache_pin_lease(&c, CALLERS[who], l->id, &pin), -ENOENT);
+                    goto checked;
+                }
+                CHECK_EQ(rm_cache_pin_lease(&c, CALLERS[who], l->id, &pin), 0);
                 CHECK_EQ(pin.npages * PT, l->matched);
                 int ok = 1;
                 for (size_t i = 0; i < l->matched; i++)
                     ok &= *rm_cache_pin_kv(&c, &pin, i) == kv_byte(l->tok, i);
                 CHECK(ok);
+                CHECK_EQ(rm_cache_pin_expires(&c, &pin), l->expires);
                 rm_cache_unpin(&c, &pin);
             }
         } else { /* the clock jumps: leases expire */
@@ -328,8 +431,14 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
             expire_oracle_leases(now);
             CHECK_EQ(expired, before - nleases);
         }
+    checked:
         inv(&c);
         CHECK_EQ(c.nleases, nleases);
+        for (int k = 1; k < 4; k++) {
+            const rm_peer *p =
+                rm_peers_find(&c.peers, CALLERS[k]->id, CALLERS[k]->len, CALLERS[k]->authenticated);
+            CHECK_EQ(p ? p->leases : 0, owned_by(k));
+        }
         if (c.st.evicted_tokens_total != evicted_before) {
             evicting++;
             resync(&c);
@@ -340,9 +449,13 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
             break;
     }
 #ifndef CACHE_FUZZ_BYTES
-    fprintf(stderr, "kv=%d page=%u pool=%llu ops=%ld (exact %ld, with eviction %ld) evicted=%llu\n",
-            kv_mode, page_tokens, (unsigned long long)pool_pages, ops, exact, evicting,
-            (unsigned long long)c.st.evicted_tokens_total);
+    fprintf(stderr,
+            "kv=%d page=%u pool=%llu ns=%u ops=%ld (exact %ld, with eviction %ld) evicted=%llu "
+            "refused: namespace %llu, share %llu\n",
+            kv_mode, page_tokens, (unsigned long long)pool_pages, max_ns, ops, exact, evicting,
+            (unsigned long long)c.st.evicted_tokens_total,
+            (unsigned long long)c.st.namespace_refusals_total,
+            (unsigned long long)c.st.peer_lease_refusals_total);
 #endif
 #ifndef CACHE_FUZZ_BYTES
     CHECK(evicting > 0 || pool_pages >= (1 << 16)); /* small pools must have evicted */
@@ -359,10 +472,12 @@ int main(int argc, char **argv)
         rng = 1;
     fprintf(stderr, "seed=%llu\n", (unsigned long long)rng);
     for (int kv = 0; kv <= 1; kv++) {
-        run(4, 1 << 16, kv, ops); /* no pressure: every answer exact */
-        run(4, 48, kv, ops);      /* heavy eviction and pinning */
-        run(1, 200, kv, ops);
-        run(16, 12, kv, ops);
+        run(4, 1 << 16, kv, ops, 1024); /* no pressure: every answer exact */
+        run(4, 48, kv, ops, 1024);      /* heavy eviction and pinning */
+        run(1, 200, kv, ops, 1024);
+        run(16, 12, kv, ops, 1024);
+        run(4, 48, kv, ops, 2); /* three names, two slots */
+        run(16, 12, kv, ops, 1);
     }
     return rm_t_report();
 }

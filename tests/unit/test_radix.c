@@ -140,6 +140,46 @@ static void test_namespaces_isolated(void)
     rm_radix_destroy(&t);
 }
 
+/* Reclaim frees exactly the namespaces with no children and no references;
+ * a freed slot (and its index) serves the next new namespace, and lookups
+ * of the freed name miss. */
+static void test_namespace_reclaim(void)
+{
+    rm_radix t;
+    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 3) == 0);
+    rm_radix_node *full, *held, *empty, *r;
+    REQUIRE(rm_radix_root(&t, "full", 4, 1, &full) == 0);
+    REQUIRE(rm_radix_root(&t, "held", 4, 1, &held) == 0);
+    REQUIRE(rm_radix_root(&t, "empty", 5, 1, &empty) == 0);
+    uint32_t a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    put(&t, full, a, 8, 0);
+    rm_radix_lock(&t, held);
+    uint32_t slot = empty->ns;
+    CHECK_EQ(rm_radix_root(&t, "new", 3, 1, &r), -ENOSPC);
+    CHECK_EQ(rm_radix_reclaim(&t), 1);
+    CHECK_EQ(t.nns, 2);
+    check_tree(&t);
+    CHECK_EQ(rm_radix_root(&t, "empty", 5, 0, &r), -ENOENT);
+    REQUIRE(rm_radix_root(&t, "new", 3, 1, &r) == 0);
+    CHECK_EQ(r->ns, slot);
+    CHECK_EQ(match(&t, full, a, 8), 8);
+    check_tree(&t);
+    /* Emptied by eviction and unlocked: both go; trailing slots shrink. */
+    uint32_t freed = 0;
+    rm_radix_evict(&t, 100, collect, &freed);
+    CHECK_EQ(freed, 2);
+    rm_radix_unlock(&t, held);
+    CHECK_EQ(rm_radix_reclaim(&t), 3);
+    CHECK_EQ(t.nns, 0);
+    CHECK_EQ(t.ns_len, 0);
+    CHECK_EQ(t.nodes, 0);
+    check_tree(&t);
+    REQUIRE(rm_radix_root(&t, "again", 5, 1, &r) == 0);
+    CHECK_EQ(r->ns, 0);
+    check_tree(&t);
+    rm_radix_destroy(&t);
+}
+
 static void test_lock_accounting(void)
 {
     rm_radix t;
@@ -313,6 +353,7 @@ int main(void)
     RUN(test_page_alignment);
     RUN(test_split);
     RUN(test_namespaces_isolated);
+    RUN(test_namespace_reclaim);
     RUN(test_lock_accounting);
     RUN(test_lru_order);
     RUN(test_lfu_order);
