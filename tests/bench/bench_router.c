@@ -14,8 +14,13 @@
  *
  * Per mode: token hit rate (client-side; the cluster's own ClusterStats
  * totals are checked equal), ratio to ideal, max/mean requests per node,
- * spills. Usage:
- *   bench_router NODE_BIN ROUTER_BIN [--trace FILE] [--block-tokens 64] [--quick] */
+ * max/mean work per node (the prompt tokens the serving node did not hold
+ * plus the reply's tokens: what its GPU would compute), spills, errors (the
+ * first one quoted). Usage:
+ *   bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] [--seed N]
+ *                [--requests N] [--block-tokens 64] [--quick]
+ * With --trace, only table A, on that trace (a workload name generates it:
+ * workload.h; --requests 0 = its default, or all of a file). */
 #include <grpc/grpc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +33,7 @@
 #include "pbx.h"
 #include "trace.h"
 #include "util.h"
+#include "workload.h"
 #include "bench_util.h"
 #include "lru_baseline.h"
 
@@ -35,12 +41,6 @@
 #define PAGE  16
 
 static const char *node_bin, *router_bin;
-
-static void block_tokens(uint32_t *out, uint64_t block_id, size_t count)
-{
-    for (size_t j = 0; j < count; j++)
-        out[j] = (uint32_t)(rm_mix64(block_id * 1000003ull + j) % 128000);
-}
 
 /* 80% of conversations share one 1024-token system prompt; 5 turns each,
  * interleaved 16 conversations at a time like concurrent users. */
@@ -56,17 +56,24 @@ static void gen_chat(rm_trace *w, int convs)
                 int shared = (rm_mix64((uint64_t)c) % 10) < 8;
                 r->n = SYSP + (size_t)(turn + 1) * TURN;
                 r->tokens = rm_xmalloc(sizeof(uint32_t) * r->n);
-                block_tokens(r->tokens, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
+                rm_trace_block_tokens(r->tokens, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
                 for (int t = 0; t <= turn; t++)
-                    block_tokens(r->tokens + SYSP + (size_t)t * TURN,
-                                 2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
+                    rm_trace_block_tokens(r->tokens + SYSP + (size_t)t * TURN,
+                                          2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
             }
 }
 
 typedef struct result {
-    double hit, cluster_hit, max_mean, secs;
+    double hit, cluster_hit, max_mean, work_max_mean, secs;
     uint64_t spills, errors;
+    char first_error[160];
 } result;
+
+static void record_error(result *res, const char *what, const char *msg)
+{
+    if (!res->errors++)
+        snprintf(res->first_error, sizeof res->first_error, "%s: %.140s", what, msg);
+}
 
 static int healthy_all(rm_cache_client *cc, uint32_t want)
 {
@@ -106,33 +113,42 @@ static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *k
     if (!healthy_all(&cc, NODES))
         exit(1);
     result res = {0};
-    uint64_t q = 0, h = 0, per[NODES] = {0};
+    uint64_t q = 0, h = 0, per[NODES] = {0}, work[NODES] = {0};
     char msg[256];
     uint64_t t0 = rm_now_ns();
     for (size_t i = 0; i < w->n; i++) {
         const rm_trace_req *r = &w->req[i];
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
-        if (rm_cc_match(&cc, "m", r->tokens, r->n, 1, 0, &m, msg, sizeof msg) ||
-            rm_cc_insert(&cc, "m", r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg) ||
-            rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg)) {
-            res.errors++;
+        if (rm_cc_match(&cc, "m", r->tokens, r->n, 1, 0, &m, msg, sizeof msg)) {
+            record_error(&res, "Match", msg);
             continue;
         }
+        /* The request was served (and counted by the node) even if its
+         * prompt then cannot be cached. */
+        if (rm_cc_insert(&cc, "m", r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg))
+            record_error(&res, "Insert", msg);
+        if (rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg))
+            record_error(&res, "Release", msg);
         q += r->n;
         h += m.matched_tokens;
         int id = atoi(m.node_id + 5);
-        if (id >= 0 && id < NODES)
+        if (id >= 0 && id < NODES) {
             per[id]++;
+            work[id] += r->n - m.matched_tokens + r->output_tokens;
+        }
     }
     res.secs = (double)(rm_now_ns() - t0) / 1e9;
     res.hit = (double)h / (double)q;
-    uint64_t max = 0, sum = 0;
+    uint64_t max = 0, sum = 0, wmax = 0, wsum = 0;
     for (int i = 0; i < NODES; i++) {
         max = per[i] > max ? per[i] : max;
         sum += per[i];
+        wmax = work[i] > wmax ? work[i] : wmax;
+        wsum += work[i];
     }
     res.max_mean = (double)max / ((double)sum / NODES);
+    res.work_max_mean = wsum ? (double)wmax / ((double)wsum / NODES) : 0;
     /* The cluster's own counters must reach exactly the client's. */
     long long deadline = td_now_ms() + 10000;
     while (td_now_ms() < deadline) {
@@ -154,10 +170,12 @@ static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *k
 
 static void report(const char *name, const result *r, double ideal)
 {
-    printf("   %-25s hit %.4f (cluster says %.4f) = %.3f of ideal; max/mean requests %.3f; "
-           "spills %llu; errors %llu; %.1f s\n",
-           name, r->hit, r->cluster_hit, r->hit / ideal, r->max_mean, (unsigned long long)r->spills,
-           (unsigned long long)r->errors, r->secs);
+    printf("   %-25s hit %.4f (cluster says %.4f) = %.3f of ideal; max/mean requests %.3f, "
+           "work %.3f; spills %llu; errors %llu; %.1f s\n",
+           name, r->hit, r->cluster_hit, r->hit / ideal, r->max_mean, r->work_max_mean,
+           (unsigned long long)r->spills, (unsigned long long)r->errors, r->secs);
+    if (r->errors)
+        printf("   %-25s first error: %s\n", "", r->first_error);
 }
 
 static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal)
@@ -233,12 +251,12 @@ static void bench_overhead(const char *self, int quick)
     uint32_t tok[640];
     char msg[256];
     for (int p = 0; p < 8; p++) {
-        block_tokens(tok, 7000 + (uint64_t)p, 512);
+        rm_trace_block_tokens(tok, 7000 + (uint64_t)p, 512);
         rm_cc_insert_reply ir;
         rm_cc_insert(&cc, "m", tok, 512, 0, NULL, &ir, msg, sizeof msg);
     }
-    block_tokens(tok, 7003, 512);
-    block_tokens(tok + 512, 99999, 128);
+    rm_trace_block_tokens(tok, 7003, 512);
+    rm_trace_block_tokens(tok + 512, 99999, 128);
     grpc_slice req = match_request_slice("m", tok, 640);
     rm_cc_match_reply m;
     rm_cc_match(&cc, "m", tok, 640, 0, 0, &m, msg, sizeof msg);
@@ -278,22 +296,28 @@ int main(int argc, char **argv)
     if (argc >= 3 && !strcmp(argv[1], "--serve-echo"))
         return serve_echo(argv[2]);
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_router NODE_BIN ROUTER_BIN [--trace FILE] "
-                        "[--block-tokens B] [--quick]\n");
+        fprintf(stderr,
+                "usage: bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] "
+                "[--seed N] [--requests N] [--block-tokens B] [--quick]\n");
         return 2;
     }
     node_bin = argv[1];
     router_bin = argv[2];
     const char *trace = "../shared/traces/mooncake_synthetic_trace.jsonl";
     size_t B = 64, limit = 0;
-    int quick = 0;
+    uint64_t seed = 42;
+    int quick = 0, only_trace = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--trace") && i + 1 < argc)
-            trace = argv[++i];
-        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc)
+            trace = argv[++i], only_trace = 1;
+        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc && atoi(argv[i + 1]) > 0)
             B = (size_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--requests") && i + 1 < argc)
+            limit = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--quick"))
-            quick = 1, limit = 1000;
+            quick = 1, limit = limit ? limit : 1000;
         else {
             fprintf(stderr, "bench_router: unknown argument %s\n", argv[i]);
             return 2;
@@ -303,20 +327,30 @@ int main(int argc, char **argv)
     grpc_init();
     rm_trace w;
     char err[512];
-    if (rm_trace_load(trace, B, limit, &w, err, sizeof err) == 0) {
+    if (rm_workload_trace(trace, seed, limit, B, &w, err, sizeof err) == 0) {
         /* Each node: 10% of the trace's unique blocks / 8, in tokens. */
         uint64_t node_tokens = w.unique_blocks * B / 10 / NODES;
         uint64_t node_pages = (node_tokens + PAGE - 1) / PAGE;
         double ideal = single_lru_hit(&w, PAGE, node_pages * NODES);
-        printf("A. Mooncake trace: %zu requests, %llu unique blocks, %zu tokens/block; "
-               "node pool %llu tokens x %d\n"
+        size_t over, convs = rm_trace_conversations(&w, node_pages * PAGE, &over);
+        if (rm_workload_known(trace))
+            printf("A. %s workload, seed %llu: ", trace, (unsigned long long)seed);
+        else
+            printf("A. trace %s: ", trace);
+        printf("%zu requests, %llu unique blocks, %zu tokens/block; node pool %llu tokens x %d; "
+               "%zu of %zu conversations have a request larger than a node's pool\n"
                "   ideal single LRU (%llu tokens): hit %.4f\n",
                w.n, (unsigned long long)w.unique_blocks, B, (unsigned long long)node_tokens, NODES,
-               (unsigned long long)(node_pages * NODES * PAGE), ideal);
+               over, convs, (unsigned long long)(node_pages * NODES * PAGE), ideal);
+        fflush(stdout);
         run_modes(&w, node_pages * PAGE, ideal);
         rm_trace_free(&w);
     } else {
-        printf("A. Mooncake trace skipped: %s\n", err);
+        printf("A. trace skipped: %s\n", err);
+    }
+    if (only_trace) {
+        grpc_shutdown();
+        return 0;
     }
     rm_trace chat;
     gen_chat(&chat, quick ? 160 : 480);
