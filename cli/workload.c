@@ -63,11 +63,12 @@ static void summarize(const char *name, uint64_t seed, const rm_block_trace *bt)
 
 int rm_cmd_workload(int argc, char **argv)
 {
-    uint64_t seed = 42, requests = RM_WORKLOAD_DEFAULT_REQUESTS;
+    uint64_t seed = 42, requests = 0;
     const char *out_path = NULL;
     const rm_flag flags[] = {
         {"seed", RM_FLAG_U64, &seed, "random seed: the same seed gives the same trace", 0, 0},
-        {"requests", RM_FLAG_U64, &requests, "requests to generate", 1, 10000000},
+        {"requests", RM_FLAG_U64, &requests, "requests to generate (0: 4000; builtin 2000)", 0,
+         10000000},
         {"out", RM_FLAG_STR, &out_path, "write here instead of stdout", 0, 0},
     };
     rm_flagset fs = {"radixmesh workload", "agentic|chat|builtin [options] > trace.jsonl",
@@ -90,7 +91,7 @@ int rm_cmd_workload(int argc, char **argv)
         rm_block_trace_free(&bt);
     } else {
         rm_trace t;
-        rm_trace_generate(&t, requests, seed);
+        rm_trace_generate(&t, requests ? requests : RM_WORKLOAD_BUILTIN_REQUESTS, seed);
         rc = write_tokens(&t, f);
         fprintf(stderr, "%s, seed %" PRIu64 ": %zu requests, %" PRIu64 " prompt tokens\n", pos[0],
                 seed, t.n, t.total_tokens);

@@ -33,7 +33,7 @@ int rm_workload_trace(const char *spec, uint64_t seed, size_t requests, size_t b
                       rm_trace *t, char *err, size_t errlen)
 {
     if (!strcmp(spec, "builtin")) {
-        rm_trace_generate(t, requests ? requests : RM_WORKLOAD_DEFAULT_REQUESTS, seed);
+        rm_trace_generate(t, requests ? requests : RM_WORKLOAD_BUILTIN_REQUESTS, seed);
         return 0;
     }
     rm_block_trace bt;

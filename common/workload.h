@@ -16,8 +16,11 @@
 #include "trace.h"
 #include "workload_rng.h"
 
-/* Requests a workload makes when asked for 0. */
-#define RM_WORKLOAD_DEFAULT_REQUESTS 2000
+/* Requests agentic and chat make when asked for 0: long enough that most
+ * of the trace is past the first sessions' start (sessions last tens of
+ * minutes of trace time); builtin makes RM_WORKLOAD_BUILTIN_REQUESTS. */
+#define RM_WORKLOAD_DEFAULT_REQUESTS 4000
+#define RM_WORKLOAD_BUILTIN_REQUESTS 2000
 
 /* 1 if name is a generated workload's name. */
 int rm_workload_known(const char *name);
