@@ -40,8 +40,10 @@ static int fail(char *err, size_t errlen, const char *path, size_t line, const c
 static void mooncake_req(rm_trace_req *r, const uint64_t *ids, size_t nb, uint64_t input_length,
                          uint64_t output_length, size_t B)
 {
-    long long last512 = (long long)input_length - 512 * (long long)(nb ? nb - 1 : 0);
-    size_t last = (size_t)((last512 > 0 ? last512 : 1) * (long long)B / 512);
+    long long last512 = (long long)(input_length > (1ull << 62) ? 1ull << 62 : input_length) -
+                        512 * (long long)(nb ? nb - 1 : 0);
+    last512 = last512 > 512 ? 512 : last512 < 1 ? 1 : last512; /* no overflow below */
+    size_t last = (size_t)(last512 * (long long)B / 512);
     last = last == 0 ? 1 : last > B ? B : last;
     r->n = nb ? (nb - 1) * B + last : 0;
     r->tokens = rm_xmalloc(sizeof(uint32_t) * (r->n + 1));

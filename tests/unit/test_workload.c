@@ -413,6 +413,27 @@ static void test_output_lengths_load_and_scale(void)
     CHECK(strstr(err, "cannot open") != NULL);
 }
 
+/* A last block cannot hold more than a block, however large input_length
+ * claims to be (and the scaling must not overflow: UBSan checks). */
+static void test_huge_input_length_is_one_block(void)
+{
+    char path[] = "/tmp/rm_test_hugeXXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("{\"input_length\": 9223372036854775807, \"hash_ids\": [1]}\n"
+          "{\"input_length\": 4611686018427387905, \"hash_ids\": [1, 2]}\n",
+          f);
+    fclose(f);
+    rm_trace t;
+    char err[256];
+    REQUIRE(rm_trace_load(path, 64, 0, &t, err, sizeof err) == 0);
+    CHECK_EQ(t.req[0].n, 64);
+    CHECK_EQ(t.req[1].n, 128);
+    rm_trace_free(&t);
+    unlink(path);
+}
+
 int main(void)
 {
     RUN(test_deterministic_per_seed);
@@ -422,5 +443,6 @@ int main(void)
     RUN(test_chat_shape);
     RUN(test_written_trace_replays_the_same);
     RUN(test_output_lengths_load_and_scale);
+    RUN(test_huge_input_length_is_one_block);
     return rm_t_report();
 }
