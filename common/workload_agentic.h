@@ -17,7 +17,8 @@
  *                     and hi 30-50, the context grows to a final size drawn
  *                     log-uniform in [100k-150k, 500k-700k]: each request
  *                     resends the whole context plus the previous reply plus
- *                     a new user/tool message. Messages are log-normal
+ *                     a new user/tool message (after sub-agents: also their
+ *                     results). Messages are log-normal
  *                     (sigma 0.6-1.0) scaled so the last request reaches the
  *                     final size.
  *   reply             output_length: log-normal, median 250-600, sigma 0.8,
