@@ -7,6 +7,7 @@ int rm_cmd_demo(int argc, char **argv);
 int rm_cmd_stats(int argc, char **argv);
 int rm_cmd_replay(int argc, char **argv);
 int rm_cmd_analyze(int argc, char **argv);
+int rm_cmd_workload(int argc, char **argv);
 
 struct rm_tls;
 

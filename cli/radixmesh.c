@@ -24,6 +24,7 @@ static void usage(FILE *out)
                  "          the KV memory sharing saves\n"
                  "  replay  replay a trace against a live cluster through its router\n"
                  "  analyze what prefix sharing would save on a batch of prompts (offline)\n"
+                 "  workload write a generated workload (agentic, chat, builtin) as JSONL\n"
                  "  stats   print a node's statistics\n\n"
                  "'radixmesh COMMAND --help' describes each command.\n");
 }
@@ -48,7 +49,8 @@ int main(int argc, char **argv)
     } cmds[] = {{"demo", rm_cmd_demo},
                 {"stats", rm_cmd_stats},
                 {"replay", rm_cmd_replay},
-                {"analyze", rm_cmd_analyze}};
+                {"analyze", rm_cmd_analyze},
+                {"workload", rm_cmd_workload}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (!strcmp(argv[1], cmds[i].name)) {
             grpc_init();

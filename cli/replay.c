@@ -1,9 +1,15 @@
 /* radixmesh replay: a trace against a live cluster, through its router.
  *
  * Per request: Match with a lease through the router, Insert pinned to the
- * node that answered, Release. Requests of one conversation (Mooncake: same
- * first block) go to one worker, so with --concurrency > 1 each
- * conversation keeps its order while different ones overlap. */
+ * node that answered, Release. Requests of one conversation (a trace's
+ * "session", else a Mooncake request's first block) go to one worker, so
+ * with --concurrency > 1 each conversation keeps its order while different
+ * ones overlap.
+ *
+ * Per node it counts requests and work: the prompt tokens the node did not
+ * hold (n - matched_tokens) plus the reply's tokens (output_length), what
+ * the node's GPU would compute. Balance is max/mean over the nodes that were
+ * healthy when the replay began, idle ones included. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -20,12 +26,13 @@
 #include "flags.h"
 #include "trace.h"
 #include "util.h"
+#include "workload.h"
 
 #define MAX_NODES 256
 
 typedef struct node_count {
     char id[128];
-    uint64_t requests;
+    uint64_t requests, work;
 } node_count;
 
 typedef struct replay {
@@ -49,16 +56,26 @@ typedef struct worker {
     uint32_t index;
 } worker;
 
-static void count_node(replay *rp, const char *id)
+/* The entry of node `id`, added if new (NULL when the table is full).
+ * Called with rp->mu held, or before the workers start. */
+static node_count *node_entry(replay *rp, const char *id)
 {
-    pthread_mutex_lock(&rp->mu);
     size_t i = 0;
     while (i < rp->nnodes && strcmp(rp->nodes[i].id, id) != 0)
         i++;
     if (i == rp->nnodes && rp->nnodes < MAX_NODES)
         snprintf(rp->nodes[rp->nnodes++].id, sizeof rp->nodes[0].id, "%s", id);
-    if (i < rp->nnodes)
-        rp->nodes[i].requests++;
+    return i < rp->nnodes ? &rp->nodes[i] : NULL;
+}
+
+static void count_node(replay *rp, const char *id, uint64_t work)
+{
+    pthread_mutex_lock(&rp->mu);
+    node_count *nc = node_entry(rp, id);
+    if (nc) {
+        nc->requests++;
+        nc->work += work;
+    }
     pthread_mutex_unlock(&rp->mu);
 }
 
@@ -118,7 +135,7 @@ static void *run_worker(void *p)
         st = rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg);
         if (st)
             record_error(rp, "Release", st, msg);
-        count_node(rp, m.node_id);
+        count_node(rp, m.node_id, r->n - m.matched_tokens + r->output_tokens);
         atomic_fetch_add(&rp->query, r->n);
         atomic_fetch_add(&rp->hit, m.matched_tokens);
         atomic_fetch_add(&rp->done, 1);
@@ -132,15 +149,32 @@ typedef struct totals {
     uint64_t query, hit, spills;
 } totals;
 
-static int cluster_totals(rm_cache_client *cc, totals *t)
+/* The cluster's totals; with rp, also enters its healthy nodes there, so
+ * that nodes no request reaches count in the balance. */
+static int cluster_totals(rm_cache_client *cc, totals *t, replay *rp)
 {
     rm_cc_cluster c;
     char msg[256];
     int st = rm_cc_cluster_stats(cc, &c, msg, sizeof msg);
     if (st == 0)
         *t = (totals){c.cs.query_tokens_total, c.cs.hit_tokens_total, c.cs.spills_total};
+    for (size_t i = 0; st == 0 && rp && i < c.nnodes; i++)
+        if (c.nodes[i].healthy && c.nodes[i].node_id && c.nodes[i].node_id[0])
+            node_entry(rp, c.nodes[i].node_id);
     rm_cc_cluster_free(&c);
     return st;
+}
+
+/* max/mean of v over the nodes (0 when there is nothing). */
+static double max_mean(const replay *rp, int work)
+{
+    uint64_t max = 0, sum = 0;
+    for (size_t i = 0; i < rp->nnodes; i++) {
+        uint64_t v = work ? rp->nodes[i].work : rp->nodes[i].requests;
+        max = v > max ? v : max;
+        sum += v;
+    }
+    return sum ? (double)max / ((double)sum / (double)rp->nnodes) : 0;
 }
 
 static void progress(const replay *rp, int final)
@@ -160,15 +194,20 @@ int rm_cmd_replay(int argc, char **argv)
 {
     const char *router = NULL, *trace_path = NULL, *ns = "replay", *token_file = NULL;
     const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
-    uint64_t block = 512, limit = 0, concurrency = 1;
+    uint64_t block = 512, limit = 0, concurrency = 1, seed = 42;
     double speed = 0, ttft_model = 0;
     int max_speed = 0, json = 0;
     const rm_flag flags[] = {
         {"router", RM_FLAG_STR, &router, "router address HOST:PORT", 0, 0},
         {"trace", RM_FLAG_STR, &trace_path,
-         "Mooncake JSONL or JSONL of token arrays; 'builtin' = a generated workload", 0, 0},
+         "Mooncake JSONL or JSONL of token arrays, or a generated workload: agentic (coding "
+         "agents), chat (a chat fleet), builtin (mixed); see 'radixmesh workload'",
+         0, 0},
+        {"seed", RM_FLAG_U64, &seed, "seed of a generated workload", 0, 0},
         {"block-tokens", RM_FLAG_U64, &block, "tokens per Mooncake block", 1, 65536},
-        {"limit", RM_FLAG_U64, &limit, "replay at most N requests (0: all)", 0, 0},
+        {"limit", RM_FLAG_U64, &limit,
+         "replay at most N requests (0: all; a generated workload makes N, 0: 4000, builtin 2000)",
+         0, 0},
         {"concurrency", RM_FLAG_U64, &concurrency,
          "parallel clients (each conversation stays in order)", 1, 1024},
         {"speed", RM_FLAG_DOUBLE, &speed,
@@ -196,9 +235,7 @@ int rm_cmd_replay(int argc, char **argv)
         rm_flags_fail(&fs, "%s", tls_err);
     rm_trace trace;
     char err[512];
-    if (!strcmp(trace_path, "builtin")) {
-        rm_trace_generate(&trace, limit ? limit : 2000, 42);
-    } else if (rm_trace_load(trace_path, block, limit, &trace, err, sizeof err) != 0) {
+    if (rm_workload_trace(trace_path, seed, limit, block, &trace, err, sizeof err) != 0) {
         fprintf(stderr, "radixmesh replay: %s\n", err);
         return 2;
     }
@@ -217,8 +254,10 @@ int rm_cmd_replay(int argc, char **argv)
         return 1;
     }
     rm_rpc_client_set_token(&cc.rpc, token);
+    replay rp;
+    memset(&rp, 0, sizeof rp);
     totals before = {0}, after = {0};
-    if (cluster_totals(&cc, &before) != 0) {
+    if (cluster_totals(&cc, &before, &rp) != 0) {
         fprintf(stderr, "radixmesh replay: cannot reach the router at %s\n", router);
         rm_cc_close(&cc);
         rm_trace_free(&trace);
@@ -226,8 +265,6 @@ int rm_cmd_replay(int argc, char **argv)
         free(token);
         return 1;
     }
-    replay rp;
-    memset(&rp, 0, sizeof rp);
     rp.trace = &trace;
     rp.router = router;
     rp.ns = ns;
@@ -263,16 +300,14 @@ int rm_cmd_replay(int argc, char **argv)
     /* The cluster's own counters lag by a stats poll: wait (bounded) until
      * they cover our requests. */
     long long deadline = (long long)(rm_now_ns() / 1000000) + 10000;
-    while (cluster_totals(&cc, &after) == 0 && after.query - before.query < q &&
+    while (cluster_totals(&cc, &after, NULL) == 0 && after.query - before.query < q &&
            (long long)(rm_now_ns() / 1000000) < deadline)
         ;
     uint64_t cq = after.query - before.query, ch = after.hit - before.hit;
-    uint64_t max = 0, sum = 0;
-    for (size_t i = 0; i < rp.nnodes; i++) {
-        max = rp.nodes[i].requests > max ? rp.nodes[i].requests : max;
-        sum += rp.nodes[i].requests;
-    }
-    double max_mean = rp.nnodes ? (double)max / ((double)sum / (double)rp.nnodes) : 0;
+    double load_mm = max_mean(&rp, 0), work_mm = max_mean(&rp, 1);
+    uint64_t work = 0;
+    for (size_t i = 0; i < rp.nnodes; i++)
+        work += rp.nodes[i].work;
     double rate = q ? (double)h / (double)q : 0;
     printf("replayed %" PRIu64 " requests in %.1f s (%.0f req/s), %" PRIu64 " errors%s%s\n", done,
            wall, (double)done / wall, errors, errors ? ", first: " : "",
@@ -285,16 +320,23 @@ int rm_cmd_replay(int argc, char **argv)
     if (ttft_model > 0)
         printf("estimated prefill time saved at %.0f tokens/s: %.1f s\n", ttft_model,
                (double)h / ttft_model);
-    printf("requests per node (max/mean %.3f, spills %" PRIu64 "):", max_mean,
+    printf("requests per node (max/mean %.3f, spills %" PRIu64 "):", load_mm,
            after.spills - before.spills);
     for (size_t i = 0; i < rp.nnodes; i++)
         printf(" %s=%" PRIu64, rp.nodes[i].id, rp.nodes[i].requests);
+    printf("\nwork per node, uncached prompt + reply tokens (max/mean %.3f, total %" PRIu64 "):",
+           work_mm, work);
+    for (size_t i = 0; i < rp.nnodes; i++)
+        printf(" %s=%" PRIu64, rp.nodes[i].id, rp.nodes[i].work);
     printf("\n");
     if (json) {
-        json_t *o = json_object(), *per = json_object();
-        for (size_t i = 0; i < rp.nnodes; i++)
+        json_t *o = json_object(), *per = json_object(), *per_work = json_object();
+        for (size_t i = 0; i < rp.nnodes; i++) {
             json_object_set_new(per, rp.nodes[i].id,
                                 json_integer((json_int_t)rp.nodes[i].requests));
+            json_object_set_new(per_work, rp.nodes[i].id,
+                                json_integer((json_int_t)rp.nodes[i].work));
+        }
         json_object_set_new(o, "requests", json_integer((json_int_t)done));
         json_object_set_new(o, "errors", json_integer((json_int_t)errors));
         json_object_set_new(o, "token_hit_rate", json_real(rate));
@@ -303,8 +345,11 @@ int rm_cmd_replay(int argc, char **argv)
         json_object_set_new(o, "prefill_tokens_saved", json_integer((json_int_t)h));
         json_object_set_new(o, "cluster_hit_tokens", json_integer((json_int_t)ch));
         json_object_set_new(o, "cluster_query_tokens", json_integer((json_int_t)cq));
-        json_object_set_new(o, "load_max_mean", json_real(max_mean));
+        json_object_set_new(o, "load_max_mean", json_real(load_mm));
         json_object_set_new(o, "per_node", per);
+        json_object_set_new(o, "work_tokens", json_integer((json_int_t)work));
+        json_object_set_new(o, "work_max_mean", json_real(work_mm));
+        json_object_set_new(o, "per_node_work", per_work);
         json_object_set_new(o, "spills", json_integer((json_int_t)(after.spills - before.spills)));
         json_object_set_new(o, "wall_seconds", json_real(wall));
         json_object_set_new(o, "requests_per_second", json_real((double)done / wall));

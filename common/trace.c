@@ -1,5 +1,6 @@
 #include "trace.h"
 
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,7 @@
 
 #include "util.h"
 
-static void block_tokens(uint32_t *out, uint64_t id, size_t count)
+void rm_trace_block_tokens(uint32_t *out, uint64_t id, size_t count)
 {
     for (size_t j = 0; j < count; j++)
         out[j] = (uint32_t)(rm_mix64(id * 1000003ull + j) % 128000);
@@ -33,6 +34,41 @@ static int fail(char *err, size_t errlen, const char *path, size_t line, const c
     return -1;
 }
 
+/* Mooncake lengths at 512-token blocks scaled to B-token blocks: the last
+ * block holds its share of input_length (at least 1 token); the reply is
+ * rounded down, but a reply is never scaled away entirely. */
+static void mooncake_req(rm_trace_req *r, const uint64_t *ids, size_t nb, uint64_t input_length,
+                         uint64_t output_length, size_t B)
+{
+    long long last512 = (long long)(input_length > (1ull << 62) ? 1ull << 62 : input_length) -
+                        512 * (long long)(nb ? nb - 1 : 0);
+    last512 = last512 > 512 ? 512 : last512 < 1 ? 1 : last512; /* no overflow below */
+    size_t last = (size_t)(last512 * (long long)B / 512);
+    last = last == 0 ? 1 : last > B ? B : last;
+    r->n = nb ? (nb - 1) * B + last : 0;
+    r->tokens = rm_xmalloc(sizeof(uint32_t) * (r->n + 1));
+    for (size_t b = 0; b < nb; b++)
+        rm_trace_block_tokens(r->tokens + b * B, ids[b], b + 1 == nb ? last : B);
+    r->conversation = nb ? ids[0] : 0;
+    uint64_t out = output_length * B / 512;
+    r->output_tokens = output_length && !out ? 1 : out;
+}
+
+/* An optional non-negative integer field: 0 with *v set (absent: dflt), or
+ * -1 when present but not such an integer. Bounded so scaling cannot wrap. */
+static int opt_count(json_t *o, const char *name, uint64_t dflt, uint64_t *v)
+{
+    json_t *x = json_is_object(o) ? json_object_get(o, name) : NULL;
+    *v = dflt;
+    if (!x)
+        return 0;
+    if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+        (uint64_t)json_integer_value(x) > (1ull << 40))
+        return -1;
+    *v = (uint64_t)json_integer_value(x);
+    return 0;
+}
+
 /* One line into r. Returns NULL or the reason it is malformed. */
 static const char *parse_line(json_t *o, size_t B, rm_trace_req *r, uint64_t **ids, size_t *nids,
                               size_t *ids_cap)
@@ -43,31 +79,30 @@ static const char *parse_line(json_t *o, size_t B, rm_trace_req *r, uint64_t **i
     if (ts && !json_is_integer(ts))
         return "\"timestamp\" must be an integer (ms)";
     r->timestamp_ms = ts ? (uint64_t)json_integer_value(ts) : 0;
+    uint64_t out, session;
+    if (opt_count(o, "output_length", 0, &out))
+        return "\"output_length\" must be an integer in [0, 2^40]";
+    int has_session = json_is_object(o) && json_object_get(o, "session");
+    if (opt_count(o, "session", 0, &session))
+        return "\"session\" must be an integer in [0, 2^40]";
     if (hash_ids) {
         json_t *len = json_object_get(o, "input_length");
         if (!json_is_array(hash_ids) || !json_is_integer(len) || json_integer_value(len) < 0)
             return "Mooncake lines need \"hash_ids\" (array) and \"input_length\" (integer)";
         size_t nb = json_array_size(hash_ids);
-        long long in = json_integer_value(len);
-        long long last512 = in - 512 * (long long)(nb ? nb - 1 : 0);
-        size_t last = (size_t)((last512 > 0 ? last512 : 1) * (long long)B / 512);
-        last = last == 0 ? 1 : last > B ? B : last;
-        r->n = nb ? (nb - 1) * B + last : 0;
-        r->tokens = rm_xmalloc(sizeof(uint32_t) * (r->n + 1));
         for (size_t b = 0; b < nb; b++) {
             json_t *id = json_array_get(hash_ids, b);
             if (!json_is_integer(id) || json_integer_value(id) < 0)
                 return "\"hash_ids\" must hold non-negative integers";
-            uint64_t v = (uint64_t)json_integer_value(id);
-            block_tokens(r->tokens + b * B, v, b + 1 == nb ? last : B);
-            if (b == 0)
-                r->conversation = v;
             if (*nids == *ids_cap) {
                 *ids_cap = *ids_cap ? *ids_cap * 2 : 1024;
                 *ids = rm_xrealloc(*ids, sizeof **ids * *ids_cap);
             }
-            (*ids)[(*nids)++] = v;
+            (*ids)[(*nids)++] = (uint64_t)json_integer_value(id);
         }
+        mooncake_req(r, *ids + (*nids - nb), nb, (uint64_t)json_integer_value(len), out, B);
+        if (has_session)
+            r->conversation = session;
         return NULL;
     }
     if (!json_is_array(toks))
@@ -80,8 +115,21 @@ static const char *parse_line(json_t *o, size_t B, rm_trace_req *r, uint64_t **i
             return "token ids must be integers in [0, 2^32)";
         r->tokens[i] = (uint32_t)json_integer_value(v);
     }
-    r->conversation = r->n ? rm_hash_u32s(r->tokens, r->n < B ? r->n : B, 0) : 0;
+    r->conversation = has_session ? session
+                      : r->n      ? rm_hash_u32s(r->tokens, r->n < B ? r->n : B, 0)
+                                  : 0;
+    r->output_tokens = out;
     return NULL;
+}
+
+static uint64_t count_unique(uint64_t *ids, size_t nids)
+{
+    if (nids) /* qsort's array must not be NULL, even when empty */
+        qsort(ids, nids, sizeof *ids, cmp_u64);
+    uint64_t u = 0;
+    for (size_t i = 0; i < nids; i++)
+        u += i == 0 || ids[i] != ids[i - 1];
+    return u;
 }
 
 int rm_trace_load(const char *path, size_t block_tokens_n, size_t limit, rm_trace *t, char *err,
@@ -119,10 +167,7 @@ int rm_trace_load(const char *path, size_t block_tokens_n, size_t limit, rm_trac
     }
     free(line);
     fclose(f);
-    if (nids) /* qsort's array must not be NULL, even when empty */
-        qsort(ids, nids, sizeof *ids, cmp_u64);
-    for (size_t i = 0; i < nids; i++)
-        t->unique_blocks += i == 0 || ids[i] != ids[i - 1];
+    t->unique_blocks = count_unique(ids, nids);
     free(ids);
     if (rc)
         rm_trace_free(t);
@@ -156,18 +201,18 @@ void rm_trace_generate(rm_trace *t, size_t requests, uint64_t seed)
             uint64_t k = rm_mix64(c->id ^ seed) % 10;
             c->kind = k < 5 ? 0 : k < 7 ? 1 : k < 9 ? 2 : 3;
             if (c->kind == 0) {
-                block_tokens(c->tok, 1, SYSP);
+                rm_trace_block_tokens(c->tok, 1, SYSP);
                 c->len = SYSP;
             } else if (c->kind == 1) {
-                block_tokens(c->tok, 10 + c->id % 4, SHOT);
+                rm_trace_block_tokens(c->tok, 10 + c->id % 4, SHOT);
                 c->len = SHOT;
             } else if (c->kind == 2) {
-                block_tokens(c->tok, 20 + rm_mix64(c->id) % 8, DOC);
+                rm_trace_block_tokens(c->tok, 20 + rm_mix64(c->id) % 8, DOC);
                 c->len = DOC;
             }
         }
         /* This turn: the user's message, then (for the next turn) a reply. */
-        block_tokens(c->tok + c->len, 1000000 + c->id * 64 + (uint64_t)c->turn * 2, Q);
+        rm_trace_block_tokens(c->tok + c->len, 1000000 + c->id * 64 + (uint64_t)c->turn * 2, Q);
         c->len += Q;
         rm_trace_req *r = push(t);
         r->n = c->len;
@@ -175,8 +220,10 @@ void rm_trace_generate(rm_trace *t, size_t requests, uint64_t seed)
         memcpy(r->tokens, c->tok, sizeof(uint32_t) * r->n);
         r->timestamp_ms = i * 10;
         r->conversation = c->id;
+        r->output_tokens = 2 * Q; /* the reply appended below */
         t->total_tokens += r->n;
-        block_tokens(c->tok + c->len, 1000000 + c->id * 64 + (uint64_t)c->turn * 2 + 1, 2 * Q);
+        rm_trace_block_tokens(c->tok + c->len, 1000000 + c->id * 64 + (uint64_t)c->turn * 2 + 1,
+                              2 * Q);
         c->len += 2 * Q;
         c->turn++;
     }
@@ -190,4 +237,144 @@ void rm_trace_free(rm_trace *t)
         free(t->req[i].tokens);
     free(t->req);
     memset(t, 0, sizeof *t);
+}
+
+typedef struct conv_len {
+    uint64_t conversation;
+    size_t n;
+} conv_len;
+
+static int cmp_conv_len(const void *a, const void *b)
+{
+    const conv_len *x = a, *y = b;
+    return x->conversation < y->conversation ? -1 : x->conversation > y->conversation;
+}
+
+size_t rm_trace_conversations(const rm_trace *t, uint64_t tokens, size_t *over)
+{
+    conv_len *c = rm_xmalloc(sizeof *c * (t->n + 1));
+    for (size_t i = 0; i < t->n; i++)
+        c[i] = (conv_len){t->req[i].conversation, t->req[i].n};
+    if (t->n)
+        qsort(c, t->n, sizeof *c, cmp_conv_len);
+    size_t convs = 0, big = 0;
+    for (size_t i = 0, j; i < t->n; i = j) {
+        size_t longest = 0;
+        for (j = i; j < t->n && c[j].conversation == c[i].conversation; j++)
+            longest = c[j].n > longest ? c[j].n : longest;
+        convs++;
+        big += longest > tokens;
+    }
+    free(c);
+    if (over)
+        *over = big;
+    return convs;
+}
+
+/* ---- traces in Mooncake form ------------------------------------------ */
+
+rm_block_req *rm_block_trace_push(rm_block_trace *bt, uint64_t timestamp_ms, uint64_t input_length,
+                                  uint64_t output_length, uint64_t session, const uint64_t *ids,
+                                  size_t nblocks)
+{
+    if (bt->n == bt->cap) {
+        bt->cap = bt->cap ? bt->cap * 2 : 256;
+        bt->req = rm_xrealloc(bt->req, sizeof *bt->req * bt->cap);
+    }
+    rm_block_req *r = &bt->req[bt->n++];
+    *r = (rm_block_req){timestamp_ms,
+                        input_length,
+                        output_length,
+                        session,
+                        rm_xmalloc(sizeof(uint64_t) * (nblocks + 1)),
+                        nblocks};
+    if (nblocks)
+        memcpy(r->hash_ids, ids, sizeof(uint64_t) * nblocks);
+    return r;
+}
+
+typedef struct ordered {
+    rm_block_req r;
+    size_t seq;
+} ordered;
+
+static int cmp_ordered(const void *a, const void *b)
+{
+    const ordered *x = a, *y = b;
+    if (x->r.timestamp_ms != y->r.timestamp_ms)
+        return x->r.timestamp_ms < y->r.timestamp_ms ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+void rm_block_trace_sort(rm_block_trace *bt)
+{
+    if (!bt->n)
+        return;
+    ordered *o = rm_xmalloc(sizeof *o * bt->n);
+    for (size_t i = 0; i < bt->n; i++)
+        o[i] = (ordered){bt->req[i], i};
+    qsort(o, bt->n, sizeof *o, cmp_ordered); /* seq breaks ties: stable */
+    for (size_t i = 0; i < bt->n; i++)
+        bt->req[i] = o[i].r;
+    free(o);
+}
+
+void rm_block_trace_truncate(rm_block_trace *bt, size_t n)
+{
+    for (size_t i = n; i < bt->n; i++)
+        free(bt->req[i].hash_ids);
+    if (n < bt->n)
+        bt->n = n;
+}
+
+uint64_t rm_block_trace_unique(const rm_block_trace *bt)
+{
+    size_t nids = 0;
+    for (size_t i = 0; i < bt->n; i++)
+        nids += bt->req[i].nblocks;
+    uint64_t *ids = rm_xmalloc(sizeof *ids * (nids + 1));
+    nids = 0;
+    for (size_t i = 0; i < bt->n; i++)
+        for (size_t b = 0; b < bt->req[i].nblocks; b++)
+            ids[nids++] = bt->req[i].hash_ids[b];
+    uint64_t u = count_unique(ids, nids);
+    free(ids);
+    return u;
+}
+
+int rm_block_trace_write(const rm_block_trace *bt, FILE *f)
+{
+    for (size_t i = 0; i < bt->n; i++) {
+        const rm_block_req *r = &bt->req[i];
+        fprintf(f,
+                "{\"timestamp\": %" PRIu64 ", \"input_length\": %" PRIu64
+                ", \"output_length\": %" PRIu64 ", \"session\": %" PRIu64 ", \"hash_ids\": [",
+                r->timestamp_ms, r->input_length, r->output_length, r->session);
+        for (size_t b = 0; b < r->nblocks; b++)
+            fprintf(f, b ? ", %" PRIu64 : "%" PRIu64, r->hash_ids[b]);
+        fputs("]}\n", f);
+    }
+    return fflush(f) == 0 && !ferror(f) ? 0 : -1;
+}
+
+void rm_trace_from_blocks(rm_trace *t, const rm_block_trace *bt, size_t block_tokens_n)
+{
+    memset(t, 0, sizeof *t);
+    t->req = rm_xcalloc(bt->n + 1, sizeof *t->req);
+    for (size_t i = 0; i < bt->n; i++) {
+        const rm_block_req *b = &bt->req[i];
+        rm_trace_req *r = &t->req[t->n++];
+        mooncake_req(r, b->hash_ids, b->nblocks, b->input_length, b->output_length, block_tokens_n);
+        r->timestamp_ms = b->timestamp_ms;
+        r->conversation = b->session;
+        t->total_tokens += r->n;
+    }
+    t->unique_blocks = rm_block_trace_unique(bt);
+}
+
+void rm_block_trace_free(rm_block_trace *bt)
+{
+    rm_block_trace_truncate(bt, 0);
+    free(bt->req);
+    memset(bt, 0, sizeof *bt);
 }

@@ -9,11 +9,29 @@
 #   placement: what eight LRU caches can reach under any placement rule,
 #         oracles included, at 5-50% capacity (in process, ~2 s).
 #   scripts/bench.sh [--quick]
+#
+# scripts/bench.sh --workloads [SEED] instead measures issue 15's table:
+# the Mooncake trace and the generated chat and agentic workloads (seed 42
+# unless given), each at 64- and 512-token blocks, through a live 8-node
+# cluster (bench_router) and in process at 10% capacity (bench_placement);
+# ~20 min, 2 GB of memory for agentic at 512-token blocks.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/deps.sh"
 "$root/scripts/build.sh"
 cd "$root"
+if [[ ${1:-} == --workloads ]]; then
+  seed=${2:-42}
+  for trace in ../shared/traces/mooncake_synthetic_trace.jsonl chat agentic; do
+    for block in 64 512; do
+      ./build/bench_router ./build/radixmesh-node ./build/radixmesh-router --trace "$trace" \
+        --seed "$seed" --block-tokens "$block"
+      ./build/bench_placement --trace "$trace" --seed "$seed" --block-tokens "$block" --capacity 10
+      echo
+    done
+  done
+  exit 0
+fi
 ./build/bench_node ./build/radixmesh-node "$@"
 echo
 ./build/bench_router ./build/radixmesh-node ./build/radixmesh-router "$@"

@@ -20,11 +20,20 @@
  *                oldest cache and the prefix found elsewhere counts as a hit
  *                (as if its KV were copied between nodes)
  *
+ *   session-2    as ring-2, keyed by the request's conversation (the trace's
+ *                "session", a Mooncake request's first block): a key that
+ *                tells every conversation apart and never splits one, what
+ *                the router's adaptive key aims at
+ *
  * at capacities of 5-50% of the trace's unique blocks, each over six
  * layouts (see below). Ratios are to the single LRU
- * of the same total capacity, measured in the same run.
+ * of the same total capacity, measured in the same run. Then, at 10%, per
+ * rule: the ratio, max/mean requests and max/mean work per cache (work:
+ * the prompt tokens a cache did not hold plus the reply's tokens, what its
+ * GPU would compute) and Inserts that found every page pinned.
  *
- * Usage: bench_placement [--trace FILE] [--block-tokens 64] */
+ * Usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N]
+ *                        [--requests N] [--block-tokens 64] [--capacity PCT] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +43,7 @@
 #include "prefix_key.h"
 #include "ring.h"
 #include "trace.h"
+#include "workload.h"
 
 #define CACHES 8
 #define PAGE   16
@@ -45,11 +55,20 @@
 static const char *const layouts[] = {"node-", "n", "radixmesh-node-", "cache-", "x", "worker-"};
 enum { LAYOUTS = sizeof layouts / sizeof *layouts };
 
-typedef enum { RULE_RING1, RULE_RING2, RULE_ORACLE, RULE_ORACLE_MOVE, RULE_COUNT } rule;
-static const char *const rule_names[RULE_COUNT] = {"ring-1", "ring-2", "oracle", "oracle+move"};
+typedef enum {
+    RULE_RING1,
+    RULE_RING2,
+    RULE_SESSION2,
+    RULE_ORACLE,
+    RULE_ORACLE_MOVE,
+    RULE_COUNT
+} rule;
+static const char *const rule_names[RULE_COUNT] = {"ring-1", "ring-2", "session-2", "oracle",
+                                                   "oracle+move"};
 
 typedef struct outcome {
-    double hit, max_mean;
+    double hit, max_mean, work_max_mean;
+    uint64_t errors; /* Inserts that found no page to take */
 } outcome;
 
 static void cache_open(rm_cache *c, uint64_t pages)
@@ -77,9 +96,10 @@ static uint32_t choose(rule how, rm_cache *c, const rm_ring *ring, const uint64_
                        const rm_trace_req *r, uint64_t now, size_t *moved_hit)
 {
     *moved_hit = 0;
-    if (how == RULE_RING1 || how == RULE_RING2) {
-        uint64_t key =
-            rm_prefix_chain(rm_prefix_ns_hash("m", 1), r->tokens, r->n < KEY ? r->n : KEY);
+    if (how == RULE_RING1 || how == RULE_RING2 || how == RULE_SESSION2) {
+        uint64_t key = how == RULE_SESSION2 ? rm_mix64(r->conversation)
+                                            : rm_prefix_chain(rm_prefix_ns_hash("m", 1), r->tokens,
+                                                              r->n < KEY ? r->n : KEY);
         uint32_t cand[2];
         size_t k = rm_ring_pick_n(ring, key, NULL, NULL, UINT32_MAX, cand,
                                   how == RULE_RING1 ? 1 : 2, NULL);
@@ -128,7 +148,7 @@ static outcome simulate(const rm_trace *w, uint64_t pages, rule how, int layout)
     }
     rm_ring ring = {0};
     rm_ring_build(&ring, ids, weight, up, CACHES, 256);
-    uint64_t served[CACHES] = {0}, q = 0, h = 0;
+    uint64_t served[CACHES] = {0}, work[CACHES] = {0}, q = 0, h = 0, errors = 0;
     for (size_t i = 0; i < w->n; i++) {
         const rm_trace_req *r = &w->req[i];
         size_t moved_hit;
@@ -136,71 +156,125 @@ static outcome simulate(const rm_trace *w, uint64_t pages, rule how, int layout)
         rm_match_result mr;
         rm_insert_result ir;
         rm_cache_match(&c[j], NULL, "m", 1, r->tokens, r->n, 0, 0, i, &mr);
-        rm_cache_insert(&c[j], NULL, "m", 1, r->tokens, r->n, 0, i, &ir);
+        errors += rm_cache_insert(&c[j], NULL, "m", 1, r->tokens, r->n, 0, i, &ir) != 0;
         q += r->n;
         h += mr.matched_tokens + moved_hit;
         served[j]++;
+        work[j] += r->n - mr.matched_tokens - moved_hit + r->output_tokens;
     }
-    uint64_t max = 0;
+    uint64_t max = 0, wmax = 0, wsum = 0;
     for (int j = 0; j < CACHES; j++) {
         max = served[j] > max ? served[j] : max;
+        wmax = work[j] > wmax ? work[j] : wmax;
+        wsum += work[j];
         rm_cache_destroy(&c[j]);
     }
     rm_ring_free(&ring);
-    return (outcome){(double)h / (double)q, (double)max / ((double)w->n / CACHES)};
+    return (outcome){(double)h / (double)q, (double)max / ((double)w->n / CACHES),
+                     wsum ? (double)wmax / ((double)wsum / CACHES) : 0, errors};
+}
+
+static uint64_t capacity_pages(const rm_trace *w, size_t block, double fraction)
+{
+    uint64_t tokens = (uint64_t)((double)(w->unique_blocks * block) * fraction / CACHES);
+    return (tokens + PAGE - 1) / PAGE;
+}
+
+/* One row of the table: the single LRU, then each rule's ratio range. */
+static void capacity_row(const rm_trace *w, size_t block, double fraction)
+{
+    uint64_t pages = capacity_pages(w, block, fraction);
+    double one[LAYOUTS];
+    for (int l = 0; l < LAYOUTS; l++)
+        one[l] = single_lru_hit(w, PAGE, (pages + (uint64_t)l) * CACHES);
+    printf("   %-9.0f %-8.4f", fraction * 100, one[0]);
+    for (int r = 0; r < RULE_COUNT; r++) {
+        double lo = 1e9, hi = 0, worst_mm = 0;
+        for (int l = 0; l < LAYOUTS; l++) {
+            outcome o = simulate(w, pages + (uint64_t)l, (rule)r, l);
+            double ratio = o.hit / one[l];
+            lo = ratio < lo ? ratio : lo;
+            hi = ratio > hi ? ratio : hi;
+            worst_mm = o.max_mean > worst_mm ? o.max_mean : worst_mm;
+        }
+        char cell[64];
+        snprintf(cell, sizeof cell, "%.3f-%.3f (%.2f)", lo, hi, worst_mm);
+        printf(" %-22s", cell);
+    }
+    printf("\n");
+}
+
+/* Per rule at one capacity, layout 0: ratio, balance of requests and of
+ * work, errors. */
+static void capacity_detail(const rm_trace *w, size_t block, double fraction)
+{
+    uint64_t pages = capacity_pages(w, block, fraction);
+    double one = single_lru_hit(w, PAGE, pages * CACHES);
+    size_t over, convs = rm_trace_conversations(w, pages * PAGE, &over);
+    printf("   at %.0f%% (layout %s*): single LRU hit %.4f; each cache %llu tokens; %zu of %zu "
+           "conversations have a request larger than one cache\n",
+           fraction * 100, layouts[0], one, (unsigned long long)(pages * PAGE), over, convs);
+    printf("   %-12s %-8s %-9s %-14s %-14s %s\n", "rule", "hit", "ratio", "max/mean req",
+           "max/mean work", "insert errors");
+    for (int r = 0; r < RULE_COUNT; r++) {
+        outcome o = simulate(w, pages, (rule)r, 0);
+        printf("   %-12s %-8.4f %-9.3f %-14.3f %-14.3f %llu\n", rule_names[r], o.hit, o.hit / one,
+               o.max_mean, o.work_max_mean, (unsigned long long)o.errors);
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N] "
+                    "[--requests N] [--block-tokens B] [--capacity PCT]\n");
+    exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *trace = "../shared/traces/mooncake_synthetic_trace.jsonl";
-    size_t block = 64;
+    size_t block = 64, requests = 0;
+    uint64_t seed = 42;
+    double capacity = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--trace") && i + 1 < argc)
+        if (i + 1 >= argc)
+            usage();
+        if (!strcmp(argv[i], "--trace"))
             trace = argv[++i];
-        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc && atoi(argv[i + 1]) > 0)
+        else if (!strcmp(argv[i], "--block-tokens") && atoi(argv[i + 1]) > 0)
             block = (size_t)atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench_placement [--trace FILE] [--block-tokens B]\n");
-            return 2;
-        }
+        else if (!strcmp(argv[i], "--seed"))
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--requests"))
+            requests = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--capacity") && atof(argv[i + 1]) > 0)
+            capacity = atof(argv[++i]) / 100;
+        else
+            usage();
     }
     rm_trace w;
     char err[512];
-    if (rm_trace_load(trace, block, 0, &w, err, sizeof err)) {
+    if (rm_workload_trace(trace, seed, requests, block, &w, err, sizeof err)) {
         printf("D. placement ceiling skipped: %s\n", err);
         return 0;
     }
     static const double fractions[] = {0.05, 0.10, 0.15, 0.20, 0.30, 0.50};
-    printf("D. placement ceiling: %zu requests, 8 in-process LRU caches vs one of their total "
-           "size; ratio to that single LRU, min-max over %d layouts "
-           "(worst max/mean requests)\n",
-           w.n, LAYOUTS);
+    printf("D. placement ceiling (%s%s): %zu requests, %llu unique blocks of %zu tokens; 8 "
+           "in-process LRU caches vs one of their total size; ratio to that single LRU, "
+           "min-max over %d layouts (worst max/mean requests)\n",
+           trace, rm_workload_known(trace) ? ", generated" : "", w.n,
+           (unsigned long long)w.unique_blocks, block, LAYOUTS);
     printf("   %-9s %-8s", "capacity%", "1 LRU");
     for (int r = 0; r < RULE_COUNT; r++)
-        printf(" %-26s", rule_names[r]);
+        printf(" %-22s", rule_names[r]);
     printf("\n");
-    for (size_t f = 0; f < sizeof fractions / sizeof *fractions; f++) {
-        uint64_t tokens = (uint64_t)((double)(w.unique_blocks * block) * fractions[f] / CACHES);
-        uint64_t pages = (tokens + PAGE - 1) / PAGE;
-        double one[LAYOUTS];
-        for (int l = 0; l < LAYOUTS; l++)
-            one[l] = single_lru_hit(&w, PAGE, (pages + (uint64_t)l) * CACHES);
-        printf("   %-9.0f %-8.4f", fractions[f] * 100, one[0]);
-        for (int r = 0; r < RULE_COUNT; r++) {
-            double lo = 1e9, hi = 0, worst_mm = 0;
-            for (int l = 0; l < LAYOUTS; l++) {
-                outcome o = simulate(&w, pages + (uint64_t)l, (rule)r, l);
-                double ratio = o.hit / one[l];
-                lo = ratio < lo ? ratio : lo;
-                hi = ratio > hi ? ratio : hi;
-                worst_mm = o.max_mean > worst_mm ? o.max_mean : worst_mm;
-            }
-            char cell[64];
-            snprintf(cell, sizeof cell, "%.3f-%.3f (%.2f)", lo, hi, worst_mm);
-            printf(" %-26s", cell);
-        }
-        printf("\n");
+    if (capacity > 0) {
+        capacity_row(&w, block, capacity);
+    } else {
+        for (size_t f = 0; f < sizeof fractions / sizeof *fractions; f++)
+            capacity_row(&w, block, fractions[f]);
     }
+    capacity_detail(&w, block, capacity > 0 ? capacity : 0.10);
     rm_trace_free(&w);
     return 0;
 }

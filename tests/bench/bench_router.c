@@ -14,8 +14,13 @@
  *
  * Per mode: token hit rate (client-side; the cluster's own ClusterStats
  * totals are checked equal), ratio to ideal, max/mean requests per node,
- * spills. Usage:
- *   bench_router NODE_BIN ROUTER_BIN [--trace FILE] [--block-tokens 64] [--quick] */
+ * max/mean work per node (the prompt tokens the serving node did not hold
+ * plus the reply's tokens: what its GPU would compute), spills, errors (the
+ * first one quoted). Usage:
+ *   bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] [--seed N]
+ *                [--requests N] [--block-tokens 64] [--quick]
+ * With --trace, only table A, on that trace (a workload name generates it:
+ * workload.h; --requests 0 = its default, or all of a file). */
 #include <grpc/grpc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +33,7 @@
 #include "pbx.h"
 #include "trace.h"
 #include "util.h"
+#include "workload.h"
 #include "bench_util.h"
 #include "lru_baseline.h"
 
@@ -35,12 +41,6 @@
 #define PAGE  16
 
 static const char *node_bin, *router_bin;
-
-static void block_tokens(uint32_t *out, uint64_t block_id, size_t count)
-{
-    for (size_t j = 0; j < count; j++)
-        out[j] = (uint32_t)(rm_mix64(block_id * 1000003ull + j) % 128000);
-}
 
 /* 80% of conversations share one 1024-token system prompt; 5 turns each,
  * interleaved 16 conversations at a time like concurrent users. */
@@ -56,17 +56,25 @@ static void gen_chat(rm_trace *w, int convs)
                 int shared = (rm_mix64((uint64_t)c) % 10) < 8;
                 r->n = SYSP + (size_t)(turn + 1) * TURN;
                 r->tokens = rm_xmalloc(sizeof(uint32_t) * r->n);
-                block_tokens(r->tokens, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
+                rm_trace_block_tokens(r->tokens, shared ? 1 : 1000000 + (uint64_t)c, SYSP);
                 for (int t = 0; t <= turn; t++)
-                    block_tokens(r->tokens + SYSP + (size_t)t * TURN,
-                                 2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
+                    rm_trace_block_tokens(r->tokens + SYSP + (size_t)t * TURN,
+                                          2000000 + (uint64_t)c * 100 + (uint64_t)t, TURN);
             }
 }
 
 typedef struct result {
-    double hit, cluster_hit, max_mean, secs;
-    uint64_t spills, errors;
+    double hit, cluster_hit, max_mean, work_max_mean, secs;
+    uint64_t spills, errors, failovers, retries;
+    size_t aborted_at; /* 0: ran to the end */
+    char first_error[160];
 } result;
+
+static void record_error(result *res, const char *what, const char *msg)
+{
+    if (!res->errors++)
+        snprintf(res->first_error, sizeof res->first_error, "%s: %.140s", what, msg);
+}
 
 static int healthy_all(rm_cache_client *cc, uint32_t want)
 {
@@ -106,42 +114,61 @@ static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *k
     if (!healthy_all(&cc, NODES))
         exit(1);
     result res = {0};
-    uint64_t q = 0, h = 0, per[NODES] = {0};
+    uint64_t q = 0, h = 0, per[NODES] = {0}, work[NODES] = {0};
     char msg[256];
     uint64_t t0 = rm_now_ns();
+    size_t failing = 0; /* Matches failed in a row */
     for (size_t i = 0; i < w->n; i++) {
         const rm_trace_req *r = &w->req[i];
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
-        if (rm_cc_match(&cc, "m", r->tokens, r->n, 1, 0, &m, msg, sizeof msg) ||
-            rm_cc_insert(&cc, "m", r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg) ||
-            rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg)) {
-            res.errors++;
+        if (rm_cc_match(&cc, "m", r->tokens, r->n, 1, 0, &m, msg, sizeof msg)) {
+            record_error(&res, "Match", msg);
+            /* A cluster that answers nothing would take hours of timeouts. */
+            if (++failing == 50) {
+                res.aborted_at = i + 1;
+                break;
+            }
             continue;
         }
+        failing = 0;
+        /* The request was served (and counted by the node) even if its
+         * prompt then cannot be cached. */
+        if (rm_cc_insert(&cc, "m", r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg))
+            record_error(&res, "Insert", msg);
+        if (rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg))
+            record_error(&res, "Release", msg);
         q += r->n;
         h += m.matched_tokens;
         int id = atoi(m.node_id + 5);
-        if (id >= 0 && id < NODES)
+        if (id >= 0 && id < NODES) {
             per[id]++;
+            work[id] += r->n - m.matched_tokens + r->output_tokens;
+        }
     }
     res.secs = (double)(rm_now_ns() - t0) / 1e9;
     res.hit = (double)h / (double)q;
-    uint64_t max = 0, sum = 0;
+    uint64_t max = 0, sum = 0, wmax = 0, wsum = 0;
     for (int i = 0; i < NODES; i++) {
         max = per[i] > max ? per[i] : max;
         sum += per[i];
+        wmax = work[i] > wmax ? work[i] : wmax;
+        wsum += work[i];
     }
     res.max_mean = (double)max / ((double)sum / NODES);
-    /* The cluster's own counters must reach exactly the client's. */
+    res.work_max_mean = wsum ? (double)wmax / ((double)wsum / NODES) : 0;
+    /* The cluster's own counters must reach exactly the client's; if they
+     * never do (nodes lost), the last ones still tell spills and failovers. */
     long long deadline = td_now_ms() + 10000;
-    while (td_now_ms() < deadline) {
+    int equal = 0;
+    while (!equal && td_now_ms() < deadline) {
         rm_cc_cluster c;
-        if (rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0 && c.cs.query_tokens_total == q) {
-            res.cluster_hit = c.cs.hit_rate;
+        if (rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0) {
+            equal = c.cs.query_tokens_total == q;
+            res.cluster_hit = equal ? c.cs.hit_rate : -1;
             res.spills = c.cs.spills_total;
-            rm_cc_cluster_free(&c);
-            break;
+            res.failovers = c.cs.failovers_total;
+            res.retries = c.cs.retries_total;
         }
         rm_cc_cluster_free(&c);
     }
@@ -154,10 +181,21 @@ static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *k
 
 static void report(const char *name, const result *r, double ideal)
 {
-    printf("   %-25s hit %.4f (cluster says %.4f) = %.3f of ideal; max/mean requests %.3f; "
-           "spills %llu; errors %llu; %.1f s\n",
-           name, r->hit, r->cluster_hit, r->hit / ideal, r->max_mean, (unsigned long long)r->spills,
-           (unsigned long long)r->errors, r->secs);
+    char cluster[32] = "totals differ";
+    if (r->cluster_hit >= 0)
+        snprintf(cluster, sizeof cluster, "says %.4f", r->cluster_hit);
+    printf("   %-25s hit %.4f (cluster %s) = %.3f of ideal; max/mean requests %.3f, "
+           "work %.3f; spills %llu; errors %llu; %.1f s\n",
+           name, r->hit, cluster, r->hit / ideal, r->max_mean, r->work_max_mean,
+           (unsigned long long)r->spills, (unsigned long long)r->errors, r->secs);
+    if (r->failovers || r->retries)
+        printf("   %-25s nodes taken off the ring %llu times, calls retried %llu\n", "",
+               (unsigned long long)r->failovers, (unsigned long long)r->retries);
+    if (r->errors)
+        printf("   %-25s first error: %s\n", "", r->first_error);
+    if (r->aborted_at)
+        printf("   %-25s ABORTED after request %zu: 50 Matches failed in a row\n", "",
+               r->aborted_at);
 }
 
 static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal)
@@ -233,12 +271,12 @@ static void bench_overhead(const char *self, int quick)
     uint32_t tok[640];
     char msg[256];
     for (int p = 0; p < 8; p++) {
-        block_tokens(tok, 7000 + (uint64_t)p, 512);
+        rm_trace_block_tokens(tok, 7000 + (uint64_t)p, 512);
         rm_cc_insert_reply ir;
         rm_cc_insert(&cc, "m", tok, 512, 0, NULL, &ir, msg, sizeof msg);
     }
-    block_tokens(tok, 7003, 512);
-    block_tokens(tok + 512, 99999, 128);
+    rm_trace_block_tokens(tok, 7003, 512);
+    rm_trace_block_tokens(tok + 512, 99999, 128);
     grpc_slice req = match_request_slice("m", tok, 640);
     rm_cc_match_reply m;
     rm_cc_match(&cc, "m", tok, 640, 0, 0, &m, msg, sizeof msg);
@@ -278,22 +316,28 @@ int main(int argc, char **argv)
     if (argc >= 3 && !strcmp(argv[1], "--serve-echo"))
         return serve_echo(argv[2]);
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_router NODE_BIN ROUTER_BIN [--trace FILE] "
-                        "[--block-tokens B] [--quick]\n");
+        fprintf(stderr,
+                "usage: bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] "
+                "[--seed N] [--requests N] [--block-tokens B] [--quick]\n");
         return 2;
     }
     node_bin = argv[1];
     router_bin = argv[2];
     const char *trace = "../shared/traces/mooncake_synthetic_trace.jsonl";
     size_t B = 64, limit = 0;
-    int quick = 0;
+    uint64_t seed = 42;
+    int quick = 0, only_trace = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--trace") && i + 1 < argc)
-            trace = argv[++i];
-        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc)
+            trace = argv[++i], only_trace = 1;
+        else if (!strcmp(argv[i], "--block-tokens") && i + 1 < argc && atoi(argv[i + 1]) > 0)
             B = (size_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--requests") && i + 1 < argc)
+            limit = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--quick"))
-            quick = 1, limit = 1000;
+            quick = 1, limit = limit ? limit : 1000;
         else {
             fprintf(stderr, "bench_router: unknown argument %s\n", argv[i]);
             return 2;
@@ -303,20 +347,30 @@ int main(int argc, char **argv)
     grpc_init();
     rm_trace w;
     char err[512];
-    if (rm_trace_load(trace, B, limit, &w, err, sizeof err) == 0) {
+    if (rm_workload_trace(trace, seed, limit, B, &w, err, sizeof err) == 0) {
         /* Each node: 10% of the trace's unique blocks / 8, in tokens. */
         uint64_t node_tokens = w.unique_blocks * B / 10 / NODES;
         uint64_t node_pages = (node_tokens + PAGE - 1) / PAGE;
         double ideal = single_lru_hit(&w, PAGE, node_pages * NODES);
-        printf("A. Mooncake trace: %zu requests, %llu unique blocks, %zu tokens/block; "
-               "node pool %llu tokens x %d\n"
+        size_t over, convs = rm_trace_conversations(&w, node_pages * PAGE, &over);
+        if (rm_workload_known(trace))
+            printf("A. %s workload, seed %llu: ", trace, (unsigned long long)seed);
+        else
+            printf("A. trace %s: ", trace);
+        printf("%zu requests, %llu unique blocks, %zu tokens/block; node pool %llu tokens x %d; "
+               "%zu of %zu conversations have a request larger than a node's pool\n"
                "   ideal single LRU (%llu tokens): hit %.4f\n",
                w.n, (unsigned long long)w.unique_blocks, B, (unsigned long long)node_tokens, NODES,
-               (unsigned long long)(node_pages * NODES * PAGE), ideal);
+               over, convs, (unsigned long long)(node_pages * NODES * PAGE), ideal);
+        fflush(stdout);
         run_modes(&w, node_pages * PAGE, ideal);
         rm_trace_free(&w);
     } else {
-        printf("A. Mooncake trace skipped: %s\n", err);
+        printf("A. trace skipped: %s\n", err);
+    }
+    if (only_trace) {
+        grpc_shutdown();
+        return 0;
     }
     rm_trace chat;
     gen_chat(&chat, quick ? 160 : 480);

@@ -1,5 +1,11 @@
 /* lru_baseline.h -- the baseline of the routing benchmarks: one LRU cache
- * (the node's cache code, in process) replaying a trace in order. */
+ * (the node's cache code, in process) replaying a trace in order.
+ *
+ * Being the node's rm_cache, it evicts as a node does: least recently used
+ * *leaves* of the radix tree first, so a prefix stays while any cached
+ * sequence extends it (a block-level LRU that touches a chain root-first
+ * would evict the root first and keep unreachable blocks). Checked by
+ * tests/unit/test_lru_baseline.c. */
 #ifndef RM_LRU_BASELINE_H
 #define RM_LRU_BASELINE_H
 

@@ -41,7 +41,25 @@ printf 'not json\n' >"$tmp/bad2.jsonl"
 err=$("$bin/radixmesh" analyze "$tmp/bad2.jsonl" 2>&1 >/dev/null); rc=$?
 [[ $rc -eq 2 ]] && ok || bad "invalid JSON exit $rc"
 expect "$err" "bad2.jsonl:1: invalid JSON"
-for args in "analyze" "replay --trace x" "analyze f --model gpt-9" "stats" "bogus" "replay --nope"; do
+for args in "analyze" "replay --trace x" "analyze f --model gpt-9" "stats" "bogus" "replay --nope" \
+            "replay --router 127.0.0.1:1 --trace chat --seed x"; do
+  "$bin/radixmesh" $args >/dev/null 2>&1; rc=$?
+  [[ $rc -eq 2 ]] && ok || bad "'radixmesh $args' exit $rc (want 2)"
+done
+
+# --- workload: generated traces as JSONL, the same for the same seed ----------
+for w in agentic chat builtin; do
+  "$bin/radixmesh" workload $w --seed 3 --requests 40 >"$tmp/$w.a" 2>"$tmp/$w.log"; rc=$?
+  "$bin/radixmesh" workload $w --seed 3 --requests 40 --out "$tmp/$w.b" 2>/dev/null
+  [[ $rc -eq 0 && $(wc -l <"$tmp/$w.a") -eq 40 ]] && ok || bad "workload $w: exit $rc, $(wc -l <"$tmp/$w.a") lines"
+  cmp -s "$tmp/$w.a" "$tmp/$w.b" && ok || bad "workload $w --seed 3 differs between runs"
+  expect "$(cat "$tmp/$w.log")" "$w, seed 3: 40 requests"
+done
+expect "$(head -1 "$tmp/agentic.a")" '"output_length": '
+expect "$(head -1 "$tmp/agentic.a")" '"session": 1, "hash_ids": [0, 1, 2,'
+expect "$(cat "$tmp/agentic.log")" "have a request larger than a node's pool"
+"$bin/radixmesh" workload chat --seed 4 --requests 40 | cmp -s - "$tmp/chat.a" && bad "seeds 3 and 4 gave the same chat trace" || ok
+for args in "workload" "workload bogus" "workload chat --requests x" "workload chat extra args"; do
   "$bin/radixmesh" $args >/dev/null 2>&1; rc=$?
   [[ $rc -eq 2 ]] && ok || bad "'radixmesh $args' exit $rc (want 2)"
 done
@@ -49,12 +67,17 @@ done
 # --- replay through a live cluster: exact hit counts -----------------------------
 # Blocks of 64 tokens, page 16. Hits: 0, 128 (blocks 1-2), 0, 192 (1-3),
 # 64 (block 4; the 23-token tail of block 6 is partial). Query: 727 tokens.
+# Replies scale like prompts (x 64/512): 10, 20, 1, 30, 5 tokens.
+# Placement (2 nodes, 2 choices): requests 1, 2, 4 share blocks and a node A;
+# request 3 is new and goes to the node that served fewer (B), 5 follows it.
+# Work = uncached prompt + reply: A 128+10 + 64+20 + 64+30 = 316,
+# B 64+1 + 23+5 = 93; total 409, max/mean 316 / 204.5 = 632/409.
 cat >"$tmp/trace.jsonl" <<'JSON'
-{"timestamp": 0, "input_length": 1024, "output_length": 1, "hash_ids": [1, 2]}
-{"timestamp": 5, "input_length": 1536, "output_length": 1, "hash_ids": [1, 2, 3]}
-{"timestamp": 9, "input_length": 512, "output_length": 1, "hash_ids": [4]}
-{"timestamp": 12, "input_length": 2048, "output_length": 1, "hash_ids": [1, 2, 3, 5]}
-{"timestamp": 20, "input_length": 700, "output_length": 1, "hash_ids": [4, 6]}
+{"timestamp": 0, "input_length": 1024, "output_length": 80, "hash_ids": [1, 2]}
+{"timestamp": 5, "input_length": 1536, "output_length": 160, "hash_ids": [1, 2, 3]}
+{"timestamp": 9, "input_length": 512, "output_length": 8, "hash_ids": [4]}
+{"timestamp": 12, "input_length": 2048, "output_length": 240, "hash_ids": [1, 2, 3, 5]}
+{"timestamp": 20, "input_length": 700, "output_length": 40, "hash_ids": [4, 6]}
 JSON
 router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$cluster" 2) || { bad "cluster did not start"; summary; exit 1; }
 both_up() { "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '2/2 nodes healthy'; }
@@ -64,21 +87,44 @@ out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --bl
 [[ $rc -eq 0 ]] && ok || bad "replay exit $rc"
 expect "$out" "token hit rate 0.5282: 384 of 727 prompt tokens came from cache"
 expect "$out" "cluster's own count: 384 hit / 727 query tokens -> equal to the client's"
+expect "$out" "requests per node (max/mean 1.200, spills 0)"
+expect "$out" "work per node, uncached prompt + reply tokens (max/mean 1.545, total 409)"
 if tail -1 <<<"$out" | python3 -c '
 import json, sys
 o = json.loads(sys.stdin.read())
-for k in ("requests", "token_hit_rate", "load_max_mean", "per_node", "errors"):
+for k in ("requests", "token_hit_rate", "load_max_mean", "per_node", "errors", "work_tokens",
+          "work_max_mean", "per_node_work"):
     assert k in o, k
 assert o["requests"] == 5 and o["errors"] == 0
 assert o["hit_tokens"] == 384 and o["query_tokens"] == 727
 assert o["cluster_hit_tokens"] == 384 and o["cluster_query_tokens"] == 727
-assert sum(o["per_node"].values()) == 5 and o["load_max_mean"] >= 1.0
+assert sorted(o["per_node"].values()) == [2, 3], o["per_node"]
+assert abs(o["load_max_mean"] - 1.2) < 1e-9, o["load_max_mean"]
+assert sorted(o["per_node_work"].values()) == [93, 316], o["per_node_work"]
+assert o["work_tokens"] == 409
+assert abs(o["work_max_mean"] - 632 / 409) < 1e-9, o["work_max_mean"]
+# The node that served three requests is the one that did 316 of the work.
+busy = max(o["per_node"], key=o["per_node"].get)
+assert o["per_node_work"][busy] == 316
 assert abs(o["ttft_saved_seconds"] - 384 / 5000) < 1e-9
 '; then ok; else bad "--json schema/values"; fi
 # The same trace with 4 clients: per-conversation order keeps the counts.
 out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
       --namespace other --concurrency 4 2>/dev/null)
 expect "$out" "384 of 727 prompt tokens"
+# A generated workload replays as its written trace does: same requests,
+# same prompt tokens (placement may differ with the hot prefixes it builds).
+gen=$("$bin/radixmesh" replay --router "$router" --trace chat --seed 3 --limit 40 \
+      --block-tokens 64 --namespace gen --json 2>/dev/null | tail -1)
+file=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/chat.a" --block-tokens 64 \
+       --namespace file --json 2>/dev/null | tail -1)
+if python3 -c '
+import json, sys
+g, f = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert g["requests"] == f["requests"] == 40 and g["errors"] == f["errors"] == 0
+assert g["query_tokens"] == f["query_tokens"] > 0
+assert g["work_tokens"] >= g["query_tokens"] - g["hit_tokens"]
+' "$gen" "$file"; then ok; else bad "replay --trace chat vs its JSONL: $gen / $file"; fi
 out=$("$bin/radixmesh" stats --router "$router")
 expect "$out" "2/2 nodes healthy"
 expect "$out" "node-0"
