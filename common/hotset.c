@@ -75,31 +75,66 @@ static rm_hot_entry *find(rm_hotset *h, uint64_t hash, int create)
     }
 }
 
-/* Drops cold entries (rebuilding the table keeps probe chains valid). */
-static void purge(rm_hotset *h)
+/* Rebuilds the table with the entries keep() accepts (rebuilding keeps
+ * probe chains valid). */
+static void rebuild(rm_hotset *h, int (*keep)(const rm_hot_entry *, const void *), const void *arg)
 {
     size_t cap = h->mask + 1;
     rm_hot_entry *old = h->slots;
     h->slots = rm_xcalloc(cap, sizeof *h->slots);
     h->used = 0;
-    double cut = h->cold_share * h->total;
-    for (size_t i = 0; i < cap; i++) {
-        if (old[i].hash && old[i].count >= cut) {
-            rm_hot_entry *e = find(h, old[i].hash, 1);
-            *e = old[i];
-        }
-    }
+    for (size_t i = 0; i < cap; i++)
+        if (old[i].hash && keep(&old[i], arg))
+            *find(h, old[i].hash, 1) = old[i];
     free(old);
-    /* Everything kept is hot-ish; if that still fills the table, the
-     * threshold is too low for it: keep only the warmer half. */
-    if (h->used * 4 > cap * 3) {
-        old = h->slots;
-        h->slots = rm_xcalloc(cap, sizeof *h->slots);
-        h->used = 0;
+}
+
+static int at_least(const rm_hot_entry *e, const void *arg)
+{
+    return e->count >= *(const double *)arg;
+}
+
+/* Warmest first; among equal counts the shallowest, so a chain loses its
+ * deepest blocks first and never keeps a block without its parent. */
+static int warmest_first(const void *a, const void *b)
+{
+    const rm_hot_entry *x = *(const rm_hot_entry *const *)a, *y = *(const rm_hot_entry *const *)b;
+    if (x->count != y->count)
+        return x->count < y->count ? 1 : -1;
+    return x->blocks > y->blocks ? 1 : x->blocks < y->blocks ? -1 : 0;
+}
+
+/* Makes room: drops entries colder than the cold threshold, then (if the
+ * table is still 3/4 full) those under twice it. At low traffic even that
+ * can keep everything -- 16 long requests in a window give every prefix of
+ * each a 1/16 share -- and a full table would make find() probe forever,
+ * so last of all only the warmest half stays. */
+static void purge(rm_hotset *h)
+{
+    size_t cap = h->mask + 1;
+    double cut = h->cold_share * h->total;
+    rebuild(h, at_least, &cut);
+    if (h->used * 4 >= cap * 3) {
+        cut *= 2;
+        rebuild(h, at_least, &cut);
+    }
+    if (h->used * 4 >= cap * 3) {
+        rm_hot_entry **order = rm_xmalloc(sizeof *order * h->used);
+        size_t n = 0;
         for (size_t i = 0; i < cap; i++)
-            if (old[i].hash && old[i].count >= 2 * cut)
-                *find(h, old[i].hash, 1) = old[i];
-        free(old);
+            if (h->slots[i].hash)
+                order[n++] = &h->slots[i];
+        qsort(order, n, sizeof *order, warmest_first);
+        size_t k = n / 2;
+        rm_hot_entry *kept = rm_xmalloc(sizeof *kept * (k + 1));
+        for (size_t i = 0; i < k; i++)
+            kept[i] = *order[i];
+        free(order);
+        memset(h->slots, 0, sizeof *h->slots * cap);
+        h->used = 0;
+        for (size_t i = 0; i < k; i++)
+            *find(h, kept[i].hash, 1) = kept[i];
+        free(kept);
     }
 }
 

@@ -230,6 +230,28 @@ static void test_prefix_hash_deterministic(void)
     CHECK(h1 == 0xa332344cb2158ff3ULL);
 }
 
+/* Few long requests in a window give every prefix of each a share far
+ * above the cold threshold, so dropping cold entries frees nothing: the
+ * table must still make room (it used to fill and probe forever -- a node
+ * hung on the Mooncake trace at 512-token blocks). The shared prompt, the
+ * warmest chain, survives. */
+static void test_full_table_of_warm_prefixes(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 256, 0.01, 10000, 4096, 0) == 0);
+    static uint32_t tok[256 * B];
+    for (uint64_t id = 1; id <= 64; id++) {
+        size_t n = request(tok, 4, id, 256); /* 256 blocks each, 4 shared */
+        rm_hotset_add(&h, "m", 1, tok, n, 0);
+        CHECK(h.used * 4 <= (h.mask + 1) * 3);
+    }
+    CHECK(h.used > 0);
+    uint32_t blocks;
+    CHECK(share_of(&h, prefix_hash(tok, 4), 0, &blocks) > 0.99);
+    CHECK(blocks == 4);
+    rm_hotset_destroy(&h);
+}
+
 int main(void)
 {
     RUN(test_finds_shared_prompt);
@@ -239,5 +261,6 @@ int main(void)
     RUN(test_shared_prompt_branches_at_its_end);
     RUN(test_leader_is_displaced);
     RUN(test_prefix_hash_deterministic);
+    RUN(test_full_table_of_warm_prefixes);
     return rm_t_report();
 }
