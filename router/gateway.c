@@ -1629,8 +1629,7 @@ static void handle_routed(rm_gateway *g, rm_route_job *job)
     }
     if (!job->found) {
         req_fail(q, q->attempts ? 502 : 503,
-                 q->attempts ? "the worker failed and no other worker is available"
-                             : "no inference worker is available (no healthy node with a worker)",
+                 q->attempts ? "the worker failed and no other worker is available" : job->why,
                  RM_WORKER_NO_VERDICT);
         return;
     }

@@ -1635,6 +1635,11 @@ static void gw_route(void *arg)
     if (ch->ncand == 0) {
         free(ch);
         job->found = 0;
+        if (r->healthy)
+            snprintf(job->why, sizeof job->why,
+                     "no inference worker is available (no healthy node with a reachable worker)");
+        else
+            no_node_reason(r, job->why, sizeof job->why);
         job->done(job);
         return;
     }

@@ -124,6 +124,7 @@ typedef struct rm_route_job {
     char exclude[128]; /* node id whose worker just failed, "" for none */
     /* out */
     int found;
+    char why[256]; /* !found: why no worker could take it, for the client */
     char node_id[128];
     char worker_host[256];
     int worker_port;

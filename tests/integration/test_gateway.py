@@ -24,6 +24,8 @@ import threading
 import time
 import unittest
 
+from rmtest import poll
+
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROCS = []
@@ -41,17 +43,6 @@ def start(args, tag):
         lines[word] = rest
         if word == tag:
             return proc, lines
-
-
-def poll(what, fn, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.05)  # a poll step, bounded by the deadline
 
 
 class Cluster:

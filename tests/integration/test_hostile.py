@@ -166,6 +166,37 @@ class GatewayHostile(unittest.TestCase):
         status, _, _ = rmtest.http_request(r.gateway, "GET", "/v1/models")
         self.assertEqual(status, 200)
 
+    def test_node_rejecting_the_routers_token_is_named(self):
+        """A router with the wrong --node-token-file: gateway clients get
+        503 naming the router's credentials, not "no worker" (item 7)."""
+        with tempfile.TemporaryDirectory() as d:
+            good, wrong = os.path.join(d, "good"), os.path.join(d, "wrong")
+            with open(good, "w") as f:
+                f.write("node-secret\n")
+            with open(wrong, "w") as f:
+                f.write("not-the-secret\n")
+            node = rmtest.Daemon([ARGS.node, "--listen", "127.0.0.1:0", "--node-id", "auth",
+                                  "--log-level", "warn", "--auth-token-file", good,
+                                  "--worker-url", "http://" + self.workers[0].addr])
+            self.addCleanup(lambda: self.assertEqual(node.stop(), 0))
+            r = rmtest.Daemon([ARGS.router, "--listen", "127.0.0.1:0", "--nodes",
+                               "auth=" + node.addr, "--node-token-file", wrong,
+                               "--gateway", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                               "--health-interval-ms", "200", "--stats-interval", "200",
+                               "--shutdown-delay-ms", "0"], until="GATEWAY", env=asan_env())
+            self.addCleanup(lambda: self.assertEqual(r.stop(), 0))
+            r.wait_log("the rejection logged", "credentials", timeout=30)
+
+            def answer():
+                conn = http.client.HTTPConnection(r.gateway, timeout=30)
+                try:
+                    return post(conn, "/v1/completions", {"model": "m", "prompt": "hi"})
+                finally:
+                    conn.close()
+            status, _, body = answer()
+            self.assertEqual(status, 503, body)
+            self.assertIn("--node-token-file", json.loads(body)["error"]["message"])
+
     def test_unfinished_bodies_against_the_budget(self):
         """60 connections each sending a 15 MiB body they never finish:
         past --gateway-max-buffered-bytes they get 503 with Retry-After."""

@@ -9,19 +9,13 @@ bin=$1
 tmp=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+source "$(dirname "$0")/lib.sh"
 check() { if [[ "$2" == "$3" ]]; then ok; else bad "$1: got '$2', want '$3'"; fi; }
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-# Waits (at most 10 s) for a line "KEY value" in a daemon's stdout.
+# Waits (at most 30 s) for a line "KEY value" in a daemon's stdout.
 line() {
-  for _ in $(seq 1 200); do
-    v=$(sed -n "s/^$2 //p" "$1" | head -1)
-    [[ -n "$v" ]] && { echo "$v"; return 0; }
-    read -r -t 0.05 <> <(:) || true
-  done
-  return 1
+  poll 30 grep -q "^$2 " "$1" || return 1
+  sed -n "s/^$2 //p" "$1" | head -1
 }
 start() { # name, args... -> sets $grpc and $http
   "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
@@ -36,7 +30,7 @@ for i in 0 1; do
   list+="${list:+,}n$i=$grpc"
 done
 name=r start "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 --nodes "$list" \
-  --health-interval-ms 200 --stats-interval 200 --shutdown-delay-ms 1500 || { bad "router"; exit 1; }
+  --health-interval-ms 200 --stats-interval 200 --shutdown-delay-ms 5000 || { bad "router"; exit 1; }
 rg=$grpc rh=$http
 
 check "node /healthz" "$(code "http://${nh[0]}/healthz")" 200
@@ -70,36 +64,31 @@ EOF
 got=$(exchange "${nh[0]}" 'b"".join(b"GET /metrics?%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
   for i in range(1500)) + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"')
 check "pipelined replies past the output bound" "$got" "1501 0 True"
-paused=0
-for _ in $(seq 1 100); do  # the pauses it took show in the next published /metrics
-  paused=$(curl -s "http://${nh[0]}/metrics" | sed -n 's/^radixmesh_http_backpressure_pauses_total{[^}]*} //p')
-  [[ ${paused:-0} -gt 0 ]] && break
-  read -r -t 0.1 <> <(:) || true
-done
-[[ ${paused:-0} -gt 0 ]] && ok || bad "the pipelined client never paused the server"
+paused() { # the pauses it took show in the next published /metrics
+  local n
+  n=$(curl -s "http://${nh[0]}/metrics" | sed -n 's/^radixmesh_http_backpressure_pauses_total{[^}]*} //p')
+  [[ ${n:-0} -gt 0 ]]
+}
+poll 30 paused && ok || bad "the pipelined client never paused the server"
 # A malformed request: 400, and the connection is closed.
 got=$(exchange "${nh[0]}" 'b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n"')
 check "malformed request after a good one" "$got" "1 1 False"
 # Every sample line is "name{labels} number".
 if grep -v '^#' <<<"$m" | grep -qvE '^radixmesh_[a-z_]+\{[^}]*\} -?[0-9.e+]+$'; then bad "malformed metric line"; else ok; fi
 
-for _ in $(seq 1 100); do  # the router has both nodes on its ring
-  [[ $(code "http://$rh/readyz") == 200 ]] && break
-  read -r -t 0.1 <> <(:) || true
-done
-check "router /readyz" "$(code "http://$rh/readyz")" 200
+router_ready() { [[ $(code "http://$rh/readyz") == 200 ]]; } # both nodes on its ring
+poll 30 router_ready && ok || bad "router /readyz never 200"
 "$bin/radixmesh" replay --router "$rg" --trace builtin --limit 300 >/dev/null 2>&1 || bad "replay"
 # /api/cluster catches up with the nodes' own /metrics within a few polls.
-agree=0
-for _ in $(seq 1 100); do
+agrees() {
+  local api node_hits=0 node_q=0 mm
   api=$(curl -s "http://$rh/api/cluster")
-  node_hits=0 node_q=0
   for i in 0 1; do
     mm=$(curl -s "http://${nh[$i]}/metrics")
     node_hits=$((node_hits + $(sed -n 's/^radixmesh_hit_tokens_total{[^}]*} //p' <<<"$mm")))
     node_q=$((node_q + $(sed -n 's/^radixmesh_query_tokens_total{[^}]*} //p' <<<"$mm")))
   done
-  if python3 -c "
+  python3 -c "
 import json, sys
 c = json.loads(sys.argv[1])
 assert c['hit_tokens_total'] == int(sys.argv[2]) and c['query_tokens_total'] == int(sys.argv[3])
@@ -107,10 +96,9 @@ assert c['query_tokens_total'] > 0 and abs(c['hit_rate'] - c['hit_tokens_total']
 assert len(c['nodes']) == 2 and all(n['healthy'] for n in c['nodes'])
 assert sum(n['routed_requests'] for n in c['nodes']) == c['routed_requests_total'] == 300
 assert isinstance(c['history'], list)
-" "$api" "$node_hits" "$node_q" 2>/dev/null; then agree=1; break; fi
-  read -r -t 0.1 <> <(:) || true
-done
-[[ $agree -eq 1 ]] && ok || bad "/api/cluster does not match the nodes: $api"
+" "$api" "$node_hits" "$node_q" 2>/dev/null
+}
+poll 30 agrees && ok || bad "/api/cluster does not match the nodes: $(curl -s "http://$rh/api/cluster")"
 m=$(curl -s "http://$rh/metrics")
 for name in radixmesh_cluster_hit_tokens_total radixmesh_cluster_query_tokens_total \
             'radixmesh_node_up{router=' radixmesh_router_spills_total radixmesh_router_failovers_total; do
@@ -121,12 +109,8 @@ grep -q "<svg id='chart'" <<<"$page" && grep -q "fetch('/api/cluster')" <<<"$pag
 grep -qE 'src=|href=.http' <<<"$page" && bad "dashboard loads external resources" || ok
 # Draining: NOT ready while the shutdown delay runs, still alive.
 kill -TERM "${pids[2]}"
-ready=200
-for _ in $(seq 1 50); do
-  ready=$(code "http://$rh/readyz"); [[ $ready == 503 ]] && break
-  read -r -t 0.02 <> <(:) || true
-done
-check "router /readyz while draining" "$ready" 503
+draining() { [[ $(code "http://$rh/readyz") == 503 ]]; }
+poll 10 draining && ok || bad "router /readyz while draining: not 503"
 check "router /healthz while draining" "$(code "http://$rh/healthz")" 200
 # Every daemon exits cleanly (under a sanitizer or valgrind: no leak, no
 # error, or the exit status says so).
@@ -136,5 +120,4 @@ for i in 0 1 2; do
   check "daemon $i exit status" "$st" 0
 done
 pids=()
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary
