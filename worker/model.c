@@ -479,6 +479,9 @@ rm_model_err rm_model_save(const rm_model *m, const char *path, char *err, size_
 
 /* ---- forward pass ------------------------------------------------------- */
 
+/* Queries per attention block (see attend). */
+enum { ATT_BLOCK = 8 };
+
 struct rm_model_scratch {
     float *x, *h, *qkv, *att, *mlp, *scores, *hf;
 };
@@ -492,7 +495,7 @@ rm_model_scratch *rm_model_scratch_new(const rm_model *m)
     s->qkv = rm_xmalloc(c * 3 * d * sizeof(float));
     s->att = rm_xmalloc(c * d * sizeof(float));
     s->mlp = rm_xmalloc(c * 4 * d * sizeof(float));
-    s->scores = rm_xmalloc((size_t)m->cfg.max_context * sizeof(float));
+    s->scores = rm_xmalloc((size_t)ATT_BLOCK * m->cfg.max_context * sizeof(float));
     s->hf = rm_xmalloc(d * sizeof(float));
     return s;
 }
@@ -511,14 +514,16 @@ void rm_model_scratch_free(rm_model_scratch *s)
     free(s);
 }
 
-/* a . b with a fixed 8-lane split (vectorisable, same bits every call). */
-RM_HOT static float dot(const float *a, const float *b, uint32_t n)
+/* a . b with a fixed 8-lane split: lane j sums a[i] * b[i] for i = j mod 8
+ * in order, the lanes are added pairwise, then the tail. Inlined with a
+ * constant n the lanes live in one vector register; the bits are the same
+ * either way. */
+static inline __attribute__((always_inline)) float dot(const float *a, const float *b, uint32_t n)
 {
-    float acc[8] = {0};
+    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
     uint32_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
+        acc += V8_LOAD(a + i) * V8_LOAD(b + i);
     float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (; i < n; i++)
         s += a[i] * b[i];
@@ -613,37 +618,78 @@ static void gelu(float *x, size_t n)
     }
 }
 
-/* Causal attention of the query at position p (q: d floats, all heads)
- * over the K/V records of positions [0, p] of layer l; writes d floats. */
-RM_HOT static void attend(const rm_model *m, const float *kv, uint32_t l, uint32_t p,
-                          const float *q, float *out, float *scores)
+/* Causal attention for the queries at positions [pos, pos + nq) (q: row
+ * stride 3d, all heads) over the K/V records of layer l; writes nq rows of
+ * d floats. Queries go in blocks of ATT_BLOCK so each key is loaded once
+ * per block, but every score, softmax and weighted sum is computed per
+ * query exactly as it would be alone. hd is a compile-time constant in the
+ * common cases (see attend), so the per-head loops unroll into registers. */
+static inline __attribute__((always_inline)) void attend_hd(const rm_model *m, const float *kv,
+                                                            uint32_t l, uint32_t pos, uint32_t nq,
+                                                            const float *q, float *out,
+                                                            float *scores, const uint32_t hd)
 {
-    const uint32_t d = m->cfg.d_model, hd = d / m->cfg.heads;
+    const uint32_t d = m->cfg.d_model, smax = m->cfg.max_context;
     const size_t stride = 2 * (size_t)m->cfg.layers * d; /* floats per position */
     const float scale = 1.0f / sqrtf((float)hd);
     const float *k0 = kv + (size_t)l * 2 * d, *v0 = k0 + d;
     for (uint32_t h = 0; h < m->cfg.heads; h++) {
-        const float *qh = q + h * hd;
-        float mx = -INFINITY;
-        for (uint32_t s = 0; s <= p; s++) {
-            float sc = dot(qh, k0 + s * stride + h * hd, hd) * scale;
-            scores[s] = sc;
-            mx = sc > mx ? sc : mx;
-        }
-        float sum = 0;
-        for (uint32_t s = 0; s <= p; s++) {
-            scores[s] = expf(scores[s] - mx);
-            sum += scores[s];
-        }
-        float inv = 1.0f / sum, *o = out + h * hd;
-        for (uint32_t i = 0; i < hd; i++)
-            o[i] = 0;
-        for (uint32_t s = 0; s <= p; s++) {
-            const float w = scores[s] * inv, *vs = v0 + s * stride + h * hd;
-            for (uint32_t i = 0; i < hd; i++)
-                o[i] += w * vs[i];
+        for (uint32_t b0 = 0; b0 < nq; b0 += ATT_BLOCK) {
+            const uint32_t nb = nq - b0 < ATT_BLOCK ? nq - b0 : ATT_BLOCK;
+            const uint32_t last = pos + b0 + nb - 1;
+            for (uint32_t s = 0; s <= last; s++) {
+                const float *ks = k0 + s * stride + h * hd;
+                /* queries of the block that see key s: positions >= s */
+                uint32_t first = s > pos + b0 ? s - (pos + b0) : 0;
+                for (uint32_t i = first; i < nb; i++)
+                    scores[(size_t)i * smax + s] =
+                        dot(q + (size_t)(b0 + i) * 3 * d + h * hd, ks, hd) * scale;
+            }
+            for (uint32_t i = 0; i < nb; i++) {
+                const uint32_t p = pos + b0 + i;
+                float *sc = scores + (size_t)i * smax, mx = -INFINITY, sum = 0;
+                for (uint32_t s = 0; s <= p; s++)
+                    mx = sc[s] > mx ? sc[s] : mx;
+                for (uint32_t s = 0; s <= p; s++) {
+                    sc[s] = expf(sc[s] - mx);
+                    sum += sc[s];
+                }
+                const float inv = 1.0f / sum;
+                for (uint32_t s = 0; s <= p; s++)
+                    sc[s] *= inv;
+                float *o = out + (size_t)(b0 + i) * d + h * hd;
+                for (uint32_t k = 0; k < hd; k++)
+                    o[k] = 0;
+            }
+            /* o_i += w_i[s] * v_s in position order, each value row loaded
+             * once for the block. */
+            for (uint32_t s = 0; s <= last; s++) {
+                const float *vs = v0 + s * stride + h * hd;
+                uint32_t first = s > pos + b0 ? s - (pos + b0) : 0;
+                for (uint32_t i = first; i < nb; i++) {
+                    const float w = scores[(size_t)i * smax + s];
+                    float *o = out + (size_t)(b0 + i) * d + h * hd;
+                    uint32_t k = 0;
+                    for (; k + 8 <= hd; k += 8)
+                        V8_STORE(o + k, V8_LOAD(o + k) + w * V8_LOAD(vs + k));
+                    for (; k < hd; k++)
+                        o[k] += w * vs[k];
+                }
+            }
         }
     }
+}
+
+RM_HOT static void attend(const rm_model *m, const float *kv, uint32_t l, uint32_t pos, uint32_t nq,
+                          const float *q, float *out, float *scores)
+{
+    const uint32_t hd = m->cfg.d_model / m->cfg.heads;
+    if (hd == 32) /* the default model */
+        attend_hd(m, kv, l, pos, nq, q, out, scores, 32);
+    else if (hd == 64) /* GPT-2 */
+        attend_hd(m, kv, l, pos, nq, q, out, scores, 64);
+    else
+        attend_hd(m, kv, l, pos, nq, q, out, scores, hd);
 }
 
 static void add(float *x, const float *y, size_t n)
@@ -671,9 +717,7 @@ static void forward_chunk(const rm_model *m, rm_model_scratch *s, float *kv, uin
         for (uint32_t i = 0; i < n; i++) /* K then V, straight from the projection */
             memcpy(kv + (pos + i) * stride + (size_t)l * 2 * d, s->qkv + (size_t)i * 3 * d + d,
                    2 * (size_t)d * sizeof(float));
-        for (uint32_t i = 0; i < n; i++)
-            attend(m, kv, l, pos + i, s->qkv + (size_t)i * 3 * d, s->att + (size_t)i * d,
-                   s->scores);
+        attend(m, kv, l, pos, n, s->qkv, s->att, s->scores);
         matmul(s->h, s->att, L->proj_w, L->proj_b, n, d, d);
         add(s->x, s->h, (size_t)n * d);
         for (uint32_t i = 0; i < n; i++)

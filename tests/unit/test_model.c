@@ -147,10 +147,11 @@ static float *logits_of(const rm_model *m, const uint32_t *tok, uint32_t n, void
     return lg;
 }
 
-static void test_matches_reference_gpt2(void)
+static void matches_reference_gpt2(const rm_model_config *cfg)
 {
     rm_model m;
-    seeded(&m, &small, 7);
+    seeded(&m, cfg, 7);
+    const rm_model_config small = *cfg;
     /* Random weights give nearly uniform logits; sharpen the residual
      * stream so a wrong attention or MLP shows up clearly. */
     for (size_t i = 0; i < m.arena_floats; i++)
@@ -177,6 +178,14 @@ static void test_matches_reference_gpt2(void)
     rm_model_free(&m);
 }
 
+/* Head sizes 16 and 32 (the default model's specialised path). */
+static void test_matches_reference_gpt2(void)
+{
+    const rm_model_config cfgs[] = {small, {2, 64, 2, 512, 256}};
+    for (size_t i = 0; i < RM_ARRAY_LEN(cfgs); i++)
+        matches_reference_gpt2(&cfgs[i]);
+}
+
 /* Seeded biases are 0 and LayerNorm 1/0, which would hide a sum that adds
  * its bias in another order: give every weight some noise. */
 static void roughen(rm_model *m)
@@ -190,11 +199,12 @@ static void roughen(rm_model *m)
 /* The KV of [0, split) copied through a byte buffer (as ReadKV delivers
  * it), then the rest computed: KV and logits are the same bits as one
  * full prefill. */
-static void test_prefill_on_cached_kv_is_bit_identical(void)
+static void prefill_on_cached_kv_is_bit_identical(const rm_model_config *cfg)
 {
     rm_model m;
-    seeded(&m, &small, 3);
+    seeded(&m, cfg, 3);
     roughen(&m);
+    const rm_model_config small = *cfg;
     const uint32_t n = 150;
     const size_t kvb = rm_model_kv_bytes(&small);
     uint32_t *tok = prompt_of(n, small.vocab, 2);
@@ -232,6 +242,15 @@ static void test_prefill_on_cached_kv_is_bit_identical(void)
     free(kv_full);
     free(tok);
     rm_model_free(&m);
+}
+
+/* Head sizes 16 (vector lanes), 32 (the default model's specialised path)
+ * and 12 (a scalar tail). */
+static void test_prefill_on_cached_kv_is_bit_identical(void)
+{
+    const rm_model_config cfgs[] = {small, {2, 64, 2, 512, 256}, {2, 48, 4, 512, 256}};
+    for (size_t i = 0; i < RM_ARRAY_LEN(cfgs); i++)
+        prefill_on_cached_kv_is_bit_identical(&cfgs[i]);
 }
 
 static void test_seeded_weights_are_reproducible(void)
