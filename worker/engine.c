@@ -86,7 +86,7 @@ rm_engine *rm_engine_new(const rm_model *m, const rm_engine_config *cfg, char *e
     if (!e->cfg.cache_timeout_ms)
         e->cfg.cache_timeout_ms = 5000;
     if (!e->cfg.read_chunk_tokens)
-        e->cfg.read_chunk_tokens = 256;
+        e->cfg.read_chunk_tokens = 1024;
     snprintf(e->ns, sizeof e->ns, "%.120s/%016llx", name, (unsigned long long)m->digest);
     e->kvb = rm_model_kv_bytes(&m->cfg);
     e->kv = rm_xmalloc((size_t)m->cfg.max_context * e->kvb);

@@ -33,7 +33,7 @@ typedef struct rm_engine_config {
     const char *cache;          /* NULL or "none": no cache; else HOST:PORT */
     int cache_router;           /* cache names a router (Route, then the node) */
     int cache_timeout_ms;       /* deadline of each cache call; 0: 5000 */
-    uint32_t read_chunk_tokens; /* tokens per ReadKV call; 0: 256 */
+    uint32_t read_chunk_tokens; /* tokens per ReadKV call; 0: 1024 */
     uint32_t lease_ttl_ms;      /* 0: the node's default */
     const char *model_name;     /* NULL: "radixmesh-ref" */
 } rm_engine_config;

@@ -37,7 +37,7 @@ static long parse_ids(const char *s, uint32_t **out)
 int main(int argc, char **argv)
 {
     uint64_t seed = 1, layers = 4, d_model = 256, heads = 8, vocab = 8192, max_context = 4096;
-    uint64_t max_tokens = 16, sample_seed = 0, cache_timeout = 5000, read_chunk = 256;
+    uint64_t max_tokens = 16, sample_seed = 0, cache_timeout = 5000, read_chunk = 1024;
     double temperature = 0, top_p = 1;
     int cache_router = 0;
     const char *weights = NULL, *save = NULL, *model_name = "radixmesh-ref", *cache = "none";
