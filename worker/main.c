@@ -82,6 +82,15 @@ int main(int argc, char **argv)
     if (!save && !!prompt == !!prompt_tokens)
         rm_flags_fail(&fs, "give exactly one of --prompt and --prompt-tokens");
 
+    uint32_t *ids = NULL;
+    long n = 0;
+    if (prompt) {
+        ids = rm_xmalloc((strlen(prompt) + 1) * sizeof *ids);
+        n = (long)rm_bytetok_encode(prompt, strlen(prompt), ids);
+    } else if (prompt_tokens && (n = parse_ids(prompt_tokens, &ids)) < 0) {
+        rm_flags_fail(&fs, "--prompt-tokens must be comma-separated token ids");
+    }
+
     rm_model m;
     char err[256];
     rm_model_err me;
@@ -91,11 +100,14 @@ int main(int argc, char **argv)
         rm_model_config c = {(uint32_t)layers, (uint32_t)d_model, (uint32_t)heads, (uint32_t)vocab,
                              (uint32_t)max_context};
         me = rm_model_init_seeded(&m, &c, seed, err, sizeof err);
-        if (me == RM_MODEL_ECONFIG)
+        if (me == RM_MODEL_ECONFIG) {
+            free(ids);
             rm_flags_fail(&fs, "%s", err);
+        }
     }
     if (me != RM_MODEL_OK) {
         rm_log(RM_LOG_ERROR, "worker", "%s: %s", rm_model_strerror(me), err);
+        free(ids);
         return 1;
     }
     rm_log(RM_LOG_INFO, "worker",
@@ -105,6 +117,7 @@ int main(int argc, char **argv)
     if (save) {
         me = rm_model_save(&m, save, err, sizeof err);
         rm_model_free(&m);
+        free(ids);
         if (me != RM_MODEL_OK)
             rm_log(RM_LOG_ERROR, "worker", "%s", err);
         return me == RM_MODEL_OK ? 0 : 1;
@@ -112,17 +125,12 @@ int main(int argc, char **argv)
     rm_engine_config ec = {cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk,
                            0,     model_name};
     rm_engine *e = rm_engine_new(&m, &ec, err, sizeof err);
-    if (!e)
+    if (!e) {
+        rm_model_free(&m);
+        free(ids);
         rm_flags_fail(&fs, "%s", err);
-
-    uint32_t *ids = NULL;
-    long n;
-    if (prompt) {
-        ids = rm_xmalloc((strlen(prompt) + 1) * sizeof *ids);
-        n = (long)rm_bytetok_encode(prompt, strlen(prompt), ids);
-    } else if ((n = parse_ids(prompt_tokens, &ids)) < 0) {
-        rm_flags_fail(&fs, "--prompt-tokens must be comma-separated token ids");
     }
+
     rm_gen_params gp = {
         ids,  (size_t)n, (uint32_t)max_tokens, (float)temperature, (float)top_p, sample_seed, NULL,
         NULL, NULL};
