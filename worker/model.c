@@ -235,11 +235,12 @@ void rm_model_free(rm_model *m)
  * reference implementation refuses more than 100 MB. */
 #define MAX_HEADER (100u << 20)
 
-static int read_full(int fd, void *buf, size_t n, uint64_t off)
+/* Reads (or, with writing, writes) exactly n bytes at off. Returns 0 or -1. */
+static int full_io(int fd, void *buf, size_t n, uint64_t off, int writing)
 {
     uint8_t *p = buf;
     while (n) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
+        ssize_t r = writing ? pwrite(fd, p, n, (off_t)off) : pread(fd, p, n, (off_t)off);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -247,21 +248,6 @@ static int read_full(int fd, void *buf, size_t n, uint64_t off)
         p += r;
         n -= (size_t)r;
         off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
     }
     return 0;
 }
@@ -334,7 +320,7 @@ rm_model_err rm_model_load(rm_model *m, const char *path, uint32_t heads, uint32
     char *text = NULL;
     rm_model_err e = RM_MODEL_OK;
     tensor *t = NULL;
-    if (size < 8 || read_full(fd, b8, 8, 0) != 0) {
+    if (size < 8 || full_io(fd, b8, 8, 0, 0) != 0) {
         e = fail(err, errlen, RM_MODEL_EFORMAT, "%s: shorter than a safetensors header", path);
         goto out;
     }
@@ -344,7 +330,7 @@ rm_model_err rm_model_load(rm_model *m, const char *path, uint32_t heads, uint32
         goto out;
     }
     text = rm_xmalloc(hlen + 1);
-    if (read_full(fd, text, hlen, 8) != 0) {
+    if (full_io(fd, text, hlen, 8, 0) != 0) {
         e = fail(err, errlen, RM_MODEL_EIO, "%s: cannot read the header", path);
         goto out;
     }
@@ -419,7 +405,7 @@ rm_model_err rm_model_load(rm_model *m, const char *path, uint32_t heads, uint32
             e = fail(err, errlen, RM_MODEL_ETENSOR, "tensor %s: bad data_offsets", t[i].name);
             goto out;
         }
-        if (read_full(fd, *t[i].ptr, bytes, data_off + (uint64_t)json_integer_value(b)) != 0) {
+        if (full_io(fd, *t[i].ptr, bytes, data_off + (uint64_t)json_integer_value(b), 0) != 0) {
             e = fail(err, errlen, RM_MODEL_EIO, "tensor %s: short read", t[i].name);
             goto out;
         }
@@ -463,9 +449,13 @@ rm_model_err rm_model_save(const rm_model *m, const char *path, char *err, size_
         b8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     rm_model_err e = RM_MODEL_OK;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int ok = fd >= 0 && write_full(fd, b8, 8) == 0 && write_full(fd, text, hlen) == 0;
-    for (size_t i = 0; ok && i < nt; i++)
-        ok = write_full(fd, *t[i].ptr, tensor_floats(&t[i]) * sizeof(float)) == 0;
+    int ok = fd >= 0 && full_io(fd, b8, 8, 0, 1) == 0 && full_io(fd, text, hlen, 8, 1) == 0;
+    uint64_t at = 8 + hlen;
+    for (size_t i = 0; ok && i < nt; i++) {
+        size_t bytes = tensor_floats(&t[i]) * sizeof(float);
+        ok = full_io(fd, *t[i].ptr, bytes, at, 1) == 0;
+        at += bytes;
+    }
     if (fd >= 0 && close(fd) != 0)
         ok = 0;
     if (!ok) {

@@ -91,14 +91,38 @@ static void stop_after_match(void *arg, rm_cache_event ev, uint32_t tokens)
         kill(*(pid_t *)arg, SIGSTOP);
 }
 
+/* A node, workers A and B on it, C without cache, and a prompt. */
+typedef struct trio {
+    test_daemon node;
+    rm_engine *a, *b, *c;
+    uint32_t *p;
+} trio;
+
+static void trio_start(trio *t, const char *node_id, uint32_t n, uint64_t seed)
+{
+    start_node(&t->node, node_id);
+    t->a = engine(t->node.addr, 0, 5000);
+    t->b = engine(t->node.addr, 0, 5000);
+    t->c = engine("none", 0, 5000);
+    t->p = prompt_of(n, seed);
+}
+
+static void trio_free(trio *t)
+{
+    rm_engine_free(t->a);
+    rm_engine_free(t->b);
+    rm_engine_free(t->c);
+    free(t->p);
+}
+
 static void test_prompt_moves_from_a_to_b_through_the_cluster(void)
 {
-    test_daemon node;
-    start_node(&node, "n1");
-    rm_engine *a = engine(node.addr, 0, 5000), *b = engine(node.addr, 0, 5000);
-    rm_engine *c = engine("none", 0, 5000);
     const uint32_t n = 1536;
-    uint32_t *p = prompt_of(n, 1);
+    trio t;
+    trio_start(&t, "n1", n, 1);
+    test_daemon node = t.node;
+    rm_engine *a = t.a, *b = t.b, *c = t.c;
+    uint32_t *p = t.p;
     rm_gen_params gp = params(p, n);
     rm_gen_result ra, rb, rc;
     gen(a, &gp, &ra);
@@ -177,10 +201,7 @@ static void test_prompt_moves_from_a_to_b_through_the_cluster(void)
     rm_gen_result_free(&ra);
     rm_gen_result_free(&rb);
     rm_gen_result_free(&rc);
-    rm_engine_free(a);
-    rm_engine_free(b);
-    rm_engine_free(c);
-    free(p);
+    trio_free(&t);
     CHECK_EQ(td_stop(&node, SIGTERM, 10000), 0);
 }
 
@@ -196,18 +217,16 @@ static void kill_mid_read(void *arg, rm_cache_event ev, uint32_t tokens)
 
 static void test_node_killed_mid_readkv(void)
 {
-    test_daemon node;
-    start_node(&node, "n2");
-    rm_engine *a = engine(node.addr, 0, 5000), *b = engine(node.addr, 0, 5000);
-    rm_engine *c = engine("none", 0, 5000);
     const uint32_t n = 600;
-    uint32_t *p = prompt_of(n, 2);
-    rm_gen_params gp = params(p, n);
+    trio t;
+    trio_start(&t, "n2", n, 2);
+    rm_engine *b = t.b;
+    rm_gen_params gp = params(t.p, n);
     rm_gen_result ra, rb, rc;
-    gen(a, &gp, &ra);
-    gen(c, &gp, &rc);
+    gen(t.a, &gp, &ra);
+    gen(t.c, &gp, &rc);
     gp.on_cache = kill_mid_read;
-    gp.arg = &node;
+    gp.arg = &t.node;
     uint64_t t0 = rm_now_ms();
     gen(b, &gp, &rb);
     printf("node killed mid-ReadKV: answered in %llu ms, %llu KV bytes had arrived (%s)\n",
@@ -236,10 +255,7 @@ static void test_node_killed_mid_readkv(void)
     rm_gen_result_free(&ra);
     rm_gen_result_free(&rb);
     rm_gen_result_free(&rc);
-    rm_engine_free(a);
-    rm_engine_free(b);
-    rm_engine_free(c);
-    free(p);
+    trio_free(&t);
 }
 
 static void test_through_a_router(void)
