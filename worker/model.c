@@ -527,33 +527,24 @@ RM_HOT static void matmul(float *y, const float *x, const float *w, const float 
                           uint32_t in, uint32_t out)
 {
     uint32_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
+    for (; r + 4 <= rows; r += 4) { /* 4 rows x 8 columns in registers */
         const float *x0 = x + (size_t)r * in, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in;
         uint32_t j = 0;
-        for (; j + 16 <= out; j += 16) {
-            v8f b0 = V8_LOAD(b + j), b1 = V8_LOAD(b + j + 8);
-            v8f a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1;
+        for (; j + 8 <= out; j += 8) {
+            v8f a0 = V8_LOAD(b + j), a1 = a0, a2 = a0, a3 = a0;
             const float *wk = w + j;
             for (uint32_t k = 0; k < in; k++, wk += out) {
-                v8f w0 = V8_LOAD(wk), w1 = V8_LOAD(wk + 8);
-                a00 += x0[k] * w0;
-                a01 += x0[k] * w1;
-                a10 += x1[k] * w0;
-                a11 += x1[k] * w1;
-                a20 += x2[k] * w0;
-                a21 += x2[k] * w1;
-                a30 += x3[k] * w0;
-                a31 += x3[k] * w1;
+                v8f wv = V8_LOAD(wk);
+                a0 += x0[k] * wv;
+                a1 += x1[k] * wv;
+                a2 += x2[k] * wv;
+                a3 += x3[k] * wv;
             }
             float *y0 = y + (size_t)r * out + j;
-            V8_STORE(y0, a00);
-            V8_STORE(y0 + 8, a01);
-            V8_STORE(y0 + out, a10);
-            V8_STORE(y0 + out + 8, a11);
-            V8_STORE(y0 + 2 * out, a20);
-            V8_STORE(y0 + 2 * out + 8, a21);
-            V8_STORE(y0 + 3 * out, a30);
-            V8_STORE(y0 + 3 * out + 8, a31);
+            V8_STORE(y0, a0);
+            V8_STORE(y0 + out, a1);
+            V8_STORE(y0 + 2 * out, a2);
+            V8_STORE(y0 + 3 * out, a3);
         }
         for (uint32_t rr = r; rr < r + 4; rr++)
             for (uint32_t jj = j; jj < out; jj++) {
@@ -566,15 +557,12 @@ RM_HOT static void matmul(float *y, const float *x, const float *w, const float 
     for (; r < rows; r++) {
         const float *xr = x + (size_t)r * in;
         uint32_t j = 0;
-        for (; j + 16 <= out; j += 16) {
-            v8f a0 = V8_LOAD(b + j), a1 = V8_LOAD(b + j + 8);
+        for (; j + 8 <= out; j += 8) {
+            v8f a0 = V8_LOAD(b + j);
             const float *wk = w + j;
-            for (uint32_t k = 0; k < in; k++, wk += out) {
+            for (uint32_t k = 0; k < in; k++, wk += out)
                 a0 += xr[k] * V8_LOAD(wk);
-                a1 += xr[k] * V8_LOAD(wk + 8);
-            }
             V8_STORE(y + (size_t)r * out + j, a0);
-            V8_STORE(y + (size_t)r * out + j + 8, a1);
         }
         for (; j < out; j++) {
             float acc = b[j];
