@@ -33,7 +33,7 @@ stage "valgrind memcheck"
 vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
 rc=0
 for t in test_pool test_radix test_cache test_pbx test_hotset test_openai test_textkey test_router_hot \
-         test_model test_sample; do
+         test_model test_sample test_backoff; do
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }

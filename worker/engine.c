@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "cache_client.h"
 #include "flags.h"
 #include "sample.h"
@@ -20,6 +21,7 @@ typedef struct node_conn {
     uint32_t page_tokens;
     uint64_t kv_bytes; /* the node's --kv-bytes-per-token */
     int checked;       /* page_tokens and kv_bytes read from its Stats */
+    rm_backoff bo;     /* skipped after a transport failure */
 } node_conn;
 
 struct rm_engine {
@@ -34,6 +36,7 @@ struct rm_engine {
     uint32_t *idx, *seq;
     rm_cache_client router;
     int router_open;
+    rm_backoff router_bo;
     node_conn *nodes[MAX_NODES];
     size_t nnodes;
     pthread_mutex_t mu; /* guards stats: read by other threads */
@@ -147,8 +150,28 @@ static void cache_fail(rm_gen_result *r, int status, const char *what, const cha
     snprintf(r->cache_msg, sizeof r->cache_msg, "%s: %s", what, msg);
 }
 
-/* The node connection for addr, opened and checked on first use. */
-static node_conn *node_get(rm_engine *e, const char *addr, rm_gen_result *r)
+static int transport_failed(const rm_gen_result *r)
+{
+    return r->cache_error && (r->cache_status == GRPC_STATUS_UNAVAILABLE ||
+                              r->cache_status == GRPC_STATUS_DEADLINE_EXCEEDED);
+}
+
+/* Fails the request's cache use while b says to wait. */
+static int backing_off(const rm_backoff *b, const char *what, rm_gen_result *r)
+{
+    uint64_t now = rm_now_ms();
+    if (rm_backoff_allows(b, now))
+        return 0;
+    char msg[160];
+    snprintf(msg, sizeof msg, "skipped for another %llu ms after a failure",
+             (unsigned long long)(b->until_ms - now));
+    cache_fail(r, GRPC_STATUS_UNAVAILABLE, what, msg);
+    return 1;
+}
+
+/* The node connection for addr, opened and checked on first use; *tried
+ * is set when the node was contacted (its outcome feeds its backoff). */
+static node_conn *node_get(rm_engine *e, const char *addr, rm_gen_result *r, node_conn **tried)
 {
     node_conn *n = NULL;
     size_t i = 0;
@@ -172,6 +195,9 @@ static node_conn *node_get(rm_engine *e, const char *addr, rm_gen_result *r)
         e->nnodes++;
     }
     e->nodes[0] = n;
+    if (backing_off(&n->bo, addr, r))
+        return NULL;
+    *tried = n;
     if (!n->checked) {
         radixmesh_v1_NodeStats st;
         char msg[200];
@@ -201,10 +227,13 @@ static node_conn *node_get(rm_engine *e, const char *addr, rm_gen_result *r)
 
 /* The node to use for this prompt: the configured one, or the router's
  * choice. NULL (with r->cache_error) if there is none. */
-static node_conn *node_for(rm_engine *e, const uint32_t *prompt, size_t n, rm_gen_result *r)
+static node_conn *node_for(rm_engine *e, const uint32_t *prompt, size_t n, rm_gen_result *r,
+                           node_conn **tried)
 {
     if (!e->cfg.cache_router)
-        return node_get(e, e->cache_addr, r);
+        return node_get(e, e->cache_addr, r, tried);
+    if (backing_off(&e->router_bo, e->cache_addr, r))
+        return NULL;
     if (!e->router_open) {
         if (rm_cc_init_router(&e->router, e->cache_addr, e->cfg.cache_timeout_ms) != 0) {
             cache_fail(r, GRPC_STATUS_UNAVAILABLE, "connect", e->cache_addr);
@@ -215,11 +244,14 @@ static node_conn *node_for(rm_engine *e, const uint32_t *prompt, size_t n, rm_ge
     rm_cc_route_reply rr;
     char msg[200];
     int rc = rm_cc_route(&e->router, e->ns, prompt, n, &rr, msg, sizeof msg);
-    if (rc != GRPC_STATUS_OK) {
-        cache_fail(r, rc, "Route", msg);
-        return NULL;
+    if (rc == GRPC_STATUS_OK && !rr.address[0]) {
+        rc = GRPC_STATUS_UNAVAILABLE;
+        snprintf(msg, sizeof msg, "the router named no node address");
     }
-    return node_get(e, rr.address, r);
+    if (rc != GRPC_STATUS_OK)
+        cache_fail(r, rc, "Route", msg);
+    rm_backoff_record(&e->router_bo, rm_now_ms(), transport_failed(r));
+    return rc == GRPC_STATUS_OK ? node_get(e, rr.address, r, tried) : NULL;
 }
 
 /* Match + ReadKV. Returns the number of leading prompt positions whose KV
@@ -288,9 +320,7 @@ static void cache_write(rm_engine *e, node_conn *nc, const uint32_t *seq, size_t
     r->writekv_ns = rm_now_ns() - t0;
     /* A node that is gone or hung would only make Release wait out its
      * deadline too; the lease expires there on its own. */
-    int down = r->cache_error && (r->cache_status == GRPC_STATUS_UNAVAILABLE ||
-                                  r->cache_status == GRPC_STATUS_DEADLINE_EXCEEDED);
-    if (lease && !down) {
+    if (lease && !transport_failed(r)) {
         int rc = rm_cc_release(&nc->cc, lease, NULL, msg, sizeof msg);
         if (rc != GRPC_STATUS_OK)
             cache_fail(r, rc, "Release", msg);
@@ -345,10 +375,10 @@ rm_gen_err rm_engine_generate(rm_engine *e, const rm_gen_params *p, rm_gen_resul
     const uint32_t n = (uint32_t)p->n_prompt, maxc = m->cfg.max_context;
     uint64_t t0 = rm_now_ns(), lease = 0;
     uint32_t have = 0; /* leading positions whose KV came from the cluster */
-    node_conn *nc = NULL;
+    node_conn *nc = NULL, *tried = NULL;
     if (e->cache_addr) {
         uint64_t tr = rm_now_ns();
-        nc = node_for(e, p->prompt, n, r);
+        nc = node_for(e, p->prompt, n, r, &tried);
         r->match_ns = rm_now_ns() - tr;
         if (nc)
             have = cache_read(e, nc, p, r, &lease);
@@ -395,6 +425,8 @@ rm_gen_err rm_engine_generate(rm_engine *e, const rm_gen_params *p, rm_gen_resul
         memcpy(e->seq + n, r->tokens, (r->n_tokens - 1) * sizeof *e->seq);
         cache_write(e, nc, e->seq, len, have, lease, r);
     }
+    if (tried)
+        rm_backoff_record(&tried->bo, rm_now_ms(), transport_failed(r));
     r->total_ns = rm_now_ns() - t0;
 
     pthread_mutex_lock(&e->mu);

@@ -177,7 +177,9 @@ static void test_prompt_moves_from_a_to_b_through_the_cluster(void)
     free(turn);
 
     /* A node stopped (SIGSTOP) after Match: ReadKV waits out the deadline,
-     * B recomputes and answers the same. */
+     * B recomputes and answers the same. While the node is backed off the
+     * next request does not wait again; once it is back, the cache is used
+     * again (polled with a deadline: the backoff is 1 s). */
     rm_engine *slow = engine(node.addr, 0, 1000);
     rm_gen_result rs;
     rm_gen_params sp = params(p, n);
@@ -186,16 +188,30 @@ static void test_prompt_moves_from_a_to_b_through_the_cluster(void)
     uint64_t t0 = rm_now_ms();
     gen(slow, &sp, &rs);
     uint64_t took = rm_now_ms() - t0;
-    kill(node.pid, SIGCONT);
     printf("node stopped after Match: answered in %llu ms (%s)\n", (unsigned long long)took,
            rs.cache_msg);
     CHECK(rs.cache_error);
     CHECK_EQ(rs.cache_status, GRPC_STATUS_DEADLINE_EXCEEDED);
     CHECK_EQ(rs.cached_tokens, 0);
     CHECK(same_tokens(&rs, &rc));
-    rm_engine_stats_get(slow, &es);
-    CHECK_EQ(es.cache_errors_total, 1);
     rm_gen_result_free(&rs);
+    sp.on_cache = NULL;
+    gen(slow, &sp, &rs);
+    printf("next request while backing off: %s\n", rs.cache_msg);
+    CHECK(rs.cache_error && strstr(rs.cache_msg, "skipped") != NULL);
+    CHECK(same_tokens(&rs, &rc));
+    rm_gen_result_free(&rs);
+    kill(node.pid, SIGCONT);
+    int recovered = 0, tries = 0;
+    for (uint64_t deadline = rm_now_ms() + 30000; !recovered && rm_now_ms() < deadline; tries++) {
+        gen(slow, &sp, &rs);
+        recovered = !rs.cache_error && rs.cached_tokens == n - 1 && same_tokens(&rs, &rc);
+        rm_gen_result_free(&rs);
+    }
+    printf("cache used again after %d requests\n", tries);
+    CHECK(recovered);
+    rm_engine_stats_get(slow, &es);
+    CHECK_EQ(es.cache_errors_total, (uint64_t)tries + 1);
     rm_engine_free(slow);
 
     rm_gen_result_free(&ra);
@@ -247,6 +263,7 @@ static void test_node_killed_mid_readkv(void)
     rm_gen_result r2;
     gen(b, &gp, &r2);
     CHECK(r2.cache_error);
+    CHECK(strstr(r2.cache_msg, "skipped") != NULL); /* backing off: no new attempt */
     CHECK(same_tokens(&r2, &rc));
     rm_engine_stats_get(b, &es);
     CHECK_EQ(es.cache_errors_total, 2);
