@@ -243,10 +243,10 @@ int main(int argc, char **argv)
         rw->readkv_ms = median_ms(trd, reps);
         rw->prefill_ms = median_ms(tpf, reps);
         printf("| %u | %u | %.1f ms | %.1f ms | **%.3f** | %u | %.2f MiB | %.2f ms | %.0f MiB/s | "
-               "%s |\n",
+               "%.1f ms | %s |\n",
                P, n, rw->nocache_ms, rw->cache_ms, rw->cache_ms / rw->nocache_ms, rw->cached,
                rw->kv_mib, rw->readkv_ms,
-               rw->readkv_ms > 0 ? rw->kv_mib / (rw->readkv_ms / 1e3) : 0,
+               rw->readkv_ms > 0 ? rw->kv_mib / (rw->readkv_ms / 1e3) : 0, rw->prefill_ms,
                rw->identical ? "yes" : "**NO**");
         fflush(stdout);
     }
