@@ -14,6 +14,7 @@
  * must be identical. A/B: a fresh 1,536-token prompt on worker A (cold
  * cluster: computes and writes), then on worker B. */
 #include <grpc/grpc.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,16 +98,16 @@ static void write_svg(const char *path, const row *rows, int n)
         perror(path);
         return;
     }
-    const double W = 640, H = 400, L = 70, R = 20, T = 40, B = 50;
-    double xmax = 4096, ymax = 0;
-    for (int i = 0; i < n; i++)
-        ymax = rows[i].nocache_ms > ymax ? rows[i].nocache_ms : ymax;
-    double step = 1; /* 1, 2, 5 x 10^k: at most 8 grid lines */
-    for (int k = 0; ymax / step > 8; k++)
-        step *= k % 3 == 1 ? 2.5 : 2;
-    ymax = (double)((int)(ymax / step) + 1) * step;
+    const double W = 660, H = 420, L = 70, R = 50, T = 64, B = 50;
+    /* Log y axis, whole decades: both series stay readable. */
+    double xmax = 4096, lo = 1e300, hi = 0;
+    for (int i = 0; i < n; i++) {
+        lo = rows[i].cache_ms < lo ? rows[i].cache_ms : lo;
+        hi = rows[i].nocache_ms > hi ? rows[i].nocache_ms : hi;
+    }
+    const double ymin = pow(10, floor(log10(lo > 0.1 ? lo : 0.1))), ymax = pow(10, ceil(log10(hi)));
 #define X(v) (L + (v) / xmax * (W - L - R))
-#define Y(v) (H - B - (v) / ymax * (H - T - B))
+#define Y(v) (H - B - (log10(v) - log10(ymin)) / (log10(ymax) - log10(ymin)) * (H - T - B))
     fprintf(f,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
             "font-family=\"sans-serif\" font-size=\"12\">\n"
@@ -114,11 +115,12 @@ static void write_svg(const char *path, const row *rows, int n)
             "<text x=\"%.0f\" y=\"22\" font-size=\"15\">Time to first token vs shared prefix "
             "(reference worker, radixmesh-node KV)</text>\n",
             W, H, L);
-    for (double y = 0; y <= ymax + 1e-9; y += step)
+    for (double y = ymin; y <= ymax * 1.001; y *= 10)
         fprintf(f,
                 "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
-                L, W - R, Y(y), Y(y), L - 6, Y(y) + 4, y);
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g %s</text>\n",
+                L, W - R, Y(y), Y(y), L - 6, Y(y) + 4, y >= 1000 ? y / 1000 : y,
+                y >= 1000 ? "s" : "ms");
     for (int x = 0; x <= 4096; x += 1024)
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d</text>\n", X(x),
                 H - B + 18, x);
@@ -128,7 +130,7 @@ static void write_svg(const char *path, const row *rows, int n)
             "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">shared prefix (tokens; + %d "
             "unique)</text>\n"
             "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">TTFT "
-            "(ms)</text>\n",
+            "(log scale)</text>\n",
             L, W - R, H - B, H - B, L, L, T, H - B, (L + W - R) / 2, H - 12, SUFFIX,
             (T + H - B) / 2);
     const char *color[2] = {"#d62728", "#1f77b4"};
@@ -151,7 +153,7 @@ static void write_svg(const char *path, const row *rows, int n)
         fprintf(f,
                 "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%s\"/>"
                 "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
-                L + 20, T + 12 + 18 * sidx, color[sidx], L + 38, T + 17 + 18 * sidx, label[sidx]);
+                L + 230 * sidx, 40.0, color[sidx], L + 18 + 230 * sidx, 45.0, label[sidx]);
     }
 #undef X
 #undef Y
