@@ -15,6 +15,7 @@
  *     counts a cache error; bounded by the cache deadline;
  *   - bad input (token >= vocab, prompt > max context, empty, max_tokens 0)
  *     fails with its error before anything reaches the node;
+ *   - tokens stream to on_token in order, and a stop from it cancels;
  *   - the CLI's bad flags exit 2, a bad prompt exits 1. */
 #include <signal.h>
 
@@ -378,6 +379,51 @@ static void test_bad_input_is_refused_before_the_cluster(void)
     CHECK_EQ(td_stop(&node, SIGTERM, 10000), 0);
 }
 
+typedef struct sink {
+    uint32_t got[16];
+    size_t n, stop_after;
+} sink;
+
+static int collect(void *arg, uint32_t token)
+{
+    sink *k = arg;
+    k->got[k->n++] = token;
+    return k->n == k->stop_after;
+}
+
+/* Tokens reach on_token as they are chosen, in order; a nonzero return
+ * stops the request (a client that left), which still writes its KV. */
+static void test_tokens_stream_and_cancel(void)
+{
+    test_daemon node;
+    start_node(&node, "n4");
+    rm_engine *e = engine(node.addr, 0, 5000), *c = engine("none", 0, 5000);
+    uint32_t *p = prompt_of(100, 6);
+    rm_gen_params gp = params(p, 100);
+    gp.max_tokens = 10;
+    sink all = {{0}, 0, 0}, some = {{0}, 0, 3};
+    rm_gen_result full, cut;
+    gp.on_token = collect;
+    gp.arg = &all;
+    gen(c, &gp, &full);
+    CHECK_EQ(full.finish, RM_FINISH_LENGTH);
+    CHECK_EQ(all.n, 10);
+    CHECK(!memcmp(all.got, full.tokens, 10 * sizeof *all.got));
+    gp.arg = &some;
+    gen(e, &gp, &cut);
+    CHECK_EQ(cut.finish, RM_FINISH_CANCELLED);
+    CHECK_EQ(cut.n_tokens, 3);
+    CHECK(!memcmp(cut.tokens, full.tokens, 3 * sizeof *cut.tokens));
+    CHECK(!cut.cache_error);
+    CHECK_EQ(cut.kv_bytes_written, 96 * 8192); /* 100 + 2 positions: 6 full pages */
+    rm_gen_result_free(&full);
+    rm_gen_result_free(&cut);
+    rm_engine_free(e);
+    rm_engine_free(c);
+    free(p);
+    CHECK_EQ(td_stop(&node, SIGTERM, 10000), 0);
+}
+
 static void test_cli_flags(void)
 {
     const char *bad[][4] = {
@@ -419,6 +465,7 @@ int main(int argc, char **argv)
     RUN(test_through_a_router);
     RUN(test_node_with_other_kv_size_is_refused);
     RUN(test_bad_input_is_refused_before_the_cluster);
+    RUN(test_tokens_stream_and_cancel);
     RUN(test_cli_flags);
     rm_model_free(&model);
     grpc_shutdown();
