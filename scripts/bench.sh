@@ -7,7 +7,11 @@
 #         hot-system-prompt workload, router-proxied Match vs bare server,
 #         Route latency p50/p99;
 #   placement: what eight LRU caches can reach under any placement rule,
-#         oracles included, at 5-50% capacity (in process, ~2 s).
+#         oracles included, at 5-50% capacity (in process, ~2 s);
+#   worker: the reference transformer's time to first token without a cache
+#         and with the shared prefix's KV from a real node, 128..4k-token
+#         prefixes (table + build/bench_ttft.svg), and the A/B 1,536-token
+#         figure (~40 s; --quick: up to 1k, one repetition).
 #   scripts/bench.sh [--quick]
 #
 # scripts/bench.sh --workloads [SEED] instead measures issue 15's table:
@@ -37,3 +41,5 @@ echo
 ./build/bench_router ./build/radixmesh-node ./build/radixmesh-router "$@"
 echo
 ./build/bench_placement
+echo
+./build/bench_ttft ./build/radixmesh-node --svg build/bench_ttft.svg "$@"

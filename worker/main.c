@@ -1,0 +1,173 @@
+/* radixmesh-worker: the reference worker. This entry point runs one prompt
+ * through rm_engine and prints the result as one JSON line; the HTTP server
+ * comes on top of the same engine (worker/README.md). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytetok.h"
+#include "engine.h"
+#include "flags.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+/* "1,2,3" -> ids; returns the count or -1 on a malformed list. */
+static long parse_ids(const char *s, uint32_t **out)
+{
+    size_t cap = 16, n = 0;
+    uint32_t *v = rm_xmalloc(cap * sizeof *v);
+    while (*s) {
+        char *end;
+        unsigned long x = strtoul(s, &end, 10);
+        if (end == s || x > UINT32_MAX || (*end && *end != ',')) {
+            free(v);
+            return -1;
+        }
+        if (n == cap)
+            v = rm_xrealloc(v, (cap *= 2) * sizeof *v);
+        v[n++] = (uint32_t)x;
+        s = *end ? end + 1 : end;
+    }
+    *out = v;
+    return (long)n;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t seed = 1, layers = 4, d_model = 256, heads = 8, vocab = 8192, max_context = 4096;
+    uint64_t max_tokens = 16, sample_seed = 0, cache_timeout = 5000, read_chunk = 1024;
+    double temperature = 0, top_p = 1;
+    int cache_router = 0;
+    const char *weights = NULL, *save = NULL, *model_name = "radixmesh-ref", *cache = "none";
+    const char *prompt = NULL, *prompt_tokens = NULL, *log_level = "info";
+    const rm_flag flags[] = {
+        {"seed", RM_FLAG_U64, &seed, "weight generator seed (without --weights)", 0, 0},
+        {"layers", RM_FLAG_U64, &layers, "transformer blocks (without --weights)", 1, 1024},
+        {"d-model", RM_FLAG_U64, &d_model, "model width (without --weights)", 1, 16384},
+        {"heads", RM_FLAG_U64, &heads,
+         "attention heads (with --weights: when the file's metadata has no n_head)", 1, 16384},
+        {"vocab", RM_FLAG_U64, &vocab, "vocabulary size, >= 256 for text (without --weights)", 1,
+         1u << 24},
+        {"max-context", RM_FLAG_U64, &max_context,
+         "longest sequence, prompt + output (with --weights: at most the file's positions)", 1,
+         1u << 20},
+        {"weights", RM_FLAG_STR, &weights, "GPT-2 safetensors file (F32) instead of a seed", 0, 0},
+        {"save-weights", RM_FLAG_STR, &save, "write the model's weights to FILE and exit", 0, 0},
+        {"model-name", RM_FLAG_STR, &model_name, "model name (first part of the cache namespace)",
+         0, 0},
+        {"cache", RM_FLAG_STR, &cache, "KV cache: none, or a node's HOST:PORT", 0, 0},
+        {"cache-router", RM_FLAG_BOOL, &cache_router,
+         "--cache is a router: Route each prompt, then use the chosen node", 0, 0},
+        {"cache-timeout-ms", RM_FLAG_U64, &cache_timeout, "deadline of each cache call", 1, 600000},
+        {"read-chunk-tokens", RM_FLAG_U64, &read_chunk, "tokens per ReadKV call", 1, 1u << 20},
+        {"prompt", RM_FLAG_STR, &prompt, "text prompt (byte-level tokens: byte b is id b)", 0, 0},
+        {"prompt-tokens", RM_FLAG_STR, &prompt_tokens, "prompt as token ids: 1,2,3", 0, 0},
+        {"max-tokens", RM_FLAG_U64, &max_tokens, "tokens to generate at most", 1, 1u << 20},
+        {"temperature", RM_FLAG_DOUBLE, &temperature, "0: greedy; > 0: seeded sampling", 0, 0},
+        {"top-p", RM_FLAG_DOUBLE, &top_p, "nucleus sampling mass, (0, 1]", 0, 0},
+        {"sample-seed", RM_FLAG_U64, &sample_seed, "sampling seed", 0, 0},
+        {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
+    };
+    rm_flagset fs = {"radixmesh-worker", "(--prompt TEXT | --prompt-tokens IDS) [options]",
+                     "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
+    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
+    rm_log_level lv;
+    if (rm_log_parse_level(log_level, &lv) != 0)
+        rm_flags_fail(&fs, "bad --log-level %s", log_level);
+    rm_log_set_level(lv);
+    if (!(temperature >= 0) || !(top_p > 0 && top_p <= 1))
+        rm_flags_fail(&fs, "--temperature must be >= 0 and --top-p in (0, 1]");
+    if (!save && !!prompt == !!prompt_tokens)
+        rm_flags_fail(&fs, "give exactly one of --prompt and --prompt-tokens");
+
+    uint32_t *ids = NULL;
+    long n = 0;
+    if (prompt) {
+        ids = rm_xmalloc((strlen(prompt) + 1) * sizeof *ids);
+        n = (long)rm_bytetok_encode(prompt, strlen(prompt), ids);
+    } else if (prompt_tokens && (n = parse_ids(prompt_tokens, &ids)) < 0) {
+        rm_flags_fail(&fs, "--prompt-tokens must be comma-separated token ids");
+    }
+
+    rm_model m;
+    char err[256];
+    rm_model_err me;
+    if (weights) {
+        me = rm_model_load(&m, weights, (uint32_t)heads, (uint32_t)max_context, err, sizeof err);
+    } else {
+        rm_model_config c = {(uint32_t)layers, (uint32_t)d_model, (uint32_t)heads, (uint32_t)vocab,
+                             (uint32_t)max_context};
+        me = rm_model_init_seeded(&m, &c, seed, err, sizeof err);
+        if (me == RM_MODEL_ECONFIG) {
+            free(ids);
+            rm_flags_fail(&fs, "%s", err);
+        }
+    }
+    if (me != RM_MODEL_OK) {
+        rm_log(RM_LOG_ERROR, "worker", "%s: %s", rm_model_strerror(me), err);
+        free(ids);
+        return 1;
+    }
+    rm_log(RM_LOG_INFO, "worker",
+           "model: %u layers, d_model %u, %u heads, vocab %u, max context %u, %zu KV bytes/token",
+           m.cfg.layers, m.cfg.d_model, m.cfg.heads, m.cfg.vocab, m.cfg.max_context,
+           rm_model_kv_bytes(&m.cfg));
+    if (save) {
+        me = rm_model_save(&m, save, err, sizeof err);
+        rm_model_free(&m);
+        free(ids);
+        if (me != RM_MODEL_OK)
+            rm_log(RM_LOG_ERROR, "worker", "%s", err);
+        return me == RM_MODEL_OK ? 0 : 1;
+    }
+    rm_engine_config ec = {cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk,
+                           0,     model_name};
+    rm_engine *e = rm_engine_new(&m, &ec, err, sizeof err);
+    if (!e) {
+        rm_model_free(&m);
+        free(ids);
+        rm_flags_fail(&fs, "%s", err);
+    }
+
+    rm_gen_params gp = {
+        ids,  (size_t)n, (uint32_t)max_tokens, (float)temperature, (float)top_p, sample_seed, NULL,
+        NULL, NULL};
+    rm_gen_result r;
+    rm_gen_err ge = rm_engine_generate(e, &gp, &r);
+    int rc = 0;
+    if (ge != RM_GEN_OK) {
+        fprintf(stderr, "radixmesh-worker: %s: %s\n", rm_gen_strerror(ge), r.detail);
+        rc = 1;
+    } else {
+        if (r.cache_error)
+            rm_log(RM_LOG_WARN, "worker", "cache not used: %s", r.cache_msg);
+        json_t *toks = json_array();
+        for (size_t i = 0; i < r.n_tokens; i++)
+            json_array_append_new(toks, json_integer(r.tokens[i]));
+        rm_sbuf text = {0};
+        rm_bytetok_decode(r.tokens, r.n_tokens, &text);
+        static const char *const finish[] = {"length", "context", "cancelled"};
+        json_t *out = json_pack(
+            "{s:o, s:s#, s:s, s:{s:i, s:i, s:i}, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:I, s:I, s:b, "
+            "s:s, s:s}}",
+            "tokens", toks, "text", text.p ? text.p : "", text.len, "finish_reason",
+            finish[r.finish], "usage", "prompt_tokens", (int)r.prompt_tokens, "cached_tokens",
+            (int)r.cached_tokens, "completion_tokens", (int)r.n_tokens, "ms", "ttft",
+            r.ttft_ns / 1e6, "total", r.total_ns / 1e6, "match", r.match_ns / 1e6, "readkv",
+            r.readkv_ns / 1e6, "prefill", r.prefill_ns / 1e6, "cache", "kv_bytes_read",
+            (json_int_t)r.kv_bytes_read, "kv_bytes_written", (json_int_t)r.kv_bytes_written,
+            "error", r.cache_error, "message", r.cache_msg, "namespace", rm_engine_namespace(e));
+        char *s = json_dumps(out, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(out);
+        free(text.p);
+        rm_gen_result_free(&r);
+    }
+    free(ids);
+    rm_engine_free(e);
+    rm_model_free(&m);
+    return rc;
+}
