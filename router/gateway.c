@@ -15,6 +15,7 @@
 #include "bearer.h"
 #include "flags.h"
 #include "http.h"
+#include "list.h"
 #include "log.h"
 #include "openai.h"
 #include "util.h"
@@ -223,27 +224,8 @@ static void req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
 /* ---- small helpers ---------------------------------------------------------- */
 
 /* Doubly linked lists through the link fields named prev and next. */
-#define DLIST_ADD(head, x, prev, next)                                                             \
-    do {                                                                                           \
-        (x)->prev = NULL;                                                                          \
-        (x)->next = (head);                                                                        \
-        if (head)                                                                                  \
-            (head)->prev = (x);                                                                    \
-        (head) = (x);                                                                              \
-    } while (0)
-
-#define DLIST_DEL(head, x, prev, next)                                                             \
-    do {                                                                                           \
-        if ((x)->prev)                                                                             \
-            (x)->prev->next = (x)->next;                                                           \
-        else                                                                                       \
-            (head) = (x)->next;                                                                    \
-        if ((x)->next)                                                                             \
-            (x)->next->prev = (x)->prev;                                                           \
-    } while (0)
-
-#define LIST_ADD(head, x) DLIST_ADD(head, x, prev, next)
-#define LIST_DEL(head, x) DLIST_DEL(head, x, prev, next)
+#define LIST_ADD(head, x) RM_LIST_ADD(head, x, prev, next)
+#define LIST_DEL(head, x) RM_LIST_DEL(head, x, prev, next)
 
 static const char *reason_of(int status)
 {
@@ -1131,7 +1113,7 @@ static void scrape_done(gw_up *u);
 static void idle_del(gw_up *u)
 {
     rm_gateway *g = u->g;
-    DLIST_DEL(g->idle, u, idle_prev, idle_next);
+    RM_LIST_DEL(g->idle, u, idle_prev, idle_next);
     u->idle = 0;
     g->nidle--;
     __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
@@ -1532,7 +1514,7 @@ static void idle_put(gw_up *u)
 {
     rm_gateway *g = u->g;
     u->idle = 1;
-    DLIST_ADD(g->idle, u, idle_prev, idle_next);
+    RM_LIST_ADD(g->idle, u, idle_prev, idle_next);
     g->nidle++;
     __atomic_store_n(&g->c.idle, g->nidle, __ATOMIC_RELAXED);
     uv_timer_start(&u->timer, on_up_timer, IDLE_UPSTREAM_MS, 0);
@@ -1647,7 +1629,7 @@ static void handle_routed(rm_gateway *g, rm_route_job *job)
 static void scrape_done(gw_up *u)
 {
     rm_gateway *g = u->g;
-    DLIST_DEL(g->scraping, u, sc_prev, sc_next);
+    RM_LIST_DEL(g->scraping, u, sc_prev, sc_next);
     rm_router_worker_report(g->router, &u->report);
 }
 
@@ -1677,7 +1659,7 @@ static void on_scrape_timer(uv_timer_t *t)
         snprintf(u->report.node_id, sizeof u->report.node_id, "%s", w[i].node_id);
         u->report.reachable = 1; /* until a failure says otherwise */
         u->report.hit_rate = -1;
-        DLIST_ADD(g->scraping, u, sc_prev, sc_next);
+        RM_LIST_ADD(g->scraping, u, sc_prev, sc_next);
         up_open(u);
     }
     free(w);

@@ -1,0 +1,37 @@
+/* prom.h -- writing the Prometheus text exposition format (version 0.0.4).
+ *
+ * Every daemon's /metrics is built with these, so families are declared
+ * once (# HELP, # TYPE) and label values are escaped the same way
+ * everywhere (backslash, double quote and newline, as the format asks).
+ *
+ *   rm_prom_family(&b, "radixmesh_hit_tokens_total", "counter", "Tokens ...");
+ *   char l[256];
+ *   rm_prom_label(l, sizeof l, "node", node_id);
+ *   rm_prom_sample(&b, "radixmesh_hit_tokens_total", l, hits);
+ */
+#ifndef RM_PROM_H
+#define RM_PROM_H
+
+#include <stddef.h>
+
+#include "util.h"
+
+/* # HELP and # TYPE lines of one family; type is "counter", "gauge" or
+ * "histogram". */
+void rm_prom_family(rm_sbuf *b, const char *name, const char *type, const char *help);
+
+/* One sample line: name{labels} value. labels is a ready label list
+ * ('k="v",k2="v2"', see rm_prom_label), "" or NULL for none. Integers up
+ * to 2^53 print exactly. */
+void rm_prom_sample(rm_sbuf *b, const char *name, const char *labels, double value);
+
+/* A family with a single sample. */
+void rm_prom_metric(rm_sbuf *b, const char *name, const char *type, const char *help,
+                    const char *labels, double value);
+
+/* Appends key="value" (value escaped) to the label list in out, after a
+ * comma when out is not empty. out must hold a string (set out[0] = '\0'
+ * first). Returns 0, or -1 if it did not fit (out is then unchanged). */
+int rm_prom_label(char *out, size_t len, const char *key, const char *value);
+
+#endif
