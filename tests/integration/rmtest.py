@@ -106,6 +106,10 @@ class Daemon:
         self.reader.join(timeout=10)
         self.proc.stdout.close()
         self.proc.stderr.close()
+        if self.proc.returncode != 0:  # what it said last, to tell why
+            tail = "".join(self.log[-40:])
+            print(f"{self.args[0]} exited with {self.proc.returncode}; its log ends:\n{tail}",
+                  file=sys.stderr)
         return self.proc.returncode
 
 
