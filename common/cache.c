@@ -23,6 +23,28 @@ void rm_cache_config_defaults(rm_cache_config *cfg)
     cfg->max_namespaces = 1024;
 }
 
+const char *rm_cache_strerror(rm_cache_result r)
+{
+    static const char *const msg[RM_CACHE_NRESULTS] = {
+        [RM_CACHE_OK] = "ok",
+        [RM_CACHE_BAD_CONFIG] = "bad cache configuration",
+        [RM_CACHE_NO_MEMORY] = "cannot map the KV pool",
+        [RM_CACHE_NO_RANDOMNESS] = "no randomness for the lease-id key",
+        [RM_CACHE_UNKNOWN_LEASE] = "unknown lease",
+        [RM_CACHE_LEASE_MISMATCH] = "the lease does not cover a prefix of these tokens",
+        [RM_CACHE_PREFIX_SHORT] = "the cache holds fewer tokens than kv_start",
+        [RM_CACHE_BAD_KV_START] = "kv_start is not page-aligned or past the sequence",
+        [RM_CACHE_POOL_PINNED] = "every page of the pool is pinned",
+        [RM_CACHE_LEASE_LIMIT] = "lease limit reached",
+        [RM_CACHE_PEER_LEASE_LIMIT] = "the caller's lease share is full",
+        [RM_CACHE_NAMESPACE_LIMIT] = "namespace limit reached",
+        [RM_CACHE_STORES_KV] = "the cache stores KV bytes: write them with the tokens",
+        [RM_CACHE_METADATA_ONLY] = "the cache stores no KV bytes",
+        [RM_CACHE_INCONSISTENT] = "cache invariant broken",
+    };
+    return (unsigned)r < RM_CACHE_NRESULTS ? msg[r] : "unknown cache result";
+}
+
 /* ---- pool <-> tree glue ---------------------------------------------- */
 
 static void free_to_pool(void *ctx, const uint32_t *pages, uint32_t n)
@@ -200,19 +222,46 @@ uint32_t rm_cache_peer_lease_limit(const rm_cache *c)
     return per ? per : 1;
 }
 
-/* Root of namespace ns, creating it if asked. At the namespace limit,
- * empty namespaces are reclaimed first: no caller holds an unlocked empty
- * root at this point, so none is left dangling. Counts refusals. */
-static int ns_root(rm_cache *c, const char *ns, size_t ns_len, int create, rm_radix_node **root)
+const rm_cache_config *rm_cache_config_get(const rm_cache *c)
+{
+    return &c->cfg;
+}
+
+uint32_t rm_cache_page_tokens(const rm_cache *c)
+{
+    return c->cfg.page_tokens;
+}
+
+uint64_t rm_cache_kv_bytes_per_token(const rm_cache *c)
+{
+    return c->cfg.kv_bytes_per_token;
+}
+
+void rm_cache_set_limits(rm_cache *c, uint32_t max_leases, uint32_t default_lease_ttl_ms,
+                         uint32_t max_lease_ttl_ms)
+{
+    c->cfg.max_leases = max_leases;
+    c->cfg.default_lease_ttl_ms = default_lease_ttl_ms;
+    c->cfg.max_lease_ttl_ms = max_lease_ttl_ms;
+}
+
+/* Root of namespace ns (NULL when absent and not created), creating it if
+ * asked. At the namespace limit, empty namespaces are reclaimed first: no
+ * caller holds an unlocked empty root at this point, so none is left
+ * dangling. Counts refusals. */
+static rm_cache_result ns_root(rm_cache *c, const char *ns, size_t ns_len, int create,
+                               rm_radix_node **root)
 {
     int rc = rm_radix_root(&c->tree, ns, ns_len, create, root);
     if (rc == -ENOSPC && rm_radix_reclaim(&c->tree) > 0)
         rc = rm_radix_root(&c->tree, ns, ns_len, create, root);
     if (rc == -ENOSPC) {
         c->st.namespace_refusals_total++;
-        return -EDQUOT;
+        return RM_CACHE_NAMESPACE_LIMIT;
     }
-    return rc;
+    if (rc)
+        *root = NULL; /* -ENOENT: absent, and not asked to create it */
+    return RM_CACHE_OK;
 }
 
 static uint32_t clamp_ttl(const rm_cache *c, uint32_t ttl_ms)
@@ -234,36 +283,35 @@ static void lease_move(rm_cache *c, rm_lease *l, rm_radix_node *node, uint64_t n
 
 /* ---- public API ------------------------------------------------------ */
 
-int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
+rm_cache_result rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
 {
     memset(c, 0, sizeof *c);
     if (cfg->page_tokens == 0 || cfg->pool_pages == 0 || cfg->max_leases == 0 ||
         cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 || cfg->max_lease_ttl_ms == 0 ||
         cfg->policy > RM_EVICT_LFU)
-        return -EINVAL;
+        return RM_CACHE_BAD_CONFIG;
     if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
-        return -EINVAL;
+        return RM_CACHE_BAD_CONFIG;
     c->cfg = *cfg;
     int rc = rm_pool_init(&c->pool, cfg->pool_pages, cfg->kv_bytes_per_token * cfg->page_tokens,
                           cfg->prefault_kv);
     if (rc)
-        return rc;
-    rc = rm_radix_init(&c->tree, cfg->page_tokens, cfg->policy, cfg->max_namespaces);
-    if (rc) {
+        return rc == -ENOMEM ? RM_CACHE_NO_MEMORY : RM_CACHE_BAD_CONFIG;
+    if (rm_radix_init(&c->tree, cfg->page_tokens, cfg->policy, cfg->max_namespaces) != 0) {
         rm_pool_destroy(&c->pool);
-        return rc;
+        return RM_CACHE_BAD_CONFIG;
     }
     uint8_t peer_key[16];
     if (rm_siphash_key(c->lease_key) != 0 || rm_siphash_key(peer_key) != 0) {
         rm_radix_destroy(&c->tree);
         rm_pool_destroy(&c->pool);
-        return -EIO;
+        return RM_CACHE_NO_RANDOMNESS;
     }
     rm_peers_init(&c->peers, peer_key);
     c->lease_mask = 63;
     c->lease_slots = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_slots);
     c->lease_heap = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_heap);
-    return 0;
+    return RM_CACHE_OK;
 }
 
 void rm_cache_destroy(rm_cache *c)
@@ -289,29 +337,29 @@ void rm_cache_destroy(rm_cache *c)
     memset(c, 0, sizeof *c);
 }
 
-int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                   const uint32_t *tokens, size_t n, int lease, uint32_t lease_ttl_ms,
-                   uint64_t now_ms, rm_match_result *out)
+rm_cache_result rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                               size_t ns_len, const uint32_t *tokens, size_t n, int lease,
+                               uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out)
 {
     out->matched_tokens = 0;
     out->lease_id = 0;
     if (lease && c->nleases >= c->cfg.max_leases)
-        return -EMFILE;
+        return RM_CACHE_LEASE_LIMIT;
     if (lease && who) {
         const rm_peer *p = rm_peers_find(&c->peers, who->id, who->len, who->authenticated);
         if (p && p->leases >= rm_cache_peer_lease_limit(c)) {
             c->st.peer_lease_refusals_total++;
-            return -EUSERS;
+            return RM_CACHE_PEER_LEASE_LIMIT;
         }
     }
     rm_radix_node *root;
-    int rc = ns_root(c, ns, ns_len, lease, &root);
-    if (rc == -EDQUOT)
+    rm_cache_result rc = ns_root(c, ns, ns_len, lease, &root);
+    if (rc)
         return rc;
     c->st.match_requests_total++;
     c->st.query_tokens_total += n;
-    if (rc == -ENOENT)
-        return 0; /* a namespace nobody inserted into: a miss */
+    if (!root)
+        return RM_CACHE_OK; /* a namespace nobody inserted into: a miss */
     rm_radix_node *last;
     int flags = RM_MATCH_TOUCH | RM_MATCH_HIT | (lease ? RM_MATCH_SPLIT : 0);
     out->matched_tokens = rm_radix_match(&c->tree, root, tokens, n, flags, now_ms, &last);
@@ -330,7 +378,7 @@ int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size
         lheap_fix(c, c->nleases - 1, c->nleases);
         out->lease_id = l->id;
     }
-    return 0;
+    return RM_CACHE_OK;
 }
 
 size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n)
@@ -349,29 +397,29 @@ static int is_ancestor_or_self(const rm_radix_node *anc, const rm_radix_node *n)
     return 0;
 }
 
-int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                    const uint32_t *tokens, size_t n, uint64_t lease_id, uint64_t now_ms,
-                    rm_insert_result *out)
+rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                size_t ns_len, const uint32_t *tokens, size_t n, uint64_t lease_id,
+                                uint64_t now_ms, rm_insert_result *out)
 {
     memset(out, 0, sizeof *out);
     uint32_t pt = c->cfg.page_tokens;
     size_t aligned = n / pt * pt;
     if (c->pool.data)
-        return -EOPNOTSUPP; /* pages would hold stale bytes: use WriteKV */
+        return RM_CACHE_STORES_KV; /* pages would hold stale bytes: use WriteKV */
     rm_lease *l = NULL;
     if (lease_id && !(l = lease_for(c, who, lease_id)))
-        return -ENOENT;
+        return RM_CACHE_UNKNOWN_LEASE;
     rm_radix_node *root;
-    int rc = ns_root(c, ns, ns_len, 1, &root);
+    rm_cache_result rc = ns_root(c, ns, ns_len, 1, &root);
     if (rc)
         return rc;
     if (l && l->node->ns != root->ns)
-        return -ESTALE;
+        return RM_CACHE_LEASE_MISMATCH;
     rm_radix_node *last;
     int flags = RM_MATCH_TOUCH | (l ? RM_MATCH_SPLIT : RM_MATCH_SPLIT_DIVERGE);
     size_t have = rm_radix_match(&c->tree, root, tokens, aligned, flags, now_ms, &last);
     if (l && !is_ancestor_or_self(l->node, last))
-        return -ESTALE;
+        return RM_CACHE_LEASE_MISMATCH;
     c->st.insert_requests_total++;
     out->cached_tokens = have;
     size_t need = (aligned - have) / pt;
@@ -387,7 +435,7 @@ int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, siz
             abort(); /* attach after a split match cannot collide */
         rm_radix_unlock(&c->tree, last);
         if (got == 0)
-            return -ENOSPC;
+            return RM_CACHE_POOL_PINNED;
         out->inserted_tokens = (size_t)got * pt;
         out->dropped_tokens = (need - got) * pt;
         c->st.inserted_tokens_total += out->inserted_tokens;
@@ -397,16 +445,16 @@ int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, siz
         rm_radix_lock(&c->tree, last);
         lease_move(c, l, last, now_ms);
     }
-    return 0;
+    return RM_CACHE_OK;
 }
 
-int rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id)
+rm_cache_result rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id)
 {
     rm_lease *l = lease_for(c, who, lease_id);
     if (!l)
-        return -ENOENT;
+        return RM_CACHE_UNKNOWN_LEASE;
     lease_drop(c, l);
-    return 0;
+    return RM_CACHE_OK;
 }
 
 uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
@@ -449,7 +497,7 @@ void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out)
                           c->peers.n * sizeof(rm_peer) + (c->peers.mask + 1) * sizeof(rm_peer *);
 }
 
-int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
+rm_cache_result rm_cache_check(const rm_cache *c, char *err, size_t errlen)
 {
     size_t nheld = c->nleases;
     for (rm_kv_pin *p = c->pins; p; p = p->next)
@@ -466,10 +514,9 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
     for (rm_kv_write *w = c->writes; w; w = w->next)
         held[k++] = w->anchor;
     uint8_t *seen = rm_xcalloc(c->pool.npages, 1);
-    int rc = rm_radix_check(&c->tree, held, k, seen, c->pool.npages, err, errlen);
-    if (rc)
+    rm_cache_result rc = RM_CACHE_INCONSISTENT;
+    if (rm_radix_check(&c->tree, held, k, seen, c->pool.npages, err, errlen) != 0)
         goto out;
-    rc = -EINVAL;
     uint64_t pending = 0;
     for (rm_kv_write *w = c->writes; w; w = w->next) {
         for (uint32_t i = 0; i < w->npages; i++) {
@@ -540,7 +587,7 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
             goto out;
         }
     }
-    rc = 0;
+    rc = RM_CACHE_OK;
 out:
     free(seen);
     free(held);
@@ -549,14 +596,15 @@ out:
 
 /* ---- KV bytes -------------------------------------------------------- */
 
-int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id, rm_kv_pin *pin)
+rm_cache_result rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id,
+                                   rm_kv_pin *pin)
 {
     memset(pin, 0, sizeof *pin);
     if (!c->pool.data)
-        return -EINVAL;
+        return RM_CACHE_METADATA_ONLY;
     rm_lease *l = lease_for(c, who, lease_id);
     if (!l)
-        return -ENOENT;
+        return RM_CACHE_UNKNOWN_LEASE;
     pin->lease = l;
     pin->expires_ms = l->expires_ms;
     pin->node = l->node;
@@ -568,7 +616,7 @@ int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_i
     if (c->pins)
         c->pins->prev = pin;
     c->pins = pin;
-    return 0;
+    return RM_CACHE_OK;
 }
 
 void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin)
@@ -599,29 +647,34 @@ const uint8_t *rm_cache_pin_kv(const rm_cache *c, const rm_kv_pin *pin, size_t t
            (token % pt) * c->cfg.kv_bytes_per_token;
 }
 
-int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                         const uint32_t *tokens, size_t n, size_t kv_start, uint64_t lease_id,
-                         uint64_t now_ms, rm_kv_write *w)
+rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                     size_t ns_len, const uint32_t *tokens, size_t n,
+                                     size_t kv_start, uint64_t lease_id, uint64_t now_ms,
+                                     rm_kv_write *w)
 {
     memset(w, 0, sizeof *w);
     uint32_t pt = c->cfg.page_tokens;
     size_t aligned = n / pt * pt;
-    if (!c->pool.data || kv_start % pt || kv_start > aligned)
-        return -EINVAL;
+    if (!c->pool.data)
+        return RM_CACHE_METADATA_ONLY;
+    if (kv_start % pt || kv_start > aligned)
+        return RM_CACHE_BAD_KV_START;
     rm_lease *l = NULL;
     if (lease_id && !(l = lease_for(c, who, lease_id)))
-        return -ENOENT;
+        return RM_CACHE_UNKNOWN_LEASE;
     rm_radix_node *root;
-    int rc = ns_root(c, ns, ns_len, 1, &root);
+    rm_cache_result rc = ns_root(c, ns, ns_len, 1, &root);
     if (rc)
         return rc;
     if (l && l->node->ns != root->ns)
-        return -ESTALE;
+        return RM_CACHE_LEASE_MISMATCH;
     rm_radix_node *last;
     size_t have = rm_radix_match(&c->tree, root, tokens, aligned, RM_MATCH_TOUCH | RM_MATCH_SPLIT,
                                  now_ms, &last);
-    if (have < kv_start || (l && !is_ancestor_or_self(l->node, last)))
-        return -ESTALE;
+    if (l && !is_ancestor_or_self(l->node, last))
+        return RM_CACHE_LEASE_MISMATCH;
+    if (have < kv_start)
+        return RM_CACHE_PREFIX_SHORT;
     rm_radix_lock(&c->tree, last);
     size_t need = (aligned - have) / pt;
     uint32_t *pages = rm_xmalloc(sizeof(uint32_t) * (need + 1));
@@ -629,7 +682,7 @@ int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns
     if (need > 0 && got == 0) {
         rm_radix_unlock(&c->tree, last);
         free(pages);
-        return -ENOSPC;
+        return RM_CACHE_POOL_PINNED;
     }
     w->root = root;
     w->anchor = last;
@@ -648,7 +701,7 @@ int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns
     if (c->writes)
         c->writes->prev = w;
     c->writes = w;
-    return 0;
+    return RM_CACHE_OK;
 }
 
 uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token)
@@ -678,7 +731,8 @@ static void write_unlink(rm_cache *c, rm_kv_write *w)
     w->npages = 0;
 }
 
-int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_insert_result *out)
+rm_cache_result rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms,
+                                      rm_insert_result *out)
 {
     uint32_t pt = c->cfg.page_tokens;
     memset(out, 0, sizeof *out);
@@ -707,14 +761,14 @@ int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_inser
     out->dropped_tokens = (size_t)(w->wanted_pages - reserved) * pt;
     c->st.insert_requests_total++;
     c->st.inserted_tokens_total += out->inserted_tokens;
-    int rc = 0;
+    rm_cache_result rc = RM_CACHE_OK;
     if (w->lease_id) {
         rm_lease *l = lease_find(c, w->lease_id);
         if (l && l->node->ns == w->root->ns && is_ancestor_or_self(l->node, leaf)) {
             rm_radix_lock(&c->tree, leaf);
             lease_move(c, l, leaf, now_ms);
         } else {
-            rc = -ENOENT;
+            rc = RM_CACHE_UNKNOWN_LEASE;
         }
     }
     rm_radix_unlock(&c->tree, w->anchor);

@@ -1,6 +1,5 @@
 #include "node_server.h"
 
-#include <errno.h>
 #include <grpc/slice.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -61,9 +60,9 @@ rm_node *rm_node_create(const rm_node_config *cfg)
     n->cfg.node_id = n->node_id;
     n->cfg.worker_url =
         cfg->worker_url ? rm_xstrndup(cfg->worker_url, strlen(cfg->worker_url)) : NULL;
-    int rc = rm_cache_init(&n->cache, &cfg->cache);
+    rm_cache_result rc = rm_cache_init(&n->cache, &cfg->cache);
     if (rc) {
-        rm_log(RM_LOG_ERROR, "node", "cannot create the cache: %s", strerror(-rc));
+        rm_log(RM_LOG_ERROR, "node", "cannot create the cache: %s", rm_cache_strerror(rc));
         free(n->node_id);
         free((char *)n->cfg.worker_url);
         free(n);
@@ -157,7 +156,7 @@ char *rm_node_metrics(rm_node *n)
         rm_sbuf_printf(&b, "radixmesh_pool_pages{%s,state=\"%s\"} %" PRIu64 "\n", l, states[i],
                        v[i]);
     metric(&b, "radixmesh_page_tokens", "gauge", "Tokens per KV page.", l,
-           (double)n->cache.cfg.page_tokens);
+           (double)rm_cache_page_tokens(&n->cache));
     metric(&b, "radixmesh_active_leases", "gauge", "Live leases.", l, (double)st.active_leases);
     metric(&b, "radixmesh_tree_nodes", "gauge", "Radix tree nodes.", l, (double)st.tree_nodes);
     metric(&b, "radixmesh_namespaces", "gauge", "Live namespaces.", l, (double)st.namespaces);
@@ -185,13 +184,15 @@ void rm_node_tick(rm_node *n, uint64_t now_ms)
     check_streams(n, now_ms);
     /* Refusals are summed into one line per kind and interval: a client
      * retrying in a loop must not turn the log into a flood. */
+    rm_cache_stats st;
+    rm_cache_stats_get(&n->cache, &st);
     uint64_t k;
-    if ((k = rm_log_limit_due(&n->ns_log, n->cache.st.namespace_refusals_total, now_ms)))
+    if ((k = rm_log_limit_due(&n->ns_log, st.namespace_refusals_total, now_ms)))
         rm_log(RM_LOG_WARN, "node",
                "refused %" PRIu64 " request(s) a new namespace: --max-namespaces %u reached and "
                "every namespace holds cached entries or leases",
-               k, n->cache.cfg.max_namespaces);
-    if ((k = rm_log_limit_due(&n->peer_log, n->cache.st.peer_lease_refusals_total, now_ms)))
+               k, rm_cache_config_get(&n->cache)->max_namespaces);
+    if ((k = rm_log_limit_due(&n->peer_log, st.peer_lease_refusals_total, now_ms)))
         rm_log(RM_LOG_WARN, "node",
                "refused %" PRIu64 " lease(s) over a caller's share (--max-leases-per-peer %u); "
                "last: %s",
@@ -230,58 +231,105 @@ static void unary_with_call(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
 
 /* ---- shared request plumbing ------------------------------------------ */
 
-/* Maps a cache error to a status code and a message naming the limit or
- * the object involved (who: the caller, for the per-peer share). */
-static grpc_status_code cache_error(rm_node *n, int rc, uint64_t lease_id,
-                                    const rm_cache_caller *who, char *msg, size_t len)
+/* What a refused cache call was about, for its message. */
+typedef struct cache_subject {
+    uint64_t lease_id;          /* the lease the request named, 0: none */
+    const rm_cache_caller *who; /* the caller (for the per-peer share), NULL: unknown */
+    uint32_t kv_start;          /* WriteKV's kv_start_token */
+    size_t have;                /* RM_CACHE_PREFIX_SHORT: tokens of the prefix the node holds */
+    const char *kv_hint;        /* RM_CACHE_METADATA_ONLY: what to do instead */
+} cache_subject;
+
+/* The status each cache outcome is answered with. */
+static const grpc_status_code cache_status[RM_CACHE_NRESULTS] = {
+    [RM_CACHE_OK] = GRPC_STATUS_OK,
+    [RM_CACHE_BAD_CONFIG] = GRPC_STATUS_INTERNAL,
+    [RM_CACHE_NO_MEMORY] = GRPC_STATUS_INTERNAL,
+    [RM_CACHE_NO_RANDOMNESS] = GRPC_STATUS_INTERNAL,
+    [RM_CACHE_UNKNOWN_LEASE] = GRPC_STATUS_NOT_FOUND,
+    [RM_CACHE_LEASE_MISMATCH] = GRPC_STATUS_FAILED_PRECONDITION,
+    [RM_CACHE_PREFIX_SHORT] = GRPC_STATUS_FAILED_PRECONDITION,
+    [RM_CACHE_BAD_KV_START] = GRPC_STATUS_INVALID_ARGUMENT,
+    [RM_CACHE_POOL_PINNED] = GRPC_STATUS_RESOURCE_EXHAUSTED,
+    [RM_CACHE_LEASE_LIMIT] = GRPC_STATUS_RESOURCE_EXHAUSTED,
+    [RM_CACHE_PEER_LEASE_LIMIT] = GRPC_STATUS_RESOURCE_EXHAUSTED,
+    [RM_CACHE_NAMESPACE_LIMIT] = GRPC_STATUS_RESOURCE_EXHAUSTED,
+    [RM_CACHE_STORES_KV] = GRPC_STATUS_FAILED_PRECONDITION,
+    [RM_CACHE_METADATA_ONLY] = GRPC_STATUS_FAILED_PRECONDITION,
+    [RM_CACHE_INCONSISTENT] = GRPC_STATUS_INTERNAL,
+};
+
+/* Answers a refused cache call: its status (cache_status) and a message
+ * naming the limit or the object involved. */
+static grpc_status_code cache_error(rm_node *n, rm_cache_result rc, const cache_subject *s,
+                                    char *msg, size_t len)
 {
-    const rm_cache_config *c = &n->cache.cfg;
-    switch (-rc) {
-    case ENOENT:
+    const rm_cache_config *c = rm_cache_config_get(&n->cache);
+    grpc_status_code code =
+        (unsigned)rc < RM_CACHE_NRESULTS ? cache_status[rc] : GRPC_STATUS_INTERNAL;
+    switch (rc) {
+    case RM_CACHE_UNKNOWN_LEASE:
         snprintf(msg, len, "unknown lease %" PRIu64 " (never issued, released or expired)",
-                 lease_id);
-        return GRPC_STATUS_NOT_FOUND;
-    case ESTALE:
+                 s->lease_id);
+        break;
+    case RM_CACHE_LEASE_MISMATCH:
         snprintf(msg, len,
                  "lease %" PRIu64 " does not cover a prefix of these tokens in this namespace",
-                 lease_id);
-        return GRPC_STATUS_FAILED_PRECONDITION;
-    case ENOSPC:
+                 s->lease_id);
+        break;
+    case RM_CACHE_PREFIX_SHORT:
+        snprintf(msg, len,
+                 "node holds only %zu tokens of this prefix, fewer than kv_start_token %u; "
+                 "resend KV from token %zu",
+                 s->have, s->kv_start, s->have);
+        break;
+    case RM_CACHE_BAD_KV_START:
+        snprintf(msg, len, "kv_start_token %u must be a multiple of %u and within the sequence",
+                 s->kv_start, c->page_tokens);
+        break;
+    case RM_CACHE_POOL_PINNED:
         snprintf(msg, len,
                  "KV pool exhausted: all %" PRIu64
                  " pages are pinned by leases or streams; release leases and retry",
                  c->pool_pages);
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case EMFILE:
+        break;
+    case RM_CACHE_LEASE_LIMIT:
         snprintf(msg, len, "lease limit reached (--max-leases %u); release leases and retry",
                  c->max_leases);
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case EDQUOT:
+        break;
+    case RM_CACHE_NAMESPACE_LIMIT:
         snprintf(msg, len,
                  "namespace limit reached (--max-namespaces %u): every namespace holds cached "
                  "entries or leases",
                  c->max_namespaces);
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case EUSERS:
+        break;
+    case RM_CACHE_PEER_LEASE_LIMIT:
         snprintf(n->last_refused_peer, sizeof n->last_refused_peer, "%s '%.150s'",
-                 who && who->authenticated ? "client identity" : "address", who ? who->id : "");
+                 s->who && s->who->authenticated ? "client identity" : "address",
+                 s->who ? s->who->id : "");
         snprintf(msg, len,
                  "lease limit per peer reached: %s holds %u leases (--max-leases-per-peer %u%s); "
                  "release leases and retry",
                  n->last_refused_peer, rm_cache_peer_lease_limit(&n->cache),
                  rm_cache_peer_lease_limit(&n->cache),
                  c->max_leases_per_peer ? "" : ", half of --max-leases");
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case EOPNOTSUPP:
+        break;
+    case RM_CACHE_STORES_KV:
         snprintf(msg, len,
                  "this node stores KV bytes (--kv-bytes-per-token %" PRIu64
                  "): cache sequences with WriteKV, not Insert",
                  c->kv_bytes_per_token);
-        return GRPC_STATUS_FAILED_PRECONDITION;
+        break;
+    case RM_CACHE_METADATA_ONLY:
+        snprintf(msg, len, "this node is metadata-only (--kv-bytes-per-token 0): %s",
+                 s->kv_hint ? s->kv_hint : "it stores no KV bytes");
+        break;
     default:
-        snprintf(msg, len, "cache error: %s", strerror(-rc));
-        return GRPC_STATUS_INTERNAL;
+        snprintf(msg, len, "cache error: %s", rm_cache_strerror(rc));
+        code = GRPC_STATUS_INTERNAL; /* never OK for a failure */
+        break;
     }
+    return code;
 }
 
 /* Decodes a request whose tokens field is wired to toks. */
@@ -349,12 +397,12 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
         rm_match_result mr;
         node_caller nc;
         const rm_cache_caller *who = r.lease ? caller_of(call, &nc) : NULL;
-        int rc = rm_cache_match(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease,
-                                r.lease_ttl_ms, now, &mr);
-        if (rc == 0)
+        rm_cache_result rc = rm_cache_match(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease,
+                                            r.lease_ttl_ms, now, &mr);
+        if (rc == RM_CACHE_OK)
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
         if (rc) {
-            code = cache_error(n, rc, 0, who, msg, len);
+            code = cache_error(n, rc, &(cache_subject){.who = who}, msg, len);
         } else {
             radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
             rep.matched_tokens = (uint32_t)mr.matched_tokens;
@@ -391,10 +439,11 @@ static grpc_status_code do_insert(rm_node *n, rm_rpc_call *call, grpc_byte_buffe
         rm_insert_result ir;
         node_caller nc;
         const rm_cache_caller *who = r.lease_id ? caller_of(call, &nc) : NULL;
-        int rc = rm_cache_insert(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease_id,
-                                 rm_now_ms(), &ir);
+        rm_cache_result rc = rm_cache_insert(&n->cache, who, ns, strlen(ns), toks.v, toks.n,
+                                             r.lease_id, rm_now_ms(), &ir);
         if (rc) {
-            code = cache_error(n, rc, r.lease_id, who, msg, len);
+            code =
+                cache_error(n, rc, &(cache_subject){.lease_id = r.lease_id, .who = who}, msg, len);
         } else {
             radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
             fill_insert_reply(n, &ir, &rep);
@@ -414,9 +463,10 @@ static grpc_status_code do_release(rm_node *n, rm_rpc_call *call, grpc_byte_buff
     if (code == GRPC_STATUS_OK) {
         node_caller nc;
         const rm_cache_caller *who = caller_of(call, &nc);
-        int rc = rm_cache_release(&n->cache, who, r.lease_id);
+        rm_cache_result rc = rm_cache_release(&n->cache, who, r.lease_id);
         if (rc) {
-            code = cache_error(n, rc, r.lease_id, who, msg, len);
+            code =
+                cache_error(n, rc, &(cache_subject){.lease_id = r.lease_id, .who = who}, msg, len);
         } else {
             radixmesh_v1_ReleaseReply rep = radixmesh_v1_ReleaseReply_init_zero;
             code = encode(radixmesh_v1_ReleaseReply_fields, &rep, reply, msg, len);
@@ -443,13 +493,13 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.hit_tokens_total = st.hit_tokens_total;
     rep.inserted_tokens_total = st.inserted_tokens_total;
     rep.evicted_tokens_total = st.evicted_tokens_total;
-    rep.page_tokens = n->cache.cfg.page_tokens;
+    rep.page_tokens = rm_cache_page_tokens(&n->cache);
     rep.pool_pages = st.pool_pages;
     rep.free_pages = st.free_pages;
     rep.evictable_pages = st.evictable_pages;
     rep.protected_pages = st.protected_pages;
     rep.active_leases = st.active_leases;
-    rep.kv_bytes_per_token = n->cache.cfg.kv_bytes_per_token;
+    rep.kv_bytes_per_token = rm_cache_kv_bytes_per_token(&n->cache);
     rep.insert_requests_total = st.insert_requests_total;
     rep.expired_leases_total = st.expired_leases_total;
     rep.tree_nodes = st.tree_nodes;
@@ -550,8 +600,8 @@ typedef struct read_state {
  * the pinned pages: the KV bytes are never copied on the node. */
 static grpc_byte_buffer *kv_chunk(rm_node *n, read_state *st, size_t from, size_t count)
 {
-    uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
-    uint32_t pt = n->cache.cfg.page_tokens;
+    uint64_t kvb = rm_cache_kv_bytes_per_token(&n->cache);
+    uint32_t pt = rm_cache_page_tokens(&n->cache);
     radixmesh_v1_KVChunk hdr = radixmesh_v1_KVChunk_init_zero;
     hdr.token_offset = (uint32_t)from;
     hdr.token_count = (uint32_t)count;
@@ -587,7 +637,7 @@ static void read_send_next(rm_node *n, rm_rpc_call *call, read_state *st)
         stream_finish(n, &st->guard, GRPC_STATUS_OK, NULL, NULL);
         return;
     }
-    uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
+    uint64_t kvb = rm_cache_kv_bytes_per_token(&n->cache);
     size_t per = n->cfg.kv_chunk_bytes / kvb;
     if (per == 0)
         per = 1;
@@ -624,28 +674,22 @@ static void read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_bu
         st = rm_xcalloc(1, sizeof *st);
         node_caller nc;
         const rm_cache_caller *who = caller_of(call, &nc);
-        int rc = rm_cache_pin_lease(&n->cache, who, lease, &st->pin);
-        if (rc == -EINVAL) {
-            free(st);
-            rm_rpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
-                               "this node is metadata-only (--kv-bytes-per-token 0): no KV "
-                               "bytes to read",
-                               NULL);
-            return;
-        }
+        rm_cache_result rc = rm_cache_pin_lease(&n->cache, who, lease, &st->pin);
         if (rc) {
             free(st);
-            code = cache_error(n, rc, lease, who, err, sizeof err);
+            cache_subject subj = {.lease_id = lease, .who = who, .kv_hint = "no KV bytes to read"};
+            code = cache_error(n, rc, &subj, err, sizeof err);
             rm_rpc_call_finish(call, code, err, NULL);
             return;
         }
         rm_rpc_call_set_user(call, st);
         stream_add(n, &st->guard, call, &st->pin);
-        size_t have = st->pin.npages * n->cache.cfg.page_tokens;
-        if (start % n->cache.cfg.page_tokens || start > have) {
+        uint32_t pt = rm_cache_page_tokens(&n->cache);
+        size_t have = st->pin.npages * pt;
+        if (start % pt || start > have) {
             snprintf(err, sizeof err,
                      "start_token %u must be a multiple of %u and at most the leased %zu tokens",
-                     start, n->cache.cfg.page_tokens, have);
+                     start, pt, have);
             stream_finish(n, &st->guard, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
             return;
         }
@@ -697,8 +741,8 @@ typedef struct write_state {
 static void write_bytes(write_state *ws, const uint8_t *src, pb_istream_t *s, size_t len)
 {
     rm_node *n = ws->node;
-    uint64_t kvb = n->cache.cfg.kv_bytes_per_token;
-    uint32_t pt = n->cache.cfg.page_tokens;
+    uint64_t kvb = rm_cache_kv_bytes_per_token(&n->cache);
+    uint32_t pt = rm_cache_page_tokens(&n->cache);
     while (len) {
         size_t token = ws->w.kv_start + ws->received / kvb;
         size_t off = ws->received % kvb;
@@ -782,41 +826,21 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
     const char *ns = ns_or_empty(r.namespace);
     node_caller nc;
     const rm_cache_caller *who = r.lease_id ? caller_of(call, &nc) : NULL;
-    int rc = rm_cache_write_begin(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.kv_start_token,
-                                  r.lease_id, rm_now_ms(), &ws->w);
-    if (rc == -EINVAL) {
-        if (!n->cache.pool.data)
-            snprintf(err, sizeof err,
-                     "this node is metadata-only (--kv-bytes-per-token 0): use Insert");
-        else
-            snprintf(err, sizeof err,
-                     "kv_start_token %u must be a multiple of %u and within the sequence",
-                     r.kv_start_token, n->cache.cfg.page_tokens);
-        write_fail(ws, call,
-                   n->cache.pool.data ? GRPC_STATUS_INVALID_ARGUMENT
-                                      : GRPC_STATUS_FAILED_PRECONDITION,
-                   err);
-        goto out;
-    }
-    if (rc == -ESTALE && !r.lease_id) {
-        rm_radix_node *root, *last;
-        size_t have = 0;
-        if (rm_radix_root(&n->cache.tree, ns, strlen(ns), 0, &root) == 0)
-            have = rm_radix_match(&n->cache.tree, root, toks.v, toks.n, 0, 0, &last);
-        snprintf(err, sizeof err,
-                 "node holds only %zu tokens of this prefix, fewer than kv_start_token %u; "
-                 "resend KV from token %zu",
-                 have, r.kv_start_token, have);
-        write_fail(ws, call, GRPC_STATUS_FAILED_PRECONDITION, err);
-        goto out;
-    }
+    rm_cache_result rc = rm_cache_write_begin(&n->cache, who, ns, strlen(ns), toks.v, toks.n,
+                                              r.kv_start_token, r.lease_id, rm_now_ms(), &ws->w);
     if (rc) {
-        code = cache_error(n, rc, r.lease_id, who, err, sizeof err);
+        cache_subject subj = {.lease_id = r.lease_id,
+                              .who = who,
+                              .kv_start = r.kv_start_token,
+                              .kv_hint = "use Insert"};
+        if (rc == RM_CACHE_PREFIX_SHORT) /* the client resends from what the node holds */
+            subj.have = rm_cache_peek(&n->cache, ns, strlen(ns), toks.v, toks.n);
+        code = cache_error(n, rc, &subj, err, sizeof err);
         write_fail(ws, call, code, err);
         goto out;
     }
     ws->begun = 1;
-    ws->expected = (ws->w.ntokens - ws->w.kv_start) * n->cache.cfg.kv_bytes_per_token;
+    ws->expected = (ws->w.ntokens - ws->w.kv_start) * rm_cache_kv_bytes_per_token(&n->cache);
     ws->phase = WRITE_STREAMING;
     if (ws->stash_len > ws->expected) {
         write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT, "more KV bytes than the sequence needs");
@@ -858,16 +882,17 @@ static void write_end(write_state *ws, rm_rpc_call *call)
         snprintf(err, sizeof err,
                  "stream ended after %" PRIu64 " KV bytes, %" PRIu64 " expected (%" PRIu64
                  " bytes per token); nothing was cached",
-                 ws->received, ws->expected, n->cache.cfg.kv_bytes_per_token);
+                 ws->received, ws->expected, rm_cache_kv_bytes_per_token(&n->cache));
         write_fail(ws, call, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
     }
     rm_insert_result ir;
-    int rc = rm_cache_write_commit(&n->cache, &ws->w, rm_now_ms(), &ir);
+    rm_cache_result rc = rm_cache_write_commit(&n->cache, &ws->w, rm_now_ms(), &ir);
     ws->begun = 0;
     ws->phase = WRITE_DONE;
     if (rc) {
-        grpc_status_code code = cache_error(n, rc, ws->w.lease_id, NULL, err, sizeof err);
+        grpc_status_code code =
+            cache_error(n, rc, &(cache_subject){.lease_id = ws->w.lease_id}, err, sizeof err);
         stream_finish(n, &ws->guard, code, err, NULL);
         return;
     }
@@ -1022,7 +1047,5 @@ void rm_node_set_limits(rm_node *n, uint64_t max_request_tokens, uint32_t max_le
                         uint32_t lease_ttl_ms, uint32_t max_lease_ttl_ms)
 {
     n->cfg.max_request_tokens = max_request_tokens;
-    n->cache.cfg.max_leases = max_leases;
-    n->cache.cfg.default_lease_ttl_ms = lease_ttl_ms;
-    n->cache.cfg.max_lease_ttl_ms = max_lease_ttl_ms;
+    rm_cache_set_limits(&n->cache, max_leases, lease_ttl_ms, max_lease_ttl_ms);
 }

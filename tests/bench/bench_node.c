@@ -73,7 +73,7 @@ static void bench_inprocess(void)
     for (int pass = 0; pass < 3; pass++) { /* best of three: a shared VM is noisy */
         if (pass)
             rm_cache_destroy(&c);
-        if (rm_cache_init(&c, &cfg) != 0)
+        if (rm_cache_init(&c, &cfg) != RM_CACHE_OK)
             abort();
         t0 = rm_now_ns();
         uint64_t now = 0;
@@ -102,7 +102,7 @@ static void bench_inprocess(void)
     /* 4. metadata per cached token: fill a pool without eviction. */
     struct mallinfo2 before = mallinfo2();
     cfg.pool_pages = 1 << 20;
-    if (rm_cache_init(&c, &cfg) != 0)
+    if (rm_cache_init(&c, &cfg) != RM_CACHE_OK)
         abort();
     for (uint64_t i = 0; i < 16384; i++) {
         rm_insert_result ir;

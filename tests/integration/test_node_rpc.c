@@ -283,6 +283,18 @@ static void test_kv_roundtrip(void)
     CHECK_EQ(rm_cc_write_kv(&cc, "m", fresh, 64, 32, 0, tail, 32 * KVB, 4096, &ir, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
     CHECK(strstr(msg, "resend KV from token 0") != NULL);
+    /* Through a lease that fits, the short prefix gets the same hint; a
+     * lease that does not fit the tokens is named as the reason. */
+    CHECK_EQ(rm_cc_match(&cc, "m", fresh, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_write_kv(&cc, "m", fresh, 64, 32, m.lease_id, tail, 32 * KVB, 4096, &ir, msg,
+                            sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(strstr(msg, "resend KV from token 0") != NULL);
+    CHECK_EQ(rm_cc_write_kv(&cc, "x", fresh, 64, 0, m.lease_id, kv, 64 * KVB, 4096, &ir, msg,
+                            sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(strstr(msg, "does not cover") != NULL);
+    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     check_accounting(&cc);
     free(tok);
     free(tok2);

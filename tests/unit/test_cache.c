@@ -1,6 +1,5 @@
 /* Unit tests for common/cache.c: the node's semantics without gRPC.
  * Every test checks the full invariant set after each operation. */
-#include <errno.h>
 #include <string.h>
 
 #include "cache.h"
@@ -111,7 +110,7 @@ static void test_lease_pins_and_expires(void)
     CHECK_EQ(st.active_leases, 1);
     inv(&c);
     /* The pool is fully pinned: inserting b cannot evict a. */
-    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, b, 16, 0, 20, &ir), -ENOSPC);
+    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, b, 16, 0, 20, &ir), RM_CACHE_POOL_PINNED);
     inv(&c);
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 16, 0, 0, 30, &mr), 0);
     CHECK_EQ(mr.matched_tokens, 16);
@@ -119,7 +118,7 @@ static void test_lease_pins_and_expires(void)
     CHECK_EQ(rm_cache_tick(&c, 509), 0);
     CHECK_EQ(rm_cache_next_expiry(&c, 509), 1);
     CHECK_EQ(rm_cache_tick(&c, 510), 1);
-    CHECK_EQ(rm_cache_release(&c, NULL, mr.lease_id), -ENOENT);
+    CHECK_EQ(rm_cache_release(&c, NULL, mr.lease_id), RM_CACHE_UNKNOWN_LEASE);
     inv(&c);
     /* Recovery: now b fits by evicting a. */
     CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, b, 16, 0, 600, &ir), 0);
@@ -142,9 +141,9 @@ static void test_release(void)
     CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, a, 8, 0, 0, &ir), 0);
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 8, 1, 0, 0, &mr), 0);
     CHECK_EQ(rm_cache_release(&c, NULL, mr.lease_id), 0);
-    CHECK_EQ(rm_cache_release(&c, NULL, mr.lease_id), -ENOENT);
-    CHECK_EQ(rm_cache_release(&c, NULL, 0), -ENOENT);
-    CHECK_EQ(rm_cache_release(&c, NULL, 12345), -ENOENT);
+    CHECK_EQ(rm_cache_release(&c, NULL, mr.lease_id), RM_CACHE_UNKNOWN_LEASE);
+    CHECK_EQ(rm_cache_release(&c, NULL, 0), RM_CACHE_UNKNOWN_LEASE);
+    CHECK_EQ(rm_cache_release(&c, NULL, 12345), RM_CACHE_UNKNOWN_LEASE);
     rm_cache_stats st;
     rm_cache_stats_get(&c, &st);
     CHECK_EQ(st.protected_pages, 0);
@@ -199,9 +198,11 @@ static void test_insert_moves_lease(void)
     uint32_t other[8];
     seq(other, 8, 8);
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 8, 1, 0, 200, &mr), 0);
-    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, other, 8, mr.lease_id, 200, &ir), -ESTALE);
-    CHECK_EQ(rm_cache_insert(&c, NULL, "x", 1, a, 8, mr.lease_id, 200, &ir), -ESTALE);
-    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, a, 8, 999, 200, &ir), -ENOENT);
+    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, other, 8, mr.lease_id, 200, &ir),
+             RM_CACHE_LEASE_MISMATCH);
+    CHECK_EQ(rm_cache_insert(&c, NULL, "x", 1, a, 8, mr.lease_id, 200, &ir),
+             RM_CACHE_LEASE_MISMATCH);
+    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, a, 8, 999, 200, &ir), RM_CACHE_UNKNOWN_LEASE);
     inv(&c);
     rm_cache_destroy(&c);
 }
@@ -240,7 +241,7 @@ static void test_max_leases(void)
     rm_match_result mr;
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 4, 1, 0, 0, &mr), 0);
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 4, 1, 0, 0, &mr), 0);
-    CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 4, 1, 0, 0, &mr), -EMFILE);
+    CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 4, 1, 0, 0, &mr), RM_CACHE_LEASE_LIMIT);
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, a, 4, 0, 0, 0, &mr), 0);
     inv(&c);
     rm_cache_destroy(&c);
@@ -280,8 +281,8 @@ static void test_kv_write_read_roundtrip(void)
     seq(tok, 18, 13);
     rm_kv_write w;
     /* kv_start must be page-aligned and within the sequence. */
-    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 18, 2, 0, 0, &w), -EINVAL);
-    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 18, 4, 0, 0, &w), -ESTALE);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 18, 2, 0, 0, &w), RM_CACHE_BAD_KV_START);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 18, 4, 0, 0, &w), RM_CACHE_PREFIX_SHORT);
     CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 18, 0, 0, 0, &w), 0);
     CHECK_EQ(w.ntokens, 16);
     rm_cache_stats st;
@@ -316,7 +317,7 @@ static void test_kv_write_read_roundtrip(void)
     CHECK(ok);
     rm_cache_unpin(&c, &pin);
     inv(&c);
-    CHECK_EQ(rm_cache_pin_lease(&c, NULL, mr.lease_id, &pin), -ENOENT);
+    CHECK_EQ(rm_cache_pin_lease(&c, NULL, mr.lease_id, &pin), RM_CACHE_UNKNOWN_LEASE);
     rm_cache_destroy(&c);
 }
 
@@ -330,7 +331,7 @@ static void test_kv_write_extends_and_aborts(void)
     rm_insert_result ir;
     rm_kv_write w;
     /* A KV cache refuses metadata inserts: their pages would hold stale bytes. */
-    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, tok, 8, 0, 0, &ir), -EOPNOTSUPP);
+    CHECK_EQ(rm_cache_insert(&c, NULL, "m", 1, tok, 8, 0, 0, &ir), RM_CACHE_STORES_KV);
     REQUIRE(rm_cache_write_begin(&c, NULL, "m", 1, tok, 8, 0, 0, 0, &w) == 0);
     CHECK_EQ(rm_cache_write_commit(&c, &w, 0, &ir), 0);
     CHECK_EQ(ir.inserted_tokens, 8);
@@ -366,11 +367,11 @@ static void test_metadata_only_has_no_kv(void)
     uint32_t tok[8];
     seq(tok, 8, 15);
     rm_kv_write w;
-    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 8, 0, 0, 0, &w), -EINVAL);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 8, 0, 0, 0, &w), RM_CACHE_METADATA_ONLY);
     rm_match_result mr;
     CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, tok, 8, 1, 0, 0, &mr), 0);
     rm_kv_pin pin;
-    CHECK_EQ(rm_cache_pin_lease(&c, NULL, mr.lease_id, &pin), -EINVAL);
+    CHECK_EQ(rm_cache_pin_lease(&c, NULL, mr.lease_id, &pin), RM_CACHE_METADATA_ONLY);
     inv(&c);
     rm_cache_destroy(&c);
 }
@@ -431,7 +432,8 @@ static void test_namespace_slots_come_back(void)
             inv(&c);
         }
         /* Full: a ninth namespace is refused while all eight are leased. */
-        CHECK_EQ(rm_cache_match(&c, NULL, "extra", 5, tok, 4, 1, 100, now, &mr), -EDQUOT);
+        CHECK_EQ(rm_cache_match(&c, NULL, "extra", 5, tok, 4, 1, 100, now, &mr),
+                 RM_CACHE_NAMESPACE_LIMIT);
         /* An unleased match on an unknown namespace creates nothing: a miss. */
         CHECK_EQ(rm_cache_match(&c, NULL, "extra", 5, tok, 4, 0, 0, now, &mr), 0);
         now += 100;
@@ -459,7 +461,7 @@ static void test_namespace_reclaim_keeps_held_ones(void)
     rm_match_result mr;
     CHECK_EQ(rm_cache_insert(&c, NULL, "a", 1, a, 16, 0, 0, &ir), 0);   /* the whole pool */
     CHECK_EQ(rm_cache_match(&c, NULL, "b", 1, b, 16, 1, 0, 0, &mr), 0); /* an empty lease */
-    CHECK_EQ(rm_cache_insert(&c, NULL, "c", 1, a, 16, 0, 1, &ir), -EDQUOT);
+    CHECK_EQ(rm_cache_insert(&c, NULL, "c", 1, a, 16, 0, 1, &ir), RM_CACHE_NAMESPACE_LIMIT);
     CHECK_EQ(rm_cache_tick(&c, 2), 0);
     inv(&c);
     rm_cache_stats st;
@@ -568,7 +570,7 @@ static void test_peer_lease_share(void)
         CHECK_EQ(rm_cache_match(&c, &ip1, "m", 1, tok, 4, 1, 0, 0, &mr), 0);
         first = first ? first : mr.lease_id;
     }
-    CHECK_EQ(rm_cache_match(&c, &ip1, "m", 1, tok, 4, 1, 0, 0, &mr), -EUSERS);
+    CHECK_EQ(rm_cache_match(&c, &ip1, "m", 1, tok, 4, 1, 0, 0, &mr), RM_CACHE_PEER_LEASE_LIMIT);
     CHECK_EQ(mr.lease_id, 0);
     /* The same caller is still served without a lease, others with one. */
     CHECK_EQ(rm_cache_match(&c, &ip1, "m", 1, tok, 4, 0, 0, 0, &mr), 0);
@@ -600,7 +602,7 @@ static void test_peer_lease_share(void)
 }
 
 /* A lease taken by an authenticated identity exists for it alone: anyone
- * else naming it gets -ENOENT, like an id never issued. Leases of
+ * else naming it gets RM_CACHE_UNKNOWN_LEASE, like an id never issued. Leases of
  * address-only callers are bearer capabilities. */
 static void test_lease_ownership(void)
 {
@@ -618,9 +620,10 @@ static void test_lease_ownership(void)
     const rm_cache_caller *others[] = {&bob, &alice_addr, &ip1, NULL};
     rm_kv_pin pin;
     for (size_t i = 0; i < RM_ARRAY_LEN(others); i++) {
-        CHECK_EQ(rm_cache_release(&c, others[i], id), -ENOENT);
-        CHECK_EQ(rm_cache_pin_lease(&c, others[i], id, &pin), -ENOENT);
-        CHECK_EQ(rm_cache_write_begin(&c, others[i], "m", 1, tok, 8, 8, id, 0, &w), -ENOENT);
+        CHECK_EQ(rm_cache_release(&c, others[i], id), RM_CACHE_UNKNOWN_LEASE);
+        CHECK_EQ(rm_cache_pin_lease(&c, others[i], id, &pin), RM_CACHE_UNKNOWN_LEASE);
+        CHECK_EQ(rm_cache_write_begin(&c, others[i], "m", 1, tok, 8, 8, id, 0, &w),
+                 RM_CACHE_UNKNOWN_LEASE);
         inv(&c);
     }
     CHECK_EQ(rm_cache_pin_lease(&c, &alice, id, &pin), 0);
@@ -636,7 +639,8 @@ static void test_lease_ownership(void)
     /* Insert (metadata-only cache) checks ownership the same way. */
     mk(&c, 4, 16, 0);
     CHECK_EQ(rm_cache_match(&c, &alice, "m", 1, tok, 8, 1, 0, 0, &mr), 0);
-    CHECK_EQ(rm_cache_insert(&c, &bob, "m", 1, tok, 8, mr.lease_id, 0, &ir), -ENOENT);
+    CHECK_EQ(rm_cache_insert(&c, &bob, "m", 1, tok, 8, mr.lease_id, 0, &ir),
+             RM_CACHE_UNKNOWN_LEASE);
     CHECK_EQ(rm_cache_insert(&c, &alice, "m", 1, tok, 8, mr.lease_id, 0, &ir), 0);
     inv(&c);
     rm_cache_destroy(&c);
@@ -678,16 +682,76 @@ static void test_pin_bounded_by_lease(void)
     rm_cache_destroy(&c);
 }
 
+/* A refused write says which of its two stale cases it is: a lease that
+ * does not cover the sequence, or a prefix shorter than kv_start (the
+ * client resends from what rm_cache_peek reports), lease or not. */
+static void test_write_refusals_apart(void)
+{
+    rm_cache c;
+    mk(&c, 4, 16, 2);
+    uint32_t tok[12], other[12];
+    seq(tok, 12, 44);
+    seq(other, 12, 45);
+    rm_kv_write w;
+    rm_insert_result ir;
+    REQUIRE(rm_cache_write_begin(&c, NULL, "m", 1, tok, 4, 0, 0, 0, &w) == RM_CACHE_OK);
+    CHECK_EQ(rm_cache_write_commit(&c, &w, 0, &ir), RM_CACHE_OK);
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, tok, 8, 1, 0, 0, &mr), RM_CACHE_OK);
+    CHECK_EQ(mr.matched_tokens, 4);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 12, 8, mr.lease_id, 0, &w),
+             RM_CACHE_PREFIX_SHORT);
+    CHECK_EQ(rm_cache_peek(&c, "m", 1, tok, 12), 4);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, other, 12, 0, mr.lease_id, 0, &w),
+             RM_CACHE_LEASE_MISMATCH);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "x", 1, tok, 12, 0, mr.lease_id, 0, &w),
+             RM_CACHE_LEASE_MISMATCH);
+    CHECK_EQ(rm_cache_write_begin(&c, NULL, "m", 1, tok, 12, 8, 0, 0, &w), RM_CACHE_PREFIX_SHORT);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
+/* Every result has its own description; accessors show the config in force. */
+static void test_results_and_accessors(void)
+{
+    for (int i = 0; i < RM_CACHE_NRESULTS; i++) {
+        const char *a = rm_cache_strerror((rm_cache_result)i);
+        CHECK(a != NULL && *a);
+        for (int j = 0; j < i; j++)
+            CHECK(strcmp(a, rm_cache_strerror((rm_cache_result)j)) != 0);
+    }
+    CHECK(strcmp(rm_cache_strerror(RM_CACHE_NRESULTS), "unknown cache result") == 0);
+    rm_cache c;
+    mk(&c, 8, 16, 3);
+    CHECK_EQ(rm_cache_page_tokens(&c), 8);
+    CHECK_EQ(rm_cache_kv_bytes_per_token(&c), 3);
+    CHECK_EQ(rm_cache_config_get(&c)->pool_pages, 16);
+    rm_cache_set_limits(&c, 1, 70, 90);
+    CHECK_EQ(rm_cache_config_get(&c)->max_leases, 1);
+    uint32_t tok[8];
+    seq(tok, 8, 46);
+    rm_match_result mr;
+    CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, tok, 8, 1, 0, 0, &mr), RM_CACHE_OK);
+    CHECK_EQ(rm_cache_next_expiry(&c, 0), 70); /* the new default TTL */
+    CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, tok, 8, 1, 0, 0, &mr), RM_CACHE_LEASE_LIMIT);
+    rm_cache_set_limits(&c, 2, 70, 90);
+    CHECK_EQ(rm_cache_match(&c, NULL, "m", 1, tok, 8, 1, 500, 0, &mr), RM_CACHE_OK);
+    CHECK_EQ(rm_cache_tick(&c, 89), 1); /* 500 clamped to the new max, 90 */
+    CHECK_EQ(rm_cache_tick(&c, 90), 1);
+    inv(&c);
+    rm_cache_destroy(&c);
+}
+
 static void test_bad_config(void)
 {
     rm_cache c;
     rm_cache_config cfg;
     rm_cache_config_defaults(&cfg);
     cfg.page_tokens = 0;
-    CHECK_EQ(rm_cache_init(&c, &cfg), -EINVAL);
+    CHECK_EQ(rm_cache_init(&c, &cfg), RM_CACHE_BAD_CONFIG);
     rm_cache_config_defaults(&cfg);
     cfg.pool_pages = 0;
-    CHECK_EQ(rm_cache_init(&c, &cfg), -EINVAL);
+    CHECK_EQ(rm_cache_init(&c, &cfg), RM_CACHE_BAD_CONFIG);
 }
 
 int main(void)
@@ -712,5 +776,7 @@ int main(void)
     RUN(test_peer_lease_share);
     RUN(test_lease_ownership);
     RUN(test_pin_bounded_by_lease);
+    RUN(test_write_refusals_apart);
+    RUN(test_results_and_accessors);
     return rm_t_report();
 }
