@@ -6,21 +6,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "list.h"
 #include "siphash.h"
 #include "util.h"
 
 void rm_cache_config_defaults(rm_cache_config *cfg)
 {
-    memset(cfg, 0, sizeof *cfg);
-    cfg->page_tokens = 16;
-    cfg->pool_pages = 65536;
-    cfg->kv_bytes_per_token = 0;
-    cfg->policy = RM_EVICT_LRU;
-    cfg->ttl_ms = 0;
-    cfg->default_lease_ttl_ms = 30000;
-    cfg->max_lease_ttl_ms = 600000;
-    cfg->max_leases = 65536;
-    cfg->max_namespaces = 1024;
+    /* Unnamed fields are 0: metadata-only, no entry TTL, half the leases
+     * per peer, no prefault. */
+    *cfg = (rm_cache_config){.page_tokens = 16,
+                             .pool_pages = 65536,
+                             .policy = RM_EVICT_LRU,
+                             .default_lease_ttl_ms = 30000,
+                             .max_lease_ttl_ms = 600000,
+                             .max_leases = 65536,
+                             .max_namespaces = 1024};
 }
 
 const char *rm_cache_strerror(rm_cache_result r)
@@ -397,6 +397,37 @@ static int is_ancestor_or_self(const rm_radix_node *anc, const rm_radix_node *n)
     return 0;
 }
 
+/* Where a writer (Insert, WriteKV) stands once writer_start has checked it. */
+typedef struct writer_at {
+    rm_lease *lease;            /* the lease named, NULL: none */
+    rm_radix_node *root, *last; /* the namespace's root; where the cached prefix ends */
+    size_t have;                /* tokens of the sequence already cached */
+} writer_at;
+
+/* What Insert and WriteKV do first: the lease named (if any) is who's, the
+ * namespace has a root (created if need be), and the cached prefix of
+ * tokens[0..aligned) extends the lease's. The match splits the edge where
+ * the prefix ends when a lease will move there, or with split (a write
+ * locks that node); otherwise only where the sequence diverges. */
+static rm_cache_result writer_start(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                    size_t ns_len, const uint32_t *tokens, size_t aligned,
+                                    uint64_t lease_id, int split, uint64_t now_ms, writer_at *at)
+{
+    at->lease = NULL;
+    if (lease_id && !(at->lease = lease_for(c, who, lease_id)))
+        return RM_CACHE_UNKNOWN_LEASE;
+    rm_cache_result rc = ns_root(c, ns, ns_len, 1, &at->root);
+    if (rc)
+        return rc;
+    if (at->lease && at->lease->node->ns != at->root->ns)
+        return RM_CACHE_LEASE_MISMATCH;
+    int flags = RM_MATCH_TOUCH | (split || at->lease ? RM_MATCH_SPLIT : RM_MATCH_SPLIT_DIVERGE);
+    at->have = rm_radix_match(&c->tree, at->root, tokens, aligned, flags, now_ms, &at->last);
+    if (at->lease && !is_ancestor_or_self(at->lease->node, at->last))
+        return RM_CACHE_LEASE_MISMATCH;
+    return RM_CACHE_OK;
+}
+
 rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns,
                                 size_t ns_len, const uint32_t *tokens, size_t n, uint64_t lease_id,
                                 uint64_t now_ms, rm_insert_result *out)
@@ -406,44 +437,35 @@ rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const c
     size_t aligned = n / pt * pt;
     if (c->pool.data)
         return RM_CACHE_STORES_KV; /* pages would hold stale bytes: use WriteKV */
-    rm_lease *l = NULL;
-    if (lease_id && !(l = lease_for(c, who, lease_id)))
-        return RM_CACHE_UNKNOWN_LEASE;
-    rm_radix_node *root;
-    rm_cache_result rc = ns_root(c, ns, ns_len, 1, &root);
+    writer_at at;
+    rm_cache_result rc =
+        writer_start(c, who, ns, ns_len, tokens, aligned, lease_id, 0, now_ms, &at);
     if (rc)
         return rc;
-    if (l && l->node->ns != root->ns)
-        return RM_CACHE_LEASE_MISMATCH;
-    rm_radix_node *last;
-    int flags = RM_MATCH_TOUCH | (l ? RM_MATCH_SPLIT : RM_MATCH_SPLIT_DIVERGE);
-    size_t have = rm_radix_match(&c->tree, root, tokens, aligned, flags, now_ms, &last);
-    if (l && !is_ancestor_or_self(l->node, last))
-        return RM_CACHE_LEASE_MISMATCH;
     c->st.insert_requests_total++;
-    out->cached_tokens = have;
-    size_t need = (aligned - have) / pt;
+    out->cached_tokens = at.have;
+    size_t need = (aligned - at.have) / pt;
     if (need > 0) {
         /* Keep the matched prefix out of eviction's reach while making room. */
-        rm_radix_lock(&c->tree, last);
+        rm_radix_lock(&c->tree, at.last);
         uint32_t *pages = scratch(c, need);
         uint32_t got = alloc_with_evict(c, (uint32_t)need, pages);
         rm_radix_node *leaf = NULL;
         if (got > 0)
-            leaf = rm_radix_attach(&c->tree, last, tokens + have, pages, got, now_ms);
+            leaf = rm_radix_attach(&c->tree, at.last, tokens + at.have, pages, got, now_ms);
         if (got > 0 && !leaf)
             abort(); /* attach after a split match cannot collide */
-        rm_radix_unlock(&c->tree, last);
+        rm_radix_unlock(&c->tree, at.last);
         if (got == 0)
             return RM_CACHE_POOL_PINNED;
         out->inserted_tokens = (size_t)got * pt;
         out->dropped_tokens = (need - got) * pt;
         c->st.inserted_tokens_total += out->inserted_tokens;
-        last = leaf;
+        at.last = leaf;
     }
-    if (l) {
-        rm_radix_lock(&c->tree, last);
-        lease_move(c, l, last, now_ms);
+    if (at.lease) {
+        rm_radix_lock(&c->tree, at.last);
+        lease_move(c, at.lease, at.last, now_ms);
     }
     return RM_CACHE_OK;
 }
@@ -612,10 +634,7 @@ rm_cache_result rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint
     pin->pages = rm_xmalloc(sizeof(uint32_t) * (pin->npages + 1));
     rm_radix_path_pages(&c->tree, l->node, pin->pages, pin->npages);
     rm_radix_lock(&c->tree, pin->node);
-    pin->next = c->pins;
-    if (c->pins)
-        c->pins->prev = pin;
-    c->pins = pin;
+    RM_LIST_ADD(c->pins, pin, prev, next);
     return RM_CACHE_OK;
 }
 
@@ -624,12 +643,7 @@ void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin)
     if (!pin->node)
         return;
     rm_radix_unlock(&c->tree, pin->node);
-    if (pin->prev)
-        pin->prev->next = pin->next;
-    else
-        c->pins = pin->next;
-    if (pin->next)
-        pin->next->prev = pin->prev;
+    RM_LIST_DEL(c->pins, pin, prev, next);
     free(pin->pages);
     memset(pin, 0, sizeof *pin);
 }
@@ -659,48 +673,36 @@ rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, co
         return RM_CACHE_METADATA_ONLY;
     if (kv_start % pt || kv_start > aligned)
         return RM_CACHE_BAD_KV_START;
-    rm_lease *l = NULL;
-    if (lease_id && !(l = lease_for(c, who, lease_id)))
-        return RM_CACHE_UNKNOWN_LEASE;
-    rm_radix_node *root;
-    rm_cache_result rc = ns_root(c, ns, ns_len, 1, &root);
+    writer_at at;
+    rm_cache_result rc =
+        writer_start(c, who, ns, ns_len, tokens, aligned, lease_id, 1, now_ms, &at);
     if (rc)
         return rc;
-    if (l && l->node->ns != root->ns)
-        return RM_CACHE_LEASE_MISMATCH;
-    rm_radix_node *last;
-    size_t have = rm_radix_match(&c->tree, root, tokens, aligned, RM_MATCH_TOUCH | RM_MATCH_SPLIT,
-                                 now_ms, &last);
-    if (l && !is_ancestor_or_self(l->node, last))
-        return RM_CACHE_LEASE_MISMATCH;
-    if (have < kv_start)
+    if (at.have < kv_start)
         return RM_CACHE_PREFIX_SHORT;
-    rm_radix_lock(&c->tree, last);
-    size_t need = (aligned - have) / pt;
+    rm_radix_lock(&c->tree, at.last);
+    size_t need = (aligned - at.have) / pt;
     uint32_t *pages = rm_xmalloc(sizeof(uint32_t) * (need + 1));
     uint32_t got = need ? alloc_with_evict(c, (uint32_t)need, pages) : 0;
     if (need > 0 && got == 0) {
-        rm_radix_unlock(&c->tree, last);
+        rm_radix_unlock(&c->tree, at.last);
         free(pages);
         return RM_CACHE_POOL_PINNED;
     }
-    w->root = root;
-    w->anchor = last;
+    w->root = at.root;
+    w->anchor = at.last;
     w->ntokens = aligned;
     w->tokens = rm_xmalloc(sizeof(uint32_t) * (aligned + 1));
     if (aligned) /* tokens may be NULL when there are none: memcpy from NULL is UB */
         memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
-    w->have_tokens = have;
+    w->have_tokens = at.have;
     w->kv_start = kv_start;
     w->pages = pages;
     w->npages = got;
     w->wanted_pages = (uint32_t)need;
     w->lease_id = lease_id;
     c->pending_pages += got;
-    w->next = c->writes;
-    if (c->writes)
-        c->writes->prev = w;
-    c->writes = w;
+    RM_LIST_ADD(c->writes, w, prev, next);
     return RM_CACHE_OK;
 }
 
@@ -717,12 +719,7 @@ uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token)
 
 static void write_unlink(rm_cache *c, rm_kv_write *w)
 {
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        c->writes = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    RM_LIST_DEL(c->writes, w, prev, next);
     c->pending_pages -= w->npages;
     free(w->tokens);
     free(w->pages);

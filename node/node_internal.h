@@ -82,6 +82,12 @@ grpc_status_code node_cache_error(rm_node *n, rm_cache_result rc, const node_cac
 grpc_status_code node_decode(const rm_node *n, grpc_byte_buffer *bb, const pb_msgdesc_t *desc,
                              void *msg, rm_tokens *toks, char *err, size_t errlen);
 
+/* node_decode of a request with a token sequence (its tokens field wired
+ * to toks) and a namespace (*ns after decoding, checked as below). */
+grpc_status_code node_decode_seq(const rm_node *n, grpc_byte_buffer *bb, const pb_msgdesc_t *desc,
+                                 void *msg, pb_callback_t *tokens, char *const *ns, rm_tokens *toks,
+                                 char *err, size_t errlen);
+
 /* INVALID_ARGUMENT when ns is longer than the node allows, else OK. */
 grpc_status_code node_check_namespace(const rm_node *n, const char *ns, char *msg, size_t len);
 

@@ -269,13 +269,10 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
     char err[256] = "";
     radixmesh_v1_WriteKVChunk r = radixmesh_v1_WriteKVChunk_init_zero;
     rm_tokens toks = {0};
-    rm_pb_tokens_decoder(&r.tokens, &toks);
     r.kv.funcs.decode = decode_kv;
     r.kv.arg = ws;
-    grpc_status_code code =
-        node_decode(n, msg, radixmesh_v1_WriteKVChunk_fields, &r, &toks, err, sizeof err);
-    if (code == GRPC_STATUS_OK)
-        code = node_check_namespace(n, r.namespace, err, sizeof err);
+    grpc_status_code code = node_decode_seq(n, msg, radixmesh_v1_WriteKVChunk_fields, &r, &r.tokens,
+                                            &r.namespace, &toks, err, sizeof err);
     if (code != GRPC_STATUS_OK) {
         write_fail(ws, call, code, err);
         goto out;

@@ -255,6 +255,17 @@ static grpc_status_code encode(const pb_msgdesc_t *desc, const void *msg, grpc_b
     return GRPC_STATUS_INTERNAL;
 }
 
+grpc_status_code node_decode_seq(const rm_node *n, grpc_byte_buffer *bb, const pb_msgdesc_t *desc,
+                                 void *msg, pb_callback_t *tokens, char *const *ns, rm_tokens *toks,
+                                 char *err, size_t errlen)
+{
+    rm_pb_tokens_decoder(tokens, toks);
+    grpc_status_code code = node_decode(n, bb, desc, msg, toks, err, errlen);
+    if (code == GRPC_STATUS_OK)
+        code = node_check_namespace(n, *ns, err, errlen);
+    return code;
+}
+
 const char *node_ns_or_empty(const char *ns)
 {
     return ns ? ns : "";
@@ -267,11 +278,8 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
 {
     radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens toks = {0};
-    rm_pb_tokens_decoder(&r.tokens, &toks);
-    grpc_status_code code =
-        node_decode(n, req, radixmesh_v1_MatchRequest_fields, &r, &toks, msg, len);
-    if (code == GRPC_STATUS_OK)
-        code = node_check_namespace(n, r.namespace, msg, len);
+    grpc_status_code code = node_decode_seq(n, req, radixmesh_v1_MatchRequest_fields, &r, &r.tokens,
+                                            &r.namespace, &toks, msg, len);
     if (code == GRPC_STATUS_OK && r.peek && r.lease) {
         snprintf(msg, len, "a peek cannot take a lease");
         code = GRPC_STATUS_INVALID_ARGUMENT;
@@ -321,11 +329,8 @@ static grpc_status_code do_insert(rm_node *n, rm_rpc_call *call, grpc_byte_buffe
 {
     radixmesh_v1_InsertRequest r = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens toks = {0};
-    rm_pb_tokens_decoder(&r.tokens, &toks);
-    grpc_status_code code =
-        node_decode(n, req, radixmesh_v1_InsertRequest_fields, &r, &toks, msg, len);
-    if (code == GRPC_STATUS_OK)
-        code = node_check_namespace(n, r.namespace, msg, len);
+    grpc_status_code code = node_decode_seq(n, req, radixmesh_v1_InsertRequest_fields, &r,
+                                            &r.tokens, &r.namespace, &toks, msg, len);
     if (code == GRPC_STATUS_OK) {
         const char *ns = node_ns_or_empty(r.namespace);
         rm_insert_result ir;
@@ -382,18 +387,19 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rm_cache_stats_get(&n->cache, &st);
     radixmesh_v1_NodeStats rep = radixmesh_v1_NodeStats_init_zero;
     rep.node_id = n->node_id;
+    rep.page_tokens = rm_cache_page_tokens(&n->cache);
+    rep.kv_bytes_per_token = rm_cache_kv_bytes_per_token(&n->cache);
+    /* The cache's counters and gauges, field for field. */
     rep.match_requests_total = st.match_requests_total;
     rep.query_tokens_total = st.query_tokens_total;
     rep.hit_tokens_total = st.hit_tokens_total;
     rep.inserted_tokens_total = st.inserted_tokens_total;
     rep.evicted_tokens_total = st.evicted_tokens_total;
-    rep.page_tokens = rm_cache_page_tokens(&n->cache);
     rep.pool_pages = st.pool_pages;
     rep.free_pages = st.free_pages;
     rep.evictable_pages = st.evictable_pages;
     rep.protected_pages = st.protected_pages;
     rep.active_leases = st.active_leases;
-    rep.kv_bytes_per_token = rm_cache_kv_bytes_per_token(&n->cache);
     rep.insert_requests_total = st.insert_requests_total;
     rep.expired_leases_total = st.expired_leases_total;
     rep.tree_nodes = st.tree_nodes;
@@ -424,7 +430,7 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
 static grpc_status_code do_health(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
                                   char *msg, size_t len)
 {
-    rm_node *n = ctx;
+    const rm_node *n = ctx;
     grpc_health_v1_HealthCheckRequest r = grpc_health_v1_HealthCheckRequest_init_zero;
     grpc_status_code code =
         node_decode(n, req, grpc_health_v1_HealthCheckRequest_fields, &r, NULL, msg, len);
@@ -446,42 +452,37 @@ static grpc_status_code do_health(void *ctx, grpc_byte_buffer *req, grpc_byte_bu
 
 /* ---- registration ------------------------------------------------------ */
 
+/* Methods that take or name leases need the call to learn the caller:
+ * they run as async unary methods answered before they return. */
+static rm_rpc_method with_call(const char *path, node_method *m)
+{
+    return (rm_rpc_method){
+        .path = path, .kind = RM_RPC_UNARY_ASYNC, .unary_async = unary_with_call, .ctx = m};
+}
+
+static rm_rpc_method unary(const char *path, rm_unary_fn fn, rm_node *n)
+{
+    return (rm_rpc_method){.path = path, .kind = RM_RPC_UNARY, .unary = fn, .ctx = n};
+}
+
+static rm_rpc_method streaming(const char *path, rm_rpc_kind kind, rm_stream_fn fn, rm_node *n)
+{
+    return (rm_rpc_method){.path = path, .kind = kind, .stream = fn, .ctx = n};
+}
+
 int rm_node_register(rm_node *n, rm_rpc_server *srv)
 {
-    /* Methods that take or name leases need the call to learn the caller:
-     * they run as async unary methods answered before they return. */
     n->match_m = (node_method){n, do_match};
     n->insert_m = (node_method){n, do_insert};
     n->release_m = (node_method){n, do_release};
     const rm_rpc_method methods[] = {
-        {.path = "/radixmesh.v1.CacheNode/Match",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = unary_with_call,
-         .ctx = &n->match_m},
-        {.path = "/radixmesh.v1.CacheNode/Insert",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = unary_with_call,
-         .ctx = &n->insert_m},
-        {.path = "/radixmesh.v1.CacheNode/Release",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = unary_with_call,
-         .ctx = &n->release_m},
-        {.path = "/radixmesh.v1.CacheNode/Stats",
-         .kind = RM_RPC_UNARY,
-         .unary = do_stats,
-         .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/ReadKV",
-         .kind = RM_RPC_SERVER_STREAMING,
-         .stream = node_read_kv,
-         .ctx = n},
-        {.path = "/radixmesh.v1.CacheNode/WriteKV",
-         .kind = RM_RPC_CLIENT_STREAMING,
-         .stream = node_write_kv,
-         .ctx = n},
-        {.path = "/grpc.health.v1.Health/Check",
-         .kind = RM_RPC_UNARY,
-         .unary = do_health,
-         .ctx = n},
+        with_call("/radixmesh.v1.CacheNode/Match", &n->match_m),
+        with_call("/radixmesh.v1.CacheNode/Insert", &n->insert_m),
+        with_call("/radixmesh.v1.CacheNode/Release", &n->release_m),
+        unary("/radixmesh.v1.CacheNode/Stats", do_stats, n),
+        streaming("/radixmesh.v1.CacheNode/ReadKV", RM_RPC_SERVER_STREAMING, node_read_kv, n),
+        streaming("/radixmesh.v1.CacheNode/WriteKV", RM_RPC_CLIENT_STREAMING, node_write_kv, n),
+        unary("/grpc.health.v1.Health/Check", do_health, n),
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)
         if (rm_rpc_server_add_method(srv, &methods[i]) != 0)

@@ -85,6 +85,9 @@ static void test_stream_verdict(void)
     /* Both due: the lease is the reason to tell. */
     CHECK_EQ(rm_guard_stream(2000, 1000, 100, 1500), RM_STREAM_LEASE_EXPIRED);
     CHECK(strcmp(rm_stream_verdict_str(RM_STREAM_IDLE), "idle") == 0);
+    CHECK(strcmp(rm_stream_verdict_str(RM_STREAM_KEEP), "keep") == 0);
+    CHECK(strcmp(rm_stream_verdict_str(RM_STREAM_LEASE_EXPIRED), "lease expired") == 0);
+    CHECK(strcmp(rm_stream_verdict_str((rm_stream_verdict)7), "?") == 0);
 }
 
 static void test_log_limit(void)
