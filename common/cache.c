@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "list.h"
+#include "ptrtab.h"
 #include "siphash.h"
 #include "util.h"
 
@@ -78,63 +79,28 @@ static uint32_t *scratch(rm_cache *c, size_t n)
 
 /* ---- leases: id table + expiry heap ---------------------------------- */
 
+static uint64_t lease_id_of(const void *e)
+{
+    return ((const rm_lease *)e)->id;
+}
+
 static rm_lease *lease_find(const rm_cache *c, uint64_t id)
 {
     if (id == 0)
         return NULL;
-    for (size_t i = id & c->lease_mask;; i = (i + 1) & c->lease_mask) {
-        rm_lease *l = c->lease_slots[i];
-        if (!l)
-            return NULL;
+    const rm_ptrtab *t = &c->leases;
+    for (size_t i = id & t->mask; t->slots[i]; i = (i + 1) & t->mask) {
+        rm_lease *l = t->slots[i];
         if (l->id == id)
             return l;
     }
-}
-
-static void lease_slot_put(rm_lease **slots, size_t mask, rm_lease *l)
-{
-    size_t i = l->id & mask;
-    while (slots[i])
-        i = (i + 1) & mask;
-    slots[i] = l;
+    return NULL;
 }
 
 static void lease_table_add(rm_cache *c, rm_lease *l)
 {
-    if ((c->nleases + 1) * 2 > c->lease_mask + 1) {
-        size_t ncap = (c->lease_mask + 1) * 2;
-        rm_lease **ns = rm_xcalloc(ncap, sizeof *ns);
-        for (size_t i = 0; i <= c->lease_mask; i++)
-            if (c->lease_slots[i])
-                lease_slot_put(ns, ncap - 1, c->lease_slots[i]);
-        free(c->lease_slots);
-        c->lease_slots = ns;
-        c->lease_mask = ncap - 1;
-        c->lease_heap = rm_xrealloc(c->lease_heap, sizeof *c->lease_heap * ncap);
-    }
-    lease_slot_put(c->lease_slots, c->lease_mask, l);
-    c->nleases++;
-}
-
-static void lease_table_del(rm_cache *c, rm_lease *l)
-{
-    size_t i = l->id & c->lease_mask;
-    while (c->lease_slots[i] != l)
-        i = (i + 1) & c->lease_mask;
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & c->lease_mask;
-        if (!c->lease_slots[j])
-            break;
-        size_t home = c->lease_slots[j]->id & c->lease_mask;
-        int in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
-        if (!in_range) {
-            c->lease_slots[i] = c->lease_slots[j];
-            i = j;
-        }
-    }
-    c->lease_slots[i] = NULL;
-    c->nleases--;
+    if (rm_ptrtab_add(&c->leases, l)) /* the heap holds as many as the table may */
+        c->lease_heap = rm_xrealloc(c->lease_heap, sizeof *c->lease_heap * (c->leases.mask + 1));
 }
 
 static void lheap_set(rm_cache *c, size_t i, rm_lease *l)
@@ -166,14 +132,14 @@ static void lheap_fix(rm_cache *c, size_t i, size_t len)
 
 static void lease_drop(rm_cache *c, rm_lease *l)
 {
-    /* nleases doubles as the heap length: remove from the heap first. */
-    size_t last = c->nleases - 1;
+    /* leases.n doubles as the heap length: remove from the heap first. */
+    size_t last = c->leases.n - 1;
     size_t i = l->heap_idx;
     if (i != last) {
         lheap_set(c, i, c->lease_heap[last]);
         lheap_fix(c, i, last);
     }
-    lease_table_del(c, l);
+    rm_ptrtab_del(&c->leases, l);
     /* Pins taken under this lease keep its end as their own bound. */
     for (rm_kv_pin *p = c->pins; p; p = p->next) {
         if (p->lease == l) {
@@ -278,7 +244,7 @@ static void lease_move(rm_cache *c, rm_lease *l, rm_radix_node *node, uint64_t n
     rm_radix_unlock(&c->tree, l->node);
     l->node = node;
     l->expires_ms = now_ms + l->ttl_ms;
-    lheap_fix(c, l->heap_idx, c->nleases);
+    lheap_fix(c, l->heap_idx, c->leases.n);
 }
 
 /* ---- public API ------------------------------------------------------ */
@@ -308,16 +274,15 @@ rm_cache_result rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
         return RM_CACHE_NO_RANDOMNESS;
     }
     rm_peers_init(&c->peers, peer_key);
-    c->lease_mask = 63;
-    c->lease_slots = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_slots);
-    c->lease_heap = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_heap);
+    rm_ptrtab_init(&c->leases, 64, lease_id_of);
+    c->lease_heap = rm_xcalloc(c->leases.mask + 1, sizeof *c->lease_heap);
     return RM_CACHE_OK;
 }
 
 void rm_cache_destroy(rm_cache *c)
 {
-    for (size_t i = 0; c->lease_slots && i <= c->lease_mask; i++)
-        free(c->lease_slots[i]);
+    for (size_t i = 0; c->leases.slots && i <= c->leases.mask; i++)
+        free(c->leases.slots[i]);
     for (rm_kv_pin *p = c->pins; p; p = p->next) {
         free(p->pages);
         p->pages = NULL;
@@ -328,7 +293,7 @@ void rm_cache_destroy(rm_cache *c)
         w->tokens = NULL;
         w->pages = NULL;
     }
-    free(c->lease_slots);
+    rm_ptrtab_destroy(&c->leases);
     free(c->lease_heap);
     free(c->scratch);
     rm_peers_destroy(&c->peers);
@@ -343,7 +308,7 @@ rm_cache_result rm_cache_match(rm_cache *c, const rm_cache_caller *who, const ch
 {
     out->matched_tokens = 0;
     out->lease_id = 0;
-    if (lease && c->nleases >= c->cfg.max_leases)
+    if (lease && c->leases.n >= c->cfg.max_leases)
         return RM_CACHE_LEASE_LIMIT;
     if (lease && who) {
         const rm_peer *p = rm_peers_find(&c->peers, who->id, who->len, who->authenticated);
@@ -374,8 +339,8 @@ rm_cache_result rm_cache_match(rm_cache *c, const rm_cache_caller *who, const ch
             l->owner = rm_peers_ref(&c->peers, who->id, who->len, who->authenticated);
         rm_radix_lock(&c->tree, last);
         lease_table_add(c, l);
-        lheap_set(c, c->nleases - 1, l);
-        lheap_fix(c, c->nleases - 1, c->nleases);
+        lheap_set(c, c->leases.n - 1, l);
+        lheap_fix(c, c->leases.n - 1, c->leases.n);
         out->lease_id = l->id;
     }
     return RM_CACHE_OK;
@@ -482,7 +447,7 @@ rm_cache_result rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64
 uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
 {
     uint32_t expired = 0;
-    while (c->nleases > 0 && c->lease_heap[0]->expires_ms <= now_ms) {
+    while (c->leases.n > 0 && c->lease_heap[0]->expires_ms <= now_ms) {
         lease_drop(c, c->lease_heap[0]);
         expired++;
     }
@@ -497,7 +462,7 @@ uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
 
 uint64_t rm_cache_next_expiry(const rm_cache *c, uint64_t now_ms)
 {
-    if (c->nleases == 0)
+    if (c->leases.n == 0)
         return UINT64_MAX;
     uint64_t at = c->lease_heap[0]->expires_ms;
     return at > now_ms ? at - now_ms : 0;
@@ -510,27 +475,27 @@ void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out)
     out->free_pages = c->pool.nfree;
     out->evictable_pages = c->tree.evictable_pages;
     out->protected_pages = c->tree.protected_pages + c->pending_pages;
-    out->active_leases = c->nleases;
+    out->active_leases = c->leases.n;
     out->tree_nodes = c->tree.nodes;
     out->namespaces = c->tree.nns;
-    out->metadata_bytes = rm_radix_metadata_bytes(&c->tree) + rm_pool_metadata_bytes(&c->pool) +
-                          c->nleases * sizeof(rm_lease) +
-                          (c->lease_mask + 1) * 2 * sizeof(rm_lease *) +
-                          c->peers.n * sizeof(rm_peer) + (c->peers.mask + 1) * sizeof(rm_peer *);
+    out->metadata_bytes =
+        rm_radix_metadata_bytes(&c->tree) + rm_pool_metadata_bytes(&c->pool) +
+        c->leases.n * sizeof(rm_lease) + (c->leases.mask + 1) * 2 * sizeof(rm_lease *) +
+        c->peers.tab.n * sizeof(rm_peer) + (c->peers.tab.mask + 1) * sizeof(rm_peer *);
 }
 
 rm_cache_result rm_cache_check(const rm_cache *c, char *err, size_t errlen)
 {
-    size_t nheld = c->nleases;
+    size_t nheld = c->leases.n;
     for (rm_kv_pin *p = c->pins; p; p = p->next)
         nheld++;
     for (rm_kv_write *w = c->writes; w; w = w->next)
         nheld++;
     const rm_radix_node **held = rm_xmalloc(sizeof *held * (nheld + 1));
     size_t k = 0;
-    for (size_t i = 0; i <= c->lease_mask; i++)
-        if (c->lease_slots[i])
-            held[k++] = c->lease_slots[i]->node;
+    for (size_t i = 0; i <= c->leases.mask; i++)
+        if (c->leases.slots[i])
+            held[k++] = ((const rm_lease *)c->leases.slots[i])->node;
     for (rm_kv_pin *p = c->pins; p; p = p->next)
         held[k++] = p->node;
     for (rm_kv_write *w = c->writes; w; w = w->next)
@@ -571,7 +536,7 @@ rm_cache_result rm_cache_check(const rm_cache *c, char *err, size_t errlen)
                  c->pool.npages);
         goto out;
     }
-    for (size_t i = 0; i < c->nleases; i++) {
+    for (size_t i = 0; i < c->leases.n; i++) {
         const rm_lease *l = c->lease_heap[i];
         if (l->heap_idx != i || lease_find(c, l->id) != l || l->id == 0 ||
             (i > 0 && l->expires_ms < c->lease_heap[(i - 1) / 2]->expires_ms)) {
@@ -586,21 +551,21 @@ rm_cache_result rm_cache_check(const rm_cache *c, char *err, size_t errlen)
     }
     /* Each peer entry counts exactly the leases it owns, and holds one. */
     size_t npeers = 0;
-    for (size_t s = 0; s <= c->peers.mask; s++) {
-        const rm_peer *p = c->peers.slots[s];
+    for (size_t s = 0; s <= c->peers.tab.mask; s++) {
+        const rm_peer *p = c->peers.tab.slots[s];
         if (!p)
             continue;
         npeers++;
         uint32_t owned = 0;
-        for (size_t i = 0; i < c->nleases; i++)
+        for (size_t i = 0; i < c->leases.n; i++)
             owned += c->lease_heap[i]->owner == p;
         if (owned != p->leases || owned == 0) {
             snprintf(err, errlen, "peer %.40s counts %u leases, owns %u", p->id, p->leases, owned);
             goto out;
         }
     }
-    if (npeers != c->peers.n) {
-        snprintf(err, errlen, "peer table holds %zu entries, counts %zu", npeers, c->peers.n);
+    if (npeers != c->peers.tab.n) {
+        snprintf(err, errlen, "peer table holds %zu entries, counts %zu", npeers, c->peers.tab.n);
         goto out;
     }
     for (rm_kv_pin *p = c->pins; p; p = p->next) {

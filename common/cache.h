@@ -39,6 +39,7 @@
 
 #include "peers.h"
 #include "pool.h"
+#include "ptrtab.h"
 #include "radix.h"
 
 /* What a cache operation came to. Each failure names one outcome, so a
@@ -120,9 +121,8 @@ typedef struct rm_cache {
     rm_pool pool;
     rm_cache_stats st; /* counters only; gauges are computed on demand */
 
-    rm_lease **lease_slots; /* open addressing by id, power-of-two size */
-    size_t lease_mask, nleases;
-    rm_lease **lease_heap; /* min-heap by expires_ms */
+    rm_ptrtab leases;      /* rm_lease entries by id */
+    rm_lease **lease_heap; /* min-heap by expires_ms, leases.n long */
     uint64_t lease_seq;
     uint8_t lease_key[16]; /* SipHash key of the lease ids, from getrandom */
     rm_peers peers;        /* leases per known caller */

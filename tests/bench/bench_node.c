@@ -117,7 +117,7 @@ static void bench_inprocess(void)
     /* uordblks misses big blocks malloc maps directly: add hblkhd. */
     double heap = (double)(after.uordblks + after.hblkhd - before.uordblks - before.hblkhd) -
                   (double)rm_pool_metadata_bytes(&c.pool) -
-                  (double)((c.lease_mask + 1) * 2 * sizeof(void *));
+                  (double)((c.leases.mask + 1) * 2 * sizeof(void *));
     printf("4. metadata per cached token (page 16, %llu tokens cached in %llu nodes): "
            "%.2f B accounted, %.2f B real heap (goal <= 8)\n"
            "   baseline 4 B token id -> ratio %.2f (accounted), %.2f (heap); pool page table "

@@ -496,10 +496,10 @@ static void test_peer_lease_share(fx *f)
     f->who = &ip1;
     CHECK_EQ(mat(f, "m", f->a, 4, 1, 0, 0), RM_CACHE_OK);
     CHECK_EQ(stats(f)->peer_lease_refusals_total, 1);
-    CHECK_EQ(f->c.peers.n, 3);
+    CHECK_EQ(f->c.peers.tab.n, 3);
     /* Expiry gives the share back too. */
     CHECK_EQ(rm_cache_tick(&f->c, 1000000), 6);
-    CHECK_EQ(f->c.peers.n, 0);
+    CHECK_EQ(f->c.peers.tab.n, 0);
     /* An explicit share; max_leases 1 still leaves one lease per peer. */
     CHECK_EQ(share_of(8, 2), 2);
     CHECK_EQ(share_of(1, 0), 1);

@@ -279,9 +279,11 @@ static void lease_moved(rm_cache *c, uint64_t lid, const uint32_t *q, size_t n, 
             continue;
         memcpy(leases[i].tok, q, n * sizeof *q);
         leases[i].matched = cached;
-        for (size_t s = 0; s <= c->lease_mask; s++)
-            if (c->lease_slots[s] && c->lease_slots[s]->id == lid)
-                leases[i].expires = c->lease_slots[s]->expires_ms;
+        for (size_t s = 0; s <= c->leases.mask; s++) {
+            const rm_lease *l = c->leases.slots[s];
+            if (l && l->id == lid)
+                leases[i].expires = l->expires_ms;
+        }
     }
 }
 
@@ -446,7 +448,7 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
         }
     checked:
         inv(&c);
-        CHECK_EQ(c.nleases, nleases);
+        CHECK_EQ(c.leases.n, nleases);
         for (int k = 1; k < 4; k++) {
             const rm_peer *p =
                 rm_peers_find(&c.peers, CALLERS[k]->id, CALLERS[k]->len, CALLERS[k]->authenticated);
