@@ -23,7 +23,8 @@ static void on_wake(rm_cq_tag *tag, int ok)
     grpc_slice_unref(s->wake.details);
     grpc_call_unref(s->wake.call);
     posted *list = s->post_head;
-    s->post_head = s->post_tail = NULL;
+    s->post_head = NULL;
+    s->post_tail = &s->post_head;
     s->wake_pending = 0;
     pthread_mutex_unlock(&s->post_mu);
     while (list) {
@@ -64,11 +65,8 @@ int rm_rpc_server_post(rm_rpc_server *s, rm_post_fn fn, void *arg)
     int rc = -1;
     if (!s->post_closed && (s->wake_pending || start_wake(s) == 0)) {
         s->wake_pending = 1;
-        if (s->post_tail)
-            s->post_tail->next = p;
-        else
-            s->post_head = p;
-        s->post_tail = p;
+        *s->post_tail = p;
+        s->post_tail = &p->next;
         rc = 0;
     }
     pthread_mutex_unlock(&s->post_mu);
@@ -80,6 +78,7 @@ int rm_rpc_server_post(rm_rpc_server *s, rm_post_fn fn, void *arg)
 void rpc_post_init(rm_rpc_server *s)
 {
     pthread_mutex_init(&s->post_mu, NULL);
+    s->post_tail = &s->post_head;
     s->wake_ch = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "wake-up");
     s->wake.base.fn = on_wake;
 }

@@ -22,6 +22,18 @@ typedef struct client_call {
     uint64_t stalls_at_start; /* s->stalls when the call started */
 } client_call;
 
+/* Releases what the call holds: its reply, status details, metadata. */
+static void client_call_free(client_call *cc)
+{
+    if (cc->resp)
+        grpc_byte_buffer_destroy(cc->resp);
+    grpc_slice_unref(cc->details);
+    grpc_metadata_array_destroy(&cc->md);
+    grpc_metadata_array_destroy(&cc->tmd);
+    grpc_call_unref(cc->call);
+    free(cc);
+}
+
 static void on_client_call(rm_cq_tag *tag, int ok)
 {
     client_call *cc = (client_call *)tag;
@@ -39,13 +51,7 @@ static void on_client_call(rm_cq_tag *tag, int ok)
     cc->srv->reply_stalled = cc->srv->stalls != cc->stalls_at_start;
     cc->cb(cc->ctx, st, st == GRPC_STATUS_OK ? cc->resp : NULL, details);
     cc->srv->reply_stalled = 0;
-    if (cc->resp)
-        grpc_byte_buffer_destroy(cc->resp);
-    grpc_slice_unref(cc->details);
-    grpc_metadata_array_destroy(&cc->md);
-    grpc_metadata_array_destroy(&cc->tmd);
-    grpc_call_unref(cc->call);
-    free(cc);
+    client_call_free(cc);
 }
 
 int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
@@ -73,10 +79,7 @@ int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
     rm_rpc_unary_ops(ops, req, &cc->md, &cc->resp, &cc->tmd, &cc->status, &cc->details);
     rm_rpc_auth_apply(&s->client_auth, &ops[0]);
     if (grpc_call_start_batch(cc->call, ops, 6, &cc->base, NULL) != GRPC_CALL_OK) {
-        grpc_metadata_array_destroy(&cc->md);
-        grpc_metadata_array_destroy(&cc->tmd);
-        grpc_call_unref(cc->call);
-        free(cc);
+        client_call_free(cc);
         return -1;
     }
     return 0;

@@ -46,7 +46,7 @@ struct rm_rpc_server {
      * thread runs the work promptly; `closed` is set under post_mu right
      * before the queue shuts down, after which nothing may start on it. */
     pthread_mutex_t post_mu;
-    struct posted *post_head, *post_tail;
+    struct posted *post_head, **post_tail; /* FIFO; post_tail: the last next field */
     int wake_pending, post_closed;
     grpc_channel *wake_ch;
     /* At most one wake call is out (wake_pending), so it lives here. Its
