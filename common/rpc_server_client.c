@@ -27,10 +27,7 @@ static void client_call_free(client_call *cc)
 {
     if (cc->resp)
         grpc_byte_buffer_destroy(cc->resp);
-    grpc_slice_unref(cc->details);
-    grpc_metadata_array_destroy(&cc->md);
-    grpc_metadata_array_destroy(&cc->tmd);
-    grpc_call_unref(cc->call);
+    rm_rpc_unary_release(cc->call, &cc->md, &cc->tmd, cc->details);
     free(cc);
 }
 
