@@ -6,21 +6,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "list.h"
+#include "ptrtab.h"
 #include "siphash.h"
 #include "util.h"
 
 void rm_cache_config_defaults(rm_cache_config *cfg)
 {
-    memset(cfg, 0, sizeof *cfg);
-    cfg->page_tokens = 16;
-    cfg->pool_pages = 65536;
-    cfg->kv_bytes_per_token = 0;
-    cfg->policy = RM_EVICT_LRU;
-    cfg->ttl_ms = 0;
-    cfg->default_lease_ttl_ms = 30000;
-    cfg->max_lease_ttl_ms = 600000;
-    cfg->max_leases = 65536;
-    cfg->max_namespaces = 1024;
+    /* Unnamed fields are 0: metadata-only, no entry TTL, half the leases
+     * per peer, no prefault. */
+    *cfg = (rm_cache_config){.page_tokens = 16,
+                             .pool_pages = 65536,
+                             .policy = RM_EVICT_LRU,
+                             .default_lease_ttl_ms = 30000,
+                             .max_lease_ttl_ms = 600000,
+                             .max_leases = 65536,
+                             .max_namespaces = 1024};
+}
+
+const char *rm_cache_strerror(rm_cache_result r)
+{
+    static const char *const msg[RM_CACHE_NRESULTS] = {
+        [RM_CACHE_OK] = "ok",
+        [RM_CACHE_BAD_CONFIG] = "bad cache configuration",
+        [RM_CACHE_NO_MEMORY] = "cannot map the KV pool",
+        [RM_CACHE_NO_RANDOMNESS] = "no randomness for the lease-id key",
+        [RM_CACHE_UNKNOWN_LEASE] = "unknown lease",
+        [RM_CACHE_LEASE_MISMATCH] = "the lease does not cover a prefix of these tokens",
+        [RM_CACHE_PREFIX_SHORT] = "the cache holds fewer tokens than kv_start",
+        [RM_CACHE_BAD_KV_START] = "kv_start is not page-aligned or past the sequence",
+        [RM_CACHE_POOL_PINNED] = "every page of the pool is pinned",
+        [RM_CACHE_LEASE_LIMIT] = "lease limit reached",
+        [RM_CACHE_PEER_LEASE_LIMIT] = "the caller's lease share is full",
+        [RM_CACHE_NAMESPACE_LIMIT] = "namespace limit reached",
+        [RM_CACHE_STORES_KV] = "the cache stores KV bytes: write them with the tokens",
+        [RM_CACHE_METADATA_ONLY] = "the cache stores no KV bytes",
+        [RM_CACHE_INCONSISTENT] = "cache invariant broken",
+    };
+    return (unsigned)r < RM_CACHE_NRESULTS ? msg[r] : "unknown cache result";
 }
 
 /* ---- pool <-> tree glue ---------------------------------------------- */
@@ -56,63 +79,28 @@ static uint32_t *scratch(rm_cache *c, size_t n)
 
 /* ---- leases: id table + expiry heap ---------------------------------- */
 
+static uint64_t lease_id_of(const void *e)
+{
+    return ((const rm_lease *)e)->id;
+}
+
 static rm_lease *lease_find(const rm_cache *c, uint64_t id)
 {
     if (id == 0)
         return NULL;
-    for (size_t i = id & c->lease_mask;; i = (i + 1) & c->lease_mask) {
-        rm_lease *l = c->lease_slots[i];
-        if (!l)
-            return NULL;
+    const rm_ptrtab *t = &c->leases;
+    for (size_t i = id & t->mask; t->slots[i]; i = (i + 1) & t->mask) {
+        rm_lease *l = t->slots[i];
         if (l->id == id)
             return l;
     }
-}
-
-static void lease_slot_put(rm_lease **slots, size_t mask, rm_lease *l)
-{
-    size_t i = l->id & mask;
-    while (slots[i])
-        i = (i + 1) & mask;
-    slots[i] = l;
+    return NULL;
 }
 
 static void lease_table_add(rm_cache *c, rm_lease *l)
 {
-    if ((c->nleases + 1) * 2 > c->lease_mask + 1) {
-        size_t ncap = (c->lease_mask + 1) * 2;
-        rm_lease **ns = rm_xcalloc(ncap, sizeof *ns);
-        for (size_t i = 0; i <= c->lease_mask; i++)
-            if (c->lease_slots[i])
-                lease_slot_put(ns, ncap - 1, c->lease_slots[i]);
-        free(c->lease_slots);
-        c->lease_slots = ns;
-        c->lease_mask = ncap - 1;
-        c->lease_heap = rm_xrealloc(c->lease_heap, sizeof *c->lease_heap * ncap);
-    }
-    lease_slot_put(c->lease_slots, c->lease_mask, l);
-    c->nleases++;
-}
-
-static void lease_table_del(rm_cache *c, rm_lease *l)
-{
-    size_t i = l->id & c->lease_mask;
-    while (c->lease_slots[i] != l)
-        i = (i + 1) & c->lease_mask;
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & c->lease_mask;
-        if (!c->lease_slots[j])
-            break;
-        size_t home = c->lease_slots[j]->id & c->lease_mask;
-        int in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
-        if (!in_range) {
-            c->lease_slots[i] = c->lease_slots[j];
-            i = j;
-        }
-    }
-    c->lease_slots[i] = NULL;
-    c->nleases--;
+    if (rm_ptrtab_add(&c->leases, l)) /* the heap holds as many as the table may */
+        c->lease_heap = rm_xrealloc(c->lease_heap, sizeof *c->lease_heap * (c->leases.mask + 1));
 }
 
 static void lheap_set(rm_cache *c, size_t i, rm_lease *l)
@@ -144,14 +132,14 @@ static void lheap_fix(rm_cache *c, size_t i, size_t len)
 
 static void lease_drop(rm_cache *c, rm_lease *l)
 {
-    /* nleases doubles as the heap length: remove from the heap first. */
-    size_t last = c->nleases - 1;
+    /* leases.n doubles as the heap length: remove from the heap first. */
+    size_t last = c->leases.n - 1;
     size_t i = l->heap_idx;
     if (i != last) {
         lheap_set(c, i, c->lease_heap[last]);
         lheap_fix(c, i, last);
     }
-    lease_table_del(c, l);
+    rm_ptrtab_del(&c->leases, l);
     /* Pins taken under this lease keep its end as their own bound. */
     for (rm_kv_pin *p = c->pins; p; p = p->next) {
         if (p->lease == l) {
@@ -200,19 +188,46 @@ uint32_t rm_cache_peer_lease_limit(const rm_cache *c)
     return per ? per : 1;
 }
 
-/* Root of namespace ns, creating it if asked. At the namespace limit,
- * empty namespaces are reclaimed first: no caller holds an unlocked empty
- * root at this point, so none is left dangling. Counts refusals. */
-static int ns_root(rm_cache *c, const char *ns, size_t ns_len, int create, rm_radix_node **root)
+const rm_cache_config *rm_cache_config_get(const rm_cache *c)
+{
+    return &c->cfg;
+}
+
+uint32_t rm_cache_page_tokens(const rm_cache *c)
+{
+    return c->cfg.page_tokens;
+}
+
+uint64_t rm_cache_kv_bytes_per_token(const rm_cache *c)
+{
+    return c->cfg.kv_bytes_per_token;
+}
+
+void rm_cache_set_limits(rm_cache *c, uint32_t max_leases, uint32_t default_lease_ttl_ms,
+                         uint32_t max_lease_ttl_ms)
+{
+    c->cfg.max_leases = max_leases;
+    c->cfg.default_lease_ttl_ms = default_lease_ttl_ms;
+    c->cfg.max_lease_ttl_ms = max_lease_ttl_ms;
+}
+
+/* Root of namespace ns (NULL when absent and not created), creating it if
+ * asked. At the namespace limit, empty namespaces are reclaimed first: no
+ * caller holds an unlocked empty root at this point, so none is left
+ * dangling. Counts refusals. */
+static rm_cache_result ns_root(rm_cache *c, const char *ns, size_t ns_len, int create,
+                               rm_radix_node **root)
 {
     int rc = rm_radix_root(&c->tree, ns, ns_len, create, root);
     if (rc == -ENOSPC && rm_radix_reclaim(&c->tree) > 0)
         rc = rm_radix_root(&c->tree, ns, ns_len, create, root);
     if (rc == -ENOSPC) {
         c->st.namespace_refusals_total++;
-        return -EDQUOT;
+        return RM_CACHE_NAMESPACE_LIMIT;
     }
-    return rc;
+    if (rc)
+        *root = NULL; /* -ENOENT: absent, and not asked to create it */
+    return RM_CACHE_OK;
 }
 
 static uint32_t clamp_ttl(const rm_cache *c, uint32_t ttl_ms)
@@ -229,47 +244,45 @@ static void lease_move(rm_cache *c, rm_lease *l, rm_radix_node *node, uint64_t n
     rm_radix_unlock(&c->tree, l->node);
     l->node = node;
     l->expires_ms = now_ms + l->ttl_ms;
-    lheap_fix(c, l->heap_idx, c->nleases);
+    lheap_fix(c, l->heap_idx, c->leases.n);
 }
 
 /* ---- public API ------------------------------------------------------ */
 
-int rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
+rm_cache_result rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
 {
     memset(c, 0, sizeof *c);
     if (cfg->page_tokens == 0 || cfg->pool_pages == 0 || cfg->max_leases == 0 ||
         cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 || cfg->max_lease_ttl_ms == 0 ||
         cfg->policy > RM_EVICT_LFU)
-        return -EINVAL;
+        return RM_CACHE_BAD_CONFIG;
     if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
-        return -EINVAL;
+        return RM_CACHE_BAD_CONFIG;
     c->cfg = *cfg;
     int rc = rm_pool_init(&c->pool, cfg->pool_pages, cfg->kv_bytes_per_token * cfg->page_tokens,
                           cfg->prefault_kv);
     if (rc)
-        return rc;
-    rc = rm_radix_init(&c->tree, cfg->page_tokens, cfg->policy, cfg->max_namespaces);
-    if (rc) {
+        return rc == -ENOMEM ? RM_CACHE_NO_MEMORY : RM_CACHE_BAD_CONFIG;
+    if (rm_radix_init(&c->tree, cfg->page_tokens, cfg->policy, cfg->max_namespaces) != 0) {
         rm_pool_destroy(&c->pool);
-        return rc;
+        return RM_CACHE_BAD_CONFIG;
     }
     uint8_t peer_key[16];
     if (rm_siphash_key(c->lease_key) != 0 || rm_siphash_key(peer_key) != 0) {
         rm_radix_destroy(&c->tree);
         rm_pool_destroy(&c->pool);
-        return -EIO;
+        return RM_CACHE_NO_RANDOMNESS;
     }
     rm_peers_init(&c->peers, peer_key);
-    c->lease_mask = 63;
-    c->lease_slots = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_slots);
-    c->lease_heap = rm_xcalloc(c->lease_mask + 1, sizeof *c->lease_heap);
-    return 0;
+    rm_ptrtab_init(&c->leases, 64, lease_id_of);
+    c->lease_heap = rm_xcalloc(c->leases.mask + 1, sizeof *c->lease_heap);
+    return RM_CACHE_OK;
 }
 
 void rm_cache_destroy(rm_cache *c)
 {
-    for (size_t i = 0; c->lease_slots && i <= c->lease_mask; i++)
-        free(c->lease_slots[i]);
+    for (size_t i = 0; c->leases.slots && i <= c->leases.mask; i++)
+        free(c->leases.slots[i]);
     for (rm_kv_pin *p = c->pins; p; p = p->next) {
         free(p->pages);
         p->pages = NULL;
@@ -280,7 +293,7 @@ void rm_cache_destroy(rm_cache *c)
         w->tokens = NULL;
         w->pages = NULL;
     }
-    free(c->lease_slots);
+    rm_ptrtab_destroy(&c->leases);
     free(c->lease_heap);
     free(c->scratch);
     rm_peers_destroy(&c->peers);
@@ -289,29 +302,29 @@ void rm_cache_destroy(rm_cache *c)
     memset(c, 0, sizeof *c);
 }
 
-int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                   const uint32_t *tokens, size_t n, int lease, uint32_t lease_ttl_ms,
-                   uint64_t now_ms, rm_match_result *out)
+rm_cache_result rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                               size_t ns_len, const uint32_t *tokens, size_t n, int lease,
+                               uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out)
 {
     out->matched_tokens = 0;
     out->lease_id = 0;
-    if (lease && c->nleases >= c->cfg.max_leases)
-        return -EMFILE;
+    if (lease && c->leases.n >= c->cfg.max_leases)
+        return RM_CACHE_LEASE_LIMIT;
     if (lease && who) {
         const rm_peer *p = rm_peers_find(&c->peers, who->id, who->len, who->authenticated);
         if (p && p->leases >= rm_cache_peer_lease_limit(c)) {
             c->st.peer_lease_refusals_total++;
-            return -EUSERS;
+            return RM_CACHE_PEER_LEASE_LIMIT;
         }
     }
     rm_radix_node *root;
-    int rc = ns_root(c, ns, ns_len, lease, &root);
-    if (rc == -EDQUOT)
+    rm_cache_result rc = ns_root(c, ns, ns_len, lease, &root);
+    if (rc)
         return rc;
     c->st.match_requests_total++;
     c->st.query_tokens_total += n;
-    if (rc == -ENOENT)
-        return 0; /* a namespace nobody inserted into: a miss */
+    if (!root)
+        return RM_CACHE_OK; /* a namespace nobody inserted into: a miss */
     rm_radix_node *last;
     int flags = RM_MATCH_TOUCH | RM_MATCH_HIT | (lease ? RM_MATCH_SPLIT : 0);
     out->matched_tokens = rm_radix_match(&c->tree, root, tokens, n, flags, now_ms, &last);
@@ -326,11 +339,11 @@ int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size
             l->owner = rm_peers_ref(&c->peers, who->id, who->len, who->authenticated);
         rm_radix_lock(&c->tree, last);
         lease_table_add(c, l);
-        lheap_set(c, c->nleases - 1, l);
-        lheap_fix(c, c->nleases - 1, c->nleases);
+        lheap_set(c, c->leases.n - 1, l);
+        lheap_fix(c, c->leases.n - 1, c->leases.n);
         out->lease_id = l->id;
     }
-    return 0;
+    return RM_CACHE_OK;
 }
 
 size_t rm_cache_peek(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n)
@@ -349,70 +362,92 @@ static int is_ancestor_or_self(const rm_radix_node *anc, const rm_radix_node *n)
     return 0;
 }
 
-int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                    const uint32_t *tokens, size_t n, uint64_t lease_id, uint64_t now_ms,
-                    rm_insert_result *out)
+/* Where a writer (Insert, WriteKV) stands once writer_start has checked it. */
+typedef struct writer_at {
+    rm_lease *lease;            /* the lease named, NULL: none */
+    rm_radix_node *root, *last; /* the namespace's root; where the cached prefix ends */
+    size_t have;                /* tokens of the sequence already cached */
+} writer_at;
+
+/* What Insert and WriteKV do first: the lease named (if any) is who's, the
+ * namespace has a root (created if need be), and the cached prefix of
+ * tokens[0..aligned) extends the lease's. The match splits the edge where
+ * the prefix ends when a lease will move there, or with split (a write
+ * locks that node); otherwise only where the sequence diverges. */
+static rm_cache_result writer_start(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                    size_t ns_len, const uint32_t *tokens, size_t aligned,
+                                    uint64_t lease_id, int split, uint64_t now_ms, writer_at *at)
+{
+    at->lease = NULL;
+    if (lease_id && !(at->lease = lease_for(c, who, lease_id)))
+        return RM_CACHE_UNKNOWN_LEASE;
+    rm_cache_result rc = ns_root(c, ns, ns_len, 1, &at->root);
+    if (rc)
+        return rc;
+    if (at->lease && at->lease->node->ns != at->root->ns)
+        return RM_CACHE_LEASE_MISMATCH;
+    int flags = RM_MATCH_TOUCH | (split || at->lease ? RM_MATCH_SPLIT : RM_MATCH_SPLIT_DIVERGE);
+    at->have = rm_radix_match(&c->tree, at->root, tokens, aligned, flags, now_ms, &at->last);
+    if (at->lease && !is_ancestor_or_self(at->lease->node, at->last))
+        return RM_CACHE_LEASE_MISMATCH;
+    return RM_CACHE_OK;
+}
+
+rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                size_t ns_len, const uint32_t *tokens, size_t n, uint64_t lease_id,
+                                uint64_t now_ms, rm_insert_result *out)
 {
     memset(out, 0, sizeof *out);
     uint32_t pt = c->cfg.page_tokens;
     size_t aligned = n / pt * pt;
     if (c->pool.data)
-        return -EOPNOTSUPP; /* pages would hold stale bytes: use WriteKV */
-    rm_lease *l = NULL;
-    if (lease_id && !(l = lease_for(c, who, lease_id)))
-        return -ENOENT;
-    rm_radix_node *root;
-    int rc = ns_root(c, ns, ns_len, 1, &root);
+        return RM_CACHE_STORES_KV; /* pages would hold stale bytes: use WriteKV */
+    writer_at at;
+    rm_cache_result rc =
+        writer_start(c, who, ns, ns_len, tokens, aligned, lease_id, 0, now_ms, &at);
     if (rc)
         return rc;
-    if (l && l->node->ns != root->ns)
-        return -ESTALE;
-    rm_radix_node *last;
-    int flags = RM_MATCH_TOUCH | (l ? RM_MATCH_SPLIT : RM_MATCH_SPLIT_DIVERGE);
-    size_t have = rm_radix_match(&c->tree, root, tokens, aligned, flags, now_ms, &last);
-    if (l && !is_ancestor_or_self(l->node, last))
-        return -ESTALE;
     c->st.insert_requests_total++;
-    out->cached_tokens = have;
-    size_t need = (aligned - have) / pt;
+    out->cached_tokens = at.have;
+    size_t need = (aligned - at.have) / pt;
     if (need > 0) {
         /* Keep the matched prefix out of eviction's reach while making room. */
-        rm_radix_lock(&c->tree, last);
+        rm_radix_lock(&c->tree, at.last);
         uint32_t *pages = scratch(c, need);
         uint32_t got = alloc_with_evict(c, (uint32_t)need, pages);
         rm_radix_node *leaf = NULL;
         if (got > 0)
-            leaf = rm_radix_attach(&c->tree, last, tokens + have, pages, got, now_ms);
+            leaf = rm_radix_attach(&c->tree, at.last, tokens + at.have, pages, got, now_ms);
         if (got > 0 && !leaf)
             abort(); /* attach after a split match cannot collide */
-        rm_radix_unlock(&c->tree, last);
+        rm_radix_unlock(&c->tree, at.last);
         if (got == 0)
-            return -ENOSPC;
+            return RM_CACHE_POOL_PINNED;
         out->inserted_tokens = (size_t)got * pt;
         out->dropped_tokens = (need - got) * pt;
         c->st.inserted_tokens_total += out->inserted_tokens;
-        last = leaf;
+        at.last = leaf;
     }
-    if (l) {
-        rm_radix_lock(&c->tree, last);
-        lease_move(c, l, last, now_ms);
+    if (at.lease) {
+        rm_radix_lock(&c->tree, at.last);
+        lease_move(c, at.lease, at.last, now_ms);
     }
-    return 0;
+    return RM_CACHE_OK;
 }
 
-int rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id)
+rm_cache_result rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id)
 {
     rm_lease *l = lease_for(c, who, lease_id);
     if (!l)
-        return -ENOENT;
+        return RM_CACHE_UNKNOWN_LEASE;
     lease_drop(c, l);
-    return 0;
+    return RM_CACHE_OK;
 }
 
 uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
 {
     uint32_t expired = 0;
-    while (c->nleases > 0 && c->lease_heap[0]->expires_ms <= now_ms) {
+    while (c->leases.n > 0 && c->lease_heap[0]->expires_ms <= now_ms) {
         lease_drop(c, c->lease_heap[0]);
         expired++;
     }
@@ -427,7 +462,7 @@ uint32_t rm_cache_tick(rm_cache *c, uint64_t now_ms)
 
 uint64_t rm_cache_next_expiry(const rm_cache *c, uint64_t now_ms)
 {
-    if (c->nleases == 0)
+    if (c->leases.n == 0)
         return UINT64_MAX;
     uint64_t at = c->lease_heap[0]->expires_ms;
     return at > now_ms ? at - now_ms : 0;
@@ -440,36 +475,35 @@ void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out)
     out->free_pages = c->pool.nfree;
     out->evictable_pages = c->tree.evictable_pages;
     out->protected_pages = c->tree.protected_pages + c->pending_pages;
-    out->active_leases = c->nleases;
+    out->active_leases = c->leases.n;
     out->tree_nodes = c->tree.nodes;
     out->namespaces = c->tree.nns;
-    out->metadata_bytes = rm_radix_metadata_bytes(&c->tree) + rm_pool_metadata_bytes(&c->pool) +
-                          c->nleases * sizeof(rm_lease) +
-                          (c->lease_mask + 1) * 2 * sizeof(rm_lease *) +
-                          c->peers.n * sizeof(rm_peer) + (c->peers.mask + 1) * sizeof(rm_peer *);
+    out->metadata_bytes =
+        rm_radix_metadata_bytes(&c->tree) + rm_pool_metadata_bytes(&c->pool) +
+        c->leases.n * sizeof(rm_lease) + (c->leases.mask + 1) * 2 * sizeof(rm_lease *) +
+        c->peers.tab.n * sizeof(rm_peer) + (c->peers.tab.mask + 1) * sizeof(rm_peer *);
 }
 
-int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
+rm_cache_result rm_cache_check(const rm_cache *c, char *err, size_t errlen)
 {
-    size_t nheld = c->nleases;
+    size_t nheld = c->leases.n;
     for (rm_kv_pin *p = c->pins; p; p = p->next)
         nheld++;
     for (rm_kv_write *w = c->writes; w; w = w->next)
         nheld++;
     const rm_radix_node **held = rm_xmalloc(sizeof *held * (nheld + 1));
     size_t k = 0;
-    for (size_t i = 0; i <= c->lease_mask; i++)
-        if (c->lease_slots[i])
-            held[k++] = c->lease_slots[i]->node;
+    for (size_t i = 0; i <= c->leases.mask; i++)
+        if (c->leases.slots[i])
+            held[k++] = ((const rm_lease *)c->leases.slots[i])->node;
     for (rm_kv_pin *p = c->pins; p; p = p->next)
         held[k++] = p->node;
     for (rm_kv_write *w = c->writes; w; w = w->next)
         held[k++] = w->anchor;
     uint8_t *seen = rm_xcalloc(c->pool.npages, 1);
-    int rc = rm_radix_check(&c->tree, held, k, seen, c->pool.npages, err, errlen);
-    if (rc)
+    rm_cache_result rc = RM_CACHE_INCONSISTENT;
+    if (rm_radix_check(&c->tree, held, k, seen, c->pool.npages, err, errlen) != 0)
         goto out;
-    rc = -EINVAL;
     uint64_t pending = 0;
     for (rm_kv_write *w = c->writes; w; w = w->next) {
         for (uint32_t i = 0; i < w->npages; i++) {
@@ -502,7 +536,7 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
                  c->pool.npages);
         goto out;
     }
-    for (size_t i = 0; i < c->nleases; i++) {
+    for (size_t i = 0; i < c->leases.n; i++) {
         const rm_lease *l = c->lease_heap[i];
         if (l->heap_idx != i || lease_find(c, l->id) != l || l->id == 0 ||
             (i > 0 && l->expires_ms < c->lease_heap[(i - 1) / 2]->expires_ms)) {
@@ -517,21 +551,21 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
     }
     /* Each peer entry counts exactly the leases it owns, and holds one. */
     size_t npeers = 0;
-    for (size_t s = 0; s <= c->peers.mask; s++) {
-        const rm_peer *p = c->peers.slots[s];
+    for (size_t s = 0; s <= c->peers.tab.mask; s++) {
+        const rm_peer *p = c->peers.tab.slots[s];
         if (!p)
             continue;
         npeers++;
         uint32_t owned = 0;
-        for (size_t i = 0; i < c->nleases; i++)
+        for (size_t i = 0; i < c->leases.n; i++)
             owned += c->lease_heap[i]->owner == p;
         if (owned != p->leases || owned == 0) {
             snprintf(err, errlen, "peer %.40s counts %u leases, owns %u", p->id, p->leases, owned);
             goto out;
         }
     }
-    if (npeers != c->peers.n) {
-        snprintf(err, errlen, "peer table holds %zu entries, counts %zu", npeers, c->peers.n);
+    if (npeers != c->peers.tab.n) {
+        snprintf(err, errlen, "peer table holds %zu entries, counts %zu", npeers, c->peers.tab.n);
         goto out;
     }
     for (rm_kv_pin *p = c->pins; p; p = p->next) {
@@ -540,7 +574,7 @@ int rm_cache_check(const rm_cache *c, char *err, size_t errlen)
             goto out;
         }
     }
-    rc = 0;
+    rc = RM_CACHE_OK;
 out:
     free(seen);
     free(held);
@@ -549,14 +583,15 @@ out:
 
 /* ---- KV bytes -------------------------------------------------------- */
 
-int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id, rm_kv_pin *pin)
+rm_cache_result rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id,
+                                   rm_kv_pin *pin)
 {
     memset(pin, 0, sizeof *pin);
     if (!c->pool.data)
-        return -EINVAL;
+        return RM_CACHE_METADATA_ONLY;
     rm_lease *l = lease_for(c, who, lease_id);
     if (!l)
-        return -ENOENT;
+        return RM_CACHE_UNKNOWN_LEASE;
     pin->lease = l;
     pin->expires_ms = l->expires_ms;
     pin->node = l->node;
@@ -564,11 +599,8 @@ int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_i
     pin->pages = rm_xmalloc(sizeof(uint32_t) * (pin->npages + 1));
     rm_radix_path_pages(&c->tree, l->node, pin->pages, pin->npages);
     rm_radix_lock(&c->tree, pin->node);
-    pin->next = c->pins;
-    if (c->pins)
-        c->pins->prev = pin;
-    c->pins = pin;
-    return 0;
+    RM_LIST_ADD(c->pins, pin, prev, next);
+    return RM_CACHE_OK;
 }
 
 void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin)
@@ -576,12 +608,7 @@ void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin)
     if (!pin->node)
         return;
     rm_radix_unlock(&c->tree, pin->node);
-    if (pin->prev)
-        pin->prev->next = pin->next;
-    else
-        c->pins = pin->next;
-    if (pin->next)
-        pin->next->prev = pin->prev;
+    RM_LIST_DEL(c->pins, pin, prev, next);
     free(pin->pages);
     memset(pin, 0, sizeof *pin);
 }
@@ -599,56 +626,49 @@ const uint8_t *rm_cache_pin_kv(const rm_cache *c, const rm_kv_pin *pin, size_t t
            (token % pt) * c->cfg.kv_bytes_per_token;
 }
 
-int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                         const uint32_t *tokens, size_t n, size_t kv_start, uint64_t lease_id,
-                         uint64_t now_ms, rm_kv_write *w)
+rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                     size_t ns_len, const uint32_t *tokens, size_t n,
+                                     size_t kv_start, uint64_t lease_id, uint64_t now_ms,
+                                     rm_kv_write *w)
 {
     memset(w, 0, sizeof *w);
     uint32_t pt = c->cfg.page_tokens;
     size_t aligned = n / pt * pt;
-    if (!c->pool.data || kv_start % pt || kv_start > aligned)
-        return -EINVAL;
-    rm_lease *l = NULL;
-    if (lease_id && !(l = lease_for(c, who, lease_id)))
-        return -ENOENT;
-    rm_radix_node *root;
-    int rc = ns_root(c, ns, ns_len, 1, &root);
+    if (!c->pool.data)
+        return RM_CACHE_METADATA_ONLY;
+    if (kv_start % pt || kv_start > aligned)
+        return RM_CACHE_BAD_KV_START;
+    writer_at at;
+    rm_cache_result rc =
+        writer_start(c, who, ns, ns_len, tokens, aligned, lease_id, 1, now_ms, &at);
     if (rc)
         return rc;
-    if (l && l->node->ns != root->ns)
-        return -ESTALE;
-    rm_radix_node *last;
-    size_t have = rm_radix_match(&c->tree, root, tokens, aligned, RM_MATCH_TOUCH | RM_MATCH_SPLIT,
-                                 now_ms, &last);
-    if (have < kv_start || (l && !is_ancestor_or_self(l->node, last)))
-        return -ESTALE;
-    rm_radix_lock(&c->tree, last);
-    size_t need = (aligned - have) / pt;
+    if (at.have < kv_start)
+        return RM_CACHE_PREFIX_SHORT;
+    rm_radix_lock(&c->tree, at.last);
+    size_t need = (aligned - at.have) / pt;
     uint32_t *pages = rm_xmalloc(sizeof(uint32_t) * (need + 1));
     uint32_t got = need ? alloc_with_evict(c, (uint32_t)need, pages) : 0;
     if (need > 0 && got == 0) {
-        rm_radix_unlock(&c->tree, last);
+        rm_radix_unlock(&c->tree, at.last);
         free(pages);
-        return -ENOSPC;
+        return RM_CACHE_POOL_PINNED;
     }
-    w->root = root;
-    w->anchor = last;
+    w->root = at.root;
+    w->anchor = at.last;
     w->ntokens = aligned;
     w->tokens = rm_xmalloc(sizeof(uint32_t) * (aligned + 1));
     if (aligned) /* tokens may be NULL when there are none: memcpy from NULL is UB */
         memcpy(w->tokens, tokens, sizeof(uint32_t) * aligned);
-    w->have_tokens = have;
+    w->have_tokens = at.have;
     w->kv_start = kv_start;
     w->pages = pages;
     w->npages = got;
     w->wanted_pages = (uint32_t)need;
     w->lease_id = lease_id;
     c->pending_pages += got;
-    w->next = c->writes;
-    if (c->writes)
-        c->writes->prev = w;
-    c->writes = w;
-    return 0;
+    RM_LIST_ADD(c->writes, w, prev, next);
+    return RM_CACHE_OK;
 }
 
 uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token)
@@ -664,12 +684,7 @@ uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token)
 
 static void write_unlink(rm_cache *c, rm_kv_write *w)
 {
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        c->writes = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    RM_LIST_DEL(c->writes, w, prev, next);
     c->pending_pages -= w->npages;
     free(w->tokens);
     free(w->pages);
@@ -678,7 +693,8 @@ static void write_unlink(rm_cache *c, rm_kv_write *w)
     w->npages = 0;
 }
 
-int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_insert_result *out)
+rm_cache_result rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms,
+                                      rm_insert_result *out)
 {
     uint32_t pt = c->cfg.page_tokens;
     memset(out, 0, sizeof *out);
@@ -707,14 +723,14 @@ int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_inser
     out->dropped_tokens = (size_t)(w->wanted_pages - reserved) * pt;
     c->st.insert_requests_total++;
     c->st.inserted_tokens_total += out->inserted_tokens;
-    int rc = 0;
+    rm_cache_result rc = RM_CACHE_OK;
     if (w->lease_id) {
         rm_lease *l = lease_find(c, w->lease_id);
         if (l && l->node->ns == w->root->ns && is_ancestor_or_self(l->node, leaf)) {
             rm_radix_lock(&c->tree, leaf);
             lease_move(c, l, leaf, now_ms);
         } else {
-            rc = -ENOENT;
+            rc = RM_CACHE_UNKNOWN_LEASE;
         }
     }
     rm_radix_unlock(&c->tree, w->anchor);

@@ -24,11 +24,12 @@
  * identity (rm_cache_caller; NULL: unknown, as for tools and tests). A
  * known caller is held to a share of the leases, and a lease taken by an
  * authenticated identity exists only for that identity: any other caller
- * naming it gets -ENOENT, exactly as for an id never issued. Lease ids are
- * SipHash-2-4 of a counter under a random per-process key, so one id tells
- * nothing about another.
+ * naming it gets RM_CACHE_UNKNOWN_LEASE, exactly as for an id never issued.
+ * Lease ids are SipHash-2-4 of a counter under a random per-process key, so
+ * one id tells nothing about another.
  *
- * Errors are negative errno values; each function lists the ones it returns.
+ * Errors are rm_cache_result values, one per outcome a caller must tell
+ * apart (memcached-style); each function lists the ones it returns.
  * Not thread-safe: one owner thread (node/README.md). */
 #ifndef RM_CACHE_H
 #define RM_CACHE_H
@@ -38,7 +39,33 @@
 
 #include "peers.h"
 #include "pool.h"
+#include "ptrtab.h"
 #include "radix.h"
+
+/* What a cache operation came to. Each failure names one outcome, so a
+ * caller answers it (the node maps each to a gRPC status in one table)
+ * without knowing how the cache found it. */
+typedef enum rm_cache_result {
+    RM_CACHE_OK = 0,
+    RM_CACHE_BAD_CONFIG,       /* a config field is zero or out of range */
+    RM_CACHE_NO_MEMORY,        /* the KV pool could not be mapped */
+    RM_CACHE_NO_RANDOMNESS,    /* the kernel gave no randomness for the lease-id key */
+    RM_CACHE_UNKNOWN_LEASE,    /* never issued, released, expired, or another identity's */
+    RM_CACHE_LEASE_MISMATCH,   /* the lease's prefix is not a prefix of these tokens in this ns */
+    RM_CACHE_PREFIX_SHORT,     /* the cache holds fewer tokens of the prefix than kv_start */
+    RM_CACHE_BAD_KV_START,     /* kv_start is not page-aligned, or past the sequence */
+    RM_CACHE_POOL_PINNED,      /* new pages were needed and none could be had: all pinned */
+    RM_CACHE_LEASE_LIMIT,      /* max_leases leases are live */
+    RM_CACHE_PEER_LEASE_LIMIT, /* the caller holds rm_cache_peer_lease_limit leases */
+    RM_CACHE_NAMESPACE_LIMIT,  /* every namespace slot holds pages or references */
+    RM_CACHE_STORES_KV,        /* a metadata-only insert into a cache that stores KV bytes */
+    RM_CACHE_METADATA_ONLY,    /* KV bytes asked of a cache that stores none */
+    RM_CACHE_INCONSISTENT,     /* rm_cache_check found a broken invariant */
+    RM_CACHE_NRESULTS
+} rm_cache_result;
+
+/* A short, static description of r ("unknown lease", ...). */
+const char *rm_cache_strerror(rm_cache_result r);
 
 typedef struct rm_cache_config {
     uint32_t page_tokens;        /* tokens per page, > 0 */
@@ -61,8 +88,8 @@ typedef struct rm_cache_stats {
     uint64_t match_requests_total, query_tokens_total, hit_tokens_total;
     uint64_t insert_requests_total, inserted_tokens_total, evicted_tokens_total;
     uint64_t expired_leases_total;
-    uint64_t namespace_refusals_total;  /* -EDQUOT answers: every namespace was in use */
-    uint64_t peer_lease_refusals_total; /* -EUSERS answers: a caller's lease share was full */
+    uint64_t namespace_refusals_total;  /* RM_CACHE_NAMESPACE_LIMIT answers */
+    uint64_t peer_lease_refusals_total; /* RM_CACHE_PEER_LEASE_LIMIT answers */
     uint64_t pool_pages, free_pages, evictable_pages, protected_pages;
     uint64_t active_leases, tree_nodes, metadata_bytes, namespaces;
 } rm_cache_stats;
@@ -94,9 +121,8 @@ typedef struct rm_cache {
     rm_pool pool;
     rm_cache_stats st; /* counters only; gauges are computed on demand */
 
-    rm_lease **lease_slots; /* open addressing by id, power-of-two size */
-    size_t lease_mask, nleases;
-    rm_lease **lease_heap; /* min-heap by expires_ms */
+    rm_ptrtab leases;      /* rm_lease entries by id */
+    rm_lease **lease_heap; /* min-heap by expires_ms, leases.n long */
     uint64_t lease_seq;
     uint8_t lease_key[16]; /* SipHash key of the lease ids, from getrandom */
     rm_peers peers;        /* leases per known caller */
@@ -109,9 +135,9 @@ typedef struct rm_cache {
     size_t scratch_cap;
 } rm_cache;
 
-/* Returns 0, -EINVAL (bad config), -ENOMEM, or -EIO (the kernel gave no
- * randomness for the lease-id key). */
-int rm_cache_init(rm_cache *c, const rm_cache_config *cfg);
+/* Returns RM_CACHE_OK, RM_CACHE_BAD_CONFIG, RM_CACHE_NO_MEMORY or
+ * RM_CACHE_NO_RANDOMNESS. */
+rm_cache_result rm_cache_init(rm_cache *c, const rm_cache_config *cfg);
 
 /* Frees everything, including live leases, pins and writes' memory (pins and
  * writes must not be used afterwards). */
@@ -125,15 +151,26 @@ typedef struct rm_match_result {
 /* Longest cached page-aligned prefix of tokens[0..n) in namespace ns. With
  * lease, pins it until rm_cache_release or lease_ttl_ms (0: default,
  * clamped to max_lease_ttl_ms) passes; the lease belongs to who. Counts the
- * request in the stats. Returns 0, -EMFILE (lease limit reached), -EUSERS
- * (who holds rm_cache_peer_lease_limit leases) or -EDQUOT (namespace limit:
- * every namespace holds pages or references). */
-int rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                   const uint32_t *tokens, size_t n, int lease, uint32_t lease_ttl_ms,
-                   uint64_t now_ms, rm_match_result *out);
+ * request in the stats. Returns RM_CACHE_OK, RM_CACHE_LEASE_LIMIT,
+ * RM_CACHE_PEER_LEASE_LIMIT or RM_CACHE_NAMESPACE_LIMIT (only with lease:
+ * an unleased match on an unknown namespace is a miss). */
+rm_cache_result rm_cache_match(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                               size_t ns_len, const uint32_t *tokens, size_t n, int lease,
+                               uint32_t lease_ttl_ms, uint64_t now_ms, rm_match_result *out);
 
 /* Leases one known caller may hold at once. */
 uint32_t rm_cache_peer_lease_limit(const rm_cache *c);
+
+/* The configuration in force (rm_cache_set_limits changes it). */
+const rm_cache_config *rm_cache_config_get(const rm_cache *c);
+uint32_t rm_cache_page_tokens(const rm_cache *c);
+uint64_t rm_cache_kv_bytes_per_token(const rm_cache *c); /* 0: metadata-only */
+
+/* The limits a config reload may change, each > 0. Live leases keep the
+ * TTL they were given; a lower max_leases refuses new leases until enough
+ * end. */
+void rm_cache_set_limits(rm_cache *c, uint32_t max_leases, uint32_t default_lease_ttl_ms,
+                         uint32_t max_lease_ttl_ms);
 
 /* Longest cached page-aligned prefix, without counting the request or
  * recording an access (eviction order and statistics are untouched). */
@@ -149,19 +186,16 @@ typedef struct rm_insert_result {
  * leaves when the pool is short. If only part fits, caches that part and
  * reports the rest as dropped. With lease_id != 0 the lease must cover a
  * prefix of tokens in ns; it then moves to the whole cached sequence and its
- * TTL restarts. Returns 0, -ENOENT (unknown lease, or another identity's),
- * -ESTALE (the lease's
- * prefix is not a prefix of tokens, or another namespace), -ENOSPC (new pages
- * were needed and none could be had: every page is pinned), -EDQUOT, or
- * -EOPNOTSUPP when the cache stores KV bytes: an entry without its bytes
- * would serve stale memory, so such caches take sequences via WriteKV. */
-int rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                    const uint32_t *tokens, size_t n, uint64_t lease_id, uint64_t now_ms,
-                    rm_insert_result *out);
+ * TTL restarts. Returns RM_CACHE_OK, RM_CACHE_UNKNOWN_LEASE,
+ * RM_CACHE_LEASE_MISMATCH, RM_CACHE_POOL_PINNED, RM_CACHE_NAMESPACE_LIMIT,
+ * or RM_CACHE_STORES_KV when the cache stores KV bytes: an entry without its
+ * bytes would serve stale memory, so such caches take sequences via WriteKV. */
+rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                size_t ns_len, const uint32_t *tokens, size_t n, uint64_t lease_id,
+                                uint64_t now_ms, rm_insert_result *out);
 
-/* Ends a lease. Returns 0 or -ENOENT (unknown, released, expired, or
- * another identity's). */
-int rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id);
+/* Ends a lease. Returns RM_CACHE_OK or RM_CACHE_UNKNOWN_LEASE. */
+rm_cache_result rm_cache_release(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id);
 
 /* Expires leases whose TTL passed and, with ttl_ms, entries idle longer;
  * reclaims namespaces left empty. Returns the number of leases expired.
@@ -175,8 +209,9 @@ uint64_t rm_cache_next_expiry(const rm_cache *c, uint64_t now_ms);
 void rm_cache_stats_get(const rm_cache *c, rm_cache_stats *out);
 
 /* Verifies every invariant of tree, pool and references (see the top of
- * this file). Returns 0 or -EINVAL with a reason in err. O(tree size). */
-int rm_cache_check(const rm_cache *c, char *err, size_t errlen);
+ * this file). Returns RM_CACHE_OK, or RM_CACHE_INCONSISTENT with a reason
+ * in err. O(tree size). */
+rm_cache_result rm_cache_check(const rm_cache *c, char *err, size_t errlen);
 
 /* ---- KV bytes --------------------------------------------------------- */
 
@@ -193,9 +228,10 @@ struct rm_kv_pin {
     rm_kv_pin *next, *prev;
 };
 
-/* Pins the prefix of lease lease_id. Returns 0, -ENOENT (unknown lease, or
- * another identity's) or -EINVAL (metadata-only cache: no bytes to read). */
-int rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id, rm_kv_pin *pin);
+/* Pins the prefix of lease lease_id. Returns RM_CACHE_OK,
+ * RM_CACHE_UNKNOWN_LEASE or RM_CACHE_METADATA_ONLY. */
+rm_cache_result rm_cache_pin_lease(rm_cache *c, const rm_cache_caller *who, uint64_t lease_id,
+                                   rm_kv_pin *pin);
 void rm_cache_unpin(rm_cache *c, rm_kv_pin *pin);
 
 /* When the lease pin was taken under ends (or ended: a released lease
@@ -225,14 +261,15 @@ struct rm_kv_write {
 /* Starts a write of tokens[0..n) whose client will send the KV of tokens
  * [kv_start, n rounded down to pages). Fewer than a page of tokens (none
  * at all included) is a valid write of nothing: it commits with nothing
- * cached. Returns 0, -EINVAL (metadata-only cache, or kv_start not
- * page-aligned / past the end), -ENOENT (lease unknown or another
- * identity's), -ESTALE (the cache holds fewer than kv_start tokens of this
- * prefix, or the lease does not cover a prefix of it), -ENOSPC (pages
- * needed, none free or evictable) or -EDQUOT. */
-int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns, size_t ns_len,
-                         const uint32_t *tokens, size_t n, size_t kv_start, uint64_t lease_id,
-                         uint64_t now_ms, rm_kv_write *w);
+ * cached. Returns RM_CACHE_OK, RM_CACHE_METADATA_ONLY, RM_CACHE_BAD_KV_START,
+ * RM_CACHE_UNKNOWN_LEASE, RM_CACHE_LEASE_MISMATCH (checked before the next),
+ * RM_CACHE_PREFIX_SHORT (rm_cache_peek says how many tokens the cache
+ * holds: the client resends KV from there), RM_CACHE_POOL_PINNED or
+ * RM_CACHE_NAMESPACE_LIMIT. */
+rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns,
+                                     size_t ns_len, const uint32_t *tokens, size_t n,
+                                     size_t kv_start, uint64_t lease_id, uint64_t now_ms,
+                                     rm_kv_write *w);
 
 /* Where the KV bytes of token i (kv_start <= i < ntokens) go, or NULL when
  * they are not stored (already cached, or dropped for lack of pages). The
@@ -240,9 +277,11 @@ int rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns
 uint8_t *rm_cache_write_dest(rm_cache *c, const rm_kv_write *w, size_t token);
 
 /* Links the written pages into the tree (pages someone else cached meanwhile
- * are returned to the pool) and ends the write. Returns 0 or -ENOENT (the
- * lease named at begin is gone; the data is still cached). */
-int rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms, rm_insert_result *out);
+ * are returned to the pool) and ends the write. Returns RM_CACHE_OK or
+ * RM_CACHE_UNKNOWN_LEASE (the lease named at begin is gone; the data is
+ * still cached). */
+rm_cache_result rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_ms,
+                                      rm_insert_result *out);
 
 /* Ends the write without caching anything new. */
 void rm_cache_write_abort(rm_cache *c, rm_kv_write *w);

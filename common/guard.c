@@ -15,15 +15,12 @@ rm_stream_verdict rm_guard_stream(uint64_t now_ms, uint64_t waiting_since_ms, ui
 
 const char *rm_stream_verdict_str(rm_stream_verdict v)
 {
-    switch (v) {
-    case RM_STREAM_KEEP:
-        return "keep";
-    case RM_STREAM_IDLE:
-        return "idle";
-    case RM_STREAM_LEASE_EXPIRED:
-        return "lease expired";
-    }
-    return "?";
+    static const char *const names[] = {
+        [RM_STREAM_KEEP] = "keep",
+        [RM_STREAM_IDLE] = "idle",
+        [RM_STREAM_LEASE_EXPIRED] = "lease expired",
+    };
+    return (unsigned)v < sizeof names / sizeof names[0] ? names[v] : "?";
 }
 
 uint64_t rm_log_limit_due(rm_log_limit *l, uint64_t total, uint64_t now_ms)

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ptrtab.h"
+
 typedef struct rm_peer {
     char *id; /* NUL-terminated copy (the text may hold other NULs) */
     size_t len;
@@ -22,8 +24,7 @@ typedef struct rm_peer {
 } rm_peer;
 
 typedef struct rm_peers {
-    rm_peer **slots; /* open addressing, power-of-two size */
-    size_t mask, n;
+    rm_ptrtab tab; /* rm_peer entries by hash */
     uint8_t key[16];
 } rm_peers;
 

@@ -132,6 +132,15 @@ void rm_rpc_unary_ops(grpc_op ops[6], grpc_byte_buffer *req, grpc_metadata_array
     ops[5].data.recv_status_on_client.status_details = details;
 }
 
+void rm_rpc_unary_release(grpc_call *call, grpc_metadata_array *md, grpc_metadata_array *trailing,
+                          grpc_slice details)
+{
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(md);
+    grpc_metadata_array_destroy(trailing);
+    grpc_call_unref(call);
+}
+
 static gpr_timespec deadline(int timeout_ms)
 {
     if (timeout_ms <= 0)
@@ -193,10 +202,7 @@ grpc_status_code rm_rpc_unary(rm_rpc_client *c, void *method, grpc_byte_buffer *
         if (msg)
             snprintf(msg, msglen, "OK status without a reply message");
     }
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&initial_md);
-    grpc_metadata_array_destroy(&trailing_md);
-    grpc_call_unref(call);
+    rm_rpc_unary_release(call, &initial_md, &trailing_md, details);
     return status;
 }
 

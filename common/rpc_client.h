@@ -69,6 +69,11 @@ void rm_rpc_unary_ops(grpc_op ops[6], grpc_byte_buffer *req, grpc_metadata_array
                       grpc_byte_buffer **resp, grpc_metadata_array *trailing,
                       grpc_status_code *status, grpc_slice *details);
 
+/* Releases what such a call's batch filled in (not the reply, which may
+ * have gone to the caller) and the call. */
+void rm_rpc_unary_release(grpc_call *call, grpc_metadata_array *md, grpc_metadata_array *trailing,
+                          grpc_slice details);
+
 /* Adds auth's metadata (if set) to the SEND_INITIAL_METADATA op. */
 void rm_rpc_auth_apply(const rm_rpc_auth *auth, grpc_op *send_initial_md);
 

@@ -1,10 +1,15 @@
+/* rpc_server.c -- the server's own calls: registration, listening, each
+ * call's state machine (accept, unary handler or stream events, finish),
+ * the run loop with its tick, loop-lag count and shutdown, bearer-token
+ * checks, and the calls' latency histograms.
+ *
+ * Work posted from other threads is rpc_post.c; client calls made on the
+ * server's queue are rpc_server_client.c. */
 #include "rpc_server.h"
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
-#include <inttypes.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +18,9 @@
 #include "bearer.h"
 #include "guard.h"
 #include "log.h"
-#include "rpc_client.h"
+#include "prom.h"
+#include "rpc_server_internal.h"
 #include "util.h"
-
-#define MAX_METHODS 32
 
 typedef enum { TAG_NEW, TAG_SEND, TAG_RECV, TAG_CLOSE, TAG_FINISH } tag_kind;
 
@@ -38,13 +42,7 @@ typedef enum { CALL_WAITING, CALL_ACTIVE, CALL_FINISHING } call_state;
 static const double buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                  0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   10};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
-
-typedef struct reg_method {
-    rm_rpc_method m;
-    void *handle; /* from grpc_server_register_method */
-    uint64_t count, le[NBUCKETS];
-    double sum;
-} reg_method;
+_Static_assert(NBUCKETS == RPC_NBUCKETS, "reg_method's histogram has RPC_NBUCKETS buckets");
 
 struct rm_rpc_call {
     rm_rpc_server *srv;
@@ -64,53 +62,7 @@ struct rm_rpc_call {
     void *user;
 };
 
-/* A call on a lame channel fails at once: its completion is how another
- * thread makes the owner thread's grpc_completion_queue_next return
- * (gRPC core's C API has no alarm of its own). */
-typedef struct wake_call {
-    rm_cq_tag base;
-    grpc_call *call;
-    grpc_status_code status;
-    grpc_slice details;
-} wake_call;
-
-struct rm_rpc_server {
-    grpc_server *server;
-    grpc_completion_queue *cq;
-    reg_method methods[MAX_METHODS];
-    int nmethods;
-    int shutting_down, shutdown_done, cancelled_all;
-    size_t active;
-    char *token;             /* required bearer token, NULL: none */
-    int verified_clients;    /* TLS with a CA: client identities are verified */
-    rm_rpc_auth client_auth; /* sent on our own client calls */
-    char shutdown_tag;
-    /* Work posted by other threads (rm_rpc_server_post). A wake call is in
-     * flight on the queue whenever the list is non-empty, so the owner
-     * thread runs the work promptly; `closed` is set under post_mu right
-     * before the queue shuts down, after which nothing may start on it. */
-    pthread_mutex_t post_mu;
-    struct posted *post_head, *post_tail;
-    int wake_pending, post_closed;
-    grpc_channel *wake_ch;
-    /* At most one wake call is out (wake_pending), so it lives here. Its
-     * fields are written and read under post_mu, which also orders them
-     * for ThreadSanitizer (the queue's own ordering is invisible to it). */
-    wake_call wake;
-    /* Loop lag (server thread only): stalls counted so far, their total
-     * length, and whether the reply being delivered saw one. */
-    uint64_t stalls, stalled_ms;
-    int reply_stalled;
-};
-
-typedef struct posted {
-    rm_post_fn fn;
-    void *arg;
-    struct posted *next;
-} posted;
-
 static void request_call(rm_rpc_server *s, int method);
-static void on_wake(rm_cq_tag *tag, int ok);
 static void on_call_tag(rm_cq_tag *tag, int ok);
 static void maybe_done(rm_rpc_call *c);
 static int authorized(const rm_rpc_server *s, const rm_rpc_call *c);
@@ -121,9 +73,7 @@ rm_rpc_server *rm_rpc_server_create(const grpc_channel_args *args)
     s->server = grpc_server_create(args, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
-    pthread_mutex_init(&s->post_mu, NULL);
-    s->wake_ch = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "wake-up");
-    s->wake.base.fn = on_wake;
+    rpc_post_init(s);
     return s;
 }
 
@@ -157,7 +107,7 @@ int rm_rpc_server_announce(rm_rpc_server *s, const char *addr, const char *modul
 
 int rm_rpc_server_add_method(rm_rpc_server *s, const rm_rpc_method *m)
 {
-    if (s->nmethods == MAX_METHODS)
+    if (s->nmethods == RPC_MAX_METHODS)
         return -1;
     reg_method *r = &s->methods[s->nmethods];
     r->m = *m;
@@ -557,32 +507,31 @@ static void on_call_tag(rm_cq_tag *base, int ok)
 char *rm_rpc_server_metrics(const rm_rpc_server *s, const char *labels)
 {
     rm_sbuf b = {0};
-    rm_sbuf_printf(&b, "# HELP radixmesh_rpc_duration_seconds gRPC calls served, from accept "
-                       "to final status.\n# TYPE radixmesh_rpc_duration_seconds histogram\n");
+    rm_prom_family(&b, "radixmesh_rpc_duration_seconds", "histogram",
+                   "gRPC calls served, from accept to final status.");
     for (int i = 0; i < s->nmethods; i++) {
         const reg_method *r = &s->methods[i];
         const char *name = strrchr(r->m.path, '/');
-        char l[320];
-        snprintf(l, sizeof l, "%s%smethod=\"%.80s\"", labels, *labels ? "," : "",
-                 name ? name + 1 : r->m.path);
-        for (size_t k = 0; k < NBUCKETS; k++)
-            rm_sbuf_printf(&b, "radixmesh_rpc_duration_seconds_bucket{%s,le=\"%g\"} %" PRIu64 "\n",
-                           l, buckets[k], r->le[k]);
-        rm_sbuf_printf(&b,
-                       "radixmesh_rpc_duration_seconds_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n"
-                       "radixmesh_rpc_duration_seconds_sum{%s} %.9f\n"
-                       "radixmesh_rpc_duration_seconds_count{%s} %" PRIu64 "\n",
-                       l, r->count, l, r->sum, l, r->count);
+        char l[400], le[480], v[32];
+        snprintf(l, sizeof l, "%s", labels);
+        rm_prom_label(l, sizeof l, "method", name ? name + 1 : r->m.path);
+        for (size_t k = 0; k <= NBUCKETS; k++) {
+            if (k < NBUCKETS)
+                snprintf(v, sizeof v, "%g", buckets[k]);
+            snprintf(le, sizeof le, "%s", l);
+            rm_prom_label(le, sizeof le, "le", k < NBUCKETS ? v : "+Inf");
+            rm_prom_sample(&b, "radixmesh_rpc_duration_seconds_bucket", le,
+                           (double)(k < NBUCKETS ? r->le[k] : r->count));
+        }
+        rm_prom_sample(&b, "radixmesh_rpc_duration_seconds_sum", l, r->sum);
+        rm_prom_sample(&b, "radixmesh_rpc_duration_seconds_count", l, (double)r->count);
     }
-    rm_sbuf_printf(&b,
-                   "# HELP radixmesh_loop_stalls_total Times the server thread did not run for "
-                   "longer than its tick (stopped, starved of CPU, a blocking handler).\n"
-                   "# TYPE radixmesh_loop_stalls_total counter\n"
-                   "radixmesh_loop_stalls_total{%s} %" PRIu64 "\n"
-                   "# HELP radixmesh_loop_stalled_seconds_total Time lost to those stalls.\n"
-                   "# TYPE radixmesh_loop_stalled_seconds_total counter\n"
-                   "radixmesh_loop_stalled_seconds_total{%s} %.3f\n",
-                   labels, s->stalls, labels, (double)s->stalled_ms / 1000.0);
+    rm_prom_metric(&b, "radixmesh_loop_stalls_total", "counter",
+                   "Times the server thread did not run for longer than its tick (stopped, "
+                   "starved of CPU, a blocking handler).",
+                   labels, (double)s->stalls);
+    rm_prom_metric(&b, "radixmesh_loop_stalled_seconds_total", "counter",
+                   "Time lost to those stalls.", labels, (double)s->stalled_ms / 1000.0);
     return b.p;
 }
 
@@ -621,10 +570,7 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
         if (ev.type == GRPC_OP_COMPLETE) {
             if (ev.tag == &s->shutdown_tag) {
                 s->shutdown_done = 1;
-                pthread_mutex_lock(&s->post_mu);
-                s->post_closed = 1;
-                grpc_completion_queue_shutdown(s->cq);
-                pthread_mutex_unlock(&s->post_mu);
+                rpc_post_close(s);
             } else {
                 rm_cq_tag *tag = ev.tag;
                 tag->fn(tag, ev.success);
@@ -647,150 +593,6 @@ void rm_rpc_server_run(rm_rpc_server *s, uint32_t tick_ms, rm_tick_fn tick, void
     }
 }
 
-/* ---- work posted from other threads ----------------------------------- */
-
-static void on_wake(rm_cq_tag *tag, int ok)
-{
-    rm_rpc_server *s = (rm_rpc_server *)((char *)tag - offsetof(rm_rpc_server, wake));
-    (void)ok;
-    pthread_mutex_lock(&s->post_mu);
-    grpc_slice_unref(s->wake.details);
-    grpc_call_unref(s->wake.call);
-    posted *list = s->post_head;
-    s->post_head = s->post_tail = NULL;
-    s->wake_pending = 0;
-    pthread_mutex_unlock(&s->post_mu);
-    while (list) {
-        posted *next = list->next;
-        list->fn(list->arg);
-        free(list);
-        list = next;
-    }
-}
-
-/* Starts a wake call; post_mu is held. Returns 0 or -1. */
-static int start_wake(rm_rpc_server *s)
-{
-    wake_call *w = &s->wake;
-    w->details = grpc_empty_slice();
-    grpc_slice method = grpc_slice_from_static_string("/radixmesh.internal/Wake");
-    w->call = grpc_channel_create_call(s->wake_ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, method,
-                                       NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[1].data.recv_status_on_client.status = &w->status;
-    ops[1].data.recv_status_on_client.status_details = &w->details;
-    ops[1].data.recv_status_on_client.trailing_metadata = NULL;
-    if (grpc_call_start_batch(w->call, ops, 2, &w->base, NULL) != GRPC_CALL_OK) {
-        grpc_call_unref(w->call);
-        return -1;
-    }
-    return 0;
-}
-
-int rm_rpc_server_post(rm_rpc_server *s, rm_post_fn fn, void *arg)
-{
-    posted *p = rm_xmalloc(sizeof *p);
-    *p = (posted){fn, arg, NULL};
-    pthread_mutex_lock(&s->post_mu);
-    int rc = -1;
-    if (!s->post_closed && (s->wake_pending || start_wake(s) == 0)) {
-        s->wake_pending = 1;
-        if (s->post_tail)
-            s->post_tail->next = p;
-        else
-            s->post_head = p;
-        s->post_tail = p;
-        rc = 0;
-    }
-    pthread_mutex_unlock(&s->post_mu);
-    if (rc)
-        free(p);
-    return rc;
-}
-
-/* ---- client calls on the server's queue ------------------------------- */
-
-typedef struct client_call {
-    rm_cq_tag base;
-    grpc_call *call;
-    grpc_metadata_array md, tmd;
-    grpc_status_code status;
-    grpc_slice details;
-    grpc_byte_buffer *resp;
-    rm_rpc_reply_fn cb;
-    void *ctx;
-    rm_rpc_server *srv;
-    uint64_t stalls_at_start; /* s->stalls when the call started */
-} client_call;
-
-static void on_client_call(rm_cq_tag *tag, int ok)
-{
-    client_call *cc = (client_call *)tag;
-    grpc_status_code st = ok ? cc->status : GRPC_STATUS_UNAVAILABLE;
-    char details[512];
-    size_t len = GRPC_SLICE_LENGTH(cc->details);
-    if (len >= sizeof details)
-        len = sizeof details - 1;
-    memcpy(details, GRPC_SLICE_START_PTR(cc->details), len);
-    details[len] = '\0';
-    if (st == GRPC_STATUS_OK && !cc->resp) {
-        st = GRPC_STATUS_INTERNAL;
-        snprintf(details, sizeof details, "OK status without a reply message");
-    }
-    cc->srv->reply_stalled = cc->srv->stalls != cc->stalls_at_start;
-    cc->cb(cc->ctx, st, st == GRPC_STATUS_OK ? cc->resp : NULL, details);
-    cc->srv->reply_stalled = 0;
-    if (cc->resp)
-        grpc_byte_buffer_destroy(cc->resp);
-    grpc_slice_unref(cc->details);
-    grpc_metadata_array_destroy(&cc->md);
-    grpc_metadata_array_destroy(&cc->tmd);
-    grpc_call_unref(cc->call);
-    free(cc);
-}
-
-int rm_rpc_server_client_call(rm_rpc_server *s, grpc_channel *ch, void *method,
-                              grpc_byte_buffer *req, int timeout_ms, rm_rpc_reply_fn cb, void *ctx)
-{
-    /* Once the queue is shutting down, gRPC aborts on any new operation on
-     * it (grpc_cq_begin_op); replies and the tick still run while it
-     * drains, and may want to start calls. */
-    if (timeout_ms <= 0 || s->post_closed)
-        return -1;
-    client_call *cc = rm_xcalloc(1, sizeof *cc);
-    cc->base.fn = on_client_call;
-    cc->cb = cb;
-    cc->ctx = ctx;
-    cc->srv = s;
-    cc->stalls_at_start = s->stalls;
-    cc->details = grpc_empty_slice();
-    grpc_metadata_array_init(&cc->md);
-    grpc_metadata_array_init(&cc->tmd);
-    gpr_timespec deadline =
-        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-    cc->call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, method,
-                                                   deadline, NULL);
-    grpc_op ops[6];
-    rm_rpc_unary_ops(ops, req, &cc->md, &cc->resp, &cc->tmd, &cc->status, &cc->details);
-    rm_rpc_auth_apply(&s->client_auth, &ops[0]);
-    if (grpc_call_start_batch(cc->call, ops, 6, &cc->base, NULL) != GRPC_CALL_OK) {
-        grpc_metadata_array_destroy(&cc->md);
-        grpc_metadata_array_destroy(&cc->tmd);
-        grpc_call_unref(cc->call);
-        free(cc);
-        return -1;
-    }
-    return 0;
-}
-
-int rm_rpc_server_reply_stalled(const rm_rpc_server *s)
-{
-    return s->reply_stalled;
-}
-
 void rm_rpc_server_stall_stats(const rm_rpc_server *s, uint64_t *stalls, uint64_t *stalled_ms)
 {
     *stalls = s->stalls;
@@ -801,12 +603,6 @@ void rm_rpc_server_require_token(rm_rpc_server *s, const char *token)
 {
     free(s->token);
     s->token = token && *token ? strdup(token) : NULL;
-}
-
-void rm_rpc_server_set_client_token(rm_rpc_server *s, const char *token)
-{
-    rm_rpc_auth_clear(&s->client_auth);
-    rm_rpc_auth_init(&s->client_auth, token);
 }
 
 /* Whether the call carries "authorization: Bearer <token>" (the scheme
@@ -829,7 +625,6 @@ void rm_rpc_server_destroy(rm_rpc_server *s)
     rm_rpc_auth_clear(&s->client_auth);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
-    grpc_channel_destroy(s->wake_ch);
-    pthread_mutex_destroy(&s->post_mu);
+    rpc_post_destroy(s);
     free(s);
 }

@@ -73,7 +73,7 @@ static void bench_inprocess(void)
     for (int pass = 0; pass < 3; pass++) { /* best of three: a shared VM is noisy */
         if (pass)
             rm_cache_destroy(&c);
-        if (rm_cache_init(&c, &cfg) != 0)
+        if (rm_cache_init(&c, &cfg) != RM_CACHE_OK)
             abort();
         t0 = rm_now_ns();
         uint64_t now = 0;
@@ -102,7 +102,7 @@ static void bench_inprocess(void)
     /* 4. metadata per cached token: fill a pool without eviction. */
     struct mallinfo2 before = mallinfo2();
     cfg.pool_pages = 1 << 20;
-    if (rm_cache_init(&c, &cfg) != 0)
+    if (rm_cache_init(&c, &cfg) != RM_CACHE_OK)
         abort();
     for (uint64_t i = 0; i < 16384; i++) {
         rm_insert_result ir;
@@ -117,7 +117,7 @@ static void bench_inprocess(void)
     /* uordblks misses big blocks malloc maps directly: add hblkhd. */
     double heap = (double)(after.uordblks + after.hblkhd - before.uordblks - before.hblkhd) -
                   (double)rm_pool_metadata_bytes(&c.pool) -
-                  (double)((c.lease_mask + 1) * 2 * sizeof(void *));
+                  (double)((c.leases.mask + 1) * 2 * sizeof(void *));
     printf("4. metadata per cached token (page 16, %llu tokens cached in %llu nodes): "
            "%.2f B accounted, %.2f B real heap (goal <= 8)\n"
            "   baseline 4 B token id -> ratio %.2f (accounted), %.2f (heap); pool page table "

@@ -77,7 +77,7 @@ static void cache_open(rm_cache *c, uint64_t pages)
     rm_cache_config_defaults(&cfg);
     cfg.page_tokens = PAGE;
     cfg.pool_pages = pages;
-    if (rm_cache_init(c, &cfg)) {
+    if (rm_cache_init(c, &cfg) != RM_CACHE_OK) {
         fprintf(stderr, "bench_placement: cannot make a %llu-page cache\n",
                 (unsigned long long)pages);
         exit(1);
@@ -156,7 +156,7 @@ static outcome simulate(const rm_trace *w, uint64_t pages, rule how, int layout)
         rm_match_result mr;
         rm_insert_result ir;
         rm_cache_match(&c[j], NULL, "m", 1, r->tokens, r->n, 0, 0, i, &mr);
-        errors += rm_cache_insert(&c[j], NULL, "m", 1, r->tokens, r->n, 0, i, &ir) != 0;
+        errors += rm_cache_insert(&c[j], NULL, "m", 1, r->tokens, r->n, 0, i, &ir) != RM_CACHE_OK;
         q += r->n;
         h += mr.matched_tokens + moved_hit;
         served[j]++;

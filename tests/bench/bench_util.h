@@ -96,10 +96,7 @@ static int call_done(async_call *c, int success)
     int ok = success && c->status == GRPC_STATUS_OK && c->resp;
     if (c->resp)
         grpc_byte_buffer_destroy(c->resp);
-    grpc_slice_unref(c->details);
-    grpc_metadata_array_destroy(&c->md);
-    grpc_metadata_array_destroy(&c->tmd);
-    grpc_call_unref(c->call);
+    rm_rpc_unary_release(c->call, &c->md, &c->tmd, c->details);
     return ok;
 }
 

@@ -23,7 +23,7 @@ static double single_lru_hit(const rm_trace *w, uint32_t page_tokens, uint64_t p
     rm_cache_config_defaults(&cfg);
     cfg.page_tokens = page_tokens;
     cfg.pool_pages = pages;
-    if (rm_cache_init(&c, &cfg)) {
+    if (rm_cache_init(&c, &cfg) != RM_CACHE_OK) {
         fprintf(stderr, "cannot make a %llu-page cache\n", (unsigned long long)pages);
         exit(1);
     }

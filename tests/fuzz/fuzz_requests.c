@@ -7,6 +7,7 @@
  * encoder). */
 #include <grpc/byte_buffer.h>
 #include <grpc/slice.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,89 +61,62 @@ static void round_trip(const rm_tokens *toks)
     grpc_byte_buffer_destroy(bb);
 }
 
+/* A request message as a daemon decodes it: where its token array and
+ * its KV bytes are (callback fields; -1: none). The first input byte picks
+ * one; the order is the seed corpus's. */
+typedef struct request_kind {
+    const pb_msgdesc_t *fields;
+    size_t size;
+    ptrdiff_t tokens, kv;
+} request_kind;
+
+#define AT(type, field) ((ptrdiff_t)offsetof(type, field))
+
+static const request_kind kinds[] = {
+    {radixmesh_v1_MatchRequest_fields, sizeof(radixmesh_v1_MatchRequest),
+     AT(radixmesh_v1_MatchRequest, tokens), -1},
+    {radixmesh_v1_InsertRequest_fields, sizeof(radixmesh_v1_InsertRequest),
+     AT(radixmesh_v1_InsertRequest, tokens), -1},
+    {radixmesh_v1_ReleaseRequest_fields, sizeof(radixmesh_v1_ReleaseRequest), -1, -1},
+    {radixmesh_v1_ReadKVRequest_fields, sizeof(radixmesh_v1_ReadKVRequest), -1, -1},
+    {radixmesh_v1_WriteKVChunk_fields, sizeof(radixmesh_v1_WriteKVChunk),
+     AT(radixmesh_v1_WriteKVChunk, tokens), AT(radixmesh_v1_WriteKVChunk, kv)},
+    {radixmesh_v1_RouteRequest_fields, sizeof(radixmesh_v1_RouteRequest),
+     AT(radixmesh_v1_RouteRequest, tokens), -1},
+    {radixmesh_v1_StatsRequest_fields, sizeof(radixmesh_v1_StatsRequest), -1, -1},
+    {radixmesh_v1_ClusterStatsRequest_fields, sizeof(radixmesh_v1_ClusterStatsRequest), -1, -1},
+    {grpc_health_v1_HealthCheckRequest_fields, sizeof(grpc_health_v1_HealthCheckRequest), -1, -1},
+};
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
+    const request_kind *k = &kinds[data[0] % (sizeof kinds / sizeof kinds[0])];
+    /* Every field of these messages starts zeroed (their _init_zero). */
+    _Alignas(max_align_t) uint8_t msg[1024];
+    if (k->size > sizeof msg)
+        abort();
+    memset(msg, 0, k->size);
     grpc_byte_buffer *bb = wrap(data + 1, size - 1);
     rm_tokens toks = {0};
     toks.max = 1u << 16;
     size_t kv = 0;
     char err[256];
-    int tokens_field = 1;
-    bool ok;
-    switch (data[0] % 9) {
-    case 0: {
-        radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
-        rm_pb_tokens_decoder(&m.tokens, &toks);
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_MatchRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_MatchRequest_fields, &m);
-        break;
+    if (k->tokens >= 0)
+        rm_pb_tokens_decoder((pb_callback_t *)(void *)(msg + k->tokens), &toks);
+    if (k->kv >= 0) {
+        pb_callback_t *cb = (pb_callback_t *)(void *)(msg + k->kv);
+        cb->funcs.decode = count_kv;
+        cb->arg = &kv;
     }
-    case 1: {
-        radixmesh_v1_InsertRequest m = radixmesh_v1_InsertRequest_init_zero;
-        rm_pb_tokens_decoder(&m.tokens, &toks);
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_InsertRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_InsertRequest_fields, &m);
-        break;
-    }
-    case 2: {
-        radixmesh_v1_ReleaseRequest m = radixmesh_v1_ReleaseRequest_init_zero;
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_ReleaseRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
-        tokens_field = 0;
-        break;
-    }
-    case 3: {
-        radixmesh_v1_ReadKVRequest m = radixmesh_v1_ReadKVRequest_init_zero;
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_ReadKVRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_ReadKVRequest_fields, &m);
-        tokens_field = 0;
-        break;
-    }
-    case 4: {
-        radixmesh_v1_WriteKVChunk m = radixmesh_v1_WriteKVChunk_init_zero;
-        rm_pb_tokens_decoder(&m.tokens, &toks);
-        m.kv.funcs.decode = count_kv;
-        m.kv.arg = &kv;
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_WriteKVChunk_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_WriteKVChunk_fields, &m);
-        break;
-    }
-    case 5: {
-        radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
-        rm_pb_tokens_decoder(&m.tokens, &toks);
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_RouteRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_RouteRequest_fields, &m);
-        break;
-    }
-    case 6: {
-        radixmesh_v1_StatsRequest m = radixmesh_v1_StatsRequest_init_zero;
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_StatsRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_StatsRequest_fields, &m);
-        tokens_field = 0;
-        break;
-    }
-    case 7: {
-        radixmesh_v1_ClusterStatsRequest m = radixmesh_v1_ClusterStatsRequest_init_zero;
-        ok = rm_pb_decode_bb(bb, radixmesh_v1_ClusterStatsRequest_fields, &m, err, sizeof err);
-        pb_release(radixmesh_v1_ClusterStatsRequest_fields, &m);
-        tokens_field = 0;
-        break;
-    }
-    default: {
-        grpc_health_v1_HealthCheckRequest m = grpc_health_v1_HealthCheckRequest_init_zero;
-        ok = rm_pb_decode_bb(bb, grpc_health_v1_HealthCheckRequest_fields, &m, err, sizeof err);
-        pb_release(grpc_health_v1_HealthCheckRequest_fields, &m);
-        tokens_field = 0;
-        break;
-    }
-    }
+    bool ok = rm_pb_decode_bb(bb, k->fields, msg, err, sizeof err);
+    pb_release(k->fields, msg);
     if (toks.n > toks.max || kv > size)
         abort();
     if (!ok && !err[0])
         abort(); /* a rejected request always says why */
-    if (ok && tokens_field)
+    if (ok && k->tokens >= 0)
         round_trip(&toks);
     rm_tokens_free(&toks);
     grpc_byte_buffer_destroy(bb);

@@ -59,15 +59,22 @@ def tokens(seed, n):
     return [(seed * 7919 + i * 31) % 128000 for i in range(n)]
 
 
-class MetadataNodeTest(unittest.TestCase):
+class NodeCase(unittest.TestCase):
+    """Tests sharing one node started with FLAGS for the whole class."""
+    FLAGS = ()
+
     @classmethod
     def setUpClass(cls):
-        cls.node = Node("--max-request-tokens", "5000")
+        cls.node = Node(*cls.FLAGS)
         cls.stub = cls.node.stub
 
     @classmethod
     def tearDownClass(cls):
         assert cls.node.close() == 0
+
+
+class MetadataNodeTest(NodeCase):
+    FLAGS = ("--max-request-tokens", "5000")
 
     def test_cycle_and_stats(self):
         toks = tokens(1, 612)
@@ -125,17 +132,9 @@ class MetadataNodeTest(unittest.TestCase):
         self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
 
 
-class KVNodeTest(unittest.TestCase):
+class KVNodeTest(NodeCase):
     KVB = 256
-
-    @classmethod
-    def setUpClass(cls):
-        cls.node = Node("--kv-bytes-per-token", str(cls.KVB), "--pool-tokens", "65536")
-        cls.stub = cls.node.stub
-
-    @classmethod
-    def tearDownClass(cls):
-        assert cls.node.close() == 0
+    FLAGS = ("--kv-bytes-per-token", str(KVB), "--pool-tokens", "65536")
 
     def test_write_then_read(self):
         toks = tokens(3, 5000)

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "daemon.h"
 #include "pbx.h"
+#include "util.h"
 
 static const char *node_bin;
 
@@ -29,11 +30,20 @@ static int start_node(test_daemon *d, const char *extra[])
     return td_start(d, argv);
 }
 
+/* The node started for the running test, and a client of it; the
+ * status message of the test's last call. */
+typedef struct node_fx {
+    test_daemon d;
+    rm_cache_client cc;
+} node_fx;
+static node_fx fx;
+static char msg[256];
+
 static radixmesh_v1_NodeStats stats(rm_cache_client *cc)
 {
-    char msg[256];
+    char err[256];
     radixmesh_v1_NodeStats s;
-    CHECK_EQ(rm_cc_stats(cc, &s, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_stats(cc, &s, err, sizeof err), GRPC_STATUS_OK);
     return s;
 }
 
@@ -47,7 +57,6 @@ static void check_accounting(rm_cache_client *cc)
 
 static void test_basic_cycle(rm_cache_client *cc)
 {
-    char msg[256];
     uint32_t tok[612];
     fill(tok, 612, 1);
     rm_cc_match_reply m;
@@ -78,7 +87,6 @@ static void test_basic_cycle(rm_cache_client *cc)
 
 static void test_bad_input(rm_cache_client *cc)
 {
-    char msg[256];
     /* Malformed protobuf: a length-delimited field running past the end. */
     const char junk[] = "\x12\xff\xff\x03garbage";
     grpc_byte_buffer *bb, *reply = NULL;
@@ -142,70 +150,54 @@ static void test_bad_input(rm_cache_client *cc)
     check_accounting(cc);
 }
 
-static void test_pinned_pool_then_recovery(void)
+static void test_pinned_pool_then_recovery(rm_cache_client *cc)
 {
-    test_daemon d;
-    const char *extra[] = {"--pool-tokens", "64", "--page-tokens", "16", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
-    char msg[256];
     uint32_t a[64], b[64];
     fill(a, 64, 5);
     fill(b, 64, 6);
     rm_cc_insert_reply ir;
     rm_cc_match_reply m;
-    CHECK_EQ(rm_cc_insert(&cc, "m", a, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_match(&cc, "m", a, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_insert(cc, "m", a, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_match(cc, "m", a, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_RESOURCE_EXHAUSTED);
     CHECK(strstr(msg, "pinned") != NULL);
-    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_insert(&cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, 64);
-    radixmesh_v1_NodeStats s = stats(&cc);
+    radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.evicted_tokens_total, 64);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    check_accounting(&cc);
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+    check_accounting(cc);
 }
 
-static void test_lease_ttl_reclaims(void)
+static void test_lease_ttl_reclaims(rm_cache_client *cc)
 {
-    test_daemon d;
-    const char *extra[] = {"--lease-ttl-ms", "200", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
-    char msg[256];
     uint32_t a[160];
     fill(a, 160, 7);
     rm_cc_insert_reply ir;
     rm_cc_match_reply m;
-    CHECK_EQ(rm_cc_insert(&cc, "m", a, 160, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", a, 160, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     /* A client takes 20 leases and vanishes. */
     for (int i = 0; i < 20; i++)
-        CHECK_EQ(rm_cc_match(&cc, "m", a, 160, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
-    radixmesh_v1_NodeStats s = stats(&cc);
+        CHECK_EQ(rm_cc_match(cc, "m", a, 160, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.active_leases, 20);
     CHECK_EQ(s.protected_pages, 10);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
     long long deadline = td_now_ms() + 5000;
     uint64_t leases = 1;
     while (leases && td_now_ms() < deadline) {
-        s = stats(&cc);
+        s = stats(cc);
         leases = s.active_leases;
         pb_release(radixmesh_v1_NodeStats_fields, &s);
     }
-    s = stats(&cc);
+    s = stats(cc);
     CHECK_EQ(s.active_leases, 0);
     CHECK_EQ(s.protected_pages, 0);
     CHECK_EQ(s.expired_leases_total, 20);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
 }
 
 static uint8_t kv_of(const uint32_t *tok, size_t i, size_t b)
@@ -213,15 +205,9 @@ static uint8_t kv_of(const uint32_t *tok, size_t i, size_t b)
     return (uint8_t)(tok[i] * 131u + b * 7u + i);
 }
 
-static void test_kv_roundtrip(void)
+static void test_kv_roundtrip(rm_cache_client *cc)
 {
     enum { KVB = 64, N = 100000 };
-    test_daemon d;
-    const char *extra[] = {"--kv-bytes-per-token", "64", "--pool-tokens", "262144", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 30000) == 0);
-    char msg[256];
     /* A 100k-token prompt: 6.4 MB of KV in 1 MiB chunks each way. */
     uint32_t *tok = malloc(sizeof(uint32_t) * N);
     fill(tok, N, 8);
@@ -231,37 +217,37 @@ static void test_kv_roundtrip(void)
         for (size_t b = 0; b < KVB; b++)
             kv[i * KVB + b] = kv_of(tok, i, b);
     rm_cc_insert_reply ir;
-    CHECK_EQ(rm_cc_insert(&cc, "m", tok, N, 0, NULL, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, N, 0, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
     CHECK(strstr(msg, "WriteKV") != NULL);
     /* Too few bytes: refused, nothing cached. */
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", tok, N, 0, 0, kv, bytes - 1, 1 << 20, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_write_kv(cc, "m", tok, N, 0, 0, kv, bytes - 1, 1 << 20, &ir, msg, sizeof msg),
              GRPC_STATUS_INVALID_ARGUMENT);
     CHECK(strstr(msg, "expected") != NULL);
-    check_accounting(&cc);
-    radixmesh_v1_NodeStats s = stats(&cc);
+    check_accounting(cc);
+    radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.free_pages, s.pool_pages);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", tok, N, 0, 0, kv, bytes, 1 << 20, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_write_kv(cc, "m", tok, N, 0, 0, kv, bytes, 1 << 20, &ir, msg, sizeof msg),
              GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, aligned);
     rm_cc_match_reply m;
-    CHECK_EQ(rm_cc_match(&cc, "m", tok, N, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_match(cc, "m", tok, N, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(m.matched_tokens, aligned);
     size_t got = 0;
-    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
+    CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
              GRPC_STATUS_OK);
     CHECK_EQ(got, bytes);
     CHECK(memcmp(kv, back, bytes) == 0);
     /* A window: tokens [1600, 1600+800). */
-    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 1600, 800, back, bytes, &got, msg, sizeof msg),
+    CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 1600, 800, back, bytes, &got, msg, sizeof msg),
              GRPC_STATUS_OK);
     CHECK_EQ(got, 800 * KVB);
     CHECK(memcmp(kv + 1600 * KVB, back, 800 * KVB) == 0);
-    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 5, 0, back, bytes, &got, msg, sizeof msg),
+    CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 5, 0, back, bytes, &got, msg, sizeof msg),
              GRPC_STATUS_INVALID_ARGUMENT);
-    CHECK_EQ(rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_read_kv(&cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 0, 0, back, bytes, &got, msg, sizeof msg),
              GRPC_STATUS_NOT_FOUND);
     /* Extend the sequence: send only the new tail's KV. */
     uint32_t *tok2 = malloc(sizeof(uint32_t) * (N + 64));
@@ -272,7 +258,7 @@ static void test_kv_roundtrip(void)
     for (size_t i = 0; i < tail_tokens; i++)
         for (size_t b = 0; b < KVB; b++)
             tail[i * KVB + b] = kv_of(tok2, aligned + i, b);
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", tok2, N + 64, (uint32_t)aligned, 0, tail, tail_tokens * KVB,
+    CHECK_EQ(rm_cc_write_kv(cc, "m", tok2, N + 64, (uint32_t)aligned, 0, tail, tail_tokens * KVB,
                             4096, &ir, msg, sizeof msg),
              GRPC_STATUS_OK);
     CHECK_EQ(ir.cached_tokens, aligned);
@@ -280,58 +266,55 @@ static void test_kv_roundtrip(void)
     /* Claiming the node holds more than it does is refused with a hint. */
     uint32_t fresh[64];
     fill(fresh, 64, 10);
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", fresh, 64, 32, 0, tail, 32 * KVB, 4096, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_write_kv(cc, "m", fresh, 64, 32, 0, tail, 32 * KVB, 4096, &ir, msg, sizeof msg),
              GRPC_STATUS_FAILED_PRECONDITION);
     CHECK(strstr(msg, "resend KV from token 0") != NULL);
-    check_accounting(&cc);
+    /* Through a lease that fits, the short prefix gets the same hint; a
+     * lease that does not fit the tokens is named as the reason. */
+    CHECK_EQ(rm_cc_match(cc, "m", fresh, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_write_kv(cc, "m", fresh, 64, 32, m.lease_id, tail, 32 * KVB, 4096, &ir, msg,
+                            sizeof msg),
+             GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(strstr(msg, "resend KV from token 0") != NULL);
+    CHECK_EQ(
+        rm_cc_write_kv(cc, "x", fresh, 64, 0, m.lease_id, kv, 64 * KVB, 4096, &ir, msg, sizeof msg),
+        GRPC_STATUS_FAILED_PRECONDITION);
+    CHECK(strstr(msg, "does not cover") != NULL);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    check_accounting(cc);
     free(tok);
     free(tok2);
     free(kv);
     free(back);
     free(tail);
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
 }
 
 /* WriteKV naming no tokens writes nothing and says so (OK, nothing
  * cached); the node used to memcpy from the NULL token array (UB: the
  * ASan/UBSan build died). The node keeps serving and its pool is intact. */
-static void test_empty_write_kv(void)
+static void test_empty_write_kv(rm_cache_client *cc)
 {
-    test_daemon d;
-    const char *extra[] = {"--kv-bytes-per-token", "8", "--pool-tokens", "256", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
-    char msg[256];
     static const uint8_t none[1];
     rm_cc_insert_reply ir;
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", NULL, 0, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_write_kv(cc, "m", NULL, 0, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
              GRPC_STATUS_OK);
     CHECK_EQ(ir.cached_tokens + ir.inserted_tokens + ir.dropped_tokens, 0);
     uint32_t few[5];
     fill(few, 5, 20);
-    CHECK_EQ(rm_cc_write_kv(&cc, "m", few, 5, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
+    CHECK_EQ(rm_cc_write_kv(cc, "m", few, 5, 0, 0, none, 0, 4096, &ir, msg, sizeof msg),
              GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, 0);
-    radixmesh_v1_NodeStats s = stats(&cc);
+    radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.free_pages, s.pool_pages);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
 }
 
 /* Leased Matches on fresh namespaces with short leases used to fill
  * --max-namespaces for good. Now a refusal is counted (Stats) and, once
  * the leases expire, fresh namespaces are served again. */
-static void test_namespace_slots_return(void)
+static void test_namespace_slots_return(rm_cache_client *cc)
 {
-    test_daemon d;
-    const char *extra[] = {"--max-namespaces", "4", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
-    char msg[256], ns[32];
+    char ns[32];
     uint32_t tok[32];
     fill(tok, 32, 21);
     rm_cc_match_reply m;
@@ -342,7 +325,7 @@ static void test_namespace_slots_return(void)
              * below even under valgrind) may still be live. */
             long long deadline = td_now_ms() + 30000;
             int st;
-            while ((st = rm_cc_match(&cc, ns, tok, 32, 1, 2000, &m, msg, sizeof msg)) ==
+            while ((st = rm_cc_match(cc, ns, tok, 32, 1, 2000, &m, msg, sizeof msg)) ==
                        GRPC_STATUS_RESOURCE_EXHAUSTED &&
                    td_now_ms() < deadline)
                 ;
@@ -350,17 +333,15 @@ static void test_namespace_slots_return(void)
             if (st != GRPC_STATUS_OK)
                 goto done; /* the slots never came back: once is enough to say so */
         }
-        CHECK_EQ(rm_cc_match(&cc, "one-too-many", tok, 32, 1, 2000, &m, msg, sizeof msg),
+        CHECK_EQ(rm_cc_match(cc, "one-too-many", tok, 32, 1, 2000, &m, msg, sizeof msg),
                  GRPC_STATUS_RESOURCE_EXHAUSTED);
         CHECK(strstr(msg, "--max-namespaces 4") != NULL);
     }
 done:;
-    radixmesh_v1_NodeStats s = stats(&cc);
+    radixmesh_v1_NodeStats s = stats(cc);
     CHECK(s.namespace_refusals_total >= 2);
     CHECK(s.namespaces <= 4);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
 }
 
 typedef struct worker_arg {
@@ -377,16 +358,16 @@ static void *worker(void *p)
         a->errors++;
         return NULL;
     }
-    char msg[256];
+    char err[256]; /* this thread's own */
     uint32_t tok[700];
     for (int r = 0; r < 300; r++) {
         fill(tok, 512, (uint32_t)(100 + r % 8)); /* 8 shared prefixes */
         fill(tok + 512, 128, (uint32_t)(1000 + a->id * 1000 + r));
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
-        if (rm_cc_match(&cc, "c", tok, 640, 1, 0, &m, msg, sizeof msg) ||
-            rm_cc_insert(&cc, "c", tok, 640, m.lease_id, NULL, &ir, msg, sizeof msg) ||
-            rm_cc_release(&cc, m.lease_id, NULL, msg, sizeof msg)) {
+        if (rm_cc_match(&cc, "c", tok, 640, 1, 0, &m, err, sizeof err) ||
+            rm_cc_insert(&cc, "c", tok, 640, m.lease_id, NULL, &ir, err, sizeof err) ||
+            rm_cc_release(&cc, m.lease_id, NULL, err, sizeof err)) {
             a->errors++;
             continue;
         }
@@ -398,16 +379,13 @@ static void *worker(void *p)
     return NULL;
 }
 
-static void test_concurrent_clients(void)
+static void test_concurrent_clients(rm_cache_client *cc)
 {
-    test_daemon d;
-    const char *extra[] = {"--pool-tokens", "65536", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
     enum { T = 8 };
     pthread_t th[T];
     worker_arg args[T];
     for (int i = 0; i < T; i++) {
-        args[i] = (worker_arg){d.addr, i, 0, 0, 0, 0};
+        args[i] = (worker_arg){fx.d.addr, i, 0, 0, 0, 0};
         pthread_create(&th[i], NULL, worker, &args[i]);
     }
     uint64_t q = 0, h = 0;
@@ -421,9 +399,7 @@ static void test_concurrent_clients(void)
     }
     CHECK_EQ(errors, 0);
     CHECK_EQ(requests, T * 300);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 5000) == 0);
-    radixmesh_v1_NodeStats s = stats(&cc);
+    radixmesh_v1_NodeStats s = stats(cc);
     /* The node's counters are exactly the clients' sums. */
     CHECK_EQ(s.match_requests_total, T * 300);
     CHECK_EQ(s.query_tokens_total, q);
@@ -432,20 +408,18 @@ static void test_concurrent_clients(void)
     CHECK_EQ(s.protected_pages, 0);
     CHECK(h > q / 2); /* the shared prefixes hit */
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    check_accounting(&cc);
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
+    check_accounting(cc);
 }
 
-static void test_sigterm_drains(void)
+static void test_sigterm_drains(rm_cache_client *unused)
 {
+    (void)unused;
     test_daemon d;
     const char *argv[] = {node_bin, "--node-id",   "t2",   "--shutdown-delay-ms",
                           "600",    "--log-level", "warn", NULL};
     REQUIRE(td_start(&d, argv) == 0);
     rm_cache_client cc;
     REQUIRE(rm_cc_init(&cc, d.addr, 2000) == 0);
-    char msg[256];
     int serving = 0;
     CHECK_EQ(rm_cc_health(&cc, &serving, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK(serving);
@@ -469,8 +443,9 @@ static void test_sigterm_drains(void)
     CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-static void test_bad_flags_exit_2(void)
+static void test_bad_flags_exit_2(rm_cache_client *unused)
 {
+    (void)unused;
     const char *cases[][6] = {
         {"--pool-tokens", "abc", NULL},
         {"--eviction", "fifo", NULL},
@@ -513,8 +488,9 @@ static int run_capture(const char *const *argv, char *line, size_t len)
     return status;
 }
 
-static void test_help_version_env(void)
+static void test_help_version_env(rm_cache_client *unused)
 {
+    (void)unused;
     char line[512];
     const char *help[] = {node_bin, "--help", NULL};
     int st = run_capture(help, line, sizeof line);
@@ -548,31 +524,56 @@ static void test_help_version_env(void)
     unsetenv("RADIXMESH_SHUTDOWN_DELAY_MS");
 }
 
+/* A test, and the flags of the node it gets (none: it starts its own). */
+typedef struct node_test {
+    const char *name;
+    void (*run)(rm_cache_client *cc);
+    int client_timeout_ms;
+    const char *extra[6];
+} node_test;
+
+static const node_test tests[] = {
+    {"test_basic_cycle", test_basic_cycle, 10000, {"--max-request-tokens", "100000"}},
+    {"test_bad_input", test_bad_input, 10000, {"--max-request-tokens", "100000"}},
+    {"test_pinned_pool_then_recovery",
+     test_pinned_pool_then_recovery,
+     5000,
+     {"--pool-tokens", "64", "--page-tokens", "16"}},
+    {"test_lease_ttl_reclaims", test_lease_ttl_reclaims, 5000, {"--lease-ttl-ms", "200"}},
+    {"test_kv_roundtrip",
+     test_kv_roundtrip,
+     30000,
+     {"--kv-bytes-per-token", "64", "--pool-tokens", "262144"}},
+    {"test_empty_write_kv",
+     test_empty_write_kv,
+     10000,
+     {"--kv-bytes-per-token", "8", "--pool-tokens", "256"}},
+    {"test_namespace_slots_return", test_namespace_slots_return, 10000, {"--max-namespaces", "4"}},
+    {"test_concurrent_clients", test_concurrent_clients, 5000, {"--pool-tokens", "65536"}},
+    {"test_sigterm_drains", test_sigterm_drains, 0, {NULL}},
+    {"test_bad_flags_exit_2", test_bad_flags_exit_2, 0, {NULL}},
+    {"test_help_version_env", test_help_version_env, 0, {NULL}},
+};
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 2);
     node_bin = argv[1];
     grpc_init();
-    test_daemon d;
-    const char *extra[] = {"--max-request-tokens", "100000", NULL};
-    REQUIRE(start_node(&d, extra) == 0);
-    rm_cache_client cc;
-    REQUIRE(rm_cc_init(&cc, d.addr, 10000) == 0);
-    test_basic_cycle(&cc);
-    fprintf(stderr, "%-40s done\n", "test_basic_cycle");
-    test_bad_input(&cc);
-    fprintf(stderr, "%-40s done\n", "test_bad_input");
-    rm_cc_close(&cc);
-    CHECK_EQ(td_stop(&d, SIGTERM, 10000), 0);
-    RUN(test_pinned_pool_then_recovery);
-    RUN(test_lease_ttl_reclaims);
-    RUN(test_kv_roundtrip);
-    RUN(test_empty_write_kv);
-    RUN(test_namespace_slots_return);
-    RUN(test_concurrent_clients);
-    RUN(test_sigterm_drains);
-    RUN(test_bad_flags_exit_2);
-    RUN(test_help_version_env);
+    for (size_t i = 0; i < RM_ARRAY_LEN(tests); i++) {
+        const node_test *t = &tests[i];
+        int fails = rm_t_fail;
+        if (t->client_timeout_ms) {
+            REQUIRE(start_node(&fx.d, (const char **)t->extra) == 0);
+            REQUIRE(rm_cc_init(&fx.cc, fx.d.addr, t->client_timeout_ms) == 0);
+        }
+        t->run(&fx.cc);
+        if (t->client_timeout_ms) {
+            rm_cc_close(&fx.cc);
+            CHECK_EQ(td_stop(&fx.d, SIGTERM, 10000), 0);
+        }
+        fprintf(stderr, "%-40s %s\n", t->name, rm_t_fail == fails ? "ok" : "FAILED");
+    }
     grpc_shutdown();
     return rm_t_report();
 }

@@ -23,7 +23,6 @@
  * tests/fuzz/fuzz_cache.c compiles this file with CACHE_FUZZ_BYTES: the
  * random choices then come from libFuzzer's input, and the pool's allocator
  * fails whenever the input says so. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,7 +179,7 @@ static void resync(rm_cache *c)
 static void inv(const rm_cache *c)
 {
     char err[256] = "";
-    int rc = rm_cache_check(c, err, sizeof err);
+    rm_cache_result rc = rm_cache_check(c, err, sizeof err);
     if (rc) {
         fprintf(stderr, "invariant: %s\n", err);
         CHECK_EQ(rc, 0);
@@ -215,11 +214,14 @@ static int ns_refused(int ns)
     return used >= MAXNS;
 }
 
-/* -EDQUOT when creating ns must be refused, else ok_rc. Unknown: takes rc. */
-static int expect_ns(int ns, int ok_rc, int rc)
+/* RM_CACHE_NAMESPACE_LIMIT when creating ns must be refused, else ok_rc.
+ * Unknown: takes rc. */
+static rm_cache_result expect_ns(int ns, rm_cache_result ok_rc, rm_cache_result rc)
 {
     int r = ns_refused(ns);
-    return r < 0 ? (rc == -EDQUOT ? rc : ok_rc) : r ? -EDQUOT : ok_rc;
+    return r < 0 ? (rc == RM_CACHE_NAMESPACE_LIMIT ? rc : ok_rc)
+           : r   ? RM_CACHE_NAMESPACE_LIMIT
+                 : ok_rc;
 }
 
 static size_t owned_by(int who)
@@ -277,10 +279,31 @@ static void lease_moved(rm_cache *c, uint64_t lid, const uint32_t *q, size_t n, 
             continue;
         memcpy(leases[i].tok, q, n * sizeof *q);
         leases[i].matched = cached;
-        for (size_t s = 0; s <= c->lease_mask; s++)
-            if (c->lease_slots[s] && c->lease_slots[s]->id == lid)
-                leases[i].expires = c->lease_slots[s]->expires_ms;
+        for (size_t s = 0; s <= c->leases.mask; s++) {
+            const rm_lease *l = c->leases.slots[s];
+            if (l && l->id == lid)
+                leases[i].expires = l->expires_ms;
+        }
     }
+}
+
+/* Checks a writer's answer (Insert, or WriteKV's begin) against the
+ * oracle's refusals: another identity's lease, a namespace that must be
+ * refused, no page to be had. Returns 1 for such a refusal, 0 when the
+ * call must have succeeded (and did). */
+static int writer_refused(const rm_cache *c, const olease *ol, int who, int ns, rm_cache_result rc)
+{
+    if (ol && denied(ol, who)) {
+        CHECK_EQ(rc, RM_CACHE_UNKNOWN_LEASE);
+    } else if (!ol && expect_ns(ns, RM_CACHE_OK, rc) == RM_CACHE_NAMESPACE_LIMIT) {
+        CHECK_EQ(rc, RM_CACHE_NAMESPACE_LIMIT);
+    } else if (rc == RM_CACHE_POOL_PINNED) {
+        CHECK(c->pool.nfree == 0 || pool_failures);
+    } else {
+        CHECK_EQ(rc, RM_CACHE_OK);
+        return 0;
+    }
+    return 1;
 }
 
 static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops, uint32_t max_ns)
@@ -318,11 +341,12 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
             uint32_t ttl = (uint32_t)(rnd() % 3000);
             int who = (int)(rnd() % 4);
             rm_match_result mr;
-            int rc = rm_cache_match(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, lease, ttl, now,
-                                    &mr);
-            int want = !lease                            ? 0
-                       : (who && owned_by(who) >= SHARE) ? -EUSERS
-                                                         : expect_ns(ns, 0, rc);
+            rm_cache_result rc = rm_cache_match(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n,
+                                                lease, ttl, now, &mr);
+            rm_cache_result want = !lease ? 0
+                                   : (who && owned_by(who) >= SHARE)
+                                       ? RM_CACHE_PEER_LEASE_LIMIT
+                                       : expect_ns(ns, RM_CACHE_OK, rc);
             CHECK_EQ(rc, want);
             if (rc == 0)
                 CHECK_EQ(mr.matched_tokens, expect);
@@ -342,15 +366,9 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
             if (lid)
                 expect = oracle_match(ns, q, n);
             rm_insert_result ir;
-            int rc = rm_cache_insert(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, lid, now, &ir);
-            if (ol && denied(ol, who)) {
-                CHECK_EQ(rc, -ENOENT);
-            } else if (!ol && expect_ns(ns, 0, rc) == -EDQUOT) {
-                CHECK_EQ(rc, -EDQUOT);
-            } else if (rc == -ENOSPC) {
-                CHECK(c.pool.nfree == 0 || pool_failures);
-            } else {
-                CHECK_EQ(rc, 0);
+            rm_cache_result rc =
+                rm_cache_insert(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, lid, now, &ir);
+            if (!writer_refused(&c, ol, who, ns, rc)) {
                 CHECK_EQ(ir.cached_tokens, expect);
                 CHECK_EQ(ir.cached_tokens + ir.inserted_tokens + ir.dropped_tokens, n / PT * PT);
                 oracle_add(ns, q, ir.cached_tokens + ir.inserted_tokens);
@@ -361,14 +379,17 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
                 size_t i = rnd() % nleases;
                 int who = pick_caller(&leases[i]);
                 if (denied(&leases[i], who)) {
-                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id), -ENOENT);
+                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id),
+                             RM_CACHE_UNKNOWN_LEASE);
                 } else {
                     CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id), 0);
-                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id), -ENOENT);
+                    CHECK_EQ(rm_cache_release(&c, CALLERS[who], leases[i].id),
+                             RM_CACHE_UNKNOWN_LEASE);
                     leases[i] = leases[--nleases];
                 }
             } else {
-                CHECK_EQ(rm_cache_release(&c, CALLERS[rnd() % 4], rnd() | 1), -ENOENT);
+                CHECK_EQ(rm_cache_release(&c, CALLERS[rnd() % 4], rnd() | 1),
+                         RM_CACHE_UNKNOWN_LEASE);
             }
         } else if (kind < 80 || (kind < 55 && kv_mode)) { /* KV write, commit or abort */
             olease *ol = kind < 55 ? pick_lease_prefix(&ns, q, &n) : NULL;
@@ -378,18 +399,11 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
                 expect = oracle_match(ns, q, n);
             size_t kv_start = (rnd() % 3 == 0) ? 0 : expect;
             rm_kv_write w;
-            int rc = rm_cache_write_begin(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q, n, kv_start,
-                                          lid, now, &w);
+            rm_cache_result rc = rm_cache_write_begin(&c, CALLERS[who], NS[ns], strlen(NS[ns]), q,
+                                                      n, kv_start, lid, now, &w);
             if (!kv_mode) {
-                CHECK_EQ(rc, -EINVAL);
-            } else if (ol && denied(ol, who)) {
-                CHECK_EQ(rc, -ENOENT);
-            } else if (!ol && expect_ns(ns, 0, rc) == -EDQUOT) {
-                CHECK_EQ(rc, -EDQUOT);
-            } else if (rc == -ENOSPC) {
-                CHECK(c.pool.nfree == 0 || pool_failures);
-            } else {
-                CHECK_EQ(rc, 0);
+                CHECK_EQ(rc, RM_CACHE_METADATA_ONLY);
+            } else if (!writer_refused(&c, ol, who, ns, rc)) {
                 inv(&c);
                 for (size_t i = kv_start; i < w.ntokens; i++) {
                     uint8_t *d = rm_cache_write_dest(&c, &w, i);
@@ -412,7 +426,8 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
                 int who = pick_caller(l);
                 rm_kv_pin pin;
                 if (denied(l, who)) {
-                    CHECK_EQ(rm_cache_pin_lease(&c, CALLERS[who], l->id, &pin), -ENOENT);
+                    CHECK_EQ(rm_cache_pin_lease(&c, CALLERS[who], l->id, &pin),
+                             RM_CACHE_UNKNOWN_LEASE);
                     goto checked;
                 }
                 CHECK_EQ(rm_cache_pin_lease(&c, CALLERS[who], l->id, &pin), 0);
@@ -433,7 +448,7 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
         }
     checked:
         inv(&c);
-        CHECK_EQ(c.nleases, nleases);
+        CHECK_EQ(c.leases.n, nleases);
         for (int k = 1; k < 4; k++) {
             const rm_peer *p =
                 rm_peers_find(&c.peers, CALLERS[k]->id, CALLERS[k]->len, CALLERS[k]->authenticated);

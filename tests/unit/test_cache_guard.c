@@ -1,11 +1,13 @@
 /* Unit tests for the pieces that guard a cache node's resources: SipHash
- * (lease ids, peer table), the per-peer lease table, the KV stream bound
- * and refusal-log rules, and the peer address parser. */
+ * (lease ids, peer table), the per-peer lease table, the slot table under
+ * it and the lease table (ptrtab), the KV stream bound and refusal-log
+ * rules, and the peer address parser. */
 #include <string.h>
 
 #include "check.h"
 #include "guard.h"
 #include "peers.h"
+#include "ptrtab.h"
 #include "siphash.h"
 
 /* The reference vectors: key 00..0f, message 00..len-1 (the paper's
@@ -49,7 +51,7 @@ static void test_peers_table(void)
         int len = snprintf(name, sizeof name, "10.0.%d.%d", i / 256, i % 256);
         many[i] = rm_peers_ref(&p, name, (size_t)len, 0);
     }
-    CHECK_EQ(p.n, 202);
+    CHECK_EQ(p.tab.n, 202);
     for (int i = 0; i < 200; i += 2)
         rm_peers_unref(&p, many[i]);
     int ok = 1;
@@ -63,13 +65,56 @@ static void test_peers_table(void)
     CHECK(rm_peers_find(&p, "a", 1, 0) == a);
     rm_peers_unref(&p, a);
     CHECK(rm_peers_find(&p, "a", 1, 0) == NULL);
-    CHECK_EQ(p.n, 101);
+    CHECK_EQ(p.tab.n, 101);
     /* Empty identities and embedded NULs are bytes like any others. */
     rm_peer *e0 = rm_peers_ref(&p, "", 0, 0);
     rm_peer *nul = rm_peers_ref(&p, "x\0y", 3, 0);
     CHECK(rm_peers_find(&p, "", 0, 0) == e0);
     CHECK(rm_peers_find(&p, "x\0y", 3, 0) == nul && rm_peers_find(&p, "x", 1, 0) == NULL);
     rm_peers_destroy(&p);
+}
+
+typedef struct ent {
+    uint64_t k;
+} ent;
+
+static uint64_t ent_key(const void *e)
+{
+    return ((const ent *)e)->k;
+}
+
+static const ent *find(const rm_ptrtab *t, uint64_t k)
+{
+    for (size_t i = k & t->mask; t->slots[i]; i = (i + 1) & t->mask)
+        if (((const ent *)t->slots[i])->k == k)
+            return t->slots[i];
+    return NULL;
+}
+
+/* A run of entries that wraps past the last slot: deleting its head moves
+ * each later entry back towards its home, across the wrap, and every key
+ * stays findable; the table doubles before it would be over half full. */
+static void test_ptrtab_wraps(void)
+{
+    rm_ptrtab t;
+    rm_ptrtab_init(&t, 8, ent_key);
+    ent e[] = {{6}, {7}, {14}, {15}, {3}};
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(rm_ptrtab_add(&t, &e[i]), 0);
+    CHECK(t.slots[6] == &e[0] && t.slots[7] == &e[1]);
+    CHECK(t.slots[0] == &e[2] && t.slots[1] == &e[3]); /* homes 6 and 7, wrapped */
+    rm_ptrtab_del(&t, &e[0]);
+    CHECK(t.slots[6] == &e[2] && t.slots[0] == &e[3] && t.slots[1] == NULL);
+    CHECK(find(&t, 6) == NULL);
+    for (int i = 1; i < 4; i++)
+        CHECK(find(&t, e[i].k) == &e[i]);
+    CHECK_EQ(t.n, 3);
+    CHECK_EQ(rm_ptrtab_add(&t, &e[0]), 0);
+    CHECK_EQ(rm_ptrtab_add(&t, &e[4]), 1); /* a fifth of 8 slots: 16 */
+    CHECK_EQ(t.mask, 15);
+    for (int i = 0; i < 5; i++)
+        CHECK(find(&t, e[i].k) == &e[i]);
+    rm_ptrtab_destroy(&t);
 }
 
 static void test_stream_verdict(void)
@@ -85,6 +130,9 @@ static void test_stream_verdict(void)
     /* Both due: the lease is the reason to tell. */
     CHECK_EQ(rm_guard_stream(2000, 1000, 100, 1500), RM_STREAM_LEASE_EXPIRED);
     CHECK(strcmp(rm_stream_verdict_str(RM_STREAM_IDLE), "idle") == 0);
+    CHECK(strcmp(rm_stream_verdict_str(RM_STREAM_KEEP), "keep") == 0);
+    CHECK(strcmp(rm_stream_verdict_str(RM_STREAM_LEASE_EXPIRED), "lease expired") == 0);
+    CHECK(strcmp(rm_stream_verdict_str((rm_stream_verdict)7), "?") == 0);
 }
 
 static void test_log_limit(void)
@@ -125,6 +173,7 @@ int main(void)
 {
     RUN(test_siphash_vectors);
     RUN(test_peers_table);
+    RUN(test_ptrtab_wraps);
     RUN(test_stream_verdict);
     RUN(test_log_limit);
     RUN(test_peer_address);

@@ -49,33 +49,56 @@ static void collect(void *ctx, const uint32_t *pages, uint32_t n)
     *count += n;
 }
 
+/* A tree of PT-token pages evicting by policy, page ids from 0; returns
+ * the root of its namespace "m". */
+static rm_radix_node *open_tree(rm_radix *t, rm_evict_policy policy)
+{
+    next_page_id = 0;
+    REQUIRE(rm_radix_init(t, PT, policy, 8) == 0);
+    rm_radix_node *root;
+    REQUIRE(rm_radix_root(t, "m", 1, 1, &root) == 0);
+    return root;
+}
+
+/* The tree's page accounting: pages no one holds, pages held. */
+static void pages_are(const rm_radix *t, uint64_t evictable, uint64_t protected)
+{
+    CHECK_EQ(t->evictable_pages, evictable);
+    CHECK_EQ(t->protected_pages, protected);
+}
+
+static void close_tree(rm_radix *t)
+{
+    check_tree(t);
+    rm_radix_destroy(t);
+}
+
+/* Two sequences sharing their first page (FORK) or two (SPLIT), then
+ * diverging. */
+static const uint32_t FORK_A[8] = {1, 1, 1, 1, 2, 2, 2, 2}, FORK_B[8] = {1, 1, 1, 1, 3, 3, 3, 3};
+static const uint32_t SPLIT_A[12] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+static const uint32_t SPLIT_B[12] = {1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4};
+
 static void test_page_alignment(void)
 {
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LRU);
     uint32_t a[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
     put(&t, root, a, 10, 0); /* caches 8 tokens = 2 pages */
-    CHECK_EQ(t.evictable_pages, 2);
+    pages_are(&t, 2, 0);
     CHECK_EQ(match(&t, root, a, 10), 8);
     CHECK_EQ(match(&t, root, a, 7), 4); /* only whole pages match */
     CHECK_EQ(match(&t, root, a, 3), 0);
     uint32_t b[8] = {1, 2, 3, 4, 5, 6, 7, 99};
     CHECK_EQ(match(&t, root, b, 8), 4); /* diverges inside page 2 */
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 static void test_split(void)
 {
-    next_page_id = 0;
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
-    uint32_t a[12] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
-    uint32_t b[12] = {1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4};
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LRU);
+    const uint32_t *a = SPLIT_A, *b = SPLIT_B;
     rm_radix_node *la = put(&t, root, a, 12, 0);
     CHECK_EQ(la->npages, 3);
     CHECK_EQ(t.nodes, 2); /* root + one edge */
@@ -88,7 +111,7 @@ static void test_split(void)
     CHECK_EQ(la->parent->npages, 2);
     CHECK_EQ(la->parent->nchildren, 2);
     CHECK_EQ(rm_radix_node_tokens(la)[0], 3);
-    CHECK_EQ(t.evictable_pages, 4);
+    pages_are(&t, 4, 0);
     CHECK_EQ(match(&t, root, a, 12), 12);
     CHECK_EQ(match(&t, root, b, 12), 12);
     /* Page ids follow their tokens through the split. */
@@ -115,7 +138,7 @@ static void test_split(void)
     errno = 0;
     CHECK(rm_radix_attach(&t, last, a + 4, &pg, 1, 0) == NULL);
     CHECK_EQ(errno, EEXIST);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 static void test_namespaces_isolated(void)
@@ -136,8 +159,7 @@ static void test_namespaces_isolated(void)
     CHECK_EQ(match(&t, r2, a, 8), 0);
     put(&t, r2, a, 8, 0);
     CHECK_EQ(t.nodes, 4); /* same tokens, separate nodes */
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 /* Reclaim frees exactly the namespaces with no children and no references;
@@ -176,26 +198,19 @@ static void test_namespace_reclaim(void)
     check_tree(&t);
     REQUIRE(rm_radix_root(&t, "again", 5, 1, &r) == 0);
     CHECK_EQ(r->ns, 0);
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 static void test_lock_accounting(void)
 {
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
-    uint32_t a[12] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
-    uint32_t b[12] = {1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4};
-    rm_radix_node *la = put(&t, root, a, 12, 0);
-    rm_radix_node *lb = put(&t, root, b, 12, 0);
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LRU);
+    rm_radix_node *la = put(&t, root, SPLIT_A, 12, 0);
+    rm_radix_node *lb = put(&t, root, SPLIT_B, 12, 0);
     rm_radix_lock(&t, la);
-    CHECK_EQ(t.protected_pages, 3); /* la + shared parent */
-    CHECK_EQ(t.evictable_pages, 1); /* lb */
+    pages_are(&t, 1, 3); /* lb; la + shared parent */
     rm_radix_lock(&t, lb);
-    CHECK_EQ(t.protected_pages, 4);
-    CHECK_EQ(t.evictable_pages, 0);
+    pages_are(&t, 0, 4);
     CHECK_EQ(la->parent->lock_ref, 2);
     const rm_radix_node *held[2] = {la, lb};
     char err[128];
@@ -208,21 +223,17 @@ static void test_lock_accounting(void)
     rm_radix_unlock(&t, la);
     CHECK_EQ(t.protected_pages, 3);
     CHECK_EQ(rm_radix_evict(&t, 10, collect, &freed), 1); /* only la can go */
-    CHECK_EQ(match(&t, root, a, 12), 8);
-    CHECK_EQ(match(&t, root, b, 12), 12);
+    CHECK_EQ(match(&t, root, SPLIT_A, 12), 8);
+    CHECK_EQ(match(&t, root, SPLIT_B, 12), 12);
     rm_radix_unlock(&t, lb);
-    CHECK_EQ(t.protected_pages, 0);
-    CHECK_EQ(t.evictable_pages, 3);
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    pages_are(&t, 3, 0);
+    close_tree(&t);
 }
 
 static void test_lru_order(void)
 {
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LRU);
     uint32_t s[4][4] = {{1, 1, 1, 1}, {2, 2, 2, 2}, {3, 3, 3, 3}, {4, 4, 4, 4}};
     for (int i = 0; i < 4; i++)
         put(&t, root, s[i], 4, 0);
@@ -243,15 +254,13 @@ static void test_lru_order(void)
         check_tree(&t);
     }
     CHECK(rm_radix_next_victim(&t) == NULL);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 static void test_lfu_order(void)
 {
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LFU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LFU);
     uint32_t s[3][4] = {{1, 1, 1, 1}, {2, 2, 2, 2}, {3, 3, 3, 3}};
     for (int i = 0; i < 3; i++)
         put(&t, root, s[i], 4, 0);
@@ -269,41 +278,32 @@ static void test_lfu_order(void)
         CHECK_EQ(match(&t, root, s[expect[i]], 4), 0);
         check_tree(&t);
     }
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 static void test_evict_climbs_to_parent(void)
 {
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
-    uint32_t a[8] = {1, 1, 1, 1, 2, 2, 2, 2};
-    uint32_t b[8] = {1, 1, 1, 1, 3, 3, 3, 3};
-    put(&t, root, a, 8, 0);
-    put(&t, root, b, 8, 0);
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LRU);
+    put(&t, root, FORK_A, 8, 0);
+    put(&t, root, FORK_B, 8, 0);
     uint32_t freed = 0;
     /* Wanting 3 pages takes both leaves, then their parent as a new leaf. */
     CHECK_EQ(rm_radix_evict(&t, 3, collect, &freed), 3);
     CHECK_EQ(freed, 3);
     CHECK_EQ(t.nodes, 1);
-    CHECK_EQ(t.evictable_pages, 0);
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    pages_are(&t, 0, 0);
+    close_tree(&t);
 }
 
 static void test_ttl_expire(void)
 {
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LFU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
-    uint32_t old1[8] = {1, 1, 1, 1, 2, 2, 2, 2};
-    uint32_t old2[8] = {1, 1, 1, 1, 3, 3, 3, 3};
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LFU);
     uint32_t fresh[4] = {9, 9, 9, 9};
     uint32_t mixed[8] = {5, 5, 5, 5, 6, 6, 6, 6};
-    put(&t, root, old1, 8, 100);
-    put(&t, root, old2, 8, 100);
+    put(&t, root, FORK_A, 8, 100);
+    put(&t, root, FORK_B, 8, 100);
     put(&t, root, fresh, 4, 5000);
     rm_radix_node *locked = put(&t, root, mixed, 8, 100);
     rm_radix_lock(&t, locked);
@@ -311,14 +311,13 @@ static void test_ttl_expire(void)
     /* Cutoff 1000: both old leaves and then their idle parent go; the
      * fresh entry and the locked one stay. */
     CHECK_EQ(rm_radix_expire(&t, 1000, collect, &freed), 3);
-    CHECK_EQ(match(&t, root, old1, 8), 0);
+    CHECK_EQ(match(&t, root, FORK_A, 8), 0);
     CHECK_EQ(match(&t, root, fresh, 4), 4);
     CHECK_EQ(match(&t, root, mixed, 8), 8);
     rm_radix_unlock(&t, locked);
     CHECK_EQ(rm_radix_expire(&t, 1000, collect, &freed), 2);
     CHECK_EQ(match(&t, root, mixed, 8), 0);
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 static void test_many_children(void)
@@ -326,9 +325,7 @@ static void test_many_children(void)
     /* Thousands of siblings exercise table growth and backward-shift
      * deletion; every remaining child must stay reachable. */
     rm_radix t;
-    REQUIRE(rm_radix_init(&t, PT, RM_EVICT_LRU, 8) == 0);
-    rm_radix_node *root;
-    REQUIRE(rm_radix_root(&t, "m", 1, 1, &root) == 0);
+    rm_radix_node *root = open_tree(&t, RM_EVICT_LRU);
     enum { N = 5000 };
     for (uint32_t i = 0; i < N; i++) {
         uint32_t tok[8] = {7, 7, 7, 7, i, i + 1, i + 2, i + 3};
@@ -344,8 +341,7 @@ static void test_many_children(void)
         ok &= match(&t, root, tok, 8) == want;
     }
     CHECK(ok);
-    check_tree(&t);
-    rm_radix_destroy(&t);
+    close_tree(&t);
 }
 
 int main(void)

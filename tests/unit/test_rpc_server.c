@@ -166,8 +166,8 @@ static int rig_call(rig *g, int timeout_ms, rm_rpc_reply_fn cb, void *ctx)
 
 typedef struct late {
     rig g;
+    grpc_status_code st; /* of the last reply */
     int started, replies, closed_at_reply, refused, late_replies;
-    grpc_status_code st;
 } late;
 
 static void on_late_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
