@@ -124,7 +124,7 @@ static void reload(daemon_state *d)
     const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
     const char *nodes = *(const char **)rm_flags_value(&next, "nodes");
     double load_factor = *(double *)rm_flags_value(&next, "load-factor");
-    uint64_t timeout = *(uint64_t *)rm_flags_value(&next, "call-timeout-ms");
+    uint32_t timeout = *(uint32_t *)rm_flags_value(&next, "call-timeout-ms");
     uint64_t max_req = *(uint64_t *)rm_flags_value(&next, "max-request-tokens");
     rm_log_level lvl;
     err[0] = '\0';
@@ -147,7 +147,7 @@ static void reload(daemon_state *d)
         rm_log(RM_LOG_ERROR, "router", "config reload rejected, keeping the old one: %s", err);
     } else {
         rm_log_set_level(lvl);
-        rm_router_set_tuning(d->router, load_factor, (uint32_t)timeout, max_req);
+        rm_router_set_tuning(d->router, load_factor, timeout, max_req);
         rm_log(RM_LOG_INFO, "router",
                "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
                d->config, changed, lvl_name, load_factor);
@@ -268,8 +268,9 @@ int main(int argc, char **argv)
 {
     rm_router_config cfg;
     rm_router_config_defaults(&cfg);
+    cfg.router_id = NULL; /* the host name unless given */
     const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
-    const char *key_mode = "adaptive", *log_level = "info", *router_id = NULL, *http = NULL;
+    const char *key_mode = "adaptive", *log_level = "info", *http = NULL;
     const char *token_file = NULL, *node_token_file = NULL;
     const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *gateway = NULL;
     const char *config = NULL;
@@ -278,67 +279,59 @@ int main(int argc, char **argv)
     rm_http_config_defaults(&hc);
     rm_gateway_config gwc;
     rm_gateway_config_defaults(&gwc);
-    uint64_t gw_body = gwc.max_body_bytes, gw_header = gwc.max_header_bytes;
-    uint64_t gw_connect = gwc.connect_timeout_ms, gw_upstream = gwc.upstream_timeout_ms;
-    uint64_t gw_client = gwc.client_timeout_ms, gw_scrape = gwc.scrape_interval_ms;
-    uint64_t gw_conns = gwc.max_connections, gw_first_byte = gwc.first_byte_timeout_ms;
-    uint64_t gw_buffered = gwc.max_buffered_bytes;
-    uint64_t breaker_failures = cfg.worker_breaker.failures;
-    uint64_t breaker_cooldown = cfg.worker_breaker.cooldown_ms;
-    uint64_t vnodes = cfg.vnodes, block = cfg.key_block_tokens, max_blocks = cfg.max_key_blocks;
-    uint64_t fixed = cfg.fixed_key_tokens, timeout = cfg.call_timeout_ms;
-    uint64_t health = cfg.health_interval_ms, stats = cfg.stats_interval_ms;
-    uint64_t dns_interval = 5000, max_req = cfg.max_request_tokens;
-    uint64_t load_half_life = cfg.load_half_life_ms, choices = cfg.choices;
-    uint64_t shutdown_delay = 1000, drain_timeout = 10000, max_streams = 0;
-    double load_factor = cfg.load_factor, hot_share = cfg.hot_share, load_floor = cfg.load_floor;
-    uint64_t eject_after = cfg.outlier.eject_after;
-    double max_ejected = cfg.outlier.max_ejected_share, panic = cfg.outlier.panic_threshold;
+    rm_breaker_config *brk = &cfg.worker_breaker;
+    uint32_t dns_interval = 5000, shutdown_delay = 1000, drain_timeout = 10000, max_streams = 0;
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
-        {"router-id", RM_FLAG_STR, &router_id, "this replica's name (default: host name)", 0, 0},
+        {"router-id", RM_FLAG_STR, &cfg.router_id, "this replica's name (default: host name)", 0,
+         0},
         {"nodes", RM_FLAG_STR, &nodes, "static members: id=host:port,id=host:port,...", 0, 0},
         {"nodes-dns", RM_FLAG_STR, &nodes_dns,
          "members from the A records of NAME:PORT (e.g. a headless Service)", 0, 0},
-        {"dns-interval-ms", RM_FLAG_U64, &dns_interval, "how often --nodes-dns is re-read", 100,
+        {"dns-interval-ms", RM_FLAG_U32, &dns_interval, "how often --nodes-dns is re-read", 100,
          3600000},
-        {"load-factor", RM_FLAG_DOUBLE, &load_factor,
+        {"load-factor", RM_FLAG_DOUBLE, &cfg.load_factor,
          "bounded load: skip nodes above this x the average load", 0, 0},
-        {"load-floor", RM_FLAG_DOUBLE, &load_floor,
+        {"load-floor", RM_FLAG_DOUBLE, &cfg.load_floor,
          "nodes below this load (in-flight + recent requests) are never skipped", 0, 0},
-        {"load-half-life-ms", RM_FLAG_U64, &load_half_life,
+        {"load-half-life-ms", RM_FLAG_U32, &cfg.load_half_life_ms,
          "half-life of the 'recent routed requests' part of a node's load", 10, 600000},
-        {"vnodes", RM_FLAG_U64, &vnodes, "ring points per node", 1, 65536},
-        {"choices", RM_FLAG_U64, &choices,
+        {"vnodes", RM_FLAG_U32, &cfg.vnodes, "ring points per node", 1, 65536},
+        {"choices", RM_FLAG_U32, &cfg.choices,
          "ring candidates peeked per request (2: go where the prefix is cached, else to the "
          "less loaded cache)",
          1, 2},
         {"key-mode", RM_FLAG_STR, &key_mode, "adaptive, or fixed (hash of the first N tokens)", 0,
          0},
-        {"key-block-tokens", RM_FLAG_U64, &block,
+        {"key-block-tokens", RM_FLAG_U32, &cfg.key_block_tokens,
          "block size of routing keys (= the nodes' --hot-block-tokens)", 1, 1u << 20},
-        {"max-key-blocks", RM_FLAG_U64, &max_blocks, "keys look at most this many blocks deep", 1,
-         1024},
-        {"hot-share", RM_FLAG_DOUBLE, &hot_share,
+        {"max-key-blocks", RM_FLAG_U32, &cfg.max_key_blocks,
+         "keys look at most this many blocks deep", 1, 1024},
+        {"hot-share", RM_FLAG_DOUBLE, &cfg.hot_share,
          "share of traffic that makes a prefix hot; 0 = max(0.02, 0.5/nodes)", 0, 0},
-        {"fixed-key-tokens", RM_FLAG_U64, &fixed, "N for --key-mode fixed", 1, 1u << 24},
-        {"call-timeout-ms", RM_FLAG_U64, &timeout, "deadline of each call to a node", 10, 600000},
-        {"health-interval-ms", RM_FLAG_U64, &health, "node health-check period", 50, 600000},
-        {"eject-after-failures", RM_FLAG_U64, &eject_after,
+        {"fixed-key-tokens", RM_FLAG_U32, &cfg.fixed_key_tokens, "N for --key-mode fixed", 1,
+         1u << 24},
+        {"call-timeout-ms", RM_FLAG_U32, &cfg.call_timeout_ms, "deadline of each call to a node",
+         10, 600000},
+        {"health-interval-ms", RM_FLAG_U32, &cfg.health_interval_ms, "node health-check period", 50,
+         600000},
+        {"eject-after-failures", RM_FLAG_U32, &cfg.outlier.eject_after,
          "consecutive failed calls or health checks that take a node off the ring (failures "
          "while the router itself stalled do not count)",
          1, 1000},
-        {"max-ejected-share", RM_FLAG_DOUBLE, &max_ejected,
+        {"max-ejected-share", RM_FLAG_DOUBLE, &cfg.outlier.max_ejected_share,
          "at most this share of the nodes is off the ring for failures (one always may be)", 0, 0},
-        {"panic-threshold", RM_FLAG_DOUBLE, &panic,
+        {"panic-threshold", RM_FLAG_DOUBLE, &cfg.outlier.panic_threshold,
          "below this share of healthy nodes, route to every node as if healthy (0: never)", 0, 0},
-        {"stats-interval", RM_FLAG_U64, &stats, "node Stats poll period in ms", 50, 600000},
-        {"max-request-tokens", RM_FLAG_U64, &max_req, "tokens per request at most", 1, 1u << 26},
-        {"max-concurrent-streams", RM_FLAG_U64, &max_streams,
+        {"stats-interval", RM_FLAG_U32, &cfg.stats_interval_ms, "node Stats poll period in ms", 50,
+         600000},
+        {"max-request-tokens", RM_FLAG_U64, &cfg.max_request_tokens, "tokens per request at most",
+         1, 1u << 26},
+        {"max-concurrent-streams", RM_FLAG_U32, &max_streams,
          "calls in progress per client connection at most (0: gRPC's default)", 0, INT32_MAX},
-        {"shutdown-delay-ms", RM_FLAG_U64, &shutdown_delay,
+        {"shutdown-delay-ms", RM_FLAG_U32, &shutdown_delay,
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
-        {"drain-timeout-ms", RM_FLAG_U64, &drain_timeout, "then wait this long for in-flight calls",
+        {"drain-timeout-ms", RM_FLAG_U32, &drain_timeout, "then wait this long for in-flight calls",
          0, 600000},
         {"http", RM_FLAG_STR, &http,
          "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
@@ -362,38 +355,38 @@ int main(int argc, char **argv)
          0, 0},
         {"gateway", RM_FLAG_STR, &gateway,
          "serve an OpenAI-compatible HTTP gateway to the nodes' workers on HOST:PORT", 0, 0},
-        {"gateway-max-body-bytes", RM_FLAG_U64, &gw_body, "larger request bodies get 413", 1,
-         1u << 30},
-        {"gateway-max-header-bytes", RM_FLAG_U64, &gw_header,
+        {"gateway-max-body-bytes", RM_FLAG_SIZE, &gwc.max_body_bytes,
+         "larger request bodies get 413", 1, 1u << 30},
+        {"gateway-max-header-bytes", RM_FLAG_SIZE, &gwc.max_header_bytes,
          "larger request heads get 431 (at most 80 KiB, http-parser's own bound)", 256, 80 << 10},
-        {"gateway-connect-timeout-ms", RM_FLAG_U64, &gw_connect, "connecting to a worker", 10,
-         600000},
-        {"gateway-first-byte-timeout-ms", RM_FLAG_U64, &gw_first_byte,
+        {"gateway-connect-timeout-ms", RM_FLAG_U32, &gwc.connect_timeout_ms,
+         "connecting to a worker", 10, 600000},
+        {"gateway-first-byte-timeout-ms", RM_FLAG_U32, &gwc.first_byte_timeout_ms,
          "request sent -> the worker's response head, at most (504 or once more elsewhere; "
          "counts as the worker's failure). A non-streamed completion's head comes when it is "
          "done: raise this for long ones",
          10, 86400000},
-        {"gateway-upstream-timeout-ms", RM_FLAG_U64, &gw_upstream,
+        {"gateway-upstream-timeout-ms", RM_FLAG_U32, &gwc.upstream_timeout_ms,
          "worker silence between bytes once its response has begun (not counted while a slow "
          "client pauses the stream); the client's connection is cut",
          10, 86400000},
-        {"gateway-client-timeout-ms", RM_FLAG_U64, &gw_client,
+        {"gateway-client-timeout-ms", RM_FLAG_U32, &gwc.client_timeout_ms,
          "time to send a request (408), and idle keep-alive lifetime", 10, 86400000},
-        {"gateway-max-connections", RM_FLAG_U64, &gw_conns,
+        {"gateway-max-connections", RM_FLAG_U32, &gwc.max_connections,
          "open client connections at most (more get 503 and are closed)", 1, 1000000},
-        {"gateway-max-buffered-bytes", RM_FLAG_U64, &gw_buffered,
+        {"gateway-max-buffered-bytes", RM_FLAG_SIZE, &gwc.max_buffered_bytes,
          "request bytes held in all (bodies, pipelined read-ahead); beyond, 503 with "
          "Retry-After (>= --gateway-max-body-bytes)",
          1u << 20, (uint64_t)1 << 40},
-        {"gateway-breaker-failures", RM_FLAG_U64, &breaker_failures,
+        {"gateway-breaker-failures", RM_FLAG_U32, &brk->failures,
          "consecutive failed requests (no connection, timeout, broken response) that take a "
          "worker out of gateway routing",
          1, 1000},
-        {"gateway-breaker-cooldown-ms", RM_FLAG_U64, &breaker_cooldown,
+        {"gateway-breaker-cooldown-ms", RM_FLAG_U32, &brk->cooldown_ms,
          "then one trial request after this long; a failed trial doubles it (up to 32x), an "
          "answered one puts the worker back",
          100, 3600000},
-        {"worker-scrape-interval-ms", RM_FLAG_U64, &gw_scrape,
+        {"worker-scrape-interval-ms", RM_FLAG_U32, &gwc.scrape_interval_ms,
          "how often workers' /metrics are read (0: never)", 0, 3600000},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
@@ -408,14 +401,16 @@ int main(int argc, char **argv)
     rm_log_set_level(lvl);
     if (!nodes == !nodes_dns)
         rm_flags_fail(&fs, "give exactly one of --nodes and --nodes-dns");
-    if (!(load_factor > 1.0))
-        rm_flags_fail(&fs, "--load-factor must be > 1 (got %g)", load_factor);
-    if (hot_share < 0 || hot_share > 1)
-        rm_flags_fail(&fs, "--hot-share must be within [0, 1] (got %g)", hot_share);
-    if (!(max_ejected >= 0 && max_ejected <= 1))
-        rm_flags_fail(&fs, "--max-ejected-share must be within [0, 1] (got %g)", max_ejected);
-    if (!(panic >= 0 && panic <= 1))
-        rm_flags_fail(&fs, "--panic-threshold must be within [0, 1] (got %g)", panic);
+    if (!(cfg.load_factor > 1.0))
+        rm_flags_fail(&fs, "--load-factor must be > 1 (got %g)", cfg.load_factor);
+    if (cfg.hot_share < 0 || cfg.hot_share > 1)
+        rm_flags_fail(&fs, "--hot-share must be within [0, 1] (got %g)", cfg.hot_share);
+    if (!(cfg.outlier.max_ejected_share >= 0 && cfg.outlier.max_ejected_share <= 1))
+        rm_flags_fail(&fs, "--max-ejected-share must be within [0, 1] (got %g)",
+                      cfg.outlier.max_ejected_share);
+    if (!(cfg.outlier.panic_threshold >= 0 && cfg.outlier.panic_threshold <= 1))
+        rm_flags_fail(&fs, "--panic-threshold must be within [0, 1] (got %g)",
+                      cfg.outlier.panic_threshold);
     if (!strcmp(key_mode, "adaptive"))
         cfg.key_mode = RM_KEY_ADAPTIVE;
     else if (!strcmp(key_mode, "fixed"))
@@ -429,56 +424,32 @@ int main(int argc, char **argv)
     if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))
         rm_flags_fail(&fs, "--gateway: expected HOST:PORT, got '%s'", gateway);
     gwc.listen = gateway;
-    gwc.max_body_bytes = gw_body;
-    gwc.max_header_bytes = gw_header;
-    gwc.connect_timeout_ms = (uint32_t)gw_connect;
-    gwc.upstream_timeout_ms = (uint32_t)gw_upstream;
-    gwc.client_timeout_ms = (uint32_t)gw_client;
-    gwc.scrape_interval_ms = (uint32_t)gw_scrape;
-    gwc.first_byte_timeout_ms = (uint32_t)gw_first_byte;
-    gwc.max_buffered_bytes = gw_buffered;
-    if (gw_buffered < gw_body)
+    if (gwc.max_buffered_bytes < gwc.max_body_bytes)
         rm_flags_fail(&fs,
-                      "--gateway-max-buffered-bytes (%" PRIu64
-                      ") must be at least --gateway-max-body-bytes (%" PRIu64 ")",
-                      gw_buffered, gw_body);
-    cfg.worker_breaker.failures = (uint32_t)breaker_failures;
-    cfg.worker_breaker.cooldown_ms = (uint32_t)breaker_cooldown;
-    cfg.worker_breaker.max_cooldown_ms = (uint32_t)breaker_cooldown * 32;
+                      "--gateway-max-buffered-bytes (%zu) must be at least "
+                      "--gateway-max-body-bytes (%zu)",
+                      gwc.max_buffered_bytes, gwc.max_body_bytes);
+    brk->max_cooldown_ms = brk->cooldown_ms * 32;
     if (http_auth && !token_file)
         rm_flags_fail(&fs, "--http-auth needs --auth-token-file (the token it requires)");
     rm_fd_plan fds;
-    if (rm_fd_budget(http ? hc.max_connections : 0, gateway ? gw_conns : 0, &fds, "router") != 0)
+    if (rm_fd_budget(http ? hc.max_connections : 0, gateway ? gwc.max_connections : 0, &fds,
+                     "router") != 0)
         return 1;
     hc.max_connections = fds.http_max;
-    gwc.max_connections = (uint32_t)(gateway ? fds.gateway_max : gw_conns);
-    gwc.max_prompt_tokens = max_req;
+    if (gateway)
+        gwc.max_connections = (uint32_t)fds.gateway_max;
+    gwc.max_prompt_tokens = cfg.max_request_tokens;
     char hostname[256];
-    if (!router_id) {
+    if (!cfg.router_id) {
         if (gethostname(hostname, sizeof hostname) != 0)
             snprintf(hostname, sizeof hostname, "router");
         hostname[sizeof hostname - 1] = '\0';
-        router_id = hostname;
+        cfg.router_id = hostname;
     }
-    cfg.router_id = router_id;
-    cfg.load_factor = load_factor;
-    if (load_floor < 1)
-        rm_flags_fail(&fs, "--load-floor must be >= 1 (got %g)", load_floor);
-    cfg.load_floor = load_floor;
-    cfg.load_half_life_ms = (uint32_t)load_half_life;
-    cfg.vnodes = (uint32_t)vnodes;
-    cfg.choices = (uint32_t)choices;
-    cfg.key_block_tokens = (uint32_t)block;
-    cfg.max_key_blocks = (uint32_t)max_blocks;
-    cfg.hot_share = hot_share;
-    cfg.fixed_key_tokens = (uint32_t)fixed;
-    cfg.call_timeout_ms = (uint32_t)timeout;
-    cfg.health_interval_ms = (uint32_t)health;
-    cfg.stats_interval_ms = (uint32_t)stats;
-    cfg.max_request_tokens = max_req;
-    cfg.outlier.eject_after = (uint32_t)eject_after;
-    cfg.outlier.max_ejected_share = max_ejected;
-    cfg.outlier.panic_threshold = panic;
+    const char *router_id = cfg.router_id;
+    if (cfg.load_floor < 1)
+        rm_flags_fail(&fs, "--load-floor must be >= 1 (got %g)", cfg.load_floor);
 
     rm_tls tls;
     char tls_err[512];
@@ -503,7 +474,7 @@ int main(int argc, char **argv)
             grpc_shutdown();
             rm_flags_fail(&fs, "--nodes-dns: expected NAME:PORT, got '%s'", nodes_dns);
         }
-        dns.interval_ms = (uint32_t)dns_interval;
+        dns.interval_ms = dns_interval;
         pthread_mutex_init(&dns.mu, NULL);
         pthread_create(&dns_thread, NULL, dns_loop, &dns);
         dns_running = 1;
@@ -512,7 +483,7 @@ int main(int argc, char **argv)
     rm_install_hup_flag(&got_hup);
 
     rm_rpc_server *srv =
-        rm_rpc_server_create_limited(max_req * 5 + (1u << 20), (uint32_t)max_streams);
+        rm_rpc_server_create_limited(cfg.max_request_tokens * 5 + (1u << 20), max_streams);
     char terr[256], *token = NULL; /* the clients' token, kept for --http-auth */
     const char *tfiles[2] = {token_file, node_token_file ? node_token_file : token_file};
     for (int i = 0; i < 2; i++) {
@@ -538,7 +509,7 @@ int main(int argc, char **argv)
     if (bound < 0)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
-           router_id, host, bound, key_mode, load_factor);
+           router_id, host, bound, key_mode, cfg.load_factor);
     daemon_state d = {srv,
                       NULL,
                       0,
@@ -581,7 +552,7 @@ int main(int argc, char **argv)
         printf("GATEWAY %s:%d\n", gw_host, gp);
         fflush(stdout);
     }
-    rm_rpc_server_run(srv, 50, tick, &d, (uint32_t)drain_timeout);
+    rm_rpc_server_run(srv, 50, tick, &d, drain_timeout);
     rm_gateway_stop(d.gw);
     rm_http_stop(d.hs);
     rm_accept_probe_destroy(d.probe);

@@ -1,7 +1,8 @@
 /* libFuzzer target: the flag parser and config-file reader. The input is a
  * config text; its lines become flags for a flag table with every type.
  * Whatever the input, parsing must not crash, and a parse that succeeds
- * must leave every value in range. */
+ * must leave every value in range and the fields next to a narrow integer
+ * untouched. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t pages = 16, big = 0;
     double factor = 1.25;
     int on = 0;
+    struct {
+        uint32_t leases, canary;
+        size_t body;
+    } w = {7, 0x5a5a5a5a, 0};
     const rm_flag flags[] = {
         {"listen", RM_FLAG_STR, &listen, "address", 0, 0},
         {"node-id", RM_FLAG_STR, &name, "id", 0, 0},
@@ -21,8 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {"pool-tokens", RM_FLAG_U64, &big, "pool", 0, 0},
         {"load-factor", RM_FLAG_DOUBLE, &factor, "factor", 0, 0},
         {"prefault", RM_FLAG_BOOL, &on, "bool", 0, 0},
+        {"max-leases", RM_FLAG_U32, &w.leases, "u32", 1, 0},
+        {"max-body-bytes", RM_FLAG_SIZE, &w.body, "size", 0, 1u << 30},
     };
-    rm_flagset fs = {"fuzz", "[options]", "RMFUZZ", flags, 6};
+    rm_flagset fs = {"fuzz", "[options]", "RMFUZZ", flags, (int)(sizeof flags / sizeof *flags)};
     char err[512];
     int argc;
     char **argv = rm_flags_parse_text((const char *)data, size, &argc, err, sizeof err);
@@ -33,6 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = rm_flags_try_parse(&fs, argc, argv, 0, pos, 2, &npos, err, sizeof err);
     if (rc == RM_FLAGS_OK) {
         if (pages < 1 || pages > 65536 || (on != 0 && on != 1) || factor != factor || npos > 2)
+            abort();
+        if (w.leases < 1 || w.canary != 0x5a5a5a5a || w.body > 1u << 30)
             abort();
         /* A string value is the default or a piece of some argument. */
         int inside = !strcmp(listen, "127.0.0.1:0");
