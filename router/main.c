@@ -1,199 +1,130 @@
-/* radixmesh-router: the cluster's front door. See router/README.md. */
+/* radixmesh-router: the cluster's front door. See router/README.md; the
+ * scaffolding it shares with the node is common/daemon.h. */
 #include <grpc/grpc.h>
-#include <inttypes.h>
-#include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include "accept_probe.h"
+#include "daemon.h"
 #include "dashboard.h"
-#include "fdbudget.h"
 #include "flags.h"
 #include "gateway.h"
-#include "http.h"
 #include "log.h"
+#include "nodes_dns.h"
 #include "router.h"
-#include "rpc_client.h"
-#include "rpc_server.h"
 #include "util.h"
 
-static volatile int got_term, got_hup;
+/* What a config reload applies besides --nodes: checked, then tuned. */
+static const char *const live_flags[] = {"load-factor", "call-timeout-ms", "max-request-tokens"};
 
-/* --nodes-dns: a resolver thread re-reads the A records; the server thread
- * picks up each new list in its tick (getaddrinfo blocks, the server loop
- * must not). */
-typedef struct dns_state {
-    char host[256];
-    int port;
-    uint32_t interval_ms;
-    pthread_mutex_t mu;
-    char **addrs; /* latest list, "ip:port" */
-    size_t naddrs;
-    uint64_t generation, applied;
-    int stop; /* set by the main thread: atomic accesses only */
-} dns_state;
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void *dns_loop(void *p)
-{
-    dns_state *d = p;
-    while (!__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE)) {
-        struct addrinfo hints = {0}, *res = NULL;
-        hints.ai_family = AF_INET;
-        hints.ai_socktype = SOCK_STREAM;
-        char **list = NULL;
-        size_t n = 0;
-        if (getaddrinfo(d->host, NULL, &hints, &res) == 0) {
-            for (struct addrinfo *a = res; a; a = a->ai_next) {
-                char ip[64];
-                if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof ip, NULL, 0, NI_NUMERICHOST))
-                    continue;
-                char buf[96];
-                snprintf(buf, sizeof buf, "%s:%d", ip, d->port);
-                int dup = 0;
-                for (size_t i = 0; i < n; i++)
-                    dup |= !strcmp(list[i], buf);
-                if (dup)
-                    continue;
-                list = rm_xrealloc(list, sizeof *list * (n + 1));
-                list[n++] = rm_xstrndup(buf, strlen(buf));
-            }
-            freeaddrinfo(res);
-            if (n)
-                qsort(list, n, sizeof *list, cmp_str);
-            pthread_mutex_lock(&d->mu);
-            for (size_t i = 0; i < d->naddrs; i++)
-                free(d->addrs[i]);
-            free(d->addrs);
-            d->addrs = list;
-            d->naddrs = n;
-            d->generation++;
-            pthread_mutex_unlock(&d->mu);
-        } else {
-            rm_log(RM_LOG_WARN, "router", "cannot resolve %s", d->host);
-        }
-        for (uint32_t waited = 0;
-             waited < d->interval_ms && !__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE); waited += 100)
-            usleep(100 * 1000); /* a resolver's pacing, not synchronisation */
-    }
-    return NULL;
-}
-
-typedef struct daemon_state {
-    rm_rpc_server *srv;
-    rm_published *pub; /* NULL without --http */
-    uint64_t published_at, sampled_at;
+typedef struct router_main {
+    const rm_daemon *d;
+    const char *id;
     rm_router *router;
-    const char *router_id;
-    dns_state *dns;
-    char **known; /* addresses currently in the membership (DNS mode) */
-    size_t nknown;
-    uint64_t shutdown_delay_ms, term_at, drain_timeout_ms;
-    rm_gateway *gw; /* NULL without --gateway */
-    /* Config reloads (SIGHUP): the live flags and the command line that
-     * keeps winning over the file. */
-    const rm_flagset *fs;
-    const char *config;
-    int argc;
-    char **argv;
-    char log_level[16];
-    char *nodes;            /* the static membership now (malloc'd), NULL with --nodes-dns */
-    rm_http_server *hs;     /* NULL without --http */
-    rm_accept_probe *probe; /* is gRPC still accepting? NULL: not watched */
-    int accepting;
-} daemon_state;
+    rm_nodes_dns *dns; /* NULL with --nodes */
+    rm_gateway *gw;    /* NULL without --gateway */
+    char *nodes;       /* the static membership now (malloc'd), NULL with --nodes-dns */
+    uint64_t sampled_at;
+    int changed; /* membership changes of the reload being applied */
+} router_main;
 
-/* SIGHUP: re-reads --config and applies what can change while serving: the
- * static node list, log level, load factor, call timeout, request limit. An
- * invalid file changes nothing. */
-static void reload(daemon_state *d)
+/* SIGHUP: the load factor is checked, and a new --nodes list applied (it
+ * is checked whole first: on a bad entry nothing changes). */
+static int reload_check(void *ctx, const rm_flagset *next, char *err, size_t errlen)
 {
-    rm_flagset next;
-    char *block, err[512];
-    if (rm_flags_reload_logged(d->fs, d->config, d->argc, d->argv, &next, &block, "router"))
-        return;
-    const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
-    const char *nodes = *(const char **)rm_flags_value(&next, "nodes");
-    double load_factor = *(double *)rm_flags_value(&next, "load-factor");
-    uint32_t timeout = *(uint32_t *)rm_flags_value(&next, "call-timeout-ms");
-    uint64_t max_req = *(uint64_t *)rm_flags_value(&next, "max-request-tokens");
-    rm_log_level lvl;
-    err[0] = '\0';
-    if (rm_log_parse_level(lvl_name, &lvl))
-        snprintf(err, sizeof err, "--log-level: expected debug, info, warn or error, got '%s'",
-                 lvl_name);
-    else if (!(load_factor > 1.0))
-        snprintf(err, sizeof err, "--load-factor must be > 1 (got %g)", load_factor);
-    else if (!d->nodes && nodes)
-        snprintf(err, sizeof err, "--nodes: this router discovers nodes with --nodes-dns");
-    int changed = 0;
-    if (!err[0] && d->nodes && nodes && strcmp(nodes, d->nodes) != 0) {
-        changed = rm_router_set_static_nodes(d->router, nodes, err, sizeof err);
-        if (changed >= 0) {
-            free(d->nodes);
-            d->nodes = rm_xstrndup(nodes, strlen(nodes));
-        }
+    router_main *m = ctx;
+    const char *nodes = *(const char **)rm_flags_value(next, "nodes");
+    double load_factor = *(double *)rm_flags_value(next, "load-factor");
+    m->changed = 0;
+    if (!(load_factor > 1.0)) {
+        snprintf(err, errlen, "--load-factor must be > 1 (got %g)", load_factor);
+        return -1;
     }
-    if (err[0]) {
-        rm_log(RM_LOG_ERROR, "router", "config reload rejected, keeping the old one: %s", err);
-    } else {
-        rm_log_set_level(lvl);
-        rm_router_set_tuning(d->router, load_factor, timeout, max_req);
-        rm_log(RM_LOG_INFO, "router",
-               "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
-               d->config, changed, lvl_name, load_factor);
-        static const char *const live[] = {"load-factor", "call-timeout-ms", "max-request-tokens"};
-        rm_flags_keep_str(d->fs, &next, "log-level", d->log_level, sizeof d->log_level);
-        if (d->nodes)
-            *(const char **)rm_flags_value(d->fs, "nodes") = d->nodes;
-        rm_flags_adopt(d->fs, &next, live, RM_ARRAY_LEN(live), d->config, "router");
+    if (!m->nodes && nodes) {
+        snprintf(err, errlen, "--nodes: this router discovers nodes with --nodes-dns");
+        return -1;
     }
-    rm_flags_scratch_free(&next);
-    free(block);
+    if (m->nodes && nodes && strcmp(nodes, m->nodes) != 0) {
+        m->changed = rm_router_set_static_nodes(m->router, nodes, err, errlen);
+        if (m->changed < 0)
+            return -1;
+        free(m->nodes);
+        m->nodes = rm_xstrndup(nodes, strlen(nodes));
+    }
+    return 0;
 }
 
-static void apply_dns(daemon_state *d)
+static void reload_apply(void *ctx, const rm_flagset *live, const rm_flagset *next)
 {
-    dns_state *dns = d->dns;
-    pthread_mutex_lock(&dns->mu);
-    if (dns->generation == dns->applied) {
-        pthread_mutex_unlock(&dns->mu);
-        return;
-    }
-    dns->applied = dns->generation;
-    for (size_t i = 0; i < dns->naddrs; i++) {
-        int have = 0;
-        for (size_t k = 0; k < d->nknown; k++)
-            have |= !strcmp(d->known[k], dns->addrs[i]);
-        if (!have && rm_router_add_node(d->router, NULL, dns->addrs[i]) == 0)
-            rm_log(RM_LOG_INFO, "router", "discovered node address %s", dns->addrs[i]);
-    }
-    for (size_t k = 0; k < d->nknown; k++) {
-        int still = 0;
-        for (size_t i = 0; i < dns->naddrs; i++)
-            still |= !strcmp(d->known[k], dns->addrs[i]);
-        if (!still)
-            rm_router_remove_node(d->router, d->known[k]);
-        free(d->known[k]);
-    }
-    free(d->known);
-    d->known = rm_xmalloc(sizeof *d->known * (dns->naddrs + 1));
-    d->nknown = dns->naddrs;
-    for (size_t i = 0; i < dns->naddrs; i++)
-        d->known[i] = rm_xstrndup(dns->addrs[i], strlen(dns->addrs[i]));
-    pthread_mutex_unlock(&dns->mu);
+    router_main *m = ctx;
+    double load_factor = *(double *)rm_flags_value(next, "load-factor");
+    rm_router_set_tuning(m->router, load_factor,
+                         *(uint32_t *)rm_flags_value(next, "call-timeout-ms"),
+                         *(uint64_t *)rm_flags_value(next, "max-request-tokens"));
+    rm_log(RM_LOG_INFO, "router",
+           "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
+           m->d->o.config, m->changed, *(const char **)rm_flags_value(next, "log-level"),
+           load_factor);
+    if (m->nodes)
+        *(const char **)rm_flags_value(live, "nodes") = m->nodes;
 }
 
-/* HTTP thread: the dashboard and what the owner thread published. */
+static void tick(void *ctx, uint64_t now_ms)
+{
+    router_main *m = ctx;
+    if (m->dns)
+        rm_nodes_dns_apply(m->dns, m->router);
+    rm_router_tick(m->router, now_ms);
+    if (now_ms - m->sampled_at >= 1000) {
+        m->sampled_at = now_ms;
+        rm_router_sample(m->router, now_ms);
+    }
+}
+
+/* The router's metrics and its gateway's (the scaffold adds the RPC and
+ * HTTP figures). */
+static char *metrics(void *ctx)
+{
+    router_main *m = ctx;
+    char *text = rm_router_metrics(m->router);
+    if (m->gw)
+        text = rm_str_join_free(text, rm_gateway_metrics(m->gw, m->id));
+    return text;
+}
+
+static char *cluster_json(void *ctx)
+{
+    return rm_router_cluster_json(((router_main *)ctx)->router);
+}
+
+static int ready(void *ctx)
+{
+    return rm_router_healthy_nodes(((router_main *)ctx)->router) > 0;
+}
+
+static void set_serving(void *ctx, int serving)
+{
+    rm_router_set_serving(((router_main *)ctx)->router, serving);
+}
+
+/* The gateway's requests (streams that may run for minutes) finish before
+ * the server stops: they need its thread to route and release their load. */
+static int drained(void *ctx)
+{
+    router_main *m = ctx;
+    if (!m->gw)
+        return 1;
+    rm_gateway_drain(m->gw);
+    return !rm_gateway_active(m->gw);
+}
+
+static void stop(void *ctx)
+{
+    rm_gateway_stop(((router_main *)ctx)->gw);
+}
+
+/* HTTP thread: the dashboard and what the server thread published. */
 static void http_handler(void *ctx, const char *path, rm_http_response *out)
 {
     if (!strcmp(path, "/") || !strcmp(path, "/index.html")) {
@@ -206,83 +137,18 @@ static void http_handler(void *ctx, const char *path, rm_http_response *out)
     rm_http_serve_published(ctx, path, out);
 }
 
-static void publish(daemon_state *d)
-{
-    char labels[300];
-    snprintf(labels, sizeof labels, "router=\"%s\"", d->router_id);
-    char *metrics =
-        rm_str_join_free(rm_router_metrics(d->router), rm_rpc_server_metrics(d->srv, labels));
-    if (d->gw)
-        metrics = rm_str_join_free(metrics, rm_gateway_metrics(d->gw, d->router_id));
-    metrics = rm_str_join_free(metrics, rm_http_metrics(d->hs, labels));
-    rm_published_set(d->pub, metrics, rm_router_cluster_json(d->router),
-                     !got_term && rm_router_healthy_nodes(d->router) > 0 && d->accepting);
-}
-
-static int tick(void *ctx, uint64_t now_ms)
-{
-    daemon_state *d = ctx;
-    if (got_hup) {
-        got_hup = 0;
-        reload(d);
-    }
-    if (d->dns)
-        apply_dns(d);
-    rm_router_tick(d->router, now_ms);
-    if (!got_term) {
-        d->accepting = rm_accept_probe_tick(d->probe, now_ms);
-    } else if (d->probe) {
-        /* The listener goes away on purpose now; and gRPC's shutdown waits
-         * for every connection, the probe's silent one included. */
-        rm_accept_probe_destroy(d->probe);
-        d->probe = NULL;
-    }
-    if (now_ms - d->sampled_at >= 1000) {
-        d->sampled_at = now_ms;
-        rm_router_sample(d->router, now_ms);
-    }
-    if (d->pub && (now_ms - d->published_at >= 500 || got_term)) {
-        d->published_at = now_ms;
-        publish(d);
-    }
-    if (got_term && !d->term_at) {
-        d->term_at = now_ms;
-        rm_router_set_serving(d->router, 0);
-        rm_log(RM_LOG_INFO, "router", "SIGTERM: health NOT_SERVING, draining in %llu ms",
-               (unsigned long long)d->shutdown_delay_ms);
-    }
-    if (!d->term_at || now_ms - d->term_at < d->shutdown_delay_ms)
-        return 0;
-    /* The gateway's requests (streams that may run for minutes) finish
-     * first: they need this thread to route and to release their load. */
-    if (d->gw) {
-        rm_gateway_drain(d->gw);
-        if (rm_gateway_active(d->gw) &&
-            now_ms - d->term_at < d->shutdown_delay_ms + d->drain_timeout_ms)
-            return 0;
-    }
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     rm_router_config cfg;
     rm_router_config_defaults(&cfg);
     cfg.router_id = NULL; /* the host name unless given */
-    const char *listen = "127.0.0.1:7000", *nodes = NULL, *nodes_dns = NULL;
-    const char *key_mode = "adaptive", *log_level = "info", *http = NULL;
-    const char *token_file = NULL, *node_token_file = NULL;
-    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL, *gateway = NULL;
-    const char *config = NULL;
-    int require_client_cert = 0, http_auth = 0;
-    rm_http_config hc;
-    rm_http_config_defaults(&hc);
+    const char *nodes = NULL, *nodes_dns = NULL, *key_mode = "adaptive";
+    const char *node_token_file = NULL, *gateway = NULL;
     rm_gateway_config gwc;
     rm_gateway_config_defaults(&gwc);
     rm_breaker_config *brk = &cfg.worker_breaker;
-    uint32_t dns_interval = 5000, shutdown_delay = 1000, drain_timeout = 10000, max_streams = 0;
+    uint32_t dns_interval = 5000;
     const rm_flag flags[] = {
-        {"listen", RM_FLAG_STR, &listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0},
         {"router-id", RM_FLAG_STR, &cfg.router_id, "this replica's name (default: host name)", 0,
          0},
         {"nodes", RM_FLAG_STR, &nodes, "static members: id=host:port,id=host:port,...", 0, 0},
@@ -327,32 +193,8 @@ int main(int argc, char **argv)
          600000},
         {"max-request-tokens", RM_FLAG_U64, &cfg.max_request_tokens, "tokens per request at most",
          1, 1u << 26},
-        {"max-concurrent-streams", RM_FLAG_U32, &max_streams,
-         "calls in progress per client connection at most (0: gRPC's default)", 0, INT32_MAX},
-        {"shutdown-delay-ms", RM_FLAG_U32, &shutdown_delay,
-         "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
-        {"drain-timeout-ms", RM_FLAG_U32, &drain_timeout, "then wait this long for in-flight calls",
-         0, 600000},
-        {"http", RM_FLAG_STR, &http,
-         "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
-        RM_HTTP_FLAGS(hc, http_auth),
-        {"tls-cert", RM_FLAG_STR, &tls_cert,
-         "serve gRPC over TLS with this PEM certificate (also shown to TLS nodes)", 0, 0},
-        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
-        {"tls-ca", RM_FLAG_STR, &tls_ca,
-         "PEM CA that client certificates must chain to (presented ones are verified), and for "
-         "the nodes: set, node channels use TLS",
-         0, 0},
-        {"require-client-cert", RM_FLAG_BOOL, &require_client_cert,
-         "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
-        {"auth-token-file", RM_FLAG_STR, &token_file,
-         "require 'authorization: Bearer <token>' from clients (health is exempt)", 0, 0},
         {"node-token-file", RM_FLAG_STR, &node_token_file,
          "token presented to the nodes (default: --auth-token-file's)", 0, 0},
-        {"config", RM_FLAG_STR, &config,
-         "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it and "
-         "applies --nodes, --log-level, --load-factor, --call-timeout-ms, --max-request-tokens",
-         0, 0},
         {"gateway", RM_FLAG_STR, &gateway,
          "serve an OpenAI-compatible HTTP gateway to the nodes' workers on HOST:PORT", 0, 0},
         {"gateway-max-body-bytes", RM_FLAG_SIZE, &gwc.max_body_bytes,
@@ -388,58 +230,70 @@ int main(int argc, char **argv)
          100, 3600000},
         {"worker-scrape-interval-ms", RM_FLAG_U32, &gwc.scrape_interval_ms,
          "how often workers' /metrics are read (0: never)", 0, 3600000},
-        {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
-    rm_flagset fs = {"radixmesh-router",
-                     "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)", "RADIXMESH",
-                     flags, (int)RM_ARRAY_LEN(flags)};
-    rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
-    char **config_block = config ? rm_flags_apply_config(&fs, config, argc, argv) : NULL;
-    rm_log_level lvl;
-    if (rm_log_parse_level(log_level, &lvl))
-        rm_flags_fail(&fs, "--log-level: expected debug, info, warn or error, got '%s'", log_level);
-    rm_log_set_level(lvl);
+    static const rm_daemon_help help[] = {
+        {"drain-timeout-ms", "then wait this long for in-flight calls"},
+        {"http", "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT"},
+        {"tls-cert", "serve gRPC over TLS with this PEM certificate (also shown to TLS nodes)"},
+        {"tls-ca", "PEM CA that client certificates must chain to (presented ones are verified), "
+                   "and for the nodes: set, node channels use TLS"},
+        {"auth-token-file",
+         "require 'authorization: Bearer <token>' from clients (health is exempt)"},
+        {"config",
+         "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads "
+         "it and applies --nodes, --log-level, --load-factor, --call-timeout-ms, "
+         "--max-request-tokens"},
+    };
+    const rm_daemon_spec spec = {
+        .module = "router",
+        .prog = "radixmesh-router",
+        .synopsis = "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)",
+        .listen = "127.0.0.1:7000",
+        .flags = flags,
+        .nflags = RM_ARRAY_LEN(flags),
+        .help = help,
+        .nhelp = RM_ARRAY_LEN(help),
+    };
+    rm_daemon d;
+    rm_daemon_init(&d, &spec, argc, argv);
+    const rm_flagset *fs = &d.fs;
     if (!nodes == !nodes_dns)
-        rm_flags_fail(&fs, "give exactly one of --nodes and --nodes-dns");
+        rm_flags_fail(fs, "give exactly one of --nodes and --nodes-dns");
     if (!(cfg.load_factor > 1.0))
-        rm_flags_fail(&fs, "--load-factor must be > 1 (got %g)", cfg.load_factor);
+        rm_flags_fail(fs, "--load-factor must be > 1 (got %g)", cfg.load_factor);
+    if (cfg.load_floor < 1)
+        rm_flags_fail(fs, "--load-floor must be >= 1 (got %g)", cfg.load_floor);
     if (cfg.hot_share < 0 || cfg.hot_share > 1)
-        rm_flags_fail(&fs, "--hot-share must be within [0, 1] (got %g)", cfg.hot_share);
+        rm_flags_fail(fs, "--hot-share must be within [0, 1] (got %g)", cfg.hot_share);
     if (!(cfg.outlier.max_ejected_share >= 0 && cfg.outlier.max_ejected_share <= 1))
-        rm_flags_fail(&fs, "--max-ejected-share must be within [0, 1] (got %g)",
+        rm_flags_fail(fs, "--max-ejected-share must be within [0, 1] (got %g)",
                       cfg.outlier.max_ejected_share);
     if (!(cfg.outlier.panic_threshold >= 0 && cfg.outlier.panic_threshold <= 1))
-        rm_flags_fail(&fs, "--panic-threshold must be within [0, 1] (got %g)",
+        rm_flags_fail(fs, "--panic-threshold must be within [0, 1] (got %g)",
                       cfg.outlier.panic_threshold);
     if (!strcmp(key_mode, "adaptive"))
         cfg.key_mode = RM_KEY_ADAPTIVE;
     else if (!strcmp(key_mode, "fixed"))
         cfg.key_mode = RM_KEY_FIXED;
     else
-        rm_flags_fail(&fs, "--key-mode: expected adaptive or fixed, got '%s'", key_mode);
-    char host[256], gw_host[256];
-    int port, gw_port;
-    if (rm_parse_hostport(listen, host, sizeof host, &port))
-        rm_flags_fail(&fs, "--listen: expected HOST:PORT, got '%s'", listen);
+        rm_flags_fail(fs, "--key-mode: expected adaptive or fixed, got '%s'", key_mode);
+    char gw_host[256];
+    int gw_port;
     if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))
-        rm_flags_fail(&fs, "--gateway: expected HOST:PORT, got '%s'", gateway);
-    gwc.listen = gateway;
+        rm_flags_fail(fs, "--gateway: expected HOST:PORT, got '%s'", gateway);
     if (gwc.max_buffered_bytes < gwc.max_body_bytes)
-        rm_flags_fail(&fs,
+        rm_flags_fail(fs,
                       "--gateway-max-buffered-bytes (%zu) must be at least "
                       "--gateway-max-body-bytes (%zu)",
                       gwc.max_buffered_bytes, gwc.max_body_bytes);
-    brk->max_cooldown_ms = brk->cooldown_ms * 32;
-    if (http_auth && !token_file)
-        rm_flags_fail(&fs, "--http-auth needs --auth-token-file (the token it requires)");
-    rm_fd_plan fds;
-    if (rm_fd_budget(http ? hc.max_connections : 0, gateway ? gwc.max_connections : 0, &fds,
-                     "router") != 0)
-        return 1;
-    hc.max_connections = fds.http_max;
-    if (gateway)
-        gwc.max_connections = (uint32_t)fds.gateway_max;
+    gwc.listen = gateway;
     gwc.max_prompt_tokens = cfg.max_request_tokens;
+    brk->max_cooldown_ms = brk->cooldown_ms * 32;
+    uint64_t gw_max;
+    if (rm_daemon_prepare(&d, gateway ? gwc.max_connections : 0, &gw_max) != 0)
+        return 1;
+    if (gateway)
+        gwc.max_connections = (uint32_t)gw_max;
     char hostname[256];
     if (!cfg.router_id) {
         if (gethostname(hostname, sizeof hostname) != 0)
@@ -447,133 +301,68 @@ int main(int argc, char **argv)
         hostname[sizeof hostname - 1] = '\0';
         cfg.router_id = hostname;
     }
-    const char *router_id = cfg.router_id;
-    if (cfg.load_floor < 1)
-        rm_flags_fail(&fs, "--load-floor must be >= 1 (got %g)", cfg.load_floor);
-
-    rm_tls tls;
-    char tls_err[512];
-    if (rm_tls_load(&tls, tls_cert, tls_key, tls_ca, require_client_cert, tls_err, sizeof tls_err))
-        rm_flags_fail(&fs, "%s", tls_err);
-    cfg.node_tls = &tls;
-    grpc_init();
-    rm_router *r = rm_router_create(&cfg);
-    dns_state dns;
-    memset(&dns, 0, sizeof dns);
-    pthread_t dns_thread;
-    int dns_running = 0;
+    cfg.node_tls = &d.tls;
+    router_main m = {.d = &d, .id = cfg.router_id, .router = rm_router_create(&cfg)};
     char err[512];
-    if (nodes && rm_router_set_static_nodes(r, nodes, err, sizeof err) < 0) {
-        rm_router_destroy(r);
+    if (nodes && rm_router_set_static_nodes(m.router, nodes, err, sizeof err) < 0) {
+        rm_router_destroy(m.router);
         grpc_shutdown();
-        rm_flags_fail(&fs, "%s", err);
+        rm_flags_fail(fs, "%s", err);
     }
-    if (nodes_dns) {
-        if (rm_parse_hostport(nodes_dns, dns.host, sizeof dns.host, &dns.port)) {
-            rm_router_destroy(r);
-            grpc_shutdown();
-            rm_flags_fail(&fs, "--nodes-dns: expected NAME:PORT, got '%s'", nodes_dns);
-        }
-        dns.interval_ms = dns_interval;
-        pthread_mutex_init(&dns.mu, NULL);
-        pthread_create(&dns_thread, NULL, dns_loop, &dns);
-        dns_running = 1;
+    if (nodes_dns && !(m.dns = rm_nodes_dns_start(nodes_dns, dns_interval))) {
+        rm_router_destroy(m.router);
+        grpc_shutdown();
+        rm_flags_fail(fs, "--nodes-dns: expected NAME:PORT, got '%s'", nodes_dns);
     }
-    rm_install_term_flag(&got_term);
-    rm_install_hup_flag(&got_hup);
-
-    rm_rpc_server *srv =
-        rm_rpc_server_create_limited(cfg.max_request_tokens * 5 + (1u << 20), max_streams);
-    char terr[256], *token = NULL; /* the clients' token, kept for --http-auth */
-    const char *tfiles[2] = {token_file, node_token_file ? node_token_file : token_file};
-    for (int i = 0; i < 2; i++) {
-        if (!tfiles[i])
-            continue;
-        char *t = rm_read_token_file(tfiles[i], terr, sizeof terr);
-        if (!t)
-            rm_flags_fail(&fs, "%s: %s", i ? "--node-token-file" : "--auth-token-file", terr);
-        if (i) {
-            rm_rpc_server_set_client_token(srv, t);
-            free(t);
-        } else {
-            rm_rpc_server_require_token(srv, t);
-            token = t;
-        }
+    rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (1u << 20));
+    const char *nt = node_token_file ? node_token_file : d.o.token_file;
+    if (nt) {
+        char *t = rm_daemon_read_token(&d, nt, "--node-token-file");
+        rm_rpc_server_set_client_token(srv, t);
+        free(t);
     }
-    hc.auth_token = gwc.auth_token = http_auth ? token : NULL;
-    if (rm_router_register(r, srv) != 0) {
+    gwc.auth_token = d.o.http_cfg.auth_token; /* --http-auth: the gateway's too */
+    if (rm_router_register(m.router, srv) != 0) {
         rm_log(RM_LOG_ERROR, "router", "cannot register methods");
         return 1;
     }
-    int bound = rm_rpc_server_announce(srv, listen, "router", &tls);
+    int bound = rm_daemon_listen(&d);
     if (bound < 0)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
-           router_id, host, bound, key_mode, cfg.load_factor);
-    daemon_state d = {srv,
-                      NULL,
-                      0,
-                      0,
-                      r,
-                      router_id,
-                      nodes_dns ? &dns : NULL,
-                      NULL,
-                      0,
-                      shutdown_delay,
-                      0,
-                      drain_timeout,
-                      NULL,
-                      &fs,
-                      config,
-                      argc,
-                      argv,
-                      "",
-                      nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL,
-                      NULL,
-                      NULL,
-                      1};
-    d.probe = rm_accept_probe_create(listen, bound, 1000, 3, "router");
-    rm_published pub;
-    rm_published_init(&pub);
-    if (http) {
-        d.pub = &pub; /* published before the HTTP line, as on the nodes */
-        publish(&d);
-        if (!(d.hs = rm_http_start_announced(http, &hc, http_handler, &pub, "router")))
-            return 1;
-    }
+           cfg.router_id, d.host, bound, key_mode, cfg.load_factor);
+    m.nodes = nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL;
+    const rm_daemon_hooks hooks = {
+        .ctx = &m,
+        .id = cfg.router_id,
+        .tick = tick,
+        .reload_check = reload_check,
+        .reload_apply = reload_apply,
+        .reload_flags = live_flags,
+        .nreload_flags = RM_ARRAY_LEN(live_flags),
+        .metrics = metrics,
+        .json = cluster_json,
+        .ready = ready,
+        .set_serving = set_serving,
+        .drained = drained,
+        .stop = stop,
+        .http = http_handler,
+    };
+    if (rm_daemon_start(&d, &hooks) != 0)
+        return 1;
     if (gateway) {
-        char gerr[256];
         int gp;
-        if (!(d.gw = rm_gateway_start(&gwc, r, &gp, gerr, sizeof gerr))) {
-            rm_log(RM_LOG_ERROR, "router", "--gateway: %s", gerr);
+        if (!(m.gw = rm_gateway_start(&gwc, m.router, &gp, err, sizeof err))) {
+            rm_log(RM_LOG_ERROR, "router", "--gateway: %s", err);
             return 1;
         }
         rm_log(RM_LOG_INFO, "router", "OpenAI-compatible gateway on http://%s:%d/", gw_host, gp);
         printf("GATEWAY %s:%d\n", gw_host, gp);
         fflush(stdout);
     }
-    rm_rpc_server_run(srv, 50, tick, &d, drain_timeout);
-    rm_gateway_stop(d.gw);
-    rm_http_stop(d.hs);
-    rm_accept_probe_destroy(d.probe);
-    free(token);
-    rm_published_destroy(&pub);
-    rm_rpc_server_destroy(srv);
-    if (dns_running) {
-        __atomic_store_n(&dns.stop, 1, __ATOMIC_RELEASE);
-        pthread_join(dns_thread, NULL);
-        for (size_t i = 0; i < dns.naddrs; i++)
-            free(dns.addrs[i]);
-        free(dns.addrs);
-    }
-    for (size_t i = 0; i < d.nknown; i++)
-        free(d.known[i]);
-    free(d.known);
-    rm_router_destroy(r);
-    rm_tls_free(&tls);
-    grpc_shutdown();
-    free(d.nodes);
-    free(config_block);
-    rm_log(RM_LOG_INFO, "router", "stopped");
-    return 0;
+    rm_daemon_run(&d);
+    rm_nodes_dns_stop(m.dns);
+    rm_router_destroy(m.router);
+    free(m.nodes);
+    return rm_daemon_exit(&d);
 }
