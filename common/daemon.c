@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bearer.h"
 #include "fdbudget.h"
@@ -48,35 +49,37 @@ static size_t shared_flags(rm_daemon_opts *o, rm_flag *out)
     return RM_ARRAY_LEN(shared);
 }
 
-void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, int argc, char **argv)
+void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, const rm_flag *flags, size_t nflags,
+                    int argc, char **argv)
 {
     memset(d, 0, sizeof *d);
     d->spec = spec;
     d->argc = argc;
     d->argv = argv;
+    snprintf(d->prog, sizeof d->prog, "radixmesh-%s", spec->module);
     rm_daemon_opts *o = &d->o;
     o->listen = spec->listen;
     o->log_level = "info";
     rm_http_config_defaults(&o->http_cfg);
     o->shutdown_delay_ms = 1000;
     o->drain_timeout_ms = 10000;
-    size_t n = 1 + spec->nflags + shared_flags(o, NULL);
+    size_t n = 1 + nflags + shared_flags(o, NULL);
     d->flags = rm_xmalloc(n * sizeof *d->flags);
     d->flags[0] = (rm_flag){
         "listen", RM_FLAG_STR, &o->listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0};
-    memcpy(d->flags + 1, spec->flags, spec->nflags * sizeof *d->flags);
-    shared_flags(o, d->flags + 1 + spec->nflags);
-    for (size_t i = 0; i < spec->nhelp; i++) {
+    memcpy(d->flags + 1, flags, nflags * sizeof *d->flags);
+    shared_flags(o, d->flags + 1 + nflags);
+    for (const rm_daemon_help *h = spec->help; h && h->flag; h++) {
         size_t k = 0;
-        while (k < n && strcmp(d->flags[k].name, spec->help[i].flag) != 0)
+        while (k < n && strcmp(d->flags[k].name, h->flag) != 0)
             k++;
         if (k == n) {
-            fprintf(stderr, "%s: no flag --%s to describe\n", spec->prog, spec->help[i].flag);
+            fprintf(stderr, "%s: no flag --%s to describe\n", d->prog, h->flag);
             abort();
         }
-        d->flags[k].help = spec->help[i].help;
+        d->flags[k].help = h->help;
     }
-    d->fs = (rm_flagset){spec->prog, spec->synopsis, "RADIXMESH", d->flags, (int)n};
+    d->fs = (rm_flagset){d->prog, spec->synopsis, "RADIXMESH", d->flags, (int)n};
     rm_flags_parse(&d->fs, argc, argv, NULL, 0, NULL);
     if (o->config)
         d->config_block = rm_flags_apply_config(&d->fs, o->config, argc, argv);
@@ -132,12 +135,26 @@ rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes)
     return d->srv;
 }
 
-int rm_daemon_listen(rm_daemon *d)
+int rm_daemon_listen(rm_daemon *d, int registered)
 {
+    if (registered != 0) {
+        rm_log(RM_LOG_ERROR, d->spec->module, "cannot register methods");
+        return -1;
+    }
     int bound = rm_rpc_server_announce(d->srv, d->o.listen, d->spec->module, &d->tls);
     if (bound >= 0)
         d->probe = rm_accept_probe_create(d->o.listen, bound, 1000, 3, d->spec->module);
     return bound;
+}
+
+const char *rm_daemon_id(rm_daemon *d, const char *id, const char *fallback)
+{
+    if (id)
+        return id;
+    if (gethostname(d->hostname, sizeof d->hostname) != 0)
+        snprintf(d->hostname, sizeof d->hostname, "%s", fallback);
+    d->hostname[sizeof d->hostname - 1] = '\0';
+    return d->hostname;
 }
 
 /* SIGHUP: re-reads --config and applies what can change while serving. An
@@ -155,16 +172,16 @@ static void reload(rm_daemon *d)
     if (rm_log_parse_level(lvl_name, &lvl))
         snprintf(err, sizeof err, "--log-level: expected debug, info, warn or error, got '%s'",
                  lvl_name);
-    else if (h->reload_check && h->reload_check(h->ctx, &next, err, sizeof err) && !err[0])
+    else if (h->reload.check && h->reload.check(d->ctx, &next, err, sizeof err) && !err[0])
         snprintf(err, sizeof err, "refused");
     if (err[0]) {
         rm_log(RM_LOG_ERROR, module, "config reload rejected, keeping the old one: %s", err);
     } else {
         rm_log_set_level(lvl);
-        if (h->reload_apply)
-            h->reload_apply(h->ctx, &d->fs, &next);
+        if (h->reload.apply)
+            h->reload.apply(d->ctx, &d->fs, &next);
         rm_flags_keep_str(&d->fs, &next, "log-level", d->log_level, sizeof d->log_level);
-        rm_flags_adopt(&d->fs, &next, h->reload_flags, h->nreload_flags, d->o.config, module);
+        rm_flags_adopt(&d->fs, &next, h->reload.flags, h->reload.nflags, d->o.config, module);
     }
     rm_flags_scratch_free(&next);
     free(block);
@@ -178,18 +195,19 @@ static void serve_published(void *ctx, const char *path, rm_http_response *out)
 
 static void publish(rm_daemon *d)
 {
-    const rm_daemon_hooks *h = d->hooks;
-    char *m = rm_str_join_free(h->metrics(h->ctx), rm_rpc_server_metrics(d->srv, d->labels));
+    char *m = NULL, *json = NULL;
+    int ready = d->hooks->publish(d->ctx, &m, &json);
+    m = rm_str_join_free(m, rm_rpc_server_metrics(d->srv, d->labels));
     m = rm_str_join_free(m, rm_http_metrics(d->hs, d->labels));
-    rm_published_set(&d->pub, m, h->json ? h->json(h->ctx) : NULL,
-                     h->ready(h->ctx) && !got_term && d->accepting);
+    rm_published_set(&d->pub, m, json, ready && !got_term && d->accepting);
 }
 
-int rm_daemon_start(rm_daemon *d, const rm_daemon_hooks *hooks)
+int rm_daemon_start(rm_daemon *d, const rm_daemon_hooks *hooks, void *ctx, const char *id)
 {
     d->hooks = hooks;
+    d->ctx = ctx;
     d->accepting = 1;
-    rm_prom_label(d->labels, sizeof d->labels, d->spec->module, hooks->id);
+    rm_prom_label(d->labels, sizeof d->labels, d->spec->module, id);
     rm_published_init(&d->pub);
     if (!d->o.http)
         return 0;
@@ -225,7 +243,7 @@ static int tick(void *ctx, uint64_t now_ms)
         reload(d);
     }
     if (h->tick)
-        h->tick(h->ctx, now_ms);
+        h->tick(d->ctx, now_ms);
     if (!got_term) {
         d->accepting = rm_accept_probe_tick(d->probe, now_ms);
     } else if (d->probe) {
@@ -241,7 +259,7 @@ static int tick(void *ctx, uint64_t now_ms)
     if (got_term && !d->term_at) {
         d->term_at = now_ms;
         if (h->set_serving)
-            h->set_serving(h->ctx, 0);
+            h->set_serving(d->ctx, 0);
         rm_log(RM_LOG_INFO, d->spec->module, "SIGTERM: health NOT_SERVING, draining in %llu ms",
                (unsigned long long)d->o.shutdown_delay_ms);
     }
@@ -251,7 +269,7 @@ static int tick(void *ctx, uint64_t now_ms)
         return 0;
     /* Work of the daemon's own (a gateway's streams, which may run for
      * minutes) finishes first: it may need this thread to the end. */
-    int drained = !h->drained || h->drained(h->ctx);
+    int drained = !h->drained || h->drained(d->ctx);
     return drained || p == RM_DAEMON_DRAIN_OVER;
 }
 
@@ -259,7 +277,7 @@ void rm_daemon_run(rm_daemon *d)
 {
     rm_rpc_server_run(d->srv, 50, tick, d, d->o.drain_timeout_ms);
     if (d->hooks->stop)
-        d->hooks->stop(d->hooks->ctx);
+        d->hooks->stop(d->ctx);
     rm_http_stop(d->hs);
     rm_accept_probe_destroy(d->probe);
     d->probe = NULL;

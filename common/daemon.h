@@ -16,13 +16,13 @@
  *
  * A daemon's main:
  *
- *   rm_daemon_init(&d, &spec, argc, argv);      exits 2 on a bad flag
+ *   rm_daemon_init(&d, &spec, flags, n, argc, argv);   exits 2 on a bad flag
  *   ...its own checks (rm_flags_fail(&d.fs, ...)), its config...
  *   rm_daemon_prepare(&d, 0, NULL);             fd budget, TLS, signals, grpc_init
  *   ...create its object...
- *   rm_daemon_server(&d, max_receive_bytes);    then register its methods
- *   rm_daemon_listen(&d);                       LISTENING, the accept probe
- *   rm_daemon_start(&d, &hooks);                publish, --http
+ *   srv = rm_daemon_server(&d, max_receive_bytes);
+ *   rm_daemon_listen(&d, register(obj, srv));   LISTENING, the accept probe
+ *   rm_daemon_start(&d, &hooks, obj, id);       publish, --http
  *   rm_daemon_run(&d);                          until SIGTERM's sequence ends
  *   ...destroy its object...
  *   return rm_daemon_exit(&d);
@@ -57,42 +57,42 @@ typedef struct rm_daemon_help {
     const char *flag, *help;
 } rm_daemon_help;
 
-/* What a daemon is: names, its own flags, its texts of shared ones. */
+/* What a daemon is (its program is radixmesh-<module>). */
 typedef struct rm_daemon_spec {
-    const char *module;   /* log module, also the metrics' identity label ("node") */
-    const char *prog;     /* "radixmesh-node" */
-    const char *synopsis; /* usage line after prog */
-    const char *listen;   /* --listen's default */
-    const rm_flag *flags; /* its own, listed in --help after --listen */
-    size_t nflags;
-    const rm_daemon_help *help; /* texts replacing the shared ones (--config's: what reloads) */
-    size_t nhelp;
+    const char *module;         /* log module, also the metrics' identity label ("node") */
+    const char *synopsis;       /* usage line after the program's name */
+    const char *listen;         /* --listen's default */
+    const rm_daemon_help *help; /* texts replacing shared ones (--config's: what reloads);
+                                   ends with {NULL} */
 } rm_daemon_spec;
 
-/* The daemon's part of the tick and the reload; ctx is passed to each.
- * Every hook may be NULL but metrics and ready. */
-typedef struct rm_daemon_hooks {
-    void *ctx;
-    const char *id; /* the identity label's value (node id, router id) */
-    /* Every tick, first: the daemon's housekeeping. */
-    void (*tick)(void *ctx, uint64_t now_ms);
-    /* SIGHUP, --log-level of next already checked: checks next's live
-     * values; returns 0, or -1 with the reason in err and nothing changed. */
-    int (*reload_check)(void *ctx, const rm_flagset *next, char *err, size_t errlen);
+/* What a SIGHUP applies of the daemon's own flags. */
+typedef struct rm_daemon_reload {
+    /* --log-level of next already checked: checks next's live values;
+     * returns 0, or -1 with the reason in err and nothing changed (what
+     * can only be checked by applying it, a membership list, is applied
+     * whole or not at all). */
+    int (*check)(void *ctx, const rm_flagset *next, char *err, size_t errlen);
     /* Then applies them (next's log level is in force) and logs what it
      * did. live is the running table (point a string flag at a copy the
      * daemon keeps: next's strings are freed after the reload). */
-    void (*reload_apply)(void *ctx, const rm_flagset *live, const rm_flagset *next);
-    const char *const *reload_flags; /* the numbers reload_apply applied: adopted */
-    size_t nreload_flags;
-    /* The daemon's Prometheus text (caller frees); the server's RPC and
-     * --http figures follow it. */
-    char *(*metrics)(void *ctx);
-    /* /api/cluster (caller frees), NULL hook: none. */
-    char *(*json)(void *ctx);
-    /* Whether it is ready by its own measure (/readyz also needs the
-     * listener accepting and no SIGTERM). */
-    int (*ready)(void *ctx);
+    void (*apply)(void *ctx, const rm_flagset *live, const rm_flagset *next);
+    const char *const *flags; /* the numbers apply applied: adopted into live */
+    size_t nflags;
+} rm_daemon_reload;
+
+/* The daemon's part of the tick, reload and publishing; each gets the ctx
+ * given to rm_daemon_start. Every hook may be NULL but publish. */
+typedef struct rm_daemon_hooks {
+    /* Every tick, first: the daemon's housekeeping. */
+    void (*tick)(void *ctx, uint64_t now_ms);
+    rm_daemon_reload reload;
+    /* What --http publishes, every 500 ms: the daemon's Prometheus text in
+     * *metrics (the server's RPC and --http figures follow it) and
+     * /api/cluster in *json (left NULL: none), both malloc'd. Returns
+     * whether the daemon is ready by its own measure (/readyz also needs
+     * the listener accepting and no SIGTERM). */
+    int (*publish)(void *ctx, char **metrics, char **json);
     /* SIGTERM: the health service's status goes NOT_SERVING. */
     void (*set_serving)(void *ctx, int serving);
     /* After --shutdown-delay-ms, every tick until it returns 1 or
@@ -118,12 +118,15 @@ typedef struct rm_daemon {
     /* Private. */
     const rm_daemon_spec *spec;
     const rm_daemon_hooks *hooks;
+    void *ctx;
     rm_flag *flags;
+    char prog[64];
     char **config_block;
     int argc;
     char **argv;
     char log_level[16]; /* the reloaded level's name (the file's text is freed) */
     char labels[300];
+    char hostname[256];
     rm_published pub;
     int publishing; /* --http is on */
     uint64_t published_at, term_at;
@@ -132,10 +135,12 @@ typedef struct rm_daemon {
     int accepting;
 } rm_daemon;
 
-/* Parses env, argv and --config into the daemon's own flags and the
- * shared ones, sets the log level and checks the shared flags. Exits 2
- * with usage on a bad flag (0 after --help, --version). */
-void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, int argc, char **argv);
+/* Parses env, argv and --config into the daemon's own flags (listed in
+ * --help after --listen) and the shared ones, sets the log level and
+ * checks the shared flags. Exits 2 with usage on a bad flag (0 after
+ * --help, --version). spec is kept. */
+void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, const rm_flag *flags, size_t nflags,
+                    int argc, char **argv);
 
 /* After the daemon's own checks: the fd budget (gateway_wanted: its
  * gateway's connection cap, 0: none; its share goes to *gateway_max, which
@@ -153,12 +158,19 @@ rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes);
 char *rm_daemon_read_token(const rm_daemon *d, const char *path, const char *flag);
 
 /* Binds --listen (printing LISTENING) and starts watching that it accepts.
- * Returns the bound port, or -1 after logging why. */
-int rm_daemon_listen(rm_daemon *d);
+ * registered is what registering the daemon's methods on d->srv returned
+ * (nonzero: logged, nothing bound). Returns the bound port, or -1 after
+ * logging why. */
+int rm_daemon_listen(rm_daemon *d, int registered);
 
-/* From here on the hooks run (hooks is kept): publishes a first time and
- * starts --http when asked for. Returns 0, or -1 after logging why. */
-int rm_daemon_start(rm_daemon *d, const rm_daemon_hooks *hooks);
+/* The daemon's id: id when given, else the host name (kept in d), else
+ * fallback. */
+const char *rm_daemon_id(rm_daemon *d, const char *id, const char *fallback);
+
+/* From here on the hooks run with ctx (hooks is kept; id is the value of
+ * the metrics' identity label): publishes a first time and starts --http
+ * when asked for. Returns 0, or -1 after logging why. */
+int rm_daemon_start(rm_daemon *d, const rm_daemon_hooks *hooks, void *ctx, const char *id);
 
 /* Serves until the SIGTERM sequence ends, then stops --http, the probe
  * and the server (the hooks' stop first). */

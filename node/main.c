@@ -52,21 +52,28 @@ static void tick(void *ctx, uint64_t now_ms)
     rm_node_tick(((node_main *)ctx)->node, now_ms);
 }
 
-/* The node's metrics (the scaffold adds its RPC and HTTP figures). */
-static char *metrics(void *ctx)
+/* For --http: the node's metrics (the scaffold adds its RPC and HTTP
+ * figures); ready while it reports SERVING. */
+static int publish(void *ctx, char **metrics, char **json)
 {
-    return rm_node_metrics(((node_main *)ctx)->node);
-}
-
-static int ready(void *ctx)
-{
-    return rm_node_serving(((node_main *)ctx)->node);
+    (void)json;
+    rm_node *node = ((node_main *)ctx)->node;
+    *metrics = rm_node_metrics(node);
+    return rm_node_serving(node);
 }
 
 static void set_serving(void *ctx, int serving)
 {
     rm_node_set_serving(((node_main *)ctx)->node, serving);
 }
+
+static const rm_daemon_help help[] = {
+    {"config", "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it "
+               "and applies --log-level, --max-request-tokens, --max-leases and the lease TTLs"},
+    {NULL, NULL},
+};
+
+static const rm_daemon_spec spec = {"node", "--listen HOST:PORT [options]", "127.0.0.1:7001", help};
 
 int main(int argc, char **argv)
 {
@@ -120,22 +127,8 @@ int main(int argc, char **argv)
          "gateway router",
          0, 0},
     };
-    static const rm_daemon_help help[] = {
-        {"config",
-         "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads "
-         "it and applies --log-level, --max-request-tokens, --max-leases and the lease "
-         "TTLs"},
-    };
-    const rm_daemon_spec spec = {.module = "node",
-                                 .prog = "radixmesh-node",
-                                 .synopsis = "--listen HOST:PORT [options]",
-                                 .listen = "127.0.0.1:7001",
-                                 .flags = flags,
-                                 .nflags = RM_ARRAY_LEN(flags),
-                                 .help = help,
-                                 .nhelp = RM_ARRAY_LEN(help)};
     rm_daemon d;
-    rm_daemon_init(&d, &spec, argc, argv);
+    rm_daemon_init(&d, &spec, flags, RM_ARRAY_LEN(flags), argc, argv);
     const rm_flagset *fs = &d.fs;
     if (!strcmp(eviction, "lru"))
         cfg.cache.policy = RM_EVICT_LRU;
@@ -153,13 +146,7 @@ int main(int argc, char **argv)
     if (pages == 0 || pages >= UINT32_MAX)
         rm_flags_fail(fs, "the pool must hold between 1 and 2^32-2 pages (got %llu)",
                       (unsigned long long)pages);
-    char hostname[256];
-    if (!cfg.node_id) {
-        if (gethostname(hostname, sizeof hostname) != 0)
-            snprintf(hostname, sizeof hostname, "node");
-        hostname[sizeof hostname - 1] = '\0';
-        cfg.node_id = hostname;
-    }
+    cfg.node_id = rm_daemon_id(&d, cfg.node_id, "node");
     if (!*cfg.node_id)
         rm_flags_fail(fs, "--node-id must not be empty");
     cc->pool_pages = pages;
@@ -179,30 +166,20 @@ int main(int argc, char **argv)
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a
      * WriteKV message a few MiB of KV. */
     rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (8u << 20));
-    if (rm_node_register(m.node, srv) != 0) {
-        rm_log(RM_LOG_ERROR, "node", "cannot register methods");
-        return 1;
-    }
-    int bound = rm_daemon_listen(&d);
+    int bound = rm_daemon_listen(&d, rm_node_register(m.node, srv));
     if (bound < 0)
         return 1;
     rm_log(RM_LOG_INFO, "node",
            "node %s listening on %s:%d (pool %llu pages x %llu tokens, %s, kv %llu B/token)",
            cfg.node_id, d.host, bound, (unsigned long long)pages, (unsigned long long)page_tokens,
            eviction, (unsigned long long)kv_bytes);
-    const rm_daemon_hooks hooks = {
-        .ctx = &m,
-        .id = cfg.node_id,
+    static const rm_daemon_hooks hooks = {
         .tick = tick,
-        .reload_check = reload_check,
-        .reload_apply = reload_apply,
-        .reload_flags = live_flags,
-        .nreload_flags = RM_ARRAY_LEN(live_flags),
-        .metrics = metrics,
-        .ready = ready,
+        .reload = {reload_check, reload_apply, live_flags, RM_ARRAY_LEN(live_flags)},
+        .publish = publish,
         .set_serving = set_serving,
     };
-    if (rm_daemon_start(&d, &hooks) != 0)
+    if (rm_daemon_start(&d, &hooks, &m, cfg.node_id) != 0)
         return 1;
     rm_daemon_run(&d);
     rm_node_destroy(m.node);

@@ -82,25 +82,17 @@ static void tick(void *ctx, uint64_t now_ms)
     }
 }
 
-/* The router's metrics and its gateway's (the scaffold adds the RPC and
- * HTTP figures). */
-static char *metrics(void *ctx)
+/* For --http: the router's and its gateway's metrics (the scaffold adds
+ * the RPC and HTTP figures) and /api/cluster; ready with a node to route
+ * to. */
+static int publish(void *ctx, char **metrics, char **json)
 {
     router_main *m = ctx;
-    char *text = rm_router_metrics(m->router);
+    *metrics = rm_router_metrics(m->router);
     if (m->gw)
-        text = rm_str_join_free(text, rm_gateway_metrics(m->gw, m->id));
-    return text;
-}
-
-static char *cluster_json(void *ctx)
-{
-    return rm_router_cluster_json(((router_main *)ctx)->router);
-}
-
-static int ready(void *ctx)
-{
-    return rm_router_healthy_nodes(((router_main *)ctx)->router) > 0;
+        *metrics = rm_str_join_free(*metrics, rm_gateway_metrics(m->gw, m->id));
+    *json = rm_router_cluster_json(m->router);
+    return rm_router_healthy_nodes(m->router) > 0;
 }
 
 static void set_serving(void *ctx, int serving)
@@ -136,6 +128,22 @@ static void http_handler(void *ctx, const char *path, rm_http_response *out)
     }
     rm_http_serve_published(ctx, path, out);
 }
+
+static const rm_daemon_help help[] = {
+    {"drain-timeout-ms", "then wait this long for in-flight calls"},
+    {"http", "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT"},
+    {"tls-cert", "serve gRPC over TLS with this PEM certificate (also shown to TLS nodes)"},
+    {"tls-ca", "PEM CA that client certificates must chain to (presented ones are verified), and "
+               "for the nodes: set, node channels use TLS"},
+    {"auth-token-file", "require 'authorization: Bearer <token>' from clients (health is exempt)"},
+    {"config", "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it "
+               "and applies --nodes, --log-level, --load-factor, --call-timeout-ms, "
+               "--max-request-tokens"},
+    {NULL, NULL},
+};
+
+static const rm_daemon_spec spec = {
+    "router", "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)", "127.0.0.1:7000", help};
 
 int main(int argc, char **argv)
 {
@@ -231,31 +239,8 @@ int main(int argc, char **argv)
         {"worker-scrape-interval-ms", RM_FLAG_U32, &gwc.scrape_interval_ms,
          "how often workers' /metrics are read (0: never)", 0, 3600000},
     };
-    static const rm_daemon_help help[] = {
-        {"drain-timeout-ms", "then wait this long for in-flight calls"},
-        {"http", "serve the dashboard (/), /api/cluster, /metrics, /healthz, /readyz on HOST:PORT"},
-        {"tls-cert", "serve gRPC over TLS with this PEM certificate (also shown to TLS nodes)"},
-        {"tls-ca", "PEM CA that client certificates must chain to (presented ones are verified), "
-                   "and for the nodes: set, node channels use TLS"},
-        {"auth-token-file",
-         "require 'authorization: Bearer <token>' from clients (health is exempt)"},
-        {"config",
-         "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads "
-         "it and applies --nodes, --log-level, --load-factor, --call-timeout-ms, "
-         "--max-request-tokens"},
-    };
-    const rm_daemon_spec spec = {
-        .module = "router",
-        .prog = "radixmesh-router",
-        .synopsis = "--listen HOST:PORT (--nodes LIST | --nodes-dns NAME:PORT)",
-        .listen = "127.0.0.1:7000",
-        .flags = flags,
-        .nflags = RM_ARRAY_LEN(flags),
-        .help = help,
-        .nhelp = RM_ARRAY_LEN(help),
-    };
     rm_daemon d;
-    rm_daemon_init(&d, &spec, argc, argv);
+    rm_daemon_init(&d, &spec, flags, RM_ARRAY_LEN(flags), argc, argv);
     const rm_flagset *fs = &d.fs;
     if (!nodes == !nodes_dns)
         rm_flags_fail(fs, "give exactly one of --nodes and --nodes-dns");
@@ -294,13 +279,7 @@ int main(int argc, char **argv)
         return 1;
     if (gateway)
         gwc.max_connections = (uint32_t)gw_max;
-    char hostname[256];
-    if (!cfg.router_id) {
-        if (gethostname(hostname, sizeof hostname) != 0)
-            snprintf(hostname, sizeof hostname, "router");
-        hostname[sizeof hostname - 1] = '\0';
-        cfg.router_id = hostname;
-    }
+    cfg.router_id = rm_daemon_id(&d, cfg.router_id, "router");
     cfg.node_tls = &d.tls;
     router_main m = {.d = &d, .id = cfg.router_id, .router = rm_router_create(&cfg)};
     char err[512];
@@ -322,33 +301,22 @@ int main(int argc, char **argv)
         free(t);
     }
     gwc.auth_token = d.o.http_cfg.auth_token; /* --http-auth: the gateway's too */
-    if (rm_router_register(m.router, srv) != 0) {
-        rm_log(RM_LOG_ERROR, "router", "cannot register methods");
-        return 1;
-    }
-    int bound = rm_daemon_listen(&d);
+    int bound = rm_daemon_listen(&d, rm_router_register(m.router, srv));
     if (bound < 0)
         return 1;
     rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
            cfg.router_id, d.host, bound, key_mode, cfg.load_factor);
     m.nodes = nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL;
-    const rm_daemon_hooks hooks = {
-        .ctx = &m,
-        .id = cfg.router_id,
+    static const rm_daemon_hooks hooks = {
         .tick = tick,
-        .reload_check = reload_check,
-        .reload_apply = reload_apply,
-        .reload_flags = live_flags,
-        .nreload_flags = RM_ARRAY_LEN(live_flags),
-        .metrics = metrics,
-        .json = cluster_json,
-        .ready = ready,
+        .reload = {reload_check, reload_apply, live_flags, RM_ARRAY_LEN(live_flags)},
+        .publish = publish,
         .set_serving = set_serving,
         .drained = drained,
         .stop = stop,
         .http = http_handler,
     };
-    if (rm_daemon_start(&d, &hooks) != 0)
+    if (rm_daemon_start(&d, &hooks, &m, cfg.router_id) != 0)
         return 1;
     if (gateway) {
         int gp;

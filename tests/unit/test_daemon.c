@@ -30,15 +30,9 @@ static void test_one_table_of_own_and_shared_flags(void)
 {
     uint32_t own = 5;
     const rm_flag flags[] = {{"own", RM_FLAG_U32, &own, "a flag of the daemon's own", 1, 10}};
-    static const rm_daemon_help help[] = {{"http", "serve the daemon's pages on HOST:PORT"}};
-    const rm_daemon_spec spec = {.module = "test",
-                                 .prog = "radixmesh-test",
-                                 .synopsis = "[options]",
-                                 .listen = "127.0.0.1:7009",
-                                 .flags = flags,
-                                 .nflags = 1,
-                                 .help = help,
-                                 .nhelp = 1};
+    static const rm_daemon_help help[] = {{"http", "serve the daemon's pages on HOST:PORT"},
+                                          {NULL, NULL}};
+    static const rm_daemon_spec spec = {"test", "[options]", "127.0.0.1:7009", help};
     char *argv[] = {"t",
                     "--own",
                     "7",
@@ -49,13 +43,14 @@ static void test_one_table_of_own_and_shared_flags(void)
                     "4",
                     NULL};
     rm_daemon d;
-    rm_daemon_init(&d, &spec, 8, argv);
+    rm_daemon_init(&d, &spec, flags, 1, 8, argv);
     CHECK_EQ(own, 7);
     CHECK_EQ(d.o.shutdown_delay_ms, 3);
     CHECK_EQ(d.o.drain_timeout_ms, 10000); /* defaults stay */
     CHECK_EQ(d.o.max_streams, 4);
     CHECK(!strcmp(d.host, "10.1.2.3"));
     CHECK(!strcmp(d.o.log_level, "info"));
+    CHECK(!strcmp(d.fs.prog, "radixmesh-test"));
     CHECK(d.o.http == NULL && d.o.config == NULL && d.o.token_file == NULL);
     CHECK_EQ(d.o.http_cfg.max_connections, 256);
     REQUIRE(d.fs.nflags > 2);

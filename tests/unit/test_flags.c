@@ -21,48 +21,58 @@ static int parse(const rm_flagset *fs, const char *a1, const char *a2, char *err
     return rm_flags_try_parse(fs, a2 ? 3 : 2, argv, 0, NULL, 0, NULL, err, errlen);
 }
 
-static void test_integer_widths_and_ranges(void)
+/* Flags over the fields of one widths struct. */
+static widths w;
+static const rm_flag width_flags[] = {
+    {"a", RM_FLAG_U32, &w.a, "", 1, 0},
+    {"ranged", RM_FLAG_U32, &w.b, "", 10, 100},
+    {"sz", RM_FLAG_SIZE, &w.sz, "", 0, 1u << 20},
+    {"big", RM_FLAG_U64, &w.big, "", 0, 0},
+};
+static const rm_flagset width_fs = {"t", "", "T", width_flags, 4};
+
+static void test_u32_is_stored_at_its_width(void)
 {
-    widths w = {7, 0xdeadbeef, 9, 11};
-    const rm_flag flags[] = {
-        {"a", RM_FLAG_U32, &w.a, "", 1, 0},
-        {"ranged", RM_FLAG_U32, &w.b, "", 10, 100},
-        {"sz", RM_FLAG_SIZE, &w.sz, "", 0, 1u << 20},
-        {"big", RM_FLAG_U64, &w.big, "", 0, 0},
-    };
-    rm_flagset fs = {"t", "", "T", flags, 4};
+    w = (widths){7, 0xdeadbeef, 9, 11};
     char err[256];
-    CHECK_EQ(parse(&fs, "--a", "4294967295", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(parse(&width_fs, "--a", "4294967295", err, sizeof err), RM_FLAGS_OK);
     CHECK_EQ(w.a, UINT32_MAX);
     CHECK_EQ(w.b, 0xdeadbeef); /* the store is four bytes wide */
-    CHECK_EQ(parse(&fs, "--a=4294967296", NULL, err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(parse(&width_fs, "--a=4294967296", NULL, err, sizeof err), RM_FLAGS_ERROR);
     CHECK(strstr(err, "--a: 4294967296 is out of range [1, 4294967295]") != NULL);
     CHECK_EQ(w.a, UINT32_MAX);
-    CHECK_EQ(parse(&fs, "--a", "0", err, sizeof err), RM_FLAGS_ERROR); /* below min */
-    CHECK_EQ(parse(&fs, "--ranged", "101", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(w.b, 0xdeadbeef);
+}
+
+static void test_ranges_of_each_width(void)
+{
+    w = (widths){7, 50, 9, 11};
+    char err[256];
+    CHECK_EQ(parse(&width_fs, "--a", "0", err, sizeof err), RM_FLAGS_ERROR); /* below min */
+    CHECK_EQ(parse(&width_fs, "--ranged", "101", err, sizeof err), RM_FLAGS_ERROR);
     CHECK(strstr(err, "[10, 100]") != NULL);
-    CHECK_EQ(parse(&fs, "--ranged", "100", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(parse(&width_fs, "--ranged", "100", err, sizeof err), RM_FLAGS_OK);
     CHECK_EQ(w.b, 100);
-    CHECK_EQ(parse(&fs, "--ranged", "-1", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(parse(&width_fs, "--ranged", "-1", err, sizeof err), RM_FLAGS_ERROR);
     CHECK(strstr(err, "non-negative integer") != NULL);
-    CHECK_EQ(parse(&fs, "--sz", "1048576", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(parse(&width_fs, "--sz", "1048576", err, sizeof err), RM_FLAGS_OK);
     CHECK_EQ(w.sz, 1u << 20);
-    CHECK_EQ(parse(&fs, "--sz", "1048577", err, sizeof err), RM_FLAGS_ERROR);
-    CHECK_EQ(parse(&fs, "--big", "18446744073709551615", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(parse(&width_fs, "--sz", "1048577", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(parse(&width_fs, "--big", "18446744073709551615", err, sizeof err), RM_FLAGS_OK);
     CHECK(w.big == UINT64_MAX);
-    CHECK_EQ(parse(&fs, "--big", "18446744073709551616", err, sizeof err), RM_FLAGS_ERROR);
-    CHECK_EQ(w.a, UINT32_MAX);
+    CHECK_EQ(parse(&width_fs, "--big", "18446744073709551616", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(w.a, 7);
     CHECK_EQ(w.b, 100);
 }
 
 static void test_reload_of_integer_widths(void)
 {
-    widths w = {5, 6, 7, 8};
+    widths v = {5, 6, 7, 8};
     const rm_flag flags[] = {
-        {"a", RM_FLAG_U32, &w.a, "", 0, 0},
-        {"b", RM_FLAG_U32, &w.b, "", 0, 0},
-        {"sz", RM_FLAG_SIZE, &w.sz, "", 0, 0},
-        {"big", RM_FLAG_U64, &w.big, "", 0, 0},
+        {"a", RM_FLAG_U32, &v.a, "", 0, 0},
+        {"b", RM_FLAG_U32, &v.b, "", 0, 0},
+        {"sz", RM_FLAG_SIZE, &v.sz, "", 0, 0},
+        {"big", RM_FLAG_U64, &v.big, "", 0, 0},
     };
     rm_flagset live = {"t", "", "T", flags, 4}, next;
     rm_flags_scratch(&live, &next);
@@ -74,15 +84,15 @@ static void test_reload_of_integer_widths(void)
     char *argv[] = {"t", "--b=60", "--sz=70", "--big=80", NULL};
     char err[256];
     CHECK_EQ(rm_flags_try_parse(&next, 4, argv, 0, NULL, 0, NULL, err, sizeof err), RM_FLAGS_OK);
-    CHECK_EQ(w.b, 6); /* the live values are not touched by the scratch */
+    CHECK_EQ(v.b, 6); /* the live values are not touched by the scratch */
     rm_flags_diff(&live, &next, diff, sizeof diff);
     CHECK(!strcmp(diff, "--b, --sz, --big"));
     static const char *const applied[] = {"b", "sz"};
     rm_flags_adopt(&live, &next, applied, 2, "file", "test");
-    CHECK_EQ(w.a, 5);
-    CHECK_EQ(w.b, 60);
-    CHECK_EQ(w.sz, 70);
-    CHECK_EQ(w.big, 8); /* not applied: a restart takes it */
+    CHECK_EQ(v.a, 5);
+    CHECK_EQ(v.b, 60);
+    CHECK_EQ(v.sz, 70);
+    CHECK_EQ(v.big, 8); /* not applied: a restart takes it */
     rm_flags_scratch_free(&next);
 }
 
@@ -115,7 +125,8 @@ static void test_keep_str_survives_its_own_store(void)
 
 int main(void)
 {
-    RUN(test_integer_widths_and_ranges);
+    RUN(test_u32_is_stored_at_its_width);
+    RUN(test_ranges_of_each_width);
     RUN(test_reload_of_integer_widths);
     RUN(test_keep_str_survives_its_own_store);
     return rm_t_report();
