@@ -214,8 +214,8 @@ static int print_cluster(rm_cache_client *cc)
 
 int rm_cmd_stats(int argc, char **argv)
 {
-    const char *node = NULL, *router = NULL, *token_file = NULL;
-    const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
+    const char *node = NULL, *router = NULL;
+    rm_cli_conn conn = {0};
     int watch = 0;
     uint64_t interval = 1000;
     const rm_flag flags[] = {
@@ -223,10 +223,7 @@ int rm_cmd_stats(int argc, char **argv)
         {"router", RM_FLAG_STR, &router, "a router's address HOST:PORT (the cluster table)", 0, 0},
         {"watch", RM_FLAG_BOOL, &watch, "refresh the table in place until interrupted", 0, 0},
         {"interval-ms", RM_FLAG_U64, &interval, "refresh period with --watch", 100, 3600000},
-        {"auth-token-file", RM_FLAG_STR, &token_file, "send this bearer token", 0, 0},
-        {"tls-ca", RM_FLAG_STR, &tls_ca, "speak TLS, verifying the server with this PEM CA", 0, 0},
-        {"tls-cert", RM_FLAG_STR, &tls_cert, "PEM client certificate (mTLS; needs --tls-ca)", 0, 0},
-        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
+        RM_CLI_CONN_FLAGS(conn),
     };
     rm_flagset fs = {"radixmesh stats", "(--router HOST:PORT [--watch] | --node HOST:PORT)",
                      "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
@@ -236,12 +233,9 @@ int rm_cmd_stats(int argc, char **argv)
     if (watch && !router)
         rm_flags_fail(&fs, "--watch needs --router");
     rm_cache_client cc;
-    char terr[256], *token = NULL;
-    if (token_file && !(token = rm_read_token_file(token_file, terr, sizeof terr)))
-        rm_flags_fail(&fs, "--auth-token-file: %s", terr);
+    char *token;
     rm_tls tls;
-    if (rm_cli_tls(&tls, tls_ca, tls_cert, tls_key, terr, sizeof terr) != 0)
-        rm_flags_fail(&fs, "%s", terr);
+    rm_cli_conn_load(&conn, &fs, &tls, &token);
     int init = router ? rm_cc_init_router_tls(&cc, router, 5000, &tls)
                       : rm_cc_init_tls(&cc, node, 5000, &tls);
     rm_tls_free(&tls);

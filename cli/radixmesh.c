@@ -3,17 +3,20 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bearer.h"
 #include "cli.h"
 #include "tls.h"
 
-int rm_cli_tls(rm_tls *tls, const char *ca, const char *cert, const char *key, char *err,
-               unsigned long errlen)
+void rm_cli_conn_load(const rm_cli_conn *c, const rm_flagset *fs, rm_tls *tls, char **token)
 {
-    if ((cert || key) && !ca) {
-        snprintf(err, errlen, "--tls-cert/--tls-key need --tls-ca (the server's CA)");
-        return -1;
-    }
-    return rm_tls_load(tls, cert, key, ca, 0, err, errlen);
+    char err[256];
+    *token = NULL;
+    if (c->token_file && !(*token = rm_read_token_file(c->token_file, err, sizeof err)))
+        rm_flags_fail(fs, "--auth-token-file: %s", err);
+    if ((c->tls_cert || c->tls_key) && !c->tls_ca)
+        rm_flags_fail(fs, "--tls-cert/--tls-key need --tls-ca (the server's CA)");
+    if (rm_tls_load(tls, c->tls_cert, c->tls_key, c->tls_ca, 0, err, sizeof err) != 0)
+        rm_flags_fail(fs, "%s", err);
 }
 
 static void usage(FILE *out)

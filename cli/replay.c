@@ -192,8 +192,8 @@ static void progress(const replay *rp, int final)
 
 int rm_cmd_replay(int argc, char **argv)
 {
-    const char *router = NULL, *trace_path = NULL, *ns = "replay", *token_file = NULL;
-    const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
+    const char *router = NULL, *trace_path = NULL, *ns = "replay";
+    rm_cli_conn conn = {0};
     uint64_t block = 512, limit = 0, concurrency = 1, seed = 42;
     double speed = 0, ttft_model = 0;
     int max_speed = 0, json = 0;
@@ -217,10 +217,7 @@ int rm_cmd_replay(int argc, char **argv)
         {"ttft-model", RM_FLAG_DOUBLE, &ttft_model,
          "prefill throughput in tokens/s: also estimate the TTFT saved", 0, 0},
         {"json", RM_FLAG_BOOL, &json, "end with the summary as one JSON line on stdout", 0, 0},
-        {"auth-token-file", RM_FLAG_STR, &token_file, "send this bearer token", 0, 0},
-        {"tls-ca", RM_FLAG_STR, &tls_ca, "speak TLS, verifying the server with this PEM CA", 0, 0},
-        {"tls-cert", RM_FLAG_STR, &tls_cert, "PEM client certificate (mTLS; needs --tls-ca)", 0, 0},
-        {"tls-key", RM_FLAG_STR, &tls_key, "PEM private key of --tls-cert", 0, 0},
+        RM_CLI_CONN_FLAGS(conn),
     };
     rm_flagset fs = {"radixmesh replay", "--router HOST:PORT --trace FILE [options]", "RADIXMESH",
                      flags, (int)RM_ARRAY_LEN(flags)};
@@ -230,20 +227,14 @@ int rm_cmd_replay(int argc, char **argv)
     if (speed < 0 || (max_speed && speed > 0))
         rm_flags_fail(&fs, "give either --speed X (X > 0) or --max-speed");
     rm_tls tls;
-    char tls_err[256];
-    if (rm_cli_tls(&tls, tls_ca, tls_cert, tls_key, tls_err, sizeof tls_err) != 0)
-        rm_flags_fail(&fs, "%s", tls_err);
+    char *token;
+    rm_cli_conn_load(&conn, &fs, &tls, &token);
     rm_trace trace;
     char err[512];
     if (rm_workload_trace(trace_path, seed, limit, block, &trace, err, sizeof err) != 0) {
         fprintf(stderr, "radixmesh replay: %s\n", err);
-        return 2;
-    }
-    char *token = NULL;
-    if (token_file && !(token = rm_read_token_file(token_file, err, sizeof err))) {
-        fprintf(stderr, "radixmesh replay: --auth-token-file: %s\n", err);
-        rm_trace_free(&trace);
         rm_tls_free(&tls);
+        free(token);
         return 2;
     }
     rm_cache_client cc;

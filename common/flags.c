@@ -9,6 +9,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bytes of a flag's value storage. */
+static size_t value_size(rm_flag_type t)
+{
+    switch (t) {
+    case RM_FLAG_STR:
+        return sizeof(const char *);
+    case RM_FLAG_U64:
+        return sizeof(uint64_t);
+    case RM_FLAG_BOOL:
+        return sizeof(int);
+    case RM_FLAG_DOUBLE:
+        return sizeof(double);
+    case RM_FLAG_U32:
+        return sizeof(uint32_t);
+    case RM_FLAG_SIZE:
+        return sizeof(size_t);
+    }
+    return 0;
+}
+
+/* An integer flag's value, whatever its width. */
+static uint64_t uint_get(const rm_flag *f)
+{
+    if (f->type == RM_FLAG_U32)
+        return *(const uint32_t *)f->value;
+    if (f->type == RM_FLAG_SIZE)
+        return *(const size_t *)f->value;
+    return *(const uint64_t *)f->value;
+}
+
+static void uint_set(const rm_flag *f, uint64_t x)
+{
+    if (f->type == RM_FLAG_U32)
+        *(uint32_t *)f->value = (uint32_t)x;
+    else if (f->type == RM_FLAG_SIZE)
+        *(size_t *)f->value = (size_t)x;
+    else
+        *(uint64_t *)f->value = x;
+}
+
+/* The largest value an integer flag takes: its max, within its width. */
+static uint64_t uint_max(const rm_flag *f)
+{
+    uint64_t width_max = f->type == RM_FLAG_U32    ? UINT32_MAX
+                         : f->type == RM_FLAG_SIZE ? (uint64_t)SIZE_MAX
+                                                   : UINT64_MAX;
+    return f->max && f->max < width_max ? f->max : width_max;
+}
+
 static void usage(const rm_flagset *fs, FILE *out)
 {
     fprintf(out, "usage: %s %s\n\noptions (each also as $%s_<NAME>):\n", fs->prog, fs->synopsis,
@@ -22,7 +71,9 @@ static void usage(const rm_flagset *fs, FILE *out)
                 snprintf(def, sizeof def, " (default %s)", *(const char **)f->value);
             break;
         case RM_FLAG_U64:
-            snprintf(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)f->value);
+        case RM_FLAG_U32:
+        case RM_FLAG_SIZE:
+            snprintf(def, sizeof def, " (default %llu)", (unsigned long long)uint_get(f));
             break;
         case RM_FLAG_DOUBLE:
             snprintf(def, sizeof def, " (default %g)", *(double *)f->value);
@@ -67,7 +118,9 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
             return -1;
         }
         return 0;
-    case RM_FLAG_U64: {
+    case RM_FLAG_U64:
+    case RM_FLAG_U32:
+    case RM_FLAG_SIZE: {
         errno = 0;
         unsigned long long x = 0;
         if (*v && isdigit((unsigned char)*v))
@@ -77,13 +130,13 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
                      *from ? " " : "", f->name, v);
             return -1;
         }
-        if (x < f->min || (f->max && x > f->max)) {
+        if (x < f->min || x > uint_max(f)) {
             snprintf(err, errlen, "%s%s--%s: %llu is out of range [%llu, %llu]", from,
                      *from ? " " : "", f->name, x, (unsigned long long)f->min,
-                     (unsigned long long)f->max);
+                     (unsigned long long)uint_max(f));
             return -1;
         }
-        *(uint64_t *)f->value = x;
+        uint_set(f, x);
         return 0;
     }
     case RM_FLAG_DOUBLE: {
@@ -311,11 +364,14 @@ int rm_parse_http_url(const char *url, char *host, int hostlen, int *port)
     return rm_parse_hostport(hp, host, hostlen, port) || *port == 0 ? -1 : 0;
 }
 
+/* Storage of any flag's value. */
 typedef union flag_value {
     const char *str;
     uint64_t u64;
     int b;
     double d;
+    uint32_t u32;
+    size_t size;
 } flag_value;
 
 void rm_flags_scratch(const rm_flagset *fs, rm_flagset *out)
@@ -328,20 +384,7 @@ void rm_flags_scratch(const rm_flagset *fs, rm_flagset *out)
     for (int i = 0; i < fs->nflags; i++) {
         flags[i] = fs->flags[i];
         flags[i].value = &store[i];
-        switch (fs->flags[i].type) {
-        case RM_FLAG_STR:
-            store[i].str = *(const char **)fs->flags[i].value;
-            break;
-        case RM_FLAG_U64:
-            store[i].u64 = *(uint64_t *)fs->flags[i].value;
-            break;
-        case RM_FLAG_BOOL:
-            store[i].b = *(int *)fs->flags[i].value;
-            break;
-        case RM_FLAG_DOUBLE:
-            store[i].d = *(double *)fs->flags[i].value;
-            break;
-        }
+        memcpy(&store[i], fs->flags[i].value, value_size(fs->flags[i].type));
     }
     out->flags = flags;
 }
@@ -406,11 +449,8 @@ void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *
         for (int k = 0; k < live->nflags; k++) {
             if (strcmp(live->flags[k].name, applied[i]) != 0)
                 continue;
-            size_t len = live->flags[k].type == RM_FLAG_U64      ? sizeof(uint64_t)
-                         : live->flags[k].type == RM_FLAG_DOUBLE ? sizeof(double)
-                         : live->flags[k].type == RM_FLAG_BOOL   ? sizeof(int)
-                                                                 : 0;
-            memcpy(live->flags[k].value, next->flags[k].value, len);
+            if (live->flags[k].type != RM_FLAG_STR)
+                memcpy(live->flags[k].value, next->flags[k].value, value_size(live->flags[k].type));
         }
     char restart[1024];
     rm_flags_diff(live, next, restart, sizeof restart);
@@ -455,14 +495,11 @@ void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t o
             same = p == q || (p && q && !strcmp(p, q));
             break;
         }
-        case RM_FLAG_U64:
-            same = *(const uint64_t *)x == *(const uint64_t *)y;
-            break;
-        case RM_FLAG_BOOL:
-            same = *(const int *)x == *(const int *)y;
-            break;
         case RM_FLAG_DOUBLE:
             same = *(const double *)x == *(const double *)y;
+            break;
+        default:
+            same = !memcmp(x, y, value_size(a->flags[i].type));
             break;
         }
         if (!same && n + strlen(a->flags[i].name) + 3 < outlen)

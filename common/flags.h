@@ -12,14 +12,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { RM_FLAG_STR, RM_FLAG_U64, RM_FLAG_BOOL, RM_FLAG_DOUBLE } rm_flag_type;
+/* The integer types point straight at a config struct's field of that
+ * width (uint32_t, uint64_t, size_t), so a daemon need not copy values. */
+typedef enum {
+    RM_FLAG_STR,
+    RM_FLAG_U64,
+    RM_FLAG_BOOL,
+    RM_FLAG_DOUBLE,
+    RM_FLAG_U32,
+    RM_FLAG_SIZE,
+} rm_flag_type;
 
 typedef struct rm_flag {
     const char *name; /* without the leading "--" */
     rm_flag_type type;
-    void *value;       /* const char **, uint64_t *, int *, double * */
+    void *value;       /* const char **, uint64_t *, int *, double *, uint32_t *, size_t * */
     const char *help;  /* one line; the default is appended automatically */
-    uint64_t min, max; /* range for RM_FLAG_U64 (max 0: no upper bound) */
+    uint64_t min, max; /* range of the integer types (max 0: the type's own maximum) */
 } rm_flag;
 
 typedef struct rm_flagset {
@@ -61,8 +70,8 @@ char **rm_flags_parse_text(const char *text, size_t len, int *argc, char *err, s
 void rm_flags_scratch(const rm_flagset *fs, rm_flagset *out);
 void rm_flags_scratch_free(rm_flagset *s);
 
-/* The value storage of flag `name` in fs (const char **, uint64_t *, int *,
- * double *), or NULL if fs has no such flag. */
+/* The value storage of flag `name` in fs (as rm_flag.value), or NULL if fs
+ * has no such flag. */
 void *rm_flags_value(const rm_flagset *fs, const char *name);
 
 /* Re-reads a config file for a running daemon: returns in *out a scratch

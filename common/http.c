@@ -10,6 +10,7 @@
 #include "bearer.h"
 #include "flags.h"
 #include "log.h"
+#include "prom.h"
 #include "util.h"
 
 /* Replies queued for a client above this: its connection is not read
@@ -572,9 +573,7 @@ char *rm_http_metrics(rm_http_server *s, const char *labels)
          __atomic_load_n(&s->timeouts, __ATOMIC_RELAXED)},
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(rows); i++)
-        rm_sbuf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %llu\n", rows[i].name, rows[i].help,
-                       rows[i].name, rows[i].type, rows[i].name, labels,
-                       (unsigned long long)rows[i].v);
+        rm_prom_metric(&b, rows[i].name, rows[i].type, rows[i].help, labels, (double)rows[i].v);
     return b.p;
 }
 

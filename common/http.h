@@ -84,8 +84,8 @@ rm_http_server *rm_http_start_announced(const char *host_port, const rm_http_con
 
 /* Prometheus text of the server's connection figures (open connections,
  * connections refused at the cap, requests refused without a valid token,
- * backpressure pauses, timeouts), labels added to each sample. Caller frees. Thread-safe; NULL
- * s gives "". */
+ * backpressure pauses, timeouts), with labels (a ready label list, see
+ * prom.h) on each sample. Caller frees. Thread-safe; NULL s gives "". */
 char *rm_http_metrics(rm_http_server *s, const char *labels);
 
 /* The reason phrase of an HTTP status code ("Not Found"); "Unknown" for

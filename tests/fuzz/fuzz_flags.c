@@ -1,7 +1,8 @@
 /* libFuzzer target: the flag parser and config-file reader. The input is a
  * config text; its lines become flags for a flag table with every type.
  * Whatever the input, parsing must not crash, and a parse that succeeds
- * must leave every value in range. */
+ * must leave every value in range and the fields next to a narrow integer
+ * untouched. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,19 +11,27 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *listen = "127.0.0.1:0", *name = NULL;
-    uint64_t pages = 16, big = 0;
-    double factor = 1.25;
-    int on = 0;
+    /* The values a parse sets, as the fields of a config struct; canary
+     * sits next to the four-byte leases. */
+    struct {
+        const char *listen, *name;
+        uint64_t pages, big;
+        double factor;
+        int on;
+        uint32_t leases, canary;
+        size_t body;
+    } v = {"127.0.0.1:0", NULL, 16, 0, 1.25, 0, 7, 0x5a5a5a5a, 0};
     const rm_flag flags[] = {
-        {"listen", RM_FLAG_STR, &listen, "address", 0, 0},
-        {"node-id", RM_FLAG_STR, &name, "id", 0, 0},
-        {"page-tokens", RM_FLAG_U64, &pages, "page", 1, 65536},
-        {"pool-tokens", RM_FLAG_U64, &big, "pool", 0, 0},
-        {"load-factor", RM_FLAG_DOUBLE, &factor, "factor", 0, 0},
-        {"prefault", RM_FLAG_BOOL, &on, "bool", 0, 0},
+        {"listen", RM_FLAG_STR, &v.listen, "address", 0, 0},
+        {"node-id", RM_FLAG_STR, &v.name, "id", 0, 0},
+        {"page-tokens", RM_FLAG_U64, &v.pages, "page", 1, 65536},
+        {"pool-tokens", RM_FLAG_U64, &v.big, "pool", 0, 0},
+        {"load-factor", RM_FLAG_DOUBLE, &v.factor, "factor", 0, 0},
+        {"prefault", RM_FLAG_BOOL, &v.on, "bool", 0, 0},
+        {"max-leases", RM_FLAG_U32, &v.leases, "u32", 1, 0},
+        {"max-body-bytes", RM_FLAG_SIZE, &v.body, "size", 0, 1u << 30},
     };
-    rm_flagset fs = {"fuzz", "[options]", "RMFUZZ", flags, 6};
+    rm_flagset fs = {"fuzz", "[options]", "RMFUZZ", flags, (int)(sizeof flags / sizeof *flags)};
     char err[512];
     int argc;
     char **argv = rm_flags_parse_text((const char *)data, size, &argc, err, sizeof err);
@@ -32,12 +41,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int npos = 0;
     int rc = rm_flags_try_parse(&fs, argc, argv, 0, pos, 2, &npos, err, sizeof err);
     if (rc == RM_FLAGS_OK) {
-        if (pages < 1 || pages > 65536 || (on != 0 && on != 1) || factor != factor || npos > 2)
+        if (v.pages < 1 || v.pages > 65536 || (v.on != 0 && v.on != 1) || v.factor != v.factor ||
+            npos > 2)
+            abort();
+        if (v.leases < 1 || v.canary != 0x5a5a5a5a || v.body > 1u << 30)
             abort();
         /* A string value is the default or a piece of some argument. */
-        int inside = !strcmp(listen, "127.0.0.1:0");
+        int inside = !strcmp(v.listen, "127.0.0.1:0");
         for (int i = 1; i < argc && !inside; i++)
-            inside = listen >= argv[i] && listen <= argv[i] + strlen(argv[i]);
+            inside = v.listen >= argv[i] && v.listen <= argv[i] + strlen(argv[i]);
         if (!inside)
             abort();
     } else if (rc == RM_FLAGS_ERROR && !err[0]) {
@@ -45,9 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char host[64];
     int port;
-    if (rm_parse_hostport(listen, host, sizeof host, &port) == 0 && (port < 0 || port > 65535))
+    if (rm_parse_hostport(v.listen, host, sizeof host, &port) == 0 && (port < 0 || port > 65535))
         abort();
-    rm_parse_http_url(listen, host, sizeof host, &port);
+    rm_parse_http_url(v.listen, host, sizeof host, &port);
     free(argv);
     return 0;
 }

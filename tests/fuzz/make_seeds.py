@@ -67,6 +67,7 @@ def main():
     write("flags", "comments", "# a comment\n\n  load-factor=1.5  \nnode-id = n1\npool-tokens=0\n")
     write("flags", "bad_value", "page-tokens = lots\n")
     write("flags", "positional", "listen=0.0.0.0:1\nprefault = no\n")
+    write("flags", "widths", "max-leases = 4294967295\nmax-body-bytes=1073741824\n")
     gw = {
         "prompt_text": {"model": "llama", "prompt": "Once upon a time, " * 20},
         "prompt_ids": {"model": "llama", "prompt": list(range(200))},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP endpoints of both daemons: /healthz, /readyz (503 while draining),
-# /metrics (pipelined requests past the output bound all answered), the
+# /metrics (the daemon's own figures, then its server's RPC and HTTP ones;
+# pipelined requests past the output bound all answered), the
 # router's /api/cluster (equal to the nodes' own counters) and its
 # dashboard page; read-only (405) and unknown paths (404).
 # Usage: test_http.sh BIN_DIR
@@ -39,7 +40,9 @@ check "node /nope" "$(code "http://${nh[0]}/nope")" 404
 check "node POST" "$(code -X POST "http://${nh[0]}/metrics")" 405
 m=$(curl -s "http://${nh[0]}/metrics")
 for name in radixmesh_match_requests_total radixmesh_hit_tokens_total radixmesh_query_tokens_total \
-            'radixmesh_pool_pages{node="n0",state="free"}' radixmesh_active_leases radixmesh_build_info; do
+            'radixmesh_pool_pages{node="n0",state="free"}' radixmesh_active_leases radixmesh_build_info \
+            'radixmesh_rpc_duration_seconds_count{node="n0",method="Match"}' \
+            'radixmesh_http_connections{node="n0"}'; do
   grep -qF "$name" <<<"$m" && ok || bad "node metric $name missing"
 done
 # Sends the bytes of Python expression $2 to $1 on one connection (from a
@@ -101,7 +104,8 @@ assert isinstance(c['history'], list)
 poll 30 agrees && ok || bad "/api/cluster does not match the nodes: $(curl -s "http://$rh/api/cluster")"
 m=$(curl -s "http://$rh/metrics")
 for name in radixmesh_cluster_hit_tokens_total radixmesh_cluster_query_tokens_total \
-            'radixmesh_node_up{router=' radixmesh_router_spills_total radixmesh_router_failovers_total; do
+            'radixmesh_node_up{router=' radixmesh_router_spills_total radixmesh_router_failovers_total \
+            'radixmesh_loop_stalls_total{router=' 'radixmesh_http_connections{router='; do
   grep -qF "$name" <<<"$m" && ok || bad "router metric $name missing"
 done
 page=$(curl -s "http://$rh/")

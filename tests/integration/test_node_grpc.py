@@ -799,6 +799,25 @@ class ReloadTest(unittest.TestCase):
                 finally:
                     self.assertEqual(daemon.close(), 0)
 
+    def test_router_reload_adopts_what_it_applied(self):
+        """The flags a reload applies (numbers of each width) become the
+        running ones; a changed flag that needs a restart is named alone."""
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "r.conf")
+            with open(conf, "w") as f:
+                f.write("call-timeout-ms = 500\n")
+            rtr = LoggedDaemon([ARGS.router, "--nodes", "n=127.0.0.1:1", "--config", conf])
+            try:
+                with open(conf, "w") as f:
+                    f.write("call-timeout-ms = 700\nload-factor = 1.5\nmax-request-tokens = 9\n"
+                            "vnodes = 64\n")
+                rtr.hup_until("the reload", "config reloaded")
+                restart = lambda: [l for l in rtr.log if "applied only at restart" in l]
+                poll("the restart warning", restart)
+                self.assertTrue(restart()[-1].rstrip().endswith(": --vnodes"), restart())
+            finally:
+                self.assertEqual(rtr.close(), 0)
+
     def test_router_reload_changes_membership(self):
         a = Node(node_id="ra")
         b = Node(node_id="rb")

@@ -1,0 +1,133 @@
+/* Unit tests of flags.c: integer flags of each width (range checks, the
+ * field next to one untouched), reloads of them, and a reload keeping a
+ * string flag that points at its own store. */
+#include <stdint.h>
+#include <string.h>
+
+#include "check.h"
+#include "flags.h"
+
+/* A config struct as the daemons have them: flags point at its fields. */
+typedef struct widths {
+    uint32_t a, b; /* b: a neighbour that a wider store would clobber */
+    size_t sz;
+    uint64_t big;
+} widths;
+
+static int parse(const rm_flagset *fs, const char *a1, const char *a2, char *err, size_t errlen)
+{
+    char *argv[] = {"t", (char *)a1, (char *)a2, NULL};
+    err[0] = '\0';
+    return rm_flags_try_parse(fs, a2 ? 3 : 2, argv, 0, NULL, 0, NULL, err, errlen);
+}
+
+/* Flags over the fields of one widths struct. */
+static widths w;
+static const rm_flag width_flags[] = {
+    {"a", RM_FLAG_U32, &w.a, "", 1, 0},
+    {"ranged", RM_FLAG_U32, &w.b, "", 10, 100},
+    {"sz", RM_FLAG_SIZE, &w.sz, "", 0, 1u << 20},
+    {"big", RM_FLAG_U64, &w.big, "", 0, 0},
+};
+static const rm_flagset width_fs = {"t", "", "T", width_flags, 4};
+
+static void test_u32_is_stored_at_its_width(void)
+{
+    w = (widths){7, 0xdeadbeef, 9, 11};
+    char err[256];
+    CHECK_EQ(parse(&width_fs, "--a", "4294967295", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(w.a, UINT32_MAX);
+    CHECK_EQ(w.b, 0xdeadbeef); /* the store is four bytes wide */
+    CHECK_EQ(parse(&width_fs, "--a=4294967296", NULL, err, sizeof err), RM_FLAGS_ERROR);
+    CHECK(strstr(err, "--a: 4294967296 is out of range [1, 4294967295]") != NULL);
+    CHECK_EQ(w.a, UINT32_MAX);
+    CHECK_EQ(w.b, 0xdeadbeef);
+}
+
+static void test_ranges_of_each_width(void)
+{
+    w = (widths){7, 50, 9, 11};
+    char err[256];
+    CHECK_EQ(parse(&width_fs, "--a", "0", err, sizeof err), RM_FLAGS_ERROR); /* below min */
+    CHECK_EQ(parse(&width_fs, "--ranged", "101", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK(strstr(err, "[10, 100]") != NULL);
+    CHECK_EQ(parse(&width_fs, "--ranged", "100", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(w.b, 100);
+    CHECK_EQ(parse(&width_fs, "--ranged", "-1", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK(strstr(err, "non-negative integer") != NULL);
+    CHECK_EQ(parse(&width_fs, "--sz", "1048576", err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(w.sz, 1u << 20);
+    CHECK_EQ(parse(&width_fs, "--sz", "1048577", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(parse(&width_fs, "--big", "18446744073709551615", err, sizeof err), RM_FLAGS_OK);
+    CHECK(w.big == UINT64_MAX);
+    CHECK_EQ(parse(&width_fs, "--big", "18446744073709551616", err, sizeof err), RM_FLAGS_ERROR);
+    CHECK_EQ(w.a, 7);
+    CHECK_EQ(w.b, 100);
+}
+
+static void test_reload_of_integer_widths(void)
+{
+    widths v = {5, 6, 7, 8};
+    const rm_flag flags[] = {
+        {"a", RM_FLAG_U32, &v.a, "", 0, 0},
+        {"b", RM_FLAG_U32, &v.b, "", 0, 0},
+        {"sz", RM_FLAG_SIZE, &v.sz, "", 0, 0},
+        {"big", RM_FLAG_U64, &v.big, "", 0, 0},
+    };
+    rm_flagset live = {"t", "", "T", flags, 4}, next;
+    rm_flags_scratch(&live, &next);
+    CHECK_EQ(*(uint32_t *)rm_flags_value(&next, "b"), 6);
+    CHECK_EQ(*(size_t *)rm_flags_value(&next, "sz"), 7);
+    char diff[256];
+    rm_flags_diff(&live, &next, diff, sizeof diff);
+    CHECK_EQ(diff[0], '\0');
+    char *argv[] = {"t", "--b=60", "--sz=70", "--big=80", NULL};
+    char err[256];
+    CHECK_EQ(rm_flags_try_parse(&next, 4, argv, 0, NULL, 0, NULL, err, sizeof err), RM_FLAGS_OK);
+    CHECK_EQ(v.b, 6); /* the live values are not touched by the scratch */
+    rm_flags_diff(&live, &next, diff, sizeof diff);
+    CHECK(!strcmp(diff, "--b, --sz, --big"));
+    static const char *const applied[] = {"b", "sz"};
+    rm_flags_adopt(&live, &next, applied, 2, "file", "test");
+    CHECK_EQ(v.a, 5);
+    CHECK_EQ(v.b, 60);
+    CHECK_EQ(v.sz, 70);
+    CHECK_EQ(v.big, 8); /* not applied: a restart takes it */
+    rm_flags_scratch_free(&next);
+}
+
+static void test_keep_str_survives_its_own_store(void)
+{
+    const char *level = "debug";
+    const rm_flag flags[] = {{"log-level", RM_FLAG_STR, &level, "", 0, 0}};
+    rm_flagset live = {"t", "", "T", flags, 1}, next;
+    char store[16];
+    /* Reload 1: the value comes from the file's block. */
+    rm_flags_scratch(&live, &next);
+    *(const char **)rm_flags_value(&next, "log-level") = "warn";
+    CHECK_EQ(rm_flags_keep_str(&live, &next, "log-level", store, sizeof store), 0);
+    rm_flags_scratch_free(&next);
+    CHECK(level == store && !strcmp(level, "warn"));
+    /* Reloads 2 and 3 of a file without log-level: next points at store. */
+    for (int i = 0; i < 3; i++) {
+        rm_flags_scratch(&live, &next);
+        CHECK(*(const char **)rm_flags_value(&next, "log-level") == store);
+        CHECK_EQ(rm_flags_keep_str(&live, &next, "log-level", store, sizeof store), 0);
+        rm_flags_scratch_free(&next);
+        CHECK(!strcmp(level, "warn"));
+    }
+    rm_flags_scratch(&live, &next);
+    *(const char **)rm_flags_value(&next, "log-level") = "a-value-longer-than-the-store";
+    CHECK_EQ(rm_flags_keep_str(&live, &next, "log-level", store, sizeof store), -1);
+    rm_flags_scratch_free(&next);
+    CHECK(!strcmp(level, "warn"));
+}
+
+int main(void)
+{
+    RUN(test_u32_is_stored_at_its_width);
+    RUN(test_ranges_of_each_width);
+    RUN(test_reload_of_integer_widths);
+    RUN(test_keep_str_survives_its_own_store);
+    return rm_t_report();
+}
