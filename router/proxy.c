@@ -1,0 +1,461 @@
+/* proxy.c -- the Router service's calls: Route, Match, Insert and
+ * Release. Match and Route peek at two candidates and choose; Match,
+ * Insert and Release are forwarded to a node and retried once elsewhere
+ * when the node does not answer. */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pbx.h"
+#include "router_internal.h"
+#include "util.h"
+
+typedef enum { PX_MATCH, PX_INSERT, PX_RELEASE } px_kind;
+
+typedef struct proxy {
+    rm_router *r;
+    rm_rpc_call *call;
+    px_kind kind;
+    grpc_slice req;      /* bytes to forward */
+    grpc_slice fallback; /* Insert without its lease, for another node */
+    int has_fallback;
+    uint64_t key;
+    rnode *node; /* holds a reference */
+    int attempts;
+} proxy;
+
+static void *method_of(const proxy *p, const rnode *n)
+{
+    return p->kind == PX_MATCH ? n->m_match : p->kind == PX_INSERT ? n->m_insert : n->m_release;
+}
+
+static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                             const char *details);
+
+/* A forwarded call to node n (already charged with it in flight); takes
+ * req and fallback (a grpc_empty_slice() when has_fallback is 0). */
+static proxy *proxy_new(rm_router *r, rm_rpc_call *call, px_kind kind, grpc_slice req,
+                        grpc_slice fallback, int has_fallback, uint64_t key, rnode *n)
+{
+    proxy *p = rm_xcalloc(1, sizeof *p);
+    *p = (proxy){r, call, kind, req, fallback, has_fallback, key, rt_node_ref(n), 0};
+    return p;
+}
+
+static void proxy_free(proxy *p)
+{
+    grpc_slice_unref(p->req);
+    if (p->has_fallback)
+        grpc_slice_unref(p->fallback);
+    rt_node_unref(p->node);
+    free(p);
+}
+
+/* Why no node could take a call: a node refusing the router's own token
+ * is a configuration error the client should not mistake for its own
+ * (its token was fine) nor for an outage. */
+void rt_no_node_reason(const rm_router *r, char *msg, size_t len)
+{
+    const rnode *refusing = NULL;
+    uint32_t up = 0, refuse = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        const rnode *n = r->nodes[i];
+        if (!n->id || !n->confirmed || n->draining)
+            continue;
+        up++;
+        if (n->auth_rejected) {
+            refuse++;
+            refusing = n;
+        }
+    }
+    if (refusing && refuse == up)
+        snprintf(msg, len,
+                 "no cache node accepts the router's credentials (%s answers UNAUTHENTICATED): "
+                 "check the router's --node-token-file",
+                 refusing->id);
+    else if (refusing)
+        snprintf(msg, len,
+                 "no healthy cache node: %s rejects the router's credentials (check the router's "
+                 "--node-token-file), the others are down or unreachable",
+                 refusing->id);
+    else
+        snprintf(msg, len, "no healthy cache node: every node is down or unreachable");
+}
+
+static void forward(proxy *p)
+{
+    grpc_slice s = grpc_slice_ref(p->req);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    p->attempts++;
+    if (rm_rpc_server_client_call(p->r->srv, p->node->ch, method_of(p, p->node), bb,
+                                  (int)p->r->cfg.call_timeout_ms, on_forward_reply, p) != 0) {
+        /* Refused only while the server's queue shuts down. */
+        p->node->inflight--;
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, "router is shutting down", NULL);
+        proxy_free(p);
+    }
+    grpc_byte_buffer_destroy(bb);
+}
+
+static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
+                             const char *details)
+{
+    proxy *p = ctx;
+    rm_router *r = p->r;
+    rnode *n = p->node;
+    if (n->inflight)
+        n->inflight--;
+    int failed = rt_is_transport_failure(st), auth = st == GRPC_STATUS_UNAUTHENTICATED;
+    if (!failed)
+        rt_note_auth(r, n, st, details);
+    rt_note(r, n, rt_outcome(r, st), details);
+    if (st == GRPC_STATUS_OK) {
+        rm_rpc_call_finish(p->call, GRPC_STATUS_OK, NULL, grpc_byte_buffer_copy(reply));
+        proxy_free(p);
+        return;
+    }
+    if (!failed && !auth) { /* the node's own answer: pass it on */
+        rm_rpc_call_finish(p->call, st, details, NULL);
+        proxy_free(p);
+        return;
+    }
+    /* A transport failure, or the node refusing the router's token: the
+     * client's own call was fine, so it gets another node or UNAVAILABLE,
+     * never the router's UNAUTHENTICATED as if its token were wrong. */
+    char msg[512];
+    if (auth)
+        snprintf(msg, sizeof msg,
+                 "node %s rejected the router's credentials (%s): check the router's "
+                 "--node-token-file",
+                 n->id, details);
+    if (p->kind == PX_RELEASE && auth) {
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+        proxy_free(p);
+        return;
+    }
+    if (p->kind == PX_RELEASE) {
+        /* The lease lived on a node that is gone or hung: it dies with the
+         * node or expires by TTL. Nothing is left to release. */
+        rm_rpc_call_finish(
+            p->call, GRPC_STATUS_OK, NULL,
+            rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
+        proxy_free(p);
+        return;
+    }
+    rnode *next = p->attempts < 2 ? rt_pick(r, p->key, n, 1, NULL) : NULL;
+    if (!next) {
+        if (!auth)
+            snprintf(msg, sizeof msg,
+                     "no healthy cache node could serve the call (last: %s at %s: %s)", n->id,
+                     n->address, details);
+        rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+        proxy_free(p);
+        return;
+    }
+    r->retries++;
+    r->failovers++;
+    rm_log(RM_LOG_INFO, "router", "retrying on %s after %s failed: %s", next->id, n->id, details);
+    if (p->has_fallback) { /* the lease belonged to the failed node */
+        grpc_slice_unref(p->req);
+        p->req = grpc_slice_ref(p->fallback);
+    }
+    p->node = rt_node_ref(next);
+    rt_node_unref(n);
+    forward(p);
+}
+
+/* Copies a request's bytes into one slice (kept for a retry). */
+static grpc_slice request_bytes(grpc_byte_buffer *req)
+{
+    grpc_byte_buffer_reader rd;
+    grpc_byte_buffer_reader_init(&rd, req);
+    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    return s;
+}
+
+static grpc_status_code decode_tokens_req(rm_router *r, grpc_byte_buffer *req,
+                                          const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb,
+                                          rm_tokens *toks, char *err, size_t errlen)
+{
+    toks->max = r->cfg.max_request_tokens;
+    rm_pb_tokens_decoder(cb, toks);
+    if (rm_pb_decode_bb(req, desc, msg, err, errlen))
+        return GRPC_STATUS_OK;
+    if (toks->too_many)
+        snprintf(err, errlen, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
+                 r->cfg.max_request_tokens);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+static void no_node(rm_router *r, rm_rpc_call *call)
+{
+    char msg[256];
+    rt_no_node_reason(r, msg, sizeof msg);
+    rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+}
+
+/* ---- choosing between two candidates ------------------------------------- */
+static void decide(choice *ch)
+{
+    rm_router *r = ch->r;
+    int w = 0;
+    if (ch->ncand == 2) {
+        /* Credit starts with the key's own tokens. The key block is what
+         * sets this request apart (it lies past any cluster-hot prefix),
+         * so a node holding all of it has seen this conversation or
+         * document; anything shorter is text every request with a common
+         * prompt shares, cached (or soon cached) everywhere, and counting
+         * it sent every new conversation behind such a prompt to the first
+         * nodes that held the prompt. */
+        int64_t key = (int64_t)ch->key_tokens, a = ch->cached[0], b = ch->cached[1];
+        if (a >= 0)
+            a = a >= key ? a - key + 1 : 0;
+        if (b >= 0)
+            b = b >= key ? b - key + 1 : 0;
+        if (a < 0 || b < 0)
+            w = a < 0 && b >= 0 ? 1 : 0;
+        else if (a != b)
+            w = b > a;
+        else
+            w = rt_served(ch->cand[1]) < rt_served(ch->cand[0]);
+    }
+    if (ch->ncand == 2 && ch->cand[w]->removed && !ch->cand[!w]->removed)
+        w = !w; /* left the membership while we peeked */
+    rnode *n = ch->cand[w];
+    rt_charge(r, n, ch->kind != CH_ROUTE, ch->spilled, 1);
+    n->pending += 1;
+    if (ch->kind == CH_GATEWAY) {
+        rm_route_job *job = ch->job;
+        n->gw_requests++;
+        n->gw_inflight++;
+        r->gw_requests_total++;
+        job->found = job->charged = 1;
+        snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
+        snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
+        job->worker_port = n->worker_port;
+        job->key_tokens = ch->key_tokens;
+        job->done(job);
+    } else if (ch->kind == CH_MATCH) {
+        forward(proxy_new(r, ch->call, PX_MATCH, ch->req, grpc_empty_slice(), 0, ch->key, n));
+    } else {
+        radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
+        rep.node_id = n->id;
+        rep.address = n->address;
+        rep.key_tokens = ch->key_tokens;
+        rep.spilled = ch->spilled;
+        rm_rpc_call_finish(ch->call, GRPC_STATUS_OK, NULL,
+                           rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
+        grpc_slice_unref(ch->req);
+    }
+    for (int i = 0; i < ch->ncand; i++)
+        rt_node_unref(ch->cand[i]);
+    free(ch);
+}
+
+static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
+{
+    peek_ctx *pk = ctx;
+    choice *ch = pk->ch;
+    rnode *n = ch->cand[pk->idx];
+    if (!rt_is_transport_failure(st))
+        rt_note_auth(ch->r, n, st, details);
+    rt_note(ch->r, n, rt_outcome(ch->r, st), details);
+    ch->cached[pk->idx] = -1;
+    if (st == GRPC_STATUS_OK) {
+        radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
+        char err[64];
+        if (rm_pb_decode_bb(reply, radixmesh_v1_MatchReply_fields, &rep, err, sizeof err))
+            ch->cached[pk->idx] = rep.matched_tokens;
+        pb_release(radixmesh_v1_MatchReply_fields, &rep);
+    }
+    if (--ch->waiting == 0)
+        decide(ch);
+}
+
+/* Peeks at both candidates, or decides at once when there is only one.
+ * ch has its key and candidates. */
+void rt_peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens)
+{
+    rm_router *r = ch->r;
+    for (int i = 0; i < ch->ncand; i++) /* until decide */
+        rt_node_ref(ch->cand[i]);
+    if (ch->ncand == 1) {
+        decide(ch);
+        return;
+    }
+    radixmesh_v1_MatchRequest pm = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens_view view = {tokens, ntokens};
+    pm.namespace = (char *)ns;
+    rm_pb_tokens_encoder(&pm.tokens, &view);
+    pm.peek = true;
+    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &pm);
+    grpc_slice bytes = request_bytes(bb);
+    grpc_byte_buffer_destroy(bb);
+    ch->waiting = 2;
+    for (int i = 0; i < 2; i++) {
+        ch->pk[i] = (peek_ctx){ch, i};
+        grpc_slice s = grpc_slice_ref(bytes);
+        grpc_byte_buffer *pb = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        if (rm_rpc_server_client_call(r->srv, ch->cand[i]->ch, ch->cand[i]->m_match, pb,
+                                      (int)r->cfg.call_timeout_ms, on_peek, &ch->pk[i]) != 0) {
+            ch->cached[i] = -1;
+            ch->waiting--;
+        }
+        grpc_byte_buffer_destroy(pb);
+    }
+    grpc_slice_unref(bytes);
+    if (ch->waiting == 0)
+        decide(ch);
+}
+
+/* Starts the choice for a decoded request; finishes the call itself. */
+static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice req,
+                   const char *ns, const rm_tokens *toks)
+{
+    choice *ch = rm_xcalloc(1, sizeof *ch);
+    ch->r = r;
+    ch->call = call;
+    ch->kind = kind;
+    ch->req = req;
+    ch->ntokens = toks->n;
+    ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
+    ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
+    if (ch->ncand == 0) {
+        grpc_slice_unref(req);
+        free(ch);
+        no_node(r, call);
+        return;
+    }
+    rt_peek_and_decide(ch, ns, toks->v, toks->n);
+}
+
+void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens toks = {0};
+    char err[256];
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens,
+                                            &toks, err, sizeof err);
+    if (st != GRPC_STATUS_OK)
+        rm_rpc_call_finish(call, st, err, NULL);
+    else if (m.peek)
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                           "peek is for nodes; ask the router with Route", NULL);
+    else
+        choose(r, call, CH_MATCH, request_bytes(req), m.namespace ? m.namespace : "", &toks);
+    pb_release(radixmesh_v1_MatchRequest_fields, &m);
+    rm_tokens_free(&toks);
+}
+
+void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_InsertRequest m = radixmesh_v1_InsertRequest_init_zero;
+    rm_tokens toks = {0};
+    char err[256];
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_InsertRequest_fields, &m,
+                                            &m.tokens, &toks, err, sizeof err);
+    if (st != GRPC_STATUS_OK) {
+        rm_rpc_call_finish(call, st, err, NULL);
+        goto out;
+    }
+    const char *ns = m.namespace ? m.namespace : "";
+    uint32_t kt;
+    uint64_t key = rm_router_key(r, ns, toks.v, toks.n, &kt);
+    /* The same insert without lease or pin, for any other node. */
+    radixmesh_v1_InsertRequest plain = radixmesh_v1_InsertRequest_init_zero;
+    rm_tokens_view view = {toks.v, toks.n};
+    plain.namespace = (char *)ns;
+    rm_pb_tokens_encoder(&plain.tokens, &view);
+    grpc_byte_buffer *pbb = rm_pb_encode_bb(radixmesh_v1_InsertRequest_fields, &plain);
+    grpc_slice fallback = request_bytes(pbb);
+    grpc_byte_buffer_destroy(pbb);
+    rnode *n = NULL;
+    grpc_slice bytes;
+    if (m.node_id && *m.node_id) {
+        rnode *pin = rt_find_by_id(r, m.node_id);
+        if (pin && rt_on_ring(pin)) {
+            /* Pinned: the node that answered Match holds the lease, whatever
+             * the ring or the loads say now. Still counted as load. */
+            n = pin;
+            rt_charge(r, n, 1, 0, 0);
+            bytes = request_bytes(req);
+        }
+    }
+    if (!n) {
+        /* Not pinned, or its node is gone: cache it where the key goes now,
+         * without the lease (which only the old node knew). */
+        n = rt_pick(r, key, NULL, 1, NULL);
+        if (!n) {
+            grpc_slice_unref(fallback);
+            no_node(r, call);
+            goto out;
+        }
+        bytes = (m.lease_id && !(m.node_id && *m.node_id)) ? request_bytes(req)
+                                                           : grpc_slice_ref(fallback);
+    }
+    forward(proxy_new(r, call, PX_INSERT, bytes, fallback, 1, key, n));
+out:
+    pb_release(radixmesh_v1_InsertRequest_fields, &m);
+    rm_tokens_free(&toks);
+}
+
+void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_ReleaseRequest m = radixmesh_v1_ReleaseRequest_init_zero;
+    char err[256];
+    if (!rm_pb_decode_bb(req, radixmesh_v1_ReleaseRequest_fields, &m, err, sizeof err)) {
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
+    } else if (!m.node_id || !*m.node_id) {
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                           "Release needs node_id: the node_id of the Match reply", NULL);
+    } else {
+        rnode *n = rt_find_by_id(r, m.node_id);
+        if (!n && !rt_was_member(r, m.node_id)) {
+            snprintf(err, sizeof err, "unknown node '%.100s'", m.node_id);
+            rm_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, err, NULL);
+        } else if (n && n->auth_rejected) {
+            snprintf(err, sizeof err,
+                     "node %.100s rejects the router's credentials: check the router's "
+                     "--node-token-file",
+                     n->id);
+            rm_rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, err, NULL);
+        } else if (!n || !rt_on_ring(n)) {
+            /* Removed, down or hung: its leases die with it or expire by
+             * their TTL. */
+            rm_rpc_call_finish(
+                call, GRPC_STATUS_OK, NULL,
+                rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
+        } else {
+            n->inflight++;
+            forward(
+                proxy_new(r, call, PX_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n));
+        }
+    }
+    pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
+}
+
+void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
+    rm_tokens toks = {0};
+    char err[256];
+    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens,
+                                            &toks, err, sizeof err);
+    if (st != GRPC_STATUS_OK)
+        rm_rpc_call_finish(call, st, err, NULL);
+    else
+        choose(r, call, CH_ROUTE, grpc_empty_slice(), m.namespace ? m.namespace : "", &toks);
+    pb_release(radixmesh_v1_RouteRequest_fields, &m);
+    rm_tokens_free(&toks);
+}
