@@ -382,6 +382,9 @@ rnode *rt_find_by_id(rm_router *r, const char *id)
     return NULL;
 }
 
+/* The node's --worker-url, as this router can reach it. A sidecar node
+ * names its worker by a loopback address, which from here means the
+ * node's own host. Returns 1 if the pairing changed. */
 static int learn_worker(rnode *n, const char *url)
 {
     char host[256];

@@ -1,15 +1,58 @@
 /* placement.c -- where a request may go: node load (in flight plus
- * decayed recent work), the candidates under the bounded-load rule, and
- * charging the chosen node. */
+ * decayed recent work), the candidates under the bounded-load rule,
+ * charging the chosen node, and the rules of placement.h. */
+#include "placement.h"
+
 #include <math.h>
 
 #include "router_internal.h"
 #include "util.h"
 
+/* ---- the rules (pure) ------------------------------------------------------ */
+
+double rm_place_decay(double recent, uint64_t dt_ms, uint32_t half_life_ms)
+{
+    return recent * exp2(-(double)dt_ms / half_life_ms);
+}
+
+double rm_place_capacity(double load_factor, double total, uint32_t up, double floor)
+{
+    double cap = ceil(load_factor * (total + 1) / up);
+    return cap > floor ? cap : floor;
+}
+
+int64_t rm_place_credit(int64_t cached, uint32_t key_tokens)
+{
+    int64_t key = (int64_t)key_tokens;
+    if (cached < 0)
+        return -1;
+    return cached >= key ? cached - key + 1 : 0;
+}
+
+int rm_place_decide(const rm_place_candidate *c, int n, uint32_t key_tokens)
+{
+    if (n < 2)
+        return 0;
+    int64_t a = rm_place_credit(c[0].cached, key_tokens);
+    int64_t b = rm_place_credit(c[1].cached, key_tokens);
+    int w;
+    if (a < 0 || b < 0)
+        w = a < 0 && b >= 0 ? 1 : 0;
+    else if (a != b)
+        w = b > a;
+    else
+        w = c[1].served < c[0].served;
+    if (c[w].gone && !c[!w].gone)
+        w = !w;
+    return w;
+}
+
+/* ---- feeding them from the nodes ------------------------------------------ */
+
 double rt_node_load(const rm_router *r, rnode *n, uint64_t now)
 {
     if (now > n->recent_ms) {
-        n->recent *= exp2(-(double)(now - n->recent_ms) / r->cfg.load_half_life_ms);
+        n->recent = rm_place_decay(n->recent, now - n->recent_ms, r->cfg.load_half_life_ms);
         n->recent_ms = now;
     }
     return n->inflight + n->recent;
@@ -44,12 +87,7 @@ size_t rt_candidates(rm_router *r, uint64_t key, rnode *exclude, rnode **out, si
     }
     if (!up)
         return 0;
-    /* CHBL capacity: ceil(c * (load + 1) / n). Near zero load that is 1 or
-     * 2 and would force round-robin, which protects nothing and costs
-     * affinity (and makes replicas' decisions hinge on microseconds of
-     * decay): below the floor no node is skipped. */
-    double cap = ceil(r->cfg.load_factor * (total + 1) / up);
-    pick_ctx ctx = {r, cap > r->cfg.load_floor ? cap : r->cfg.load_floor, now};
+    pick_ctx ctx = {r, rm_place_capacity(r->cfg.load_factor, total, up, r->cfg.load_floor), now};
     uint32_t ex = UINT32_MAX;
     for (uint32_t i = 0; exclude && i < r->nnodes; i++)
         if (r->nodes[i] == exclude)
@@ -98,4 +136,12 @@ rnode *rt_pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spi
 double rt_served(const rnode *n)
 {
     return (n->have_stats ? (double)n->stats.match_requests_total : 0.0) + n->pending;
+}
+
+int rt_decide(rnode *const *cand, const int64_t *cached, int n, uint32_t key_tokens)
+{
+    rm_place_candidate c[2] = {{0}};
+    for (int i = 0; i < n && i < 2; i++)
+        c[i] = (rm_place_candidate){cached[i], rt_served(cand[i]), cand[i]->removed};
+    return rm_place_decide(c, n, key_tokens);
 }

@@ -204,29 +204,7 @@ static void no_node(rm_router *r, rm_rpc_call *call)
 static void decide(choice *ch)
 {
     rm_router *r = ch->r;
-    int w = 0;
-    if (ch->ncand == 2) {
-        /* Credit starts with the key's own tokens. The key block is what
-         * sets this request apart (it lies past any cluster-hot prefix),
-         * so a node holding all of it has seen this conversation or
-         * document; anything shorter is text every request with a common
-         * prompt shares, cached (or soon cached) everywhere, and counting
-         * it sent every new conversation behind such a prompt to the first
-         * nodes that held the prompt. */
-        int64_t key = (int64_t)ch->key_tokens, a = ch->cached[0], b = ch->cached[1];
-        if (a >= 0)
-            a = a >= key ? a - key + 1 : 0;
-        if (b >= 0)
-            b = b >= key ? b - key + 1 : 0;
-        if (a < 0 || b < 0)
-            w = a < 0 && b >= 0 ? 1 : 0;
-        else if (a != b)
-            w = b > a;
-        else
-            w = rt_served(ch->cand[1]) < rt_served(ch->cand[0]);
-    }
-    if (ch->ncand == 2 && ch->cand[w]->removed && !ch->cand[!w]->removed)
-        w = !w; /* left the membership while we peeked */
+    int w = rt_decide(ch->cand, ch->cached, ch->ncand, ch->key_tokens);
     rnode *n = ch->cand[w];
     rt_charge(r, n, ch->kind != CH_ROUTE, ch->spilled, 1);
     n->pending += 1;

@@ -1,5 +1,8 @@
-/* route_key.c -- the routing key of a request (adaptive prefix blocks,
- * router/README.md) and the cluster-hot prefixes it steps past. */
+/* route_key.c -- the routing key of a request and the cluster-hot
+ * prefixes (the rules of route_key.h), and the hot set recomputed from the
+ * nodes' Stats. */
+#include "route_key.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,36 +11,40 @@
 #include "router_internal.h"
 #include "util.h"
 
-static int is_hot(const rm_router *r, uint64_t h)
+/* ---- the rules (pure) ------------------------------------------------------ */
+
+int rm_route_is_hot(const uint64_t *hot, size_t nhot, uint64_t h)
 {
-    size_t lo = 0, hi = r->nhot;
+    size_t lo = 0, hi = nhot;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (r->hot[mid] < h)
+        if (hot[mid] < h)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < r->nhot && r->hot[lo] == h;
+    return lo < nhot && hot[lo] == h;
 }
 
-uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *tokens, size_t n,
-                       uint32_t *key_tokens)
+uint64_t rm_route_key(const rm_router_config *cfg, const uint64_t *hot, size_t nhot, const char *ns,
+                      const uint32_t *tokens, size_t n, uint32_t *key_tokens)
 {
     uint64_t h = rm_prefix_ns_hash(ns, strlen(ns));
-    if (r->cfg.key_mode == RM_KEY_FIXED) {
-        size_t len = n < r->cfg.fixed_key_tokens ? n : r->cfg.fixed_key_tokens;
+    if (cfg->key_mode == RM_KEY_FIXED) {
+        size_t len = n < cfg->fixed_key_tokens ? n : cfg->fixed_key_tokens;
         *key_tokens = (uint32_t)len;
         return rm_hash_u32s(tokens, len, h);
     }
-    size_t B = r->cfg.key_block_tokens, m = n / B;
-    if (m > r->cfg.max_key_blocks)
-        m = r->cfg.max_key_blocks;
+    size_t B = cfg->key_block_tokens, m = n / B;
+    if (m > cfg->max_key_blocks)
+        m = cfg->max_key_blocks;
+    if (m > RM_ROUTE_MAX_KEY_BLOCKS)
+        m = RM_ROUTE_MAX_KEY_BLOCKS;
     if (m == 0) { /* shorter than a block: nothing worth affinity, spread */
         *key_tokens = (uint32_t)n;
         return rm_hash_u32s(tokens, n, h ^ 0x5bd1e995ULL);
     }
-    if (r->nhot == 0) { /* the common case: the first block is the key */
+    if (nhot == 0) { /* the common case: the first block is the key */
         *key_tokens = (uint32_t)B;
         return rm_prefix_chain(h, tokens, B);
     }
@@ -46,12 +53,12 @@ uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *token
      * the nodes' sketches), so keying on them would pin that share to one
      * node; the block after them tells conversations and documents apart
      * while every turn of one conversation still shares it. */
-    uint64_t hb[MAX_KEY_BLOCKS + 1];
+    uint64_t hb[RM_ROUTE_MAX_KEY_BLOCKS + 1];
     size_t deepest = 0;
     hb[0] = h;
     for (size_t b = 1; b <= m; b++) {
         hb[b] = rm_prefix_chain(hb[b - 1], tokens + (b - 1) * B, B);
-        if (is_hot(r, hb[b]))
+        if (rm_route_is_hot(hot, nhot, hb[b]))
             deepest = b;
     }
     if (deepest < m) {
@@ -69,16 +76,7 @@ static int by_hash(const void *a, const void *b)
     return x->hash < y->hash ? -1 : x->hash > y->hash;
 }
 
-/* A prefix is extended past only if at least this share of the requests
- * carrying it went on through a block other than the leading one. The
- * history of a single conversation (0 branching) is then never hot, however
- * much of the traffic it is -- at low traffic, one chat is all of it -- while
- * a prompt shared by two conversations in turn is (about one half). */
-#define HOT_BRANCH 0.1
-
-/* Two conversations behind one prompt on two nodes each lead their node:
- * the cluster sees them branch though neither node does. */
-double rm_router_prefix_branching(const radixmesh_v1_HotPrefix *e, size_t n)
+double rm_route_branching(const radixmesh_v1_HotPrefix *e, size_t n)
 {
     double best = -1, all_leads = 0, other = 0;
     for (size_t i = 0; i < n; i++) {
@@ -93,11 +91,43 @@ double rm_router_prefix_branching(const radixmesh_v1_HotPrefix *e, size_t n)
     return other + all_leads - (best > 0 ? best : 0);
 }
 
-/* Recomputes the hot set from every healthy node's last Stats: a prefix is
- * hot when the requests carrying it, summed over nodes, are at least
- * hot_share of all requests the nodes counted, and they branch after it
- * (HOT_BRANCH). Every router replica reads the same node statistics, so
- * replicas agree on the set. */
+double rm_route_hot_share(double configured, uint32_t healthy)
+{
+    if (configured > 0)
+        return configured;
+    double share = healthy ? 0.5 / healthy : 1.0;
+    return share < 0.02 ? 0.02 : share;
+}
+
+size_t rm_route_hot_set(radixmesh_v1_HotPrefix *all, size_t k, double total, double share,
+                        uint64_t *out)
+{
+    qsort(all, k, sizeof *all, by_hash);
+    size_t nhot = 0;
+    for (size_t i = 0; i < k;) {
+        size_t j = i;
+        double sum = 0;
+        while (j < k && all[j].hash == all[i].hash)
+            sum += all[j++].requests;
+        if (total > 0 && sum >= share * total &&
+            rm_route_branching(all + i, j - i) >= RM_ROUTE_HOT_BRANCH * sum)
+            out[nhot++] = all[i].hash;
+        i = j;
+    }
+    return nhot;
+}
+
+/* ---- the router's key and hot set ------------------------------------------ */
+
+uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *tokens, size_t n,
+                       uint32_t *key_tokens)
+{
+    return rm_route_key(&r->cfg, r->hot, r->nhot, ns, tokens, n, key_tokens);
+}
+
+/* Recomputes the hot set from every healthy node's last Stats (the rule:
+ * rm_route_hot_set). Every router replica reads the same node statistics,
+ * so replicas agree on the set. */
 void rt_recompute_hot(rm_router *r)
 {
     double total = 0;
@@ -118,12 +148,7 @@ void rt_recompute_hot(rm_router *r)
         total += n->stats.hot_window_requests;
         nent += n->stats.hot_prefixes_count;
     }
-    double share = r->cfg.hot_share;
-    if (share <= 0) {
-        share = r->healthy ? 0.5 / r->healthy : 1.0;
-        if (share < 0.02)
-            share = 0.02;
-    }
+    double share = rm_route_hot_share(r->cfg.hot_share, r->healthy);
     r->hot_share_now = share;
     radixmesh_v1_HotPrefix *all = rm_xmalloc(sizeof *all * (nent + 1));
     size_t k = 0;
@@ -135,22 +160,7 @@ void rt_recompute_hot(rm_router *r)
         for (pb_size_t j = 0; j < n->stats.hot_prefixes_count; j++)
             all[k++] = n->stats.hot_prefixes[j];
     }
-    qsort(all, k, sizeof *all, by_hash);
-    r->nhot = 0;
     r->hot = rm_xrealloc(r->hot, sizeof *r->hot * (k + 1));
-    for (size_t i = 0; i < k;) {
-        size_t j = i;
-        double sum = 0;
-        while (j < k && all[j].hash == all[i].hash)
-            sum += all[j++].requests;
-        if (total > 0 && sum >= share * total &&
-            rm_router_prefix_branching(all + i, j - i) >= HOT_BRANCH * sum)
-            r->hot[r->nhot++] = all[i].hash;
-        i = j;
-    }
+    r->nhot = rm_route_hot_set(all, k, total, share, r->hot);
     free(all);
 }
-
-/* The node's --worker-url, as this router can reach it. A sidecar node
- * names its worker by a loopback address, which from here means the
- * node's own host. Returns 1 if the pairing changed. */

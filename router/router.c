@@ -9,6 +9,7 @@
 
 #include "grpc/health/v1/health.pb.h"
 #include "pbx.h"
+#include "route_key.h"
 #include "router_internal.h"
 #include "util.h"
 
@@ -38,8 +39,8 @@ rm_router *rm_router_create(const rm_router_config *cfg)
 {
     rm_router *r = rm_xcalloc(1, sizeof *r);
     r->cfg = *cfg;
-    if (r->cfg.max_key_blocks > MAX_KEY_BLOCKS)
-        r->cfg.max_key_blocks = MAX_KEY_BLOCKS;
+    if (r->cfg.max_key_blocks > RM_ROUTE_MAX_KEY_BLOCKS)
+        r->cfg.max_key_blocks = RM_ROUTE_MAX_KEY_BLOCKS;
     r->serving = 1;
     r->started_ms = rm_now_ms();
     pthread_mutex_init(&r->workers_mu, NULL);

@@ -27,8 +27,6 @@
 #include "router.h"
 #include "rpc_server.h"
 
-#define MAX_KEY_BLOCKS 1024
-
 /* One cache node as the router sees it. A removed node leaves r->nodes at
  * once and is freed when the last call in flight that points at it ends:
  * refs counts the membership and every such call (health checks, Stats
@@ -152,6 +150,9 @@ void rt_charge(rm_router *r, rnode *n, int proxied, int spilled, int decision);
 rnode *rt_pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spilled);
 /* Requests n has served (its own count plus what this router sent since). */
 double rt_served(const rnode *n);
+/* Which of n (1 or 2) candidates takes a request whose peeks found
+ * cached[i] tokens (-1: failed): rm_place_decide (placement.h). */
+int rt_decide(rnode *const *cand, const int64_t *cached, int n, uint32_t key_tokens);
 
 /* ---- proxy.c ---------------------------------------------------------------- */
 
