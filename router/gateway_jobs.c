@@ -50,6 +50,31 @@ static void breakers_poll(rm_router *r)
         rt_rebuild_ring(r);
 }
 
+/* A gateway job while the router chooses its node. */
+typedef struct gw_choice {
+    rm_route_job *job;
+    rt_choice ch;
+} gw_choice;
+
+/* The choice ended: the job goes back to the gateway with its worker. */
+static void gw_chosen(rt_choice *ch, rnode *n)
+{
+    gw_choice *gc = RT_CHOICE_OWNER(ch, gw_choice, ch);
+    rm_router *r = ch->r;
+    rm_route_job *job = gc->job;
+    n->gw_requests++;
+    n->gw_inflight++;
+    r->gw_requests_total++;
+    job->found = job->charged = 1;
+    snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
+    snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
+    job->worker_port = n->worker_port;
+    job->key_tokens = ch->key_tokens;
+    rt_node_unref(n);
+    free(gc);
+    job->done(job);
+}
+
 static void gw_route(void *arg)
 {
     gw_post *p = arg;
@@ -57,12 +82,12 @@ static void gw_route(void *arg)
     rm_route_job *job = p->job;
     free(p);
     breakers_poll(r);
-    choice *ch = rm_xcalloc(1, sizeof *ch);
+    gw_choice *gc = rm_xcalloc(1, sizeof *gc);
+    gc->job = job;
+    rt_choice *ch = &gc->ch;
     ch->r = r;
-    ch->job = job;
-    ch->kind = CH_GATEWAY;
-    ch->req = grpc_empty_slice();
-    ch->ntokens = job->ntokens;
+    ch->done = gw_chosen;
+    ch->proxied = 1;
     const char *ns = job->ns ? job->ns : "";
     if (job->any) /* no affinity: a fresh key each time spreads them */
         ch->key = rm_mix64(++r->any_counter ^ 0x9e3779b97f4a7c15ULL);
@@ -74,7 +99,7 @@ static void gw_route(void *arg)
     if (ch->ncand == 1 && ch->cand[0] == ex)
         ch->ncand = 0; /* the ring's fallback would hand back the failed one */
     if (ch->ncand == 0) {
-        free(ch);
+        free(gc);
         job->found = 0;
         if (r->healthy)
             snprintf(job->why, sizeof job->why,
@@ -97,7 +122,7 @@ static void gw_route(void *arg)
             break;
         }
     }
-    rt_peek_and_decide(ch, ns, job->tokens, job->ntokens);
+    rt_choose(ch, ns, job->tokens, job->ntokens);
 }
 
 int rm_router_route_async(rm_router *r, rm_route_job *job)

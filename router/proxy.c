@@ -16,6 +16,8 @@
 
 typedef enum { PX_MATCH, PX_INSERT, PX_RELEASE } px_kind;
 
+/* One forwarded call, from its start to the client's answer. A Match
+ * starts with its choice (ch) and is forwarded by the choice's end. */
 typedef struct proxy {
     rm_router *r;
     rm_rpc_call *call;
@@ -24,8 +26,9 @@ typedef struct proxy {
     grpc_slice fallback; /* Insert without its lease, for another node */
     int has_fallback;
     uint64_t key;
-    rnode *node; /* holds a reference */
+    rnode *node; /* holds a reference; NULL while a Match chooses */
     int attempts;
+    rt_choice ch; /* PX_MATCH */
 } proxy;
 
 static void *method_of(const proxy *p, const rnode *n)
@@ -36,13 +39,21 @@ static void *method_of(const proxy *p, const rnode *n)
 static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
                              const char *details);
 
-/* A forwarded call to node n (already charged with it in flight); takes
- * req and fallback (a grpc_empty_slice() when has_fallback is 0). */
+/* A call to forward to node n (already charged with it in flight; NULL
+ * for a Match until its choice ends); takes req and fallback (a
+ * grpc_empty_slice() when has_fallback is 0). */
 static proxy *proxy_new(rm_router *r, rm_rpc_call *call, px_kind kind, grpc_slice req,
                         grpc_slice fallback, int has_fallback, uint64_t key, rnode *n)
 {
     proxy *p = rm_xcalloc(1, sizeof *p);
-    *p = (proxy){r, call, kind, req, fallback, has_fallback, key, rt_node_ref(n), 0};
+    p->r = r;
+    p->call = call;
+    p->kind = kind;
+    p->req = req;
+    p->fallback = fallback;
+    p->has_fallback = has_fallback;
+    p->key = key;
+    p->node = n ? rt_node_ref(n) : NULL;
     return p;
 }
 
@@ -51,7 +62,8 @@ static void proxy_free(proxy *p)
     grpc_slice_unref(p->req);
     if (p->has_fallback)
         grpc_slice_unref(p->fallback);
-    rt_node_unref(p->node);
+    if (p->node)
+        rt_node_unref(p->node);
     free(p);
 }
 
@@ -201,45 +213,23 @@ static void no_node(rm_router *r, rm_rpc_call *call)
 }
 
 /* ---- choosing between two candidates ------------------------------------- */
-static void decide(choice *ch)
+
+static void decide(rt_choice *ch)
 {
-    rm_router *r = ch->r;
     int w = rt_decide(ch->cand, ch->cached, ch->ncand, ch->key_tokens);
-    rnode *n = ch->cand[w];
-    rt_charge(r, n, ch->kind != CH_ROUTE, ch->spilled, 1);
+    rnode *n = rt_node_ref(ch->cand[w]); /* the callee's */
+    rt_charge(ch->r, n, ch->proxied, ch->spilled, 1);
     n->pending += 1;
-    if (ch->kind == CH_GATEWAY) {
-        rm_route_job *job = ch->job;
-        n->gw_requests++;
-        n->gw_inflight++;
-        r->gw_requests_total++;
-        job->found = job->charged = 1;
-        snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
-        snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
-        job->worker_port = n->worker_port;
-        job->key_tokens = ch->key_tokens;
-        job->done(job);
-    } else if (ch->kind == CH_MATCH) {
-        forward(proxy_new(r, ch->call, PX_MATCH, ch->req, grpc_empty_slice(), 0, ch->key, n));
-    } else {
-        radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
-        rep.node_id = n->id;
-        rep.address = n->address;
-        rep.key_tokens = ch->key_tokens;
-        rep.spilled = ch->spilled;
-        rm_rpc_call_finish(ch->call, GRPC_STATUS_OK, NULL,
-                           rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
-        grpc_slice_unref(ch->req);
-    }
     for (int i = 0; i < ch->ncand; i++)
         rt_node_unref(ch->cand[i]);
-    free(ch);
+    ch->ncand = 0;
+    ch->done(ch, n);
 }
 
 static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
 {
-    peek_ctx *pk = ctx;
-    choice *ch = pk->ch;
+    struct rt_peek *pk = ctx;
+    rt_choice *ch = pk->ch;
     rnode *n = ch->cand[pk->idx];
     if (!rt_is_transport_failure(st))
         rt_note_auth(ch->r, n, st, details);
@@ -256,9 +246,7 @@ static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, con
         decide(ch);
 }
 
-/* Peeks at both candidates, or decides at once when there is only one.
- * ch has its key and candidates. */
-void rt_peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens)
+void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens)
 {
     rm_router *r = ch->r;
     for (int i = 0; i < ch->ncand; i++) /* until decide */
@@ -277,7 +265,7 @@ void rt_peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size
     grpc_byte_buffer_destroy(bb);
     ch->waiting = 2;
     for (int i = 0; i < 2; i++) {
-        ch->pk[i] = (peek_ctx){ch, i};
+        ch->pk[i] = (struct rt_peek){ch, i};
         grpc_slice s = grpc_slice_ref(bytes);
         grpc_byte_buffer *pb = grpc_raw_byte_buffer_create(&s, 1);
         grpc_slice_unref(s);
@@ -293,25 +281,46 @@ void rt_peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size
         decide(ch);
 }
 
-/* Starts the choice for a decoded request; finishes the call itself. */
-static void choose(rm_router *r, rm_rpc_call *call, choice_kind kind, grpc_slice req,
-                   const char *ns, const rm_tokens *toks)
+/* Fills ch's key and candidates for a decoded request. Returns 0, or -1
+ * when no node is up (the caller answers no_node). */
+static int choice_init(rm_router *r, rt_choice *ch, rt_choice_done_fn done, int proxied,
+                       const char *ns, const rm_tokens *toks)
 {
-    choice *ch = rm_xcalloc(1, sizeof *ch);
     ch->r = r;
-    ch->call = call;
-    ch->kind = kind;
-    ch->req = req;
-    ch->ntokens = toks->n;
+    ch->done = done;
+    ch->proxied = proxied;
     ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
     ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
-    if (ch->ncand == 0) {
-        grpc_slice_unref(req);
-        free(ch);
-        no_node(r, call);
-        return;
-    }
-    rt_peek_and_decide(ch, ns, toks->v, toks->n);
+    return ch->ncand ? 0 : -1;
+}
+
+/* A Match's choice ended: forward it to the node chosen. */
+static void match_chosen(rt_choice *ch, rnode *n)
+{
+    proxy *p = RT_CHOICE_OWNER(ch, proxy, ch);
+    p->node = n;
+    p->key = ch->key;
+    forward(p);
+}
+
+/* A Route: the choice alone, answered with the node chosen. */
+typedef struct route_op {
+    rm_rpc_call *call;
+    rt_choice ch;
+} route_op;
+
+static void route_chosen(rt_choice *ch, rnode *n)
+{
+    route_op *o = RT_CHOICE_OWNER(ch, route_op, ch);
+    radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
+    rep.node_id = n->id;
+    rep.address = n->address;
+    rep.key_tokens = ch->key_tokens;
+    rep.spilled = ch->spilled;
+    rm_rpc_call_finish(o->call, GRPC_STATUS_OK, NULL,
+                       rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
+    rt_node_unref(n);
+    free(o);
 }
 
 void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
@@ -327,8 +336,16 @@ void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     else if (m.peek)
         rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
                            "peek is for nodes; ask the router with Route", NULL);
-    else
-        choose(r, call, CH_MATCH, request_bytes(req), m.namespace ? m.namespace : "", &toks);
+    else {
+        const char *ns = m.namespace ? m.namespace : "";
+        proxy *p = proxy_new(r, call, PX_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
+        if (choice_init(r, &p->ch, match_chosen, 1, ns, &toks) == 0) {
+            rt_choose(&p->ch, ns, toks.v, toks.n);
+        } else {
+            proxy_free(p);
+            no_node(r, call);
+        }
+    }
     pb_release(radixmesh_v1_MatchRequest_fields, &m);
     rm_tokens_free(&toks);
 }
@@ -432,8 +449,17 @@ void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
                                             &toks, err, sizeof err);
     if (st != GRPC_STATUS_OK)
         rm_rpc_call_finish(call, st, err, NULL);
-    else
-        choose(r, call, CH_ROUTE, grpc_empty_slice(), m.namespace ? m.namespace : "", &toks);
+    else {
+        const char *ns = m.namespace ? m.namespace : "";
+        route_op *o = rm_xcalloc(1, sizeof *o);
+        o->call = call;
+        if (choice_init(r, &o->ch, route_chosen, 0, ns, &toks) == 0) {
+            rt_choose(&o->ch, ns, toks.v, toks.n);
+        } else {
+            free(o);
+            no_node(r, call);
+        }
+    }
     pb_release(radixmesh_v1_RouteRequest_fields, &m);
     rm_tokens_free(&toks);
 }

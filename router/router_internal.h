@@ -21,6 +21,7 @@
 #define RM_ROUTER_INTERNAL_H
 
 #include <pthread.h>
+#include <stddef.h>
 
 #include "radixmesh.pb.h"
 #include "ring.h"
@@ -163,31 +164,39 @@ int rt_decide(rnode *const *cand, const int64_t *cached, int n, uint32_t key_tok
  * requests. Continuing conversations keep their node; new ones even out the
  * load, which plain hashing leaves 10-16% uneven on real traces (see
  * BENCHMARKS.md). */
-typedef enum { CH_MATCH, CH_ROUTE, CH_GATEWAY } choice_kind;
+typedef struct rt_choice rt_choice;
 
-typedef struct choice choice;
-typedef struct peek_ctx {
-    choice *ch;
-    int idx;
-} peek_ctx;
+/* How a choice ends, set by whoever started it (Match: forward; Route:
+ * reply; gateway: hand the job back). n is the chosen node, already
+ * charged with the request; the callee owns one reference to it. The
+ * choice is over: the callee may free the object holding it. */
+typedef void (*rt_choice_done_fn)(rt_choice *ch, rnode *n);
 
-struct choice {
+/* One request's choice, embedded in the object that carries the request
+ * from its start to its end (the callback finds it by offsetof). */
+struct rt_choice {
     rm_router *r;
-    rm_rpc_call *call; /* CH_MATCH, CH_ROUTE */
-    rm_route_job *job; /* CH_GATEWAY */
-    choice_kind kind;
-    grpc_slice req; /* CH_MATCH: the client's request, forwarded as is */
+    rt_choice_done_fn done;
+    int proxied; /* the request goes through the router: charge a call in flight */
     uint64_t key;
     uint32_t key_tokens;
-    size_t ntokens;
     rnode *cand[2];
     int64_t cached[2]; /* -1: the peek failed */
     int ncand, waiting, spilled;
-    peek_ctx pk[2];
+    struct rt_peek {
+        rt_choice *ch;
+        int idx;
+    } pk[2];
 };
 
-/* Peeks at ch's candidates, or decides at once when there is only one. */
-void rt_peek_and_decide(choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens);
+/* The object of type `type` whose member `field` is the choice ch. */
+#define RT_CHOICE_OWNER(ch, type, field) ((type *)(void *)((char *)(ch)-offsetof(type, field)))
+
+/* Peeks at ch's candidates for the cached prefix of tokens (in parallel),
+ * or decides at once when there is only one; then charges the winner and
+ * calls ch->done. ch has r, done, proxied, its key and 1 or 2 candidates
+ * (and spilled). */
+void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens);
 /* Why no node could take a call, for the client. */
 void rt_no_node_reason(const rm_router *r, char *msg, size_t len);
 void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
