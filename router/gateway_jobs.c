@@ -181,11 +181,9 @@ static void on_record_match(void *ctx, grpc_status_code st, grpc_byte_buffer *re
         view = (rm_tokens_view){op->job->record, op->job->nrecord};
     ins.namespace = op->job->ns;
     rm_pb_tokens_encoder(&ins.tokens, &view);
-    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_InsertRequest_fields, &ins);
-    if (rm_rpc_server_client_call(op->r->srv, op->n->ch, op->n->m_insert, bb,
-                                  (int)op->r->cfg.call_timeout_ms, on_recorded, op) != 0)
+    if (rt_node_call_msg(op->r, op->n, RT_INSERT, radixmesh_v1_InsertRequest_fields, &ins,
+                         (int)op->r->cfg.call_timeout_ms, on_recorded, op) != 0)
         on_recorded(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Insert");
-    grpc_byte_buffer_destroy(bb);
 }
 
 static void record_prompt(rm_router *r, rnode *n, rm_route_job *job)
@@ -196,11 +194,9 @@ static void record_prompt(rm_router *r, rnode *n, rm_route_job *job)
     rm_tokens_view view = {job->tokens, job->ntokens};
     m.namespace = job->ns;
     rm_pb_tokens_encoder(&m.tokens, &view);
-    grpc_byte_buffer *bb = rm_pb_encode_bb(radixmesh_v1_MatchRequest_fields, &m);
-    if (rm_rpc_server_client_call(r->srv, n->ch, n->m_match, bb, (int)r->cfg.call_timeout_ms,
-                                  on_record_match, op) != 0)
+    if (rt_node_call_msg(r, n, RT_MATCH, radixmesh_v1_MatchRequest_fields, &m,
+                         (int)r->cfg.call_timeout_ms, on_record_match, op) != 0)
         on_recorded(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Match");
-    grpc_byte_buffer_destroy(bb);
 }
 
 static void set_worker_ok(rm_router *r, rnode *n, int ok, const char *why)

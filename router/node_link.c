@@ -2,7 +2,6 @@
  * node references, health checks and Stats polls, and what they feed: the
  * ejection rule (router/outlier.h), the rings, the hot set and the
  * workers' pairing. */
-#include <grpc/grpc_security.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +11,6 @@
 #include "flags.h"
 #include "pbx.h"
 #include "router_internal.h"
-#include "rpc_client.h"
-#include "tls.h"
 #include "util.h"
 
 /* ---- membership and ring ---------------------------------------------- */
@@ -230,7 +227,7 @@ void rt_node_unref(rnode *n)
 {
     if (--n->refs > 0)
         return;
-    grpc_channel_destroy(n->ch);
+    rt_node_channel_close(n);
     if (n->have_stats)
         pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
     free(n->id);
@@ -262,20 +259,7 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     n->address = rm_xstrndup(address, strlen(address));
     n->weight = 1;
     n->refs = 1; /* the membership's */
-    grpc_arg args[3];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = 64 << 20;
-    rm_rpc_reconnect_args(args + 1); /* a node back from a cut rejoins fast */
-    grpc_channel_args ca = {3, args};
-    grpc_channel_credentials *creds = rm_tls_channel_creds(r->cfg.node_tls);
-    n->ch = grpc_channel_create(address, creds, &ca);
-    grpc_channel_credentials_release(creds);
-    n->m_match = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Match", NULL, NULL);
-    n->m_insert = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Insert", NULL, NULL);
-    n->m_release = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Release", NULL, NULL);
-    n->m_stats = grpc_channel_register_call(n->ch, "/radixmesh.v1.CacheNode/Stats", NULL, NULL);
-    n->m_health = grpc_channel_register_call(n->ch, "/grpc.health.v1.Health/Check", NULL, NULL);
+    rt_node_channel_open(r, n);
     r->nodes[r->nnodes++] = n;
     r->last_health_ms = 0; /* check the newcomer at the next tick */
     return 0;
@@ -505,14 +489,12 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
     free(op);
 }
 
-static void empty_call(rm_router *r, rnode *n, void *method, rm_rpc_reply_fn cb)
+static void empty_call(rm_router *r, rnode *n, rt_method m, rm_rpc_reply_fn cb)
 {
-    grpc_slice empty = grpc_empty_slice();
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&empty, 1);
     node_op *op = rm_xmalloc(sizeof *op);
     op->r = r;
     op->n = n;
-    if (rm_rpc_server_client_call(r->srv, n->ch, method, bb, (int)r->cfg.call_timeout_ms, cb, op)) {
+    if (rt_node_call(r, n, m, grpc_empty_slice(), (int)r->cfg.call_timeout_ms, cb, op)) {
         free(op);
     } else {
         rt_node_ref(n);
@@ -521,7 +503,6 @@ static void empty_call(rm_router *r, rnode *n, void *method, rm_rpc_reply_fn cb)
         else
             n->stats_busy = 1;
     }
-    grpc_byte_buffer_destroy(bb);
 }
 
 void rm_router_tick(rm_router *r, uint64_t now_ms)
@@ -531,9 +512,9 @@ void rm_router_tick(rm_router *r, uint64_t now_ms)
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
             if (!n->health_busy && n->id)
-                empty_call(r, n, n->m_health, on_health);
+                empty_call(r, n, RT_HEALTH, on_health);
             if (!n->id && !n->stats_busy) /* learn the id first */
-                empty_call(r, n, n->m_stats, on_stats);
+                empty_call(r, n, RT_STATS, on_stats);
         }
     }
     if (now_ms - r->last_stats_ms >= r->cfg.stats_interval_ms) {
@@ -543,7 +524,7 @@ void rm_router_tick(rm_router *r, uint64_t now_ms)
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
             if (n->id && n->confirmed && !n->draining && !n->ol.ejected && !n->stats_busy)
-                empty_call(r, n, n->m_stats, on_stats);
+                empty_call(r, n, RT_STATS, on_stats);
         }
     }
 }

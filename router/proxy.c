@@ -14,27 +14,20 @@
 #include "router_internal.h"
 #include "util.h"
 
-typedef enum { PX_MATCH, PX_INSERT, PX_RELEASE } px_kind;
-
 /* One forwarded call, from its start to the client's answer. A Match
  * starts with its choice (ch) and is forwarded by the choice's end. */
 typedef struct proxy {
     rm_router *r;
     rm_rpc_call *call;
-    px_kind kind;
+    rt_method kind;      /* RT_MATCH, RT_INSERT or RT_RELEASE */
     grpc_slice req;      /* bytes to forward */
     grpc_slice fallback; /* Insert without its lease, for another node */
     int has_fallback;
     uint64_t key;
     rnode *node; /* holds a reference; NULL while a Match chooses */
     int attempts;
-    rt_choice ch; /* PX_MATCH */
+    rt_choice ch; /* RT_MATCH */
 } proxy;
-
-static void *method_of(const proxy *p, const rnode *n)
-{
-    return p->kind == PX_MATCH ? n->m_match : p->kind == PX_INSERT ? n->m_insert : n->m_release;
-}
 
 static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
                              const char *details);
@@ -42,7 +35,7 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
 /* A call to forward to node n (already charged with it in flight; NULL
  * for a Match until its choice ends); takes req and fallback (a
  * grpc_empty_slice() when has_fallback is 0). */
-static proxy *proxy_new(rm_router *r, rm_rpc_call *call, px_kind kind, grpc_slice req,
+static proxy *proxy_new(rm_router *r, rm_rpc_call *call, rt_method kind, grpc_slice req,
                         grpc_slice fallback, int has_fallback, uint64_t key, rnode *n)
 {
     proxy *p = rm_xcalloc(1, sizeof *p);
@@ -100,18 +93,14 @@ void rt_no_node_reason(const rm_router *r, char *msg, size_t len)
 
 static void forward(proxy *p)
 {
-    grpc_slice s = grpc_slice_ref(p->req);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
     p->attempts++;
-    if (rm_rpc_server_client_call(p->r->srv, p->node->ch, method_of(p, p->node), bb,
-                                  (int)p->r->cfg.call_timeout_ms, on_forward_reply, p) != 0) {
+    if (rt_node_call(p->r, p->node, p->kind, p->req, (int)p->r->cfg.call_timeout_ms,
+                     on_forward_reply, p) != 0) {
         /* Refused only while the server's queue shuts down. */
         p->node->inflight--;
         rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, "router is shutting down", NULL);
         proxy_free(p);
     }
-    grpc_byte_buffer_destroy(bb);
 }
 
 static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
@@ -145,12 +134,12 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
                  "node %s rejected the router's credentials (%s): check the router's "
                  "--node-token-file",
                  n->id, details);
-    if (p->kind == PX_RELEASE && auth) {
+    if (p->kind == RT_RELEASE && auth) {
         rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
         proxy_free(p);
         return;
     }
-    if (p->kind == PX_RELEASE) {
+    if (p->kind == RT_RELEASE) {
         /* The lease lived on a node that is gone or hung: it dies with the
          * node or expires by TTL. Nothing is left to release. */
         rm_rpc_call_finish(
@@ -266,15 +255,11 @@ void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t nto
     ch->waiting = 2;
     for (int i = 0; i < 2; i++) {
         ch->pk[i] = (struct rt_peek){ch, i};
-        grpc_slice s = grpc_slice_ref(bytes);
-        grpc_byte_buffer *pb = grpc_raw_byte_buffer_create(&s, 1);
-        grpc_slice_unref(s);
-        if (rm_rpc_server_client_call(r->srv, ch->cand[i]->ch, ch->cand[i]->m_match, pb,
-                                      (int)r->cfg.call_timeout_ms, on_peek, &ch->pk[i]) != 0) {
+        if (rt_node_call(r, ch->cand[i], RT_MATCH, bytes, (int)r->cfg.call_timeout_ms, on_peek,
+                         &ch->pk[i]) != 0) {
             ch->cached[i] = -1;
             ch->waiting--;
         }
-        grpc_byte_buffer_destroy(pb);
     }
     grpc_slice_unref(bytes);
     if (ch->waiting == 0)
@@ -338,7 +323,7 @@ void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
                            "peek is for nodes; ask the router with Route", NULL);
     else {
         const char *ns = m.namespace ? m.namespace : "";
-        proxy *p = proxy_new(r, call, PX_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
+        proxy *p = proxy_new(r, call, RT_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
         if (choice_init(r, &p->ch, match_chosen, 1, ns, &toks) == 0) {
             rt_choose(&p->ch, ns, toks.v, toks.n);
         } else {
@@ -397,7 +382,7 @@ void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
         bytes = (m.lease_id && !(m.node_id && *m.node_id)) ? request_bytes(req)
                                                            : grpc_slice_ref(fallback);
     }
-    forward(proxy_new(r, call, PX_INSERT, bytes, fallback, 1, key, n));
+    forward(proxy_new(r, call, RT_INSERT, bytes, fallback, 1, key, n));
 out:
     pb_release(radixmesh_v1_InsertRequest_fields, &m);
     rm_tokens_free(&toks);
@@ -433,7 +418,7 @@ void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
         } else {
             n->inflight++;
             forward(
-                proxy_new(r, call, PX_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n));
+                proxy_new(r, call, RT_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n));
         }
     }
     pb_release(radixmesh_v1_ReleaseRequest_fields, &m);

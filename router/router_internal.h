@@ -10,6 +10,7 @@
  *   router.c        lifecycle: config, create/destroy, method table, Health
  *   node_link.c     membership, node references, health checks and Stats
  *                   polls, feeding the ejection rule (router/outlier.h)
+ *   node_calls.c    channels to the nodes and the calls made on them
  *   route_key.c     the routing key and the cluster-hot prefixes
  *   placement.c     load, candidates under the bounded-load rule, charging
  *   proxy.c         Route/Match/Insert/Release: peeks, the choice between
@@ -27,6 +28,9 @@
 #include "ring.h"
 #include "router.h"
 #include "rpc_server.h"
+
+/* The node methods the router calls. */
+typedef enum { RT_MATCH, RT_INSERT, RT_RELEASE, RT_STATS, RT_HEALTH, RT_METHODS } rt_method;
 
 /* One cache node as the router sees it. A removed node leaves r->nodes at
  * once and is freed when the last call in flight that points at it ends:
@@ -48,7 +52,7 @@ typedef struct rnode {
     int health_busy, stats_busy;
     int id_warned, block_warned;
     grpc_channel *ch;
-    void *m_match, *m_insert, *m_release, *m_stats, *m_health;
+    void *method[RT_METHODS]; /* registered on ch (node_calls.c) */
     uint32_t inflight;
     double recent; /* routed requests, decayed (half-life load_half_life_ms) */
     uint64_t recent_ms;
@@ -129,6 +133,24 @@ void rt_node_unref(rnode *n);
 /* One of the last 256 removed ids. */
 int rt_was_member(const rm_router *r, const char *id);
 rnode *rt_find_by_id(rm_router *r, const char *id);
+
+/* ---- node_calls.c ----------------------------------------------------------- */
+
+/* Opens n's channel to n->address (TLS per the router's node_tls) and
+ * registers the methods; closed when n is freed. */
+void rt_node_channel_open(const rm_router *r, rnode *n);
+void rt_node_channel_close(rnode *n);
+
+/* Starts a unary call of method m on n with bytes (the caller keeps its
+ * reference) on the router's completion queue; cb(ctx, ...) runs on the
+ * router thread when it ends, within timeout_ms (> 0). Returns 0, or -1
+ * when the call could not start -- the router is stopping -- and cb will
+ * not run. */
+int rt_node_call(const rm_router *r, rnode *n, rt_method m, grpc_slice bytes, int timeout_ms,
+                 rm_rpc_reply_fn cb, void *ctx);
+/* The same with msg encoded (fields: its nanopb descriptor). */
+int rt_node_call_msg(const rm_router *r, rnode *n, rt_method m, const pb_msgdesc_t *fields,
+                     const void *msg, int timeout_ms, rm_rpc_reply_fn cb, void *ctx);
 
 /* ---- route_key.c ------------------------------------------------------------ */
 
