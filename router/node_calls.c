@@ -32,6 +32,21 @@ void rt_node_channel_close(rnode *n)
     n->ch = NULL;
 }
 
+int rt_call_timeout_ms(uint32_t call_timeout_ms, int64_t client_ms_left, int *cut)
+{
+    int64_t t = call_timeout_ms;
+    *cut = client_ms_left != INT64_MAX && client_ms_left < t + RT_DEADLINE_MARGIN_MS;
+    if (*cut)
+        t = client_ms_left > RT_DEADLINE_MARGIN_MS ? client_ms_left - RT_DEADLINE_MARGIN_MS : 0;
+    return (int)t;
+}
+
+int rt_client_call_timeout(const rm_router *r, const rm_rpc_call *client, int *cut)
+{
+    return rt_call_timeout_ms(r->cfg.call_timeout_ms,
+                              client ? rm_rpc_call_ms_left(client) : INT64_MAX, cut);
+}
+
 int rt_node_call(const rm_router *r, rnode *n, rt_method m, grpc_slice bytes, int timeout_ms,
                  rm_rpc_reply_fn cb, void *ctx)
 {

@@ -409,9 +409,10 @@ int rt_is_transport_failure(grpc_status_code st)
 
 /* What a node's failed call counts as: a transport failure while the
  * router's own loop stalled measured the router, not the node. */
-rm_outlier_outcome rt_outcome(const rm_router *r, grpc_status_code st)
+rm_outlier_outcome rt_outcome(const rm_router *r, grpc_status_code st, int cut)
 {
-    return rm_outlier_classify(rt_is_transport_failure(st), rm_rpc_server_reply_stalled(r->srv));
+    return rm_outlier_classify(rt_is_transport_failure(st), rm_rpc_server_reply_stalled(r->srv),
+                               cut && st == GRPC_STATUS_DEADLINE_EXCEEDED);
 }
 
 static void on_health(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
@@ -431,7 +432,7 @@ static void on_health(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, c
             else
                 node_not_serving(r, n, "NOT_SERVING");
         } else if (rt_is_transport_failure(st)) {
-            rt_note(r, n, rt_outcome(r, st), details);
+            rt_note(r, n, rt_outcome(r, st, 0), details);
         } else {
             node_not_serving(r, n, details);
         }
@@ -449,7 +450,7 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
     if (!n->removed && !rt_is_transport_failure(st))
         rt_note_auth(r, n, st, details);
     if (!n->removed)
-        rt_note(r, n, rt_outcome(r, st), details);
+        rt_note(r, n, rt_outcome(r, st, 0), details);
     if (st == GRPC_STATUS_OK && !n->removed) {
         radixmesh_v1_NodeStats s = radixmesh_v1_NodeStats_init_zero;
         char err[128];

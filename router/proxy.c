@@ -26,6 +26,7 @@ typedef struct proxy {
     uint64_t key;
     rnode *node; /* holds a reference; NULL while a Match chooses */
     int attempts;
+    int cut;      /* the call to node had its client's deadline (rt_client_call_timeout) */
     rt_choice ch; /* RT_MATCH */
 } proxy;
 
@@ -91,11 +92,31 @@ void rt_no_node_reason(const rm_router *r, char *msg, size_t len)
         snprintf(msg, len, "no healthy cache node: every node is down or unreachable");
 }
 
+static const char late[] = "the call's deadline passed before a cache node could answer it";
+
+/* Answers DEADLINE_EXCEEDED, without asking a node, when the client's
+ * deadline leaves no time for a node call. Returns 1 if it did. */
+static int past_deadline(const rm_router *r, rm_rpc_call *call)
+{
+    int cut;
+    if (rt_client_call_timeout(r, call, &cut) > 0)
+        return 0;
+    rm_rpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED, late, NULL);
+    return 1;
+}
+
+/* Sends p to p->node within the client's deadline. */
 static void forward(proxy *p)
 {
+    int timeout = rt_client_call_timeout(p->r, p->call, &p->cut);
+    if (timeout == 0) { /* a Match whose peeks took the client's time */
+        p->node->inflight--;
+        rm_rpc_call_finish(p->call, GRPC_STATUS_DEADLINE_EXCEEDED, late, NULL);
+        proxy_free(p);
+        return;
+    }
     p->attempts++;
-    if (rt_node_call(p->r, p->node, p->kind, p->req, (int)p->r->cfg.call_timeout_ms,
-                     on_forward_reply, p) != 0) {
+    if (rt_node_call(p->r, p->node, p->kind, p->req, timeout, on_forward_reply, p) != 0) {
         /* Refused only while the server's queue shuts down. */
         p->node->inflight--;
         rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, "router is shutting down", NULL);
@@ -114,7 +135,7 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
     int failed = rt_is_transport_failure(st), auth = st == GRPC_STATUS_UNAUTHENTICATED;
     if (!failed)
         rt_note_auth(r, n, st, details);
-    rt_note(r, n, rt_outcome(r, st), details);
+    rt_note(r, n, rt_outcome(r, st, p->cut), details);
     if (st == GRPC_STATUS_OK) {
         rm_rpc_call_finish(p->call, GRPC_STATUS_OK, NULL, grpc_byte_buffer_copy(reply));
         proxy_free(p);
@@ -125,10 +146,18 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
         proxy_free(p);
         return;
     }
+    char msg[512];
+    if (p->cut && st == GRPC_STATUS_DEADLINE_EXCEEDED) {
+        /* The client's deadline passed, not the node's time: no other node
+         * could answer in time either (and this one is not blamed). */
+        snprintf(msg, sizeof msg, "%s (node %s: %s)", late, n->id, details);
+        rm_rpc_call_finish(p->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg, NULL);
+        proxy_free(p);
+        return;
+    }
     /* A transport failure, or the node refusing the router's token: the
      * client's own call was fine, so it gets another node or UNAVAILABLE,
      * never the router's UNAUTHENTICATED as if its token were wrong. */
-    char msg[512];
     if (auth)
         snprintf(msg, sizeof msg,
                  "node %s rejected the router's credentials (%s): check the router's "
@@ -145,6 +174,10 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
         rm_rpc_call_finish(
             p->call, GRPC_STATUS_OK, NULL,
             rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
+        proxy_free(p);
+        return;
+    }
+    if (p->attempts < 2 && past_deadline(r, p->call)) { /* no time for a retry */
         proxy_free(p);
         return;
     }
@@ -222,7 +255,7 @@ static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, con
     rnode *n = ch->cand[pk->idx];
     if (!rt_is_transport_failure(st))
         rt_note_auth(ch->r, n, st, details);
-    rt_note(ch->r, n, rt_outcome(ch->r, st), details);
+    rt_note(ch->r, n, rt_outcome(ch->r, st, ch->cut), details);
     ch->cached[pk->idx] = -1;
     if (st == GRPC_STATUS_OK) {
         radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
@@ -253,10 +286,11 @@ void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t nto
     grpc_slice bytes = request_bytes(bb);
     grpc_byte_buffer_destroy(bb);
     ch->waiting = 2;
+    int timeout = rt_client_call_timeout(r, ch->client, &ch->cut);
     for (int i = 0; i < 2; i++) {
         ch->pk[i] = (struct rt_peek){ch, i};
-        if (rt_node_call(r, ch->cand[i], RT_MATCH, bytes, (int)r->cfg.call_timeout_ms, on_peek,
-                         &ch->pk[i]) != 0) {
+        if (timeout == 0 ||
+            rt_node_call(r, ch->cand[i], RT_MATCH, bytes, timeout, on_peek, &ch->pk[i]) != 0) {
             ch->cached[i] = -1;
             ch->waiting--;
         }
@@ -269,10 +303,11 @@ void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t nto
 /* Fills ch's key and candidates for a decoded request. Returns 0, or -1
  * when no node is up (the caller answers no_node). */
 static int choice_init(rm_router *r, rt_choice *ch, rt_choice_done_fn done, int proxied,
-                       const char *ns, const rm_tokens *toks)
+                       rm_rpc_call *client, const char *ns, const rm_tokens *toks)
 {
     ch->r = r;
     ch->done = done;
+    ch->client = client;
     ch->proxied = proxied;
     ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
     ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
@@ -321,10 +356,10 @@ void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     else if (m.peek)
         rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
                            "peek is for nodes; ask the router with Route", NULL);
-    else {
+    else if (!past_deadline(r, call)) {
         const char *ns = m.namespace ? m.namespace : "";
         proxy *p = proxy_new(r, call, RT_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
-        if (choice_init(r, &p->ch, match_chosen, 1, ns, &toks) == 0) {
+        if (choice_init(r, &p->ch, match_chosen, 1, call, ns, &toks) == 0) {
             rt_choose(&p->ch, ns, toks.v, toks.n);
         } else {
             proxy_free(p);
@@ -347,6 +382,8 @@ void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
         rm_rpc_call_finish(call, st, err, NULL);
         goto out;
     }
+    if (past_deadline(r, call))
+        goto out;
     const char *ns = m.namespace ? m.namespace : "";
     uint32_t kt;
     uint64_t key = rm_router_key(r, ns, toks.v, toks.n, &kt);
@@ -415,7 +452,7 @@ void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
             rm_rpc_call_finish(
                 call, GRPC_STATUS_OK, NULL,
                 rm_pb_encode_bb(radixmesh_v1_ReleaseReply_fields, &(radixmesh_v1_ReleaseReply){0}));
-        } else {
+        } else if (!past_deadline(r, call)) {
             n->inflight++;
             forward(
                 proxy_new(r, call, RT_RELEASE, request_bytes(req), grpc_empty_slice(), 0, 0, n));
@@ -434,11 +471,11 @@ void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
                                             &toks, err, sizeof err);
     if (st != GRPC_STATUS_OK)
         rm_rpc_call_finish(call, st, err, NULL);
-    else {
+    else if (!past_deadline(r, call)) {
         const char *ns = m.namespace ? m.namespace : "";
         route_op *o = rm_xcalloc(1, sizeof *o);
         o->call = call;
-        if (choice_init(r, &o->ch, route_chosen, 0, ns, &toks) == 0) {
+        if (choice_init(r, &o->ch, route_chosen, 0, call, ns, &toks) == 0) {
             rt_choose(&o->ch, ns, toks.v, toks.n);
         } else {
             free(o);

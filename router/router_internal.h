@@ -125,8 +125,10 @@ void rt_note(rm_router *r, rnode *n, rm_outlier_outcome o, const char *why);
 void rt_note_auth(rm_router *r, rnode *n, grpc_status_code st, const char *details);
 /* Transport failures: the node did not answer (counted by the rule). */
 int rt_is_transport_failure(grpc_status_code st);
-/* What a failed call counts as, inside a reply callback. */
-rm_outlier_outcome rt_outcome(const rm_router *r, grpc_status_code st);
+/* What a call's status counts as, inside its reply callback; cut: the
+ * call's deadline was its client's, shorter than --call-timeout-ms
+ * (rt_call_timeout_ms). */
+rm_outlier_outcome rt_outcome(const rm_router *r, grpc_status_code st, int cut);
 /* A call in flight keeps the node it points at (returns n). */
 rnode *rt_node_ref(rnode *n);
 void rt_node_unref(rnode *n);
@@ -148,6 +150,21 @@ void rt_node_channel_close(rnode *n);
  * not run. */
 int rt_node_call(const rm_router *r, rnode *n, rt_method m, grpc_slice bytes, int timeout_ms,
                  rm_rpc_reply_fn cb, void *ctx);
+/* Before a client's deadline, the router needs this long to carry a node's
+ * answer back (and the client to receive it). */
+#define RT_DEADLINE_MARGIN_MS 10
+
+/* The deadline of a node call made for a client call with client_ms_left
+ * (INT64_MAX: no deadline) left: the router's own call_timeout_ms, or
+ * less, to answer RT_DEADLINE_MARGIN_MS before the client's deadline.
+ * Returns 0 when that moment has passed (no node call is worth making).
+ * *cut: the client's deadline made it shorter than call_timeout_ms. */
+int rt_call_timeout_ms(uint32_t call_timeout_ms, int64_t client_ms_left, int *cut);
+
+/* The same for client (NULL: none, e.g. gateway jobs) and the router's
+ * --call-timeout-ms. */
+int rt_client_call_timeout(const rm_router *r, const rm_rpc_call *client, int *cut);
+
 /* The same with msg encoded (fields: its nanopb descriptor). */
 int rt_node_call_msg(const rm_router *r, rnode *n, rt_method m, const pb_msgdesc_t *fields,
                      const void *msg, int timeout_ms, rm_rpc_reply_fn cb, void *ctx);
@@ -199,7 +216,9 @@ typedef void (*rt_choice_done_fn)(rt_choice *ch, rnode *n);
 struct rt_choice {
     rm_router *r;
     rt_choice_done_fn done;
-    int proxied; /* the request goes through the router: charge a call in flight */
+    const rm_rpc_call *client; /* whose deadline bounds the peeks; NULL: none */
+    int cut;                   /* the peeks' deadline was the client's */
+    int proxied;               /* the request goes through the router: charge a call in flight */
     uint64_t key;
     uint32_t key_tokens;
     rnode *cand[2];

@@ -602,6 +602,119 @@ static void test_router_stall_ejects_nobody(void)
         td_stop(&nd[i], SIGTERM, 10000);
 }
 
+/* Starts the router argv, connects cc to it and waits until `healthy`
+ * nodes are healthy there. */
+static void start_router_argv(test_daemon *r, const char *const *argv, rm_cache_client *cc,
+                              uint32_t healthy)
+{
+    REQUIRE(td_start(r, argv) == 0);
+    REQUIRE(rm_cc_init_router(cc, r->addr, 20000) == 0);
+    REQUIRE(cw_wait_for(cc, cw_healthy_is, &healthy, 30000));
+}
+
+/* Match on cc with a per-call deadline of ms; returns the status. */
+static int match_within(rm_cache_client *cc, int ms, const uint32_t *tok, size_t n, int lease,
+                        rm_cc_match_reply *m)
+{
+    char msg[256];
+    int was = cc->timeout_ms;
+    cc->timeout_ms = ms;
+    int st = rm_cc_match(cc, "chat", tok, n, lease, 0, m, msg, sizeof msg);
+    cc->timeout_ms = was;
+    return st;
+}
+
+/* A client's deadline bounds the router's calls for it. Against a hung
+ * node (SIGSTOP), a client with a short deadline gets DEADLINE_EXCEEDED at
+ * its deadline: the forwarded call or peek ends with it, and its failure
+ * is not counted against the node (it measured the client's patience,
+ * not the node). A client whose deadline leaves no time gets
+ * DEADLINE_EXCEEDED without a node call. Health checks and Stats polls
+ * are kept out of the way (one a minute), so the node sees only the
+ * calls made for clients; two routers: one forwards without peeking
+ * (--choices 1), one peeks at both nodes. */
+static void test_client_deadline_passed_on(void)
+{
+    enum { N = 2, SHORT_MS = 300, CALL_MS = 3000 };
+    test_daemon nd[N], ra, rb;
+    char list[512], msg[256];
+    start_nodes(nd, N, list, sizeof list, NULL, NULL);
+    const char *argv[] = {router_bin, "--nodes",
+                          list,       "--choices",
+                          "1",        "--call-timeout-ms",
+                          "3000",     "--eject-after-failures",
+                          "2",        "--health-interval-ms",
+                          "60000",    "--stats-interval",
+                          "60000",    "--shutdown-delay-ms",
+                          "0",        "--log-level",
+                          "error",    NULL};
+    rm_cache_client ca, cb;
+    start_router_argv(&ra, argv, &ca, N);
+    argv[4] = "2";
+    start_router_argv(&rb, argv, &cb, N);
+    uint32_t tok[SYS + 96];
+    size_t n = conversation(tok, 77, 0);
+    rm_cc_match_reply m, lease;
+    REQUIRE(match_within(&ca, 20000, tok, n, 1, &lease) == 0);
+    int victim = !strcmp(lease.node_id, "s1");
+    rm_cache_client nc;
+    REQUIRE(rm_cc_init(&nc, nd[victim].addr, 20000) == 0);
+
+    /* No time left: answered at once, the node never asked. */
+    radixmesh_v1_NodeStats s0, s1;
+    REQUIRE(rm_cc_stats(&nc, &s0, msg, sizeof msg) == 0);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(match_within(&ca, 5, tok, n, 0, &m), GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK_EQ(match_within(&ca, 20000, tok, n, 0, &m), 0); /* ordered after them */
+    REQUIRE(rm_cc_stats(&nc, &s1, msg, sizeof msg) == 0);
+    CHECK_EQ(s1.match_requests_total, s0.match_requests_total + 1);
+    pb_release(radixmesh_v1_NodeStats_fields, &s0);
+    pb_release(radixmesh_v1_NodeStats_fields, &s1);
+
+    int64_t f0 = counter_of(&ca, FAILOVERS);
+    kill(nd[victim].pid, SIGSTOP);
+    long long t0 = td_now_ms();
+    CHECK_EQ(match_within(&ca, SHORT_MS, tok, n, 0, &m), GRPC_STATUS_DEADLINE_EXCEEDED);
+    long long took = td_now_ms() - t0;
+    CHECK(took < CALL_MS); /* at the client's deadline, not the router's */
+    /* Pinned to the hung node by its lease, and its Release: the same. */
+    rm_cc_insert_reply ir;
+    ca.timeout_ms = SHORT_MS;
+    CHECK_EQ(rm_cc_insert(&ca, "chat", tok, n, lease.lease_id, lease.node_id, &ir, msg, sizeof msg),
+             GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK_EQ(rm_cc_release(&ca, lease.lease_id, lease.node_id, msg, sizeof msg),
+             GRPC_STATUS_DEADLINE_EXCEEDED);
+    ca.timeout_ms = 20000;
+    /* Peeking at both: the hung node's peek ends at the deadline too. */
+    CHECK_EQ(match_within(&cb, SHORT_MS, tok, n, 0, &m), GRPC_STATUS_DEADLINE_EXCEEDED);
+    /* A client with time waits out --call-timeout-ms: that failure counts
+     * (one of the two --eject-after-failures), and the call fails over.
+     * These calls end after every call cut short above. */
+    CHECK_EQ(match_within(&ca, 20000, tok, n, 0, &m), 0);
+    CHECK(strcmp(m.node_id, lease.node_id) != 0);
+    CHECK_EQ(match_within(&cb, 20000, tok, n, 0, &m), 0);
+    CHECK(strcmp(m.node_id, lease.node_id) != 0);
+    fprintf(stderr, "client deadline %d ms against a hung node: DEADLINE_EXCEEDED after %lld ms\n",
+            SHORT_MS, took);
+    rm_cache_client *routers[] = {&ca, &cb};
+    for (int i = 0; i < 2; i++) {
+        rm_cc_cluster c;
+        REQUIRE(rm_cc_cluster_stats(routers[i], &c, msg, sizeof msg) == 0);
+        CHECK_EQ(c.cs.ejections_total, 0);
+        CHECK_EQ(c.cs.healthy_nodes, N);
+        rm_cc_cluster_free(&c);
+    }
+    CHECK_EQ(counter_of(&ca, FAILOVERS), f0 + 1); /* the long call's alone */
+    kill(nd[victim].pid, SIGCONT);
+    rm_cc_close(&nc);
+    rm_cc_close(&ca);
+    rm_cc_close(&cb);
+    CHECK_EQ(td_stop(&ra, SIGTERM, 20000), 0);
+    CHECK_EQ(td_stop(&rb, SIGTERM, 20000), 0);
+    for (int i = 0; i < N; i++)
+        td_stop(&nd[i], SIGTERM, 10000);
+}
+
 /* The status code of GET path on addr ("host:port"), -1 on error. */
 static int http_status(const char *addr, const char *path)
 {
@@ -805,6 +918,7 @@ int main(int argc, char **argv)
     RUN(test_cluster);
     RUN(test_dns_membership);
     RUN(test_router_stall_ejects_nobody);
+    RUN(test_client_deadline_passed_on);
     RUN(test_wrong_node_token);
     RUN(test_membership_churn);
     RUN(test_bad_flags);
