@@ -50,28 +50,31 @@ static void breakers_poll(rm_router *r)
         rt_rebuild_ring(r);
 }
 
-/* A gateway job while the router chooses its node. */
-typedef struct gw_choice {
-    rm_route_job *job;
-    rt_choice ch;
-} gw_choice;
-
-/* The choice ended: the job goes back to the gateway with its worker. */
+/* The choice ended: the job goes back to the gateway, with its worker or
+ * why there is none. */
 static void gw_chosen(rt_choice *ch, rnode *n)
 {
-    gw_choice *gc = RT_CHOICE_OWNER(ch, gw_choice, ch);
     rm_router *r = ch->r;
-    rm_route_job *job = gc->job;
-    n->gw_requests++;
-    n->gw_inflight++;
-    r->gw_requests_total++;
-    job->found = job->charged = 1;
-    snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
-    snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
-    job->worker_port = n->worker_port;
-    job->key_tokens = ch->key_tokens;
-    rt_node_unref(n);
-    free(gc);
+    rm_route_job *job = ch->arg;
+    if (n) {
+        n->gw_requests++;
+        n->gw_inflight++;
+        r->gw_requests_total++;
+        job->found = job->charged = 1;
+        snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
+        snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
+        job->worker_port = n->worker_port;
+        job->key_tokens = ch->key_tokens;
+        rt_node_unref(n);
+    } else {
+        job->found = 0;
+        if (r->healthy)
+            snprintf(job->why, sizeof job->why,
+                     "no inference worker is available (no healthy node with a reachable worker)");
+        else
+            rt_no_node_reason(r, job->why, sizeof job->why);
+    }
+    free(ch);
     job->done(job);
 }
 
@@ -82,11 +85,10 @@ static void gw_route(void *arg)
     rm_route_job *job = p->job;
     free(p);
     breakers_poll(r);
-    gw_choice *gc = rm_xcalloc(1, sizeof *gc);
-    gc->job = job;
-    rt_choice *ch = &gc->ch;
+    rt_choice *ch = rm_xcalloc(1, sizeof *ch);
     ch->r = r;
     ch->done = gw_chosen;
+    ch->arg = job;
     ch->proxied = 1;
     const char *ns = job->ns ? job->ns : "";
     if (job->any) /* no affinity: a fresh key each time spreads them */
@@ -98,17 +100,6 @@ static void gw_route(void *arg)
                                    &ch->spilled, 1);
     if (ch->ncand == 1 && ch->cand[0] == ex)
         ch->ncand = 0; /* the ring's fallback would hand back the failed one */
-    if (ch->ncand == 0) {
-        free(gc);
-        job->found = 0;
-        if (r->healthy)
-            snprintf(job->why, sizeof job->why,
-                     "no inference worker is available (no healthy node with a reachable worker)");
-        else
-            rt_no_node_reason(r, job->why, sizeof job->why);
-        job->done(job);
-        return;
-    }
     /* A half-open worker among the candidates takes this request as its
      * one trial, decided here and now: with a peek in between, a second
      * request could pick it before the first is charged. */

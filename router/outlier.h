@@ -3,7 +3,8 @@
  * Pure decisions, no I/O and no clock: the router (node_link.c, proxy.c)
  * feeds every result it gets from a node (health checks, Stats polls,
  * peeks, forwarded calls) through rm_outlier_classify and
- * rm_outlier_record and applies what they return. The rule follows Envoy's outlier detection:
+ * rm_outlier_record and applies what they return. The rule follows
+ * Envoy's outlier detection:
  *
  *   - a node is ejected only after `eject_after` consecutive failures
  *     (unreachable, reset, deadline); any answer from it resets the count;

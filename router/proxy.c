@@ -27,7 +27,7 @@ typedef struct proxy {
     rnode *node; /* holds a reference; NULL while a Match chooses */
     int attempts;
     int cut;      /* the call to node had its client's deadline (rt_client_call_timeout) */
-    rt_choice ch; /* RT_MATCH */
+    rt_choice ch; /* RT_MATCH: its choice (ch.arg is the proxy) */
 } proxy;
 
 static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *reply,
@@ -39,15 +39,15 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
 static proxy *proxy_new(rm_router *r, rm_rpc_call *call, rt_method kind, grpc_slice req,
                         grpc_slice fallback, int has_fallback, uint64_t key, rnode *n)
 {
-    proxy *p = rm_xcalloc(1, sizeof *p);
-    p->r = r;
-    p->call = call;
-    p->kind = kind;
-    p->req = req;
-    p->fallback = fallback;
-    p->has_fallback = has_fallback;
-    p->key = key;
-    p->node = n ? rt_node_ref(n) : NULL;
+    proxy *p = rm_xmalloc(sizeof *p);
+    *p = (proxy){.r = r,
+                 .call = call,
+                 .kind = kind,
+                 .req = req,
+                 .fallback = fallback,
+                 .has_fallback = has_fallback,
+                 .key = key,
+                 .node = n ? rt_node_ref(n) : NULL};
     return p;
 }
 
@@ -213,18 +213,21 @@ static grpc_slice request_bytes(grpc_byte_buffer *req)
     return s;
 }
 
-static grpc_status_code decode_tokens_req(rm_router *r, grpc_byte_buffer *req,
-                                          const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb,
-                                          rm_tokens *toks, char *err, size_t errlen)
+/* Decodes req (a message with tokens: cb is its tokens field, decoded
+ * into toks) into msg. Returns 1, or 0 after answering INVALID_ARGUMENT. */
+static int decoded(const rm_router *r, rm_rpc_call *call, grpc_byte_buffer *req,
+                   const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb, rm_tokens *toks)
 {
+    char err[256];
     toks->max = r->cfg.max_request_tokens;
     rm_pb_tokens_decoder(cb, toks);
-    if (rm_pb_decode_bb(req, desc, msg, err, errlen))
-        return GRPC_STATUS_OK;
+    if (rm_pb_decode_bb(req, desc, msg, err, sizeof err))
+        return 1;
     if (toks->too_many)
-        snprintf(err, errlen, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
+        snprintf(err, sizeof err, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
                  r->cfg.max_request_tokens);
-    return GRPC_STATUS_INVALID_ARGUMENT;
+    rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
+    return 0;
 }
 
 static void no_node(rm_router *r, rm_rpc_call *call)
@@ -271,6 +274,10 @@ static void on_peek(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, con
 void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens)
 {
     rm_router *r = ch->r;
+    if (ch->ncand == 0) {
+        ch->done(ch, NULL);
+        return;
+    }
     for (int i = 0; i < ch->ncand; i++) /* until decide */
         rt_node_ref(ch->cand[i]);
     if (ch->ncand == 1) {
@@ -300,89 +307,15 @@ void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t nto
         decide(ch);
 }
 
-/* Fills ch's key and candidates for a decoded request. Returns 0, or -1
- * when no node is up (the caller answers no_node). */
-static int choice_init(rm_router *r, rt_choice *ch, rt_choice_done_fn done, int proxied,
-                       rm_rpc_call *client, const char *ns, const rm_tokens *toks)
-{
-    ch->r = r;
-    ch->done = done;
-    ch->client = client;
-    ch->proxied = proxied;
-    ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
-    ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
-    return ch->ncand ? 0 : -1;
-}
-
-/* A Match's choice ended: forward it to the node chosen. */
-static void match_chosen(rt_choice *ch, rnode *n)
-{
-    proxy *p = RT_CHOICE_OWNER(ch, proxy, ch);
-    p->node = n;
-    p->key = ch->key;
-    forward(p);
-}
-
-/* A Route: the choice alone, answered with the node chosen. */
-typedef struct route_op {
-    rm_rpc_call *call;
-    rt_choice ch;
-} route_op;
-
-static void route_chosen(rt_choice *ch, rnode *n)
-{
-    route_op *o = RT_CHOICE_OWNER(ch, route_op, ch);
-    radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
-    rep.node_id = n->id;
-    rep.address = n->address;
-    rep.key_tokens = ch->key_tokens;
-    rep.spilled = ch->spilled;
-    rm_rpc_call_finish(o->call, GRPC_STATUS_OK, NULL,
-                       rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
-    rt_node_unref(n);
-    free(o);
-}
-
-void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
-{
-    rm_router *r = ctx;
-    radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
-    rm_tokens toks = {0};
-    char err[256];
-    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens,
-                                            &toks, err, sizeof err);
-    if (st != GRPC_STATUS_OK)
-        rm_rpc_call_finish(call, st, err, NULL);
-    else if (m.peek)
-        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-                           "peek is for nodes; ask the router with Route", NULL);
-    else if (!past_deadline(r, call)) {
-        const char *ns = m.namespace ? m.namespace : "";
-        proxy *p = proxy_new(r, call, RT_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
-        if (choice_init(r, &p->ch, match_chosen, 1, call, ns, &toks) == 0) {
-            rt_choose(&p->ch, ns, toks.v, toks.n);
-        } else {
-            proxy_free(p);
-            no_node(r, call);
-        }
-    }
-    pb_release(radixmesh_v1_MatchRequest_fields, &m);
-    rm_tokens_free(&toks);
-}
+/* ---- the calls -------------------------------------------------------------- */
 
 void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
 {
     rm_router *r = ctx;
     radixmesh_v1_InsertRequest m = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens toks = {0};
-    char err[256];
-    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_InsertRequest_fields, &m,
-                                            &m.tokens, &toks, err, sizeof err);
-    if (st != GRPC_STATUS_OK) {
-        rm_rpc_call_finish(call, st, err, NULL);
-        goto out;
-    }
-    if (past_deadline(r, call))
+    if (!decoded(r, call, req, radixmesh_v1_InsertRequest_fields, &m, &m.tokens, &toks) ||
+        past_deadline(r, call))
         goto out;
     const char *ns = m.namespace ? m.namespace : "";
     uint32_t kt;
@@ -461,27 +394,81 @@ void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
 }
 
+/* Chooses a node for the decoded Match or Route of call. */
+static void choose(rm_router *r, rm_rpc_call *call, rt_choice *ch, rt_choice_done_fn done,
+                   void *arg, int proxied, const char *ns, const rm_tokens *toks)
+{
+    ch->r = r;
+    ch->done = done;
+    ch->arg = arg;
+    ch->client = call;
+    ch->proxied = proxied;
+    ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
+    ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
+    rt_choose(ch, ns, toks->v, toks->n);
+}
+
+/* A Match's choice ended: forward it to the node chosen. */
+static void match_chosen(rt_choice *ch, rnode *n)
+{
+    proxy *p = ch->arg;
+    if (!n) {
+        no_node(p->r, p->call);
+        proxy_free(p);
+        return;
+    }
+    p->node = n;
+    p->key = ch->key;
+    forward(p);
+}
+
+void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens toks = {0};
+    if (!decoded(r, call, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens, &toks))
+        goto out;
+    if (m.peek) {
+        rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                           "peek is for nodes; ask the router with Route", NULL);
+    } else if (!past_deadline(r, call)) {
+        proxy *p = proxy_new(r, call, RT_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
+        choose(r, call, &p->ch, match_chosen, p, 1, m.namespace ? m.namespace : "", &toks);
+    }
+out:
+    pb_release(radixmesh_v1_MatchRequest_fields, &m);
+    rm_tokens_free(&toks);
+}
+
+/* A Route's choice ended: the answer is the node chosen. */
+static void route_chosen(rt_choice *ch, rnode *n)
+{
+    rm_rpc_call *call = ch->arg;
+    if (n) {
+        radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
+        rep.node_id = n->id;
+        rep.address = n->address;
+        rep.key_tokens = ch->key_tokens;
+        rep.spilled = ch->spilled;
+        rm_rpc_call_finish(call, GRPC_STATUS_OK, NULL,
+                           rm_pb_encode_bb(radixmesh_v1_RouteReply_fields, &rep));
+        rt_node_unref(n);
+    } else {
+        no_node(ch->r, call);
+    }
+    free(ch);
+}
+
 void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
 {
     rm_router *r = ctx;
     radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens toks = {0};
-    char err[256];
-    grpc_status_code st = decode_tokens_req(r, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens,
-                                            &toks, err, sizeof err);
-    if (st != GRPC_STATUS_OK)
-        rm_rpc_call_finish(call, st, err, NULL);
-    else if (!past_deadline(r, call)) {
-        const char *ns = m.namespace ? m.namespace : "";
-        route_op *o = rm_xcalloc(1, sizeof *o);
-        o->call = call;
-        if (choice_init(r, &o->ch, route_chosen, 0, call, ns, &toks) == 0) {
-            rt_choose(&o->ch, ns, toks.v, toks.n);
-        } else {
-            free(o);
-            no_node(r, call);
-        }
-    }
+    if (decoded(r, call, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens, &toks) &&
+        !past_deadline(r, call))
+        choose(r, call, rm_xcalloc(1, sizeof(rt_choice)), route_chosen, call, 0,
+               m.namespace ? m.namespace : "", &toks);
     pb_release(radixmesh_v1_RouteRequest_fields, &m);
     rm_tokens_free(&toks);
 }

@@ -5,7 +5,6 @@
 #include "router.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "grpc/health/v1/health.pb.h"
 #include "pbx.h"
@@ -15,22 +14,24 @@
 
 void rm_router_config_defaults(rm_router_config *cfg)
 {
-    memset(cfg, 0, sizeof *cfg);
-    cfg->router_id = "router";
-    cfg->load_factor = 1.25;
-    cfg->load_floor = 32;
-    cfg->vnodes = 256;
-    cfg->choices = 2;
-    cfg->key_block_tokens = 64;
-    cfg->max_key_blocks = 128;
-    cfg->hot_share = 0;
-    cfg->key_mode = RM_KEY_ADAPTIVE;
-    cfg->fixed_key_tokens = 256;
-    cfg->call_timeout_ms = 1000;
-    cfg->health_interval_ms = 1000;
-    cfg->stats_interval_ms = 1000;
-    cfg->load_half_life_ms = 1000;
-    cfg->max_request_tokens = 1048576;
+    *cfg = (rm_router_config){.router_id = "router",
+                              /* placement */
+                              .load_factor = 1.25,
+                              .load_floor = 32,
+                              .vnodes = 256,
+                              .choices = 2,
+                              .load_half_life_ms = 1000,
+                              /* keys: hot_share 0 is auto */
+                              .key_mode = RM_KEY_ADAPTIVE,
+                              .key_block_tokens = 64,
+                              .max_key_blocks = 128,
+                              .hot_share = 0,
+                              .fixed_key_tokens = 256,
+                              /* calls to nodes */
+                              .call_timeout_ms = 1000,
+                              .health_interval_ms = 1000,
+                              .stats_interval_ms = 1000,
+                              .max_request_tokens = 1048576};
     rm_outlier_config_defaults(&cfg->outlier);
     rm_breaker_config_defaults(&cfg->worker_breaker);
 }
@@ -102,34 +103,26 @@ static grpc_status_code do_health(void *ctx, grpc_byte_buffer *req, grpc_byte_bu
 int rm_router_register(rm_router *r, rm_rpc_server *srv)
 {
     r->srv = srv;
-    const rm_rpc_method methods[] = {
-        {.path = "/radixmesh.v1.Router/Route",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = rt_do_route,
-         .ctx = r},
-        {.path = "/radixmesh.v1.Router/Match",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = rt_do_match,
-         .ctx = r},
-        {.path = "/radixmesh.v1.Router/Insert",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = rt_do_insert,
-         .ctx = r},
-        {.path = "/radixmesh.v1.Router/Release",
-         .kind = RM_RPC_UNARY_ASYNC,
-         .unary_async = rt_do_release,
-         .ctx = r},
-        {.path = "/radixmesh.v1.Router/ClusterStats",
-         .kind = RM_RPC_UNARY,
-         .unary = rt_do_cluster_stats,
-         .ctx = r},
-        {.path = "/grpc.health.v1.Health/Check",
-         .kind = RM_RPC_UNARY,
-         .unary = do_health,
-         .ctx = r},
+    static const struct {
+        const char *path;
+        rm_unary_async_fn call; /* answered later: Router calls go to nodes */
+        rm_unary_fn unary;      /* answered at once from the router's state */
+    } methods[] = {
+        {"/radixmesh.v1.Router/Route", rt_do_route, NULL},
+        {"/radixmesh.v1.Router/Match", rt_do_match, NULL},
+        {"/radixmesh.v1.Router/Insert", rt_do_insert, NULL},
+        {"/radixmesh.v1.Router/Release", rt_do_release, NULL},
+        {"/radixmesh.v1.Router/ClusterStats", NULL, rt_do_cluster_stats},
+        {"/grpc.health.v1.Health/Check", NULL, do_health},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++)
-        if (rm_rpc_server_add_method(srv, &methods[i]) != 0)
+    for (size_t i = 0; i < RM_ARRAY_LEN(methods); i++) {
+        rm_rpc_method m = {.path = methods[i].path,
+                           .kind = methods[i].call ? RM_RPC_UNARY_ASYNC : RM_RPC_UNARY,
+                           .unary = methods[i].unary,
+                           .unary_async = methods[i].call,
+                           .ctx = r};
+        if (rm_rpc_server_add_method(srv, &m) != 0)
             return -1;
+    }
     return 0;
 }

@@ -22,7 +22,6 @@
 #define RM_ROUTER_INTERNAL_H
 
 #include <pthread.h>
-#include <stddef.h>
 
 #include "radixmesh.pb.h"
 #include "ring.h"
@@ -207,18 +206,19 @@ typedef struct rt_choice rt_choice;
 
 /* How a choice ends, set by whoever started it (Match: forward; Route:
  * reply; gateway: hand the job back). n is the chosen node, already
- * charged with the request; the callee owns one reference to it. The
- * choice is over: the callee may free the object holding it. */
+ * charged with the request, and the callee owns one reference to it; NULL
+ * when no node is up. The choice is over: the callee frees it (or the
+ * object it is part of). */
 typedef void (*rt_choice_done_fn)(rt_choice *ch, rnode *n);
 
-/* One request's choice, embedded in the object that carries the request
- * from its start to its end (the callback finds it by offsetof). */
+/* One request's choice of a node: its key, its candidates, their peeks. */
 struct rt_choice {
     rm_router *r;
     rt_choice_done_fn done;
+    void *arg; /* the starter's (Match: its proxy; Route: the call; gateway: the job) */
     const rm_rpc_call *client; /* whose deadline bounds the peeks; NULL: none */
     int cut;                   /* the peeks' deadline was the client's */
-    int proxied;               /* the request goes through the router: charge a call in flight */
+    int proxied;               /* the request goes through the router: a call in flight */
     uint64_t key;
     uint32_t key_tokens;
     rnode *cand[2];
@@ -230,13 +230,10 @@ struct rt_choice {
     } pk[2];
 };
 
-/* The object of type `type` whose member `field` is the choice ch. */
-#define RT_CHOICE_OWNER(ch, type, field) ((type *)(void *)((char *)(ch)-offsetof(type, field)))
-
 /* Peeks at ch's candidates for the cached prefix of tokens (in parallel),
- * or decides at once when there is only one; then charges the winner and
- * calls ch->done. ch has r, done, proxied, its key and 1 or 2 candidates
- * (and spilled). */
+ * or decides at once when there is only one; charges the winner and calls
+ * ch->done -- at once with NULL when there is no candidate. ch has r,
+ * done, arg, client, proxied, its key and its candidates (and spilled). */
 void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens);
 /* Why no node could take a call, for the client. */
 void rt_no_node_reason(const rm_router *r, char *msg, size_t len);

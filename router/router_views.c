@@ -1,11 +1,11 @@
 /* router_views.c -- what the router publishes: ClusterStats, /metrics,
  * /api/cluster and the per-second history the dashboard draws. */
-#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "pbx.h"
+#include "prom.h"
 #include "router_internal.h"
 #include "util.h"
 
@@ -127,9 +127,23 @@ void rm_router_sample(rm_router *r, uint64_t now_ms)
         r->nhist++;
 }
 
-static void family(rm_sbuf *b, const char *name, const char *type, const char *help)
+/* One family with one sample of the router, labelled router="id". */
+typedef struct router_metric {
+    const char *name, *type, *help;
+    double v;
+} router_metric;
+
+static void router_metrics(rm_sbuf *b, const char *rl, const router_metric *m, size_t n)
 {
-    rm_sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < n; i++)
+        rm_prom_metric(b, m[i].name, m[i].type, m[i].help, rl, m[i].v);
+}
+
+/* The labels of n's samples: router="...",node="...". */
+static void node_labels(char *out, size_t len, const char *rl, const rnode *n)
+{
+    snprintf(out, len, "%s", rl);
+    rm_prom_label(out, len, "node", n->id);
 }
 
 char *rm_router_metrics(rm_router *r)
@@ -137,63 +151,57 @@ char *rm_router_metrics(rm_router *r)
     rm_sbuf b = {0};
     uint64_t hit, query;
     cluster_totals(r, &hit, &query);
-    const char *rl = r->cfg.router_id;
-    family(&b, "radixmesh_cluster_hit_tokens_total", "counter",
-           "Tokens the cluster's Match requests found cached (sum over nodes).");
-    rm_sbuf_printf(&b, "radixmesh_cluster_hit_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl, hit);
-    family(&b, "radixmesh_cluster_query_tokens_total", "counter",
-           "Tokens of the cluster's Match requests (sum over nodes).");
-    rm_sbuf_printf(&b, "radixmesh_cluster_query_tokens_total{router=\"%s\"} %" PRIu64 "\n", rl,
-                   query);
-    const struct {
-        const char *name, *help;
-        uint64_t v;
-    } counters[] = {
-        {"radixmesh_router_routed_requests_total", "Requests routed (Match and Route).",
-         r->routed_total},
-        {"radixmesh_router_spills_total", "Requests that skipped an overloaded node.", r->spills},
-        {"radixmesh_router_failovers_total", "Calls moved off a failed node.", r->failovers},
-        {"radixmesh_router_retries_total", "Calls retried on another node.", r->retries},
-        {"radixmesh_router_ejections_total",
+    char rl[512] = "", nl[1024];
+    rm_prom_label(rl, sizeof rl, "router", r->cfg.router_id);
+    const router_metric head[] = {
+        {"radixmesh_cluster_hit_tokens_total", "counter",
+         "Tokens the cluster's Match requests found cached (sum over nodes).", (double)hit},
+        {"radixmesh_cluster_query_tokens_total", "counter",
+         "Tokens of the cluster's Match requests (sum over nodes).", (double)query},
+        {"radixmesh_router_routed_requests_total", "counter", "Requests routed (Match and Route).",
+         (double)r->routed_total},
+        {"radixmesh_router_spills_total", "counter", "Requests that skipped an overloaded node.",
+         (double)r->spills},
+        {"radixmesh_router_failovers_total", "counter", "Calls moved off a failed node.",
+         (double)r->failovers},
+        {"radixmesh_router_retries_total", "counter", "Calls retried on another node.",
+         (double)r->retries},
+        {"radixmesh_router_ejections_total", "counter",
          "Nodes taken off the ring after consecutive failures (--eject-after-failures).",
-         r->ejections},
+         (double)r->ejections},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(counters); i++) {
-        family(&b, counters[i].name, "counter", counters[i].help);
-        rm_sbuf_printf(&b, "%s{router=\"%s\"} %" PRIu64 "\n", counters[i].name, rl, counters[i].v);
-    }
+    router_metrics(&b, rl, head, RM_ARRAY_LEN(head));
     if (r->gw_requests_total || r->nworkers) {
         uint64_t wh, wq;
-        double wr = worker_totals(r, &wh, &wq);
-        family(&b, "radixmesh_router_gateway_routed_total", "counter",
-               "HTTP requests the gateway routed to workers.");
-        rm_sbuf_printf(&b, "radixmesh_router_gateway_routed_total{router=\"%s\"} %" PRIu64 "\n", rl,
-                       r->gw_requests_total);
-        family(&b, "radixmesh_router_worker_breaker_opens_total", "counter",
-               "Times a worker's circuit breaker opened (failed requests or trials).");
-        rm_sbuf_printf(&b,
-                       "radixmesh_router_worker_breaker_opens_total{router=\"%s\"} %" PRIu64 "\n",
-                       rl, r->breaker_opens);
-        family(&b, "radixmesh_cluster_worker_hit_rate", "gauge",
-               "The workers' own prefix-cache hit rate (-1: unknown).");
-        rm_sbuf_printf(&b, "radixmesh_cluster_worker_hit_rate{router=\"%s\"} %.17g\n", rl, wr);
-        family(&b, "radixmesh_node_worker_up", "gauge",
-               "1 while the node's worker is reachable and its circuit breaker closed.");
+        const router_metric gw[] = {
+            {"radixmesh_router_gateway_routed_total", "counter",
+             "HTTP requests the gateway routed to workers.", (double)r->gw_requests_total},
+            {"radixmesh_router_worker_breaker_opens_total", "counter",
+             "Times a worker's circuit breaker opened (failed requests or trials).",
+             (double)r->breaker_opens},
+            {"radixmesh_cluster_worker_hit_rate", "gauge",
+             "The workers' own prefix-cache hit rate (-1: unknown).", worker_totals(r, &wh, &wq)},
+        };
+        router_metrics(&b, rl, gw, RM_ARRAY_LEN(gw));
+        rm_prom_family(&b, "radixmesh_node_worker_up", "gauge",
+                       "1 while the node's worker is reachable and its circuit breaker closed.");
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
-            if (!n->removed && n->id && n->worker_port)
-                rm_sbuf_printf(&b, "radixmesh_node_worker_up{router=\"%s\",node=\"%s\"} %d\n", rl,
-                               n->id, rt_worker_up(n));
+            if (!n->removed && n->id && n->worker_port) {
+                node_labels(nl, sizeof nl, rl, n);
+                rm_prom_sample(&b, "radixmesh_node_worker_up", nl, rt_worker_up(n));
+            }
         }
     }
-    family(&b, "radixmesh_router_healthy_nodes", "gauge",
-           "Nodes answering, neither ejected nor failing.");
-    rm_sbuf_printf(&b, "radixmesh_router_healthy_nodes{router=\"%s\"} %u\n", rl, r->healthy);
-    family(&b, "radixmesh_router_panic", "gauge",
-           "1 while too few nodes are healthy (--panic-threshold) and all are routed to.");
-    rm_sbuf_printf(&b, "radixmesh_router_panic{router=\"%s\"} %d\n", rl, r->panic);
-    family(&b, "radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.");
-    rm_sbuf_printf(&b, "radixmesh_router_hot_prefixes{router=\"%s\"} %zu\n", rl, r->nhot);
+    const router_metric state[] = {
+        {"radixmesh_router_healthy_nodes", "gauge", "Nodes answering, neither ejected nor failing.",
+         r->healthy},
+        {"radixmesh_router_panic", "gauge",
+         "1 while too few nodes are healthy (--panic-threshold) and all are routed to.", r->panic},
+        {"radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.",
+         (double)r->nhot},
+    };
+    router_metrics(&b, rl, state, RM_ARRAY_LEN(state));
     /* Per node: cardinality is bounded by the membership. */
     const char *fams[][3] = {
         {"radixmesh_node_up", "gauge", "1 while the node is healthy."},
@@ -208,7 +216,7 @@ char *rm_router_metrics(rm_router *r)
     };
     uint64_t now = rm_now_ms();
     for (size_t f = 0; f < RM_ARRAY_LEN(fams); f++) {
-        family(&b, fams[f][0], fams[f][1], fams[f][2]);
+        rm_prom_family(&b, fams[f][0], fams[f][1], fams[f][2]);
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
             if (n->removed || !n->id)
@@ -223,13 +231,14 @@ char *rm_router_metrics(rm_router *r)
                           (double)st->pool_pages,
                           (double)st->free_pages,
                           rt_node_load(r, n, now)};
-            rm_sbuf_printf(&b, "%s{router=\"%s\",node=\"%s\"} %.17g\n", fams[f][0], rl, n->id,
-                           v[f]);
+            node_labels(nl, sizeof nl, rl, n);
+            rm_prom_sample(&b, fams[f][0], nl, v[f]);
         }
     }
-    family(&b, "radixmesh_build_info", "gauge", "Build information.");
-    rm_sbuf_printf(&b, "radixmesh_build_info{router=\"%s\",role=\"router\",version=\"%s\"} 1\n", rl,
-                   RM_VERSION);
+    snprintf(nl, sizeof nl, "%s", rl);
+    rm_prom_label(nl, sizeof nl, "role", "router");
+    rm_prom_label(nl, sizeof nl, "version", RM_VERSION);
+    rm_prom_metric(&b, "radixmesh_build_info", "gauge", "Build information.", nl, 1);
     return b.p;
 }
 

@@ -35,6 +35,14 @@ static uint64_t chain(const char *ns, const uint32_t *t, size_t blocks)
     return h;
 }
 
+/* The hot set of t's first two blocks, sorted. */
+static void hot_first_two(const uint32_t *t, uint64_t hot[2])
+{
+    uint64_t a = chain("m", t, 1), b = chain("m", t, 2);
+    hot[0] = a < b ? a : b;
+    hot[1] = a < b ? b : a;
+}
+
 static void test_no_hot_set_keys_on_the_first_block(void)
 {
     rm_router_config c = config();
@@ -55,12 +63,8 @@ static void test_key_steps_past_the_deepest_hot_prefix(void)
     request(a, 20, 8, 1);
     request(b, 20, 8, 2);
     request(a2, 24, 8, 1); /* the next turn of a's conversation */
-    uint64_t hot[2] = {chain("m", a, 1), chain("m", a, 2)};
-    if (hot[0] > hot[1]) {
-        uint64_t t = hot[0];
-        hot[0] = hot[1];
-        hot[1] = t;
-    }
+    uint64_t hot[2];
+    hot_first_two(a, hot);
     uint64_t ka = rm_route_key(&c, hot, 2, "m", a, 20, &kt);
     CHECK_EQ(kt, 3 * B);
     CHECK(ka == chain("m", a, 3));
@@ -84,12 +88,8 @@ static void test_short_or_all_hot_requests_spread(void)
     uint32_t x[10], y[10];
     request(x, 10, 8, 1);
     request(y, 10, 8, 2);
-    uint64_t hot[2] = {chain("m", x, 1), chain("m", x, 2)};
-    if (hot[0] > hot[1]) {
-        uint64_t t = hot[0];
-        hot[0] = hot[1];
-        hot[1] = t;
-    }
+    uint64_t hot[2];
+    hot_first_two(x, hot);
     uint64_t kx = rm_route_key(&c, hot, 2, "m", x, 10, &kt);
     CHECK_EQ(kt, 10);
     CHECK(kx != chain("m", x, 2));
@@ -102,12 +102,8 @@ static void test_max_key_blocks_bounds_the_depth(void)
     c.max_key_blocks = 2;
     uint32_t a[20], kt = 0;
     request(a, 20, 20, 0);
-    uint64_t hot[2] = {chain("m", a, 1), chain("m", a, 2)};
-    if (hot[0] > hot[1]) {
-        uint64_t t = hot[0];
-        hot[0] = hot[1];
-        hot[1] = t;
-    }
+    uint64_t hot[2];
+    hot_first_two(a, hot);
     /* Both looked-at blocks hot: spread, though block 3 exists. */
     rm_route_key(&c, hot, 2, "m", a, 20, &kt);
     CHECK_EQ(kt, 20);
