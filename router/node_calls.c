@@ -1,8 +1,9 @@
 /* node_calls.c -- the router's calls to its nodes: each node's channel
  * (common/rpc_client.h builds it as every radixmesh client does) with its
- * registered methods, and unary calls on the router's own completion
- * queue, whose replies run on the router thread. Health checks, Stats
- * polls, peeks, forwarded calls and gateway records all start here. */
+ * registered methods, unary calls on the router's own completion queue
+ * (their replies run on the router thread), and the deadline of a call
+ * made for a client. Health checks, Stats polls, peeks, forwarded calls
+ * and gateway records all start here. */
 #include <grpc/byte_buffer.h>
 
 #include "pbx.h"

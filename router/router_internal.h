@@ -149,6 +149,10 @@ void rt_node_channel_close(rnode *n);
  * not run. */
 int rt_node_call(const rm_router *r, rnode *n, rt_method m, grpc_slice bytes, int timeout_ms,
                  rm_rpc_reply_fn cb, void *ctx);
+/* The same with msg encoded (fields: its nanopb descriptor). */
+int rt_node_call_msg(const rm_router *r, rnode *n, rt_method m, const pb_msgdesc_t *fields,
+                     const void *msg, int timeout_ms, rm_rpc_reply_fn cb, void *ctx);
+
 /* Before a client's deadline, the router needs this long to carry a node's
  * answer back (and the client to receive it). */
 #define RT_DEADLINE_MARGIN_MS 10
@@ -163,10 +167,6 @@ int rt_call_timeout_ms(uint32_t call_timeout_ms, int64_t client_ms_left, int *cu
 /* The same for client (NULL: none, e.g. gateway jobs) and the router's
  * --call-timeout-ms. */
 int rt_client_call_timeout(const rm_router *r, const rm_rpc_call *client, int *cut);
-
-/* The same with msg encoded (fields: its nanopb descriptor). */
-int rt_node_call_msg(const rm_router *r, rnode *n, rt_method m, const pb_msgdesc_t *fields,
-                     const void *msg, int timeout_ms, rm_rpc_reply_fn cb, void *ctx);
 
 /* ---- route_key.c ------------------------------------------------------------ */
 
