@@ -25,21 +25,30 @@ int rm_rpc_client_init(rm_rpc_client *c, const char *target)
     return rm_rpc_client_init_tls(c, target, NULL);
 }
 
+grpc_channel *rm_rpc_channel_create(const char *target, const rm_tls *tls, int max_send_bytes)
+{
+    grpc_arg args[4];
+    size_t n = 0;
+    args[n].type = GRPC_ARG_INTEGER;
+    args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[n++].value.integer = MAX_MSG;
+    if (max_send_bytes >= 0) {
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+        args[n++].value.integer = max_send_bytes;
+    }
+    rm_rpc_reconnect_args(args + n);
+    grpc_channel_args ca = {n + 2, args};
+    grpc_channel_credentials *creds = rm_tls_channel_creds(tls);
+    grpc_channel *ch = grpc_channel_create(target, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
 int rm_rpc_client_init_tls(rm_rpc_client *c, const char *target, const rm_tls *tls)
 {
     memset(c, 0, sizeof *c);
-    grpc_arg args[4];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = MAX_MSG;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = MAX_MSG;
-    rm_rpc_reconnect_args(args + 2);
-    grpc_channel_args ca = {4, args};
-    grpc_channel_credentials *creds = rm_tls_channel_creds(tls);
-    c->ch = grpc_channel_create(target, creds, &ca);
-    grpc_channel_credentials_release(creds);
+    c->ch = rm_rpc_channel_create(target, tls, MAX_MSG);
     if (!c->ch)
         return -1;
     c->cq = grpc_completion_queue_create_for_pluck(NULL);

@@ -40,13 +40,22 @@ typedef struct rm_rpc_client {
  * the 20 s minimum). */
 void rm_rpc_reconnect_args(grpc_arg args[2]);
 
+struct rm_tls;
+
+/* A channel to target "host:port", as every radixmesh client opens one
+ * (the blocking clients here, the router towards its nodes): over TLS when
+ * tls has a CA (tls may be NULL; see rm_rpc_client_init_tls), messages
+ * received up to 64 MiB, the reconnect arguments above, and messages sent
+ * up to max_send_bytes (-1: no limit of its own, gRPC's default). NULL on
+ * failure. */
+grpc_channel *rm_rpc_channel_create(const char *target, const struct rm_tls *tls,
+                                    int max_send_bytes);
+
 /* Connects (lazily) to target "host:port" without TLS. Max message sizes
  * are raised to 64 MiB so million-token requests fit; reconnect backoff is
  * capped at 2 s so a restarted server is found again quickly. Returns 0 or
  * -1. */
 int rm_rpc_client_init(rm_rpc_client *c, const char *target);
-
-struct rm_tls;
 
 /* Like rm_rpc_client_init, over TLS when tls has a CA (the server is
  * verified against it; tls's certificate, if any, is presented for mTLS).

@@ -9,11 +9,11 @@ void rm_outlier_config_defaults(rm_outlier_config *c)
     c->panic_threshold = 0.5;
 }
 
-rm_outlier_outcome rm_outlier_classify(int failed, int router_stalled)
+rm_outlier_outcome rm_outlier_classify(int failed, int router_stalled, int client_deadline)
 {
     if (!failed)
         return RM_OUTLIER_ANSWERED;
-    return router_stalled ? RM_OUTLIER_IGNORED : RM_OUTLIER_FAILED;
+    return router_stalled || client_deadline ? RM_OUTLIER_IGNORED : RM_OUTLIER_FAILED;
 }
 
 int rm_outlier_may_eject(const rm_outlier_config *c, uint32_t members, uint32_t ejected)

@@ -1,15 +1,19 @@
 /* outlier.h -- when a cache node leaves the ring: the router's ejection rule.
  *
- * Pure decisions, no I/O and no clock: router.c feeds every result it gets
- * from a node (health checks, Stats polls, peeks, forwarded calls) through
- * rm_outlier_classify and rm_outlier_record and applies what they return.
- * The rule follows Envoy's outlier detection:
+ * Pure decisions, no I/O and no clock: the router (node_link.c, proxy.c)
+ * feeds every result it gets from a node (health checks, Stats polls,
+ * peeks, forwarded calls) through rm_outlier_classify and
+ * rm_outlier_record and applies what they return. The rule follows
+ * Envoy's outlier detection:
  *
  *   - a node is ejected only after `eject_after` consecutive failures
  *     (unreachable, reset, deadline); any answer from it resets the count;
  *   - a failure of a call that was out while the router itself stalled
  *     (its loop did not run: stopped, starved, blocked) is not counted --
  *     its deadline measured the router, not the node -- and resets nothing;
+ *     nor is a call whose deadline was cut short to its client's own (less
+ *     than the router's --call-timeout-ms) when that deadline passes: it
+ *     measured the client's patience, not the node;
  *   - at most `max_ejected_share` of the members are ejected at a time
  *     (one may always be); a node that reached eject_after beyond that is
  *     kept on the ring, failing (not healthy), until room is made;
@@ -41,12 +45,14 @@ void rm_outlier_config_defaults(rm_outlier_config *c);
 typedef enum {
     RM_OUTLIER_ANSWERED, /* any reply, the node's own error status included */
     RM_OUTLIER_FAILED,   /* a transport failure: counted */
-    RM_OUTLIER_IGNORED,  /* a transport failure while the router stalled */
+    RM_OUTLIER_IGNORED,  /* the router stalled, or the client's deadline cut the call */
 } rm_outlier_outcome;
 
 /* failed: the call failed at the transport (no answer from the node);
- * router_stalled: the router's loop stalled while the call was out. */
-rm_outlier_outcome rm_outlier_classify(int failed, int router_stalled);
+ * router_stalled: the router's loop stalled while the call was out;
+ * client_deadline: it failed at a deadline its client set, shorter than
+ * the router's own. */
+rm_outlier_outcome rm_outlier_classify(int failed, int router_stalled, int client_deadline);
 
 /* Per-node state, owned by the caller (zero-initialised: healthy). */
 typedef struct rm_outlier_node {

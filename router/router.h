@@ -90,17 +90,10 @@ char *rm_router_cluster_json(rm_router *r);
  * nodes than this. */
 uint32_t rm_router_healthy_nodes(const rm_router *r);
 
-/* The routing key of a request and how many tokens it covers (exposed for
- * tests and benchmarks). */
+/* The routing key of a request and how many tokens it covers, with the
+ * router's current hot set (the rule: rm_route_key, router/route_key.h). */
 uint64_t rm_router_key(const rm_router *r, const char *ns, const uint32_t *tokens, size_t n,
                        uint32_t *key_tokens);
-
-/* Of the requests n nodes report for one prefix, the weight that continued
- * other than through the overall leading continuation: each node's own
- * "other", plus what went through a node's leader that is not the overall
- * one. A prefix is hot only if this is >= 0.1 of its requests (exposed for
- * tests). */
-double rm_router_prefix_branching(const radixmesh_v1_HotPrefix *reports, size_t n);
 
 /* ---- gateway support (router/gateway.c runs on its own thread) ---------- */
 

@@ -34,19 +34,23 @@ static int under_valgrind;
 static test_daemon nodes[NODES];
 static char node_list[1024];
 
+static void start_nodes(test_daemon *d, int n, const char *prefix, char *list, size_t len,
+                        const char *extra_flag, const char *extra_value)
+{
+    list[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        const char *argv[] = {node_bin,      "--node-id", id,         "--shutdown-delay-ms", "0",
+                              "--log-level", "warn",      extra_flag, extra_value,           NULL};
+        REQUIRE(td_start(&d[i], argv) == 0);
+        snprintf(list + strlen(list), len - strlen(list), "%s%s=%s", i ? "," : "", id, d[i].addr);
+    }
+}
+
 static void start_cluster(void)
 {
-    node_list[0] = '\0';
-    for (int i = 0; i < NODES; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "n%d", i);
-        const char *argv[] = {node_bin, "--node-id",   id,     "--shutdown-delay-ms",
-                              "0",      "--log-level", "warn", "--hot-half-life-ms",
-                              "3000",   NULL};
-        REQUIRE(td_start(&nodes[i], argv) == 0);
-        snprintf(node_list + strlen(node_list), sizeof node_list - strlen(node_list), "%s%s=%s",
-                 i ? "," : "", id, nodes[i].addr);
-    }
+    start_nodes(nodes, NODES, "n", node_list, sizeof node_list, "--hot-half-life-ms", "3000");
 }
 
 static void start_router(test_daemon *r, const char *id)
@@ -61,6 +65,27 @@ static void start_router(test_daemon *r, const char *id)
                           "200",      "--log-level",
                           "warn",     NULL};
     REQUIRE(td_start(r, argv) == 0);
+}
+
+/* Starts a router with the flags in flags (separated by spaces) and
+ * "--nodes nodes" (unless nodes is NULL), without a shutdown delay;
+ * connects cc to it and waits until `healthy` nodes are healthy there. */
+static void start_router_with(test_daemon *r, const char *nodes, const char *flags,
+                              rm_cache_client *cc, uint32_t healthy)
+{
+    char buf[1024], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", flags);
+    const char *argv[64] = {router_bin, "--shutdown-delay-ms", "0"};
+    size_t n = 3;
+    if (nodes) {
+        argv[n++] = "--nodes";
+        argv[n++] = nodes;
+    }
+    for (char *t = strtok_r(buf, " ", &save); t && n < 60; t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
+    REQUIRE(td_start(r, argv) == 0);
+    REQUIRE(rm_cc_init_router(cc, r->addr, 20000) == 0);
+    REQUIRE(cw_wait_for(cc, cw_healthy_is, &healthy, 30000));
 }
 
 /* Polls ClusterStats until pred holds or 10 s pass. */
@@ -243,16 +268,11 @@ static int64_t counter_of(rm_cache_client *cc, int which)
 static void failover_is_retried(void)
 {
     test_daemon r;
-    const char *argv[] = {router_bin, "--nodes",           node_list, "--router-id",
-                          "failover", "--choices",         "1",       "--health-interval-ms",
-                          "200",      "--stats-interval",  "200",     "--eject-after-failures",
-                          "1000",     "--call-timeout-ms", "1000",    "--shutdown-delay-ms",
-                          "0",        "--log-level",       "warn",    NULL};
-    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r.addr, 20000) == 0);
-    uint32_t want = NODES;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
+    start_router_with(&r, node_list,
+                      "--router-id failover --choices 1 --health-interval-ms 200 --stats-interval "
+                      "200 --eject-after-failures 1000 --call-timeout-ms 1000 --log-level warn",
+                      &cc, NODES);
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 909, 0);
     char msg[256];
@@ -480,18 +500,13 @@ static void test_dns_membership(void)
     REQUIRE(td_start(&node, nargv) == 0);
     char target[128];
     snprintf(target, sizeof target, "localhost:%s", strrchr(node.addr, ':') + 1);
-    const char *rargv[] = {router_bin, "--nodes-dns",
-                           target,     "--dns-interval-ms",
-                           "200",      "--health-interval-ms",
-                           "200",      "--stats-interval",
-                           "200",      "--shutdown-delay-ms",
-                           "0",        "--log-level",
-                           "warn",     NULL};
-    REQUIRE(td_start(&router, rargv) == 0);
+    char flags[256];
+    snprintf(flags, sizeof flags,
+             "--nodes-dns %s --dns-interval-ms 200 --health-interval-ms 200 --stats-interval 200 "
+             "--log-level warn",
+             target);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, router.addr, 5000) == 0);
-    uint32_t want = 1;
-    CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
+    start_router_with(&router, NULL, flags, &cc, 1);
     rm_cc_cluster c;
     char msg[256];
     REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
@@ -504,24 +519,10 @@ static void test_dns_membership(void)
     CHECK_EQ(rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg), 0);
     CHECK(strcmp(m.node_id, "dns-node") == 0);
     td_stop(&node, SIGKILL, 5000);
-    want = 0;
+    uint32_t want = 0;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&router, SIGTERM, 10000), 0);
-}
-
-static void start_nodes(test_daemon *d, int n, char *list, size_t len, const char *extra_flag,
-                        const char *extra_value)
-{
-    list[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "s%d", i);
-        const char *argv[] = {node_bin,      "--node-id", id,         "--shutdown-delay-ms", "0",
-                              "--log-level", "warn",      extra_flag, extra_value,           NULL};
-        REQUIRE(td_start(&d[i], argv) == 0);
-        snprintf(list + strlen(list), len - strlen(list), "%s%s=%s", i ? "," : "", id, d[i].addr);
-    }
 }
 
 /* The router itself stopped (SIGSTOP, 2.5 s, five times) while calls are
@@ -533,19 +534,12 @@ static void test_router_stall_ejects_nobody(void)
     enum { N = 3, THREADS = 6 };
     test_daemon nd[N], r;
     char list[512];
-    start_nodes(nd, N, list, sizeof list, NULL, NULL);
-    const char *argv[] = {router_bin, "--nodes",
-                          list,       "--health-interval-ms",
-                          "100",      "--stats-interval",
-                          "100",      "--call-timeout-ms",
-                          "500",      "--shutdown-delay-ms",
-                          "0",        "--log-level",
-                          "warn",     NULL};
-    REQUIRE(td_start(&r, argv) == 0);
+    start_nodes(nd, N, "s", list, sizeof list, NULL, NULL);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r.addr, 30000) == 0);
-    uint32_t want = N;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
+    start_router_with(&r, list,
+                      "--health-interval-ms 100 --stats-interval 100 --call-timeout-ms 500 "
+                      "--log-level warn",
+                      &cc, N);
     atomic_int stop = 0, done = 0;
     pthread_t th[THREADS];
     worker w[THREADS];
@@ -593,12 +587,112 @@ static void test_router_stall_ejects_nobody(void)
 
     /* A dead node still leaves, once its failures are counted. */
     td_stop(&nd[0], SIGKILL, 5000);
-    want = N - 1;
+    uint32_t want = N - 1;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     CHECK_EQ(counter_of(&cc, EJECTIONS), 1);
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&r, SIGTERM, 20000), 0);
     for (int i = 1; i < N; i++)
+        td_stop(&nd[i], SIGTERM, 10000);
+}
+
+/* Match on cc with a per-call deadline of ms; returns the status. */
+static int match_within(rm_cache_client *cc, int ms, const uint32_t *tok, size_t n, int lease,
+                        rm_cc_match_reply *m)
+{
+    char msg[256];
+    int was = cc->timeout_ms;
+    cc->timeout_ms = ms;
+    int st = rm_cc_match(cc, "chat", tok, n, lease, 0, m, msg, sizeof msg);
+    cc->timeout_ms = was;
+    return st;
+}
+
+/* A client's deadline bounds the router's calls for it. Against a hung
+ * node (SIGSTOP), a client with a short deadline gets DEADLINE_EXCEEDED at
+ * its deadline: the forwarded call or peek ends with it, and its failure
+ * is not counted against the node (it measured the client's patience,
+ * not the node). A client whose deadline leaves no time gets
+ * DEADLINE_EXCEEDED without a node call. Health checks and Stats polls
+ * are kept out of the way (one a minute), so the node sees only the
+ * calls made for clients; two routers: one forwards without peeking
+ * (--choices 1), one peeks at both nodes. */
+static void test_client_deadline_passed_on(void)
+{
+    enum { N = 2, SHORT_MS = 300, CALL_MS = 3000 };
+    test_daemon nd[N], ra, rb;
+    char list[512], msg[256];
+    start_nodes(nd, N, "s", list, sizeof list, NULL, NULL);
+    /* Health checks and Stats polls once a minute: the nodes see only the
+     * calls made for clients. */
+    const char *flags = "--call-timeout-ms 3000 --eject-after-failures 2 --health-interval-ms "
+                        "60000 --stats-interval 60000 --log-level error --choices";
+    char one[256], two[256];
+    snprintf(one, sizeof one, "%s 1", flags);
+    snprintf(two, sizeof two, "%s 2", flags);
+    rm_cache_client ca, cb;
+    start_router_with(&ra, list, one, &ca, N);
+    start_router_with(&rb, list, two, &cb, N);
+    uint32_t tok[SYS + 96];
+    size_t n = conversation(tok, 77, 0);
+    rm_cc_match_reply m, lease;
+    REQUIRE(match_within(&ca, 20000, tok, n, 1, &lease) == 0);
+    int victim = !strcmp(lease.node_id, "s1");
+    rm_cache_client nc;
+    REQUIRE(rm_cc_init(&nc, nd[victim].addr, 20000) == 0);
+
+    /* No time left: answered at once, the node never asked. */
+    radixmesh_v1_NodeStats s0, s1;
+    REQUIRE(rm_cc_stats(&nc, &s0, msg, sizeof msg) == 0);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(match_within(&ca, 5, tok, n, 0, &m), GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK_EQ(match_within(&ca, 20000, tok, n, 0, &m), 0); /* ordered after them */
+    REQUIRE(rm_cc_stats(&nc, &s1, msg, sizeof msg) == 0);
+    CHECK_EQ(s1.match_requests_total, s0.match_requests_total + 1);
+    pb_release(radixmesh_v1_NodeStats_fields, &s0);
+    pb_release(radixmesh_v1_NodeStats_fields, &s1);
+
+    int64_t f0 = counter_of(&ca, FAILOVERS);
+    kill(nd[victim].pid, SIGSTOP);
+    long long t0 = td_now_ms();
+    CHECK_EQ(match_within(&ca, SHORT_MS, tok, n, 0, &m), GRPC_STATUS_DEADLINE_EXCEEDED);
+    long long took = td_now_ms() - t0;
+    CHECK(took < CALL_MS); /* at the client's deadline, not the router's */
+    /* Pinned to the hung node by its lease, and its Release: the same. */
+    rm_cc_insert_reply ir;
+    ca.timeout_ms = SHORT_MS;
+    CHECK_EQ(rm_cc_insert(&ca, "chat", tok, n, lease.lease_id, lease.node_id, &ir, msg, sizeof msg),
+             GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK_EQ(rm_cc_release(&ca, lease.lease_id, lease.node_id, msg, sizeof msg),
+             GRPC_STATUS_DEADLINE_EXCEEDED);
+    ca.timeout_ms = 20000;
+    /* Peeking at both: the hung node's peek ends at the deadline too. */
+    CHECK_EQ(match_within(&cb, SHORT_MS, tok, n, 0, &m), GRPC_STATUS_DEADLINE_EXCEEDED);
+    /* A client with time waits out --call-timeout-ms: that failure counts
+     * (one of the two --eject-after-failures), and the call fails over.
+     * These calls end after every call cut short above. */
+    CHECK_EQ(match_within(&ca, 20000, tok, n, 0, &m), 0);
+    CHECK(strcmp(m.node_id, lease.node_id) != 0);
+    CHECK_EQ(match_within(&cb, 20000, tok, n, 0, &m), 0);
+    CHECK(strcmp(m.node_id, lease.node_id) != 0);
+    fprintf(stderr, "client deadline %d ms against a hung node: DEADLINE_EXCEEDED after %lld ms\n",
+            SHORT_MS, took);
+    rm_cache_client *routers[] = {&ca, &cb};
+    for (int i = 0; i < 2; i++) {
+        rm_cc_cluster c;
+        REQUIRE(rm_cc_cluster_stats(routers[i], &c, msg, sizeof msg) == 0);
+        CHECK_EQ(c.cs.ejections_total, 0);
+        CHECK_EQ(c.cs.healthy_nodes, N);
+        rm_cc_cluster_free(&c);
+    }
+    CHECK_EQ(counter_of(&ca, FAILOVERS), f0 + 1); /* the long call's alone */
+    kill(nd[victim].pid, SIGCONT);
+    rm_cc_close(&nc);
+    rm_cc_close(&ca);
+    rm_cc_close(&cb);
+    CHECK_EQ(td_stop(&ra, SIGTERM, 20000), 0);
+    CHECK_EQ(td_stop(&rb, SIGTERM, 20000), 0);
+    for (int i = 0; i < N; i++)
         td_stop(&nd[i], SIGTERM, 10000);
 }
 
@@ -647,7 +741,7 @@ static void test_wrong_node_token(void)
     write_file(bad, "not-the-nodes-token\n");
     test_daemon nd, r;
     char list[512];
-    start_nodes(&nd, 1, list, sizeof list, "--auth-token-file", good);
+    start_nodes(&nd, 1, "s", list, sizeof list, "--auth-token-file", good);
     const char *argv[] = {router_bin,    "--nodes",
                           list,          "--node-token-file",
                           bad,           "--health-interval-ms",
@@ -713,21 +807,16 @@ static void test_membership_churn(void)
     snprintf(conf, sizeof conf, "%s/router.conf", dir);
     test_daemon nd[2], r;
     char list[512];
-    start_nodes(nd, 2, list, sizeof list, NULL, NULL);
+    start_nodes(nd, 2, "s", list, sizeof list, NULL, NULL);
     /* log-level is set in the file: a file without it broke reloads from the
      * third on (issue 13, item 4, fixed apart from this). */
     snprintf(text, sizeof text, "nodes = %s\nlog-level = warn\n", list);
     write_file(conf, text);
-    const char *argv[] = {router_bin, "--config",
-                          conf,       "--health-interval-ms",
-                          "100",      "--stats-interval",
-                          "100",      "--shutdown-delay-ms",
-                          "0",        NULL};
-    REQUIRE(td_start(&r, argv) == 0);
+    char flags[700];
+    snprintf(flags, sizeof flags, "--config %s --health-interval-ms 100 --stats-interval 100",
+             conf);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r.addr, 10000) == 0);
-    uint32_t want = 2;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
+    start_router_with(&r, NULL, flags, &cc, 2);
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 6, 0);
     char msg[256];
@@ -763,7 +852,7 @@ static void test_membership_churn(void)
             rss_warm = td_rss_kib(r.pid);
     }
     /* Let the last checks of the removed nodes end. */
-    want = 2;
+    uint32_t want = 2;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     long rss_end = td_rss_kib(r.pid);
     fprintf(stderr,
@@ -805,6 +894,7 @@ int main(int argc, char **argv)
     RUN(test_cluster);
     RUN(test_dns_membership);
     RUN(test_router_stall_ejects_nobody);
+    RUN(test_client_deadline_passed_on);
     RUN(test_wrong_node_token);
     RUN(test_membership_churn);
     RUN(test_bad_flags);

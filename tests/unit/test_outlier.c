@@ -25,10 +25,13 @@ static void test_defaults(void)
 
 static void test_classify(void)
 {
-    CHECK_EQ(rm_outlier_classify(0, 0), RM_OUTLIER_ANSWERED);
-    CHECK_EQ(rm_outlier_classify(0, 1), RM_OUTLIER_ANSWERED); /* an answer is an answer */
-    CHECK_EQ(rm_outlier_classify(1, 0), RM_OUTLIER_FAILED);
-    CHECK_EQ(rm_outlier_classify(1, 1), RM_OUTLIER_IGNORED);
+    CHECK_EQ(rm_outlier_classify(0, 0, 0), RM_OUTLIER_ANSWERED);
+    CHECK_EQ(rm_outlier_classify(0, 1, 0), RM_OUTLIER_ANSWERED); /* an answer is an answer */
+    CHECK_EQ(rm_outlier_classify(0, 0, 1), RM_OUTLIER_ANSWERED);
+    CHECK_EQ(rm_outlier_classify(1, 0, 0), RM_OUTLIER_FAILED);
+    CHECK_EQ(rm_outlier_classify(1, 1, 0), RM_OUTLIER_IGNORED);
+    /* Cut short by its client's deadline: the node had less than its time. */
+    CHECK_EQ(rm_outlier_classify(1, 0, 1), RM_OUTLIER_IGNORED);
 }
 
 static void test_ejects_after_consecutive_failures_only(void)
@@ -117,7 +120,7 @@ static void test_panic_threshold(void)
     CHECK(!rm_outlier_routable(&ej, 0) && rm_outlier_routable(&ej, 1));
 }
 
-/* The cluster as router.c runs it: per round every member gets one health
+/* The cluster as the router runs it: per round every member gets one health
  * check; returns how many are ejected at the end. fail(i, round) says
  * whether member i's check failed, stalled(round) whether the router's
  * loop stalled while that round's checks were out. */
@@ -129,7 +132,7 @@ static uint32_t simulate(int members, int rounds, int (*fail)(int, int), int (*s
     uint32_t ejected = 0;
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < members; i++) {
-            rm_outlier_outcome o = rm_outlier_classify(fail(i, r), stalled(r));
+            rm_outlier_outcome o = rm_outlier_classify(fail(i, r), stalled(r), 0);
             rm_outlier_change ch = rm_outlier_record(&c, &n[i], o, (uint32_t)members, ejected);
             ejected += ch == RM_OUTLIER_EJECT;
             ejected -= ch == RM_OUTLIER_RESTORE;

@@ -1,0 +1,328 @@
+/* router_views.c -- what the router publishes: ClusterStats, /metrics,
+ * /api/cluster and the per-second history the dashboard draws. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pbx.h"
+#include "prom.h"
+#include "router_internal.h"
+#include "util.h"
+
+static bool encode_nodes(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    rm_router *r = *arg;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed)
+            continue;
+        radixmesh_v1_NodeStats st = radixmesh_v1_NodeStats_init_zero;
+        if (n->have_stats)
+            st = n->stats;
+        st.node_id = n->id ? n->id : (char *)"";
+        st.healthy = n->healthy;
+        st.routed_requests = n->routed;
+        st.address = n->address;
+        st.load = rt_node_load(r, n, rm_now_ms());
+        st.worker_healthy = n->worker_port && rt_worker_up(n);
+        st.worker_metrics = n->worker_has_counts || n->worker_rate >= 0;
+        st.worker_hit_tokens = n->worker_hit;
+        st.worker_query_tokens = n->worker_query;
+        st.worker_hit_rate = n->worker_port ? n->worker_rate : -1;
+        st.gateway_requests = n->gw_requests;
+        st.gateway_inflight = n->gw_inflight;
+        if (!pb_encode_tag_for_field(s, f) ||
+            !pb_encode_submessage(s, radixmesh_v1_NodeStats_fields, &st))
+            return false;
+    }
+    return true;
+}
+
+/* Sums the workers' own prefix-cache counters. Returns the hit rate they
+ * give, or the mean of the workers' reported rates when none has counters
+ * (SGLang exports only a rate), or -1 when no worker reports anything. */
+static double worker_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
+{
+    *hit = *query = 0;
+    double rate_sum = 0;
+    int rates = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        const rnode *n = r->nodes[i];
+        if (n->removed || !n->worker_port)
+            continue;
+        if (n->worker_has_counts) {
+            *hit += n->worker_hit;
+            *query += n->worker_query;
+        } else if (n->worker_rate >= 0) {
+            rate_sum += n->worker_rate;
+            rates++;
+        }
+    }
+    if (*query)
+        return (double)*hit / (double)*query;
+    return rates ? rate_sum / rates : -1;
+}
+
+grpc_status_code rt_do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                     char *msg, size_t len)
+{
+    rm_router *r = ctx;
+    radixmesh_v1_ClusterStatsRequest q = radixmesh_v1_ClusterStatsRequest_init_zero;
+    if (!rm_pb_decode_bb(req, radixmesh_v1_ClusterStatsRequest_fields, &q, msg, len))
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    radixmesh_v1_ClusterStats cs = radixmesh_v1_ClusterStats_init_zero;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed || !n->have_stats)
+            continue;
+        cs.match_requests_total += n->stats.match_requests_total;
+        cs.query_tokens_total += n->stats.query_tokens_total;
+        cs.hit_tokens_total += n->stats.hit_tokens_total;
+    }
+    cs.hit_rate =
+        cs.query_tokens_total ? (double)cs.hit_tokens_total / (double)cs.query_tokens_total : 0.0;
+    cs.worker_hit_rate =
+        worker_totals(r, &cs.worker_hit_tokens_total, &cs.worker_query_tokens_total);
+    cs.gateway_requests_total = r->gw_requests_total;
+    cs.routed_requests_total = r->routed_total;
+    cs.spills_total = r->spills;
+    cs.failovers_total = r->failovers;
+    cs.retries_total = r->retries;
+    cs.ejections_total = r->ejections;
+    cs.healthy_nodes = r->healthy;
+    cs.hot_prefixes = (uint32_t)r->nhot;
+    cs.hot_share = r->hot_share_now;
+    cs.router_id = (char *)r->cfg.router_id;
+    cs.nodes.funcs.encode = encode_nodes;
+    cs.nodes.arg = r;
+    *reply = rm_pb_encode_bb(radixmesh_v1_ClusterStats_fields, &cs);
+    if (!*reply) {
+        snprintf(msg, len, "cannot encode ClusterStats");
+        return GRPC_STATUS_INTERNAL;
+    }
+    return GRPC_STATUS_OK;
+}
+
+static void cluster_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
+{
+    *hit = *query = 0;
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        const rnode *n = r->nodes[i];
+        if (n->removed || !n->have_stats)
+            continue;
+        *hit += n->stats.hit_tokens_total;
+        *query += n->stats.query_tokens_total;
+    }
+}
+
+void rm_router_sample(rm_router *r, uint64_t now_ms)
+{
+    sample *s = &r->history[r->hist_next];
+    s->t_ms = now_ms;
+    cluster_totals(r, &s->hit, &s->query);
+    s->routed = r->routed_total;
+    s->spills = r->spills;
+    r->hist_next = (r->hist_next + 1) % HISTORY;
+    if (r->nhist < HISTORY)
+        r->nhist++;
+}
+
+/* One family with one sample of the router, labelled router="id". */
+typedef struct router_metric {
+    const char *name, *type, *help;
+    double v;
+} router_metric;
+
+static void router_metrics(rm_sbuf *b, const char *rl, const router_metric *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rm_prom_metric(b, m[i].name, m[i].type, m[i].help, rl, m[i].v);
+}
+
+/* The labels of n's samples: router="...",node="...". */
+static void node_labels(char *out, size_t len, const char *rl, const rnode *n)
+{
+    snprintf(out, len, "%s", rl);
+    rm_prom_label(out, len, "node", n->id);
+}
+
+char *rm_router_metrics(rm_router *r)
+{
+    rm_sbuf b = {0};
+    uint64_t hit, query;
+    cluster_totals(r, &hit, &query);
+    char rl[512] = "", nl[1024];
+    rm_prom_label(rl, sizeof rl, "router", r->cfg.router_id);
+    const router_metric head[] = {
+        {"radixmesh_cluster_hit_tokens_total", "counter",
+         "Tokens the cluster's Match requests found cached (sum over nodes).", (double)hit},
+        {"radixmesh_cluster_query_tokens_total", "counter",
+         "Tokens of the cluster's Match requests (sum over nodes).", (double)query},
+        {"radixmesh_router_routed_requests_total", "counter", "Requests routed (Match and Route).",
+         (double)r->routed_total},
+        {"radixmesh_router_spills_total", "counter", "Requests that skipped an overloaded node.",
+         (double)r->spills},
+        {"radixmesh_router_failovers_total", "counter", "Calls moved off a failed node.",
+         (double)r->failovers},
+        {"radixmesh_router_retries_total", "counter", "Calls retried on another node.",
+         (double)r->retries},
+        {"radixmesh_router_ejections_total", "counter",
+         "Nodes taken off the ring after consecutive failures (--eject-after-failures).",
+         (double)r->ejections},
+    };
+    router_metrics(&b, rl, head, RM_ARRAY_LEN(head));
+    if (r->gw_requests_total || r->nworkers) {
+        uint64_t wh, wq;
+        const router_metric gw[] = {
+            {"radixmesh_router_gateway_routed_total", "counter",
+             "HTTP requests the gateway routed to workers.", (double)r->gw_requests_total},
+            {"radixmesh_router_worker_breaker_opens_total", "counter",
+             "Times a worker's circuit breaker opened (failed requests or trials).",
+             (double)r->breaker_opens},
+            {"radixmesh_cluster_worker_hit_rate", "gauge",
+             "The workers' own prefix-cache hit rate (-1: unknown).", worker_totals(r, &wh, &wq)},
+        };
+        router_metrics(&b, rl, gw, RM_ARRAY_LEN(gw));
+        rm_prom_family(&b, "radixmesh_node_worker_up", "gauge",
+                       "1 while the node's worker is reachable and its circuit breaker closed.");
+        for (uint32_t i = 0; i < r->nnodes; i++) {
+            rnode *n = r->nodes[i];
+            if (!n->removed && n->id && n->worker_port) {
+                node_labels(nl, sizeof nl, rl, n);
+                rm_prom_sample(&b, "radixmesh_node_worker_up", nl, rt_worker_up(n));
+            }
+        }
+    }
+    const router_metric state[] = {
+        {"radixmesh_router_healthy_nodes", "gauge", "Nodes answering, neither ejected nor failing.",
+         r->healthy},
+        {"radixmesh_router_panic", "gauge",
+         "1 while too few nodes are healthy (--panic-threshold) and all are routed to.", r->panic},
+        {"radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.",
+         (double)r->nhot},
+    };
+    router_metrics(&b, rl, state, RM_ARRAY_LEN(state));
+    /* Per node: cardinality is bounded by the membership. */
+    const char *fams[][3] = {
+        {"radixmesh_node_up", "gauge", "1 while the node is healthy."},
+        {"radixmesh_node_failures", "gauge", "Consecutive failed calls to the node."},
+        {"radixmesh_node_routed_requests_total", "counter", "Requests routed to the node."},
+        {"radixmesh_node_hit_tokens_total", "counter", "The node's hit tokens (its Stats)."},
+        {"radixmesh_node_query_tokens_total", "counter", "The node's query tokens (its Stats)."},
+        {"radixmesh_node_evicted_tokens_total", "counter", "The node's evicted tokens."},
+        {"radixmesh_node_pool_pages", "gauge", "The node's pool size in pages."},
+        {"radixmesh_node_free_pages", "gauge", "The node's free pages."},
+        {"radixmesh_node_load", "gauge", "In-flight + recent routed requests."},
+    };
+    uint64_t now = rm_now_ms();
+    for (size_t f = 0; f < RM_ARRAY_LEN(fams); f++) {
+        rm_prom_family(&b, fams[f][0], fams[f][1], fams[f][2]);
+        for (uint32_t i = 0; i < r->nnodes; i++) {
+            rnode *n = r->nodes[i];
+            if (n->removed || !n->id)
+                continue;
+            const radixmesh_v1_NodeStats *st = &n->stats;
+            double v[] = {n->healthy,
+                          (double)n->ol.failures,
+                          (double)n->routed,
+                          (double)st->hit_tokens_total,
+                          (double)st->query_tokens_total,
+                          (double)st->evicted_tokens_total,
+                          (double)st->pool_pages,
+                          (double)st->free_pages,
+                          rt_node_load(r, n, now)};
+            node_labels(nl, sizeof nl, rl, n);
+            rm_prom_sample(&b, fams[f][0], nl, v[f]);
+        }
+    }
+    snprintf(nl, sizeof nl, "%s", rl);
+    rm_prom_label(nl, sizeof nl, "role", "router");
+    rm_prom_label(nl, sizeof nl, "version", RM_VERSION);
+    rm_prom_metric(&b, "radixmesh_build_info", "gauge", "Build information.", nl, 1);
+    return b.p;
+}
+
+char *rm_router_cluster_json(rm_router *r)
+{
+    uint64_t hit, query;
+    cluster_totals(r, &hit, &query);
+    json_t *o = json_object(), *nodes = json_array(), *hist = json_array();
+    json_object_set_new(o, "router_id", json_string(r->cfg.router_id));
+    json_object_set_new(o, "hit_tokens_total", json_integer((json_int_t)hit));
+    json_object_set_new(o, "query_tokens_total", json_integer((json_int_t)query));
+    json_object_set_new(o, "hit_rate", json_real(query ? (double)hit / (double)query : 0));
+    json_object_set_new(o, "routed_requests_total", json_integer((json_int_t)r->routed_total));
+    json_object_set_new(o, "spills_total", json_integer((json_int_t)r->spills));
+    json_object_set_new(o, "failovers_total", json_integer((json_int_t)r->failovers));
+    json_object_set_new(o, "ejections_total", json_integer((json_int_t)r->ejections));
+    json_object_set_new(o, "panic", json_boolean(r->panic));
+    json_object_set_new(o, "healthy_nodes", json_integer(r->healthy));
+    json_object_set_new(o, "hot_prefixes", json_integer((json_int_t)r->nhot));
+    uint64_t wh, wq;
+    double wr = worker_totals(r, &wh, &wq);
+    json_object_set_new(o, "worker_hit_rate", wr >= 0 ? json_real(wr) : json_null());
+    json_object_set_new(o, "worker_hit_tokens_total", json_integer((json_int_t)wh));
+    json_object_set_new(o, "worker_query_tokens_total", json_integer((json_int_t)wq));
+    json_object_set_new(o, "gateway_requests_total",
+                        json_integer((json_int_t)r->gw_requests_total));
+    uint64_t now = rm_now_ms();
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->removed)
+            continue;
+        const radixmesh_v1_NodeStats *st = &n->stats;
+        json_t *j = json_object();
+        json_object_set_new(j, "id", json_string(n->id ? n->id : ""));
+        json_object_set_new(j, "address", json_string(n->address));
+        json_object_set_new(j, "healthy", json_boolean(n->healthy));
+        json_object_set_new(j, "ejected", json_boolean(n->ol.ejected));
+        json_object_set_new(j, "failures", json_integer(n->ol.failures));
+        json_object_set_new(j, "hit_tokens_total", json_integer((json_int_t)st->hit_tokens_total));
+        json_object_set_new(j, "query_tokens_total",
+                            json_integer((json_int_t)st->query_tokens_total));
+        json_object_set_new(j, "match_requests_total",
+                            json_integer((json_int_t)st->match_requests_total));
+        json_object_set_new(j, "routed_requests", json_integer((json_int_t)n->routed));
+        json_object_set_new(j, "pool_pages", json_integer((json_int_t)st->pool_pages));
+        json_object_set_new(j, "free_pages", json_integer((json_int_t)st->free_pages));
+        json_object_set_new(j, "evicted_tokens_total",
+                            json_integer((json_int_t)st->evicted_tokens_total));
+        json_object_set_new(j, "active_leases", json_integer((json_int_t)st->active_leases));
+        json_object_set_new(j, "load", json_real(rt_node_load(r, n, now)));
+        if (n->worker_port) {
+            char url[300];
+            snprintf(url, sizeof url, "http://%s:%d", n->worker_host, n->worker_port);
+            json_object_set_new(j, "worker_url", json_string(url));
+            json_object_set_new(j, "worker_healthy", json_boolean(rt_worker_up(n)));
+            json_object_set_new(j, "worker_breaker",
+                                json_string(rm_breaker_state_name(n->breaker.state)));
+            json_object_set_new(j, "worker_hit_rate",
+                                n->worker_has_counts && n->worker_query
+                                    ? json_real((double)n->worker_hit / (double)n->worker_query)
+                                : n->worker_rate >= 0 ? json_real(n->worker_rate)
+                                                      : json_null());
+            json_object_set_new(j, "gateway_requests", json_integer((json_int_t)n->gw_requests));
+            json_object_set_new(j, "gateway_inflight", json_integer(n->gw_inflight));
+        }
+        json_array_append_new(nodes, j);
+    }
+    json_object_set_new(o, "nodes", nodes);
+    /* History: per-second hit rate and request rate over the window. */
+    for (size_t k = 1; k < r->nhist; k++) {
+        const sample *a = &r->history[(r->hist_next + HISTORY - r->nhist + k - 1) % HISTORY];
+        const sample *b = &r->history[(r->hist_next + HISTORY - r->nhist + k) % HISTORY];
+        double dt = (double)(b->t_ms - a->t_ms) / 1000.0;
+        uint64_t dq = b->query - a->query, dh = b->hit - a->hit;
+        json_t *p = json_object();
+        json_object_set_new(p, "t", json_real((double)(b->t_ms - r->started_ms) / 1000.0));
+        json_object_set_new(p, "hit_rate", dq ? json_real((double)dh / (double)dq) : json_null());
+        json_object_set_new(p, "requests_per_second",
+                            json_real(dt > 0 ? (double)(b->routed - a->routed) / dt : 0));
+        json_object_set_new(p, "spills", json_integer((json_int_t)(b->spills - a->spills)));
+        json_array_append_new(hist, p);
+    }
+    json_object_set_new(o, "history", hist);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
