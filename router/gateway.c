@@ -15,6 +15,7 @@
 #include "bearer.h"
 #include "flags.h"
 #include "http.h"
+#include "http_head.h"
 #include "list.h"
 #include "log.h"
 #include "openai.h"
@@ -118,16 +119,6 @@ struct rm_gateway {
     gw_counters c;
 };
 
-/* A header line kept while parsing a head. */
-typedef struct hdr_acc {
-    rm_sbuf out; /* "Name: value\r\n" lines that are forwarded */
-    rm_sbuf field, value;
-    int in_value;
-    size_t bytes;
-    char expect[32];
-    int te_other; /* a Transfer-Encoding other than chunked */
-} hdr_acc;
-
 struct gw_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -139,7 +130,7 @@ struct gw_conn {
     conn_state state;
     /* The request being read. */
     rm_sbuf url;
-    hdr_acc hdrs;
+    rm_http_head hdrs;
     char *body; /* body_len bytes charged to g->buffered */
     size_t body_len, body_cap;
     int reject;    /* 413 / 431 / 501 / 503 decided while parsing */
@@ -197,7 +188,7 @@ struct gw_up {
     char host[256];
     int port;
     http_parser parser;
-    hdr_acc hdrs;
+    rm_http_head hdrs;
     char reason[64];
     int status; /* of the final response, once its head is in; 0 before */
     int connected, complete, retry_asked, paused, interim, switched;
@@ -254,79 +245,6 @@ static void budget_give(rm_gateway *g, size_t n)
 {
     g->buffered -= n;
     __atomic_store_n(&g->c.buffered, g->buffered, __ATOMIC_RELAXED);
-}
-
-static void hdr_reset(hdr_acc *h)
-{
-    free(h->out.p);
-    free(h->field.p);
-    free(h->value.p);
-    memset(h, 0, sizeof *h);
-}
-
-/* Headers that describe one connection, not the message: never forwarded
- * (RFC 9110 7.6.1), plus the ones the gateway rewrites. */
-static int hop_by_hop(const char *name)
-{
-    static const char *const drop[] = {
-        "connection",        "keep-alive", "proxy-connection", "te",   "trailer",
-        "transfer-encoding", "upgrade",    "content-length",   "host", "expect"};
-    for (size_t i = 0; i < RM_ARRAY_LEN(drop); i++)
-        if (!strcasecmp(name, drop[i]))
-            return 1;
-    return 0;
-}
-
-/* 1 if a Transfer-Encoding value names a coding other than chunked. The
- * gateway forwards bodies as they are, with a length: a gzip'd body sent
- * on as if plain would reach the worker as garbage (RFC 9112 6.1: 501). */
-static int te_other_than_chunked(const char *v)
-{
-    while (*v) {
-        v += strspn(v, " \t,");
-        size_t n = strcspn(v, ",");
-        size_t end = n;
-        while (end && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
-        if (end && !(end == 7 && !strncasecmp(v, "chunked", 7)))
-            return 1;
-        v += n;
-    }
-    return 0;
-}
-
-/* Ends the header being accumulated. */
-static void hdr_flush(hdr_acc *h)
-{
-    if (!h->field.p)
-        return;
-    const char *v = h->value.p ? h->value.p : "";
-    if (!strcasecmp(h->field.p, "expect"))
-        snprintf(h->expect, sizeof h->expect, "%s", v);
-    if (!strcasecmp(h->field.p, "transfer-encoding") && te_other_than_chunked(v))
-        h->te_other = 1;
-    if (!hop_by_hop(h->field.p))
-        rm_sbuf_printf(&h->out, "%s: %s\r\n", h->field.p, v);
-    free(h->field.p);
-    free(h->value.p);
-    memset(&h->field, 0, sizeof h->field);
-    memset(&h->value, 0, sizeof h->value);
-    h->in_value = 0;
-}
-
-static void hdr_field(hdr_acc *h, const char *at, size_t len)
-{
-    if (h->in_value)
-        hdr_flush(h);
-    rm_sbuf_append(&h->field, at, len);
-    h->bytes += len;
-}
-
-static void hdr_value(hdr_acc *h, const char *at, size_t len)
-{
-    h->in_value = 1;
-    rm_sbuf_append(&h->value, at, len);
-    h->bytes += len;
 }
 
 /* ---- writing to the client -------------------------------------------------- */
@@ -472,7 +390,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (c->over_cap == 1)
         c->g->over_cap--;
     free(c->url.p);
-    hdr_reset(&c->hdrs);
+    rm_http_head_reset(&c->hdrs);
     budget_give(c->g, c->body_len + c->npending);
     free(c->body);
     free(c->pending);
@@ -531,7 +449,7 @@ static void reset_request(gw_conn *c)
 {
     free(c->url.p);
     memset(&c->url, 0, sizeof c->url);
-    hdr_reset(&c->hdrs);
+    rm_http_head_reset(&c->hdrs);
     budget_give(c->g, c->body_len);
     free(c->body);
     c->body = NULL;
@@ -576,14 +494,14 @@ static int on_req_url(http_parser *p, const char *at, size_t len)
 static int on_req_field(http_parser *p, const char *at, size_t len)
 {
     gw_conn *c = p->data;
-    hdr_field(&c->hdrs, at, len);
+    rm_http_head_field(&c->hdrs, at, len);
     return over_header_limit(c);
 }
 
 static int on_req_value(http_parser *p, const char *at, size_t len)
 {
     gw_conn *c = p->data;
-    hdr_value(&c->hdrs, at, len);
+    rm_http_head_value(&c->hdrs, at, len);
     return over_header_limit(c);
 }
 
@@ -591,7 +509,7 @@ static int on_req_headers_complete(http_parser *p)
 {
     gw_conn *c = p->data;
     rm_gateway *g = c->g;
-    hdr_flush(&c->hdrs);
+    rm_http_head_end(&c->hdrs);
     if (c->hdrs.te_other) {
         c->reject = 501;
         return -1;
@@ -1096,7 +1014,7 @@ static void up_maybe_free(gw_up *u)
 {
     if (u->open_handles || u->gai_pending)
         return;
-    hdr_reset(&u->hdrs);
+    rm_http_head_reset(&u->hdrs);
     free(u->scrape_body.p);
     free(u);
 }
@@ -1209,21 +1127,21 @@ static int on_up_status(http_parser *p, const char *at, size_t len)
 static int on_up_field(http_parser *p, const char *at, size_t len)
 {
     gw_up *u = p->data;
-    hdr_field(&u->hdrs, at, len);
+    rm_http_head_field(&u->hdrs, at, len);
     return u->hdrs.bytes > MAX_UPSTREAM_HEAD;
 }
 
 static int on_up_value(http_parser *p, const char *at, size_t len)
 {
     gw_up *u = p->data;
-    hdr_value(&u->hdrs, at, len);
+    rm_http_head_value(&u->hdrs, at, len);
     return u->hdrs.bytes > MAX_UPSTREAM_HEAD;
 }
 
 static int on_up_headers_complete(http_parser *p)
 {
     gw_up *u = p->data;
-    hdr_flush(&u->hdrs);
+    rm_http_head_end(&u->hdrs);
     if (p->status_code / 100 == 1) {
         if (p->status_code == 101) {
             u->switched = 1; /* nobody asked it to switch protocols */
@@ -1233,7 +1151,7 @@ static int on_up_headers_complete(http_parser *p)
          * answer, which follows on this connection. http-parser ends the
          * message here and parses the next one. */
         u->interim = 1;
-        hdr_reset(&u->hdrs);
+        rm_http_head_reset(&u->hdrs);
         u->reason[0] = '\0';
         return 1;
     }
@@ -1502,7 +1420,7 @@ static gw_up *idle_take(rm_gateway *g, const char *host, int port, gw_req *q)
         u->reused = 1;
         u->status = u->complete = u->retry_asked = u->interim = 0;
         u->reason[0] = '\0';
-        hdr_reset(&u->hdrs);
+        rm_http_head_reset(&u->hdrs);
         return u;
     }
     return NULL;
