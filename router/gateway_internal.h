@@ -1,0 +1,249 @@
+/* gateway_internal.h -- what the gateway's files share (router/gateway.h
+ * is the contract; this is its inside).
+ *
+ *   gateway.c          lifecycle: start, wake-ups from other threads,
+ *                      drain/stop, the /metrics text
+ *   gateway_client.c   client connections: accept and the cap, reading and
+ *                      parsing requests, flow control, the body budget,
+ *                      the gateway's own answers (errors)
+ *   gateway_request.c  one request: its prompt's parse (offloaded when
+ *                      large), the routing hand-off, retries, finish/fail
+ *   gateway_upstream.c connections to workers: connect, send, the response
+ *                      read and streamed back, timeouts, the keep-alive pool
+ *   gateway_scrape.c   workers' /metrics, read every scrape interval
+ *
+ * Everything here is owned by the gateway thread, except what struct
+ * rm_gateway marks as shared (under mu) and the counters (atomics). */
+#ifndef RM_GATEWAY_INTERNAL_H
+#define RM_GATEWAY_INTERNAL_H
+
+#include <http_parser.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "gateway.h"
+#include "http_head.h"
+#include "list.h"
+#include "openai.h"
+#include "util.h"
+
+#define WRITE_HIGH_WATER (4u << 20) /* stop reading the worker above this */
+#define WRITE_LOW_WATER  (1u << 20) /* and read it again below this */
+
+/* CS_CLOSING: a closing reply is queued; what the client still sends is
+ * read and dropped until it closes or LINGER_MS pass. */
+typedef enum { CS_IDLE, CS_READING, CS_BUSY, CS_CLOSING } conn_state;
+typedef enum { RQ_PARSING, RQ_ROUTING, RQ_CONNECTING, RQ_WAITING, RQ_STREAMING } req_state;
+typedef enum { UP_FORWARD, UP_SCRAPE } up_kind;
+
+/* How a worker connection failed its request. */
+typedef enum {
+    UPF_CONNECT,  /* no connection (refused, unresolvable, connect timeout) */
+    UPF_CLOSED,   /* closed or reset before the response ended */
+    UPF_PROTOCOL, /* not HTTP, a head too large, an unasked protocol switch */
+    UPF_TIMEOUT,  /* no response head in time, or silence mid-stream */
+    UPF_5XX       /* answered 5xx before any byte reached the client */
+} up_failure;
+
+typedef struct gw_conn gw_conn;
+typedef struct gw_req gw_req;
+typedef struct gw_up gw_up;
+
+/* Counters are written on the gateway thread and read by the router's
+ * metrics publisher: relaxed atomics. */
+typedef struct gw_counters {
+    uint64_t requests, by_class[6], retries, client_gone, upstream_failures, active, connections;
+    uint64_t paused, connects, idle, timeouts, over_budget, over_cap, offloaded, scrape_skips;
+    uint64_t buffered;
+} gw_counters;
+
+/* Counting on the gateway thread, for readers on any thread. */
+#define COUNT(g, field)   __atomic_fetch_add(&(g)->c.field, 1, __ATOMIC_RELAXED)
+#define UNCOUNT(g, field) __atomic_fetch_sub(&(g)->c.field, 1, __ATOMIC_RELAXED)
+
+/* Doubly linked lists through the link fields named prev and next. */
+#define LIST_ADD(head, x) RM_LIST_ADD(head, x, prev, next)
+#define LIST_DEL(head, x) RM_LIST_DEL(head, x, prev, next)
+
+struct rm_gateway {
+    rm_gateway_config cfg;
+    rm_router *router;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wake;
+    uv_timer_t scrape_timer;
+    pthread_t thread;
+    /* Routed jobs back from the router thread, and requests to drain or
+     * stop: shared with other threads under mu. */
+    pthread_mutex_t mu;
+    rm_route_job **ready;
+    size_t nready, cap;
+    int want_drain, want_stop;
+    /* Gateway thread only. */
+    int draining, stopping, listening;
+    uint32_t nconns, over_cap;
+    gw_conn *conns;  /* open client connections */
+    gw_up *ups;      /* open worker connections */
+    gw_up *idle;     /* kept-alive worker connections, newest first */
+    gw_up *scraping; /* scrapes in progress (at most one per worker) */
+    uint32_t nidle;
+    size_t buffered; /* request bytes held, against cfg.max_buffered_bytes */
+    /* Large bodies waiting for the threadpool, one parse at a time: its
+     * JSON document takes ~20x the body (a 16 MiB token array ~270 MB). */
+    gw_req *parse_head, *parse_tail;
+    int parse_running;
+    gw_counters c;
+};
+
+struct gw_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    int open_handles, closing, reading, in_parser;
+    int over_cap; /* 1: refused at the cap and lingering; 2: refused, closed once written */
+    rm_gateway *g;
+    http_parser parser;
+    conn_state state;
+    /* The request being read. */
+    rm_sbuf url;
+    rm_http_head hdrs;
+    char *body; /* body_len bytes charged to g->buffered */
+    size_t body_len, body_cap;
+    int reject;    /* 413 / 431 / 501 / 503 decided while parsing */
+    char *pending; /* bytes after a complete request, charged to g->buffered */
+    size_t npending;
+    gw_req *req;          /* in progress */
+    gw_conn *prev, *next; /* g->conns while open */
+};
+
+/* A prompt's parse: the inputs are the request's body, read-only while
+ * it is out on the threadpool; the outputs are written there. */
+typedef struct gw_parse {
+    uv_work_t work;
+    rm_openai_kind kind;
+    int rc;
+    char *ns;
+    uint32_t *tokens;
+    size_t ntokens;
+    char err[256];
+} gw_parse;
+
+struct gw_req {
+    rm_gateway *g;
+    gw_conn *conn;     /* NULL once the client has gone */
+    rm_route_job *job; /* ours unless job_out */
+    int job_out;
+    int parsing;        /* queued for, or out on, the threadpool (see gw_parse) */
+    gw_req *parse_next; /* g->parse_head queue */
+    req_state state;
+    int keep_alive, head_only, http_minor;
+    char *head; /* request line + forwarded headers, without Host & framing */
+    char *body; /* body_len bytes charged to g->buffered */
+    size_t body_len;
+    int attempts;
+    gw_up *up;
+    int sent_head, chunked_out;
+    gw_parse parse;
+    /* A text prompt's 2xx response is read for the generated text, to
+     * record it with the prompt (the worker caches both). */
+    rm_openai_end end;     /* where the prompt's tokens stopped; .text: read the reply */
+    rm_openai_reply reply; /* knows the request's kind */
+};
+
+struct gw_up {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect;
+    uv_getaddrinfo_t gai;
+    int open_handles, gai_pending, closing;
+    up_kind kind;
+    rm_gateway *g;
+    gw_req *req;             /* UP_FORWARD; NULL once detached */
+    rm_worker_report report; /* UP_SCRAPE */
+    rm_sbuf scrape_body;
+    char host[256];
+    int port;
+    http_parser parser;
+    rm_http_head hdrs;
+    char reason[64];
+    int status; /* of the final response, once its head is in; 0 before */
+    int connected, complete, retry_asked, paused, interim, switched;
+    int reused;                   /* taken from the idle pool for this request */
+    int idle;                     /* in g->idle, waiting for the next request to its worker */
+    gw_up *prev, *next;           /* g->ups while open */
+    gw_up *idle_prev, *idle_next; /* g->idle while idle */
+    gw_up *sc_prev, *sc_next;     /* g->scraping while a scrape */
+};
+
+/* ---- gateway.c -------------------------------------------------------------- */
+
+/* Queues len bytes of buf (taken; freed when written) on stream; arg is
+ * the write's ((gw_write *)w)->arg in cb. Returns 0, or -1 (buf freed) if
+ * the write cannot start. */
+typedef struct gw_write {
+    uv_write_t req;
+    void *arg;
+    char *buf;
+} gw_write;
+int gw_write_owned(uv_stream_t *stream, char *buf, size_t len, void *arg, uv_write_cb cb);
+
+/* ---- gateway_client.c -------------------------------------------------------- */
+
+void gw_on_connection(uv_stream_t *server, int status);
+/* Gives n bytes back to the budget of buffered request bytes. */
+void gw_budget_give(rm_gateway *g, size_t n);
+/* Queues len bytes of buf (taken) for the client. */
+void gw_client_write(gw_conn *c, char *buf, size_t len);
+/* Closes the client connection once everything queued is written. */
+void gw_client_finish_and_close(gw_conn *c);
+/* Counts a response of this status by its class. */
+void gw_count_status(rm_gateway *g, int status);
+/* An answer of the gateway's own (an OpenAI-style error); keep: the
+ * connection stays open (else it closes once the answer is written). */
+void gw_send_error(gw_conn *c, int status, const char *type, const char *msg, int keep);
+/* The previous request is answered: on to the next one, or close. */
+void gw_conn_next(gw_conn *c);
+/* Closes the connection now; its request, if any, is cancelled. */
+void gw_conn_close(gw_conn *c);
+/* Closes idle client connections, or all of them (stopping). */
+void gw_close_clients(rm_gateway *g, int all);
+
+/* ---- gateway_request.c -------------------------------------------------------- */
+
+/* A request read whole on c (its head and body are taken from c). */
+void gw_req_start(gw_conn *c);
+/* A job back from the router thread (on_wake). */
+void gw_req_routed(rm_gateway *g, rm_route_job *job);
+/* Ends a request (see the function); the client connection moves on. */
+void gw_req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
+/* The worker failed before anything reached the client: once more on
+ * another node, or an error. */
+void gw_req_retry_or_fail(gw_req *q, int status, const char *msg, rm_worker_outcome outcome);
+/* Closes the request's worker connection, if any (cancelling it there). */
+void gw_req_detach_up(gw_req *q);
+
+/* ---- gateway_upstream.c ------------------------------------------------------- */
+
+/* A forward of q on a new connection to host:port. */
+void gw_up_start(rm_gateway *g, const char *host, int port, gw_req *q);
+/* An idle kept-alive connection to host:port, taken for q, or NULL. */
+gw_up *gw_up_idle_take(rm_gateway *g, const char *host, int port, gw_req *q);
+/* Sends the request (or the scrape) on u's open connection. */
+void gw_up_send(gw_up *u);
+/* Reads the worker again once the client's queue has drained. */
+void gw_up_resume(gw_up *u);
+void gw_up_close(gw_up *u);
+/* Closes every worker connection no request is attached to. */
+void gw_up_close_unattached(rm_gateway *g);
+gw_up *gw_up_new(rm_gateway *g, up_kind kind, const char *host, int port, gw_req *q);
+void gw_up_open(gw_up *u);
+
+/* ---- gateway_scrape.c --------------------------------------------------------- */
+
+void gw_on_scrape_timer(uv_timer_t *t);
+/* A scrape is over: its report goes to the router. */
+void gw_scrape_done(gw_up *u);
+
+#endif
