@@ -51,8 +51,10 @@ int gw_write_owned(uv_stream_t *stream, char *buf, size_t len, void *arg, uv_wri
 static void close_connections(rm_gateway *g)
 {
     gw_close_clients(g, g->stopping);
-    if (g->stopping)
+    if (g->stopping) {
         gw_up_close_unattached(g);
+        gw_scrape_close_all(g);
+    }
 }
 
 static void on_wake(uv_async_t *a)
@@ -74,8 +76,7 @@ static void on_wake(uv_async_t *a)
     }
     if (stop && !g->stopping) {
         g->stopping = 1;
-        uv_timer_stop(&g->scrape_timer);
-        uv_close((uv_handle_t *)&g->scrape_timer, NULL);
+        gw_scrape_stop(g);
     }
     if (g->draining)
         close_connections(g);
@@ -115,11 +116,7 @@ rm_gateway *rm_gateway_start(const rm_gateway_config *cfg, rm_router *r, int *po
     *port = p;
     uv_async_init(&g->loop, &g->wake, on_wake);
     g->wake.data = g;
-    uv_timer_init(&g->loop, &g->scrape_timer);
-    g->scrape_timer.data = g;
-    if (cfg->scrape_interval_ms)
-        uv_timer_start(&g->scrape_timer, gw_on_scrape_timer, cfg->scrape_interval_ms,
-                       cfg->scrape_interval_ms);
+    gw_scrape_start(g);
     pthread_create(&g->thread, NULL, gateway_thread, g);
     return g;
 }
@@ -147,12 +144,29 @@ uint64_t rm_gateway_active(rm_gateway *g)
 
 char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
 {
-#define LOAD(field) ((double)__atomic_load_n(&g->c.field, __ATOMIC_RELAXED))
     rm_sbuf b = {0};
+    gw_counters c;
+    c.requests = __atomic_load_n(&g->c.requests, __ATOMIC_RELAXED);
+    for (int i = 0; i < 6; i++)
+        c.by_class[i] = __atomic_load_n(&g->c.by_class[i], __ATOMIC_RELAXED);
+    c.retries = __atomic_load_n(&g->c.retries, __ATOMIC_RELAXED);
+    c.client_gone = __atomic_load_n(&g->c.client_gone, __ATOMIC_RELAXED);
+    c.upstream_failures = __atomic_load_n(&g->c.upstream_failures, __ATOMIC_RELAXED);
+    c.active = __atomic_load_n(&g->c.active, __ATOMIC_RELAXED);
+    c.connections = __atomic_load_n(&g->c.connections, __ATOMIC_RELAXED);
+    c.paused = __atomic_load_n(&g->c.paused, __ATOMIC_RELAXED);
+    c.connects = __atomic_load_n(&g->c.connects, __ATOMIC_RELAXED);
+    c.idle = __atomic_load_n(&g->c.idle, __ATOMIC_RELAXED);
+    c.timeouts = __atomic_load_n(&g->c.timeouts, __ATOMIC_RELAXED);
+    c.over_budget = __atomic_load_n(&g->c.over_budget, __ATOMIC_RELAXED);
+    c.over_cap = __atomic_load_n(&g->c.over_cap, __ATOMIC_RELAXED);
+    c.offloaded = __atomic_load_n(&g->c.offloaded, __ATOMIC_RELAXED);
+    c.scrape_skips = __atomic_load_n(&g->c.scrape_skips, __ATOMIC_RELAXED);
+    c.buffered = __atomic_load_n(&g->c.buffered, __ATOMIC_RELAXED);
     char l[256] = "";
     rm_prom_label(l, sizeof l, "router", router_id);
     rm_prom_metric(&b, "radixmesh_gateway_requests_total", "counter",
-                   "HTTP requests the gateway read.", l, LOAD(requests));
+                   "HTTP requests the gateway read.", l, (double)c.requests);
     rm_prom_family(&b, "radixmesh_gateway_responses_total", "counter",
                    "Responses by status class.");
     for (int i = 1; i <= 5; i++) {
@@ -160,44 +174,42 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
         snprintf(code, sizeof code, "%dxx", i);
         snprintf(cl, sizeof cl, "%s", l);
         rm_prom_label(cl, sizeof cl, "code", code);
-        rm_prom_sample(&b, "radixmesh_gateway_responses_total", cl, LOAD(by_class[i]));
+        rm_prom_sample(&b, "radixmesh_gateway_responses_total", cl, (double)c.by_class[i]);
     }
     const struct {
         const char *name, *type, *help;
-        double v;
+        uint64_t v;
     } rows[] = {
         {"radixmesh_gateway_retries_total", "counter", "Requests retried on another worker.",
-         LOAD(retries)},
+         c.retries},
         {"radixmesh_gateway_client_disconnects_total", "counter",
-         "Requests whose client left before the end (upstream cancelled).", LOAD(client_gone)},
+         "Requests whose client left before the end (upstream cancelled).", c.client_gone},
         {"radixmesh_gateway_upstream_failures_total", "counter",
-         "Requests that failed at the worker after the retry.", LOAD(upstream_failures)},
+         "Requests that failed at the worker after the retry.", c.upstream_failures},
         {"radixmesh_gateway_backpressure_pauses_total", "counter",
-         "Times a slow client paused a worker's stream.", LOAD(paused)},
+         "Times a slow client paused a worker's stream.", c.paused},
         {"radixmesh_gateway_upstream_connects_total", "counter",
-         "New connections to workers (requests reuse kept-alive ones).", LOAD(connects)},
+         "New connections to workers (requests reuse kept-alive ones).", c.connects},
         {"radixmesh_gateway_idle_upstream_connections", "gauge",
-         "Kept-alive worker connections waiting for a request.", LOAD(idle)},
+         "Kept-alive worker connections waiting for a request.", c.idle},
         {"radixmesh_gateway_upstream_timeouts_total", "counter",
          "Worker requests that timed out (no response head in time, or silence mid-stream).",
-         LOAD(timeouts)},
+         c.timeouts},
         {"radixmesh_gateway_over_budget_total", "counter",
-         "Requests refused (503) because --gateway-max-buffered-bytes was held.",
-         LOAD(over_budget)},
+         "Requests refused (503) because --gateway-max-buffered-bytes was held.", c.over_budget},
         {"radixmesh_gateway_over_connection_cap_total", "counter",
-         "Connections refused (503) at --gateway-max-connections.", LOAD(over_cap)},
+         "Connections refused (503) at --gateway-max-connections.", c.over_cap},
         {"radixmesh_gateway_offloaded_parses_total", "counter",
-         "Large request bodies parsed off the gateway's loop.", LOAD(offloaded)},
+         "Large request bodies parsed off the gateway's loop.", c.offloaded},
         {"radixmesh_gateway_scrapes_skipped_total", "counter",
-         "Scrapes skipped because that worker's previous one was still out.", LOAD(scrape_skips)},
+         "Scrapes skipped because that worker's previous one was still out.", c.scrape_skips},
         {"radixmesh_gateway_buffered_request_bytes", "gauge",
-         "Request bytes held (bodies, pipelined read-ahead).", LOAD(buffered)},
-        {"radixmesh_gateway_active_requests", "gauge", "Requests in progress.", LOAD(active)},
-        {"radixmesh_gateway_connections", "gauge", "Open client connections.", LOAD(connections)},
+         "Request bytes held (bodies, pipelined read-ahead).", c.buffered},
+        {"radixmesh_gateway_active_requests", "gauge", "Requests in progress.", c.active},
+        {"radixmesh_gateway_connections", "gauge", "Open client connections.", c.connections},
     };
-#undef LOAD
     for (size_t i = 0; i < RM_ARRAY_LEN(rows); i++)
-        rm_prom_metric(&b, rows[i].name, rows[i].type, rows[i].help, l, rows[i].v);
+        rm_prom_metric(&b, rows[i].name, rows[i].type, rows[i].help, l, (double)rows[i].v);
     return b.p;
 }
 

@@ -324,15 +324,11 @@ static int on_req_complete(http_parser *p)
     return 0;
 }
 
+/* In http_parser_settings' order: message begin, url, status, header
+ * field, header value, headers complete, body, message complete. */
 static const http_parser_settings req_settings = {
-    .on_message_begin = on_req_begin,
-    .on_url = on_req_url,
-    .on_header_field = on_req_field,
-    .on_header_value = on_req_value,
-    .on_headers_complete = on_req_headers_complete,
-    .on_body = on_req_body,
-    .on_message_complete = on_req_complete,
-};
+    on_req_begin, on_req_url,      NULL, on_req_field, on_req_value, on_req_headers_complete,
+    on_req_body,  on_req_complete, NULL, NULL};
 
 /* The answer to a request the parser refused; the connection closes. */
 static void reject_request(gw_conn *c, enum http_errno e)

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "gateway.h"
+#include "gateway_link.h"
 #include "http_head.h"
 #include "list.h"
 #include "openai.h"
@@ -36,20 +37,10 @@
  * read and dropped until it closes or LINGER_MS pass. */
 typedef enum { CS_IDLE, CS_READING, CS_BUSY, CS_CLOSING } conn_state;
 typedef enum { RQ_PARSING, RQ_ROUTING, RQ_CONNECTING, RQ_WAITING, RQ_STREAMING } req_state;
-typedef enum { UP_FORWARD, UP_SCRAPE } up_kind;
-
-/* How a worker connection failed its request. */
-typedef enum {
-    UPF_CONNECT,  /* no connection (refused, unresolvable, connect timeout) */
-    UPF_CLOSED,   /* closed or reset before the response ended */
-    UPF_PROTOCOL, /* not HTTP, a head too large, an unasked protocol switch */
-    UPF_TIMEOUT,  /* no response head in time, or silence mid-stream */
-    UPF_5XX       /* answered 5xx before any byte reached the client */
-} up_failure;
-
 typedef struct gw_conn gw_conn;
 typedef struct gw_req gw_req;
 typedef struct gw_up gw_up;
+typedef struct gw_scrape gw_scrape;
 
 /* Counters are written on the gateway thread and read by the router's
  * metrics publisher: relaxed atomics. */
@@ -62,6 +53,9 @@ typedef struct gw_counters {
 /* Counting on the gateway thread, for readers on any thread. */
 #define COUNT(g, field)   __atomic_fetch_add(&(g)->c.field, 1, __ATOMIC_RELAXED)
 #define UNCOUNT(g, field) __atomic_fetch_sub(&(g)->c.field, 1, __ATOMIC_RELAXED)
+
+/* The struct of type that holds ptr as its member. */
+#define GW_CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* Doubly linked lists through the link fields named prev and next. */
 #define LIST_ADD(head, x) RM_LIST_ADD(head, x, prev, next)
@@ -84,10 +78,10 @@ struct rm_gateway {
     /* Gateway thread only. */
     int draining, stopping, listening;
     uint32_t nconns, over_cap;
-    gw_conn *conns;  /* open client connections */
-    gw_up *ups;      /* open worker connections */
-    gw_up *idle;     /* kept-alive worker connections, newest first */
-    gw_up *scraping; /* scrapes in progress (at most one per worker) */
+    gw_conn *conns;      /* open client connections */
+    gw_up *ups;          /* open forwarding connections to workers */
+    gw_up *idle;         /* kept-alive ones among them, newest first */
+    gw_scrape *scraping; /* scrapes in progress (at most one per worker) */
     uint32_t nidle;
     size_t buffered; /* request bytes held, against cfg.max_buffered_bytes */
     /* Large bodies waiting for the threadpool, one parse at a time: its
@@ -152,29 +146,17 @@ struct gw_req {
     rm_openai_reply reply; /* knows the request's kind */
 };
 
+/* A forward's connection to its worker (gateway_upstream.c). */
 struct gw_up {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_connect_t connect;
-    uv_getaddrinfo_t gai;
-    int open_handles, gai_pending, closing;
-    up_kind kind;
+    gw_link link; /* the HTTP exchange (gateway_link.h) */
     rm_gateway *g;
-    gw_req *req;             /* UP_FORWARD; NULL once detached */
-    rm_worker_report report; /* UP_SCRAPE */
-    rm_sbuf scrape_body;
-    char host[256];
-    int port;
-    http_parser parser;
-    rm_http_head hdrs;
-    char reason[64];
-    int status; /* of the final response, once its head is in; 0 before */
-    int connected, complete, retry_asked, paused, interim, switched;
+    gw_req *req; /* NULL once detached, or while idle */
+    int connected;
     int reused;                   /* taken from the idle pool for this request */
+    int paused;                   /* the client's queue is full: the worker is not read */
     int idle;                     /* in g->idle, waiting for the next request to its worker */
     gw_up *prev, *next;           /* g->ups while open */
     gw_up *idle_prev, *idle_next; /* g->idle while idle */
-    gw_up *sc_prev, *sc_next;     /* g->scraping while a scrape */
 };
 
 /* ---- gateway.c -------------------------------------------------------------- */
@@ -226,24 +208,26 @@ void gw_req_detach_up(gw_req *q);
 
 /* ---- gateway_upstream.c ------------------------------------------------------- */
 
-/* A forward of q on a new connection to host:port. */
+/* A forward of q on a new connection to host:port. A failure may end it
+ * (and q) before this returns: callers touch neither afterwards. */
 void gw_up_start(rm_gateway *g, const char *host, int port, gw_req *q);
 /* An idle kept-alive connection to host:port, taken for q, or NULL. */
 gw_up *gw_up_idle_take(rm_gateway *g, const char *host, int port, gw_req *q);
-/* Sends the request (or the scrape) on u's open connection. */
+/* Sends q's request on u's open connection (u->req == q). */
 void gw_up_send(gw_up *u);
-/* Reads the worker again once the client's queue has drained. */
+/* Reads the worker again if a slow client paused it. */
 void gw_up_resume(gw_up *u);
 void gw_up_close(gw_up *u);
 /* Closes every worker connection no request is attached to. */
 void gw_up_close_unattached(rm_gateway *g);
-gw_up *gw_up_new(rm_gateway *g, up_kind kind, const char *host, int port, gw_req *q);
-void gw_up_open(gw_up *u);
 
 /* ---- gateway_scrape.c --------------------------------------------------------- */
 
-void gw_on_scrape_timer(uv_timer_t *t);
-/* A scrape is over: its report goes to the router. */
-void gw_scrape_done(gw_up *u);
+/* Starts the scrape timer (cfg.scrape_interval_ms; 0: never). */
+void gw_scrape_start(rm_gateway *g);
+/* Stops it (its handle is closed). */
+void gw_scrape_stop(rm_gateway *g);
+/* Ends every scrape in progress (each reports what it has). */
+void gw_scrape_close_all(rm_gateway *g);
 
 #endif
