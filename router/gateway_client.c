@@ -178,19 +178,10 @@ void gw_conn_close(gw_conn *c)
     gw_req *q = c->req;
     if (q) {
         c->req = NULL;
-        q->conn = NULL;
-        COUNT(c->g, client_gone);
-        /* A request out on the router thread or the threadpool is freed
-         * when it comes back. */
-        if (!q->job_out && !q->parsing) {
-            gw_req_detach_up(q);
-            gw_req_finish(q, 0, RM_WORKER_NO_VERDICT);
-        }
+        gw_req_client_gone(q);
     }
     LIST_DEL(c->g->conns, c);
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    gw_handles_close(&c->tcp, &c->timer, on_conn_handle_closed);
 }
 
 /* Drops the request being read (its body's bytes go back to the budget). */
@@ -467,9 +458,7 @@ void gw_on_connection(uv_stream_t *server, int status)
         return;
     gw_conn *c = rm_xcalloc(1, sizeof *c);
     c->g = g;
-    uv_tcp_init(&g->loop, &c->tcp);
-    uv_timer_init(&g->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
+    gw_handles_init(&g->loop, &c->tcp, &c->timer, c);
     c->open_handles = 2;
     LIST_ADD(g->conns, c);
     g->nconns++;

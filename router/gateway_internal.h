@@ -25,6 +25,7 @@
 
 #include "gateway.h"
 #include "gateway_link.h"
+#include "gateway_state.h"
 #include "http_head.h"
 #include "list.h"
 #include "openai.h"
@@ -36,7 +37,6 @@
 /* CS_CLOSING: a closing reply is queued; what the client still sends is
  * read and dropped until it closes or LINGER_MS pass. */
 typedef enum { CS_IDLE, CS_READING, CS_BUSY, CS_CLOSING } conn_state;
-typedef enum { RQ_PARSING, RQ_ROUTING, RQ_CONNECTING, RQ_WAITING, RQ_STREAMING } req_state;
 typedef struct gw_conn gw_conn;
 typedef struct gw_req gw_req;
 typedef struct gw_up gw_up;
@@ -124,21 +124,21 @@ typedef struct gw_parse {
     char err[256];
 } gw_parse;
 
+/* One request. Its state (gateway_state.h) says where it is and changes
+ * only through gw_req_set_state. */
 struct gw_req {
     rm_gateway *g;
-    gw_conn *conn;     /* NULL once the client has gone */
-    rm_route_job *job; /* ours unless job_out */
-    int job_out;
-    int parsing;        /* queued for, or out on, the threadpool (see gw_parse) */
-    gw_req *parse_next; /* g->parse_head queue */
-    req_state state;
+    rm_gw_req_state state;
+    gw_conn *conn;      /* NULL once the client has gone (or was answered) */
+    rm_route_job *job;  /* ours but while ROUTING */
+    gw_req *parse_next; /* g->parse_head queue, while PARSING */
     int keep_alive, head_only, http_minor;
     char *head; /* request line + forwarded headers, without Host & framing */
     char *body; /* body_len bytes charged to g->buffered */
     size_t body_len;
-    int attempts;
-    gw_up *up;
-    int sent_head, chunked_out;
+    int attempts;    /* workers tried (RM_GW_MAX_ATTEMPTS) */
+    gw_up *up;       /* the worker connection, while CONNECTING to STREAMING */
+    int chunked_out; /* STREAMING: the body goes to the client re-chunked */
     gw_parse parse;
     /* A text prompt's 2xx response is read for the generated text, to
      * record it with the prompt (the worker caches both). */
@@ -150,14 +150,29 @@ struct gw_req {
 struct gw_up {
     gw_link link; /* the HTTP exchange (gateway_link.h) */
     rm_gateway *g;
-    gw_req *req; /* NULL once detached, or while idle */
-    int connected;
+    gw_req *req;                  /* NULL once detached, or while idle */
     int reused;                   /* taken from the idle pool for this request */
     int paused;                   /* the client's queue is full: the worker is not read */
     int idle;                     /* in g->idle, waiting for the next request to its worker */
     gw_up *prev, *next;           /* g->ups while open */
     gw_up *idle_prev, *idle_next; /* g->idle while idle */
 };
+
+/* A connection's TCP handle and its timer (every connection of the
+ * gateway's has both), pointing back at owner. */
+static inline void gw_handles_init(uv_loop_t *loop, uv_tcp_t *tcp, uv_timer_t *timer, void *owner)
+{
+    uv_tcp_init(loop, tcp);
+    uv_timer_init(loop, timer);
+    tcp->data = timer->data = owner;
+}
+
+/* Closes both (closing the timer stops it); cb runs for each. */
+static inline void gw_handles_close(uv_tcp_t *tcp, uv_timer_t *timer, uv_close_cb cb)
+{
+    uv_close((uv_handle_t *)timer, cb);
+    uv_close((uv_handle_t *)tcp, cb);
+}
 
 /* ---- gateway.c -------------------------------------------------------------- */
 
@@ -196,6 +211,12 @@ void gw_close_clients(rm_gateway *g, int all);
 
 /* A request read whole on c (its head and body are taken from c). */
 void gw_req_start(gw_conn *c);
+/* Moves q to state `to`; a move gateway_state.h does not allow is a bug:
+ * logged, then abort(). */
+void gw_req_set_state(gw_req *q, rm_gw_req_state to);
+/* q's client has gone: q ends now, or when it comes back to the gateway
+ * thread. */
+void gw_req_client_gone(gw_req *q);
 /* A job back from the router thread (on_wake). */
 void gw_req_routed(rm_gateway *g, rm_route_job *job);
 /* Ends a request (see the function); the client connection moves on. */
@@ -203,8 +224,6 @@ void gw_req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
 /* The worker failed before anything reached the client: once more on
  * another node, or an error. */
 void gw_req_retry_or_fail(gw_req *q, int status, const char *msg, rm_worker_outcome outcome);
-/* Closes the request's worker connection, if any (cancelling it there). */
-void gw_req_detach_up(gw_req *q);
 
 /* ---- gateway_upstream.c ------------------------------------------------------- */
 

@@ -43,9 +43,7 @@ void gw_link_init(gw_link *l, uv_loop_t *loop, const gw_link_ops *ops, const cha
     snprintf(l->host, sizeof l->host, "%s", host);
     l->port = port;
     l->max_head = max_head;
-    uv_tcp_init(loop, &l->tcp);
-    uv_timer_init(loop, &l->timer);
-    l->tcp.data = l->timer.data = l;
+    gw_handles_init(loop, &l->tcp, &l->timer, l);
     l->open_handles = 2;
 }
 
@@ -54,9 +52,7 @@ void gw_link_close(gw_link *l)
     if (l->closing)
         return;
     l->closing = 1;
-    uv_timer_stop(&l->timer);
-    uv_close((uv_handle_t *)&l->timer, on_link_handle_closed);
-    uv_close((uv_handle_t *)&l->tcp, on_link_handle_closed);
+    gw_handles_close(&l->tcp, &l->timer, on_link_handle_closed);
 }
 
 void gw_link_arm(gw_link *l, uint64_t timeout_ms, uint64_t repeat_ms)

@@ -17,9 +17,21 @@
 
 static void route(gw_req *q);
 
+void gw_req_set_state(gw_req *q, rm_gw_req_state to)
+{
+    if (!rm_gw_req_transition_ok(q->state, to)) {
+        /* A bug in the gateway, never bad input: going on could free the
+         * request twice or answer a client that has gone. */
+        rm_log(RM_LOG_ERROR, "gateway", "request state %s -> %s is not a transition",
+               rm_gw_req_state_name(q->state), rm_gw_req_state_name(to));
+        abort();
+    }
+    q->state = to;
+}
+
 /* The request's upstream no longer serves it: close the connection to the
  * worker (that is how an HTTP request is cancelled). */
-void gw_req_detach_up(gw_req *q)
+static void req_detach_up(gw_req *q)
 {
     if (q->up) {
         q->up->req = NULL;
@@ -28,9 +40,11 @@ void gw_req_detach_up(gw_req *q)
     }
 }
 
+/* Frees a request that is over. */
 static void req_free(gw_req *q)
 {
     rm_gateway *g = q->g;
+    gw_req_set_state(q, RM_GW_REQ_DONE);
     free(q->head);
     gw_budget_give(g, q->body_len);
     free(q->body);
@@ -98,8 +112,7 @@ static void parse_dispatch(rm_gateway *g)
 {
     while (!g->parse_running && g->parse_head) {
         gw_req *q = g->parse_head;
-        g->parse_head = q->parse_next;
-        if (!g->parse_head)
+        if (!(g->parse_head = q->parse_next))
             g->parse_tail = NULL;
         if (!q->conn) { /* the client left while it waited */
             req_free(q);
@@ -110,8 +123,7 @@ static void parse_dispatch(rm_gateway *g)
             g->parse_running = 1;
             return;
         }
-        q->parsing = 0; /* cannot happen with a valid loop; parse here then */
-        parse_prompt(q);
+        parse_prompt(q); /* cannot happen with a valid loop; parse here then */
         prompt_parsed(q);
     }
 }
@@ -121,7 +133,6 @@ static void parse_after(uv_work_t *w, int status)
     gw_req *q = w->data;
     rm_gateway *g = q->g;
     (void)status; /* never cancelled */
-    q->parsing = 0;
     g->parse_running = 0;
     if (!q->conn) /* the client left meanwhile */
         req_free(q);
@@ -160,12 +171,8 @@ void gw_req_start(gw_conn *c)
             /* A 16 MiB token array takes most of a second to parse: off
              * the loop, or every other connection waits for it. */
             COUNT(g, offloaded);
-            q->state = RQ_PARSING;
-            q->parsing = 1;
-            if (g->parse_tail)
-                g->parse_tail->parse_next = q;
-            else
-                g->parse_head = q;
+            gw_req_set_state(q, RM_GW_REQ_PARSING);
+            *(g->parse_tail ? &g->parse_tail->parse_next : &g->parse_head) = q;
             g->parse_tail = q;
             parse_dispatch(g);
             return;
@@ -183,12 +190,10 @@ static void req_fail(gw_req *q, int status, const char *msg, rm_worker_outcome o
 
 static void route(gw_req *q)
 {
-    q->state = RQ_ROUTING;
+    gw_req_set_state(q, RM_GW_REQ_ROUTING);
     q->job->done = on_routed;
-    q->job_out = 1;
     if (rm_router_route_async(q->g->router, q->job) != 0) {
-        q->job_out = 0;
-        q->keep_alive = 0;
+        q->keep_alive = 0; /* the job never left */
         req_fail(q, 503, "the router is shutting down", RM_WORKER_NO_VERDICT);
     }
 }
@@ -228,6 +233,16 @@ static void extend_with_reply(gw_req *q)
     q->job->nrecord = n;
 }
 
+void gw_req_client_gone(gw_req *q)
+{
+    q->conn = NULL;
+    COUNT(q->g, client_gone);
+    /* A request out on the router thread or the threadpool is freed when
+     * it comes back. */
+    if (!rm_gw_req_away(q->state))
+        gw_req_finish(q, 0, RM_WORKER_NO_VERDICT);
+}
+
 /* Ends a request: returns its job to the router (releasing the node's
  * in-flight charge, recording the prompt -- and reply -- when ok, and
  * telling the worker's breaker the outcome) and frees it; the client
@@ -236,7 +251,7 @@ void gw_req_finish(gw_req *q, int ok, rm_worker_outcome outcome)
 {
     rm_gateway *g = q->g;
     gw_conn *c = q->conn;
-    gw_req_detach_up(q);
+    req_detach_up(q);
     if (q->job && ok)
         extend_with_reply(q);
     if (q->job)
@@ -257,7 +272,7 @@ static void req_fail(gw_req *q, int status, const char *msg, rm_worker_outcome o
 {
     gw_conn *c = q->conn;
     COUNT(q->g, upstream_failures);
-    if (c && !q->sent_head) {
+    if (c && q->state != RM_GW_REQ_STREAMING) {
         int keep = q->keep_alive;
         q->conn = NULL; /* answered here; req_finish must not move the connection on */
         c->req = NULL;
@@ -281,7 +296,7 @@ static void req_fail(gw_req *q, int status, const char *msg, rm_worker_outcome o
  * another node, or an error. */
 void gw_req_retry_or_fail(gw_req *q, int status, const char *msg, rm_worker_outcome outcome)
 {
-    if (q->attempts >= 2 || q->sent_head || !q->conn) {
+    if (!q->conn || !rm_gw_req_may_retry(q->state, q->attempts)) {
         req_fail(q, status, msg, outcome);
         return;
     }
@@ -296,18 +311,15 @@ void gw_req_retry_or_fail(gw_req *q, int status, const char *msg, rm_worker_outc
         new_job(q, rm_xstrndup(old->ns, strlen(old->ns)), tokens, old->ntokens, old->any);
     snprintf(job->exclude, sizeof job->exclude, "%s", old->node_id);
     rm_log(RM_LOG_INFO, "gateway", "retrying on another worker after %s: %s", old->node_id, msg);
-    gw_req_detach_up(q);
+    req_detach_up(q);
     rm_router_route_done(q->g->router, old, 0, outcome);
     q->job = job;
     route(q);
 }
 
-/* ---- routed jobs and scrapes ----------------------------------------------------- */
-
 void gw_req_routed(rm_gateway *g, rm_route_job *job)
 {
     gw_req *q = job->user;
-    q->job_out = 0;
     if (!q->conn) { /* the client left while the router was choosing */
         gw_req_finish(q, 0, RM_WORKER_NO_VERDICT);
         return;
@@ -319,7 +331,7 @@ void gw_req_routed(rm_gateway *g, rm_route_job *job)
         return;
     }
     q->attempts++;
-    q->state = RQ_CONNECTING;
+    gw_req_set_state(q, RM_GW_REQ_CONNECTING);
     gw_up *u = gw_up_idle_take(g, job->worker_host, job->worker_port, q);
     if (u) {
         q->up = u;

@@ -67,7 +67,7 @@ void gw_up_close_unattached(rm_gateway *g)
 void gw_up_send(gw_up *u)
 {
     gw_req *q = u->req;
-    q->state = RQ_WAITING;
+    gw_req_set_state(q, RM_GW_REQ_WAITING);
     rm_sbuf head = {0};
     rm_sbuf_printf(&head, "%sHost: %s:%d\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
                    q->head, u->link.host, u->link.port, q->body_len);
@@ -89,9 +89,7 @@ void gw_up_send(gw_up *u)
 
 static void up_connected(gw_link *l)
 {
-    gw_up *u = UP_OF(l);
-    u->connected = 1;
-    gw_up_send(u);
+    gw_up_send(UP_OF(l));
 }
 
 /* The final response head: to the client, unless it is a 5xx that another
@@ -102,7 +100,7 @@ static int up_head(gw_link *l, http_parser *p)
     gw_req *q = u->req;
     if (!q)
         return -1;
-    if (l->status >= 500 && q->attempts < 2) {
+    if (l->status >= 500 && rm_gw_req_may_retry(q->state, q->attempts)) {
         char why[96]; /* nothing is sent yet: try another worker */
         snprintf(why, sizeof why, "answered %d", l->status);
         up_failed(u, UPF_5XX, why);
@@ -111,8 +109,7 @@ static int up_head(gw_link *l, http_parser *p)
     /* The head is in: from now on the bound is the stream's idle time. */
     uint32_t idle = u->g->cfg.upstream_timeout_ms;
     gw_link_arm(l, idle, idle);
-    q->state = RQ_STREAMING;
-    q->sent_head = 1;
+    gw_req_set_state(q, RM_GW_REQ_STREAMING);
     gw_count_status(u->g, l->status);
     int has_length = (p->flags & F_CONTENTLENGTH) && !(p->flags & F_CHUNKED);
     int no_body = q->head_only || l->status == 204 || l->status == 304;
@@ -217,9 +214,10 @@ static void up_failed(gw_up *u, up_failure f, const char *why)
         return;
     q->up = NULL;
     u->req = NULL;
-    if (u->reused && f == UPF_CLOSED && u->link.status == 0 && !q->sent_head && q->conn) {
+    if (u->reused && f == UPF_CLOSED && q->state == RM_GW_REQ_WAITING && q->conn) {
         /* A kept-alive connection the worker had closed meanwhile: not the
          * worker's failure. The same worker, on a new connection. */
+        gw_req_set_state(q, RM_GW_REQ_CONNECTING);
         gw_up_start(u->g, u->link.host, u->link.port, q);
         return;
     }
@@ -243,11 +241,11 @@ static void up_timer(gw_link *l)
     gw_up *u = UP_OF(l);
     rm_gateway *g = u->g;
     char why[128];
-    if (u->idle) {
+    if (u->idle || !u->req) {
         gw_up_close(u);
-    } else if (!u->connected) {
+    } else if (u->req->state == RM_GW_REQ_CONNECTING) {
         up_failed(u, UPF_CONNECT, "connect timed out");
-    } else if (l->status == 0) {
+    } else if (u->req->state == RM_GW_REQ_WAITING) {
         COUNT(g, timeouts);
         snprintf(why, sizeof why, "no response within %u ms (--gateway-first-byte-timeout-ms)",
                  g->cfg.first_byte_timeout_ms);

@@ -37,7 +37,8 @@ vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kin
 rc=0
 for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset test_openai \
          test_textkey test_router_hot test_breaker test_guards test_outlier test_workload \
-         test_lru_baseline test_model test_sample test_backoff test_prom test_http_head; do
+         test_lru_baseline test_model test_sample test_backoff test_prom test_http_head \
+         test_gateway_state; do
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
