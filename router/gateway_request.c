@@ -274,10 +274,14 @@ static void req_fail(gw_req *q, int status, const char *msg, rm_worker_outcome o
     COUNT(q->g, upstream_failures);
     if (c && q->state != RM_GW_REQ_STREAMING) {
         int keep = q->keep_alive;
+        /* msg may be the job's own (job->why): the router thread frees the
+         * job once gw_req_finish has handed it back. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", msg);
         q->conn = NULL; /* answered here; req_finish must not move the connection on */
         c->req = NULL;
         gw_req_finish(q, 0, outcome);
-        gw_send_error(c, status, status == 504 ? "timeout" : "server_error", msg, keep);
+        gw_send_error(c, status, status == 504 ? "timeout" : "server_error", why, keep);
         if (keep)
             gw_conn_next(c);
     } else {
