@@ -8,12 +8,18 @@
  *                      the gateway's own answers (errors)
  *   gateway_request.c  one request: its prompt's parse (offloaded when
  *                      large), the routing hand-off, retries, finish/fail
- *   gateway_upstream.c connections to workers: connect, send, the response
- *                      read and streamed back, timeouts, the keep-alive pool
+ *   gateway_upstream.c forwarding to a worker: the response streamed back
+ *                      (backpressure), timeouts, the keep-alive pool
  *   gateway_scrape.c   workers' /metrics, read every scrape interval
+ *   gateway_link.c     one HTTP exchange with a worker, for both of those
+ *                      (gateway_link.h)
+ *   gateway_state.c    a request's states and allowed moves (pure,
+ *                      gateway_state.h)
  *
  * Everything here is owned by the gateway thread, except what struct
- * rm_gateway marks as shared (under mu) and the counters (atomics). */
+ * rm_gateway marks as shared (under mu), the counters (atomics), and a
+ * request's body and parse results while it is PARSING on the threadpool
+ * (gw_parse). */
 #ifndef RM_GATEWAY_INTERNAL_H
 #define RM_GATEWAY_INTERNAL_H
 
@@ -219,7 +225,10 @@ void gw_req_set_state(gw_req *q, rm_gw_req_state to);
 void gw_req_client_gone(gw_req *q);
 /* A job back from the router thread (on_wake). */
 void gw_req_routed(rm_gateway *g, rm_route_job *job);
-/* Ends a request (see the function); the client connection moves on. */
+/* Ends a request: its job goes back to the router (the node's in-flight
+ * charge released, the prompt -- and reply -- recorded when ok, the
+ * outcome told to the worker's breaker), q is freed, and the client
+ * connection, if any, moves on. */
 void gw_req_finish(gw_req *q, int ok, rm_worker_outcome outcome);
 /* The worker failed before anything reached the client: once more on
  * another node, or an error. */

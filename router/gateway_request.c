@@ -40,11 +40,10 @@ static void req_detach_up(gw_req *q)
     }
 }
 
-/* Frees a request that is over. */
+/* Frees a request that is DONE. */
 static void req_free(gw_req *q)
 {
     rm_gateway *g = q->g;
-    gw_req_set_state(q, RM_GW_REQ_DONE);
     free(q->head);
     gw_budget_give(g, q->body_len);
     free(q->body);
@@ -53,6 +52,14 @@ static void req_free(gw_req *q)
     rm_openai_reply_free(&q->reply);
     free(q);
     UNCOUNT(g, active);
+}
+
+/* Ends a request that has no job out (malformed, or its client left
+ * while it waited for the threadpool). */
+static void req_drop(gw_req *q)
+{
+    gw_req_set_state(q, RM_GW_REQ_DONE);
+    req_free(q);
 }
 
 static rm_route_job *new_job(gw_req *q, char *ns, uint32_t *tokens, size_t n, int any)
@@ -87,7 +94,7 @@ static void prompt_parsed(gw_req *q)
         int keep = q->keep_alive;
         snprintf(err, sizeof err, "%s", pp->err);
         c->req = NULL;
-        req_free(q);
+        req_drop(q);
         gw_send_error(c, 400, "invalid_request_error", err, keep);
         if (keep)
             gw_conn_next(c);
@@ -115,7 +122,7 @@ static void parse_dispatch(rm_gateway *g)
         if (!(g->parse_head = q->parse_next))
             g->parse_tail = NULL;
         if (!q->conn) { /* the client left while it waited */
-            req_free(q);
+            req_drop(q);
             continue;
         }
         q->parse.work.data = q;
@@ -135,7 +142,7 @@ static void parse_after(uv_work_t *w, int status)
     (void)status; /* never cancelled */
     g->parse_running = 0;
     if (!q->conn) /* the client left meanwhile */
-        req_free(q);
+        req_drop(q);
     else
         prompt_parsed(q);
     parse_dispatch(g);
@@ -251,6 +258,7 @@ void gw_req_finish(gw_req *q, int ok, rm_worker_outcome outcome)
 {
     rm_gateway *g = q->g;
     gw_conn *c = q->conn;
+    gw_req_set_state(q, RM_GW_REQ_DONE);
     req_detach_up(q);
     if (q->job && ok)
         extend_with_reply(q);
