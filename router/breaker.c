@@ -79,13 +79,8 @@ int rm_breaker_done(rm_breaker *b, const rm_breaker_config *c, int trial, rm_bre
 
 const char *rm_breaker_state_name(rm_breaker_state s)
 {
-    switch (s) {
-    case RM_BREAKER_CLOSED:
-        return "closed";
-    case RM_BREAKER_OPEN:
-        return "open";
-    case RM_BREAKER_HALF_OPEN:
-        return "half-open";
-    }
-    return "?";
+    static const char *const names[] = {[RM_BREAKER_CLOSED] = "closed",
+                                        [RM_BREAKER_OPEN] = "open",
+                                        [RM_BREAKER_HALF_OPEN] = "half-open"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
 }

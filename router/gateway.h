@@ -8,15 +8,25 @@
  * response streamed back as it arrives (SSE chunk by chunk) with an
  * x-radixmesh-node header.
  *
- * Per request:
+ * Per request, once the client side has read it whole (else it answered
+ * 400/413/431/501, 408 too slow, 401 unauthenticated, 503 over budget):
  *
- *   READ --> (PARSE) --> ROUTING --routed--> CONNECTING --> WAITING --head--> STREAMING --> done
- *    |         |          | (router thread)       |             |                |
- *    |         +- 400     +- 503 none up          +-------------+- connect error, +- worker gone
- *    +- 400/413/431/501,     (large bodies are       5xx, or no head within the     or silent:
- *       503 over budget      parsed on libuv's       first-byte timeout, before     cut the client
- *                            threadpool)             any byte reached the client:   (truncated)
- *                                                    once more on the next node
+ *   NEW -> (PARSING) -> ROUTING --routed--> CONNECTING --> WAITING --head--> STREAMING -> DONE
+ *    |        |           |  (router thread)  |    ^         |   |             |
+ *    +- 400 --+- 400      +- 503 none up      |    +---------+   |             +- worker gone
+ *       (large bodies                         |  a kept-alive    |                or silent:
+ *        are parsed on                        |  connection      |                cut the client
+ *        libuv's                              |  found closed:   |                (truncated)
+ *        threadpool)                          |  a new one       |
+ *                                             +------------------+- connect error, 5xx, or no head
+ *                                                                   in time, before any byte
+ *                                                                   reached the client: ROUTING
+ *                                                                   once more, the failed node
+ *                                                                   excluded
+ *
+ * Any state ends in DONE when the client leaves (a request out on the
+ * router thread or the threadpool when it comes back). The moves are
+ * router/gateway_state.h's, checked on every change.
  *
  * Timeouts towards a worker: connecting (connect_timeout_ms), then an
  * absolute bound on the wait for its response head (first_byte_timeout_ms;

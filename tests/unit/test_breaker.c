@@ -60,11 +60,19 @@ static void test_half_open_after_cooldown_admits_one_trial(void)
     CHECK(!rm_breaker_admits(&b));
 }
 
-static void test_answered_trial_closes(void)
+/* Opened at 0, half-open at 1000, its trial taken (*trial). */
+static rm_breaker in_trial(int *trial)
 {
     rm_breaker b = opened(0);
     rm_breaker_poll(&b, 1000);
-    int trial = rm_breaker_take(&b);
+    *trial = rm_breaker_take(&b);
+    return b;
+}
+
+static void test_answered_trial_closes(void)
+{
+    int trial;
+    rm_breaker b = in_trial(&trial);
     CHECK_EQ(rm_breaker_done(&b, &cfg, trial, RM_BREAKER_SUCCESS, 1500), 1);
     CHECK_EQ(b.state, RM_BREAKER_CLOSED);
     CHECK_EQ(b.failures, 0);
@@ -94,9 +102,8 @@ static void test_failed_trial_reopens_with_backoff(void)
 
 static void test_trial_without_verdict_frees_the_slot(void)
 {
-    rm_breaker b = opened(0);
-    rm_breaker_poll(&b, 1000);
-    int trial = rm_breaker_take(&b);
+    int trial;
+    rm_breaker b = in_trial(&trial);
     CHECK_EQ(rm_breaker_done(&b, &cfg, trial, RM_BREAKER_NO_VERDICT, 1200), 0);
     CHECK_EQ(b.state, RM_BREAKER_HALF_OPEN);
     CHECK(rm_breaker_admits(&b));
@@ -129,6 +136,7 @@ static void test_names(void)
     CHECK(rm_breaker_state_name(RM_BREAKER_CLOSED)[0] == 'c');
     CHECK(rm_breaker_state_name(RM_BREAKER_OPEN)[0] == 'o');
     CHECK(rm_breaker_state_name(RM_BREAKER_HALF_OPEN)[0] == 'h');
+    CHECK(rm_breaker_state_name((rm_breaker_state)3)[0] == '?');
 }
 
 int main(void)
