@@ -37,7 +37,7 @@ vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kin
 rc=0
 for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset test_openai \
          test_textkey test_router_hot test_breaker test_guards test_outlier test_workload \
-         test_lru_baseline test_model test_sample test_backoff test_prom; do
+         test_lru_baseline test_model test_sample test_backoff test_prom test_kv_events; do
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
@@ -92,12 +92,13 @@ unset RM_TEST_SLOW
 stage "fuzz targets: seed corpus replay, then 20 s of fuzzing each"
 # libFuzzer targets (clang, ASan+UBSan): every request decoder, the radix
 # cache against its oracle with a failing allocator, the flag/config parser,
-# the gateway's body and worker-metrics readers. The committed corpus runs
-# as a regression test; the short run starts from a scratch copy so the tree
-# is untouched. Long sessions: scripts/fuzz.sh.
+# the gateway's body and worker-metrics readers, the engines' KV-event
+# decoder. The committed corpus runs as a regression test; the short run
+# starts from a scratch copy so the tree is untouched. Long sessions:
+# scripts/fuzz.sh.
 rc=0
 if CC=clang "$root/scripts/build.sh" "$root/build-fuzz" -DRM_FUZZ=ON; then
-  for t in requests cache flags gateway; do
+  for t in requests cache flags gateway kv_events; do
     "$root/build-fuzz/fuzz_$t" -runs=0 "$root/tests/fuzz/corpus/$t" >/dev/null 2>&1 ||
       { echo "fuzz_$t: a corpus input fails"; rc=1; }
     scratch=$(mktemp -d)
