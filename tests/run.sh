@@ -41,6 +41,9 @@ for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset t
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
+# The KV-event subscriber's thread and libzmq sockets against the fake engine.
+"${vg[@]}" "$root/build/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" \
+  >/dev/null 2>&1 || { echo "valgrind: test_kv_subscriber failed"; rc=1; }
 # The daemon itself under memcheck: a wrapper the C integration test spawns.
 # Its exit code (99 on any error or definite leak) is checked by the test.
 wrap="$root/build/radixmesh-node-valgrind"
@@ -81,6 +84,8 @@ if "$root/scripts/build.sh" "$root/build-tsan" -DRM_TSAN=ON; then
     { echo "tsan: gateway failed"; rc=1; }
   "$t/test_load" "$t/radixmesh-node" "$t/radixmesh-router" 15 8 ||
     { echo "tsan: load test failed"; rc=1; }
+  "$t/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" >/dev/null 2>&1 ||
+    { echo "tsan: kv subscriber failed"; rc=1; }
   unset TSAN_OPTIONS
 else
   rc=1

@@ -2,7 +2,8 @@
  * (tests/integration/fake_vllm.py: a real ZeroMQ PUB + replay ROUTER
  * publishing as vLLM and SGLang do).
  *
- *   usage: test_kv_subscriber PYTHON3 FAKE_VLLM_PY
+ *   usage: test_kv_subscriber PYTHON3 FAKE_VLLM_PY [TEST-NAME-PART]
+ *   (RM_TEST_DEBUG=1: the subscriber's debug log lines too)
  *
  * The test thread plays the node's owner thread: deliver() queues items
  * for it, it applies them (records what arrived) and hands them back with
@@ -13,6 +14,7 @@
 #include "check.h"
 #include "daemon.h"
 #include "kv_subscriber.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -135,6 +137,21 @@ static rm_kv_sub_stats stats(fx *f)
     rm_kv_sub_stats s;
     rm_kv_sub_stats_get(f->sub, &s);
     return s;
+}
+
+static void print_stats(fx *f, const char *what)
+{
+    rm_kv_sub_stats s = stats(f);
+    fprintf(stderr,
+            "  %s: received %llu batches %llu drops %llu gaps %llu replays %llu replayed %llu "
+            "replay_failures %llu restarts %llu resyncs %llu malformed %llu last_seq %llu "
+            "queued %llu\n",
+            what, (unsigned long long)s.received, (unsigned long long)s.batches,
+            (unsigned long long)s.drops, (unsigned long long)s.gaps, (unsigned long long)s.replays,
+            (unsigned long long)s.replayed, (unsigned long long)s.replay_failures,
+            (unsigned long long)s.restarts, (unsigned long long)s.resyncs,
+            (unsigned long long)s.malformed, (unsigned long long)s.last_seq,
+            (unsigned long long)s.queued);
 }
 
 static int logged_at_least(fx *f, void *arg)
@@ -457,7 +474,10 @@ static void test_flood_drops_then_resync(void)
     f.o.hold = 1;
     publish(&f, "{\"flood\": {\"batches\": 2000, \"blocks\": 64}}");
     handled h = {base, 2000};
-    CHECK(wait_for(&f, handled_all, &h, 30000));
+    if (!wait_for(&f, handled_all, &h, 30000)) {
+        CHECK(!"every batch of the flood handed over or dropped");
+        print_stats(&f, "flood");
+    }
     long rss1 = td_rss_kib(getpid());
     rm_kv_sub_stats s = stats(&f);
     CHECK_EQ(s.queued, 4);
@@ -533,22 +553,33 @@ static void test_bad_config(void)
     CHECK(rm_kv_sub_start(&cfg, err, sizeof err) == NULL);
 }
 
+static const char *only;
+
+#define RUN_IF(fn)                                                                                 \
+    do {                                                                                           \
+        if (!only || strstr(#fn, only))                                                            \
+            RUN(fn);                                                                               \
+    } while (0)
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s PYTHON3 FAKE_VLLM_PY\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s PYTHON3 FAKE_VLLM_PY [TEST-NAME-PART]\n", argv[0]);
         return 2;
     }
     python = argv[1];
     fake_py = argv[2];
+    only = argc == 4 ? argv[3] : NULL;
     if (getenv("RM_TEST_SLOW"))
         slow = 10;
-    RUN(test_bad_config);
-    RUN(test_in_order_every_encoding);
-    RUN(test_lost_batch_replayed);
-    RUN(test_lost_batch_without_replay_resyncs);
-    RUN(test_restart_resyncs);
-    RUN(test_flood_drops_then_resync);
-    RUN(test_malformed_skipped);
+    if (getenv("RM_TEST_DEBUG"))
+        rm_log_set_level(RM_LOG_DEBUG);
+    RUN_IF(test_bad_config);
+    RUN_IF(test_in_order_every_encoding);
+    RUN_IF(test_lost_batch_replayed);
+    RUN_IF(test_lost_batch_without_replay_resyncs);
+    RUN_IF(test_restart_resyncs);
+    RUN_IF(test_flood_drops_then_resync);
+    RUN_IF(test_malformed_skipped);
     return rm_t_report();
 }
