@@ -5,10 +5,10 @@
 # Runs apt-get only when something is missing, so it is cheap to repeat.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgrpc-dev libuv1-dev libnanopb-dev nanopb libssl-dev
-      libjansson-dev libhttp-parser-dev)
+      libjansson-dev libhttp-parser-dev libzmq3-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(python3 python3-grpcio python3-grpc-tools python3-yaml valgrind curl prometheus chromium
-        kubectl yamllint clang)
+        kubectl yamllint clang python3-zmq python3-msgpack)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -38,10 +38,13 @@ rc=0
 for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset test_openai \
          test_textkey test_route_key test_placement test_node_calls test_breaker test_outlier \
          test_workload test_lru_baseline test_model test_sample test_backoff test_prom test_fdbudget \
-         test_accept_probe test_bearer test_flags test_http test_daemon test_http_head test_gateway_state; do
+         test_accept_probe test_bearer test_flags test_http test_daemon test_http_head test_gateway_state test_kv_events; do
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
+# The KV-event subscriber's thread and libzmq sockets against the fake engine.
+"${vg[@]}" "$root/build/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" \
+  >/dev/null 2>&1 || { echo "valgrind: test_kv_subscriber failed"; rc=1; }
 # The daemon itself under memcheck: a wrapper the C integration test spawns.
 # Its exit code (99 on any error or definite leak) is checked by the test.
 wrap="$root/build/radixmesh-node-valgrind"
@@ -82,6 +85,8 @@ if "$root/scripts/build.sh" "$root/build-tsan" -DRM_TSAN=ON; then
     { echo "tsan: gateway failed"; rc=1; }
   "$t/test_load" "$t/radixmesh-node" "$t/radixmesh-router" 15 8 ||
     { echo "tsan: load test failed"; rc=1; }
+  "$t/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" >/dev/null 2>&1 ||
+    { echo "tsan: kv subscriber failed"; rc=1; }
   unset TSAN_OPTIONS
 else
   rc=1
@@ -93,12 +98,13 @@ unset RM_TEST_SLOW
 stage "fuzz targets: seed corpus replay, then 20 s of fuzzing each"
 # libFuzzer targets (clang, ASan+UBSan): every request decoder, the radix
 # cache against its oracle with a failing allocator, the flag/config parser,
-# the gateway's body and worker-metrics readers. The committed corpus runs
-# as a regression test; the short run starts from a scratch copy so the tree
-# is untouched. Long sessions: scripts/fuzz.sh.
+# the gateway's body and worker-metrics readers, the engines' KV-event
+# decoder. The committed corpus runs as a regression test; the short run
+# starts from a scratch copy so the tree is untouched. Long sessions:
+# scripts/fuzz.sh.
 rc=0
 if CC=clang "$root/scripts/build.sh" "$root/build-fuzz" -DRM_FUZZ=ON; then
-  for t in requests cache flags gateway; do
+  for t in requests cache flags gateway kv_events; do
     "$root/build-fuzz/fuzz_$t" -runs=0 "$root/tests/fuzz/corpus/$t" >/dev/null 2>&1 ||
       { echo "fuzz_$t: a corpus input fails"; rc=1; }
     scratch=$(mktemp -d)
