@@ -11,9 +11,10 @@
 #define NIL      UINT32_MAX
 #define RATE_ONE (1ULL << 32)
 /* Mixed into the per-page key hash so it differs from the chain step. */
-#define PAGE_SALT  0x9e3779b97f4a7c15ULL
-#define CHAIN_SALT 0x5851f42d4c957f2dULL
-#define NH_SEED    0x7368616430773130ULL
+#define PAGE_SALT   0x9e3779b97f4a7c15ULL
+#define CHAIN_SALT  0x5851f42d4c957f2dULL
+#define DECIDE_SALT 0x2545f4914f6cdd1dULL
+#define NH_SEED     0x7368616430773130ULL
 
 static const double node_factors[] = {0.25, 0.5, 1, 2, 4};
 
@@ -103,6 +104,19 @@ static size_t footprint(const rm_shadow_config *cfg, uint64_t pool, uint64_t thr
     for (uint32_t i = 0; i < cfg->nfactors; i++)
         b += cache_bytes(cap_at(cfg->factors[i], pool, threshold), !cfg->policy.priority);
     return b;
+}
+
+/* The rate cap as a threshold: max_rate, raised to min_sample / pool so
+ * the factor-1 cache keeps min_sample entries, at most 1. */
+static uint64_t rate_limit(const rm_shadow_config *cfg, uint64_t pool)
+{
+    double r = cfg->max_rate;
+    if (pool && (double)cfg->min_sample / (double)pool > r)
+        r = (double)cfg->min_sample / (double)pool;
+    if (r >= 1)
+        return RATE_ONE;
+    uint64_t t = (uint64_t)(r * (double)RATE_ONE);
+    return t ? t : 1;
 }
 
 /* The largest threshold in [1, limit] whose caches fit the budget, or 0. */
@@ -519,11 +533,13 @@ rm_shadow_result rm_shadow_init(rm_shadow *s, const rm_shadow_config *cfg)
         s->cfg.budget_bytes = RM_SHADOW_DEFAULT_BUDGET;
     if (!s->cfg.infinite_budget_bytes)
         s->cfg.infinite_budget_bytes = RM_SHADOW_DEFAULT_BUDGET;
-    if (!(s->cfg.max_rate > 0) || s->cfg.max_rate > 1)
+    if (!(s->cfg.max_rate > 0))
+        s->cfg.max_rate = RM_SHADOW_DEFAULT_MAX_RATE;
+    if (s->cfg.max_rate > 1)
         s->cfg.max_rate = 1;
-    uint64_t limit = (uint64_t)(s->cfg.max_rate * (double)RATE_ONE);
-    if (limit < 1)
-        limit = 1;
+    if (!s->cfg.min_sample)
+        s->cfg.min_sample = RM_SHADOW_DEFAULT_MIN_SAMPLE;
+    uint64_t limit = rate_limit(&s->cfg, cfg->pool_pages);
     if (s->cfg.nfactors) {
         s->threshold = choose_threshold(&s->cfg, cfg->pool_pages, limit);
         if (!s->threshold)
@@ -547,7 +563,9 @@ rm_shadow_result rm_shadow_init(rm_shadow *s, const rm_shadow_config *cfg)
         s->inf_keys = rm_xcalloc(inf_slots, sizeof *s->inf_keys);
         s->inf_mask = inf_slots - 1;
         s->inf_max = inf_slots / 2;
-        s->inf_threshold = RATE_ONE;
+        /* The same sample as the bounded caches: ideal and infinite then
+         * see the same pages until the infinite one's budget fills. */
+        s->inf_threshold = s->cfg.nfactors ? s->threshold : limit;
     }
     uint32_t pt = s->cfg.page_tokens;
     s->group_pages = pt >= RM_SHADOW_GROUP_TOKENS ? 1 : RM_SHADOW_GROUP_TOKENS / pt;
@@ -634,7 +652,8 @@ rm_shadow_result rm_shadow_set_pool(rm_shadow *s, uint64_t pool_pages)
         return RM_SHADOW_OK;
     if (pool_pages == 0)
         return RM_SHADOW_NO_POOL;
-    uint64_t t = choose_threshold(&s->cfg, pool_pages, s->threshold);
+    uint64_t limit = rate_limit(&s->cfg, pool_pages);
+    uint64_t t = choose_threshold(&s->cfg, pool_pages, limit < s->threshold ? limit : s->threshold);
     if (!t)
         t = 1; /* caps of 1 always fit what init accepted */
     s->threshold = t;
@@ -699,6 +718,18 @@ static void visit(rm_shadow *s, uint64_t key, uint64_t u, uint32_t depth, int co
     }
 }
 
+/* The chain value after a group whose NH is sum. A bijection of
+ * chain ^ sum (an odd multiplier, then an xorshift), so two prefixes get
+ * equal values only if their chain ^ sum agree; the product's top half,
+ * the next group's sampling value, depends on every bit of it. One
+ * multiply instead of rm_mix64's two: the step is serial across a
+ * request's groups. */
+static inline uint64_t chain_step(uint64_t chain, uint64_t sum)
+{
+    uint64_t x = (chain ^ sum ^ CHAIN_SALT) * 0xd6e8feb86659fd93ULL;
+    return x ^ (x >> 32);
+}
+
 static void access(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
                    int count)
 {
@@ -717,14 +748,30 @@ static void access(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *
     for (size_t p = 0; p < npages; p += s->group_pages) {
         uint32_t g = npages - p < s->group_pages ? (uint32_t)(npages - p) : s->group_pages;
         const uint32_t *t = tokens + p * pt;
-        uint64_t u = chain >> 32;
+        /* Each page's sampling value comes from the chain before its group,
+         * so a decision never depends on the page's own tokens, and pages
+         * are sampled one by one: page j's is the 32-bit window starting
+         * 16j bits into the (well-mixed) word, so each page's top 16 bits
+         * are its own; groups of more than four pages mix further words. */
+        uint32_t u[RM_SHADOW_GROUP_TOKENS];
+        uint64_t w = chain;
+        int any = 0;
+        for (uint32_t j = 0; j < g; j++) {
+            if (j && !(j & 3))
+                w = rm_mix64(w ^ DECIDE_SALT);
+            uint32_t r = 16 * (j & 3);
+            u[j] = (uint32_t)((r ? w << r | w >> (64 - r) : w) >> 32);
+            any |= u[j] < top;
+        }
         uint64_t sum = 0;
-        if (u < top) {
+        if (any) {
             for (uint32_t j = 0; j < g; j++) {
                 sum += s->nh(t + (size_t)j * pt, s->nh_keys + (size_t)j * stride, pt);
+                if (u[j] >= top)
+                    continue;
                 uint32_t low = (uint32_t)rm_mix64(chain ^ sum ^ ((j + 1) * PAGE_SALT));
-                uint64_t key = u << 32 | low;
-                visit(s, key ? key : 1, u, (uint32_t)(p + j), count);
+                uint64_t key = (uint64_t)u[j] << 32 | low;
+                visit(s, key ? key : 1, u[j], (uint32_t)(p + j), count);
             }
         } else if (p + g < npages) {
             /* Only the chain is needed: with even pages the group's keys
@@ -735,7 +782,7 @@ static void access(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *
                 for (uint32_t j = 0; j < g; j++)
                     sum += s->nh(t + (size_t)j * pt, s->nh_keys + (size_t)j * stride, pt);
         }
-        chain = rm_mix64(chain ^ sum ^ CHAIN_SALT);
+        chain = chain_step(chain, sum);
     }
     for (uint32_t i = 0; i < s->cfg.nfactors; i++) {
         if (s->caches[i].nodes)
@@ -766,26 +813,6 @@ static double window_ratio(double hits, double pages, uint64_t aligned, uint64_t
     if (!(pages > 0))
         return NAN;
     return hits / pages * ((double)aligned / (double)query);
-}
-
-double rm_shadow_hit_ratio_adj(const rm_shadow_counts *now, const rm_shadow_counts *then,
-                               uint32_t i, uint32_t pt)
-{
-    static const rm_shadow_counts zero;
-    if (!then)
-        then = &zero;
-    double miss = (now->pages - then->pages) - (now->hits[i] - then->hits[i]);
-    double aligned = (double)(now->aligned_tokens - then->aligned_tokens);
-    double h = aligned - miss * pt;
-    if (h < 0)
-        h = 0;
-    return h / (double)(now->query_tokens - then->query_tokens);
-}
-double rm_shadow_inf_ratio_adj(const rm_shadow_counts *now, uint32_t pt)
-{
-    double miss = now->inf_pages - now->inf_hits;
-    double h = (double)now->aligned_tokens - miss * pt;
-    return (h < 0 ? 0 : h) / (double)now->query_tokens;
 }
 
 double rm_shadow_hit_ratio(const rm_shadow_counts *now, const rm_shadow_counts *then, uint32_t i)

@@ -110,6 +110,10 @@
 #define RM_SHADOW_MAX_FACTORS    8
 #define RM_SHADOW_GROUP_TOKENS   64
 #define RM_SHADOW_DEFAULT_BUDGET (1u << 20)
+/* The rate: at most 1/32 (CPU), unless that leaves the factor-1 cache
+ * fewer than 1,024 entries (accuracy); memory caps both. */
+#define RM_SHADOW_DEFAULT_MAX_RATE   (1.0 / 32)
+#define RM_SHADOW_DEFAULT_MIN_SAMPLE 1024
 /* Bytes of state per entry, at most (see the top of this file): recency
  * (LRU) and priority engines, the infinite shadow. */
 #define RM_SHADOW_LRU_ENTRY_BYTES 40
@@ -156,7 +160,8 @@ typedef struct rm_shadow_config {
     rm_shadow_policy policy;
     size_t budget_bytes;          /* bounded caches together; 0: RM_SHADOW_DEFAULT_BUDGET */
     size_t infinite_budget_bytes; /* 0: RM_SHADOW_DEFAULT_BUDGET */
-    double max_rate;              /* cap on R for the bounded caches; 0: 1 */
+    double max_rate;     /* cap on R (CPU); 0: RM_SHADOW_DEFAULT_MAX_RATE; 1: memory only */
+    uint32_t min_sample; /* ...raised so factor 1 keeps this many entries; 0: the default */
 } rm_shadow_config;
 
 /* The node's memory curve: factors 0.25, 0.5, 1, 2, 4 (in that order), no
