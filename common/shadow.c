@@ -11,10 +11,10 @@
 #define NIL      UINT32_MAX
 #define RATE_ONE (1ULL << 32)
 /* Mixed into the per-page key hash so it differs from the chain step. */
-#define PAGE_SALT   0x9e3779b97f4a7c15ULL
-#define CHAIN_SALT  0x5851f42d4c957f2dULL
-#define DECIDE_SALT 0x2545f4914f6cdd1dULL
-#define NH_SEED     0x7368616430773130ULL
+#define PAGE_SALT  0x9e3779b97f4a7c15ULL
+#define CHAIN_SALT 0x5851f42d4c957f2dULL
+#define DECIDE_MUL 0x2545f4914f6cdd1dULL
+#define NH_SEED    0x7368616430773130ULL
 
 static const double node_factors[] = {0.25, 0.5, 1, 2, 4};
 
@@ -733,7 +733,7 @@ static inline uint64_t chain_step(uint64_t chain, uint64_t sum)
 static void access(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n,
                    int count)
 {
-    uint32_t pt = s->cfg.page_tokens, stride = pt + (pt & 1);
+    uint32_t pt = s->cfg.page_tokens;
     size_t npages = n / pt;
     if (count) {
         s->counts.requests++;
@@ -748,39 +748,21 @@ static void access(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *
     for (size_t p = 0; p < npages; p += s->group_pages) {
         uint32_t g = npages - p < s->group_pages ? (uint32_t)(npages - p) : s->group_pages;
         const uint32_t *t = tokens + p * pt;
-        /* Each page's sampling value comes from the chain before its group,
-         * so a decision never depends on the page's own tokens, and pages
-         * are sampled one by one: page j's is the 32-bit window starting
-         * 16j bits into the (well-mixed) word, so each page's top 16 bits
-         * are its own; groups of more than four pages mix further words. */
-        uint32_t u[RM_SHADOW_GROUP_TOKENS];
-        uint64_t w = chain;
-        int any = 0;
+        /* A page is sampled by a hash of its identity -- the chain before
+         * its group and the group's tokens through the page's end -- so
+         * two pages share a decision only if they share their whole
+         * prefix (SHARDS samples keys by hash). One multiply decides; the
+         * key of a sampled page takes a full mix. */
+        uint64_t nhs[RM_SHADOW_GROUP_TOKENS], sum = 0;
+        s->nh.pages(t, s->nh_keys, pt, g, nhs);
         for (uint32_t j = 0; j < g; j++) {
-            if (j && !(j & 3))
-                w = rm_mix64(w ^ DECIDE_SALT);
-            uint32_t r = 16 * (j & 3);
-            u[j] = (uint32_t)((r ? w << r | w >> (64 - r) : w) >> 32);
-            any |= u[j] < top;
-        }
-        uint64_t sum = 0;
-        if (any) {
-            for (uint32_t j = 0; j < g; j++) {
-                sum += s->nh(t + (size_t)j * pt, s->nh_keys + (size_t)j * stride, pt);
-                if (u[j] >= top)
-                    continue;
-                uint32_t low = (uint32_t)rm_mix64(chain ^ sum ^ ((j + 1) * PAGE_SALT));
-                uint64_t key = (uint64_t)u[j] << 32 | low;
-                visit(s, key ? key : 1, u[j], (uint32_t)(p + j), count);
+            sum += nhs[j];
+            uint64_t id = chain ^ sum ^ (j + 1) * PAGE_SALT;
+            uint64_t u = (id * DECIDE_MUL) >> 32;
+            if (u < top) {
+                uint64_t key = u << 32 | (uint32_t)rm_mix64(id);
+                visit(s, key ? key : 1, u, (uint32_t)(p + j), count);
             }
-        } else if (p + g < npages) {
-            /* Only the chain is needed: with even pages the group's keys
-             * are contiguous, so one call covers it. */
-            if (stride == pt)
-                sum = s->nh(t, s->nh_keys, (size_t)g * pt);
-            else
-                for (uint32_t j = 0; j < g; j++)
-                    sum += s->nh(t + (size_t)j * pt, s->nh_keys + (size_t)j * stride, pt);
         }
         chain = chain_step(chain, sum);
     }

@@ -105,6 +105,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nh.h"
 #include "radix.h"
 
 #define RM_SHADOW_MAX_FACTORS    8
@@ -231,8 +232,8 @@ typedef struct rm_shadow_cache {
 typedef struct rm_shadow {
     rm_shadow_config cfg;
     uint32_t group_pages;
-    uint32_t *nh_keys; /* group_pages * (page_tokens rounded up to even) */
-    uint64_t (*nh)(const uint32_t *t, const uint32_t *k, size_t n); /* nh.h, picked at init */
+    uint32_t *nh_keys;  /* group_pages * (page_tokens rounded up to even) */
+    rm_nh_impl nh;      /* picked at init */
     uint64_t threshold; /* bounded caches sample u < threshold (<= 2^32) */
     uint64_t pool_pages;
     rm_shadow_cache caches[RM_SHADOW_MAX_FACTORS];

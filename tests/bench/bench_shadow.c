@@ -14,7 +14,7 @@
  *
  * Usage: bench_shadow [--trace chat|agentic|builtin|FILE]... [--seed N]
  *                     [--requests N] [--block-tokens 64] [--capacity PCT]
- *                     [--budget BYTES]
+ *                     [--budget BYTES] [--max-rate R] [--policy lru|lfu]
  * Without --trace: chat, agentic, builtin and, when it is there,
  * ../shared/traces/mooncake_synthetic_trace.jsonl. */
 #include <stdio.h>
@@ -152,6 +152,8 @@ int main(int argc, char **argv)
             block = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "--capacity") && v)
             o.capacity = atof(argv[++i]) / 100;
+        else if (!strcmp(a, "--policy") && v && (!strcmp(v, "lru") || !strcmp(v, "lfu")))
+            o.policy = !strcmp(argv[++i], "lfu") ? RM_EVICT_LFU : RM_EVICT_LRU;
         else if (!strcmp(a, "--max-rate") && v)
             o.max_rate = atof(argv[++i]);
         else if (!strcmp(a, "--budget") && v)
@@ -159,7 +161,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: bench_shadow [--trace chat|agentic|builtin|FILE]... [--seed N] "
                             "[--requests N] [--block-tokens 64] [--capacity PCT] [--budget BYTES] "
-                            "[--max-rate R]\n");
+                            "[--max-rate R] [--policy lru|lfu]\n");
             return 2;
         }
     }
@@ -173,8 +175,9 @@ int main(int argc, char **argv)
             printf("(%s absent: Mooncake skipped)\n", MOONCAKE);
     }
     printf("bench_shadow: 8 nodes, session-hash placement, capacity %.0f%% of distinct pages, "
-           "page %d, blocks of %zu tokens, seed %llu\n",
-           o.capacity * 100, SC_PAGE, block, (unsigned long long)seed);
+           "page %d, blocks of %zu tokens, seed %llu, %s\n",
+           o.capacity * 100, SC_PAGE, block, (unsigned long long)seed,
+           o.policy == RM_EVICT_LFU ? "LFU" : "LRU");
     for (int i = 0; i < ntraces; i++) {
         rm_trace t;
         char err[256];

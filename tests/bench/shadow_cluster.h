@@ -210,14 +210,14 @@ static void sc_run(const rm_trace *t, const sc_options *o, sc_figures *f)
     rm_shadow_exact_destroy(&rex);
 }
 
-static uint64_t sc_thread_ns(void)
+static inline uint64_t sc_thread_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t sc_min(uint64_t a, uint64_t b)
+static inline uint64_t sc_min(uint64_t a, uint64_t b)
 {
     return a < b ? a : b;
 }
@@ -228,7 +228,8 @@ static uint64_t sc_min(uint64_t a, uint64_t b)
  * requests with their tokens in cache, as in a node, where the estimator
  * runs right after the Match on the same tokens, and a moment the thread
  * was preempted costs nothing. Best of `rounds` replays, per part. */
-static void sc_time(const rm_trace *t, const sc_options *o, uint64_t pool, int rounds, sc_cpu *out)
+static inline void sc_time(const rm_trace *t, const sc_options *o, uint64_t pool, int rounds,
+                           sc_cpu *out)
 {
     out->ns_node = out->ns_node_shadow = out->ns_router_shadow = UINT64_MAX;
     for (int round = 0; round < rounds; round++) {
