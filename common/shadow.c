@@ -18,6 +18,11 @@
 
 static const double node_factors[] = {0.25, 0.5, 1, 2, 4};
 
+/* The bounds shadow.h states: the entry, then up to 4 table slots of 4 B. */
+_Static_assert(sizeof(rm_shadow_lnode) + 16 == RM_SHADOW_LRU_ENTRY_BYTES, "LRU entry bytes");
+_Static_assert(sizeof(rm_shadow_entry) + sizeof(rm_shadow_slot) + 16 == RM_SHADOW_ENTRY_BYTES,
+               "priority entry bytes");
+
 const char *rm_shadow_strerror(rm_shadow_result r)
 {
     switch (r) {

@@ -4,101 +4,131 @@
  *
  * Who uses it (issue 16):
  *   node    the hit rate its own traffic would get with 0.25x, 0.5x, 2x and
- *           4x its pool (and 1x: a check of the estimate against the node's
- *           real rate) -- rm_shadow_config_node;
- *   router  "ideal": one cache with the cluster's total memory (the sum of
- *           the nodes' pools) over the requests it routes, and "infinite":
- *           an unbounded cache, every repeated page a hit --
+ *           4x its pool, and 1x (a check of the estimate against the
+ *           node's real rate): rm_shadow_config_node;
+ *   router  "ideal", one cache with the cluster's total memory (the sum of
+ *           the nodes' pools) over the requests it routes, and "infinite",
+ *           an unbounded cache where every repeated page hits:
  *           rm_shadow_config_router. With several router replicas each
  *           reports the figures of its own traffic.
- * Offline exact counterparts (the node's cache code itself, and a set of
- * every page seen) are in shadow_exact.h.
+ * The exact figures (the node's cache code itself at each size, and the
+ * set of every page seen) are in shadow_exact.h, for tests and offline
+ * tools.
  *
- * Pages and sampling. A page is what the node caches: page_tokens tokens at
- * a page-aligned offset, identified by its namespace and every token up to
- * its end (two requests share a page iff they share the namespace and the
- * prefix through that page; namespaces never share pages). Requests are cut
- * into groups of RM_SHADOW_GROUP_TOKENS tokens (whole pages; one page when
- * pages are larger), and a 64-bit chain hash is carried from group to group,
- * starting from the namespace's hash (rm_prefix_ns_hash, as prefix_key.h
- * does). A group is sampled iff the top 32 bits of the chain value *before*
- * it are below a threshold T, i.e. at rate R = T / 2^32: the decision for a
- * page depends only on what precedes its group, so a page is sampled in
- * every request that carries it or in none (spatial sampling, as SHARDS
- * samples keys). Each page of a sampled group is one entry, keyed by those
- * 32 bits and 32 bits of a hash of the chain and the group's tokens up to
- * that page's end. Sampling whole 64-token groups rather than single pages
- * lets one chain step serve four 16-token pages; the per-token work is an
- * NH sum (nh.h: UMAC's 32x32->64-bit products of key-offset token pairs,
- * vectorised).
+ * API, called by the owner thread:
+ *   rm_shadow_config_node / _router, then rm_shadow_init   at start
+ *   rm_shadow_match(s, ns, tokens, n)   per Match (node) / routed request
+ *   rm_shadow_insert(...)               optional: an Insert of tokens the
+ *                                       Match did not carry (a reply)
+ *   rm_shadow_set_pool(s, pages)        the pools changed (router: nodes
+ *                                       joined or left)
+ *   s->counts (rm_shadow_counts)        cumulative counters, to export
+ *   rm_shadow_hit_ratio(now, then, i)   factor i's estimate over a window
+ *   rm_shadow_infinite_hit_ratio(...)   the unbounded cache's
+ *   rm_shadow_hit_tokens(now, then, i)  estimated hit tokens, to sum over
+ *                                       nodes (the cluster's memory curve)
+ *   rm_shadow_memory_bytes / _rate      what it costs
+ *
+ * Pages and sampling. A page is what the node caches: page_tokens tokens
+ * at a page-aligned offset, identified by its namespace and every token up
+ * to its end. Two requests share a page iff they share the namespace and
+ * the prefix through that page, so namespaces never share pages. The
+ * identity is a chain: from the namespace's hash (rm_prefix_ns_hash, as
+ * prefix_key.h does), every RM_SHADOW_GROUP_TOKENS tokens (whole pages; one
+ * page when pages are larger) a one-multiply step folds in the NH sum of
+ * the group's tokens (nh.h: UMAC's, vectorised); within a group, a page's
+ * identity is the chain before the group plus the NH sum of the group's
+ * tokens through the page's end. A page is sampled iff 32 bits of a hash
+ * of its identity are below a threshold T, i.e. at rate R = T / 2^32: it
+ * is sampled in every request that carries it or in none, and pages that
+ * differ anywhere in their prefix are sampled independently (spatial
+ * sampling, as SHARDS samples keys). Every token is read once (the NH sum);
+ * only sampled pages cost more.
  *
  * Collisions: two different pages get the same key with probability about
  * 2^-32 when they share everything before their group (siblings) and about
- * 2^-64 otherwise; a collision makes one false hit in an estimate. The keys
- * are fixed (the results are deterministic), so a client that wanted to
- * could craft colliding pages and skew its node's estimate, nothing more.
+ * 2^-64 otherwise; a collision is one false hit in an estimate. The keys
+ * are fixed (results are deterministic), so a client that wanted to could
+ * craft colliding pages and skew its node's estimate -- nothing more.
  *
- * The miniature caches. For each factor f a cache of f x pool x R entries
- * (rounded, at least 1) runs over the sampled pages only, with the node's
- * semantics:
+ * The miniature caches. For each factor f, a cache of f x pool x R
+ * entries (rounded, at least 1) runs over the sampled pages only, with the
+ * node's semantics (radix.h, cache.h):
  *   - a page is a hit iff it is cached (the node's tree is prefix-closed,
- *     and the eviction order below keeps the sampled caches so);
+ *     and the order below keeps the sampled caches so);
  *   - an access (rm_shadow_match) is a Match followed by an Insert of the
- *     same tokens: every page of the request is looked up, then cached;
- *   - eviction is leaf-first. A parent is touched whenever its child is, so
- *     within one access the deeper page counts as touched first: entries
+ *     same tokens: each page is looked up, then cached;
+ *   - eviction is leaf-first. A parent is touched whenever its child is,
+ *     so within one access the deeper page counts as touched first: entries
  *     are ordered by (priority, access number, -depth). Touching a chain
- *     root-first and evicting the least recent would evict roots first
- *     and keep unreachable pages (tests/unit/test_shadow.c shows a trace
- *     where the two differ);
+ *     root-first and evicting the least recent would evict roots first and
+ *     keep unreachable pages (test_shadow.c has a trace where they differ);
+ *   - the node evicts a leaf *edge* whole: the pages one Insert attached,
+ *     less what later requests split off. So the victim goes together with
+ *     the pages inserted by the same access and last touched by the same
+ *     access, which come next in that order (an entry keeps 16 bits of the
+ *     access that inserted it). Evicting single pages instead overestimates
+ *     small caches by up to 0.07 on these workloads;
  *   - while an access runs, the pages it has looked up are out of
  *     eviction's reach (the node locks the matched prefix, and the pages it
  *     inserts are not in its tree until attached); a page that finds
  *     nothing else to evict is dropped with everything deeper in that
  *     request, as the node caches the prefix that fits;
- *   - the policy is a priority function (rm_shadow_policy): the entry with
- *     the lowest priority goes first, ties to the least recently touched.
- *     RM_EVICT_LRU and RM_EVICT_LFU give the node's orders; LFU-DA-style
- *     aging is possible through the inflation argument.
- *   Cost: a 4-ary heap and an open-addressing table per cache, O(log n) per
- *   sampled page and cache.
- * The node evicts whole tree edges (all the pages a leaf holds at once),
- * the miniature caches single pages: with the same capacity the node holds
- * slightly fewer pages on average. tests/unit/test_shadow.c measures the
- * resulting difference against the node's cache code.
+ *   - the policy is a priority function (rm_shadow_policy): the lowest
+ *     priority goes first, ties to the least recently touched. NULL is
+ *     recency alone (the node's LRU), kept in a list: O(1) per sampled page
+ *     and cache. Otherwise a 4-ary heap, O(log n): rm_shadow_policy_of
+ *     (RM_EVICT_LFU) is the node's LFU (hits, then recency), and the
+ *     inflation argument (the last victim's priority) allows LFU-DA or
+ *     GDSF-style aging.
  *
- * The estimate. A page's token share of the request is exact: the node
- * counts query_tokens and hits in whole pages, so with the cumulative
- * counters of rm_shadow_counts
+ * The estimate. The node counts query tokens and hits in whole pages, so
+ * with the cumulative counters of rm_shadow_counts
  *
  *   hit ratio = (sampled hit pages / sampled pages)
  *               x (page-aligned tokens / query tokens)
  *
- * where the last two are counted exactly and partial tails count as the
- * node counts them (never a hit). Sampled counts are weighted 1/R (R at
- * the time of the access), so they stay comparable when R falls.
+ * where the last two are counted exactly: partial tails count as the node
+ * counts them (never a hit). Sampled counts are weighted 1/R (R at the time
+ * of the access), so they stay comparable when R falls. (SHARDS-adj, which
+ * counts sampled misses against the exact page count, did worse on the
+ * Mooncake trace here: errors of -0.02 against under 0.01.)
  *
- * Memory and the rate. Bounded caches: 48 bytes per entry at most (16 for
- * the entry, 24 for its heap slot, a power-of-two table of 4-byte slots
- * filled at most halfway: 8-16). R is the largest rate (at most 1, at most
- * cfg.max_rate) whose caches fit in budget_bytes counted exactly
- * (rm_shadow_memory_bytes); the default budget is RM_SHADOW_DEFAULT_BUDGET
- * (1 MiB) for all factors together, so pools up to ~2,800 pages are
- * simulated unsampled (R = 1) and larger ones at ~2,800 / pool pages. The
- * infinite shadow: a table of 8-byte keys filled at most halfway, 16 bytes
- * per entry, its size fixed by infinite_budget_bytes; when it would fill
- * beyond that, its rate halves and the entries above the new threshold
- * go (what a run at the lower rate would hold), so memory stays within the
- * budget and the estimate stays unbiased, with fewer samples behind it.
- * Nothing grows with the request: the work per request is streaming.
+ * The rate, memory and CPU. Per token the cost is the NH sum (~0.25
+ * ns/token with AVX2); per sampled page, a lookup and a list or heap
+ * update in each cache (~40 ns per cache with LRU). R is therefore
+ *
+ *   R = min(1, what memory allows,
+ *           max(max_rate, min_sample / pool_pages))
+ *
+ * by default max_rate = 1/32 (CPU: with it, the node's estimator costs
+ * ~0.1 of what the node spends decoding, matching and inserting the same
+ * requests; BENCHMARKS.md) and min_sample = 1,024 entries at factor 1, so
+ * pools under 32,768 pages are sampled faster (up to R = 1 below 1,024
+ * pages) to keep the estimate accurate, and cost more CPU per token.
+ * Memory: the budget (budget_bytes, default RM_SHADOW_DEFAULT_BUDGET =
+ * 1 MiB for all factors together) is counted exactly
+ * (rm_shadow_memory_bytes): per entry 24 bytes with LRU (40 with a
+ * priority policy: a 16-byte entry and a 24-byte heap slot) plus a
+ * power-of-two table of 4-byte slots at most half full (8-16 bytes): at
+ * most RM_SHADOW_LRU_ENTRY_BYTES / RM_SHADOW_ENTRY_BYTES. With 1 MiB, LRU
+ * and the node's five factors that is R ~ 3,400 / pool pages at least
+ * (pools past ~100,000 pages go below 1/32). The infinite shadow
+ * is a table of 8-byte keys at most half full (16 bytes per entry), sized
+ * by infinite_budget_bytes; it starts at the caches' rate, and when it
+ * would fill beyond its budget its rate halves and the entries above the
+ * new threshold go -- what a run at the lower rate would hold -- so its
+ * memory never grows and its estimate stays unbiased, resting on fewer
+ * pages. Nothing grows with the request: an access is streaming.
  *
  * Windows. Every counter is cumulative since rm_shadow_init (Prometheus
  * takes rates of them, and they compare to the cluster's own cumulative
  * hit rate); rm_shadow_hit_ratio and friends take two snapshots and give
  * the figure over the window between them (NULL: since start).
  *
- * Pure: no clock, no I/O, no randomness. Not thread-safe: one owner thread
- * calls it per Match (node) or per routed request (router). */
+ * Pure: no clock, no I/O, no randomness, no global state. Not thread-safe:
+ * one owner thread calls it per Match (node) or per routed request
+ * (router). */
 #ifndef RM_SHADOW_H
 #define RM_SHADOW_H
 

@@ -41,6 +41,7 @@ for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset t
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
+"${vg[@]}" "$root/build/test_shadow" --quick >/dev/null || { echo "valgrind: test_shadow failed"; rc=1; }
 # The daemon itself under memcheck: a wrapper the C integration test spawns.
 # Its exit code (99 on any error or definite leak) is checked by the test.
 wrap="$root/build/radixmesh-node-valgrind"

@@ -15,8 +15,8 @@
  * unbounded shadow past its budget, determinism across NH versions,
  * namespaces, partial pages, windows, pool changes, bad configs.
  *
- * Usage: test_shadow [MOONCAKE_TRACE] [--quick]   (--quick: smaller
- * traces, for valgrind) */
+ * Usage: test_shadow [MOONCAKE_TRACE] [--quick]   (--quick: a shorter
+ * agentic trace and fewer requests elsewhere, for valgrind) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +36,17 @@ static const char *mooncake;
 static int quick;
 
 /* ---- small traces ---------------------------------------------------- */
+
+/* A workload by name (or a trace file) at 64-token blocks; 0: its default
+ * length. */
+static void load(rm_trace *t, const char *spec, uint64_t seed, size_t requests)
+{
+    char err[256];
+    if (rm_workload_trace(spec, seed, requests, 64, t, err, sizeof err) != 0) {
+        fprintf(stderr, "test_shadow: %s\n", err);
+        exit(1);
+    }
+}
 
 typedef struct tiny {
     uint32_t tok[16][8 * PAGE];
@@ -206,8 +217,7 @@ static void run_shadow(rm_shadow *s, const rm_trace *t)
 static void test_policies(void)
 {
     rm_trace t;
-    char err[256];
-    REQUIRE(rm_workload_trace("builtin", 3, quick ? 300 : 1000, 64, &t, err, sizeof err) == 0);
+    load(&t, "builtin", 3, quick ? 300 : 1000);
     /* A priority function that is always 0 orders by recency alone: the
      * heap must then agree with the LRU list on every count. */
     uint64_t calls = 0;
@@ -272,7 +282,7 @@ static void check_figures(const char *name, const sc_figures *f, double factor_t
 static void test_accuracy(void)
 {
     const char *names[] = {"chat", "agentic", "builtin"};
-    size_t quick_n[] = {1000, 500, 500};
+    size_t quick_n[] = {0, 1000, 0}; /* chat and builtin are small anyway */
     sc_options o = {0.10, 0, 0, 0, RM_EVICT_LRU};
     for (int i = 0; i < 4; i++) {
         const char *spec = i < 3 ? names[i] : mooncake;
@@ -282,9 +292,7 @@ static void test_accuracy(void)
             continue;
         }
         rm_trace t;
-        char err[256];
-        REQUIRE(rm_workload_trace(spec, 42, quick ? (i < 3 ? quick_n[i] : 1000) : 0, 64, &t, err,
-                                  sizeof err) == 0);
+        load(&t, spec, 42, quick ? (i < 3 ? quick_n[i] : 1000) : 0);
         sc_figures f;
         sc_run(&t, &o, &f);
         check_figures(i < 3 ? names[i] : "mooncake", &f, 0.02, 0.04);
@@ -301,8 +309,7 @@ static void test_unsampled_is_the_node(void)
     sc_options o = {0.10, 0, 0, 1, RM_EVICT_LRU};
     for (int i = 0; i < 2; i++) {
         rm_trace t;
-        char err[256];
-        REQUIRE(rm_workload_trace(names[i], 42, quick ? 500 : 0, 64, &t, err, sizeof err) == 0);
+        load(&t, names[i], 42, 0);
         sc_figures f;
         sc_run(&t, &o, &f);
         CHECK(f.rate_min == 1);
@@ -393,8 +400,7 @@ static void test_infinite_past_budget(void)
 
     /* A real trace past a small budget: still within 0.03 of exact. */
     rm_trace t;
-    char err[256];
-    REQUIRE(rm_workload_trace("agentic", 5, quick ? 300 : 1500, 64, &t, err, sizeof err) == 0);
+    load(&t, "agentic", 5, quick ? 300 : 1500);
     c.infinite_budget_bytes = 64 * 1024;
     REQUIRE(rm_shadow_init(&s, &c) == RM_SHADOW_OK);
     rm_shadow_exact e;
@@ -471,8 +477,7 @@ static void test_pages_sampled_by_identity(void)
 static void test_set_pool(void)
 {
     rm_trace t;
-    char err[256];
-    REQUIRE(rm_workload_trace("chat", 9, quick ? 400 : 2000, 64, &t, err, sizeof err) == 0);
+    load(&t, "chat", 9, quick ? 400 : 2000);
     rm_shadow a, b;
     rm_shadow_config c;
     rm_shadow_config_router(&c, PAGE, 2000, RM_EVICT_LRU);
@@ -569,8 +574,7 @@ static void test_nh_versions_agree(void)
 static void test_deterministic(void)
 {
     rm_trace t;
-    char err[256];
-    REQUIRE(rm_workload_trace("agentic", 11, quick ? 200 : 800, 64, &t, err, sizeof err) == 0);
+    load(&t, "agentic", 11, quick ? 200 : 800);
     rm_shadow a, b;
     rm_shadow_config c;
     rm_shadow_config_router(&c, PAGE, 3000, RM_EVICT_LRU);
