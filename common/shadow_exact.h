@@ -15,6 +15,14 @@
  * other. Its memory grows with the distinct pages of the trace (8 bytes
  * each, table at most half full): an offline tool, not for daemons.
  *
+ * For `radixmesh replay`'s end-of-run budget (phase B): one
+ * rm_shadow_exact per node, with capacities factor x that node's pool, fed
+ * the requests the cluster sent there (MatchReply.node_id), gives the
+ * exact memory curve under the routing as it was (sum the hit tokens over
+ * nodes); one with the summed pools and the unbounded cache, fed every
+ * request, gives the exact ideal and infinite. Cost: each cache is a node
+ * of that size in memory (about 5 B of metadata per cached token).
+ *
  * Windows: every figure is cumulative since init, as in shadow.h.
  * Not thread-safe. */
 #ifndef RM_SHADOW_EXACT_H

@@ -14,7 +14,10 @@
  *
  * Usage: bench_shadow [--trace chat|agentic|builtin|FILE]... [--seed N]
  *                     [--requests N] [--block-tokens 64] [--capacity PCT]
- *                     [--budget BYTES] [--max-rate R] [--policy lru|lfu]
+ *                     [--budget BYTES] [--max-rate R] [--min-sample N]
+ *                     [--policy lru|lfu]
+ * (--max-rate 1 --min-sample 1: the rate memory allows; --max-rate R
+ * --min-sample 1: R exactly, where memory allows)
  * Without --trace: chat, agentic, builtin and, when it is there,
  * ../shared/traces/mooncake_synthetic_trace.jsonl. */
 #include <stdio.h>
@@ -139,7 +142,7 @@ int main(int argc, char **argv)
     int ntraces = 0;
     uint64_t seed = 42;
     size_t requests = 0, block = 64;
-    sc_options o = {0.10, 0, 0, 0, RM_EVICT_LRU};
+    sc_options o = {0.10, 0, 0, 0, 0, RM_EVICT_LRU};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--trace") && v && ntraces < 8)
@@ -154,6 +157,8 @@ int main(int argc, char **argv)
             o.capacity = atof(argv[++i]) / 100;
         else if (!strcmp(a, "--policy") && v && (!strcmp(v, "lru") || !strcmp(v, "lfu")))
             o.policy = !strcmp(argv[++i], "lfu") ? RM_EVICT_LFU : RM_EVICT_LRU;
+        else if (!strcmp(a, "--min-sample") && v)
+            o.min_sample = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(a, "--max-rate") && v)
             o.max_rate = atof(argv[++i]);
         else if (!strcmp(a, "--budget") && v)
@@ -161,7 +166,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: bench_shadow [--trace chat|agentic|builtin|FILE]... [--seed N] "
                             "[--requests N] [--block-tokens 64] [--capacity PCT] [--budget BYTES] "
-                            "[--max-rate R] [--policy lru|lfu]\n");
+                            "[--max-rate R] [--min-sample N] [--policy lru|lfu]\n");
             return 2;
         }
     }

@@ -39,6 +39,7 @@ typedef struct sc_options {
     size_t node_budget;   /* 0: the default */
     size_t router_budget; /* per router shadow; 0: the default */
     double max_rate;      /* cfg.max_rate of every shadow; 0: the default */
+    uint32_t min_sample;  /* cfg.min_sample of every shadow; 0: the default */
     rm_evict_policy policy;
 } sc_options;
 
@@ -133,6 +134,7 @@ static void sc_run(const rm_trace *t, const sc_options *o, sc_figures *f)
         if (o->node_budget)
             cfg.budget_bytes = o->node_budget;
         cfg.max_rate = o->max_rate;
+        cfg.min_sample = o->min_sample;
         if (rm_shadow_init(&sh[j], &cfg) != RM_SHADOW_OK ||
             rm_shadow_exact_init(&ex[j], SC_PAGE, o->policy, caps, SC_FACTORS, 0) != 0) {
             fprintf(stderr, "shadow_cluster: cannot make node %d's shadows\n", j);
@@ -146,6 +148,7 @@ static void sc_run(const rm_trace *t, const sc_options *o, sc_figures *f)
     if (o->router_budget)
         rcfg.budget_bytes = rcfg.infinite_budget_bytes = o->router_budget;
     rcfg.max_rate = o->max_rate;
+    rcfg.min_sample = o->min_sample;
     uint64_t total = SC_NODES * pool;
     if (rm_shadow_init(&router, &rcfg) != RM_SHADOW_OK ||
         rm_shadow_exact_init(&rex, SC_PAGE, o->policy, &total, 1, 1) != 0) {
@@ -242,6 +245,7 @@ static inline void sc_time(const rm_trace *t, const sc_options *o, uint64_t pool
             if (o->node_budget)
                 cfg.budget_bytes = o->node_budget;
             cfg.max_rate = o->max_rate;
+            cfg.min_sample = o->min_sample;
             if (rm_shadow_init(&sh[j], &cfg) != RM_SHADOW_OK)
                 exit(1);
         }
@@ -249,6 +253,7 @@ static inline void sc_time(const rm_trace *t, const sc_options *o, uint64_t pool
         if (o->router_budget)
             cfg.budget_bytes = cfg.infinite_budget_bytes = o->router_budget;
         cfg.max_rate = o->max_rate;
+        cfg.min_sample = o->min_sample;
         if (rm_shadow_init(&router, &cfg) != RM_SHADOW_OK)
             exit(1);
         uint64_t ns[3] = {0, 0, 0};

@@ -283,7 +283,7 @@ static void test_accuracy(void)
 {
     const char *names[] = {"chat", "agentic", "builtin"};
     size_t quick_n[] = {0, 1000, 0}; /* chat and builtin are small anyway */
-    sc_options o = {0.10, 0, 0, 0, RM_EVICT_LRU};
+    sc_options o = {0.10, 0, 0, 0, 0, RM_EVICT_LRU};
     for (int i = 0; i < 4; i++) {
         const char *spec = i < 3 ? names[i] : mooncake;
         if (i == 3 && (!mooncake || access(mooncake, R_OK) != 0)) {
@@ -306,7 +306,7 @@ static void test_unsampled_is_the_node(void)
      * difference from the node's cache is what the tree's edges make of
      * splits -- under 0.01 in every factor. */
     const char *names[] = {"chat", "builtin"};
-    sc_options o = {0.10, 0, 0, 1, RM_EVICT_LRU};
+    sc_options o = {0.10, 0, 0, 1, 0, RM_EVICT_LRU};
     for (int i = 0; i < 2; i++) {
         rm_trace t;
         load(&t, names[i], 42, 0);
