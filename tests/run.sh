@@ -45,6 +45,7 @@ done
 # The KV-event subscriber's thread and libzmq sockets against the fake engine.
 "${vg[@]}" "$root/build/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" \
   >/dev/null 2>&1 || { echo "valgrind: test_kv_subscriber failed"; rc=1; }
+"${vg[@]}" "$root/build/test_shadow" --quick >/dev/null || { echo "valgrind: test_shadow failed"; rc=1; }
 # The daemon itself under memcheck: a wrapper the C integration test spawns.
 # Its exit code (99 on any error or definite leak) is checked by the test.
 wrap="$root/build/radixmesh-node-valgrind"
