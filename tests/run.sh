@@ -2,8 +2,8 @@
 # The whole test suite: installs what is missing, builds three ways and runs
 #   1. ctest on the release build (unit, fuzz, integration, Python contract),
 #   2. ctest on an ASan+UBSan build,
-#   3. valgrind memcheck over the unit tests and both daemons under their
-#      C integration tests (zero errors, zero definite leaks),
+#   3. valgrind memcheck over every test labelled "unit" and both daemons
+#      under their integration tests (zero errors, zero definite leaks),
 #   4. a ThreadSanitizer build of the concurrent tests (daemons included),
 #   5. the libFuzzer targets over their seed corpus, then briefly fuzzing.
 # Prints "N passed, N failed" per stage and a total; exits non-zero on any
@@ -35,12 +35,11 @@ stage "valgrind memcheck"
 export RM_TEST_SLOW=1
 vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
 rc=0
-for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset test_openai \
-         test_textkey test_router_hot test_breaker test_guards test_outlier test_workload \
-         test_lru_baseline test_model test_sample test_backoff test_prom; do
-  "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
-done
-"${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
+# Every test labelled "unit" in ctest, as ctest runs it (a test's
+# MEMCHECK_ARGS in CMakeLists.txt replace its arguments here), nproc at a
+# time; a failure prints valgrind's report.
+/usr/bin/python3 "$root/tests/memcheck.py" "$root/build" --label unit -j"$jobs" -- "${vg[@]}" ||
+  { echo "valgrind: unit tests failed"; rc=1; }
 # The daemon itself under memcheck: a wrapper the C integration test spawns.
 # Its exit code (99 on any error or definite leak) is checked by the test.
 wrap="$root/build/radixmesh-node-valgrind"
