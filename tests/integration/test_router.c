@@ -36,17 +36,9 @@ static char node_list[1024];
 
 static void start_cluster(void)
 {
-    node_list[0] = '\0';
-    for (int i = 0; i < NODES; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "n%d", i);
-        const char *argv[] = {node_bin, "--node-id",   id,     "--shutdown-delay-ms",
-                              "0",      "--log-level", "warn", "--hot-half-life-ms",
-                              "3000",   NULL};
-        REQUIRE(td_start(&nodes[i], argv) == 0);
-        snprintf(node_list + strlen(node_list), sizeof node_list - strlen(node_list), "%s%s=%s",
-                 i ? "," : "", id, nodes[i].addr);
-    }
+    const char *flags[] = {"--shutdown-delay-ms", "0",    "--log-level", "warn",
+                           "--hot-half-life-ms",  "3000", NULL};
+    REQUIRE(td_start_nodes(nodes, NODES, node_bin, "n", flags, node_list, sizeof node_list) == 0);
 }
 
 static void start_router(test_daemon *r, const char *id)
@@ -248,11 +240,8 @@ static void failover_is_retried(void)
                           "200",      "--stats-interval",  "200",     "--eject-after-failures",
                           "1000",     "--call-timeout-ms", "1000",    "--shutdown-delay-ms",
                           "0",        "--log-level",       "warn",    NULL};
-    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r.addr, 20000) == 0);
-    uint32_t want = NODES;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
+    REQUIRE(cw_start_router(&r, argv, &cc, 20000, NODES, 30000));
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 909, 0);
     char msg[256];
@@ -513,15 +502,9 @@ static void test_dns_membership(void)
 static void start_nodes(test_daemon *d, int n, char *list, size_t len, const char *extra_flag,
                         const char *extra_value)
 {
-    list[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "s%d", i);
-        const char *argv[] = {node_bin,      "--node-id", id,         "--shutdown-delay-ms", "0",
-                              "--log-level", "warn",      extra_flag, extra_value,           NULL};
-        REQUIRE(td_start(&d[i], argv) == 0);
-        snprintf(list + strlen(list), len - strlen(list), "%s%s=%s", i ? "," : "", id, d[i].addr);
-    }
+    const char *flags[] = {"--shutdown-delay-ms", "0", "--log-level", "warn", extra_flag,
+                           extra_value,           NULL};
+    REQUIRE(td_start_nodes(d, n, node_bin, "s", flags, list, len) == 0);
 }
 
 /* The router itself stopped (SIGSTOP, 2.5 s, five times) while calls are
@@ -541,11 +524,8 @@ static void test_router_stall_ejects_nobody(void)
                           "500",      "--shutdown-delay-ms",
                           "0",        "--log-level",
                           "warn",     NULL};
-    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r.addr, 30000) == 0);
-    uint32_t want = N;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
+    REQUIRE(cw_start_router(&r, argv, &cc, 30000, N, 30000));
     atomic_int stop = 0, done = 0;
     pthread_t th[THREADS];
     worker w[THREADS];
@@ -593,7 +573,7 @@ static void test_router_stall_ejects_nobody(void)
 
     /* A dead node still leaves, once its failures are counted. */
     td_stop(&nd[0], SIGKILL, 5000);
-    want = N - 1;
+    uint32_t want = N - 1;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     CHECK_EQ(counter_of(&cc, EJECTIONS), 1);
     rm_cc_close(&cc);
@@ -723,11 +703,8 @@ static void test_membership_churn(void)
                           "100",      "--stats-interval",
                           "100",      "--shutdown-delay-ms",
                           "0",        NULL};
-    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r.addr, 10000) == 0);
-    uint32_t want = 2;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
+    REQUIRE(cw_start_router(&r, argv, &cc, 10000, 2, 30000));
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 6, 0);
     char msg[256];
@@ -763,7 +740,7 @@ static void test_membership_churn(void)
             rss_warm = td_rss_kib(r.pid);
     }
     /* Let the last checks of the removed nodes end. */
-    want = 2;
+    uint32_t want = 2;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     long rss_end = td_rss_kib(r.pid);
     fprintf(stderr,
