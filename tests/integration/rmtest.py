@@ -188,14 +188,15 @@ def http_request(addr, method, path, body=None, headers=None, timeout=10):
         conn.close()
 
 
-def metric(addr, name, headers=None):
-    """Sum of every sample of `name` on addr's /metrics."""
+def metric(addr, name, headers=None, label=""):
+    """Sum of every sample of `name` on addr's /metrics (with label, e.g.
+    'code="2xx"', those that carry it)."""
     status, _, body = http_request(addr, "GET", "/metrics", headers=headers)
     if status != 200:
         raise AssertionError(f"/metrics answered {status}")
     total = 0.0
     for line in body.decode().splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
             total += float(line.split()[-1])
     return total
 
