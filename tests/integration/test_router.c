@@ -36,9 +36,17 @@ static char node_list[1024];
 
 static void start_cluster(void)
 {
-    const char *flags[] = {"--shutdown-delay-ms", "0",    "--log-level", "warn",
-                           "--hot-half-life-ms",  "3000", NULL};
-    REQUIRE(td_start_nodes(nodes, NODES, node_bin, "n", flags, node_list, sizeof node_list) == 0);
+    node_list[0] = '\0';
+    for (int i = 0; i < NODES; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "n%d", i);
+        const char *argv[] = {node_bin, "--node-id",   id,     "--shutdown-delay-ms",
+                              "0",      "--log-level", "warn", "--hot-half-life-ms",
+                              "3000",   NULL};
+        REQUIRE(td_start(&nodes[i], argv) == 0);
+        snprintf(node_list + strlen(node_list), sizeof node_list - strlen(node_list), "%s%s=%s",
+                 i ? "," : "", id, nodes[i].addr);
+    }
 }
 
 static void start_router(test_daemon *r, const char *id)
@@ -240,8 +248,11 @@ static void failover_is_retried(void)
                           "200",      "--stats-interval",  "200",     "--eject-after-failures",
                           "1000",     "--call-timeout-ms", "1000",    "--shutdown-delay-ms",
                           "0",        "--log-level",       "warn",    NULL};
+    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(cw_start_router(&r, argv, &cc, 20000, NODES, 30000));
+    REQUIRE(rm_cc_init_router(&cc, r.addr, 20000) == 0);
+    uint32_t want = NODES;
+    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 909, 0);
     char msg[256];
@@ -502,9 +513,15 @@ static void test_dns_membership(void)
 static void start_nodes(test_daemon *d, int n, char *list, size_t len, const char *extra_flag,
                         const char *extra_value)
 {
-    const char *flags[] = {"--shutdown-delay-ms", "0", "--log-level", "warn", extra_flag,
-                           extra_value,           NULL};
-    REQUIRE(td_start_nodes(d, n, node_bin, "s", flags, list, len) == 0);
+    list[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "s%d", i);
+        const char *argv[] = {node_bin,      "--node-id", id,         "--shutdown-delay-ms", "0",
+                              "--log-level", "warn",      extra_flag, extra_value,           NULL};
+        REQUIRE(td_start(&d[i], argv) == 0);
+        snprintf(list + strlen(list), len - strlen(list), "%s%s=%s", i ? "," : "", id, d[i].addr);
+    }
 }
 
 /* The router itself stopped (SIGSTOP, 2.5 s, five times) while calls are
@@ -524,8 +541,11 @@ static void test_router_stall_ejects_nobody(void)
                           "500",      "--shutdown-delay-ms",
                           "0",        "--log-level",
                           "warn",     NULL};
+    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(cw_start_router(&r, argv, &cc, 30000, N, 30000));
+    REQUIRE(rm_cc_init_router(&cc, r.addr, 30000) == 0);
+    uint32_t want = N;
+    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     atomic_int stop = 0, done = 0;
     pthread_t th[THREADS];
     worker w[THREADS];
@@ -573,7 +593,7 @@ static void test_router_stall_ejects_nobody(void)
 
     /* A dead node still leaves, once its failures are counted. */
     td_stop(&nd[0], SIGKILL, 5000);
-    uint32_t want = N - 1;
+    want = N - 1;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     CHECK_EQ(counter_of(&cc, EJECTIONS), 1);
     rm_cc_close(&cc);
@@ -703,8 +723,11 @@ static void test_membership_churn(void)
                           "100",      "--stats-interval",
                           "100",      "--shutdown-delay-ms",
                           "0",        NULL};
+    REQUIRE(td_start(&r, argv) == 0);
     rm_cache_client cc;
-    REQUIRE(cw_start_router(&r, argv, &cc, 10000, 2, 30000));
+    REQUIRE(rm_cc_init_router(&cc, r.addr, 10000) == 0);
+    uint32_t want = 2;
+    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 6, 0);
     char msg[256];
@@ -740,7 +763,7 @@ static void test_membership_churn(void)
             rss_warm = td_rss_kib(r.pid);
     }
     /* Let the last checks of the removed nodes end. */
-    uint32_t want = 2;
+    want = 2;
     CHECK(cw_wait_for(&cc, cw_healthy_is, &want, 30000));
     long rss_end = td_rss_kib(r.pid);
     fprintf(stderr,
