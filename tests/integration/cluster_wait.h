@@ -29,4 +29,16 @@ static int cw_healthy_is(const rm_cc_cluster *c, void *arg)
     return c->cs.healthy_nodes == *(uint32_t *)arg;
 }
 
+/* Starts a router (argv as for td_start), connects cc to it (call deadline
+ * call_timeout_ms) and waits up to timeout_ms until `nodes` nodes are on
+ * its ring. Returns 1 once they are; 0 if the router did not start or the
+ * ring did not fill in time (cc is then open if the router started). */
+static inline int cw_start_router(test_daemon *r, const char *const *argv, rm_cache_client *cc,
+                                  int call_timeout_ms, uint32_t nodes, int timeout_ms)
+{
+    if (td_start(r, argv) != 0 || rm_cc_init_router(cc, r->addr, call_timeout_ms) != 0)
+        return 0;
+    return cw_wait_for(cc, cw_healthy_is, &nodes, timeout_ms);
+}
+
 #endif

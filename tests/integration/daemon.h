@@ -137,6 +137,44 @@ static inline int td_read_announced(test_daemon *d, const char *word, char *out)
     return -1;
 }
 
+/* Starts n daemons of bin, ids <prefix>0 .. <prefix>n-1 ("--node-id ID"
+ * then the NULL-terminated flags; flags may be NULL), and writes the
+ * router's --nodes list ("ID=host:port,...") into list (len bytes).
+ * Returns 0, or -1 as soon as one did not start. */
+static inline int td_start_nodes(test_daemon *d, int n, const char *bin, const char *prefix,
+                                 const char *const *flags, char *list, size_t len)
+{
+    list[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        const char *argv[60] = {bin, "--node-id", id};
+        int k = 3;
+        for (int j = 0; flags && flags[j] && k < 59; j++)
+            argv[k++] = flags[j];
+        argv[k] = NULL;
+        if (td_start(&d[i], argv) != 0)
+            return -1;
+        size_t used = strlen(list);
+        snprintf(list + used, len - used, "%s%s=%s", i ? "," : "", id, d[i].addr);
+    }
+    return 0;
+}
+
+/* Calls cond(arg) every step_ms until it returns nonzero or timeout_ms
+ * pass; returns its last value. For conditions that are not a round trip
+ * to a daemon (those poll without pausing: cluster_wait.h). */
+static inline int td_wait(int (*cond)(void *), void *arg, int timeout_ms, int step_ms)
+{
+    long long deadline = td_now_ms() + timeout_ms;
+    int v;
+    while (!(v = cond(arg)) && td_now_ms() < deadline) {
+        struct timespec ts = {step_ms / 1000, (long)(step_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* a poll step, bounded by the deadline */
+    }
+    return v;
+}
+
 /* Sends sig and waits up to timeout_ms for the exit. Returns the exit status
  * (as from waitpid) or -1 on timeout (then the daemon is SIGKILLed). */
 static int td_stop(test_daemon *d, int sig, int timeout_ms)
