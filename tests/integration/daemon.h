@@ -54,6 +54,21 @@ static void td_untrack(pid_t pid)
             td_pids[i] = 0;
 }
 
+/* Daemons under valgrind or ThreadSanitizer (tests/run.sh sets
+ * RM_TEST_SLOW=1 in those stages) run tens of times slower: deadlines
+ * stretch x10 and figures that only mean something natively (RSS) are not
+ * asserted. */
+static int td_slow(void)
+{
+    const char *v = getenv("RM_TEST_SLOW");
+    return v && !strcmp(v, "1");
+}
+
+static long long td_ms(long long ms)
+{
+    return td_slow() ? ms * 10 : ms;
+}
+
 static long long td_now_ms(void)
 {
     struct timespec ts;
@@ -93,7 +108,7 @@ static int td_start(test_daemon *d, const char *const *argv)
     td_track(d->pid);
     char buf[256];
     size_t len = 0;
-    long long deadline = td_now_ms() + 10000;
+    long long deadline = td_now_ms() + td_ms(10000);
     while (td_now_ms() < deadline && len < sizeof buf - 1) {
         struct pollfd p = {d->out_fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
@@ -120,7 +135,7 @@ static inline int td_read_announced(test_daemon *d, const char *word, char *out)
     char buf[256], fmt[32];
     size_t len = 0;
     snprintf(fmt, sizeof fmt, "%.16s %%63s", word);
-    long long deadline = td_now_ms() + 10000;
+    long long deadline = td_now_ms() + td_ms(10000);
     while (td_now_ms() < deadline && len < sizeof buf - 1) {
         struct pollfd p = {d->out_fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
