@@ -181,7 +181,7 @@ static inline int td_start_nodes(test_daemon *d, int n, const char *bin, const c
  * to a daemon (those poll without pausing: cluster_wait.h). */
 static inline int td_wait(int (*cond)(void *), void *arg, int timeout_ms, int step_ms)
 {
-    long long deadline = td_now_ms() + timeout_ms;
+    long long deadline = td_now_ms() + td_ms(timeout_ms); /* x10 under RM_TEST_SLOW */
     int v;
     while (!(v = cond(arg)) && td_now_ms() < deadline) {
         struct timespec ts = {step_ms / 1000, (long)(step_ms % 1000) * 1000000L};
@@ -197,7 +197,7 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
     if (d->pid <= 0)
         return -1;
     kill(d->pid, sig);
-    long long deadline = td_now_ms() + timeout_ms;
+    long long deadline = td_now_ms() + td_ms(timeout_ms); /* x10 under RM_TEST_SLOW */
     int status = -1;
     for (;;) {
         pid_t r = waitpid(d->pid, &status, WNOHANG);

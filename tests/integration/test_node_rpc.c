@@ -185,7 +185,7 @@ static void test_lease_ttl_reclaims(rm_cache_client *cc)
     CHECK_EQ(s.active_leases, 20);
     CHECK_EQ(s.protected_pages, 10);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    long long deadline = td_now_ms() + 5000;
+    long long deadline = td_now_ms() + td_ms(5000);
     uint64_t leases = 1;
     while (leases && td_now_ms() < deadline) {
         s = stats(cc);
@@ -323,7 +323,7 @@ static void test_namespace_slots_return(rm_cache_client *cc)
             snprintf(ns, sizeof ns, "model-%d-%d", round, i);
             /* The previous round's leases (2 s: long enough to see the refusal
              * below even under valgrind) may still be live. */
-            long long deadline = td_now_ms() + 30000;
+            long long deadline = td_now_ms() + td_ms(30000);
             int st;
             while ((st = rm_cc_match(cc, ns, tok, 32, 1, 2000, &m, msg, sizeof msg)) ==
                        GRPC_STATUS_RESOURCE_EXHAUSTED &&
