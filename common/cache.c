@@ -254,7 +254,7 @@ rm_cache_result rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
     memset(c, 0, sizeof *c);
     if (cfg->page_tokens == 0 || cfg->pool_pages == 0 || cfg->max_leases == 0 ||
         cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 || cfg->max_lease_ttl_ms == 0 ||
-        cfg->policy > RM_EVICT_LFU)
+        (unsigned)cfg->policy >= RM_EVICT_NPOLICIES)
         return RM_CACHE_BAD_CONFIG;
     if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
         return RM_CACHE_BAD_CONFIG;
