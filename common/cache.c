@@ -67,6 +67,18 @@ static uint32_t alloc_with_evict(rm_cache *c, uint32_t want, uint32_t *out)
     return got;
 }
 
+/* Pages a sequence already holding have_pages may add, of need. */
+static size_t seq_room(const rm_cache *c, size_t have_pages, size_t need)
+{
+    uint32_t pct = c->cfg.max_sequence_pct;
+    if (pct == 0 || pct >= 100)
+        return need;
+    uint64_t cap = c->cfg.pool_pages * pct / 100;
+    cap = cap ? cap : 1;
+    uint64_t room = cap > have_pages ? cap - have_pages : 0;
+    return need < room ? need : (size_t)room;
+}
+
 static uint32_t *scratch(rm_cache *c, size_t n)
 {
     if (n > c->scratch_cap) {
@@ -413,7 +425,8 @@ rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const c
         /* Keep the matched prefix out of eviction's reach while making room. */
         rm_radix_lock(&c->tree, at.last);
         uint32_t *pages = scratch(c, need);
-        uint32_t got = alloc_with_evict(c, (uint32_t)need, pages);
+        size_t room = seq_room(c, at.have / pt, need);
+        uint32_t got = room ? alloc_with_evict(c, (uint32_t)room, pages) : 0;
         rm_radix_node *leaf = at.last;
         if (got > 0 &&
             !(leaf = rm_radix_attach(&c->tree, at.last, tokens + at.have, pages, got, now_ms)))
@@ -649,7 +662,8 @@ rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, co
     uint32_t *pages = rm_xmalloc(sizeof(uint32_t) * (need + 1));
     /* Fewer pages than needed, none at all included, is a write of what
      * fits: the rest of the bytes are read and dropped. */
-    uint32_t got = need ? alloc_with_evict(c, (uint32_t)need, pages) : 0;
+    size_t room = seq_room(c, at.have / pt, need);
+    uint32_t got = room ? alloc_with_evict(c, (uint32_t)room, pages) : 0;
     w->root = at.root;
     w->anchor = at.last;
     w->ntokens = aligned;

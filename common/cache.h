@@ -78,6 +78,9 @@ typedef struct rm_cache_config {
     uint32_t max_leases_per_peer;  /* per known caller; 0: half of max_leases (at least 1) */
     uint32_t max_namespaces;
     int prefault_kv; /* fault the KV pool in at start (see rm_pool_init) */
+    /* One sequence caches at most this share of the pool, in percent; the
+     * rest of it is dropped. 0 (or 100): no cap. */
+    uint32_t max_sequence_pct;
 } rm_cache_config;
 
 /* Fills a config with the daemon's defaults (page 16, LRU, 30 s leases...). */

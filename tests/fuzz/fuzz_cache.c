@@ -43,6 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in_pos = 0;
     pool_failures = 0;
     rm_t_fail = 0;
+    SEQ_PCT = size > 2 && data[1] % 4 == 0 ? 10 + data[1] % 80 : 0; /* now and then a cap */
     run(pt, pool, kv, 100000, max_ns, -1, failing); /* the policy: the input's next bytes */
     if (rm_t_fail)
         abort(); /* the CHECK lines above say what broke */

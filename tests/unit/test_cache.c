@@ -297,6 +297,31 @@ static void test_write_larger_than_pool(fx *f)
     inv(&f->c);
 }
 
+/* max_sequence_pct: a sequence caches at most that share of the pool
+ * (here 50% of 8 pages), the rest is dropped, whatever is free; another
+ * sequence keeps the other half. */
+static void test_sequence_share(fx *f)
+{
+    rm_cache_config cfg = *rm_cache_config_get(&f->c);
+    cfg.max_sequence_pct = 50;
+    close_fx(f);
+    open_cfg(f, &cfg);
+    CHECK_EQ(ins(f, "m", f->a, 12, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 12);
+    CHECK_EQ(ins(f, "m", f->a, 40, 0, 1), RM_CACHE_OK);
+    CHECK_EQ(f->ir.cached_tokens, 12);
+    CHECK_EQ(f->ir.inserted_tokens, 4);
+    CHECK_EQ(f->ir.dropped_tokens, 24);
+    CHECK_EQ(stats(f)->free_pages, 4);
+    CHECK_EQ(ins(f, "m", f->a, 40, 0, 2), RM_CACHE_OK); /* at its share: nothing more */
+    CHECK_EQ(f->ir.inserted_tokens, 0);
+    CHECK_EQ(f->ir.dropped_tokens, 24);
+    CHECK_EQ(ins(f, "m", f->b, 40, 0, 4), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 16);
+    CHECK_EQ(stats(f)->evicted_tokens_total, 0);
+    inv(&f->c);
+}
+
 /* LFU-DA counts a request once, at its Match: re-inserting cached pages
  * (what every request's Insert does after its Match) is no hit. a, only
  * ever re-inserted, goes before b, matched once, though a was used last;
@@ -735,6 +760,7 @@ static const cache_test tests[] = {
     T(test_insert_larger_than_pool, 4, 8, 0, 0, 0, 0),
     T(test_write_larger_than_pool, 4, 8, 2, 0, 0, 0),
     T(test_insert_is_not_a_hit, 4, 4, 0, 0, 0, 0),
+    T(test_sequence_share, 4, 8, 0, 0, 0, 0),
     T(test_max_leases, 4, 8, 0, 2, 0, 0),
     T(test_ttl_entries, 4, 16, 0, 0, 0, 1000),
     T(test_kv_write_read_roundtrip, 4, 16, 8, 0, 0, 0),

@@ -74,6 +74,7 @@ static const rm_cache_caller *const CALLERS[4] = {NULL, &IP, &ALICE, &BOB};
 #define SHARE 3 /* leases per known caller: small, so callers reach it */
 static uint32_t MAXNS;
 static rm_evict_policy POLICY;
+static uint32_t SEQ_PCT; /* max_sequence_pct */
 
 static opage *pg;
 static int npg; /* slots in pg (the pool's pages) */
@@ -349,6 +350,19 @@ static uint32_t take(uint32_t want)
     uint64_t avail = pool_total - in_tree - pending;
     uint32_t n = want < cap ? want : cap;
     return n < avail ? n : (uint32_t)avail;
+}
+
+/* Pages a sequence already holding have_pages may add, of need. */
+static uint32_t seq_room(size_t have_pages, uint32_t need)
+{
+    if (SEQ_PCT == 0 || SEQ_PCT >= 100)
+        return need;
+    uint64_t cap = pool_total * SEQ_PCT / 100;
+    if (cap == 0)
+        cap = 1;
+    if (have_pages >= cap)
+        return 0;
+    return cap - have_pages < need ? (uint32_t)(cap - have_pages) : need;
 }
 
 /* The cache's alloc_with_evict. */
@@ -630,7 +644,8 @@ static void op_insert(rm_cache *c, int ns, uint32_t *q, size_t n, uint64_t now)
     uint32_t need = (uint32_t)((aligned - have) / PT), got = 0;
     if (need) {
         lock(ns, last, 1);
-        got = alloc(need);
+        uint32_t room = seq_room(have / PT, need);
+        got = room ? alloc(room) : 0;
         int leaf = got ? attach(ns, last, q + have, got, have) : last;
         lock(ns, last, -1);
         last = leaf;
@@ -681,7 +696,8 @@ static void op_write(rm_cache *c, int kv_mode, int leased, int ns, uint32_t *q, 
     CHECK_EQ(w.have_tokens, have);
     lock(ns, anchor, 1);
     uint32_t need = (uint32_t)((aligned - have) / PT);
-    uint32_t got = need ? alloc(need) : 0;
+    uint32_t room = seq_room(have / PT, need);
+    uint32_t got = room ? alloc(room) : 0;
     pending += got;
     CHECK_EQ(w.npages, got);
     compare(c, 0);
@@ -754,6 +770,7 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
     cfg.max_leases = MAXLEASE;
     cfg.max_leases_per_peer = SHARE;
     cfg.max_namespaces = max_ns;
+    cfg.max_sequence_pct = SEQ_PCT;
     cfg.policy = POLICY =
         (rm_evict_policy)(policy >= 0 ? policy : (int)(rnd() % RM_EVICT_NPOLICIES));
     REQUIRE(rm_cache_init(&c, &cfg) == 0);
@@ -803,9 +820,9 @@ static void run(uint32_t page_tokens, uint64_t pool_pages, int kv_mode, long ops
     compare(&c, 1);
 #ifndef CACHE_FUZZ_BYTES
     fprintf(stderr,
-            "kv=%d page=%u pool=%llu ns=%u %s%s ops=%ld (with eviction %ld) evicted=%llu "
+            "kv=%d page=%u pool=%llu ns=%u seq=%u%% %s%s ops=%ld (with eviction %ld) evicted=%llu "
             "dropped=%llu age=%llu refused: namespace %llu, share %llu\n",
-            kv_mode, page_tokens, (unsigned long long)pool_pages, max_ns,
+            kv_mode, page_tokens, (unsigned long long)pool_pages, max_ns, SEQ_PCT,
             rm_evict_policy_name(POLICY), failing ? " failing" : "", ops, evicting,
             (unsigned long long)c.st.evicted_tokens_total,
             (unsigned long long)c.st.dropped_tokens_total, (unsigned long long)c.tree.age,
@@ -834,6 +851,10 @@ int main(int argc, char **argv)
             run(4, 48, kv, ops, 2, p, 0); /* three names, two slots */
         }
         run(16, 12, kv, ops, 1, RM_EVICT_GDSF, 1);
+        SEQ_PCT = 40; /* a sequence caches at most 40% of the pool */
+        run(4, 48, kv, ops, 1024, RM_EVICT_LRU, 1);
+        run(1, 200, kv, ops, 1024, RM_EVICT_LFU_DA, 0);
+        SEQ_PCT = 0;
     }
     free(pg);
     free(pg_free);
