@@ -80,7 +80,7 @@ typedef struct outcome {
 static rm_evict_policy policy = RM_EVICT_LRU;
 static uint32_t seq_share;
 
-static void cache_open(rm_cache *c, uint64_t pages)
+static rm_cache_config cache_config(uint64_t pages)
 {
     rm_cache_config cfg;
     rm_cache_config_defaults(&cfg);
@@ -88,6 +88,12 @@ static void cache_open(rm_cache *c, uint64_t pages)
     cfg.pool_pages = pages;
     cfg.policy = policy;
     cfg.max_sequence_pct = seq_share;
+    return cfg;
+}
+
+static void cache_open(rm_cache *c, uint64_t pages)
+{
+    rm_cache_config cfg = cache_config(pages);
     if (rm_cache_init(c, &cfg) != RM_CACHE_OK) {
         fprintf(stderr, "bench_placement: cannot make a %llu-page cache\n",
                 (unsigned long long)pages);
@@ -215,24 +221,6 @@ static void capacity_row(const rm_trace *w, size_t block, double fraction)
     printf("\n");
 }
 
-/* Token hit rate of one cache of the caches' policy and `pages` pages. */
-static double single_hit(const rm_trace *w, uint64_t pages)
-{
-    rm_cache c;
-    cache_open(&c, pages);
-    uint64_t q = 0, h = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        rm_match_result mr;
-        rm_insert_result ir;
-        rm_cache_match(&c, NULL, "m", 1, w->req[i].tokens, w->req[i].n, 0, 0, i, &mr);
-        rm_cache_insert(&c, NULL, "m", 1, w->req[i].tokens, w->req[i].n, 0, i, &ir);
-        q += w->req[i].n;
-        h += mr.matched_tokens;
-    }
-    rm_cache_destroy(&c);
-    return (double)h / (double)q;
-}
-
 /* Per rule at one capacity, layout 0: ratio, balance of requests and of
  * work, errors. */
 static void capacity_detail(const rm_trace *w, size_t block, double fraction)
@@ -250,7 +238,8 @@ static void capacity_detail(const rm_trace *w, size_t block, double fraction)
         printf("   %-12s %-8.4f %-9.3f %-14.3f %-14.3f %llu\n", rule_names[r], o.hit, o.hit / one,
                o.max_mean, o.work_max_mean, (unsigned long long)o.errors);
     }
-    double single = single_hit(w, pages * CACHES);
+    rm_cache_config one_cfg = cache_config(pages * CACHES);
+    double single = single_cache_hit(w, &one_cfg);
     printf("   %-12s %-8.4f %-9.3f (one %s cache of the total size)\n", "single", single,
            single / one, rm_evict_policy_name(policy));
 }
