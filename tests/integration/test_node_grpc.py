@@ -194,6 +194,10 @@ class OversizedTest(unittest.TestCase):
     keep what fits, report the rest in dropped_tokens (they used to fail
     with RESOURCE_EXHAUSTED), and the pool's accounting holds."""
 
+    def reply_is(self, rep, cached, inserted, dropped):
+        self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens),
+                         (cached, inserted, dropped))
+
     def check_pool(self, node, protected):
         st = stats(node.stub)
         self.assertEqual(st.free_pages + st.evictable_pages + st.protected_pages, st.pool_pages)
@@ -206,13 +210,11 @@ class OversizedTest(unittest.TestCase):
             m = node.stub.Match(pb.MatchRequest(namespace="o", tokens=toks[:600], lease=True))
             rep = node.stub.Insert(pb.InsertRequest(namespace="o", tokens=toks[:600],
                                                     lease_id=m.lease_id))
-            self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens),
-                             (0, 256, 336))
+            self.reply_is(rep, 0, 256, 336)
             self.check_pool(node, 16)
             rep = node.stub.Insert(pb.InsertRequest(namespace="o", tokens=toks,
                                                     lease_id=m.lease_id))
-            self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens),
-                             (256, 0, 736))
+            self.reply_is(rep, 256, 0, 736)
             self.check_pool(node, 16)
             node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
             self.check_pool(node, 0)
@@ -229,15 +231,14 @@ class OversizedTest(unittest.TestCase):
             rep = node.stub.WriteKV(iter([pb.WriteKVChunk(namespace="o", tokens=toks[:480],
                                                           lease_id=m.lease_id,
                                                           kv=kv[:480 * kvb])]))
-            self.assertEqual((rep.inserted_tokens, rep.dropped_tokens), (256, 224))
+            self.reply_is(rep, 0, 256, 224)
             got = b"".join(c.kv for c in node.stub.ReadKV(pb.ReadKVRequest(lease_id=m.lease_id)))
             self.assertEqual(got, kv[:256 * kvb])  # the bytes that fit were kept
             rep = node.stub.WriteKV(iter([pb.WriteKVChunk(namespace="o", tokens=toks,
                                                           kv_start_token=256,
                                                           lease_id=m.lease_id,
                                                           kv=kv[256 * kvb:])]))
-            self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens),
-                             (256, 0, 544))
+            self.reply_is(rep, 256, 0, 544)
             self.check_pool(node, 16)
             node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
             self.check_pool(node, 0)

@@ -55,6 +55,15 @@ static void check_accounting(rm_cache_client *cc)
     pb_release(radixmesh_v1_NodeStats_fields, &s);
 }
 
+/* An Insert/WriteKV reply's cached, inserted and dropped tokens. */
+static void reply_is(const rm_cc_insert_reply *ir, uint32_t cached, uint32_t inserted,
+                     uint32_t dropped)
+{
+    CHECK_EQ(ir->cached_tokens, cached);
+    CHECK_EQ(ir->inserted_tokens, inserted);
+    CHECK_EQ(ir->dropped_tokens, dropped);
+}
+
 static void test_basic_cycle(rm_cache_client *cc)
 {
     uint32_t tok[612];
@@ -162,8 +171,7 @@ static void test_pinned_pool_drops_then_recovers(rm_cache_client *cc)
     CHECK_EQ(rm_cc_insert(cc, "m", a, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_match(cc, "m", a, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(ir.inserted_tokens, 0);
-    CHECK_EQ(ir.dropped_tokens, 64);
+    reply_is(&ir, 0, 0, 64);
     check_accounting(cc);
     CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
@@ -186,16 +194,13 @@ static void test_insert_larger_than_pool(rm_cache_client *cc)
     CHECK_EQ(rm_cc_match(cc, "m", tok, 200, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_insert(cc, "m", tok, 200, m.lease_id, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_OK);
-    CHECK_EQ(ir.inserted_tokens, 64);
-    CHECK_EQ(ir.dropped_tokens, 128);
+    reply_is(&ir, 0, 64, 128);
     radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.protected_pages, s.pool_pages); /* its lease pins every page */
     pb_release(radixmesh_v1_NodeStats_fields, &s);
     CHECK_EQ(rm_cc_insert(cc, "m", tok, 320, m.lease_id, NULL, &ir, msg, sizeof msg),
              GRPC_STATUS_OK);
-    CHECK_EQ(ir.cached_tokens, 64);
-    CHECK_EQ(ir.inserted_tokens, 0);
-    CHECK_EQ(ir.dropped_tokens, 256);
+    reply_is(&ir, 64, 0, 256);
     check_accounting(cc);
     CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_match(cc, "m", tok, 320, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
@@ -339,8 +344,7 @@ static void test_write_kv_larger_than_pool(rm_cache_client *cc)
     CHECK_EQ(
         rm_cc_write_kv(cc, "m", tok, 160, 0, m.lease_id, kv, 160 * KVB, 4096, &ir, msg, sizeof msg),
         GRPC_STATUS_OK);
-    CHECK_EQ(ir.inserted_tokens, 64);
-    CHECK_EQ(ir.dropped_tokens, 96);
+    reply_is(&ir, 0, 64, 96);
     size_t got = 0;
     CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 0, 0, back, sizeof back, &got, msg, sizeof msg),
              GRPC_STATUS_OK);
@@ -349,9 +353,7 @@ static void test_write_kv_larger_than_pool(rm_cache_client *cc)
     CHECK_EQ(rm_cc_write_kv(cc, "m", tok, 240, 64, m.lease_id, kv + 64 * KVB, 176 * KVB, 4096, &ir,
                             msg, sizeof msg),
              GRPC_STATUS_OK);
-    CHECK_EQ(ir.cached_tokens, 64);
-    CHECK_EQ(ir.inserted_tokens, 0);
-    CHECK_EQ(ir.dropped_tokens, 176);
+    reply_is(&ir, 64, 0, 176);
     check_accounting(cc);
     CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     radixmesh_v1_NodeStats s = stats(cc);
