@@ -18,7 +18,11 @@
  * plus the reply's tokens: what its GPU would compute), spills, errors (the
  * first one quoted). Usage:
  *   bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] [--seed N]
- *                [--requests N] [--block-tokens 64] [--quick]
+ *                [--requests N] [--block-tokens 64] [--quick] [--node-arg ARG]...
+ *                [--default-only]
+ * --node-arg passes ARG to every node of table A and B (e.g. --node-arg
+ * --eviction --node-arg lfu-da); --default-only runs the default routing
+ * mode only.
  * With --trace, only table A, on that trace (a workload name generates it:
  * workload.h; --requests 0 = its default, or all of a file). */
 #include <grpc/grpc.h>
@@ -41,6 +45,8 @@
 #define PAGE  16
 
 static const char *node_bin, *router_bin;
+static const char *node_args[16]; /* --node-arg */
+static int nnode_args, default_only;
 
 /* 80% of conversations share one 1024-token system prompt; 5 turns each,
  * interleaved 16 conversations at a time like concurrent users. */
@@ -82,9 +88,10 @@ static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *k
     test_daemon nodes[NODES], router;
     char list[2048], pool[32];
     snprintf(pool, sizeof pool, "%llu", (unsigned long long)pool_tokens);
-    const char *flags[] = {
-        "--pool-tokens", pool, "--page-tokens", "16", "--shutdown-delay-ms", "0", "--log-level",
-        "warn",          NULL};
+    const char *flags[32] = {"--pool-tokens", pool, "--page-tokens", "16", "--shutdown-delay-ms",
+                             "0",             "--log-level", "warn"};
+    for (int k = 0; k < nnode_args; k++) /* --node-arg: e.g. an eviction policy */
+        flags[8 + k] = node_args[k];
     if (td_start_nodes(nodes, NODES, node_bin, "node-", flags, list, sizeof list))
         exit(1);
     const char *rargv[] = {router_bin,   "--nodes",
@@ -188,6 +195,8 @@ static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal
 {
     result a = run_cluster(w, node_pool_tokens, "adaptive", "64", "2");
     report("adaptive key, 2 choices", &a, ideal);
+    if (default_only)
+        return;
     result a1 = run_cluster(w, node_pool_tokens, "adaptive", "64", "1");
     report("adaptive key, 1 choice", &a1, ideal);
     result f64 = run_cluster(w, node_pool_tokens, "fixed", "64", "1");
@@ -288,7 +297,8 @@ int main(int argc, char **argv)
     if (argc < 3) {
         fprintf(stderr,
                 "usage: bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] "
-                "[--seed N] [--requests N] [--block-tokens B] [--quick]\n");
+                "[--seed N] [--requests N] [--block-tokens B] [--quick] [--node-arg ARG]... "
+                "[--default-only]\n");
         return 2;
     }
     node_bin = argv[1];
@@ -308,6 +318,11 @@ int main(int argc, char **argv)
             limit = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--quick"))
             quick = 1, limit = limit ? limit : 1000;
+        else if (!strcmp(argv[i], "--node-arg") && i + 1 < argc &&
+                 nnode_args < (int)RM_ARRAY_LEN(node_args))
+            node_args[nnode_args++] = argv[++i];
+        else if (!strcmp(argv[i], "--default-only"))
+            default_only = 1;
         else {
             fprintf(stderr, "bench_router: unknown argument %s\n", argv[i]);
             return 2;
