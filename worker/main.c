@@ -2,6 +2,7 @@
  * OpenAI-compatible completions (worker/server.h); else it runs one prompt
  * through rm_engine and prints the result as one JSON line
  * (worker/README.md). */
+#include <grpc/grpc.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,8 +176,10 @@ int main(int argc, char **argv)
     }
     rm_engine_config ec = {
         cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk, 0, model_name, &tls, token};
+    grpc_init(); /* the cache clients' (a pairing grpc_shutdown at every exit below) */
     rm_engine *e = rm_engine_new(&m, &ec, err, sizeof err);
     if (!e) {
+        grpc_shutdown();
         rm_model_free(&m);
         free(ids);
         free(token);
@@ -189,6 +192,7 @@ int main(int argc, char **argv)
                rm_engine_namespace(e));
         rm_api_model am = {model_name, m.cfg.vocab, m.cfg.max_context};
         int rc = rm_wserver_run(&sc, &am, e); /* frees e */
+        grpc_shutdown();
         rm_model_free(&m);
         free(token);
         rm_tls_free(&tls);
@@ -239,6 +243,7 @@ int main(int argc, char **argv)
     }
     free(ids);
     rm_engine_free(e);
+    grpc_shutdown();
     rm_model_free(&m);
     free(token);
     rm_tls_free(&tls);
