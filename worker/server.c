@@ -21,6 +21,9 @@
 /* Bytes of what a client sends next read while its request runs: enough to
  * see it leave (EOF) and a few pipelined requests; then reading stops. */
 #define MAX_READ_AHEAD (64u << 10)
+/* Replies queued for a client above this: its pipelined requests wait
+ * (unparsed, and unread past MAX_READ_AHEAD) until they drain below it. */
+#define MAX_QUEUED_OUTPUT (256u << 10)
 /* A closing connection reads and drops what the client still sends this
  * long, so its unread bytes do not reset the reply away. */
 #define LINGER_MS 2000
@@ -214,8 +217,11 @@ static void on_written(uv_write_t *req, int status)
             arm(c, c->s->cfg.idle_timeout_ms);
         else
             uv_timer_stop(&c->timer);
-    } else if (!c->in_message) {
-        arm(c, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
+    } else {
+        if (!c->in_message)
+            arm(c, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
+        if (c->npending && queued(c) < MAX_QUEUED_OUTPUT)
+            pump(c); /* pipelined requests held back by unread replies */
     }
 }
 
@@ -559,7 +565,8 @@ static void refuse(conn *c, int status)
  * request is in progress or nothing is left. */
 static void pump(conn *c)
 {
-    while (!c->closing && !c->finishing && !c->job && c->npending) {
+    while (!c->closing && !c->finishing && !c->job && c->npending &&
+           queued(c) < MAX_QUEUED_OUTPUT) {
         char *data = c->pending;
         size_t len = c->npending;
         c->pending = NULL;

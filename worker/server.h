@@ -18,8 +18,12 @@
  * idle_timeout_ms is closed (a client that stopped reading its stream
  * cancels it); max_connections (503 and closed beyond); max_waiting
  * requests wait for the engine (503 with Retry-After beyond). While a
- * request is in progress, at most 64 KiB of what the client sends next
- * (pipelined requests) is read ahead.
+ * request is in progress, or 256 KiB of replies wait for a client that
+ * does not read them, its pipelined requests are not parsed and at most
+ * 64 KiB of them is read ahead. A stream's events are not held back (the
+ * engine does not wait for a client): at most max_context events queue
+ * for a slow reader, and one that reads nothing is cut by the idle
+ * timeout, which cancels its generation.
  *
  * SIGTERM or SIGINT: stop accepting, answer what is queued and running
  * (new requests on open connections get 503), exit once done; after
