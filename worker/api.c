@@ -11,7 +11,8 @@
 #include "prom.h"
 #include "util.h"
 
-enum { DEFAULT_MAX_TOKENS = 16, TEXT_REPLY_VOCAB = 128 };
+/* Text prompts are answered in printable ASCII (see rm_gen_params). */
+enum { DEFAULT_MAX_TOKENS = 16, TEXT_REPLY_LO = 32, TEXT_REPLY_HI = 127 };
 
 void rm_api_error_set(rm_api_error *e, int status, const char *type, const char *param,
                       const char *fmt, ...)
@@ -181,7 +182,8 @@ int rm_api_parse_completion(const char *body, size_t len, const rm_api_model *m,
     } else if (!prompt || json_is_null(prompt)) {
         BAD("prompt", "prompt is required");
     } else if (read_fields(req, m, default_seed, out, e) == 0 && read_prompt(prompt, out, e) == 0) {
-        out->params.sample_vocab = out->text ? TEXT_REPLY_VOCAB : 0;
+        out->params.sample_lo = out->text ? TEXT_REPLY_LO : 0;
+        out->params.sample_hi = out->text ? TEXT_REPLY_HI : 0;
         out->params.prompt = out->prompt;
         out->params.n_prompt = out->n_prompt;
         rm_model_config mc = {0, 0, 0, m->vocab, m->max_context};

@@ -17,8 +17,9 @@
  *   stream         Server-Sent Events; stream_options.include_usage adds
  *                  a last event with the usage
  *   return_token_ids  choices carry "token_ids" (vLLM's name)
- * Text prompts are answered in ASCII (rm_gen_params.sample_vocab 128), so
- * the reply comes back as the same tokens in the client's next turn. */
+ * Text prompts are answered in printable ASCII (rm_gen_params.sample_lo/hi
+ * 32..126), so the reply is plain text and comes back as the same tokens in
+ * the client's next turn. */
 #ifndef RM_API_H
 #define RM_API_H
 
@@ -49,7 +50,7 @@ typedef struct rm_api_completion {
     uint32_t *prompt; /* malloc'd; rm_api_completion_free */
     size_t n_prompt;
     int text; /* the prompt was text */
-    /* max_tokens, temperature, top_p, seed, sample_vocab; prompt unset. */
+    /* max_tokens, temperature, top_p, seed, sample_lo/hi; prompt unset. */
     rm_gen_params params;
     int stream, include_usage, return_token_ids;
 } rm_api_completion;

@@ -395,13 +395,13 @@ rm_gen_err rm_engine_generate(rm_engine *e, const rm_gen_params *p, rm_gen_resul
 
     rm_sample_params sp = {p->temperature, p->top_p ? p->top_p : 1};
     rm_rng rng = {p->seed};
-    uint32_t choices =
-        p->sample_vocab && p->sample_vocab < m->cfg.vocab ? p->sample_vocab : m->cfg.vocab;
+    uint32_t hi = p->sample_hi && p->sample_hi < m->cfg.vocab ? p->sample_hi : m->cfg.vocab;
+    uint32_t lo = p->sample_lo < hi ? p->sample_lo : 0;
     size_t cap = p->max_tokens < (size_t)maxc - n + 1 ? p->max_tokens : (size_t)maxc - n + 1;
     r->tokens = rm_xmalloc(cap * sizeof *r->tokens);
     r->finish = RM_FINISH_LENGTH;
     for (;;) {
-        uint32_t tok = rm_sample(e->logits, choices, &sp, &rng, e->probs, e->idx);
+        uint32_t tok = lo + rm_sample(e->logits + lo, hi - lo, &sp, &rng, e->probs, e->idx);
         r->tokens[r->n_tokens++] = tok;
         if (r->n_tokens == 1)
             r->ttft_ns = rm_now_ns() - t0;

@@ -81,11 +81,13 @@ typedef struct rm_gen_params {
     int (*on_token)(void *arg, uint32_t token);
     void (*on_cache)(void *arg, rm_cache_event ev, uint32_t tokens);
     void *arg;
-    /* Tokens are chosen among ids [0, sample_vocab) only; 0: the whole
-     * vocabulary. The server answers text prompts with 128 (ASCII bytes),
-     * so a reply's text is valid UTF-8 and is the same tokens when a client
-     * sends it back in its next turn. Logits are computed as always. */
-    uint32_t sample_vocab;
+    /* Tokens are chosen among ids [sample_lo, sample_hi) only (sample_hi
+     * 0: up to the vocabulary's end; a range outside it is the whole
+     * vocabulary). The server answers text prompts with [32, 127), the
+     * printable ASCII bytes, so a reply is plain text that comes back as
+     * the same tokens in the client's next turn. Logits are computed as
+     * always. */
+    uint32_t sample_lo, sample_hi;
 } rm_gen_params;
 
 typedef struct rm_gen_result {

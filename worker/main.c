@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     uint64_t seed = 1, layers = 4, d_model = 256, heads = 8, vocab = 8192, max_context = 4096;
     uint64_t max_tokens = 16, sample_seed = 0, cache_timeout = 5000, read_chunk = 1024;
     double temperature = 0, top_p = 1;
-    int cache_router = 0;
+    int cache_router = 0, describe = 0;
     const char *weights = NULL, *save = NULL, *model_name = "radixmesh-ref", *cache = "none";
     const char *prompt = NULL, *prompt_tokens = NULL, *log_level = "info";
     const char *cache_ca = NULL, *cache_cert = NULL, *cache_key = NULL, *cache_token = NULL;
@@ -64,6 +64,10 @@ int main(int argc, char **argv)
          1u << 20},
         {"weights", RM_FLAG_STR, &weights, "GPT-2 safetensors file (F32) instead of a seed", 0, 0},
         {"save-weights", RM_FLAG_STR, &save, "write the model's weights to FILE and exit", 0, 0},
+        {"describe", RM_FLAG_BOOL, &describe,
+         "print the model's shape, KV bytes per token (its node's --kv-bytes-per-token) and "
+         "cache namespace as JSON, and exit",
+         0, 0},
         {"model-name", RM_FLAG_STR, &model_name, "model name (first part of the cache namespace)",
          0, 0},
         {"cache", RM_FLAG_STR, &cache, "KV cache: none, or a node's HOST:PORT", 0, 0},
@@ -115,7 +119,7 @@ int main(int argc, char **argv)
     rm_log_set_level(lv);
     if (!(temperature >= 0) || !(top_p > 0 && top_p <= 1))
         rm_flags_fail(&fs, "--temperature must be >= 0 and --top-p in (0, 1]");
-    if (!save && (!!prompt + !!prompt_tokens + !!sc.listen) != 1)
+    if (!save && !describe && (!!prompt + !!prompt_tokens + !!sc.listen) != 1)
         rm_flags_fail(&fs, "give exactly one of --http, --prompt and --prompt-tokens");
     if ((cache_cert || cache_key) && !cache_ca)
         rm_flags_fail(&fs, "--cache-tls-cert/--cache-tls-key need --cache-tls-ca (the cache's CA)");
@@ -186,6 +190,24 @@ int main(int argc, char **argv)
         rm_tls_free(&tls);
         rm_flags_fail(&fs, "%s", err);
     }
+    if (describe) {
+        json_t *d = json_pack(
+            "{s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:s}", "model_name", model_name, "layers",
+            (int)m.cfg.layers, "d_model", (int)m.cfg.d_model, "heads", (int)m.cfg.heads, "vocab",
+            (int)m.cfg.vocab, "max_context", (int)m.cfg.max_context, "kv_bytes_per_token",
+            (json_int_t)rm_model_kv_bytes(&m.cfg), "namespace", rm_engine_namespace(e));
+        char *text = json_dumps(d, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(d);
+        rm_engine_free(e);
+        grpc_shutdown();
+        rm_model_free(&m);
+        free(ids);
+        free(token);
+        rm_tls_free(&tls);
+        return 0;
+    }
     if (sc.listen) {
         rm_log(RM_LOG_INFO, "worker", "cache: %s%s%s, namespace %s", cache,
                cache_router ? " (a router)" : "", tls.ca ? " over TLS" : "",
@@ -199,16 +221,13 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    rm_gen_params gp = {ids,
-                        (size_t)n,
-                        (uint32_t)max_tokens,
-                        (float)temperature,
-                        (float)top_p,
-                        sample_seed,
-                        NULL,
-                        NULL,
-                        NULL,
-                        0};
+    rm_gen_params gp = {0};
+    gp.prompt = ids;
+    gp.n_prompt = (size_t)n;
+    gp.max_tokens = (uint32_t)max_tokens;
+    gp.temperature = (float)temperature;
+    gp.top_p = (float)top_p;
+    gp.seed = sample_seed;
     rm_gen_result r;
     rm_gen_err ge = rm_engine_generate(e, &gp, &r);
     int rc = 0;

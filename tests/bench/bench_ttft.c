@@ -48,7 +48,7 @@ static void fill(uint32_t *p, uint32_t n, uint64_t seed)
 
 static void run(rm_engine *e, const uint32_t *p, uint32_t n, rm_gen_result *r)
 {
-    rm_gen_params gp = {p, n, 1, 0, 1, 0, NULL, NULL, NULL, 0};
+    rm_gen_params gp = {p, n, 1, 0, 1, 0, NULL, NULL, NULL, 0, 0};
     if (rm_engine_generate(e, &gp, r) != RM_GEN_OK) {
         fprintf(stderr, "generate failed: %s\n", r->detail);
         exit(1);

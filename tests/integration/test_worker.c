@@ -61,7 +61,7 @@ static uint32_t *prompt_of(uint32_t n, uint64_t seed)
 static rm_gen_params params(const uint32_t *p, size_t n)
 {
     /* Seeded sampling, so the tokens depend on the logits' exact values. */
-    return (rm_gen_params){p, n, 8, 1.0f, 0.95f, 1234, NULL, NULL, NULL, 0};
+    return (rm_gen_params){p, n, 8, 1.0f, 0.95f, 1234, NULL, NULL, NULL, 0, 0};
 }
 
 static void gen(rm_engine *e, const rm_gen_params *p, rm_gen_result *r)

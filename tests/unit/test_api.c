@@ -50,7 +50,7 @@ static void test_text_prompt_with_openai_defaults(void)
     CHECK_EQ(c.n_prompt, 4);
     CHECK(c.prompt[0] == 'H' && c.prompt[1] == 'i' && c.prompt[2] == 0 && c.prompt[3] == '!');
     CHECK(c.text);
-    CHECK_EQ(c.params.sample_vocab, 128);
+    CHECK(c.params.sample_lo == 32 && c.params.sample_hi == 127);
     CHECK_EQ(c.params.max_tokens, 16);
     CHECK(c.params.temperature == 1 && c.params.top_p == 1);
     CHECK_EQ(c.params.seed, 777);
@@ -70,7 +70,7 @@ static void test_token_prompt_and_fields(void)
     CHECK_EQ(c.n_prompt, 3);
     CHECK(c.prompt[0] == 5 && c.prompt[1] == 0 && c.prompt[2] == 511);
     CHECK(!c.text);
-    CHECK_EQ(c.params.sample_vocab, 0);
+    CHECK(c.params.sample_lo == 0 && c.params.sample_hi == 0);
     CHECK_EQ(c.params.max_tokens, 3);
     CHECK(c.params.temperature == 0 && c.params.top_p == 0.5f);
     CHECK(c.params.seed == UINT64_MAX);
