@@ -54,9 +54,10 @@ typedef struct conn {
     rm_bytetok_text text;
     char id[40];
     long long created;
-    /* Bytes read but not parsed yet (pipelined, or read during a job). */
+    /* Bytes read but not parsed yet (pipelined, or read during a job):
+     * pending[pstart, npending). */
     char *pending;
-    size_t npending;
+    size_t pstart, npending;
     int reading, closing, finishing;
     struct conn *prev, *next;
 } conn;
@@ -191,7 +192,7 @@ static void finish_and_close(conn *c)
     c->finishing = 1;
     free(c->pending);
     c->pending = NULL;
-    c->npending = 0;
+    c->pstart = c->npending = 0;
     set_reading(c, 0);
     arm(c, c->s->cfg.idle_timeout_ms);
     c->shutdown.data = c;
@@ -220,7 +221,7 @@ static void on_written(uv_write_t *req, int status)
     } else {
         if (!c->in_message)
             arm(c, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
-        if (c->npending && queued(c) < MAX_QUEUED_OUTPUT)
+        if (c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT)
             pump(c); /* pipelined requests held back by unread replies */
     }
 }
@@ -565,34 +566,30 @@ static void refuse(conn *c, int status)
  * request is in progress or nothing is left. */
 static void pump(conn *c)
 {
-    while (!c->closing && !c->finishing && !c->job && c->npending &&
+    while (!c->closing && !c->finishing && !c->job && c->npending > c->pstart &&
            queued(c) < MAX_QUEUED_OUTPUT) {
-        char *data = c->pending;
-        size_t len = c->npending;
-        c->pending = NULL;
-        c->npending = 0;
         http_parser_pause(&c->parser, 0);
-        size_t done = http_parser_execute(&c->parser, &c->s->settings, data, len);
+        size_t len = c->npending - c->pstart;
+        size_t done = http_parser_execute(&c->parser, &c->s->settings, c->pending + c->pstart, len);
         enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-        if (c->complete) {
+        c->pstart += done;
+        if (c->pstart == c->npending) {
+            free(c->pending);
+            c->pending = NULL;
+            c->pstart = c->npending = 0;
+        }
+        if (c->complete) { /* what follows is parsed after this request */
             c->complete = 0;
-            if (done < len) { /* the next requests: parsed after this one */
-                c->pending = rm_xmalloc(len - done);
-                memcpy(c->pending, data + done, len - done);
-                c->npending = len - done;
-            }
-            free(data);
             dispatch(c);
             continue;
         }
-        free(data);
         if (err != HPE_OK) {
             refuse(c, c->refuse ? c->refuse : err == HPE_HEADER_OVERFLOW ? 431 : 400);
             return;
         }
     }
     if (!c->closing && !c->finishing)
-        set_reading(c, c->npending < MAX_READ_AHEAD);
+        set_reading(c, c->npending - c->pstart < MAX_READ_AHEAD);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -601,6 +598,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         close_conn(c); /* gone (or done lingering): a request in progress is cancelled */
     } else if (nread > 0 && !c->finishing && !c->closing) {
+        if (c->pstart) { /* the parsed part goes: what stays is bounded by MAX_READ_AHEAD */
+            memmove(c->pending, c->pending + c->pstart, c->npending - c->pstart);
+            c->npending -= c->pstart;
+            c->pstart = 0;
+        }
         c->pending = rm_xrealloc(c->pending, c->npending + (size_t)nread);
         memcpy(c->pending + c->npending, buf->base, (size_t)nread);
         c->npending += (size_t)nread;
