@@ -49,7 +49,7 @@ typedef struct conn {
     int chunked;    /* the stream is sent with chunked framing */
     /* The request in progress (NULL: none) and its stream. */
     rm_job *job;
-    int streaming, with_ids, include_usage;
+    int streaming, with_ids, include_usage, final_sent;
     size_t sent;
     rm_bytetok_text text;
     char id[40];
@@ -79,6 +79,7 @@ struct srv {
     uint64_t next_id;
     /* Loop thread only (/metrics runs there too). */
     uint64_t refused_conns, timeouts, refused_full, refused_bad;
+    uint64_t cache_log_ms, cache_log_skipped; /* cache failures: a line a second */
 };
 
 typedef struct write_req {
@@ -308,25 +309,34 @@ static rm_api_usage usage_of(const rm_job *j)
                           j->result.cached_tokens};
 }
 
-/* Stream events for tokens [c->sent, ntok); the last carries the finish
- * reason when the job is done. */
-static void stream_tokens(conn *c, rm_job *j, size_t ntok, int done)
+/* One stream event for ids[0, n) (n may be 0); the final one carries the
+ * finish reason and what the text decoder still held. */
+static void stream_event(conn *c, const rm_job *j, const uint32_t *ids, size_t n, int final)
 {
     rm_api_meta m = meta_of(c);
-    for (; c->sent < ntok; c->sent++) {
-        int last = done && c->sent + 1 == ntok;
-        rm_sbuf text = {0};
-        rm_sbuf_append(&text, "", 0);
-        rm_bytetok_text_feed(&c->text, &j->tokens[c->sent], 1, &text);
-        if (last)
-            rm_bytetok_text_flush(&c->text, &text);
-        size_t len;
-        char *ev = rm_api_stream_event(&m, text.p, text.len, &j->tokens[c->sent], 1, c->with_ids,
-                                       last ? rm_api_finish_reason(j->result.finish) : NULL, &len);
-        send_chunk(c, ev, len);
-        free(ev);
-        free(text.p);
-    }
+    rm_sbuf text = {0};
+    rm_sbuf_append(&text, "", 0);
+    rm_bytetok_text_feed(&c->text, ids, n, &text);
+    if (final)
+        rm_bytetok_text_flush(&c->text, &text);
+    size_t len;
+    char *ev = rm_api_stream_event(&m, text.p, text.len, ids, n, c->with_ids,
+                                   final ? rm_api_finish_reason(j->result.finish) : NULL, &len);
+    send_chunk(c, ev, len);
+    free(ev);
+    free(text.p);
+    c->final_sent |= final;
+}
+
+/* Events for tokens [c->sent, ntok), one per token as they come; once the
+ * job is done the last carries the finish reason -- or, when every token
+ * went out before the job ended, an event with no token does. */
+static void stream_tokens(conn *c, const rm_job *j, size_t ntok, int done)
+{
+    for (; c->sent < ntok; c->sent++)
+        stream_event(c, j, &j->tokens[c->sent], 1, done && c->sent + 1 == ntok);
+    if (done && !c->final_sent)
+        stream_event(c, j, NULL, 0, 1);
 }
 
 static void stream_end(conn *c, rm_job *j)
@@ -363,14 +373,34 @@ static void answer_whole(conn *c, rm_job *j)
     free(text.p);
 }
 
+/* A request computed without the cluster says why, at most once a second
+ * (a node that is down would otherwise fill the log). */
+static void log_cache_error(srv *s, const rm_job *j)
+{
+    if (j->err != RM_GEN_OK || !j->result.cache_error)
+        return;
+    uint64_t now = rm_now_ms();
+    if (now - s->cache_log_ms < 1000 && s->cache_log_ms) {
+        s->cache_log_skipped++;
+        return;
+    }
+    rm_log(RM_LOG_WARN, "worker",
+           "cache not used for a request: %s (%llu more since the last line)", j->result.cache_msg,
+           (unsigned long long)s->cache_log_skipped);
+    s->cache_log_ms = now;
+    s->cache_log_skipped = 0;
+}
+
 /* A job's news, from the inference thread through rm_infer_poll. */
 static void on_news(void *arg, rm_job *j, size_t ntok, int done)
 {
     srv *s = arg;
     conn *c = j->owner;
     if (!c) { /* its client left */
-        if (done)
+        if (done) {
+            log_cache_error(s, j);
             job_release(s, j);
+        }
         drain_step(s);
         return;
     }
@@ -378,6 +408,7 @@ static void on_news(void *arg, rm_job *j, size_t ntok, int done)
         stream_tokens(c, j, ntok, done && j->result.finish != RM_FINISH_CANCELLED);
     if (!done)
         return;
+    log_cache_error(s, j);
     c->job = NULL;
     uv_timer_stop(&c->timer);
     if (j->err != RM_GEN_OK || j->result.finish == RM_FINISH_CANCELLED) {
@@ -454,6 +485,7 @@ static void completion(conn *c)
     j->owner = c;
     c->job = j;
     c->sent = 0;
+    c->final_sent = 0;
     memset(&c->text, 0, sizeof c->text);
     c->with_ids = req.return_token_ids;
     c->include_usage = req.include_usage;
