@@ -76,15 +76,8 @@ start)
   echo "http://$(cat "$dir/router_http.addr")/" >"$dir/dashboard.url"
   cat "$dir/gateway.addr"
   ;;
-stop)
-  [[ -f "$dir/pids" ]] || exit 0
-  while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$dir/pids"
-  while read -r pid; do # each gets up to 30 s to drain, then SIGKILL
-    end=$((SECONDS + 30))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < end)); do read -r -t 0.05 <> <(:) || true; done
-    kill -9 "$pid" 2>/dev/null || true
-  done <"$dir/pids"
-  rm -f "$dir/pids"
+stop) # the same pids file as cluster.sh's
+  exec "$root/deploy/local/cluster.sh" stop "$dir"
   ;;
 *) echo "usage: $0 start|stop DIR [N]" >&2; exit 2 ;;
 esac

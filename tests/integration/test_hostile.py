@@ -511,6 +511,20 @@ def accept_queue(addr):
     return 0
 
 
+def answered_past_cap(socks, count):
+    """Waits until `count` of the open connections socks have been answered
+    (a server refusing those past its cap); returns {socket: its answer}."""
+    refused = {}
+
+    def answered():
+        for s in select.select(socks, [], [], 0.05)[0]:
+            if s not in refused:
+                refused[s] = s.recv(4096)
+        return len(refused) >= count
+    rmtest.poll(f"{count} connections past the cap answered", answered)
+    return refused
+
+
 def limit_fds(n):
     """preexec_fn: the child's RLIMIT_NOFILE, soft and hard, is n."""
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
@@ -571,13 +585,7 @@ class HttpHostile(unittest.TestCase):
         d = self.node("--http-max-connections", "32")
         before = rmtest.rss_kib(d.pid)
         socks = [rmtest.connect(d.http) for _ in range(64)]
-        refused = {}
-        def answered():
-            for s in select.select(socks, [], [], 0.05)[0]:
-                if s not in refused:
-                    refused[s] = s.recv(4096)
-            return len(refused) >= 32
-        rmtest.poll("32 connections past the cap answered", answered)
+        refused = answered_past_cap(socks, 32)
         self.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
         self.assertEqual(select.select([s for s in socks if s not in refused], [], [], 0)[0], [])
         self.assertTrue(self.grpc_serves(d))
@@ -880,14 +888,7 @@ class WorkerHostile(unittest.TestCase):
         d = self.worker("--max-connections", "16")
         before = rmtest.rss_kib(d.pid)
         socks = [rmtest.connect(d.http) for _ in range(32)]
-        refused = {}
-
-        def answered():
-            for s in select.select(socks, [], [], 0.05)[0]:
-                if s not in refused:
-                    refused[s] = s.recv(4096)
-            return len(refused) >= 16
-        rmtest.poll("16 connections past the cap answered", answered)
+        refused = answered_past_cap(socks, 16)
         self.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
         for s in socks:
             s.close()

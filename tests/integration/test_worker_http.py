@@ -42,6 +42,7 @@ import unittest
 
 import rmtest
 from rmtest import poll
+from test_node_grpc import make_pki  # a CA and a server certificate for 127.0.0.1
 
 ARGS = None
 MAX_CONTEXT = 2048
@@ -470,21 +471,6 @@ class WorkerQueueTest(unittest.TestCase):
             node.stop()
         self.assertEqual(code, 0)
         self.assertTrue(w.logged("drained, exiting"))
-
-
-def make_pki(d):
-    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/ca.key",
-        "-out", f"{d}/ca.crt", "-days", "2", "-subj", "/CN=radixmesh-test-ca")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/server.key",
-        "-out", f"{d}/server.csr", "-subj", "/CN=server")
-    with open(f"{d}/server.ext", "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
-    run("x509", "-req", "-in", f"{d}/server.csr", "-CA", f"{d}/ca.crt", "-CAkey",
-        f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/server.crt", "-days", "2",
-        "-extfile", f"{d}/server.ext")
 
 
 class WorkerTlsTest(unittest.TestCase):
