@@ -2,8 +2,9 @@
 # The whole test suite: installs what is missing, builds three ways and runs
 #   1. ctest on the release build (unit, fuzz, integration, Python contract),
 #   2. ctest on an ASan+UBSan build (the load test bounded: see there),
-#   3. valgrind memcheck over every test labelled "unit" and both daemons
-#      under their integration tests (zero errors, zero definite leaks),
+#   3. valgrind memcheck over every test labelled "unit", both daemons under
+#      their integration tests and the worker under its HTTP test (zero
+#      errors, zero definite leaks),
 #   4. a ThreadSanitizer build of the concurrent tests (daemons included),
 #   5. the libFuzzer targets over their seed corpus, then briefly fuzzing.
 # Prints "N passed, N failed" per stage and a total; exits non-zero on any
@@ -67,6 +68,14 @@ cp "$wrap" "$vgbin/radixmesh-node"
 cp "$rwrap" "$vgbin/radixmesh-router"
 ln -sf "$root/build/radixmesh" "$vgbin/radixmesh"
 "$root/tests/integration/test_http.sh" "$vgbin" || { echo "valgrind: HTTP endpoints failed"; rc=1; }
+# The reference worker's HTTP server (libuv, http-parser, the inference
+# thread, its cache clients) under memcheck, small model; the test fails on
+# a nonzero worker exit.
+wwrap="$root/build/radixmesh-worker-valgrind"
+printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-worker" >"$wwrap"
+chmod +x "$wwrap"
+/usr/bin/python3 "$root/tests/integration/test_worker_http.py" --node "$root/build/radixmesh-node" \
+  --worker "$wwrap" --small --slow || { echo "valgrind: worker daemon failed"; rc=1; }
 # The gateway (HTTP proxying, cancellation, retries) with router and nodes
 # under memcheck; its teardown fails on a nonzero daemon exit.
 /usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$wrap" --router "$rwrap" \

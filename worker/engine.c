@@ -186,11 +186,12 @@ static node_conn *node_get(rm_engine *e, const char *addr, rm_gen_result *r, nod
             node_close(e->nodes[--e->nnodes]);
         n = rm_xcalloc(1, sizeof *n);
         snprintf(n->addr, sizeof n->addr, "%s", addr);
-        if (rm_cc_init(&n->cc, addr, e->cfg.cache_timeout_ms) != 0) {
+        if (rm_cc_init_tls(&n->cc, addr, e->cfg.cache_timeout_ms, e->cfg.tls) != 0) {
             free(n);
             cache_fail(r, GRPC_STATUS_UNAVAILABLE, "connect", addr);
             return NULL;
         }
+        rm_rpc_client_set_token(&n->cc.rpc, e->cfg.token);
         memmove(e->nodes + 1, e->nodes, e->nnodes * sizeof *e->nodes);
         e->nnodes++;
     }
@@ -235,10 +236,12 @@ static node_conn *node_for(rm_engine *e, const uint32_t *prompt, size_t n, rm_ge
     if (backing_off(&e->router_bo, e->cache_addr, r))
         return NULL;
     if (!e->router_open) {
-        if (rm_cc_init_router(&e->router, e->cache_addr, e->cfg.cache_timeout_ms) != 0) {
+        if (rm_cc_init_router_tls(&e->router, e->cache_addr, e->cfg.cache_timeout_ms, e->cfg.tls) !=
+            0) {
             cache_fail(r, GRPC_STATUS_UNAVAILABLE, "connect", e->cache_addr);
             return NULL;
         }
+        rm_rpc_client_set_token(&e->router.rpc, e->cfg.token);
         e->router_open = 1;
     }
     rm_cc_route_reply rr;
@@ -327,30 +330,26 @@ static void cache_write(rm_engine *e, node_conn *nc, const uint32_t *seq, size_t
     }
 }
 
-static rm_gen_err check(const rm_engine *e, const rm_gen_params *p, rm_gen_result *r)
+rm_gen_err rm_gen_check(const rm_model_config *c, const rm_gen_params *p, char *detail, size_t len)
 {
-    const rm_model_config *c = &e->m->cfg;
     rm_sample_params sp = {p->temperature, p->top_p ? p->top_p : 1};
     if (!p->n_prompt) {
-        snprintf(r->detail, sizeof r->detail, "the prompt has no tokens");
+        snprintf(detail, len, "the prompt has no tokens");
         return RM_GEN_EEMPTY;
     }
     if (p->n_prompt > c->max_context) {
-        snprintf(r->detail, sizeof r->detail,
-                 "the prompt has %zu tokens, more than the maximum context of %u", p->n_prompt,
-                 c->max_context);
+        snprintf(detail, len, "the prompt has %zu tokens, more than the maximum context of %u",
+                 p->n_prompt, c->max_context);
         return RM_GEN_ECONTEXT;
     }
     for (size_t i = 0; i < p->n_prompt; i++)
         if (p->prompt[i] >= c->vocab) {
-            snprintf(r->detail, sizeof r->detail,
-                     "prompt token %zu is %u, outside the vocabulary of %u", i, p->prompt[i],
-                     c->vocab);
+            snprintf(detail, len, "prompt token %zu is %u, outside the vocabulary of %u", i,
+                     p->prompt[i], c->vocab);
             return RM_GEN_ETOKEN;
         }
     if (!p->max_tokens || !rm_sample_params_valid(&sp)) {
-        snprintf(r->detail, sizeof r->detail,
-                 "max_tokens must be >= 1, temperature >= 0, top_p in (0, 1]");
+        snprintf(detail, len, "max_tokens must be >= 1, temperature >= 0, top_p in (0, 1]");
         return RM_GEN_EPARAM;
     }
     return RM_GEN_OK;
@@ -364,7 +363,7 @@ static uint64_t logits_hash(const float *logits, uint32_t n)
 rm_gen_err rm_engine_generate(rm_engine *e, const rm_gen_params *p, rm_gen_result *r)
 {
     memset(r, 0, sizeof *r);
-    rm_gen_err err = check(e, p, r);
+    rm_gen_err err = rm_gen_check(&e->m->cfg, p, r->detail, sizeof r->detail);
     if (err != RM_GEN_OK)
         return err;
     pthread_mutex_lock(&e->mu);
@@ -396,11 +395,13 @@ rm_gen_err rm_engine_generate(rm_engine *e, const rm_gen_params *p, rm_gen_resul
 
     rm_sample_params sp = {p->temperature, p->top_p ? p->top_p : 1};
     rm_rng rng = {p->seed};
+    uint32_t hi = p->sample_hi && p->sample_hi < m->cfg.vocab ? p->sample_hi : m->cfg.vocab;
+    uint32_t lo = p->sample_lo < hi ? p->sample_lo : 0;
     size_t cap = p->max_tokens < (size_t)maxc - n + 1 ? p->max_tokens : (size_t)maxc - n + 1;
     r->tokens = rm_xmalloc(cap * sizeof *r->tokens);
     r->finish = RM_FINISH_LENGTH;
     for (;;) {
-        uint32_t tok = rm_sample(e->logits, m->cfg.vocab, &sp, &rng, e->probs, e->idx);
+        uint32_t tok = lo + rm_sample(e->logits + lo, hi - lo, &sp, &rng, e->probs, e->idx);
         r->tokens[r->n_tokens++] = tok;
         if (r->n_tokens == 1)
             r->ttft_ns = rm_now_ns() - t0;

@@ -29,6 +29,8 @@
 
 #include "model.h"
 
+struct rm_tls;
+
 typedef struct rm_engine_config {
     const char *cache;          /* NULL or "none": no cache; else HOST:PORT */
     int cache_router;           /* cache names a router (Route, then the node) */
@@ -36,6 +38,12 @@ typedef struct rm_engine_config {
     uint32_t read_chunk_tokens; /* tokens per ReadKV call; 0: 1024 */
     uint32_t lease_ttl_ms;      /* 0: the node's default */
     const char *model_name;     /* NULL: "radixmesh-ref" */
+    /* Towards the cache (node or router, and the nodes a router names):
+     * TLS verified with tls's CA (NULL or no CA: plaintext; a certificate
+     * in it is shown for mTLS), and a bearer token (NULL: none). Both are
+     * read at each connection, so they must outlive the engine. */
+    const struct rm_tls *tls;
+    const char *token;
 } rm_engine_config;
 
 typedef enum rm_gen_err {
@@ -73,6 +81,13 @@ typedef struct rm_gen_params {
     int (*on_token)(void *arg, uint32_t token);
     void (*on_cache)(void *arg, rm_cache_event ev, uint32_t tokens);
     void *arg;
+    /* Tokens are chosen among ids [sample_lo, sample_hi) only (sample_hi
+     * 0: up to the vocabulary's end; a range outside it is the whole
+     * vocabulary). The server answers text prompts with [32, 127), the
+     * printable ASCII bytes, so a reply is plain text that comes back as
+     * the same tokens in the client's next turn. Logits are computed as
+     * always. */
+    uint32_t sample_lo, sample_hi;
 } rm_gen_params;
 
 typedef struct rm_gen_result {
@@ -98,6 +113,12 @@ typedef struct rm_gen_result {
 } rm_gen_result;
 
 void rm_gen_result_free(rm_gen_result *r);
+
+/* Whether p is a request the engine of a model with configuration c runs
+ * (what rm_engine_generate checks first): RM_GEN_OK, or the error with
+ * what exactly was wrong in detail. A server checks with it before it
+ * queues a request, so a refused one is answered at once. */
+rm_gen_err rm_gen_check(const rm_model_config *c, const rm_gen_params *p, char *detail, size_t len);
 
 /* Counters since the engine started. cached / prompt tokens are what vLLM
  * exports as prefix_cache_hits / prefix_cache_queries. */

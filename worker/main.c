@@ -1,6 +1,8 @@
-/* radixmesh-worker: the reference worker. This entry point runs one prompt
- * through rm_engine and prints the result as one JSON line; the HTTP server
- * comes on top of the same engine (worker/README.md). */
+/* radixmesh-worker: the reference worker. With --http it serves
+ * OpenAI-compatible completions (worker/server.h); else it runs one prompt
+ * through rm_engine and prints the result as one JSON line
+ * (worker/README.md). */
+#include <grpc/grpc.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,9 @@
 #include "flags.h"
 #include "log.h"
 #include "model.h"
+#include "rpc_client.h"
+#include "server.h"
+#include "tls.h"
 #include "util.h"
 
 /* "1,2,3" -> ids; returns the count or -1 on a malformed list. */
@@ -39,9 +44,13 @@ int main(int argc, char **argv)
     uint64_t seed = 1, layers = 4, d_model = 256, heads = 8, vocab = 8192, max_context = 4096;
     uint64_t max_tokens = 16, sample_seed = 0, cache_timeout = 5000, read_chunk = 1024;
     double temperature = 0, top_p = 1;
-    int cache_router = 0;
+    int cache_router = 0, describe = 0;
     const char *weights = NULL, *save = NULL, *model_name = "radixmesh-ref", *cache = "none";
     const char *prompt = NULL, *prompt_tokens = NULL, *log_level = "info";
+    const char *cache_ca = NULL, *cache_cert = NULL, *cache_key = NULL, *cache_token = NULL;
+    rm_wserver_config sc;
+    rm_wserver_config_defaults(&sc);
+    sc.listen = NULL;
     const rm_flag flags[] = {
         {"seed", RM_FLAG_U64, &seed, "weight generator seed (without --weights)", 0, 0},
         {"layers", RM_FLAG_U64, &layers, "transformer blocks (without --weights)", 1, 1024},
@@ -55,6 +64,10 @@ int main(int argc, char **argv)
          1u << 20},
         {"weights", RM_FLAG_STR, &weights, "GPT-2 safetensors file (F32) instead of a seed", 0, 0},
         {"save-weights", RM_FLAG_STR, &save, "write the model's weights to FILE and exit", 0, 0},
+        {"describe", RM_FLAG_BOOL, &describe,
+         "print the model's shape, KV bytes per token (its node's --kv-bytes-per-token) and "
+         "cache namespace as JSON, and exit",
+         0, 0},
         {"model-name", RM_FLAG_STR, &model_name, "model name (first part of the cache namespace)",
          0, 0},
         {"cache", RM_FLAG_STR, &cache, "KV cache: none, or a node's HOST:PORT", 0, 0},
@@ -62,6 +75,32 @@ int main(int argc, char **argv)
          "--cache is a router: Route each prompt, then use the chosen node", 0, 0},
         {"cache-timeout-ms", RM_FLAG_U64, &cache_timeout, "deadline of each cache call", 1, 600000},
         {"read-chunk-tokens", RM_FLAG_U64, &read_chunk, "tokens per ReadKV call", 1, 1u << 20},
+        {"cache-tls-ca", RM_FLAG_STR, &cache_ca,
+         "speak TLS to the cache, verifying it with this PEM CA", 0, 0},
+        {"cache-tls-cert", RM_FLAG_STR, &cache_cert,
+         "PEM client certificate shown to the cache (mTLS; needs --cache-tls-ca)", 0, 0},
+        {"cache-tls-key", RM_FLAG_STR, &cache_key, "PEM private key of --cache-tls-cert", 0, 0},
+        {"cache-token-file", RM_FLAG_STR, &cache_token,
+         "send the bearer token in this file to the cache (its --auth-token-file)", 0, 0},
+        {"http", RM_FLAG_STR, &sc.listen,
+         "serve OpenAI-compatible completions on HOST:PORT (port 0: any free port)", 0, 0},
+        {"max-waiting", RM_FLAG_U64, &sc.max_waiting,
+         "--http requests waiting for the engine at most (more get 503 with Retry-After)", 1,
+         1u << 20},
+        {"max-connections", RM_FLAG_U64, &sc.max_connections,
+         "--http connections at most (more get 503 and are closed)", 1, 1000000},
+        {"max-body-bytes", RM_FLAG_U64, &sc.max_body_bytes, "larger request bodies get 413", 1024,
+         1u << 30},
+        {"max-header-bytes", RM_FLAG_U64, &sc.max_header_bytes,
+         "larger request heads get 431 (at most 80 KiB, http-parser's own bound)", 1024, 80u << 10},
+        {"request-timeout-ms", RM_FLAG_U64, &sc.request_timeout_ms,
+         "a request (head and body) must arrive within this (else 408)", 100, 3600000},
+        {"idle-timeout-ms", RM_FLAG_U64, &sc.idle_timeout_ms,
+         "close a kept-alive connection idle this long, or a client that takes nothing of its "
+         "response this long (its request is cancelled)",
+         100, 86400000},
+        {"drain-timeout-ms", RM_FLAG_U64, &sc.drain_timeout_ms,
+         "on SIGTERM, requests in progress get this long before they are cancelled", 0, 3600000},
         {"prompt", RM_FLAG_STR, &prompt, "text prompt (byte-level tokens: byte b is id b)", 0, 0},
         {"prompt-tokens", RM_FLAG_STR, &prompt_tokens, "prompt as token ids: 1,2,3", 0, 0},
         {"max-tokens", RM_FLAG_U64, &max_tokens, "tokens to generate at most", 1, 1u << 20},
@@ -70,7 +109,8 @@ int main(int argc, char **argv)
         {"sample-seed", RM_FLAG_U64, &sample_seed, "sampling seed", 0, 0},
         {"log-level", RM_FLAG_STR, &log_level, "debug, info, warn or error", 0, 0},
     };
-    rm_flagset fs = {"radixmesh-worker", "(--prompt TEXT | --prompt-tokens IDS) [options]",
+    rm_flagset fs = {"radixmesh-worker",
+                     "--http HOST:PORT | --prompt TEXT | --prompt-tokens IDS [options]",
                      "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};
     rm_flags_parse(&fs, argc, argv, NULL, 0, NULL);
     rm_log_level lv;
@@ -79,8 +119,19 @@ int main(int argc, char **argv)
     rm_log_set_level(lv);
     if (!(temperature >= 0) || !(top_p > 0 && top_p <= 1))
         rm_flags_fail(&fs, "--temperature must be >= 0 and --top-p in (0, 1]");
-    if (!save && !!prompt == !!prompt_tokens)
-        rm_flags_fail(&fs, "give exactly one of --prompt and --prompt-tokens");
+    if (!save && !describe && (!!prompt + !!prompt_tokens + !!sc.listen) != 1)
+        rm_flags_fail(&fs, "give exactly one of --http, --prompt and --prompt-tokens");
+    if ((cache_cert || cache_key) && !cache_ca)
+        rm_flags_fail(&fs, "--cache-tls-cert/--cache-tls-key need --cache-tls-ca (the cache's CA)");
+    rm_tls tls = {0};
+    char *token = NULL;
+    char err[256];
+    if (rm_tls_load(&tls, cache_cert, cache_key, cache_ca, 0, err, sizeof err) != 0)
+        rm_flags_fail(&fs, "%s", err);
+    if (cache_token && !(token = rm_read_token_file(cache_token, err, sizeof err))) {
+        rm_tls_free(&tls);
+        rm_flags_fail(&fs, "--cache-token-file: %s", err);
+    }
 
     uint32_t *ids = NULL;
     long n = 0;
@@ -92,7 +143,6 @@ int main(int argc, char **argv)
     }
 
     rm_model m;
-    char err[256];
     rm_model_err me;
     if (weights) {
         me = rm_model_load(&m, weights, (uint32_t)heads, (uint32_t)max_context, err, sizeof err);
@@ -102,12 +152,16 @@ int main(int argc, char **argv)
         me = rm_model_init_seeded(&m, &c, seed, err, sizeof err);
         if (me == RM_MODEL_ECONFIG) {
             free(ids);
+            free(token);
+            rm_tls_free(&tls);
             rm_flags_fail(&fs, "%s", err);
         }
     }
     if (me != RM_MODEL_OK) {
         rm_log(RM_LOG_ERROR, "worker", "%s: %s", rm_model_strerror(me), err);
         free(ids);
+        free(token);
+        rm_tls_free(&tls);
         return 1;
     }
     rm_log(RM_LOG_INFO, "worker",
@@ -118,22 +172,62 @@ int main(int argc, char **argv)
         me = rm_model_save(&m, save, err, sizeof err);
         rm_model_free(&m);
         free(ids);
+        free(token);
+        rm_tls_free(&tls);
         if (me != RM_MODEL_OK)
             rm_log(RM_LOG_ERROR, "worker", "%s", err);
         return me == RM_MODEL_OK ? 0 : 1;
     }
-    rm_engine_config ec = {cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk,
-                           0,     model_name};
+    rm_engine_config ec = {
+        cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk, 0, model_name, &tls, token};
+    grpc_init(); /* the cache clients' (a pairing grpc_shutdown at every exit below) */
     rm_engine *e = rm_engine_new(&m, &ec, err, sizeof err);
     if (!e) {
+        grpc_shutdown();
         rm_model_free(&m);
         free(ids);
+        free(token);
+        rm_tls_free(&tls);
         rm_flags_fail(&fs, "%s", err);
     }
+    if (describe) {
+        json_t *d = json_pack(
+            "{s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:s}", "model_name", model_name, "layers",
+            (int)m.cfg.layers, "d_model", (int)m.cfg.d_model, "heads", (int)m.cfg.heads, "vocab",
+            (int)m.cfg.vocab, "max_context", (int)m.cfg.max_context, "kv_bytes_per_token",
+            (json_int_t)rm_model_kv_bytes(&m.cfg), "namespace", rm_engine_namespace(e));
+        char *text = json_dumps(d, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(d);
+        rm_engine_free(e);
+        grpc_shutdown();
+        rm_model_free(&m);
+        free(ids);
+        free(token);
+        rm_tls_free(&tls);
+        return 0;
+    }
+    if (sc.listen) {
+        rm_log(RM_LOG_INFO, "worker", "cache: %s%s%s, namespace %s", cache,
+               cache_router ? " (a router)" : "", tls.ca ? " over TLS" : "",
+               rm_engine_namespace(e));
+        rm_api_model am = {model_name, m.cfg.vocab, m.cfg.max_context};
+        int rc = rm_wserver_run(&sc, &am, e); /* frees e */
+        grpc_shutdown();
+        rm_model_free(&m);
+        free(token);
+        rm_tls_free(&tls);
+        return rc;
+    }
 
-    rm_gen_params gp = {
-        ids,  (size_t)n, (uint32_t)max_tokens, (float)temperature, (float)top_p, sample_seed, NULL,
-        NULL, NULL};
+    rm_gen_params gp = {0};
+    gp.prompt = ids;
+    gp.n_prompt = (size_t)n;
+    gp.max_tokens = (uint32_t)max_tokens;
+    gp.temperature = (float)temperature;
+    gp.top_p = (float)top_p;
+    gp.seed = sample_seed;
     rm_gen_result r;
     rm_gen_err ge = rm_engine_generate(e, &gp, &r);
     int rc = 0;
@@ -168,6 +262,9 @@ int main(int argc, char **argv)
     }
     free(ids);
     rm_engine_free(e);
+    grpc_shutdown();
     rm_model_free(&m);
+    free(token);
+    rm_tls_free(&tls);
     return rc;
 }

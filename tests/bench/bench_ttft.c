@@ -31,7 +31,7 @@ static rm_model model;
 
 static rm_engine *engine(const char *cache)
 {
-    rm_engine_config c = {cache, 0, 10000, 0, 0, "bench-ttft"};
+    rm_engine_config c = {cache, 0, 10000, 0, 0, "bench-ttft", NULL, NULL};
     char err[200];
     rm_engine *e = rm_engine_new(&model, &c, err, sizeof err);
     if (!e) {
@@ -49,7 +49,7 @@ static void fill(uint32_t *p, uint32_t n, uint64_t seed)
 
 static void run(rm_engine *e, const uint32_t *p, uint32_t n, rm_gen_result *r)
 {
-    rm_gen_params gp = {p, n, 1, 0, 1, 0, NULL, NULL, NULL};
+    rm_gen_params gp = {p, n, 1, 0, 1, 0, NULL, NULL, NULL, 0, 0};
     if (rm_engine_generate(e, &gp, r) != RM_GEN_OK) {
         fprintf(stderr, "generate failed: %s\n", r->detail);
         exit(1);

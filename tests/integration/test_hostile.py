@@ -6,7 +6,8 @@ input, misbehaving workers behind the gateway, lease and namespace hoarding.
 Each case is bounded in count and time, checks that the daemon keeps
 serving and that its memory stays bounded (RSS before/after is printed).
 
-Usage: test_hostile.py --node PATH --router PATH --proto-dir DIR [unittest args]
+Usage: test_hostile.py --node PATH --router PATH --proto-dir DIR [--worker PATH]
+                       [unittest args]
 """
 import argparse
 import gzip
@@ -510,6 +511,20 @@ def accept_queue(addr):
     return 0
 
 
+def answered_past_cap(socks, count):
+    """Waits until `count` of the open connections socks have been answered
+    (a server refusing those past its cap); returns {socket: its answer}."""
+    refused = {}
+
+    def answered():
+        for s in select.select(socks, [], [], 0.05)[0]:
+            if s not in refused:
+                refused[s] = s.recv(4096)
+        return len(refused) >= count
+    rmtest.poll(f"{count} connections past the cap answered", answered)
+    return refused
+
+
 def limit_fds(n):
     """preexec_fn: the child's RLIMIT_NOFILE, soft and hard, is n."""
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
@@ -570,13 +585,7 @@ class HttpHostile(unittest.TestCase):
         d = self.node("--http-max-connections", "32")
         before = rmtest.rss_kib(d.pid)
         socks = [rmtest.connect(d.http) for _ in range(64)]
-        refused = {}
-        def answered():
-            for s in select.select(socks, [], [], 0.05)[0]:
-                if s not in refused:
-                    refused[s] = s.recv(4096)
-            return len(refused) >= 32
-        rmtest.poll("32 connections past the cap answered", answered)
+        refused = answered_past_cap(socks, 32)
         self.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
         self.assertEqual(select.select([s for s in socks if s not in refused], [], [], 0)[0], [])
         self.assertTrue(self.grpc_serves(d))
@@ -846,11 +855,134 @@ class NodeHostile(unittest.TestCase):
         report("node: one caller hoarding leases", before, rmtest.rss_kib(d.pid))
 
 
+class WorkerHostile(unittest.TestCase):
+    """Hostile clients of the reference worker's HTTP server
+    (radixmesh-worker --http; a small model, no cache): pipelined requests
+    whose replies are never read, a connection storm past the cap, stalled
+    heads and bodies, oversized heads and bodies (said up front or
+    chunked), unknown codings, garbage, and clients that leave as soon as
+    their completion is queued. Skipped without --worker."""
+
+    def setUp(self):
+        if not ARGS.worker:
+            self.skipTest("no --worker")
+
+    def worker(self, *extra):
+        d = rmtest.Daemon([ARGS.worker, "--http", "127.0.0.1:0", "--layers", "2", "--d-model",
+                           "64", "--heads", "4", "--vocab", "512", "--max-context", "2048",
+                           "--log-level", "warn", *extra], until="HTTP", env=asan_env())
+        self.addCleanup(lambda: self.assertEqual(d.stop(), 0))
+        return d
+
+    def serves(self, d):
+        st, _, body = rmtest.http_request(d.http, "POST", "/v1/completions",
+                                          body='{"prompt": "ok?", "max_tokens": 2}')
+        return st == 200 and json.loads(body)["usage"]["completion_tokens"] == 2
+
+    def answer(self, d, payload):
+        """The first reply line to payload, and whether the server then closed."""
+        got = raw(d.http, payload)
+        return got.split(b"\r\n", 1)[0], got
+
+    def test_pipelined_metrics_never_read(self):
+        d = self.worker()
+        self.assertTrue(self.serves(d))
+        before = rmtest.rss_kib(d.pid)
+        s, sent = flood(d.http, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 2 << 20)
+        self.assertTrue(self.serves(d))
+        after = rmtest.rss_kib(d.pid)
+        report(f"worker: 2 MiB of pipelined GET /metrics, replies never read ({sent} taken)",
+               before, after)
+        s.close()
+        self.assertLess(after - before, 64 << 10)
+        self.assertLess(sent, 2 << 20, "the worker read every request without its replies read")
+
+    def test_connection_storm_past_the_cap(self):
+        d = self.worker("--max-connections", "16")
+        before = rmtest.rss_kib(d.pid)
+        socks = [rmtest.connect(d.http) for _ in range(32)]
+        refused = answered_past_cap(socks, 16)
+        self.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
+        for s in socks:
+            s.close()
+        rmtest.poll("the cap's room back", lambda: status(d.http, "/health") == 200)
+        self.assertTrue(self.serves(d))
+        report("worker: 32 idle connections, cap 16", before, rmtest.rss_kib(d.pid))
+
+    def test_stalled_head_and_body_get_408(self):
+        d = self.worker("--request-timeout-ms", "300")
+        before = rmtest.rss_kib(d.pid)
+        first, _ = self.answer(d, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        self.assertEqual(first, b"HTTP/1.1 408 Request Timeout")
+        first, _ = self.answer(d, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 100\r\n\r\n{\"prompt\": ")
+        self.assertEqual(first, b"HTTP/1.1 408 Request Timeout")
+        self.assertTrue(self.serves(d))
+        self.assertGreaterEqual(rmtest.metric(d.http, "radixmesh_worker_http_timeouts_total"), 2)
+        report("worker: stalled head and body", before, rmtest.rss_kib(d.pid))
+
+    def test_oversized_and_malformed_requests(self):
+        d = self.worker("--max-body-bytes", "65536", "--max-header-bytes", "8192")
+        before = rmtest.rss_kib(d.pid)
+        cases = [
+            (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+             b"HTTP/1.1 413 Payload Too Large"),
+            (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             + b"8000\r\n" + b"x" * 0x8000 + b"\r\n" + b"8000\r\n" + b"x" * 0x8000 + b"\r\n"
+             + b"10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", b"HTTP/1.1 413 Payload Too Large"),
+            (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n",
+             b"HTTP/1.1 431 Request Header Fields Too Large"),
+            (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked"
+             b"\r\n\r\n0\r\n\r\n", b"HTTP/1.1 501 Not Implemented"),
+            (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n"
+             b"Content-Length: 2\r\n\r\n{}", b"HTTP/1.1 417 Expectation Failed"),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+             b"HTTP/1.1 400 Bad Request"),
+            (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 414 URI Too Long"),
+        ]
+        for payload, want in cases:
+            first, got = self.answer(d, payload)
+            self.assertEqual(first, want, payload[:60])
+            self.assertIn(b"Connection: close", got)
+            self.assertIn(b'{"error":', got)
+        # Expect: 100-continue is honoured.
+        body = b'{"prompt": "hi", "max_tokens": 1}'
+        got = raw(d.http, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), got[:80])
+        self.assertTrue(self.serves(d))
+        report("worker: oversized, unknown-coding and malformed requests", before,
+               rmtest.rss_kib(d.pid))
+
+    def test_clients_leaving_queued_completions(self):
+        """50 clients each queue a long streamed completion and leave at once:
+        every one is dropped or cancelled, nothing stays queued or running."""
+        d = self.worker("--max-waiting", "64")
+        before = rmtest.rss_kib(d.pid)
+        body = json.dumps({"prompt": "leaving " * 100, "max_tokens": 1000, "stream": True}).encode()
+        req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+               % len(body) + body)
+        for _ in range(50):
+            s = rmtest.connect(d.http)
+            s.sendall(req)
+            s.close()
+        rmtest.poll("the queue empty and the engine idle",
+                    lambda: rmtest.metric(d.http, "vllm:num_requests_waiting") == 0
+                    and rmtest.metric(d.http, "vllm:num_requests_running") == 0
+                    and rmtest.metric(d.http, "radixmesh_worker_http_connections") == 1, 60)
+        self.assertTrue(self.serves(d))
+        generated = rmtest.metric(d.http, "vllm:generation_tokens_total")
+        self.assertLess(generated, 50 * 1000)
+        report(f"worker: 50 clients leaving queued completions ({generated:.0f} tokens made)",
+               before, rmtest.rss_kib(d.pid))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--node", required=True)
     ap.add_argument("--router", required=True)
     ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--worker", help="radixmesh-worker (WorkerHostile is skipped without it)")
     ARGS, rest = ap.parse_known_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as out:

@@ -542,7 +542,9 @@ def make_pki(d):
         run("x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.crt", "-CAkey",
             f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/{name}.crt", "-days", "2",
             "-extfile", f"{d}/{name}.ext")
-    read = lambda n: open(f"{d}/{n}", "rb").read()
+    def read(n):
+        with open(f"{d}/{n}", "rb") as f:
+            return f.read()
     return read("ca.crt"), read("client.key"), read("client.crt")
 
 

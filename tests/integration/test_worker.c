@@ -44,7 +44,7 @@ static void start_node(test_daemon *d, const char *id, const char *kv_bytes)
 
 static rm_engine *engine(const char *cache, int router, int timeout_ms)
 {
-    rm_engine_config c = {cache, router, timeout_ms, 128, 0, "test-model"};
+    rm_engine_config c = {cache, router, timeout_ms, 128, 0, "test-model", NULL, NULL};
     char err[200];
     rm_engine *e = rm_engine_new(&model, &c, err, sizeof err);
     REQUIRE(e);
@@ -62,7 +62,7 @@ static uint32_t *prompt_of(uint32_t n, uint64_t seed)
 static rm_gen_params params(const uint32_t *p, size_t n)
 {
     /* Seeded sampling, so the tokens depend on the logits' exact values. */
-    return (rm_gen_params){p, n, 8, 1.0f, 0.95f, 1234, NULL, NULL, NULL};
+    return (rm_gen_params){p, n, 8, 1.0f, 0.95f, 1234, NULL, NULL, NULL, 0, 0};
 }
 
 static void gen(rm_engine *e, const rm_gen_params *p, rm_gen_result *r)

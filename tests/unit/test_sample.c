@@ -2,7 +2,9 @@
  * argmax (lowest id on ties) and draws nothing; seeded sampling repeats
  * for a seed and follows the softmax; top-p keeps the smallest set of
  * likeliest tokens reaching the mass; parameters are checked; the byte
- * vocabulary round-trips any bytes and shows ids >= 256. */
+ * vocabulary round-trips any bytes and shows ids >= 256; its text stream
+ * is valid UTF-8 as WHATWG's decoder (and Python's "replace") makes it, and
+ * token by token gives the same text as all at once. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +98,99 @@ static void test_byte_vocabulary_round_trips(void)
     free(b.p);
 }
 
+/* Bytes, and their text as Python's bytes.decode("utf-8", "replace")
+ * gives it (maximal invalid parts as one U+FFFD each). */
+static const struct {
+    const char *in;
+    size_t len;
+    const char *text;
+} utf8_vectors[] = {
+    {"\x61\x62\x63", 3, "\x61\x62\x63"},
+    {"\xc3\xa9", 2, "\xc3\xa9"},
+    {"\xe2\x82\xac", 3, "\xe2\x82\xac"},
+    {"\xf0\x9f\x98\x80", 4, "\xf0\x9f\x98\x80"},
+    {"\x80", 1, "\xef\xbf\xbd"},
+    {"\xc3\x61", 2, "\xef\xbf\xbd\x61"},
+    {"\xe0\x80", 2, "\xef\xbf\xbd\xef\xbf\xbd"},
+    {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"\xf5", 1, "\xef\xbf\xbd"},
+    {"\xe2\x82", 2, "\xef\xbf\xbd"},
+    {"\xf0\x9f\x98", 3, "\xef\xbf\xbd"},
+    {"\xf4\x90\x80\x80", 4, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd"},
+    {"\x61\xff\x62", 3, "\x61\xef\xbf\xbd\x62"},
+    {"\x82\xbf\xac\xa0\x41\x80\x9f\x80\x82\xed\x41\x9f", 12,
+     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\x41\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef"
+     "\xbf"
+     "\xbd\xef\xbf\xbd\x41\xef\xbf\xbd"},
+    {"\xc3\x41\x80\xac\xac\x80\xc3\x80\x9f\xac\x41\xed", 12,
+     "\xef\xbf\xbd\x41\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xc3\x80\xef\xbf\xbd\xef\xbf"
+     "\xbd\x41\xef\xbf\xbd"},
+    {"\x80\xc3\xa0\xa0\xed\x41\xed\xed\xac\x41\xc3\x41", 12,
+     "\xef\xbf\xbd\xc3\xa0\xef\xbf\xbd\xef\xbf\xbd\x41\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\x41\xef"
+     "\xbf\xbd\x41"},
+    {"\x9f\xbf\xe2\xac\xbf\x9f\x80\xed\xe2\x9f\xa0\xbf", 12,
+     "\xef\xbf\xbd\xef\xbf\xbd\xe2\xac\xbf\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xe2\x9f\xa0\xef\xbf"
+     "\xbd"},
+};
+
+/* The text of ids fed one token at a time (piecewise) or all at once. */
+static char *text_of(const uint32_t *ids, size_t n, int piecewise, size_t *len)
+{
+    rm_bytetok_text t = {0};
+    rm_sbuf b = {0};
+    rm_sbuf_append(&b, "", 0);
+    if (piecewise)
+        for (size_t i = 0; i < n; i++)
+            rm_bytetok_text_feed(&t, ids + i, 1, &b);
+    else
+        rm_bytetok_text_feed(&t, ids, n, &b);
+    rm_bytetok_text_flush(&t, &b);
+    *len = b.len;
+    return b.p;
+}
+
+static void test_text_stream_is_utf8_as_python_replace(void)
+{
+    for (size_t v = 0; v < RM_ARRAY_LEN(utf8_vectors); v++) {
+        uint32_t ids[16];
+        rm_bytetok_encode(utf8_vectors[v].in, utf8_vectors[v].len, ids);
+        for (int piecewise = 0; piecewise < 2; piecewise++) {
+            size_t len;
+            char *t = text_of(ids, utf8_vectors[v].len, piecewise, &len);
+            int ok = len == strlen(utf8_vectors[v].text) && !memcmp(t, utf8_vectors[v].text, len);
+            if (!ok)
+                fprintf(stderr, "vector %zu (piecewise %d) differs\n", v, piecewise);
+            CHECK(ok);
+            free(t);
+        }
+    }
+}
+
+static void test_text_stream_pieces_add_up_and_ids_end_a_character(void)
+{
+    /* Random bytes and ids: one token at a time == all at once. */
+    uint64_t x = 42;
+    for (int round = 0; round < 500; round++) {
+        uint32_t ids[24];
+        for (size_t i = 0; i < 24; i++) {
+            x = rm_mix64(x + i);
+            ids[i] = x % 17 == 0 ? 256 + (uint32_t)(x % 1000) : (uint32_t)(x >> 8) % 256;
+        }
+        size_t la, lb;
+        char *a = text_of(ids, 24, 0, &la), *b = text_of(ids, 24, 1, &lb);
+        CHECK(la == lb && !memcmp(a, b, la));
+        free(a);
+        free(b);
+    }
+    /* A pending character cut by an id >= 256 is one U+FFFD. */
+    const uint32_t cut[3] = {0xE2, 300, 'x'};
+    size_t len;
+    char *t = text_of(cut, 3, 1, &len);
+    CHECK(len == 11 && !memcmp(t, "\xef\xbf\xbd<|300|>x", 11));
+    free(t);
+}
+
 int main(void)
 {
     RUN(test_greedy_is_argmax_lowest_id_on_ties);
@@ -103,5 +198,7 @@ int main(void)
     RUN(test_top_p_keeps_the_likeliest_mass);
     RUN(test_params_are_checked);
     RUN(test_byte_vocabulary_round_trips);
+    RUN(test_text_stream_is_utf8_as_python_replace);
+    RUN(test_text_stream_pieces_add_up_and_ids_end_a_character);
     return rm_t_report();
 }

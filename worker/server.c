@@ -1,0 +1,899 @@
+#include "server.h"
+
+#include <http_parser.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <uv.h>
+
+#include "bytetok.h"
+#include "http.h"
+#include "http_head.h"
+#include "infer.h"
+#include "list.h"
+#include "log.h"
+#include "util.h"
+
+/* Bytes of what a client sends next read while its request runs: enough to
+ * see it leave (EOF) and a few pipelined requests; then reading stops. */
+#define MAX_READ_AHEAD (64u << 10)
+/* Replies queued for a client above this: its pipelined requests wait
+ * (unparsed, and unread past MAX_READ_AHEAD) until they drain below it. */
+#define MAX_QUEUED_OUTPUT (256u << 10)
+/* A closing connection reads and drops what the client still sends this
+ * long, so its unread bytes do not reset the reply away. */
+#define LINGER_MS 2000
+#define MAX_URL   2048
+
+typedef struct srv srv;
+
+typedef struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    int open_handles;
+    srv *s;
+    http_parser parser;
+    rm_http_head head;
+    char url[MAX_URL];
+    size_t url_len;
+    rm_sbuf body;
+    int refuse;     /* a status decided while reading the request */
+    int in_message; /* between a request's first byte and its end */
+    int complete;   /* a request was read whole by the last parse */
+    int keep;       /* keep the connection after this request */
+    int chunked;    /* the stream is sent with chunked framing */
+    /* The request in progress (NULL: none) and its stream. */
+    rm_job *job;
+    int streaming, with_ids, include_usage, final_sent;
+    size_t sent;
+    rm_bytetok_text text;
+    char id[40];
+    long long created;
+    /* Bytes read but not parsed yet (pipelined, or read during a job):
+     * pending[pstart, npending). */
+    char *pending;
+    size_t pstart, npending;
+    int reading, closing, finishing;
+    struct conn *prev, *next;
+} conn;
+
+struct srv {
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wake;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    rm_wserver_config cfg;
+    const rm_api_model *model;
+    rm_infer *in;
+    http_parser_settings settings;
+    conn *conns;
+    uint64_t nconns;
+    size_t njobs; /* submitted and not freed yet */
+    int draining, handles_closed;
+    uint64_t next_id;
+    /* Loop thread only (/metrics runs there too). */
+    uint64_t refused_conns, timeouts, refused_full, refused_bad;
+    uint64_t cache_log_ms, cache_log_skipped; /* cache failures: a line a second */
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    char *buf;
+} write_req;
+
+static void close_conn(conn *c);
+static void pump(conn *c);
+static void drain_step(srv *s);
+
+void rm_wserver_config_defaults(rm_wserver_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->listen = "127.0.0.1:8000";
+    c->max_body_bytes = 1u << 20;
+    c->max_header_bytes = 64u << 10;
+    c->max_connections = 256;
+    c->max_waiting = 64;
+    c->request_timeout_ms = 30000;
+    c->idle_timeout_ms = 60000;
+    c->drain_timeout_ms = 30000;
+}
+
+/* ---- connection plumbing ---------------------------------------------------- */
+
+static size_t queued(conn *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(conn *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    if (--c->open_handles)
+        return;
+    srv *s = c->s;
+    RM_LIST_DEL(s->conns, c, prev, next);
+    s->nconns--;
+    rm_http_head_reset(&c->head);
+    free(c->body.p);
+    free(c->pending);
+    free(c);
+    drain_step(s);
+}
+
+/* A job whose connection is gone: the owner's share of the hand-off. */
+static void job_release(srv *s, rm_job *j)
+{
+    rm_job_free(j);
+    s->njobs--;
+}
+
+static void close_conn(conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->job) {
+        /* The client left: a waiting request leaves the queue, a running
+         * one stops at its next token and comes back through the poll. */
+        if (rm_infer_cancel(c->s->in, c->job))
+            job_release(c->s, c->job);
+        else
+            c->job->owner = NULL;
+        c->job = NULL;
+    }
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void set_reading(conn *c, int on)
+{
+    if (c->closing || c->reading == on)
+        return;
+    c->reading = on;
+    if (on)
+        uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
+    else
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn *c = req->data;
+    if (status < 0 || c->closing) {
+        close_conn(c);
+        return;
+    }
+    /* Everything is sent: drop what the client still sends, a while. */
+    arm(c, LINGER_MS);
+    set_reading(c, 1);
+}
+
+/* Closes once what is queued is sent (bounded by the idle timeout, then
+ * the linger). Nothing more is parsed. */
+static void finish_and_close(conn *c)
+{
+    if (c->closing || c->finishing)
+        return;
+    c->finishing = 1;
+    free(c->pending);
+    c->pending = NULL;
+    c->pstart = c->npending = 0;
+    set_reading(c, 0);
+    arm(c, c->s->cfg.idle_timeout_ms);
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        close_conn(c);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    write_req *w = (write_req *)req;
+    conn *c = req->handle->data;
+    free(w->buf);
+    free(w);
+    if (status < 0) {
+        close_conn(c);
+        return;
+    }
+    if (c->closing || c->finishing)
+        return;
+    if (c->job) {
+        /* The client takes its stream: watch it only while some waits. */
+        if (queued(c))
+            arm(c, c->s->cfg.idle_timeout_ms);
+        else
+            uv_timer_stop(&c->timer);
+    } else {
+        if (!c->in_message)
+            arm(c, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
+        if (c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT)
+            pump(c); /* pipelined requests held back by unread replies */
+    }
+}
+
+/* Sends buf (malloc'd; taken). */
+static void send_buf(conn *c, char *buf, size_t len)
+{
+    if (c->closing || !len) {
+        free(buf);
+        return;
+    }
+    write_req *w = rm_xmalloc(sizeof *w);
+    w->buf = buf;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        free(buf);
+        free(w);
+        close_conn(c);
+        return;
+    }
+    /* A client that reads nothing of what waits for it is stalled. */
+    if (c->job && queued(c) && !uv_is_active((uv_handle_t *)&c->timer))
+        arm(c, c->s->cfg.idle_timeout_ms);
+}
+
+/* A whole response: head (extra: further header lines) and body. */
+static void respond(conn *c, int status, const char *type, const char *body, size_t len,
+                    const char *extra, int head_only)
+{
+    rm_sbuf b = {0};
+    rm_sbuf_printf(&b,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: "
+                   "%s\r\n\r\n",
+                   status, rm_http_reason(status), type, len, extra ? extra : "",
+                   c->keep ? "keep-alive" : "close");
+    if (!head_only)
+        rm_sbuf_append(&b, body, len);
+    send_buf(c, b.p, b.len);
+}
+
+static void respond_error(conn *c, const rm_api_error *e, const char *extra)
+{
+    size_t len;
+    char *body = rm_api_error_json(e, &len);
+    respond(c, e->status, "application/json", body, len, extra, 0);
+    free(body);
+}
+
+/* The request is answered: the next one, or the end of the connection. */
+static void request_done(conn *c)
+{
+    if (c->closing || c->finishing)
+        return;
+    if (!c->keep) {
+        finish_and_close(c);
+        return;
+    }
+    arm(c, c->s->cfg.idle_timeout_ms);
+}
+
+/* ---- completions ------------------------------------------------------------ */
+
+static void send_chunk(conn *c, const char *data, size_t len)
+{
+    if (!c->chunked) {
+        send_buf(c, rm_xstrndup(data, len), len);
+        return;
+    }
+    rm_sbuf b = {0};
+    rm_sbuf_printf(&b, "%zx\r\n", len);
+    rm_sbuf_append(&b, data, len);
+    rm_sbuf_append(&b, "\r\n", 2);
+    send_buf(c, b.p, b.len);
+}
+
+static rm_api_meta meta_of(conn *c)
+{
+    return (rm_api_meta){c->id, c->s->model->name, c->created};
+}
+
+static rm_api_usage usage_of(const rm_job *j)
+{
+    return (rm_api_usage){j->result.prompt_tokens, (uint32_t)j->result.n_tokens,
+                          j->result.cached_tokens};
+}
+
+/* One stream event for ids[0, n) (n may be 0); the final one carries the
+ * finish reason and what the text decoder still held. */
+static void stream_event(conn *c, const rm_job *j, const uint32_t *ids, size_t n, int final)
+{
+    rm_api_meta m = meta_of(c);
+    rm_sbuf text = {0};
+    rm_sbuf_append(&text, "", 0);
+    rm_bytetok_text_feed(&c->text, ids, n, &text);
+    if (final)
+        rm_bytetok_text_flush(&c->text, &text);
+    size_t len;
+    char *ev = rm_api_stream_event(&m, text.p, text.len, ids, n, c->with_ids,
+                                   final ? rm_api_finish_reason(j->result.finish) : NULL, &len);
+    send_chunk(c, ev, len);
+    free(ev);
+    free(text.p);
+    c->final_sent |= final;
+}
+
+/* Events for tokens [c->sent, ntok), one per token as they come; once the
+ * job is done the last carries the finish reason -- or, when every token
+ * went out before the job ended, an event with no token does. */
+static void stream_tokens(conn *c, const rm_job *j, size_t ntok, int done)
+{
+    for (; c->sent < ntok; c->sent++)
+        stream_event(c, j, &j->tokens[c->sent], 1, done && c->sent + 1 == ntok);
+    if (done && !c->final_sent)
+        stream_event(c, j, NULL, 0, 1);
+}
+
+static void stream_end(conn *c, rm_job *j)
+{
+    if (c->include_usage) {
+        rm_api_meta m = meta_of(c);
+        rm_api_usage u = usage_of(j);
+        size_t len;
+        char *ev = rm_api_stream_usage_event(&m, &u, &len);
+        send_chunk(c, ev, len);
+        free(ev);
+    }
+    send_chunk(c, RM_API_STREAM_DONE, strlen(RM_API_STREAM_DONE));
+    if (c->chunked)
+        send_buf(c, rm_xstrndup("0\r\n\r\n", 5), 5);
+    else
+        c->keep = 0; /* an HTTP/1.0 stream ends with the connection */
+}
+
+static void answer_whole(conn *c, rm_job *j)
+{
+    rm_sbuf text = {0};
+    rm_sbuf_append(&text, "", 0);
+    rm_bytetok_text_feed(&c->text, j->result.tokens, j->result.n_tokens, &text);
+    rm_bytetok_text_flush(&c->text, &text);
+    rm_api_meta m = meta_of(c);
+    rm_api_usage u = usage_of(j);
+    size_t len;
+    char *body =
+        rm_api_completion_json(&m, text.p, text.len, j->result.tokens, j->result.n_tokens,
+                               c->with_ids, rm_api_finish_reason(j->result.finish), &u, &len);
+    respond(c, 200, "application/json", body, len, NULL, 0);
+    free(body);
+    free(text.p);
+}
+
+/* A request computed without the cluster says why, at most once a second
+ * (a node that is down would otherwise fill the log). */
+static void log_cache_error(srv *s, const rm_job *j)
+{
+    if (j->err != RM_GEN_OK || !j->result.cache_error)
+        return;
+    uint64_t now = rm_now_ms();
+    if (now - s->cache_log_ms < 1000 && s->cache_log_ms) {
+        s->cache_log_skipped++;
+        return;
+    }
+    rm_log(RM_LOG_WARN, "worker",
+           "cache not used for a request: %s (%llu more since the last line)", j->result.cache_msg,
+           (unsigned long long)s->cache_log_skipped);
+    s->cache_log_ms = now;
+    s->cache_log_skipped = 0;
+}
+
+/* A job's news, from the inference thread through rm_infer_poll. */
+static void on_news(void *arg, rm_job *j, size_t ntok, int done)
+{
+    srv *s = arg;
+    conn *c = j->owner;
+    if (!c) { /* its client left */
+        if (done) {
+            log_cache_error(s, j);
+            job_release(s, j);
+        }
+        drain_step(s);
+        return;
+    }
+    if (c->streaming)
+        stream_tokens(c, j, ntok, done && j->result.finish != RM_FINISH_CANCELLED);
+    if (!done)
+        return;
+    log_cache_error(s, j);
+    c->job = NULL;
+    uv_timer_stop(&c->timer);
+    if (j->err != RM_GEN_OK || j->result.finish == RM_FINISH_CANCELLED) {
+        /* Refused by the engine (checked before: not expected), or
+         * cancelled by a drain that ran out of time. */
+        if (c->streaming) {
+            close_conn(c); /* the only signal left once the head is out */
+        } else {
+            rm_api_error e;
+            rm_api_error_set(&e, 503, "server_error", NULL, "the worker is shutting down");
+            c->keep = 0;
+            respond_error(c, &e, NULL);
+        }
+    } else if (c->streaming) {
+        stream_end(c, j);
+    } else {
+        answer_whole(c, j);
+    }
+    c->streaming = 0;
+    job_release(s, j);
+    request_done(c);
+    pump(c);
+    drain_step(s);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    srv *s = a->data;
+    rm_infer_poll(s->in, on_news, s);
+}
+
+static void notify(void *arg)
+{
+    uv_async_send(arg);
+}
+
+static uint64_t draw_seed(srv *s)
+{
+    return rm_mix64(rm_now_ns() ^ (++s->next_id << 32));
+}
+
+static void completion(conn *c)
+{
+    srv *s = c->s;
+    rm_api_completion req;
+    rm_api_error e;
+    if (rm_api_parse_completion(c->body.p ? c->body.p : "", c->body.len, s->model, draw_seed(s),
+                                &req, &e) != 0) {
+        s->refused_bad++;
+        respond_error(c, &e, NULL);
+        request_done(c);
+        return;
+    }
+    rm_job *j =
+        rm_job_new(req.prompt, req.n_prompt, &req.params, s->model->max_context, req.stream);
+    req.prompt = NULL; /* the job's now */
+    rm_infer_submit_res r = rm_infer_submit(s->in, j);
+    if (r != RM_INFER_QUEUED) {
+        rm_job_free(j);
+        if (r == RM_INFER_FULL) {
+            s->refused_full++;
+            rm_api_error_set(&e, 503, "server_error", NULL,
+                             "%llu requests are waiting already (--max-waiting): retry later",
+                             (unsigned long long)s->cfg.max_waiting);
+        } else {
+            c->keep = 0;
+            rm_api_error_set(&e, 503, "server_error", NULL, "the worker is shutting down");
+        }
+        respond_error(c, &e, "Retry-After: 1\r\n");
+        request_done(c);
+        return;
+    }
+    s->njobs++;
+    j->owner = c;
+    c->job = j;
+    c->sent = 0;
+    c->final_sent = 0;
+    memset(&c->text, 0, sizeof c->text);
+    c->with_ids = req.return_token_ids;
+    c->include_usage = req.include_usage;
+    c->created = (long long)time(NULL);
+    snprintf(c->id, sizeof c->id, "cmpl-%016llx", (unsigned long long)rm_mix64(++s->next_id));
+    if (req.stream) {
+        /* The head goes out now (a gateway waits for it), events follow. */
+        c->streaming = 1;
+        c->chunked = !(c->parser.http_major == 1 && c->parser.http_minor == 0);
+        if (!c->chunked)
+            c->keep = 0;
+        rm_sbuf b = {0};
+        rm_sbuf_printf(&b,
+                       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: "
+                       "no-cache\r\n%sConnection: %s\r\n\r\n",
+                       c->chunked ? "Transfer-Encoding: chunked\r\n" : "",
+                       c->keep ? "keep-alive" : "close");
+        send_buf(c, b.p, b.len);
+    }
+}
+
+/* ---- requests --------------------------------------------------------------- */
+
+static void metrics(conn *c, int head_only)
+{
+    srv *s = c->s;
+    rm_infer_figures f;
+    rm_infer_figures_get(s->in, &f);
+    rm_api_figures af = {f.engine,          f.waiting,        f.finished_total,
+                         f.cancelled_total, s->refused_full,  s->refused_bad,
+                         s->nconns,         s->refused_conns, s->timeouts};
+    char *text = rm_api_metrics(s->model->name, &af);
+    respond(c, 200, "text/plain; version=0.0.4", text, strlen(text), NULL, head_only);
+    free(text);
+}
+
+static void dispatch(conn *c)
+{
+    srv *s = c->s;
+    c->keep = http_should_keep_alive(&c->parser) && !s->draining;
+    char *q = strchr(c->url, '?');
+    if (q)
+        *q = '\0';
+    const char *path = c->url;
+    int method = c->parser.method, get = method == HTTP_GET || method == HTTP_HEAD;
+    int head_only = method == HTTP_HEAD;
+    rm_api_error e;
+    if (s->draining) {
+        c->keep = 0;
+        rm_api_error_set(&e, 503, "server_error", NULL, "the worker is shutting down");
+        respond_error(c, &e, "Retry-After: 1\r\n");
+    } else if (!strcmp(path, "/v1/completions")) {
+        if (method == HTTP_POST) {
+            completion(c);
+            return; /* completion() ends the request when it answers at once */
+        }
+        rm_api_error_set(&e, 405, "invalid_request_error", NULL, "use POST");
+        respond_error(c, &e, "Allow: POST\r\n");
+    } else if (!strcmp(path, "/health") || !strcmp(path, "/v1/models") ||
+               !strcmp(path, "/metrics")) {
+        if (!get) {
+            rm_api_error_set(&e, 405, "invalid_request_error", NULL, "use GET");
+            respond_error(c, &e, "Allow: GET, HEAD\r\n");
+        } else if (!strcmp(path, "/health")) {
+            respond(c, 200, "text/plain", "", 0, NULL, head_only);
+        } else if (!strcmp(path, "/metrics")) {
+            metrics(c, head_only);
+        } else {
+            size_t len;
+            char *body = rm_api_models_json(s->model, (long long)time(NULL), &len);
+            respond(c, 200, "application/json", body, len, NULL, head_only);
+            free(body);
+        }
+    } else {
+        rm_api_error_set(&e, 404, "invalid_request_error", NULL,
+                         "no such endpoint: %.200s (this worker serves POST /v1/completions, GET "
+                         "/v1/models, /metrics, /health)",
+                         path);
+        respond_error(c, &e, NULL);
+    }
+    request_done(c);
+}
+
+/* Answers a request the parser could not take, and closes. */
+static void refuse(conn *c, int status)
+{
+    static const struct {
+        int status;
+        const char *msg;
+    } why[] = {
+        {400, "malformed HTTP request"},
+        {408, "the request did not arrive in time"},
+        {413, "the request body is too large (--max-body-bytes)"},
+        {414, "the request URL is too long"},
+        {417, "only Expect: 100-continue is understood"},
+        {431, "the request head is too large (--max-header-bytes)"},
+        {501, "Transfer-Encoding other than chunked is not supported"},
+    };
+    rm_api_error e;
+    rm_api_error_set(&e, status, "invalid_request_error", NULL, "%s", rm_http_reason(status));
+    for (size_t i = 0; i < RM_ARRAY_LEN(why); i++)
+        if (why[i].status == status)
+            snprintf(e.message, sizeof e.message, "%s", why[i].msg);
+    c->keep = 0;
+    respond_error(c, &e, NULL);
+    finish_and_close(c);
+}
+
+/* Parses what waits, answering each request read whole in turn, until a
+ * request is in progress or nothing is left. */
+static void pump(conn *c)
+{
+    while (!c->closing && !c->finishing && !c->job && c->npending > c->pstart &&
+           queued(c) < MAX_QUEUED_OUTPUT) {
+        http_parser_pause(&c->parser, 0);
+        size_t len = c->npending - c->pstart;
+        size_t done = http_parser_execute(&c->parser, &c->s->settings, c->pending + c->pstart, len);
+        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+        c->pstart += done;
+        if (c->pstart == c->npending) {
+            free(c->pending);
+            c->pending = NULL;
+            c->pstart = c->npending = 0;
+        }
+        if (c->complete) { /* what follows is parsed after this request */
+            c->complete = 0;
+            dispatch(c);
+            continue;
+        }
+        if (err != HPE_OK) {
+            refuse(c, c->refuse ? c->refuse : err == HPE_HEADER_OVERFLOW ? 431 : 400);
+            return;
+        }
+    }
+    if (!c->closing && !c->finishing)
+        set_reading(c, c->npending - c->pstart < MAX_READ_AHEAD);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = st->data;
+    if (nread < 0) {
+        close_conn(c); /* gone (or done lingering): a request in progress is cancelled */
+    } else if (nread > 0 && !c->finishing && !c->closing) {
+        if (c->pstart) { /* the parsed part goes: what stays is bounded by MAX_READ_AHEAD */
+            memmove(c->pending, c->pending + c->pstart, c->npending - c->pstart);
+            c->npending -= c->pstart;
+            c->pstart = 0;
+        }
+        c->pending = rm_xrealloc(c->pending, c->npending + (size_t)nread);
+        memcpy(c->pending + c->npending, buf->base, (size_t)nread);
+        c->npending += (size_t)nread;
+        pump(c);
+    }
+    free(buf->base);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->finishing) {
+        close_conn(c);
+        return;
+    }
+    c->s->timeouts++;
+    if (c->in_message)
+        refuse(c, 408);
+    else
+        close_conn(c); /* idle, or not reading its response: a request is cancelled */
+}
+
+/* ---- http-parser callbacks ---------------------------------------------------- */
+
+static int on_message_begin(http_parser *p)
+{
+    conn *c = p->data;
+    c->url_len = 0;
+    c->url[0] = '\0';
+    rm_http_head_reset(&c->head);
+    free(c->body.p);
+    memset(&c->body, 0, sizeof c->body);
+    c->refuse = 0;
+    c->in_message = 1;
+    arm(c, c->s->cfg.request_timeout_ms);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->url_len + len >= sizeof c->url) {
+        c->refuse = 414;
+        return -1;
+    }
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static int head_bounded(conn *c)
+{
+    if (c->head.bytes + c->url_len <= c->s->cfg.max_header_bytes)
+        return 0;
+    c->refuse = 431;
+    return -1;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    rm_http_head_field(&c->head, at, len);
+    return head_bounded(c);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    rm_http_head_value(&c->head, at, len);
+    return head_bounded(c);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = p->data;
+    rm_http_head_end(&c->head);
+    if (c->head.te_other) {
+        c->refuse = 501;
+        return -1;
+    }
+    if (p->content_length != ULLONG_MAX && p->content_length > c->s->cfg.max_body_bytes) {
+        c->refuse = 413; /* said up front: refused before the body is sent */
+        return -1;
+    }
+    if (c->head.expect[0]) {
+        if (strcasecmp(c->head.expect, "100-continue")) {
+            c->refuse = 417;
+            return -1;
+        }
+        send_buf(c, rm_xstrndup("HTTP/1.1 100 Continue\r\n\r\n", 25), 25);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->body.len + len > c->s->cfg.max_body_bytes) {
+        c->refuse = 413;
+        return -1;
+    }
+    rm_sbuf_append(&c->body, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    conn *c = p->data;
+    c->in_message = 0;
+    c->complete = 1;
+    uv_timer_stop(&c->timer);
+    http_parser_pause(p, 1); /* one request at a time: the rest waits */
+    return 0;
+}
+
+/* ---- listening, signals, drain ------------------------------------------------ */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    srv *s = server->data;
+    if (status < 0)
+        return;
+    conn *c = rm_xcalloc(1, sizeof *c);
+    c->s = s;
+    uv_tcp_init(&s->loop, &c->tcp);
+    uv_timer_init(&s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    RM_LIST_ADD(s->conns, c, prev, next);
+    s->nconns++;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        close_conn(c);
+        return;
+    }
+    if (s->nconns > s->cfg.max_connections || s->draining) {
+        s->refused_conns += !s->draining;
+        rm_api_error e;
+        rm_api_error_set(&e, 503, "server_error", NULL,
+                         s->draining ? "the worker is shutting down" : "too many connections");
+        respond_error(c, &e, "Retry-After: 1\r\n");
+        finish_and_close(c);
+        return;
+    }
+    arm(c, s->cfg.idle_timeout_ms);
+    set_reading(c, 1);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* While draining: once no job is left, every connection is closed (after
+ * what it was sent), and then the loop's own handles, which ends it. */
+static void drain_step(srv *s)
+{
+    if (!s->draining || s->njobs)
+        return;
+    for (conn *c = s->conns; c; c = c->next) {
+        if (!c->in_message && !queued(c))
+            close_conn(c);
+        else
+            finish_and_close(c);
+    }
+    if (s->nconns || s->handles_closed)
+        return;
+    s->handles_closed = 1;
+    close_handle((uv_handle_t *)&s->listener);
+    close_handle((uv_handle_t *)&s->wake);
+    close_handle((uv_handle_t *)&s->sigterm);
+    close_handle((uv_handle_t *)&s->sigint);
+    close_handle((uv_handle_t *)&s->drain_timer);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    srv *s = t->data;
+    rm_log(RM_LOG_WARN, "worker", "drain: %zu requests still in progress after %llu ms: cancelled",
+           s->njobs, (unsigned long long)s->cfg.drain_timeout_ms);
+    rm_infer_cancel_all(s->in);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    srv *s = sig->data;
+    if (s->draining) {
+        rm_log(RM_LOG_WARN, "worker", "second signal: cancelling what is left");
+        rm_infer_cancel_all(s->in);
+        return;
+    }
+    rm_log(RM_LOG_INFO, "worker", "%s: draining (%zu requests in progress)", strsignal(signum),
+           s->njobs);
+    s->draining = 1;
+    close_handle((uv_handle_t *)&s->listener);
+    rm_infer_stop(s->in);
+    uv_timer_start(&s->drain_timer, on_drain_timeout, s->cfg.drain_timeout_ms, 0);
+    drain_step(s);
+}
+
+int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engine *e)
+{
+    srv *s = rm_xcalloc(1, sizeof *s);
+    s->cfg = *cfg;
+    s->model = m;
+    http_parser_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    char err[256];
+    int port =
+        rm_uv_listen(&s->loop, &s->listener, cfg->listen, 128, on_connection, err, sizeof err);
+    if (port < 0) {
+        rm_log(RM_LOG_ERROR, "worker", "--listen: %s", err);
+        rm_engine_free(e);
+        free(s);
+        return 1;
+    }
+    s->listener.data = s;
+    uv_async_init(&s->loop, &s->wake, on_wake);
+    s->wake.data = s;
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_signal_init(&s->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_timer_init(&s->loop, &s->drain_timer);
+    s->drain_timer.data = s;
+    signal(SIGPIPE, SIG_IGN);
+    s->in = rm_infer_start(e, cfg->max_waiting, notify, &s->wake);
+    if (!s->in) {
+        rm_log(RM_LOG_ERROR, "worker", "cannot start the inference thread");
+        rm_engine_free(e);
+        s->draining = 1;
+        drain_step(s); /* closes the handles */
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
+        free(s);
+        return 1;
+    }
+
+    int hl = (int)(strrchr(cfg->listen, ':') - cfg->listen);
+    rm_log(RM_LOG_INFO, "worker",
+           "serving %s on http://%.*s:%d/ (POST /v1/completions, GET /v1/models, /metrics, "
+           "/health; at most %llu waiting)",
+           m->name, hl, cfg->listen, port, (unsigned long long)cfg->max_waiting);
+    printf("HTTP %.*s:%d\n", hl, cfg->listen, port);
+    fflush(stdout);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    rm_infer_free(s->in);
+    free(s);
+    rm_log(RM_LOG_INFO, "worker", "drained, exiting");
+    return 0;
+}
