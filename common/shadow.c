@@ -52,6 +52,17 @@ rm_shadow_policy rm_shadow_policy_of(rm_evict_policy p)
     return out;
 }
 
+int rm_shadow_models(rm_evict_policy p)
+{
+    switch (p) {
+    case RM_EVICT_LRU:
+    case RM_EVICT_LFU:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void rm_shadow_config_node(rm_shadow_config *c, uint32_t page_tokens, uint64_t pool_pages,
                            rm_evict_policy policy)
 {

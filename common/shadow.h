@@ -188,6 +188,11 @@ typedef struct rm_shadow_policy {
  * recency; an inserted page starts at 0 hits, as a new leaf does). */
 rm_shadow_policy rm_shadow_policy_of(rm_evict_policy p);
 
+/* Whether rm_shadow_policy_of has a model of p; a policy it does not know
+ * (one radix.h gained since) is modelled as LRU until a priority function
+ * is added there. */
+int rm_shadow_models(rm_evict_policy p);
+
 typedef struct rm_shadow_config {
     uint32_t page_tokens;
     uint64_t pool_pages; /* the capacity factor 1 stands for, in pages */
