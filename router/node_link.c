@@ -508,6 +508,7 @@ static void empty_call(rm_router *r, rnode *n, rt_method m, rm_rpc_reply_fn cb)
 
 void rm_router_tick(rm_router *r, uint64_t now_ms)
 {
+    rt_budget_pools(r);
     if (now_ms - r->last_health_ms >= r->cfg.health_interval_ms) {
         r->last_health_ms = now_ms;
         for (uint32_t i = 0; i < r->nnodes; i++) {
