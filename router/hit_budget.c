@@ -1,8 +1,6 @@
-/* hit_budget.c -- the cluster's hit budget (hit_budget.h): the memory
- * curve from the nodes' estimates (pure), and the router's own shadow of
- * the ideal and infinite caches, fed on the router thread. */
-#include "hit_budget.h"
-
+/* hit_budget.c -- the router's side of the hit budget (common/budget.h):
+ * its own shadow of the ideal and infinite caches, fed on the router
+ * thread, and the budget as the views show it. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,36 +8,6 @@
 #include "log.h"
 #include "router_internal.h"
 #include "util.h"
-
-const double rm_budget_factors[RM_BUDGET_POINTS] = {0.25, 0.5, 1, 2, 4};
-
-double rm_budget_rate(double hit_tokens, uint64_t query_tokens)
-{
-    if (!query_tokens || isnan(hit_tokens))
-        return -1;
-    return hit_tokens / (double)query_tokens;
-}
-
-void rm_budget_curve(const rm_budget_node *nodes, size_t n, double achieved,
-                     rm_budget_point out[RM_BUDGET_POINTS])
-{
-    for (size_t k = 0; k < RM_BUDGET_POINTS; k++) {
-        double f = rm_budget_factors[k], hit = 0;
-        uint64_t query = 0;
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = 0; j < nodes[i].n; j++)
-                if (fabs(nodes[i].factors[j] - f) < 1e-9) {
-                    hit += nodes[i].hit_tokens[j];
-                    query += nodes[i].query_tokens;
-                    break;
-                }
-        out[k] = (rm_budget_point){f, rm_budget_rate(hit, query), hit, query};
-        if (f == 1 && achieved >= 0)
-            out[k].hit_rate = achieved;
-    }
-}
-
-/* ---- the router's shadow ------------------------------------------------ */
 
 /* The ideal cache holds what the healthy nodes' pools hold together, in
  * the first such node's page size and eviction policy (a cluster has one

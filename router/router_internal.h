@@ -24,7 +24,7 @@
 
 #include <pthread.h>
 
-#include "hit_budget.h"
+#include "budget.h"
 #include "radixmesh.pb.h"
 #include "ring.h"
 #include "router.h"
@@ -253,7 +253,7 @@ void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
 /* ---- hit_budget.c ----------------------------------------------------------- */
 
 /* Makes or resizes the ideal cache to the healthy nodes' summed pools
- * (called every tick: O(nodes)). */
+ * (after each Stats reply and ring rebuild: O(nodes)). */
 void rt_budget_pools(rm_router *r);
 /* A routed request (Match, Route, a gateway prompt as recorded), and an
  * Insert (the reply after a gateway prompt; one repeating its Match is

@@ -1,10 +1,10 @@
-/* Unit tests for the cluster's memory curve (router/hit_budget.h): each
+/* Unit tests for the cluster's memory curve (common/budget.h): each
  * node's estimate weighted by its own traffic, factor 1 the achieved rate,
  * nodes without estimators left out, no data as -1. */
 #include <math.h>
 
 #include "check.h"
-#include "hit_budget.h"
+#include "budget.h"
 
 static const double five[] = {0.25, 0.5, 1, 2, 4};
 

@@ -1,4 +1,4 @@
-/* hit_budget.h -- the cluster's hit budget: where hits are lost, and what
+/* budget.h -- the cluster's hit budget: where hits are lost, and what
  * more memory would buy (issue 16; router/README.md, "Hit budget").
  *
  *   infinite  an unbounded cache over the requests this router routed:
@@ -12,12 +12,13 @@
  * The router estimates infinite and ideal with its own shadow
  * (common/shadow.h, rm_shadow_config_router); each node its memory curve
  * (rm_shadow_config_node, reported in NodeStats.hit_budget_*). What is
- * here combines the nodes' figures: a pure rule, no router state
- * (tests/unit/test_hit_budget.c). hit_budget.c also holds the router's
- * shadow (router_internal.h: rt_budget_*). Every figure is cumulative
- * since its daemon started. */
-#ifndef RM_HIT_BUDGET_H
-#define RM_HIT_BUDGET_H
+ * here combines the nodes' figures: a pure rule (tests/unit/test_budget.c)
+ * that the router applies to the nodes' cumulative figures and `radixmesh
+ * replay` to their differences over its run. The router's own shadow is
+ * router/hit_budget.c. Every figure is cumulative since its daemon
+ * started. */
+#ifndef RM_BUDGET_H
+#define RM_BUDGET_H
 
 #include <stddef.h>
 #include <stdint.h>
