@@ -42,6 +42,7 @@ struct rm_node {
     rm_hotset hot;
     rm_shadow budget; /* the memory curve, when budget_on (--hit-budget) */
     int budget_on;
+    uint64_t budget_ns; /* time spent feeding it (what it costs, in /metrics) */
     int serving;
     uint64_t started_ms;
     node_method match_m, insert_m, release_m;

@@ -37,6 +37,9 @@ static void budget_metrics(rm_sbuf *b, const rm_node *n, const char *l)
          rm_shadow_rate(s)},
         {"radixmesh_hit_budget_memory_bytes", "gauge", "Memory of the hit-budget estimators.",
          (double)node_budget_bytes(n)},
+        {"radixmesh_hit_budget_seconds_total", "counter",
+         "Time the owner thread spent in the hit-budget estimators (their CPU cost).",
+         (double)n->budget_ns / 1e9},
     };
     metrics_out(b, m, RM_ARRAY_LEN(m), l);
     const char *fam[][3] = {

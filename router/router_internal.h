@@ -108,6 +108,7 @@ struct rm_router {
      * size (rt_budget_pools). */
     rm_shadow budget;
     int budget_on, budget_failed;
+    uint64_t budget_ns; /* time spent feeding it (what it costs, in /metrics) */
     /* The worker list the gateway thread reads (rm_router_workers). */
     pthread_mutex_t workers_mu;
     rm_worker_ref *workers;

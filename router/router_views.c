@@ -214,6 +214,9 @@ static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, doubl
          (double)r->budget.pool_pages},
         {"radixmesh_router_hit_budget_memory_bytes", "gauge",
          "Memory of the router's hit-budget estimators.", (double)rt_budget_bytes(r)},
+        {"radixmesh_router_hit_budget_seconds_total", "counter",
+         "Time the router thread spent in the hit-budget estimators (their CPU cost).",
+         (double)r->budget_ns / 1e9},
     };
     router_metrics(b, rl, m, RM_ARRAY_LEN(m));
     const char *fams[][3] = {
