@@ -101,11 +101,13 @@ const char *node_ns_or_empty(const char *ns);
 void node_fill_insert_reply(const rm_node *n, const rm_insert_result *ir,
                             radixmesh_v1_InsertReply *rep);
 
-/* The hit budget's estimators see what the cache saw: a counted Match, and
- * an Insert or WriteKV of a sequence (one that repeats the Match before it
- * costs nothing, see rm_shadow_insert). No-ops with --hit-budget off. */
-void node_budget_match(rm_node *n, const char *ns, const rm_tokens *t);
-void node_budget_insert(rm_node *n, const char *ns, const rm_tokens *t);
+/* The hit budget's estimators see what the cache saw: access is
+ * rm_shadow_match for a counted Match, rm_shadow_insert for an Insert or
+ * WriteKV of a sequence (one that repeats the Match before it costs
+ * nothing). A no-op with --hit-budget off. */
+typedef void (*node_budget_fn)(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens,
+                               size_t n);
+void node_budget(rm_node *n, node_budget_fn access, const char *ns, const rm_tokens *t);
 
 /* The estimator's memory: its heap state and the struct. */
 size_t node_budget_bytes(const rm_node *n);

@@ -45,21 +45,12 @@ static void budget_open(rm_node *n)
 
 /* Each call is timed (two vDSO clock reads, ~50 ns): the estimator's cost
  * is then a figure of the running node, not only of a benchmark. */
-void node_budget_match(rm_node *n, const char *ns, const rm_tokens *t)
+void node_budget(rm_node *n, node_budget_fn access, const char *ns, const rm_tokens *t)
 {
     if (!n->budget_on)
         return;
     uint64_t t0 = rm_now_ns();
-    rm_shadow_match(&n->budget, ns, strlen(ns), t->v, t->n);
-    n->budget_ns += rm_now_ns() - t0;
-}
-
-void node_budget_insert(rm_node *n, const char *ns, const rm_tokens *t)
-{
-    if (!n->budget_on)
-        return;
-    uint64_t t0 = rm_now_ns();
-    rm_shadow_insert(&n->budget, ns, strlen(ns), t->v, t->n);
+    access(&n->budget, ns, strlen(ns), t->v, t->n);
     n->budget_ns += rm_now_ns() - t0;
 }
 
@@ -352,7 +343,7 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
                                             r.lease_ttl_ms, now, &mr);
         if (rc == RM_CACHE_OK) {
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
-            node_budget_match(n, ns, &toks);
+            node_budget(n, rm_shadow_match, ns, &toks);
         }
         if (rc) {
             code = node_cache_error(n, rc, &(node_cache_subject){.who = who}, msg, len);
@@ -397,7 +388,7 @@ static grpc_status_code do_insert(rm_node *n, rm_rpc_call *call, grpc_byte_buffe
                 n, rc, &(node_cache_subject){.lease_id = r.lease_id, .who = who}, msg, len);
         } else {
             radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
-            node_budget_insert(n, ns, &toks);
+            node_budget(n, rm_shadow_insert, ns, &toks);
             node_fill_insert_reply(n, &ir, &rep);
             code = encode(radixmesh_v1_InsertReply_fields, &rep, reply, msg, len);
         }

@@ -234,9 +234,9 @@ static void gw_done(void *arg)
     if (n && ok && !job->any && job->ntokens && n->healthy) {
         /* The budget sees the traffic the nodes count: answered prompts. */
         const char *ns = job->ns ? job->ns : "";
-        rt_budget_match(r, ns, job->tokens, job->ntokens);
+        rt_budget(r, rm_shadow_match, ns, job->tokens, job->ntokens);
         if (job->record)
-            rt_budget_insert(r, ns, job->record, job->nrecord);
+            rt_budget(r, rm_shadow_insert, ns, job->record, job->nrecord);
         record_prompt(r, n, job);
     } else
         free_job(job);

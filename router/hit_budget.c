@@ -62,21 +62,12 @@ void rt_budget_pools(rm_router *r)
 
 /* Each call is timed (two vDSO clock reads, ~50 ns), so the estimators'
  * cost is a figure of the running router. */
-void rt_budget_match(rm_router *r, const char *ns, const uint32_t *tokens, size_t n)
+void rt_budget(rm_router *r, rt_budget_fn access, const char *ns, const uint32_t *tokens, size_t n)
 {
     if (!r->budget_on)
         return;
     uint64_t t0 = rm_now_ns();
-    rm_shadow_match(&r->budget, ns, strlen(ns), tokens, n);
-    r->budget_ns += rm_now_ns() - t0;
-}
-
-void rt_budget_insert(rm_router *r, const char *ns, const uint32_t *tokens, size_t n)
-{
-    if (!r->budget_on)
-        return;
-    uint64_t t0 = rm_now_ns();
-    rm_shadow_insert(&r->budget, ns, strlen(ns), tokens, n);
+    access(&r->budget, ns, strlen(ns), tokens, n);
     r->budget_ns += rm_now_ns() - t0;
 }
 
@@ -85,7 +76,7 @@ size_t rt_budget_bytes(const rm_router *r)
     return r->budget_on ? sizeof r->budget + rm_shadow_memory_bytes(&r->budget) : 0;
 }
 
-void rt_budget_view(const rm_router *r, double achieved, rt_budget *out)
+void rt_budget_view(const rm_router *r, double achieved, rt_budget_figures *out)
 {
     memset(out, 0, sizeof *out);
     out->infinite = out->ideal = -1;

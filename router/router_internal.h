@@ -256,25 +256,27 @@ void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
 /* Makes or resizes the ideal cache to the healthy nodes' summed pools
  * (after each Stats reply and ring rebuild: O(nodes)). */
 void rt_budget_pools(rm_router *r);
-/* A routed request (Match, Route, a gateway prompt as recorded), and an
- * Insert (the reply after a gateway prompt; one repeating its Match is
- * free, see rm_shadow_insert). */
-void rt_budget_match(rm_router *r, const char *ns, const uint32_t *tokens, size_t n);
-void rt_budget_insert(rm_router *r, const char *ns, const uint32_t *tokens, size_t n);
+/* Feeds the router's estimators: access is rm_shadow_match for a routed
+ * request (Match, Route, a gateway prompt as recorded), rm_shadow_insert
+ * for an Insert (the reply after a gateway prompt; one repeating its Match
+ * is free). A no-op while they are off. */
+typedef void (*rt_budget_fn)(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens,
+                             size_t n);
+void rt_budget(rm_router *r, rt_budget_fn access, const char *ns, const uint32_t *tokens, size_t n);
 /* The router's estimators' memory (0: off). */
 size_t rt_budget_bytes(const rm_router *r);
 
 /* The budget as the views show it, cumulative since start; rates -1: no
  * data. */
-typedef struct rt_budget {
+typedef struct rt_budget_figures {
     double infinite, ideal;
     double ideal_hit_tokens, infinite_hit_tokens; /* estimated, of query_tokens */
     uint64_t query_tokens, aligned_tokens;
     rm_budget_point curve[RM_BUDGET_POINTS];
-} rt_budget;
+} rt_budget_figures;
 
 /* achieved: the cluster's hit rate (factor 1 of the curve). */
-void rt_budget_view(const rm_router *r, double achieved, rt_budget *out);
+void rt_budget_view(const rm_router *r, double achieved, rt_budget_figures *out);
 
 /* ---- router_views.c --------------------------------------------------------- */
 

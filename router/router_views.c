@@ -66,7 +66,7 @@ static double worker_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
 /* ClusterStats' hit budget (achieved: the cluster's rate, -1: none). */
 static void budget_fill(const rm_router *r, double achieved, radixmesh_v1_ClusterStats *cs)
 {
-    rt_budget b;
+    rt_budget_figures b;
     rt_budget_view(r, achieved, &b);
     cs->infinite_hit_rate = b.infinite;
     cs->ideal_hit_rate = b.ideal;
@@ -180,7 +180,7 @@ static void known_sample(rm_sbuf *b, const char *name, const char *labels, doubl
  * whose rates give any window (router/README.md, "Hit budget"). */
 static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, double achieved)
 {
-    rt_budget v;
+    rt_budget_figures v;
     rt_budget_view(r, achieved, &v);
     rm_prom_family(b, "radixmesh_cluster_infinite_hit_ratio", "gauge",
                    "Token hit rate an unbounded cache would get on this router's traffic, since "
@@ -347,7 +347,7 @@ static json_t *rate_or_null(double v)
  * since start. achieved is exactly hit_rate (0 before any query). */
 static json_t *budget_json(const rm_router *r, double achieved, double delivered)
 {
-    rt_budget v;
+    rt_budget_figures v;
     rt_budget_view(r, achieved, &v);
     json_t *o = json_object(), *curve = json_array();
     json_object_set_new(o, "infinite", rate_or_null(v.infinite));
