@@ -64,6 +64,8 @@ assert len(points) == 5, b["memory_curve"]
 for p in points:
     assert marks["%g" % p["memory"]] == pct(p["hit_rate"]), (p, marks)
 assert re.search(r'<svg id="curve".*?<polyline[^>]*points="', dom, re.S), "no memory curve drawn"
+one = next(p for p in b["memory_curve"] if p["memory"] == 1)
+assert text("curve-check").endswith("estimated there " + pct(one["estimate"])), text("curve-check")
 print("rendered: hit %s, %d node rows, budget %s, curve %s" % (
     text("hit"), len(rows), [text("budget-" + k) for k in ("infinite", "ideal", "achieved", "delivered")],
     [marks["%g" % p["memory"]] for p in points]))
