@@ -142,7 +142,7 @@ expect "$out" "hit budget (since start): infinite "
 expect "$out" "memory curve: 0.25x "
 expect "$out" "node-0"
 expect "$out" "node-1"
-out=$("$bin/radixmesh" stats --node "$(sed -n 's/^LISTENING //p' "$cluster/node-0.out")")
+out=$("$bin/radixmesh" stats --node "$(sed -n 's/^LISTENING //p' "$tmp/cluster/node-0.out")")
 expect "$out" "hit_budget_sampling_rate 0.03125"
 expect "$out" "hit_rate_at_memory_2 "
 summary
