@@ -77,10 +77,6 @@ class Cluster:
         self.gateway = out["GATEWAY"]
         poll("3 paired workers", lambda: sum(
             1 for n in self.cluster()["nodes"] if n.get("worker_healthy") and n["healthy"]) == 3)
-        # The router starts its hit-budget estimators once a node's Stats
-        # say its pool (slow under valgrind): prompts routed before would
-        # be recorded by the nodes and not by the estimators.
-        poll("the router's hit budget", lambda: self.cluster()["hit_budget"]["ideal_pool_pages"])
 
     def cluster(self):
         conn = http.client.HTTPConnection(self.http, timeout=10)
