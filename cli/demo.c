@@ -10,6 +10,7 @@
 #include "tls.h"
 #include "cli.h"
 #include "flags.h"
+#include "hit_budget.h"
 #include "util.h"
 
 /* Llama-3-8B: 32 layers x 8 KV heads x 128 dims x (K+V) x 2 bytes (bf16). */
@@ -172,6 +173,7 @@ static void print_node_stats(const radixmesh_v1_NodeStats *s)
            s->hit_tokens_total, s->inserted_tokens_total, s->evicted_tokens_total, s->page_tokens,
            s->pool_pages, s->free_pages, s->evictable_pages, s->protected_pages, s->active_leases,
            s->tree_nodes, s->metadata_bytes);
+    cli_budget_print_node(s);
 }
 
 static double pct(uint64_t a, uint64_t b)
@@ -196,6 +198,7 @@ static int print_cluster(rm_cache_client *cc)
            s->router_id, s->healthy_nodes, c.nnodes, 100.0 * s->hit_rate, s->hit_tokens_total,
            s->query_tokens_total, s->routed_requests_total, s->spills_total, s->failovers_total,
            s->hot_prefixes, s->hot_share);
+    cli_budget_print_cluster(s);
     printf("%-16s %-6s %7s %10s %10s %9s %7s %12s %7s %6s\n", "NODE", "HEALTH", "HIT", "MATCHES",
            "ROUTED", "POOL", "USED", "EVICTED TOK", "LEASES", "LOAD");
     for (size_t i = 0; i < c.nnodes; i++) {

@@ -9,7 +9,8 @@
  * Per node it counts requests and work: the prompt tokens the node did not
  * hold (n - matched_tokens) plus the reply's tokens (output_length), what
  * the node's GPU would compute. Balance is max/mean over the nodes that were
- * healthy when the replay began, idle ones included. */
+ * healthy when the replay began, idle ones included. At the end, the hit
+ * budget over the run (hit_budget.h: infinite and ideal exact, offline). */
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -24,6 +25,7 @@
 #include "tls.h"
 #include "cli.h"
 #include "flags.h"
+#include "hit_budget.h"
 #include "trace.h"
 #include "util.h"
 #include "workload.h"
@@ -49,6 +51,7 @@ typedef struct replay {
     node_count nodes[MAX_NODES];
     size_t nnodes;
     char first_error[256];
+    cli_budget *budget; /* the exact ideal and infinite caches */
 } replay;
 
 typedef struct worker {
@@ -127,6 +130,7 @@ static void *run_worker(void *p)
             record_error(rp, "Match", st, msg);
             continue;
         }
+        cli_budget_feed(rp->budget, rp->ns, r->tokens, r->n);
         /* (An inference server would now prefill tokens [matched, n).) */
         st =
             rm_cc_insert(&cc, rp->ns, r->tokens, r->n, m.lease_id, m.node_id, &ir, msg, sizeof msg);
@@ -256,6 +260,9 @@ int rm_cmd_replay(int argc, char **argv)
         free(token);
         return 1;
     }
+    cli_budget budget;
+    cli_budget_begin(&budget, &cc);
+    rp.budget = &budget;
     rp.trace = &trace;
     rp.router = router;
     rp.ns = ns;
@@ -320,6 +327,7 @@ int rm_cmd_replay(int argc, char **argv)
     for (size_t i = 0; i < rp.nnodes; i++)
         printf(" %s=%" PRIu64, rp.nodes[i].id, rp.nodes[i].work);
     printf("\n");
+    json_t *hb = cli_budget_end(&budget, &cc);
     if (json) {
         json_t *o = json_object(), *per = json_object(), *per_work = json_object();
         for (size_t i = 0; i < rp.nnodes; i++) {
@@ -346,11 +354,14 @@ int rm_cmd_replay(int argc, char **argv)
         json_object_set_new(o, "requests_per_second", json_real((double)done / wall));
         if (ttft_model > 0)
             json_object_set_new(o, "ttft_saved_seconds", json_real((double)h / ttft_model));
+        if (hb)
+            json_object_set(o, "hit_budget", hb);
         char *s = json_dumps(o, JSON_COMPACT);
         printf("%s\n", s);
         free(s);
         json_decref(o);
     }
+    json_decref(hb);
     free(th);
     free(w);
     rm_cc_close(&cc);

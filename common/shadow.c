@@ -52,6 +52,17 @@ rm_shadow_policy rm_shadow_policy_of(rm_evict_policy p)
     return out;
 }
 
+int rm_shadow_models(rm_evict_policy p)
+{
+    switch (p) {
+    case RM_EVICT_LRU:
+    case RM_EVICT_LFU:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void rm_shadow_config_node(rm_shadow_config *c, uint32_t page_tokens, uint64_t pool_pages,
                            rm_evict_policy policy)
 {
@@ -779,13 +790,35 @@ static void access(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *
     }
 }
 
+/* What rm_shadow_insert compares with recent Matches: the namespace, the
+ * length and five tokens spread over the request (never 0). */
+static uint64_t fingerprint(const char *ns, size_t ns_len, const uint32_t *tokens, size_t n)
+{
+    uint64_t h = rm_mix64(rm_prefix_ns_hash(ns, ns_len) ^ (uint64_t)n * PAGE_SALT);
+    const size_t at[] = {0, n / 4, n / 2, n - n / 4 - 1, n - 1};
+    for (size_t i = 0; i < RM_ARRAY_LEN(at); i++)
+        h = rm_mix64(h ^ tokens[at[i]]);
+    return h ? h : 1;
+}
+
 void rm_shadow_match(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n)
 {
+    if (n >= s->cfg.page_tokens) {
+        uint64_t f = fingerprint(ns, ns_len, tokens, n);
+        s->recent[f & (RM_SHADOW_RECENT - 1)] = f;
+    }
     access(s, ns, ns_len, tokens, n, 1);
 }
 
 void rm_shadow_insert(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens, size_t n)
 {
+    if (n < s->cfg.page_tokens)
+        return; /* caches nothing */
+    uint64_t f = fingerprint(ns, ns_len, tokens, n);
+    if (s->recent[f & (RM_SHADOW_RECENT - 1)] == f) {
+        s->counts.repeats++;
+        return;
+    }
     access(s, ns, ns_len, tokens, n, 0);
 }
 

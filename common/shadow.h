@@ -18,8 +18,10 @@
  * API, called by the owner thread:
  *   rm_shadow_config_node / _router, then rm_shadow_init   at start
  *   rm_shadow_match(s, ns, tokens, n)   per Match (node) / routed request
- *   rm_shadow_insert(...)               optional: an Insert of tokens the
- *                                       Match did not carry (a reply)
+ *   rm_shadow_insert(...)               per Insert: caches tokens the
+ *                                       Match did not carry (a reply); one
+ *                                       that repeats a recent Match returns
+ *                                       at once (RM_SHADOW_RECENT)
  *   rm_shadow_set_pool(s, pages)        the pools changed (router: nodes
  *                                       joined or left)
  *   s->counts (rm_shadow_counts)        cumulative counters, to export
@@ -150,6 +152,10 @@
 #define RM_SHADOW_LRU_ENTRY_BYTES 40
 #define RM_SHADOW_ENTRY_BYTES     56
 #define RM_SHADOW_INF_ENTRY_BYTES 16
+/* Fingerprints of recent Matches kept, so that the Insert of a client's
+ * cycle (Match, then Insert of the same tokens) costs nothing: a power of
+ * two, direct-mapped. */
+#define RM_SHADOW_RECENT 256
 
 typedef enum {
     RM_SHADOW_OK = 0,
@@ -181,6 +187,11 @@ typedef struct rm_shadow_policy {
 /* The node's orders (radix.h): LRU (recency only) and LFU (hits, then
  * recency; an inserted page starts at 0 hits, as a new leaf does). */
 rm_shadow_policy rm_shadow_policy_of(rm_evict_policy p);
+
+/* Whether rm_shadow_policy_of has a model of p; a policy it does not know
+ * (one radix.h gained since) is modelled as LRU until a priority function
+ * is added there. */
+int rm_shadow_models(rm_evict_policy p);
 
 typedef struct rm_shadow_config {
     uint32_t page_tokens;
@@ -215,6 +226,7 @@ typedef struct rm_shadow_counts {
     double pages, hits[RM_SHADOW_MAX_FACTORS];
     uint64_t inf_samples; /* the same for the infinite shadow, at its own rate */
     double inf_pages, inf_hits;
+    uint64_t repeats; /* rm_shadow_insert calls that repeated a recent Match */
 } rm_shadow_counts;
 
 /* ---- internals (exposed for sizing; use the functions) ---------------- */
@@ -272,6 +284,7 @@ typedef struct rm_shadow {
     uint64_t inf_threshold;
     uint64_t *inf_keys; /* 0: empty */
     size_t inf_mask, inf_len, inf_max;
+    uint64_t recent[RM_SHADOW_RECENT]; /* fingerprints of recent Matches; 0: empty */
     rm_shadow_counts counts;
 } rm_shadow;
 
@@ -285,7 +298,17 @@ void rm_shadow_match(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t
 
 /* An Insert without a Match (e.g. of the prompt and the generated reply
  * after the prompt's Match): caches and touches the pages, counts nothing,
- * adds no LFU hits. */
+ * adds no LFU hits. An Insert of exactly what one of the last Matches
+ * carried (the client's cycle: Match, prefill, Insert of the same tokens)
+ * returns at once, counted in counts.repeats: that Match cached and
+ * touched those pages already (the node touches them again at the Insert;
+ * the difference is the order among the requests in between). "Exactly"
+ * is judged by a fingerprint -- namespace, length and five tokens spread
+ * over the request -- in a direct-mapped table of RM_SHADOW_RECENT: O(1),
+ * whatever the length. An Insert that differs from such a Match only
+ * elsewhere is taken for a repeat (it then misses one touch); a Match
+ * pushed out of the table by a colliding one costs its Insert a full
+ * access. */
 void rm_shadow_insert(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens,
                       size_t n);
 

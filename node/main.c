@@ -76,7 +76,7 @@ static const rm_daemon_spec spec = {"node", "--listen HOST:PORT [options]", "127
 
 int main(int argc, char **argv)
 {
-    const char *eviction = "lru";
+    const char *eviction = "lru", *hit_budget = "on";
     rm_node_config cfg;
     memset(&cfg, 0, sizeof cfg);
     rm_cache_config_defaults(&cfg.cache);
@@ -124,6 +124,10 @@ int main(int argc, char **argv)
          1u << 20},
         {"hot-half-life-ms", RM_FLAG_U64, &cfg.hot_half_life_ms,
          "half-life of the hot-prefix counts", 100, 86400000},
+        {"hit-budget", RM_FLAG_STR, &hit_budget,
+         "on or off: estimate what 0.25x-4x this pool would hit on the node's traffic (sampled "
+         "miniature caches, <= 1 MiB), in Stats and /metrics",
+         0, 0},
         {"worker-url", RM_FLAG_STR, &cfg.worker_url,
          "the inference worker this node mirrors (http://HOST:PORT), reported in Stats for a "
          "gateway router",
@@ -134,6 +138,10 @@ int main(int argc, char **argv)
     const rm_flagset *fs = &d.fs;
     if (rm_evict_policy_parse(eviction, &cfg.cache.policy) != 0)
         rm_flags_fail(fs, "--eviction: expected lru, lfu, lfu-da or gdsf, got '%s'", eviction);
+    if (!strcmp(hit_budget, "on") || !strcmp(hit_budget, "off"))
+        cfg.hit_budget = !strcmp(hit_budget, "on");
+    else
+        rm_flags_fail(fs, "--hit-budget: expected on or off, got '%s'", hit_budget);
     uint64_t kv_bytes = cc->kv_bytes_per_token, page_tokens = cc->page_tokens;
     if (pool_bytes && !kv_bytes)
         rm_flags_fail(fs, "--pool-bytes needs --kv-bytes-per-token > 0");

@@ -15,6 +15,7 @@
 #include "pbx.h"
 #include "radixmesh.pb.h"
 #include "rpc_server.h"
+#include "shadow.h"
 
 /* A KV stream as the tick sees it: what it waits on and what it holds.
  * First member of each stream's state. */
@@ -39,6 +40,9 @@ struct rm_node {
     char *node_id;
     rm_cache cache; /* only through rm_cache_* calls */
     rm_hotset hot;
+    rm_shadow budget; /* the memory curve, when budget_on (--hit-budget) */
+    int budget_on;
+    uint64_t budget_ns; /* time spent feeding it (what it costs, in /metrics) */
     int serving;
     uint64_t started_ms;
     node_method match_m, insert_m, release_m;
@@ -96,6 +100,17 @@ const char *node_ns_or_empty(const char *ns);
 
 void node_fill_insert_reply(const rm_node *n, const rm_insert_result *ir,
                             radixmesh_v1_InsertReply *rep);
+
+/* The hit budget's estimators see what the cache saw: access is
+ * rm_shadow_match for a counted Match, rm_shadow_insert for an Insert or
+ * WriteKV of a sequence (one that repeats the Match before it costs
+ * nothing). A no-op with --hit-budget off. */
+typedef void (*node_budget_fn)(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens,
+                               size_t n);
+void node_budget(rm_node *n, node_budget_fn access, const char *ns, const rm_tokens *t);
+
+/* The estimator's memory: its heap state and the struct. */
+size_t node_budget_bytes(const rm_node *n);
 
 /* ---- KV streams (node_kv.c) -------------------------------------------- */
 

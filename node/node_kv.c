@@ -294,6 +294,7 @@ static void write_header(write_state *ws, rm_rpc_call *call, grpc_byte_buffer *m
         goto out;
     }
     ws->begun = 1;
+    node_budget(n, rm_shadow_insert, ns, &toks);
     ws->expected = (ws->w.ntokens - ws->w.kv_start) * rm_cache_kv_bytes_per_token(&n->cache);
     ws->phase = WRITE_STREAMING;
     if (ws->stash_len > ws->expected) {

@@ -1,6 +1,8 @@
 /* node_metrics.c -- the node's Prometheus text (/metrics): the cache's
- * counters and gauges, the streams the node cancelled, serving state and
- * build info. Built on the owner thread, published for the HTTP thread. */
+ * counters and gauges, the streams the node cancelled, the hit budget's
+ * estimates, serving state and build info. Built on the owner thread, published for the HTTP
+ * thread. */
+#include <math.h>
 #include <stdio.h>
 
 #include "node_internal.h"
@@ -16,6 +18,50 @@ static void metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *
 {
     for (size_t i = 0; i < n; i++)
         rm_prom_metric(b, m[i].name, m[i].type, m[i].help, labels, m[i].value);
+}
+
+/* The hit budget (--hit-budget): raw counters, whose rates give any
+ * window (router/README.md, "Hit budget"), and the estimate since start. */
+static void budget_metrics(rm_sbuf *b, const rm_node *n, const char *l)
+{
+    const rm_shadow *s = &n->budget;
+    const rm_shadow_counts *c = &s->counts;
+    const node_metric m[] = {
+        {"radixmesh_hit_budget_query_tokens_total", "counter",
+         "Tokens of the Matches the hit-budget estimators saw.", (double)c->query_tokens},
+        {"radixmesh_hit_budget_aligned_tokens_total", "counter",
+         "Their page-aligned part (a partial page never hits).", (double)c->aligned_tokens},
+        {"radixmesh_hit_budget_sampled_pages_total", "counter",
+         "Page accesses sampled by the estimators, weighted by 1/sampling rate.", c->pages},
+        {"radixmesh_hit_budget_sampling_rate", "gauge", "Share of pages the estimators sample.",
+         rm_shadow_rate(s)},
+        {"radixmesh_hit_budget_memory_bytes", "gauge", "Memory of the hit-budget estimators.",
+         (double)node_budget_bytes(n)},
+        {"radixmesh_hit_budget_seconds_total", "counter",
+         "Time the owner thread spent in the hit-budget estimators (their CPU cost).",
+         (double)n->budget_ns / 1e9},
+    };
+    metrics_out(b, m, RM_ARRAY_LEN(m), l);
+    const char *fam[][3] = {
+        {"radixmesh_hit_budget_sampled_hit_pages_total", "counter",
+         "Sampled page accesses that hit the miniature cache of the pool x factor (weighted as "
+         "the pages)."},
+        {"radixmesh_hit_ratio_at_memory", "gauge",
+         "Estimated token hit rate of this node's traffic with its pool x factor, since start."},
+    };
+    for (size_t f = 0; f < RM_ARRAY_LEN(fam); f++) {
+        rm_prom_family(b, fam[f][0], fam[f][1], fam[f][2]);
+        for (uint32_t i = 0; i < s->cfg.nfactors; i++) {
+            double v = f == 0 ? c->hits[i] : rm_shadow_hit_ratio(c, NULL, i);
+            if (isnan(v))
+                continue; /* no data yet */
+            char lf[600], fs[32];
+            snprintf(lf, sizeof lf, "%s", l);
+            snprintf(fs, sizeof fs, "%g", s->cfg.factors[i]);
+            rm_prom_label(lf, sizeof lf, "factor", fs);
+            rm_prom_sample(b, fam[f][0], lf, v);
+        }
+    }
 }
 
 char *rm_node_metrics(rm_node *n)
@@ -78,6 +124,8 @@ char *rm_node_metrics(rm_node *n)
         {"radixmesh_serving", "gauge", "1 while the node reports SERVING.", (double)n->serving},
     };
     metrics_out(&b, gauges, RM_ARRAY_LEN(gauges), l);
+    if (n->budget_on)
+        budget_metrics(&b, n, l);
     rm_prom_label(l, sizeof l, "role", "node");
     rm_prom_label(l, sizeof l, "version", RM_VERSION);
     rm_prom_metric(&b, "radixmesh_build_info", "gauge", "Build information.", l, 1);

@@ -19,6 +19,46 @@
 
 #define REFUSAL_LOG_MS 10000 /* at most one summary line per kind this often */
 
+/* The memory curve: the node's page size, pool and eviction policy. A
+ * shadow that cannot be made leaves the node serving without it. */
+static void budget_open(rm_node *n)
+{
+    const rm_cache_config *c = &n->cfg.cache;
+    if (!n->cfg.hit_budget)
+        return;
+    if (!rm_shadow_models(c->policy))
+        rm_log(RM_LOG_WARN, "node",
+               "hit budget: eviction policy %d has no model in common/shadow.c; the memory curve "
+               "estimates LRU",
+               (int)c->policy);
+    rm_shadow_config sc;
+    rm_shadow_config_node(&sc, c->page_tokens, c->pool_pages, c->policy);
+    rm_shadow_result rc = rm_shadow_init(&n->budget, &sc);
+    if (rc != RM_SHADOW_OK) {
+        rm_log(RM_LOG_WARN, "node", "hit budget off: %s", rm_shadow_strerror(rc));
+        return;
+    }
+    n->budget_on = 1;
+    rm_log(RM_LOG_INFO, "node", "hit budget: %u factors, sampling rate %.4g, %zu bytes",
+           sc.nfactors, rm_shadow_rate(&n->budget), node_budget_bytes(n));
+}
+
+/* Each call is timed (two vDSO clock reads, ~50 ns): the estimator's cost
+ * is then a figure of the running node, not only of a benchmark. */
+void node_budget(rm_node *n, node_budget_fn access, const char *ns, const rm_tokens *t)
+{
+    if (!n->budget_on)
+        return;
+    uint64_t t0 = rm_now_ns();
+    access(&n->budget, ns, strlen(ns), t->v, t->n);
+    n->budget_ns += rm_now_ns() - t0;
+}
+
+size_t node_budget_bytes(const rm_node *n)
+{
+    return n->budget_on ? sizeof n->budget + rm_shadow_memory_bytes(&n->budget) : 0;
+}
+
 rm_node *rm_node_create(const rm_node_config *cfg)
 {
     rm_node *n = rm_xcalloc(1, sizeof *n);
@@ -35,6 +75,7 @@ rm_node *rm_node_create(const rm_node_config *cfg)
         free(n);
         return NULL;
     }
+    budget_open(n);
     n->serving = 1;
     n->started_ms = rm_now_ms();
     n->ns_log.interval_ms = n->peer_log.interval_ms = n->stream_log.interval_ms = REFUSAL_LOG_MS;
@@ -42,6 +83,7 @@ rm_node *rm_node_create(const rm_node_config *cfg)
     if (rm_hotset_init(&n->hot, cfg->hot_block_tokens, 256, 0.01, cfg->hot_half_life_ms, 4096,
                        n->started_ms) != 0) {
         rm_log(RM_LOG_ERROR, "node", "bad hot-prefix settings");
+        rm_shadow_destroy(&n->budget);
         rm_cache_destroy(&n->cache);
         free(n->node_id);
         free((char *)n->cfg.worker_url);
@@ -53,6 +95,7 @@ rm_node *rm_node_create(const rm_node_config *cfg)
 
 void rm_node_destroy(rm_node *n)
 {
+    rm_shadow_destroy(&n->budget);
     rm_hotset_destroy(&n->hot);
     rm_cache_destroy(&n->cache);
     free(n->node_id);
@@ -291,8 +334,10 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
         const rm_cache_caller *who = r.lease ? node_caller_of(call, &nc) : NULL;
         rm_cache_result rc = rm_cache_match(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease,
                                             r.lease_ttl_ms, now, &mr);
-        if (rc == RM_CACHE_OK)
+        if (rc == RM_CACHE_OK) {
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
+            node_budget(n, rm_shadow_match, ns, &toks);
+        }
         if (rc) {
             code = node_cache_error(n, rc, &(node_cache_subject){.who = who}, msg, len);
         } else {
@@ -336,6 +381,7 @@ static grpc_status_code do_insert(rm_node *n, rm_rpc_call *call, grpc_byte_buffe
                 n, rc, &(node_cache_subject){.lease_id = r.lease_id, .who = who}, msg, len);
         } else {
             radixmesh_v1_InsertReply rep = radixmesh_v1_InsertReply_init_zero;
+            node_budget(n, rm_shadow_insert, ns, &toks);
             node_fill_insert_reply(n, &ir, &rep);
             code = encode(radixmesh_v1_InsertReply_fields, &rep, reply, msg, len);
         }
@@ -405,6 +451,20 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     uint64_t now = rm_now_ms();
     rep.uptime_ms = now - n->started_ms;
     rep.serving = n->serving;
+    rep.eviction_policy = (uint32_t)n->cfg.cache.policy;
+    if (n->budget_on) {
+        const rm_shadow *b = &n->budget;
+        rep.hit_budget_factors_count = rep.hit_budget_hit_tokens_count = (pb_size_t)b->cfg.nfactors;
+        for (uint32_t i = 0; i < b->cfg.nfactors; i++) {
+            rep.hit_budget_factors[i] = b->cfg.factors[i];
+            rep.hit_budget_hit_tokens[i] = rm_shadow_hit_tokens(&b->counts, NULL, i);
+        }
+        rep.hit_budget_query_tokens = b->counts.query_tokens;
+        rep.hit_budget_aligned_tokens = b->counts.aligned_tokens;
+        rep.hit_budget_samples = b->counts.samples;
+        rep.hit_budget_sampling_rate = rm_shadow_rate(b);
+        rep.hit_budget_memory_bytes = node_budget_bytes(n);
+    }
     rep.hot_block_tokens = n->hot.block_tokens;
     rm_hot_entry top[256];
     size_t k = rm_hotset_top(&n->hot, 0.01, now, top, 256, &rep.hot_window_requests);

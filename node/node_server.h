@@ -23,6 +23,9 @@ typedef struct rm_node_config {
     /* A ReadKV/WriteKV that waits this long on its client (a send not
      * taken, nothing received) is cancelled and its pages returned. */
     uint64_t kv_stream_idle_ms;
+    /* Estimate the hit rate at other pool sizes (common/shadow.h), fed
+     * every Match and Insert; reported in Stats and /metrics. */
+    int hit_budget;
 } rm_node_config;
 
 typedef struct rm_node rm_node;

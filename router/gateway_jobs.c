@@ -231,9 +231,14 @@ static void gw_done(void *arg)
     }
     int ok = p->ok;
     free(p);
-    if (n && ok && !job->any && job->ntokens && n->healthy)
+    if (n && ok && !job->any && job->ntokens && n->healthy) {
+        /* The budget sees the traffic the nodes count: answered prompts. */
+        const char *ns = job->ns ? job->ns : "";
+        rt_budget(r, rm_shadow_match, ns, job->tokens, job->ntokens);
+        if (job->record)
+            rt_budget(r, rm_shadow_insert, ns, job->record, job->nrecord);
         record_prompt(r, n, job);
-    else
+    } else
         free_job(job);
 }
 

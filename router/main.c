@@ -150,7 +150,7 @@ int main(int argc, char **argv)
     rm_router_config_defaults(&cfg);
     cfg.router_id = NULL; /* the host name unless given */
     const char *nodes = NULL, *nodes_dns = NULL, *key_mode = "adaptive";
-    const char *node_token_file = NULL, *gateway = NULL;
+    const char *node_token_file = NULL, *gateway = NULL, *hit_budget = "on";
     rm_gateway_config gwc;
     rm_gateway_config_defaults(&gwc);
     rm_breaker_config *brk = &cfg.worker_breaker;
@@ -200,6 +200,11 @@ int main(int argc, char **argv)
          600000},
         {"max-request-tokens", RM_FLAG_U64, &cfg.max_request_tokens, "tokens per request at most",
          1, 1u << 26},
+        {"hit-budget", RM_FLAG_STR, &hit_budget,
+         "on or off: estimate what one cache of the nodes' summed pools, and an unbounded one, "
+         "would hit on this router's traffic (sampled, <= 1 MiB), in ClusterStats, /metrics, "
+         "/api/cluster",
+         0, 0},
         {"node-token-file", RM_FLAG_STR, &node_token_file,
          "token presented to the nodes (default: --auth-token-file's)", 0, 0},
         {"gateway", RM_FLAG_STR, &gateway,
@@ -261,6 +266,10 @@ int main(int argc, char **argv)
         cfg.key_mode = RM_KEY_FIXED;
     else
         rm_flags_fail(fs, "--key-mode: expected adaptive or fixed, got '%s'", key_mode);
+    if (!strcmp(hit_budget, "on") || !strcmp(hit_budget, "off"))
+        cfg.hit_budget = !strcmp(hit_budget, "on");
+    else
+        rm_flags_fail(fs, "--hit-budget: expected on or off, got '%s'", hit_budget);
     char gw_host[256];
     int gw_port;
     if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))

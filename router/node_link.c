@@ -78,6 +78,7 @@ void rt_rebuild_ring(rm_router *r)
     }
     rm_ring_build(&r->ring, ids, weights, up, r->nnodes, r->cfg.vnodes);
     rm_ring_build(&r->gw_ring, ids, weights, gw, r->nnodes, r->cfg.vnodes);
+    rt_budget_pools(r); /* the ideal cache follows the healthy nodes */
     free(ids);
     free(weights);
     free(up);
@@ -482,6 +483,7 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
                 rt_rebuild_ring(r);
             }
             rt_recompute_hot(r);
+            rt_budget_pools(r);
         } else {
             pb_release(radixmesh_v1_NodeStats_fields, &s);
         }

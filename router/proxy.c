@@ -320,6 +320,7 @@ void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     const char *ns = m.namespace ? m.namespace : "";
     uint32_t kt;
     uint64_t key = rm_router_key(r, ns, toks.v, toks.n, &kt);
+    rt_budget(r, rm_shadow_insert, ns, toks.v, toks.n);
     /* The same insert without lease or pin, for any other node. */
     radixmesh_v1_InsertRequest plain = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens_view view = {toks.v, toks.n};
@@ -404,6 +405,7 @@ static void choose(rm_router *r, rm_rpc_call *call, rt_choice *ch, rt_choice_don
     ch->client = call;
     ch->proxied = proxied;
     ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
+    rt_budget(r, rm_shadow_match, ns, toks->v, toks->n);
     ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
     rt_choose(ch, ns, toks->v, toks->n);
 }

@@ -31,7 +31,8 @@ void rm_router_config_defaults(rm_router_config *cfg)
                               .call_timeout_ms = 1000,
                               .health_interval_ms = 1000,
                               .stats_interval_ms = 1000,
-                              .max_request_tokens = 1048576};
+                              .max_request_tokens = 1048576,
+                              .hit_budget = 1};
     rm_outlier_config_defaults(&cfg->outlier);
     rm_breaker_config_defaults(&cfg->worker_breaker);
 }
@@ -56,6 +57,7 @@ void rm_router_destroy(rm_router *r)
         free(r->retired[i]);
     free(r->nodes);
     free(r->hot);
+    rm_shadow_destroy(&r->budget);
     rm_ring_free(&r->ring);
     rm_ring_free(&r->gw_ring);
     free(r->workers);

@@ -34,6 +34,7 @@ typedef struct rm_router_config {
     const struct rm_tls *node_tls;    /* TLS towards nodes when it has a CA; may be NULL */
     rm_outlier_config outlier;        /* when failing nodes leave the ring (router/outlier.h) */
     rm_breaker_config worker_breaker; /* gateway: when a worker stops getting requests */
+    int hit_budget; /* estimate the ideal and infinite caches (router/hit_budget.h) */
 } rm_router_config;
 
 void rm_router_config_defaults(rm_router_config *cfg);

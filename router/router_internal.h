@@ -17,16 +17,19 @@
  *                   two candidates, forwarding and retries
  *   gateway_jobs.c  gateway route jobs, prompt records, worker reports and
  *                   circuit breakers
+ *   hit_budget.c    the ideal and infinite caches' shadow, the memory curve
  *   router_views.c  ClusterStats, /metrics, /api/cluster, history samples */
 #ifndef RM_ROUTER_INTERNAL_H
 #define RM_ROUTER_INTERNAL_H
 
 #include <pthread.h>
 
+#include "budget.h"
 #include "radixmesh.pb.h"
 #include "ring.h"
 #include "router.h"
 #include "rpc_server.h"
+#include "shadow.h"
 
 /* The node methods the router calls. */
 typedef enum { RT_MATCH, RT_INSERT, RT_RELEASE, RT_STATS, RT_HEALTH, RT_METHODS } rt_method;
@@ -100,6 +103,12 @@ struct rm_router {
     int serving;
     uint64_t last_health_ms, last_stats_ms;
     uint64_t gw_requests_total, any_counter, breaker_opens;
+    /* Hit budget (cfg.hit_budget): the ideal and infinite caches over the
+     * requests this router routes, made once a node's Stats give the page
+     * size (rt_budget_pools). */
+    rm_shadow budget;
+    int budget_on, budget_failed;
+    uint64_t budget_ns; /* time spent feeding it (what it costs, in /metrics) */
     /* The worker list the gateway thread reads (rm_router_workers). */
     pthread_mutex_t workers_mu;
     rm_worker_ref *workers;
@@ -241,6 +250,33 @@ void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
 void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
 void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
 void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req);
+
+/* ---- hit_budget.c ----------------------------------------------------------- */
+
+/* Makes or resizes the ideal cache to the healthy nodes' summed pools
+ * (after each Stats reply and ring rebuild: O(nodes)). */
+void rt_budget_pools(rm_router *r);
+/* Feeds the router's estimators: access is rm_shadow_match for a routed
+ * request (Match, Route, a gateway prompt as recorded), rm_shadow_insert
+ * for an Insert (the reply after a gateway prompt; one repeating its Match
+ * is free). A no-op while they are off. */
+typedef void (*rt_budget_fn)(rm_shadow *s, const char *ns, size_t ns_len, const uint32_t *tokens,
+                             size_t n);
+void rt_budget(rm_router *r, rt_budget_fn access, const char *ns, const uint32_t *tokens, size_t n);
+/* The router's estimators' memory (0: off). */
+size_t rt_budget_bytes(const rm_router *r);
+
+/* The budget as the views show it, cumulative since start; rates -1: no
+ * data. */
+typedef struct rt_budget_figures {
+    double infinite, ideal;
+    double ideal_hit_tokens, infinite_hit_tokens; /* estimated, of query_tokens */
+    uint64_t query_tokens, aligned_tokens;
+    rm_budget_point curve[RM_BUDGET_POINTS];
+} rt_budget_figures;
+
+/* achieved: the cluster's hit rate (factor 1 of the curve). */
+void rt_budget_view(const rm_router *r, double achieved, rt_budget_figures *out);
 
 /* ---- router_views.c --------------------------------------------------------- */
 

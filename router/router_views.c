@@ -63,6 +63,28 @@ static double worker_totals(const rm_router *r, uint64_t *hit, uint64_t *query)
     return rates ? rate_sum / rates : -1;
 }
 
+/* ClusterStats' hit budget (achieved: the cluster's rate, -1: none). */
+static void budget_fill(const rm_router *r, double achieved, radixmesh_v1_ClusterStats *cs)
+{
+    rt_budget_figures b;
+    rt_budget_view(r, achieved, &b);
+    cs->infinite_hit_rate = b.infinite;
+    cs->ideal_hit_rate = b.ideal;
+    cs->memory_curve_count = RM_BUDGET_POINTS;
+    for (int k = 0; k < RM_BUDGET_POINTS; k++)
+        cs->memory_curve[k] = (radixmesh_v1_HitBudgetPoint){
+            b.curve[k].memory, b.curve[k].hit_rate, b.curve[k].hit_tokens, b.curve[k].query_tokens};
+    cs->budget_query_tokens = b.query_tokens;
+    cs->ideal_hit_tokens = b.ideal_hit_tokens;
+    cs->infinite_hit_tokens = b.infinite_hit_tokens;
+    if (r->budget_on) {
+        cs->ideal_pool_pages = r->budget.pool_pages;
+        cs->ideal_sampling_rate = rm_shadow_rate(&r->budget);
+        cs->infinite_sampling_rate = rm_shadow_infinite_rate(&r->budget);
+        cs->budget_memory_bytes = rt_budget_bytes(r);
+    }
+}
+
 grpc_status_code rt_do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
                                      char *msg, size_t len)
 {
@@ -81,6 +103,7 @@ grpc_status_code rt_do_cluster_stats(void *ctx, grpc_byte_buffer *req, grpc_byte
     }
     cs.hit_rate =
         cs.query_tokens_total ? (double)cs.hit_tokens_total / (double)cs.query_tokens_total : 0.0;
+    budget_fill(r, cs.query_tokens_total ? cs.hit_rate : -1, &cs);
     cs.worker_hit_rate =
         worker_totals(r, &cs.worker_hit_tokens_total, &cs.worker_query_tokens_total);
     cs.gateway_requests_total = r->gw_requests_total;
@@ -146,6 +169,78 @@ static void node_labels(char *out, size_t len, const char *rl, const rnode *n)
     rm_prom_label(out, len, "node", n->id);
 }
 
+/* A gauge sample, left out while it has no data (v < 0). */
+static void known_sample(rm_sbuf *b, const char *name, const char *labels, double v)
+{
+    if (v >= 0)
+        rm_prom_sample(b, name, labels, v);
+}
+
+/* The hit budget: the ratios since start, and the router's raw counters
+ * whose rates give any window (router/README.md, "Hit budget"). */
+static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, double achieved)
+{
+    rt_budget_figures v;
+    rt_budget_view(r, achieved, &v);
+    rm_prom_family(b, "radixmesh_cluster_infinite_hit_ratio", "gauge",
+                   "Token hit rate an unbounded cache would get on this router's traffic, since "
+                   "start (estimate).");
+    known_sample(b, "radixmesh_cluster_infinite_hit_ratio", rl, v.infinite);
+    rm_prom_family(b, "radixmesh_cluster_ideal_hit_ratio", "gauge",
+                   "Token hit rate one cache of the healthy nodes' summed pools would get on this "
+                   "router's traffic, since start (estimate).");
+    known_sample(b, "radixmesh_cluster_ideal_hit_ratio", rl, v.ideal);
+    rm_prom_family(b, "radixmesh_cluster_hit_ratio_at_memory", "gauge",
+                   "The cluster's token hit rate with every pool x factor, routing as it is, since "
+                   "the nodes started (factor 1: the achieved rate).");
+    char fl[600], f[32];
+    for (int k = 0; k < RM_BUDGET_POINTS; k++) {
+        snprintf(fl, sizeof fl, "%s", rl);
+        snprintf(f, sizeof f, "%g", v.curve[k].memory);
+        rm_prom_label(fl, sizeof fl, "factor", f);
+        known_sample(b, "radixmesh_cluster_hit_ratio_at_memory", fl, v.curve[k].hit_rate);
+    }
+    if (!r->budget_on)
+        return;
+    const rm_shadow_counts *c = &r->budget.counts;
+    const router_metric m[] = {
+        {"radixmesh_router_hit_budget_query_tokens_total", "counter",
+         "Tokens of the requests this router fed its ideal and infinite estimators.",
+         (double)c->query_tokens},
+        {"radixmesh_router_hit_budget_aligned_tokens_total", "counter",
+         "Their page-aligned part (a partial page never hits).", (double)c->aligned_tokens},
+        {"radixmesh_router_hit_budget_ideal_pool_pages", "gauge",
+         "Pages of the ideal cache: the healthy nodes' summed pools.",
+         (double)r->budget.pool_pages},
+        {"radixmesh_router_hit_budget_memory_bytes", "gauge",
+         "Memory of the router's hit-budget estimators.", (double)rt_budget_bytes(r)},
+        {"radixmesh_router_hit_budget_seconds_total", "counter",
+         "Time the router thread spent in the hit-budget estimators (their CPU cost).",
+         (double)r->budget_ns / 1e9},
+    };
+    router_metrics(b, rl, m, RM_ARRAY_LEN(m));
+    const char *fams[][3] = {
+        {"radixmesh_router_hit_budget_pages_total", "counter",
+         "Page accesses sampled by the estimator, weighted by 1/sampling rate."},
+        {"radixmesh_router_hit_budget_hit_pages_total", "counter",
+         "Those that hit its cache (weighted as the pages)."},
+        {"radixmesh_router_hit_budget_sampling_rate", "gauge",
+         "Share of pages the estimator samples."},
+    };
+    const char *caches[] = {"ideal", "infinite"};
+    double vals[3][2] = {{c->pages, c->inf_pages},
+                         {c->hits[0], c->inf_hits},
+                         {rm_shadow_rate(&r->budget), rm_shadow_infinite_rate(&r->budget)}};
+    for (size_t i = 0; i < RM_ARRAY_LEN(fams); i++) {
+        rm_prom_family(b, fams[i][0], fams[i][1], fams[i][2]);
+        for (int k = 0; k < 2; k++) {
+            snprintf(fl, sizeof fl, "%s", rl);
+            rm_prom_label(fl, sizeof fl, "cache", caches[k]);
+            rm_prom_sample(b, fams[i][0], fl, vals[i][k]);
+        }
+    }
+}
+
 char *rm_router_metrics(rm_router *r)
 {
     rm_sbuf b = {0};
@@ -193,6 +288,7 @@ char *rm_router_metrics(rm_router *r)
             }
         }
     }
+    budget_metrics(&b, r, rl, query ? (double)hit / (double)query : -1);
     const router_metric state[] = {
         {"radixmesh_router_healthy_nodes", "gauge", "Nodes answering, neither ejected nor failing.",
          r->healthy},
@@ -242,6 +338,42 @@ char *rm_router_metrics(rm_router *r)
     return b.p;
 }
 
+static json_t *rate_or_null(double v)
+{
+    return v >= 0 ? json_real(v) : json_null();
+}
+
+/* /api/cluster's hit_budget: rates in 0..1 or null (no data), cumulative
+ * since start. achieved is exactly hit_rate (0 before any query). */
+static json_t *budget_json(const rm_router *r, double achieved, double delivered)
+{
+    rt_budget_figures v;
+    rt_budget_view(r, achieved, &v);
+    json_t *o = json_object(), *curve = json_array();
+    json_object_set_new(o, "infinite", rate_or_null(v.infinite));
+    json_object_set_new(o, "ideal", rate_or_null(v.ideal));
+    json_object_set_new(o, "achieved", json_real(achieved >= 0 ? achieved : 0));
+    json_object_set_new(o, "delivered", rate_or_null(delivered));
+    for (int k = 0; k < RM_BUDGET_POINTS; k++) {
+        const rm_budget_point *p = &v.curve[k];
+        json_t *j = json_object();
+        json_object_set_new(j, "memory", json_real(p->memory));
+        json_object_set_new(j, "hit_rate", rate_or_null(p->hit_rate));
+        json_object_set_new(j, "estimate",
+                            rate_or_null(rm_budget_rate(p->hit_tokens, p->query_tokens)));
+        json_array_append_new(curve, j);
+    }
+    json_object_set_new(o, "memory_curve", curve);
+    json_object_set_new(o, "window", json_string("since start"));
+    json_object_set_new(o, "query_tokens", json_integer((json_int_t)v.query_tokens));
+    json_object_set_new(o, "ideal_pool_pages",
+                        json_integer(r->budget_on ? (json_int_t)r->budget.pool_pages : 0));
+    json_object_set_new(o, "sampling_rate",
+                        json_real(r->budget_on ? rm_shadow_rate(&r->budget) : 0));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)rt_budget_bytes(r)));
+    return o;
+}
+
 char *rm_router_cluster_json(rm_router *r)
 {
     uint64_t hit, query;
@@ -265,6 +397,8 @@ char *rm_router_cluster_json(rm_router *r)
     json_object_set_new(o, "worker_query_tokens_total", json_integer((json_int_t)wq));
     json_object_set_new(o, "gateway_requests_total",
                         json_integer((json_int_t)r->gw_requests_total));
+    json_object_set_new(o, "hit_budget",
+                        budget_json(r, query ? (double)hit / (double)query : -1, wr));
     uint64_t now = rm_now_ms();
     for (uint32_t i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];

@@ -12,6 +12,11 @@
 #         and infinite shadows against exact figures on chat, agentic,
 #         builtin and the Mooncake trace (8 nodes at 10%), their CPU per
 #         request against the node's Match+Insert, and their memory (~10 s);
+#   hit budget in the daemons (issue 16): the nodes' and the router's CPU
+#         per request with --hit-budget on against off in one run (two
+#         clusters side by side, /proc/PID/stat), the share of it their
+#         estimators take by their own count, their memory; at the default
+#         pool and at pools of 10% of the workload (~2 min);
 #   worker: the reference transformer's time to first token without a cache
 #         and with the shared prefix's KV from a real node, 128..4k-token
 #         prefixes (table + build/bench_ttft.svg), and the A/B 1,536-token
@@ -47,5 +52,8 @@ echo
 ./build/bench_placement
 echo
 ./build/bench_shadow
+echo
+python3 tests/bench/bench_hit_budget.py --bin build --trace builtin --requests 1000 --rounds 6
+python3 tests/bench/bench_hit_budget.py --bin build --trace builtin --requests 1000 --rounds 6 --share 0.1
 echo
 ./build/bench_ttft ./build/radixmesh-node --svg build/bench_ttft.svg "$@"

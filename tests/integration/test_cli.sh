@@ -104,7 +104,18 @@ assert abs(o["work_max_mean"] - 632 / 409) < 1e-9, o["work_max_mean"]
 busy = max(o["per_node"], key=o["per_node"].get)
 assert o["per_node_work"][busy] == 316
 assert abs(o["ttft_saved_seconds"] - 384 / 5000) < 1e-9
+# The hit budget over the run: nothing is evicted, so one unbounded cache
+# and one of the summed pools hit exactly what the cluster hit (offline).
+b = o["hit_budget"]
+assert b["exact"] and b["ideal_pool_pages"] == 2 * 65536, b
+assert b["infinite"] == b["ideal"] == b["achieved"] == 384 / 727, b
+assert b["delivered"] is None
+assert [p["memory"] for p in b["memory_curve"]] == [0.25, 0.5, 1, 2, 4]
+assert b["memory_curve"][2]["hit_rate"] == b["achieved"]
+assert all(p["hit_rate"] is None or 0 <= p["hit_rate"] <= 1 for p in b["memory_curve"])
 '; then ok; else bad "--json schema/values"; fi
+expect "$out" "hit budget over this replay: infinite 52.8% -> ideal 52.8% -> achieved 52.8% -> delivered -"
+expect "$out" "infinite and ideal exact (offline: one cache of 131072 pages"
 # The same trace with 4 clients: per-conversation order keeps the counts.
 out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
       --namespace other --concurrency 4 2>/dev/null)
@@ -124,6 +135,11 @@ assert g["work_tokens"] >= g["query_tokens"] - g["hit_tokens"]
 ' "$gen" "$file"; then ok; else bad "replay --trace chat vs its JSONL: $gen / $file"; fi
 out=$("$bin/radixmesh" stats --router "$router")
 expect "$out" "2/2 nodes healthy"
+expect "$out" "hit budget (since start): infinite "
+expect "$out" "memory curve: 0.25x "
 expect "$out" "node-0"
 expect "$out" "node-1"
+out=$("$bin/radixmesh" stats --node "$(sed -n 's/^LISTENING //p' "$tmp/cluster/node-0.out")")
+expect "$out" "hit_budget_sampling_rate 0.03125"
+expect "$out" "hit_rate_at_memory_2 "
 summary

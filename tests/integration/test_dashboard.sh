@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The router's dashboard in a real browser: after a replay, headless
 # Chromium renders the page (its JS fetches /api/cluster) and the rendered
-# numbers must equal /api/cluster's. A screenshot is kept as an artifact in
+# numbers -- hit rates, node rows, the hit budget's stages and memory
+# curve -- must equal /api/cluster's. A screenshot is kept as an artifact in
 # BIN_DIR/test-artifacts/dashboard.png. Skips without chromium.
 # Usage: test_dashboard.sh BIN_DIR
 set -uo pipefail
@@ -44,7 +45,23 @@ for node_id, row in rows:
     assert cell == pct(n["hit_tokens_total"] / n["query_tokens_total"]), (node_id, cell)
     assert ">%d<" % n["match_requests_total"] in row
 assert "<polyline" in dom, "no hit-rate chart drawn"
-print("rendered: hit %s, %d node rows" % (text("hit"), len(rows)))
+# The hit budget: a bar per stage, the memory curve's points, as the API says.
+b = c["hit_budget"]
+assert b["achieved"] == c["hit_rate"] and b["infinite"] is not None and b["ideal"] is not None, b
+for k in ("infinite", "ideal", "achieved", "delivered"):
+    want = "-" if b[k] is None else pct(b[k])
+    assert text("budget-" + k) == want, (k, text("budget-" + k), b[k])
+marks = dict(re.findall(r'class="mc" data-memory="([^"]+)"[^>]*>([^<]*)<', dom))
+points = [p for p in b["memory_curve"] if p["hit_rate"] is not None]
+assert len(points) == 5, b["memory_curve"]
+for p in points:
+    assert marks["%g" % p["memory"]] == pct(p["hit_rate"]), (p, marks)
+assert re.search(r'<svg id="curve".*?<polyline[^>]*points="', dom, re.S), "no memory curve drawn"
+one = next(p for p in b["memory_curve"] if p["memory"] == 1)
+assert text("curve-check").endswith("estimated there " + pct(one["estimate"])), text("curve-check")
+print("rendered: hit %s, %d node rows, budget %s, curve %s" % (
+    text("hit"), len(rows), [text("budget-" + k) for k in ("infinite", "ideal", "achieved", "delivered")],
+    [marks["%g" % p["memory"]] for p in points]))
 PY
 mkdir -p "$bin/test-artifacts"
 rm -f "$bin/test-artifacts/dashboard.png"

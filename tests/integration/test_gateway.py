@@ -232,6 +232,16 @@ class GatewayTest(unittest.TestCase):
         print(f"predicted hit rate {doc['hit_rate']:.3f}, workers' own "
               f"{doc['worker_hit_rate']:.3f}", file=sys.stderr)
         self.assertGreater(doc["hit_rate"], 0.5)
+        # The hit budget: delivered is the workers' own rate, and the router
+        # fed its estimators exactly the prompts the nodes recorded (76
+        # short prompts at the default pools' 1/32 sampling are too few
+        # pages for the estimates themselves to mean much).
+        b = doc["hit_budget"]
+        print(f"hit budget: {b}", file=sys.stderr)
+        self.assertEqual(b["delivered"], doc["worker_hit_rate"])
+        self.assertEqual(b["achieved"], doc["hit_rate"])
+        self.assertEqual(b["query_tokens"], doc["query_tokens_total"])
+        self.assertIsNotNone(b["infinite"])
         self.check_dashboard()
 
     def test_1b_generated_text_is_recorded(self):

@@ -977,6 +977,51 @@ class WorkerHostile(unittest.TestCase):
                before, rmtest.rss_kib(d.pid))
 
 
+class HitBudgetHostile(unittest.TestCase):
+    """The hit budget's estimators (--hit-budget, on by default) against a
+    client that never repeats itself: their memory is what it was at start
+    (fixed by their budget, whatever the traffic), the router's unbounded
+    shadow samples less instead of growing, and nothing hits."""
+
+    def test_unique_prompts_leave_estimator_memory_fixed(self):
+        node = rmtest.Daemon([ARGS.node, "--listen", "127.0.0.1:0", "--shutdown-delay-ms", "0",
+                              "--node-id", "hb", "--pool-tokens", "65536"], env=asan_env())
+        self.addCleanup(lambda: self.assertEqual(node.stop(), 0))
+        router = rmtest.Daemon([ARGS.router, "--listen", "127.0.0.1:0", "--shutdown-delay-ms", "0",
+                                "--nodes", f"hb={node.addr}", "--health-interval-ms", "100",
+                                "--stats-interval", "100"], env=asan_env())
+        self.addCleanup(lambda: self.assertEqual(router.stop(), 0))
+        ch = grpc.insecure_channel(router.addr)
+        self.addCleanup(ch.close)
+        rstub = pb_grpc.RouterStub(ch)
+        nch = grpc.insecure_channel(node.addr)
+        self.addCleanup(nch.close)
+        nstub = pb_grpc.CacheNodeStub(nch)
+        cs = rmtest.poll("the router's estimators", lambda: (
+            c := rstub.ClusterStats(pb.ClusterStatsRequest(), timeout=30)).ideal_sampling_rate > 0
+            and c)
+        mem0, rmem0, rate0 = (nstub.Stats(pb.StatsRequest(), timeout=30).hit_budget_memory_bytes,
+                              cs.budget_memory_bytes, cs.infinite_sampling_rate)
+        before, rbefore = rmtest.rss_kib(node.pid), rmtest.rss_kib(router.pid)
+        seed = 1
+        for i in range(3000):  # 6 M distinct tokens over 300 namespaces
+            seed = seed * 6364136223846793005 + 1442695040888963407 & (1 << 64) - 1
+            toks = [(seed >> 20) + j & 0xFFFFFFFF for j in range(2048)]
+            rstub.Match(pb.MatchRequest(namespace=f"ns{i % 300}", tokens=toks), timeout=30)
+        st = nstub.Stats(pb.StatsRequest(), timeout=30)
+        cs = rstub.ClusterStats(pb.ClusterStatsRequest(), timeout=30)
+        report("node: 3,000 unique 2k-token prompts, hit budget on", before,
+               rmtest.rss_kib(node.pid))
+        report("router: the same through it", rbefore, rmtest.rss_kib(router.pid))
+        self.assertEqual(st.hit_budget_query_tokens, 3000 * 2048)
+        self.assertEqual(st.hit_budget_memory_bytes, mem0)
+        self.assertEqual(cs.budget_memory_bytes, rmem0)
+        self.assertLessEqual(max(mem0, rmem0), (1 << 20) + 8192)
+        self.assertLess(cs.infinite_sampling_rate, rate0)  # it thinned its sample to fit
+        self.assertEqual(list(st.hit_budget_hit_tokens), [0] * 5)
+        self.assertEqual(cs.infinite_hit_rate, 0)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--node", required=True)

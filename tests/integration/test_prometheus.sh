@@ -63,7 +63,36 @@ rule_evaluated() { [[ "$(q 'radixmesh:cluster_hit_rate:rate5m' | val)" != "none"
 poll 30 rule_evaluated && ok || bad "recording rule did not evaluate"
 p99=$(q 'histogram_quantile(0.99, sum by (le) (rate(radixmesh_rpc_duration_seconds_bucket{method="Match"}[2m])))' | val)
 python3 -c "import sys; v = float(sys.argv[1]); sys.exit(0 if 0 < v < 10 else 1)" "$p99" 2>/dev/null && ok || bad "Match p99 from histograms: $p99"
-# Every metric the Grafana dashboard queries exists in what we scrape.
+# The hit budget's windowed expressions (the Grafana panels') evaluate: a
+# memory curve of five factors and the router's ideal and infinite, rates
+# in 0..1; the since-start gauges equal /api/cluster's hit_budget.
+python3 - "$root/deploy/grafana/radixmesh.json" "$port" "$rh" <<'PY' && ok || bad "hit budget queries"
+import json, sys, urllib.error, urllib.parse, urllib.request
+d = json.load(open(sys.argv[1]))
+def q(e):
+    e = e.replace("$__rate_interval", "2m")
+    u = "http://127.0.0.1:%s/api/v1/query?%s" % (sys.argv[2], urllib.parse.urlencode({"query": e}))
+    try:
+        return json.load(urllib.request.urlopen(u))["data"]["result"]
+    except urllib.error.HTTPError as err:
+        raise AssertionError("%s: %s" % (e, err.read().decode()))
+panel = {p["title"]: p for p in d["panels"]}
+curve = q(panel["Memory curve over the rate window"]["targets"][0]["expr"])
+assert sorted(float(r["metric"]["factor"]) for r in curve) == [0.25, 0.5, 1, 2, 4], curve
+assert all(0 <= float(r["value"][1]) <= 1 for r in curve), curve
+lost = q(panel["Hit budget: where hits are lost"]["targets"][0]["expr"])
+assert sorted(r["metric"]["cache"] for r in lost) == ["ideal", "infinite"], lost
+assert all(0 <= float(r["value"][1]) <= 1 for r in lost), lost
+api = json.load(urllib.request.urlopen("http://%s/api/cluster" % sys.argv[3]))["hit_budget"]
+gauge = {float(r["metric"]["factor"]): float(r["value"][1])
+         for r in q("radixmesh_cluster_hit_ratio_at_memory")}
+for p in api["memory_curve"]:
+    assert abs(gauge[p["memory"]] - p["hit_rate"]) < 0.01, (gauge, api)  # a scrape apart at most
+print("windowed curve", sorted((r["metric"]["factor"], round(float(r["value"][1]), 4)) for r in curve),
+      "ideal/infinite", sorted((r["metric"]["cache"], round(float(r["value"][1]), 4)) for r in lost))
+PY
+# Every metric the Grafana dashboard queries exists in what we scrape
+# (but the workers' rate, which a router has only in gateway mode).
 names=$(q 'count by (__name__) ({job="radixmesh"})' | python3 -c 'import json, sys; print(" ".join(r["metric"]["__name__"] for r in json.load(sys.stdin)["data"]["result"]))')
 python3 - "$root/deploy/grafana/radixmesh.json" "$names" <<'PY' && ok || bad "grafana dashboard queries unknown metrics"
 import json, re, sys
@@ -71,7 +100,7 @@ have = set(sys.argv[2].split())
 d = json.load(open(sys.argv[1]))
 exprs = [t["expr"] for p in d["panels"] for t in p["targets"]]
 used = {m for e in exprs for m in re.findall(r"radixmesh_[a-z_]+", e)}
-missing = sorted(u for u in used if u not in have)
-assert len(d["panels"]) >= 8 and not missing, missing
+missing = sorted(u for u in used if u not in have and u != "radixmesh_cluster_worker_hit_rate")
+assert len(d["panels"]) >= 11 and not missing, missing
 PY
 summary

@@ -13,7 +13,8 @@
  * another answer), whole-edge eviction as the node's tree does it, LFU,
  * a priority policy equal to the LRU list, memory within budget, the
  * unbounded shadow past its budget, determinism across NH versions,
- * namespaces, partial pages, windows, pool changes, bad configs.
+ * namespaces, partial pages, windows, an Insert repeating a Match, pool
+ * changes, bad configs.
  *
  * Usage: test_shadow [MOONCAKE_TRACE] [--quick]   (--quick: a shorter
  * agentic trace and fewer requests elsewhere, for valgrind) */
@@ -667,6 +668,42 @@ static void test_partial_pages_and_windows(void)
     rm_shadow_exact_destroy(&e);
 }
 
+/* The client's cycle, Match then Insert of the same tokens, costs the
+ * Insert nothing; an Insert that carries more (a reply) is applied, so
+ * the next turn hits it; one in another namespace or of another length
+ * is no repeat. */
+static void test_insert_repeating_a_match(void)
+{
+    enum { N = 6 * PAGE + 3 };
+    uint32_t tok[N + 4 * PAGE];
+    for (size_t i = 0; i < RM_ARRAY_LEN(tok); i++)
+        tok[i] = 7000u + (uint32_t)i;
+    rm_shadow s;
+    rm_shadow_config c;
+    rm_shadow_config_node(&c, PAGE, 1000, RM_EVICT_LRU);
+    c.max_rate = 1;
+    REQUIRE(rm_shadow_init(&s, &c) == RM_SHADOW_OK);
+    rm_shadow_match(&s, "m", 1, tok, N);
+    uint64_t seq = s.seq;
+    rm_shadow_insert(&s, "m", 1, tok, N);
+    CHECK(s.counts.repeats == 1 && s.seq == seq); /* no access */
+    rm_shadow_insert(&s, "m", 1, tok, N - 1);     /* another length */
+    CHECK(s.counts.repeats == 1 && s.seq == seq + 1);
+    rm_shadow_insert(&s, "n", 1, tok, N); /* another namespace */
+    CHECK(s.counts.repeats == 1 && s.seq == seq + 2);
+    /* The reply is cached: the next turn hits all of it. */
+    rm_shadow_insert(&s, "m", 1, tok, N + 4 * PAGE);
+    CHECK(s.counts.repeats == 1);
+    rm_shadow_counts before = s.counts;
+    rm_shadow_match(&s, "m", 1, tok, N + 4 * PAGE);
+    CHECK(rm_shadow_hit_tokens(&s.counts, &before, 0) == (N + 4 * PAGE) / PAGE * PAGE);
+    /* Shorter than a page: nothing to cache, nothing remembered. */
+    rm_shadow_match(&s, "m", 1, tok, PAGE - 1);
+    rm_shadow_insert(&s, "m", 1, tok, PAGE - 1);
+    CHECK(s.counts.repeats == 1);
+    rm_shadow_destroy(&s);
+}
+
 static void test_bad_configs(void)
 {
     rm_shadow s;
@@ -724,6 +761,7 @@ int main(int argc, char **argv)
     RUN(test_deterministic);
     RUN(test_namespaces_apart);
     RUN(test_partial_pages_and_windows);
+    RUN(test_insert_repeating_a_match);
     RUN(test_bad_configs);
     RUN(test_memory_within_budget);
     RUN(test_infinite_past_budget);
