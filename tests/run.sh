@@ -38,7 +38,8 @@ rc=0
 for t in test_pool test_radix test_cache test_cache_guard test_pbx test_hotset test_openai \
          test_textkey test_route_key test_placement test_node_calls test_breaker test_outlier \
          test_workload test_lru_baseline test_model test_sample test_backoff test_prom test_fdbudget \
-         test_accept_probe test_bearer test_flags test_http test_daemon test_http_head test_gateway_state test_kv_events; do
+         test_accept_probe test_bearer test_flags test_http test_daemon test_http_head test_gateway_state test_kv_events \
+         test_kv_mirror; do
   "${vg[@]}" "$root/build/$t" >/dev/null || { echo "valgrind: $t failed"; rc=1; }
 done
 "${vg[@]}" "$root/build/test_cache_fuzz" 600 >/dev/null || { echo "valgrind: test_cache_fuzz failed"; rc=1; }
