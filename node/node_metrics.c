@@ -54,6 +54,7 @@ char *rm_node_metrics(rm_node *n)
          (double)n->streams_cancelled_total},
     };
     metrics_out(&b, counters, RM_ARRAY_LEN(counters), l);
+    node_mirror_metrics(n, &b, l);
     rm_prom_family(&b, "radixmesh_pool_pages", "gauge", "KV pool pages by state.");
     const char *states[] = {"free", "evictable", "protected"};
     uint64_t pages[] = {st.free_pages, st.evictable_pages, st.protected_pages};
