@@ -37,6 +37,7 @@ struct rm_kv_sub {
         unsupported_events, malformed, gaps, replays, replay_polls, replayed, replay_failures,
         restarts, resyncs, drops, last_seq, queued, queued_bytes;
     _Atomic int has_seq;
+    _Atomic uint64_t restart_hint; /* rm_kv_sub_engine_restarted: restarts_seen + 1, 0: none */
 };
 
 #define INC(s, f, n) atomic_fetch_add_explicit(&(s)->f, (n), memory_order_relaxed)
@@ -385,11 +386,25 @@ static long quiet_timeout(rm_kv_sub *s, uint64_t now)
     return t;
 }
 
+/* The owner's word that the engine restarted (rm_kv_sub_engine_restarted),
+ * taken unless the stream said so itself meanwhile. */
+static void take_restart_hint(rm_kv_sub *s)
+{
+    uint64_t hint = atomic_exchange(&s->restart_hint, 0);
+    if (!hint || GET(s, restarts) != hint - 1)
+        return;
+    INC(s, restarts, 1);
+    rm_log(RM_LOG_INFO, "kv-events", "%s: the engine restarted: expecting its batches from 0",
+           s->endpoint);
+    s->expected = 0;
+}
+
 static void *run(void *arg)
 {
     rm_kv_sub *s = arg;
     s->quiet_since_ms = rm_now_ms();
     for (;;) {
+        take_restart_hint(s);
         try_emit_resync(s);
         zmq_pollitem_t it = {s->sub, 0, ZMQ_POLLIN, 0};
         uint64_t now = rm_now_ms();
@@ -489,6 +504,11 @@ void rm_kv_sub_done(rm_kv_sub *s, rm_kv_item *item, uint64_t applied)
     atomic_fetch_sub(&s->queued_bytes, item->bytes);
     atomic_fetch_sub(&s->queued, 1);
     item_free(item);
+}
+
+void rm_kv_sub_engine_restarted(rm_kv_sub *s, uint64_t restarts_seen)
+{
+    atomic_store(&s->restart_hint, restarts_seen + 1);
 }
 
 void rm_kv_sub_stats_get(rm_kv_sub *s, rm_kv_sub_stats *o)

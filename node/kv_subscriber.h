@@ -123,6 +123,15 @@ rm_kv_sub *rm_kv_sub_start(const rm_kv_sub_config *cfg, char *err, size_t errlen
  * 0 for a RESYNC): frees it and makes room. Any thread. */
 void rm_kv_sub_done(rm_kv_sub *s, rm_kv_item *item, uint64_t applied);
 
+/* The engine restarted, as the owner learnt elsewhere (the node: its
+ * /metrics showed a new process) and has emptied its mirror for it:
+ * unless the subscriber has counted a restart of its own since
+ * restarts_seen (its stats' restarts), it expects the new process's
+ * numbering from 0 -- batches it missed are asked of the replay socket at
+ * the next poll -- and counts the restart; no RESYNC is delivered for it.
+ * Any thread. */
+void rm_kv_sub_engine_restarted(rm_kv_sub *s, uint64_t restarts_seen);
+
 /* A consistent-enough snapshot (each counter read atomically). Any thread. */
 void rm_kv_sub_stats_get(rm_kv_sub *s, rm_kv_sub_stats *out);
 

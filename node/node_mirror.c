@@ -187,6 +187,7 @@ static void on_look(void *arg)
         if (ss.restarts == nm->last.stamp) {
             nm->worker_restarts++;
             rm_kv_mirror_clear(nm->m, cache_of(nm), 1);
+            rm_kv_sub_engine_restarted(nm->sub, ss.restarts);
             rm_log(RM_LOG_WARN, "node",
                    "the worker restarted (its /metrics: a new process): mirror emptied");
         }

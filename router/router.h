@@ -166,6 +166,7 @@ typedef struct rm_worker_ref {
     char node_id[128];
     char host[256];
     int port;
+    int up; /* the gateway routes to it now (reachable, its breaker closed) */
 } rm_worker_ref;
 
 /* Thread-safe snapshot of the paired workers; *out is malloc'd (caller
