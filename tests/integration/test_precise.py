@@ -194,11 +194,22 @@ class PreciseMirror(unittest.TestCase):
     def test_1_predicted_equals_engines_own(self):
         """Twelve conversations of four turns sharing a system prompt, on
         engines far smaller than the workload: evictions happen (BlockRemoved
-        events) and the predicted rate still equals the engines' own."""
+        events) and the predicted rate still equals the engines' own --
+        prompts of whole blocks sent twice included."""
         self.conversations(0, 12, 4)
+        # A prompt of whole blocks sent again: the engine computes its last
+        # token anyway (a hit of 48 of its 64 tokens, not 64).
+        for i in range(4):
+            prompt = f"repeat {i:02d} " + "x" * (63 - len(f"repeat {i:02d} "))  # + BOS: 64
+            body = {"model": "fake-model", "prompt": prompt}
+            self.send(body, "/v1/completions")
+            (nh, _), (eh, _) = self.counts.now()
+            self.send(body, "/v1/completions")
+            (nh2, _), (eh2, _) = self.counts.now()
+            self.assertEqual((nh2 - nh, eh2 - eh), (48, 48))
         evicted = sum(p.state()["evicted"] for p in self.pairs)
         self.assertGreater(evicted, 0, "the engines never evicted: no BlockRemoved was tested")
-        pred, real = self.assert_equal_rates(f"48 requests, {evicted} blocks evicted")
+        pred, real = self.assert_equal_rates(f"56 requests, {evicted} blocks evicted")
         self.assertGreater(real, 0.3)
         for p in self.pairs:
             st = p.stats()
@@ -209,10 +220,10 @@ class PreciseMirror(unittest.TestCase):
             self.assertEqual(st.kv_resyncs_total, 0)
             self.assertGreater(st.insert_requests_total, 0)
         # Routed on the engines' tokens: /tokenize was asked once a request.
-        self.assertEqual(sum(p.state()["tokenize_requests"] for p in self.pairs), 48)
+        self.assertEqual(sum(p.state()["tokenize_requests"] for p in self.pairs), 56)
         poll("the tokenized requests in the router's published metrics", lambda: rmtest.metric(
-            self.router.http, "radixmesh_gateway_tokenized_total") >= 48)
-        self.assertEqual(rmtest.metric(self.router.http, "radixmesh_gateway_tokenized_total"), 48)
+            self.router.http, "radixmesh_gateway_tokenized_total") >= 56)
+        self.assertEqual(rmtest.metric(self.router.http, "radixmesh_gateway_tokenized_total"), 56)
         self.assertEqual(rmtest.metric(self.router.http,
                                        "radixmesh_gateway_tokenize_fallbacks_total"), 0)
 
