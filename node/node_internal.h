@@ -102,6 +102,17 @@ const char *node_ns_or_empty(const char *ns);
 void node_fill_insert_reply(const rm_node *n, const rm_insert_result *ir,
                             radixmesh_v1_InsertReply *rep);
 
+/* ---- /metrics (node_metrics.c) ----------------------------------------- */
+
+/* One family with one sample of the node. */
+typedef struct node_metric {
+    const char *name, *type, *help;
+    double value;
+} node_metric;
+
+/* Each of m[0..n) as a family with its sample, labelled labels. */
+void node_metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels);
+
 /* ---- precise mirroring (node_mirror.c) --------------------------------- */
 
 /* Starts following the worker's KV events (cfg.worker_kv_events; nothing

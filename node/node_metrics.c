@@ -7,12 +7,7 @@
 #include "prom.h"
 #include "util.h"
 
-typedef struct node_metric {
-    const char *name, *type, *help;
-    double value;
-} node_metric;
-
-static void metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels)
+void node_metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels)
 {
     for (size_t i = 0; i < n; i++)
         rm_prom_metric(b, m[i].name, m[i].type, m[i].help, labels, m[i].value);
@@ -53,7 +48,7 @@ char *rm_node_metrics(rm_node *n)
          "lease expired.",
          (double)n->streams_cancelled_total},
     };
-    metrics_out(&b, counters, RM_ARRAY_LEN(counters), l);
+    node_metrics_out(&b, counters, RM_ARRAY_LEN(counters), l);
     node_mirror_metrics(n, &b, l);
     rm_prom_family(&b, "radixmesh_pool_pages", "gauge", "KV pool pages by state.");
     const char *states[] = {"free", "evictable", "protected"};
@@ -74,7 +69,7 @@ char *rm_node_metrics(rm_node *n)
          (double)st.metadata_bytes},
         {"radixmesh_serving", "gauge", "1 while the node reports SERVING.", (double)n->serving},
     };
-    metrics_out(&b, gauges, RM_ARRAY_LEN(gauges), l);
+    node_metrics_out(&b, gauges, RM_ARRAY_LEN(gauges), l);
     rm_prom_label(l, sizeof l, "role", "node");
     rm_prom_label(l, sizeof l, "version", RM_VERSION);
     rm_prom_metric(&b, "radixmesh_build_info", "gauge", "Build information.", l, 1);

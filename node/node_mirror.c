@@ -302,15 +302,25 @@ static uint64_t skipped_total(const rm_kv_mirror_stats *ms, const rm_kv_sub_stat
            ms->no_tokens + ms->unknown_parent + ss->unknown_events + ss->unsupported_events;
 }
 
-void node_mirror_tick(rm_node *n, uint64_t now_ms)
+/* n's mirror with its figures and its subscriber's, or NULL when there
+ * is none. */
+static node_mirror *figures(rm_node *n, rm_kv_mirror_stats *ms, rm_kv_sub_stats *ss)
 {
     node_mirror *nm = n->mirror;
-    if (!nm)
-        return;
+    if (nm) {
+        rm_kv_mirror_stats_get(nm->m, ms);
+        rm_kv_sub_stats_get(nm->sub, ss);
+    }
+    return nm;
+}
+
+void node_mirror_tick(rm_node *n, uint64_t now_ms)
+{
     rm_kv_mirror_stats ms;
     rm_kv_sub_stats ss;
-    rm_kv_mirror_stats_get(nm->m, &ms);
-    rm_kv_sub_stats_get(nm->sub, &ss);
+    node_mirror *nm = figures(n, &ms, &ss);
+    if (!nm)
+        return;
     uint64_t k = rm_log_limit_due(&nm->skip_log, skipped_total(&ms, &ss), now_ms);
     if (k)
         rm_log(RM_LOG_WARN, "node",
@@ -325,13 +335,11 @@ void node_mirror_tick(rm_node *n, uint64_t now_ms)
 
 void node_mirror_stats(rm_node *n, radixmesh_v1_NodeStats *rep)
 {
-    node_mirror *nm = n->mirror;
-    if (!nm)
-        return;
     rm_kv_mirror_stats ms;
     rm_kv_sub_stats ss;
-    rm_kv_mirror_stats_get(nm->m, &ms);
-    rm_kv_sub_stats_get(nm->sub, &ss);
+    node_mirror *nm = figures(n, &ms, &ss);
+    if (!nm)
+        return;
     const char *ns = rm_kv_mirror_namespace(nm->m);
     rep->kv_events = true;
     rep->kv_namespace = (char *)(ns ? ns : "");
@@ -353,21 +361,14 @@ void node_mirror_stats(rm_node *n, radixmesh_v1_NodeStats *rep)
     rep->kv_lag_ms = nm->lag_ms;
 }
 
-typedef struct kv_metric {
-    const char *name, *type, *help;
-    double value;
-} kv_metric;
-
 void node_mirror_metrics(rm_node *n, rm_sbuf *b, const char *labels)
 {
-    node_mirror *nm = n->mirror;
-    if (!nm)
-        return;
     rm_kv_mirror_stats ms;
     rm_kv_sub_stats ss;
-    rm_kv_mirror_stats_get(nm->m, &ms);
-    rm_kv_sub_stats_get(nm->sub, &ss);
-    const kv_metric m[] = {
+    node_mirror *nm = figures(n, &ms, &ss);
+    if (!nm)
+        return;
+    const node_metric m[] = {
         {"radixmesh_kv_batches_total", "counter", "Batches of the worker's KV events applied.",
          (double)nm->batches},
         {"radixmesh_kv_events_applied_total", "counter", "KV events applied to the mirror.",
@@ -413,6 +414,5 @@ void node_mirror_metrics(rm_node *n, rm_sbuf *b, const char *labels)
          "The worker's KV cache in tokens (num_gpu_blocks x block_size; 0: unknown).",
          (double)nm->worker_cache_tokens},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(m); i++)
-        rm_prom_metric(b, m[i].name, m[i].type, m[i].help, labels, m[i].value);
+    node_metrics_out(b, m, RM_ARRAY_LEN(m), labels);
 }

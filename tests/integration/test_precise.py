@@ -24,9 +24,7 @@ import http.client
 import json
 import os
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -279,17 +277,10 @@ class PreciseMirror(unittest.TestCase):
               file=sys.stderr)
 
     def test_5_dashboard_shows_precise(self):
-        browser = shutil.which("chromium")
-        if not browser:
+        dom = rmtest.dashboard_dom(self.router.http)
+        if dom is None:
             print("dashboard check skipped: no chromium", file=sys.stderr)
             return
-        with tempfile.TemporaryDirectory() as profile:
-            dom = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=4000",
-                 "--dump-dom", f"http://{self.router.http}/"],
-                capture_output=True, text=True, timeout=120).stdout
         cells = re.findall(r'class="mirror"[^>]*>([^<]*)<', dom)
         self.assertEqual(cells, ["precise", "precise"], dom[-2000:])
 
