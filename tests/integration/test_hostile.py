@@ -952,11 +952,25 @@ class KvEventsHostile(unittest.TestCase):
         engine's claimed cache): the node's records stay capped, the queue
         bounded (drops counted, if the node fell behind), RSS bounded."""
         before = rmtest.rss_kib(self.node.pid)
-        seq = None
         for _ in range(3):
-            seq = self.control({"flood": {"batches": 1000, "blocks": 64}})
-        rmtest.poll("the flood applied (or resynced past)",
-                    lambda: self.synced(seq), timeout=120)
+            self.control({"flood": {"batches": 1000, "blocks": 64}})
+        # A node that fell behind drops batches until its queue has room,
+        # the flood's last ones perhaps: a batch sent after the flood and
+        # applied shows it caught up (one dropped is sent again).
+        sentinel = iter(range(1 << 50, 1 << 51))
+
+        def caught_up():
+            seq = self.publish([self.stored([next(sentinel)], None)])
+            try:
+                return rmtest.poll("a batch after the flood", lambda: self.synced(seq),
+                                   timeout=5)
+            except AssertionError:
+                return False
+
+        try:
+            rmtest.poll("the node caught up with the flood", caught_up, timeout=120)
+        except AssertionError as e:
+            self.fail(f"{e}; node: {self.stats()}")
         st = self.stats()
         after = rmtest.rss_kib(self.node.pid)
         report(f"kv events: flood of 3000 batches x 64 blocks ({st.kv_drops_total} dropped, "

@@ -350,7 +350,8 @@ def main():
     ap.add_argument("--node", required=True)
     ap.add_argument("--router", required=True)
     ap.add_argument("--proto-dir", required=True)
-    ap.add_argument("--slow", action="store_true", help="daemons run under valgrind")
+    ap.add_argument("--slow", action="store_true", default=rmtest.SLOW,
+                    help="daemons run under valgrind (default: RM_TEST_SLOW=1)")
     ARGS, rest = ap.parse_known_args()
     with tempfile.TemporaryDirectory() as out:
         pb, pb_grpc, _, _ = rmtest.grpc_modules(ARGS.proto_dir, out)
