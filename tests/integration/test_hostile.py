@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import select
+import signal
 import socket
 import sys
 import tempfile
@@ -947,39 +948,57 @@ class KvEventsHostile(unittest.TestCase):
         self.node.wait_log("the refusal logged", "block_size other than --page-tokens 16")
         report("kv events: block sizes that disagree", before, rmtest.rss_kib(self.node.pid))
 
-    def test_event_flood_is_bounded(self):
-        """3,000 batches of 64 stored blocks (192,000 blocks, 750 times the
-        engine's claimed cache): the node's records stay capped, the queue
-        bounded (drops counted, if the node fell behind), RSS bounded."""
-        before = rmtest.rss_kib(self.node.pid)
-        for _ in range(3):
-            self.control({"flood": {"batches": 1000, "blocks": 64}})
-        # A node that fell behind drops batches until its queue has room,
-        # the flood's last ones perhaps: a batch sent after the flood and
-        # applied shows it caught up (one dropped is sent again).
+    def caught_up(self, what):
+        """Waits until a batch sent now is applied: a node that fell behind
+        drops batches until its queue has room, the last ones sent perhaps,
+        so a sentinel dropped is sent again."""
         sentinel = iter(range(1 << 50, 1 << 51))
 
-        def caught_up():
+        def applied():
             seq = self.publish([self.stored([next(sentinel)], None)])
             try:
-                return rmtest.poll("a batch after the flood", lambda: self.synced(seq),
-                                   timeout=5)
+                return rmtest.poll(f"a batch after {what}", lambda: self.synced(seq), timeout=5)
             except AssertionError:
                 return False
 
         try:
-            rmtest.poll("the node caught up with the flood", caught_up, timeout=120)
+            rmtest.poll(f"the node caught up with {what}", applied, timeout=120)
         except AssertionError as e:
             self.fail(f"{e}; node: {self.stats()}")
-        st = self.stats()
-        after = rmtest.rss_kib(self.node.pid)
+        return self.stats()
+
+    def test_event_flood_is_bounded(self):
+        """3,000 batches of 64 stored blocks (192,000 blocks, 750 times the
+        engine's claimed cache) to a node that keeps up: its records stay
+        capped. Then 3,000 more while the node is stopped (SIGSTOP), so
+        that once it runs again it is far behind: batches are dropped and
+        counted, the mirror resyncs, the node catches up. RSS bounded."""
+        before = rmtest.rss_kib(self.node.pid)
+        for _ in range(3):
+            self.control({"flood": {"batches": 1000, "blocks": 64}})
+        st = self.caught_up("the flood")
         report(f"kv events: flood of 3000 batches x 64 blocks ({st.kv_drops_total} dropped, "
-               f"{st.kv_resyncs_total} resyncs, {st.kv_blocks} blocks held, pool "
-               f"{st.pool_pages} pages)", before, after)
+               f"{st.kv_blocks} blocks held, pool {st.pool_pages} pages)", before,
+               rmtest.rss_kib(self.node.pid))
+        self.assertLessEqual(st.kv_blocks, 2 * st.pool_pages)
+        st0 = st
+        os.kill(self.node.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                self.control({"flood": {"batches": 1000, "blocks": 64}})
+        finally:
+            os.kill(self.node.pid, signal.SIGCONT)
+        st = self.caught_up("the flood it slept through")
+        after = rmtest.rss_kib(self.node.pid)
+        report(f"kv events: 3000 batches x 64 blocks to a stopped node "
+               f"({st.kv_drops_total - st0.kv_drops_total} dropped, "
+               f"{st.kv_resyncs_total - st0.kv_resyncs_total} resyncs, "
+               f"{st.kv_gaps_total - st0.kv_gaps_total} gaps)", before, after)
+        self.assertGreater(st.kv_drops_total, st0.kv_drops_total)
+        self.assertGreater(st.kv_resyncs_total, st0.kv_resyncs_total)
         self.assertLessEqual(st.kv_blocks, 2 * st.pool_pages)
         self.assertLess(after - before, 64 * 1024)
-        self.assertTrue(self.stats().serving)
-
+        self.assertTrue(st.serving)
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
