@@ -294,4 +294,33 @@ rm_cache_result rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_
 /* Ends the write without caching anything new. */
 void rm_cache_write_abort(rm_cache *c, rm_kv_write *w);
 
+/* ---- mirroring an inference engine's own cache (node/KV_EVENTS.md) ------ */
+
+/* A request counted as an inference engine counts its own prefix-cache
+ * hits: n query tokens, and a hit of the longest cached page-aligned
+ * prefix of tokens[0..n-1) -- an engine always computes the last prompt
+ * token (its logits are the first output; vLLM caps a hit at
+ * num_tokens - 1). Records an access on the path; takes no lease.
+ * Returns the hit tokens. */
+size_t rm_cache_match_engine(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
+                             size_t n, uint64_t now_ms);
+
+/* Removes from namespace ns the cached page that holds tokens[n-pt..n)
+ * after the prefix tokens[0..n-pt) (pt = page_tokens, n a multiple of it),
+ * with everything cached below it: no match could reach that any more.
+ * Pages someone references (a lease, a KV stream) stay, and *busy says so.
+ * Not counted as evictions. Returns the pages freed (0: not cached). */
+uint64_t rm_cache_remove_page(rm_cache *c, const char *ns, size_t ns_len, const uint32_t *tokens,
+                              size_t n, int *busy);
+
+/* Removes every cached page of namespace ns but the referenced ones
+ * (*busy: some were); the namespace goes at the next tick. Not counted as
+ * evictions. Returns the pages freed. */
+uint64_t rm_cache_clear_namespace(rm_cache *c, const char *ns, size_t ns_len, int *busy);
+
+/* Grows a metadata-only cache's pool to pool_pages pages (no change when it
+ * has as many). Returns RM_CACHE_OK, RM_CACHE_BAD_CONFIG (a cache storing
+ * KV bytes, or a size the pool cannot take) or RM_CACHE_NO_MEMORY. */
+rm_cache_result rm_cache_grow_pool(rm_cache *c, uint64_t pool_pages);
+
 #endif

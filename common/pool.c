@@ -86,3 +86,22 @@ size_t rm_pool_metadata_bytes(const rm_pool *p)
 {
     return (size_t)p->npages * (sizeof(uint32_t) + 1);
 }
+
+int rm_pool_grow(rm_pool *p, uint64_t npages)
+{
+    if (p->data || npages <= p->npages || npages >= UINT32_MAX)
+        return -EINVAL;
+    uint32_t *stack = realloc(p->free_stack, sizeof(uint32_t) * npages);
+    if (!stack)
+        return -ENOMEM;
+    p->free_stack = stack;
+    uint8_t *state = realloc(p->state, npages);
+    if (!state)
+        return -ENOMEM;
+    p->state = state;
+    memset(state + p->npages, RM_PAGE_FREE, npages - p->npages);
+    for (uint32_t i = (uint32_t)npages; i-- > p->npages;)
+        p->free_stack[p->nfree++] = i;
+    p->npages = (uint32_t)npages;
+    return 0;
+}

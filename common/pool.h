@@ -59,4 +59,9 @@ static inline uint8_t *rm_pool_page_data(const rm_pool *p, uint32_t page)
 /* Bytes of metadata the pool itself uses (free stack + page states). */
 size_t rm_pool_metadata_bytes(const rm_pool *p);
 
+/* Grows a metadata-only pool (page_bytes 0) to npages pages (more than it
+ * has, < 2^32-1); the new pages are free. Returns 0, -EINVAL (a pool with
+ * KV memory, or a bad size) or -ENOMEM (the pool is unchanged). */
+int rm_pool_grow(rm_pool *p, uint64_t npages);
+
 #endif

@@ -1,6 +1,7 @@
 #include "prom.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void rm_prom_family(rm_sbuf *b, const char *name, const char *type, const char *help)
@@ -47,4 +48,86 @@ int rm_prom_label(char *out, size_t len, const char *key, const char *value)
     out[at++] = '"';
     out[at] = '\0';
     return 0;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+int rm_prom_parse_line(const char *p, const char *end, rm_prom_line *out)
+{
+    if (p >= end || *p == '#')
+        return -1;
+    const char *q = p;
+    while (q < end && *q != '{' && *q != ' ' && *q != '\t')
+        q++;
+    out->name = p;
+    out->name_len = (size_t)(q - p);
+    out->labels = q;
+    out->labels_len = 0;
+    if (!out->name_len)
+        return -1;
+    if (q < end && *q == '{') {
+        const char *start = ++q;
+        int quoted = 0;
+        for (; q < end; q++) {
+            if (quoted && *q == '\\' && q + 1 < end)
+                q++;
+            else if (*q == '"')
+                quoted = !quoted;
+            else if (!quoted && *q == '}')
+                break;
+        }
+        if (q == end)
+            return -1;
+        out->labels = start;
+        out->labels_len = (size_t)(q - start);
+        q++;
+    }
+    char buf[64];
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    size_t n = 0;
+    while (q < end && *q != ' ' && *q != '\t' && n + 1 < sizeof buf)
+        buf[n++] = *q++;
+    buf[n] = '\0';
+    char *stop;
+    out->value = strtod(buf, &stop);
+    return n && *stop == '\0' ? 0 : -1;
+}
+
+int rm_prom_label_get(const char *labels, size_t len, const char *key, char *out, size_t outlen)
+{
+    const char *p = labels, *end = labels + len;
+    size_t klen = strlen(key);
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        const char *k = p;
+        while (p < end && *p != '=')
+            p++;
+        if (p + 1 >= end || p[1] != '"')
+            return -1;
+        int match = (size_t)(p - k) == klen && !memcmp(k, key, klen);
+        size_t n = 0;
+        int fits = 1;
+        for (p += 2; p < end && *p != '"'; p++) {
+            char c = *p;
+            if (c == '\\' && p + 1 < end) {
+                c = *++p;
+                c = c == 'n' ? '\n' : c;
+            }
+            if (match && n + 1 < outlen)
+                out[n++] = c;
+            else if (match)
+                fits = 0;
+        }
+        if (p >= end)
+            return -1; /* an unterminated value */
+        p++;
+        if (match) {
+            if (outlen)
+                out[n] = '\0';
+            return fits ? 0 : -1;
+        }
+    }
+    return -1;
 }

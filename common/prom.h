@@ -34,4 +34,27 @@ void rm_prom_metric(rm_sbuf *b, const char *name, const char *type, const char *
  * first). Returns 0, or -1 if it did not fit (out is then unchanged). */
 int rm_prom_label(char *out, size_t len, const char *key, const char *value);
 
+/* ---- reading the text format (an inference worker's /metrics) ---------- */
+
+/* One sample line: its name, its label block as written (between the
+ * braces, escapes kept; empty when there is none) and its value. */
+typedef struct rm_prom_line {
+    const char *name;
+    size_t name_len;
+    const char *labels;
+    size_t labels_len;
+    double value;
+} rm_prom_line;
+
+/* Reads the line [p, end) (without its newline) as a sample: a name,
+ * optional {labels} (quoted values may hold '}', spaces and escapes), a
+ * value (an optional timestamp after it is ignored). Returns 0, or -1 for
+ * a comment, a blank or a malformed line. */
+int rm_prom_parse_line(const char *p, const char *end, rm_prom_line *out);
+
+/* The value of label key in a label block (unescaped into out, at most
+ * outlen - 1 bytes, NUL-terminated). Returns 0, or -1 when the block has
+ * no such label or it does not fit. */
+int rm_prom_label_get(const char *labels, size_t len, const char *key, char *out, size_t outlen);
+
 #endif

@@ -572,6 +572,58 @@ size_t rm_radix_metadata_bytes(const rm_radix *t)
            t->ns_cap * sizeof(rm_radix_ns) + names;
 }
 
+/* ---- removing subtrees ------------------------------------------------- */
+
+rm_radix_node *rm_radix_child(const rm_radix *t, const rm_radix_node *parent,
+                              const uint32_t *first_page)
+{
+    return child_find(t, parent, first_page);
+}
+
+typedef struct subtree_victim {
+    rm_radix_node *node;
+    size_t depth; /* nodes below the subtree's top */
+} subtree_victim;
+
+static int deeper_first(const void *a, const void *b)
+{
+    size_t x = ((const subtree_victim *)a)->depth, y = ((const subtree_victim *)b)->depth;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+uint64_t rm_radix_remove_subtree(rm_radix *t, rm_radix_node *node, rm_radix_free_fn free_fn,
+                                 void *ctx)
+{
+    if (node->parent && node->nchildren == 0)
+        return node->lock_ref ? 0 : remove_leaf(t, node, free_fn, ctx);
+    /* Unreferenced nodes under node: once everything deeper is gone, each
+     * is a leaf (a referenced child would make its parent referenced). */
+    subtree_victim *v = rm_xmalloc(sizeof *v * (t->slot_used + 1));
+    size_t k = 0;
+    for (size_t i = 0; i <= t->slot_mask; i++) {
+        rm_radix_node *n = t->slots[i].node;
+        if (!n || n->lock_ref)
+            continue;
+        size_t d = 0;
+        const rm_radix_node *p = n;
+        while (p && p != node) {
+            p = p->parent;
+            d++;
+        }
+        if (p)
+            v[k++] = (subtree_victim){n, d};
+    }
+    qsort(v, k, sizeof *v, deeper_first);
+    uint64_t freed = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (v[i].node->nchildren)
+            abort(); /* a referenced child under an unreferenced node: a bug */
+        freed += remove_leaf(t, v[i].node, free_fn, ctx);
+    }
+    free(v);
+    return freed;
+}
+
 /* ---- invariant checker ------------------------------------------------ */
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)

@@ -255,4 +255,17 @@ static inline const uint32_t *rm_radix_node_pages(const rm_radix *t, const rm_ra
     return node->key ? node->key + (size_t)node->npages * t->page_tokens : NULL;
 }
 
+/* The child of parent whose edge starts with first_page (page_tokens ids),
+ * or NULL. */
+rm_radix_node *rm_radix_child(const rm_radix *t, const rm_radix_node *parent,
+                              const uint32_t *first_page);
+
+/* Removes node and everything below it, deepest first, handing their pages
+ * to free_fn -- except referenced nodes (lock_ref > 0), which stay with
+ * their ancestors. A namespace root itself stays (its subtree goes).
+ * Returns the pages freed. O(1) for an unreferenced leaf, else one pass
+ * over the child table (children are not listed per node). */
+uint64_t rm_radix_remove_subtree(rm_radix *t, rm_radix_node *node, rm_radix_free_fn free_fn,
+                                 void *ctx);
+
 #endif

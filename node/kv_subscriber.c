@@ -25,17 +25,19 @@ struct rm_kv_sub {
     int started_thread;
 
     /* Subscriber thread only. */
-    uint64_t expected; /* the next sequence number due */
-    int delivered_any; /* a batch was handed over since the start */
-    int need_resync;   /* a RESYNC must go out before the next batch */
+    uint64_t expected;       /* the next sequence number due */
+    uint64_t quiet_since_ms; /* the last batch or replay poll */
+    int delivered_any;       /* a batch was handed over since the start */
+    int need_resync;         /* a RESYNC must go out before the next batch */
     rm_kv_resync_reason pending_reason;
 
     /* Written by the subscriber thread (queued: also by rm_kv_sub_done),
      * read by anyone. */
     _Atomic uint64_t received, batches, events_seen, events_applied, unknown_events,
-        unsupported_events, malformed, gaps, replays, replayed, replay_failures, restarts, resyncs,
-        drops, last_seq, queued, queued_bytes;
+        unsupported_events, malformed, gaps, replays, replay_polls, replayed, replay_failures,
+        restarts, resyncs, drops, last_seq, queued, queued_bytes;
     _Atomic int has_seq;
+    _Atomic uint64_t restart_hint; /* rm_kv_sub_engine_restarted: restarts_seen + 1, 0: none */
 };
 
 #define INC(s, f, n) atomic_fetch_add_explicit(&(s)->f, (n), memory_order_relaxed)
@@ -255,12 +257,20 @@ static void dealer_reset(rm_kv_sub *s)
 }
 
 /* Asks the replay socket for [expected, upto) and hands those batches over.
- * Returns 0 when expected reached upto. */
+ * Returns 0 when expected reached upto. upto UINT64_MAX (a poll): whatever
+ * it has from expected on; then 0 when its end marker came, and a batch
+ * later than expected (the batches before it are gone from its buffer too)
+ * resyncs and goes on from there. */
 static int replay(rm_kv_sub *s, uint64_t upto)
 {
-    if (!s->dealer || upto - s->expected > s->cfg.replay_max)
+    int poll = upto == UINT64_MAX;
+    if (!s->dealer || (!poll && upto - s->expected > s->cfg.replay_max))
         return -1;
-    INC(s, replays, 1);
+    if (poll)
+        INC(s, replay_polls, 1);
+    else
+        INC(s, replays, 1);
+    uint64_t from = s->expected;
     uint8_t start[8];
     for (int i = 0; i < 8; i++)
         start[i] = (uint8_t)(s->expected >> (56 - 8 * i));
@@ -295,6 +305,14 @@ static int replay(rm_kv_sub *s, uint64_t upto)
             break;
         }
         rm_kv_replay_verdict v = rm_kv_replay_classify(s->expected, seq);
+        if (v == RM_KV_REPLAY_HOLE && poll) {
+            INC(s, replay_failures, 1);
+            request_resync(s, s->delivered_any ? RM_KV_RESYNC_GAP : RM_KV_RESYNC_START);
+            v = RM_KV_REPLAY_TAKE;
+        }
+        if (v == RM_KV_REPLAY_TAKE && poll && s->expected == from)
+            INC(s, gaps, 1); /* lost on the wire, found by the poll (counted before the owner
+                                can see the batch) */
         if (v == RM_KV_REPLAY_TAKE)
             take(s, seq, &payload, 1);
         msgset_close(&ms);
@@ -303,7 +321,7 @@ static int replay(rm_kv_sub *s, uint64_t upto)
     }
     if (!ended)
         dealer_reset(s);
-    return s->expected == upto ? 0 : -1;
+    return poll ? (ended ? 0 : -1) : s->expected == upto ? 0 : -1;
 }
 
 /* Batches [expected, upto) are missing: replay them, or give up on them. */
@@ -353,21 +371,59 @@ static void on_live(rm_kv_sub *s, msgset *ms)
     take(s, seq, &ms->f[2], 0);
 }
 
+/* How long the live socket may stay quiet before the next thing to do:
+ * a pending resync looks for room often; a replay poll is due after
+ * replay_poll_ms (once a first batch gave a number to ask from). */
+static long quiet_timeout(rm_kv_sub *s, uint64_t now)
+{
+    long t = -1;
+    if (s->dealer && s->cfg.replay_poll_ms > 0 && GET(s, has_seq)) {
+        uint64_t due = s->quiet_since_ms + (uint64_t)s->cfg.replay_poll_ms;
+        t = due > now ? (long)(due - now) : 0;
+    }
+    if (s->need_resync && (t < 0 || t > 50))
+        t = 50;
+    return t;
+}
+
+/* The owner's word that the engine restarted (rm_kv_sub_engine_restarted),
+ * taken unless the stream said so itself meanwhile. */
+static void take_restart_hint(rm_kv_sub *s)
+{
+    uint64_t hint = atomic_exchange(&s->restart_hint, 0);
+    if (!hint || GET(s, restarts) != hint - 1)
+        return;
+    INC(s, restarts, 1);
+    rm_log(RM_LOG_INFO, "kv-events", "%s: the engine restarted: expecting its batches from 0",
+           s->endpoint);
+    s->expected = 0;
+}
+
 static void *run(void *arg)
 {
     rm_kv_sub *s = arg;
+    s->quiet_since_ms = rm_now_ms();
     for (;;) {
+        take_restart_hint(s);
         try_emit_resync(s);
         zmq_pollitem_t it = {s->sub, 0, ZMQ_POLLIN, 0};
-        /* A pending resync waits for room the owner makes: look again soon. */
-        int r = zmq_poll(&it, 1, s->need_resync ? 50 : -1);
+        uint64_t now = rm_now_ms();
+        int r = zmq_poll(&it, 1, quiet_timeout(s, now));
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             break; /* ETERM: rm_kv_sub_stop */
         }
-        if (r == 0)
+        now = rm_now_ms();
+        if (r == 0) {
+            if (s->dealer && s->cfg.replay_poll_ms > 0 && GET(s, has_seq) &&
+                now - s->quiet_since_ms >= (uint64_t)s->cfg.replay_poll_ms) {
+                replay(s, UINT64_MAX);
+                s->quiet_since_ms = rm_now_ms();
+            }
             continue;
+        }
+        s->quiet_since_ms = now;
         msgset ms;
         if (recv_all(s->sub, &ms) < 0) {
             if (errno == ETERM)
@@ -405,6 +461,8 @@ rm_kv_sub *rm_kv_sub_start(const rm_kv_sub_config *cfg, char *err, size_t errlen
         s->cfg.replay_timeout_ms = 2000;
     if (s->cfg.rcvhwm <= 0)
         s->cfg.rcvhwm = 1000;
+    if (s->cfg.replay_poll_ms == 0)
+        s->cfg.replay_poll_ms = 1000;
     s->endpoint = rm_xstrndup(cfg->endpoint, strlen(cfg->endpoint));
     const char *topic = cfg->topic ? cfg->topic : "";
     s->topic = rm_xstrndup(topic, strlen(topic));
@@ -448,6 +506,11 @@ void rm_kv_sub_done(rm_kv_sub *s, rm_kv_item *item, uint64_t applied)
     item_free(item);
 }
 
+void rm_kv_sub_engine_restarted(rm_kv_sub *s, uint64_t restarts_seen)
+{
+    atomic_store(&s->restart_hint, restarts_seen + 1);
+}
+
 void rm_kv_sub_stats_get(rm_kv_sub *s, rm_kv_sub_stats *o)
 {
     o->received = GET(s, received);
@@ -459,6 +522,7 @@ void rm_kv_sub_stats_get(rm_kv_sub *s, rm_kv_sub_stats *o)
     o->malformed = GET(s, malformed);
     o->gaps = GET(s, gaps);
     o->replays = GET(s, replays);
+    o->replay_polls = GET(s, replay_polls);
     o->replayed = GET(s, replayed);
     o->replay_failures = GET(s, replay_failures);
     o->restarts = GET(s, restarts);

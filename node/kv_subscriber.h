@@ -19,6 +19,8 @@
  *   GAP      batches were lost on the wire and the replay socket could not
  *            supply them (none configured, gap over replay_max, its buffer
  *            no longer holds them, no answer within replay_timeout_ms).
+ *            A loss is seen when a later batch arrives, or -- with a replay
+ *            socket -- when it is polled after replay_poll_ms of quiet.
  *   START    the same when joining an engine that has published already.
  *   DROP     the owner was behind: queue_max items or queue_max_bytes were
  *            waiting, so a batch was dropped (counted), and the mirror is
@@ -79,8 +81,12 @@ typedef struct rm_kv_sub_config {
     uint32_t replay_max;         /* the largest gap asked of the replay socket; 0: 10000
                                   * (vLLM's default buffer_steps) */
     int replay_timeout_ms;       /* for one replay exchange; 0: 2000 */
-    int rcvhwm;                  /* SUB receive high-water mark, messages; 0: 1000 */
-    rm_kv_deliver_fn deliver;    /* required */
+    /* With a replay socket: after this long without a batch, ask it for
+     * anything from the next number due, so that a batch lost last is
+     * found without waiting for the next one. 0: 1000; < 0: never. */
+    int replay_poll_ms;
+    int rcvhwm;               /* SUB receive high-water mark, messages; 0: 1000 */
+    rm_kv_deliver_fn deliver; /* required */
     void *ctx;
 } rm_kv_sub_config;
 
@@ -93,7 +99,8 @@ typedef struct rm_kv_sub_stats {
     uint64_t unsupported_events; /* known, but in a shape we cannot use (skipped) */
     uint64_t malformed;          /* messages or replies that did not decode (skipped) */
     uint64_t gaps;               /* sequence jumps seen on the SUB socket */
-    uint64_t replays;            /* replay requests sent */
+    uint64_t replays;            /* replay requests sent for gaps */
+    uint64_t replay_polls;       /* replay requests sent after replay_poll_ms of quiet */
     uint64_t replayed;           /* batches recovered from the replay socket */
     uint64_t replay_failures;    /* gaps the replay socket did not fill */
     uint64_t restarts;           /* sequence numbers that went backwards */
@@ -115,6 +122,15 @@ rm_kv_sub *rm_kv_sub_start(const rm_kv_sub_config *cfg, char *err, size_t errlen
 /* The owner is finished with item (applied events of its batch were used;
  * 0 for a RESYNC): frees it and makes room. Any thread. */
 void rm_kv_sub_done(rm_kv_sub *s, rm_kv_item *item, uint64_t applied);
+
+/* The engine restarted, as the owner learnt elsewhere (the node: its
+ * /metrics showed a new process) and has emptied its mirror for it:
+ * unless the subscriber has counted a restart of its own since
+ * restarts_seen (its stats' restarts), it expects the new process's
+ * numbering from 0 -- batches it missed are asked of the replay socket at
+ * the next poll -- and counts the restart; no RESYNC is delivered for it.
+ * Any thread. */
+void rm_kv_sub_engine_restarted(rm_kv_sub *s, uint64_t restarts_seen);
 
 /* A consistent-enough snapshot (each counter read atomically). Any thread. */
 void rm_kv_sub_stats_get(rm_kv_sub *s, rm_kv_sub_stats *out);

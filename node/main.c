@@ -6,6 +6,7 @@
 
 #include "daemon.h"
 #include "flags.h"
+#include "kv_mirror.h"
 #include "log.h"
 #include "node_server.h"
 #include "util.h"
@@ -66,6 +67,38 @@ static void set_serving(void *ctx, int serving)
     rm_node_set_serving(((node_main *)ctx)->node, serving);
 }
 
+static void stop(void *ctx)
+{
+    rm_node_mirror_stop(((node_main *)ctx)->node);
+}
+
+/* --worker-kv-media: a comma-separated list of media. Returns the bits, or
+ * 0 for a name it does not know. */
+static uint32_t parse_media(const char *list)
+{
+    static const struct {
+        const char *name;
+        rm_kv_medium m;
+    } names[] = {{"gpu", RM_KV_MEDIUM_GPU},
+                 {"cpu", RM_KV_MEDIUM_CPU},
+                 {"disk", RM_KV_MEDIUM_DISK},
+                 {"external", RM_KV_MEDIUM_EXTERNAL},
+                 {"other", RM_KV_MEDIUM_OTHER}};
+    uint32_t bits = RM_KV_MEDIUM_BIT(RM_KV_MEDIUM_NONE);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        size_t i = 0;
+        while (i < RM_ARRAY_LEN(names) &&
+               !(strlen(names[i].name) == len && !strncmp(names[i].name, p, len)))
+            i++;
+        if (i == RM_ARRAY_LEN(names))
+            return 0;
+        bits |= RM_KV_MEDIUM_BIT(names[i].m);
+        p += len + (p[len] == ',');
+    }
+    return bits;
+}
+
 static const rm_daemon_help help[] = {
     {"config", "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it "
                "and applies --log-level, --max-request-tokens, --max-leases and the lease TTLs"},
@@ -87,6 +120,8 @@ int main(int argc, char **argv)
     cfg.max_namespace_bytes = 1024;
     cfg.kv_chunk_bytes = 1u << 20;
     uint64_t pool_tokens = 1048576, pool_bytes = 0, ttl_s = 0;
+    const char *kv_media = "gpu";
+    cfg.worker_probe_interval_ms = 2000;
     rm_cache_config *cc = &cfg.cache;
     const rm_flag flags[] = {
         {"node-id", RM_FLAG_STR, &cfg.node_id, "stable node id (default: the host name)", 0, 0},
@@ -132,6 +167,27 @@ int main(int argc, char **argv)
          "the inference worker this node mirrors (http://HOST:PORT), reported in Stats for a "
          "gateway router",
          0, 0},
+        {"worker-kv-events", RM_FLAG_STR, &cfg.worker_kv_events,
+         "mirror the worker's prefix cache exactly from its KV-cache events: its ZeroMQ "
+         "publisher (vLLM --kv-events-config endpoint, e.g. tcp://HOST:5557; node/KV_EVENTS.md)",
+         0, 0},
+        {"worker-kv-replay", RM_FLAG_STR, &cfg.worker_kv_replay,
+         "the worker's replay socket (its replay_endpoint): lost event batches are fetched again",
+         0, 0},
+        {"worker-kv-topic", RM_FLAG_STR, &cfg.worker_kv_topic,
+         "the worker's event topic (its kv-events-config topic; default all)", 0, 0},
+        {"worker-namespace", RM_FLAG_STR, &cfg.worker_namespace,
+         "the namespace the worker's events fill (the routers' for its requests); default: the "
+         "model it serves (GET --worker-url/v1/models)",
+         0, 0},
+        {"worker-kv-media", RM_FLAG_STR, &kv_media,
+         "media whose stored blocks count as cached: gpu, cpu, disk, external, other "
+         "(comma-separated)",
+         0, 0},
+        {"worker-probe-interval-ms", RM_FLAG_U32, &cfg.worker_probe_interval_ms,
+         "with --worker-kv-events: how often the worker's /metrics is read (its cache size for "
+         "the pool, a restart to empty the mirror)",
+         100, 3600000},
     };
     rm_daemon d;
     rm_daemon_init(&d, &spec, flags, RM_ARRAY_LEN(flags), argc, argv);
@@ -163,6 +219,26 @@ int main(int argc, char **argv)
     if (worker_url && *worker_url && rm_parse_http_url(worker_url, wh, sizeof wh, &wp))
         rm_flags_fail(fs, "--worker-url: expected http://HOST:PORT, got '%s'", worker_url);
     cfg.worker_url = worker_url && *worker_url ? worker_url : NULL;
+    if (cfg.worker_kv_events && !*cfg.worker_kv_events)
+        cfg.worker_kv_events = NULL;
+    if (cfg.worker_kv_replay && !*cfg.worker_kv_replay)
+        cfg.worker_kv_replay = NULL;
+    if (cfg.worker_namespace && !*cfg.worker_namespace)
+        cfg.worker_namespace = NULL;
+    if (cfg.worker_kv_replay && !cfg.worker_kv_events)
+        rm_flags_fail(fs, "--worker-kv-replay needs --worker-kv-events");
+    if (!(cfg.worker_kv_media = parse_media(kv_media)))
+        rm_flags_fail(fs, "--worker-kv-media: expected gpu, cpu, disk, external or other, got '%s'",
+                      kv_media);
+    if (cfg.worker_kv_events && !cfg.worker_namespace && !cfg.worker_url)
+        rm_flags_fail(fs, "--worker-kv-events needs --worker-namespace, or --worker-url to learn "
+                          "the model the worker serves");
+    if (cfg.worker_kv_events && kv_bytes)
+        rm_flags_fail(fs, "--worker-kv-events mirrors metadata only: it cannot go with "
+                          "--kv-bytes-per-token");
+    if (cfg.worker_kv_events && ttl_s)
+        rm_flags_fail(fs, "--worker-kv-events: entries leave when the worker drops them, not "
+                          "after --ttl-seconds");
 
     if (rm_daemon_prepare(&d, 0, NULL) != 0)
         return 1;
@@ -172,6 +248,9 @@ int main(int argc, char **argv)
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a
      * WriteKV message a few MiB of KV. */
     rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (8u << 20));
+    char err[256];
+    if (rm_node_mirror_start(m.node, srv, err, sizeof err) != 0)
+        rm_flags_fail(fs, "%s", err);
     int bound = rm_daemon_listen(&d, rm_node_register(m.node, srv));
     if (bound < 0)
         return 1;
@@ -184,6 +263,7 @@ int main(int argc, char **argv)
         .reload = {reload_check, reload_apply, live_flags, RM_ARRAY_LEN(live_flags)},
         .publish = publish,
         .set_serving = set_serving,
+        .stop = stop,
     };
     if (rm_daemon_start(&d, &hooks, &m, cfg.node_id) != 0)
         return 1;

@@ -16,6 +16,9 @@
 #include "radixmesh.pb.h"
 #include "rpc_server.h"
 #include "shadow.h"
+#include "util.h"
+
+typedef struct node_mirror node_mirror;
 
 /* A KV stream as the tick sees it: what it waits on and what it holds.
  * First member of each stream's state. */
@@ -53,6 +56,8 @@ struct rm_node {
     char last_cancel[160];       /* why the last stream was cancelled */
     char last_refused_peer[200]; /* the last caller over its lease share */
     rm_log_limit ns_log, peer_log, stream_log;
+    node_mirror *mirror; /* the worker's KV events (node_mirror.c); NULL: not followed */
+    uint64_t mirror_foreign_inserts; /* Inserts into the mirrored namespace, ignored */
 };
 
 /* ---- request plumbing (node_server.c) ---------------------------------- */
@@ -111,6 +116,36 @@ void node_budget(rm_node *n, node_budget_fn access, const char *ns, const rm_tok
 
 /* The estimator's memory: its heap state and the struct. */
 size_t node_budget_bytes(const rm_node *n);
+
+/* ---- /metrics (node_metrics.c) ----------------------------------------- */
+
+/* One family with one sample of the node. */
+typedef struct node_metric {
+    const char *name, *type, *help;
+    double value;
+} node_metric;
+
+/* Each of m[0..n) as a family with its sample, labelled labels. */
+void node_metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels);
+
+/* ---- precise mirroring (node_mirror.c) --------------------------------- */
+
+/* Starts following the worker's KV events (cfg.worker_kv_events; nothing
+ * when unset) and looking at its HTTP API (cfg.worker_url), posting to
+ * srv's thread. Returns 0, or -1 with a reason naming the flag in err. */
+int node_mirror_start(rm_node *n, rm_rpc_server *srv, char *err, size_t errlen);
+/* Stops the subscriber's and the probe's threads (once the server loop has
+ * run what they posted). */
+void node_mirror_stop(rm_node *n);
+void node_mirror_destroy(rm_node *n);
+/* The namespace the worker's events go to; NULL when not followed or not
+ * known yet. */
+const char *node_mirror_namespace(const rm_node *n);
+/* Rate-limited summaries of skipped events. */
+void node_mirror_tick(rm_node *n, uint64_t now_ms);
+/* The kv_* fields of Stats, the radixmesh_kv_* families of /metrics. */
+void node_mirror_stats(rm_node *n, radixmesh_v1_NodeStats *rep);
+void node_mirror_metrics(rm_node *n, rm_sbuf *b, const char *labels);
 
 /* ---- KV streams (node_kv.c) -------------------------------------------- */
 

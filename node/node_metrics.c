@@ -9,12 +9,7 @@
 #include "prom.h"
 #include "util.h"
 
-typedef struct node_metric {
-    const char *name, *type, *help;
-    double value;
-} node_metric;
-
-static void metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels)
+void node_metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels)
 {
     for (size_t i = 0; i < n; i++)
         rm_prom_metric(b, m[i].name, m[i].type, m[i].help, labels, m[i].value);
@@ -41,7 +36,7 @@ static void budget_metrics(rm_sbuf *b, const rm_node *n, const char *l)
          "Time the owner thread spent in the hit-budget estimators (their CPU cost).",
          (double)n->budget_ns / 1e9},
     };
-    metrics_out(b, m, RM_ARRAY_LEN(m), l);
+    node_metrics_out(b, m, RM_ARRAY_LEN(m), l);
     const char *fam[][3] = {
         {"radixmesh_hit_budget_sampled_hit_pages_total", "counter",
          "Sampled page accesses that hit the miniature cache of the pool x factor (weighted as "
@@ -103,7 +98,8 @@ char *rm_node_metrics(rm_node *n)
          "lease expired.",
          (double)n->streams_cancelled_total},
     };
-    metrics_out(&b, counters, RM_ARRAY_LEN(counters), l);
+    node_metrics_out(&b, counters, RM_ARRAY_LEN(counters), l);
+    node_mirror_metrics(n, &b, l);
     rm_prom_family(&b, "radixmesh_pool_pages", "gauge", "KV pool pages by state.");
     const char *states[] = {"free", "evictable", "protected"};
     uint64_t pages[] = {st.free_pages, st.evictable_pages, st.protected_pages};
@@ -123,7 +119,7 @@ char *rm_node_metrics(rm_node *n)
          (double)st.metadata_bytes},
         {"radixmesh_serving", "gauge", "1 while the node reports SERVING.", (double)n->serving},
     };
-    metrics_out(&b, gauges, RM_ARRAY_LEN(gauges), l);
+    node_metrics_out(&b, gauges, RM_ARRAY_LEN(gauges), l);
     if (n->budget_on)
         budget_metrics(&b, n, l);
     rm_prom_label(l, sizeof l, "role", "node");

@@ -96,6 +96,7 @@ rm_node *rm_node_create(const rm_node_config *cfg)
 void rm_node_destroy(rm_node *n)
 {
     rm_shadow_destroy(&n->budget);
+    node_mirror_destroy(n);
     rm_hotset_destroy(&n->hot);
     rm_cache_destroy(&n->cache);
     free(n->node_id);
@@ -129,6 +130,7 @@ void rm_node_tick(rm_node *n, uint64_t now_ms)
     if (expired)
         rm_log(RM_LOG_DEBUG, "node", "%u leases expired", expired);
     node_check_streams(n, now_ms);
+    node_mirror_tick(n, now_ms);
     /* Refusals are summed into one line per kind and interval: a client
      * retrying in a loop must not turn the log into a flood. */
     rm_cache_stats st;
@@ -309,6 +311,14 @@ const char *node_ns_or_empty(const char *ns)
 
 /* ---- unary methods ---------------------------------------------------- */
 
+/* Whether ns is the namespace the worker's KV events fill: its Matches
+ * count as the engine counts, its Inserts are the events' alone. */
+static int mirrored(const rm_node *n, const char *ns)
+{
+    const char *m = node_mirror_namespace(n);
+    return m && !strcmp(m, ns);
+}
+
 static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer *req,
                                  grpc_byte_buffer **reply, char *msg, size_t len)
 {
@@ -329,11 +339,16 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
     } else if (code == GRPC_STATUS_OK) {
         const char *ns = node_ns_or_empty(r.namespace);
         uint64_t now = rm_now_ms();
-        rm_match_result mr;
+        rm_match_result mr = {0};
         node_caller nc;
         const rm_cache_caller *who = r.lease ? node_caller_of(call, &nc) : NULL;
-        rm_cache_result rc = rm_cache_match(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease,
-                                            r.lease_ttl_ms, now, &mr);
+        rm_cache_result rc = RM_CACHE_OK;
+        if (!r.lease && mirrored(n, ns)) /* counted as the engine counts its own hits */
+            mr.matched_tokens =
+                rm_cache_match_engine(&n->cache, ns, strlen(ns), toks.v, toks.n, now);
+        else
+            rc = rm_cache_match(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease,
+                                r.lease_ttl_ms, now, &mr);
         if (rc == RM_CACHE_OK) {
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
             node_budget(n, rm_shadow_match, ns, &toks);
@@ -374,8 +389,15 @@ static grpc_status_code do_insert(rm_node *n, rm_rpc_call *call, grpc_byte_buffe
         rm_insert_result ir;
         node_caller nc;
         const rm_cache_caller *who = r.lease_id ? node_caller_of(call, &nc) : NULL;
-        rm_cache_result rc = rm_cache_insert(&n->cache, who, ns, strlen(ns), toks.v, toks.n,
-                                             r.lease_id, rm_now_ms(), &ir);
+        rm_cache_result rc = RM_CACHE_OK;
+        if (mirrored(n, ns)) { /* what the worker holds comes from its events alone */
+            uint32_t pt = rm_cache_page_tokens(&n->cache);
+            ir = (rm_insert_result){.dropped_tokens = toks.n / pt * pt};
+            n->mirror_foreign_inserts++;
+        } else {
+            rc = rm_cache_insert(&n->cache, who, ns, strlen(ns), toks.v, toks.n, r.lease_id,
+                                 rm_now_ms(), &ir);
+        }
         if (rc) {
             code = node_cache_error(
                 n, rc, &(node_cache_subject){.lease_id = r.lease_id, .who = who}, msg, len);
@@ -466,6 +488,7 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
         rep.hit_budget_memory_bytes = node_budget_bytes(n);
     }
     rep.hot_block_tokens = n->hot.block_tokens;
+    node_mirror_stats(n, &rep);
     rm_hot_entry top[256];
     size_t k = rm_hotset_top(&n->hot, 0.01, now, top, 256, &rep.hot_window_requests);
     rep.hot_prefixes_count = (pb_size_t)k;
@@ -541,6 +564,16 @@ int rm_node_register(rm_node *n, rm_rpc_server *srv)
         if (rm_rpc_server_add_method(srv, &methods[i]) != 0)
             return -1;
     return 0;
+}
+
+int rm_node_mirror_start(rm_node *n, rm_rpc_server *srv, char *err, size_t errlen)
+{
+    return node_mirror_start(n, srv, err, errlen);
+}
+
+void rm_node_mirror_stop(rm_node *n)
+{
+    node_mirror_stop(n);
 }
 
 void rm_node_set_limits(rm_node *n, uint64_t max_request_tokens, uint32_t max_leases,

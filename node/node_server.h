@@ -20,6 +20,14 @@ typedef struct rm_node_config {
     uint32_t hot_block_tokens; /* block size of hot-prefix tracking */
     uint64_t hot_half_life_ms; /* how fast past traffic is forgotten */
     const char *worker_url;    /* the paired inference worker, NULL: none */
+    /* Precise mirroring (node/KV_EVENTS.md): the worker's KV-event
+     * publisher (NULL: none), its replay socket, topic, the namespace the
+     * events go to (NULL: the model the worker serves), the media
+     * accepted (RM_KV_MEDIUM_BIT()s, 0: GPU), how often its HTTP API is
+     * looked at. */
+    const char *worker_kv_events, *worker_kv_replay, *worker_kv_topic, *worker_namespace;
+    uint32_t worker_kv_media;
+    uint32_t worker_probe_interval_ms;
     /* A ReadKV/WriteKV that waits this long on its client (a send not
      * taken, nothing received) is cancelled and its pages returned. */
     uint64_t kv_stream_idle_ms;
@@ -40,6 +48,14 @@ int rm_node_register(rm_node *n, rm_rpc_server *srv);
 /* Periodic work: lease expiry, TTL eviction, namespace reclaim, the KV
  * streams' idle and lease bounds, rate-limited refusal logs. */
 void rm_node_tick(rm_node *n, uint64_t now_ms);
+
+/* Starts following the worker's KV events when configured
+ * (cfg.worker_kv_events), posting to srv's thread. Returns 0, or -1 with
+ * a reason naming the flag in err. */
+int rm_node_mirror_start(rm_node *n, rm_rpc_server *srv, char *err, size_t errlen);
+
+/* Stops what follows the worker (after the server loop ended). */
+void rm_node_mirror_stop(rm_node *n);
 
 /* Limits a config reload may change (owner thread). */
 void rm_node_set_limits(rm_node *n, uint64_t max_request_tokens, uint32_t max_leases,

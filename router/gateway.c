@@ -30,6 +30,7 @@ void rm_gateway_config_defaults(rm_gateway_config *c)
     c->max_prompt_tokens = 1u << 20;
     c->max_connections = 4096;
     c->max_buffered_bytes = 256u << 20;
+    c->tokenize_timeout_ms = 1000;
 }
 
 int gw_write_owned(uv_stream_t *stream, char *buf, size_t len, void *arg, uv_write_cb cb)
@@ -54,6 +55,7 @@ static void close_connections(rm_gateway *g)
     if (g->stopping) {
         gw_up_close_unattached(g);
         gw_scrape_close_all(g);
+        gw_tokenize_close_all(g);
     }
 }
 
@@ -163,6 +165,9 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
     c.offloaded = __atomic_load_n(&g->c.offloaded, __ATOMIC_RELAXED);
     c.scrape_skips = __atomic_load_n(&g->c.scrape_skips, __ATOMIC_RELAXED);
     c.buffered = __atomic_load_n(&g->c.buffered, __ATOMIC_RELAXED);
+    c.tokenized = __atomic_load_n(&g->c.tokenized, __ATOMIC_RELAXED);
+    c.tokenize_fallbacks = __atomic_load_n(&g->c.tokenize_fallbacks, __ATOMIC_RELAXED);
+    c.tokenize_us = __atomic_load_n(&g->c.tokenize_us, __ATOMIC_RELAXED);
     char l[256] = "";
     rm_prom_label(l, sizeof l, "router", router_id);
     rm_prom_metric(&b, "radixmesh_gateway_requests_total", "counter",
@@ -210,6 +215,17 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
     };
     for (size_t i = 0; i < RM_ARRAY_LEN(rows); i++)
         rm_prom_metric(&b, rows[i].name, rows[i].type, rows[i].help, l, (double)rows[i].v);
+    if (g->cfg.tokenize) {
+        rm_prom_metric(&b, "radixmesh_gateway_tokenized_total", "counter",
+                       "Text prompts routed on a worker's /tokenize token ids.", l,
+                       (double)c.tokenized);
+        rm_prom_metric(&b, "radixmesh_gateway_tokenize_fallbacks_total", "counter",
+                       "Text prompts routed on pseudo-tokens: /tokenize failed.", l,
+                       (double)c.tokenize_fallbacks);
+        rm_prom_metric(&b, "radixmesh_gateway_tokenize_seconds_total", "counter",
+                       "Time spent asking /tokenize (its mean: over tokenized + fallbacks).", l,
+                       (double)c.tokenize_us / 1e6);
+    }
     return b.p;
 }
 

@@ -73,6 +73,14 @@ typedef struct rm_gateway_config {
      * 401 (the header is forwarded to the worker unchanged). Kept by the
      * caller while the gateway runs. */
     const char *auth_token;
+    /* With tokenize, a text prompt is routed on the engine's own token ids:
+     * a worker's POST /tokenize (any worker the router routes to: they
+     * share the model's tokenizer) is asked first, within
+     * tokenize_timeout_ms, and the request routes in the model's namespace
+     * -- the one a node following its worker's KV events mirrors. When it
+     * fails, the request routes on pseudo-tokens as without (counted). */
+    int tokenize;
+    uint32_t tokenize_timeout_ms;
 } rm_gateway_config;
 
 void rm_gateway_config_defaults(rm_gateway_config *c);

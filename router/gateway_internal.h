@@ -11,6 +11,8 @@
  *   gateway_upstream.c forwarding to a worker: the response streamed back
  *                      (backpressure), timeouts, the keep-alive pool
  *   gateway_scrape.c   workers' /metrics, read every scrape interval
+ *   gateway_tokenize.c a text prompt's token ids from a worker's /tokenize
+ *                      (--gateway-tokenize worker)
  *   gateway_link.c     one HTTP exchange with a worker, for both of those
  *                      (gateway_link.h)
  *   gateway_state.c    a request's states and allowed moves (pure,
@@ -47,13 +49,14 @@ typedef struct gw_conn gw_conn;
 typedef struct gw_req gw_req;
 typedef struct gw_up gw_up;
 typedef struct gw_scrape gw_scrape;
+typedef struct gw_tok gw_tok;
 
 /* Counters are written on the gateway thread and read by the router's
  * metrics publisher: relaxed atomics. */
 typedef struct gw_counters {
     uint64_t requests, by_class[6], retries, client_gone, upstream_failures, active, connections;
     uint64_t paused, connects, idle, timeouts, over_budget, over_cap, offloaded, scrape_skips;
-    uint64_t buffered;
+    uint64_t buffered, tokenized, tokenize_fallbacks, tokenize_us;
 } gw_counters;
 
 /* Counting on the gateway thread, for readers on any thread. */
@@ -88,6 +91,9 @@ struct rm_gateway {
     gw_up *ups;          /* open forwarding connections to workers */
     gw_up *idle;         /* kept-alive ones among them, newest first */
     gw_scrape *scraping; /* scrapes in progress (at most one per worker) */
+    gw_tok *tokenizing;  /* /tokenize exchanges in progress */
+    uint32_t tok_next;   /* the worker the next one asks, round robin */
+    int tok_logged;      /* the first fallback was logged */
     uint32_t nidle;
     size_t buffered; /* request bytes held, against cfg.max_buffered_bytes */
     /* Large bodies waiting for the threadpool, one parse at a time: its
@@ -127,6 +133,7 @@ typedef struct gw_parse {
     char *ns;
     uint32_t *tokens;
     size_t ntokens;
+    char *tok_body; /* --gateway-tokenize: the /tokenize request (text prompts) */
     char err[256];
 } gw_parse;
 
@@ -144,6 +151,7 @@ struct gw_req {
     size_t body_len;
     int attempts;    /* workers tried (RM_GW_MAX_ATTEMPTS) */
     gw_up *up;       /* the worker connection, while CONNECTING to STREAMING */
+    gw_tok *tok;     /* the /tokenize exchange, while TOKENIZING */
     int chunked_out; /* STREAMING: the body goes to the client re-chunked */
     gw_parse parse;
     /* A text prompt's 2xx response is read for the generated text, to
@@ -248,6 +256,22 @@ void gw_up_resume(gw_up *u);
 void gw_up_close(gw_up *u);
 /* Closes every worker connection no request is attached to. */
 void gw_up_close_unattached(rm_gateway *g);
+
+/* The /tokenize answer for q (TOKENIZING): the engine's token ids
+ * (tokens, n; taken), or NULL when there is none (why says what failed).
+ * q then routes. */
+void gw_req_tokenized(gw_req *q, uint32_t *tokens, size_t n, const char *why);
+
+/* ---- gateway_tokenize.c ------------------------------------------------------- */
+
+/* Asks a worker's POST /tokenize for q's prompt (body: its JSON, taken);
+ * gw_req_tokenized follows within tokenize_timeout_ms, maybe before this
+ * returns. */
+void gw_tokenize_start(gw_req *q, char *body);
+/* q no longer waits for its answer (q->tok is cleared). */
+void gw_tokenize_detach(gw_req *q);
+/* Ends every exchange in progress (stopping). */
+void gw_tokenize_close_all(rm_gateway *g);
 
 /* ---- gateway_scrape.c --------------------------------------------------------- */
 

@@ -50,6 +50,51 @@ static void breakers_poll(rm_router *r)
         rt_rebuild_ring(r);
 }
 
+/* Whether n mirrors its worker from the worker's KV events in namespace
+ * ns (its Stats say so): the events then record what the worker caches,
+ * exactly, and a recording after the request would only add guesses. */
+static int mirrors_precisely(const rnode *n, const char *ns)
+{
+    const char *m = n->stats.kv_namespace;
+    return n->have_stats && n->stats.kv_events && m && *m && !strcmp(m, ns);
+}
+
+typedef struct count_op {
+    rnode *n;
+    rm_route_job *job;
+} count_op;
+
+static void on_counted(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, const char *details)
+{
+    count_op *op = ctx;
+    rm_route_job *job = op->job;
+    (void)reply;
+    if (st != GRPC_STATUS_OK)
+        rm_log(RM_LOG_DEBUG, "router", "counting a gateway prompt in %s: %s", op->n->id, details);
+    rt_node_unref(op->n);
+    free(op);
+    job->done(job);
+}
+
+/* The request's Match, counted in n before the worker sees the request:
+ * the engine counts its hits against its cache as the request finds it,
+ * and the mirror must not yet hold the blocks the request itself is about
+ * to store. The job goes back once the node has answered. Takes n's
+ * reference. */
+static void count_then_done(rm_router *r, rnode *n, rm_route_job *job)
+{
+    count_op *op = rm_xmalloc(sizeof *op);
+    *op = (count_op){n, job};
+    job->counted = 1;
+    radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
+    rm_tokens_view view = {job->tokens, job->ntokens};
+    m.namespace = job->ns;
+    rm_pb_tokens_encoder(&m.tokens, &view);
+    if (rt_node_call_msg(r, n, RT_MATCH, radixmesh_v1_MatchRequest_fields, &m,
+                         (int)r->cfg.call_timeout_ms, on_counted, op) != 0)
+        on_counted(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Match");
+}
+
 /* The choice ended: the job goes back to the gateway, with its worker or
  * why there is none. */
 static void gw_chosen(rt_choice *ch, rnode *n)
@@ -65,6 +110,11 @@ static void gw_chosen(rt_choice *ch, rnode *n)
         snprintf(job->worker_host, sizeof job->worker_host, "%s", n->worker_host);
         job->worker_port = n->worker_port;
         job->key_tokens = ch->key_tokens;
+        if (!job->any && job->ntokens && mirrors_precisely(n, job->ns ? job->ns : "")) {
+            free(ch);
+            count_then_done(r, n, job);
+            return;
+        }
         rt_node_unref(n);
     } else {
         job->found = 0;
@@ -231,14 +281,17 @@ static void gw_done(void *arg)
     }
     int ok = p->ok;
     free(p);
-    if (n && ok && !job->any && job->ntokens && n->healthy) {
+    int answered = n && ok && !job->any && job->ntokens && n->healthy;
+    if (answered) {
         /* The budget sees the traffic the nodes count: answered prompts. */
         const char *ns = job->ns ? job->ns : "";
         rt_budget(r, rm_shadow_match, ns, job->tokens, job->ntokens);
         if (job->record)
             rt_budget(r, rm_shadow_insert, ns, job->record, job->nrecord);
+    }
+    if (answered && !job->counted) /* a mirrored node's events record it instead */
         record_prompt(r, n, job);
-    } else
+    else
         free_job(job);
 }
 

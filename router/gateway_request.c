@@ -49,6 +49,7 @@ static void req_free(gw_req *q)
     free(q->body);
     free(q->parse.ns);
     free(q->parse.tokens);
+    free(q->parse.tok_body);
     rm_openai_reply_free(&q->reply);
     free(q);
     UNCOUNT(g, active);
@@ -82,6 +83,8 @@ static void parse_prompt(gw_req *q)
     pp->rc =
         rm_openai_prompt(q->body ? q->body : "", q->body_len, pp->kind, q->g->cfg.max_prompt_tokens,
                          &pp->ns, &pp->tokens, &pp->ntokens, &q->end, pp->err, sizeof pp->err);
+    if (pp->rc == 0 && q->end.text && q->g->cfg.tokenize)
+        pp->tok_body = rm_openai_tokenize_body(q->body, q->body_len, pp->kind);
 }
 
 /* The prompt is parsed (gateway thread): route it, or answer 400. */
@@ -104,6 +107,40 @@ static void prompt_parsed(gw_req *q)
     q->job = new_job(q, pp->ns, pp->tokens, pp->ntokens, 0);
     pp->ns = NULL;
     pp->tokens = NULL;
+    if (pp->tok_body) { /* the engine's token ids first (gateway_tokenize.c) */
+        char *body = pp->tok_body;
+        pp->tok_body = NULL;
+        gw_req_set_state(q, RM_GW_REQ_TOKENIZING);
+        gw_tokenize_start(q, body);
+        return;
+    }
+    route(q);
+}
+
+void gw_req_tokenized(gw_req *q, uint32_t *tokens, size_t n, const char *why)
+{
+    rm_gateway *g = q->g;
+    q->tok = NULL;
+    if (!why) {
+        /* The model's own namespace: pseudo-tokens live in "#text". */
+        char *ns = q->job->ns;
+        size_t len = strlen(ns);
+        if (len >= 5 && !strcmp(ns + len - 5, "#text"))
+            ns[len - 5] = '\0';
+        free(q->job->tokens);
+        q->job->tokens = tokens;
+        q->job->ntokens = n;
+        q->end.text = 0; /* the reply's token ids are the engine's to know */
+        COUNT(g, tokenized);
+    } else {
+        COUNT(g, tokenize_fallbacks);
+        if (!g->tok_logged)
+            rm_log(RM_LOG_WARN, "gateway",
+                   "routing text prompts on pseudo-tokens: %s (logged once; "
+                   "radixmesh_gateway_tokenize_fallbacks_total counts them)",
+                   why);
+        g->tok_logged = 1;
+    }
     route(q);
 }
 
@@ -260,6 +297,7 @@ void gw_req_finish(gw_req *q, int ok, rm_worker_outcome outcome)
     gw_conn *c = q->conn;
     gw_req_set_state(q, RM_GW_REQ_DONE);
     req_detach_up(q);
+    gw_tokenize_detach(q);
     if (q->job && ok)
         extend_with_reply(q);
     if (q->job)

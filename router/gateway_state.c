@@ -4,8 +4,10 @@
 
 /* allowed[from]: the states a request in `from` may move to. */
 static const unsigned allowed[RM_GW_REQ_NSTATES] = {
-    [RM_GW_REQ_NEW] = BIT(RM_GW_REQ_PARSING) | BIT(RM_GW_REQ_ROUTING) | BIT(RM_GW_REQ_DONE),
-    [RM_GW_REQ_PARSING] = BIT(RM_GW_REQ_ROUTING) | BIT(RM_GW_REQ_DONE),
+    [RM_GW_REQ_NEW] = BIT(RM_GW_REQ_PARSING) | BIT(RM_GW_REQ_TOKENIZING) | BIT(RM_GW_REQ_ROUTING) |
+                      BIT(RM_GW_REQ_DONE),
+    [RM_GW_REQ_PARSING] = BIT(RM_GW_REQ_TOKENIZING) | BIT(RM_GW_REQ_ROUTING) | BIT(RM_GW_REQ_DONE),
+    [RM_GW_REQ_TOKENIZING] = BIT(RM_GW_REQ_ROUTING) | BIT(RM_GW_REQ_DONE),
     [RM_GW_REQ_ROUTING] = BIT(RM_GW_REQ_CONNECTING) | BIT(RM_GW_REQ_DONE),
     [RM_GW_REQ_CONNECTING] = BIT(RM_GW_REQ_WAITING) | BIT(RM_GW_REQ_ROUTING) | BIT(RM_GW_REQ_DONE),
     [RM_GW_REQ_WAITING] = BIT(RM_GW_REQ_STREAMING) | BIT(RM_GW_REQ_ROUTING) |
@@ -37,6 +39,6 @@ int rm_gw_req_may_retry(rm_gw_req_state s, int attempts)
 const char *rm_gw_req_state_name(rm_gw_req_state s)
 {
     static const char *const names[RM_GW_REQ_NSTATES] = {
-        "new", "parsing", "routing", "connecting", "waiting", "streaming", "done"};
+        "new", "parsing", "tokenizing", "routing", "connecting", "waiting", "streaming", "done"};
     return valid(s) ? names[s] : "?";
 }

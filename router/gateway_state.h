@@ -8,8 +8,10 @@
  * answered after its client went.
  *
  *   from        to
- *   NEW         PARSING (a large body), ROUTING (parsed here), DONE
- *   PARSING     ROUTING, DONE
+ *   NEW         PARSING (a large body), TOKENIZING (a text prompt, with
+ *               --gateway-tokenize worker), ROUTING (parsed here), DONE
+ *   PARSING     TOKENIZING, ROUTING, DONE
+ *   TOKENIZING  ROUTING (with the engine's token ids, or without), DONE
  *   ROUTING     CONNECTING (a worker found), DONE
  *   CONNECTING  WAITING (sent), ROUTING (a retry), DONE
  *   WAITING     STREAMING (the head went to the client), ROUTING (a retry),
@@ -25,6 +27,7 @@
 typedef enum {
     RM_GW_REQ_NEW,        /* read whole; the gateway thread has it */
     RM_GW_REQ_PARSING,    /* its body queued for, or out on, libuv's threadpool */
+    RM_GW_REQ_TOKENIZING, /* a worker's /tokenize asked for its prompt's token ids */
     RM_GW_REQ_ROUTING,    /* its job out on the router thread */
     RM_GW_REQ_CONNECTING, /* a worker chosen; its connection being made */
     RM_GW_REQ_WAITING,    /* sent; the worker's final response head not in */

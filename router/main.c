@@ -151,6 +151,7 @@ int main(int argc, char **argv)
     cfg.router_id = NULL; /* the host name unless given */
     const char *nodes = NULL, *nodes_dns = NULL, *key_mode = "adaptive";
     const char *node_token_file = NULL, *gateway = NULL, *hit_budget = "on";
+    const char *tokenize = "none";
     rm_gateway_config gwc;
     rm_gateway_config_defaults(&gwc);
     rm_breaker_config *brk = &cfg.worker_breaker;
@@ -232,6 +233,14 @@ int main(int argc, char **argv)
          "request bytes held in all (bodies, pipelined read-ahead); beyond, 503 with "
          "Retry-After (>= --gateway-max-body-bytes)",
          1u << 20, (uint64_t)1 << 40},
+        {"gateway-tokenize", RM_FLAG_STR, &tokenize,
+         "none: route text prompts on pseudo-tokens; worker: on the engine's token ids, asked "
+         "of a worker's POST /tokenize first (the namespace of nodes with --worker-kv-events)",
+         0, 0},
+        {"gateway-tokenize-timeout-ms", RM_FLAG_U32, &gwc.tokenize_timeout_ms,
+         "with --gateway-tokenize worker: how long to wait for /tokenize before routing on "
+         "pseudo-tokens",
+         1, 600000},
         {"gateway-breaker-failures", RM_FLAG_U32, &brk->failures,
          "consecutive failed requests (no connection, timeout, broken response) that take a "
          "worker out of gateway routing",
@@ -280,6 +289,10 @@ int main(int argc, char **argv)
                       "--gateway-max-body-bytes (%zu)",
                       gwc.max_buffered_bytes, gwc.max_body_bytes);
     gwc.listen = gateway;
+    if (!strcmp(tokenize, "worker"))
+        gwc.tokenize = 1;
+    else if (strcmp(tokenize, "none") != 0)
+        rm_flags_fail(fs, "--gateway-tokenize: expected none or worker, got '%s'", tokenize);
     gwc.max_prompt_tokens = cfg.max_request_tokens;
     brk->max_cooldown_ms = brk->cooldown_ms * 32;
     uint64_t gw_max;

@@ -51,6 +51,7 @@ static void publish_workers(rm_router *r)
             continue;
         snprintf(list[k].node_id, sizeof list[k].node_id, "%s", n->id);
         snprintf(list[k].host, sizeof list[k].host, "%s", n->worker_host);
+        list[k].up = rt_has_worker(n);
         list[k++].port = n->worker_port;
     }
     pthread_mutex_lock(&r->workers_mu);

@@ -312,6 +312,72 @@ int rm_openai_reply_text(const char *body, size_t len, rm_openai_kind kind, char
     return rc;
 }
 
+/* ---- engine tokens ------------------------------------------------------------ */
+
+char *rm_openai_tokenize_body(const char *body, size_t len, rm_openai_kind kind)
+{
+    static const char *const chat_keys[] = {
+        "model", "messages",  "continue_final_message", "chat_template", "chat_template_kwargs",
+        "tools", "documents", "add_special_tokens"};
+    static const char *const completion_keys[] = {"model", "add_special_tokens"};
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *out = json_object();
+    char *s = NULL;
+    if (!json_is_object(root))
+        goto done;
+    if (kind == RM_OPENAI_CHAT) {
+        if (!json_is_array(json_object_get(root, "messages")))
+            goto done;
+        for (size_t i = 0; i < RM_ARRAY_LEN(chat_keys); i++) {
+            json_t *v = json_object_get(root, chat_keys[i]);
+            if (v)
+                json_object_set(out, chat_keys[i], v);
+        }
+        json_t *agp = json_object_get(root, "add_generation_prompt");
+        json_object_set(out, "add_generation_prompt", agp ? agp : json_true());
+    } else {
+        json_t *p = json_object_get(root, "prompt");
+        if (json_is_array(p) && json_is_string(json_array_get(p, 0)))
+            p = json_array_get(p, 0); /* a batch: its first prompt routes it */
+        if (!json_is_string(p))
+            goto done;
+        for (size_t i = 0; i < RM_ARRAY_LEN(completion_keys); i++) {
+            json_t *v = json_object_get(root, completion_keys[i]);
+            if (v)
+                json_object_set(out, completion_keys[i], v);
+        }
+        json_object_set(out, "prompt", p);
+    }
+    s = json_dumps(out, JSON_COMPACT);
+done:
+    json_decref(out);
+    json_decref(root);
+    return s;
+}
+
+int rm_openai_tokens_reply(const char *body, size_t len, size_t max_tokens, uint32_t **tokens,
+                           size_t *n, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, 0, &jerr);
+    json_t *arr = json_object_get(root, "tokens");
+    int rc = -1;
+    *tokens = NULL;
+    *n = 0;
+    if (!root)
+        snprintf(err, errlen, "the /tokenize answer is not JSON: %s", jerr.text);
+    else if (!json_is_array(arr))
+        snprintf(err, errlen, "the /tokenize answer has no \"tokens\" array");
+    else
+        rc = ids_of(arr, max_tokens, tokens, n, err, errlen);
+    if (rc == 0 && *n == 0) {
+        free(*tokens);
+        *tokens = NULL;
+    }
+    json_decref(root);
+    return rc;
+}
+
 char *rm_openai_error(const char *message, const char *type, const char *code)
 {
     json_t *e = json_pack("{s:{s:s,s:s,s:n,s:s?}}", "error", "message", message, "type", type,

@@ -72,6 +72,25 @@ void rm_openai_reply_free(rm_openai_reply *r);
 int rm_openai_reply_text(const char *body, size_t len, rm_openai_kind kind, char **text,
                          size_t *text_len);
 
+/* ---- engine tokens (--gateway-tokenize worker) ------------------------------ */
+
+/* The body of a POST /tokenize (vLLM's, SGLang's) that gives the token ids
+ * the worker will compute for this request: for chat, its "messages" with
+ * "add_generation_prompt" (true unless the request says), and the fields
+ * that change the rendering ("continue_final_message", "chat_template",
+ * "chat_template_kwargs", "tools", "documents", "add_special_tokens"); for
+ * a completion, its (first) text "prompt" and "add_special_tokens"; the
+ * "model" either way. Returns the JSON (malloc'd, NUL-terminated), or
+ * NULL when the request's prompt is not text (token ids need no asking)
+ * or the body is not a request rm_openai_prompt accepts. */
+char *rm_openai_tokenize_body(const char *body, size_t len, rm_openai_kind kind);
+
+/* The token ids of a /tokenize answer {"tokens": [...], "count": ...},
+ * at most max_tokens of them. Returns 0 and *tokens (malloc'd, *n ids;
+ * NULL when *n is 0), or -1 with the reason in err. */
+int rm_openai_tokens_reply(const char *body, size_t len, size_t max_tokens, uint32_t **tokens,
+                           size_t *n, char *err, size_t errlen);
+
 /* An OpenAI-style error document (caller frees):
  * {"error":{"message":..,"type":..,"param":null,"code":..}}. */
 char *rm_openai_error(const char *message, const char *type, const char *code);

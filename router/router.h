@@ -128,13 +128,18 @@ typedef struct rm_route_job {
     void *user;
     int charged; /* router-private: the node carries this request as load */
     int trial;   /* router-private: the half-open trial of the worker's breaker */
+    int counted; /* router-private: its Match was counted before it went (precise node) */
 } rm_route_job;
 
 /* Thread-safe. Routes job on the router thread like a Match (adaptive
  * key, bounded load, two peeked choices) among nodes whose worker is
  * known and healthy, skipping job->exclude; charges the chosen node one
- * request in flight; then calls job->done. Returns 0, or -1 once the
- * router has stopped (done is not called; the job stays the caller's). */
+ * request in flight; then calls job->done. When the chosen node mirrors
+ * its worker from KV events in job->ns (its Stats: kv_events,
+ * kv_namespace), the request's Match is counted there first, before the
+ * worker can store the request's own blocks: done follows its answer.
+ * Returns 0, or -1 once the router has stopped (done is not called; the
+ * job stays the caller's). */
 int rm_router_route_async(rm_router *r, rm_route_job *job);
 
 /* What a request told about its worker (router/breaker.h). */
@@ -149,7 +154,9 @@ typedef enum {
  * in-flight charge is released; with ok (the worker answered 2xx) its
  * prompt is recorded in the node (Match of tokens, then a metadata-only
  * Insert of record, or of tokens), so the node mirrors what its worker
- * cached; the outcome feeds the worker's circuit breaker (consecutive
+ * cached -- unless its Match was counted before (a node following its
+ * worker's KV events, which record the rest); the outcome feeds the
+ * worker's circuit breaker (consecutive
  * failures open it, see router/breaker.h), and RM_WORKER_UNREACHABLE also
  * takes the worker out of gateway routing until a scrape reaches it
  * again. */
@@ -160,6 +167,7 @@ typedef struct rm_worker_ref {
     char node_id[128];
     char host[256];
     int port;
+    int up; /* the gateway routes to it now (reachable, its breaker closed) */
 } rm_worker_ref;
 
 /* Thread-safe snapshot of the paired workers; *out is malloc'd (caller

@@ -309,6 +309,10 @@ char *rm_router_metrics(rm_router *r)
         {"radixmesh_node_pool_pages", "gauge", "The node's pool size in pages."},
         {"radixmesh_node_free_pages", "gauge", "The node's free pages."},
         {"radixmesh_node_load", "gauge", "In-flight + recent routed requests."},
+        {"radixmesh_node_kv_precise", "gauge",
+         "1 while the node mirrors its worker from the worker's KV events."},
+        {"radixmesh_node_kv_resyncs_total", "counter",
+         "Times the node's precise mirror was emptied to start again."},
     };
     uint64_t now = rm_now_ms();
     for (size_t f = 0; f < RM_ARRAY_LEN(fams); f++) {
@@ -326,7 +330,9 @@ char *rm_router_metrics(rm_router *r)
                           (double)st->evicted_tokens_total,
                           (double)st->pool_pages,
                           (double)st->free_pages,
-                          rt_node_load(r, n, now)};
+                          rt_node_load(r, n, now),
+                          st->kv_events,
+                          (double)st->kv_resyncs_total};
             node_labels(nl, sizeof nl, rl, n);
             rm_prom_sample(&b, fams[f][0], nl, v[f]);
         }
@@ -372,6 +378,33 @@ static json_t *budget_json(const rm_router *r, double achieved, double delivered
                         json_real(r->budget_on ? rm_shadow_rate(&r->budget) : 0));
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)rt_budget_bytes(r)));
     return o;
+}
+
+/* A node mirroring its worker from KV events: how the stream goes. */
+static void kv_json(json_t *j, const radixmesh_v1_NodeStats *st)
+{
+    const struct {
+        const char *key;
+        uint64_t v;
+    } f[] = {
+        {"kv_batches_total", st->kv_batches_total},
+        {"kv_events_applied_total", st->kv_events_applied_total},
+        {"kv_events_skipped_total", st->kv_events_skipped_total},
+        {"kv_gaps_total", st->kv_gaps_total},
+        {"kv_replays_total", st->kv_replays_total},
+        {"kv_replayed_total", st->kv_replayed_total},
+        {"kv_resyncs_total", st->kv_resyncs_total},
+        {"kv_drops_total", st->kv_drops_total},
+        {"kv_malformed_total", st->kv_malformed_total},
+        {"kv_block_size_mismatches_total", st->kv_block_size_mismatches_total},
+        {"kv_blocks", st->kv_blocks},
+        {"worker_cache_tokens", st->worker_cache_tokens},
+    };
+    for (size_t i = 0; i < RM_ARRAY_LEN(f); i++)
+        json_object_set_new(j, f[i].key, json_integer((json_int_t)f[i].v));
+    json_object_set_new(j, "kv_namespace", json_string(st->kv_namespace ? st->kv_namespace : ""));
+    json_object_set_new(j, "kv_last_seq",
+                        st->kv_has_seq ? json_integer((json_int_t)st->kv_last_seq) : json_null());
 }
 
 char *rm_router_cluster_json(rm_router *r)
@@ -437,7 +470,10 @@ char *rm_router_cluster_json(rm_router *r)
                                                       : json_null());
             json_object_set_new(j, "gateway_requests", json_integer((json_int_t)n->gw_requests));
             json_object_set_new(j, "gateway_inflight", json_integer(n->gw_inflight));
+            json_object_set_new(j, "mirror", json_string(st->kv_events ? "precise" : "approx"));
         }
+        if (st->kv_events)
+            kv_json(j, st);
         json_array_append_new(nodes, j);
     }
     json_object_set_new(o, "nodes", nodes);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "prom.h"
+
 enum { M_HITS, M_QUERIES, M_RATE, M_NONE };
 
 static const struct {
@@ -26,40 +28,6 @@ static int kind_of(const char *name, size_t len)
     return M_NONE;
 }
 
-/* The value of one sample line [p, end), or NAN if it is not one. */
-static double sample_value(const char *p, const char *end, const char **name, size_t *name_len)
-{
-    const char *q = p;
-    while (q < end && *q != '{' && *q != ' ' && *q != '\t')
-        q++;
-    *name = p;
-    *name_len = (size_t)(q - p);
-    if (q < end && *q == '{') {
-        int quoted = 0;
-        for (q++; q < end; q++) {
-            if (quoted && *q == '\\' && q + 1 < end)
-                q++;
-            else if (*q == '"')
-                quoted = !quoted;
-            else if (!quoted && *q == '}')
-                break;
-        }
-        if (q == end)
-            return NAN;
-        q++;
-    }
-    char buf[64];
-    while (q < end && (*q == ' ' || *q == '\t'))
-        q++;
-    size_t n = 0;
-    while (q < end && *q != ' ' && *q != '\t' && n + 1 < sizeof buf)
-        buf[n++] = *q++;
-    buf[n] = '\0';
-    char *stop;
-    double v = strtod(buf, &stop);
-    return n && *stop == '\0' ? v : NAN;
-}
-
 /* A counter's value as an integer: a page may claim anything, and casting
  * a double beyond 2^64 (or infinity, from a sum) is undefined. */
 static uint64_t to_u64(double v)
@@ -75,11 +43,10 @@ int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *le = nl ? nl : end;
-        if (le > p && *p != '#') {
-            const char *name;
-            size_t nlen;
-            double v = sample_value(p, le, &name, &nlen);
-            int k = kind_of(name, nlen);
+        rm_prom_line l;
+        if (rm_prom_parse_line(p, le, &l) == 0) {
+            int k = kind_of(l.name, l.name_len);
+            double v = l.value;
             if (k != M_NONE && isfinite(v) && v >= 0) {
                 sum[k] += v;
                 seen[k] = 1;

@@ -9,8 +9,9 @@
  *   SGLang   sglang:cache_hit_rate: a gauge in [0, 1]
  *
  * No library in Debian reads the Prometheus text format from C, and only
- * sample lines of these few names matter, so this scans lines itself: a
- * name, optional {labels} (quoted values may hold '}' or spaces), a value. */
+ * sample lines of these few names matter, so lines are scanned by
+ * common/prom.h's reader: a name, optional {labels} (quoted values may
+ * hold '}' or spaces), a value. */
 #ifndef RM_WORKER_METRICS_H
 #define RM_WORKER_METRICS_H
 

@@ -23,7 +23,8 @@ HTTP (the engine's OpenAI server, enough of it for the gateway):
       the tokenizer is byte-level (token = byte + 3; 1 = BOS), the chat
       template "<|role|>content\\n" per message (+ "<|assistant|>");
   GET  /metrics    vllm:cache_config_info (block_size, num_gpu_blocks...),
-      vllm:prefix_cache_queries_total / _hits_total (tokens), kv usage;
+      vllm:prefix_cache_queries_total / _hits_total (tokens), kv usage,
+      process_start_time_seconds (a restart sets it anew);
   GET  /v1/models, /health.
 Test hooks:
   POST /_control   {"encoding": STYLE} {"hash": KIND}
@@ -37,13 +38,14 @@ Test hooks:
                                       ints, kv_wire's event dicts); -> {"seq"}
                    {"flood": {"batches": N, "blocks": K}}  N synthetic batches of
                                       K stored blocks (outside the cache) -> {"seq"}
+                   {"tokenize_status": N}  /tokenize answers N (0: as normal)
                    {"malformed": KIND}  "msgpack" (payload 0xc1), "schema" (a
                                       msgpack string), "unknown_event" (an unknown
                                       event type beside a valid one): each takes a
                                       seq; "frames" (two frames), "seq" (a 7-byte
                                       seq frame): no seq
   GET  /_state     {"next_seq", "published", "dropped", "blocks", "queries",
-                    "hits", "replay_requests"}
+                    "hits", "replay_requests", "evicted", "tokenize_requests"}
 Prints "LISTENING 127.0.0.1:PORT", "KV_EVENTS tcp://..." and (unless
 --no-replay) "KV_REPLAY tcp://..." once it serves.
 """
@@ -96,6 +98,8 @@ class Engine:
         self.rebind_req, self.rebind_done = threading.Event(), threading.Event()
         self._reset_state()
         self.replay_requests = 0
+        self.tokenize_requests = 0
+        self.tokenize_status = 0
         self.running = True
         self.replay_thread = threading.Thread(target=self._serve_replay, daemon=True)
         self.replay_thread.start()
@@ -125,6 +129,8 @@ class Engine:
         self.cache = collections.OrderedDict()  # hash -> parent hash; LRU first
         self.queries = 0
         self.hits = 0
+        self.evicted = 0
+        self.start_time = time.time()
         self.flood_hash = 1 << 40
 
     # ---- publishing ----------------------------------------------------------
@@ -233,6 +239,7 @@ class Engine:
                 if victim is None:
                     break
                 del self.cache[victim]
+                self.evicted += 1
                 events.append({"type": "BlockRemoved", "block_hashes": [victim],
                                "medium": "GPU"})
             new = new[: self.args.num_gpu_blocks - len(self.cache)]
@@ -321,13 +328,16 @@ class Engine:
                 "# TYPE vllm:prefix_cache_hits_total counter\n"
                 f'vllm:prefix_cache_hits_total{{engine="0",model_name="{a.model}"}} '
                 f"{float(self.hits)}\n"
+                "# TYPE process_start_time_seconds gauge\n"
+                f"process_start_time_seconds {self.start_time:.3f}\n"
             ).encode()
 
     def state(self):
         with self.lock:
             return {"next_seq": self.seq, "published": self.published, "dropped": self.dropped,
                     "blocks": len(self.cache), "queries": self.queries, "hits": self.hits,
-                    "replay_requests": self.replay_requests}
+                    "replay_requests": self.replay_requests, "evicted": self.evicted,
+                    "tokenize_requests": self.tokenize_requests}
 
 
 def make_handler(engine):
@@ -389,6 +399,12 @@ def make_handler(engine):
             if self.path == "/_control":
                 self.control(body)
             elif self.path == "/tokenize":
+                with engine.lock:
+                    engine.tokenize_requests += 1
+                    status = engine.tokenize_status
+                if status:
+                    self.send_json(status, {"error": {"message": "tokenizer unavailable"}})
+                    return
                 toks = self.prompt_tokens(body)
                 self.send_json(200, {"tokens": toks, "count": len(toks),
                                      "max_model_len": args.max_model_len, "token_strs": None})
@@ -406,6 +422,9 @@ def make_handler(engine):
                     engine.encoding = c["encoding"]
                 if "hash" in c:
                     engine.hash_kind = c["hash"]
+                if "tokenize_status" in c:
+                    with engine.lock:
+                        engine.tokenize_status = int(c["tokenize_status"])
                 if "drop_next" in c:
                     with engine.lock:
                         engine.drop_next = int(c["drop_next"])

@@ -12,6 +12,7 @@ and on machines busy with other work).
 import http.client
 import importlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,6 +200,22 @@ def metric(addr, name, headers=None, label=""):
         if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
             total += float(line.split()[-1])
     return total
+
+
+def dashboard_dom(http_addr):
+    """The router's dashboard at http_addr as headless Chromium renders it
+    (its script has fetched /api/cluster), or None without chromium."""
+    browser = shutil.which("chromium")
+    if not browser:
+        return None
+    import tempfile
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=4000",
+             "--dump-dom", f"http://{http_addr}/"],
+            capture_output=True, text=True, timeout=120).stdout
 
 
 def connect(addr, timeout=10):

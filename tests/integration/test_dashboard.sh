@@ -44,6 +44,9 @@ for node_id, row in rows:
     cell = re.search(r'class="hit">([^<]*)<', row).group(1)
     assert cell == pct(n["hit_tokens_total"] / n["query_tokens_total"]), (node_id, cell)
     assert ">%d<" % n["match_requests_total"] in row
+    # The mirror column: precise (the worker's KV events), approx, or - (no worker).
+    mirror = re.search(r'class="mirror"[^>]*>([^<]*)<', row).group(1)
+    assert mirror == (n.get("mirror") or "-"), (node_id, mirror, n.get("mirror"))
 assert "<polyline" in dom, "no hit-rate chart drawn"
 # The hit budget: a bar per stage, the memory curve's points, as the API says.
 b = c["hit_budget"]

@@ -13,18 +13,16 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
-from rmtest import poll
+from rmtest import dashboard_dom, poll
 
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -291,17 +289,10 @@ class GatewayTest(unittest.TestCase):
     def check_dashboard(self):
         """Headless Chromium renders the dashboard: its predicted and real
         hit rates equal /api/cluster's. Skipped without chromium."""
-        browser = shutil.which("chromium")
-        if not browser:
+        dom = dashboard_dom(self.c.http)
+        if dom is None:
             print("dashboard check skipped: no chromium", file=sys.stderr)
             return
-        with tempfile.TemporaryDirectory() as profile:
-            dom = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=4000",
-                 "--dump-dom", f"http://{self.c.http}/"],
-                capture_output=True, text=True, timeout=120).stdout
         doc = self.c.cluster()
         pct = lambda x: "%.1f%%" % (100 * x)
         text = lambda id_: re.search(r'id="%s"[^>]*>([^<]*)<' % id_, dom).group(1)

@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import select
+import signal
 import socket
 import sys
 import tempfile
@@ -1021,6 +1022,172 @@ class HitBudgetHostile(unittest.TestCase):
         self.assertEqual(list(st.hit_budget_hit_tokens), [0] * 5)
         self.assertEqual(cs.infinite_hit_rate, 0)
 
+
+class KvEventsHostile(unittest.TestCase):
+    """A node following an engine's KV events (--worker-kv-events, issue 17)
+    fed bad input on the event stream by a fake engine
+    (tests/integration/fake_vllm.py): malformed msgpack and frames, unknown
+    event types, stored blocks whose parents it never saw, block sizes that
+    disagree with its page, a flood. Each is logged and counted, never a
+    crash, and the node's memory stays bounded."""
+
+    def setUp(self):
+        self.engine = rmtest.Daemon([sys.executable, os.path.join(HERE, "fake_vllm.py"),
+                                     "--num-gpu-blocks", "256"], until="KV_REPLAY")
+        self.addCleanup(self.engine.stop)
+        self.node = rmtest.Daemon(
+            [ARGS.node, "--listen", "127.0.0.1:0", "--shutdown-delay-ms", "0", "--node-id",
+             "kv-hostile", "--http", "127.0.0.1:0", "--worker-url", "http://" + self.engine.addr,
+             "--worker-kv-events", self.engine.addrs["KV_EVENTS"],
+             "--worker-kv-replay", self.engine.addrs["KV_REPLAY"],
+             "--worker-probe-interval-ms", "200"], until="HTTP", env=asan_env())
+        ch = grpc.insecure_channel(self.node.addr)
+        self.stub = pb_grpc.CacheNodeStub(ch)
+        self.addCleanup(lambda: self.assertEqual(self.node.stop(), 0))
+        self.addCleanup(ch.close)
+        rmtest.poll("the namespace from /v1/models", lambda: self.stats().kv_namespace)
+        # Until the subscription reaches the engine, batches are lost: one
+        # that arrives proves the stream is up (the ones before are replayed).
+        rmtest.poll("the event stream up", lambda: self.synced(self.publish(
+            [{"type": "AllBlocksCleared"}])), timeout=30)
+
+    def stats(self):
+        return self.stub.Stats(pb.StatsRequest(), timeout=30)
+
+    def control(self, body):
+        status, _, out = rmtest.http_request(self.engine.addr, "POST", "/_control",
+                                             json.dumps(body), timeout=60)
+        self.assertEqual(status, 200, out)
+        return json.loads(out).get("seq")
+
+    def publish(self, events):
+        return self.control({"publish": events})
+
+    def synced(self, seq):
+        st = self.stats()
+        return st.kv_has_seq and st.kv_last_seq >= seq
+
+    def stored(self, hashes, parent, block_size=16, tokens=None):
+        return {"type": "BlockStored", "block_hashes": hashes, "parent_block_hash": parent,
+                "token_ids": tokens if tokens is not None else
+                list(range(7, 7 + block_size * len(hashes))),
+                "block_size": block_size, "lora_id": None}
+
+    def test_malformed_batches_and_frames(self):
+        """Payloads that are not msgpack or not an event batch, messages
+        with the wrong frames: counted, logged, skipped; the stream goes on."""
+        before, st0 = rmtest.rss_kib(self.node.pid), self.stats()
+        for kind in ("msgpack", "schema", "frames", "seq", "msgpack"):
+            self.control({"malformed": kind})
+        seq = self.publish([self.stored([9001], None)])
+        rmtest.poll("the batch after the garbage", lambda: self.synced(seq))
+        st = self.stats()
+        self.assertEqual(st.kv_malformed_total - st0.kv_malformed_total, 5)
+        self.assertEqual(st.kv_blocks, 1)
+        self.assertEqual(st.kv_resyncs_total, st0.kv_resyncs_total)
+        self.node.wait_log("the malformed input logged", "skipped")
+        report("kv events: malformed payloads and frames", before, rmtest.rss_kib(self.node.pid))
+
+    def test_unknown_event_types(self):
+        """An event type the decoder does not know, beside a known one: the
+        unknown one is skipped and counted, the known one applied."""
+        before, st0 = rmtest.rss_kib(self.node.pid), self.stats()
+        for _ in range(3):
+            seq = self.control({"malformed": "unknown_event"})
+        rmtest.poll("the batches applied", lambda: self.synced(seq))
+        st = self.stats()
+        self.assertEqual(st.kv_events_skipped_total - st0.kv_events_skipped_total, 3)
+        self.assertEqual(st.kv_events_applied_total - st0.kv_events_applied_total, 3)
+        report("kv events: unknown event types", before, rmtest.rss_kib(self.node.pid))
+
+    def test_unknown_parents(self):
+        """Stored blocks chained to parents never seen (and to each other in
+        a loop): counted, logged, nothing inserted into the tree."""
+        before, st0 = rmtest.rss_kib(self.node.pid), self.stats()
+        self.publish([self.stored([101, 102], 5555)])
+        self.publish([self.stored([201], 202), self.stored([202], 201)])
+        seq = self.publish([self.stored([301], 202)])
+        rmtest.poll("the batches applied", lambda: self.synced(seq))
+        st = self.stats()
+        self.assertEqual(st.inserted_tokens_total, st0.inserted_tokens_total)
+        self.assertEqual(st.kv_events_skipped_total - st0.kv_events_skipped_total, 4)
+        rmtest.poll("the count in /metrics", lambda: rmtest.metric(
+            self.node.http, "radixmesh_kv_unknown_parents_total") == 4)
+        self.node.wait_log("the summary line", "unknown parent")
+        # A removal of a block in the loop ends the walk too.
+        seq = self.publish([{"type": "BlockRemoved", "block_hashes": [201, 777],
+                             "medium": "GPU"}])
+        rmtest.poll("the removal applied", lambda: self.synced(seq))
+        report("kv events: unknown and looping parents", before, rmtest.rss_kib(self.node.pid))
+
+    def test_block_size_disagrees(self):
+        """block_size 32 on a node of 16-token pages: refused with a line
+        naming --page-tokens, counted; blocks of 16 still go in."""
+        before, st0 = rmtest.rss_kib(self.node.pid), self.stats()
+        self.publish([self.stored([401], None, block_size=32)])
+        self.publish([self.stored([402], None, tokens=[1, 2, 3])])  # tokens not a block
+        seq = self.publish([self.stored([403], None)])
+        rmtest.poll("the batches applied", lambda: self.synced(seq))
+        st = self.stats()
+        self.assertEqual(st.kv_block_size_mismatches_total - st0.kv_block_size_mismatches_total,
+                         1)
+        self.assertEqual(st.inserted_tokens_total - st0.inserted_tokens_total, 16)
+        self.node.wait_log("the refusal logged", "block_size other than --page-tokens 16")
+        report("kv events: block sizes that disagree", before, rmtest.rss_kib(self.node.pid))
+
+    def caught_up(self, what):
+        """Waits until a batch sent now is applied: a node that fell behind
+        drops batches until its queue has room, the last ones sent perhaps,
+        so a sentinel dropped is sent again."""
+        sentinel = iter(range(1 << 50, 1 << 51))
+
+        def applied():
+            seq = self.publish([self.stored([next(sentinel)], None)])
+            try:
+                return rmtest.poll(f"a batch after {what}", lambda: self.synced(seq), timeout=5)
+            except AssertionError:
+                return False
+
+        try:
+            rmtest.poll(f"the node caught up with {what}", applied, timeout=120)
+        except AssertionError as e:
+            self.fail(f"{e}; node: {self.stats()}")
+        return self.stats()
+
+    def test_event_flood_is_bounded(self):
+        """3,000 batches of 64 stored blocks (192,000 blocks, 750 times the
+        engine's claimed cache) to a node that keeps up: its records stay
+        capped. Then 3,000 more while the node is stopped (SIGSTOP), so
+        that once it runs again it is far behind: the node catches up, and
+        any batch it dropped (whether it must drop depends on the machine;
+        test_kv_subscriber.c forces drops) is counted and resynced past.
+        RSS bounded."""
+        before = rmtest.rss_kib(self.node.pid)
+        for _ in range(3):
+            self.control({"flood": {"batches": 1000, "blocks": 64}})
+        st = self.caught_up("the flood")
+        report(f"kv events: flood of 3000 batches x 64 blocks ({st.kv_drops_total} dropped, "
+               f"{st.kv_blocks} blocks held, pool {st.pool_pages} pages)", before,
+               rmtest.rss_kib(self.node.pid))
+        self.assertLessEqual(st.kv_blocks, 2 * st.pool_pages)
+        st0 = st
+        os.kill(self.node.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                self.control({"flood": {"batches": 1000, "blocks": 64}})
+        finally:
+            os.kill(self.node.pid, signal.SIGCONT)
+        st = self.caught_up("the flood it slept through")
+        after = rmtest.rss_kib(self.node.pid)
+        report(f"kv events: 3000 batches x 64 blocks to a stopped node "
+               f"({st.kv_drops_total - st0.kv_drops_total} dropped, "
+               f"{st.kv_resyncs_total - st0.kv_resyncs_total} resyncs, "
+               f"{st.kv_gaps_total - st0.kv_gaps_total} gaps)", before, after)
+        if st.kv_drops_total > st0.kv_drops_total:
+            self.assertGreater(st.kv_resyncs_total, st0.kv_resyncs_total)
+        self.assertLessEqual(st.kv_blocks, 2 * st.pool_pages)
+        self.assertLess(after - before, 64 * 1024)
+        self.assertTrue(st.serving)
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

@@ -22,6 +22,7 @@
 
 static const char *python, *fake_py;
 static int slow = 1;
+static int poll_ms = -1; /* the subscriber's replay_poll_ms: off but where a test wants it */
 
 /* ---- the owner ------------------------------------------------------------ */
 
@@ -273,6 +274,7 @@ static void fx_start(fx *f, const char *const *fake_args, uint32_t queue_max)
         .replay_endpoint = replay ? f->rep : NULL,
         .queue_max = queue_max,
         .replay_timeout_ms = 5000 * slow,
+        .replay_poll_ms = poll_ms,
         .deliver = deliver,
         .ctx = &f->o,
     };
@@ -383,6 +385,33 @@ static void test_lost_batch_replayed(void)
     CHECK_EQ(s.replays - base.replays, 1);
     CHECK_EQ(s.replayed - base.replayed, 2);
     CHECK_EQ(s.replay_failures - base.replay_failures, 0);
+    CHECK_EQ(s.resyncs - base.resyncs, 0);
+    fx_stop(&f);
+}
+
+/* The last batch lost, and nothing after it: the replay socket, polled
+ * once the stream has been quiet, gives it back. */
+static void test_lost_last_batch_polled(void)
+{
+    fx f;
+    poll_ms = 200;
+    fx_start(&f, NULL, 0);
+    poll_ms = -1;
+    rm_kv_sub_stats base = stats(&f);
+    control(&f, "{\"drop_next\": 1}");
+    uint64_t a = publish_block(&f, 701, 0);
+    size_t want = 1;
+    CHECK(wait_for(&f, logged_at_least, &want, 10000));
+    REQUIRE(f.o.n_log >= 1);
+    CHECK_EQ(f.o.log[0].kind, RM_KV_ITEM_BATCH);
+    CHECK_EQ(f.o.log[0].seq, a);
+    CHECK(f.o.log[0].first_hash == 701);
+    CHECK_EQ(f.o.log[0].replayed, 1);
+    rm_kv_sub_stats s = stats(&f);
+    CHECK(s.replay_polls > base.replay_polls);
+    CHECK_EQ(s.gaps - base.gaps, 1);
+    CHECK_EQ(s.replays - base.replays, 0);
+    CHECK_EQ(s.replayed - base.replayed, 1);
     CHECK_EQ(s.resyncs - base.resyncs, 0);
     fx_stop(&f);
 }
@@ -577,6 +606,7 @@ int main(int argc, char **argv)
     RUN_IF(test_bad_config);
     RUN_IF(test_in_order_every_encoding);
     RUN_IF(test_lost_batch_replayed);
+    RUN_IF(test_lost_last_batch_polled);
     RUN_IF(test_lost_batch_without_replay_resyncs);
     RUN_IF(test_restart_resyncs);
     RUN_IF(test_flood_drops_then_resync);

@@ -734,6 +734,103 @@ static void test_bad_config(fx *f)
     CHECK_EQ(rm_cache_init(&c, &cfg), RM_CACHE_BAD_CONFIG);
 }
 
+/* Hits as an engine counts them: never the query's last token. */
+static void test_engine_match(fx *f)
+{
+    CHECK_EQ(ins(f, "m", f->a, 48, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(rm_cache_match_engine(&f->c, "m", 1, f->a, 48, 1), 44);
+    CHECK_EQ(rm_cache_match_engine(&f->c, "m", 1, f->a, 49, 1), 48);
+    CHECK_EQ(rm_cache_match_engine(&f->c, "m", 1, f->a, 0, 1), 0);
+    CHECK_EQ(rm_cache_match_engine(&f->c, "none", 4, f->a, 20, 1), 0);
+    const rm_cache_stats *st = stats(f);
+    CHECK_EQ(st->match_requests_total, 4);
+    CHECK_EQ(st->query_tokens_total, 48 + 49 + 20);
+    CHECK_EQ(st->hit_tokens_total, 44 + 48);
+    CHECK_EQ(st->active_leases, 0);
+}
+
+/* A page removed takes what hangs under it, wherever edges split, and
+ * leaves referenced pages. */
+static void test_remove_page(fx *f)
+{
+    uint32_t branch[32];
+    memcpy(branch, f->a, 16 * sizeof *branch);
+    memcpy(branch + 16, f->b, 16 * sizeof *branch);
+    CHECK_EQ(ins(f, "m", f->a, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(ins(f, "m", branch, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(ins(f, "o", f->a, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(stats(f)->free_pages, 64 - 12 - 8);
+    int busy = -1;
+    /* Not cached: nothing happens. */
+    CHECK_EQ(rm_cache_remove_page(&f->c, "m", 1, f->b, 16, &busy), 0);
+    CHECK_EQ(rm_cache_remove_page(&f->c, "zz", 2, f->a, 16, &busy), 0);
+    CHECK_EQ(rm_cache_remove_page(&f->c, "m", 1, f->a, 15, &busy), 0);
+    /* The page a[12..16) in the middle of the shared edge: it and both
+     * branches go (1 + 4 + 4 pages), a[0..12) stays. */
+    CHECK_EQ(rm_cache_remove_page(&f->c, "m", 1, f->a, 16, &busy), 9);
+    CHECK_EQ(busy, 0);
+    inv(&f->c);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, f->a, 32), 12);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, branch, 32), 12);
+    CHECK_EQ(rm_cache_peek(&f->c, "o", 1, f->a, 32), 32);
+    CHECK_EQ(stats(f)->evicted_tokens_total, 0);
+    CHECK_EQ(stats(f)->free_pages, 64 - 3 - 8);
+    /* The first page: the rest of the namespace. */
+    CHECK_EQ(rm_cache_remove_page(&f->c, "m", 1, f->a, 4, &busy), 3);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, f->a, 32), 0);
+    /* Under a lease: the leased page stays, what hangs under it goes. */
+    CHECK_EQ(mat(f, "o", f->a, 8, 1, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(rm_cache_remove_page(&f->c, "o", 1, f->a, 8, &busy), 6);
+    CHECK_EQ(busy, 1);
+    inv(&f->c);
+    CHECK_EQ(rm_cache_peek(&f->c, "o", 1, f->a, 32), 8);
+    CHECK_EQ(rm_cache_remove_page(&f->c, "o", 1, f->a, 12, &busy), 0);
+    CHECK_EQ(rm_cache_release(&f->c, NULL, f->mr.lease_id), RM_CACHE_OK);
+}
+
+static void test_clear_namespace(fx *f)
+{
+    CHECK_EQ(ins(f, "m", f->a, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(ins(f, "m", f->b, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(ins(f, "o", f->a, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(mat(f, "m", f->a, 8, 1, 0, 0), RM_CACHE_OK);
+    int busy = -1;
+    CHECK_EQ(rm_cache_clear_namespace(&f->c, "m", 1, &busy), 14);
+    CHECK_EQ(busy, 1);
+    inv(&f->c);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, f->a, 32), 8);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, f->b, 32), 0);
+    CHECK_EQ(rm_cache_peek(&f->c, "o", 1, f->a, 32), 32);
+    CHECK_EQ(rm_cache_release(&f->c, NULL, f->mr.lease_id), RM_CACHE_OK);
+    CHECK_EQ(rm_cache_clear_namespace(&f->c, "m", 1, &busy), 2);
+    CHECK_EQ(busy, 0);
+    CHECK_EQ(rm_cache_clear_namespace(&f->c, "zz", 2, &busy), 0);
+    CHECK_EQ(stats(f)->namespaces, 2);
+    rm_cache_tick(&f->c, 1);
+    CHECK_EQ(stats(f)->namespaces, 1); /* the empty one is reclaimed */
+    CHECK_EQ(stats(f)->evicted_tokens_total, 0);
+}
+
+static void test_grow_pool(fx *f)
+{
+    CHECK_EQ(ins(f, "m", f->a, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 16);
+    CHECK_EQ(f->ir.dropped_tokens, 16);
+    CHECK_EQ(rm_cache_grow_pool(&f->c, 2), RM_CACHE_OK); /* smaller: no change */
+    CHECK_EQ(rm_cache_grow_pool(&f->c, 8), RM_CACHE_OK);
+    CHECK_EQ(rm_cache_config_get(&f->c)->pool_pages, 8);
+    CHECK_EQ(stats(f)->pool_pages, 8);
+    CHECK_EQ(ins(f, "m", f->a, 32, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 16);
+    CHECK_EQ(stats(f)->free_pages, 0);
+    CHECK_EQ(stats(f)->evicted_tokens_total, 0);
+    inv(&f->c);
+    fx g;
+    open_fx(&g, 4, 4, 2);
+    CHECK_EQ(rm_cache_grow_pool(&g.c, 8), RM_CACHE_BAD_CONFIG); /* KV bytes cannot move */
+    close_fx(&g);
+}
+
 /* A test and the cache it starts with. */
 typedef struct cache_test {
     const char *name;
@@ -776,6 +873,10 @@ static const cache_test tests[] = {
     T(test_pin_bounded_by_lease, 4, 16, 2, 0, 0, 0),
     T(test_write_refusals_apart, 4, 16, 2, 0, 0, 0),
     T(test_results_and_accessors, 8, 16, 3, 0, 0, 0),
+    T(test_engine_match, 4, 16, 0, 0, 0, 0),
+    T(test_remove_page, 4, 64, 0, 0, 0, 0),
+    T(test_clear_namespace, 4, 64, 0, 0, 0, 0),
+    T(test_grow_pool, 4, 4, 0, 0, 0, 0),
 };
 
 int main(void)

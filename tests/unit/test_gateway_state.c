@@ -7,6 +7,7 @@
 
 #define NEW        RM_GW_REQ_NEW
 #define PARSING    RM_GW_REQ_PARSING
+#define TOKENIZING RM_GW_REQ_TOKENIZING
 #define ROUTING    RM_GW_REQ_ROUTING
 #define CONNECTING RM_GW_REQ_CONNECTING
 #define WAITING    RM_GW_REQ_WAITING
@@ -19,10 +20,14 @@ static const struct {
     rm_gw_req_state from, to;
 } moves[] = {
     {NEW, PARSING},        /* a large body goes to the threadpool */
+    {NEW, TOKENIZING},     /* a text prompt: a worker's /tokenize is asked */
     {NEW, ROUTING},        /* parsed on the gateway thread (or no prompt) */
     {NEW, DONE},           /* malformed JSON: 400 */
+    {PARSING, TOKENIZING}, /* parsed, a text prompt */
     {PARSING, ROUTING},    /* parsed */
     {PARSING, DONE},       /* malformed, or the client left meanwhile */
+    {TOKENIZING, ROUTING}, /* the engine's token ids came (or not: pseudo-tokens) */
+    {TOKENIZING, DONE},    /* the client left meanwhile */
     {ROUTING, CONNECTING}, /* a worker chosen */
     {ROUTING, DONE},       /* none available, the router stopped, the client left */
     {CONNECTING, WAITING}, /* the request is sent */
@@ -91,6 +96,7 @@ static void test_retry_before_any_byte_and_once(void)
 static void test_names(void)
 {
     CHECK(!strcmp(rm_gw_req_state_name(RM_GW_REQ_ROUTING), "routing"));
+    CHECK(!strcmp(rm_gw_req_state_name(RM_GW_REQ_TOKENIZING), "tokenizing"));
     CHECK(!strcmp(rm_gw_req_state_name(RM_GW_REQ_DONE), "done"));
     CHECK(!strcmp(rm_gw_req_state_name((rm_gw_req_state)N), "?"));
     for (rm_gw_req_state s = 0; s < N; s++)

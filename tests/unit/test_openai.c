@@ -273,6 +273,51 @@ static void test_continue_prefixes_next_turn(void)
     free(ns), free(t);
 }
 
+/* What the gateway asks a worker's /tokenize, and reads from its answer. */
+static void test_tokenize_body_and_reply(void)
+{
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                       "\"stream\":true,\"max_tokens\":9,\"chat_template_kwargs\":{\"x\":1}}";
+    char *b = rm_openai_tokenize_body(chat, strlen(chat), RM_OPENAI_CHAT);
+    REQUIRE(b != NULL);
+    CHECK(!strcmp(b, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                     "\"chat_template_kwargs\":{\"x\":1},\"add_generation_prompt\":true}"));
+    free(b);
+    const char *chat2 = "{\"model\":\"m\",\"messages\":[],\"add_generation_prompt\":false}";
+    b = rm_openai_tokenize_body(chat2, strlen(chat2), RM_OPENAI_CHAT);
+    CHECK(b && strstr(b, "\"add_generation_prompt\":false"));
+    free(b);
+    const char *cmpl = "{\"model\":\"m\",\"prompt\":[\"first\",\"second\"],\"temperature\":0}";
+    b = rm_openai_tokenize_body(cmpl, strlen(cmpl), RM_OPENAI_COMPLETIONS);
+    CHECK(b && !strcmp(b, "{\"model\":\"m\",\"prompt\":\"first\"}"));
+    free(b);
+    /* Token ids need no asking; malformed bodies get nothing. */
+    const char *none[] = {"{\"prompt\":[1,2]}", "{\"prompt\":3}", "[]", "not json"};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++)
+        CHECK(rm_openai_tokenize_body(none[i], strlen(none[i]), RM_OPENAI_COMPLETIONS) == NULL);
+    CHECK(rm_openai_tokenize_body("{\"messages\":{}}", 15, RM_OPENAI_CHAT) == NULL);
+
+    uint32_t *t;
+    size_t n;
+    char err[256];
+    const char *ok = "{\"tokens\":[1,67,4294967295],\"count\":3,\"max_model_len\":4096}";
+    CHECK_EQ(rm_openai_tokens_reply(ok, strlen(ok), 10, &t, &n, err, sizeof err), 0);
+    CHECK_EQ(n, 3);
+    CHECK(t && t[0] == 1 && t[1] == 67 && t[2] == 4294967295u);
+    free(t);
+    CHECK_EQ(rm_openai_tokens_reply(ok, strlen(ok), 2, &t, &n, err, sizeof err), 0);
+    CHECK_EQ(n, 2); /* at most max_tokens */
+    free(t);
+    CHECK_EQ(rm_openai_tokens_reply("{\"tokens\":[]}", 13, 10, &t, &n, err, sizeof err), 0);
+    CHECK(n == 0 && t == NULL);
+    const char *bad[] = {"{\"tokens\":[1,-2]}", "{\"count\":1}", "<html>", "{\"tokens\":[1.5]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        CHECK_EQ(rm_openai_tokens_reply(bad[i], strlen(bad[i]), 10, &t, &n, err, sizeof err), -1);
+        CHECK(err[0] != '\0');
+    }
+}
+
 static void test_worker_metrics(void)
 {
     const char *vllm = "# HELP vllm:prefix_cache_queries_total x\n"
@@ -315,5 +360,6 @@ int main(void)
     RUN(test_reply_in_pieces);
     RUN(test_continue_prefixes_next_turn);
     RUN(test_worker_metrics);
+    RUN(test_tokenize_body_and_reply);
     return rm_t_report();
 }

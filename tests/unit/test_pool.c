@@ -70,6 +70,24 @@ static void test_bad_sizes(rm_pool *p)
     CHECK_EQ(rm_pool_init(&q, UINT32_MAX, 0, 0), -EINVAL);
 }
 
+static void test_grow_metadata_only(rm_pool *p)
+{
+    uint32_t got[8];
+    CHECK_EQ(rm_pool_alloc(p, 8, got), 4);
+    CHECK_EQ(rm_pool_grow(p, 4), -EINVAL); /* no smaller, no same size */
+    CHECK_EQ(rm_pool_grow(p, 6), 0);
+    CHECK_EQ(p->npages, 6);
+    CHECK_EQ(p->nfree, 2);
+    CHECK_EQ(rm_pool_alloc(p, 8, got + 4), 2);
+    CHECK(got[4] >= 4 && got[5] >= 4 && got[4] != got[5]);
+    CHECK_EQ(rm_pool_free(p, got, 6), 0);
+    CHECK_EQ(p->nfree, 6);
+    rm_pool q;
+    REQUIRE(rm_pool_init(&q, 2, 64, 0) == 0);
+    CHECK_EQ(rm_pool_grow(&q, 4), -EINVAL); /* its KV memory cannot move */
+    rm_pool_destroy(&q);
+}
+
 /* Each test gets a pool of this many pages of this many bytes. */
 static const struct {
     const char *name;
@@ -80,6 +98,7 @@ static const struct {
     {"test_double_free_rejected_atomically", test_double_free_rejected_atomically, 4, 0},
     {"test_kv_memory", test_kv_memory, 4, 1024},
     {"test_bad_sizes", test_bad_sizes, 1, 0},
+    {"test_grow_metadata_only", test_grow_metadata_only, 4, 0},
 };
 
 int main(void)

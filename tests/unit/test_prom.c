@@ -42,10 +42,40 @@ static void test_label_that_does_not_fit_leaves_out_unchanged(void)
     CHECK(!strcmp(e, "k=\"\""));
 }
 
+static void test_read_lines_and_labels(void)
+{
+    const char *l1 = "vllm:cache_config_info{block_size=\"16\",note=\"a }\\\" b\",num_gpu_blocks="
+                     "\"1024\"} 1.0";
+    rm_prom_line l;
+    CHECK_EQ(rm_prom_parse_line(l1, l1 + strlen(l1), &l), 0);
+    CHECK_EQ(l.name_len, strlen("vllm:cache_config_info"));
+    CHECK(!memcmp(l.name, "vllm:cache_config_info", l.name_len));
+    CHECK(l.value == 1.0);
+    char v[32];
+    CHECK_EQ(rm_prom_label_get(l.labels, l.labels_len, "block_size", v, sizeof v), 0);
+    CHECK(!strcmp(v, "16"));
+    CHECK_EQ(rm_prom_label_get(l.labels, l.labels_len, "num_gpu_blocks", v, sizeof v), 0);
+    CHECK(!strcmp(v, "1024"));
+    CHECK_EQ(rm_prom_label_get(l.labels, l.labels_len, "note", v, sizeof v), 0);
+    CHECK(!strcmp(v, "a }\" b"));
+    CHECK_EQ(rm_prom_label_get(l.labels, l.labels_len, "note", v, 4), -1); /* does not fit */
+    CHECK_EQ(rm_prom_label_get(l.labels, l.labels_len, "block", v, sizeof v), -1);
+    const char *l2 = "process_start_time_seconds 1.7e9 1234";
+    CHECK_EQ(rm_prom_parse_line(l2, l2 + strlen(l2), &l), 0);
+    CHECK(l.value == 1.7e9);
+    CHECK_EQ(l.labels_len, 0);
+    const char *bad[] = {"# HELP x y", "", "x{a=\"1\" 2", "x", "x{} abc", "{a=\"b\"} 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ(rm_prom_parse_line(bad[i], bad[i] + strlen(bad[i]), &l), -1);
+    CHECK_EQ(rm_prom_label_get("a=1", 3, "a", v, sizeof v), -1);
+    CHECK_EQ(rm_prom_label_get("a=\"1", 4, "a", v, sizeof v), -1);
+}
+
 int main(void)
 {
     RUN(test_family_and_samples);
     RUN(test_labels_escaped_and_joined);
     RUN(test_label_that_does_not_fit_leaves_out_unchanged);
+    RUN(test_read_lines_and_labels);
     return rm_t_report();
 }
