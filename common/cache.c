@@ -35,7 +35,6 @@ const char *rm_cache_strerror(rm_cache_result r)
         [RM_CACHE_LEASE_MISMATCH] = "the lease does not cover a prefix of these tokens",
         [RM_CACHE_PREFIX_SHORT] = "the cache holds fewer tokens than kv_start",
         [RM_CACHE_BAD_KV_START] = "kv_start is not page-aligned or past the sequence",
-        [RM_CACHE_POOL_PINNED] = "every page of the pool is pinned",
         [RM_CACHE_LEASE_LIMIT] = "lease limit reached",
         [RM_CACHE_PEER_LEASE_LIMIT] = "the caller's lease share is full",
         [RM_CACHE_NAMESPACE_LIMIT] = "namespace limit reached",
@@ -66,6 +65,18 @@ static uint32_t alloc_with_evict(rm_cache *c, uint32_t want, uint32_t *out)
         got += rm_pool_alloc(&c->pool, want - got, out + got);
     }
     return got;
+}
+
+/* Pages a sequence already holding have_pages may add, of need. */
+static size_t seq_room(const rm_cache *c, size_t have_pages, size_t need)
+{
+    uint32_t pct = c->cfg.max_sequence_pct;
+    if (pct == 0 || pct >= 100)
+        return need;
+    uint64_t cap = c->cfg.pool_pages * pct / 100;
+    cap = cap ? cap : 1;
+    uint64_t room = cap > have_pages ? cap - have_pages : 0;
+    return need < room ? need : (size_t)room;
 }
 
 static uint32_t *scratch(rm_cache *c, size_t n)
@@ -254,7 +265,7 @@ rm_cache_result rm_cache_init(rm_cache *c, const rm_cache_config *cfg)
     memset(c, 0, sizeof *c);
     if (cfg->page_tokens == 0 || cfg->pool_pages == 0 || cfg->max_leases == 0 ||
         cfg->max_namespaces == 0 || cfg->default_lease_ttl_ms == 0 || cfg->max_lease_ttl_ms == 0 ||
-        cfg->policy > RM_EVICT_LFU)
+        (unsigned)cfg->policy >= RM_EVICT_NPOLICIES)
         return RM_CACHE_BAD_CONFIG;
     if (cfg->kv_bytes_per_token > UINT64_MAX / cfg->page_tokens)
         return RM_CACHE_BAD_CONFIG;
@@ -414,18 +425,19 @@ rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const c
         /* Keep the matched prefix out of eviction's reach while making room. */
         rm_radix_lock(&c->tree, at.last);
         uint32_t *pages = scratch(c, need);
-        uint32_t got = alloc_with_evict(c, (uint32_t)need, pages);
-        rm_radix_node *leaf = NULL;
-        if (got > 0)
-            leaf = rm_radix_attach(&c->tree, at.last, tokens + at.have, pages, got, now_ms);
-        if (got > 0 && !leaf)
+        size_t room = seq_room(c, at.have / pt, need);
+        uint32_t got = room ? alloc_with_evict(c, (uint32_t)room, pages) : 0;
+        rm_radix_node *leaf = at.last;
+        if (got > 0 &&
+            !(leaf = rm_radix_attach(&c->tree, at.last, tokens + at.have, pages, got, now_ms)))
             abort(); /* attach after a split match cannot collide */
         rm_radix_unlock(&c->tree, at.last);
-        if (got == 0)
-            return RM_CACHE_POOL_PINNED;
+        /* Not a page to be had (all pinned, the caller's own lease
+         * perhaps): a cache drops what it cannot hold, it does not fail. */
         out->inserted_tokens = (size_t)got * pt;
         out->dropped_tokens = (need - got) * pt;
         c->st.inserted_tokens_total += out->inserted_tokens;
+        c->st.dropped_tokens_total += out->dropped_tokens;
         at.last = leaf;
     }
     if (at.lease) {
@@ -648,12 +660,10 @@ rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, co
     rm_radix_lock(&c->tree, at.last);
     size_t need = (aligned - at.have) / pt;
     uint32_t *pages = rm_xmalloc(sizeof(uint32_t) * (need + 1));
-    uint32_t got = need ? alloc_with_evict(c, (uint32_t)need, pages) : 0;
-    if (need > 0 && got == 0) {
-        rm_radix_unlock(&c->tree, at.last);
-        free(pages);
-        return RM_CACHE_POOL_PINNED;
-    }
+    /* Fewer pages than needed, none at all included, is a write of what
+     * fits: the rest of the bytes are read and dropped. */
+    size_t room = seq_room(c, at.have / pt, need);
+    uint32_t got = room ? alloc_with_evict(c, (uint32_t)room, pages) : 0;
     w->root = at.root;
     w->anchor = at.last;
     w->ntokens = aligned;
@@ -723,6 +733,7 @@ rm_cache_result rm_cache_write_commit(rm_cache *c, rm_kv_write *w, uint64_t now_
     out->dropped_tokens = (size_t)(w->wanted_pages - reserved) * pt;
     c->st.insert_requests_total++;
     c->st.inserted_tokens_total += out->inserted_tokens;
+    c->st.dropped_tokens_total += out->dropped_tokens;
     rm_cache_result rc = RM_CACHE_OK;
     if (w->lease_id) {
         rm_lease *l = lease_find(c, w->lease_id);

@@ -54,7 +54,6 @@ typedef enum rm_cache_result {
     RM_CACHE_LEASE_MISMATCH,   /* the lease's prefix is not a prefix of these tokens in this ns */
     RM_CACHE_PREFIX_SHORT,     /* the cache holds fewer tokens of the prefix than kv_start */
     RM_CACHE_BAD_KV_START,     /* kv_start is not page-aligned, or past the sequence */
-    RM_CACHE_POOL_PINNED,      /* new pages were needed and none could be had: all pinned */
     RM_CACHE_LEASE_LIMIT,      /* max_leases leases are live */
     RM_CACHE_PEER_LEASE_LIMIT, /* the caller holds rm_cache_peer_lease_limit leases */
     RM_CACHE_NAMESPACE_LIMIT,  /* every namespace slot holds pages or references */
@@ -79,6 +78,9 @@ typedef struct rm_cache_config {
     uint32_t max_leases_per_peer;  /* per known caller; 0: half of max_leases (at least 1) */
     uint32_t max_namespaces;
     int prefault_kv; /* fault the KV pool in at start (see rm_pool_init) */
+    /* One sequence caches at most this share of the pool, in percent; the
+     * rest of it is dropped. 0 (or 100): no cap. */
+    uint32_t max_sequence_pct;
 } rm_cache_config;
 
 /* Fills a config with the daemon's defaults (page 16, LRU, 30 s leases...). */
@@ -87,6 +89,7 @@ void rm_cache_config_defaults(rm_cache_config *cfg);
 typedef struct rm_cache_stats {
     uint64_t match_requests_total, query_tokens_total, hit_tokens_total;
     uint64_t insert_requests_total, inserted_tokens_total, evicted_tokens_total;
+    uint64_t dropped_tokens_total; /* Insert/WriteKV tokens that found no page */
     uint64_t expired_leases_total;
     uint64_t namespace_refusals_total;  /* RM_CACHE_NAMESPACE_LIMIT answers */
     uint64_t peer_lease_refusals_total; /* RM_CACHE_PEER_LEASE_LIMIT answers */
@@ -183,13 +186,16 @@ typedef struct rm_insert_result {
 } rm_insert_result;
 
 /* Caches the page-aligned part of tokens[0..n), evicting unreferenced
- * leaves when the pool is short. If only part fits, caches that part and
- * reports the rest as dropped. With lease_id != 0 the lease must cover a
- * prefix of tokens in ns; it then moves to the whole cached sequence and its
- * TTL restarts. Returns RM_CACHE_OK, RM_CACHE_UNKNOWN_LEASE,
- * RM_CACHE_LEASE_MISMATCH, RM_CACHE_POOL_PINNED, RM_CACHE_NAMESPACE_LIMIT,
- * or RM_CACHE_STORES_KV when the cache stores KV bytes: an entry without its
- * bytes would serve stale memory, so such caches take sequences via WriteKV. */
+ * leaves when the pool is short. If only part fits (the pool is smaller
+ * than the sequence, or pinned, the caller's own lease perhaps: nothing at
+ * all may fit), caches that part and reports the rest as dropped: that is
+ * RM_CACHE_OK, a cache loses nothing by not holding something. With
+ * lease_id != 0 the lease must cover a prefix of tokens in ns; it then
+ * moves to the whole cached sequence and its TTL restarts. Returns
+ * RM_CACHE_OK, RM_CACHE_UNKNOWN_LEASE, RM_CACHE_LEASE_MISMATCH,
+ * RM_CACHE_NAMESPACE_LIMIT, or RM_CACHE_STORES_KV when the cache stores KV
+ * bytes: an entry without its bytes would serve stale memory, so such
+ * caches take sequences via WriteKV. */
 rm_cache_result rm_cache_insert(rm_cache *c, const rm_cache_caller *who, const char *ns,
                                 size_t ns_len, const uint32_t *tokens, size_t n, uint64_t lease_id,
                                 uint64_t now_ms, rm_insert_result *out);
@@ -261,11 +267,13 @@ struct rm_kv_write {
 /* Starts a write of tokens[0..n) whose client will send the KV of tokens
  * [kv_start, n rounded down to pages). Fewer than a page of tokens (none
  * at all included) is a valid write of nothing: it commits with nothing
- * cached. Returns RM_CACHE_OK, RM_CACHE_METADATA_ONLY, RM_CACHE_BAD_KV_START,
- * RM_CACHE_UNKNOWN_LEASE, RM_CACHE_LEASE_MISMATCH (checked before the next),
- * RM_CACHE_PREFIX_SHORT (rm_cache_peek says how many tokens the cache
- * holds: the client resends KV from there), RM_CACHE_POOL_PINNED or
- * RM_CACHE_NAMESPACE_LIMIT. */
+ * cached. Pages are reserved for what fits, as rm_cache_insert does (none
+ * at all may fit); the bytes of the rest are dropped (rm_cache_write_dest
+ * returns NULL) and the commit reports them. Returns RM_CACHE_OK,
+ * RM_CACHE_METADATA_ONLY, RM_CACHE_BAD_KV_START, RM_CACHE_UNKNOWN_LEASE,
+ * RM_CACHE_LEASE_MISMATCH (checked before the next), RM_CACHE_PREFIX_SHORT
+ * (rm_cache_peek says how many tokens the cache holds: the client resends
+ * KV from there) or RM_CACHE_NAMESPACE_LIMIT. */
 rm_cache_result rm_cache_write_begin(rm_cache *c, const rm_cache_caller *who, const char *ns,
                                      size_t ns_len, const uint32_t *tokens, size_t n,
                                      size_t kv_start, uint64_t lease_id, uint64_t now_ms,

@@ -91,12 +91,61 @@ static void child_del(rm_radix *t, rm_radix_node *child)
     t->slot_used--;
 }
 
+/* ---- eviction policies ------------------------------------------------ */
+
+const char *rm_evict_policy_name(rm_evict_policy p)
+{
+    static const char *const names[RM_EVICT_NPOLICIES] = {"lru", "lfu", "lfu-da", "gdsf"};
+    return (unsigned)p < RM_EVICT_NPOLICIES ? names[p] : NULL;
+}
+
+int rm_evict_policy_parse(const char *name, rm_evict_policy *out)
+{
+    for (int p = 0; p < RM_EVICT_NPOLICIES; p++) {
+        if (!strcmp(name, rm_evict_policy_name((rm_evict_policy)p))) {
+            *out = (rm_evict_policy)p;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+_Static_assert(RM_PRIO_ONE % (2 * RM_GDSF_ATTN_TOKENS) == 0, "GDSF weight must be exact");
+
+uint64_t rm_evict_weight(rm_evict_policy p, uint64_t d0_tokens, uint64_t s_tokens)
+{
+    if (p != RM_EVICT_GDSF)
+        return RM_PRIO_ONE;
+    /* ONE * (1 + (d0 + s/2) / D) = ONE + (2 d0 + s) * ONE / 2D */
+    const uint64_t per = RM_PRIO_ONE / (2 * RM_GDSF_ATTN_TOKENS);
+    if (d0_tokens > UINT64_MAX / 8 || s_tokens > UINT64_MAX / 8)
+        return UINT64_MAX;
+    uint64_t mean2 = 2 * d0_tokens + s_tokens;
+    return mean2 > (UINT64_MAX - RM_PRIO_ONE) / per ? UINT64_MAX : RM_PRIO_ONE + mean2 * per;
+}
+
+/* K = L + f * weight, f = 1 + hits, saturating. */
+static uint64_t priority(const rm_radix *t, const rm_radix_node *n, uint64_t d0_tokens)
+{
+    uint64_t w = rm_evict_weight(t->policy, d0_tokens, (uint64_t)n->npages * t->page_tokens);
+    uint64_t f = (uint64_t)n->hits + 1;
+    uint64_t fw = w > UINT64_MAX / f ? UINT64_MAX : f * w;
+    return fw > UINT64_MAX - t->age ? UINT64_MAX : t->age + fw;
+}
+
+static int aging(const rm_radix *t)
+{
+    return t->policy == RM_EVICT_LFU_DA || t->policy == RM_EVICT_GDSF;
+}
+
 /* ---- eviction heap ---------------------------------------------------- */
 
 static int heap_less(const rm_radix *t, const rm_radix_node *a, const rm_radix_node *b)
 {
     if (t->policy == RM_EVICT_LFU && a->hits != b->hits)
         return a->hits < b->hits;
+    if (aging(t) && a->prio != b->prio)
+        return a->prio < b->prio;
     return a->last_tick < b->last_tick;
 }
 
@@ -196,16 +245,25 @@ static void node_free(rm_radix *t, rm_radix_node *n)
     free(n);
 }
 
-static void touch(rm_radix *t, rm_radix_node *n, int flags, uint64_t now_ms)
+/* Records an access to n, whose edge starts d0_tokens deep. */
+static void touch(rm_radix *t, rm_radix_node *n, int flags, uint64_t now_ms, size_t d0_tokens)
 {
+    if (!(flags & (RM_MATCH_TOUCH | RM_MATCH_HIT)))
+        return;
     if (flags & RM_MATCH_TOUCH) {
         n->last_tick = t->tick;
         n->last_ms = now_ms;
     }
-    if ((flags & RM_MATCH_HIT) && n->hits != UINT32_MAX)
-        n->hits++;
+    if (flags & RM_MATCH_HIT) {
+        if (n->hits != UINT32_MAX)
+            n->hits++;
+        if (aging(t))
+            n->prio = priority(t, n, d0_tokens);
+    }
     if (n->heap_idx != RM_RADIX_NOT_IN_HEAP) {
-        /* Access only ever makes a node "younger": it can only sink. */
+        /* A hit after a split may lower GDSF's K (the edge got shorter,
+         * its weight smaller): sift both ways. */
+        heap_up(t, n->heap_idx);
         heap_down(t, n->heap_idx);
     }
 }
@@ -225,6 +283,7 @@ static rm_radix_node *split(rm_radix *t, rm_radix_node *n, uint32_t k)
     memcpy(m->key + (size_t)k * pt, rm_radix_node_pages(t, n), k * sizeof(uint32_t));
     m->lock_ref = n->lock_ref;
     m->hits = n->hits;
+    m->prio = n->prio;
     m->last_tick = n->last_tick;
     m->last_ms = n->last_ms;
     m->nchildren = 1;
@@ -250,7 +309,7 @@ int rm_radix_init(rm_radix *t, uint32_t page_tokens, rm_evict_policy policy,
                   uint32_t max_namespaces)
 {
     memset(t, 0, sizeof *t);
-    if (page_tokens == 0 || max_namespaces == 0)
+    if (page_tokens == 0 || max_namespaces == 0 || (unsigned)policy >= RM_EVICT_NPOLICIES)
         return -EINVAL;
     t->page_tokens = page_tokens;
     t->policy = policy;
@@ -338,7 +397,7 @@ size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, 
     size_t pos = 0;
     rm_radix_node *node = root;
     t->tick++;
-    touch(t, root, flags & ~RM_MATCH_HIT, now_ms);
+    touch(t, root, flags & ~RM_MATCH_HIT, now_ms, 0);
     while (n - pos >= pt) {
         rm_radix_node *child = child_find(t, node, tokens + pos);
         if (!child)
@@ -357,14 +416,14 @@ size_t rm_radix_match(rm_radix *t, rm_radix_node *root, const uint32_t *tokens, 
                 k++;
         }
         if (k < child->npages) {
-            touch(t, child, flags, now_ms);
+            touch(t, child, flags, now_ms, pos);
             pos += (size_t)k * pt;
             int diverged = k < avail_pages;
             if ((flags & RM_MATCH_SPLIT) || ((flags & RM_MATCH_SPLIT_DIVERGE) && diverged))
                 node = split(t, child, k);
             break;
         }
-        touch(t, child, flags, now_ms);
+        touch(t, child, flags, now_ms, pos);
         node = child;
         pos += key_len_tokens(t, child);
     }
@@ -385,6 +444,9 @@ rm_radix_node *rm_radix_attach(rm_radix *t, rm_radix_node *parent, const uint32_
     memcpy(n->key + (size_t)npages * pt, pages, npages * sizeof(uint32_t));
     n->last_tick = ++t->tick;
     n->last_ms = now_ms;
+    /* Only GDSF weighs by depth: spare the others the walk up. */
+    if (aging(t))
+        n->prio = priority(t, n, t->policy == RM_EVICT_GDSF ? rm_radix_depth_tokens(t, parent) : 0);
     child_add(t, n);
     parent->nchildren++;
     heap_sync(t, parent);
@@ -436,8 +498,12 @@ static uint32_t remove_leaf(rm_radix *t, rm_radix_node *n, rm_radix_free_fn free
 uint64_t rm_radix_evict(rm_radix *t, uint64_t want_pages, rm_radix_free_fn free_fn, void *ctx)
 {
     uint64_t freed = 0;
-    while (freed < want_pages && t->heap_len > 0)
-        freed += remove_leaf(t, t->heap[0], free_fn, ctx);
+    while (freed < want_pages && t->heap_len > 0) {
+        rm_radix_node *victim = t->heap[0];
+        if (aging(t) && victim->prio > t->age)
+            t->age = victim->prio;
+        freed += remove_leaf(t, victim, free_fn, ctx);
+    }
     return freed;
 }
 

@@ -24,7 +24,39 @@
  * KV streams) of a node *and all its ancestors*. Pages of nodes with
  * lock_ref == 0 are evictable, the others protected. Only leaves with
  * lock_ref == 0 can be evicted; they live in a binary heap ordered by the
- * eviction policy (LRU: last access; LFU: hits, then last access).
+ * eviction policy (below), so every access, lock and eviction costs
+ * O(log leaves).
+ *
+ * Eviction policies. A node's frequency f is 1 + its hits: the request
+ * that computed it, then every Match that reached it (RM_MATCH_HIT on the
+ * path, a partly matched edge included: the edge is the unit). Inserts
+ * and writes do not count: in the protocol each request's Insert follows
+ * its own Match, which counted it already, so an Insert that only
+ * re-inserts cached pages is an access for LRU's clock but not a hit.
+ *
+ *   LRU     last access (the tick of the last match or attach reaching it)
+ *   LFU     hits, then last access. No aging: old popularity never fades.
+ *   LFU-DA  LFU with dynamic aging (Arlitt et al. 2000): priority
+ *           K = L + f, set when a node is attached or hit, where L, the
+ *           tree's age, is the largest K evicted so far. A leaf hit long
+ *           ago carries an old, low L and goes before one hit recently, so
+ *           popularity fades as the cache turns over, without a timer.
+ *   GDSF    Greedy-Dual-Size-Frequency: K = L + f * cost / size, cost being
+ *           what recomputing the leaf would take and size its pages. A
+ *           leaf is only evicted once its parent is cached, so recomputing
+ *           it is prefilling its s tokens on top of a cached prefix of d0:
+ *           token i costs its weights' FLOPs plus attention over the d0 + i
+ *           tokens before it, cost = s * (1 + (d0 + s/2) / D), where D is
+ *           the depth at which attention costs as much as the weights
+ *           (2 * params / (4 * layers * hidden): 30.5k tokens for an
+ *           8B Llama, 53k for a 70B; RM_GDSF_ATTN_TOKENS). Per page,
+ *           cost/size = 1 + mean depth / D: a deep page of a long session
+ *           is worth up to (1 + depth/D) shallow ones. With cost/size
+ *           constant GDSF would be LFU-DA; by depth it is not.
+ *
+ * In each, ties go to the least recently used. K is fixed-point
+ * (RM_PRIO_ONE = frequency 1 at depth 0). A leaf that was internal when it
+ * was last hit may carry a K below L; L never decreases.
  *
  * The tree does not own the pool: pages come in via rm_radix_attach and go
  * out through the free callback of rm_radix_evict / rm_radix_expire.
@@ -35,7 +67,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { RM_EVICT_LRU = 0, RM_EVICT_LFU = 1 } rm_evict_policy;
+typedef enum {
+    RM_EVICT_LRU = 0,
+    RM_EVICT_LFU = 1,
+    RM_EVICT_LFU_DA = 2,
+    RM_EVICT_GDSF = 3,
+    RM_EVICT_NPOLICIES
+} rm_evict_policy;
+
+/* Fixed-point unit of priorities: frequency 1 of a page at depth 0. */
+#define RM_PRIO_ONE 65536u
+/* GDSF's D: the prompt depth, in tokens, at which a token's attention costs
+ * as much as its weights (see above). A power of two: RM_PRIO_ONE / (2D)
+ * is then 1 and the weight is exact in integers. */
+#define RM_GDSF_ATTN_TOKENS 32768u
+
+/* The policy's name as --eviction spells it ("lru", "lfu", "lfu-da",
+ * "gdsf"), or NULL when p is out of range. */
+const char *rm_evict_policy_name(rm_evict_policy p);
+
+/* Parses a policy name. Returns 0, or -EINVAL (out untouched). */
+int rm_evict_policy_parse(const char *name, rm_evict_policy *out);
+
+/* GDSF's cost/size of an edge of s tokens starting d0 tokens deep, in
+ * RM_PRIO_ONE units: RM_PRIO_ONE * (1 + (d0 + s/2) / D). LFU-DA's is
+ * RM_PRIO_ONE at any depth. Saturates instead of wrapping. */
+uint64_t rm_evict_weight(rm_evict_policy p, uint64_t d0_tokens, uint64_t s_tokens);
 
 #define RM_RADIX_NOT_IN_HEAP UINT32_MAX
 
@@ -47,11 +104,12 @@ struct rm_radix_node {
     uint32_t nchildren;
     uint32_t lock_ref;
     uint32_t heap_idx; /* slot in the evictable-leaf heap or RM_RADIX_NOT_IN_HEAP */
-    uint32_t hits;
-    uint32_t ns; /* namespace index */
+    uint32_t hits;     /* Matches that reached it (saturating) */
+    uint32_t ns;       /* namespace index */
     uint64_t last_tick;
     uint64_t last_ms;
     uint64_t hash; /* child-table hash of (parent, first page) */
+    uint64_t prio; /* LFU-DA and GDSF: K, set at attach and at each hit */
 };
 
 typedef struct rm_radix_slot {
@@ -79,6 +137,7 @@ typedef struct rm_radix {
 
     rm_radix_node **heap; /* evictable leaves */
     uint32_t heap_len, heap_cap;
+    uint64_t age; /* LFU-DA and GDSF: L, the largest K rm_radix_evict took */
 
     uint64_t evictable_pages, protected_pages, nodes, key_bytes;
 } rm_radix;
@@ -86,7 +145,8 @@ typedef struct rm_radix {
 /* Callback receiving pages that left the tree; they belong to the callee. */
 typedef void (*rm_radix_free_fn)(void *ctx, const uint32_t *pages, uint32_t n);
 
-/* Returns 0 or -EINVAL (page_tokens == 0, max_namespaces == 0). */
+/* Returns 0 or -EINVAL (page_tokens == 0, max_namespaces == 0, policy out
+ * of range). */
 int rm_radix_init(rm_radix *t, uint32_t page_tokens, rm_evict_policy policy,
                   uint32_t max_namespaces);
 
@@ -109,7 +169,7 @@ uint32_t rm_radix_reclaim(rm_radix *t);
 enum {
     RM_MATCH_SPLIT = 1, /* split a partly matched edge so *last ends at the match */
     RM_MATCH_TOUCH = 2, /* record an access (LRU clock, TTL time) on the path */
-    RM_MATCH_HIT = 4,   /* count an LFU hit on the path */
+    RM_MATCH_HIT = 4,   /* count a hit on the path (LFU, LFU-DA, GDSF) */
     /* split a partly matched edge only where the query goes on with a
      * different page (an insert must attach there); a query that merely
      * ends inside an edge leaves it whole */
@@ -138,7 +198,8 @@ void rm_radix_unlock(rm_radix *t, rm_radix_node *node);
 
 /* Evicts unreferenced leaves in policy order until at least want_pages pages
  * were freed or nothing is evictable. Parents that become unreferenced leaves
- * join the candidates. Returns the pages freed (handed to free_fn). */
+ * join the candidates. Raises the age L to each victim's K (LFU-DA, GDSF).
+ * Returns the pages freed (handed to free_fn). */
 uint64_t rm_radix_evict(rm_radix *t, uint64_t want_pages, rm_radix_free_fn free_fn, void *ctx);
 
 /* The leaf rm_radix_evict would take first, or NULL when nothing is
@@ -150,7 +211,8 @@ static inline const rm_radix_node *rm_radix_next_victim(const rm_radix *t)
 }
 
 /* Evicts every unreferenced leaf last accessed before cutoff_ms, repeatedly
- * (a parent that becomes such a leaf goes too). Returns pages freed. */
+ * (a parent that becomes such a leaf goes too). Leaves the age L alone:
+ * expiry is not replacement. Returns pages freed. */
 uint64_t rm_radix_expire(rm_radix *t, uint64_t cutoff_ms, rm_radix_free_fn free_fn, void *ctx);
 
 /* Tokens from the namespace root to the end of node (0 for a root). */

@@ -98,7 +98,10 @@ int main(int argc, char **argv)
          "KV bytes stored per token; 0 = metadata-only", 0, 64u << 20},
         {"prefault", RM_FLAG_BOOL, &cc->prefault_kv,
          "fault the whole KV pool in at start (steady write bandwidth, slower start)", 0, 0},
-        {"eviction", RM_FLAG_STR, &eviction, "eviction policy: lru or lfu", 0, 0},
+        {"eviction", RM_FLAG_STR, &eviction,
+         "eviction policy: lru, lfu, lfu-da (LFU with dynamic aging) or gdsf "
+         "(Greedy-Dual-Size-Frequency, deep pages weigh more); node/README.md",
+         0, 0},
         {"ttl-seconds", RM_FLAG_U64, &ttl_s, "drop entries idle this long; 0 = never", 0, 0},
         {"lease-ttl-ms", RM_FLAG_U32, &cc->default_lease_ttl_ms,
          "lease TTL when a Match asks for 0", 1, 0},
@@ -129,12 +132,8 @@ int main(int argc, char **argv)
     rm_daemon d;
     rm_daemon_init(&d, &spec, flags, RM_ARRAY_LEN(flags), argc, argv);
     const rm_flagset *fs = &d.fs;
-    if (!strcmp(eviction, "lru"))
-        cfg.cache.policy = RM_EVICT_LRU;
-    else if (!strcmp(eviction, "lfu"))
-        cfg.cache.policy = RM_EVICT_LFU;
-    else
-        rm_flags_fail(fs, "--eviction: expected lru or lfu, got '%s'", eviction);
+    if (rm_evict_policy_parse(eviction, &cfg.cache.policy) != 0)
+        rm_flags_fail(fs, "--eviction: expected lru, lfu, lfu-da or gdsf, got '%s'", eviction);
     uint64_t kv_bytes = cc->kv_bytes_per_token, page_tokens = cc->page_tokens;
     if (pool_bytes && !kv_bytes)
         rm_flags_fail(fs, "--pool-bytes needs --kv-bytes-per-token > 0");

@@ -39,6 +39,10 @@ char *rm_node_metrics(rm_node *n)
          (double)st.inserted_tokens_total},
         {"radixmesh_evicted_tokens_total", "counter", "Tokens evicted to make room.",
          (double)st.evicted_tokens_total},
+        {"radixmesh_dropped_tokens_total", "counter",
+         "Tokens of Insert/WriteKV requests not cached: no page could be had for them (the "
+         "pool is smaller than the sequence, or pinned).",
+         (double)st.dropped_tokens_total},
         {"radixmesh_expired_leases_total", "counter", "Leases reclaimed by their TTL.",
          (double)st.expired_leases_total},
         {"radixmesh_namespace_refusals_total", "counter",

@@ -144,7 +144,6 @@ static const grpc_status_code cache_status[RM_CACHE_NRESULTS] = {
     [RM_CACHE_LEASE_MISMATCH] = GRPC_STATUS_FAILED_PRECONDITION,
     [RM_CACHE_PREFIX_SHORT] = GRPC_STATUS_FAILED_PRECONDITION,
     [RM_CACHE_BAD_KV_START] = GRPC_STATUS_INVALID_ARGUMENT,
-    [RM_CACHE_POOL_PINNED] = GRPC_STATUS_RESOURCE_EXHAUSTED,
     [RM_CACHE_LEASE_LIMIT] = GRPC_STATUS_RESOURCE_EXHAUSTED,
     [RM_CACHE_PEER_LEASE_LIMIT] = GRPC_STATUS_RESOURCE_EXHAUSTED,
     [RM_CACHE_NAMESPACE_LIMIT] = GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -180,12 +179,6 @@ grpc_status_code node_cache_error(rm_node *n, rm_cache_result rc, const node_cac
     case RM_CACHE_BAD_KV_START:
         snprintf(msg, len, "kv_start_token %u must be a multiple of %u and within the sequence",
                  s->kv_start, c->page_tokens);
-        break;
-    case RM_CACHE_POOL_PINNED:
-        snprintf(msg, len,
-                 "KV pool exhausted: all %" PRIu64
-                 " pages are pinned by leases or streams; release leases and retry",
-                 c->pool_pages);
         break;
     case RM_CACHE_LEASE_LIMIT:
         snprintf(msg, len, "lease limit reached (--max-leases %u); release leases and retry",

@@ -8,6 +8,10 @@
 #         Route latency p50/p99;
 #   placement: what eight LRU caches can reach under any placement rule,
 #         oracles included, at 5-50% capacity (in process, ~2 s);
+#   estimators (issue 16): the nodes' memory curves and the router's ideal
+#         and infinite shadows against exact figures on chat, agentic,
+#         builtin and the Mooncake trace (8 nodes at 10%), their CPU per
+#         request against the node's Match+Insert, and their memory (~10 s);
 #   worker: the reference transformer's time to first token without a cache
 #         and with the shared prefix's KV from a real node, 128..4k-token
 #         prefixes (table + build/bench_ttft.svg), and the A/B 1,536-token
@@ -41,5 +45,7 @@ echo
 ./build/bench_router ./build/radixmesh-node ./build/radixmesh-router "$@"
 echo
 ./build/bench_placement
+echo
+./build/bench_shadow
 echo
 ./build/bench_ttft ./build/radixmesh-node --svg build/bench_ttft.svg "$@"

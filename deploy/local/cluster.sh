@@ -22,7 +22,7 @@ wait_line() {
       return 0
     fi
     kill -0 "$pid" 2>/dev/null || return 1
-    read -r -t 0.05 <> <(:) || true # one poll step
+    sleep 0.05 # one poll step
   done
   return 1
 }
@@ -60,7 +60,7 @@ stop)
   while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$dir/pids"
   while read -r pid; do # each gets up to 30 s to drain, then SIGKILL
     end=$((SECONDS + 30))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < end)); do read -r -t 0.05 <> <(:) || true; done
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < end)); do sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
   done <"$dir/pids"
   rm -f "$dir/pids"

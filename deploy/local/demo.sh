@@ -17,7 +17,7 @@ router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$state" 3)
 end=$((SECONDS + 30)) # until the router has all nodes on its ring
 until "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '3/3 nodes healthy'; do
   ((SECONDS < end)) || { echo "the router did not see all 3 nodes within 30 s" >&2; exit 1; }
-  read -r -t 0.1 <> <(:) || true
+  sleep 0.1
 done
 trace="$root/../shared/traces/mooncake_synthetic_trace.jsonl"
 if [[ -f "$trace" ]]; then

@@ -32,8 +32,14 @@
  * the prompt tokens a cache did not hold plus the reply's tokens, what its
  * GPU would compute) and Inserts that found every page pinned.
  *
+ * The eight caches evict by --eviction (default lru); the detail then also
+ * gives one cache of that policy and the total size ("single"). The
+ * baseline stays the single leaf-first LRU. --seq-share caps what one
+ * sequence may cache in a cache (rm_cache_config.max_sequence_pct).
+ *
  * Usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N]
- *                        [--requests N] [--block-tokens 64] [--capacity PCT] */
+ *                        [--requests N] [--block-tokens 64] [--capacity PCT]
+ *                        [--eviction lru|lfu|lfu-da|gdsf] [--seq-share PCT] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,12 +78,23 @@ typedef struct outcome {
     uint64_t errors; /* Inserts that found no page to take */
 } outcome;
 
-static void cache_open(rm_cache *c, uint64_t pages)
+static rm_evict_policy policy = RM_EVICT_LRU;
+static uint32_t seq_share;
+
+static rm_cache_config cache_config(uint64_t pages)
 {
     rm_cache_config cfg;
     rm_cache_config_defaults(&cfg);
     cfg.page_tokens = PAGE;
     cfg.pool_pages = pages;
+    cfg.policy = policy;
+    cfg.max_sequence_pct = seq_share;
+    return cfg;
+}
+
+static void cache_open(rm_cache *c, uint64_t pages)
+{
+    rm_cache_config cfg = cache_config(pages);
     if (rm_cache_init(c, &cfg) != RM_CACHE_OK) {
         fprintf(stderr, "bench_placement: cannot make a %llu-page cache\n",
                 (unsigned long long)pages);
@@ -222,6 +239,10 @@ static void capacity_detail(const rm_trace *w, size_t block, double fraction)
         printf("   %-12s %-8.4f %-9.3f %-14.3f %-14.3f %llu\n", rule_names[r], o.hit, o.hit / one,
                o.max_mean, o.work_max_mean, (unsigned long long)o.errors);
     }
+    rm_cache_config one_cfg = cache_config(pages * CACHES);
+    double single = single_cache_hit(w, &one_cfg);
+    printf("   %-12s %-8.4f %-9.3f (one %s cache of the total size)\n", "single", single,
+           single / one, rm_evict_policy_name(policy));
 }
 
 /* E. The live rule and its alternatives on the modelled cluster. */
@@ -340,8 +361,10 @@ static void live_table(const rm_trace *w, size_t block, double fraction, double 
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N] "
-                    "[--requests N] [--block-tokens B] [--capacity PCT]\n");
+    fprintf(stderr,
+            "usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N] "
+            "[--requests N] [--block-tokens B] [--capacity PCT] "
+            "[--eviction lru|lfu|lfu-da|gdsf] [--seq-share PCT] [--live RATE [--rule NAME]]\n");
     exit(2);
 }
 
@@ -370,6 +393,11 @@ int main(int argc, char **argv)
             live = 1, rate = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rule"))
             only = argv[++i];
+        else if (!strcmp(argv[i], "--eviction") && !rm_evict_policy_parse(argv[i + 1], &policy))
+            i++;
+        else if (!strcmp(argv[i], "--seq-share") && atoi(argv[i + 1]) > 0 &&
+                 atoi(argv[i + 1]) <= 100)
+            seq_share = (uint32_t)atoi(argv[++i]);
         else
             usage();
     }
@@ -386,10 +414,12 @@ int main(int argc, char **argv)
     }
     static const double fractions[] = {0.05, 0.10, 0.15, 0.20, 0.30, 0.50};
     printf("D. placement ceiling (%s%s): %zu requests, %llu unique blocks of %zu tokens; 8 "
-           "in-process LRU caches vs one of their total size; ratio to that single LRU, "
+           "in-process %s caches vs one LRU of their total size; ratio to that single LRU, "
            "min-max over %d layouts (worst max/mean requests)\n",
            trace, rm_workload_known(trace) ? ", generated" : "", w.n,
-           (unsigned long long)w.unique_blocks, block, LAYOUTS);
+           (unsigned long long)w.unique_blocks, block, rm_evict_policy_name(policy), LAYOUTS);
+    if (seq_share)
+        printf("   a sequence caches at most %u%% of a cache\n", seq_share);
     printf("   %-9s %-8s", "capacity%", "1 LRU");
     for (int r = 0; r < RULE_COUNT; r++)
         printf(" %-22s", rule_names[r]);

@@ -18,7 +18,11 @@
  * plus the reply's tokens: what its GPU would compute), spills, errors (the
  * first one quoted). Usage:
  *   bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] [--seed N]
- *                [--requests N] [--block-tokens 64] [--quick]
+ *                [--requests N] [--block-tokens 64] [--quick] [--node-arg ARG]...
+ *                [--default-only]
+ * --node-arg passes ARG to every node of table A and B (e.g. --node-arg
+ * --eviction --node-arg lfu-da); --default-only runs the default routing
+ * mode only.
  * With --trace, only table A, on that trace (a workload name generates it:
  * workload.h; --requests 0 = its default, or all of a file). */
 #include <grpc/grpc.h>
@@ -41,6 +45,8 @@
 #define PAGE  16
 
 static const char *node_bin, *router_bin;
+static const char *node_args[16]; /* --node-arg */
+static int nnode_args, default_only;
 
 /* 80% of conversations share one 1024-token system prompt; 5 turns each,
  * interleaved 16 conversations at a time like concurrent users. */
@@ -76,44 +82,31 @@ static void record_error(result *res, const char *what, const char *msg)
         snprintf(res->first_error, sizeof res->first_error, "%s: %.140s", what, msg);
 }
 
-static int healthy_all(rm_cache_client *cc, uint32_t want)
-{
-    return cw_wait_for(cc, cw_healthy_is, &want, 15000);
-}
-
 /* Extra router flags for every run (--router-flags, space-separated). */
 static const char *extra_flags = "";
 
 static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *mode_flags)
 {
     test_daemon nodes[NODES], router;
-    char list[2048] = "", pool[32];
+    char list[2048], pool[32];
     snprintf(pool, sizeof pool, "%llu", (unsigned long long)pool_tokens);
-    for (int i = 0; i < NODES; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "node-%d", i);
-        const char *argv[] = {node_bin, "--node-id",     id,     "--pool-tokens",
-                              pool,     "--page-tokens", "16",   "--shutdown-delay-ms",
-                              "0",      "--log-level",   "warn", NULL};
-        if (td_start(&nodes[i], argv))
-            exit(1);
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=%s", i ? "," : "", id,
-                 nodes[i].addr);
-    }
+    const char *flags[32] = {"--pool-tokens",       pool, "--page-tokens", "16",
+                             "--shutdown-delay-ms", "0",  "--log-level",   "warn"};
+    for (int k = 0; k < nnode_args; k++) /* --node-arg: e.g. an eviction policy */
+        flags[8 + k] = node_args[k];
+    if (td_start_nodes(nodes, NODES, node_bin, "node-", flags, list, sizeof list))
+        exit(1);
     const char *rargv[64] = {router_bin, "--nodes",          list,  "--health-interval-ms",
                              "200",      "--stats-interval", "250", "--shutdown-delay-ms",
                              "0",        "--log-level",      "warn"};
     size_t na = 11;
-    char flags[1024], *save = NULL;
-    snprintf(flags, sizeof flags, "%s %s", mode_flags, extra_flags);
-    for (char *t = strtok_r(flags, " ", &save); t && na < 62; t = strtok_r(NULL, " ", &save))
+    char rflags[1024], *save = NULL;
+    snprintf(rflags, sizeof rflags, "%s %s", mode_flags, extra_flags);
+    for (char *t = strtok_r(rflags, " ", &save); t && na < 62; t = strtok_r(NULL, " ", &save))
         rargv[na++] = t;
     rargv[na] = NULL;
-    if (td_start(&router, rargv))
-        exit(1);
     rm_cache_client cc;
-    rm_cc_init_router(&cc, router.addr, 10000);
-    if (!healthy_all(&cc, NODES))
+    if (!cw_start_router(&router, rargv, &cc, 10000, NODES, 15000))
         exit(1);
     result res = {0};
     uint64_t q = 0, h = 0, per[NODES] = {0}, work[NODES] = {0};
@@ -223,6 +216,8 @@ static const char *const mode_titles[] = {"work-balanced (default)", "request-ba
 static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal)
 {
     for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        if (default_only && i > 0)
+            break;
         if (only_modes) {
             char want[64];
             snprintf(want, sizeof want, ",%s,", modes[i].name);
@@ -235,12 +230,6 @@ static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal
         report(mode_titles[i], &res, ideal);
         fflush(stdout);
     }
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* p50 and p99 of `count` sequential unary calls of req to method. */
@@ -263,7 +252,7 @@ static void latency(const char *addr, const char *method, grpc_slice req, int co
         if (reply)
             grpc_byte_buffer_destroy(reply);
     }
-    qsort(ns, (size_t)count, sizeof *ns, cmp_u64);
+    bench_sort_u64(ns, (size_t)count);
     *p50 = (double)ns[count / 2] / 1e3;
     *p99 = (double)ns[count * 99 / 100] / 1e3;
     free(ns);
@@ -273,26 +262,16 @@ static void latency(const char *addr, const char *method, grpc_slice req, int co
 static void bench_overhead(const char *self, int quick)
 {
     test_daemon nodes[3], router, echo_srv;
-    char list[512] = "";
-    for (int i = 0; i < 3; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "node-%d", i);
-        const char *argv[] = {node_bin, "--node-id",   id,     "--shutdown-delay-ms",
-                              "0",      "--log-level", "warn", NULL};
-        if (td_start(&nodes[i], argv))
-            exit(1);
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s=%s", i ? "," : "", id,
-                 nodes[i].addr);
-    }
+    char list[512];
+    const char *flags[] = {"--shutdown-delay-ms", "0", "--log-level", "warn", NULL};
+    if (td_start_nodes(nodes, 3, node_bin, "node-", flags, list, sizeof list))
+        exit(1);
     const char *rargv[] = {
         router_bin,    "--nodes", list, "--health-interval-ms", "200", "--shutdown-delay-ms", "0",
         "--log-level", "warn",    NULL};
     const char *eargv[] = {self, "--serve-echo", "/radixmesh.v1.Router/Match", NULL};
-    if (td_start(&router, rargv) || td_start(&echo_srv, eargv))
-        exit(1);
     rm_cache_client cc;
-    rm_cc_init_router(&cc, router.addr, 10000);
-    if (!healthy_all(&cc, 3))
+    if (!cw_start_router(&router, rargv, &cc, 10000, 3, 15000) || td_start(&echo_srv, eargv))
         exit(1);
     /* 640-token requests: 8 shared 512-token prefixes + 128 unique tokens. */
     uint32_t tok[640];
@@ -345,8 +324,9 @@ int main(int argc, char **argv)
     if (argc < 3) {
         fprintf(stderr,
                 "usage: bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] "
-                "[--seed N] [--requests N] [--block-tokens B] [--quick] [--modes "
-                "work,requests,one-choice,fixed-64,fixed-512] [--router-flags \"...\"]\n");
+                "[--seed N] [--requests N] [--block-tokens B] [--quick] [--node-arg ARG]... "
+                "[--default-only] [--modes work,requests,one-choice,fixed-64,fixed-512] "
+                "[--router-flags \"...\"]\n");
         return 2;
     }
     node_bin = argv[1];
@@ -370,6 +350,11 @@ int main(int argc, char **argv)
             only_modes = argv[++i];
         else if (!strcmp(argv[i], "--router-flags") && i + 1 < argc)
             extra_flags = argv[++i];
+        else if (!strcmp(argv[i], "--node-arg") && i + 1 < argc &&
+                 nnode_args < (int)RM_ARRAY_LEN(node_args))
+            node_args[nnode_args++] = argv[++i];
+        else if (!strcmp(argv[i], "--default-only"))
+            default_only = 1;
         else {
             fprintf(stderr, "bench_router: unknown argument %s\n", argv[i]);
             return 2;

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../integration/daemon.h"
+#include "bench_util.h"
 #include "engine.h"
 #include "util.h"
 
@@ -59,28 +60,10 @@ static void run(rm_engine *e, const uint32_t *p, uint32_t n, rm_gen_result *r)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median_ms(uint64_t *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    bench_sort_u64(v, (size_t)n);
     return (n % 2 ? (double)v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0) / 1e6;
-}
-
-static double loadavg(void)
-{
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1)
-            l = -1;
-        fclose(f);
-    }
-    return l;
 }
 
 typedef struct row {
@@ -201,7 +184,7 @@ int main(int argc, char **argv)
     rm_engine *nocache = engine("none"), *warm = engine(node.addr), *cached = engine(node.addr);
     printf("== TTFT with and without the cluster's KV (bench_ttft%s, %d rep%s, median; "
            "load average %.2f at start) ==\n",
-           quick ? " --quick" : "", reps, reps > 1 ? "s" : "", loadavg());
+           quick ? " --quick" : "", reps, reps > 1 ? "s" : "", bench_loadavg());
     printf("model: 4 layers, d_model 256, 8 heads, vocab 8192 (%zu KV bytes/token), fp32, one "
            "thread; node page 16\n\n",
            rm_model_kv_bytes(&model.cfg));
@@ -276,7 +259,7 @@ int main(int argc, char **argv)
            "%.1f ms, on B (same prompt, KV from the cluster) %.1f ms: B/A = **%.3f** (goal <= "
            "0.5); B cached %llu tokens\n",
            ta, tb, tb / ta, (unsigned long long)trd[0]);
-    printf("load average at the end: %.2f\n", loadavg());
+    printf("load average at the end: %.2f\n", bench_loadavg());
     rm_engine_free(a);
     rm_engine_free(b);
     rm_engine_free(nocache);

@@ -1,6 +1,7 @@
-/* bench_util.h -- pieces both benchmarks share: a bare gRPC-core baseline
- * server (same framework as the daemons, decodes nothing) and an async load
- * driver that keeps N unary calls in flight from one thread. */
+/* bench_util.h -- pieces the benchmarks share: a bare gRPC-core baseline
+ * server (same framework as the daemons, decodes nothing), an async load
+ * driver that keeps N unary calls in flight from one thread, and the
+ * sorting and load-average figures their reports print. */
 #ifndef RM_BENCH_UTIL_H
 #define RM_BENCH_UTIL_H
 
@@ -17,16 +18,39 @@
 #include "rpc_server.h"
 #include "util.h"
 
-static double secs(uint64_t ns)
+static inline double secs(uint64_t ns)
 {
     return (double)ns / 1e9;
+}
+
+static inline int bench_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static inline void bench_sort_u64(uint64_t *v, size_t n)
+{
+    qsort(v, n, sizeof *v, bench_cmp_u64);
+}
+
+/* The 1-minute load average, -1 if unknown: timings are read next to it. */
+static inline double bench_loadavg(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f && fscanf(f, "%lf", &l) != 1)
+        l = -1;
+    if (f)
+        fclose(f);
+    return l;
 }
 
 /* Reply size of the baseline server (set to the real reply's size). */
 static size_t echo_reply_len = 16;
 
-static grpc_status_code echo(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply, char *msg,
-                             size_t len)
+static inline grpc_status_code echo(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer **reply,
+                                    char *msg, size_t len)
 {
     (void)ctx;
     (void)msg;
@@ -45,7 +69,7 @@ static grpc_status_code echo(void *ctx, grpc_byte_buffer *req, grpc_byte_buffer 
 }
 
 /* Serves the baseline on a free port (prints LISTENING) for `path`. */
-static int serve_echo(const char *path)
+static inline int serve_echo(const char *path)
 {
     grpc_init();
     rm_rpc_server *s = rm_rpc_server_create(NULL);
@@ -72,7 +96,7 @@ typedef struct driver {
     grpc_slice req;
 } driver;
 
-static void call_start(driver *d, async_call *c)
+static inline void call_start(driver *d, async_call *c)
 {
     grpc_metadata_array_init(&c->md);
     grpc_metadata_array_init(&c->tmd);
@@ -91,7 +115,7 @@ static void call_start(driver *d, async_call *c)
 }
 
 /* Returns 1 if the call succeeded. */
-static int call_done(async_call *c, int success)
+static inline int call_done(async_call *c, int success)
 {
     int ok = success && c->status == GRPC_STATUS_OK && c->resp;
     if (c->resp)
@@ -102,8 +126,8 @@ static int call_done(async_call *c, int success)
 
 /* Keeps `depth` Match calls in flight on one queue for `seconds`; returns
  * completed calls per second. */
-static double drive(const char *addr, const char *method, grpc_slice req, int depth, double seconds,
-                    int *errors)
+static inline double drive(const char *addr, const char *method, grpc_slice req, int depth,
+                           double seconds, int *errors)
 {
     driver d;
     rm_rpc_client_init(&d.cl, addr);
@@ -139,7 +163,7 @@ static double drive(const char *addr, const char *method, grpc_slice req, int de
 }
 
 /* The encoded MatchRequest for tokens, as one slice to send many times. */
-static grpc_slice match_request_slice(const char *ns, const uint32_t *tok, size_t n)
+static inline grpc_slice match_request_slice(const char *ns, const uint32_t *tok, size_t n)
 {
     radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens_view v = {tok, n};

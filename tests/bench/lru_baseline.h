@@ -15,16 +15,12 @@
 #include "cache.h"
 #include "trace.h"
 
-/* Token hit rate of one cache of `pages` pages of page_tokens tokens. */
-static double single_lru_hit(const rm_trace *w, uint32_t page_tokens, uint64_t pages)
+/* Token hit rate of one cache made with cfg, replaying w in order. */
+static double single_cache_hit(const rm_trace *w, const rm_cache_config *cfg)
 {
     rm_cache c;
-    rm_cache_config cfg;
-    rm_cache_config_defaults(&cfg);
-    cfg.page_tokens = page_tokens;
-    cfg.pool_pages = pages;
-    if (rm_cache_init(&c, &cfg) != RM_CACHE_OK) {
-        fprintf(stderr, "cannot make a %llu-page cache\n", (unsigned long long)pages);
+    if (rm_cache_init(&c, cfg) != RM_CACHE_OK) {
+        fprintf(stderr, "cannot make a %llu-page cache\n", (unsigned long long)cfg->pool_pages);
         exit(1);
     }
     uint64_t q = 0, h = 0;
@@ -38,6 +34,17 @@ static double single_lru_hit(const rm_trace *w, uint32_t page_tokens, uint64_t p
     }
     rm_cache_destroy(&c);
     return (double)h / (double)q;
+}
+
+/* Token hit rate of one LRU cache of `pages` pages of page_tokens tokens. */
+static double single_lru_hit(const rm_trace *w, uint32_t page_tokens, uint64_t pages)
+{
+    rm_cache_config cfg;
+    rm_cache_config_defaults(&cfg);
+    cfg.page_tokens = page_tokens;
+    cfg.pool_pages = pages;
+    cfg.policy = RM_EVICT_LRU;
+    return single_cache_hit(w, &cfg);
 }
 
 #endif

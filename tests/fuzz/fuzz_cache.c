@@ -1,7 +1,7 @@
 /* libFuzzer target: the radix cache against the naive oracle of
- * tests/unit/test_cache_fuzz.c, driven by the fuzzer's bytes, with a page
- * allocator that fails whenever the input says so. Any broken invariant or
- * oracle mismatch aborts. */
+ * tests/unit/test_cache_fuzz.c (which models every eviction policy exactly),
+ * driven by the fuzzer's bytes, with a page allocator that fails whenever
+ * the input says so. Any broken invariant or oracle mismatch aborts. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,17 +27,6 @@ static int input_exhausted(void)
     return in_pos >= in_len;
 }
 
-/* Fails one allocation in eight (as the input decides), sometimes
- * partially. */
-static uint32_t failing_alloc(uint32_t want)
-{
-    uint64_t r = rnd();
-    if ((r & 7) != 0)
-        return want;
-    pool_failures++;
-    return want ? (uint32_t)((r >> 3) % want) : 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -54,9 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in_pos = 0;
     pool_failures = 0;
     rm_t_fail = 0;
-    rm_pool_fail_hook = failing ? failing_alloc : NULL;
-    run(pt, pool, kv, 100000, max_ns);
-    rm_pool_fail_hook = NULL;
+    SEQ_PCT = size > 2 && data[1] % 4 == 0 ? 10 + data[1] % 80 : 0; /* now and then a cap */
+    run(pt, pool, kv, 100000, max_ns, -1, failing); /* the policy: the input's next bytes */
     if (rm_t_fail)
         abort(); /* the CHECK lines above say what broke */
     return 0;

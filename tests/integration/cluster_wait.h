@@ -11,7 +11,7 @@
 static int cw_wait_for(rm_cache_client *cc, int (*pred)(const rm_cc_cluster *, void *), void *arg,
                        int timeout_ms)
 {
-    long long deadline = td_now_ms() + timeout_ms;
+    long long deadline = td_now_ms() + td_ms(timeout_ms); /* x10 under RM_TEST_SLOW */
     while (td_now_ms() < deadline) {
         rm_cc_cluster c;
         char msg[256];
@@ -27,6 +27,18 @@ static int cw_wait_for(rm_cache_client *cc, int (*pred)(const rm_cc_cluster *, v
 static int cw_healthy_is(const rm_cc_cluster *c, void *arg)
 {
     return c->cs.healthy_nodes == *(uint32_t *)arg;
+}
+
+/* Starts a router (argv as for td_start), connects cc to it (call deadline
+ * call_timeout_ms) and waits up to timeout_ms until `nodes` nodes are on
+ * its ring. Returns 1 once they are; 0 if the router did not start or the
+ * ring did not fill in time (cc is then open if the router started). */
+static inline int cw_start_router(test_daemon *r, const char *const *argv, rm_cache_client *cc,
+                                  int call_timeout_ms, uint32_t nodes, int timeout_ms)
+{
+    if (td_start(r, argv) != 0 || rm_cc_init_router(cc, r->addr, call_timeout_ms) != 0)
+        return 0;
+    return cw_wait_for(cc, cw_healthy_is, &nodes, timeout_ms);
 }
 
 #endif

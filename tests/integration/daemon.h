@@ -54,6 +54,21 @@ static void td_untrack(pid_t pid)
             td_pids[i] = 0;
 }
 
+/* Daemons under valgrind or ThreadSanitizer (tests/run.sh sets
+ * RM_TEST_SLOW=1 in those stages) run tens of times slower: deadlines
+ * stretch x10 and figures that only mean something natively (RSS) are not
+ * asserted. */
+static int td_slow(void)
+{
+    const char *v = getenv("RM_TEST_SLOW");
+    return v && !strcmp(v, "1");
+}
+
+static long long td_ms(long long ms)
+{
+    return td_slow() ? ms * 10 : ms;
+}
+
 static long long td_now_ms(void)
 {
     struct timespec ts;
@@ -93,7 +108,7 @@ static int td_start(test_daemon *d, const char *const *argv)
     td_track(d->pid);
     char buf[256];
     size_t len = 0;
-    long long deadline = td_now_ms() + 10000;
+    long long deadline = td_now_ms() + td_ms(10000);
     while (td_now_ms() < deadline && len < sizeof buf - 1) {
         struct pollfd p = {d->out_fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
@@ -120,7 +135,7 @@ static inline int td_read_announced(test_daemon *d, const char *word, char *out)
     char buf[256], fmt[32];
     size_t len = 0;
     snprintf(fmt, sizeof fmt, "%.16s %%63s", word);
-    long long deadline = td_now_ms() + 10000;
+    long long deadline = td_now_ms() + td_ms(10000);
     while (td_now_ms() < deadline && len < sizeof buf - 1) {
         struct pollfd p = {d->out_fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
@@ -137,6 +152,44 @@ static inline int td_read_announced(test_daemon *d, const char *word, char *out)
     return -1;
 }
 
+/* Starts n daemons of bin, ids <prefix>0 .. <prefix>n-1 ("--node-id ID"
+ * then the NULL-terminated flags; flags may be NULL), and writes the
+ * router's --nodes list ("ID=host:port,...") into list (len bytes).
+ * Returns 0, or -1 as soon as one did not start. */
+static inline int td_start_nodes(test_daemon *d, int n, const char *bin, const char *prefix,
+                                 const char *const *flags, char *list, size_t len)
+{
+    list[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        const char *argv[60] = {bin, "--node-id", id};
+        int k = 3;
+        for (int j = 0; flags && flags[j] && k < 59; j++)
+            argv[k++] = flags[j];
+        argv[k] = NULL;
+        if (td_start(&d[i], argv) != 0)
+            return -1;
+        size_t used = strlen(list);
+        snprintf(list + used, len - used, "%s%s=%s", i ? "," : "", id, d[i].addr);
+    }
+    return 0;
+}
+
+/* Calls cond(arg) every step_ms until it returns nonzero or timeout_ms
+ * pass; returns its last value. For conditions that are not a round trip
+ * to a daemon (those poll without pausing: cluster_wait.h). */
+static inline int td_wait(int (*cond)(void *), void *arg, int timeout_ms, int step_ms)
+{
+    long long deadline = td_now_ms() + td_ms(timeout_ms); /* x10 under RM_TEST_SLOW */
+    int v;
+    while (!(v = cond(arg)) && td_now_ms() < deadline) {
+        struct timespec ts = {step_ms / 1000, (long)(step_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* a poll step, bounded by the deadline */
+    }
+    return v;
+}
+
 /* Sends sig and waits up to timeout_ms for the exit. Returns the exit status
  * (as from waitpid) or -1 on timeout (then the daemon is SIGKILLed). */
 static int td_stop(test_daemon *d, int sig, int timeout_ms)
@@ -144,7 +197,7 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
     if (d->pid <= 0)
         return -1;
     kill(d->pid, sig);
-    long long deadline = td_now_ms() + timeout_ms;
+    long long deadline = td_now_ms() + td_ms(timeout_ms); /* x10 under RM_TEST_SLOW */
     int status = -1;
     for (;;) {
         pid_t r = waitpid(d->pid, &status, WNOHANG);

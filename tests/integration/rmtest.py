@@ -41,29 +41,44 @@ def poll(what, fn, timeout=15.0):
 
 
 class Daemon:
-    """A radixmesh daemon started with args; waits for the `until` line
-    (LISTENING, HTTP or GATEWAY) and keeps every announced address. stderr
-    (the log) is collected in .log. stop() returns the exit code."""
+    """A radixmesh daemon (or fake_worker.py) started with args; waits, at
+    most timeout seconds (x10 when RM_TEST_SLOW=1), for its `until` line
+    (LISTENING, HTTP or GATEWAY) and keeps every "WORD value" line it
+    announces in .addrs. stderr (the log) is collected in .log, and printed
+    when stop() sees a bad exit code (a sanitizer's or valgrind's report is
+    there)."""
 
-    def __init__(self, args, until="LISTENING", env=None, preexec_fn=None):
+    def __init__(self, args, until="LISTENING", env=None, preexec_fn=None, timeout=30.0):
         self.args = list(args)
         self.log = []
+        self.addrs = {}
+        self._termed = False
+        self._announced = threading.Event()
+        self._out_done = threading.Event()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env, preexec_fn=preexec_fn)
-        self.addrs = {}
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                err = self.proc.stderr.read()
-                self.proc.wait()
-                raise RuntimeError(f"{self.args[0]} exited ({self.proc.returncode}) before "
-                                   f"printing {until}: {err.strip()[-2000:]}")
+        self._readers = [threading.Thread(target=self._read_out, args=(until,), daemon=True),
+                         threading.Thread(target=self._read_log, daemon=True)]
+        for t in self._readers:
+            t.start()
+        deadline = time.monotonic() + deadline_s(timeout)
+        while not self._announced.wait(0.05):
+            if self._out_done.is_set() or time.monotonic() > deadline:
+                if self._announced.is_set():
+                    break
+                why = (f"exited ({self.proc.poll()}) before printing {until}"
+                       if self._out_done.is_set() else
+                       f"did not print {until} within {deadline_s(timeout):.0f} s")
+                self.kill()
+                raise RuntimeError(f"{self.args[0]} {why}: {''.join(self.log).strip()[-2000:]}")
+
+    def _read_out(self, until):
+        for line in self.proc.stdout:
             word, _, rest = line.strip().partition(" ")
-            self.addrs[word] = rest
+            self.addrs.setdefault(word, rest)
             if word == until:
-                break
-        self.reader = threading.Thread(target=self._read_log, daemon=True)
-        self.reader.start()
+                self._announced.set()
+        self._out_done.set()
 
     def _read_log(self):
         for line in self.proc.stderr:
@@ -94,23 +109,57 @@ class Daemon:
     def wait_log(self, what, text, timeout=15.0, since=0):
         poll(what, lambda: any(text in line for line in self.log[since:]), timeout)
 
-    def stop(self, timeout=60):
-        """SIGTERM (the daemon drains and exits 0); the exit code."""
-        if self.proc.poll() is None:
+    def signal_until(self, sig, what, text, timeout=15.0):
+        """Sends sig (e.g. SIGHUP: reload) and waits for a new log line
+        containing text."""
+        seen = len(self.log)
+        self.proc.send_signal(sig)
+        self.wait_log(what, text, timeout, since=seen)
+
+    def terminate(self):
+        """SIGTERM, once (a second one may cut the drain short)."""
+        if not self._termed and self.proc.poll() is None:
+            self._termed = True
             self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout=60):
+        """SIGTERM (the daemon drains and exits 0); the exit code. Past
+        timeout seconds (x10 when RM_TEST_SLOW=1) it is SIGKILLed."""
+        self.terminate()
         try:
             self.proc.wait(timeout=deadline_s(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.reader.join(timeout=10)
+        self._close()
+        # A process without a SIGTERM handler (fake_worker.py) dies of it:
+        # nothing to report. Anything else but 0 comes with its log.
+        if self.proc.returncode not in (0, -signal.SIGTERM):
+            sys.stderr.write(f"{self.args[0]} exited {self.proc.returncode}; its log:\n"
+                             f"{''.join(self.log)[-20000:]}\n")
+        return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL (a crash, as far as its peers can tell); the exit code."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._close()
+        return self.proc.returncode
+
+    def _close(self):
+        for t in self._readers:
+            t.join(timeout=10)  # both pipes end with the process
         self.proc.stdout.close()
         self.proc.stderr.close()
-        if self.proc.returncode != 0:  # what it said last, to tell why
-            tail = "".join(self.log[-40:])
-            print(f"{self.args[0]} exited with {self.proc.returncode}; its log ends:\n{tail}",
-                  file=sys.stderr)
-        return self.proc.returncode
+
+
+def stop_all(daemons, timeout=60):
+    """Stops daemons together (SIGTERM to all, then waits for each: their
+    drains overlap); their exit codes, in order."""
+    for d in daemons:
+        d.terminate()
+    return [d.stop(timeout) for d in daemons]
 
 
 def rss_kib(pid):
@@ -139,14 +188,15 @@ def http_request(addr, method, path, body=None, headers=None, timeout=10):
         conn.close()
 
 
-def metric(addr, name, headers=None):
-    """Sum of every sample of `name` on addr's /metrics."""
+def metric(addr, name, headers=None, label=""):
+    """Sum of every sample of `name` on addr's /metrics (with label, e.g.
+    'code="2xx"', those that carry it)."""
     status, _, body = http_request(addr, "GET", "/metrics", headers=headers)
     if status != 200:
         raise AssertionError(f"/metrics answered {status}")
     total = 0.0
     for line in body.decode().splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
             total += float(line.split()[-1])
     return total
 

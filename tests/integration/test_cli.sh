@@ -5,11 +5,8 @@
 # Usage: test_cli.sh BIN_DIR
 set -uo pipefail
 bin=$1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-tmp=$(mktemp -d)
-cluster=$tmp/cluster
-trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
-source "$root/tests/integration/lib.sh"
+source "$(dirname "$0")/lib.sh"
+make_tmp
 
 # --- analyze: 3 requests at page 16 -----------------------------------------
 # [1..32], [1..16]+[100..115], [1..32]+[200..215]: 112 tokens, unique 32+16+16.
@@ -79,7 +76,7 @@ cat >"$tmp/trace.jsonl" <<'JSON'
 {"timestamp": 12, "input_length": 2048, "output_length": 240, "hash_ids": [1, 2, 3, 5]}
 {"timestamp": 20, "input_length": 700, "output_length": 40, "hash_ids": [4, 6]}
 JSON
-router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$cluster" 2) || { bad "cluster did not start"; summary; exit 1; }
+local_cluster "$tmp/cluster" 2 || fatal "cluster did not start"
 both_up() { "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '2/2 nodes healthy'; }
 poll 30 both_up || bad "the router did not put both nodes on its ring"
 out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \

@@ -6,22 +6,15 @@
 # Usage: test_dashboard.sh BIN_DIR
 set -uo pipefail
 bin=$1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-if ! command -v chromium >/dev/null; then
-  echo "SKIP: chromium not installed (tests/run.sh installs it)"
-  echo "0 passed, 0 failed"
-  exit 0
-fi
-tmp=$(mktemp -d)
-trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$tmp/cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
-source "$root/tests/integration/lib.sh"
+source "$(dirname "$0")/lib.sh"
+command -v chromium >/dev/null || skip "chromium not installed (tests/run.sh installs it)"
+make_tmp
 browser() {
   chromium --headless --no-sandbox --disable-gpu --disable-quic --disable-background-networking \
     --disable-component-update --no-first-run --disable-sync --user-data-dir="$tmp/profile" \
     --virtual-time-budget=4000 --window-size=1000,820 "$@" 2>/dev/null
 }
-router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$tmp/cluster" 3) ||
-  { bad "cluster did not start"; summary; exit 1; }
+local_cluster "$tmp/cluster" 3 || fatal "cluster did not start"
 url=$(cat "$tmp/cluster/dashboard.url")
 "$bin/radixmesh" replay --router "$router" --trace builtin --limit 600 >/dev/null 2>&1 || bad "replay"
 # Until the router's published view has every request (stats poll + publish).

@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
 # The demo against a real node: it must finish, print each scenario, and the
 # node's own hit counters must equal the client's totals.
-set -euo pipefail
+set -uo pipefail
 node_bin=$1 cli_bin=$2
 source "$(dirname "$0")/lib.sh"
-out=$(mktemp) log=$(mktemp)
-"$node_bin" --listen 127.0.0.1:0 --node-id demo-test --shutdown-delay-ms 0 >"$out" 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$out" "$log"' EXIT
-poll 30 grep -q '^LISTENING ' "$out" || { echo "node did not start"; cat "$log"; exit 1; }
-addr=$(sed -n 's/^LISTENING //p' "$out")
-demo=$("$cli_bin" demo --node "$addr")
+make_tmp
+spawn node "$node_bin" --listen 127.0.0.1:0 --node-id demo-test --shutdown-delay-ms 0
+addr=$(announced node LISTENING) || fatal "node did not start: $(cat "$tmp/node.log")"
+demo=$("$cli_bin" demo --node "$addr") || fatal "demo exit $?"
 echo "$demo"
 expect_re() { if grep -qE "$1" <<<"$demo"; then ok; else bad "missing: $1"; fi; }
 expect_re '^shared system prompt +32 req .*hit rate +9[0-9]\.[0-9]%'
@@ -23,8 +20,6 @@ client=$(sed -n 's/^all scenarios .*hit rate *\([0-9.]*\)%.*/\1/p' <<<"$demo")
 node=$(sed -n 's/^node .*= \([0-9.]*\)%.*/\1/p' <<<"$demo")
 if [[ -n "$client" && "$client" == "$node" ]]; then ok; else bad "client $client% != node $node%"; fi
 # Bad usage exits 2.
-set +e
 "$cli_bin" demo --bogus >/dev/null 2>&1; rc=$?
-set -e
 if [[ $rc -eq 2 ]]; then ok; else bad "bad flag exit $rc"; fi
 summary

@@ -6,12 +6,9 @@
 # Usage: test_deploy.sh BIN_DIR
 set -uo pipefail
 bin=$1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "$0")/lib.sh"
+root=$rm_root
+make_tmp
 py=/usr/bin/python3  # Debian's, with python3-yaml
 
 if command -v kubectl >/dev/null; then
@@ -127,5 +124,4 @@ while read -r lib; do
   grep -qw -- "$pkg" <<<"$runtime" || missing+=" $pkg"
 done <"$tmp/libs"
 [[ -z "$missing" ]] && ok || bad "runtime stage lacks:$missing"
-echo "$pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+summary

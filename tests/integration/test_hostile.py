@@ -532,7 +532,7 @@ class HttpHostile(unittest.TestCase):
         ch = grpc.insecure_channel(d.addr, options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             health_grpc.HealthStub(ch).Check(health_pb.HealthCheckRequest(),
-                                             timeout=rmtest.deadline_s(10))
+                                             timeout=rmtest.deadline_s(30))
             return True
         finally:
             ch.close()
@@ -625,8 +625,19 @@ class HttpHostile(unittest.TestCase):
                           until="GATEWAY", preexec_fn=limit_fds(512))
         self.addCleanup(lambda: self.assertEqual(r.stop(), 0))
         before, fds_before = rmtest.rss_kib(r.pid), rmtest.open_fds(r.pid)
-        socks = [rmtest.connect(r.gateway) for _ in range(600)]
-        rmtest.poll("the gateway through the storm", lambda: accept_queue(r.gateway) == 0)
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(600):
+            socks.append(rmtest.connect(r.gateway))
+        # A busy machine (an ASan router beside other tests on 2 cores)
+        # can take a while to drain 600 connections; a timeout says where
+        # the router stood.
+        try:
+            rmtest.poll("the gateway through the storm", lambda: accept_queue(r.gateway) == 0,
+                        timeout=60)
+        except AssertionError:
+            raise AssertionError(f"accept queue still {accept_queue(r.gateway)} after 60 s; router "
+                                 f"{rmtest.open_fds(r.pid)} fds, log tail: {r.log[-5:]}")
         fds_storm = rmtest.open_fds(r.pid)
         self.assertTrue(self.grpc_serves(r), "gRPC stopped accepting")
         for s in socks:
@@ -752,7 +763,8 @@ class NodeHostile(unittest.TestCase):
 
     def test_stalled_write_gives_the_pool_back(self):
         """A WriteKV naming 4,096 tokens reserves the whole pool and then
-        sends nothing: the idle bound cancels it and frees the pool."""
+        sends nothing: the idle bound cancels it and frees the pool; until
+        then other writes succeed but keep nothing (dropped_tokens)."""
         import queue
         import grpc
         d, stub = self.node("--kv-bytes-per-token", "1024", "--pool-tokens", "4096",
@@ -764,9 +776,10 @@ class NodeHostile(unittest.TestCase):
         try:
             rmtest.poll("the pool reserved", lambda: fut.done() or
                         self.stats(stub).protected_pages == 256)
-            # Meanwhile nobody else can write...
-            self.assertEqual(self.refused(lambda: self.write_kv(stub, "x", [7] * 64, 1024)),
-                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            # Meanwhile others' writes keep nothing (not an error: a cache
+            # drops what it cannot hold, and says so)...
+            rep = self.write_kv(stub, "x", [7] * 64, 1024)
+            self.assertEqual((rep.inserted_tokens, rep.dropped_tokens), (0, 64))
             rmtest.poll("the stalled write cancelled", fut.done, timeout=60)
         finally:
             q.put(None)

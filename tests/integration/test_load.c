@@ -212,21 +212,20 @@ typedef struct fleet {
     test_daemon nodes[NODES], router;
     long rss_before[NODES + 1];
     double warm_s;
-    char listen[80];
+    char list[1024], listen[80]; /* the --nodes list, the router's --listen */
     int restarted;
     double restart_at;
 } fleet;
 
-static int start_router(fleet *f)
+static const char **router_args(fleet *f)
 {
-    char nodes[1024] = "";
-    for (int i = 0; i < NODES; i++)
-        snprintf(nodes + strlen(nodes), sizeof nodes - strlen(nodes), "%sn%d=%s", i ? "," : "", i,
-                 f->nodes[i].addr);
-    const char *args[] = {router_bin, "--nodes",          nodes,     "--log-level",
-                          "warn",     "--listen",         f->listen, "--health-interval-ms",
-                          "200",      "--stats-interval", "200",     NULL};
-    return td_start(&f->router, args);
+    static const char *args[] = {NULL,   "--nodes",          NULL,  "--log-level",
+                                 "warn", "--listen",         NULL,  "--health-interval-ms",
+                                 "200",  "--stats-interval", "200", NULL};
+    args[0] = router_bin;
+    args[2] = f->list;
+    args[6] = f->listen;
+    return args;
 }
 
 static void sample_rss(double el, void *ctx)
@@ -246,8 +245,39 @@ static void restart_router(double el, void *ctx)
         return;
     f->restarted = 1;
     td_stop(&f->router, SIGKILL, 5000);
-    REQUIRE(start_router(f) == 0);
+    REQUIRE(td_start(&f->router, router_args(f)) == 0);
     printf("router killed (SIGKILL) at %.1f s and restarted on %s\n", el, f->listen);
+}
+
+/* The nodes' own totals (summed over their Stats). */
+typedef struct totals {
+    fleet *f;
+    uint64_t hit, query, leases;
+} totals;
+
+static int no_leases_left(void *arg)
+{
+    totals *t = arg;
+    t->hit = t->query = t->leases = 0;
+    for (int i = 0; i < NODES; i++) {
+        rm_cache_client nc;
+        REQUIRE(rm_cc_init(&nc, t->f->nodes[i].addr, 5000) == 0);
+        radixmesh_v1_NodeStats st = radixmesh_v1_NodeStats_init_zero;
+        char msg[256];
+        CHECK_EQ(rm_cc_stats(&nc, &st, msg, sizeof msg), GRPC_STATUS_OK);
+        t->hit += st.hit_tokens_total;
+        t->query += st.query_tokens_total;
+        t->leases += st.active_leases;
+        pb_release(radixmesh_v1_NodeStats_fields, &st);
+        rm_cc_close(&nc);
+    }
+    return t->leases == 0;
+}
+
+static int cluster_equals(const rm_cc_cluster *c, void *arg)
+{
+    const totals *t = arg;
+    return c->cs.hit_tokens_total == t->hit && c->cs.query_tokens_total == t->query;
 }
 
 int main(int argc, char **argv)
@@ -264,25 +294,19 @@ int main(int argc, char **argv)
     grpc_init();
     fleet f;
     memset(&f, 0, sizeof f);
-    for (int i = 0; i < NODES; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "n%d", i);
-        /* Pools small enough to fill during the warm-up: eviction then runs
-         * all the time, which is where a leak would show. */
-        const char *args[] = {node_bin, "--node-id",   id,     "--pool-tokens",
-                              "65536",  "--log-level", "warn", "--lease-ttl-ms",
-                              "2000",   NULL};
-        REQUIRE(td_start(&f.nodes[i], args) == 0);
-    }
+    /* Pools small enough to fill during the warm-up: eviction then runs
+     * all the time, which is where a leak would show. */
+    /* Leases outlive a slow cycle: under TSan on a busy machine a
+     * Match -> Insert took over 2 s and the Insert found its lease gone. */
+    const char *flags[] = {"--pool-tokens",  "65536", "--log-level", "warn", "--lease-ttl-ms",
+                           td_slow() ? "20000" : "2000", NULL};
+    REQUIRE(td_start_nodes(f.nodes, NODES, node_bin, "n", flags, f.list, sizeof f.list) == 0);
     snprintf(f.listen, sizeof f.listen, "127.0.0.1:0");
-    REQUIRE(start_router(&f) == 0);
-    snprintf(f.listen, sizeof f.listen, "%s", f.router.addr); /* restarts reuse it */
-    snprintf(router_addr, sizeof router_addr, "%s", f.router.addr);
     /* All nodes on the ring before the clock starts. */
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, router_addr, 5000) == 0);
-    uint32_t all = NODES;
-    REQUIRE(cw_wait_for(&cc, cw_healthy_is, &all, 15000));
+    REQUIRE(cw_start_router(&f.router, router_args(&f), &cc, 5000, NODES, 15000));
+    snprintf(f.listen, sizeof f.listen, "%s", f.router.addr); /* restarts reuse it */
+    snprintf(router_addr, sizeof router_addr, "%s", f.router.addr);
 
     f.warm_s = seconds / 6 < 10 ? seconds / 6 : 10;
     double hit_a = run_phase("A. steady load", nclients, seconds, sample_rss, &f);
@@ -324,47 +348,15 @@ int main(int argc, char **argv)
      * ClusterStats = the nodes' own Stats. */
     rm_cc_close(&cc);
     REQUIRE(rm_cc_init_router(&cc, router_addr, 5000) == 0);
-    uint64_t sum_hit = 0, sum_query = 0, leases = 1;
-    long long deadline = td_now_ms() + 15000;
-    while (leases && td_now_ms() < deadline) {
-        sum_hit = sum_query = leases = 0;
-        for (int i = 0; i < NODES; i++) {
-            rm_cache_client nc;
-            REQUIRE(rm_cc_init(&nc, f.nodes[i].addr, 5000) == 0);
-            radixmesh_v1_NodeStats st = radixmesh_v1_NodeStats_init_zero;
-            char msg[256];
-            CHECK_EQ(rm_cc_stats(&nc, &st, msg, sizeof msg), GRPC_STATUS_OK);
-            sum_hit += st.hit_tokens_total;
-            sum_query += st.query_tokens_total;
-            leases += st.active_leases;
-            pb_release(radixmesh_v1_NodeStats_fields, &st);
-            rm_cc_close(&nc);
-        }
-        if (leases) {
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL); /* waiting out lease TTLs, bounded by the deadline */
-        }
-    }
-    CHECK_EQ(leases, 0);
-    deadline = td_now_ms() + 10000;
-    int equal = 0;
-    while (!equal && td_now_ms() < deadline) {
-        rm_cc_cluster cl;
-        char msg[256];
-        if (rm_cc_cluster_stats(&cc, &cl, msg, sizeof msg) == GRPC_STATUS_OK) {
-            equal = cl.cs.hit_tokens_total == sum_hit && cl.cs.query_tokens_total == sum_query;
-            rm_cc_cluster_free(&cl);
-        }
-        if (!equal) {
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            nanosleep(&ts, NULL); /* the next stats poll, bounded by the deadline */
-        }
-    }
+    totals t = {&f, 0, 0, 0};
+    td_wait(no_leases_left, &t, td_ms(15000), 100); /* waiting out lease TTLs */
+    CHECK_EQ(t.leases, 0);
+    int equal = cw_wait_for(&cc, cluster_equals, &t, 10000);
     CHECK(equal);
     printf("accounting: %llu leases left on %d nodes; cluster totals %s the nodes' (%llu / %llu "
            "tokens)\n",
-           (unsigned long long)leases, NODES, equal ? "=" : "!=", (unsigned long long)sum_hit,
-           (unsigned long long)sum_query);
+           (unsigned long long)t.leases, NODES, equal ? "=" : "!=", (unsigned long long)t.hit,
+           (unsigned long long)t.query);
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&f.router, SIGTERM, 15000), 0);
     for (int i = 0; i < NODES; i++)

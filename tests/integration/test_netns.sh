@@ -7,22 +7,16 @@
 # message) otherwise.   Usage: test_netns.sh BIN_DIR
 set -uo pipefail
 bin=$1
+source "$(dirname "$0")/lib.sh"
 if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! ip netns add rm-probe-$$ 2>/dev/null; then
-  echo "SKIP: needs root and iproute2 with network namespaces"
-  echo "0 passed, 0 failed"
-  exit 0
+  skip "needs root and iproute2 with network namespaces"
 fi
 ip netns del rm-probe-$$
-tag=$$ tmp=$(mktemp -d) pids=()
+tag=$$
 sw=rmsw$tag hosts=(rmr$tag rmn0$tag rmn1$tag rmn2$tag)
 addr=(10.77.0.2 10.77.0.10 10.77.0.11 10.77.0.12)
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  for h in "${hosts[@]}" "$sw"; do ip netns del "$h" 2>/dev/null; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-source "$(dirname "$0")/lib.sh"
+make_tmp
+at_exit 'for h in "${hosts[@]}" "$sw"; do ip netns del "$h" 2>/dev/null; done'
 
 ip netns add "$sw"
 ip -n "$sw" link add br0 type bridge
@@ -40,33 +34,28 @@ for i in 0 1 2 3; do
 done
 list=""
 for i in 1 2 3; do
-  ip netns exec "${hosts[$i]}" "$bin/radixmesh-node" --listen "${addr[$i]}:7001" --node-id "n$((i - 1))" \
-    --shutdown-delay-ms 0 >"$tmp/n$i.out" 2>"$tmp/n$i.log" &
-  pids+=($!)
+  spawn n$i ip netns exec "${hosts[$i]}" "$bin/radixmesh-node" --listen "${addr[$i]}:7001" \
+    --node-id "n$((i - 1))" --shutdown-delay-ms 0
   list+="${list:+,}n$((i - 1))=${addr[$i]}:7001"
 done
-ip netns exec "${hosts[0]}" "$bin/radixmesh-router" --listen "${addr[0]}:7000" --nodes "$list" \
-  --health-interval-ms 200 --stats-interval 200 --call-timeout-ms 500 --shutdown-delay-ms 0 \
-  >"$tmp/r.out" 2>"$tmp/r.log" &
-pids+=($!)
+spawn r ip netns exec "${hosts[0]}" "$bin/radixmesh-router" --listen "${addr[0]}:7000" --nodes "$list" \
+  --health-interval-ms 200 --stats-interval 200 --call-timeout-ms 500 --shutdown-delay-ms 0
 stats() { ip netns exec "${hosts[0]}" "$bin/radixmesh" stats --router "${addr[0]}:7000" 2>/dev/null; }
 healthy() { stats | grep -q "$1/3 nodes healthy"; }
 wait_healthy() { poll "$2" healthy "$1"; } # want, seconds
 wait_healthy 3 10 && ok || { bad "cluster did not come up"; cat "$tmp/r.log"; }
 
 # Load through the router from the router's host; cut n1's link mid-run.
-ip netns exec "${hosts[0]}" "$bin/radixmesh" replay --router "${addr[0]}:7000" --trace builtin \
-  --limit 2400 --concurrency 2 --speed 2 --json >"$tmp/replay.out" 2>"$tmp/replay.err" &
-replay=$!
-pids+=($replay)
+spawn replay ip netns exec "${hosts[0]}" "$bin/radixmesh" replay --router "${addr[0]}:7000" \
+  --trace builtin --limit 2400 --concurrency 2 --speed 2 --json
 # Cut the link once load is flowing (the router has routed a share of it).
 routed_some() { [[ $(stats | sed -n 's/^routed \([0-9]*\),.*/\1/p') -ge 300 ]]; }
 poll 60 routed_some || bad "the replay did not get going"
 ip -n "${hosts[2]}" link set "e2$tag" down
 wait_healthy 2 10 && ok || bad "cut node stayed on the ring"
 stats | grep -E '^n1 .* DOWN' >/dev/null && ok || bad "n1 not shown down"
-wait "$replay"; rc=$?
-[[ $rc -eq 0 ]] && ok || bad "replay exit $rc: $(tail -2 "$tmp/replay.err")"
+reap replay; rc=$?
+[[ $rc -eq 0 ]] && ok || bad "replay exit $rc: $(tail -2 "$tmp/replay.log")"
 tail -1 "$tmp/replay.out" | /usr/bin/python3 -c '
 import json, sys
 o = json.loads(sys.stdin.read())

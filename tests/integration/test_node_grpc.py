@@ -188,6 +188,93 @@ class KVNodeTest(NodeCase):
         self.assertEqual(st.protected_pages, 0)
 
 
+class OversizedTest(unittest.TestCase):
+    """A sequence larger than the node's pool (256 tokens here), under a
+    lease that ends up pinning every page: Insert and WriteKV answer OK,
+    keep what fits, report the rest in dropped_tokens (they used to fail
+    with RESOURCE_EXHAUSTED), and the pool's accounting holds."""
+
+    def reply_is(self, rep, cached, inserted, dropped):
+        self.assertEqual((rep.cached_tokens, rep.inserted_tokens, rep.dropped_tokens),
+                         (cached, inserted, dropped))
+
+    def check_pool(self, node, protected):
+        st = stats(node.stub)
+        self.assertEqual(st.free_pages + st.evictable_pages + st.protected_pages, st.pool_pages)
+        self.assertEqual(st.protected_pages, protected)
+
+    def test_insert_larger_than_pool(self):
+        node = Node("--pool-tokens", "256", node_id="big")
+        try:
+            toks = tokens(40, 1000)
+            m = node.stub.Match(pb.MatchRequest(namespace="o", tokens=toks[:600], lease=True))
+            rep = node.stub.Insert(pb.InsertRequest(namespace="o", tokens=toks[:600],
+                                                    lease_id=m.lease_id))
+            self.reply_is(rep, 0, 256, 336)
+            self.check_pool(node, 16)
+            rep = node.stub.Insert(pb.InsertRequest(namespace="o", tokens=toks,
+                                                    lease_id=m.lease_id))
+            self.reply_is(rep, 256, 0, 736)
+            self.check_pool(node, 16)
+            node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
+            self.check_pool(node, 0)
+        finally:
+            self.assertEqual(node.close(), 0)
+
+    def test_write_kv_larger_than_pool(self):
+        kvb = 16
+        node = Node("--kv-bytes-per-token", str(kvb), "--pool-tokens", "256", node_id="bigkv")
+        try:
+            toks = tokens(41, 800)
+            kv = bytes((toks[i] + b) & 0xFF for i in range(len(toks)) for b in range(kvb))
+            m = node.stub.Match(pb.MatchRequest(namespace="o", tokens=toks[:480], lease=True))
+            rep = node.stub.WriteKV(iter([pb.WriteKVChunk(namespace="o", tokens=toks[:480],
+                                                          lease_id=m.lease_id,
+                                                          kv=kv[:480 * kvb])]))
+            self.reply_is(rep, 0, 256, 224)
+            got = b"".join(c.kv for c in node.stub.ReadKV(pb.ReadKVRequest(lease_id=m.lease_id)))
+            self.assertEqual(got, kv[:256 * kvb])  # the bytes that fit were kept
+            rep = node.stub.WriteKV(iter([pb.WriteKVChunk(namespace="o", tokens=toks,
+                                                          kv_start_token=256,
+                                                          lease_id=m.lease_id,
+                                                          kv=kv[256 * kvb:])]))
+            self.reply_is(rep, 256, 0, 544)
+            self.check_pool(node, 16)
+            node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
+            self.check_pool(node, 0)
+        finally:
+            self.assertEqual(node.close(), 0)
+
+
+class EvictionFlagTest(unittest.TestCase):
+    """--eviction reaches the cache: under lfu-da a sequence only ever
+    re-inserted (no Match: no hit) goes before one matched once, though it
+    was used last; under lru the matched one goes."""
+
+    def evicted(self, policy):
+        node = Node("--eviction", policy, "--pool-tokens", "64", node_id="ev")
+        try:
+            a, b, c = tokens(50, 32), tokens(51, 32), tokens(52, 32)
+            node.stub.Insert(pb.InsertRequest(namespace="e", tokens=a))
+            node.stub.Insert(pb.InsertRequest(namespace="e", tokens=b))
+            self.assertEqual(node.stub.Match(pb.MatchRequest(namespace="e", tokens=b))
+                             .matched_tokens, 32)
+            for _ in range(3):
+                node.stub.Insert(pb.InsertRequest(namespace="e", tokens=a))
+            self.assertEqual(node.stub.Insert(pb.InsertRequest(namespace="e", tokens=c))
+                             .inserted_tokens, 32)
+            gone = [name for name, t in (("a", a), ("b", b)) if node.stub.Match(
+                pb.MatchRequest(namespace="e", tokens=t, peek=True)).matched_tokens == 0]
+        finally:
+            self.assertEqual(node.close(), 0)
+        return gone
+
+    def test_policies(self):
+        self.assertEqual(self.evicted("lfu-da"), ["a"])
+        self.assertEqual(self.evicted("gdsf"), ["a"])
+        self.assertEqual(self.evicted("lru"), ["b"])
+
+
 class AuthTest(unittest.TestCase):
     """--auth-token-file: every RPC but health needs the bearer token; a
     router presents its own token to nodes."""

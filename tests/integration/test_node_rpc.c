@@ -55,6 +55,15 @@ static void check_accounting(rm_cache_client *cc)
     pb_release(radixmesh_v1_NodeStats_fields, &s);
 }
 
+/* An Insert/WriteKV reply's cached, inserted and dropped tokens. */
+static void reply_is(const rm_cc_insert_reply *ir, uint32_t cached, uint32_t inserted,
+                     uint32_t dropped)
+{
+    CHECK_EQ(ir->cached_tokens, cached);
+    CHECK_EQ(ir->inserted_tokens, inserted);
+    CHECK_EQ(ir->dropped_tokens, dropped);
+}
+
 static void test_basic_cycle(rm_cache_client *cc)
 {
     uint32_t tok[612];
@@ -150,7 +159,9 @@ static void test_bad_input(rm_cache_client *cc)
     check_accounting(cc);
 }
 
-static void test_pinned_pool_then_recovery(rm_cache_client *cc)
+/* The whole pool pinned by a lease: another Insert is not refused, it is
+ * dropped (OK, dropped_tokens), and fits once the lease is released. */
+static void test_pinned_pool_drops_then_recovers(rm_cache_client *cc)
 {
     uint32_t a[64], b[64];
     fill(a, 64, 5);
@@ -159,15 +170,41 @@ static void test_pinned_pool_then_recovery(rm_cache_client *cc)
     rm_cc_match_reply m;
     CHECK_EQ(rm_cc_insert(cc, "m", a, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_match(cc, "m", a, 64, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
-    CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg),
-             GRPC_STATUS_RESOURCE_EXHAUSTED);
-    CHECK(strstr(msg, "pinned") != NULL);
+    CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
+    reply_is(&ir, 0, 0, 64);
+    check_accounting(cc);
     CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(rm_cc_insert(cc, "m", b, 64, 0, NULL, &ir, msg, sizeof msg), GRPC_STATUS_OK);
     CHECK_EQ(ir.inserted_tokens, 64);
     radixmesh_v1_NodeStats s = stats(cc);
     CHECK_EQ(s.evicted_tokens_total, 64);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
+    check_accounting(cc);
+}
+
+/* A session larger than the node's pool (64 tokens here), under its own
+ * lease: each turn is OK, caches what fits, reports the rest dropped (it
+ * used to be RESOURCE_EXHAUSTED once the lease pinned every page). */
+static void test_insert_larger_than_pool(rm_cache_client *cc)
+{
+    uint32_t tok[320];
+    fill(tok, 320, 11);
+    rm_cc_match_reply m;
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 200, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 200, m.lease_id, NULL, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    reply_is(&ir, 0, 64, 128);
+    radixmesh_v1_NodeStats s = stats(cc);
+    CHECK_EQ(s.protected_pages, s.pool_pages); /* its lease pins every page */
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+    CHECK_EQ(rm_cc_insert(cc, "m", tok, 320, m.lease_id, NULL, &ir, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    reply_is(&ir, 64, 0, 256);
+    check_accounting(cc);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 320, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(m.matched_tokens, 64);
     check_accounting(cc);
 }
 
@@ -185,7 +222,7 @@ static void test_lease_ttl_reclaims(rm_cache_client *cc)
     CHECK_EQ(s.active_leases, 20);
     CHECK_EQ(s.protected_pages, 10);
     pb_release(radixmesh_v1_NodeStats_fields, &s);
-    long long deadline = td_now_ms() + 5000;
+    long long deadline = td_now_ms() + td_ms(5000);
     uint64_t leases = 1;
     while (leases && td_now_ms() < deadline) {
         s = stats(cc);
@@ -289,6 +326,42 @@ static void test_kv_roundtrip(rm_cache_client *cc)
     free(tail);
 }
 
+/* The same for WriteKV: the bytes that fit (64 tokens' worth) are kept
+ * and read back, the rest are dropped and reported; once the lease pins
+ * every page a write keeps nothing and still succeeds. */
+static void test_write_kv_larger_than_pool(rm_cache_client *cc)
+{
+    enum { KVB = 8 };
+    uint32_t tok[240];
+    fill(tok, 240, 12);
+    uint8_t kv[240 * KVB], back[240 * KVB];
+    for (size_t i = 0; i < 240; i++)
+        for (size_t b = 0; b < KVB; b++)
+            kv[i * KVB + b] = kv_of(tok, i, b);
+    rm_cc_match_reply m;
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_match(cc, "m", tok, 160, 1, 0, &m, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ(
+        rm_cc_write_kv(cc, "m", tok, 160, 0, m.lease_id, kv, 160 * KVB, 4096, &ir, msg, sizeof msg),
+        GRPC_STATUS_OK);
+    reply_is(&ir, 0, 64, 96);
+    size_t got = 0;
+    CHECK_EQ(rm_cc_read_kv(cc, m.lease_id, 0, 0, back, sizeof back, &got, msg, sizeof msg),
+             GRPC_STATUS_OK);
+    CHECK_EQ(got, 64 * KVB);
+    CHECK(memcmp(kv, back, 64 * KVB) == 0);
+    CHECK_EQ(rm_cc_write_kv(cc, "m", tok, 240, 64, m.lease_id, kv + 64 * KVB, 176 * KVB, 4096, &ir,
+                            msg, sizeof msg),
+             GRPC_STATUS_OK);
+    reply_is(&ir, 64, 0, 176);
+    check_accounting(cc);
+    CHECK_EQ(rm_cc_release(cc, m.lease_id, NULL, msg, sizeof msg), GRPC_STATUS_OK);
+    radixmesh_v1_NodeStats s = stats(cc);
+    CHECK_EQ(s.protected_pages, 0);
+    CHECK_EQ(s.evictable_pages, s.pool_pages);
+    pb_release(radixmesh_v1_NodeStats_fields, &s);
+}
+
 /* WriteKV naming no tokens writes nothing and says so (OK, nothing
  * cached); the node used to memcpy from the NULL token array (UB: the
  * ASan/UBSan build died). The node keeps serving and its pool is intact. */
@@ -323,7 +396,7 @@ static void test_namespace_slots_return(rm_cache_client *cc)
             snprintf(ns, sizeof ns, "model-%d-%d", round, i);
             /* The previous round's leases (2 s: long enough to see the refusal
              * below even under valgrind) may still be live. */
-            long long deadline = td_now_ms() + 30000;
+            long long deadline = td_now_ms() + td_ms(30000);
             int st;
             while ((st = rm_cc_match(cc, ns, tok, 32, 1, 2000, &m, msg, sizeof msg)) ==
                        GRPC_STATUS_RESOURCE_EXHAUSTED &&
@@ -449,6 +522,7 @@ static void test_bad_flags_exit_2(rm_cache_client *unused)
     const char *cases[][6] = {
         {"--pool-tokens", "abc", NULL},
         {"--eviction", "fifo", NULL},
+        {"--eviction", "LFU", NULL},
         {"--no-such-flag", NULL},
         {"--page-tokens", "0", NULL},
         {"--pool-bytes", "1000", NULL},
@@ -529,16 +603,24 @@ typedef struct node_test {
     const char *name;
     void (*run)(rm_cache_client *cc);
     int client_timeout_ms;
-    const char *extra[6];
+    const char *extra[8];
 } node_test;
 
 static const node_test tests[] = {
     {"test_basic_cycle", test_basic_cycle, 10000, {"--max-request-tokens", "100000"}},
     {"test_bad_input", test_bad_input, 10000, {"--max-request-tokens", "100000"}},
-    {"test_pinned_pool_then_recovery",
-     test_pinned_pool_then_recovery,
+    {"test_pinned_pool_drops_then_recovers",
+     test_pinned_pool_drops_then_recovers,
      5000,
      {"--pool-tokens", "64", "--page-tokens", "16"}},
+    {"test_insert_larger_than_pool",
+     test_insert_larger_than_pool,
+     5000,
+     {"--pool-tokens", "64", "--page-tokens", "16"}},
+    {"test_write_kv_larger_than_pool",
+     test_write_kv_larger_than_pool,
+     10000,
+     {"--kv-bytes-per-token", "8", "--pool-tokens", "64", "--page-tokens", "16"}},
     {"test_lease_ttl_reclaims", test_lease_ttl_reclaims, 5000, {"--lease-ttl-ms", "200"}},
     {"test_kv_roundtrip",
      test_kv_roundtrip,

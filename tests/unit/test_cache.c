@@ -163,8 +163,10 @@ static void test_lease_pins_and_expires(fx *f)
     CHECK_EQ(stats(f)->protected_pages, 4);
     CHECK_EQ(f->st.active_leases, 1);
     inv(&f->c);
-    /* The pool is fully pinned: inserting b cannot evict a. */
-    CHECK_EQ(ins(f, "m", f->b, 16, 0, 20), RM_CACHE_POOL_PINNED);
+    /* The pool is fully pinned: inserting b cannot evict a, and drops b. */
+    CHECK_EQ(ins(f, "m", f->b, 16, 0, 20), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 0);
+    CHECK_EQ(f->ir.dropped_tokens, 16);
     inv(&f->c);
     CHECK_EQ(matched(f, "m", f->a, 16, 30), 16);
     /* TTL 500 ms from t=10: still alive at 509, gone at 510. */
@@ -232,6 +234,116 @@ static void test_partial_insert_when_pinned(fx *f)
     CHECK_EQ(f->ir.dropped_tokens, 8);
     inv(&f->c);
     CHECK_EQ(matched(f, "m", f->b, 16, 2), 8);
+}
+
+/* A sequence larger than the whole pool, under a lease that ends up
+ * pinning every page: each Insert is OK, caches what fits and reports the
+ * rest dropped; the lease follows what is cached; nothing else breaks. */
+static void test_insert_larger_than_pool(fx *f)
+{
+    /* 8 pages of 4 tokens; the sequence is 100 tokens (25 pages). */
+    CHECK_EQ(ins(f, "m", f->a, 100, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 32);
+    CHECK_EQ(f->ir.dropped_tokens, 68);
+    inv(&f->c);
+    CHECK_EQ(mat(f, "m", f->a, 100, 1, 0, 1), RM_CACHE_OK);
+    CHECK_EQ(f->mr.matched_tokens, 32);
+    uint64_t lease = f->mr.lease_id;
+    CHECK_EQ(stats(f)->protected_pages, 8); /* its own lease pins the whole pool */
+    CHECK_EQ(f->st.free_pages + f->st.evictable_pages, 0);
+    /* The next turn: 40 more tokens, not one page for them. */
+    CHECK_EQ(ins(f, "m", f->a, 140, lease, 2), RM_CACHE_OK);
+    CHECK_EQ(f->ir.cached_tokens, 32);
+    CHECK_EQ(f->ir.inserted_tokens, 0);
+    CHECK_EQ(f->ir.dropped_tokens, 108);
+    inv(&f->c);
+    /* Others are dropped too, not refused, while the lease holds. */
+    CHECK_EQ(ins(f, "m", f->b, 8, 0, 3), RM_CACHE_OK);
+    CHECK_EQ(f->ir.dropped_tokens, 8);
+    CHECK_EQ(stats(f)->dropped_tokens_total, 68 + 108 + 8);
+    CHECK_EQ(rm_cache_release(&f->c, NULL, lease), RM_CACHE_OK);
+    inv(&f->c);
+    CHECK_EQ(ins(f, "m", f->b, 8, 0, 4), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 8);
+}
+
+/* The same for WriteKV: the bytes that fit are stored, the rest are
+ * dropped (no destination) and reported at commit, even when not a single
+ * page is free. */
+static void test_write_larger_than_pool(fx *f)
+{
+    CHECK_EQ(wbegin(f, "m", f->a, 48, 0, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(f->w.npages, 8);
+    CHECK(rm_cache_write_dest(&f->c, &f->w, 31) != NULL);
+    CHECK(rm_cache_write_dest(&f->c, &f->w, 32) == NULL);
+    inv(&f->c);
+    CHECK_EQ(commit(f, 1), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 32);
+    CHECK_EQ(f->ir.dropped_tokens, 16);
+    CHECK_EQ(mat(f, "m", f->a, 48, 1, 0, 2), RM_CACHE_OK);
+    uint64_t lease = f->mr.lease_id;
+    /* Its lease pins every page: the next write keeps nothing, says so. */
+    CHECK_EQ(wbegin(f, "m", f->a, 64, 32, lease, 3), RM_CACHE_OK);
+    CHECK_EQ(f->w.npages, 0);
+    CHECK(rm_cache_write_dest(&f->c, &f->w, 32) == NULL);
+    inv(&f->c);
+    CHECK_EQ(commit(f, 4), RM_CACHE_OK);
+    CHECK_EQ(f->ir.cached_tokens, 32);
+    CHECK_EQ(f->ir.dropped_tokens, 32);
+    CHECK_EQ(f->ir.inserted_tokens, 0);
+    CHECK_EQ(stats(f)->protected_pages, 8);
+    CHECK_EQ(f->st.dropped_tokens_total, 16 + 32);
+    CHECK_EQ(rm_cache_release(&f->c, NULL, lease), RM_CACHE_OK);
+    inv(&f->c);
+}
+
+/* max_sequence_pct: a sequence caches at most that share of the pool
+ * (here 50% of 8 pages), the rest is dropped, whatever is free; another
+ * sequence keeps the other half. */
+static void test_sequence_share(fx *f)
+{
+    rm_cache_config cfg = *rm_cache_config_get(&f->c);
+    cfg.max_sequence_pct = 50;
+    close_fx(f);
+    open_cfg(f, &cfg);
+    CHECK_EQ(ins(f, "m", f->a, 12, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 12);
+    CHECK_EQ(ins(f, "m", f->a, 40, 0, 1), RM_CACHE_OK);
+    CHECK_EQ(f->ir.cached_tokens, 12);
+    CHECK_EQ(f->ir.inserted_tokens, 4);
+    CHECK_EQ(f->ir.dropped_tokens, 24);
+    CHECK_EQ(stats(f)->free_pages, 4);
+    CHECK_EQ(ins(f, "m", f->a, 40, 0, 2), RM_CACHE_OK); /* at its share: nothing more */
+    CHECK_EQ(f->ir.inserted_tokens, 0);
+    CHECK_EQ(f->ir.dropped_tokens, 24);
+    CHECK_EQ(ins(f, "m", f->b, 40, 0, 4), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 16);
+    CHECK_EQ(stats(f)->evicted_tokens_total, 0);
+    inv(&f->c);
+}
+
+/* LFU-DA counts a request once, at its Match: re-inserting cached pages
+ * (what every request's Insert does after its Match) is no hit. a, only
+ * ever re-inserted, goes before b, matched once, though a was used last;
+ * LRU would take b. */
+static void test_insert_is_not_a_hit(fx *f)
+{
+    rm_cache_config cfg = *rm_cache_config_get(&f->c);
+    cfg.policy = RM_EVICT_LFU_DA;
+    close_fx(f);
+    open_cfg(f, &cfg);
+    CHECK_EQ(ins(f, "m", f->a, 8, 0, 0), RM_CACHE_OK);
+    CHECK_EQ(ins(f, "m", f->b, 8, 0, 1), RM_CACHE_OK);
+    CHECK_EQ(matched(f, "m", f->b, 8, 2), 8);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(ins(f, "m", f->a, 8, 0, 3 + (uint64_t)i), RM_CACHE_OK);
+    uint32_t c[8];
+    seq(c, 8, 3);
+    CHECK_EQ(ins(f, "m", c, 8, 0, 10), RM_CACHE_OK);
+    CHECK_EQ(f->ir.inserted_tokens, 8);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, f->a, 8), 0);
+    CHECK_EQ(rm_cache_peek(&f->c, "m", 1, f->b, 8), 8);
+    CHECK_EQ(f->c.tree.age, RM_PRIO_ONE); /* a's K: L 0 + f 1 */
 }
 
 static void test_max_leases(fx *f)
@@ -617,6 +729,9 @@ static void test_bad_config(fx *f)
     CHECK_EQ(rm_cache_init(&c, &cfg), RM_CACHE_BAD_CONFIG);
     cfg = cfg_of(4, 0, 0);
     CHECK_EQ(rm_cache_init(&c, &cfg), RM_CACHE_BAD_CONFIG);
+    cfg = cfg_of(4, 8, 0);
+    cfg.policy = RM_EVICT_NPOLICIES;
+    CHECK_EQ(rm_cache_init(&c, &cfg), RM_CACHE_BAD_CONFIG);
 }
 
 /* A test and the cache it starts with. */
@@ -642,6 +757,10 @@ static const cache_test tests[] = {
     T(test_lease_partial_edge_splits, 4, 16, 0, 0, 0, 0),
     T(test_insert_moves_lease, 4, 32, 0, 0, 0, 0),
     T(test_partial_insert_when_pinned, 4, 6, 0, 0, 0, 0),
+    T(test_insert_larger_than_pool, 4, 8, 0, 0, 0, 0),
+    T(test_write_larger_than_pool, 4, 8, 2, 0, 0, 0),
+    T(test_insert_is_not_a_hit, 4, 4, 0, 0, 0, 0),
+    T(test_sequence_share, 4, 8, 0, 0, 0, 0),
     T(test_max_leases, 4, 8, 0, 2, 0, 0),
     T(test_ttl_entries, 4, 16, 0, 0, 0, 1000),
     T(test_kv_write_read_roundtrip, 4, 16, 8, 0, 0, 0),

@@ -41,95 +41,118 @@ static double share_of(const rm_hotset *h, uint64_t hash, uint64_t now, uint32_t
     return 0;
 }
 
+/* rm_hotset_top's answer: the first k of e, of `total` decayed requests. */
+typedef struct hot_top {
+    rm_hot_entry e[256];
+    size_t k;
+    double total;
+} hot_top;
+
+/* Each test's state: the hot set, a request's tokens (request() writes
+ * them), the last top list (top_of()). */
+static struct {
+    rm_hotset h;
+    uint32_t tok[256 * B];
+    hot_top t;
+} fx;
+
+/* A fresh fx.h over blocks of B tokens, its cold threshold 1%. */
+static rm_hotset *fx_init(uint32_t max_blocks, uint64_t half_life_ms, size_t capacity)
+{
+    REQUIRE(rm_hotset_init(&fx.h, B, max_blocks, 0.01, half_life_ms, capacity, 0) == 0);
+    return &fx.h;
+}
+
+/* Adds requests first .. first+count-1 to fx.h, each `shared` blocks of the
+ * common prompt in `blocks` (request()), all at time now; fx.tok ends as
+ * the last one. */
+static void add_requests(int shared, uint64_t first, uint64_t count, int blocks, uint64_t now)
+{
+    for (uint64_t i = first; i < first + count; i++)
+        rm_hotset_add(&fx.h, "m", 1, fx.tok, request(fx.tok, shared, i, blocks), now);
+}
+
+/* fx.h's entries above min_share at now, at most max, into fx.t; how many. */
+static size_t top_of(double min_share, uint64_t now, size_t max)
+{
+    REQUIRE(max <= 256);
+    fx.t.k = rm_hotset_top(&fx.h, min_share, now, fx.t.e, max, &fx.t.total);
+    return fx.t.k;
+}
+
+static const rm_hot_entry *entry_of(uint64_t hash)
+{
+    for (size_t i = 0; i < fx.t.k; i++)
+        if (fx.t.e[i].hash == hash)
+            return &fx.t.e[i];
+    return NULL;
+}
+
 static void test_finds_shared_prompt(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
-    uint32_t tok[40 * B];
+    rm_hotset *h = fx_init(64, 10000, 1024);
+    uint32_t *tok = fx.tok;
     /* 60% of requests share a 5-block prompt; the rest are unique. */
     for (uint64_t i = 0; i < 5000; i++) {
         size_t n = request(tok, (i % 5) < 3 ? 5 : 0, i, 12);
-        rm_hotset_add(&h, "m", 1, tok, n, i / 10);
+        rm_hotset_add(h, "m", 1, tok, n, i / 10);
     }
     request(tok, 5, 999999, 12);
     uint32_t blocks = 0;
     for (int b = 1; b <= 5; b++) {
-        double s = share_of(&h, prefix_hash(tok, b), 500, &blocks);
+        double s = share_of(h, prefix_hash(tok, b), 500, &blocks);
         CHECK(fabs(s - 0.6) < 0.03);
         CHECK_EQ(blocks, (uint32_t)b);
     }
     /* One block past the prompt every request is unique: cold. */
-    CHECK(share_of(&h, prefix_hash(tok, 6), 500, &blocks) < 0.01);
+    CHECK(share_of(h, prefix_hash(tok, 6), 500, &blocks) < 0.01);
     /* Only the hot chain (and few cold leftovers) is reported above 1%. */
-    rm_hot_entry top[256];
-    double total;
-    size_t k = rm_hotset_top(&h, 0.01, 500, top, 256, &total);
-    CHECK_EQ(k, 5);
-    CHECK(fabs(total - 5000) < 600); /* decay over 0.5 s at half-life 10 s */
+    CHECK_EQ(top_of(0.01, 500, 256), 5);
+    CHECK(fabs(fx.t.total - 5000) < 600); /* decay over 0.5 s at half-life 10 s */
     /* Most shared first; along the equally shared chain, deepest first. */
-    CHECK_EQ(top[0].blocks, 5);
-    CHECK(top[0].hash == prefix_hash(tok, 5));
-    k = rm_hotset_top(&h, 0.01, 500, top, 1, &total);
-    CHECK_EQ(k, 1);
-    CHECK_EQ(top[0].blocks, 5);
+    CHECK_EQ(fx.t.e[0].blocks, 5);
+    CHECK(fx.t.e[0].hash == prefix_hash(tok, 5));
+    CHECK_EQ(top_of(0.01, 500, 1), 1);
+    CHECK_EQ(fx.t.e[0].blocks, 5);
     /* Another namespace with the same tokens is another prefix. */
     uint64_t other = rm_prefix_chain(rm_prefix_ns_hash("x", 1), tok, B);
-    CHECK(share_of(&h, other, 500, &blocks) == 0);
-    rm_hotset_destroy(&h);
+    CHECK(share_of(h, other, 500, &blocks) == 0);
+    rm_hotset_destroy(h);
 }
 
 static void test_noise_never_crowds_out_the_shared_chain(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 4096, 0) == 0);
-    uint32_t tok[40 * B];
+    fx_init(64, 10000, 4096);
     /* Few requests, each a shared 9-block prompt then unique blocks: every
      * unique prefix is ~1.5% of this small window, above the report cut. */
-    for (uint64_t i = 0; i < 64; i++)
-        rm_hotset_add(&h, "m", 1, tok, request(tok, 9, i, 12), 0);
-    rm_hot_entry top[8];
-    double total;
-    size_t k = rm_hotset_top(&h, 0.01, 0, top, 8, &total);
-    CHECK_EQ(k, 8);
-    for (size_t i = 0; i < k; i++) {
-        CHECK(top[i].count > 60);
-        CHECK_EQ(top[i].blocks, 9 - i);
+    add_requests(9, 0, 64, 12, 0);
+    CHECK_EQ(top_of(0.01, 0, 8), 8);
+    for (size_t i = 0; i < fx.t.k; i++) {
+        CHECK(fx.t.e[i].count > 60);
+        CHECK_EQ(fx.t.e[i].blocks, 9 - i);
     }
-    rm_hotset_destroy(&h);
+    rm_hotset_destroy(&fx.h);
 }
 
 static void test_decays(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 1000, 1024, 0) == 0);
-    uint32_t tok[12 * B];
-    for (uint64_t i = 0; i < 1000; i++)
-        rm_hotset_add(&h, "m", 1, tok, request(tok, 3, i, 6), 0);
+    rm_hotset *h = fx_init(64, 1000, 1024);
+    uint32_t *tok = fx.tok, blocks;
+    add_requests(3, 0, 1000, 6, 0);
     uint64_t hp = prefix_hash(tok, 3);
-    uint32_t blocks;
-    CHECK(share_of(&h, hp, 0, &blocks) > 0.99);
+    CHECK(share_of(h, hp, 0, &blocks) > 0.99);
     /* Traffic moves on: two half-lives of unique requests later the old
      * prompt's share has fallen to about a quarter... */
     for (uint64_t i = 0; i < 2000; i++)
-        rm_hotset_add(&h, "m", 1, tok, request(tok, 0, 5000 + i, 6), i);
+        rm_hotset_add(h, "m", 1, tok, request(tok, 0, 5000 + i, 6), i);
     request(tok, 3, 1, 6);
-    double s = share_of(&h, hp, 2000, &blocks);
+    double s = share_of(h, hp, 2000, &blocks);
     CHECK(s > 0.15 && s < 0.45);
     /* ...and long after, it is gone from what is reported. */
     for (uint64_t i = 0; i < 20000; i++)
-        rm_hotset_add(&h, "m", 1, tok + 6 * B, request(tok + 6 * B, 0, 90000 + i, 6), 2000 + i);
-    rm_hot_entry top[256];
-    double total;
-    CHECK_EQ(rm_hotset_top(&h, 0.01, 22000, top, 256, &total), 0);
-    rm_hotset_destroy(&h);
-}
-
-static const rm_hot_entry *entry_of(const rm_hot_entry *top, size_t k, uint64_t hash)
-{
-    for (size_t i = 0; i < k; i++)
-        if (top[i].hash == hash)
-            return &top[i];
-    return NULL;
+        rm_hotset_add(h, "m", 1, tok + 6 * B, request(tok + 6 * B, 0, 90000 + i, 6), 2000 + i);
+    CHECK_EQ(top_of(0.01, 22000, 256), 0);
+    rm_hotset_destroy(h);
 }
 
 /* One conversation: each turn resends the last and adds 1.5 blocks, so most
@@ -137,23 +160,19 @@ static const rm_hot_entry *entry_of(const rm_hot_entry *top, size_t k, uint64_t 
  * in it branches, at any depth, however much traffic it is. */
 static void test_one_conversation_never_branches(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
-    uint32_t tok[40 * B];
-    request(tok, 0, 77, 40);
+    rm_hotset *h = fx_init(64, 10000, 1024);
+    request(fx.tok, 0, 77, 40);
     for (int turn = 1; turn <= 20; turn++)
-        rm_hotset_add(&h, "m", 1, tok, (size_t)turn * 3 * B / 2, (uint64_t)turn);
-    rm_hot_entry top[256];
-    double total;
-    size_t k = rm_hotset_top(&h, 0.0, 20, top, 256, &total);
-    CHECK(k >= 29);
-    for (size_t i = 0; i < k; i++) {
-        CHECK(top[i].other == 0);
+        rm_hotset_add(h, "m", 1, fx.tok, (size_t)turn * 3 * B / 2, (uint64_t)turn);
+    CHECK(top_of(0.0, 20, 256) >= 29);
+    for (size_t i = 0; i < fx.t.k; i++) {
+        const rm_hot_entry *e = &fx.t.e[i];
+        CHECK(e->other == 0);
         /* Every prefix but the deepest was continued by some turn. */
-        if (top[i].blocks < 30)
-            CHECK(top[i].lead_known > 0 && top[i].lead_count > 0);
+        if (e->blocks < 30)
+            CHECK(e->lead_known > 0 && e->lead_count > 0);
     }
-    rm_hotset_destroy(&h);
+    rm_hotset_destroy(h);
 }
 
 /* A 5-block prompt followed by distinct conversations branches after its
@@ -161,57 +180,49 @@ static void test_one_conversation_never_branches(void)
  * block) branch too, while tails under a quarter block count for nothing. */
 static void test_shared_prompt_branches_at_its_end(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
-    uint32_t tok[12 * B];
-    for (uint64_t i = 0; i < 40; i++)
-        rm_hotset_add(&h, "m", 1, tok, request(tok, 5, i, 8), 0);
-    rm_hot_entry top[256];
-    double total;
-    size_t k = rm_hotset_top(&h, 0.0, 0, top, 256, &total);
+    rm_hotset *h = fx_init(64, 10000, 1024);
+    add_requests(5, 0, 40, 8, 0);
+    top_of(0.0, 0, 256);
     for (int b = 1; b <= 4; b++) {
-        const rm_hot_entry *e = entry_of(top, k, prefix_hash(tok, b));
+        const rm_hot_entry *e = entry_of(prefix_hash(fx.tok, b));
         REQUIRE(e != NULL);
         CHECK(e->other == 0 && e->lead_count == 40 && e->lead_known == RM_HOT_CHECKPOINTS);
     }
-    const rm_hot_entry *end = entry_of(top, k, prefix_hash(tok, 5));
+    const rm_hot_entry *end = entry_of(prefix_hash(fx.tok, 5));
     REQUIRE(end != NULL);
     CHECK(end->other >= 38 && end->lead_count + end->other == 40);
-    rm_hotset_destroy(&h);
+    rm_hotset_destroy(h);
 
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    fx_init(64, 10000, 1024);
     for (uint64_t i = 0; i < 40; i++) /* the prompt + 5 distinct tokens */
-        rm_hotset_add(&h, "m", 1, tok, request(tok, 5, 1000 + i, 6) - 3, 0);
+        rm_hotset_add(h, "m", 1, fx.tok, request(fx.tok, 5, 1000 + i, 6) - 3, 0);
     for (uint64_t i = 0; i < 40; i++) /* the prompt + 1 token: below a quarter */
-        rm_hotset_add(&h, "m", 1, tok, request(tok, 5, 2000 + i, 6) - 7, 0);
-    k = rm_hotset_top(&h, 0.0, 0, top, 256, &total);
-    end = entry_of(top, k, prefix_hash(tok, 5));
+        rm_hotset_add(h, "m", 1, fx.tok, request(fx.tok, 5, 2000 + i, 6) - 7, 0);
+    top_of(0.0, 0, 256);
+    end = entry_of(prefix_hash(fx.tok, 5));
     REQUIRE(end != NULL);
     CHECK_EQ(end->count, 80);
     CHECK(end->other >= 38 && end->lead_count + end->other == 40);
-    rm_hotset_destroy(&h);
+    rm_hotset_destroy(h);
 }
 
 /* A continuation seen once, then another one many times: the second takes
  * the lead, and "other" keeps only what came before it did. */
 static void test_leader_is_displaced(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 64, 0.01, 10000, 1024, 0) == 0);
+    rm_hotset *h = fx_init(64, 10000, 1024);
     uint32_t a[3 * B], c[3 * B];
     request(a, 2, 1, 3);
     request(c, 2, 2, 3);
-    rm_hotset_add(&h, "m", 1, a, 3 * B, 0);
+    rm_hotset_add(h, "m", 1, a, 3 * B, 0);
     for (int i = 0; i < 10; i++)
-        rm_hotset_add(&h, "m", 1, c, 3 * B, 0);
-    rm_hot_entry top[16];
-    double total;
-    size_t k = rm_hotset_top(&h, 0.0, 0, top, 16, &total);
-    const rm_hot_entry *e = entry_of(top, k, prefix_hash(a, 2));
+        rm_hotset_add(h, "m", 1, c, 3 * B, 0);
+    top_of(0.0, 0, 16);
+    const rm_hot_entry *e = entry_of(prefix_hash(a, 2));
     REQUIRE(e != NULL);
     CHECK(e->lead[RM_HOT_CHECKPOINTS - 1] == prefix_hash(c, 3));
     CHECK(e->other <= 2 && e->lead_count >= 9 && e->lead_count + e->other == 11);
-    rm_hotset_destroy(&h);
+    rm_hotset_destroy(h);
 }
 
 static void test_prefix_hash_deterministic(void)
@@ -237,19 +248,17 @@ static void test_prefix_hash_deterministic(void)
  * warmest chain, survives. */
 static void test_full_table_of_warm_prefixes(void)
 {
-    rm_hotset h;
-    REQUIRE(rm_hotset_init(&h, B, 256, 0.01, 10000, 4096, 0) == 0);
-    static uint32_t tok[256 * B];
+    rm_hotset *h = fx_init(256, 10000, 4096);
     for (uint64_t id = 1; id <= 64; id++) {
-        size_t n = request(tok, 4, id, 256); /* 256 blocks each, 4 shared */
-        rm_hotset_add(&h, "m", 1, tok, n, 0);
-        CHECK(h.used * 4 <= (h.mask + 1) * 3);
+        size_t n = request(fx.tok, 4, id, 256); /* 256 blocks each, 4 shared */
+        rm_hotset_add(h, "m", 1, fx.tok, n, 0);
+        CHECK(h->used * 4 <= (h->mask + 1) * 3);
     }
-    CHECK(h.used > 0);
+    CHECK(h->used > 0);
     uint32_t blocks;
-    CHECK(share_of(&h, prefix_hash(tok, 4), 0, &blocks) > 0.99);
+    CHECK(share_of(h, prefix_hash(fx.tok, 4), 0, &blocks) > 0.99);
     CHECK(blocks == 4);
-    rm_hotset_destroy(&h);
+    rm_hotset_destroy(h);
 }
 
 /* Sketches as deep as RM_HOT_MAX_TOKENS (at least 64k tokens at small

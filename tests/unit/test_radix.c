@@ -1,5 +1,6 @@
 /* Unit tests for common/radix.c: page-aligned matching, node split,
- * namespaces, lock accounting, eviction order (LRU, LFU) and TTL expiry. */
+ * namespaces, lock accounting, eviction order (LRU, LFU, LFU-DA, GDSF) and
+ * TTL expiry. */
 #include <errno.h>
 #include <string.h>
 
@@ -281,6 +282,91 @@ static void test_lfu_order(void)
     close_tree(&t);
 }
 
+/* LFU-DA: an entry hit 3 times long ago loses to entries hit once
+ * recently, once the age L has passed it; plain LFU keeps it for ever. */
+static void check_aging(rm_evict_policy policy, int old_survives)
+{
+    rm_radix t;
+    rm_radix_node *root = open_tree(&t, policy);
+    uint32_t old[4] = {9, 9, 9, 9};
+    put(&t, root, old, 4, 0);
+    rm_radix_node *last;
+    for (int h = 0; h < 3; h++) /* K = L + f = 0 + 4 */
+        rm_radix_match(&t, root, old, 4, RM_MATCH_TOUCH | RM_MATCH_HIT, 0, &last);
+    int old_evicted_at = -1;
+    for (uint32_t i = 0; i < 6; i++) {
+        uint32_t x[4] = {i, i, i, i};
+        put(&t, root, x, 4, 0); /* K = L + 1, then hit: L + 2 */
+        rm_radix_match(&t, root, x, 4, RM_MATCH_TOUCH | RM_MATCH_HIT, 0, &last);
+        uint32_t freed = 0;
+        CHECK_EQ(rm_radix_evict(&t, 1, collect, &freed), 1);
+        if (old_evicted_at < 0 && match(&t, root, old, 4) == 0)
+            old_evicted_at = (int)i;
+        if (policy == RM_EVICT_LFU_DA && i == 0)
+            CHECK_EQ(t.age, 2 * RM_PRIO_ONE); /* x0 went: K = 0 + 2 */
+        check_tree(&t);
+    }
+    /* The second round: x1's K = 2 + 2 ties the old entry's 4, and the
+     * tie goes to the least recently used. */
+    CHECK_EQ(old_evicted_at, old_survives ? -1 : 1);
+    close_tree(&t);
+}
+
+static void test_lfu_da_ages(void)
+{
+    check_aging(RM_EVICT_LFU_DA, 0);
+    check_aging(RM_EVICT_LFU, 1);
+}
+
+/* GDSF: of two leaves hit as often, the shallower goes first, even when it
+ * is the more recent; LFU-DA, blind to depth, takes the older. */
+static void check_depth(rm_evict_policy policy, int deep_first)
+{
+    rm_radix t;
+    rm_radix_node *root = open_tree(&t, policy);
+    uint32_t deep[20] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5};
+    uint32_t shallow[4] = {7, 7, 7, 7};
+    put(&t, root, deep, 16, 0);
+    rm_radix_node *leaf = put(&t, root, deep, 20, 1); /* 1 page 16 tokens deep */
+    put(&t, root, shallow, 4, 2);
+    /* The 4-page prefix is a leaf no more; the two leaves have f = 1. */
+    CHECK_EQ(leaf->prio, policy == RM_EVICT_GDSF ? 65536u + 2 * 16 + 4 : 65536u);
+    uint32_t freed = 0;
+    CHECK_EQ(rm_radix_evict(&t, 1, collect, &freed), 1);
+    CHECK_EQ(match(&t, root, deep, 20), deep_first ? 16 : 20);
+    CHECK_EQ(match(&t, root, shallow, 4), deep_first ? 4 : 0);
+    close_tree(&t);
+}
+
+static void test_gdsf_weighs_depth(void)
+{
+    check_depth(RM_EVICT_GDSF, 0);
+    check_depth(RM_EVICT_LFU_DA, 1);
+}
+
+/* GDSF's cost/size: 1 at depth 0, 2 at a mean depth of D tokens; LFU-DA's
+ * is 1 anywhere; both saturate. Names round-trip. */
+static void test_policy_weights_and_names(void)
+{
+    CHECK_EQ(rm_evict_weight(RM_EVICT_GDSF, 0, 0), RM_PRIO_ONE);
+    CHECK_EQ(rm_evict_weight(RM_EVICT_GDSF, RM_GDSF_ATTN_TOKENS, 0), 2 * RM_PRIO_ONE);
+    CHECK_EQ(rm_evict_weight(RM_EVICT_GDSF, RM_GDSF_ATTN_TOKENS / 2, RM_GDSF_ATTN_TOKENS),
+             2 * RM_PRIO_ONE);
+    CHECK_EQ(rm_evict_weight(RM_EVICT_LFU_DA, 1u << 30, 1u << 20), RM_PRIO_ONE);
+    CHECK(rm_evict_weight(RM_EVICT_GDSF, UINT64_MAX, 0) == UINT64_MAX);
+    for (int p = 0; p < RM_EVICT_NPOLICIES; p++) {
+        rm_evict_policy got = RM_EVICT_NPOLICIES;
+        CHECK_EQ(rm_evict_policy_parse(rm_evict_policy_name((rm_evict_policy)p), &got), 0);
+        CHECK_EQ(got, p);
+    }
+    rm_evict_policy got = RM_EVICT_LRU;
+    CHECK_EQ(rm_evict_policy_parse("fifo", &got), -EINVAL);
+    CHECK_EQ(rm_evict_policy_parse("LRU", &got), -EINVAL);
+    CHECK(rm_evict_policy_name(RM_EVICT_NPOLICIES) == NULL);
+    rm_radix t;
+    CHECK_EQ(rm_radix_init(&t, PT, RM_EVICT_NPOLICIES, 8), -EINVAL);
+}
+
 static void test_evict_climbs_to_parent(void)
 {
     rm_radix t;
@@ -353,6 +439,9 @@ int main(void)
     RUN(test_lock_accounting);
     RUN(test_lru_order);
     RUN(test_lfu_order);
+    RUN(test_lfu_da_ages);
+    RUN(test_gdsf_weighs_depth);
+    RUN(test_policy_weights_and_names);
     RUN(test_evict_climbs_to_parent);
     RUN(test_ttl_expire);
     RUN(test_many_children);

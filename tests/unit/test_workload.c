@@ -110,10 +110,40 @@ static int full_blocks_prefix(const rm_block_req *a, const rm_block_req *b)
     return b->nblocks >= full && !memcmp(a->hash_ids, b->hash_ids, sizeof(uint64_t) * full);
 }
 
-/* Mooncake ids: a full block's id names one position (its content includes
- * everything before it), a partial last block's id is used once. */
-static void check_mooncake_ids(const rm_block_trace *bt)
+/* A session's requests rq[0..n): every reply in [reply_min, reply_max]
+ * tokens; every prompt after the first resends the one before and its
+ * reply (all their full blocks) and adds a message of msg_min .. msg_max
+ * tokens, at least gap_ms later. */
+static void check_session(const rm_block_req *const *rq, size_t n, uint32_t reply_min,
+                          uint32_t reply_max, uint64_t msg_min, uint64_t msg_max, uint64_t gap_ms)
 {
+    for (size_t k = 0; k < n; k++) {
+        CHECK(rq[k]->output_length >= reply_min && rq[k]->output_length <= reply_max);
+        if (k == 0)
+            continue;
+        uint64_t context = rq[k - 1]->input_length + rq[k - 1]->output_length;
+        CHECK(rq[k]->input_length >= context + msg_min);
+        CHECK(rq[k]->input_length - context <= msg_max);
+        CHECK(full_blocks_prefix(rq[k - 1], rq[k]));
+        CHECK(rq[k]->timestamp_ms >= rq[k - 1]->timestamp_ms + gap_ms);
+    }
+}
+
+/* Every session of a kind opens with the same `full` blocks as the first
+ * one seen (*opener, set by that first call). */
+static void check_same_opening(const rm_block_req **opener, const rm_block_req *first, size_t full)
+{
+    if (!*opener)
+        *opener = first;
+    CHECK(!memcmp((*opener)->hash_ids, first->hash_ids, sizeof(uint64_t) * full));
+}
+
+/* Mooncake ids: a full block's id names one position (its content includes
+ * everything before it), a partial last block's id is used once. And the
+ * trace has the n requests asked for. */
+static void check_mooncake_ids(const rm_block_trace *bt, size_t n)
+{
+    REQUIRE(bt->n == n);
     size_t total = 0;
     for (size_t i = 0; i < bt->n; i++)
         total += bt->req[i].nblocks;
@@ -144,14 +174,13 @@ static void check_mooncake_ids(const rm_block_trace *bt)
 static void test_agentic_shape(void)
 {
     enum { N = 3000, CAP = 4096 };
+    const rm_block_req **rq = malloc(sizeof *rq * CAP);
     for (uint64_t seed = 1; seed <= 3; seed++) {
         rm_block_trace bt = {0};
         rm_agentic_info info;
         rm_agentic_generate(seed, N, &bt, &info);
+        check_mooncake_ids(&bt, N);
         const rm_agentic_params *p = &info.params;
-        REQUIRE(bt.n == N);
-        check_mooncake_ids(&bt);
-        const rm_block_req **rq = malloc(sizeof *rq * CAP);
         const rm_block_req *opener[RM_AGENTIC_MAX_VERSIONS] = {0};
         size_t mains = 0, complete = 0, subs = 0, subs_full_prompt = 0, version_counts[8] = {0};
         uint64_t largest = 0, gaps_human = 0, gaps = 0, min_gap = UINT64_MAX;
@@ -163,16 +192,8 @@ static void test_agentic_shape(void)
                 continue;
             uint32_t v = ss->version;
             size_t tool_full = p->tool_prompt_tokens[v] / RM_WL_BLOCK;
-            for (size_t k = 0; k < n; k++) {
-                CHECK(rq[k]->output_length >= 30 && rq[k]->output_length <= 4000);
-                if (k == 0)
-                    continue;
-                /* The whole context, the reply and a new message. */
-                CHECK(rq[k]->input_length >=
-                      rq[k - 1]->input_length + rq[k - 1]->output_length + 50);
-                CHECK(full_blocks_prefix(rq[k - 1], rq[k]));
-                CHECK(rq[k]->timestamp_ms > rq[k - 1]->timestamp_ms);
-            }
+            /* The whole context, the reply and a new message. */
+            check_session(rq, n, 30, 4000, 50, UINT64_MAX, 1);
             if (ss->parent == 0) {
                 mains++;
                 version_counts[v]++;
@@ -183,9 +204,7 @@ static void test_agentic_shape(void)
                 CHECK(rq[0]->input_length >= p->tool_prompt_tokens[v] + 3000);
                 /* Every session of a version opens with the same tool prompt;
                  * the block where it ends is already the session's own. */
-                if (!opener[v])
-                    opener[v] = rq[0];
-                CHECK(!memcmp(opener[v]->hash_ids, rq[0]->hash_ids, sizeof(uint64_t) * tool_full));
+                check_same_opening(&opener[v], rq[0], tool_full);
                 CHECK(opener[v] == rq[0] ||
                       opener[v]->hash_ids[tool_full] != rq[0]->hash_ids[tool_full]);
                 if (n == ss->planned) {
@@ -247,10 +266,10 @@ static void test_agentic_shape(void)
                     (rq[n - 1]->timestamp_ms >= mid || n < info.sessions[s].planned);
         }
         CHECK(live >= 10);
-        free(rq);
         rm_agentic_info_free(&info);
         rm_block_trace_free(&bt);
     }
+    free(rq);
 }
 
 /* The benchmarks' sizing: 8 nodes, pools of 10% of the unique blocks / 8.
@@ -279,9 +298,8 @@ static void test_chat_shape(void)
         rm_block_trace bt = {0};
         rm_chat_info info;
         rm_chat_generate(seed, N, &bt, &info);
+        check_mooncake_ids(&bt, N);
         const rm_chat_params *p = &info.params;
-        REQUIRE(bt.n == N);
-        check_mooncake_ids(&bt);
         size_t head_full = p->head_tokens / RM_WL_BLOCK, multi = 0, counts[8] = {0};
         const rm_block_req *opener[RM_CHAT_MAX_VARIANTS] = {0}, *any = NULL;
         const rm_block_req *rq[CAP];
@@ -299,23 +317,9 @@ static void test_chat_shape(void)
             /* The system prompt, then the first user message. */
             CHECK(rq[0]->input_length >= p->prompt_tokens[v] + 5 &&
                   rq[0]->input_length <= p->prompt_tokens[v] + 2000);
-            if (!opener[v])
-                opener[v] = rq[0];
-            CHECK(!memcmp(opener[v]->hash_ids, rq[0]->hash_ids, sizeof(uint64_t) * full));
-            if (!any)
-                any = rq[0];
-            CHECK(!memcmp(any->hash_ids, rq[0]->hash_ids, sizeof(uint64_t) * head_full));
-            for (size_t k = 0; k < n; k++) {
-                CHECK(rq[k]->output_length >= 10 && rq[k]->output_length <= 2000);
-                if (k == 0)
-                    continue;
-                uint64_t msg =
-                    rq[k]->input_length - rq[k - 1]->input_length - rq[k - 1]->output_length;
-                CHECK(rq[k]->input_length > rq[k - 1]->input_length + rq[k - 1]->output_length);
-                CHECK(msg >= 5 && msg <= 2000);
-                CHECK(full_blocks_prefix(rq[k - 1], rq[k]));
-                CHECK(rq[k]->timestamp_ms >= rq[k - 1]->timestamp_ms + 2000);
-            }
+            check_same_opening(&opener[v], rq[0], full);
+            check_same_opening(&any, rq[0], head_full);
+            check_session(rq, n, 10, 2000, 5, 2000, 2000);
         }
         CHECK(counts[0] > info.nconvs / 3);
         CHECK(multi > 50);
