@@ -427,6 +427,7 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.recent_uncached_tokens = n->recent_uncached;
     rep.recent_output_tokens = n->recent_output;
     rep.work_half_life_ms = RM_NODE_WORK_HALF_LIFE_MS;
+    rep.work_at_unix_ms = rm_wall_ms();
     rep.version = (char *)RM_VERSION;
     rep.worker_url = (char *)(n->cfg.worker_url ? n->cfg.worker_url : "");
     uint64_t now = rm_now_ms();

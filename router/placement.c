@@ -150,7 +150,6 @@ static void decay_to(const rm_router *r, rnode *n, uint64_t now)
     uint64_t dt = now - n->recent_ms;
     uint32_t hl = r->cfg.load_half_life_ms;
     n->recent = rm_place_decay(n->recent, dt, hl);
-    n->work = rm_place_decay(n->work, dt, n->work_half_life_ms ? n->work_half_life_ms : hl);
     n->recent_ms = now;
 }
 
@@ -178,12 +177,31 @@ static double backlog(const rnode *n, double mean_cost)
     return rm_place_backlog(n->gw_inflight_work, n->worker_running, n->worker_waiting, mean_cost);
 }
 
+/* n's reported work as of the wall clock's now: the same figure, decayed
+ * from the same instant, in every replica (reading it at its arrival
+ * instead made replicas differ by the decay over each one's call latency,
+ * enough to read a near-tie two ways). */
+static double node_work(const rm_router *r, const rnode *n)
+{
+    uint64_t wall = rm_wall_ms();
+    uint32_t hl = n->work_half_life_ms ? n->work_half_life_ms : r->cfg.load_half_life_ms;
+    return wall > n->work_at ? rm_place_decay(n->work, wall - n->work_at, hl) : n->work;
+}
+
+/* Adds x to n's work as of now (until the node's next report replaces it). */
+static void add_work(const rm_router *r, rnode *n, double x)
+{
+    n->work = node_work(r, n) + x;
+    n->work_at = rm_wall_ms();
+}
+
 static double load_at(const rm_router *r, rnode *n, uint64_t now, double mean_cost)
 {
     decay_to(r, n, now);
     if (!by_work(r))
         return n->inflight + n->recent;
-    return n->work + n->pend_prompt + r->cfg.decode_weight * n->pend_output + backlog(n, mean_cost);
+    return node_work(r, n) + n->pend_prompt + r->cfg.decode_weight * n->pend_output +
+           backlog(n, mean_cost);
 }
 
 double rt_node_load(const rm_router *r, rnode *n, uint64_t now)
@@ -195,10 +213,10 @@ void rt_confirm_work(const rm_router *r, rnode *n, const radixmesh_v1_NodeStats 
 {
     decay_to(r, n, rm_now_ms());
     /* The node's own decayed figures: every replica reads the same, so they
-     * weigh the nodes alike however long each has known them. (Read as of
-     * their arrival; the call's latency is noise next to the half-life.) */
+     * weigh the nodes alike however long each has known them. */
     n->work = next->recent_uncached_tokens + r->cfg.decode_weight * next->recent_output_tokens;
     n->work_half_life_ms = next->work_half_life_ms;
+    n->work_at = next->work_at_unix_ms ? next->work_at_unix_ms : rm_wall_ms();
     if (!n->have_stats)
         return; /* no earlier counters to tell what they confirmed */
     /* The requests the node counted since (from any router) are in its
@@ -451,7 +469,7 @@ void rt_settle_charge(rt_choice *ch, rnode *n, int counted)
         n->pend_output = n->pend_output > ch->output ? n->pend_output - ch->output : 0;
     }
     if (counted) { /* in the node's figures from its next report on */
-        n->work += prompt + r->cfg.decode_weight * ch->output;
+        add_work(r, n, prompt + r->cfg.decode_weight * ch->output);
         n->settled_requests += 1;
     }
 }

@@ -64,6 +64,7 @@ typedef struct rnode {
     double work, pend_prompt, pend_output, pend_requests;
     double settled_requests;    /* rt_settle_charge's since the last report */
     uint32_t work_half_life_ms; /* 0: not reported, the router's own */
+    uint64_t work_at;           /* wall clock (ms) at which work stood as given */
     double gw_inflight_work;    /* costs of this router's gateway requests in flight */
     /* The worker's own figures from its /metrics; -1: unknown. */
     double worker_running, worker_waiting, worker_kv;
