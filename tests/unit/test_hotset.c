@@ -280,6 +280,37 @@ static void test_depth_reaches_past_long_prompts(void)
  * definitions: hundreds of blocks each) are far more entries than a node
  * reports. What a router needs of each is where it branches; the inside of
  * the chains goes first when the report is cut, however common. */
+/* At full scale: a 20,032-token shared prompt (313 blocks of 64 tokens, a
+ * coding agent's tool definitions) behind 200 sessions of their own, fed
+ * to a sketch as a node sets it up. The prompt's end -- where its traffic
+ * branches -- is reported as the most shared branch point, at its full
+ * depth, within the 256 entries a node reports. */
+static void test_a_20k_token_shared_prompt_at_full_scale(void)
+{
+    enum { BT = 64, PROMPT = 313, TAIL = 6 };
+    uint32_t depth = rm_hotset_depth(BT);
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, BT, depth, 0.01, 10000, rm_hotset_capacity(depth), 0) == 0);
+    static uint32_t tok[(PROMPT + TAIL) * BT];
+    size_t n = sizeof tok / sizeof tok[0];
+    for (uint64_t s = 0; s < 200; s++) {
+        for (size_t t = 0; t < n; t++)
+            tok[t] = t < PROMPT * BT ? (uint32_t)(5000 + t) : (uint32_t)(rm_mix64(s * 131 + t));
+        rm_hotset_add(&h, "m", 1, tok, n, 0);
+    }
+    uint64_t end = rm_prefix_ns_hash("m", 1);
+    for (int b = 0; b < PROMPT; b++)
+        end = rm_prefix_chain(end, tok + b * BT, BT);
+    rm_hot_entry top[256];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.01, 0, top, 256, &total);
+    REQUIRE(k > 0);
+    CHECK(top[0].hash == end);
+    CHECK_EQ(top[0].blocks, PROMPT);
+    CHECK(top[0].count > 0.99 * total && top[0].other > 0.5 * top[0].count);
+    rm_hotset_destroy(&h);
+}
+
 static void test_branch_points_are_reported_before_long_chains(void)
 {
     enum { DEEP = 300, VERSIONS = 3 };
@@ -355,6 +386,7 @@ int main(void)
     RUN(test_full_table_of_warm_prefixes);
     RUN(test_depth_reaches_past_long_prompts);
     RUN(test_branch_points_are_reported_before_long_chains);
+    RUN(test_a_20k_token_shared_prompt_at_full_scale);
     RUN(test_purge_leaves_half_the_table_free);
     return rm_t_report();
 }
