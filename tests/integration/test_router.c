@@ -900,6 +900,9 @@ static void test_bad_flags(void)
         {"--eject-after-failures", "0", "--nodes", "a=127.0.0.1:1", NULL},
         {"--max-ejected-share", "1.5", "--nodes", "a=127.0.0.1:1", NULL},
         {"--panic-threshold", "-0.1", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--load-unit", "tokens", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--decode-weight", "-1", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--load-floor", "-2", "--nodes", "a=127.0.0.1:1", NULL},
         {NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
