@@ -177,10 +177,13 @@ int main(int argc, char **argv)
          0, 0},
         {"load-floor", RM_FLAG_DOUBLE, &cfg.load_floor,
          "in average requests: nodes whose load is below this are never skipped (0: "
-         "1/(load-factor - 1)^2, 16 at 1.25)",
+         "1/(load-factor - 1)^2, 100 at the default 1.1)",
          0, 0},
         {"load-half-life-ms", RM_FLAG_U32, &cfg.load_half_life_ms,
-         "half-life of a node's load (the work or requests recently routed to it)", 10, 3600000},
+         "--load-unit requests: half-life of a node's recently routed requests (by work, the "
+         "nodes' "
+         "own figures halve every 30 s)",
+         10, 3600000},
         {"vnodes", RM_FLAG_U32, &cfg.vnodes, "ring points per node", 1, 65536},
         {"choices", RM_FLAG_U32, &cfg.choices,
          "ring candidates peeked per request (2: go where the prefix is cached, else to the "
