@@ -308,11 +308,15 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
                                             r.lease_ttl_ms, now, &mr);
         if (rc == RM_CACHE_OK) {
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
+            /* A declared reply is at most a request's size, as routers
+             * bound it (placement.h, rm_place_output). */
+            uint64_t out = r.output_tokens < n->cfg.max_request_tokens ? r.output_tokens
+                                                                       : n->cfg.max_request_tokens;
             n->uncached_tokens_total += toks.n - mr.matched_tokens;
-            n->output_tokens_total += r.output_tokens;
+            n->output_tokens_total += out;
             decay_work(n, now);
             n->recent_uncached += (double)(toks.n - mr.matched_tokens);
-            n->recent_output += r.output_tokens;
+            n->recent_output += (double)out;
         }
         if (rc) {
             code = node_cache_error(n, rc, &(node_cache_subject){.who = who}, msg, len);

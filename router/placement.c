@@ -39,13 +39,13 @@ double rm_place_cost(uint64_t prompt_tokens, int64_t cached, double output_token
     return prompt + (output_tokens > 0 ? output_tokens * decode_weight : 0);
 }
 
-double rm_place_output(uint32_t declared, double ns_average, double all_average)
+double rm_place_output(uint32_t declared, double ns_average, double all_average, double max)
 {
-    if (declared > 0)
-        return declared;
-    if (ns_average > 0)
-        return ns_average;
-    return all_average > 0 ? all_average : 0;
+    double x = declared > 0      ? declared
+               : ns_average > 0  ? ns_average
+               : all_average > 0 ? all_average
+                                 : 0;
+    return x < max ? x : max;
 }
 
 double rm_place_average(double average, double x)
@@ -355,11 +355,13 @@ void rt_learn_output(rm_router *r, const char *ns, double seen)
 
 double rt_expected_output(rm_router *r, const char *ns, uint32_t declared)
 {
+    double max = (double)r->cfg.max_request_tokens;
     if (declared > 0) {
-        rt_learn_output(r, ns, declared);
-        return declared;
+        double x = rm_place_output(declared, 0, 0, max);
+        rt_learn_output(r, ns, x);
+        return x;
     }
-    return rm_place_output(0, output_slot(r, ns, 0)->avg, r->out_avg_all);
+    return rm_place_output(0, output_slot(r, ns, 0)->avg, r->out_avg_all, max);
 }
 
 /* Requests a node has served, as it reports them (all routers' traffic),

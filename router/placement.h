@@ -46,8 +46,12 @@ double rm_place_cost(uint64_t prompt_tokens, int64_t cached, double output_token
                      double decode_weight);
 
 /* The reply length to expect: what the client declared (> 0), else the
- * moving average of its namespace (> 0), else of all namespaces, else 0. */
-double rm_place_output(uint32_t declared, double ns_average, double all_average);
+ * moving average of its namespace (> 0), else of all namespaces, else 0;
+ * never more than max (> 0; a request's tokens at most): a client that
+ * declares 4 billion reply tokens would otherwise mark its node busy for
+ * many half-lives, and drag the mean request cost -- the bound's floor --
+ * with it. */
+double rm_place_output(uint32_t declared, double ns_average, double all_average, double max);
 
 /* One more sample x into a moving average (0: none yet): the first sets it,
  * each later one moves it 1/16 of the way. */

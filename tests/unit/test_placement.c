@@ -29,10 +29,18 @@ static void test_cost_is_uncached_prompt_plus_weighted_output(void)
 
 static void test_output_declared_else_namespace_else_all(void)
 {
-    CHECK(near(rm_place_output(300, 50, 70), 300));
-    CHECK(near(rm_place_output(0, 50, 70), 50));
-    CHECK(near(rm_place_output(0, 0, 70), 70));
-    CHECK(near(rm_place_output(0, 0, 0), 0));
+    CHECK(near(rm_place_output(300, 50, 70, 1e6), 300));
+    CHECK(near(rm_place_output(0, 50, 70, 1e6), 50));
+    CHECK(near(rm_place_output(0, 0, 70, 1e6), 70));
+    CHECK(near(rm_place_output(0, 0, 0, 1e6), 0));
+}
+
+/* A hostile or careless declaration is bounded by a request's size. */
+static void test_output_is_at_most_a_requests_tokens(void)
+{
+    CHECK(near(rm_place_output(UINT32_MAX, 0, 0, 1048576), 1048576));
+    CHECK(near(rm_place_output(0, 5e6, 0, 1048576), 1048576));
+    CHECK(near(rm_place_output(2000, 0, 0, 1048576), 2000));
 }
 
 static void test_average_starts_at_the_first_and_moves_a_sixteenth(void)
@@ -275,6 +283,7 @@ int main(void)
 {
     RUN(test_cost_is_uncached_prompt_plus_weighted_output);
     RUN(test_output_declared_else_namespace_else_all);
+    RUN(test_output_is_at_most_a_requests_tokens);
     RUN(test_average_starts_at_the_first_and_moves_a_sixteenth);
     RUN(test_auto_floor_is_where_chance_reaches_the_factor);
     RUN(test_work_capacity_is_the_factor_of_the_mean_after_or_the_floor);
