@@ -1,10 +1,10 @@
 /* radixmesh replay: a trace against a live cluster, through its router.
  *
- * Per request: Match with a lease through the router, Insert pinned to the
- * node that answered, Release. Requests of one conversation (a trace's
- * "session", else a Mooncake request's first block) go to one worker, so
- * with --concurrency > 1 each conversation keeps its order while different
- * ones overlap.
+ * Per request: Match with a lease through the router (declaring the
+ * trace's output_length as the reply's expected length, which the router
+ * balances as work), Insert pinned to the node that answered, Release. Requests of one conversation
+ * (a trace's "session", else a Mooncake request's first block) go to one worker, so with
+ * --concurrency > 1 each conversation keeps its order while different ones overlap.
  *
  * Per node it counts requests and work: the prompt tokens the node did not
  * hold (n - matched_tokens) plus the reply's tokens (output_length), what
@@ -125,7 +125,8 @@ static void *run_worker(void *p)
         pace(rp, r->timestamp_ms);
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
-        int st = rm_cc_match(&cc, rp->ns, r->tokens, r->n, 1, 0, &m, msg, sizeof msg);
+        uint32_t out = r->output_tokens < UINT32_MAX ? (uint32_t)r->output_tokens : UINT32_MAX;
+        int st = rm_cc_match_out(&cc, rp->ns, r->tokens, r->n, 1, 0, out, &m, msg, sizeof msg);
         if (st) {
             record_error(rp, "Match", st, msg);
             continue;

@@ -79,12 +79,20 @@ static int call(rm_cache_client *cc, void *method, const pb_msgdesc_t *req_field
 int rm_cc_match(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n, int lease,
                 uint32_t lease_ttl_ms, rm_cc_match_reply *out, char *msg, size_t msglen)
 {
+    return rm_cc_match_out(cc, ns, tokens, n, lease, lease_ttl_ms, 0, out, msg, msglen);
+}
+
+int rm_cc_match_out(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
+                    int lease, uint32_t lease_ttl_ms, uint32_t output_tokens,
+                    rm_cc_match_reply *out, char *msg, size_t msglen)
+{
     radixmesh_v1_MatchRequest r = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens_view v = {tokens, n};
     r.namespace = (char *)ns;
     rm_pb_tokens_encoder(&r.tokens, &v);
     r.lease = lease;
     r.lease_ttl_ms = lease_ttl_ms;
+    r.output_tokens = output_tokens;
     radixmesh_v1_MatchReply rep = radixmesh_v1_MatchReply_init_zero;
     int st = call(cc, cc->m_match, radixmesh_v1_MatchRequest_fields, &r,
                   radixmesh_v1_MatchReply_fields, &rep, msg, msglen);
@@ -280,10 +288,17 @@ int rm_cc_read_kv(rm_cache_client *cc, uint64_t lease_id, uint32_t start_token, 
 int rm_cc_route(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
                 rm_cc_route_reply *out, char *msg, size_t msglen)
 {
+    return rm_cc_route_out(cc, ns, tokens, n, 0, out, msg, msglen);
+}
+
+int rm_cc_route_out(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
+                    uint32_t output_tokens, rm_cc_route_reply *out, char *msg, size_t msglen)
+{
     radixmesh_v1_RouteRequest r = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens_view v = {tokens, n};
     r.namespace = (char *)ns;
     rm_pb_tokens_encoder(&r.tokens, &v);
+    r.output_tokens = output_tokens;
     radixmesh_v1_RouteReply rep = radixmesh_v1_RouteReply_init_zero;
     memset(out, 0, sizeof *out);
     int st = call(cc, cc->m_route, radixmesh_v1_RouteRequest_fields, &r,

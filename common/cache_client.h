@@ -43,6 +43,11 @@ typedef struct rm_cc_match_reply {
 
 int rm_cc_match(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n, int lease,
                 uint32_t lease_ttl_ms, rm_cc_match_reply *out, char *msg, size_t msglen);
+/* The same, declaring the reply's expected length (MatchRequest.output_tokens;
+ * 0: not given). */
+int rm_cc_match_out(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
+                    int lease, uint32_t lease_ttl_ms, uint32_t output_tokens,
+                    rm_cc_match_reply *out, char *msg, size_t msglen);
 
 typedef struct rm_cc_insert_reply {
     uint32_t cached_tokens, inserted_tokens, dropped_tokens;
@@ -66,6 +71,9 @@ typedef struct rm_cc_route_reply {
 
 int rm_cc_route(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
                 rm_cc_route_reply *out, char *msg, size_t msglen);
+/* The same, declaring the reply's expected length (0: not given). */
+int rm_cc_route_out(rm_cache_client *cc, const char *ns, const uint32_t *tokens, size_t n,
+                    uint32_t output_tokens, rm_cc_route_reply *out, char *msg, size_t msglen);
 
 /* ClusterStats with its nodes decoded into an array. Free with
  * rm_cc_cluster_free. */

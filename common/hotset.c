@@ -8,6 +8,20 @@
 #include "prefix_key.h"
 #include "util.h"
 
+uint32_t rm_hotset_depth(uint32_t block_tokens)
+{
+    uint32_t d = block_tokens ? RM_HOT_MAX_TOKENS / block_tokens : 1;
+    return d < 1 ? 1 : d > RM_HOT_MAX_BLOCKS ? RM_HOT_MAX_BLOCKS : d;
+}
+
+size_t rm_hotset_capacity(uint32_t max_blocks)
+{
+    size_t cap = 4096;
+    while (cap < (size_t)max_blocks * 4)
+        cap *= 2;
+    return cap;
+}
+
 int rm_hotset_init(rm_hotset *h, uint32_t block_tokens, uint32_t max_blocks, double cold_share,
                    uint64_t half_life_ms, size_t capacity, uint64_t now_ms)
 {
@@ -105,20 +119,23 @@ static int warmest_first(const void *a, const void *b)
 }
 
 /* Makes room: drops entries colder than the cold threshold, then (if the
- * table is still 3/4 full) those under twice it. At low traffic even that
- * can keep everything -- 16 long requests in a window give every prefix of
- * each a 1/16 share -- and a full table would make find() probe forever,
- * so last of all only the warmest half stays. */
+ * table is still over half full) those under twice it. At low traffic even
+ * that can keep everything -- 16 long requests in a window give every
+ * prefix of each a 1/16 share -- and a full table would make find() probe
+ * forever, so last of all only the warmest half stays. Ending at most half
+ * full, the next purge is a quarter of the table's inserts away: purges
+ * cost O(1) per insert however deep the chains (one that freed a single
+ * slot each time would rebuild the table on every block of a long prompt). */
 static void purge(rm_hotset *h)
 {
     size_t cap = h->mask + 1;
     double cut = h->cold_share * h->total;
     rebuild(h, at_least, &cut);
-    if (h->used * 4 >= cap * 3) {
+    if (h->used * 2 > cap) {
         cut *= 2;
         rebuild(h, at_least, &cut);
     }
-    if (h->used * 4 >= cap * 3) {
+    if (h->used * 2 > cap) {
         rm_hot_entry **order = rm_xmalloc(sizeof *order * h->used);
         size_t n = 0;
         for (size_t i = 0; i < cap; i++)
@@ -218,11 +235,18 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
     }
 }
 
-/* Most shared first; among equals (a chain whose blocks all travel
- * together) the deepest first. */
+static int branches(const rm_hot_entry *e)
+{
+    return e->other >= RM_HOT_BRANCH_SHARE * e->count && e->other > 0;
+}
+
+/* Branch points first; then most shared first; among equals (a chain whose
+ * blocks all travel together) the deepest first. */
 static int by_share(const void *a, const void *b)
 {
     const rm_hot_entry *x = a, *y = b;
+    if (branches(x) != branches(y))
+        return branches(y) - branches(x);
     if (x->count != y->count)
         return x->count < y->count ? 1 : -1;
     return x->blocks < y->blocks ? 1 : x->blocks > y->blocks ? -1 : 0;

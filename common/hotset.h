@@ -10,8 +10,11 @@
  * rm_hot_entry), which tells a shared prompt from one long conversation.
  *
  * The table is fixed-size; when it fills, entries colder than the cold
- * threshold are dropped. Memory and per-request work are bounded by the
- * depth of the hot prefixes, not by request length.
+ * threshold are dropped (then, if need be, the coldest until it is half
+ * full). A request's work is linear in the depth of its warm prefix (one
+ * hash and one lookup per block), never in the table; a purge is linear in
+ * the table and frees a quarter of it at least, so it costs O(1) per entry
+ * added. Memory is the table's, fixed at init.
  *
  * Not thread-safe: the cache's owner thread feeds and reads it. */
 #ifndef RM_HOTSET_H
@@ -57,6 +60,21 @@ typedef struct rm_hotset {
     size_t mask, used;
 } rm_hotset;
 
+/* How deep a node's sketch and a router's keys look: prompts shared by
+ * many requests (tool definitions, long system prompts) reach tens of
+ * thousands of tokens, and the key must get past them. In blocks:
+ * rm_hotset_depth. */
+#define RM_HOT_MAX_TOKENS 131072u
+#define RM_HOT_MAX_BLOCKS 16384u /* 64k tokens even at 4-token blocks */
+
+/* RM_HOT_MAX_TOKENS in blocks of block_tokens (> 0): at least 1, at most
+ * RM_HOT_MAX_BLOCKS. */
+uint32_t rm_hotset_depth(uint32_t block_tokens);
+
+/* Table slots for a sketch max_blocks deep: room for a few hot chains that
+ * deep (four times the depth), at least 4,096. */
+size_t rm_hotset_capacity(uint32_t max_blocks);
+
 /* capacity: table slots (power of two is used). Returns 0 or -EINVAL. */
 int rm_hotset_init(rm_hotset *h, uint32_t block_tokens, uint32_t max_blocks, double cold_share,
                    uint64_t half_life_ms, size_t capacity, uint64_t now_ms);
@@ -67,10 +85,15 @@ void rm_hotset_add(rm_hotset *h, const char *ns, size_t ns_len, const uint32_t *
                    uint64_t now_ms);
 
 /* Copies up to cap entries whose share >= min_share into out, with count,
- * lead_count, other and *total normalised to "requests in the recent window" (decayed as of
- * now_ms). Most shared first, deepest first among equal counts, so when cap
- * truncates, what goes is the rarest (and for a chain, never an ancestor
- * before its descendants of the same count). Returns the count. */
+ * lead_count, other and *total normalised to "requests in the recent
+ * window" (decayed as of now_ms). Branch points first -- entries at least
+ * RM_HOT_BRANCH_SHARE of whose requests went on other than through the
+ * leader, the only ones a router can find hot -- then the rest; within
+ * each, most shared first, deepest first among equal counts. So when cap
+ * truncates, what goes is the inside of long unbranched chains (a deep
+ * shared prompt is one chain of hundreds of blocks, and its end is what
+ * matters), then the rarest. Returns the count. */
+#define RM_HOT_BRANCH_SHARE 0.05
 size_t rm_hotset_top(const rm_hotset *h, double min_share, uint64_t now_ms, rm_hot_entry *out,
                      size_t cap, double *total);
 

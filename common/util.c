@@ -57,6 +57,13 @@ uint64_t rm_now_ms(void)
     return rm_now_ns() / 1000000ULL;
 }
 
+uint64_t rm_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000ULL + (uint64_t)ts.tv_nsec / 1000000ULL;
+}
+
 uint64_t rm_hash_u32s(const uint32_t *v, size_t n, uint64_t seed)
 {
     /* Two tokens per 64-bit lane step; multiply-xorshift keeps it a few

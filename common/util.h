@@ -17,6 +17,9 @@ char *rm_xstrndup(const char *s, size_t n);
 /* Monotonic clock in milliseconds / nanoseconds (CLOCK_MONOTONIC). */
 uint64_t rm_now_ms(void);
 uint64_t rm_now_ns(void);
+/* Wall clock in milliseconds since the epoch (CLOCK_REALTIME): for figures
+ * that other processes, on other machines, read as of the same instant. */
+uint64_t rm_wall_ms(void);
 
 /* 64-bit hash of n token ids. Deterministic across processes and machines
  * for the same seed (no pointer or per-process salt goes in unless the

@@ -46,6 +46,16 @@ struct rm_node {
     rm_shadow budget; /* the memory curve, when budget_on (--hit-budget) */
     int budget_on;
     uint64_t budget_ns; /* time spent feeding it (what it costs, in /metrics) */
+    /* The work Matches brought: prompt tokens not held, replies' declared
+     * lengths (NodeStats.uncached_tokens_total / output_tokens_total). */
+    uint64_t uncached_tokens_total, output_tokens_total;
+    /* The same, decayed as of recent_ms: routers balance on these
+     * (NodeStats.recent_*). The half-life is the routers' default
+     * --load-half-life-ms: long enough that a conversation's think time
+     * does not forget its node's work, short enough to follow a shift. */
+#define RM_NODE_WORK_HALF_LIFE_MS 30000
+    double recent_uncached, recent_output;
+    uint64_t recent_ms;
     int serving;
     uint64_t started_ms;
     node_method match_m, insert_m, release_m;

@@ -8,6 +8,7 @@
 #include "node_server.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +80,12 @@ rm_node *rm_node_create(const rm_node_config *cfg)
     n->serving = 1;
     n->started_ms = rm_now_ms();
     n->ns_log.interval_ms = n->peer_log.interval_ms = n->stream_log.interval_ms = REFUSAL_LOG_MS;
-    /* Local shares under 1% are cold: at most ~100 hot branches per depth. */
-    if (rm_hotset_init(&n->hot, cfg->hot_block_tokens, 256, 0.01, cfg->hot_half_life_ms, 4096,
-                       n->started_ms) != 0) {
+    /* Local shares under 1% are cold: at most ~100 hot branches per depth.
+     * As deep as routers' keys look (RM_HOT_MAX_TOKENS): past shared
+     * prompts of tens of thousands of tokens. */
+    uint32_t depth = rm_hotset_depth(cfg->hot_block_tokens);
+    if (rm_hotset_init(&n->hot, cfg->hot_block_tokens, depth, 0.01, cfg->hot_half_life_ms,
+                       rm_hotset_capacity(depth), n->started_ms) != 0) {
         rm_log(RM_LOG_ERROR, "node", "bad hot-prefix settings");
         rm_shadow_destroy(&n->budget);
         rm_cache_destroy(&n->cache);
@@ -319,6 +323,17 @@ static int mirrored(const rm_node *n, const char *ns)
     return m && !strcmp(m, ns);
 }
 
+/* Decays the node's recent work to now. */
+static void decay_work(rm_node *n, uint64_t now)
+{
+    if (now <= n->recent_ms)
+        return;
+    double f = exp2(-(double)(now - n->recent_ms) / RM_NODE_WORK_HALF_LIFE_MS);
+    n->recent_uncached *= f;
+    n->recent_output *= f;
+    n->recent_ms = now;
+}
+
 static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer *req,
                                  grpc_byte_buffer **reply, char *msg, size_t len)
 {
@@ -352,6 +367,15 @@ static grpc_status_code do_match(rm_node *n, rm_rpc_call *call, grpc_byte_buffer
         if (rc == RM_CACHE_OK) {
             rm_hotset_add(&n->hot, ns, strlen(ns), toks.v, toks.n, now);
             node_budget(n, rm_shadow_match, ns, &toks);
+            /* A declared reply is at most a request's size, as routers
+             * bound it (placement.h, rm_place_output). */
+            uint64_t out = r.output_tokens < n->cfg.max_request_tokens ? r.output_tokens
+                                                                       : n->cfg.max_request_tokens;
+            n->uncached_tokens_total += toks.n - mr.matched_tokens;
+            n->output_tokens_total += out;
+            decay_work(n, now);
+            n->recent_uncached += (double)(toks.n - mr.matched_tokens);
+            n->recent_output += (double)out;
         }
         if (rc) {
             code = node_cache_error(n, rc, &(node_cache_subject){.who = who}, msg, len);
@@ -468,6 +492,13 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.namespaces = st.namespaces;
     rep.peer_lease_refusals_total = st.peer_lease_refusals_total;
     rep.metadata_bytes = st.metadata_bytes;
+    rep.uncached_tokens_total = n->uncached_tokens_total;
+    rep.output_tokens_total = n->output_tokens_total;
+    decay_work(n, rm_now_ms());
+    rep.recent_uncached_tokens = n->recent_uncached;
+    rep.recent_output_tokens = n->recent_output;
+    rep.work_half_life_ms = RM_NODE_WORK_HALF_LIFE_MS;
+    rep.work_at_unix_ms = rm_wall_ms();
     rep.version = (char *)RM_VERSION;
     rep.worker_url = (char *)(n->cfg.worker_url ? n->cfg.worker_url : "");
     uint64_t now = rm_now_ms();

@@ -104,6 +104,9 @@ static void gw_chosen(rt_choice *ch, rnode *n)
     if (n) {
         n->gw_requests++;
         n->gw_inflight++;
+        n->gw_inflight_work += ch->cost;
+        job->cost = ch->cost;
+        job->output_charged = ch->output;
         r->gw_requests_total++;
         job->found = job->charged = 1;
         snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
@@ -140,11 +143,15 @@ static void gw_route(void *arg)
     ch->done = gw_chosen;
     ch->arg = job;
     ch->proxied = 1;
+    ch->gateway = 1;
     const char *ns = job->ns ? job->ns : "";
-    if (job->any) /* no affinity: a fresh key each time spreads them */
+    if (job->any) { /* no affinity: a fresh key each time spreads them */
         ch->key = rm_mix64(++r->any_counter ^ 0x9e3779b97f4a7c15ULL);
-    else
+    } else {
         ch->key = rm_router_key(r, ns, job->tokens, job->ntokens, &ch->key_tokens);
+        ch->prompt_tokens = job->ntokens;
+        ch->output = rt_expected_output(r, ns, job->output_tokens);
+    }
     rnode *ex = job->exclude[0] ? rt_find_by_id(r, job->exclude) : NULL;
     ch->ncand = (int)rt_candidates(r, ch->key, ex, ch->cand, job->any ? 1 : r->cfg.choices,
                                    &ch->spilled, 1);
@@ -159,6 +166,7 @@ static void gw_route(void *arg)
             job->trial = rm_breaker_take(&n->breaker);
             ch->cand[0] = n;
             ch->ncand = 1;
+            ch->no_spill = 1;
             rt_rebuild_ring(r); /* no other request until the trial's outcome */
             break;
         }
@@ -234,6 +242,10 @@ static void record_prompt(rm_router *r, rnode *n, rm_route_job *job)
     radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens_view view = {job->tokens, job->ntokens};
     m.namespace = job->ns;
+    /* The node counts the reply in its work: as long as it was, when the
+     * gateway could tell, else what the request was charged. */
+    double out = job->output_seen ? job->output_seen : job->output_charged;
+    m.output_tokens = out < 4294967295.0 ? (uint32_t)out : UINT32_MAX;
     rm_pb_tokens_encoder(&m.tokens, &view);
     if (rt_node_call_msg(r, n, RT_MATCH, radixmesh_v1_MatchRequest_fields, &m,
                          (int)r->cfg.call_timeout_ms, on_record_match, op) != 0)
@@ -262,7 +274,12 @@ static void gw_done(void *arg)
             n->inflight--;
         if (n->gw_inflight)
             n->gw_inflight--;
+        n->gw_inflight_work -= job->cost;
+        if (n->gw_inflight_work < 1e-6 || !n->gw_inflight)
+            n->gw_inflight_work = 0;
     }
+    if (job->output_seen && !job->any)
+        rt_learn_output(r, job->ns ? job->ns : "", job->output_seen);
     if (n) {
         static const rm_breaker_outcome verdict[] = {
             [RM_WORKER_NO_VERDICT] = RM_BREAKER_NO_VERDICT,
@@ -330,6 +347,9 @@ static void gw_report(void *arg)
             n->worker_hit = p->rep.hit_tokens;
             n->worker_query = p->rep.query_tokens;
             n->worker_rate = p->rep.hit_rate;
+            n->worker_running = p->rep.running;
+            n->worker_waiting = p->rep.waiting;
+            n->worker_kv = p->rep.kv_usage;
         }
         set_worker_ok(r, n, p->rep.reachable,
                       p->rep.reachable ? NULL : "its /metrics is unreachable");

@@ -105,6 +105,7 @@ static void prompt_parsed(gw_req *q)
     }
     rm_openai_reply_init(&q->reply, pp->kind, MAX_REPLY_BYTES);
     q->job = new_job(q, pp->ns, pp->tokens, pp->ntokens, 0);
+    q->job->output_tokens = q->end.max_reply;
     pp->ns = NULL;
     pp->tokens = NULL;
     if (pp->tok_body) { /* the engine's token ids first (gateway_tokenize.c) */
@@ -275,6 +276,9 @@ static void extend_with_reply(gw_req *q)
     free(q->job->record);
     q->job->record = tokens;
     q->job->nrecord = n;
+    /* The reply's length as the router learns it (pseudo-tokens of text). */
+    size_t seen = n > q->job->ntokens ? n - q->job->ntokens : 0;
+    q->job->output_seen = seen < UINT32_MAX ? (uint32_t)seen : UINT32_MAX;
 }
 
 void gw_req_client_gone(gw_req *q)

@@ -76,6 +76,9 @@ static void scrape_end(gw_link *l, int extra)
     s->report.hit_tokens = f.hit_tokens;
     s->report.query_tokens = f.query_tokens;
     s->report.hit_rate = f.hit_rate;
+    s->report.running = f.running;
+    s->report.waiting = f.waiting;
+    s->report.kv_usage = f.kv_usage;
     scrape_close(s);
 }
 
@@ -127,7 +130,7 @@ static void on_scrape_timer(uv_timer_t *t)
         s->g = g;
         snprintf(s->report.node_id, sizeof s->report.node_id, "%s", w[i].node_id);
         s->report.reachable = 1; /* until a failure says otherwise */
-        s->report.hit_rate = -1;
+        s->report.hit_rate = s->report.running = s->report.waiting = s->report.kv_usage = -1;
         gw_link_init(&s->link, &g->loop, &scrape_ops, w[i].host, w[i].port, MAX_SCRAPE_HEAD);
         LIST_ADD(g->scraping, s);
         /* One deadline covers connecting and the whole page. */

@@ -149,7 +149,7 @@ int main(int argc, char **argv)
     rm_router_config cfg;
     rm_router_config_defaults(&cfg);
     cfg.router_id = NULL; /* the host name unless given */
-    const char *nodes = NULL, *nodes_dns = NULL, *key_mode = "adaptive";
+    const char *nodes = NULL, *nodes_dns = NULL, *key_mode = "adaptive", *load_unit = "work";
     const char *node_token_file = NULL, *gateway = NULL, *hit_budget = "on";
     const char *tokenize = "none";
     rm_gateway_config gwc;
@@ -164,12 +164,27 @@ int main(int argc, char **argv)
          "members from the A records of NAME:PORT (e.g. a headless Service)", 0, 0},
         {"dns-interval-ms", RM_FLAG_U32, &dns_interval, "how often --nodes-dns is re-read", 100,
          3600000},
+        {"load-unit", RM_FLAG_STR, &load_unit,
+         "what load counts: work (prompt tokens a node must compute + expected reply tokens x "
+         "--decode-weight), or requests (the rule before work, for comparison)",
+         0, 0},
+        {"decode-weight", RM_FLAG_DOUBLE, &cfg.decode_weight,
+         "work of one reply token, in prompt tokens (1: the count replay and the benchmarks "
+         "report as work)",
+         0, 0},
         {"load-factor", RM_FLAG_DOUBLE, &cfg.load_factor,
-         "bounded load: skip nodes above this x the average load", 0, 0},
+         "bounded load: a node whose load would pass this x the average load takes no request "
+         "another node can take",
+         0, 0},
         {"load-floor", RM_FLAG_DOUBLE, &cfg.load_floor,
-         "nodes below this load (in-flight + recent requests) are never skipped", 0, 0},
+         "in average requests: nodes whose load is below this are never skipped (0: "
+         "1/(load-factor - 1)^2, 100 at the default 1.1)",
+         0, 0},
         {"load-half-life-ms", RM_FLAG_U32, &cfg.load_half_life_ms,
-         "half-life of the 'recent routed requests' part of a node's load", 10, 600000},
+         "--load-unit requests: half-life of a node's recently routed requests (by work, the "
+         "nodes' "
+         "own figures halve every 30 s)",
+         10, 3600000},
         {"vnodes", RM_FLAG_U32, &cfg.vnodes, "ring points per node", 1, 65536},
         {"choices", RM_FLAG_U32, &cfg.choices,
          "ring candidates peeked per request (2: go where the prefix is cached, else to the "
@@ -180,7 +195,9 @@ int main(int argc, char **argv)
         {"key-block-tokens", RM_FLAG_U32, &cfg.key_block_tokens,
          "block size of routing keys (= the nodes' --hot-block-tokens)", 1, 1u << 20},
         {"max-key-blocks", RM_FLAG_U32, &cfg.max_key_blocks,
-         "keys look at most this many blocks deep", 1, 1024},
+         "keys look at most this many blocks deep (0: as deep as the nodes' hot-prefix "
+         "sketches, 131,072 tokens)",
+         0, 16384},
         {"hot-share", RM_FLAG_DOUBLE, &cfg.hot_share,
          "share of traffic that makes a prefix hot; 0 = max(0.02, 0.5/nodes)", 0, 0},
         {"fixed-key-tokens", RM_FLAG_U32, &cfg.fixed_key_tokens, "N for --key-mode fixed", 1,
@@ -259,8 +276,16 @@ int main(int argc, char **argv)
         rm_flags_fail(fs, "give exactly one of --nodes and --nodes-dns");
     if (!(cfg.load_factor > 1.0))
         rm_flags_fail(fs, "--load-factor must be > 1 (got %g)", cfg.load_factor);
-    if (cfg.load_floor < 1)
-        rm_flags_fail(fs, "--load-floor must be >= 1 (got %g)", cfg.load_floor);
+    if (!(cfg.load_floor >= 0))
+        rm_flags_fail(fs, "--load-floor must be >= 0 (got %g)", cfg.load_floor);
+    if (!(cfg.decode_weight >= 0 && cfg.decode_weight <= 1e6))
+        rm_flags_fail(fs, "--decode-weight must be within [0, 1e6] (got %g)", cfg.decode_weight);
+    if (!strcmp(load_unit, "work"))
+        cfg.load_unit = RM_LOAD_WORK;
+    else if (!strcmp(load_unit, "requests"))
+        cfg.load_unit = RM_LOAD_REQUESTS;
+    else
+        rm_flags_fail(fs, "--load-unit: expected work or requests, got '%s'", load_unit);
     if (cfg.hot_share < 0 || cfg.hot_share > 1)
         rm_flags_fail(fs, "--hot-share must be within [0, 1] (got %g)", cfg.hot_share);
     if (!(cfg.outlier.max_ejected_share >= 0 && cfg.outlier.max_ejected_share <= 1))
@@ -325,8 +350,9 @@ int main(int argc, char **argv)
     int bound = rm_daemon_listen(&d, rm_router_register(m.router, srv));
     if (bound < 0)
         return 1;
-    rm_log(RM_LOG_INFO, "router", "router %s listening on %s:%d (%s keys, load factor %.2f)",
-           cfg.router_id, d.host, bound, key_mode, cfg.load_factor);
+    rm_log(RM_LOG_INFO, "router",
+           "router %s listening on %s:%d (%s keys, load in %s, load factor %.2f)", cfg.router_id,
+           d.host, bound, key_mode, load_unit, cfg.load_factor);
     m.nodes = nodes ? rm_xstrndup(nodes, strlen(nodes)) : NULL;
     static const rm_daemon_hooks hooks = {
         .tick = tick,

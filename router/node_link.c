@@ -261,6 +261,7 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address)
     n->address = rm_xstrndup(address, strlen(address));
     n->weight = 1;
     n->refs = 1; /* the membership's */
+    n->worker_running = n->worker_waiting = n->worker_kv = -1;
     rt_node_channel_open(r, n);
     r->nodes[r->nnodes++] = n;
     r->last_health_ms = 0; /* check the newcomer at the next tick */
@@ -393,6 +394,7 @@ static int learn_worker(rnode *n, const char *url)
     rm_breaker_init(&n->breaker); /* another worker */
     n->worker_rate = -1;
     n->worker_has_counts = 0;
+    n->worker_running = n->worker_waiting = n->worker_kv = -1;
     return 1;
 }
 
@@ -464,6 +466,7 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
             n->pending -= now_req >= before ? (double)(now_req - before) : (double)now_req;
             if (n->pending < 0)
                 n->pending = 0;
+            rt_confirm_work(r, n, &s);
             if (n->have_stats)
                 pb_release(radixmesh_v1_NodeStats_fields, &n->stats);
             n->stats = s;

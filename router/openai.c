@@ -89,6 +89,19 @@ static int render_chat(json_t *messages, rm_textkey *k, char *err, size_t errlen
     return 0;
 }
 
+/* The body's bound on the reply's length (rm_openai_end.max_reply). */
+static uint32_t declared_max(json_t *root)
+{
+    static const char *const names[] = {"max_completion_tokens", "max_tokens"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(root, names[i]);
+        if (json_is_integer(v) && json_integer_value(v) > 0)
+            return json_integer_value(v) >= UINT32_MAX ? UINT32_MAX
+                                                       : (uint32_t)json_integer_value(v);
+    }
+    return 0;
+}
+
 int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t max_tokens,
                      char **ns, uint32_t **tokens, size_t *n, rm_openai_end *end, char *err,
                      size_t errlen)
@@ -143,6 +156,7 @@ int rm_openai_prompt(const char *body, size_t len, rm_openai_kind kind, size_t m
             memset(end, 0, sizeof *end);
             end->text = text;
             rm_textkey_mark(&k, &end->key);
+            end->max_reply = declared_max(root);
         }
         if (text) {
             rm_textkey_finish(&k);

@@ -22,6 +22,9 @@ typedef enum { RM_OPENAI_COMPLETIONS, RM_OPENAI_CHAT } rm_openai_kind;
 typedef struct rm_openai_end {
     int text; /* 0: token ids, which text cannot continue */
     rm_textkey_end key;
+    /* The reply's declared bound: max_completion_tokens, else max_tokens
+     * (a non-negative integer; 0: none). Placement's expected output. */
+    uint32_t max_reply;
 } rm_openai_end;
 
 /* Parses body (JSON) of a request of the given kind. On success returns 0

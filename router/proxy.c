@@ -111,6 +111,8 @@ static void forward(proxy *p)
     int timeout = rt_client_call_timeout(p->r, p->call, &p->cut);
     if (timeout == 0) { /* a Match whose peeks took the client's time */
         p->node->inflight--;
+        if (p->kind == RT_MATCH && p->attempts == 0)
+            rt_settle_charge(&p->ch, p->node, 0);
         rm_rpc_call_finish(p->call, GRPC_STATUS_DEADLINE_EXCEEDED, late, NULL);
         proxy_free(p);
         return;
@@ -119,6 +121,8 @@ static void forward(proxy *p)
     if (rt_node_call(p->r, p->node, p->kind, p->req, timeout, on_forward_reply, p) != 0) {
         /* Refused only while the server's queue shuts down. */
         p->node->inflight--;
+        if (p->kind == RT_MATCH && p->attempts == 1)
+            rt_settle_charge(&p->ch, p->node, 0);
         rm_rpc_call_finish(p->call, GRPC_STATUS_UNAVAILABLE, "router is shutting down", NULL);
         proxy_free(p);
     }
@@ -132,6 +136,8 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
     rnode *n = p->node;
     if (n->inflight)
         n->inflight--;
+    if (p->kind == RT_MATCH && p->attempts == 1) /* the attempt that was charged */
+        rt_settle_charge(&p->ch, n, !rt_is_transport_failure(st));
     int failed = rt_is_transport_failure(st), auth = st == GRPC_STATUS_UNAUTHENTICATED;
     if (!failed)
         rt_note_auth(r, n, st, details);
@@ -213,6 +219,27 @@ static grpc_slice request_bytes(grpc_byte_buffer *req)
     return s;
 }
 
+/* A Match's bytes with output_tokens set to out: a field appended to an
+ * encoded message overrides an earlier one of the same number, so the
+ * client's bytes are kept as they are (takes req). */
+static grpc_slice with_output(grpc_slice req, double out)
+{
+    uint8_t extra[8];
+    size_t k = 0, len = GRPC_SLICE_LENGTH(req);
+    uint32_t v = out < 4294967295.0 ? (uint32_t)out : UINT32_MAX;
+    extra[k++] = (uint8_t)(radixmesh_v1_MatchRequest_output_tokens_tag << 3); /* varint */
+    do {
+        extra[k] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        extra[k++] |= v ? 0x80 : 0;
+    } while (v);
+    grpc_slice s = grpc_slice_malloc(len + k);
+    memcpy(GRPC_SLICE_START_PTR(s), GRPC_SLICE_START_PTR(req), len);
+    memcpy(GRPC_SLICE_START_PTR(s) + len, extra, k);
+    grpc_slice_unref(req);
+    return s;
+}
+
 /* Decodes req (a message with tokens: cb is its tokens field, decoded
  * into toks) into msg. Returns 1, or 0 after answering INVALID_ARGUMENT. */
 static int decoded(const rm_router *r, rm_rpc_call *call, grpc_byte_buffer *req,
@@ -241,10 +268,8 @@ static void no_node(rm_router *r, rm_rpc_call *call)
 
 static void decide(rt_choice *ch)
 {
-    int w = rt_decide(ch->cand, ch->cached, ch->ncand, ch->key_tokens);
-    rnode *n = rt_node_ref(ch->cand[w]); /* the callee's */
-    rt_charge(ch->r, n, ch->proxied, ch->spilled, 1);
-    n->pending += 1;
+    rnode *n = rt_node_ref(rt_decide(ch)); /* the callee's */
+    rt_charge_choice(ch, n);
     for (int i = 0; i < ch->ncand; i++)
         rt_node_unref(ch->cand[i]);
     ch->ncand = 0;
@@ -395,15 +420,18 @@ void rt_do_release(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     pb_release(radixmesh_v1_ReleaseRequest_fields, &m);
 }
 
-/* Chooses a node for the decoded Match or Route of call. */
+/* Chooses a node for the decoded Match or Route of call, whose reply is
+ * expected to be `output` tokens long. */
 static void choose(rm_router *r, rm_rpc_call *call, rt_choice *ch, rt_choice_done_fn done,
-                   void *arg, int proxied, const char *ns, const rm_tokens *toks)
+                   void *arg, int proxied, const char *ns, const rm_tokens *toks, double output)
 {
     ch->r = r;
     ch->done = done;
     ch->arg = arg;
     ch->client = call;
     ch->proxied = proxied;
+    ch->prompt_tokens = toks->n;
+    ch->output = output;
     ch->key = rm_router_key(r, ns, toks->v, toks->n, &ch->key_tokens);
     rt_budget(r, rm_shadow_match, ns, toks->v, toks->n);
     ch->ncand = (int)rt_candidates(r, ch->key, NULL, ch->cand, r->cfg.choices, &ch->spilled, 0);
@@ -435,8 +463,13 @@ void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
         rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
                            "peek is for nodes; ask the router with Route", NULL);
     } else if (!past_deadline(r, call)) {
-        proxy *p = proxy_new(r, call, RT_MATCH, request_bytes(req), grpc_empty_slice(), 0, 0, NULL);
-        choose(r, call, &p->ch, match_chosen, p, 1, m.namespace ? m.namespace : "", &toks);
+        const char *ns = m.namespace ? m.namespace : "";
+        double out = rt_expected_output(r, ns, m.output_tokens);
+        grpc_slice bytes = request_bytes(req);
+        if (!m.output_tokens && out >= 1) /* the node counts the router's estimate */
+            bytes = with_output(bytes, out);
+        proxy *p = proxy_new(r, call, RT_MATCH, bytes, grpc_empty_slice(), 0, 0, NULL);
+        choose(r, call, &p->ch, match_chosen, p, 1, ns, &toks, out);
     }
 out:
     pb_release(radixmesh_v1_MatchRequest_fields, &m);
@@ -468,9 +501,11 @@ void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens toks = {0};
     if (decoded(r, call, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens, &toks) &&
-        !past_deadline(r, call))
-        choose(r, call, rm_xcalloc(1, sizeof(rt_choice)), route_chosen, call, 0,
-               m.namespace ? m.namespace : "", &toks);
+        !past_deadline(r, call)) {
+        const char *ns = m.namespace ? m.namespace : "";
+        choose(r, call, rm_xcalloc(1, sizeof(rt_choice)), route_chosen, call, 0, ns, &toks,
+               rt_expected_output(r, ns, m.output_tokens));
+    }
     pb_release(radixmesh_v1_RouteRequest_fields, &m);
     rm_tokens_free(&toks);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hotset.h"
 #include "log.h"
 #include "prefix_key.h"
 #include "router_internal.h"
@@ -36,10 +37,11 @@ uint64_t rm_route_key(const rm_router_config *cfg, const uint64_t *hot, size_t n
         return rm_hash_u32s(tokens, len, h);
     }
     size_t B = cfg->key_block_tokens, m = n / B;
-    if (m > cfg->max_key_blocks)
-        m = cfg->max_key_blocks;
-    if (m > RM_ROUTE_MAX_KEY_BLOCKS)
-        m = RM_ROUTE_MAX_KEY_BLOCKS;
+    size_t deep = cfg->max_key_blocks ? cfg->max_key_blocks : rm_hotset_depth((uint32_t)B);
+    if (m > deep)
+        m = deep;
+    if (m > RM_HOT_MAX_BLOCKS)
+        m = RM_HOT_MAX_BLOCKS;
     if (m == 0) { /* shorter than a block: nothing worth affinity, spread */
         *key_tokens = (uint32_t)n;
         return rm_hash_u32s(tokens, n, h ^ 0x5bd1e995ULL);
@@ -52,22 +54,24 @@ uint64_t rm_route_key(const rm_router_config *cfg, const uint64_t *hot, size_t n
      * Hot prefixes are shared by a large share of all traffic (summed over
      * the nodes' sketches), so keying on them would pin that share to one
      * node; the block after them tells conversations and documents apart
-     * while every turn of one conversation still shares it. */
-    uint64_t hb[RM_ROUTE_MAX_KEY_BLOCKS + 1];
+     * while every turn of one conversation still shares it. One pass, one
+     * hash per block: linear in the prompt however deep. */
     size_t deepest = 0;
-    hb[0] = h;
+    uint64_t hb = h, after = 0; /* after: the block past the deepest hot one */
     for (size_t b = 1; b <= m; b++) {
-        hb[b] = rm_prefix_chain(hb[b - 1], tokens + (b - 1) * B, B);
-        if (rm_route_is_hot(hot, nhot, hb[b]))
+        hb = rm_prefix_chain(hb, tokens + (b - 1) * B, B);
+        if (b == deepest + 1)
+            after = hb;
+        if (rm_route_is_hot(hot, nhot, hb))
             deepest = b;
     }
     if (deepest < m) {
         *key_tokens = (uint32_t)((deepest + 1) * B);
-        return hb[deepest + 1];
+        return after;
     }
     /* All of it is hot prefix (plus a partial block): spread by the rest. */
     *key_tokens = (uint32_t)n;
-    return rm_hash_u32s(tokens + m * B, n - m * B, hb[m] ^ 0x5bd1e995ULL);
+    return rm_hash_u32s(tokens + m * B, n - m * B, hb ^ 0x5bd1e995ULL);
 }
 
 static int by_hash(const void *a, const void *b)

@@ -20,9 +20,6 @@
 #include "radixmesh.pb.h"
 #include "router.h" /* rm_router_config */
 
-/* Keys look at most this many blocks deep (cfg->max_key_blocks is capped). */
-#define RM_ROUTE_MAX_KEY_BLOCKS 1024
-
 /* A prefix is hot only if at least this share of the requests carrying it
  * went on through a block other than the leading one. The history of a
  * single conversation (0 branching) is then never hot, however much of the
@@ -31,11 +28,13 @@
 #define RM_ROUTE_HOT_BRANCH 0.1
 
 /* The key of tokens[0..n) in namespace ns under cfg (key_mode,
- * fixed_key_tokens, key_block_tokens, max_key_blocks), given the hot set
- * hot[0..nhot) (sorted). *key_tokens: how many tokens the key covers. In
- * fixed mode, the first fixed_key_tokens; else the first block past the
- * deepest hot prefix; a request shorter than a block, or hot all through
- * (plus a partial block), is spread by a hash of its remaining tokens. */
+ * fixed_key_tokens, key_block_tokens, max_key_blocks -- 0: as deep as
+ * the nodes' sketches, rm_hotset_depth; at most RM_HOT_MAX_BLOCKS), given the hot set hot[0..nhot)
+ * (sorted). *key_tokens: how many tokens the key covers. In fixed mode,
+ * the first fixed_key_tokens; else the first block past the deepest hot
+ * prefix; a request shorter than a block, or hot all through (plus a
+ * partial block), is spread by a hash of its remaining tokens. Linear in
+ * the tokens it looks at (one chained hash per block). */
 uint64_t rm_route_key(const rm_router_config *cfg, const uint64_t *hot, size_t nhot, const char *ns,
                       const uint32_t *tokens, size_t n, uint32_t *key_tokens);
 

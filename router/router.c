@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "grpc/health/v1/health.pb.h"
+#include "hotset.h"
 #include "pbx.h"
 #include "route_key.h"
 #include "router_internal.h"
@@ -16,15 +17,17 @@ void rm_router_config_defaults(rm_router_config *cfg)
 {
     *cfg = (rm_router_config){.router_id = "router",
                               /* placement */
-                              .load_factor = 1.25,
-                              .load_floor = 32,
+                              .load_factor = 1.1,
+                              .load_floor = 0,
+                              .load_unit = RM_LOAD_WORK,
+                              .decode_weight = 1,
                               .vnodes = 256,
                               .choices = 2,
-                              .load_half_life_ms = 1000,
+                              .load_half_life_ms = 30000,
                               /* keys: hot_share 0 is auto */
                               .key_mode = RM_KEY_ADAPTIVE,
                               .key_block_tokens = 64,
-                              .max_key_blocks = 128,
+                              .max_key_blocks = 0,
                               .hot_share = 0,
                               .fixed_key_tokens = 256,
                               /* calls to nodes */
@@ -41,8 +44,10 @@ rm_router *rm_router_create(const rm_router_config *cfg)
 {
     rm_router *r = rm_xcalloc(1, sizeof *r);
     r->cfg = *cfg;
-    if (r->cfg.max_key_blocks > RM_ROUTE_MAX_KEY_BLOCKS)
-        r->cfg.max_key_blocks = RM_ROUTE_MAX_KEY_BLOCKS;
+    if (r->cfg.max_key_blocks == 0)
+        r->cfg.max_key_blocks = rm_hotset_depth(r->cfg.key_block_tokens);
+    if (r->cfg.max_key_blocks > RM_HOT_MAX_BLOCKS)
+        r->cfg.max_key_blocks = RM_HOT_MAX_BLOCKS;
     r->serving = 1;
     r->started_ms = rm_now_ms();
     pthread_mutex_init(&r->workers_mu, NULL);

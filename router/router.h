@@ -16,20 +16,27 @@
 
 typedef enum { RM_KEY_ADAPTIVE = 0, RM_KEY_FIXED = 1 } rm_key_mode;
 
+/* What load is counted in (router/README.md): work (prompt tokens a node
+ * must compute plus expected reply tokens), or requests (the rule before
+ * work, kept for comparison). */
+typedef enum { RM_LOAD_WORK = 0, RM_LOAD_REQUESTS = 1 } rm_load_unit;
+
 typedef struct rm_router_config {
     const char *router_id;
-    double load_factor;        /* bounded-load c, > 1 */
-    double load_floor;         /* nodes below this load are never skipped */
+    double load_factor; /* bounded-load c, > 1 */
+    double load_floor;  /* in average requests: nodes below never skipped; 0: auto */
+    rm_load_unit load_unit;
+    double decode_weight;      /* work of a reply token relative to a prompt token */
     uint32_t vnodes;           /* ring points per unit of weight */
     uint32_t choices;          /* ring candidates peeked per request: 1 or 2 */
     uint32_t key_block_tokens; /* must equal the nodes' --hot-block-tokens */
-    uint32_t max_key_blocks;
-    double hot_share; /* 0: auto = max(0.02, 0.5 / healthy nodes) */
+    uint32_t max_key_blocks;   /* 0: as deep as the nodes' sketches (rm_hotset_depth) */
+    double hot_share;          /* 0: auto = max(0.02, 0.5 / healthy nodes) */
     rm_key_mode key_mode;
     uint32_t fixed_key_tokens; /* RM_KEY_FIXED: hash of the first N tokens */
     uint32_t call_timeout_ms;  /* per forwarded call */
     uint32_t health_interval_ms, stats_interval_ms;
-    uint32_t load_half_life_ms; /* decay of "recent routed work" */
+    uint32_t load_half_life_ms; /* decay of the load */
     uint64_t max_request_tokens;
     const struct rm_tls *node_tls;    /* TLS towards nodes when it has a CA; may be NULL */
     rm_outlier_config outlier;        /* when failing nodes leave the ring (router/outlier.h) */
@@ -115,7 +122,12 @@ typedef struct rm_route_job {
      * own prefix cache does. */
     uint32_t *record;
     size_t nrecord;
-    char exclude[128]; /* node id whose worker just failed, "" for none */
+    char exclude[128];      /* node id whose worker just failed, "" for none */
+    uint32_t output_tokens; /* the reply's declared length (max_tokens), 0: unknown */
+    /* Set by the gateway when the reply is over: its length as seen (text
+     * in pseudo-tokens), 0: unknown. Feeds the router's estimate for
+     * requests that declare none. */
+    uint32_t output_seen;
     /* out */
     int found;
     char why[256]; /* !found: why no worker could take it, for the client */
@@ -126,9 +138,11 @@ typedef struct rm_route_job {
     /* delivery */
     void (*done)(struct rm_route_job *job); /* runs on the router thread */
     void *user;
-    int charged; /* router-private: the node carries this request as load */
-    int trial;   /* router-private: the half-open trial of the worker's breaker */
-    int counted; /* router-private: its Match was counted before it went (precise node) */
+    int charged;           /* router-private: the node carries this request as load */
+    double cost;           /* router-private: its cost there (in flight until done) */
+    double output_charged; /* router-private: the reply length charged */
+    int trial;             /* router-private: the half-open trial of the worker's breaker */
+    int counted;           /* router-private: its Match was counted before it went (precise node) */
 } rm_route_job;
 
 /* Thread-safe. Routes job on the router thread like a Match (adaptive
@@ -184,6 +198,8 @@ typedef struct rm_worker_report {
     int has_counts; /* prefix-cache hit/query token counters */
     uint64_t hit_tokens, query_tokens;
     double hit_rate; /* -1: unknown */
+    /* What the worker says it is busy with (vLLM, SGLang); -1: unknown. */
+    double running, waiting, kv_usage;
 } rm_worker_report;
 
 /* Thread-safe; copies rep. Applied on the router thread. */

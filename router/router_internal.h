@@ -56,10 +56,21 @@ typedef struct rnode {
     grpc_channel *ch;
     void *method[RT_METHODS]; /* registered on ch (node_calls.c) */
     uint32_t inflight;
-    double recent; /* routed requests, decayed (half-life load_half_life_ms) */
-    uint64_t recent_ms;
+    double recent;      /* --load-unit requests: routed requests, decayed (load_half_life_ms) */
+    uint64_t recent_ms; /* when recent, work and pend_* were last decayed */
     uint64_t routed;
     double pending; /* Match requests routed here since the node last reported */
+    /* Work (placement.c): the node's own decayed figure from its last
+     * report (NodeStats.recent_*, halving every work_half_life_ms, the
+     * node's), and this router's charges it has not counted yet (not
+     * decayed, placement.c; pend_requests: how many). */
+    double work, pend_prompt, pend_output, pend_requests;
+    double settled_requests;    /* rt_settle_charge's since the last report */
+    uint32_t work_half_life_ms; /* 0: not reported, the router's own */
+    uint64_t work_at;           /* wall clock (ms) at which work stood as given */
+    double gw_inflight_work;    /* costs of this router's gateway requests in flight */
+    /* The worker's own figures from its /metrics; -1: unknown. */
+    double worker_running, worker_waiting, worker_kv;
     radixmesh_v1_NodeStats stats;
     int have_stats;
     /* The paired inference worker (gateway mode), from the node's Stats. */
@@ -96,6 +107,14 @@ struct rm_router {
     /* Ids of recently removed nodes: a Release naming one is answered OK. */
     char *retired[256];
     size_t retired_next;
+    /* Moving averages of reply lengths (rt_expected_output): per
+     * namespace, by a hash of its name (a collision starts over), and of
+     * all. */
+    struct rt_output_avg {
+        uint64_t ns_hash;
+        double avg;
+    } out_avg[64];
+    double out_avg_all;
     uint64_t *hot; /* sorted hashes of cluster-hot prefixes */
     size_t nhot;
     double hot_share_now;
@@ -184,8 +203,18 @@ void rt_recompute_hot(rm_router *r);
 
 /* ---- placement.c ------------------------------------------------------------ */
 
-/* In-flight calls plus recently routed requests (decayed to now). */
+/* The load placement sees (decayed to now): by work, the node's confirmed
+ * work plus this router's unconfirmed charges plus its worker's backlog;
+ * by requests, in-flight calls plus recently routed requests. */
 double rt_node_load(const rm_router *r, rnode *n, uint64_t now);
+/* The mean cost of a request, from every node's counters (0: none yet). */
+double rt_mean_cost(const rm_router *r);
+/* The bound's floor in average requests (--load-floor, 0: auto). */
+double rt_load_floor(const rm_router *r);
+/* Before n's stats become next: its work becomes the node's decayed
+ * figure, and what its counters show since its last report leaves this
+ * router's unconfirmed charges. */
+void rt_confirm_work(const rm_router *r, rnode *n, const radixmesh_v1_NodeStats *next);
 /* Up to k nodes for key, clockwise, under the bounded-load rule (skipping
  * exclude), on the gateway's ring or the cache ring. Charges nothing.
  * Returns how many (0: empty ring). */
@@ -196,11 +225,28 @@ size_t rt_candidates(rm_router *r, uint64_t key, rnode *exclude, rnode **out, si
 void rt_charge(rm_router *r, rnode *n, int proxied, int spilled, int decision);
 /* One node for key, charged as load. NULL: none up. */
 rnode *rt_pick(rm_router *r, uint64_t key, rnode *exclude, int proxied, int *spilled);
+/* The reply length to expect of a request in ns that declared `declared`
+ * tokens (0: none): rm_place_output over the router's moving averages of
+ * declared lengths, which a declared one updates. */
+double rt_expected_output(rm_router *r, const char *ns, uint32_t declared);
+/* A reply's length as seen (the gateway's), into ns's moving average. */
+void rt_learn_output(rm_router *r, const char *ns, double seen);
 /* Requests n has served (its own count plus what this router sent since). */
 double rt_served(const rnode *n);
-/* Which of n (1 or 2) candidates takes a request whose peeks found
- * cached[i] tokens (-1: failed): rm_place_decide (placement.h). */
-int rt_decide(rnode *const *cand, const int64_t *cached, int n, uint32_t key_tokens);
+typedef struct rt_choice rt_choice;
+/* The node ch's request goes to once its candidates were peeked (one of
+ * them, or by work a node past them when the bound admits neither); sets
+ * ch->spilled, ch->cost and ch->cached_chosen. The rules: placement.h. */
+rnode *rt_decide(rt_choice *ch);
+/* Charges n with ch's request: a routed request (in flight when proxied)
+ * and, by work, its cost until the node's counters confirm it. */
+void rt_charge_choice(rt_choice *ch, rnode *n);
+/* ch's request, forwarded to n (proxied), was answered: its charge leaves
+ * the unconfirmed ones; counted (the node answered it, so counted it) it
+ * joins n's work until the node's next report tells it. Charges of
+ * requests the router does not forward (Route) wait for the node's
+ * counts instead (rt_confirm_work). */
+void rt_settle_charge(rt_choice *ch, rnode *n, int counted);
 
 /* ---- proxy.c ---------------------------------------------------------------- */
 
@@ -211,8 +257,6 @@ int rt_decide(rnode *const *cand, const int64_t *cached, int n, uint32_t key_tok
  * requests. Continuing conversations keep their node; new ones even out the
  * load, which plain hashing leaves 10-16% uneven on real traces (see
  * BENCHMARKS.md). */
-typedef struct rt_choice rt_choice;
-
 /* How a choice ends, set by whoever started it (Match: forward; Route:
  * reply; gateway: hand the job back). n is the chosen node, already
  * charged with the request, and the callee owns one reference to it; NULL
@@ -228,11 +272,17 @@ struct rt_choice {
     const rm_rpc_call *client; /* whose deadline bounds the peeks; NULL: none */
     int cut;                   /* the peeks' deadline was the client's */
     int proxied;               /* the request goes through the router: a call in flight */
+    int gateway;               /* candidates from the gateway's ring */
+    int no_spill;              /* the one candidate must take it (a breaker's trial) */
     uint64_t key;
     uint32_t key_tokens;
+    uint64_t prompt_tokens; /* the request's */
+    double output;          /* its expected reply tokens */
     rnode *cand[2];
     int64_t cached[2]; /* -1: the peek failed */
     int ncand, waiting, spilled;
+    int64_t cached_chosen; /* what the chosen node holds (rt_decide) */
+    double cost;           /* the request's cost there, in the load's unit */
     struct rt_peek {
         rt_choice *ch;
         int idx;
@@ -242,7 +292,8 @@ struct rt_choice {
 /* Peeks at ch's candidates for the cached prefix of tokens (in parallel),
  * or decides at once when there is only one; charges the winner and calls
  * ch->done -- at once with NULL when there is no candidate. ch has r,
- * done, arg, client, proxied, its key and its candidates (and spilled). */
+ * done, arg, client, proxied, gateway, its key, prompt_tokens, output and
+ * its candidates (and spilled). */
 void rt_choose(rt_choice *ch, const char *ns, const uint32_t *tokens, size_t ntokens);
 /* Why no node could take a call, for the client. */
 void rt_no_node_reason(const rm_router *r, char *msg, size_t len);

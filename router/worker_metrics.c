@@ -6,7 +6,7 @@
 
 #include "prom.h"
 
-enum { M_HITS, M_QUERIES, M_RATE, M_NONE };
+enum { M_HITS, M_QUERIES, M_RATE, M_RUNNING, M_WAITING, M_KV, M_NONE };
 
 static const struct {
     const char *name;
@@ -18,6 +18,13 @@ static const struct {
     {"vllm:gpu_prefix_cache_queries_total", M_QUERIES},
     {"vllm:gpu_prefix_cache_hit_rate", M_RATE},
     {"sglang:cache_hit_rate", M_RATE},
+    {"vllm:num_requests_running", M_RUNNING},
+    {"vllm:num_requests_waiting", M_WAITING},
+    {"vllm:kv_cache_usage_perc", M_KV},
+    {"vllm:gpu_cache_usage_perc", M_KV},
+    {"sglang:num_running_reqs", M_RUNNING},
+    {"sglang:num_queue_reqs", M_WAITING},
+    {"sglang:token_usage", M_KV},
 };
 
 static int kind_of(const char *name, size_t len)
@@ -37,8 +44,8 @@ static uint64_t to_u64(double v)
 
 int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
 {
-    double sum[3] = {0, 0, 0};
-    int seen[3] = {0, 0, 0}, rates = 0;
+    double sum[M_NONE] = {0};
+    int seen[M_NONE] = {0}, rates = 0, kvs = 0;
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -51,6 +58,7 @@ int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
                 sum[k] += v;
                 seen[k] = 1;
                 rates += k == M_RATE;
+                kvs += k == M_KV;
             }
         }
         p = le + 1;
@@ -64,5 +72,10 @@ int rm_worker_metrics_parse(const char *text, size_t len, rm_worker_figures *f)
         f->hit_rate = sum[M_RATE] / rates;
     else
         f->hit_rate = -1;
-    return f->has_counts || rates;
+    /* Several engines behind one worker: their requests add up, their
+     * caches' fill is the mean. */
+    f->running = seen[M_RUNNING] ? sum[M_RUNNING] : -1;
+    f->waiting = seen[M_WAITING] ? sum[M_WAITING] : -1;
+    f->kv_usage = kvs ? sum[M_KV] / kvs : -1;
+    return f->has_counts || rates || seen[M_RUNNING] || seen[M_WAITING] || kvs;
 }

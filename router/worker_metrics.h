@@ -7,6 +7,12 @@
  *            counters in tokens
  *   vLLM v0  vllm:gpu_prefix_cache_hit_rate: a gauge in [0, 1]
  *   SGLang   sglang:cache_hit_rate: a gauge in [0, 1]
+ * and what the worker is busy with (placement's backlog, router/README.md
+ * "Work-balanced placement"):
+ *   vLLM     vllm:num_requests_running, vllm:num_requests_waiting (summed),
+ *            vllm:kv_cache_usage_perc (older: vllm:gpu_cache_usage_perc), a
+ *            share in [0, 1] (averaged)
+ *   SGLang   sglang:num_running_reqs, sglang:num_queue_reqs, sglang:token_usage
  *
  * No library in Debian reads the Prometheus text format from C, and only
  * sample lines of these few names matter, so lines are scanned by
@@ -21,7 +27,9 @@
 typedef struct rm_worker_figures {
     int has_counts; /* hit/query token counters were found */
     uint64_t hit_tokens, query_tokens;
-    double hit_rate; /* from the counters, else a gauge; -1 if neither */
+    double hit_rate;         /* from the counters, else a gauge; -1 if neither */
+    double running, waiting; /* requests running / queued; -1: not reported */
+    double kv_usage;         /* share of the KV cache in use, [0, 1]; -1: not reported */
 } rm_worker_figures;
 
 /* Fills f from a /metrics document. Returns 1 if any figure was found. */

@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "live_model.h"
 #include "lru_baseline.h"
 #include "prefix_key.h"
 #include "ring.h"
@@ -244,11 +245,126 @@ static void capacity_detail(const rm_trace *w, size_t block, double fraction)
            single / one, rm_evict_policy_name(policy));
 }
 
+/* E. The live rule and its alternatives on the modelled cluster. */
+static const lm_rule live_rules[] = {
+    {.name = "requests (before)",
+     .unit = LM_REQUESTS,
+     .choice = LM_PREFIX,
+     .factor = 1.25,
+     .floor = 32,
+     .tie_total = 1,
+     .choices = 2,
+     .half_life_ms = 1000,
+     .max_key_blocks = 128,
+     .hot_max_blocks = 256},
+    {.name = "requests, deep keys",
+     .unit = LM_REQUESTS,
+     .choice = LM_PREFIX,
+     .factor = 1.25,
+     .floor = 32,
+     .tie_total = 1,
+     .choices = 2,
+     .half_life_ms = 1000},
+    {.name = "work, walk bound 1.25",
+     .unit = LM_WORK,
+     .choice = LM_PREFIX,
+     .factor = 1.25,
+     .floor = 16,
+     .choices = 2},
+    {.name = "work, least L+cost",
+     .unit = LM_WORK,
+     .choice = LM_SCORE,
+     .factor = 1.25,
+     .floor = 16,
+     .beta = 1,
+     .post = 1,
+     .choices = 2},
+    {.name = "work, no bound",
+     .unit = LM_WORK,
+     .choice = LM_LIVE,
+     .factor = 1e9,
+     .floor = 1,
+     .choices = 2,
+     .margin = 1},
+    {.name = "work 1.25, margin 1",
+     .unit = LM_WORK,
+     .choice = LM_LIVE,
+     .factor = 1.25,
+     .choices = 2,
+     .margin = 1},
+    {.name = "work 1.1, margin 0", .unit = LM_WORK, .choice = LM_LIVE, .factor = 1.1, .choices = 2},
+    {.name = "work 1.1, 1 s half-life",
+     .unit = LM_WORK,
+     .choice = LM_LIVE,
+     .factor = 1.1,
+     .choices = 2,
+     .margin = 1,
+     .half_life_ms = 1000},
+    {.name = "work 1.1, margin 1 (default)",
+     .unit = LM_WORK,
+     .choice = LM_LIVE,
+     .factor = 1.1,
+     .choices = 2,
+     .margin = 1},
+};
+
+static void live_table(const rm_trace *w, size_t block, double fraction, double rate,
+                       const char *only)
+{
+    uint64_t pages = capacity_pages(w, block, fraction);
+    double one = single_lru_hit(w, PAGE, pages * CACHES);
+    lm_env env = {rate, 30000, 250, 10000, 0, rm_hotset_depth(64), 256, 1.0, "node-"};
+    const char *e = getenv("LM_ENV"); /* research knobs: hl,maxkey,hotdepth,report */
+    static char layout[32];
+    if (e && sscanf(e, "%u,%u,%u,%zu,%31[^,],%u,%u", &env.half_life_ms, &env.max_key_blocks,
+                    &env.hot_max_blocks, &env.hot_report, layout, &env.hot_half_life_ms,
+                    &env.stats_ms) >= 5)
+        env.layout = layout;
+    printf("E. live rule model at %.0f%%, %.0f requests/s, half-life %u ms, key depth %u, hot "
+           "depth %u: single LRU %.4f\n",
+           fraction * 100, rate, env.half_life_ms, env.max_key_blocks, env.hot_max_blocks, one);
+    printf("   %-28s %-8s %-7s %-8s %-8s %-7s %s\n", "rule", "hit", "ratio", "req m/m", "work m/m",
+           "spills", "errors");
+    lm_rule extra[32];
+    size_t nextra = 0;
+    const char *spec = getenv("LM_RULES"); /* "u,ch,c,floor,beta,tie,post;..." */
+    for (const char *p = spec; p && *p && nextra < 32;) {
+        lm_rule *x = &extra[nextra];
+        int u, ch;
+        memset(x, 0, sizeof *x);
+        if (sscanf(p, "%d,%d,%lf,%lf,%lf,%d,%d,%lf,%u", &u, &ch, &x->factor, &x->floor, &x->beta,
+                   &x->tie_total, &x->post, &x->margin, &x->half_life_ms) < 7)
+            break;
+        x->unit = (lm_unit)u;
+        x->choice = (lm_choice)ch;
+        x->choices = 2;
+        char *nm = malloc(64);
+        size_t len = strcspn(p, ";");
+        snprintf(nm, 64, "%.*s", (int)len, p);
+        x->name = nm;
+        nextra++;
+        p += len;
+        if (*p == ';')
+            p++;
+    }
+    size_t nrules = nextra ? nextra : sizeof live_rules / sizeof *live_rules;
+    for (size_t i = 0; i < nrules; i++) {
+        const lm_rule *rl = nextra ? &extra[i] : &live_rules[i];
+        if (only && !strstr(rl->name, only))
+            continue;
+        lm_outcome o = lm_simulate(w, pages, rl, &env);
+        printf("   %-28s %-8.4f %-7.3f %-8.3f %-8.3f %-7llu %llu\n", rl->name, o.hit, o.hit / one,
+               o.req_mm, o.work_mm, (unsigned long long)o.spills, (unsigned long long)o.errors);
+        fflush(stdout);
+    }
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N] "
-                    "[--requests N] [--block-tokens B] [--capacity PCT] "
-                    "[--eviction lru|lfu|lfu-da|gdsf] [--seq-share PCT]\n");
+    fprintf(stderr,
+            "usage: bench_placement [--trace agentic|chat|builtin|FILE] [--seed N] "
+            "[--requests N] [--block-tokens B] [--capacity PCT] "
+            "[--eviction lru|lfu|lfu-da|gdsf] [--seq-share PCT] [--live RATE [--rule NAME]]\n");
     exit(2);
 }
 
@@ -257,7 +373,9 @@ int main(int argc, char **argv)
     const char *trace = "../shared/traces/mooncake_synthetic_trace.jsonl";
     size_t block = 64, requests = 0;
     uint64_t seed = 42;
-    double capacity = 0;
+    double capacity = 0, rate = 200;
+    int live = 0;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             usage();
@@ -271,6 +389,10 @@ int main(int argc, char **argv)
             requests = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--capacity") && atof(argv[i + 1]) > 0)
             capacity = atof(argv[++i]) / 100;
+        else if (!strcmp(argv[i], "--live") && atof(argv[i + 1]) > 0)
+            live = 1, rate = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--rule"))
+            only = argv[++i];
         else if (!strcmp(argv[i], "--eviction") && !rm_evict_policy_parse(argv[i + 1], &policy))
             i++;
         else if (!strcmp(argv[i], "--seq-share") && atoi(argv[i + 1]) > 0 &&
@@ -283,6 +405,11 @@ int main(int argc, char **argv)
     char err[512];
     if (rm_workload_trace(trace, seed, requests, block, &w, err, sizeof err)) {
         printf("D. placement ceiling skipped: %s\n", err);
+        return 0;
+    }
+    if (live) {
+        live_table(&w, block, capacity > 0 ? capacity : 0.10, rate, only);
+        rm_trace_free(&w);
         return 0;
     }
     static const double fractions[] = {0.05, 0.10, 0.15, 0.20, 0.30, 0.50};

@@ -82,27 +82,29 @@ static void record_error(result *res, const char *what, const char *msg)
         snprintf(res->first_error, sizeof res->first_error, "%s: %.140s", what, msg);
 }
 
-static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *key_mode,
-                          const char *fixed_tokens, const char *choices)
+/* Extra router flags for every run (--router-flags, space-separated). */
+static const char *extra_flags = "";
+
+static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *mode_flags)
 {
     test_daemon nodes[NODES], router;
     char list[2048], pool[32];
     snprintf(pool, sizeof pool, "%llu", (unsigned long long)pool_tokens);
-    const char *flags[32] = {"--pool-tokens", pool, "--page-tokens", "16", "--shutdown-delay-ms",
-                             "0",             "--log-level", "warn"};
+    const char *flags[32] = {"--pool-tokens",       pool, "--page-tokens", "16",
+                             "--shutdown-delay-ms", "0",  "--log-level",   "warn"};
     for (int k = 0; k < nnode_args; k++) /* --node-arg: e.g. an eviction policy */
         flags[8 + k] = node_args[k];
     if (td_start_nodes(nodes, NODES, node_bin, "node-", flags, list, sizeof list))
         exit(1);
-    const char *rargv[] = {router_bin,   "--nodes",
-                           list,         "--key-mode",
-                           key_mode,     "--fixed-key-tokens",
-                           fixed_tokens, "--choices",
-                           choices,      "--health-interval-ms",
-                           "200",        "--stats-interval",
-                           "250",        "--shutdown-delay-ms",
-                           "0",          "--log-level",
-                           "warn",       NULL};
+    const char *rargv[64] = {router_bin, "--nodes",          list,  "--health-interval-ms",
+                             "200",      "--stats-interval", "250", "--shutdown-delay-ms",
+                             "0",        "--log-level",      "warn"};
+    size_t na = 11;
+    char rflags[1024], *save = NULL;
+    snprintf(rflags, sizeof rflags, "%s %s", mode_flags, extra_flags);
+    for (char *t = strtok_r(rflags, " ", &save); t && na < 62; t = strtok_r(NULL, " ", &save))
+        rargv[na++] = t;
+    rargv[na] = NULL;
     rm_cache_client cc;
     if (!cw_start_router(&router, rargv, &cc, 10000, NODES, 15000))
         exit(1);
@@ -115,7 +117,8 @@ static result run_cluster(const rm_trace *w, uint64_t pool_tokens, const char *k
         const rm_trace_req *r = &w->req[i];
         rm_cc_match_reply m;
         rm_cc_insert_reply ir;
-        if (rm_cc_match(&cc, "m", r->tokens, r->n, 1, 0, &m, msg, sizeof msg)) {
+        uint32_t out = r->output_tokens < UINT32_MAX ? (uint32_t)r->output_tokens : UINT32_MAX;
+        if (rm_cc_match_out(&cc, "m", r->tokens, r->n, 1, 0, out, &m, msg, sizeof msg)) {
             record_error(&res, "Match", msg);
             /* A cluster that answers nothing would take hours of timeouts. */
             if (++failing == 50) {
@@ -191,18 +194,42 @@ static void report(const char *name, const result *r, double ideal)
                r->aborted_at);
 }
 
+/* The routing modes compared: the default (work-balanced), the rule before
+ * issue 15 (load in requests, 1 s half-life, keys 128 blocks deep), one
+ * choice, fixed keys. --modes picks some by name. */
+static const struct {
+    const char *name, *flags;
+} modes[] = {
+    {"work", ""},
+    {"requests", "--load-unit requests --load-half-life-ms 1000 --load-factor 1.25 "
+                 "--max-key-blocks 128"},
+    {"one-choice", "--choices 1"},
+    {"fixed-64", "--key-mode fixed --fixed-key-tokens 64 --choices 1"},
+    {"fixed-512", "--key-mode fixed --fixed-key-tokens 512 --choices 1"},
+};
+static const char *only_modes = NULL; /* comma-separated names; NULL: all */
+
+static const char *const mode_titles[] = {"work-balanced (default)", "request-balanced (before)",
+                                          "work, 1 choice", "fixed first 64 tokens",
+                                          "fixed first 512 tokens"};
+
 static void run_modes(const rm_trace *w, uint64_t node_pool_tokens, double ideal)
 {
-    result a = run_cluster(w, node_pool_tokens, "adaptive", "64", "2");
-    report("adaptive key, 2 choices", &a, ideal);
-    if (default_only)
-        return;
-    result a1 = run_cluster(w, node_pool_tokens, "adaptive", "64", "1");
-    report("adaptive key, 1 choice", &a1, ideal);
-    result f64 = run_cluster(w, node_pool_tokens, "fixed", "64", "1");
-    report("fixed first 64 tokens", &f64, ideal);
-    result f512 = run_cluster(w, node_pool_tokens, "fixed", "512", "1");
-    report("fixed first 512 tokens", &f512, ideal);
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        if (default_only && i > 0)
+            break;
+        if (only_modes) {
+            char want[64];
+            snprintf(want, sizeof want, ",%s,", modes[i].name);
+            char list[512];
+            snprintf(list, sizeof list, ",%s,", only_modes);
+            if (!strstr(list, want))
+                continue;
+        }
+        result res = run_cluster(w, node_pool_tokens, modes[i].flags);
+        report(mode_titles[i], &res, ideal);
+        fflush(stdout);
+    }
 }
 
 /* p50 and p99 of `count` sequential unary calls of req to method. */
@@ -298,7 +325,8 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "usage: bench_router NODE_BIN ROUTER_BIN [--trace agentic|chat|builtin|FILE] "
                 "[--seed N] [--requests N] [--block-tokens B] [--quick] [--node-arg ARG]... "
-                "[--default-only]\n");
+                "[--default-only] [--modes work,requests,one-choice,fixed-64,fixed-512] "
+                "[--router-flags \"...\"]\n");
         return 2;
     }
     node_bin = argv[1];
@@ -318,6 +346,10 @@ int main(int argc, char **argv)
             limit = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--quick"))
             quick = 1, limit = limit ? limit : 1000;
+        else if (!strcmp(argv[i], "--modes") && i + 1 < argc)
+            only_modes = argv[++i];
+        else if (!strcmp(argv[i], "--router-flags") && i + 1 < argc)
+            extra_flags = argv[++i];
         else if (!strcmp(argv[i], "--node-arg") && i + 1 < argc &&
                  nnode_args < (int)RM_ARRAY_LEN(node_args))
             node_args[nnode_args++] = argv[++i];

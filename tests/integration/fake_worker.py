@@ -22,6 +22,9 @@ and records every request. Test hooks:
                              {"trailing_garbage": true} a JSON completion is followed, in
                                                        the same write, by the start of
                                                        a response nobody asked for
+                             {"busy": {"running": R, "waiting": W, "kv": K}} /metrics also
+                                                       reports vLLM's load gauges ({} or
+                                                       null: not reported)
 Prints "LISTENING 127.0.0.1:PORT" once it serves.
 """
 import argparse
@@ -50,6 +53,7 @@ class State:
         self.slow_metrics = 0.0
         self.early_hints = False
         self.trailing_garbage = False
+        self.busy = None
         self.scrapes = 0
         self.cache = set()
         self.hits = 0
@@ -176,7 +180,14 @@ def make_handler(state):
                         f'vllm:prefix_cache_queries_total{{engine="0",model_name="fake"}} {float(state.queries)}\n'
                         "# TYPE vllm:prefix_cache_hits_total counter\n"
                         f'vllm:prefix_cache_hits_total{{engine="0",model_name="fake"}} {float(state.hits)}\n'
-                    ).encode()
+                    )
+                    if state.busy:
+                        b = state.busy
+                        text += (
+                            f'vllm:num_requests_running{{engine="0"}} {float(b.get("running", 0))}\n'
+                            f'vllm:num_requests_waiting{{engine="0"}} {float(b.get("waiting", 0))}\n'
+                            f'vllm:kv_cache_usage_perc{{engine="0"}} {float(b.get("kv", 0))}\n')
+                    text = text.encode()
                 self.send_metrics(text)
             else:
                 self.send_json(404, {"error": {"message": "no such path " + self.path}})
@@ -207,6 +218,8 @@ def make_handler(state):
                         state.slow_metrics = float(ctl["slow_metrics"])
                     if "early_hints" in ctl:
                         state.early_hints = bool(ctl["early_hints"])
+                    if "busy" in ctl:
+                        state.busy = ctl["busy"] or None
                     if "trailing_garbage" in ctl:
                         state.trailing_garbage = bool(ctl["trailing_garbage"])
                 if ctl.get("release"):

@@ -536,6 +536,44 @@ class GatewayTest(unittest.TestCase):
         finally:
             self.c.worker(home, "POST", "/_control", {"fail_status": 0})
 
+    def test_6b_busy_worker_takes_no_new_conversation(self):
+        """A worker that reports on its /metrics (vLLM's names) requests
+        running and waiting with its KV cache full gets no new conversation
+        while the others can take them (its backlog counts as load, and it
+        is saturated); once it reports nothing of the kind it gets some."""
+        busy = "n0"
+        counted = self.c.metric("radixmesh_gateway_requests_total")
+        scrapes = self.c.worker(busy, "GET", "/_scrapes")["scrapes"]
+        self.c.worker(busy, "POST", "/_control",
+                      {"busy": {"running": 8, "waiting": 5, "kv": 0.99}})
+        try:
+            # Two scrapes after the change: the router has read it.
+            poll("two scrapes of the saturated worker", lambda: self.c.worker(
+                busy, "GET", "/_scrapes")["scrapes"] >= scrapes + 2)
+            homes = {}
+            for conv in range(900, 924):
+                status, headers, body = post(self.gw, "/v1/chat/completions", chat_body(conv, 1))
+                self.assertEqual(status, 200, body)
+                homes[conv] = headers["x-radixmesh-node"]
+            print(f"new conversations with {busy} busy: "
+                  f"{sorted(set(homes.values()))}", file=sys.stderr)
+            self.assertNotIn(busy, homes.values())
+        finally:
+            self.c.worker(busy, "POST", "/_control", {"busy": None})
+        scrapes = self.c.worker(busy, "GET", "/_scrapes")["scrapes"]
+        poll("two scrapes after", lambda: self.c.worker(
+            busy, "GET", "/_scrapes")["scrapes"] >= scrapes + 2)
+        seen = set()
+        for conv in range(950, 974):
+            status, headers, body = post(self.gw, "/v1/chat/completions", chat_body(conv, 1))
+            self.assertEqual(status, 200, body)
+            seen.add(headers["x-radixmesh-node"])
+        self.assertIn(busy, seen)
+        # The next test reads the published counters as its baseline.
+        poll("these requests in the published metrics", lambda: self.c.metric(
+            "radixmesh_gateway_requests_total") >= counted + 48 and self.c.metric(
+            "radixmesh_gateway_active_requests") == 0)
+
     def test_7_load_added_latency(self):
         """Bounded load: concurrent clients through the gateway vs straight
         to the workers (client k to worker k % 3, the same spread). Every

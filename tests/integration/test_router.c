@@ -1,10 +1,12 @@
 /* Integration test: radixmesh-router in front of 4 real nodes.
  * Usage: test_router PATH/TO/radixmesh-node PATH/TO/radixmesh-router */
 #include <arpa/inet.h>
+#include <math.h>
 #include <grpc/grpc.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "cache_client.h"
@@ -61,8 +63,7 @@ static void start_router(test_daemon *r, const char *id)
                           "200",      "--stats-interval",
                           "200",      "--call-timeout-ms",
                           "1000",     "--shutdown-delay-ms",
-                          "0",        "--load-half-life-ms",
-                          "200",      "--log-level",
+                          "0",        "--log-level",
                           "warn",     NULL};
     REQUIRE(td_start(r, argv) == 0);
 }
@@ -88,14 +89,26 @@ static void start_router_with(test_daemon *r, const char *nodes, const char *fla
     REQUIRE(cw_wait_for(cc, cw_healthy_is, &healthy, 30000));
 }
 
-/* Polls ClusterStats until pred holds or 10 s pass. */
-static int settled(const rm_cc_cluster *c, void *arg)
+/* c (one router's view) shows every node's load within 0.1% (plus a
+ * token) of what the router behind arg (another replica) shows: the
+ * nodes' own decayed work, which both read, once r1's last requests are
+ * answered and reported. */
+static int loads_agree(const rm_cc_cluster *c, void *arg)
 {
-    (void)arg;
-    for (size_t i = 0; i < c->nnodes; i++)
-        if (c->nodes[i].load > 0.05)
-            return 0;
-    return 1;
+    rm_cc_cluster o;
+    char msg[256];
+    if (rm_cc_cluster_stats(arg, &o, msg, sizeof msg) != 0)
+        return 0;
+    int same = o.nnodes == c->nnodes;
+    for (size_t i = 0; same && i < c->nnodes; i++) {
+        double a = c->nodes[i].load, b = -1;
+        for (size_t j = 0; j < o.nnodes; j++)
+            if (!strcmp(o.nodes[j].node_id, c->nodes[i].node_id))
+                b = o.nodes[j].load;
+        same = fabs(a - b) <= 1 + 0.001 * fabs(a);
+    }
+    rm_cc_cluster_free(&o);
+    return same;
 }
 
 /* The prompt is hot where its traffic branches: after its last block. The
@@ -365,14 +378,18 @@ static void test_cluster(void)
     REQUIRE(rm_cc_init_router(&cc2, r2.addr, 5000) == 0);
     REQUIRE(cw_wait_for(&cc2, cw_healthy_is, &want, 10000));
     REQUIRE(cw_wait_for(&cc2, has_hot, NULL, 10000));
-    /* Same membership and node statistics; let r1's load from the phase
-     * above decay so both start from the same (idle) loads. */
-    if (!cw_wait_for(&cc, settled, NULL, 10000)) {
-        rm_cc_cluster c0;
+    /* Same membership and node statistics: the load from the phase above
+     * is the nodes' own decayed work, which r2 reads as r1 does (once the
+     * nodes have counted r1's last requests, its own charges are gone). */
+    if (!cw_wait_for(&cc, loads_agree, &cc2, 10000)) {
+        rm_cc_cluster c0, c2;
         rm_cc_cluster_stats(&cc, &c0, msg, sizeof msg);
-        for (size_t i = 0; i < c0.nnodes; i++)
-            fprintf(stderr, "node %s load %.3f\n", c0.nodes[i].node_id, c0.nodes[i].load);
+        rm_cc_cluster_stats(&cc2, &c2, msg, sizeof msg);
+        for (size_t i = 0; i < c0.nnodes && i < c2.nnodes; i++)
+            fprintf(stderr, "node %s load %.3f / %s %.3f\n", c0.nodes[i].node_id, c0.nodes[i].load,
+                    c2.nodes[i].node_id, c2.nodes[i].load);
         rm_cc_cluster_free(&c0);
+        rm_cc_cluster_free(&c2);
         REQUIRE(0);
     }
     int agree = 0, total = 0;
@@ -883,6 +900,9 @@ static void test_bad_flags(void)
         {"--eject-after-failures", "0", "--nodes", "a=127.0.0.1:1", NULL},
         {"--max-ejected-share", "1.5", "--nodes", "a=127.0.0.1:1", NULL},
         {"--panic-threshold", "-0.1", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--load-unit", "tokens", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--decode-weight", "-1", "--nodes", "a=127.0.0.1:1", NULL},
+        {"--load-floor", "-2", "--nodes", "a=127.0.0.1:1", NULL},
         {NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

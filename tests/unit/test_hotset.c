@@ -261,6 +261,119 @@ static void test_full_table_of_warm_prefixes(void)
     rm_hotset_destroy(h);
 }
 
+/* Sketches as deep as RM_HOT_MAX_TOKENS (at least 64k tokens at small
+ * blocks), with room for a few chains that deep. */
+static void test_depth_reaches_past_long_prompts(void)
+{
+    CHECK_EQ(rm_hotset_depth(64), 2048);
+    CHECK_EQ(rm_hotset_depth(512), 256);
+    CHECK_EQ(rm_hotset_depth(4), RM_HOT_MAX_BLOCKS); /* 64k tokens */
+    CHECK_EQ(rm_hotset_depth(1), RM_HOT_MAX_BLOCKS);
+    CHECK_EQ(rm_hotset_depth(1u << 20), 1);
+    CHECK(rm_hotset_depth(4) * 4 >= 65536);
+    CHECK_EQ(rm_hotset_capacity(16), 4096);
+    CHECK_EQ(rm_hotset_capacity(2048), 8192);
+    CHECK_EQ(rm_hotset_capacity(3000), 16384);
+}
+
+/* Several versions of a long shared prompt (a coding agent's tool
+ * definitions: hundreds of blocks each) are far more entries than a node
+ * reports. What a router needs of each is where it branches; the inside of
+ * the chains goes first when the report is cut, however common. */
+/* At full scale: a 20,032-token shared prompt (313 blocks of 64 tokens, a
+ * coding agent's tool definitions) behind 200 sessions of their own, fed
+ * to a sketch as a node sets it up. The prompt's end -- where its traffic
+ * branches -- is reported as the most shared branch point, at its full
+ * depth, within the 256 entries a node reports. */
+static void test_a_20k_token_shared_prompt_at_full_scale(void)
+{
+    enum { BT = 64, PROMPT = 313, TAIL = 6 };
+    uint32_t depth = rm_hotset_depth(BT);
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, BT, depth, 0.01, 10000, rm_hotset_capacity(depth), 0) == 0);
+    static uint32_t tok[(PROMPT + TAIL) * BT];
+    size_t n = sizeof tok / sizeof tok[0];
+    for (uint64_t s = 0; s < 200; s++) {
+        for (size_t t = 0; t < n; t++)
+            tok[t] = t < PROMPT * BT ? (uint32_t)(5000 + t) : (uint32_t)(rm_mix64(s * 131 + t));
+        rm_hotset_add(&h, "m", 1, tok, n, 0);
+    }
+    uint64_t end = rm_prefix_ns_hash("m", 1);
+    for (int b = 0; b < PROMPT; b++)
+        end = rm_prefix_chain(end, tok + b * BT, BT);
+    rm_hot_entry top[256];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.01, 0, top, 256, &total);
+    REQUIRE(k > 0);
+    CHECK(top[0].hash == end);
+    CHECK_EQ(top[0].blocks, PROMPT);
+    CHECK(top[0].count > 0.99 * total && top[0].other > 0.5 * top[0].count);
+    rm_hotset_destroy(&h);
+}
+
+static void test_branch_points_are_reported_before_long_chains(void)
+{
+    enum { DEEP = 300, VERSIONS = 3 };
+    uint32_t depth = rm_hotset_depth(B);
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, depth, 0.01, 10000, rm_hotset_capacity(depth), 0) == 0);
+    static uint32_t tok[(DEEP + 4) * B];
+    uint64_t ends[VERSIONS];
+    for (uint64_t i = 0; i < 300; i++) {
+        /* Versions 0, 1, 2 in 60/30/10%, each a DEEP-block prompt of its
+         * own, then a conversation of its own. */
+        uint32_t v = i % 10 < 6 ? 0 : i % 10 < 9 ? 1 : 2;
+        size_t n = (DEEP + 3) * B;
+        for (size_t t = 0; t < n; t++)
+            tok[t] = t < DEEP * B ? (uint32_t)(v * 1000000 + t)
+                                  : (uint32_t)(rm_mix64(i * 7919 + t) % 100000);
+        rm_hotset_add(&h, "m", 1, tok, n, 0);
+        ends[v] = prefix_hash(tok, DEEP);
+    }
+    rm_hot_entry top[256];
+    double total;
+    size_t k = rm_hotset_top(&h, 0.01, 0, top, 256, &total);
+    CHECK_EQ(k, 256);
+    for (int v = 0; v < VERSIONS; v++) {
+        const rm_hot_entry *e = NULL;
+        for (size_t i = 0; i < k; i++)
+            if (top[i].hash == ends[v])
+                e = &top[i];
+        CHECK(e != NULL);
+        if (e)
+            CHECK(e->blocks == DEEP && e->other > 0.5 * e->count);
+    }
+    rm_hotset_destroy(&h);
+}
+
+/* A purge ends with the table at most half full, so the next one is a
+ * quarter of the table's inserts away. Warm chains filling most of the
+ * table, then a stream of distinct requests each adding one cold entry:
+ * a purge that only dropped what was cold would leave the table just
+ * under its threshold and rebuild it every few requests. */
+static void test_purge_leaves_half_the_table_free(void)
+{
+    rm_hotset h;
+    REQUIRE(rm_hotset_init(&h, B, 512, 0.01, 10000, 4096, 0) == 0);
+    static uint32_t tok[512 * B];
+    for (int rep = 0; rep < 10; rep++)
+        for (uint64_t id = 1; id <= 6; id++) /* 6 chains of 500 blocks: 3,000 warm */
+            rm_hotset_add(&h, "m", 1, tok, request(tok, 0, id, 500), 0);
+    size_t cap = h.mask + 1, purges = 0, added = 0;
+    for (uint64_t id = 100; id < 2100; id++) {
+        size_t before = h.used;
+        rm_hotset_add(&h, "m", 1, tok, request(tok, 0, id, 4), 0);
+        added++;
+        if (h.used <= before) {
+            purges++;
+            CHECK(h.used * 2 <= cap + 2);
+        }
+    }
+    CHECK(purges > 0);
+    CHECK(purges <= added / (cap / 4) + 1);
+    rm_hotset_destroy(&h);
+}
+
 int main(void)
 {
     RUN(test_finds_shared_prompt);
@@ -271,5 +384,9 @@ int main(void)
     RUN(test_leader_is_displaced);
     RUN(test_prefix_hash_deterministic);
     RUN(test_full_table_of_warm_prefixes);
+    RUN(test_depth_reaches_past_long_prompts);
+    RUN(test_branch_points_are_reported_before_long_chains);
+    RUN(test_a_20k_token_shared_prompt_at_full_scale);
+    RUN(test_purge_leaves_half_the_table_free);
     return rm_t_report();
 }

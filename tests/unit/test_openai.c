@@ -349,6 +349,65 @@ static void test_worker_metrics(void)
     const char *none = "up 1\nvllm:prefix_cache_hits_total{x=\"unterminated 5\n";
     CHECK_EQ(rm_worker_metrics_parse(none, strlen(none), &f), 0);
     CHECK(f.hit_rate < 0);
+    CHECK(f.running < 0 && f.waiting < 0 && f.kv_usage < 0);
+}
+
+/* The reply's declared bound, which placement counts as expected work:
+ * max_completion_tokens first, else max_tokens; none, zero or not an
+ * integer is 0. */
+static void test_declared_reply_length(void)
+{
+    static const struct {
+        const char *body;
+        uint32_t want;
+    } cases[] = {
+        {"{\"model\":\"m\",\"prompt\":\"hi\",\"max_tokens\":300}", 300},
+        {"{\"model\":\"m\",\"prompt\":[1,2,3],\"max_tokens\":7}", 7},
+        {"{\"prompt\":\"hi\",\"max_tokens\":300,\"max_completion_tokens\":40}", 40},
+        {"{\"prompt\":\"hi\"}", 0},
+        {"{\"prompt\":\"hi\",\"max_tokens\":0}", 0},
+        {"{\"prompt\":\"hi\",\"max_tokens\":-5}", 0},
+        {"{\"prompt\":\"hi\",\"max_tokens\":\"300\"}", 0},
+        {"{\"prompt\":\"hi\",\"max_tokens\":99999999999}", UINT32_MAX},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *ns, err[256];
+        uint32_t *t;
+        size_t n;
+        rm_openai_end end;
+        CHECK_EQ(rm_openai_prompt(cases[i].body, strlen(cases[i].body), RM_OPENAI_COMPLETIONS, 1000,
+                                  &ns, &t, &n, &end, err, sizeof err),
+                 0);
+        CHECK_EQ(end.max_reply, cases[i].want);
+        free(ns), free(t);
+    }
+}
+
+/* What a worker is busy with: vLLM's and SGLang's names, requests summed
+ * over engines, the KV cache's fill averaged; absent figures are -1. */
+static void test_worker_load_figures(void)
+{
+    const char *vllm = "vllm:num_requests_running{engine=\"0\"} 3\n"
+                       "vllm:num_requests_running{engine=\"1\"} 2\n"
+                       "vllm:num_requests_waiting{engine=\"0\"} 4\n"
+                       "vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n"
+                       "vllm:kv_cache_usage_perc{engine=\"1\"} 1.0\n";
+    rm_worker_figures f;
+    CHECK_EQ(rm_worker_metrics_parse(vllm, strlen(vllm), &f), 1);
+    CHECK(f.running == 5 && f.waiting == 4);
+    CHECK(f.kv_usage > 0.7499 && f.kv_usage < 0.7501);
+    CHECK_EQ(f.has_counts, 0);
+    CHECK(f.hit_rate < 0);
+    const char *old = "vllm:gpu_cache_usage_perc 0.25\n";
+    CHECK_EQ(rm_worker_metrics_parse(old, strlen(old), &f), 1);
+    CHECK(f.kv_usage > 0.2499 && f.kv_usage < 0.2501);
+    CHECK(f.running < 0 && f.waiting < 0);
+    const char *sgl = "sglang:num_running_reqs{model_name=\"q\"} 7\n"
+                      "sglang:num_queue_reqs{model_name=\"q\"} 0\n"
+                      "sglang:token_usage{model_name=\"q\"} 0.96\n";
+    CHECK_EQ(rm_worker_metrics_parse(sgl, strlen(sgl), &f), 1);
+    CHECK(f.running == 7 && f.waiting == 0);
+    CHECK(f.kv_usage > 0.9599 && f.kv_usage < 0.9601);
 }
 
 int main(void)
@@ -361,5 +420,7 @@ int main(void)
     RUN(test_continue_prefixes_next_turn);
     RUN(test_worker_metrics);
     RUN(test_tokenize_body_and_reply);
+    RUN(test_worker_load_figures);
+    RUN(test_declared_reply_length);
     return rm_t_report();
 }

@@ -109,6 +109,31 @@ static void test_max_key_blocks_bounds_the_depth(void)
     CHECK_EQ(kt, 20);
 }
 
+/* By default keys look as deep as the nodes' sketches: past a shared prompt
+ * of 64k tokens even at 4-token blocks (16,000 blocks; the old bound was
+ * 1,024), in one pass over the prompt. */
+static void test_default_depth_reaches_past_a_64k_prompt(void)
+{
+    rm_router_config c;
+    rm_router_config_defaults(&c);
+    c.key_block_tokens = B;
+    CHECK_EQ(c.max_key_blocks, 0); /* auto */
+    enum { PROMPT = 64000, N = PROMPT + 3 * B };
+    static uint32_t a[N], b[N];
+    request(a, N, PROMPT, 1);
+    request(b, N, PROMPT, 2);
+    uint64_t hot = chain("m", a, PROMPT / B);
+    uint32_t kt;
+    uint64_t ka = rm_route_key(&c, &hot, 1, "m", a, N, &kt);
+    CHECK_EQ(kt, PROMPT + B);
+    CHECK(ka == chain("m", a, PROMPT / B + 1));
+    CHECK(rm_route_key(&c, &hot, 1, "m", b, N, &kt) != ka); /* conversations apart */
+    /* A configured depth still bounds it. */
+    c.max_key_blocks = 1024;
+    rm_route_key(&c, &hot, 1, "m", a, N, &kt);
+    CHECK_EQ(kt, B);
+}
+
 static void test_fixed_mode_keys_on_the_first_n_tokens(void)
 {
     rm_router_config c = config();
@@ -218,6 +243,7 @@ int main(void)
     RUN(test_key_steps_past_the_deepest_hot_prefix);
     RUN(test_short_or_all_hot_requests_spread);
     RUN(test_max_key_blocks_bounds_the_depth);
+    RUN(test_default_depth_reaches_past_a_64k_prompt);
     RUN(test_fixed_mode_keys_on_the_first_n_tokens);
     RUN(test_is_hot_searches_the_sorted_set);
     RUN(test_hot_share);
