@@ -95,7 +95,8 @@ stage "ThreadSanitizer build: the concurrent tests"
 # threads, the DNS resolver, test clients) under TSan, daemons included.
 # tests/tsan.supp silences races inside the uninstrumented gRPC/Abseil.
 rc=0
-if "$root/scripts/build.sh" "$root/build-tsan" -DRM_TSAN=ON; then
+if RM_TARGETS="radixmesh-node radixmesh-router test_rpc_server test_load test_kv_subscriber" \
+  "$root/scripts/build.sh" "$root/build-tsan" -DRM_TSAN=ON; then
   export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=0 exitcode=66"
   t="$root/build-tsan"
   "$t/test_rpc_server" >/dev/null || { echo "tsan: test_rpc_server failed"; rc=1; }
@@ -124,8 +125,10 @@ stage "fuzz targets: seed corpus replay, then 10 s of fuzzing each"
 # starts from a scratch copy so the tree is untouched. Long sessions:
 # scripts/fuzz.sh.
 rc=0
-if CC=clang "$root/scripts/build.sh" "$root/build-fuzz" -DRM_FUZZ=ON; then
-  for t in requests cache flags gateway kv_events; do
+fuzzers="requests cache flags gateway kv_events"
+if CC=clang RM_TARGETS="$(printf 'fuzz_%s ' $fuzzers)" \
+  "$root/scripts/build.sh" "$root/build-fuzz" -DRM_FUZZ=ON; then
+  for t in $fuzzers; do
     "$root/build-fuzz/fuzz_$t" -runs=0 "$root/tests/fuzz/corpus/$t" >/dev/null 2>&1 ||
       { echo "fuzz_$t: a corpus input fails"; rc=1; }
     scratch=$(mktemp -d)
