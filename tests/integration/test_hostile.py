@@ -1199,8 +1199,4 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as out:
         pb, pb_grpc, health_pb, health_grpc = rmtest.grpc_modules(ARGS.proto_dir, out)
-        prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
-        res = prog.result
-        failed = len(res.failures) + len(res.errors)
-        print(f"{res.testsRun - failed} passed, {failed} failed")
-        sys.exit(1 if failed or res.testsRun == 0 else 0)
+        sys.exit(rmtest.run_tests(rest))
