@@ -12,6 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${RADIXMESH_BIN:-$root/build}
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$root/deploy/local/lib.sh"
 
 cmd=${1:-}; dir=${2:-}

@@ -6,6 +6,7 @@
 # and RAG documents), print the summary, the cluster table and the dashboard
 # URL; when run from a terminal, keep the cluster up until Enter.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 demo_setup cluster.sh
 router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$state" 3)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions shared by the deploy/local scripts (sourced, not run).
 # The caller sets `set -euo pipefail`; cluster scripts set $dir (the state
 # directory) before calling launch.
@@ -22,6 +23,7 @@ wait_line() {
 launch() {
   local name=$1 word=$2
   shift 2
+  # shellcheck disable=SC2154 # $dir: the caller's state directory
   "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
   echo $! >>"$dir/pids"
   wait_line "$word" "$dir/$name.out" $! "${LAUNCH_WAIT:-30}" ||

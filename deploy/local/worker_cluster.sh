@@ -25,6 +25,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${RADIXMESH_BIN:-$root/build}
 read -r -a wflags <<<"${WORKER_FLAGS:-}"
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$root/deploy/local/lib.sh"
 LAUNCH_WAIT=60
 

@@ -11,6 +11,7 @@
 # 2-core machine; WORKER_FLAGS (e.g. "--layers 2 --d-model 64 --vocab 512")
 # picks a smaller model, CHAT_FLAGS changes the workload.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 demo_setup worker_cluster.sh
 echo "starting 2 workers, their KV nodes and sidecars, and a gateway router..." >&2
