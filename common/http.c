@@ -553,10 +553,7 @@ char *rm_http_metrics(rm_http_server *s, const char *labels)
     rm_sbuf_append(&b, "", 0);
     if (!s)
         return b.p;
-    const struct {
-        const char *name, *type, *help;
-        uint64_t v;
-    } rows[] = {
+    const rm_prom_row rows[] = {
         {"radixmesh_http_connections", "gauge", "Open --http connections.",
          __atomic_load_n(&s->nconns, __ATOMIC_RELAXED)},
         {"radixmesh_http_refused_connections_total", "counter",
@@ -572,8 +569,7 @@ char *rm_http_metrics(rm_http_server *s, const char *labels)
          "--http connections closed by the header or idle timeout.",
          __atomic_load_n(&s->timeouts, __ATOMIC_RELAXED)},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(rows); i++)
-        rm_prom_metric(&b, rows[i].name, rows[i].type, rows[i].help, labels, (double)rows[i].v);
+    rm_prom_rows(&b, rows, RM_ARRAY_LEN(rows), labels);
     return b.p;
 }
 

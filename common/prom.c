@@ -24,6 +24,12 @@ void rm_prom_metric(rm_sbuf *b, const char *name, const char *type, const char *
     rm_prom_sample(b, name, labels, value);
 }
 
+void rm_prom_rows(rm_sbuf *b, const rm_prom_row *rows, size_t n, const char *labels)
+{
+    for (size_t i = 0; i < n; i++)
+        rm_prom_metric(b, rows[i].name, rows[i].type, rows[i].help, labels, rows[i].value);
+}
+
 int rm_prom_label(char *out, size_t len, const char *key, const char *value)
 {
     size_t at = strlen(out), start = at;

@@ -29,6 +29,15 @@ void rm_prom_sample(rm_sbuf *b, const char *name, const char *labels, double val
 void rm_prom_metric(rm_sbuf *b, const char *name, const char *type, const char *help,
                     const char *labels, double value);
 
+/* One family with a single sample, as a row of a table of them. */
+typedef struct rm_prom_row {
+    const char *name, *type, *help;
+    double value;
+} rm_prom_row;
+
+/* Each of rows[0..n) as rm_prom_metric, every sample labelled labels. */
+void rm_prom_rows(rm_sbuf *b, const rm_prom_row *rows, size_t n, const char *labels);
+
 /* Appends key="value" (value escaped) to the label list in out, after a
  * comma when out is not empty. out must hold a string (set out[0] = '\0'
  * first). Returns 0, or -1 if it did not fit (out is then unchanged). */

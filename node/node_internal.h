@@ -127,17 +127,6 @@ void node_budget(rm_node *n, node_budget_fn access, const char *ns, const rm_tok
 /* The estimator's memory: its heap state and the struct. */
 size_t node_budget_bytes(const rm_node *n);
 
-/* ---- /metrics (node_metrics.c) ----------------------------------------- */
-
-/* One family with one sample of the node. */
-typedef struct node_metric {
-    const char *name, *type, *help;
-    double value;
-} node_metric;
-
-/* Each of m[0..n) as a family with its sample, labelled labels. */
-void node_metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels);
-
 /* ---- precise mirroring (node_mirror.c) --------------------------------- */
 
 /* Starts following the worker's KV events (cfg.worker_kv_events; nothing

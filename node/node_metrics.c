@@ -9,19 +9,13 @@
 #include "prom.h"
 #include "util.h"
 
-void node_metrics_out(rm_sbuf *b, const node_metric *m, size_t n, const char *labels)
-{
-    for (size_t i = 0; i < n; i++)
-        rm_prom_metric(b, m[i].name, m[i].type, m[i].help, labels, m[i].value);
-}
-
 /* The hit budget (--hit-budget): raw counters, whose rates give any
  * window (router/README.md, "Hit budget"), and the estimate since start. */
 static void budget_metrics(rm_sbuf *b, const rm_node *n, const char *l)
 {
     const rm_shadow *s = &n->budget;
     const rm_shadow_counts *c = &s->counts;
-    const node_metric m[] = {
+    const rm_prom_row m[] = {
         {"radixmesh_hit_budget_query_tokens_total", "counter",
          "Tokens of the Matches the hit-budget estimators saw.", (double)c->query_tokens},
         {"radixmesh_hit_budget_aligned_tokens_total", "counter",
@@ -36,7 +30,7 @@ static void budget_metrics(rm_sbuf *b, const rm_node *n, const char *l)
          "Time the owner thread spent in the hit-budget estimators (their CPU cost).",
          (double)n->budget_ns / 1e9},
     };
-    node_metrics_out(b, m, RM_ARRAY_LEN(m), l);
+    rm_prom_rows(b, m, RM_ARRAY_LEN(m), l);
     const char *fam[][3] = {
         {"radixmesh_hit_budget_sampled_hit_pages_total", "counter",
          "Sampled page accesses that hit the miniature cache of the pool x factor (weighted as "
@@ -66,7 +60,7 @@ char *rm_node_metrics(rm_node *n)
     rm_sbuf b = {0};
     char l[512] = "";
     rm_prom_label(l, sizeof l, "node", n->node_id);
-    const node_metric counters[] = {
+    const rm_prom_row counters[] = {
         {"radixmesh_match_requests_total", "counter", "Match requests accepted.",
          (double)st.match_requests_total},
         {"radixmesh_query_tokens_total", "counter", "Tokens of accepted Match requests.",
@@ -98,7 +92,7 @@ char *rm_node_metrics(rm_node *n)
          "lease expired.",
          (double)n->streams_cancelled_total},
     };
-    node_metrics_out(&b, counters, RM_ARRAY_LEN(counters), l);
+    rm_prom_rows(&b, counters, RM_ARRAY_LEN(counters), l);
     node_mirror_metrics(n, &b, l);
     rm_prom_family(&b, "radixmesh_pool_pages", "gauge", "KV pool pages by state.");
     const char *states[] = {"free", "evictable", "protected"};
@@ -109,7 +103,7 @@ char *rm_node_metrics(rm_node *n)
         rm_prom_label(ls, sizeof ls, "state", states[i]);
         rm_prom_sample(&b, "radixmesh_pool_pages", ls, (double)pages[i]);
     }
-    const node_metric gauges[] = {
+    const rm_prom_row gauges[] = {
         {"radixmesh_page_tokens", "gauge", "Tokens per KV page.",
          (double)rm_cache_page_tokens(&n->cache)},
         {"radixmesh_active_leases", "gauge", "Live leases.", (double)st.active_leases},
@@ -119,7 +113,7 @@ char *rm_node_metrics(rm_node *n)
          (double)st.metadata_bytes},
         {"radixmesh_serving", "gauge", "1 while the node reports SERVING.", (double)n->serving},
     };
-    node_metrics_out(&b, gauges, RM_ARRAY_LEN(gauges), l);
+    rm_prom_rows(&b, gauges, RM_ARRAY_LEN(gauges), l);
     if (n->budget_on)
         budget_metrics(&b, n, l);
     rm_prom_label(l, sizeof l, "role", "node");

@@ -368,7 +368,7 @@ void node_mirror_metrics(rm_node *n, rm_sbuf *b, const char *labels)
     node_mirror *nm = figures(n, &ms, &ss);
     if (!nm)
         return;
-    const node_metric m[] = {
+    const rm_prom_row m[] = {
         {"radixmesh_kv_batches_total", "counter", "Batches of the worker's KV events applied.",
          (double)nm->batches},
         {"radixmesh_kv_events_applied_total", "counter", "KV events applied to the mirror.",
@@ -414,5 +414,5 @@ void node_mirror_metrics(rm_node *n, rm_sbuf *b, const char *labels)
          "The worker's KV cache in tokens (num_gpu_blocks x block_size; 0: unknown).",
          (double)nm->worker_cache_tokens},
     };
-    node_metrics_out(b, m, RM_ARRAY_LEN(m), labels);
+    rm_prom_rows(b, m, RM_ARRAY_LEN(m), labels);
 }

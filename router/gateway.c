@@ -181,10 +181,7 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
         rm_prom_label(cl, sizeof cl, "code", code);
         rm_prom_sample(&b, "radixmesh_gateway_responses_total", cl, (double)c.by_class[i]);
     }
-    const struct {
-        const char *name, *type, *help;
-        uint64_t v;
-    } rows[] = {
+    const rm_prom_row rows[] = {
         {"radixmesh_gateway_retries_total", "counter", "Requests retried on another worker.",
          c.retries},
         {"radixmesh_gateway_client_disconnects_total", "counter",
@@ -213,8 +210,7 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
         {"radixmesh_gateway_active_requests", "gauge", "Requests in progress.", c.active},
         {"radixmesh_gateway_connections", "gauge", "Open client connections.", c.connections},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(rows); i++)
-        rm_prom_metric(&b, rows[i].name, rows[i].type, rows[i].help, l, (double)rows[i].v);
+    rm_prom_rows(&b, rows, RM_ARRAY_LEN(rows), l);
     if (g->cfg.tokenize) {
         rm_prom_metric(&b, "radixmesh_gateway_tokenized_total", "counter",
                        "Text prompts routed on a worker's /tokenize token ids.", l,

@@ -150,18 +150,6 @@ void rm_router_sample(rm_router *r, uint64_t now_ms)
         r->nhist++;
 }
 
-/* One family with one sample of the router, labelled router="id". */
-typedef struct router_metric {
-    const char *name, *type, *help;
-    double v;
-} router_metric;
-
-static void router_metrics(rm_sbuf *b, const char *rl, const router_metric *m, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        rm_prom_metric(b, m[i].name, m[i].type, m[i].help, rl, m[i].v);
-}
-
 /* The labels of n's samples: router="...",node="...". */
 static void node_labels(char *out, size_t len, const char *rl, const rnode *n)
 {
@@ -203,7 +191,7 @@ static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, doubl
     if (!r->budget_on)
         return;
     const rm_shadow_counts *c = &r->budget.counts;
-    const router_metric m[] = {
+    const rm_prom_row m[] = {
         {"radixmesh_router_hit_budget_query_tokens_total", "counter",
          "Tokens of the requests this router fed its ideal and infinite estimators.",
          (double)c->query_tokens},
@@ -218,7 +206,7 @@ static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, doubl
          "Time the router thread spent in the hit-budget estimators (their CPU cost).",
          (double)r->budget_ns / 1e9},
     };
-    router_metrics(b, rl, m, RM_ARRAY_LEN(m));
+    rm_prom_rows(b, m, RM_ARRAY_LEN(m), rl);
     const char *fams[][3] = {
         {"radixmesh_router_hit_budget_pages_total", "counter",
          "Page accesses sampled by the estimator, weighted by 1/sampling rate."},
@@ -248,7 +236,7 @@ char *rm_router_metrics(rm_router *r)
     cluster_totals(r, &hit, &query);
     char rl[512] = "", nl[1024];
     rm_prom_label(rl, sizeof rl, "router", r->cfg.router_id);
-    const router_metric head[] = {
+    const rm_prom_row head[] = {
         {"radixmesh_cluster_hit_tokens_total", "counter",
          "Tokens the cluster's Match requests found cached (sum over nodes).", (double)hit},
         {"radixmesh_cluster_query_tokens_total", "counter",
@@ -265,10 +253,10 @@ char *rm_router_metrics(rm_router *r)
          "Nodes taken off the ring after consecutive failures (--eject-after-failures).",
          (double)r->ejections},
     };
-    router_metrics(&b, rl, head, RM_ARRAY_LEN(head));
+    rm_prom_rows(&b, head, RM_ARRAY_LEN(head), rl);
     if (r->gw_requests_total || r->nworkers) {
         uint64_t wh, wq;
-        const router_metric gw[] = {
+        const rm_prom_row gw[] = {
             {"radixmesh_router_gateway_routed_total", "counter",
              "HTTP requests the gateway routed to workers.", (double)r->gw_requests_total},
             {"radixmesh_router_worker_breaker_opens_total", "counter",
@@ -277,7 +265,7 @@ char *rm_router_metrics(rm_router *r)
             {"radixmesh_cluster_worker_hit_rate", "gauge",
              "The workers' own prefix-cache hit rate (-1: unknown).", worker_totals(r, &wh, &wq)},
         };
-        router_metrics(&b, rl, gw, RM_ARRAY_LEN(gw));
+        rm_prom_rows(&b, gw, RM_ARRAY_LEN(gw), rl);
         rm_prom_family(&b, "radixmesh_node_worker_up", "gauge",
                        "1 while the node's worker is reachable and its circuit breaker closed.");
         for (uint32_t i = 0; i < r->nnodes; i++) {
@@ -289,7 +277,7 @@ char *rm_router_metrics(rm_router *r)
         }
     }
     budget_metrics(&b, r, rl, query ? (double)hit / (double)query : -1);
-    const router_metric state[] = {
+    const rm_prom_row state[] = {
         {"radixmesh_router_healthy_nodes", "gauge", "Nodes answering, neither ejected nor failing.",
          r->healthy},
         {"radixmesh_router_panic", "gauge",
@@ -297,7 +285,7 @@ char *rm_router_metrics(rm_router *r)
         {"radixmesh_router_hot_prefixes", "gauge", "Prefixes routing keys extend past.",
          (double)r->nhot},
     };
-    router_metrics(&b, rl, state, RM_ARRAY_LEN(state));
+    rm_prom_rows(&b, state, RM_ARRAY_LEN(state), rl);
     /* Per node: cardinality is bounded by the membership. */
     const char *fams[][3] = {
         {"radixmesh_node_up", "gauge", "1 while the node is healthy."},

@@ -305,10 +305,7 @@ char *rm_api_metrics(const char *model, const rm_api_figures *f)
     char l[320] = "";
     rm_prom_label(l, sizeof l, "model_name", model);
     const rm_engine_stats *s = &f->engine;
-    const struct {
-        const char *name, *type, *help;
-        double v;
-    } vllm[] = {
+    const rm_prom_row vllm[] = {
         {"vllm:num_requests_running", "gauge", "Requests the engine is running (0 or 1).",
          (double)s->running},
         {"vllm:num_requests_waiting", "gauge", "Requests waiting for the engine.",
@@ -324,8 +321,7 @@ char *rm_api_metrics(const char *model, const rm_api_figures *f)
         {"vllm:generation_tokens_total", "counter", "Tokens generated.",
          (double)s->generated_tokens_total},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(vllm); i++)
-        rm_prom_metric(&b, vllm[i].name, vllm[i].type, vllm[i].help, l, vllm[i].v);
+    rm_prom_rows(&b, vllm, RM_ARRAY_LEN(vllm), l);
     rm_prom_family(&b, "vllm:request_success_total", "counter",
                    "Finished requests by finish reason.");
     const char *reasons[] = {"length", "abort"};
@@ -337,10 +333,7 @@ char *rm_api_metrics(const char *model, const rm_api_figures *f)
         rm_prom_label(rl, sizeof rl, "finished_reason", reasons[i]);
         rm_prom_sample(&b, "vllm:request_success_total", rl, counts[i]);
     }
-    const struct {
-        const char *name, *type, *help;
-        double v;
-    } own[] = {
+    const rm_prom_row own[] = {
         {"radixmesh_worker_requests_total", "counter",
          "Completions finished (cancelled ones included).", (double)f->finished_total},
         {"radixmesh_worker_requests_cancelled_total", "counter",
@@ -367,7 +360,6 @@ char *rm_api_metrics(const char *model, const rm_api_figures *f)
          "HTTP connections closed by a timeout (request, idle or stalled reader).",
          (double)f->timeouts_total},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(own); i++)
-        rm_prom_metric(&b, own[i].name, own[i].type, own[i].help, l, own[i].v);
+    rm_prom_rows(&b, own, RM_ARRAY_LEN(own), l);
     return b.p;
 }

@@ -12,20 +12,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${RADIXMESH_BIN:-$root/build}
 
-# Waits (at most 30 s, or until the daemon exits) for the "WORD host:port"
-# line a daemon prints once it listens; prints host:port.
-wait_line() {
-  local word=$1 out=$2 pid=$3 end=$((SECONDS + 30))
-  while ((SECONDS < end)); do
-    if grep -q "^$word " "$out" 2>/dev/null; then
-      sed -n "s/^$word //p" "$out" | head -1
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05 # one poll step
-  done
-  return 1
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$root/deploy/local/lib.sh"
 
 cmd=${1:-}; dir=${2:-}
 [[ -n "$cmd" && -n "$dir" ]] || { echo "usage: $0 start|stop DIR [NODES] [-- node flags]" >&2; exit 2; }
@@ -38,20 +26,16 @@ start)
   : >"$dir/pids"
   list=""
   for i in $(seq 0 $((nodes - 1))); do
-    "$bin/radixmesh-node" --listen 127.0.0.1:0 --node-id "node-$i" --shutdown-delay-ms 0 "$@" \
-      >"$dir/node-$i.out" 2>"$dir/node-$i.log" &
-    echo $! >>"$dir/pids"
-    addr=$(wait_line LISTENING "$dir/node-$i.out" $!) || { echo "node-$i did not start:" >&2; cat "$dir/node-$i.log" >&2; exit 1; }
+    addr=$(launch "node-$i" LISTENING "$bin/radixmesh-node" --listen 127.0.0.1:0 --node-id "node-$i" \
+      --shutdown-delay-ms 0 "$@") || exit 1
     list+="${list:+,}node-$i=$addr"
   done
-  "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 --nodes "$list" --router-id local-router \
-    --shutdown-delay-ms 0 --health-interval-ms 250 --stats-interval 250 \
-    >"$dir/router.out" 2>"$dir/router.log" &
-  rpid=$!
-  echo $rpid >>"$dir/pids"
-  raddr=$(wait_line LISTENING "$dir/router.out" $rpid) || { echo "router did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
+  raddr=$(launch router LISTENING "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+    --nodes "$list" --router-id local-router --shutdown-delay-ms 0 --health-interval-ms 250 \
+    --stats-interval 250) || exit 1
   echo "$raddr" >"$dir/router.addr"
-  rhttp=$(wait_line HTTP "$dir/router.out" $rpid) || { echo "router HTTP did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
+  rhttp=$(wait_line HTTP "$dir/router.out" "$(tail -1 "$dir/pids")") ||
+    { echo "router HTTP did not start:" >&2; cat "$dir/router.log" >&2; exit 1; }
   echo "http://$rhttp/" >"$dir/dashboard.url"
   echo "$raddr"
   ;;

@@ -6,13 +6,9 @@
 # and RAG documents), print the summary, the cluster table and the dashboard
 # URL; when run from a terminal, keep the cluster up until Enter.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-"$root/scripts/deps.sh"
-echo "building..." >&2
-"$root/scripts/build.sh"
-bin=$root/build
-state=$(mktemp -d)
-trap 'RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" stop "$state" >/dev/null 2>&1; rm -rf "$state"' EXIT
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+demo_setup cluster.sh
 router=$(RADIXMESH_BIN=$bin "$root/deploy/local/cluster.sh" start "$state" 3)
 end=$((SECONDS + 30)) # until the router has all nodes on its ring
 until "$bin/radixmesh" stats --router "$router" 2>/dev/null | grep -q '3/3 nodes healthy'; do
@@ -32,7 +28,4 @@ echo
 "$bin/radixmesh" stats --router "$router"
 echo
 echo "dashboard: $(cat "$state/dashboard.url")   (cluster table: $bin/radixmesh stats --router $router --watch)"
-if [[ -t 0 ]]; then
-  echo "the cluster keeps running for the dashboard; press Enter to stop it"
-  read -r _ || true
-fi
+demo_hold

@@ -25,29 +25,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${RADIXMESH_BIN:-$root/build}
 read -r -a wflags <<<"${WORKER_FLAGS:-}"
 
-# Waits (at most 60 s, or until the process exits) for the "WORD host:port"
-# line it prints once it listens; prints host:port.
-wait_line() {
-  local word=$1 out=$2 pid=$3 end=$((SECONDS + 60))
-  while ((SECONDS < end)); do
-    if grep -q "^$word " "$out" 2>/dev/null; then
-      sed -n "s/^$word //p" "$out" | head -1
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    read -r -t 0.05 <> <(:) || true # one poll step
-  done
-  return 1
-}
-
-# Starts "$@" with its output in DIR/NAME.out/.log; prints its WORD address.
-launch() {
-  local name=$1 word=$2
-  shift 2
-  "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
-  echo $! >>"$dir/pids"
-  wait_line "$word" "$dir/$name.out" $! || { echo "$name did not start:" >&2; cat "$dir/$name.log" >&2; return 1; }
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$root/deploy/local/lib.sh"
+LAUNCH_WAIT=60
 
 cmd=${1:-}; dir=${2:-}
 [[ -n "$cmd" && -n "$dir" ]] || { echo "usage: $0 start|stop DIR [N]" >&2; exit 2; }
@@ -72,7 +52,7 @@ start)
   launch router GATEWAY "$bin/radixmesh-router" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
     --gateway 127.0.0.1:0 --nodes "$list" --router-id local-router --shutdown-delay-ms 0 \
     --health-interval-ms 250 --stats-interval 250 --worker-scrape-interval-ms 250 >"$dir/gateway.addr"
-  wait_line HTTP "$dir/router.out" "$(tail -1 "$dir/pids")" >"$dir/router_http.addr"
+  wait_line HTTP "$dir/router.out" "$(tail -1 "$dir/pids")" 60 >"$dir/router_http.addr"
   echo "http://$(cat "$dir/router_http.addr")/" >"$dir/dashboard.url"
   cat "$dir/gateway.addr"
   ;;

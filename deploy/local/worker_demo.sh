@@ -11,13 +11,9 @@
 # 2-core machine; WORKER_FLAGS (e.g. "--layers 2 --d-model 64 --vocab 512")
 # picks a smaller model, CHAT_FLAGS changes the workload.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-"$root/scripts/deps.sh"
-echo "building..." >&2
-"$root/scripts/build.sh"
-bin=$root/build
-state=$(mktemp -d)
-trap 'RADIXMESH_BIN=$bin "$root/deploy/local/worker_cluster.sh" stop "$state" >/dev/null 2>&1; rm -rf "$state"' EXIT
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+demo_setup worker_cluster.sh
 echo "starting 2 workers, their KV nodes and sidecars, and a gateway router..." >&2
 gw=$(RADIXMESH_BIN=$bin "$root/deploy/local/worker_cluster.sh" start "$state" 2)
 read -r -a chat <<<"${CHAT_FLAGS:-}"
@@ -25,7 +21,4 @@ read -r -a chat <<<"${CHAT_FLAGS:-}"
   --conversations 8 --turns 3 --concurrency 2 --system-bytes 1024 --max-tokens 16 "${chat[@]}"
 echo
 echo "gateway: http://$gw/v1/completions   dashboard: $(cat "$state/dashboard.url")"
-if [[ -t 0 ]]; then
-  echo "the cluster keeps running for the dashboard; press Enter to stop it"
-  read -r _ || true
-fi
+demo_hold

@@ -243,3 +243,14 @@ def grpc_modules(proto_dir, out_dir):
     sys.path.insert(0, out_dir)
     return tuple(importlib.import_module(m) for m in
                  ("radixmesh_pb2", "radixmesh_pb2_grpc", "health_pb2", "health_pb2_grpc"))
+
+
+def run_tests(rest):
+    """Runs the calling script's unittest cases (-v, with the argv left
+    after its own flags), prints "N passed, M failed" and returns the exit
+    code: 1 when one failed or none ran."""
+    import unittest
+    res = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False).result
+    failed = len(res.failures) + len(res.errors)
+    print(f"{res.testsRun - failed} passed, {failed} failed")
+    return 1 if failed or res.testsRun == 0 else 0

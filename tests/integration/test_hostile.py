@@ -526,6 +526,17 @@ def answered_past_cap(socks, count):
     return refused
 
 
+def storm_past_cap(test, d, n, cap):
+    """Opens n idle connections to d's HTTP port, which takes cap: waits for
+    the n - cap past it to be answered and asserts each answer is a 503.
+    Returns (d's RSS in KiB before, the sockets, {refused socket: answer})."""
+    before = rmtest.rss_kib(d.pid)
+    socks = [rmtest.connect(d.http) for _ in range(n)]
+    refused = answered_past_cap(socks, n - cap)
+    test.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
+    return before, socks, refused
+
+
 def limit_fds(n):
     """preexec_fn: the child's RLIMIT_NOFILE, soft and hard, is n."""
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
@@ -584,10 +595,7 @@ class HttpHostile(unittest.TestCase):
 
     def test_connection_storm_past_the_cap(self):
         d = self.node("--http-max-connections", "32")
-        before = rmtest.rss_kib(d.pid)
-        socks = [rmtest.connect(d.http) for _ in range(64)]
-        refused = answered_past_cap(socks, 32)
-        self.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
+        before, socks, refused = storm_past_cap(self, d, 64, 32)
         self.assertEqual(select.select([s for s in socks if s not in refused], [], [], 0)[0], [])
         self.assertTrue(self.grpc_serves(d))
         after = rmtest.rss_kib(d.pid)
@@ -900,10 +908,7 @@ class WorkerHostile(unittest.TestCase):
 
     def test_connection_storm_past_the_cap(self):
         d = self.worker("--max-connections", "16")
-        before = rmtest.rss_kib(d.pid)
-        socks = [rmtest.connect(d.http) for _ in range(32)]
-        refused = answered_past_cap(socks, 16)
-        self.assertTrue(all(b.startswith(b"HTTP/1.1 503") for b in refused.values()))
+        before, socks, _ = storm_past_cap(self, d, 32, 16)
         for s in socks:
             s.close()
         rmtest.poll("the cap's room back", lambda: status(d.http, "/health") == 200)
@@ -1199,8 +1204,4 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as out:
         pb, pb_grpc, health_pb, health_grpc = rmtest.grpc_modules(ARGS.proto_dir, out)
-        prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
-        res = prog.result
-        failed = len(res.failures) + len(res.errors)
-        print(f"{res.testsRun - failed} passed, {failed} failed")
-        sys.exit(1 if failed or res.testsRun == 0 else 0)
+        sys.exit(rmtest.run_tests(rest))

@@ -355,11 +355,7 @@ def main():
     ARGS, rest = ap.parse_known_args()
     with tempfile.TemporaryDirectory() as out:
         pb, pb_grpc, _, _ = rmtest.grpc_modules(ARGS.proto_dir, out)
-        prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
-    res = prog.result
-    failed = len(res.failures) + len(res.errors)
-    print(f"{res.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed or res.testsRun == 0 else 0)
+        sys.exit(rmtest.run_tests(rest))
 
 
 if __name__ == "__main__":

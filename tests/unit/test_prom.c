@@ -18,6 +18,16 @@ static void test_family_and_samples(void)
     free(b.p);
 }
 
+static void test_rows_each_a_family_with_the_labels(void)
+{
+    const rm_prom_row rows[] = {{"a_total", "counter", "A.", 3}, {"b", "gauge", "B.", 0.25}};
+    rm_sbuf b = {0};
+    rm_prom_rows(&b, rows, 2, "node=\"n1\"");
+    CHECK(!strcmp(b.p, "# HELP a_total A.\n# TYPE a_total counter\na_total{node=\"n1\"} 3\n"
+                       "# HELP b B.\n# TYPE b gauge\nb{node=\"n1\"} 0.25\n"));
+    free(b.p);
+}
+
 static void test_labels_escaped_and_joined(void)
 {
     char l[64] = "";
@@ -74,6 +84,7 @@ static void test_read_lines_and_labels(void)
 int main(void)
 {
     RUN(test_family_and_samples);
+    RUN(test_rows_each_a_family_with_the_labels);
     RUN(test_labels_escaped_and_joined);
     RUN(test_label_that_does_not_fit_leaves_out_unchanged);
     RUN(test_read_lines_and_labels);
