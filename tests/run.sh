@@ -49,45 +49,70 @@ export RM_TEST_SLOW=1
 # beside it for long stretches.
 vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
   --fair-sched=yes)
-rc=0
-# Every test labelled "unit" in ctest, as ctest runs it (a test's
-# MEMCHECK_ARGS in CMakeLists.txt replace its arguments here), nproc at a
-# time; a failure prints valgrind's report.
-/usr/bin/python3 "$root/tests/memcheck.py" "$root/build" --label unit -j"$jobs" -- "${vg[@]}" ||
-  { echo "valgrind: unit tests failed"; rc=1; }
-# The KV-event subscriber's thread and libzmq sockets against the fake engine.
-"${vg[@]}" "$root/build/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" \
-  >/dev/null 2>&1 || { echo "valgrind: test_kv_subscriber failed"; rc=1; }
-# The daemon itself under memcheck: a wrapper the C integration test spawns.
-# Its exit code (99 on any error or definite leak) is checked by the test.
+# The pieces below run in two lanes side by side (valgrind runs one thread
+# of a process at a time, so one lane leaves a core idle); each piece's
+# output goes to build/valgrind-logs/ and is printed when it fails.
+vlogs="$root/build/valgrind-logs"
+mkdir -p "$vlogs"
+piece() { # NAME COMMAND...
+  local name=$1
+  shift
+  if "$@" >"$vlogs/$name.log" 2>&1; then
+    echo "valgrind: $name ok"
+  else
+    cat "$vlogs/$name.log"
+    echo "valgrind: $name failed"
+    return 1
+  fi
+}
 wrap="$root/build/radixmesh-node-valgrind"
 printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-node" >"$wrap"
-chmod +x "$wrap"
-"$root/build/test_node_rpc" "$wrap" || { echo "valgrind: node daemon failed"; rc=1; }
 rwrap="$root/build/radixmesh-router-valgrind"
 printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-router" >"$rwrap"
-chmod +x "$rwrap"
-RM_TEST_UNDER_VALGRIND=1 "$root/build/test_router" "$root/build/radixmesh-node" "$rwrap" ||
-  { echo "valgrind: router daemon failed"; rc=1; }
-# Both daemons with their HTTP threads (libuv, http-parser) under memcheck.
+wwrap="$root/build/radixmesh-worker-valgrind"
+printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-worker" >"$wwrap"
+chmod +x "$wrap" "$rwrap" "$wwrap"
 vgbin="$root/build/valgrind-bin"
 mkdir -p "$vgbin"
 cp "$wrap" "$vgbin/radixmesh-node"
 cp "$rwrap" "$vgbin/radixmesh-router"
 ln -sf "$root/build/radixmesh" "$vgbin/radixmesh"
-"$root/tests/integration/test_http.sh" "$vgbin" || { echo "valgrind: HTTP endpoints failed"; rc=1; }
-# The reference worker's HTTP server (libuv, http-parser, the inference
-# thread, its cache clients) under memcheck, small model; the test fails on
-# a nonzero worker exit.
-wwrap="$root/build/radixmesh-worker-valgrind"
-printf '#!/bin/sh\nexec %s %s "$@"\n' "${vg[*]}" "$root/build/radixmesh-worker" >"$wwrap"
-chmod +x "$wwrap"
-/usr/bin/python3 "$root/tests/integration/test_worker_http.py" --node "$root/build/radixmesh-node" \
-  --worker "$wwrap" --small --slow || { echo "valgrind: worker daemon failed"; rc=1; }
-# The gateway (HTTP proxying, cancellation, retries) with router and nodes
-# under memcheck; its teardown fails on a nonzero daemon exit.
-/usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$wrap" --router "$rwrap" \
-  --load-seconds 1 --slow || { echo "valgrind: gateway failed"; rc=1; }
+lane_a() {
+  local rc=0
+  # Every test labelled "unit" in ctest, as ctest runs it (a test's
+  # MEMCHECK_ARGS in CMakeLists.txt replace its arguments here).
+  piece unit-tests /usr/bin/python3 "$root/tests/memcheck.py" "$root/build" --label unit -j1 \
+    -- "${vg[@]}" || rc=1
+  # The node daemon under memcheck: the C integration test spawns the
+  # wrapper and checks its exit code (99 on any error or definite leak).
+  piece node-daemon "$root/build/test_node_rpc" "$wrap" || rc=1
+  # The reference worker's HTTP server (libuv, http-parser, the inference
+  # thread, its cache clients), small model; the test fails on a nonzero
+  # worker exit.
+  piece worker-daemon /usr/bin/python3 "$root/tests/integration/test_worker_http.py" \
+    --node "$root/build/radixmesh-node" --worker "$wwrap" --small --slow || rc=1
+  # Both daemons with their HTTP threads (libuv, http-parser).
+  piece http-endpoints "$root/tests/integration/test_http.sh" "$vgbin" || rc=1
+  return $rc
+}
+lane_b() {
+  local rc=0
+  # The KV-event subscriber's thread and libzmq sockets against the fake engine.
+  piece kv-subscriber "${vg[@]}" "$root/build/test_kv_subscriber" /usr/bin/python3 \
+    "$root/tests/integration/fake_vllm.py" || rc=1
+  piece router-daemon env RM_TEST_UNDER_VALGRIND=1 "$root/build/test_router" \
+    "$root/build/radixmesh-node" "$rwrap" || rc=1
+  # The gateway (HTTP proxying, cancellation, retries) with router and
+  # nodes under memcheck; its teardown fails on a nonzero daemon exit.
+  piece gateway /usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$wrap" \
+    --router "$rwrap" --load-seconds 1 --slow || rc=1
+  return $rc
+}
+lane_a &
+lane_a_pid=$!
+rc=0
+lane_b || rc=1
+wait "$lane_a_pid" || rc=1
 record $rc
 
 stage "ThreadSanitizer build: the concurrent tests"
