@@ -31,6 +31,10 @@ struct rm_http_server {
     http_parser_settings settings;
     /* Written on the HTTP thread, read by metrics: relaxed atomics. */
     uint64_t nconns, refused, unauthorized, timeouts, paused;
+    /* HTTP thread only: a connection left unaccepted in libuv (which then
+     * stops accepting) while every descriptor --http may hold is in use,
+     * closing ones included; taken once one has closed. */
+    int accept_held;
 };
 
 typedef struct conn {
@@ -116,15 +120,22 @@ void rm_http_config_defaults(rm_http_config *c)
     c->idle_timeout_ms = 60000;
 }
 
+static void on_connection(uv_stream_t *server, int status);
+
 static void on_closed(uv_handle_t *h)
 {
     conn *c = h->data;
     if (--c->open_handles)
         return;
-    __atomic_fetch_sub(&c->srv->nconns, 1, __ATOMIC_RELAXED);
+    rm_http_server *srv = c->srv;
+    __atomic_fetch_sub(&srv->nconns, 1, __ATOMIC_RELAXED);
     free(c->auth.p);
     free(c->pending);
     free(c);
+    if (srv->accept_held && !uv_is_closing((uv_handle_t *)&srv->listener)) {
+        srv->accept_held = 0;
+        on_connection((uv_stream_t *)&srv->listener, 0);
+    }
 }
 
 static void close_conn(conn *c)
@@ -405,6 +416,15 @@ static void on_connection(uv_stream_t *server, int status)
     rm_http_server *srv = server->data;
     if (status < 0)
         return;
+    if (__atomic_load_n(&srv->nconns, __ATOMIC_RELAXED) >=
+        srv->cfg.max_connections + MAX_REFUSING) {
+        /* libuv accepts in a loop until the backlog is empty, and closes
+         * complete a loop turn later: accepting on would hold descriptors
+         * past the budget, and gRPC's accept would meet EMFILE
+         * (fdbudget.h). Left in libuv, the connection waits. */
+        srv->accept_held = 1;
+        return;
+    }
     conn *c = rm_xcalloc(1, sizeof *c);
     c->srv = srv;
     uv_tcp_init(&srv->loop, &c->tcp);

@@ -158,16 +158,21 @@ static void on_conn_handle_closed(uv_handle_t *h)
     gw_conn *c = h->data;
     if (--c->open_handles)
         return;
-    UNCOUNT(c->g, connections);
-    c->g->nconns--;
+    rm_gateway *g = c->g;
+    UNCOUNT(g, connections);
+    g->nconns--;
     if (c->over_cap == 1)
-        c->g->over_cap--;
+        g->over_cap--;
     free(c->url.p);
     rm_http_head_reset(&c->hdrs);
     gw_budget_give(c->g, c->body_len + c->npending);
     free(c->body);
     free(c->pending);
     free(c);
+    if (g->accept_held && g->listening) {
+        g->accept_held = 0;
+        gw_on_connection((uv_stream_t *)&g->listener, 0);
+    }
 }
 
 void gw_conn_close(gw_conn *c)
@@ -456,6 +461,14 @@ void gw_on_connection(uv_stream_t *server, int status)
     rm_gateway *g = server->data;
     if (status < 0)
         return;
+    if (g->nconns >= g->cfg.max_connections + MAX_OVER_CAP) {
+        /* libuv accepts in a loop until the backlog is empty, and closes
+         * complete a loop turn later: refusing here would still hold a
+         * descriptor per connection, past the budget, and gRPC's accept
+         * would meet EMFILE (fdbudget.h). Leave it in libuv instead. */
+        g->accept_held = 1;
+        return;
+    }
     gw_conn *c = rm_xcalloc(1, sizeof *c);
     c->g = g;
     gw_handles_init(&g->loop, &c->tcp, &c->timer, c);

@@ -87,6 +87,10 @@ struct rm_gateway {
     /* Gateway thread only. */
     int draining, stopping, listening;
     uint32_t nconns, over_cap;
+    /* A connection left unaccepted in libuv (which then stops accepting):
+     * every descriptor the fd budget gives client connections is in use,
+     * counting those still closing. Taken once one of them has closed. */
+    int accept_held;
     gw_conn *conns;      /* open client connections */
     gw_up *ups;          /* open forwarding connections to workers */
     gw_up *idle;         /* kept-alive ones among them, newest first */
