@@ -6,10 +6,10 @@
 
 #include "nh.h"
 #include "prefix_key.h"
+#include "shadow_internal.h"
 #include "util.h"
 
-#define NIL      UINT32_MAX
-#define RATE_ONE (1ULL << 32)
+#define NIL UINT32_MAX
 /* Mixed into the per-page key hash so it differs from the chain step. */
 #define PAGE_SALT  0x9e3779b97f4a7c15ULL
 #define CHAIN_SALT 0x5851f42d4c957f2dULL
@@ -87,68 +87,6 @@ void rm_shadow_config_router(rm_shadow_config *c, uint32_t page_tokens, uint64_t
     c->policy = rm_shadow_policy_of(policy);
     c->budget_bytes = RM_SHADOW_DEFAULT_BUDGET / 2;
     c->infinite_budget_bytes = RM_SHADOW_DEFAULT_BUDGET / 2;
-}
-
-/* ---- sizing ------------------------------------------------------------ */
-
-static size_t table_slots(uint64_t cap)
-{
-    size_t n = 4;
-    while (n < 2 * cap)
-        n *= 2;
-    return n;
-}
-
-static size_t cache_bytes(uint64_t cap, int recency)
-{
-    size_t entry =
-        recency ? sizeof(rm_shadow_lnode) : sizeof(rm_shadow_entry) + sizeof(rm_shadow_slot);
-    return (size_t)cap * entry + table_slots(cap) * sizeof(uint32_t);
-}
-
-static uint64_t cap_at(double factor, uint64_t pool, uint64_t threshold)
-{
-    double c = factor * (double)pool * ((double)threshold / (double)RATE_ONE) + 0.5;
-    if (c < 1)
-        return 1;
-    return c > (double)(UINT32_MAX / 4) ? UINT32_MAX / 4 : (uint64_t)c;
-}
-
-static size_t footprint(const rm_shadow_config *cfg, uint64_t pool, uint64_t threshold)
-{
-    size_t b = 0;
-    for (uint32_t i = 0; i < cfg->nfactors; i++)
-        b += cache_bytes(cap_at(cfg->factors[i], pool, threshold), !cfg->policy.priority);
-    return b;
-}
-
-/* The rate cap as a threshold: max_rate, raised to min_sample / pool so
- * the factor-1 cache keeps min_sample entries, at most 1. */
-static uint64_t rate_limit(const rm_shadow_config *cfg, uint64_t pool)
-{
-    double r = cfg->max_rate;
-    if (pool && (double)cfg->min_sample / (double)pool > r)
-        r = (double)cfg->min_sample / (double)pool;
-    if (r >= 1)
-        return RATE_ONE;
-    uint64_t t = (uint64_t)(r * (double)RATE_ONE);
-    return t ? t : 1;
-}
-
-/* The largest threshold in [1, limit] whose caches fit the budget, or 0. */
-static uint64_t choose_threshold(const rm_shadow_config *cfg, uint64_t pool, uint64_t limit)
-{
-    if (footprint(cfg, pool, 1) > cfg->budget_bytes)
-        return 0;
-    uint64_t lo = 1, hi = limit;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo + 1) / 2;
-        if (footprint(cfg, pool, mid) <= cfg->budget_bytes)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
 }
 
 /* ---- one bounded cache: table ------------------------------------------ */
@@ -288,7 +226,7 @@ static void cache_alloc(rm_shadow_cache *c, uint32_t cap, int recency)
         c->entries = rm_xmalloc(sizeof *c->entries * cap);
         c->heap = rm_xmalloc(sizeof *c->heap * cap);
     }
-    size_t slots = table_slots(cap);
+    size_t slots = rm_shadow_table_slots(cap);
     c->table = rm_xcalloc(slots, sizeof *c->table);
     c->mask = (uint32_t)(slots - 1);
 }
@@ -476,62 +414,6 @@ static int cache_access(const rm_shadow *s, rm_shadow_cache *c, uint64_t key, ui
     return 0;
 }
 
-/* ---- the infinite shadow ----------------------------------------------- */
-
-static size_t inf_find_slot(const rm_shadow *s, uint64_t key)
-{
-    size_t i = key & s->inf_mask;
-    while (s->inf_keys[i] && s->inf_keys[i] != key)
-        i = (i + 1) & s->inf_mask;
-    return i;
-}
-
-/* Drops every key at or above the threshold, in place. */
-static void inf_purge(rm_shadow *s)
-{
-    for (size_t i = 0; i <= s->inf_mask;) {
-        uint64_t k = s->inf_keys[i];
-        if (!k || (k >> 32) < s->inf_threshold) {
-            i++;
-            continue;
-        }
-        s->inf_len--;
-        /* Backward shift; re-examine slot i, which may now hold a later key.
-         * Keys shifted from a wrapped cluster land on slots already passed,
-         * and they were kept there, so nothing is skipped. */
-        size_t h = i, j = i;
-        for (;;) {
-            s->inf_keys[h] = 0;
-            for (;;) {
-                j = (j + 1) & s->inf_mask;
-                if (!s->inf_keys[j])
-                    goto next;
-                size_t home = s->inf_keys[j] & s->inf_mask;
-                if (h <= j ? (home <= h || home > j) : (home <= h && home > j))
-                    break;
-            }
-            s->inf_keys[h] = s->inf_keys[j];
-            h = j;
-        }
-    next:;
-    }
-}
-
-static int inf_access(rm_shadow *s, uint64_t key)
-{
-    size_t i = inf_find_slot(s, key);
-    if (s->inf_keys[i])
-        return 1;
-    s->inf_keys[i] = key;
-    if (++s->inf_len > s->inf_max) {
-        while (s->inf_len > s->inf_max && s->inf_threshold > 1) {
-            s->inf_threshold /= 2;
-            inf_purge(s);
-        }
-    }
-    return 0;
-}
-
 /* ---- init / sizing ------------------------------------------------------ */
 
 rm_shadow_result rm_shadow_init(rm_shadow *s, const rm_shadow_config *cfg)
@@ -555,9 +437,9 @@ rm_shadow_result rm_shadow_init(rm_shadow *s, const rm_shadow_config *cfg)
         s->cfg.max_rate = 1;
     if (!s->cfg.min_sample)
         s->cfg.min_sample = RM_SHADOW_DEFAULT_MIN_SAMPLE;
-    uint64_t limit = rate_limit(&s->cfg, cfg->pool_pages);
+    uint64_t limit = rm_shadow_rate_limit(&s->cfg, cfg->pool_pages);
     if (s->cfg.nfactors) {
-        s->threshold = choose_threshold(&s->cfg, cfg->pool_pages, limit);
+        s->threshold = rm_shadow_choose_threshold(&s->cfg, cfg->pool_pages, limit);
         if (!s->threshold)
             return RM_SHADOW_BUDGET_SMALL;
     }
@@ -572,7 +454,8 @@ rm_shadow_result rm_shadow_init(rm_shadow *s, const rm_shadow_config *cfg)
     s->pool_pages = cfg->pool_pages;
     for (uint32_t i = 0; i < s->cfg.nfactors; i++) {
         s->caches[i].factor = s->cfg.factors[i];
-        cache_alloc(&s->caches[i], (uint32_t)cap_at(s->cfg.factors[i], s->pool_pages, s->threshold),
+        cache_alloc(&s->caches[i],
+                    (uint32_t)rm_shadow_cap_at(s->cfg.factors[i], s->pool_pages, s->threshold),
                     !s->cfg.policy.priority);
     }
     if (inf_slots) {
@@ -668,15 +551,17 @@ rm_shadow_result rm_shadow_set_pool(rm_shadow *s, uint64_t pool_pages)
         return RM_SHADOW_OK;
     if (pool_pages == 0)
         return RM_SHADOW_NO_POOL;
-    uint64_t limit = rate_limit(&s->cfg, pool_pages);
-    uint64_t t = choose_threshold(&s->cfg, pool_pages, limit < s->threshold ? limit : s->threshold);
+    uint64_t limit = rm_shadow_rate_limit(&s->cfg, pool_pages);
+    uint64_t t = rm_shadow_choose_threshold(&s->cfg, pool_pages,
+                                            limit < s->threshold ? limit : s->threshold);
     if (!t)
         t = 1; /* caps of 1 always fit what init accepted */
     s->threshold = t;
     s->pool_pages = pool_pages;
     s->cfg.pool_pages = pool_pages;
     for (uint32_t i = 0; i < s->cfg.nfactors; i++)
-        cache_resize(&s->caches[i], t, (uint32_t)cap_at(s->caches[i].factor, pool_pages, t));
+        cache_resize(&s->caches[i], t,
+                     (uint32_t)rm_shadow_cap_at(s->caches[i].factor, pool_pages, t));
     return RM_SHADOW_OK;
 }
 
@@ -699,7 +584,7 @@ size_t rm_shadow_memory_bytes(const rm_shadow *s)
 {
     size_t b = 0;
     for (uint32_t i = 0; i < s->cfg.nfactors; i++)
-        b += cache_bytes(s->caches[i].cap, !s->cfg.policy.priority);
+        b += rm_shadow_cache_bytes(s->caches[i].cap, !s->cfg.policy.priority);
     if (s->inf_keys)
         b += (s->inf_mask + 1) * sizeof *s->inf_keys;
     return b;
@@ -724,7 +609,7 @@ static void visit(rm_shadow *s, uint64_t key, uint64_t u, uint32_t depth, int co
     }
     if (s->inf_keys && u < s->inf_threshold) {
         double w = (double)RATE_ONE / (double)s->inf_threshold;
-        int hit = inf_access(s, key);
+        int hit = rm_shadow_inf_access(s, key);
         if (count) {
             s->counts.inf_samples++;
             s->counts.inf_pages += w;
