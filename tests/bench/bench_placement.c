@@ -55,6 +55,7 @@
 #define CACHES 8
 #define PAGE   16
 #define KEY    64
+_Static_assert(CACHES <= LM_NODES, "lm_ring_build names at most LM_NODES members");
 
 /* Layout l: ring node names layouts[l] and caches l pages (at most 0.3%)
  * larger. The nudge shows how much a result owes to chance: the oracles do
@@ -153,19 +154,10 @@ static uint32_t choose(rule how, rm_cache *c, const rm_ring *ring, const uint64_
 static outcome simulate(const rm_trace *w, uint64_t pages, rule how, int layout)
 {
     rm_cache c[CACHES];
-    char id[CACHES][32];
-    const char *ids[CACHES];
-    uint32_t weight[CACHES];
-    int up[CACHES];
-    for (int j = 0; j < CACHES; j++) {
+    for (int j = 0; j < CACHES; j++)
         cache_open(&c[j], pages);
-        snprintf(id[j], sizeof id[j], "%s%d", layouts[layout], j);
-        ids[j] = id[j];
-        weight[j] = 1;
-        up[j] = 1;
-    }
     rm_ring ring = {0};
-    rm_ring_build(&ring, ids, weight, up, CACHES, 256);
+    lm_ring_build(&ring, layouts[layout], CACHES);
     uint64_t served[CACHES] = {0}, work[CACHES] = {0}, q = 0, h = 0, errors = 0;
     for (size_t i = 0; i < w->n; i++) {
         const rm_trace_req *r = &w->req[i];
@@ -245,67 +237,21 @@ static void capacity_detail(const rm_trace *w, size_t block, double fraction)
            single / one, rm_evict_policy_name(policy));
 }
 
-/* E. The live rule and its alternatives on the modelled cluster. */
+/* E. The live rule and its alternatives on the modelled cluster, a row a
+ * rule. The columns are lm_rule's fields in order (live_model.h says what
+ * each means; 0 in the last three keeps the environment's):
+ *   name, unit, choice, factor, floor, beta, tie_total, key, choices, post, margin,
+ *   half_life_ms, max_key_blocks, hot_max_blocks */
 static const lm_rule live_rules[] = {
-    {.name = "requests (before)",
-     .unit = LM_REQUESTS,
-     .choice = LM_PREFIX,
-     .factor = 1.25,
-     .floor = 32,
-     .tie_total = 1,
-     .choices = 2,
-     .half_life_ms = 1000,
-     .max_key_blocks = 128,
-     .hot_max_blocks = 256},
-    {.name = "requests, deep keys",
-     .unit = LM_REQUESTS,
-     .choice = LM_PREFIX,
-     .factor = 1.25,
-     .floor = 32,
-     .tie_total = 1,
-     .choices = 2,
-     .half_life_ms = 1000},
-    {.name = "work, walk bound 1.25",
-     .unit = LM_WORK,
-     .choice = LM_PREFIX,
-     .factor = 1.25,
-     .floor = 16,
-     .choices = 2},
-    {.name = "work, least L+cost",
-     .unit = LM_WORK,
-     .choice = LM_SCORE,
-     .factor = 1.25,
-     .floor = 16,
-     .beta = 1,
-     .post = 1,
-     .choices = 2},
-    {.name = "work, no bound",
-     .unit = LM_WORK,
-     .choice = LM_LIVE,
-     .factor = 1e9,
-     .floor = 1,
-     .choices = 2,
-     .margin = 1},
-    {.name = "work 1.25, margin 1",
-     .unit = LM_WORK,
-     .choice = LM_LIVE,
-     .factor = 1.25,
-     .choices = 2,
-     .margin = 1},
-    {.name = "work 1.1, margin 0", .unit = LM_WORK, .choice = LM_LIVE, .factor = 1.1, .choices = 2},
-    {.name = "work 1.1, 1 s half-life",
-     .unit = LM_WORK,
-     .choice = LM_LIVE,
-     .factor = 1.1,
-     .choices = 2,
-     .margin = 1,
-     .half_life_ms = 1000},
-    {.name = "work 1.1, margin 1 (default)",
-     .unit = LM_WORK,
-     .choice = LM_LIVE,
-     .factor = 1.1,
-     .choices = 2,
-     .margin = 1},
+    {"requests (before)", LM_REQUESTS, LM_PREFIX, 1.25, 32, 0, 1, 0, 2, 0, 0, 1000, 128, 256},
+    {"requests, deep keys", LM_REQUESTS, LM_PREFIX, 1.25, 32, 0, 1, 0, 2, 0, 0, 1000, 0, 0},
+    {"work, walk bound 1.25", LM_WORK, LM_PREFIX, 1.25, 16, 0, 0, 0, 2, 0, 0, 0, 0, 0},
+    {"work, least L+cost", LM_WORK, LM_SCORE, 1.25, 16, 1, 0, 0, 2, 1, 0, 0, 0, 0},
+    {"work, no bound", LM_WORK, LM_LIVE, 1e9, 1, 0, 0, 0, 2, 0, 1, 0, 0, 0},
+    {"work 1.25, margin 1", LM_WORK, LM_LIVE, 1.25, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0},
+    {"work 1.1, margin 0", LM_WORK, LM_LIVE, 1.1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0},
+    {"work 1.1, 1 s half-life", LM_WORK, LM_LIVE, 1.1, 0, 0, 0, 0, 2, 0, 1, 1000, 0, 0},
+    {"work 1.1, margin 1 (default)", LM_WORK, LM_LIVE, 1.1, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0},
 };
 
 static void live_table(const rm_trace *w, size_t block, double fraction, double rate,

@@ -89,6 +89,24 @@ typedef struct lm_node {
     double total_work, total_req;
 } lm_node;
 
+/* The ring of n <= LM_NODES members named prefix0, prefix1, ..., equal and
+ * up, with the router's 256 points each. bench_placement's rules use it
+ * too: a layout name then places keys alike in both models. */
+static void lm_ring_build(rm_ring *ring, const char *prefix, uint32_t n)
+{
+    char id[LM_NODES][32];
+    const char *ids[LM_NODES];
+    uint32_t weight[LM_NODES];
+    int up[LM_NODES];
+    for (uint32_t j = 0; j < n; j++) {
+        snprintf(id[j], sizeof id[j], "%s%u", prefix, j);
+        ids[j] = id[j];
+        weight[j] = 1;
+        up[j] = 1;
+    }
+    rm_ring_build(ring, ids, weight, up, n, 256);
+}
+
 static double lm_load(lm_node *n, uint64_t now, uint32_t hl)
 {
     if (now > n->load_ms) {
@@ -156,10 +174,6 @@ static lm_outcome lm_simulate(const rm_trace *w, uint64_t pages, const lm_rule *
     if (rule->hot_max_blocks)
         envv.hot_max_blocks = rule->hot_max_blocks;
     lm_node nodes[LM_NODES];
-    char id[LM_NODES][32];
-    const char *ids[LM_NODES];
-    uint32_t weight[LM_NODES];
-    int up[LM_NODES];
     for (int j = 0; j < LM_NODES; j++) {
         memset(&nodes[j], 0, sizeof nodes[j]);
         rm_cache_config cfg;
@@ -173,13 +187,9 @@ static lm_outcome lm_simulate(const rm_trace *w, uint64_t pages, const lm_rule *
         }
         rm_hotset_init(&nodes[j].hot, 64, env->hot_max_blocks, 0.01, env->hot_half_life_ms,
                        rm_hotset_capacity(env->hot_max_blocks), 0);
-        snprintf(id[j], sizeof id[j], "%s%d", env->layout, j);
-        ids[j] = id[j];
-        weight[j] = 1;
-        up[j] = 1;
     }
     rm_ring ring = {0};
-    rm_ring_build(&ring, ids, weight, up, LM_NODES, 256);
+    lm_ring_build(&ring, env->layout, LM_NODES);
     rm_router_config rc;
     rm_router_config_defaults(&rc);
     rc.key_mode = rule->key ? RM_KEY_FIXED : RM_KEY_ADAPTIVE;
