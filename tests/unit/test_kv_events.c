@@ -1,9 +1,11 @@
 /* test_kv_events.c -- the msgpack reader and the KV-event decoder.
  *
- * The payloads in kv_vectors.h are built as vLLM (0.9, 0.10, 0.11, a
+ * The payloads kv_vectors.h names are built as vLLM (0.9, 0.10, 0.11, a
  * map-envelope main, latest main) and SGLang (old, current) build them, by
  * tests/fuzz/make_kv_events.py; the "basic" scenario there is checked here
- * against one expectation in every style and hash type. */
+ * against one expectation in every style and hash type.
+ *
+ * Usage: test_kv_events CORPUS_DIR   (tests/fuzz/corpus/kv_events) */
 #include <stdlib.h>
 #include <string.h>
 
@@ -566,8 +568,13 @@ static void test_seq_rules(void)
     CHECK_EQ(rm_kv_replay_classify(4, 5), RM_KV_REPLAY_HOLE);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+        return 2;
+    }
+    kvv_load(argv[1]);
     RUN(test_mp_scalars);
     RUN(test_mp_strings_and_ext);
     RUN(test_mp_containers);
@@ -581,5 +588,6 @@ int main(void)
     RUN(test_batch_reuse);
     RUN(test_frames);
     RUN(test_seq_rules);
+    kvv_free();
     return rm_t_report();
 }
