@@ -203,6 +203,12 @@ class OversizedTest(unittest.TestCase):
         self.assertEqual(st.free_pages + st.evictable_pages + st.protected_pages, st.pool_pages)
         self.assertEqual(st.protected_pages, protected)
 
+    def release_unpins(self, node, lease_id):
+        """The lease pins the whole pool (16 pages) until it is released."""
+        self.check_pool(node, 16)
+        node.stub.Release(pb.ReleaseRequest(lease_id=lease_id))
+        self.check_pool(node, 0)
+
     def test_insert_larger_than_pool(self):
         node = Node("--pool-tokens", "256", node_id="big")
         try:
@@ -215,9 +221,7 @@ class OversizedTest(unittest.TestCase):
             rep = node.stub.Insert(pb.InsertRequest(namespace="o", tokens=toks,
                                                     lease_id=m.lease_id))
             self.reply_is(rep, 256, 0, 736)
-            self.check_pool(node, 16)
-            node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
-            self.check_pool(node, 0)
+            self.release_unpins(node, m.lease_id)
         finally:
             self.assertEqual(node.close(), 0)
 
@@ -239,9 +243,7 @@ class OversizedTest(unittest.TestCase):
                                                           lease_id=m.lease_id,
                                                           kv=kv[256 * kvb:])]))
             self.reply_is(rep, 256, 0, 544)
-            self.check_pool(node, 16)
-            node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
-            self.check_pool(node, 0)
+            self.release_unpins(node, m.lease_id)
         finally:
             self.assertEqual(node.close(), 0)
 
