@@ -69,6 +69,8 @@ typedef struct fx {
     char pub[64], rep[64];
     rm_kv_sub *sub;
     owner o;
+    rm_kv_sub_stats base; /* CHECK_MOVED counts from here: the quiet stream
+                           * fx_start leaves, or where a test moves it */
 } fx;
 
 /* Applies (records) what arrived; hands it back unless holding. */
@@ -142,22 +144,22 @@ static rm_kv_sub_stats stats(fx *f)
 }
 
 /* What a scenario expects of the subscriber's counters: each named one
- * moved by exactly `by` since base (one snapshot for the lot). */
+ * moved by exactly `by` since f->base (one snapshot for the lot). */
 typedef struct moved {
     const char *counter;
     size_t off; /* in rm_kv_sub_stats */
     long long by;
 } moved;
-#define MOVED(field, n)           ((moved){#field, offsetof(rm_kv_sub_stats, field), (long long)(n)})
-#define CHECK_MOVED(f, base, ...) check_moved(f, base, (const moved[]){__VA_ARGS__, {0}}, __LINE__)
+#define MOVED(field, n)     ((moved){#field, offsetof(rm_kv_sub_stats, field), (long long)(n)})
+#define CHECK_MOVED(f, ...) check_moved(f, (const moved[]){__VA_ARGS__, {0}}, __LINE__)
 
-static void check_moved(fx *f, const rm_kv_sub_stats *base, const moved *want, int line)
+static void check_moved(fx *f, const moved *want, int line)
 {
     rm_kv_sub_stats s = stats(f);
     for (const moved *m = want; m->counter; m++) {
         uint64_t now, then;
         memcpy(&now, (const char *)&s + m->off, sizeof now);
-        memcpy(&then, (const char *)base + m->off, sizeof then);
+        memcpy(&then, (const char *)&f->base + m->off, sizeof then);
         int failed = rm_t_fail;
         CHECK_EQ(now - then, m->by);
         if (rm_t_fail != failed)
@@ -210,6 +212,17 @@ static int last_seq_is(fx *f, void *arg)
 {
     rm_kv_sub_stats s = stats(f);
     return s.has_seq && s.last_seq == *(uint64_t *)arg;
+}
+
+/* The owner was told to resync (for reason) before the batch seq: the
+ * first two items it got. */
+static void check_resync_before(fx *f, rm_kv_resync_reason reason, uint64_t seq)
+{
+    REQUIRE(f->o.n_log >= 2);
+    CHECK_EQ(f->o.log[0].kind, RM_KV_ITEM_RESYNC);
+    CHECK_EQ(f->o.log[0].reason, reason);
+    CHECK_EQ(f->o.log[1].kind, RM_KV_ITEM_BATCH);
+    CHECK_EQ(f->o.log[1].seq, seq);
 }
 
 /* ---- talking to the fake engine ---------------------------------------------- */
@@ -318,6 +331,7 @@ static void fx_start(fx *f, const char *const *fake_args, uint32_t queue_max)
     while (!wait_for(f, logged_seq, &seq, 200) && td_now_ms() < deadline);
     REQUIRE(stats(f).has_seq && stats(f).last_seq == seq);
     f->o.n_log = 0;
+    f->base = stats(f);
 }
 
 static void fx_stop(fx *f)
@@ -347,9 +361,8 @@ static void test_in_order_every_encoding(void)
     };
     fx f;
     fx_start(&f, NULL, 0);
-    rm_kv_sub_stats base = stats(&f);
     size_t want = 0;
-    uint64_t first = base.last_seq + 1;
+    uint64_t first = f.base.last_seq + 1;
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
         char json[128];
         snprintf(json, sizeof json, "{\"encoding\": \"%s\", \"hash\": \"%s\"}", modes[m][0],
@@ -374,8 +387,8 @@ static void test_in_order_every_encoding(void)
         CHECK_EQ(s->first_token, i * 16);
         CHECK(!s->replayed);
     }
-    CHECK_MOVED(&f, &base, MOVED(batches, want), MOVED(events_seen, want),
-                MOVED(events_applied, want), MOVED(gaps, 0), MOVED(resyncs, 0));
+    CHECK_MOVED(&f, MOVED(batches, want), MOVED(events_seen, want), MOVED(events_applied, want),
+                MOVED(gaps, 0), MOVED(resyncs, 0));
     rm_kv_sub_stats s = stats(&f);
     CHECK_EQ(s.drops, 0);
     CHECK_EQ(s.malformed, 0);
@@ -387,7 +400,6 @@ static void test_lost_batch_replayed(void)
 {
     fx f;
     fx_start(&f, NULL, 0);
-    rm_kv_sub_stats base = stats(&f);
     control(&f, "{\"drop_next\": 2}");
     uint64_t a = publish_block(&f, 501, 0); /* dropped on the wire */
     uint64_t b = publish_block(&f, 502, 16);
@@ -402,7 +414,7 @@ static void test_lost_batch_replayed(void)
         CHECK(f.o.log[i].first_hash == 501 + i);
         CHECK_EQ(f.o.log[i].replayed, i < 2);
     }
-    CHECK_MOVED(&f, &base, MOVED(gaps, 1), MOVED(replays, 1), MOVED(replayed, 2),
+    CHECK_MOVED(&f, MOVED(gaps, 1), MOVED(replays, 1), MOVED(replayed, 2),
                 MOVED(replay_failures, 0), MOVED(resyncs, 0));
     fx_stop(&f);
 }
@@ -415,7 +427,6 @@ static void test_lost_last_batch_polled(void)
     poll_ms = 200;
     fx_start(&f, NULL, 0);
     poll_ms = -1;
-    rm_kv_sub_stats base = stats(&f);
     control(&f, "{\"drop_next\": 1}");
     uint64_t a = publish_block(&f, 701, 0);
     size_t want = 1;
@@ -425,9 +436,8 @@ static void test_lost_last_batch_polled(void)
     CHECK_EQ(f.o.log[0].seq, a);
     CHECK(f.o.log[0].first_hash == 701);
     CHECK_EQ(f.o.log[0].replayed, 1);
-    CHECK(stats(&f).replay_polls > base.replay_polls);
-    CHECK_MOVED(&f, &base, MOVED(gaps, 1), MOVED(replays, 0), MOVED(replayed, 1),
-                MOVED(resyncs, 0));
+    CHECK(stats(&f).replay_polls > f.base.replay_polls);
+    CHECK_MOVED(&f, MOVED(gaps, 1), MOVED(replays, 0), MOVED(replayed, 1), MOVED(resyncs, 0));
     fx_stop(&f);
 }
 
@@ -438,18 +448,14 @@ static void test_lost_batch_without_replay_resyncs(void)
     fx f;
     const char *args[] = {"--no-replay", NULL};
     fx_start(&f, args, 0);
-    rm_kv_sub_stats base = stats(&f);
     control(&f, "{\"drop_next\": 1}");
     publish_block(&f, 601, 0);
     uint64_t b = publish_block(&f, 602, 16);
     size_t want = 2;
     CHECK(wait_for(&f, logged_at_least, &want, 10000));
     REQUIRE(f.o.n_log == 2);
-    CHECK_EQ(f.o.log[0].kind, RM_KV_ITEM_RESYNC);
-    CHECK_EQ(f.o.log[0].reason, RM_KV_RESYNC_GAP);
-    CHECK_EQ(f.o.log[1].kind, RM_KV_ITEM_BATCH);
-    CHECK_EQ(f.o.log[1].seq, b);
-    CHECK_MOVED(&f, &base, MOVED(gaps, 1), MOVED(replay_failures, 1), MOVED(resyncs, 1));
+    check_resync_before(&f, RM_KV_RESYNC_GAP, b);
+    CHECK_MOVED(&f, MOVED(gaps, 1), MOVED(replay_failures, 1), MOVED(resyncs, 1));
     CHECK_EQ(stats(&f).replays, 0);
     fx_stop(&f);
 }
@@ -467,7 +473,7 @@ static void test_restart_resyncs(void)
             publish_block(&f, 700 + i, i * 16);
         size_t want = 20;
         CHECK(wait_for(&f, logged_at_least, &want, 10000));
-        rm_kv_sub_stats base = stats(&f);
+        f.base = stats(&f); /* the restart's counts, not the first 20 batches' */
         f.o.n_log = 0;
         control(&f, rebind ? "{\"restart\": true, \"rebind\": true}" : "{\"restart\": true}");
         /* After a rebind the subscriber reconnects on its own schedule:
@@ -490,13 +496,13 @@ static void test_restart_resyncs(void)
             CHECK_EQ(f.o.log[i].kind, RM_KV_ITEM_BATCH);
             CHECK_EQ(f.o.log[i].seq, i - 1);
         }
-        CHECK_MOVED(&f, &base, MOVED(restarts, 1), MOVED(resyncs, 1), MOVED(replay_failures, 0));
+        CHECK_MOVED(&f, MOVED(restarts, 1), MOVED(resyncs, 1), MOVED(replay_failures, 0));
         if (!rebind)
-            CHECK_MOVED(&f, &base, MOVED(replayed, 0));
+            CHECK_MOVED(&f, MOVED(replayed, 0));
         rm_kv_sub_stats s = stats(&f);
         fprintf(stderr, "  restart%s: %llu batches of the new process, %llu from replay\n",
                 rebind ? " with rebind" : "", (unsigned long long)last + 1,
-                (unsigned long long)(s.replayed - base.replayed));
+                (unsigned long long)(s.replayed - f.base.replayed));
         fx_stop(&f);
     }
 }
@@ -508,11 +514,10 @@ static void test_flood_drops_then_resync(void)
 {
     fx f;
     fx_start(&f, NULL, 4);
-    rm_kv_sub_stats base = stats(&f);
     long rss0 = td_rss_kib(getpid());
     f.o.hold = 1;
     publish(&f, "{\"flood\": {\"batches\": 2000, \"blocks\": 64}}");
-    handled h = {base, 2000};
+    handled h = {f.base, 2000};
     if (!wait_for(&f, handled_all, &h, 30000)) {
         CHECK(!"every batch of the flood handed over or dropped");
         print_stats(&f, "flood");
@@ -522,12 +527,12 @@ static void test_flood_drops_then_resync(void)
     CHECK_EQ(s.queued, 4);
     CHECK_EQ(f.o.n_held, 4);
     /* Every batch of the flood was handed over or dropped, exactly once. */
-    CHECK_EQ((s.batches - base.batches) + (s.drops - base.drops), 2000);
-    CHECK_EQ(s.drops - base.drops, 1996);
+    CHECK_EQ((s.batches - f.base.batches) + (s.drops - f.base.drops), 2000);
+    CHECK_EQ(s.drops - f.base.drops, 1996);
     fprintf(stderr,
             "  flood of 2000 batches x 64 blocks, owner holding 4: %llu dropped, "
             "RSS %ld -> %ld KiB\n",
-            (unsigned long long)(s.drops - base.drops), rss0, rss1);
+            (unsigned long long)(s.drops - f.base.drops), rss0, rss1);
     CHECK(rss1 - rss0 < 64 * 1024); /* the 4 held batches are ~20 KiB; 2000 would be ~10 MiB */
 
     release_held(&f);
@@ -535,12 +540,8 @@ static void test_flood_drops_then_resync(void)
     uint64_t after = publish_block(&f, 901, 0);
     size_t want = 2;
     CHECK(wait_for(&f, logged_at_least, &want, 10000));
-    REQUIRE(f.o.n_log >= 2);
-    CHECK_EQ(f.o.log[0].kind, RM_KV_ITEM_RESYNC);
-    CHECK_EQ(f.o.log[0].reason, RM_KV_RESYNC_DROP);
-    CHECK_EQ(f.o.log[1].kind, RM_KV_ITEM_BATCH);
-    CHECK_EQ(f.o.log[1].seq, after);
-    CHECK_MOVED(&f, &base, MOVED(resyncs, 1));
+    check_resync_before(&f, RM_KV_RESYNC_DROP, after);
+    CHECK_MOVED(&f, MOVED(resyncs, 1));
 
     /* Stopping while the owner still holds items: they stay valid, and
      * handing them back after the stop frees them. */
@@ -555,7 +556,6 @@ static void test_malformed_skipped(void)
 {
     fx f;
     fx_start(&f, NULL, 0);
-    rm_kv_sub_stats base = stats(&f);
     publish(&f, "{\"malformed\": \"msgpack\"}");
     publish(&f, "{\"malformed\": \"schema\"}");
     control(&f, "{\"malformed\": \"frames\"}");
@@ -569,7 +569,7 @@ static void test_malformed_skipped(void)
     CHECK_EQ(f.o.log[0].first_type, RM_KV_ALL_CLEARED);
     CHECK_EQ(f.o.log[1].seq, good);
     /* Skipped and counted; a bad batch is not a lost one. */
-    CHECK_MOVED(&f, &base, MOVED(malformed, 4), MOVED(unknown_events, 1), MOVED(gaps, 0),
+    CHECK_MOVED(&f, MOVED(malformed, 4), MOVED(unknown_events, 1), MOVED(gaps, 0),
                 MOVED(resyncs, 0), MOVED(received, 6));
     fx_stop(&f);
 }
