@@ -215,6 +215,36 @@ static void run_shadow(rm_shadow *s, const rm_trace *t)
         rm_shadow_match(s, "m", 1, t->req[i].tokens, t->req[i].n);
 }
 
+/* Two shadows of one config over one generated trace, for the tests that
+ * expect them to agree: twins_load reads the trace and sets the router's
+ * LRU config (tune w->c after it), twins_start starts both. */
+typedef struct twins {
+    rm_trace t;
+    rm_shadow_config c;
+    rm_shadow a, b;
+} twins;
+
+static void twins_load(twins *w, const char *spec, uint64_t seed, size_t requests, uint64_t pool)
+{
+    load(&w->t, spec, seed, requests);
+    rm_shadow_config_router(&w->c, PAGE, pool, RM_EVICT_LRU);
+}
+
+static void twins_start(twins *w)
+{
+    REQUIRE(rm_shadow_init(&w->a, &w->c) == RM_SHADOW_OK);
+    REQUIRE(rm_shadow_init(&w->b, &w->c) == RM_SHADOW_OK);
+}
+
+/* Requests [from, to) of the trace, to both. */
+static void twins_run(twins *w, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        rm_shadow_match(&w->a, "m", 1, w->t.req[i].tokens, w->t.req[i].n);
+        rm_shadow_match(&w->b, "m", 1, w->t.req[i].tokens, w->t.req[i].n);
+    }
+}
+
 static void test_policies(void)
 {
     rm_trace t;
@@ -477,68 +507,59 @@ static void test_pages_sampled_by_identity(void)
 
 static void test_set_pool(void)
 {
-    rm_trace t;
-    load(&t, "chat", 9, quick ? 400 : 2000);
-    rm_shadow a, b;
-    rm_shadow_config c;
-    rm_shadow_config_router(&c, PAGE, 2000, RM_EVICT_LRU);
-    c.infinite = 0; /* its memory has its own budget */
-    c.max_rate = 1;
-    c.budget_bytes = 64 * 1024;
-    REQUIRE(rm_shadow_init(&a, &c) == RM_SHADOW_OK);
-    REQUIRE(rm_shadow_init(&b, &c) == RM_SHADOW_OK);
-    size_t half = t.n / 2;
-    for (size_t i = 0; i < half; i++) {
-        rm_shadow_match(&a, "m", 1, t.req[i].tokens, t.req[i].n);
-        rm_shadow_match(&b, "m", 1, t.req[i].tokens, t.req[i].n);
-    }
+    twins w;
+    twins_load(&w, "chat", 9, quick ? 400 : 2000, 2000);
+    w.c.infinite = 0; /* its memory has its own budget */
+    w.c.max_rate = 1;
+    w.c.budget_bytes = 64 * 1024;
+    twins_start(&w);
+    rm_shadow *a = &w.a, *b = &w.b;
+    twins_run(&w, 0, w.t.n / 2);
     /* The same pool again changes nothing. */
-    CHECK(rm_shadow_set_pool(&b, 2000) == RM_SHADOW_OK);
-    for (size_t i = half; i < t.n; i++) {
-        rm_shadow_match(&a, "m", 1, t.req[i].tokens, t.req[i].n);
-        rm_shadow_match(&b, "m", 1, t.req[i].tokens, t.req[i].n);
-    }
-    CHECK(memcmp(&a.counts, &b.counts, sizeof a.counts) == 0);
+    CHECK(rm_shadow_set_pool(b, 2000) == RM_SHADOW_OK);
+    twins_run(&w, w.t.n / 2, w.t.n);
+    CHECK(memcmp(&a->counts, &b->counts, sizeof a->counts) == 0);
     /* 16x the pool: the rate falls to fit, memory stays within budget, and
      * only entries under the new threshold remain. */
-    double r0 = rm_shadow_rate(&b);
-    CHECK(rm_shadow_set_pool(&b, 32000) == RM_SHADOW_OK);
-    CHECK(rm_shadow_rate(&b) < r0);
-    CHECK(rm_shadow_memory_bytes(&b) <= 64 * 1024);
-    const rm_shadow_cache *k = &b.caches[0];
+    double r0 = rm_shadow_rate(b);
+    CHECK(rm_shadow_set_pool(b, 32000) == RM_SHADOW_OK);
+    CHECK(rm_shadow_rate(b) < r0);
+    CHECK(rm_shadow_memory_bytes(b) <= 64 * 1024);
+    const rm_shadow_cache *k = &b->caches[0];
     CHECK(k->len <= k->cap);
     uint32_t n = 0;
     for (uint32_t e = k->head; e != UINT32_MAX; e = k->nodes[e].next, n++)
-        CHECK((k->nodes[e].key >> 32) < b.threshold);
+        CHECK((k->nodes[e].key >> 32) < b->threshold);
     CHECK(n == k->len);
     /* A smaller pool: the rate does not rise, the cache shrinks. */
-    double r1 = rm_shadow_rate(&b);
-    CHECK(rm_shadow_set_pool(&b, 500) == RM_SHADOW_OK);
-    CHECK(rm_shadow_rate(&b) == r1);
-    CHECK(b.caches[0].len <= b.caches[0].cap);
-    CHECK(rm_shadow_set_pool(&b, 0) == RM_SHADOW_NO_POOL);
-    run_shadow(&b, &t);
-    CHECK(!isnan(rm_shadow_hit_ratio(&b.counts, NULL, 0)));
-    rm_shadow_destroy(&a);
-    rm_shadow_destroy(&b);
+    double r1 = rm_shadow_rate(b);
+    CHECK(rm_shadow_set_pool(b, 500) == RM_SHADOW_OK);
+    CHECK(rm_shadow_rate(b) == r1);
+    CHECK(b->caches[0].len <= b->caches[0].cap);
+    CHECK(rm_shadow_set_pool(b, 0) == RM_SHADOW_NO_POOL);
+    run_shadow(b, &w.t);
+    CHECK(!isnan(rm_shadow_hit_ratio(&b->counts, NULL, 0)));
+    rm_shadow_destroy(a);
+    rm_shadow_destroy(b);
     /* The priority engine's resize too. */
-    rm_shadow_config_node(&c, PAGE, 2000, RM_EVICT_LFU);
-    c.max_rate = 1;
-    REQUIRE(rm_shadow_init(&a, &c) == RM_SHADOW_OK);
-    run_shadow(&a, &t);
-    CHECK(rm_shadow_set_pool(&a, 1u << 20) == RM_SHADOW_OK);
-    CHECK(rm_shadow_memory_bytes(&a) <= RM_SHADOW_DEFAULT_BUDGET);
-    for (uint32_t i = 0; i < c.nfactors; i++) {
-        const rm_shadow_cache *h = &a.caches[i];
+    rm_shadow_config *c = &w.c;
+    rm_shadow_config_node(c, PAGE, 2000, RM_EVICT_LFU);
+    c->max_rate = 1;
+    REQUIRE(rm_shadow_init(a, c) == RM_SHADOW_OK);
+    run_shadow(a, &w.t);
+    CHECK(rm_shadow_set_pool(a, 1u << 20) == RM_SHADOW_OK);
+    CHECK(rm_shadow_memory_bytes(a) <= RM_SHADOW_DEFAULT_BUDGET);
+    for (uint32_t i = 0; i < c->nfactors; i++) {
+        const rm_shadow_cache *h = &a->caches[i];
         CHECK(h->len <= h->cap && h->hlen == h->len);
         for (uint32_t j = 0; j < h->len; j++) {
             CHECK(h->entries[h->heap[j].entry].pos == j);
             CHECK(j == 0 || h->heap[(j - 1) / 4].pri <= h->heap[j].pri);
         }
     }
-    run_shadow(&a, &t);
-    rm_shadow_destroy(&a);
-    rm_trace_free(&t);
+    run_shadow(a, &w.t);
+    rm_shadow_destroy(a);
+    rm_trace_free(&w.t);
 }
 
 /* ---- determinism, namespaces, tails, windows ---------------------------- */
@@ -574,23 +595,18 @@ static void test_nh_versions_agree(void)
 
 static void test_deterministic(void)
 {
-    rm_trace t;
-    load(&t, "agentic", 11, quick ? 200 : 800);
-    rm_shadow a, b;
-    rm_shadow_config c;
-    rm_shadow_config_router(&c, PAGE, 3000, RM_EVICT_LRU);
-    REQUIRE(rm_shadow_init(&a, &c) == RM_SHADOW_OK);
-    REQUIRE(rm_shadow_init(&b, &c) == RM_SHADOW_OK);
+    twins w;
+    twins_load(&w, "agentic", 11, quick ? 200 : 800, 3000);
+    twins_start(&w);
     rm_nh_impl v[4];
     rm_nh_all(v, 4);
-    b.nh = v[0]; /* the reference NH instead of the fastest: the same figures */
-    run_shadow(&a, &t);
-    run_shadow(&b, &t);
-    CHECK(a.counts.samples > 0);
-    CHECK(memcmp(&a.counts, &b.counts, sizeof a.counts) == 0);
-    rm_shadow_destroy(&a);
-    rm_shadow_destroy(&b);
-    rm_trace_free(&t);
+    w.b.nh = v[0]; /* the reference NH instead of the fastest: the same figures */
+    twins_run(&w, 0, w.t.n);
+    CHECK(w.a.counts.samples > 0);
+    CHECK(memcmp(&w.a.counts, &w.b.counts, sizeof w.a.counts) == 0);
+    rm_shadow_destroy(&w.a);
+    rm_shadow_destroy(&w.b);
+    rm_trace_free(&w.t);
 }
 
 static void test_namespaces_apart(void)
