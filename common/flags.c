@@ -99,6 +99,40 @@ void rm_flags_fail(const rm_flagset *fs, const char *fmt, ...)
     exit(2);
 }
 
+int rm_flags_choice_index(const char *flag, const char *value, const char *const *names, size_t n,
+                          char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(value, names[i]))
+            return (int)i;
+    size_t len = (size_t)snprintf(err, errlen, "--%s: expected ", flag);
+    for (size_t i = 0; i < n && len < errlen; i++)
+        len += (size_t)snprintf(err + len, errlen - len, "%s%s",
+                                i == 0       ? ""
+                                : i + 1 == n ? " or "
+                                             : ", ",
+                                names[i]);
+    if (len < errlen)
+        snprintf(err + len, errlen - len, ", got '%s'", value);
+    return -1;
+}
+
+int rm_flags_choice(const rm_flagset *fs, const char *flag, const char *value,
+                    const char *const *names, size_t n)
+{
+    char err[512];
+    int k = rm_flags_choice_index(flag, value, names, n, err, sizeof err);
+    if (k < 0)
+        rm_flags_fail(fs, "%s", err);
+    return k;
+}
+
+int rm_flags_on_off(const rm_flagset *fs, const char *flag, const char *value)
+{
+    static const char *const on_off[] = {"on", "off"};
+    return rm_flags_choice(fs, flag, value, on_off, 2) == 0;
+}
+
 /* Stores v into f. Returns 0, or -1 with the reason in err. */
 static int set_value(const rm_flag *f, const char *v, const char *from, char *err, size_t errlen)
 {

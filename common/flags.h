@@ -114,6 +114,22 @@ char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, c
  * comma-separated into out (empty if none). */
 void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t outlen);
 
+/* A string flag that names one of n choices (a mode, on/off): returns
+ * value's index in names, or -1 with "--flag: expected a, b or c, got
+ * 'value'" in err. A check after parsing, not a flag type: the flag stays a
+ * string, so its error comes after the other flags' and a config reload
+ * (which applies such flags only at a restart) may carry any value. */
+int rm_flags_choice_index(const char *flag, const char *value, const char *const *names, size_t n,
+                          char *err, size_t errlen);
+
+/* rm_flags_choice_index at start: exits 2 with usage when value is none of
+ * names. */
+int rm_flags_choice(const rm_flagset *fs, const char *flag, const char *value,
+                    const char *const *names, size_t n);
+
+/* rm_flags_choice over "on" and "off": 1 for on, 0 for off. */
+int rm_flags_on_off(const rm_flagset *fs, const char *flag, const char *value);
+
 /* Prints the reason and usage to stderr, exits 2. For checks across flags. */
 void rm_flags_fail(const rm_flagset *fs, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));

@@ -194,10 +194,7 @@ int main(int argc, char **argv)
     const rm_flagset *fs = &d.fs;
     if (rm_evict_policy_parse(eviction, &cfg.cache.policy) != 0)
         rm_flags_fail(fs, "--eviction: expected lru, lfu, lfu-da or gdsf, got '%s'", eviction);
-    if (!strcmp(hit_budget, "on") || !strcmp(hit_budget, "off"))
-        cfg.hit_budget = !strcmp(hit_budget, "on");
-    else
-        rm_flags_fail(fs, "--hit-budget: expected on or off, got '%s'", hit_budget);
+    cfg.hit_budget = rm_flags_on_off(fs, "hit-budget", hit_budget);
     uint64_t kv_bytes = cc->kv_bytes_per_token, page_tokens = cc->page_tokens;
     if (pool_bytes && !kv_bytes)
         rm_flags_fail(fs, "--pool-bytes needs --kv-bytes-per-token > 0");

@@ -14,6 +14,12 @@
 #include "router.h"
 #include "util.h"
 
+/* The choices of string flags, in the order of the values they stand for
+ * (rm_load_unit, rm_key_mode, rm_gateway_config.tokenize). */
+static const char *const load_units[] = {"work", "requests"};
+static const char *const key_modes[] = {"adaptive", "fixed"};
+static const char *const tokenizers[] = {"none", "worker"};
+
 /* What a config reload applies besides --nodes: checked, then tuned. */
 static const char *const live_flags[] = {"load-factor", "call-timeout-ms", "max-request-tokens"};
 
@@ -280,12 +286,8 @@ int main(int argc, char **argv)
         rm_flags_fail(fs, "--load-floor must be >= 0 (got %g)", cfg.load_floor);
     if (!(cfg.decode_weight >= 0 && cfg.decode_weight <= 1e6))
         rm_flags_fail(fs, "--decode-weight must be within [0, 1e6] (got %g)", cfg.decode_weight);
-    if (!strcmp(load_unit, "work"))
-        cfg.load_unit = RM_LOAD_WORK;
-    else if (!strcmp(load_unit, "requests"))
-        cfg.load_unit = RM_LOAD_REQUESTS;
-    else
-        rm_flags_fail(fs, "--load-unit: expected work or requests, got '%s'", load_unit);
+    cfg.load_unit = (rm_load_unit)rm_flags_choice(fs, "load-unit", load_unit, load_units,
+                                                  RM_ARRAY_LEN(load_units));
     if (cfg.hot_share < 0 || cfg.hot_share > 1)
         rm_flags_fail(fs, "--hot-share must be within [0, 1] (got %g)", cfg.hot_share);
     if (!(cfg.outlier.max_ejected_share >= 0 && cfg.outlier.max_ejected_share <= 1))
@@ -294,16 +296,9 @@ int main(int argc, char **argv)
     if (!(cfg.outlier.panic_threshold >= 0 && cfg.outlier.panic_threshold <= 1))
         rm_flags_fail(fs, "--panic-threshold must be within [0, 1] (got %g)",
                       cfg.outlier.panic_threshold);
-    if (!strcmp(key_mode, "adaptive"))
-        cfg.key_mode = RM_KEY_ADAPTIVE;
-    else if (!strcmp(key_mode, "fixed"))
-        cfg.key_mode = RM_KEY_FIXED;
-    else
-        rm_flags_fail(fs, "--key-mode: expected adaptive or fixed, got '%s'", key_mode);
-    if (!strcmp(hit_budget, "on") || !strcmp(hit_budget, "off"))
-        cfg.hit_budget = !strcmp(hit_budget, "on");
-    else
-        rm_flags_fail(fs, "--hit-budget: expected on or off, got '%s'", hit_budget);
+    cfg.key_mode =
+        (rm_key_mode)rm_flags_choice(fs, "key-mode", key_mode, key_modes, RM_ARRAY_LEN(key_modes));
+    cfg.hit_budget = rm_flags_on_off(fs, "hit-budget", hit_budget);
     char gw_host[256];
     int gw_port;
     if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))
@@ -314,10 +309,8 @@ int main(int argc, char **argv)
                       "--gateway-max-body-bytes (%zu)",
                       gwc.max_buffered_bytes, gwc.max_body_bytes);
     gwc.listen = gateway;
-    if (!strcmp(tokenize, "worker"))
-        gwc.tokenize = 1;
-    else if (strcmp(tokenize, "none") != 0)
-        rm_flags_fail(fs, "--gateway-tokenize: expected none or worker, got '%s'", tokenize);
+    gwc.tokenize =
+        rm_flags_choice(fs, "gateway-tokenize", tokenize, tokenizers, RM_ARRAY_LEN(tokenizers));
     gwc.max_prompt_tokens = cfg.max_request_tokens;
     brk->max_cooldown_ms = brk->cooldown_ms * 32;
     uint64_t gw_max;

@@ -1,6 +1,6 @@
 /* Unit tests of flags.c: integer flags of each width (range checks, the
- * field next to one untouched), reloads of them, and a reload keeping a
- * string flag that points at its own store. */
+ * field next to one untouched), reloads of them, a reload keeping a string
+ * flag that points at its own store, and a choice flag's index and error. */
 #include <stdint.h>
 #include <string.h>
 
@@ -123,11 +123,30 @@ static void test_keep_str_survives_its_own_store(void)
     CHECK(!strcmp(level, "warn"));
 }
 
+/* A choice flag's error lists every choice, as the daemons' messages
+ * always have ("expected a, b or c"); a short buffer truncates it safely. */
+static void test_choice_index_and_message(void)
+{
+    static const char *const two[] = {"work", "requests"};
+    static const char *const four[] = {"lru", "lfu", "lfu-da", "gdsf"};
+    char err[128];
+    CHECK_EQ(rm_flags_choice_index("load-unit", "requests", two, 2, err, sizeof err), 1);
+    CHECK_EQ(rm_flags_choice_index("load-unit", "work", two, 2, err, sizeof err), 0);
+    CHECK_EQ(rm_flags_choice_index("load-unit", "Work", two, 2, err, sizeof err), -1);
+    CHECK(!strcmp(err, "--load-unit: expected work or requests, got 'Work'"));
+    CHECK_EQ(rm_flags_choice_index("eviction", "", four, 4, err, sizeof err), -1);
+    CHECK(!strcmp(err, "--eviction: expected lru, lfu, lfu-da or gdsf, got ''"));
+    char small[20];
+    CHECK_EQ(rm_flags_choice_index("eviction", "fifo", four, 4, small, sizeof small), -1);
+    CHECK(!strcmp(small, "--eviction: expecte"));
+}
+
 int main(void)
 {
     RUN(test_u32_is_stored_at_its_width);
     RUN(test_ranges_of_each_width);
     RUN(test_reload_of_integer_widths);
     RUN(test_keep_str_survives_its_own_store);
+    RUN(test_choice_index_and_message);
     return rm_t_report();
 }
