@@ -14,8 +14,7 @@
 const char *rm_kv_strerror(rm_kv_result r)
 {
     switch (r) {
-    case RM_KV_OK:
-        return "ok";
+    case RM_KV_OK: return "ok";
     case RM_KV_ERR_FRAMES:
         return "not a KV event message (wrong frames, or a sequence frame not 8 bytes)";
     case RM_KV_ERR_MSGPACK:
@@ -24,8 +23,7 @@ const char *rm_kv_strerror(rm_kv_result r)
         return "payload is not a KV event batch (a field of the wrong type or missing)";
     case RM_KV_ERR_LIMIT:
         return "KV event batch over a size cap (payload, events, hashes, tokens or name)";
-    case RM_KV_ERR_NOMEM:
-        return "out of memory decoding a KV event batch";
+    case RM_KV_ERR_NOMEM: return "out of memory decoding a KV event batch";
     }
     return "unknown KV event result";
 }
@@ -97,9 +95,7 @@ static rm_kv_result skip_body(dec *d, const rm_mp_value *v)
 static rm_kv_result hash_of(const rm_mp_value *v, uint64_t *h)
 {
     switch (v->type) {
-    case RM_MP_UINT:
-        *h = v->v.u;
-        return RM_KV_OK;
+    case RM_MP_UINT: *h = v->v.u; return RM_KV_OK;
     case RM_MP_INT: /* SGLang: signed int64, the same 64 bits */
         *h = (uint64_t)v->v.i;
         return RM_KV_OK;
@@ -108,8 +104,7 @@ static rm_kv_result hash_of(const rm_mp_value *v, uint64_t *h)
             return RM_KV_ERR_SCHEMA;
         *h = rm_kv_hash_bytes(v->v.bytes.p, v->v.bytes.n);
         return RM_KV_OK;
-    default:
-        return RM_KV_ERR_SCHEMA;
+    default: return RM_KV_ERR_SCHEMA;
     }
 }
 

@@ -26,16 +26,14 @@ static int width_of(uint8_t c)
     case 0xc7: /* ext8 */
     case 0xcc: /* uint8 */
     case 0xd0: /* int8 */
-    case 0xd9: /* str8 */
-        return 1;
+    case 0xd9: /* str8 */ return 1;
     case 0xc5:
     case 0xc8:
     case 0xcd:
     case 0xd1:
     case 0xda:
     case 0xdc: /* array16 */
-    case 0xde: /* map16 */
-        return 2;
+    case 0xde: /* map16 */ return 2;
     case 0xc6:
     case 0xc9:
     case 0xca: /* float32 */
@@ -43,14 +41,11 @@ static int width_of(uint8_t c)
     case 0xd2:
     case 0xdb:
     case 0xdd:
-    case 0xdf:
-        return 4;
+    case 0xdf: return 4;
     case 0xcb: /* float64 */
     case 0xcf:
-    case 0xd3:
-        return 8;
-    default:
-        return 0;
+    case 0xd3: return 8;
+    default: return 0;
     }
 }
 
@@ -123,9 +118,7 @@ rm_mp_result rm_mp_read(rm_mp_reader *r, rm_mp_value *v)
         switch (c) {
         case 0xc4:
         case 0xc5:
-        case 0xc6:
-            rc = take_bytes(v, RM_MP_BIN, p, end, x, &next);
-            break;
+        case 0xc6: rc = take_bytes(v, RM_MP_BIN, p, end, x, &next); break;
         case 0xc7:
         case 0xc8:
         case 0xc9:
@@ -171,19 +164,12 @@ rm_mp_result rm_mp_read(rm_mp_reader *r, rm_mp_value *v)
         }
         case 0xd9:
         case 0xda:
-        case 0xdb:
-            rc = take_bytes(v, RM_MP_STR, p, end, x, &next);
-            break;
+        case 0xdb: rc = take_bytes(v, RM_MP_STR, p, end, x, &next); break;
         case 0xdc:
-        case 0xdd:
-            rc = take_count(v, RM_MP_ARRAY, p, end, x);
-            break;
+        case 0xdd: rc = take_count(v, RM_MP_ARRAY, p, end, x); break;
         case 0xde:
-        case 0xdf:
-            rc = take_count(v, RM_MP_MAP, p, end, x);
-            break;
-        default:
-            return RM_MP_INVALID; /* unreachable: every byte is covered above */
+        case 0xdf: rc = take_count(v, RM_MP_MAP, p, end, x); break;
+        default: return RM_MP_INVALID; /* unreachable: every byte is covered above */
         }
     }
     if (rc != RM_MP_OK)
@@ -220,12 +206,9 @@ int rm_mp_str_eq(const rm_mp_value *v, const char *lit)
 const char *rm_mp_strerror(rm_mp_result r)
 {
     switch (r) {
-    case RM_MP_OK:
-        return "ok";
-    case RM_MP_TRUNCATED:
-        return "msgpack value runs past the end of the message";
-    case RM_MP_INVALID:
-        return "msgpack reserved byte 0xc1";
+    case RM_MP_OK: return "ok";
+    case RM_MP_TRUNCATED: return "msgpack value runs past the end of the message";
+    case RM_MP_INVALID: return "msgpack reserved byte 0xc1";
     }
     return "unknown msgpack result";
 }
