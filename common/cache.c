@@ -26,23 +26,24 @@ void rm_cache_config_defaults(rm_cache_config *cfg)
 
 const char *rm_cache_strerror(rm_cache_result r)
 {
-    static const char *const msg[RM_CACHE_NRESULTS] = {
-        [RM_CACHE_OK] = "ok",
-        [RM_CACHE_BAD_CONFIG] = "bad cache configuration",
-        [RM_CACHE_NO_MEMORY] = "cannot map the KV pool",
-        [RM_CACHE_NO_RANDOMNESS] = "no randomness for the lease-id key",
-        [RM_CACHE_UNKNOWN_LEASE] = "unknown lease",
-        [RM_CACHE_LEASE_MISMATCH] = "the lease does not cover a prefix of these tokens",
-        [RM_CACHE_PREFIX_SHORT] = "the cache holds fewer tokens than kv_start",
-        [RM_CACHE_BAD_KV_START] = "kv_start is not page-aligned or past the sequence",
-        [RM_CACHE_LEASE_LIMIT] = "lease limit reached",
-        [RM_CACHE_PEER_LEASE_LIMIT] = "the caller's lease share is full",
-        [RM_CACHE_NAMESPACE_LIMIT] = "namespace limit reached",
-        [RM_CACHE_STORES_KV] = "the cache stores KV bytes: write them with the tokens",
-        [RM_CACHE_METADATA_ONLY] = "the cache stores no KV bytes",
-        [RM_CACHE_INCONSISTENT] = "cache invariant broken",
-    };
-    return (unsigned)r < RM_CACHE_NRESULTS ? msg[r] : "unknown cache result";
+    switch (r) {
+    case RM_CACHE_OK: return "ok";
+    case RM_CACHE_BAD_CONFIG: return "bad cache configuration";
+    case RM_CACHE_NO_MEMORY: return "cannot map the KV pool";
+    case RM_CACHE_NO_RANDOMNESS: return "no randomness for the lease-id key";
+    case RM_CACHE_UNKNOWN_LEASE: return "unknown lease";
+    case RM_CACHE_LEASE_MISMATCH: return "the lease does not cover a prefix of these tokens";
+    case RM_CACHE_PREFIX_SHORT: return "the cache holds fewer tokens than kv_start";
+    case RM_CACHE_BAD_KV_START: return "kv_start is not page-aligned or past the sequence";
+    case RM_CACHE_LEASE_LIMIT: return "lease limit reached";
+    case RM_CACHE_PEER_LEASE_LIMIT: return "the caller's lease share is full";
+    case RM_CACHE_NAMESPACE_LIMIT: return "namespace limit reached";
+    case RM_CACHE_STORES_KV: return "the cache stores KV bytes: write them with the tokens";
+    case RM_CACHE_METADATA_ONLY: return "the cache stores no KV bytes";
+    case RM_CACHE_INCONSISTENT: return "cache invariant broken";
+    case RM_CACHE_NRESULTS: break; /* the count, not a result */
+    }
+    return "unknown cache result";
 }
 
 /* ---- pool <-> tree glue ---------------------------------------------- */

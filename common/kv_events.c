@@ -14,8 +14,7 @@
 const char *rm_kv_strerror(rm_kv_result r)
 {
     switch (r) {
-    case RM_KV_OK:
-        return "ok";
+    case RM_KV_OK: return "ok";
     case RM_KV_ERR_FRAMES:
         return "not a KV event message (wrong frames, or a sequence frame not 8 bytes)";
     case RM_KV_ERR_MSGPACK:
@@ -24,8 +23,7 @@ const char *rm_kv_strerror(rm_kv_result r)
         return "payload is not a KV event batch (a field of the wrong type or missing)";
     case RM_KV_ERR_LIMIT:
         return "KV event batch over a size cap (payload, events, hashes, tokens or name)";
-    case RM_KV_ERR_NOMEM:
-        return "out of memory decoding a KV event batch";
+    case RM_KV_ERR_NOMEM: return "out of memory decoding a KV event batch";
     }
     return "unknown KV event result";
 }
@@ -97,9 +95,7 @@ static rm_kv_result skip_body(dec *d, const rm_mp_value *v)
 static rm_kv_result hash_of(const rm_mp_value *v, uint64_t *h)
 {
     switch (v->type) {
-    case RM_MP_UINT:
-        *h = v->v.u;
-        return RM_KV_OK;
+    case RM_MP_UINT: *h = v->v.u; return RM_KV_OK;
     case RM_MP_INT: /* SGLang: signed int64, the same 64 bits */
         *h = (uint64_t)v->v.i;
         return RM_KV_OK;
@@ -108,21 +104,29 @@ static rm_kv_result hash_of(const rm_mp_value *v, uint64_t *h)
             return RM_KV_ERR_SCHEMA;
         *h = rm_kv_hash_bytes(v->v.bytes.p, v->v.bytes.n);
         return RM_KV_OK;
-    default:
-        return RM_KV_ERR_SCHEMA;
+    default: return RM_KV_ERR_SCHEMA;
     }
 }
 
-static rm_kv_result hash_list(dec *d, const uint64_t **out, uint32_t *n)
+/* A list's header: its length, which with the `used` elements the batch's
+ * earlier lists hold must stay within max (the batch's cap). */
+static rm_kv_result list(dec *d, size_t used, size_t max, uint32_t *n)
 {
     rm_mp_value v;
     TRY(rd(d, &v));
     if (v.type != RM_MP_ARRAY)
         return RM_KV_ERR_SCHEMA;
-    if (d->n_hashes + v.v.count > RM_KV_MAX_HASHES)
+    if (used + v.v.count > max)
         return RM_KV_ERR_LIMIT;
-    uint64_t *dst = d->fill && v.v.count ? d->b->hash_buf + d->n_hashes : NULL;
-    for (uint32_t i = 0; i < v.v.count; i++) {
+    *n = v.v.count;
+    return RM_KV_OK;
+}
+
+static rm_kv_result hash_list(dec *d, const uint64_t **out, uint32_t *n)
+{
+    TRY(list(d, d->n_hashes, RM_KV_MAX_HASHES, n));
+    uint64_t *dst = d->fill && *n ? d->b->hash_buf + d->n_hashes : NULL;
+    for (uint32_t i = 0; i < *n; i++) {
         rm_mp_value e;
         uint64_t h;
         TRY(rd(d, &e));
@@ -131,8 +135,7 @@ static rm_kv_result hash_list(dec *d, const uint64_t **out, uint32_t *n)
             dst[i] = h;
     }
     *out = dst;
-    *n = v.v.count;
-    d->n_hashes += v.v.count;
+    d->n_hashes += *n;
     return RM_KV_OK;
 }
 
@@ -141,14 +144,9 @@ static rm_kv_result hash_list(dec *d, const uint64_t **out, uint32_t *n)
  * (token, next_token) pairs. */
 static rm_kv_result token_list(dec *d, const uint32_t **out, uint32_t *n, int *bad)
 {
-    rm_mp_value v;
-    TRY(rd(d, &v));
-    if (v.type != RM_MP_ARRAY)
-        return RM_KV_ERR_SCHEMA;
-    if (d->n_tokens + v.v.count > RM_KV_MAX_TOKENS)
-        return RM_KV_ERR_LIMIT;
-    uint32_t *dst = d->fill && v.v.count ? d->b->token_buf + d->n_tokens : NULL;
-    for (uint32_t i = 0; i < v.v.count; i++) {
+    TRY(list(d, d->n_tokens, RM_KV_MAX_TOKENS, n));
+    uint32_t *dst = d->fill && *n ? d->b->token_buf + d->n_tokens : NULL;
+    for (uint32_t i = 0; i < *n; i++) {
         rm_mp_value e;
         TRY(rd(d, &e));
         if (e.type == RM_MP_UINT && e.v.u <= UINT32_MAX) {
@@ -160,8 +158,7 @@ static rm_kv_result token_list(dec *d, const uint32_t **out, uint32_t *n, int *b
         }
     }
     *out = dst;
-    *n = v.v.count;
-    d->n_tokens += v.v.count;
+    d->n_tokens += *n;
     return RM_KV_OK;
 }
 
@@ -199,16 +196,26 @@ static rm_kv_result block_size(dec *d, uint32_t *bs)
     return RM_KV_OK;
 }
 
-static rm_kv_result group(dec *d, int32_t *g)
+/* An optional index (a KV cache group, a data-parallel rank): nil is -1,
+ * anything else must be an integer in [0, max]. */
+static rm_kv_result opt_index(dec *d, int64_t max, int64_t *x)
 {
     rm_mp_value v;
     TRY(rd(d, &v));
     if (v.type == RM_MP_NIL)
-        *g = -1;
-    else if (v.type == RM_MP_UINT && v.v.u <= INT32_MAX)
-        *g = (int32_t)v.v.u;
+        *x = -1;
+    else if (v.type == RM_MP_UINT && v.v.u <= (uint64_t)max)
+        *x = (int64_t)v.v.u;
     else
         return RM_KV_ERR_SCHEMA;
+    return RM_KV_OK;
+}
+
+static rm_kv_result group(dec *d, int32_t *g)
+{
+    int64_t x;
+    TRY(opt_index(d, INT32_MAX, &x));
+    *g = (int32_t)x;
     return RM_KV_OK;
 }
 
@@ -476,17 +483,6 @@ static rm_kv_result number(dec *d, double *x)
     return RM_KV_OK;
 }
 
-static rm_kv_result rank(dec *d, int64_t *r)
-{
-    uint8_t has = 0;
-    int64_t x = -1;
-    TRY(opt_int(d, &x, &has));
-    if (has && x < 0)
-        return RM_KV_ERR_SCHEMA;
-    *r = has ? x : -1;
-    return RM_KV_OK;
-}
-
 /* EventBatch: [ts, events, dp_rank] (array_like; vLLM <= 0.9 and old
  * SGLang have no third element), or {"ts", "events", "data_parallel_rank"}
  * where the envelope is not array_like. */
@@ -500,7 +496,7 @@ static rm_kv_result batch(dec *d, double *ts, int64_t *dp)
         TRY(number(d, ts));
         TRY(events(d));
         if (v.v.count >= 3)
-            TRY(rank(d, dp));
+            TRY(opt_index(d, INT64_MAX, dp));
         for (uint32_t i = 3; i < v.v.count; i++)
             TRY(skip(d));
     } else if (v.type == RM_MP_MAP) {
@@ -519,7 +515,7 @@ static rm_kv_result batch(dec *d, double *ts, int64_t *dp)
                 have_events = 1;
             } else if (rm_mp_str_eq(&key, "data_parallel_rank") ||
                        rm_mp_str_eq(&key, "attn_dp_rank")) {
-                TRY(rank(d, dp));
+                TRY(opt_index(d, INT64_MAX, dp));
             } else {
                 TRY(skip(d));
             }

@@ -18,41 +18,30 @@ static uint64_t be(const uint8_t *p, int n)
     return x;
 }
 
-/* The header byte's fixed part: how many bytes of length/value follow it. */
-static int width_of(uint8_t c)
-{
-    switch (c) {
-    case 0xc4: /* bin8 */
-    case 0xc7: /* ext8 */
-    case 0xcc: /* uint8 */
-    case 0xd0: /* int8 */
-    case 0xd9: /* str8 */
-        return 1;
-    case 0xc5:
-    case 0xc8:
-    case 0xcd:
-    case 0xd1:
-    case 0xda:
-    case 0xdc: /* array16 */
-    case 0xde: /* map16 */
-        return 2;
-    case 0xc6:
-    case 0xc9:
-    case 0xca: /* float32 */
-    case 0xce:
-    case 0xd2:
-    case 0xdb:
-    case 0xdd:
-    case 0xdf:
-        return 4;
-    case 0xcb: /* float64 */
-    case 0xcf:
-    case 0xd3:
-        return 8;
-    default:
-        return 0;
-    }
-}
+/* The formats 0xc4..0xdf (fixext 0xd4..0xd8 aside: rm_mp_read takes them first):
+ * what the value is, and how many bytes of length (bin, ext, str, array,
+ * map) or of value (numbers) follow the header byte. The spec's table. */
+typedef struct fmt {
+    rm_mp_type type;
+    int width;
+} fmt;
+
+#define FIXED_FIRST 0xc4
+static const fmt fixed[] = {
+    {RM_MP_BIN, 1},   {RM_MP_BIN, 2},   {RM_MP_BIN, 4},  /* 0xc4 bin 8/16/32 */
+    {RM_MP_EXT, 1},   {RM_MP_EXT, 2},   {RM_MP_EXT, 4},  /* 0xc7 ext 8/16/32 */
+    {RM_MP_FLOAT, 4}, {RM_MP_FLOAT, 8},                  /* 0xca float 32/64 */
+    {RM_MP_UINT, 1},  {RM_MP_UINT, 2},  {RM_MP_UINT, 4}, /* 0xcc uint 8/16/32 */
+    {RM_MP_UINT, 8},                                     /* 0xcf uint 64 */
+    {RM_MP_INT, 1},   {RM_MP_INT, 2},   {RM_MP_INT, 4},  /* 0xd0 int 8/16/32 */
+    {RM_MP_INT, 8},                                      /* 0xd3 int 64 */
+    {RM_MP_NIL, 0},   {RM_MP_NIL, 0},   {RM_MP_NIL, 0},  /* 0xd4 fixext 1/2/4 (read apart) */
+    {RM_MP_NIL, 0},   {RM_MP_NIL, 0},                    /* 0xd7 fixext 8/16 (read apart) */
+    {RM_MP_STR, 1},   {RM_MP_STR, 2},   {RM_MP_STR, 4},  /* 0xd9 str 8/16/32 */
+    {RM_MP_ARRAY, 2}, {RM_MP_ARRAY, 4},                  /* 0xdc array 16/32 */
+    {RM_MP_MAP, 2},   {RM_MP_MAP, 4},                    /* 0xde map 16/32 */
+};
+_Static_assert(sizeof fixed / sizeof fixed[0] == 0xe0 - FIXED_FIRST, "one entry per format");
 
 /* Sets the string-like payload (n bytes after the header) or fails. */
 static rm_mp_result take_bytes(rm_mp_value *v, rm_mp_type t, const uint8_t *q, const uint8_t *end,
@@ -114,49 +103,40 @@ rm_mp_result rm_mp_read(rm_mp_reader *r, rm_mp_value *v)
         v->ext_type = (int8_t)p[0];
         rc = take_bytes(v, RM_MP_EXT, p + 1, end, n, &next);
     } else {
-        int w = width_of(c);
+        const fmt *f = &fixed[c - FIXED_FIRST];
+        int w = f->width;
         if (end - p < w)
             return RM_MP_TRUNCATED;
         uint64_t x = be(p, w);
         p += w;
         next = p;
-        switch (c) {
-        case 0xc4:
-        case 0xc5:
-        case 0xc6:
-            rc = take_bytes(v, RM_MP_BIN, p, end, x, &next);
-            break;
-        case 0xc7:
-        case 0xc8:
-        case 0xc9:
+        switch (f->type) {
+        case RM_MP_BIN:
+        case RM_MP_STR: rc = take_bytes(v, f->type, p, end, x, &next); break;
+        case RM_MP_EXT:
             if (end - p < 1)
                 return RM_MP_TRUNCATED;
             v->ext_type = (int8_t)p[0];
             rc = take_bytes(v, RM_MP_EXT, p + 1, end, x, &next);
             break;
-        case 0xca: {
-            uint32_t bits = (uint32_t)x;
-            float f;
-            memcpy(&f, &bits, sizeof f);
+        case RM_MP_ARRAY:
+        case RM_MP_MAP: rc = take_count(v, f->type, p, end, x); break;
+        case RM_MP_FLOAT:
             v->type = RM_MP_FLOAT;
-            v->v.f = f;
+            if (w == 4) {
+                uint32_t bits = (uint32_t)x;
+                float f32;
+                memcpy(&f32, &bits, sizeof f32);
+                v->v.f = f32;
+            } else {
+                memcpy(&v->v.f, &x, sizeof x);
+            }
             break;
-        }
-        case 0xcb:
-            v->type = RM_MP_FLOAT;
-            memcpy(&v->v.f, &x, sizeof x);
-            break;
-        case 0xcc:
-        case 0xcd:
-        case 0xce:
-        case 0xcf:
+        case RM_MP_UINT:
             v->type = RM_MP_UINT;
             v->v.u = x;
             break;
-        case 0xd0:
-        case 0xd1:
-        case 0xd2:
-        case 0xd3: {
+        case RM_MP_INT: {
             /* Sign-extend from w bytes. */
             int shift = 64 - 8 * w;
             int64_t s = (int64_t)(x << shift) >> shift;
@@ -169,21 +149,7 @@ rm_mp_result rm_mp_read(rm_mp_reader *r, rm_mp_value *v)
             }
             break;
         }
-        case 0xd9:
-        case 0xda:
-        case 0xdb:
-            rc = take_bytes(v, RM_MP_STR, p, end, x, &next);
-            break;
-        case 0xdc:
-        case 0xdd:
-            rc = take_count(v, RM_MP_ARRAY, p, end, x);
-            break;
-        case 0xde:
-        case 0xdf:
-            rc = take_count(v, RM_MP_MAP, p, end, x);
-            break;
-        default:
-            return RM_MP_INVALID; /* unreachable: every byte is covered above */
+        default: return RM_MP_INVALID; /* unreachable: fixed holds no other type */
         }
     }
     if (rc != RM_MP_OK)
@@ -220,12 +186,9 @@ int rm_mp_str_eq(const rm_mp_value *v, const char *lit)
 const char *rm_mp_strerror(rm_mp_result r)
 {
     switch (r) {
-    case RM_MP_OK:
-        return "ok";
-    case RM_MP_TRUNCATED:
-        return "msgpack value runs past the end of the message";
-    case RM_MP_INVALID:
-        return "msgpack reserved byte 0xc1";
+    case RM_MP_OK: return "ok";
+    case RM_MP_TRUNCATED: return "msgpack value runs past the end of the message";
+    case RM_MP_INVALID: return "msgpack reserved byte 0xc1";
     }
     return "unknown msgpack result";
 }

@@ -26,14 +26,11 @@ _Static_assert(sizeof(rm_shadow_entry) + sizeof(rm_shadow_slot) + 16 == RM_SHADO
 const char *rm_shadow_strerror(rm_shadow_result r)
 {
     switch (r) {
-    case RM_SHADOW_OK:
-        return "ok";
+    case RM_SHADOW_OK: return "ok";
     case RM_SHADOW_BAD_CONFIG:
         return "bad shadow configuration (page size 0, a factor not positive, too many factors)";
-    case RM_SHADOW_NO_POOL:
-        return "shadow caches need a pool size (pages > 0)";
-    case RM_SHADOW_BUDGET_SMALL:
-        return "shadow memory budget too small for one entry per cache";
+    case RM_SHADOW_NO_POOL: return "shadow caches need a pool size (pages > 0)";
+    case RM_SHADOW_BUDGET_SMALL: return "shadow memory budget too small for one entry per cache";
     }
     return "unknown shadow result";
 }
@@ -56,10 +53,8 @@ int rm_shadow_models(rm_evict_policy p)
 {
     switch (p) {
     case RM_EVICT_LRU:
-    case RM_EVICT_LFU:
-        return 1;
-    default:
-        return 0;
+    case RM_EVICT_LFU: return 1;
+    default: return 0;
     }
 }
 

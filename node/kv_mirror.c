@@ -258,12 +258,8 @@ int rm_kv_mirror_apply(rm_kv_mirror *m, rm_cache *c, const rm_kv_event *ev, uint
     if (!m->ns)
         return 0;
     switch (ev->type) {
-    case RM_KV_BLOCK_STORED:
-        applied = usable(m, ev) && apply_stored(m, c, ev, now_ms);
-        break;
-    case RM_KV_BLOCK_REMOVED:
-        applied = usable(m, ev) && apply_removed(m, c, ev);
-        break;
+    case RM_KV_BLOCK_STORED: applied = usable(m, ev) && apply_stored(m, c, ev, now_ms); break;
+    case RM_KV_BLOCK_REMOVED: applied = usable(m, ev) && apply_removed(m, c, ev); break;
     case RM_KV_ALL_CLEARED:
         rm_kv_mirror_clear(m, c, 0);
         applied = 1;

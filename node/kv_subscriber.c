@@ -46,14 +46,10 @@ struct rm_kv_sub {
 const char *rm_kv_resync_reason_str(rm_kv_resync_reason r)
 {
     switch (r) {
-    case RM_KV_RESYNC_RESTART:
-        return "engine restarted";
-    case RM_KV_RESYNC_GAP:
-        return "batches lost and not replayable";
-    case RM_KV_RESYNC_START:
-        return "joined after the engine's first batches, not replayable";
-    case RM_KV_RESYNC_DROP:
-        return "owner behind, batches dropped";
+    case RM_KV_RESYNC_RESTART: return "engine restarted";
+    case RM_KV_RESYNC_GAP: return "batches lost and not replayable";
+    case RM_KV_RESYNC_START: return "joined after the engine's first batches, not replayable";
+    case RM_KV_RESYNC_DROP: return "owner behind, batches dropped";
     }
     return "unknown";
 }
@@ -365,8 +361,7 @@ static void on_live(rm_kv_sub *s, msgset *ms)
         INC(s, gaps, 1);
         fill_gap(s, seq);
         break;
-    case RM_KV_SEQ_NEXT:
-        break;
+    case RM_KV_SEQ_NEXT: break;
     }
     take(s, seq, &ms->f[2], 0);
 }

@@ -46,16 +46,11 @@ struct rm_engine {
 const char *rm_gen_strerror(rm_gen_err e)
 {
     switch (e) {
-    case RM_GEN_OK:
-        return "ok";
-    case RM_GEN_EEMPTY:
-        return "the prompt is empty";
-    case RM_GEN_ETOKEN:
-        return "a prompt token id is outside the vocabulary";
-    case RM_GEN_ECONTEXT:
-        return "the prompt is longer than the maximum context";
-    case RM_GEN_EPARAM:
-        return "bad sampling parameters";
+    case RM_GEN_OK: return "ok";
+    case RM_GEN_EEMPTY: return "the prompt is empty";
+    case RM_GEN_ETOKEN: return "a prompt token id is outside the vocabulary";
+    case RM_GEN_ECONTEXT: return "the prompt is longer than the maximum context";
+    case RM_GEN_EPARAM: return "bad sampling parameters";
     }
     return "unknown generation error";
 }

@@ -35,20 +35,13 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
 const char *rm_model_strerror(rm_model_err e)
 {
     switch (e) {
-    case RM_MODEL_OK:
-        return "ok";
-    case RM_MODEL_ECONFIG:
-        return "bad model configuration";
-    case RM_MODEL_EIO:
-        return "cannot read or write the weights file";
-    case RM_MODEL_EFORMAT:
-        return "not a safetensors file";
-    case RM_MODEL_ETENSOR:
-        return "a tensor is missing, not F32 or misshapen";
-    case RM_MODEL_ETOKEN:
-        return "token id out of the vocabulary";
-    case RM_MODEL_ECONTEXT:
-        return "position past the maximum context";
+    case RM_MODEL_OK: return "ok";
+    case RM_MODEL_ECONFIG: return "bad model configuration";
+    case RM_MODEL_EIO: return "cannot read or write the weights file";
+    case RM_MODEL_EFORMAT: return "not a safetensors file";
+    case RM_MODEL_ETENSOR: return "a tensor is missing, not F32 or misshapen";
+    case RM_MODEL_ETOKEN: return "token id out of the vocabulary";
+    case RM_MODEL_ECONTEXT: return "position past the maximum context";
     }
     return "unknown model error";
 }
@@ -202,18 +195,10 @@ rm_model_err rm_model_init_seeded(rm_model *m, const rm_model_config *cfg, uint6
         uint64_t n = tensor_floats(&t[i]);
         for (uint64_t k = 0; k < n; k++) {
             switch (t[i].init) {
-            case INIT_NORMAL:
-                p[k] = (float)(normal(&s) * std);
-                break;
-            case INIT_RESIDUAL:
-                p[k] = (float)(normal(&s) * res_std);
-                break;
-            case INIT_ONES:
-                p[k] = 1.0f;
-                break;
-            case INIT_ZEROS:
-                p[k] = 0.0f;
-                break;
+            case INIT_NORMAL: p[k] = (float)(normal(&s) * std); break;
+            case INIT_RESIDUAL: p[k] = (float)(normal(&s) * res_std); break;
+            case INIT_ONES: p[k] = 1.0f; break;
+            case INIT_ZEROS: p[k] = 0.0f; break;
             }
         }
     }
