@@ -13,18 +13,12 @@
 static size_t value_size(rm_flag_type t)
 {
     switch (t) {
-    case RM_FLAG_STR:
-        return sizeof(const char *);
-    case RM_FLAG_U64:
-        return sizeof(uint64_t);
-    case RM_FLAG_BOOL:
-        return sizeof(int);
-    case RM_FLAG_DOUBLE:
-        return sizeof(double);
-    case RM_FLAG_U32:
-        return sizeof(uint32_t);
-    case RM_FLAG_SIZE:
-        return sizeof(size_t);
+    case RM_FLAG_STR: return sizeof(const char *);
+    case RM_FLAG_U64: return sizeof(uint64_t);
+    case RM_FLAG_BOOL: return sizeof(int);
+    case RM_FLAG_DOUBLE: return sizeof(double);
+    case RM_FLAG_U32: return sizeof(uint32_t);
+    case RM_FLAG_SIZE: return sizeof(size_t);
     }
     return 0;
 }
@@ -75,11 +69,8 @@ static void usage(const rm_flagset *fs, FILE *out)
         case RM_FLAG_SIZE:
             snprintf(def, sizeof def, " (default %llu)", (unsigned long long)uint_get(f));
             break;
-        case RM_FLAG_DOUBLE:
-            snprintf(def, sizeof def, " (default %g)", *(double *)f->value);
-            break;
-        case RM_FLAG_BOOL:
-            break;
+        case RM_FLAG_DOUBLE: snprintf(def, sizeof def, " (default %g)", *(double *)f->value); break;
+        case RM_FLAG_BOOL: break;
         }
         fprintf(out, "  --%-22s %s%s\n", f->name, f->help, def);
     }
@@ -138,9 +129,7 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
 {
     char *end;
     switch (f->type) {
-    case RM_FLAG_STR:
-        *(const char **)f->value = v;
-        return 0;
+    case RM_FLAG_STR: *(const char **)f->value = v; return 0;
     case RM_FLAG_BOOL:
         if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
             *(int *)f->value = 1;
@@ -255,16 +244,10 @@ void rm_flags_parse(const rm_flagset *fs, int argc, char **argv, const char **po
 {
     char err[512];
     switch (rm_flags_try_parse(fs, argc, argv, 1, pos, maxpos, npos, err, sizeof err)) {
-    case RM_FLAGS_HELP:
-        usage(fs, stdout);
-        exit(0);
-    case RM_FLAGS_VERSION:
-        printf("%s %s\n", fs->prog, RM_VERSION);
-        exit(0);
-    case RM_FLAGS_ERROR:
-        rm_flags_fail(fs, "%s", err[0] == ' ' ? err + 1 : err);
-    default:
-        return;
+    case RM_FLAGS_HELP: usage(fs, stdout); exit(0);
+    case RM_FLAGS_VERSION: printf("%s %s\n", fs->prog, RM_VERSION); exit(0);
+    case RM_FLAGS_ERROR: rm_flags_fail(fs, "%s", err[0] == ' ' ? err + 1 : err);
+    default: return;
     }
 }
 
@@ -529,12 +512,8 @@ void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t o
             same = p == q || (p && q && !strcmp(p, q));
             break;
         }
-        case RM_FLAG_DOUBLE:
-            same = *(const double *)x == *(const double *)y;
-            break;
-        default:
-            same = !memcmp(x, y, value_size(a->flags[i].type));
-            break;
+        case RM_FLAG_DOUBLE: same = *(const double *)x == *(const double *)y; break;
+        default: same = !memcmp(x, y, value_size(a->flags[i].type)); break;
         }
         if (!same && n + strlen(a->flags[i].name) + 3 < outlen)
             n += (size_t)snprintf(out + n, outlen - n, "%s--%s", n ? ", " : "", a->flags[i].name);

@@ -498,8 +498,7 @@ static void on_call_tag(rm_cq_tag *base, int ok)
     }
     case TAG_CLOSE:
     case TAG_FINISH:
-    case TAG_NEW:
-        break;
+    case TAG_NEW: break;
     }
     maybe_done(c);
 }

@@ -172,8 +172,7 @@ void node_read_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buff
             free(st);
         }
         return;
-    case RM_CALL_EV_MESSAGE:
-        return;
+    case RM_CALL_EV_MESSAGE: return;
     }
 }
 
@@ -399,8 +398,7 @@ void node_write_kv(void *ctx, rm_rpc_call *call, rm_call_event ev, grpc_byte_buf
             free(ws);
         }
         return;
-    case RM_CALL_EV_SENT:
-        return;
+    case RM_CALL_EV_SENT: return;
     }
 }
 

@@ -163,8 +163,7 @@ void rt_note(rm_router *r, rnode *n, rm_outlier_outcome o, const char *why)
                    n->id, n->address, n->ol.failures, why, ejected, members, oc->max_ejected_share);
         n->kept_logged = 1;
         break;
-    case RM_OUTLIER_SAME:
-        break;
+    case RM_OUTLIER_SAME: break;
     }
     if (ch == RM_OUTLIER_EJECT || ch == RM_OUTLIER_RESTORE || was != rm_outlier_healthy(oc, &n->ol))
         refresh(r);

@@ -32,10 +32,8 @@ rm_outlier_change rm_outlier_record(const rm_outlier_config *c, rm_outlier_node 
         n->ejected = 0;
         return was ? RM_OUTLIER_RESTORE : RM_OUTLIER_SAME;
     }
-    case RM_OUTLIER_IGNORED:
-        return RM_OUTLIER_SAME;
-    case RM_OUTLIER_FAILED:
-        break;
+    case RM_OUTLIER_IGNORED: return RM_OUTLIER_SAME;
+    case RM_OUTLIER_FAILED: break;
     }
     if (n->failures < UINT32_MAX)
         n->failures++;
