@@ -368,26 +368,29 @@ static json_t *budget_json(const rm_router *r, double achieved, double delivered
     return o;
 }
 
-/* A node mirroring its worker from KV events: how the stream goes. */
+/* A node mirroring its worker from KV events: how the stream goes. The
+ * counters keep their NodeStats names, so /api/cluster and ClusterStats
+ * read alike. */
 static void kv_json(json_t *j, const radixmesh_v1_NodeStats *st)
 {
-    const struct {
+    typedef struct {
         const char *key;
         uint64_t v;
-    } f[] = {
-        {"kv_batches_total", st->kv_batches_total},
-        {"kv_events_applied_total", st->kv_events_applied_total},
-        {"kv_events_skipped_total", st->kv_events_skipped_total},
-        {"kv_gaps_total", st->kv_gaps_total},
-        {"kv_replays_total", st->kv_replays_total},
-        {"kv_replayed_total", st->kv_replayed_total},
-        {"kv_resyncs_total", st->kv_resyncs_total},
-        {"kv_drops_total", st->kv_drops_total},
-        {"kv_malformed_total", st->kv_malformed_total},
-        {"kv_block_size_mismatches_total", st->kv_block_size_mismatches_total},
-        {"kv_blocks", st->kv_blocks},
-        {"worker_cache_tokens", st->worker_cache_tokens},
-    };
+    } kv_field;
+#define KV_FIELD(field) ((kv_field){#field, st->field})
+    const kv_field f[] = {KV_FIELD(kv_batches_total),
+                          KV_FIELD(kv_events_applied_total),
+                          KV_FIELD(kv_events_skipped_total),
+                          KV_FIELD(kv_gaps_total),
+                          KV_FIELD(kv_replays_total),
+                          KV_FIELD(kv_replayed_total),
+                          KV_FIELD(kv_resyncs_total),
+                          KV_FIELD(kv_drops_total),
+                          KV_FIELD(kv_malformed_total),
+                          KV_FIELD(kv_block_size_mismatches_total),
+                          KV_FIELD(kv_blocks),
+                          KV_FIELD(worker_cache_tokens)};
+#undef KV_FIELD
     for (size_t i = 0; i < RM_ARRAY_LEN(f); i++)
         json_object_set_new(j, f[i].key, json_integer((json_int_t)f[i].v));
     json_object_set_new(j, "kv_namespace", json_string(st->kv_namespace ? st->kv_namespace : ""));
