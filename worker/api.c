@@ -305,17 +305,12 @@ char *rm_api_metrics(const char *model, const rm_api_figures *f)
          (double)s->generated_tokens_total},
     };
     rm_prom_rows(&b, vllm, RM_ARRAY_LEN(vllm), l);
-    rm_prom_family(&b, "vllm:request_success_total", "counter",
-                   "Finished requests by finish reason.");
     const char *reasons[] = {"length", "abort"};
     double counts[] = {(double)(f->finished_total - f->cancelled_total),
                        (double)f->cancelled_total};
-    for (size_t i = 0; i < 2; i++) {
-        char rl[400];
-        snprintf(rl, sizeof rl, "%s", l);
-        rm_prom_label(rl, sizeof rl, "finished_reason", reasons[i]);
-        rm_prom_sample(&b, "vllm:request_success_total", rl, counts[i]);
-    }
+    rm_prom_split(&b, "vllm:request_success_total", "counter",
+                  "Finished requests by finish reason.", l, "finished_reason", reasons, counts,
+                  RM_ARRAY_LEN(counts));
     const rm_prom_row own[] = {
         {"radixmesh_worker_requests_total", "counter",
          "Completions finished (cancelled ones included).", (double)f->finished_total},
