@@ -30,6 +30,33 @@ void rm_prom_rows(rm_sbuf *b, const rm_prom_row *rows, size_t n, const char *lab
         rm_prom_metric(b, rows[i].name, rows[i].type, rows[i].help, labels, rows[i].value);
 }
 
+void rm_prom_sample_by(rm_sbuf *b, const char *name, const char *labels, const char *key,
+                       const char *value, double v)
+{
+    char l[1024];
+    snprintf(l, sizeof l, "%s", labels ? labels : "");
+    rm_prom_label(l, sizeof l, key, value);
+    rm_prom_sample(b, name, l, v);
+}
+
+void rm_prom_split(rm_sbuf *b, const char *name, const char *type, const char *help,
+                   const char *labels, const char *key, const char *const *keys,
+                   const double *values, size_t n)
+{
+    rm_prom_family(b, name, type, help);
+    for (size_t i = 0; i < n; i++)
+        rm_prom_sample_by(b, name, labels, key, keys[i], values[i]);
+}
+
+void rm_prom_build_info(rm_sbuf *b, const char *labels, const char *role)
+{
+    char l[1024];
+    snprintf(l, sizeof l, "%s", labels ? labels : "");
+    rm_prom_label(l, sizeof l, "role", role);
+    rm_prom_label(l, sizeof l, "version", RM_VERSION);
+    rm_prom_metric(b, "radixmesh_build_info", "gauge", "Build information.", l, 1);
+}
+
 int rm_prom_label(char *out, size_t len, const char *key, const char *value)
 {
     size_t at = strlen(out), start = at;

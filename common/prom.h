@@ -38,6 +38,22 @@ typedef struct rm_prom_row {
 /* Each of rows[0..n) as rm_prom_metric, every sample labelled labels. */
 void rm_prom_rows(rm_sbuf *b, const rm_prom_row *rows, size_t n, const char *labels);
 
+/* One sample of a family split by one label: labels (as rm_prom_sample)
+ * plus key="value". Should the list not fit (1 KiB), the sample goes out
+ * with labels alone, as rm_prom_label leaves them. */
+void rm_prom_sample_by(rm_sbuf *b, const char *name, const char *labels, const char *key,
+                       const char *value, double v);
+
+/* A family whose samples differ by one label: # HELP, # TYPE, then for
+ * each i < n the sample labels + key="keys[i]" of value values[i]. */
+void rm_prom_split(rm_sbuf *b, const char *name, const char *type, const char *help,
+                   const char *labels, const char *key, const char *const *keys,
+                   const double *values, size_t n);
+
+/* radixmesh_build_info{labels,role="role",version="..."} 1: the build a
+ * daemon runs, one family for all of them. */
+void rm_prom_build_info(rm_sbuf *b, const char *labels, const char *role);
+
 /* Appends key="value" (value escaped) to the label list in out, after a
  * comma when out is not empty. out must hold a string (set out[0] = '\0'
  * first). Returns 0, or -1 if it did not fit (out is then unchanged). */

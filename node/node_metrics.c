@@ -44,11 +44,9 @@ static void budget_metrics(rm_sbuf *b, const rm_node *n, const char *l)
             double v = f == 0 ? c->hits[i] : rm_shadow_hit_ratio(c, NULL, i);
             if (isnan(v))
                 continue; /* no data yet */
-            char lf[600], fs[32];
-            snprintf(lf, sizeof lf, "%s", l);
+            char fs[32];
             snprintf(fs, sizeof fs, "%g", s->cfg.factors[i]);
-            rm_prom_label(lf, sizeof lf, "factor", fs);
-            rm_prom_sample(b, fam[f][0], lf, v);
+            rm_prom_sample_by(b, fam[f][0], l, "factor", fs, v);
         }
     }
 }
@@ -94,15 +92,11 @@ char *rm_node_metrics(rm_node *n)
     };
     rm_prom_rows(&b, counters, RM_ARRAY_LEN(counters), l);
     node_mirror_metrics(n, &b, l);
-    rm_prom_family(&b, "radixmesh_pool_pages", "gauge", "KV pool pages by state.");
     const char *states[] = {"free", "evictable", "protected"};
-    uint64_t pages[] = {st.free_pages, st.evictable_pages, st.protected_pages};
-    for (int i = 0; i < 3; i++) {
-        char ls[600];
-        snprintf(ls, sizeof ls, "%s", l);
-        rm_prom_label(ls, sizeof ls, "state", states[i]);
-        rm_prom_sample(&b, "radixmesh_pool_pages", ls, (double)pages[i]);
-    }
+    double pages[] = {(double)st.free_pages, (double)st.evictable_pages,
+                      (double)st.protected_pages};
+    rm_prom_split(&b, "radixmesh_pool_pages", "gauge", "KV pool pages by state.", l, "state",
+                  states, pages, RM_ARRAY_LEN(pages));
     const rm_prom_row gauges[] = {
         {"radixmesh_page_tokens", "gauge", "Tokens per KV page.",
          (double)rm_cache_page_tokens(&n->cache)},
@@ -116,8 +110,6 @@ char *rm_node_metrics(rm_node *n)
     rm_prom_rows(&b, gauges, RM_ARRAY_LEN(gauges), l);
     if (n->budget_on)
         budget_metrics(&b, n, l);
-    rm_prom_label(l, sizeof l, "role", "node");
-    rm_prom_label(l, sizeof l, "version", RM_VERSION);
-    rm_prom_metric(&b, "radixmesh_build_info", "gauge", "Build information.", l, 1);
+    rm_prom_build_info(&b, l, "node");
     return b.p;
 }

@@ -150,13 +150,6 @@ void rm_router_sample(rm_router *r, uint64_t now_ms)
         r->nhist++;
 }
 
-/* The labels of n's samples: router="...",node="...". */
-static void node_labels(char *out, size_t len, const char *rl, const rnode *n)
-{
-    snprintf(out, len, "%s", rl);
-    rm_prom_label(out, len, "node", n->id);
-}
-
 /* A gauge sample, left out while it has no data (v < 0). */
 static void known_sample(rm_sbuf *b, const char *name, const char *labels, double v)
 {
@@ -181,12 +174,12 @@ static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, doubl
     rm_prom_family(b, "radixmesh_cluster_hit_ratio_at_memory", "gauge",
                    "The cluster's token hit rate with every pool x factor, routing as it is, since "
                    "the nodes started (factor 1: the achieved rate).");
-    char fl[600], f[32];
     for (int k = 0; k < RM_BUDGET_POINTS; k++) {
-        snprintf(fl, sizeof fl, "%s", rl);
+        char f[32];
         snprintf(f, sizeof f, "%g", v.curve[k].memory);
-        rm_prom_label(fl, sizeof fl, "factor", f);
-        known_sample(b, "radixmesh_cluster_hit_ratio_at_memory", fl, v.curve[k].hit_rate);
+        if (v.curve[k].hit_rate >= 0) /* no data yet */
+            rm_prom_sample_by(b, "radixmesh_cluster_hit_ratio_at_memory", rl, "factor", f,
+                              v.curve[k].hit_rate);
     }
     if (!r->budget_on)
         return;
@@ -219,14 +212,9 @@ static void budget_metrics(rm_sbuf *b, const rm_router *r, const char *rl, doubl
     double vals[3][2] = {{c->pages, c->inf_pages},
                          {c->hits[0], c->inf_hits},
                          {rm_shadow_rate(&r->budget), rm_shadow_infinite_rate(&r->budget)}};
-    for (size_t i = 0; i < RM_ARRAY_LEN(fams); i++) {
-        rm_prom_family(b, fams[i][0], fams[i][1], fams[i][2]);
-        for (int k = 0; k < 2; k++) {
-            snprintf(fl, sizeof fl, "%s", rl);
-            rm_prom_label(fl, sizeof fl, "cache", caches[k]);
-            rm_prom_sample(b, fams[i][0], fl, vals[i][k]);
-        }
-    }
+    for (size_t i = 0; i < RM_ARRAY_LEN(fams); i++)
+        rm_prom_split(b, fams[i][0], fams[i][1], fams[i][2], rl, "cache", caches, vals[i],
+                      RM_ARRAY_LEN(caches));
 }
 
 char *rm_router_metrics(rm_router *r)
@@ -234,7 +222,7 @@ char *rm_router_metrics(rm_router *r)
     rm_sbuf b = {0};
     uint64_t hit, query;
     cluster_totals(r, &hit, &query);
-    char rl[512] = "", nl[1024];
+    char rl[512] = "";
     rm_prom_label(rl, sizeof rl, "router", r->cfg.router_id);
     const rm_prom_row head[] = {
         {"radixmesh_cluster_hit_tokens_total", "counter",
@@ -270,10 +258,9 @@ char *rm_router_metrics(rm_router *r)
                        "1 while the node's worker is reachable and its circuit breaker closed.");
         for (uint32_t i = 0; i < r->nnodes; i++) {
             rnode *n = r->nodes[i];
-            if (!n->removed && n->id && n->worker_port) {
-                node_labels(nl, sizeof nl, rl, n);
-                rm_prom_sample(&b, "radixmesh_node_worker_up", nl, rt_worker_up(n));
-            }
+            if (!n->removed && n->id && n->worker_port)
+                rm_prom_sample_by(&b, "radixmesh_node_worker_up", rl, "node", n->id,
+                                  rt_worker_up(n));
         }
     }
     budget_metrics(&b, r, rl, query ? (double)hit / (double)query : -1);
@@ -321,14 +308,10 @@ char *rm_router_metrics(rm_router *r)
                           rt_node_load(r, n, now),
                           st->kv_events,
                           (double)st->kv_resyncs_total};
-            node_labels(nl, sizeof nl, rl, n);
-            rm_prom_sample(&b, fams[f][0], nl, v[f]);
+            rm_prom_sample_by(&b, fams[f][0], rl, "node", n->id, v[f]);
         }
     }
-    snprintf(nl, sizeof nl, "%s", rl);
-    rm_prom_label(nl, sizeof nl, "role", "router");
-    rm_prom_label(nl, sizeof nl, "version", RM_VERSION);
-    rm_prom_metric(&b, "radixmesh_build_info", "gauge", "Build information.", nl, 1);
+    rm_prom_build_info(&b, rl, "router");
     return b.p;
 }
 
@@ -368,26 +351,29 @@ static json_t *budget_json(const rm_router *r, double achieved, double delivered
     return o;
 }
 
-/* A node mirroring its worker from KV events: how the stream goes. */
+/* A node mirroring its worker from KV events: how the stream goes. The
+ * counters keep their NodeStats names, so /api/cluster and ClusterStats
+ * read alike. */
 static void kv_json(json_t *j, const radixmesh_v1_NodeStats *st)
 {
-    const struct {
+    typedef struct {
         const char *key;
         uint64_t v;
-    } f[] = {
-        {"kv_batches_total", st->kv_batches_total},
-        {"kv_events_applied_total", st->kv_events_applied_total},
-        {"kv_events_skipped_total", st->kv_events_skipped_total},
-        {"kv_gaps_total", st->kv_gaps_total},
-        {"kv_replays_total", st->kv_replays_total},
-        {"kv_replayed_total", st->kv_replayed_total},
-        {"kv_resyncs_total", st->kv_resyncs_total},
-        {"kv_drops_total", st->kv_drops_total},
-        {"kv_malformed_total", st->kv_malformed_total},
-        {"kv_block_size_mismatches_total", st->kv_block_size_mismatches_total},
-        {"kv_blocks", st->kv_blocks},
-        {"worker_cache_tokens", st->worker_cache_tokens},
-    };
+    } kv_field;
+#define KV_FIELD(field) ((kv_field){#field, st->field})
+    const kv_field f[] = {KV_FIELD(kv_batches_total),
+                          KV_FIELD(kv_events_applied_total),
+                          KV_FIELD(kv_events_skipped_total),
+                          KV_FIELD(kv_gaps_total),
+                          KV_FIELD(kv_replays_total),
+                          KV_FIELD(kv_replayed_total),
+                          KV_FIELD(kv_resyncs_total),
+                          KV_FIELD(kv_drops_total),
+                          KV_FIELD(kv_malformed_total),
+                          KV_FIELD(kv_block_size_mismatches_total),
+                          KV_FIELD(kv_blocks),
+                          KV_FIELD(worker_cache_tokens)};
+#undef KV_FIELD
     for (size_t i = 0; i < RM_ARRAY_LEN(f); i++)
         json_object_set_new(j, f[i].key, json_integer((json_int_t)f[i].v));
     json_object_set_new(j, "kv_namespace", json_string(st->kv_namespace ? st->kv_namespace : ""));

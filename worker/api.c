@@ -74,88 +74,71 @@ static int read_prompt(json_t *p, rm_api_completion *c, rm_api_error *e)
     return 0;
 }
 
-/* A number field: *out keeps its default when the field is absent or
- * null. */
-static int number_field(json_t *req, const char *name, double *out, rm_api_error *e)
-{
-    json_t *v = json_object_get(req, name);
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_number(v)) {
-        BAD(name, "%s must be a number", name);
-        return -1;
-    }
-    *out = json_number_value(v);
-    return 0;
-}
-
-static int bool_field(json_t *obj, const char *name, int *out, rm_api_error *e)
+/* obj's field name, or NULL when it is absent or null: either way the
+ * field's default stands (OpenAI's clients send null for "not set"). */
+static json_t *given(json_t *obj, const char *name)
 {
     json_t *v = json_object_get(obj, name);
-    if (!v || json_is_null(v))
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+/* Every field's check: a value v that is given must be what ok says, else
+ * a 400 naming the field ("name must be what"). Returns -1 then, else 0. */
+static int check(const json_t *v, int ok, const char *name, const char *what, rm_api_error *e)
+{
+    if (!v || ok)
         return 0;
-    if (!json_is_boolean(v)) {
-        BAD(name, "%s must be true or false", name);
+    BAD(name, "%s must be %s", name, what);
+    return -1;
+}
+
+/* A boolean field: *out keeps its default when the field is not given. */
+static int bool_field(json_t *obj, const char *name, int *out, rm_api_error *e)
+{
+    json_t *v = given(obj, name);
+    if (check(v, json_is_boolean(v), name, "true or false", e))
         return -1;
-    }
-    *out = json_is_true(v);
+    if (v)
+        *out = json_is_true(v);
     return 0;
 }
 
+/* The fields other than the prompt, checked one by one: the first bad one
+ * is the one the 400 names. */
 static int read_fields(json_t *req, const rm_api_model *m, uint64_t default_seed,
                        rm_api_completion *c, rm_api_error *e)
 {
-    json_t *model = json_object_get(req, "model");
-    if (model && !json_is_null(model)) {
-        if (!json_is_string(model)) {
-            BAD("model", "model must be a string");
-            return -1;
-        }
-        if (strcmp(json_string_value(model), m->name)) {
-            rm_api_error_set(e, 404, "invalid_request_error", "model",
-                             "The model `%.100s` does not exist (this worker serves `%.100s`).",
-                             json_string_value(model), m->name);
-            e->code = "model_not_found";
-            return -1;
-        }
-    }
-    json_t *n = json_object_get(req, "n");
-    if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1)) {
-        BAD("n", "n must be 1: this worker generates one choice per request");
+    json_t *model = given(req, "model"), *n = given(req, "n"), *mt = given(req, "max_tokens");
+    if (check(model, json_is_string(model), "model", "a string", e))
+        return -1;
+    if (model && strcmp(json_string_value(model), m->name)) {
+        rm_api_error_set(e, 404, "invalid_request_error", "model",
+                         "The model `%.100s` does not exist (this worker serves `%.100s`).",
+                         json_string_value(model), m->name);
+        e->code = "model_not_found";
         return -1;
     }
-    json_t *mt = json_object_get(req, "max_tokens");
-    c->params.max_tokens = DEFAULT_MAX_TOKENS;
-    if (mt && !json_is_null(mt)) {
-        if (!json_is_integer(mt) || json_integer_value(mt) < 1) {
-            BAD("max_tokens", "max_tokens must be an integer >= 1");
-            return -1;
-        }
-        json_int_t v = json_integer_value(mt);
-        c->params.max_tokens = v > (json_int_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-    }
-    double temperature = 1, top_p = 1;
-    if (number_field(req, "temperature", &temperature, e) || number_field(req, "top_p", &top_p, e))
+    if (check(n, json_is_integer(n) && json_integer_value(n) == 1, "n",
+              "1: this worker generates one choice per request", e) ||
+        check(mt, json_is_integer(mt) && json_integer_value(mt) >= 1, "max_tokens",
+              "an integer >= 1", e))
         return -1;
-    if (!(isfinite(temperature) && temperature >= 0)) {
-        BAD("temperature", "temperature must be >= 0");
+    json_int_t max_tokens = mt ? json_integer_value(mt) : DEFAULT_MAX_TOKENS;
+    c->params.max_tokens = max_tokens > (json_int_t)UINT32_MAX ? UINT32_MAX : (uint32_t)max_tokens;
+    json_t *t = given(req, "temperature"), *p = given(req, "top_p");
+    if (check(t, json_is_number(t), "temperature", "a number", e) ||
+        check(p, json_is_number(p), "top_p", "a number", e))
         return -1;
-    }
-    if (!(top_p > 0 && top_p <= 1)) {
-        BAD("top_p", "top_p must be in (0, 1]");
+    double temperature = t ? json_number_value(t) : 1, top_p = p ? json_number_value(p) : 1;
+    if (check(t, isfinite(temperature) && temperature >= 0, "temperature", ">= 0", e) ||
+        check(p, top_p > 0 && top_p <= 1, "top_p", "in (0, 1]", e))
         return -1;
-    }
     c->params.temperature = (float)temperature;
     c->params.top_p = (float)top_p;
-    json_t *seed = json_object_get(req, "seed");
-    c->params.seed = default_seed;
-    if (seed && !json_is_null(seed)) {
-        if (!json_is_integer(seed)) {
-            BAD("seed", "seed must be an integer");
-            return -1;
-        }
-        c->params.seed = (uint64_t)json_integer_value(seed);
-    }
+    json_t *seed = given(req, "seed");
+    if (check(seed, json_is_integer(seed), "seed", "an integer", e))
+        return -1;
+    c->params.seed = seed ? (uint64_t)json_integer_value(seed) : default_seed;
     if (bool_field(req, "stream", &c->stream, e) ||
         bool_field(req, "return_token_ids", &c->return_token_ids, e))
         return -1;
@@ -322,17 +305,12 @@ char *rm_api_metrics(const char *model, const rm_api_figures *f)
          (double)s->generated_tokens_total},
     };
     rm_prom_rows(&b, vllm, RM_ARRAY_LEN(vllm), l);
-    rm_prom_family(&b, "vllm:request_success_total", "counter",
-                   "Finished requests by finish reason.");
     const char *reasons[] = {"length", "abort"};
     double counts[] = {(double)(f->finished_total - f->cancelled_total),
                        (double)f->cancelled_total};
-    for (size_t i = 0; i < 2; i++) {
-        char rl[400];
-        snprintf(rl, sizeof rl, "%s", l);
-        rm_prom_label(rl, sizeof rl, "finished_reason", reasons[i]);
-        rm_prom_sample(&b, "vllm:request_success_total", rl, counts[i]);
-    }
+    rm_prom_split(&b, "vllm:request_success_total", "counter",
+                  "Finished requests by finish reason.", l, "finished_reason", reasons, counts,
+                  RM_ARRAY_LEN(counts));
     const rm_prom_row own[] = {
         {"radixmesh_worker_requests_total", "counter",
          "Completions finished (cancelled ones included).", (double)f->finished_total},

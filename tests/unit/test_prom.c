@@ -28,6 +28,29 @@ static void test_rows_each_a_family_with_the_labels(void)
     free(b.p);
 }
 
+static void test_split_family_adds_one_label_per_sample(void)
+{
+    const char *keys[] = {"free", "a\"b"};
+    const double v[] = {3, 0.5};
+    rm_sbuf b = {0};
+    rm_prom_split(&b, "p", "gauge", "P.", "node=\"n1\"", "state", keys, v, 2);
+    rm_prom_sample_by(&b, "q", NULL, "k", "v", 1);
+    CHECK(!strcmp(b.p, "# HELP p P.\n# TYPE p gauge\np{node=\"n1\",state=\"free\"} 3\n"
+                       "p{node=\"n1\",state=\"a\\\"b\"} 0.5\nq{k=\"v\"} 1\n"));
+    free(b.p);
+}
+
+static void test_build_info_names_role_and_version(void)
+{
+    rm_sbuf b = {0};
+    rm_prom_build_info(&b, "node=\"n1\"", "node");
+    CHECK(!strcmp(b.p, "# HELP radixmesh_build_info Build information.\n"
+                       "# TYPE radixmesh_build_info gauge\n"
+                       "radixmesh_build_info{node=\"n1\",role=\"node\",version=\"" RM_VERSION
+                       "\"} 1\n"));
+    free(b.p);
+}
+
 static void test_labels_escaped_and_joined(void)
 {
     char l[64] = "";
@@ -85,6 +108,8 @@ int main(void)
 {
     RUN(test_family_and_samples);
     RUN(test_rows_each_a_family_with_the_labels);
+    RUN(test_split_family_adds_one_label_per_sample);
+    RUN(test_build_info_names_role_and_version);
     RUN(test_labels_escaped_and_joined);
     RUN(test_label_that_does_not_fit_leaves_out_unchanged);
     RUN(test_read_lines_and_labels);
