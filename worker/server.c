@@ -12,6 +12,7 @@
 
 #include "bytetok.h"
 #include "http.h"
+#include "http_conn.h"
 #include "http_head.h"
 #include "infer.h"
 #include "list.h"
@@ -32,10 +33,7 @@
 typedef struct srv srv;
 
 typedef struct conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_shutdown_t shutdown;
-    int open_handles;
+    rm_hconn h; /* first: the core's callbacks hand it back as the conn */
     srv *s;
     http_parser parser;
     rm_http_head head;
@@ -58,7 +56,6 @@ typedef struct conn {
      * pending[pstart, npending). */
     char *pending;
     size_t pstart, npending;
-    int reading, closing, finishing;
     struct conn *prev, *next;
 } conn;
 
@@ -71,7 +68,6 @@ struct srv {
     rm_wserver_config cfg;
     const rm_api_model *model;
     rm_infer *in;
-    http_parser_settings settings;
     conn *conns;
     uint64_t nconns;
     size_t njobs; /* submitted and not freed yet */
@@ -81,11 +77,6 @@ struct srv {
     uint64_t refused_conns, timeouts, refused_full, refused_bad;
     uint64_t cache_log_ms, cache_log_skipped; /* cache failures: a line a second */
 };
-
-typedef struct write_req {
-    uv_write_t req;
-    char *buf;
-} write_req;
 
 static void close_conn(conn *c);
 static void pump(conn *c);
@@ -108,21 +99,17 @@ void rm_wserver_config_defaults(rm_wserver_config *c)
 
 static size_t queued(conn *c)
 {
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    return rm_hconn_queued(&c->h);
 }
 
-static void on_timer(uv_timer_t *t);
-
-static void arm(conn *c, uint64_t ms)
+static int conn_ending(conn *c)
 {
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    return c->h.closing || c->h.finishing;
 }
 
-static void on_closed(uv_handle_t *h)
+static void conn_closed(rm_hconn *h)
 {
-    conn *c = h->data;
-    if (--c->open_handles)
-        return;
+    conn *c = (conn *)h;
     srv *s = c->s;
     RM_LIST_DEL(s->conns, c, prev, next);
     s->nconns--;
@@ -140,11 +127,9 @@ static void job_release(srv *s, rm_job *j)
     s->njobs--;
 }
 
-static void close_conn(conn *c)
+static void conn_closing(rm_hconn *h)
 {
-    if (c->closing)
-        return;
-    c->closing = 1;
+    conn *c = (conn *)h;
     if (c->job) {
         /* The client left: a waiting request leaves the queue, a running
          * one stops at its next token and comes back through the poll. */
@@ -154,113 +139,63 @@ static void close_conn(conn *c)
             c->job->owner = NULL;
         c->job = NULL;
     }
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
-static void set_reading(conn *c, int on)
+static void close_conn(conn *c)
 {
-    if (c->closing || c->reading == on)
-        return;
-    c->reading = on;
-    if (on)
-        uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
-    else
-        uv_read_stop((uv_stream_t *)&c->tcp);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    conn *c = req->data;
-    if (status < 0 || c->closing) {
-        close_conn(c);
-        return;
-    }
-    /* Everything is sent: drop what the client still sends, a while. */
-    arm(c, LINGER_MS);
-    set_reading(c, 1);
+    rm_hconn_close(&c->h);
 }
 
 /* Closes once what is queued is sent (bounded by the idle timeout, then
  * the linger). Nothing more is parsed. */
 static void finish_and_close(conn *c)
 {
-    if (c->closing || c->finishing)
+    if (conn_ending(c))
         return;
-    c->finishing = 1;
     free(c->pending);
     c->pending = NULL;
     c->pstart = c->npending = 0;
-    set_reading(c, 0);
-    arm(c, c->s->cfg.idle_timeout_ms);
-    c->shutdown.data = c;
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-        close_conn(c);
+    rm_hconn_finish(&c->h, c->s->cfg.idle_timeout_ms);
 }
 
-static void on_written(uv_write_t *req, int status)
+static void conn_written(rm_hconn *h)
 {
-    write_req *w = (write_req *)req;
-    conn *c = req->handle->data;
-    free(w->buf);
-    free(w);
-    if (status < 0) {
-        close_conn(c);
-        return;
-    }
-    if (c->closing || c->finishing)
-        return;
+    conn *c = (conn *)h;
     if (c->job) {
         /* The client takes its stream: watch it only while some waits. */
         if (queued(c))
-            arm(c, c->s->cfg.idle_timeout_ms);
+            rm_hconn_arm(h, c->s->cfg.idle_timeout_ms);
         else
-            uv_timer_stop(&c->timer);
+            uv_timer_stop(&h->timer);
     } else {
         if (!c->in_message)
-            arm(c, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
+            rm_hconn_arm(h, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
         if (c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT)
             pump(c); /* pipelined requests held back by unread replies */
     }
 }
 
+/* A client that reads nothing of what waits for it is stalled (a job
+ * implies the connection is open: closing drops it). */
+static void watch_stall(conn *c)
+{
+    if (c->job && queued(c) && !uv_is_active((uv_handle_t *)&c->h.timer))
+        rm_hconn_arm(&c->h, c->s->cfg.idle_timeout_ms);
+}
+
 /* Sends buf (malloc'd; taken). */
 static void send_buf(conn *c, char *buf, size_t len)
 {
-    if (c->closing || !len) {
-        free(buf);
-        return;
-    }
-    write_req *w = rm_xmalloc(sizeof *w);
-    w->buf = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-        free(buf);
-        free(w);
-        close_conn(c);
-        return;
-    }
-    /* A client that reads nothing of what waits for it is stalled. */
-    if (c->job && queued(c) && !uv_is_active((uv_handle_t *)&c->timer))
-        arm(c, c->s->cfg.idle_timeout_ms);
+    rm_hconn_write(&c->h, buf, len);
+    watch_stall(c);
 }
 
 /* A whole response: head (extra: further header lines) and body. */
 static void respond(conn *c, int status, const char *type, const char *body, size_t len,
                     const char *extra, int head_only)
 {
-    rm_sbuf b = {0};
-    rm_sbuf_printf(&b,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: "
-                   "%s\r\n\r\n",
-                   status, rm_http_reason(status), type, len, extra ? extra : "",
-                   c->keep ? "keep-alive" : "close");
-    if (!head_only)
-        rm_sbuf_append(&b, body, len);
-    send_buf(c, b.p, b.len);
+    rm_hconn_respond(&c->h, status, type, body, len, extra, c->keep, head_only);
+    watch_stall(c);
 }
 
 static void respond_error(conn *c, const rm_api_error *e, const char *extra)
@@ -274,13 +209,13 @@ static void respond_error(conn *c, const rm_api_error *e, const char *extra)
 /* The request is answered: the next one, or the end of the connection. */
 static void request_done(conn *c)
 {
-    if (c->closing || c->finishing)
+    if (conn_ending(c))
         return;
     if (!c->keep) {
         finish_and_close(c);
         return;
     }
-    arm(c, c->s->cfg.idle_timeout_ms);
+    rm_hconn_arm(&c->h, c->s->cfg.idle_timeout_ms);
 }
 
 /* ---- completions ------------------------------------------------------------ */
@@ -410,7 +345,7 @@ static void on_news(void *arg, rm_job *j, size_t ntok, int done)
         return;
     log_cache_error(s, j);
     c->job = NULL;
-    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->h.timer);
     if (j->err != RM_GEN_OK || j->result.finish == RM_FINISH_CANCELLED) {
         /* Refused by the engine (checked before: not expected), or
          * cancelled by a drain that ran out of time. */
@@ -569,94 +504,6 @@ static void dispatch(conn *c)
     request_done(c);
 }
 
-/* Answers a request the parser could not take, and closes. */
-static void refuse(conn *c, int status)
-{
-    static const struct {
-        int status;
-        const char *msg;
-    } why[] = {
-        {400, "malformed HTTP request"},
-        {408, "the request did not arrive in time"},
-        {413, "the request body is too large (--max-body-bytes)"},
-        {414, "the request URL is too long"},
-        {417, "only Expect: 100-continue is understood"},
-        {431, "the request head is too large (--max-header-bytes)"},
-        {501, "Transfer-Encoding other than chunked is not supported"},
-    };
-    rm_api_error e;
-    rm_api_error_set(&e, status, "invalid_request_error", NULL, "%s", rm_http_reason(status));
-    for (size_t i = 0; i < RM_ARRAY_LEN(why); i++)
-        if (why[i].status == status)
-            snprintf(e.message, sizeof e.message, "%s", why[i].msg);
-    c->keep = 0;
-    respond_error(c, &e, NULL);
-    finish_and_close(c);
-}
-
-/* Parses what waits, answering each request read whole in turn, until a
- * request is in progress or nothing is left. */
-static void pump(conn *c)
-{
-    while (!c->closing && !c->finishing && !c->job && c->npending > c->pstart &&
-           queued(c) < MAX_QUEUED_OUTPUT) {
-        http_parser_pause(&c->parser, 0);
-        size_t len = c->npending - c->pstart;
-        size_t done = http_parser_execute(&c->parser, &c->s->settings, c->pending + c->pstart, len);
-        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-        c->pstart += done;
-        if (c->pstart == c->npending) {
-            free(c->pending);
-            c->pending = NULL;
-            c->pstart = c->npending = 0;
-        }
-        if (c->complete) { /* what follows is parsed after this request */
-            c->complete = 0;
-            dispatch(c);
-            continue;
-        }
-        if (err != HPE_OK) {
-            refuse(c, c->refuse ? c->refuse : err == HPE_HEADER_OVERFLOW ? 431 : 400);
-            return;
-        }
-    }
-    if (!c->closing && !c->finishing)
-        set_reading(c, c->npending - c->pstart < MAX_READ_AHEAD);
-}
-
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    conn *c = st->data;
-    if (nread < 0) {
-        close_conn(c); /* gone (or done lingering): a request in progress is cancelled */
-    } else if (nread > 0 && !c->finishing && !c->closing) {
-        if (c->pstart) { /* the parsed part goes: what stays is bounded by MAX_READ_AHEAD */
-            memmove(c->pending, c->pending + c->pstart, c->npending - c->pstart);
-            c->npending -= c->pstart;
-            c->pstart = 0;
-        }
-        c->pending = rm_xrealloc(c->pending, c->npending + (size_t)nread);
-        memcpy(c->pending + c->npending, buf->base, (size_t)nread);
-        c->npending += (size_t)nread;
-        pump(c);
-    }
-    free(buf->base);
-}
-
-static void on_timer(uv_timer_t *t)
-{
-    conn *c = t->data;
-    if (c->finishing) {
-        close_conn(c);
-        return;
-    }
-    c->s->timeouts++;
-    if (c->in_message)
-        refuse(c, 408);
-    else
-        close_conn(c); /* idle, or not reading its response: a request is cancelled */
-}
-
 /* ---- http-parser callbacks ---------------------------------------------------- */
 
 static int on_message_begin(http_parser *p)
@@ -669,7 +516,7 @@ static int on_message_begin(http_parser *p)
     memset(&c->body, 0, sizeof c->body);
     c->refuse = 0;
     c->in_message = 1;
-    arm(c, c->s->cfg.request_timeout_ms);
+    rm_hconn_arm(&c->h, c->s->cfg.request_timeout_ms);
     return 0;
 }
 
@@ -746,12 +593,110 @@ static int on_message_complete(http_parser *p)
     conn *c = p->data;
     c->in_message = 0;
     c->complete = 1;
-    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->h.timer);
     http_parser_pause(p, 1); /* one request at a time: the rest waits */
     return 0;
 }
 
+/* In http_parser_settings' order: message begin, url, status, header
+ * field, header value, headers complete, body, message complete. */
+static const http_parser_settings settings = {on_message_begin,
+                                              on_url,
+                                              NULL,
+                                              on_header_field,
+                                              on_header_value,
+                                              on_headers_complete,
+                                              on_body,
+                                              on_message_complete,
+                                              NULL,
+                                              NULL};
+
+/* ---- answering the requests read ----------------------------------------------- */
+
+/* Answers a request the parser could not take, and closes. */
+static void refuse(conn *c, int status)
+{
+    static const rm_http_status_text why[] = {
+        {400, "malformed HTTP request"},
+        {408, "the request did not arrive in time"},
+        {413, "the request body is too large (--max-body-bytes)"},
+        {414, "the request URL is too long"},
+        {417, "only Expect: 100-continue is understood"},
+        {431, "the request head is too large (--max-header-bytes)"},
+        {501, "Transfer-Encoding other than chunked is not supported"},
+    };
+    const char *msg = rm_http_status_lookup(why, RM_ARRAY_LEN(why), status);
+    rm_api_error e;
+    rm_api_error_set(&e, status, "invalid_request_error", NULL, "%s",
+                     msg ? msg : rm_http_reason(status));
+    c->keep = 0;
+    respond_error(c, &e, NULL);
+    finish_and_close(c);
+}
+
+/* Parses what waits, answering each request read whole in turn, until a
+ * request is in progress or nothing is left. */
+static void pump(conn *c)
+{
+    while (!conn_ending(c) && !c->job && c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT) {
+        http_parser_pause(&c->parser, 0);
+        size_t len = c->npending - c->pstart;
+        size_t parsed = http_parser_execute(&c->parser, &settings, c->pending + c->pstart, len);
+        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+        c->pstart += parsed;
+        if (c->pstart == c->npending) {
+            free(c->pending);
+            c->pending = NULL;
+            c->pstart = c->npending = 0;
+        }
+        if (c->complete) { /* what follows is parsed after this request */
+            c->complete = 0;
+            dispatch(c);
+            continue;
+        }
+        if (err != HPE_OK) {
+            refuse(c, c->refuse ? c->refuse : err == HPE_HEADER_OVERFLOW ? 431 : 400);
+            return;
+        }
+    }
+    if (!conn_ending(c))
+        rm_hconn_reading(&c->h, c->npending - c->pstart < MAX_READ_AHEAD);
+}
+
+/* Client bytes (a client that leaves, or is done lingering, is closed by
+ * the core: a request in progress is cancelled then). */
+static void conn_data(rm_hconn *h, const char *data, size_t len)
+{
+    conn *c = (conn *)h;
+    if (c->pstart) { /* the parsed part goes: what stays is bounded by MAX_READ_AHEAD */
+        memmove(c->pending, c->pending + c->pstart, c->npending - c->pstart);
+        c->npending -= c->pstart;
+        c->pstart = 0;
+    }
+    c->pending = rm_xrealloc(c->pending, c->npending + len);
+    memcpy(c->pending + c->npending, data, len);
+    c->npending += len;
+    pump(c);
+}
+
+static void conn_timeout(rm_hconn *h)
+{
+    conn *c = (conn *)h;
+    if (h->finishing) {
+        close_conn(c);
+        return;
+    }
+    c->s->timeouts++;
+    if (c->in_message)
+        refuse(c, 408);
+    else
+        close_conn(c); /* idle, or not reading its response: a request is cancelled */
+}
+
 /* ---- listening, signals, drain ------------------------------------------------ */
+
+static const rm_hconn_ops conn_ops = {conn_data, conn_written, conn_timeout, conn_closing,
+                                      conn_closed};
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -760,18 +705,13 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     conn *c = rm_xcalloc(1, sizeof *c);
     c->s = s;
-    uv_tcp_init(&s->loop, &c->tcp);
-    uv_timer_init(&s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
+    c->h.linger_ms = LINGER_MS;
     RM_LIST_ADD(s->conns, c, prev, next);
     s->nconns++;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        close_conn(c);
+    if (rm_hconn_accept(&c->h, &s->loop, server, &conn_ops) != 0)
         return;
-    }
     if (s->nconns > s->cfg.max_connections || s->draining) {
         s->refused_conns += !s->draining;
         rm_api_error e;
@@ -781,8 +721,8 @@ static void on_connection(uv_stream_t *server, int status)
         finish_and_close(c);
         return;
     }
-    arm(c, s->cfg.idle_timeout_ms);
-    set_reading(c, 1);
+    rm_hconn_arm(&c->h, s->cfg.idle_timeout_ms);
+    rm_hconn_reading(&c->h, 1);
 }
 
 static void close_handle(uv_handle_t *h)
@@ -843,14 +783,6 @@ int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engin
     srv *s = rm_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     s->model = m;
-    http_parser_settings_init(&s->settings);
-    s->settings.on_message_begin = on_message_begin;
-    s->settings.on_url = on_url;
-    s->settings.on_header_field = on_header_field;
-    s->settings.on_header_value = on_header_value;
-    s->settings.on_headers_complete = on_headers_complete;
-    s->settings.on_body = on_body;
-    s->settings.on_message_complete = on_message_complete;
     char err[256];
     int port =
         rm_uv_listen(&s->loop, &s->listener, cfg->listen, 128, on_connection, err, sizeof err);
