@@ -36,13 +36,14 @@ typedef struct rm_hconn_ops {
 } rm_hconn_ops;
 
 struct rm_hconn {
+    /* The owner's: its callbacks, and after a finish's shutdown how long
+     * to read and drop what the client sends before closing (0: close at
+     * once). */
+    const rm_hconn_ops *ops;
+    uint64_t linger_ms;
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shutdown;
-    const rm_hconn_ops *ops;
-    /* After a finish's shutdown: read and drop this long, then close
-     * (0: close at once). */
-    uint64_t linger_ms;
     int open_handles;
     int reading;
     int finishing; /* the last reply is queued: closing once it is sent */
