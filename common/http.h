@@ -90,6 +90,9 @@ rm_http_server *rm_http_start_announced(const char *host_port, const rm_http_con
  * prom.h) on each sample. Caller frees. Thread-safe; NULL s gives "". */
 char *rm_http_metrics(rm_http_server *s, const char *labels);
 
+/* The header line a 401 carries (RFC 6750): a bearer token is wanted. */
+#define RM_HTTP_BEARER_CHALLENGE "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n"
+
 /* A status code and a text for it (a reason phrase, a message). */
 typedef struct rm_http_status_text {
     int status;
