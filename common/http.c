@@ -9,6 +9,7 @@
 
 #include "bearer.h"
 #include "flags.h"
+#include "http_conn.h"
 #include "log.h"
 #include "prom.h"
 #include "util.h"
@@ -19,6 +20,10 @@
 /* Connections past the cap still being told 503: more are closed at once. */
 #define MAX_REFUSING 64
 
+/* The server's figures: indexes into rm_http_server.figures and the rows
+ * of rm_http_metrics, in the order they are printed. */
+enum { FIG_CONNS, FIG_REFUSED, FIG_UNAUTHORIZED, FIG_PAUSED, FIG_TIMEOUTS, NFIGURES };
+
 struct rm_http_server {
     uv_loop_t loop;
     uv_tcp_t listener;
@@ -28,9 +33,8 @@ struct rm_http_server {
     void *ctx;
     rm_http_config cfg;
     char *token; /* cfg.auth_token's copy, NULL: no auth */
-    http_parser_settings settings;
     /* Written on the HTTP thread, read by metrics: relaxed atomics. */
-    uint64_t nconns, refused, unauthorized, timeouts, paused;
+    uint64_t figures[NFIGURES];
     /* HTTP thread only: a connection left unaccepted in libuv (which then
      * stops accepting) while every descriptor --http may hold is in use,
      * closing ones included; taken once one has closed. */
@@ -38,19 +42,14 @@ struct rm_http_server {
 };
 
 typedef struct conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_shutdown_t shutdown;
-    int open_handles;
+    rm_hconn h; /* first: the core's callbacks hand it back as the conn */
     rm_http_server *srv;
     http_parser parser;
     char path[2048];
     size_t path_len;
     int too_long;
-    int in_head;   /* between a request's first byte and its end */
-    int paused;    /* parser paused: too much output queued */
-    int finishing; /* last reply queued, closing once it is sent */
-    int closing;
+    int in_head; /* between a request's first byte and its end */
+    int paused;  /* parser paused: too much output queued */
     /* The Authorization header (read only when a token is required). */
     char field[16];
     size_t field_len;
@@ -60,17 +59,17 @@ typedef struct conn {
     size_t npending;
 } conn;
 
-typedef struct write_req {
-    uv_write_t req;
-    char *buf;
-} write_req;
+const char *rm_http_status_lookup(const rm_http_status_text *table, size_t n, int status)
+{
+    for (size_t i = 0; i < n; i++)
+        if (table[i].status == status)
+            return table[i].text;
+    return NULL;
+}
 
 const char *rm_http_reason(int status)
 {
-    static const struct {
-        int status;
-        const char *reason;
-    } table[] = {
+    static const rm_http_status_text table[] = {
         {100, "Continue"},
         {101, "Switching Protocols"},
         {103, "Early Hints"},
@@ -106,10 +105,8 @@ const char *rm_http_reason(int status)
         {504, "Gateway Timeout"},
         {505, "HTTP Version Not Supported"},
     };
-    for (size_t i = 0; i < RM_ARRAY_LEN(table); i++)
-        if (table[i].status == status)
-            return table[i].reason;
-    return "Unknown";
+    const char *reason = rm_http_status_lookup(table, RM_ARRAY_LEN(table), status);
+    return reason ? reason : "Unknown";
 }
 
 void rm_http_config_defaults(rm_http_config *c)
@@ -122,13 +119,11 @@ void rm_http_config_defaults(rm_http_config *c)
 
 static void on_connection(uv_stream_t *server, int status);
 
-static void on_closed(uv_handle_t *h)
+static void conn_closed(rm_hconn *h)
 {
-    conn *c = h->data;
-    if (--c->open_handles)
-        return;
+    conn *c = (conn *)h;
     rm_http_server *srv = c->srv;
-    __atomic_fetch_sub(&srv->nconns, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&srv->figures[FIG_CONNS], 1, __ATOMIC_RELAXED);
     free(c->auth.p);
     free(c->pending);
     free(c);
@@ -138,59 +133,30 @@ static void on_closed(uv_handle_t *h)
     }
 }
 
-static void close_conn(conn *c)
+static int conn_ending(conn *c)
 {
-    if (c->closing)
-        return;
-    c->closing = 1;
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
-}
-
-static size_t queued(conn *c)
-{
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-}
-
-static void on_timer(uv_timer_t *t);
-
-static void arm(conn *c, uint64_t ms)
-{
-    uv_timer_start(&c->timer, on_timer, ms, 0);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status;
-    close_conn(req->data);
+    return c->h.closing || c->h.finishing;
 }
 
 /* Closes once what is queued has been sent (bounded by the idle timeout:
  * a client that never reads does not keep it). */
 static void finish_and_close(conn *c)
 {
-    if (c->closing || c->finishing)
+    if (conn_ending(c))
         return;
-    c->finishing = 1;
     /* Nothing after this request is parsed (a parser in an error state
      * stops by itself, and must not be paused). */
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
         http_parser_pause(&c->parser, 1);
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    arm(c, c->srv->cfg.idle_timeout_ms);
-    c->shutdown.data = c;
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-        close_conn(c);
+    rm_hconn_finish(&c->h, c->srv->cfg.idle_timeout_ms);
 }
 
 static void feed(conn *c, const char *data, size_t len);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* Output drained below the bound: parse what waited, then read again. */
 static void resume(conn *c)
 {
-    if (!c->paused || c->closing || c->finishing || queued(c) >= MAX_QUEUED_OUTPUT)
+    if (!c->paused || conn_ending(c) || rm_hconn_queued(&c->h) >= MAX_QUEUED_OUTPUT)
         return;
     c->paused = 0;
     http_parser_pause(&c->parser, 0);
@@ -201,59 +167,35 @@ static void resume(conn *c)
     if (n)
         feed(c, data, n);
     free(data);
-    if (!c->paused && !c->closing && !c->finishing)
-        uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
+    if (!c->paused && !conn_ending(c))
+        rm_hconn_reading(&c->h, 1);
 }
 
-static void on_written(uv_write_t *req, int status)
+static void conn_written(rm_hconn *h)
 {
-    write_req *w = (write_req *)req;
-    conn *c = req->handle->data;
-    free(w->buf);
-    free(w);
-    if (status < 0) {
-        close_conn(c);
-        return;
-    }
-    if (c->closing || c->finishing)
-        return;
+    conn *c = (conn *)h;
     if (!c->in_head)
-        arm(c, c->srv->cfg.idle_timeout_ms); /* the client reads: not idle */
+        rm_hconn_arm(h, c->srv->cfg.idle_timeout_ms); /* the client reads: not idle */
     resume(c);
 }
 
 static void respond(conn *c, int status, const char *type, const char *body, size_t len,
                     int head_only, int keep_alive)
 {
-    char hdr[320];
-    int n = snprintf(hdr, sizeof hdr,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
-                     status, rm_http_reason(status), type, len,
-                     status == 401 ? "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n" : "",
-                     keep_alive ? "keep-alive" : "close");
-    write_req *w = rm_xmalloc(sizeof *w);
-    w->buf = rm_xmalloc((size_t)n + (head_only ? 0 : len));
-    memcpy(w->buf, hdr, (size_t)n);
-    if (!head_only)
-        memcpy(w->buf + n, body, len);
-    uv_buf_t b = uv_buf_init(w->buf, (unsigned)((size_t)n + (head_only ? 0 : len)));
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-        free(w->buf);
-        free(w);
-        close_conn(c);
-    }
+    const char *extra = status == 401 ? "Cache-Control: no-store\r\n" RM_HTTP_BEARER_CHALLENGE
+                                      : "Cache-Control: no-store\r\n";
+    rm_hconn_respond(&c->h, status, type, body, len, extra, keep_alive, head_only);
 }
 
-static void on_timer(uv_timer_t *t)
+static void conn_timeout(rm_hconn *h)
 {
-    conn *c = t->data;
-    __atomic_fetch_add(&c->srv->timeouts, 1, __ATOMIC_RELAXED);
-    if (c->in_head && !c->finishing) {
+    conn *c = (conn *)h;
+    __atomic_fetch_add(&c->srv->figures[FIG_TIMEOUTS], 1, __ATOMIC_RELAXED);
+    if (c->in_head && !h->finishing) {
         respond(c, 408, "text/plain", "request head timed out\n", 23, 0, 0);
         finish_and_close(c);
     } else {
-        close_conn(c);
+        rm_hconn_close(h);
     }
 }
 
@@ -328,7 +270,7 @@ static int on_message_begin(http_parser *p)
     c->field_len = 0;
     c->auth.len = 0;
     c->in_head = 1;
-    arm(c, c->srv->cfg.header_timeout_ms);
+    rm_hconn_arm(&c->h, c->srv->cfg.header_timeout_ms);
     return 0;
 }
 
@@ -354,7 +296,7 @@ static int on_message_complete(http_parser *p)
         if (q)
             *q = '\0';
         if (srv->token && !c->authorized && !auth_exempt(c->path)) {
-            __atomic_fetch_add(&srv->unauthorized, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&srv->figures[FIG_UNAUTHORIZED], 1, __ATOMIC_RELAXED);
             respond(c, 401, "text/plain", "missing or invalid bearer token\n", 32, head, keep);
         } else {
             rm_http_response r = {404, "text/plain", NULL, 0};
@@ -371,52 +313,55 @@ static int on_message_complete(http_parser *p)
         finish_and_close(c);
         return 0;
     }
-    arm(c, srv->cfg.idle_timeout_ms);
-    if (queued(c) >= MAX_QUEUED_OUTPUT) {
+    rm_hconn_arm(&c->h, srv->cfg.idle_timeout_ms);
+    if (rm_hconn_queued(&c->h) >= MAX_QUEUED_OUTPUT) {
         /* The client is not reading its replies: parse no further. */
-        __atomic_fetch_add(&srv->paused, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&srv->figures[FIG_PAUSED], 1, __ATOMIC_RELAXED);
         c->paused = 1;
         http_parser_pause(p, 1);
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        rm_hconn_reading(&c->h, 0);
     }
     return 0;
 }
 
+/* In http_parser_settings' order: message begin, url, status, header
+ * field, header value, headers complete, body, message complete. */
+static const http_parser_settings settings = {
+    on_message_begin,    on_url, NULL, on_header_field, on_header_value, on_headers_complete, NULL,
+    on_message_complete, NULL,   NULL};
+
 /* Parses client bytes; what a pause left unparsed waits in pending. */
 static void feed(conn *c, const char *data, size_t len)
 {
-    size_t done = http_parser_execute(&c->parser, &c->srv->settings, data, len);
-    if (c->closing || c->finishing)
+    size_t parsed = http_parser_execute(&c->parser, &settings, data, len);
+    if (conn_ending(c))
         return;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {
-        if (done < len) {
-            c->pending = rm_xrealloc(c->pending, c->npending + len - done);
-            memcpy(c->pending + c->npending, data + done, len - done);
-            c->npending += len - done;
+        if (parsed < len) {
+            c->pending = rm_xrealloc(c->pending, c->npending + len - parsed);
+            memcpy(c->pending + c->npending, data + parsed, len - parsed);
+            c->npending += len - parsed;
         }
-    } else if (e != HPE_OK || done != len) {
+    } else if (e != HPE_OK || parsed != len) {
         respond(c, 400, "text/plain", "bad request\n", 12, 0, 0);
         finish_and_close(c);
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void conn_data(rm_hconn *h, const char *data, size_t len)
 {
-    conn *c = s->data;
-    if (nread > 0 && !c->closing && !c->finishing)
-        feed(c, buf->base, (size_t)nread);
-    else if (nread < 0)
-        close_conn(c);
-    free(buf->base);
+    feed((conn *)h, data, len);
 }
+
+static const rm_hconn_ops conn_ops = {conn_data, conn_written, conn_timeout, NULL, conn_closed};
 
 static void on_connection(uv_stream_t *server, int status)
 {
     rm_http_server *srv = server->data;
     if (status < 0)
         return;
-    if (__atomic_load_n(&srv->nconns, __ATOMIC_RELAXED) >=
+    if (__atomic_load_n(&srv->figures[FIG_CONNS], __ATOMIC_RELAXED) >=
         srv->cfg.max_connections + MAX_REFUSING) {
         /* libuv accepts in a loop until the backlog is empty, and closes
          * complete a loop turn later: accepting on would hold descriptors
@@ -427,30 +372,24 @@ static void on_connection(uv_stream_t *server, int status)
     }
     conn *c = rm_xcalloc(1, sizeof *c);
     c->srv = srv;
-    uv_tcp_init(&srv->loop, &c->tcp);
-    uv_timer_init(&srv->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
-    uint64_t n = __atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+    uint64_t n = __atomic_add_fetch(&srv->figures[FIG_CONNS], 1, __ATOMIC_RELAXED);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        close_conn(c);
+    if (rm_hconn_accept(&c->h, &srv->loop, server, &conn_ops) != 0)
         return;
-    }
     if (n > srv->cfg.max_connections) {
         /* Past the cap (kept within the fd budget): told so, then closed. */
-        __atomic_fetch_add(&srv->refused, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&srv->figures[FIG_REFUSED], 1, __ATOMIC_RELAXED);
         if (n > srv->cfg.max_connections + MAX_REFUSING) {
-            close_conn(c);
+            rm_hconn_close(&c->h);
         } else {
             respond(c, 503, "text/plain", "too many connections\n", 21, 0, 0);
             finish_and_close(c);
         }
         return;
     }
-    arm(c, srv->cfg.idle_timeout_ms);
-    uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
+    rm_hconn_arm(&c->h, srv->cfg.idle_timeout_ms);
+    rm_hconn_reading(&c->h, 1);
 }
 
 /* Closes every handle so uv_run returns: the listener and the wake-up
@@ -463,7 +402,7 @@ static void close_any(uv_handle_t *h, void *arg)
     if (h == (uv_handle_t *)&s->listener || h == (uv_handle_t *)&s->stop)
         uv_close(h, NULL);
     else
-        close_conn(h->data);
+        rm_hconn_close(h->data);
 }
 
 static void on_stop(uv_async_t *a)
@@ -526,12 +465,6 @@ rm_http_server *rm_http_start(const char *host_port, const rm_http_config *cfg,
     s->ctx = ctx;
     s->cfg = *cfg;
     s->cfg.auth_token = NULL;
-    s->settings.on_message_begin = on_message_begin;
-    s->settings.on_url = on_url;
-    s->settings.on_header_field = on_header_field;
-    s->settings.on_header_value = on_header_value;
-    s->settings.on_headers_complete = on_headers_complete;
-    s->settings.on_message_complete = on_message_complete;
     int p = rm_uv_listen(&s->loop, &s->listener, host_port, 128, on_connection, err, errlen);
     if (p < 0) {
         free(s);
@@ -573,23 +506,24 @@ char *rm_http_metrics(rm_http_server *s, const char *labels)
     rm_sbuf_append(&b, "", 0);
     if (!s)
         return b.p;
-    const rm_prom_row rows[] = {
-        {"radixmesh_http_connections", "gauge", "Open --http connections.",
-         __atomic_load_n(&s->nconns, __ATOMIC_RELAXED)},
-        {"radixmesh_http_refused_connections_total", "counter",
-         "--http connections refused at --http-max-connections.",
-         __atomic_load_n(&s->refused, __ATOMIC_RELAXED)},
-        {"radixmesh_http_unauthorized_total", "counter",
-         "--http requests answered 401 (--http-auth).",
-         __atomic_load_n(&s->unauthorized, __ATOMIC_RELAXED)},
-        {"radixmesh_http_backpressure_pauses_total", "counter",
-         "Times a --http client's unread replies stopped its requests being read.",
-         __atomic_load_n(&s->paused, __ATOMIC_RELAXED)},
-        {"radixmesh_http_timeouts_total", "counter",
-         "--http connections closed by the header or idle timeout.",
-         __atomic_load_n(&s->timeouts, __ATOMIC_RELAXED)},
+    static const rm_prom_row rows[NFIGURES] = {
+        [FIG_CONNS] = {"radixmesh_http_connections", "gauge", "Open --http connections.", 0},
+        [FIG_REFUSED] = {"radixmesh_http_refused_connections_total", "counter",
+                         "--http connections refused at --http-max-connections.", 0},
+        [FIG_UNAUTHORIZED] = {"radixmesh_http_unauthorized_total", "counter",
+                              "--http requests answered 401 (--http-auth).", 0},
+        [FIG_PAUSED] = {"radixmesh_http_backpressure_pauses_total", "counter",
+                        "Times a --http client's unread replies stopped its requests being read.",
+                        0},
+        [FIG_TIMEOUTS] = {"radixmesh_http_timeouts_total", "counter",
+                          "--http connections closed by the header or idle timeout.", 0},
     };
-    rm_prom_rows(&b, rows, RM_ARRAY_LEN(rows), labels);
+    rm_prom_row now[NFIGURES];
+    for (size_t i = 0; i < NFIGURES; i++) {
+        now[i] = rows[i];
+        now[i].value = (double)__atomic_load_n(&s->figures[i], __ATOMIC_RELAXED);
+    }
+    rm_prom_rows(&b, now, NFIGURES, labels);
     return b.p;
 }
 

@@ -4,8 +4,10 @@
  * answered in order. A client that sends requests without reading the
  * replies is not read from while more than a small bound of its replies
  * waits to be sent (its unparsed requests wait, parsed no further), so
- * each connection holds a bounded amount of memory. The handler runs on the HTTP thread, so it must
- * only read state that its owner publishes for it (see rm_published below): the daemons' caches and
+ * each connection holds a bounded amount of memory. A connection's libuv
+ * plumbing is http_conn.h's, shared with the worker's server. The handler
+ * runs on the HTTP thread, so it must only read state that its owner
+ * publishes for it (see rm_published below): the daemons' caches and
  * routers stay owned by their gRPC thread. */
 #ifndef RM_HTTP_H
 #define RM_HTTP_H
@@ -87,6 +89,18 @@ rm_http_server *rm_http_start_announced(const char *host_port, const rm_http_con
  * backpressure pauses, timeouts), with labels (a ready label list, see
  * prom.h) on each sample. Caller frees. Thread-safe; NULL s gives "". */
 char *rm_http_metrics(rm_http_server *s, const char *labels);
+
+/* The header line a 401 carries (RFC 6750): a bearer token is wanted. */
+#define RM_HTTP_BEARER_CHALLENGE "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n"
+
+/* A status code and a text for it (a reason phrase, a message). */
+typedef struct rm_http_status_text {
+    int status;
+    const char *text;
+} rm_http_status_text;
+
+/* The text of status in table[0, n), or NULL if it has none there. */
+const char *rm_http_status_lookup(const rm_http_status_text *table, size_t n, int status);
 
 /* The reason phrase of an HTTP status code ("Not Found"); "Unknown" for
  * codes without one here. One table for every HTTP server of the

@@ -11,6 +11,7 @@
 #include "bearer.h"
 #include "gateway_internal.h"
 #include "http.h"
+#include "http_conn.h"
 #include "openai.h"
 
 #define CLIENT_OUT_BOUND (64u << 10) /* stop reading a client whose replies queue beyond this */
@@ -135,15 +136,14 @@ void gw_send_error(gw_conn *c, int status, const char *type, const char *msg, in
 {
     char *body = rm_openai_error(msg, type, NULL);
     size_t bl = strlen(body);
-    rm_sbuf out = {0};
-    rm_sbuf_printf(&out,
-                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n",
-                   status, rm_http_reason(status), bl);
+    char extra[64] = "";
     if (status == 503)
-        rm_sbuf_printf(&out, "Retry-After: %d\r\n", RETRY_AFTER_S);
-    if (status == 401)
-        rm_sbuf_printf(&out, "WWW-Authenticate: Bearer realm=\"radixmesh\"\r\n");
-    rm_sbuf_printf(&out, "Connection: %s\r\n\r\n%s", keep ? "keep-alive" : "close", body);
+        snprintf(extra, sizeof extra, "Retry-After: %d\r\n", RETRY_AFTER_S);
+    else if (status == 401)
+        snprintf(extra, sizeof extra, "%s", RM_HTTP_BEARER_CHALLENGE);
+    rm_sbuf out = {0};
+    rm_http_head_out(&out, status, "application/json", bl, extra, keep);
+    rm_sbuf_append(&out, body, bl);
     free(body);
     gw_count_status(c->g, status);
     gw_client_write(c, out.p, out.len);

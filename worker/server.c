@@ -1,6 +1,7 @@
-#include "server.h"
-
-#include <http_parser.h>
+/* server.c -- the worker's HTTP/1.1 server: its connections (on
+ * http_conn.h's core), reading and parsing requests one at a time, the
+ * endpoints but POST /v1/completions (server_completion.c), listening,
+ * signals and the drain (server_internal.h). Loop thread only. */
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,15 +9,11 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <uv.h>
 
-#include "bytetok.h"
 #include "http.h"
-#include "http_head.h"
-#include "infer.h"
 #include "list.h"
 #include "log.h"
-#include "util.h"
+#include "server_internal.h"
 
 /* Bytes of what a client sends next read while its request runs: enough to
  * see it leave (EOF) and a few pipelined requests; then reading stops. */
@@ -27,69 +24,6 @@
 /* A closing connection reads and drops what the client still sends this
  * long, so its unread bytes do not reset the reply away. */
 #define LINGER_MS 2000
-#define MAX_URL   2048
-
-typedef struct srv srv;
-
-typedef struct conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_shutdown_t shutdown;
-    int open_handles;
-    srv *s;
-    http_parser parser;
-    rm_http_head head;
-    char url[MAX_URL];
-    size_t url_len;
-    rm_sbuf body;
-    int refuse;     /* a status decided while reading the request */
-    int in_message; /* between a request's first byte and its end */
-    int complete;   /* a request was read whole by the last parse */
-    int keep;       /* keep the connection after this request */
-    int chunked;    /* the stream is sent with chunked framing */
-    /* The request in progress (NULL: none) and its stream. */
-    rm_job *job;
-    int streaming, with_ids, include_usage, final_sent;
-    size_t sent;
-    rm_bytetok_text text;
-    char id[40];
-    long long created;
-    /* Bytes read but not parsed yet (pipelined, or read during a job):
-     * pending[pstart, npending). */
-    char *pending;
-    size_t pstart, npending;
-    int reading, closing, finishing;
-    struct conn *prev, *next;
-} conn;
-
-struct srv {
-    uv_loop_t loop;
-    uv_tcp_t listener;
-    uv_async_t wake;
-    uv_signal_t sigterm, sigint;
-    uv_timer_t drain_timer;
-    rm_wserver_config cfg;
-    const rm_api_model *model;
-    rm_infer *in;
-    http_parser_settings settings;
-    conn *conns;
-    uint64_t nconns;
-    size_t njobs; /* submitted and not freed yet */
-    int draining, handles_closed;
-    uint64_t next_id;
-    /* Loop thread only (/metrics runs there too). */
-    uint64_t refused_conns, timeouts, refused_full, refused_bad;
-    uint64_t cache_log_ms, cache_log_skipped; /* cache failures: a line a second */
-};
-
-typedef struct write_req {
-    uv_write_t req;
-    char *buf;
-} write_req;
-
-static void close_conn(conn *c);
-static void pump(conn *c);
-static void drain_step(srv *s);
 
 void rm_wserver_config_defaults(rm_wserver_config *c)
 {
@@ -106,425 +40,145 @@ void rm_wserver_config_defaults(rm_wserver_config *c)
 
 /* ---- connection plumbing ---------------------------------------------------- */
 
-static size_t queued(conn *c)
+static size_t queued(ws_conn *c)
 {
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    return rm_hconn_queued(&c->h);
 }
 
-static void on_timer(uv_timer_t *t);
-
-static void arm(conn *c, uint64_t ms)
+static int conn_ending(ws_conn *c)
 {
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    return c->h.closing || c->h.finishing;
 }
 
-static void on_closed(uv_handle_t *h)
+static void conn_closed(rm_hconn *h)
 {
-    conn *c = h->data;
-    if (--c->open_handles)
-        return;
-    srv *s = c->s;
+    ws_conn *c = (ws_conn *)h;
+    ws_srv *s = c->s;
     RM_LIST_DEL(s->conns, c, prev, next);
     s->nconns--;
     rm_http_head_reset(&c->head);
     free(c->body.p);
     free(c->pending);
     free(c);
-    drain_step(s);
+    ws_drain_step(s);
 }
 
 /* A job whose connection is gone: the owner's share of the hand-off. */
-static void job_release(srv *s, rm_job *j)
+void ws_job_release(ws_srv *s, rm_job *j)
 {
     rm_job_free(j);
     s->njobs--;
 }
 
-static void close_conn(conn *c)
+static void conn_closing(rm_hconn *h)
 {
-    if (c->closing)
-        return;
-    c->closing = 1;
+    ws_conn *c = (ws_conn *)h;
     if (c->job) {
         /* The client left: a waiting request leaves the queue, a running
          * one stops at its next token and comes back through the poll. */
         if (rm_infer_cancel(c->s->in, c->job))
-            job_release(c->s, c->job);
+            ws_job_release(c->s, c->job);
         else
             c->job->owner = NULL;
         c->job = NULL;
     }
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
-static void set_reading(conn *c, int on)
+void ws_close_conn(ws_conn *c)
 {
-    if (c->closing || c->reading == on)
-        return;
-    c->reading = on;
-    if (on)
-        uv_read_start((uv_stream_t *)&c->tcp, rm_uv_alloc, on_read);
-    else
-        uv_read_stop((uv_stream_t *)&c->tcp);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    conn *c = req->data;
-    if (status < 0 || c->closing) {
-        close_conn(c);
-        return;
-    }
-    /* Everything is sent: drop what the client still sends, a while. */
-    arm(c, LINGER_MS);
-    set_reading(c, 1);
+    rm_hconn_close(&c->h);
 }
 
 /* Closes once what is queued is sent (bounded by the idle timeout, then
  * the linger). Nothing more is parsed. */
-static void finish_and_close(conn *c)
+static void finish_and_close(ws_conn *c)
 {
-    if (c->closing || c->finishing)
+    if (conn_ending(c))
         return;
-    c->finishing = 1;
     free(c->pending);
     c->pending = NULL;
     c->pstart = c->npending = 0;
-    set_reading(c, 0);
-    arm(c, c->s->cfg.idle_timeout_ms);
-    c->shutdown.data = c;
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-        close_conn(c);
+    rm_hconn_finish(&c->h, c->s->cfg.idle_timeout_ms);
 }
 
-static void on_written(uv_write_t *req, int status)
+static void conn_written(rm_hconn *h)
 {
-    write_req *w = (write_req *)req;
-    conn *c = req->handle->data;
-    free(w->buf);
-    free(w);
-    if (status < 0) {
-        close_conn(c);
-        return;
-    }
-    if (c->closing || c->finishing)
-        return;
+    ws_conn *c = (ws_conn *)h;
     if (c->job) {
         /* The client takes its stream: watch it only while some waits. */
         if (queued(c))
-            arm(c, c->s->cfg.idle_timeout_ms);
+            rm_hconn_arm(h, c->s->cfg.idle_timeout_ms);
         else
-            uv_timer_stop(&c->timer);
+            uv_timer_stop(&h->timer);
     } else {
         if (!c->in_message)
-            arm(c, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
+            rm_hconn_arm(h, c->s->cfg.idle_timeout_ms); /* the client reads: not idle */
         if (c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT)
-            pump(c); /* pipelined requests held back by unread replies */
+            ws_pump(c); /* pipelined requests held back by unread replies */
     }
+}
+
+/* A client that reads nothing of what waits for it is stalled (a job
+ * implies the connection is open: closing drops it). */
+static void watch_stall(ws_conn *c)
+{
+    if (c->job && queued(c) && !uv_is_active((uv_handle_t *)&c->h.timer))
+        rm_hconn_arm(&c->h, c->s->cfg.idle_timeout_ms);
 }
 
 /* Sends buf (malloc'd; taken). */
-static void send_buf(conn *c, char *buf, size_t len)
+void ws_send_buf(ws_conn *c, char *buf, size_t len)
 {
-    if (c->closing || !len) {
-        free(buf);
-        return;
-    }
-    write_req *w = rm_xmalloc(sizeof *w);
-    w->buf = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-        free(buf);
-        free(w);
-        close_conn(c);
-        return;
-    }
-    /* A client that reads nothing of what waits for it is stalled. */
-    if (c->job && queued(c) && !uv_is_active((uv_handle_t *)&c->timer))
-        arm(c, c->s->cfg.idle_timeout_ms);
+    rm_hconn_write(&c->h, buf, len);
+    watch_stall(c);
 }
 
 /* A whole response: head (extra: further header lines) and body. */
-static void respond(conn *c, int status, const char *type, const char *body, size_t len,
-                    const char *extra, int head_only)
+void ws_respond(ws_conn *c, int status, const char *type, const char *body, size_t len,
+                const char *extra, int head_only)
 {
-    rm_sbuf b = {0};
-    rm_sbuf_printf(&b,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: "
-                   "%s\r\n\r\n",
-                   status, rm_http_reason(status), type, len, extra ? extra : "",
-                   c->keep ? "keep-alive" : "close");
-    if (!head_only)
-        rm_sbuf_append(&b, body, len);
-    send_buf(c, b.p, b.len);
+    rm_hconn_respond(&c->h, status, type, body, len, extra, c->keep, head_only);
+    watch_stall(c);
 }
 
-static void respond_error(conn *c, const rm_api_error *e, const char *extra)
+void ws_respond_error(ws_conn *c, const rm_api_error *e, const char *extra)
 {
     size_t len;
     char *body = rm_api_error_json(e, &len);
-    respond(c, e->status, "application/json", body, len, extra, 0);
+    ws_respond(c, e->status, "application/json", body, len, extra, 0);
     free(body);
 }
 
 /* The request is answered: the next one, or the end of the connection. */
-static void request_done(conn *c)
+void ws_request_done(ws_conn *c)
 {
-    if (c->closing || c->finishing)
+    if (conn_ending(c))
         return;
     if (!c->keep) {
         finish_and_close(c);
         return;
     }
-    arm(c, c->s->cfg.idle_timeout_ms);
-}
-
-/* ---- completions ------------------------------------------------------------ */
-
-static void send_chunk(conn *c, const char *data, size_t len)
-{
-    if (!c->chunked) {
-        send_buf(c, rm_xstrndup(data, len), len);
-        return;
-    }
-    rm_sbuf b = {0};
-    rm_sbuf_printf(&b, "%zx\r\n", len);
-    rm_sbuf_append(&b, data, len);
-    rm_sbuf_append(&b, "\r\n", 2);
-    send_buf(c, b.p, b.len);
-}
-
-static rm_api_meta meta_of(conn *c)
-{
-    return (rm_api_meta){c->id, c->s->model->name, c->created};
-}
-
-static rm_api_usage usage_of(const rm_job *j)
-{
-    return (rm_api_usage){j->result.prompt_tokens, (uint32_t)j->result.n_tokens,
-                          j->result.cached_tokens};
-}
-
-/* One stream event for ids[0, n) (n may be 0); the final one carries the
- * finish reason and what the text decoder still held. */
-static void stream_event(conn *c, const rm_job *j, const uint32_t *ids, size_t n, int final)
-{
-    rm_api_meta m = meta_of(c);
-    rm_sbuf text = {0};
-    rm_sbuf_append(&text, "", 0);
-    rm_bytetok_text_feed(&c->text, ids, n, &text);
-    if (final)
-        rm_bytetok_text_flush(&c->text, &text);
-    size_t len;
-    char *ev = rm_api_stream_event(&m, text.p, text.len, ids, n, c->with_ids,
-                                   final ? rm_api_finish_reason(j->result.finish) : NULL, &len);
-    send_chunk(c, ev, len);
-    free(ev);
-    free(text.p);
-    c->final_sent |= final;
-}
-
-/* Events for tokens [c->sent, ntok), one per token as they come; once the
- * job is done the last carries the finish reason -- or, when every token
- * went out before the job ended, an event with no token does. */
-static void stream_tokens(conn *c, const rm_job *j, size_t ntok, int done)
-{
-    for (; c->sent < ntok; c->sent++)
-        stream_event(c, j, &j->tokens[c->sent], 1, done && c->sent + 1 == ntok);
-    if (done && !c->final_sent)
-        stream_event(c, j, NULL, 0, 1);
-}
-
-static void stream_end(conn *c, rm_job *j)
-{
-    if (c->include_usage) {
-        rm_api_meta m = meta_of(c);
-        rm_api_usage u = usage_of(j);
-        size_t len;
-        char *ev = rm_api_stream_usage_event(&m, &u, &len);
-        send_chunk(c, ev, len);
-        free(ev);
-    }
-    send_chunk(c, RM_API_STREAM_DONE, strlen(RM_API_STREAM_DONE));
-    if (c->chunked)
-        send_buf(c, rm_xstrndup("0\r\n\r\n", 5), 5);
-    else
-        c->keep = 0; /* an HTTP/1.0 stream ends with the connection */
-}
-
-static void answer_whole(conn *c, rm_job *j)
-{
-    rm_sbuf text = {0};
-    rm_sbuf_append(&text, "", 0);
-    rm_bytetok_text_feed(&c->text, j->result.tokens, j->result.n_tokens, &text);
-    rm_bytetok_text_flush(&c->text, &text);
-    rm_api_meta m = meta_of(c);
-    rm_api_usage u = usage_of(j);
-    size_t len;
-    char *body =
-        rm_api_completion_json(&m, text.p, text.len, j->result.tokens, j->result.n_tokens,
-                               c->with_ids, rm_api_finish_reason(j->result.finish), &u, &len);
-    respond(c, 200, "application/json", body, len, NULL, 0);
-    free(body);
-    free(text.p);
-}
-
-/* A request computed without the cluster says why, at most once a second
- * (a node that is down would otherwise fill the log). */
-static void log_cache_error(srv *s, const rm_job *j)
-{
-    if (j->err != RM_GEN_OK || !j->result.cache_error)
-        return;
-    uint64_t now = rm_now_ms();
-    if (now - s->cache_log_ms < 1000 && s->cache_log_ms) {
-        s->cache_log_skipped++;
-        return;
-    }
-    rm_log(RM_LOG_WARN, "worker",
-           "cache not used for a request: %s (%llu more since the last line)", j->result.cache_msg,
-           (unsigned long long)s->cache_log_skipped);
-    s->cache_log_ms = now;
-    s->cache_log_skipped = 0;
-}
-
-/* A job's news, from the inference thread through rm_infer_poll. */
-static void on_news(void *arg, rm_job *j, size_t ntok, int done)
-{
-    srv *s = arg;
-    conn *c = j->owner;
-    if (!c) { /* its client left */
-        if (done) {
-            log_cache_error(s, j);
-            job_release(s, j);
-        }
-        drain_step(s);
-        return;
-    }
-    if (c->streaming)
-        stream_tokens(c, j, ntok, done && j->result.finish != RM_FINISH_CANCELLED);
-    if (!done)
-        return;
-    log_cache_error(s, j);
-    c->job = NULL;
-    uv_timer_stop(&c->timer);
-    if (j->err != RM_GEN_OK || j->result.finish == RM_FINISH_CANCELLED) {
-        /* Refused by the engine (checked before: not expected), or
-         * cancelled by a drain that ran out of time. */
-        if (c->streaming) {
-            close_conn(c); /* the only signal left once the head is out */
-        } else {
-            rm_api_error e;
-            rm_api_error_set(&e, 503, "server_error", NULL, "the worker is shutting down");
-            c->keep = 0;
-            respond_error(c, &e, NULL);
-        }
-    } else if (c->streaming) {
-        stream_end(c, j);
-    } else {
-        answer_whole(c, j);
-    }
-    c->streaming = 0;
-    job_release(s, j);
-    request_done(c);
-    pump(c);
-    drain_step(s);
-}
-
-static void on_wake(uv_async_t *a)
-{
-    srv *s = a->data;
-    rm_infer_poll(s->in, on_news, s);
-}
-
-static void notify(void *arg)
-{
-    uv_async_send(arg);
-}
-
-static uint64_t draw_seed(srv *s)
-{
-    return rm_mix64(rm_now_ns() ^ (++s->next_id << 32));
-}
-
-static void completion(conn *c)
-{
-    srv *s = c->s;
-    rm_api_completion req;
-    rm_api_error e;
-    if (rm_api_parse_completion(c->body.p ? c->body.p : "", c->body.len, s->model, draw_seed(s),
-                                &req, &e) != 0) {
-        s->refused_bad++;
-        respond_error(c, &e, NULL);
-        request_done(c);
-        return;
-    }
-    rm_job *j =
-        rm_job_new(req.prompt, req.n_prompt, &req.params, s->model->max_context, req.stream);
-    req.prompt = NULL; /* the job's now */
-    rm_infer_submit_res r = rm_infer_submit(s->in, j);
-    if (r != RM_INFER_QUEUED) {
-        rm_job_free(j);
-        if (r == RM_INFER_FULL) {
-            s->refused_full++;
-            rm_api_error_set(&e, 503, "server_error", NULL,
-                             "%llu requests are waiting already (--max-waiting): retry later",
-                             (unsigned long long)s->cfg.max_waiting);
-        } else {
-            c->keep = 0;
-            rm_api_error_set(&e, 503, "server_error", NULL, "the worker is shutting down");
-        }
-        respond_error(c, &e, "Retry-After: 1\r\n");
-        request_done(c);
-        return;
-    }
-    s->njobs++;
-    j->owner = c;
-    c->job = j;
-    c->sent = 0;
-    c->final_sent = 0;
-    memset(&c->text, 0, sizeof c->text);
-    c->with_ids = req.return_token_ids;
-    c->include_usage = req.include_usage;
-    c->created = (long long)time(NULL);
-    snprintf(c->id, sizeof c->id, "cmpl-%016llx", (unsigned long long)rm_mix64(++s->next_id));
-    if (req.stream) {
-        /* The head goes out now (a gateway waits for it), events follow. */
-        c->streaming = 1;
-        c->chunked = !(c->parser.http_major == 1 && c->parser.http_minor == 0);
-        if (!c->chunked)
-            c->keep = 0;
-        rm_sbuf b = {0};
-        rm_sbuf_printf(&b,
-                       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: "
-                       "no-cache\r\n%sConnection: %s\r\n\r\n",
-                       c->chunked ? "Transfer-Encoding: chunked\r\n" : "",
-                       c->keep ? "keep-alive" : "close");
-        send_buf(c, b.p, b.len);
-    }
+    rm_hconn_arm(&c->h, c->s->cfg.idle_timeout_ms);
 }
 
 /* ---- requests --------------------------------------------------------------- */
 
-static void metrics(conn *c, int head_only)
+static void metrics(ws_conn *c, int head_only)
 {
-    srv *s = c->s;
+    ws_srv *s = c->s;
     rm_infer_figures f;
     rm_infer_figures_get(s->in, &f);
     rm_api_figures af = {f.engine,          f.waiting,        f.finished_total,
                          f.cancelled_total, s->refused_full,  s->refused_bad,
                          s->nconns,         s->refused_conns, s->timeouts};
     char *text = rm_api_metrics(s->model->name, &af);
-    respond(c, 200, "text/plain; version=0.0.4", text, strlen(text), NULL, head_only);
+    ws_respond(c, 200, "text/plain; version=0.0.4", text, strlen(text), NULL, head_only);
     free(text);
 }
 
-static void dispatch(conn *c)
+static void dispatch(ws_conn *c)
 {
-    srv *s = c->s;
+    ws_srv *s = c->s;
     c->keep = http_should_keep_alive(&c->parser) && !s->draining;
     char *q = strchr(c->url, '?');
     if (q)
@@ -536,27 +190,27 @@ static void dispatch(conn *c)
     if (s->draining) {
         c->keep = 0;
         rm_api_error_set(&e, 503, "server_error", NULL, "the worker is shutting down");
-        respond_error(c, &e, "Retry-After: 1\r\n");
+        ws_respond_error(c, &e, "Retry-After: 1\r\n");
     } else if (!strcmp(path, "/v1/completions")) {
         if (method == HTTP_POST) {
-            completion(c);
-            return; /* completion() ends the request when it answers at once */
+            ws_completion(c);
+            return; /* ws_completion() ends the request when it answers at once */
         }
         rm_api_error_set(&e, 405, "invalid_request_error", NULL, "use POST");
-        respond_error(c, &e, "Allow: POST\r\n");
+        ws_respond_error(c, &e, "Allow: POST\r\n");
     } else if (!strcmp(path, "/health") || !strcmp(path, "/v1/models") ||
                !strcmp(path, "/metrics")) {
         if (!get) {
             rm_api_error_set(&e, 405, "invalid_request_error", NULL, "use GET");
-            respond_error(c, &e, "Allow: GET, HEAD\r\n");
+            ws_respond_error(c, &e, "Allow: GET, HEAD\r\n");
         } else if (!strcmp(path, "/health")) {
-            respond(c, 200, "text/plain", "", 0, NULL, head_only);
+            ws_respond(c, 200, "text/plain", "", 0, NULL, head_only);
         } else if (!strcmp(path, "/metrics")) {
             metrics(c, head_only);
         } else {
             size_t len;
             char *body = rm_api_models_json(s->model, (long long)time(NULL), &len);
-            respond(c, 200, "application/json", body, len, NULL, head_only);
+            ws_respond(c, 200, "application/json", body, len, NULL, head_only);
             free(body);
         }
     } else {
@@ -564,18 +218,124 @@ static void dispatch(conn *c)
                          "no such endpoint: %.200s (this worker serves POST /v1/completions, GET "
                          "/v1/models, /metrics, /health)",
                          path);
-        respond_error(c, &e, NULL);
+        ws_respond_error(c, &e, NULL);
     }
-    request_done(c);
+    ws_request_done(c);
 }
 
-/* Answers a request the parser could not take, and closes. */
-static void refuse(conn *c, int status)
+/* ---- http-parser callbacks ---------------------------------------------------- */
+
+static int on_message_begin(http_parser *p)
 {
-    static const struct {
-        int status;
-        const char *msg;
-    } why[] = {
+    ws_conn *c = p->data;
+    c->url_len = 0;
+    c->url[0] = '\0';
+    rm_http_head_reset(&c->head);
+    free(c->body.p);
+    memset(&c->body, 0, sizeof c->body);
+    c->refuse = 0;
+    c->in_message = 1;
+    rm_hconn_arm(&c->h, c->s->cfg.request_timeout_ms);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    ws_conn *c = p->data;
+    if (c->url_len + len >= sizeof c->url) {
+        c->refuse = 414;
+        return -1;
+    }
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static int head_bounded(ws_conn *c)
+{
+    if (c->head.bytes + c->url_len <= c->s->cfg.max_header_bytes)
+        return 0;
+    c->refuse = 431;
+    return -1;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    ws_conn *c = p->data;
+    rm_http_head_field(&c->head, at, len);
+    return head_bounded(c);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    ws_conn *c = p->data;
+    rm_http_head_value(&c->head, at, len);
+    return head_bounded(c);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    ws_conn *c = p->data;
+    rm_http_head_end(&c->head);
+    if (c->head.te_other) {
+        c->refuse = 501;
+        return -1;
+    }
+    if (p->content_length != ULLONG_MAX && p->content_length > c->s->cfg.max_body_bytes) {
+        c->refuse = 413; /* said up front: refused before the body is sent */
+        return -1;
+    }
+    if (c->head.expect[0]) {
+        if (strcasecmp(c->head.expect, "100-continue")) {
+            c->refuse = 417;
+            return -1;
+        }
+        ws_send_buf(c, rm_xstrndup("HTTP/1.1 100 Continue\r\n\r\n", 25), 25);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    ws_conn *c = p->data;
+    if (c->body.len + len > c->s->cfg.max_body_bytes) {
+        c->refuse = 413;
+        return -1;
+    }
+    rm_sbuf_append(&c->body, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    ws_conn *c = p->data;
+    c->in_message = 0;
+    c->complete = 1;
+    uv_timer_stop(&c->h.timer);
+    http_parser_pause(p, 1); /* one request at a time: the rest waits */
+    return 0;
+}
+
+/* In http_parser_settings' order: message begin, url, status, header
+ * field, header value, headers complete, body, message complete. */
+static const http_parser_settings settings = {on_message_begin,
+                                              on_url,
+                                              NULL,
+                                              on_header_field,
+                                              on_header_value,
+                                              on_headers_complete,
+                                              on_body,
+                                              on_message_complete,
+                                              NULL,
+                                              NULL};
+
+/* ---- answering the requests read ----------------------------------------------- */
+
+/* Answers a request the parser could not take, and closes. */
+static void refuse(ws_conn *c, int status)
+{
+    static const rm_http_status_text why[] = {
         {400, "malformed HTTP request"},
         {408, "the request did not arrive in time"},
         {413, "the request body is too large (--max-body-bytes)"},
@@ -584,27 +344,25 @@ static void refuse(conn *c, int status)
         {431, "the request head is too large (--max-header-bytes)"},
         {501, "Transfer-Encoding other than chunked is not supported"},
     };
+    const char *msg = rm_http_status_lookup(why, RM_ARRAY_LEN(why), status);
     rm_api_error e;
-    rm_api_error_set(&e, status, "invalid_request_error", NULL, "%s", rm_http_reason(status));
-    for (size_t i = 0; i < RM_ARRAY_LEN(why); i++)
-        if (why[i].status == status)
-            snprintf(e.message, sizeof e.message, "%s", why[i].msg);
+    rm_api_error_set(&e, status, "invalid_request_error", NULL, "%s",
+                     msg ? msg : rm_http_reason(status));
     c->keep = 0;
-    respond_error(c, &e, NULL);
+    ws_respond_error(c, &e, NULL);
     finish_and_close(c);
 }
 
 /* Parses what waits, answering each request read whole in turn, until a
  * request is in progress or nothing is left. */
-static void pump(conn *c)
+void ws_pump(ws_conn *c)
 {
-    while (!c->closing && !c->finishing && !c->job && c->npending > c->pstart &&
-           queued(c) < MAX_QUEUED_OUTPUT) {
+    while (!conn_ending(c) && !c->job && c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT) {
         http_parser_pause(&c->parser, 0);
         size_t len = c->npending - c->pstart;
-        size_t done = http_parser_execute(&c->parser, &c->s->settings, c->pending + c->pstart, len);
+        size_t parsed = http_parser_execute(&c->parser, &settings, c->pending + c->pstart, len);
         enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-        c->pstart += done;
+        c->pstart += parsed;
         if (c->pstart == c->npending) {
             free(c->pending);
             c->pending = NULL;
@@ -620,169 +378,70 @@ static void pump(conn *c)
             return;
         }
     }
-    if (!c->closing && !c->finishing)
-        set_reading(c, c->npending - c->pstart < MAX_READ_AHEAD);
+    if (!conn_ending(c))
+        rm_hconn_reading(&c->h, c->npending - c->pstart < MAX_READ_AHEAD);
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+/* Client bytes (a client that leaves, or is done lingering, is closed by
+ * the core: a request in progress is cancelled then). */
+static void conn_data(rm_hconn *h, const char *data, size_t len)
 {
-    conn *c = st->data;
-    if (nread < 0) {
-        close_conn(c); /* gone (or done lingering): a request in progress is cancelled */
-    } else if (nread > 0 && !c->finishing && !c->closing) {
-        if (c->pstart) { /* the parsed part goes: what stays is bounded by MAX_READ_AHEAD */
-            memmove(c->pending, c->pending + c->pstart, c->npending - c->pstart);
-            c->npending -= c->pstart;
-            c->pstart = 0;
-        }
-        c->pending = rm_xrealloc(c->pending, c->npending + (size_t)nread);
-        memcpy(c->pending + c->npending, buf->base, (size_t)nread);
-        c->npending += (size_t)nread;
-        pump(c);
+    ws_conn *c = (ws_conn *)h;
+    if (c->pstart) { /* the parsed part goes: what stays is bounded by MAX_READ_AHEAD */
+        memmove(c->pending, c->pending + c->pstart, c->npending - c->pstart);
+        c->npending -= c->pstart;
+        c->pstart = 0;
     }
-    free(buf->base);
+    c->pending = rm_xrealloc(c->pending, c->npending + len);
+    memcpy(c->pending + c->npending, data, len);
+    c->npending += len;
+    ws_pump(c);
 }
 
-static void on_timer(uv_timer_t *t)
+static void conn_timeout(rm_hconn *h)
 {
-    conn *c = t->data;
-    if (c->finishing) {
-        close_conn(c);
+    ws_conn *c = (ws_conn *)h;
+    if (h->finishing) {
+        ws_close_conn(c);
         return;
     }
     c->s->timeouts++;
     if (c->in_message)
         refuse(c, 408);
     else
-        close_conn(c); /* idle, or not reading its response: a request is cancelled */
-}
-
-/* ---- http-parser callbacks ---------------------------------------------------- */
-
-static int on_message_begin(http_parser *p)
-{
-    conn *c = p->data;
-    c->url_len = 0;
-    c->url[0] = '\0';
-    rm_http_head_reset(&c->head);
-    free(c->body.p);
-    memset(&c->body, 0, sizeof c->body);
-    c->refuse = 0;
-    c->in_message = 1;
-    arm(c, c->s->cfg.request_timeout_ms);
-    return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    conn *c = p->data;
-    if (c->url_len + len >= sizeof c->url) {
-        c->refuse = 414;
-        return -1;
-    }
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
-    c->url[c->url_len] = '\0';
-    return 0;
-}
-
-static int head_bounded(conn *c)
-{
-    if (c->head.bytes + c->url_len <= c->s->cfg.max_header_bytes)
-        return 0;
-    c->refuse = 431;
-    return -1;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    conn *c = p->data;
-    rm_http_head_field(&c->head, at, len);
-    return head_bounded(c);
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    conn *c = p->data;
-    rm_http_head_value(&c->head, at, len);
-    return head_bounded(c);
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    conn *c = p->data;
-    rm_http_head_end(&c->head);
-    if (c->head.te_other) {
-        c->refuse = 501;
-        return -1;
-    }
-    if (p->content_length != ULLONG_MAX && p->content_length > c->s->cfg.max_body_bytes) {
-        c->refuse = 413; /* said up front: refused before the body is sent */
-        return -1;
-    }
-    if (c->head.expect[0]) {
-        if (strcasecmp(c->head.expect, "100-continue")) {
-            c->refuse = 417;
-            return -1;
-        }
-        send_buf(c, rm_xstrndup("HTTP/1.1 100 Continue\r\n\r\n", 25), 25);
-    }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-    conn *c = p->data;
-    if (c->body.len + len > c->s->cfg.max_body_bytes) {
-        c->refuse = 413;
-        return -1;
-    }
-    rm_sbuf_append(&c->body, at, len);
-    return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    conn *c = p->data;
-    c->in_message = 0;
-    c->complete = 1;
-    uv_timer_stop(&c->timer);
-    http_parser_pause(p, 1); /* one request at a time: the rest waits */
-    return 0;
+        ws_close_conn(c); /* idle, or not reading its response: a request is cancelled */
 }
 
 /* ---- listening, signals, drain ------------------------------------------------ */
 
+static const rm_hconn_ops conn_ops = {conn_data, conn_written, conn_timeout, conn_closing,
+                                      conn_closed};
+
 static void on_connection(uv_stream_t *server, int status)
 {
-    srv *s = server->data;
+    ws_srv *s = server->data;
     if (status < 0)
         return;
-    conn *c = rm_xcalloc(1, sizeof *c);
+    ws_conn *c = rm_xcalloc(1, sizeof *c);
     c->s = s;
-    uv_tcp_init(&s->loop, &c->tcp);
-    uv_timer_init(&s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
+    c->h.linger_ms = LINGER_MS;
     RM_LIST_ADD(s->conns, c, prev, next);
     s->nconns++;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        close_conn(c);
+    if (rm_hconn_accept(&c->h, &s->loop, server, &conn_ops) != 0)
         return;
-    }
     if (s->nconns > s->cfg.max_connections || s->draining) {
         s->refused_conns += !s->draining;
         rm_api_error e;
         rm_api_error_set(&e, 503, "server_error", NULL,
                          s->draining ? "the worker is shutting down" : "too many connections");
-        respond_error(c, &e, "Retry-After: 1\r\n");
+        ws_respond_error(c, &e, "Retry-After: 1\r\n");
         finish_and_close(c);
         return;
     }
-    arm(c, s->cfg.idle_timeout_ms);
-    set_reading(c, 1);
+    rm_hconn_arm(&c->h, s->cfg.idle_timeout_ms);
+    rm_hconn_reading(&c->h, 1);
 }
 
 static void close_handle(uv_handle_t *h)
@@ -793,13 +452,13 @@ static void close_handle(uv_handle_t *h)
 
 /* While draining: once no job is left, every connection is closed (after
  * what it was sent), and then the loop's own handles, which ends it. */
-static void drain_step(srv *s)
+void ws_drain_step(ws_srv *s)
 {
     if (!s->draining || s->njobs)
         return;
-    for (conn *c = s->conns; c; c = c->next) {
+    for (ws_conn *c = s->conns; c; c = c->next) {
         if (!c->in_message && !queued(c))
-            close_conn(c);
+            ws_close_conn(c);
         else
             finish_and_close(c);
     }
@@ -815,7 +474,7 @@ static void drain_step(srv *s)
 
 static void on_drain_timeout(uv_timer_t *t)
 {
-    srv *s = t->data;
+    ws_srv *s = t->data;
     rm_log(RM_LOG_WARN, "worker", "drain: %zu requests still in progress after %llu ms: cancelled",
            s->njobs, (unsigned long long)s->cfg.drain_timeout_ms);
     rm_infer_cancel_all(s->in);
@@ -823,7 +482,7 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void on_signal(uv_signal_t *sig, int signum)
 {
-    srv *s = sig->data;
+    ws_srv *s = sig->data;
     if (s->draining) {
         rm_log(RM_LOG_WARN, "worker", "second signal: cancelling what is left");
         rm_infer_cancel_all(s->in);
@@ -835,22 +494,14 @@ static void on_signal(uv_signal_t *sig, int signum)
     close_handle((uv_handle_t *)&s->listener);
     rm_infer_stop(s->in);
     uv_timer_start(&s->drain_timer, on_drain_timeout, s->cfg.drain_timeout_ms, 0);
-    drain_step(s);
+    ws_drain_step(s);
 }
 
 int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engine *e)
 {
-    srv *s = rm_xcalloc(1, sizeof *s);
+    ws_srv *s = rm_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     s->model = m;
-    http_parser_settings_init(&s->settings);
-    s->settings.on_message_begin = on_message_begin;
-    s->settings.on_url = on_url;
-    s->settings.on_header_field = on_header_field;
-    s->settings.on_header_value = on_header_value;
-    s->settings.on_headers_complete = on_headers_complete;
-    s->settings.on_body = on_body;
-    s->settings.on_message_complete = on_message_complete;
     char err[256];
     int port =
         rm_uv_listen(&s->loop, &s->listener, cfg->listen, 128, on_connection, err, sizeof err);
@@ -861,7 +512,7 @@ int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engin
         return 1;
     }
     s->listener.data = s;
-    uv_async_init(&s->loop, &s->wake, on_wake);
+    uv_async_init(&s->loop, &s->wake, ws_on_wake);
     s->wake.data = s;
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_init(&s->loop, &s->sigint);
@@ -871,12 +522,12 @@ int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engin
     uv_timer_init(&s->loop, &s->drain_timer);
     s->drain_timer.data = s;
     signal(SIGPIPE, SIG_IGN);
-    s->in = rm_infer_start(e, cfg->max_waiting, notify, &s->wake);
+    s->in = rm_infer_start(e, cfg->max_waiting, ws_notify, &s->wake);
     if (!s->in) {
         rm_log(RM_LOG_ERROR, "worker", "cannot start the inference thread");
         rm_engine_free(e);
         s->draining = 1;
-        drain_step(s); /* closes the handles */
+        ws_drain_step(s); /* closes the handles */
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
         free(s);
