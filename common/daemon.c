@@ -193,10 +193,24 @@ static void serve_published(void *ctx, const char *path, rm_http_response *out)
     rm_http_serve_published(ctx, path, out);
 }
 
+/* When the figures below were taken. The server thread publishes them
+ * every 500 ms; an old value says that thread is stuck (the process may
+ * still answer /metrics from its HTTP thread). A reader that needs figures
+ * counting everything before an instant waits for a later timestamp. */
+static char *snapshot_metric(const rm_daemon *d)
+{
+    rm_sbuf b = {0};
+    rm_prom_metric(&b, "radixmesh_snapshot_timestamp_seconds", "gauge",
+                   "Unix time at which these figures were taken (every 500 ms).", d->labels,
+                   (double)rm_wall_ms() / 1000.0);
+    return b.p;
+}
+
 static void publish(rm_daemon *d)
 {
-    char *m = NULL, *json = NULL;
-    int ready = d->hooks->publish(d->ctx, &m, &json);
+    char *m = snapshot_metric(d), *own = NULL, *json = NULL;
+    int ready = d->hooks->publish(d->ctx, &own, &json);
+    m = rm_str_join_free(m, own);
     m = rm_str_join_free(m, rm_rpc_server_metrics(d->srv, d->labels));
     m = rm_str_join_free(m, rm_http_metrics(d->hs, d->labels));
     rm_published_set(&d->pub, m, json, ready && !got_term && d->accepting);

@@ -42,7 +42,7 @@ m=$(curl -s "http://${nh[0]}/metrics")
 for name in radixmesh_match_requests_total radixmesh_hit_tokens_total radixmesh_query_tokens_total \
             'radixmesh_pool_pages{node="n0",state="free"}' radixmesh_active_leases radixmesh_build_info \
             'radixmesh_rpc_duration_seconds_count{node="n0",method="Match"}' \
-            'radixmesh_http_connections{node="n0"}'; do
+            'radixmesh_http_connections{node="n0"}' 'radixmesh_snapshot_timestamp_seconds{node="n0"}'; do
   grep -qF "$name" <<<"$m" && ok || bad "node metric $name missing"
 done
 # Sends the bytes of Python expression $2 to $1 on one connection (from a
