@@ -440,8 +440,9 @@ class GatewayTest(unittest.TestCase):
     def test_3c_worker_connections_kept_alive(self):
         """Requests reuse kept-alive worker connections; when workers close
         them while idle, the gateway drops them and opens new ones."""
-        seen = self.c.metric("radixmesh_gateway_requests_total")
-        connects = self.c.fresh_metric("radixmesh_gateway_upstream_connects_total", seen)
+        text = self.c.settled_metrics()
+        seen = sample_sum(text, "radixmesh_gateway_requests_total")
+        connects = sample_sum(text, "radixmesh_gateway_upstream_connects_total")
         for turn in range(20):
             status, _, _ = post(self.gw, "/v1/chat/completions", chat_body(4242, 1))
             self.assertEqual(status, 200)
@@ -541,8 +542,7 @@ class GatewayTest(unittest.TestCase):
             status, headers, _ = post(self.gw, "/v1/chat/completions", chat_body(conv, 1))
             self.assertEqual(status, 200)
             home = headers["x-radixmesh-node"]
-            # No retry happened in the last second: the published count is current.
-            retries = self.c.metric("radixmesh_gateway_retries_total")
+            retries = sample_sum(self.c.settled_metrics(), "radixmesh_gateway_retries_total")
             self.c.worker(home, "POST", "/_control", {"fail_status": 503})
             try:
                 status, headers, body = post(self.gw, "/v1/chat/completions", chat_body(conv, 2))
@@ -693,8 +693,9 @@ class GatewayTest(unittest.TestCase):
         self.assertTrue(doc)
         # Cluster stats still come from every node, and later requests avoid
         # the dead worker without even trying it.
-        seen = self.c.metric("radixmesh_gateway_requests_total")
-        retries = self.c.fresh_metric("radixmesh_gateway_retries_total", seen)
+        text = self.c.settled_metrics()
+        seen = sample_sum(text, "radixmesh_gateway_requests_total")
+        retries = sample_sum(text, "radixmesh_gateway_retries_total")
         for conv in range(10):
             status, headers, _ = post(self.gw, "/v1/chat/completions", chat_body(950 + conv, 1))
             self.assertEqual(status, 200)
