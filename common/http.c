@@ -334,6 +334,17 @@ static const http_parser_settings settings = {
 static void feed(conn *c, const char *data, size_t len)
 {
     size_t parsed = http_parser_execute(&c->parser, &settings, data, len);
+    /* http_parser stops after a request that asks to switch protocols
+     * (Upgrade, CONNECT), taking what follows for the new protocol. This
+     * server never switches (RFC 9110 7.8 lets it ignore the ask): what
+     * follows is the next request. */
+    while (!conn_ending(c) && c->parser.upgrade && parsed < len &&
+           HTTP_PARSER_ERRNO(&c->parser) == HPE_OK) {
+        size_t step = http_parser_execute(&c->parser, &settings, data + parsed, len - parsed);
+        if (!step)
+            break; /* no progress: the check below calls it a bad request */
+        parsed += step;
+    }
     if (conn_ending(c))
         return;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
@@ -378,14 +389,11 @@ static void on_connection(uv_stream_t *server, int status)
     if (rm_hconn_accept(&c->h, &srv->loop, server, &conn_ops) != 0)
         return;
     if (n > srv->cfg.max_connections) {
-        /* Past the cap (kept within the fd budget): told so, then closed. */
+        /* Past the cap: told so, then closed. At most MAX_REFUSING are
+         * (the accept is held beyond), which keeps them in the fd budget. */
         __atomic_fetch_add(&srv->figures[FIG_REFUSED], 1, __ATOMIC_RELAXED);
-        if (n > srv->cfg.max_connections + MAX_REFUSING) {
-            rm_hconn_close(&c->h);
-        } else {
-            respond(c, 503, "text/plain", "too many connections\n", 21, 0, 0);
-            finish_and_close(c);
-        }
+        respond(c, 503, "text/plain", "too many connections\n", 21, 0, 0);
+        finish_and_close(c);
         return;
     }
     rm_hconn_arm(&c->h, srv->cfg.idle_timeout_ms);

@@ -76,6 +76,11 @@ poll 30 paused && ok || bad "the pipelined client never paused the server"
 # A malformed request: 400, and the connection is closed.
 got=$(exchange "${nh[0]}" 'b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n"')
 check "malformed request after a good one" "$got" "1 1 False"
+# A request asking to switch protocols (Upgrade, CONNECT) is answered as
+# HTTP (this server never switches), and the next one on the connection too.
+got=$(exchange "${nh[0]}" '(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")')
+check "a request after an Upgrade request" "$got" "2 0 True"
 # Every sample line is "name{labels} number".
 if grep -v '^#' <<<"$m" | grep -qvE '^radixmesh_[a-z_]+\{[^}]*\} -?[0-9.e+]+$'; then bad "malformed metric line"; else ok; fi
 
