@@ -1,6 +1,7 @@
 #include "api.h"
 
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -130,7 +131,9 @@ static int read_fields(json_t *req, const rm_api_model *m, uint64_t default_seed
         check(p, json_is_number(p), "top_p", "a number", e))
         return -1;
     double temperature = t ? json_number_value(t) : 1, top_p = p ? json_number_value(p) : 1;
-    if (check(t, isfinite(temperature) && temperature >= 0, "temperature", ">= 0", e) ||
+    /* The sampler takes a float: 1e308 is finite here, past a float there. */
+    if (check(t, temperature >= 0 && temperature <= FLT_MAX, "temperature", "a finite number >= 0",
+              e) ||
         check(p, top_p > 0 && top_p <= 1, "top_p", "in (0, 1]", e))
         return -1;
     c->params.temperature = (float)temperature;

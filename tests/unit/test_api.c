@@ -117,6 +117,8 @@ static void test_bad_requests_name_the_field(void)
     refused("{\"prompt\": \"a\", \"max_tokens\": 1.5}", 400, "max_tokens");
     refused("{\"prompt\": \"a\", \"temperature\": -0.1}", 400, "temperature");
     refused("{\"prompt\": \"a\", \"temperature\": \"hot\"}", 400, "temperature");
+    /* finite as a double, infinite as the float the sampler uses */
+    refused("{\"prompt\": \"a\", \"temperature\": 1e308}", 400, "temperature");
     refused("{\"prompt\": \"a\", \"top_p\": 0}", 400, "top_p");
     refused("{\"prompt\": \"a\", \"top_p\": 1.01}", 400, "top_p");
     refused("{\"prompt\": \"a\", \"seed\": 1.5}", 400, "seed");
