@@ -99,8 +99,8 @@ int rm_daemon_prepare(rm_daemon *d, uint64_t gateway_wanted, uint64_t *gateway_m
 {
     rm_daemon_opts *o = &d->o;
     rm_fd_plan fds;
-    if (rm_fd_budget(o->http ? o->http_cfg.max_connections : 0, gateway_wanted, &fds,
-                     d->spec->module) != 0)
+    if (rm_fd_budget(o->http ? o->http_cfg.max_connections : 0, "--http-max-connections",
+                     gateway_wanted, &fds, d->spec->module) != 0)
         return -1;
     o->http_cfg.max_connections = fds.http_max;
     if (gateway_max)

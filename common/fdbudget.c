@@ -51,7 +51,8 @@ uint64_t rm_fd_raise_limit(uint64_t *before)
     return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
 }
 
-int rm_fd_budget(uint64_t http_wanted, uint64_t gateway_wanted, rm_fd_plan *out, const char *module)
+int rm_fd_budget(uint64_t http_wanted, const char *http_flag, uint64_t gateway_wanted,
+                 rm_fd_plan *out, const char *module)
 {
     uint64_t before, limit = rm_fd_raise_limit(&before);
     char err[256];
@@ -65,9 +66,8 @@ int rm_fd_budget(uint64_t http_wanted, uint64_t gateway_wanted, rm_fd_plan *out,
            (unsigned long long)limit, (unsigned long long)before, (unsigned long long)out->reserved,
            (unsigned long long)out->http_max, (unsigned long long)out->gateway_max);
     if (out->http_max < http_wanted)
-        rm_log(RM_LOG_WARN, module,
-               "--http-max-connections %llu lowered to %llu to fit the open-files limit",
-               (unsigned long long)http_wanted, (unsigned long long)out->http_max);
+        rm_log(RM_LOG_WARN, module, "%s %llu lowered to %llu to fit the open-files limit",
+               http_flag, (unsigned long long)http_wanted, (unsigned long long)out->http_max);
     if (out->gateway_max < gateway_wanted)
         rm_log(RM_LOG_WARN, module,
                "--gateway-max-connections %llu lowered to %llu to fit the open-files limit",

@@ -45,10 +45,11 @@ int rm_fd_plan_make(uint64_t limit, uint64_t http_wanted, uint64_t gateway_wante
  * the one found. */
 uint64_t rm_fd_raise_limit(uint64_t *before);
 
-/* For a daemon at start: raises the limit, makes the plan and logs it
- * under module (a warning when a listener's cap was lowered to fit).
- * Returns 0, or -1 after logging why. */
-int rm_fd_budget(uint64_t http_wanted, uint64_t gateway_wanted, rm_fd_plan *out,
-                 const char *module);
+/* For a daemon (or the worker) at start: raises the limit, makes the
+ * plan and logs it under module (a warning naming http_flag, the flag
+ * that set http_wanted, or --gateway-max-connections when a listener's
+ * cap was lowered to fit). Returns 0, or -1 after logging why. */
+int rm_fd_budget(uint64_t http_wanted, const char *http_flag, uint64_t gateway_wanted,
+                 rm_fd_plan *out, const char *module);
 
 #endif

@@ -17,8 +17,6 @@
 /* Replies queued for a client above this: its connection is not read
  * (nor its pipelined requests parsed) until they drain below it. */
 #define MAX_QUEUED_OUTPUT (256u << 10)
-/* Connections past the cap still being told 503: more are closed at once. */
-#define MAX_REFUSING 64
 
 /* The server's figures: indexes into rm_http_server.figures and the rows
  * of rm_http_metrics, in the order they are printed. */
@@ -117,8 +115,6 @@ void rm_http_config_defaults(rm_http_config *c)
     c->idle_timeout_ms = 60000;
 }
 
-static void on_connection(uv_stream_t *server, int status);
-
 static void conn_closed(rm_hconn *h)
 {
     conn *c = (conn *)h;
@@ -127,10 +123,7 @@ static void conn_closed(rm_hconn *h)
     free(c->auth.p);
     free(c->pending);
     free(c);
-    if (srv->accept_held && !uv_is_closing((uv_handle_t *)&srv->listener)) {
-        srv->accept_held = 0;
-        on_connection((uv_stream_t *)&srv->listener, 0);
-    }
+    rm_hconn_release(&srv->accept_held, (uv_stream_t *)&srv->listener);
 }
 
 static int conn_ending(conn *c)
@@ -372,15 +365,12 @@ static void on_connection(uv_stream_t *server, int status)
     rm_http_server *srv = server->data;
     if (status < 0)
         return;
-    if (__atomic_load_n(&srv->figures[FIG_CONNS], __ATOMIC_RELAXED) >=
-        srv->cfg.max_connections + MAX_REFUSING) {
-        /* libuv accepts in a loop until the backlog is empty, and closes
-         * complete a loop turn later: accepting on would hold descriptors
-         * past the budget, and gRPC's accept would meet EMFILE
-         * (fdbudget.h). Left in libuv, the connection waits. */
-        srv->accept_held = 1;
+    /* Every descriptor --http may hold in use: gRPC's accept would meet
+     * EMFILE next (fdbudget.h). */
+    if (rm_hconn_hold(&srv->accept_held,
+                      __atomic_load_n(&srv->figures[FIG_CONNS], __ATOMIC_RELAXED),
+                      srv->cfg.max_connections))
         return;
-    }
     conn *c = rm_xcalloc(1, sizeof *c);
     c->srv = srv;
     uint64_t n = __atomic_add_fetch(&srv->figures[FIG_CONNS], 1, __ATOMIC_RELAXED);
@@ -389,8 +379,9 @@ static void on_connection(uv_stream_t *server, int status)
     if (rm_hconn_accept(&c->h, &srv->loop, server, &conn_ops) != 0)
         return;
     if (n > srv->cfg.max_connections) {
-        /* Past the cap: told so, then closed. At most MAX_REFUSING are
-         * (the accept is held beyond), which keeps them in the fd budget. */
+        /* Past the cap: told so, then closed. At most
+         * RM_HCONN_MAX_REFUSING are (the accept is held beyond), which
+         * keeps them in the fd budget. */
         __atomic_fetch_add(&srv->figures[FIG_REFUSED], 1, __ATOMIC_RELAXED);
         respond(c, 503, "text/plain", "too many connections\n", 21, 0, 0);
         finish_and_close(c);

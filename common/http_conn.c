@@ -29,6 +29,22 @@ void rm_hconn_close(rm_hconn *c)
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+int rm_hconn_hold(int *held, uint64_t open, uint64_t cap)
+{
+    if (open < cap + RM_HCONN_MAX_REFUSING)
+        return 0;
+    *held = 1;
+    return 1;
+}
+
+void rm_hconn_release(int *held, uv_stream_t *listener)
+{
+    if (!*held || uv_is_closing((uv_handle_t *)listener))
+        return;
+    *held = 0;
+    listener->connection_cb(listener, 0);
+}
+
 int rm_hconn_accept(rm_hconn *c, uv_loop_t *loop, uv_stream_t *server, const rm_hconn_ops *ops)
 {
     c->ops = ops;

@@ -1,9 +1,10 @@
 /* Unit tests of fdbudget.c: each listener's share of the file-descriptor
- * limit. */
+ * limit; and the accept hold (http_conn.h) that keeps a listener in it. */
 #include <string.h>
 
 #include "check.h"
 #include "fdbudget.h"
+#include "http_conn.h"
 
 static void test_fd_plan_shares(void)
 {
@@ -34,8 +35,22 @@ static void test_fd_plan_shares(void)
     CHECK(strstr(err, "gateway") != NULL);
 }
 
+static void test_accept_hold(void)
+{
+    int held = 0;
+    /* Under the cap, and past it while refusals fit: accepted. */
+    CHECK_EQ(rm_hconn_hold(&held, 0, 16), 0);
+    CHECK_EQ(rm_hconn_hold(&held, 16 + RM_HCONN_MAX_REFUSING - 1, 16), 0);
+    CHECK_EQ(held, 0);
+    /* Every descriptor the cap and the refusals may hold in use: held. */
+    CHECK_EQ(rm_hconn_hold(&held, 16 + RM_HCONN_MAX_REFUSING, 16), 1);
+    CHECK_EQ(held, 1);
+    CHECK_EQ(rm_hconn_hold(&held, 1000, 16), 1);
+}
+
 int main(void)
 {
     RUN(test_fd_plan_shares);
+    RUN(test_accept_hold);
     return rm_t_report();
 }
