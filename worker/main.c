@@ -10,6 +10,7 @@
 
 #include "bytetok.h"
 #include "engine.h"
+#include "fdbudget.h"
 #include "flags.h"
 #include "log.h"
 #include "model.h"
@@ -88,7 +89,9 @@ int main(int argc, char **argv)
          "--http requests waiting for the engine at most (more get 503 with Retry-After)", 1,
          1u << 20},
         {"max-connections", RM_FLAG_U64, &sc.max_connections,
-         "--http connections at most (more get 503 and are closed)", 1, 1000000},
+         "--http connections at most (more get 503 and are closed; lowered to fit the open-files "
+         "limit)",
+         1, 1000000},
         {"max-body-bytes", RM_FLAG_U64, &sc.max_body_bytes, "larger request bodies get 413", 1024,
          1u << 30},
         {"max-header-bytes", RM_FLAG_U64, &sc.max_header_bytes,
@@ -121,6 +124,14 @@ int main(int argc, char **argv)
         rm_flags_fail(&fs, "--temperature must be >= 0 and --top-p in (0, 1]");
     if (!save && !describe && (!!prompt + !!prompt_tokens + !!sc.listen) != 1)
         rm_flags_fail(&fs, "give exactly one of --http, --prompt and --prompt-tokens");
+    /* As the daemons' --http: the soft limit raised, and the cap lowered
+     * to leave the worker's own descriptors their reserve (fdbudget.h). */
+    rm_fd_plan fds;
+    if (sc.listen) {
+        if (rm_fd_budget(sc.max_connections, "--max-connections", 0, &fds, "worker") != 0)
+            return 1;
+        sc.max_connections = fds.http_max;
+    }
     if ((cache_cert || cache_key) && !cache_ca)
         rm_flags_fail(&fs, "--cache-tls-cert/--cache-tls-key need --cache-tls-ca (the cache's CA)");
     rm_tls tls = {0};

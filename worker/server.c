@@ -60,6 +60,7 @@ static void conn_closed(rm_hconn *h)
     free(c->body.p);
     free(c->pending);
     free(c);
+    rm_hconn_release(&s->accept_held, (uv_stream_t *)&s->listener);
     ws_drain_step(s);
 }
 
@@ -420,7 +421,9 @@ static const rm_hconn_ops conn_ops = {conn_data, conn_written, conn_timeout, con
 static void on_connection(uv_stream_t *server, int status)
 {
     ws_srv *s = server->data;
-    if (status < 0)
+    /* Every descriptor the fd budget gives connections in use (refused
+     * ones linger): the process would run out next. */
+    if (status < 0 || rm_hconn_hold(&s->accept_held, s->nconns, s->cfg.max_connections))
         return;
     ws_conn *c = rm_xcalloc(1, sizeof *c);
     c->s = s;

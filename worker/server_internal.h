@@ -65,7 +65,10 @@ struct ws_srv {
     const rm_api_model *model;
     rm_infer *in;
     ws_conn *conns;
-    uint64_t nconns;
+    uint64_t nconns; /* closing ones included: each holds a descriptor */
+    /* A connection left unaccepted in libuv while nconns is at the cap
+     * plus the refusing (rm_hconn_hold); taken once one has closed. */
+    int accept_held;
     size_t njobs; /* submitted and not freed yet */
     int draining, handles_closed;
     uint64_t next_id;

@@ -876,10 +876,11 @@ class WorkerHostile(unittest.TestCase):
         if not ARGS.worker:
             self.skipTest("no --worker")
 
-    def worker(self, *extra):
+    def worker(self, *extra, preexec_fn=None):
         d = rmtest.Daemon([ARGS.worker, "--http", "127.0.0.1:0", "--layers", "2", "--d-model",
                            "64", "--heads", "4", "--vocab", "512", "--max-context", "2048",
-                           "--log-level", "warn", *extra], until="HTTP", env=asan_env())
+                           "--log-level", "warn", *extra], until="HTTP", env=asan_env(),
+                          preexec_fn=preexec_fn)
         self.addCleanup(lambda: self.assertEqual(d.stop(), 0))
         return d
 
@@ -914,6 +915,55 @@ class WorkerHostile(unittest.TestCase):
         rmtest.poll("the cap's room back", lambda: status(d.http, "/health") == 200)
         self.assertTrue(self.serves(d))
         report("worker: 32 idle connections, cap 16", before, rmtest.rss_kib(d.pid))
+
+    def test_storm_past_the_fd_budget(self):
+        """Under RLIMIT_NOFILE 256 the cap (256) is lowered to the fd budget
+        (128), and 300 connections sending a request each are all answered:
+        the first 128 served (kept alive, so they hold the cap), the rest
+        503 -- none reset or closed without a reply, as they were when the
+        refused ones' lingers ran the worker out of descriptors. Then it
+        serves, its descriptors back to where they were."""
+        d = self.worker(preexec_fn=limit_fds(256))
+        before, fds_before = rmtest.rss_kib(d.pid), rmtest.open_fds(d.pid)
+        req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        socks, got, answers = [], {}, {}
+        self.addCleanup(lambda: [s.close() for s in socks])
+
+        def read_answers(timeout):
+            """Records each connection's answer (a status line, "reset" or
+            "closed without a reply"); a refused one is closed once read."""
+            waiting = [s for s in socks if s not in answers]
+            for s in select.select(waiting, [], [], timeout)[0] if waiting else []:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    answers[s] = "reset"
+                    continue
+                got[s] = got.get(s, b"") + chunk
+                if b"\r\n\r\n" in got[s] or not chunk:
+                    answers[s] = got[s].split(b"\r\n", 1)[0].decode() if got[s] else \
+                        "closed without a reply"
+                    if got[s].startswith(b"HTTP/1.1 503"):
+                        s.close()
+            return len(answers) == len(socks)
+
+        # All sent before any answer is read: the refused ones' lingers
+        # last (2 s) and would need a descriptor each past the limit. The
+        # held accept keeps 128 + 64 + 1 open, the rest wait in the
+        # backlog (128 deep), so no connect blocks.
+        for _ in range(300):
+            socks.append(rmtest.connect(d.http, timeout=rmtest.deadline_s(30)))
+            socks[-1].sendall(req)
+        rmtest.poll("every connection answered", lambda: read_answers(0.05), timeout=60)
+        counts = {a: list(answers.values()).count(a) for a in set(answers.values())}
+        print(f"worker, fd limit 256: 300 connections: {counts}", file=sys.stderr)
+        self.assertEqual(counts, {"HTTP/1.1 200 OK": 128, "HTTP/1.1 503 Service Unavailable": 172})
+        for s in socks:
+            s.close()
+        rmtest.poll("the cap's room back", lambda: self.serves(d))
+        rmtest.poll("the worker's descriptors back", lambda: rmtest.open_fds(d.pid) == fds_before)
+        report("worker: 300 connections under RLIMIT_NOFILE 256", before, rmtest.rss_kib(d.pid))
+        self.assertTrue(d.logged("--max-connections 256 lowered to 128"))
 
     def test_stalled_head_and_body_get_408(self):
         d = self.worker("--request-timeout-ms", "300")
