@@ -126,16 +126,11 @@ static void conn_closed(rm_hconn *h)
     rm_hconn_release(&srv->accept_held, (uv_stream_t *)&srv->listener);
 }
 
-static int conn_ending(conn *c)
-{
-    return c->h.closing || c->h.finishing;
-}
-
 /* Closes once what is queued has been sent (bounded by the idle timeout:
  * a client that never reads does not keep it). */
 static void finish_and_close(conn *c)
 {
-    if (conn_ending(c))
+    if (rm_hconn_ending(&c->h))
         return;
     /* Nothing after this request is parsed (a parser in an error state
      * stops by itself, and must not be paused). */
@@ -149,7 +144,7 @@ static void feed(conn *c, const char *data, size_t len);
 /* Output drained below the bound: parse what waited, then read again. */
 static void resume(conn *c)
 {
-    if (!c->paused || conn_ending(c) || rm_hconn_queued(&c->h) >= MAX_QUEUED_OUTPUT)
+    if (!c->paused || rm_hconn_ending(&c->h) || rm_hconn_queued(&c->h) >= MAX_QUEUED_OUTPUT)
         return;
     c->paused = 0;
     http_parser_pause(&c->parser, 0);
@@ -160,7 +155,7 @@ static void resume(conn *c)
     if (n)
         feed(c, data, n);
     free(data);
-    if (!c->paused && !conn_ending(c))
+    if (!c->paused && !rm_hconn_ending(&c->h))
         rm_hconn_reading(&c->h, 1);
 }
 
@@ -331,14 +326,14 @@ static void feed(conn *c, const char *data, size_t len)
      * (Upgrade, CONNECT), taking what follows for the new protocol. This
      * server never switches (RFC 9110 7.8 lets it ignore the ask): what
      * follows is the next request. */
-    while (!conn_ending(c) && c->parser.upgrade && parsed < len &&
+    while (!rm_hconn_ending(&c->h) && c->parser.upgrade && parsed < len &&
            HTTP_PARSER_ERRNO(&c->parser) == HPE_OK) {
         size_t step = http_parser_execute(&c->parser, &settings, data + parsed, len - parsed);
         if (!step)
             break; /* no progress: the check below calls it a bad request */
         parsed += step;
     }
-    if (conn_ending(c))
+    if (rm_hconn_ending(&c->h))
         return;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {

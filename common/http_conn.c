@@ -59,6 +59,11 @@ int rm_hconn_accept(rm_hconn *c, uv_loop_t *loop, uv_stream_t *server, const rm_
     return 0;
 }
 
+int rm_hconn_ending(const rm_hconn *c)
+{
+    return c->closing || c->finishing;
+}
+
 size_t rm_hconn_queued(rm_hconn *c)
 {
     return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
@@ -80,7 +85,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     rm_hconn *c = s->data;
     if (nread < 0)
         rm_hconn_close(c); /* gone, or done lingering */
-    else if (nread > 0 && !c->closing && !c->finishing)
+    else if (nread > 0 && !rm_hconn_ending(c))
         c->ops->data(c, buf->base, (size_t)nread);
     free(buf->base);
 }
@@ -106,7 +111,7 @@ static void on_written(uv_write_t *req, int status)
         rm_hconn_close(c);
         return;
     }
-    if (c->closing || c->finishing)
+    if (rm_hconn_ending(c))
         return;
     c->ops->written(c);
 }
@@ -161,7 +166,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 void rm_hconn_finish(rm_hconn *c, uint64_t timeout_ms)
 {
-    if (c->closing || c->finishing)
+    if (rm_hconn_ending(c))
         return;
     c->finishing = 1;
     rm_hconn_reading(c, 0);

@@ -55,6 +55,10 @@ struct rm_hconn {
  * ops->closed follows). */
 int rm_hconn_accept(rm_hconn *c, uv_loop_t *loop, uv_stream_t *server, const rm_hconn_ops *ops);
 
+/* 1 once the connection is closing or finishing (its last reply
+ * queued): nothing more is read from it or answered on it. */
+int rm_hconn_ending(const rm_hconn *c);
+
 /* Bytes queued for the client and not written yet. */
 size_t rm_hconn_queued(rm_hconn *c);
 

@@ -45,11 +45,6 @@ static size_t queued(ws_conn *c)
     return rm_hconn_queued(&c->h);
 }
 
-static int conn_ending(ws_conn *c)
-{
-    return c->h.closing || c->h.finishing;
-}
-
 static void conn_closed(rm_hconn *h)
 {
     ws_conn *c = (ws_conn *)h;
@@ -94,7 +89,7 @@ void ws_close_conn(ws_conn *c)
  * the linger). Nothing more is parsed. */
 static void finish_and_close(ws_conn *c)
 {
-    if (conn_ending(c))
+    if (rm_hconn_ending(&c->h))
         return;
     free(c->pending);
     c->pending = NULL;
@@ -153,7 +148,7 @@ void ws_respond_error(ws_conn *c, const rm_api_error *e, const char *extra)
 /* The request is answered: the next one, or the end of the connection. */
 void ws_request_done(ws_conn *c)
 {
-    if (conn_ending(c))
+    if (rm_hconn_ending(&c->h))
         return;
     if (!c->keep) {
         finish_and_close(c);
@@ -358,7 +353,8 @@ static void refuse(ws_conn *c, int status)
  * request is in progress or nothing is left. */
 void ws_pump(ws_conn *c)
 {
-    while (!conn_ending(c) && !c->job && c->npending > c->pstart && queued(c) < MAX_QUEUED_OUTPUT) {
+    while (!rm_hconn_ending(&c->h) && !c->job && c->npending > c->pstart &&
+           queued(c) < MAX_QUEUED_OUTPUT) {
         http_parser_pause(&c->parser, 0);
         size_t len = c->npending - c->pstart;
         size_t parsed = http_parser_execute(&c->parser, &settings, c->pending + c->pstart, len);
@@ -379,7 +375,7 @@ void ws_pump(ws_conn *c)
             return;
         }
     }
-    if (!conn_ending(c))
+    if (!rm_hconn_ending(&c->h))
         rm_hconn_reading(&c->h, c->npending - c->pstart < MAX_READ_AHEAD);
 }
 
