@@ -364,7 +364,7 @@ static void on_connection(uv_stream_t *server, int status)
      * EMFILE next (fdbudget.h). */
     if (rm_hconn_hold(&srv->accept_held,
                       __atomic_load_n(&srv->figures[FIG_CONNS], __ATOMIC_RELAXED),
-                      srv->cfg.max_connections))
+                      srv->cfg.max_connections, RM_HCONN_MAX_REFUSING))
         return;
     conn *c = rm_xcalloc(1, sizeof *c);
     c->srv = srv;

@@ -29,9 +29,9 @@ void rm_hconn_close(rm_hconn *c)
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-int rm_hconn_hold(int *held, uint64_t open, uint64_t cap)
+int rm_hconn_hold(int *held, uint64_t open, uint64_t cap, uint64_t refusing)
 {
-    if (open < cap + RM_HCONN_MAX_REFUSING)
+    if (open < cap + refusing)
         return 0;
     *held = 1;
     return 1;

@@ -86,20 +86,21 @@ void rm_hconn_close(rm_hconn *c);
 void rm_hconn_finish(rm_hconn *c, uint64_t timeout_ms);
 
 /* Connections past a server's cap still being refused (a 503, then the
- * finish and its linger): at most this many, the accept is held beyond. */
+ * finish and its linger) at most, for --http and the worker: the accept
+ * is held beyond. */
 #define RM_HCONN_MAX_REFUSING 64
 
 /* The accept hold, for a listener's connection callback: returns 1 when
  * open (the server's connections, closing ones included) has reached cap
- * + RM_HCONN_MAX_REFUSING -- the caller then returns without accepting
- * and *held is set. libuv accepts in a loop until the backlog is empty,
+ * + refusing (the refused connections it lets linger) -- the caller then
+ * returns without accepting and *held is set. libuv accepts in a loop until the backlog is empty,
  * and closes complete a loop turn later: accepting on would hold
  * descriptors past the budget (fdbudget.h), and once the process runs out
  * libuv resets what waits. Left unaccepted, libuv stops reading the
  * listener and the connection waits for rm_hconn_release. */
-int rm_hconn_hold(int *held, uint64_t open, uint64_t cap);
+int rm_hconn_hold(int *held, uint64_t open, uint64_t cap, uint64_t refusing);
 
-/* For the owner's ops->closed, once its count has dropped: a held
+/* For the owner's close callback, once its count has dropped: a held
  * connection is taken now (the listener's connection callback runs
  * again), unless the listener is closing. */
 void rm_hconn_release(int *held, uv_stream_t *listener);

@@ -169,10 +169,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     free(c->body);
     free(c->pending);
     free(c);
-    if (g->accept_held && g->listening) {
-        g->accept_held = 0;
-        gw_on_connection((uv_stream_t *)&g->listener, 0);
-    }
+    rm_hconn_release(&g->accept_held, (uv_stream_t *)&g->listener);
 }
 
 void gw_conn_close(gw_conn *c)
@@ -461,14 +458,11 @@ void gw_on_connection(uv_stream_t *server, int status)
     rm_gateway *g = server->data;
     if (status < 0)
         return;
-    if (g->nconns >= g->cfg.max_connections + MAX_OVER_CAP) {
-        /* libuv accepts in a loop until the backlog is empty, and closes
-         * complete a loop turn later: refusing here would still hold a
-         * descriptor per connection, past the budget, and gRPC's accept
-         * would meet EMFILE (fdbudget.h). Leave it in libuv instead. */
-        g->accept_held = 1;
+    /* Every descriptor the fd budget gives client connections in use,
+     * refused ones lingering included: gRPC's accept would meet EMFILE
+     * next (fdbudget.h). */
+    if (rm_hconn_hold(&g->accept_held, g->nconns, g->cfg.max_connections, MAX_OVER_CAP))
         return;
-    }
     gw_conn *c = rm_xcalloc(1, sizeof *c);
     c->g = g;
     gw_handles_init(&g->loop, &c->tcp, &c->timer, c);

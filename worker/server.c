@@ -419,7 +419,8 @@ static void on_connection(uv_stream_t *server, int status)
     ws_srv *s = server->data;
     /* Every descriptor the fd budget gives connections in use (refused
      * ones linger): the process would run out next. */
-    if (status < 0 || rm_hconn_hold(&s->accept_held, s->nconns, s->cfg.max_connections))
+    if (status < 0 ||
+        rm_hconn_hold(&s->accept_held, s->nconns, s->cfg.max_connections, RM_HCONN_MAX_REFUSING))
         return;
     ws_conn *c = rm_xcalloc(1, sizeof *c);
     c->s = s;

@@ -39,13 +39,13 @@ static void test_accept_hold(void)
 {
     int held = 0;
     /* Under the cap, and past it while refusals fit: accepted. */
-    CHECK_EQ(rm_hconn_hold(&held, 0, 16), 0);
-    CHECK_EQ(rm_hconn_hold(&held, 16 + RM_HCONN_MAX_REFUSING - 1, 16), 0);
+    CHECK_EQ(rm_hconn_hold(&held, 0, 16, RM_HCONN_MAX_REFUSING), 0);
+    CHECK_EQ(rm_hconn_hold(&held, 16 + RM_HCONN_MAX_REFUSING - 1, 16, RM_HCONN_MAX_REFUSING), 0);
     CHECK_EQ(held, 0);
     /* Every descriptor the cap and the refusals may hold in use: held. */
-    CHECK_EQ(rm_hconn_hold(&held, 16 + RM_HCONN_MAX_REFUSING, 16), 1);
+    CHECK_EQ(rm_hconn_hold(&held, 16 + RM_HCONN_MAX_REFUSING, 16, RM_HCONN_MAX_REFUSING), 1);
     CHECK_EQ(held, 1);
-    CHECK_EQ(rm_hconn_hold(&held, 1000, 16), 1);
+    CHECK_EQ(rm_hconn_hold(&held, 1000, 16, RM_HCONN_MAX_REFUSING), 1);
 }
 
 int main(void)
