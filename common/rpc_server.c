@@ -511,16 +511,15 @@ char *rm_rpc_server_metrics(const rm_rpc_server *s, const char *labels)
     for (int i = 0; i < s->nmethods; i++) {
         const reg_method *r = &s->methods[i];
         const char *name = strrchr(r->m.path, '/');
-        char l[400], le[480], v[32];
+        char l[400], v[32];
         snprintf(l, sizeof l, "%s", labels);
         rm_prom_label(l, sizeof l, "method", name ? name + 1 : r->m.path);
         for (size_t k = 0; k <= NBUCKETS; k++) {
             if (k < NBUCKETS)
                 snprintf(v, sizeof v, "%g", buckets[k]);
-            snprintf(le, sizeof le, "%s", l);
-            rm_prom_label(le, sizeof le, "le", k < NBUCKETS ? v : "+Inf");
-            rm_prom_sample(&b, "radixmesh_rpc_duration_seconds_bucket", le,
-                           (double)(k < NBUCKETS ? r->le[k] : r->count));
+            rm_prom_sample_by(&b, "radixmesh_rpc_duration_seconds_bucket", l, "le",
+                              k < NBUCKETS ? v : "+Inf",
+                              (double)(k < NBUCKETS ? r->le[k] : r->count));
         }
         rm_prom_sample(&b, "radixmesh_rpc_duration_seconds_sum", l, r->sum);
         rm_prom_sample(&b, "radixmesh_rpc_duration_seconds_count", l, (double)r->count);

@@ -175,11 +175,10 @@ char *rm_gateway_metrics(rm_gateway *g, const char *router_id)
     rm_prom_family(&b, "radixmesh_gateway_responses_total", "counter",
                    "Responses by status class.");
     for (int i = 1; i <= 5; i++) {
-        char cl[sizeof l + 16], code[8];
+        char code[8];
         snprintf(code, sizeof code, "%dxx", i);
-        snprintf(cl, sizeof cl, "%s", l);
-        rm_prom_label(cl, sizeof cl, "code", code);
-        rm_prom_sample(&b, "radixmesh_gateway_responses_total", cl, (double)c.by_class[i]);
+        rm_prom_sample_by(&b, "radixmesh_gateway_responses_total", l, "code", code,
+                          (double)c.by_class[i]);
     }
     const rm_prom_row rows[] = {
         {"radixmesh_gateway_retries_total", "counter", "Requests retried on another worker.",
