@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from rmtest import dashboard_dom, poll
+from rmtest import dashboard_dom, poll, run_tests
 
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -713,12 +713,12 @@ def main():
     ap.add_argument("--slow", action="store_true", help="daemons run under valgrind")
     ARGS, rest = ap.parse_known_args()
     try:
-        prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
+        code = run_tests(rest)
     finally:
         for p in PROCS:
             if p.poll() is None:
                 p.kill()
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

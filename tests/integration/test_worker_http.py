@@ -528,8 +528,7 @@ def main():
     if ARGS.slow:
         os.environ["RM_TEST_SLOW"] = "1"
         rmtest.SLOW = True
-    prog = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False)
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    sys.exit(rmtest.run_tests(rest))
 
 
 if __name__ == "__main__":
