@@ -2,7 +2,6 @@
 
 #include <jansson.h>
 #include <float.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
