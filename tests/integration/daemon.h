@@ -190,6 +190,22 @@ static inline int td_wait(int (*cond)(void *), void *arg, int timeout_ms, int st
     return v;
 }
 
+/* A daemon that ignores a stop signal is a bug found once in many runs;
+ * its threads' stacks are the evidence, so print them (where gdb exists)
+ * before the SIGKILL destroys it. */
+static inline void td_dump_stacks(pid_t pid)
+{
+    if (access("/usr/bin/gdb", X_OK) != 0)
+        return;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/gdb -p %d -batch -nx -ex 'thread apply all bt' </dev/null >&2 2>&1",
+             (int)pid);
+    fprintf(stderr, "daemon %d did not stop; its threads:\n", (int)pid);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(gdb could not attach)\n");
+}
+
 /* Sends sig and waits up to timeout_ms for the exit. Returns the exit status
  * (as from waitpid) or -1 on timeout (then the daemon is SIGKILLed). */
 static int td_stop(test_daemon *d, int sig, int timeout_ms)
@@ -204,6 +220,7 @@ static int td_stop(test_daemon *d, int sig, int timeout_ms)
         if (r == d->pid)
             break;
         if (td_now_ms() >= deadline) {
+            td_dump_stacks(d->pid);
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &status, 0);
             status = -1;

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int rm_t_pass, rm_t_fail;
 
@@ -43,8 +44,18 @@ static int rm_t_pass, rm_t_fail;
         }                                                                                          \
     } while (0)
 
+/* RM_TEST_ONLY=name runs just the tests whose name contains it, for
+ * looping one test while chasing a rare failure. */
+static inline int rm_t_selected(const char *name)
+{
+    const char *only = getenv("RM_TEST_ONLY");
+    return !only || !*only || strstr(name, only) != NULL;
+}
+
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        if (!rm_t_selected(#fn))                                                                   \
+            break;                                                                                 \
         int _f = rm_t_fail;                                                                        \
         fn();                                                                                      \
         fprintf(stderr, "%-40s %s\n", #fn, rm_t_fail == _f ? "ok" : "FAILED");                     \
