@@ -5,6 +5,7 @@
 #include <grpc/grpc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -12,10 +13,8 @@
 #include "fdbudget.h"
 #include "log.h"
 #include "prom.h"
+#include "signals.h"
 #include "util.h"
-
-/* Set by the signal handlers, read by the server thread's tick. */
-static volatile int got_term, got_hup;
 
 /* The shared flags after --listen, in --help order. */
 static size_t shared_flags(rm_daemon_opts *o, rm_flag *out)
@@ -53,6 +52,9 @@ void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, const rm_flag *fla
                     int argc, char **argv)
 {
     memset(d, 0, sizeof *d);
+    /* First: every thread started from here on inherits the mask. */
+    if (rm_signals_block() != 0)
+        rm_log(RM_LOG_WARN, spec->module, "cannot block SIGTERM/SIGHUP: %s", strerror(errno));
     d->spec = spec;
     d->argc = argc;
     d->argv = argv;
@@ -109,8 +111,6 @@ int rm_daemon_prepare(rm_daemon *d, uint64_t gateway_wanted, uint64_t *gateway_m
     if (rm_tls_load(&d->tls, o->tls_cert, o->tls_key, o->tls_ca, o->require_client_cert, err,
                     sizeof err))
         rm_flags_fail(&d->fs, "%s", err);
-    rm_install_term_flag(&got_term);
-    rm_install_hup_flag(&got_hup);
     grpc_init();
     return 0;
 }
@@ -213,7 +213,7 @@ static void publish(rm_daemon *d)
     m = rm_str_join_free(m, own);
     m = rm_str_join_free(m, rm_rpc_server_metrics(d->srv, d->labels));
     m = rm_str_join_free(m, rm_http_metrics(d->hs, d->labels));
-    rm_published_set(&d->pub, m, json, ready && !got_term && d->accepting);
+    rm_published_set(&d->pub, m, json, ready && !d->stopping && d->accepting);
 }
 
 int rm_daemon_start(rm_daemon *d, const rm_daemon_hooks *hooks, void *ctx, const char *id)
@@ -252,13 +252,14 @@ static int tick(void *ctx, uint64_t now_ms)
 {
     rm_daemon *d = ctx;
     const rm_daemon_hooks *h = d->hooks;
-    if (got_hup) {
-        got_hup = 0;
+    unsigned sig = rm_signals_take();
+    if (sig & RM_SIG_HUP)
         reload(d);
-    }
+    if (sig & (RM_SIG_TERM | RM_SIG_INT))
+        d->stopping = 1;
     if (h->tick)
         h->tick(d->ctx, now_ms);
-    if (!got_term) {
+    if (!d->stopping) {
         d->accepting = rm_accept_probe_tick(d->probe, now_ms);
     } else if (d->probe) {
         /* The listener goes away on purpose now; and gRPC's shutdown waits
@@ -266,11 +267,11 @@ static int tick(void *ctx, uint64_t now_ms)
         rm_accept_probe_destroy(d->probe);
         d->probe = NULL;
     }
-    if (d->publishing && (now_ms - d->published_at >= 500 || got_term)) {
+    if (d->publishing && (now_ms - d->published_at >= 500 || d->stopping)) {
         d->published_at = now_ms;
         publish(d);
     }
-    if (got_term && !d->term_at) {
+    if (d->stopping && !d->term_at) {
         d->term_at = now_ms;
         if (h->set_serving)
             h->set_serving(d->ctx, 0);

@@ -130,6 +130,7 @@ typedef struct rm_daemon {
     rm_published pub;
     int publishing; /* --http is on */
     uint64_t published_at, term_at;
+    int stopping; /* SIGTERM or SIGINT taken (rm_signals_take in the tick) */
     rm_http_server *hs;
     rm_accept_probe *probe; /* NULL: not watched */
     int accepting;

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <time.h>
 
@@ -81,45 +80,6 @@ uint64_t rm_hash_u32s(const uint32_t *v, size_t n, uint64_t seed)
         h ^= h >> 32;
     }
     return rm_mix64(h);
-}
-
-static volatile int *term_flag;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    *term_flag = 1;
-}
-
-static volatile int *hup_flag;
-
-static void on_hup(int sig)
-{
-    (void)sig;
-    if (hup_flag)
-        *hup_flag = 1;
-}
-
-static void on_signal(int sig, void (*handler)(int))
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = handler;
-    sigaction(sig, &sa, NULL);
-}
-
-void rm_install_hup_flag(volatile int *flag)
-{
-    hup_flag = flag;
-    on_signal(SIGHUP, on_hup);
-}
-
-void rm_install_term_flag(volatile int *flag)
-{
-    term_flag = flag;
-    on_signal(SIGTERM, on_term);
-    on_signal(SIGINT, on_term);
-    signal(SIGPIPE, SIG_IGN);
 }
 
 void rm_sbuf_printf(rm_sbuf *b, const char *fmt, ...)

@@ -37,13 +37,6 @@ static inline uint64_t rm_mix64(uint64_t x)
     return x;
 }
 
-/* Installs SIGTERM/SIGINT handlers that set *flag (a daemon polls it from
- * its tick) and ignores SIGPIPE. */
-void rm_install_term_flag(volatile int *flag);
-
-/* Sets *flag to 1 on SIGHUP (a config reload request). */
-void rm_install_hup_flag(volatile int *flag);
-
 /* A growing string: rm_sbuf_printf appends, p is malloc'd (owner frees). */
 typedef struct rm_sbuf {
     char *p;

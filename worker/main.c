@@ -2,6 +2,7 @@
  * OpenAI-compatible completions (worker/server.h); else it runs one prompt
  * through rm_engine and prints the result as one JSON line
  * (worker/README.md). */
+#include <errno.h>
 #include <grpc/grpc.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "model.h"
 #include "rpc_client.h"
 #include "server.h"
+#include "signals.h"
 #include "tls.h"
 #include "util.h"
 
@@ -191,6 +193,10 @@ int main(int argc, char **argv)
     }
     rm_engine_config ec = {
         cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk, 0, model_name, &tls, token};
+    /* Serving: SIGTERM drains, taken by the loop (signals.h); before the
+     * first thread starts, so that every thread inherits the mask. */
+    if (sc.listen && rm_signals_block() != 0)
+        rm_log(RM_LOG_WARN, "worker", "cannot block SIGTERM: %s", strerror(errno));
     grpc_init(); /* the cache clients' (a pairing grpc_shutdown at every exit below) */
     rm_engine *e = rm_engine_new(&m, &ec, err, sizeof err);
     if (!e) {

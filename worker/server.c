@@ -3,14 +3,16 @@
  * endpoints but POST /v1/completions (server_completion.c), listening,
  * signals and the drain (server_internal.h). Loop thread only. */
 #include <limits.h>
-#include <signal.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http.h"
+#include "signals.h"
 #include "list.h"
 #include "log.h"
 #include "server_internal.h"
@@ -467,8 +469,7 @@ void ws_drain_step(ws_srv *s)
     s->handles_closed = 1;
     close_handle((uv_handle_t *)&s->listener);
     close_handle((uv_handle_t *)&s->wake);
-    close_handle((uv_handle_t *)&s->sigterm);
-    close_handle((uv_handle_t *)&s->sigint);
+    close_handle((uv_handle_t *)&s->signals);
     close_handle((uv_handle_t *)&s->drain_timer);
 }
 
@@ -480,16 +481,23 @@ static void on_drain_timeout(uv_timer_t *t)
     rm_infer_cancel_all(s->in);
 }
 
-static void on_signal(uv_signal_t *sig, int signum)
+static void on_signal(uv_poll_t *p, int status, int events)
 {
-    ws_srv *s = sig->data;
+    (void)status;
+    (void)events;
+    ws_srv *s = p->data;
+    unsigned got = rm_signals_take();
+    if (got & RM_SIG_HUP)
+        rm_log(RM_LOG_WARN, "worker", "SIGHUP ignored: the worker has nothing to reload");
+    if (!(got & (RM_SIG_TERM | RM_SIG_INT)))
+        return;
     if (s->draining) {
         rm_log(RM_LOG_WARN, "worker", "second signal: cancelling what is left");
         rm_infer_cancel_all(s->in);
         return;
     }
-    rm_log(RM_LOG_INFO, "worker", "%s: draining (%zu requests in progress)", strsignal(signum),
-           s->njobs);
+    rm_log(RM_LOG_INFO, "worker", "%s: draining (%zu requests in progress)",
+           got & RM_SIG_TERM ? "SIGTERM" : "SIGINT", s->njobs);
     s->draining = 1;
     close_handle((uv_handle_t *)&s->listener);
     rm_infer_stop(s->in);
@@ -514,14 +522,16 @@ int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engin
     s->listener.data = s;
     uv_async_init(&s->loop, &s->wake, ws_on_wake);
     s->wake.data = s;
-    uv_signal_init(&s->loop, &s->sigterm);
-    uv_signal_init(&s->loop, &s->sigint);
-    s->sigterm.data = s->sigint.data = s;
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    /* main blocked the signals before any thread started (rm_signals_block) */
+    s->signal_fd = rm_signals_fd();
+    if (s->signal_fd < 0 || uv_poll_init(&s->loop, &s->signals, s->signal_fd) != 0) {
+        rm_log(RM_LOG_ERROR, "worker", "cannot watch SIGTERM: %s", strerror(errno));
+        exit(1);
+    }
+    s->signals.data = s;
+    uv_poll_start(&s->signals, UV_READABLE, on_signal);
     uv_timer_init(&s->loop, &s->drain_timer);
     s->drain_timer.data = s;
-    signal(SIGPIPE, SIG_IGN);
     s->in = rm_infer_start(e, cfg->max_waiting, ws_notify, &s->wake);
     if (!s->in) {
         rm_log(RM_LOG_ERROR, "worker", "cannot start the inference thread");
@@ -530,6 +540,7 @@ int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engin
         ws_drain_step(s); /* closes the handles */
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
+        close(s->signal_fd);
         free(s);
         return 1;
     }
@@ -543,6 +554,7 @@ int rm_wserver_run(const rm_wserver_config *cfg, const rm_api_model *m, rm_engin
     fflush(stdout);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
+    close(s->signal_fd);
     rm_infer_free(s->in);
     free(s);
     rm_log(RM_LOG_INFO, "worker", "drained, exiting");

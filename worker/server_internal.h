@@ -59,7 +59,8 @@ struct ws_srv {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t wake;
-    uv_signal_t sigterm, sigint;
+    uv_poll_t signals; /* readable: SIGTERM/SIGINT pending (signals.h) */
+    int signal_fd;
     uv_timer_t drain_timer;
     rm_wserver_config cfg;
     const rm_api_model *model;
