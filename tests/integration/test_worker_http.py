@@ -387,6 +387,15 @@ class WorkerHttpTest(unittest.TestCase):
         self.assertEqual(post(self.c.http, {"prompt": "still here", "max_tokens": 1})[0], 200)
 
 
+    def test_6_sighup_is_logged_and_ignored(self):
+        # The worker has nothing to reload; a SIGHUP (a terminal closing, a
+        # supervisor's reload) once killed it by the default action.
+        self.c.proc.send_signal(signal.SIGHUP)
+        self.c.wait_log("the SIGHUP to be taken", "SIGHUP ignored")
+        self.assertTrue(self.c.alive())
+        self.assertEqual(post(self.c.http, {"prompt": "after hup", "max_tokens": 1})[0], 200)
+
+
 class WorkerCacheFailureTest(unittest.TestCase):
     def test_node_killed_mid_readkv_the_worker_recomputes(self):
         node = start_node("dying")
