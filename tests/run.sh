@@ -52,16 +52,16 @@ vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kin
 # The pieces below run in two lanes side by side (valgrind runs one thread
 # of a process at a time, so one lane leaves a core idle); each piece's
 # output goes to build/valgrind-logs/ and is printed when it fails.
-vlogs="$root/build/valgrind-logs"
-mkdir -p "$vlogs"
+logs="$root/build/valgrind-logs" tool=valgrind
+mkdir -p "$logs"
 piece() { # NAME COMMAND...
   local name=$1
   shift
-  if "$@" >"$vlogs/$name.log" 2>&1; then
-    echo "valgrind: $name ok"
+  if "$@" >"$logs/$name.log" 2>&1; then
+    echo "$tool: $name ok"
   else
-    cat "$vlogs/$name.log"
-    echo "valgrind: $name failed"
+    tail -c 200000 "$logs/$name.log"
+    echo "$tool: $name failed"
     return 1
   fi
 }
@@ -124,16 +124,17 @@ if RM_TARGETS="radixmesh-node radixmesh-router test_rpc_server test_load test_kv
   "$root/scripts/build.sh" "$root/build-tsan" -DRM_TSAN=ON; then
   export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=0 exitcode=66"
   t="$root/build-tsan"
-  "$t/test_rpc_server" >/dev/null || { echo "tsan: test_rpc_server failed"; rc=1; }
-  "$root/build/test_router" "$t/radixmesh-node" "$t/radixmesh-router" >/dev/null ||
-    { echo "tsan: router integration failed"; rc=1; }
-  /usr/bin/python3 "$root/tests/integration/test_gateway.py" --node "$t/radixmesh-node" \
-    --router "$t/radixmesh-router" --load-seconds 2 --slow 2>/dev/null ||
-    { echo "tsan: gateway failed"; rc=1; }
-  "$t/test_load" "$t/radixmesh-node" "$t/radixmesh-router" 15 8 ||
-    { echo "tsan: load test failed"; rc=1; }
-  "$t/test_kv_subscriber" /usr/bin/python3 "$root/tests/integration/fake_vllm.py" >/dev/null 2>&1 ||
-    { echo "tsan: kv subscriber failed"; rc=1; }
+  # Each piece's output goes to build-tsan/logs/ and is printed when it fails.
+  logs="$t/logs" tool=tsan
+  mkdir -p "$logs"
+  piece rpc_server "$t/test_rpc_server" || rc=1
+  piece router_integration "$root/build/test_router" "$t/radixmesh-node" "$t/radixmesh-router" ||
+    rc=1
+  piece gateway /usr/bin/python3 "$root/tests/integration/test_gateway.py" \
+    --node "$t/radixmesh-node" --router "$t/radixmesh-router" --load-seconds 2 --slow || rc=1
+  piece load "$t/test_load" "$t/radixmesh-node" "$t/radixmesh-router" 15 8 || rc=1
+  piece kv_subscriber "$t/test_kv_subscriber" /usr/bin/python3 \
+    "$root/tests/integration/fake_vllm.py" || rc=1
   unset TSAN_OPTIONS
 else
   rc=1
