@@ -24,8 +24,8 @@ struct rm_accept_probe {
     int port;
     uint32_t interval_ms;
     unsigned needed, misses;
-    int fd; /* the probe connection of the last interval, -1: none */
-    uint64_t opened_ms;
+    int fd;             /* the probe connection, -1: none */
+    uint64_t looked_ms; /* when fd was opened or last looked at */
     int accepting;
     const char *module;
 };
@@ -163,28 +163,36 @@ int rm_accept_probe_tick(rm_accept_probe *p, uint64_t now_ms)
 {
     if (!p)
         return 1;
-    if (p->fd >= 0 && now_ms - p->opened_ms < p->interval_ms)
+    if (p->fd >= 0 && now_ms - p->looked_ms < p->interval_ms)
         return p->accepting;
     if (p->fd >= 0) {
         rm_probe_look look = server_end(p->fd);
-        close(p->fd);
-        p->fd = -1;
         int was = p->accepting;
         p->accepting = rm_accept_judge(look, &p->misses, p->needed);
         if (was && !p->accepting)
             rm_log(RM_LOG_ERROR, p->module,
-                   "gRPC is not accepting connections on port %d: %u probe connections in a "
-                   "row waited %u ms unaccepted (gRPC 1.51 does not recover once it ran out of "
-                   "file descriptors); /readyz fails, restart the daemon",
-                   p->port, p->misses, p->interval_ms);
+                   "gRPC is not accepting connections on port %d: a probe connection waited "
+                   "%u ms unaccepted (gRPC 1.51 does not recover once it ran out of file "
+                   "descriptors); /readyz fails, restart the daemon",
+                   p->port, p->misses * p->interval_ms);
         else if (!was && p->accepting)
             rm_log(RM_LOG_INFO, p->module, "gRPC accepts connections on port %d again", p->port);
+        if (look == RM_LOOK_WAITING) {
+            /* The same connection waits on: a wedged listener never takes
+             * it, a starved one (a busy machine, valgrind) takes it late,
+             * and that resets the count. New probes each waiting an
+             * interval would count a slow listener as a stuck one. */
+            p->looked_ms = now_ms;
+            return p->accepting;
+        }
+        close(p->fd);
+        p->fd = -1;
     }
     int fd = socket(p->target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd >= 0) /* a failure shows in the next look */
         (void)!connect(fd, (struct sockaddr *)&p->target, p->target_len);
     p->fd = fd; /* none (out of descriptors): try again next tick */
-    p->opened_ms = now_ms;
+    p->looked_ms = now_ms;
     return p->accepting;
 }
 

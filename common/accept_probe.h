@@ -2,12 +2,14 @@
  *
  * gRPC 1.51 stops accepting for good once accept4 fails (EMFILE: see
  * fdbudget.h) while calls on open connections carry on, so nothing else
- * notices. Every interval the probe opens a TCP connection to the
- * daemon's own gRPC port, and one interval later asks the kernel
- * (sock_diag, for that one connection) whether the server's end of it was
- * accepted: a socket still in the accept queue has no inode. Several
- * misses in a row make the listener "stuck", which the daemons publish as
- * /readyz 503. The probe speaks no TLS and sends no bytes, so it works the
+ * notices. The probe opens a TCP connection to the daemon's own gRPC
+ * port and every interval asks the kernel (sock_diag, for that one
+ * connection) whether the server's end of it was accepted: a socket still
+ * in the accept queue has no inode. Once it was, the next probe opens; one
+ * still waiting after `needed` looks makes the listener "stuck", which the
+ * daemons publish as /readyz 503. The same connection is looked at again
+ * rather than a new one opened: a starved listener takes it late (and
+ * counts as accepting), a wedged one never. The probe speaks no TLS and sends no bytes, so it works the
  * same with TLS, mTLS and tokens; the server closes it as a failed
  * handshake.
  *

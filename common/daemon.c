@@ -143,7 +143,7 @@ int rm_daemon_listen(rm_daemon *d, int registered)
     }
     int bound = rm_rpc_server_announce(d->srv, d->o.listen, d->spec->module, &d->tls);
     if (bound >= 0)
-        d->probe = rm_accept_probe_create(d->o.listen, bound, 1000, 3, d->spec->module);
+        d->probe = rm_accept_probe_create(d->o.listen, bound, 1000, 5, d->spec->module);
     return bound;
 }
 
