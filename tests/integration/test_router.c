@@ -334,7 +334,7 @@ static void test_cluster(void)
     test_daemon r1, r2;
     start_router(&r1, "r1");
     rm_cache_client cc;
-    REQUIRE(rm_cc_init_router(&cc, r1.addr, 5000) == 0);
+    REQUIRE(rm_cc_init_router(&cc, r1.addr, (int)td_ms(5000)) == 0);
     uint32_t want = NODES;
     REQUIRE(cw_wait_for(&cc, cw_healthy_is, &want, 10000));
     solo_conversation(r1.addr);
@@ -375,7 +375,7 @@ static void test_cluster(void)
     /* Two replicas with the same membership agree (no shared state). */
     start_router(&r2, "r2");
     rm_cache_client cc2;
-    REQUIRE(rm_cc_init_router(&cc2, r2.addr, 5000) == 0);
+    REQUIRE(rm_cc_init_router(&cc2, r2.addr, (int)td_ms(5000)) == 0);
     REQUIRE(cw_wait_for(&cc2, cw_healthy_is, &want, 10000));
     REQUIRE(cw_wait_for(&cc2, has_hot, NULL, 10000));
     /* Same membership and node statistics: the load from the phase above
@@ -398,8 +398,10 @@ static void test_cluster(void)
         size_t n = conversation(tok, 50000 + conv, conv % 4);
         rm_cc_route_reply a, b;
         if (rm_cc_route(&cc, "chat", tok, n, &a, msg, sizeof msg) ||
-            rm_cc_route(&cc2, "chat", tok, n, &b, msg, sizeof msg))
+            rm_cc_route(&cc2, "chat", tok, n, &b, msg, sizeof msg)) {
+            fprintf(stderr, "route %d failed: %s\n", conv, msg);
             continue;
+        }
         total++;
         agree += strcmp(a.node_id, b.node_id) == 0;
         CHECK_EQ(a.key_tokens, SYS + 64); /* the key extends one block past the prompt */
