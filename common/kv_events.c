@@ -623,11 +623,13 @@ rm_kv_result rm_kv_parse_replay(const rm_kv_frame *frames, size_t n, uint64_t *s
 
 /* ---- sequence rules -------------------------------------------------------- */
 
-rm_kv_seq_verdict rm_kv_seq_classify(uint64_t expected, uint64_t seq)
+rm_kv_seq_verdict rm_kv_seq_classify(uint64_t expected, uint64_t live_next, uint64_t seq)
 {
     if (seq == expected)
         return RM_KV_SEQ_NEXT;
-    return seq > expected ? RM_KV_SEQ_GAP : RM_KV_SEQ_RESTART;
+    if (seq > expected)
+        return RM_KV_SEQ_GAP;
+    return seq >= live_next ? RM_KV_SEQ_REPLAYED : RM_KV_SEQ_RESTART;
 }
 
 rm_kv_replay_verdict rm_kv_replay_classify(uint64_t expected, uint64_t seq)

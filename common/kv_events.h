@@ -151,16 +151,23 @@ uint64_t rm_kv_hash_bytes(const uint8_t *p, size_t n);
 /* ---- sequence rules (pure; the subscriber feeds them) -------------------- */
 
 typedef enum {
-    RM_KV_SEQ_NEXT,    /* the one expected: apply it */
-    RM_KV_SEQ_GAP,     /* later than expected: [expected, seq) were lost */
-    RM_KV_SEQ_RESTART, /* earlier than expected: the engine restarted (numbering begins
-                        * again at 0 in a new process), everything mirrored is stale */
+    RM_KV_SEQ_NEXT,     /* the one expected: apply it */
+    RM_KV_SEQ_GAP,      /* later than expected: [expected, seq) were lost */
+    RM_KV_SEQ_RESTART,  /* earlier than the live stream has been: the engine restarted
+                         * (numbering begins again at 0 in a new process), everything
+                         * mirrored is stale */
+    RM_KV_SEQ_REPLAYED, /* earlier than expected but not than the live stream has been:
+                         * the live copy of a batch a replay poll already took (the
+                         * poll's answer overtook it); skip it */
 } rm_kv_seq_verdict;
 
 /* A batch numbered seq arrives on the PUB socket when expected is the next
  * one due (0 before anything arrived: an engine numbers from 0, so a first
- * batch above 0 is a gap the replay buffer may still fill). */
-rm_kv_seq_verdict rm_kv_seq_classify(uint64_t expected, uint64_t seq);
+ * batch above 0 is a gap the replay buffer may still fill) and live_next
+ * the one after the last the PUB socket itself delivered (0 before any):
+ * batches in [live_next, expected) were taken from the replay socket and
+ * may still arrive live. */
+rm_kv_seq_verdict rm_kv_seq_classify(uint64_t expected, uint64_t live_next, uint64_t seq);
 
 typedef enum {
     RM_KV_REPLAY_TAKE, /* the batch expected: apply it, expect the next */

@@ -26,6 +26,8 @@ struct rm_kv_sub {
 
     /* Subscriber thread only. */
     uint64_t expected;       /* the next sequence number due */
+    uint64_t live_next;      /* one past the last the SUB socket delivered: a replay poll
+                              * may take [live_next, expected) before their live copies */
     uint64_t quiet_since_ms; /* the last batch or replay poll */
     int delivered_any;       /* a batch was handed over since the start */
     int need_resync;         /* a RESYNC must go out before the next batch */
@@ -344,7 +346,13 @@ static void on_live(rm_kv_sub *s, msgset *ms)
         log_malformed(s, RM_KV_ERR_FRAMES, "message");
         return;
     }
-    switch (rm_kv_seq_classify(s->expected, seq)) {
+    rm_kv_seq_verdict v = rm_kv_seq_classify(s->expected, s->live_next, seq);
+    s->live_next = seq + 1;
+    switch (v) {
+    case RM_KV_SEQ_REPLAYED:
+        rm_log(RM_LOG_DEBUG, "kv-events", "%s: batch %llu came live after its replay: skipped",
+               s->endpoint, (unsigned long long)seq);
+        return;
     case RM_KV_SEQ_RESTART:
         INC(s, restarts, 1);
         rm_log(RM_LOG_WARN, "kv-events",
@@ -392,6 +400,7 @@ static void take_restart_hint(rm_kv_sub *s)
     rm_log(RM_LOG_INFO, "kv-events", "%s: the engine restarted: expecting its batches from 0",
            s->endpoint);
     s->expected = 0;
+    s->live_next = 0;
 }
 
 static void *run(void *arg)

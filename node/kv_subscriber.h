@@ -12,7 +12,9 @@
  *           rebuild from the batches that follow.
  *
  * When resyncs happen (each counted, with its reason):
- *   RESTART  a sequence number went backwards: the engine restarted, its
+ *   RESTART  a sequence number went back below what the live stream had
+ *            shown (a live copy of a batch a replay poll took first is
+ *            skipped, not a restart): the engine restarted, its
  *            cache is empty and its numbering began again at 0. The batches
  *            of the new process that were missed are asked of the replay
  *            socket as for any gap.

@@ -30,6 +30,9 @@ Test hooks:
   POST /_control   {"encoding": STYLE} {"hash": KIND}
                    {"drop_next": N}   the next N batches get their seq and
                                       enter the replay buffer but are not sent
+                   {"hold_next": N}   the next N batches get their seq and
+                                      enter the replay buffer; their live send
+                                      waits for {"release_held": true}
                    {"restart": true}  seq back to 0, replay buffer, cache and
                                       counters emptied, as a new process
                                       (+ "rebind": true: sockets closed and
@@ -124,6 +127,8 @@ class Engine:
         self.seq = 0
         self.buffer = collections.deque(maxlen=self.args.buffer_steps)
         self.drop_next = 0
+        self.hold_next = 0
+        self.held = []  # frames whose live send waits for release_held()
         self.published = 0
         self.dropped = 0
         self.cache = collections.OrderedDict()  # hash -> parent hash; LRU first
@@ -150,10 +155,22 @@ class Engine:
             if self.drop_next:
                 self.drop_next -= 1
                 self.dropped += 1
+            elif self.hold_next:
+                self.hold_next -= 1
+                self.held.append(self._frames(seq, payload))
             else:
                 self.pub.send_multipart(self._frames(seq, payload))
                 self.published += 1
             return seq
+
+    def release_held(self):
+        """Sends the held batches live, late: a subscriber may have had
+        them from the replay socket meanwhile."""
+        with self.lock:
+            for frames in self.held:
+                self.pub.send_multipart(frames)
+                self.published += 1
+            self.held = []
 
     def publish(self, events):
         with self.lock:
@@ -428,6 +445,11 @@ def make_handler(engine):
                 if "drop_next" in c:
                     with engine.lock:
                         engine.drop_next = int(c["drop_next"])
+                if "hold_next" in c:
+                    with engine.lock:
+                        engine.hold_next = int(c["hold_next"])
+                if c.get("release_held"):
+                    engine.release_held()
                 if c.get("restart"):
                     engine.restart(bool(c.get("rebind")))
                 if "publish" in c:

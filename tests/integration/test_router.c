@@ -405,6 +405,12 @@ static void test_cluster(void)
         total++;
         agree += strcmp(a.node_id, b.node_id) == 0;
         CHECK_EQ(a.key_tokens, SYS + 64); /* the key extends one block past the prompt */
+        /* A disagreement seen once in busy runs (982 of 1000): what each
+         * replica saw (key, spill) says which view moved between them. */
+        if (strcmp(a.node_id, b.node_id) != 0 && total - agree <= 5)
+            fprintf(stderr, "route %d: r1 %s (key %u tokens%s), r2 %s (key %u tokens%s)\n", conv,
+                    a.node_id, a.key_tokens, a.spilled ? ", spilled" : "", b.node_id, b.key_tokens,
+                    b.spilled ? ", spilled" : "");
     }
     fprintf(stderr, "two routers agree on %d of %d routes\n", agree, total);
     CHECK_EQ(total, 1000);

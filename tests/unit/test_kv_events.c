@@ -556,13 +556,19 @@ static void test_frames(void)
 
 static void test_seq_rules(void)
 {
-    CHECK_EQ(rm_kv_seq_classify(0, 0), RM_KV_SEQ_NEXT);
-    CHECK_EQ(rm_kv_seq_classify(0, 5), RM_KV_SEQ_GAP); /* joined late: 0..4 to replay */
-    CHECK_EQ(rm_kv_seq_classify(7, 7), RM_KV_SEQ_NEXT);
-    CHECK_EQ(rm_kv_seq_classify(7, 9), RM_KV_SEQ_GAP);
-    CHECK_EQ(rm_kv_seq_classify(7, 0), RM_KV_SEQ_RESTART);
-    CHECK_EQ(rm_kv_seq_classify(7, 6), RM_KV_SEQ_RESTART);
-    CHECK_EQ(rm_kv_seq_classify(UINT64_MAX - 1, 3), RM_KV_SEQ_RESTART);
+    CHECK_EQ(rm_kv_seq_classify(0, 0, 0), RM_KV_SEQ_NEXT);
+    CHECK_EQ(rm_kv_seq_classify(0, 0, 5), RM_KV_SEQ_GAP); /* joined late: 0..4 to replay */
+    CHECK_EQ(rm_kv_seq_classify(7, 7, 7), RM_KV_SEQ_NEXT);
+    CHECK_EQ(rm_kv_seq_classify(7, 7, 9), RM_KV_SEQ_GAP);
+    CHECK_EQ(rm_kv_seq_classify(7, 7, 0), RM_KV_SEQ_RESTART);
+    CHECK_EQ(rm_kv_seq_classify(7, 7, 6), RM_KV_SEQ_RESTART);
+    CHECK_EQ(rm_kv_seq_classify(UINT64_MAX - 1, UINT64_MAX - 1, 3), RM_KV_SEQ_RESTART);
+    /* A replay poll took 5 and 6 before their live copies came: those are
+     * skipped, anything below what the live stream showed is a restart. */
+    CHECK_EQ(rm_kv_seq_classify(7, 5, 5), RM_KV_SEQ_REPLAYED);
+    CHECK_EQ(rm_kv_seq_classify(7, 5, 6), RM_KV_SEQ_REPLAYED);
+    CHECK_EQ(rm_kv_seq_classify(7, 5, 4), RM_KV_SEQ_RESTART);
+    CHECK_EQ(rm_kv_seq_classify(7, 5, 7), RM_KV_SEQ_NEXT);
     CHECK_EQ(rm_kv_replay_classify(4, 4), RM_KV_REPLAY_TAKE);
     CHECK_EQ(rm_kv_replay_classify(4, 2), RM_KV_REPLAY_SKIP);
     CHECK_EQ(rm_kv_replay_classify(4, 5), RM_KV_REPLAY_HOLE);
