@@ -1,5 +1,6 @@
 #include "http_head.h"
 
+#include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,4 +71,97 @@ void rm_http_head_value(rm_http_head *h, const char *at, size_t len)
     h->in_value = 1;
     rm_sbuf_append(&h->value, at, len);
     h->bytes += len;
+}
+
+int rm_http_req_rule(const rm_http_req_facts *f, const rm_http_req_limits *l)
+{
+    if (l->max_url && f->url_bytes > l->max_url)
+        return 414;
+    if (f->url_bytes + f->head_bytes > l->max_head)
+        return 431;
+    if (f->te_other)
+        return 501;
+    if ((f->has_length && f->content_length > l->max_body) || f->body_bytes > l->max_body)
+        return 413;
+    if (f->expect && f->expect[0])
+        return strcasecmp(f->expect, "100-continue") ? 417 : RM_HTTP_REQ_CONTINUE;
+    return 0;
+}
+
+/* The rule's answer for what is known of the request so far, noted if it
+ * refuses it. */
+static int weigh(rm_http_req *r, const rm_http_req_facts *f)
+{
+    int v = rm_http_req_rule(f, &r->lim);
+    if (v == 0 || v == RM_HTTP_REQ_CONTINUE)
+        return v;
+    r->refuse = v;
+    return -1;
+}
+
+/* The sizes read so far: the rest of the head is not known yet. */
+static int weigh_sizes(rm_http_req *r)
+{
+    rm_http_req_facts f = {.url_bytes = r->url.len, .head_bytes = r->head.bytes};
+    return weigh(r, &f);
+}
+
+int rm_http_req_on_url(http_parser *p, const char *at, size_t len)
+{
+    rm_http_req *r = p->data;
+    rm_sbuf_append(&r->url, at, len);
+    return weigh_sizes(r);
+}
+
+int rm_http_req_on_field(http_parser *p, const char *at, size_t len)
+{
+    rm_http_req *r = p->data;
+    rm_http_head_field(&r->head, at, len);
+    return weigh_sizes(r);
+}
+
+int rm_http_req_on_value(http_parser *p, const char *at, size_t len)
+{
+    rm_http_req *r = p->data;
+    rm_http_head_value(&r->head, at, len);
+    return weigh_sizes(r);
+}
+
+int rm_http_req_headers_complete(http_parser *p)
+{
+    rm_http_req *r = p->data;
+    rm_http_head_end(&r->head);
+    rm_http_req_facts f = {.url_bytes = r->url.len,
+                           .head_bytes = r->head.bytes,
+                           .te_other = r->head.te_other,
+                           .has_length = !!(p->flags & F_CONTENTLENGTH),
+                           .content_length = p->content_length,
+                           .expect = r->head.expect};
+    return weigh(r, &f);
+}
+
+int rm_http_req_body(http_parser *p, size_t held, size_t len)
+{
+    rm_http_req_facts f = {.body_bytes = (uint64_t)held + len};
+    return weigh(p->data, &f);
+}
+
+void *rm_http_req_owner(const http_parser *p)
+{
+    return ((const rm_http_req *)p->data)->owner;
+}
+
+int rm_http_req_refusal(const rm_http_req *r, int parser_errno)
+{
+    if (r->refuse)
+        return r->refuse;
+    return parser_errno == HPE_HEADER_OVERFLOW ? 431 : 400;
+}
+
+void rm_http_req_reset(rm_http_req *r)
+{
+    free(r->url.p);
+    memset(&r->url, 0, sizeof r->url);
+    rm_http_head_reset(&r->head);
+    r->refuse = 0;
 }

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "bearer.h"
 #include "gateway_internal.h"
@@ -163,8 +162,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     g->nconns--;
     if (c->over_cap == 1)
         g->over_cap--;
-    free(c->url.p);
-    rm_http_head_reset(&c->hdrs);
+    rm_http_req_reset(&c->rq);
     gw_budget_give(c->g, c->body_len + c->npending);
     free(c->body);
     free(c->pending);
@@ -189,14 +187,11 @@ void gw_conn_close(gw_conn *c)
 /* Drops the request being read (its body's bytes go back to the budget). */
 static void reset_request(gw_conn *c)
 {
-    free(c->url.p);
-    memset(&c->url, 0, sizeof c->url);
-    rm_http_head_reset(&c->hdrs);
+    rm_http_req_reset(&c->rq);
     gw_budget_give(c->g, c->body_len);
     free(c->body);
     c->body = NULL;
     c->body_len = c->body_cap = 0;
-    c->reject = 0;
 }
 
 static void on_conn_timer(uv_timer_t *t)
@@ -211,78 +206,39 @@ static void on_conn_timer(uv_timer_t *t)
 
 static int on_req_begin(http_parser *p)
 {
-    gw_conn *c = p->data;
+    gw_conn *c = rm_http_req_owner(p);
     reset_request(c);
     c->state = CS_READING;
     uv_timer_start(&c->timer, on_conn_timer, c->g->cfg.client_timeout_ms, 0);
     return 0;
 }
 
-static int over_header_limit(gw_conn *c)
-{
-    if (c->url.len + c->hdrs.bytes <= c->g->cfg.max_header_bytes)
-        return 0;
-    c->reject = 431;
-    return 1;
-}
-
-static int on_req_url(http_parser *p, const char *at, size_t len)
-{
-    gw_conn *c = p->data;
-    rm_sbuf_append(&c->url, at, len);
-    return over_header_limit(c);
-}
-
-static int on_req_field(http_parser *p, const char *at, size_t len)
-{
-    gw_conn *c = p->data;
-    rm_http_head_field(&c->hdrs, at, len);
-    return over_header_limit(c);
-}
-
-static int on_req_value(http_parser *p, const char *at, size_t len)
-{
-    gw_conn *c = p->data;
-    rm_http_head_value(&c->hdrs, at, len);
-    return over_header_limit(c);
-}
-
 static int on_req_headers_complete(http_parser *p)
 {
-    gw_conn *c = p->data;
+    gw_conn *c = rm_http_req_owner(p);
     rm_gateway *g = c->g;
-    rm_http_head_end(&c->hdrs);
-    if (c->hdrs.te_other) {
-        c->reject = 501;
+    int v = rm_http_req_headers_complete(p);
+    if (v < 0)
+        return -1;
+    /* Refused at once rather than after the body has come. */
+    if ((p->flags & F_CONTENTLENGTH) &&
+        g->buffered + p->content_length > g->cfg.max_buffered_bytes) {
+        c->rq.refuse = 503;
         return -1;
     }
-    if (p->flags & F_CONTENTLENGTH) {
-        if (p->content_length > g->cfg.max_body_bytes) {
-            c->reject = 413;
-            return -1;
-        }
-        /* Refused at once rather than after the body has come. */
-        if (g->buffered + p->content_length > g->cfg.max_buffered_bytes) {
-            c->reject = 503;
-            return -1;
-        }
-    }
-    if (!strcasecmp(c->hdrs.expect, "100-continue")) {
-        const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        gw_client_write(c, rm_xstrndup(cont, sizeof cont - 1), sizeof cont - 1);
-    }
+    if (v == RM_HTTP_REQ_CONTINUE)
+        gw_client_write(c, rm_xstrndup(RM_HTTP_CONTINUE, RM_HTTP_CONTINUE_LEN),
+                        RM_HTTP_CONTINUE_LEN);
     return 0;
 }
 
 static int on_req_body(http_parser *p, const char *at, size_t len)
 {
-    gw_conn *c = p->data;
-    if (c->body_len + len > c->g->cfg.max_body_bytes) {
-        c->reject = 413;
+    gw_conn *c = rm_http_req_owner(p);
+    if (rm_http_req_body(p, c->body_len, len) != 0)
         return 1;
-    }
     if (budget_take(c->g, len) != 0) {
-        c->reject = 503;
+        c->rq.refuse = 503;
         return 1;
     }
     if (c->body_len + len > c->body_cap) {
@@ -298,14 +254,14 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
 
 static int on_req_complete(http_parser *p)
 {
-    gw_conn *c = p->data;
+    gw_conn *c = rm_http_req_owner(p);
     /* One request at a time: what follows (pipelined) waits in pending. */
     http_parser_pause(p, 1);
     c->state = CS_BUSY;
     uv_timer_stop(&c->timer);
     rm_gateway *g = c->g;
     COUNT(g, requests);
-    if (g->cfg.auth_token && !rm_bearer_in_headers(g->cfg.auth_token, c->hdrs.out.p)) {
+    if (g->cfg.auth_token && !rm_bearer_in_headers(g->cfg.auth_token, c->rq.head.out.p)) {
         int keep = http_should_keep_alive(p) && !g->draining;
         reset_request(c); /* an unauthenticated body holds no budget */
         gw_send_error(c, 401, "authentication_error", "missing or invalid bearer token", keep);
@@ -319,17 +275,22 @@ static int on_req_complete(http_parser *p)
 
 /* In http_parser_settings' order: message begin, url, status, header
  * field, header value, headers complete, body, message complete. */
-static const http_parser_settings req_settings = {
-    on_req_begin, on_req_url,      NULL, on_req_field, on_req_value, on_req_headers_complete,
-    on_req_body,  on_req_complete, NULL, NULL};
+static const http_parser_settings req_settings = {on_req_begin,
+                                                  rm_http_req_on_url,
+                                                  NULL,
+                                                  rm_http_req_on_field,
+                                                  rm_http_req_on_value,
+                                                  on_req_headers_complete,
+                                                  on_req_body,
+                                                  on_req_complete,
+                                                  NULL,
+                                                  NULL};
 
 /* The answer to a request the parser refused; the connection closes. */
 static void reject_request(gw_conn *c, enum http_errno e)
 {
     rm_gateway *g = c->g;
-    int status = c->reject;
-    if (e == HPE_HEADER_OVERFLOW) /* http-parser's own bound, 80 KiB */
-        status = 431;
+    int status = rm_http_req_refusal(&c->rq, e);
     reset_request(c); /* its bytes are of no more use */
     switch (status) {
     case 431:
@@ -339,6 +300,10 @@ static void reject_request(gw_conn *c, enum http_errno e)
     case 413:
         gw_send_error(c, 413, "invalid_request_error",
                       "the request body exceeds --gateway-max-body-bytes", 0);
+        break;
+    case 417:
+        gw_send_error(c, 417, "invalid_request_error", "only Expect: 100-continue is understood",
+                      0);
         break;
     case 501:
         gw_send_error(c, 501, "invalid_request_error",
@@ -476,7 +441,10 @@ void gw_on_connection(uv_stream_t *server, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    c->parser.data = &c->rq;
+    c->rq.owner = c;
+    /* No URL bound of its own: it counts toward the head's. */
+    c->rq.lim = (rm_http_req_limits){0, g->cfg.max_header_bytes, g->cfg.max_body_bytes};
     c->state = CS_IDLE;
     if (g->nconns > g->cfg.max_connections) {
         /* A reply, not a reset: the client learns why and when to retry.

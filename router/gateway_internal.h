@@ -116,12 +116,11 @@ struct gw_conn {
     rm_gateway *g;
     http_parser parser;
     conn_state state;
-    /* The request being read. */
-    rm_sbuf url;
-    rm_http_head hdrs;
+    /* The request being read; rq.refuse: 413 / 417 / 431 / 501 / 503
+     * decided while parsing. */
+    rm_http_req rq;
     char *body; /* body_len bytes charged to g->buffered */
     size_t body_len, body_cap;
-    int reject;    /* 413 / 431 / 501 / 503 decided while parsing */
     char *pending; /* bytes after a complete request, charged to g->buffered */
     size_t npending;
     gw_req *req;          /* in progress */

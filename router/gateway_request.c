@@ -199,7 +199,7 @@ void gw_req_start(gw_conn *c)
     q->http_minor = p->http_major == 1 ? p->http_minor : 0;
     rm_sbuf head = {0};
     rm_sbuf_printf(&head, "%s %s HTTP/1.1\r\n%s", http_method_str(p->method),
-                   c->url.p ? c->url.p : "/", c->hdrs.out.p ? c->hdrs.out.p : "");
+                   c->rq.url.p ? c->rq.url.p : "/", c->rq.head.out.p ? c->rq.head.out.p : "");
     q->head = head.p;
     q->body = c->body; /* its budget charge moves with it */
     q->body_len = c->body_len;
@@ -207,7 +207,7 @@ void gw_req_start(gw_conn *c)
     c->body_len = c->body_cap = 0;
     c->req = q;
     char path[512];
-    snprintf(path, sizeof path, "%s", c->url.p ? c->url.p : "/");
+    snprintf(path, sizeof path, "%s", c->rq.url.p ? c->rq.url.p : "/");
     path[strcspn(path, "?")] = '\0';
     int chat = !strcmp(path, "/v1/chat/completions");
     if (p->method == HTTP_POST && (chat || !strcmp(path, "/v1/completions"))) {

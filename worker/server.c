@@ -2,12 +2,10 @@
  * http_conn.h's core), reading and parsing requests one at a time, the
  * endpoints but POST /v1/completions (server_completion.c), listening,
  * signals and the drain (server_internal.h). Loop thread only. */
-#include <limits.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,7 +51,7 @@ static void conn_closed(rm_hconn *h)
     ws_srv *s = c->s;
     RM_LIST_DEL(s->conns, c, prev, next);
     s->nconns--;
-    rm_http_head_reset(&c->head);
+    rm_http_req_reset(&c->rq);
     free(c->body.p);
     free(c->pending);
     free(c);
@@ -178,10 +176,11 @@ static void dispatch(ws_conn *c)
 {
     ws_srv *s = c->s;
     c->keep = http_should_keep_alive(&c->parser) && !s->draining;
-    char *q = strchr(c->url, '?');
+    char none[] = "";
+    char *path = c->rq.url.p ? c->rq.url.p : none; /* http-parser requires a URL */
+    char *q = strchr(path, '?');
     if (q)
         *q = '\0';
-    const char *path = c->url;
     int method = c->parser.method, get = method == HTTP_GET || method == HTTP_HEAD;
     int head_only = method == HTTP_HEAD;
     rm_api_error e;
@@ -225,89 +224,38 @@ static void dispatch(ws_conn *c)
 
 static int on_message_begin(http_parser *p)
 {
-    ws_conn *c = p->data;
-    c->url_len = 0;
-    c->url[0] = '\0';
-    rm_http_head_reset(&c->head);
+    ws_conn *c = rm_http_req_owner(p);
+    rm_http_req_reset(&c->rq);
     free(c->body.p);
     memset(&c->body, 0, sizeof c->body);
-    c->refuse = 0;
     c->in_message = 1;
     rm_hconn_arm(&c->h, c->s->cfg.request_timeout_ms);
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    ws_conn *c = p->data;
-    if (c->url_len + len >= sizeof c->url) {
-        c->refuse = 414;
-        return -1;
-    }
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
-    c->url[c->url_len] = '\0';
-    return 0;
-}
-
-static int head_bounded(ws_conn *c)
-{
-    if (c->head.bytes + c->url_len <= c->s->cfg.max_header_bytes)
-        return 0;
-    c->refuse = 431;
-    return -1;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    ws_conn *c = p->data;
-    rm_http_head_field(&c->head, at, len);
-    return head_bounded(c);
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    ws_conn *c = p->data;
-    rm_http_head_value(&c->head, at, len);
-    return head_bounded(c);
-}
-
 static int on_headers_complete(http_parser *p)
 {
-    ws_conn *c = p->data;
-    rm_http_head_end(&c->head);
-    if (c->head.te_other) {
-        c->refuse = 501;
+    ws_conn *c = rm_http_req_owner(p);
+    int v = rm_http_req_headers_complete(p);
+    if (v < 0)
         return -1;
-    }
-    if (p->content_length != ULLONG_MAX && p->content_length > c->s->cfg.max_body_bytes) {
-        c->refuse = 413; /* said up front: refused before the body is sent */
-        return -1;
-    }
-    if (c->head.expect[0]) {
-        if (strcasecmp(c->head.expect, "100-continue")) {
-            c->refuse = 417;
-            return -1;
-        }
-        ws_send_buf(c, rm_xstrndup("HTTP/1.1 100 Continue\r\n\r\n", 25), 25);
-    }
+    if (v == RM_HTTP_REQ_CONTINUE)
+        ws_send_buf(c, rm_xstrndup(RM_HTTP_CONTINUE, RM_HTTP_CONTINUE_LEN), RM_HTTP_CONTINUE_LEN);
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
-    ws_conn *c = p->data;
-    if (c->body.len + len > c->s->cfg.max_body_bytes) {
-        c->refuse = 413;
+    ws_conn *c = rm_http_req_owner(p);
+    if (rm_http_req_body(p, c->body.len, len) != 0)
         return -1;
-    }
     rm_sbuf_append(&c->body, at, len);
     return 0;
 }
 
 static int on_message_complete(http_parser *p)
 {
-    ws_conn *c = p->data;
+    ws_conn *c = rm_http_req_owner(p);
     c->in_message = 0;
     c->complete = 1;
     uv_timer_stop(&c->h.timer);
@@ -318,10 +266,10 @@ static int on_message_complete(http_parser *p)
 /* In http_parser_settings' order: message begin, url, status, header
  * field, header value, headers complete, body, message complete. */
 static const http_parser_settings settings = {on_message_begin,
-                                              on_url,
+                                              rm_http_req_on_url,
                                               NULL,
-                                              on_header_field,
-                                              on_header_value,
+                                              rm_http_req_on_field,
+                                              rm_http_req_on_value,
                                               on_headers_complete,
                                               on_body,
                                               on_message_complete,
@@ -373,7 +321,7 @@ void ws_pump(ws_conn *c)
             continue;
         }
         if (err != HPE_OK) {
-            refuse(c, c->refuse ? c->refuse : err == HPE_HEADER_OVERFLOW ? 431 : 400);
+            refuse(c, rm_http_req_refusal(&c->rq, err));
             return;
         }
     }
@@ -430,7 +378,9 @@ static void on_connection(uv_stream_t *server, int status)
     RM_LIST_ADD(s->conns, c, prev, next);
     s->nconns++;
     http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    c->parser.data = &c->rq;
+    c->rq.owner = c;
+    c->rq.lim = (rm_http_req_limits){MAX_URL, s->cfg.max_header_bytes, s->cfg.max_body_bytes};
     if (rm_hconn_accept(&c->h, &s->loop, server, &conn_ops) != 0)
         return;
     if (s->nconns > s->cfg.max_connections || s->draining) {

@@ -24,7 +24,7 @@
 #include "server.h"
 #include "util.h"
 
-#define MAX_URL 2048
+#define MAX_URL 2047 /* URL bytes; past it 414 */
 
 typedef struct ws_srv ws_srv;
 
@@ -32,11 +32,8 @@ typedef struct ws_conn {
     rm_hconn h; /* first: the core's callbacks hand it back as the ws_conn */
     ws_srv *s;
     http_parser parser;
-    rm_http_head head;
-    char url[MAX_URL];
-    size_t url_len;
+    rm_http_req rq; /* URL and head; rq.refuse: a status decided while reading the request */
     rm_sbuf body;
-    int refuse;     /* a status decided while reading the request */
     int in_message; /* between a request's first byte and its end */
     int complete;   /* a request was read whole by the last parse */
     int keep;       /* keep the connection after this request */

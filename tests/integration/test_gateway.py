@@ -522,6 +522,25 @@ class GatewayTest(unittest.TestCase):
                            b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
         self.assertTrue(raw.startswith(b"HTTP/1.1 200"), raw[:200])
 
+    def test_4b_expect(self):
+        payload = json.dumps({"model": "m", "prompt": "expect test"}).encode()
+        head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n" % len(payload))
+        # Expect: 100-continue: the interim answer, then the reply.
+        got = raw_exchange(self.c.gateway, head + b"Expect: 100-Continue\r\n\r\n" + payload)
+        self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), got[:200])
+        # Any other expectation is refused (RFC 9110 10.1.1), as the worker
+        # does, not ignored.
+        got = raw_exchange(self.c.gateway, head + b"Expect: 200-ok\r\n\r\n" + payload)
+        reply_head, _, body = got.partition(b"\r\n\r\n")
+        self.assertTrue(reply_head.startswith(b"HTTP/1.1 417 Expectation Failed\r\n"), got[:200])
+        self.assertIn(b"Connection: close", reply_head)
+        err = json.loads(body)["error"]
+        self.assertEqual(err["type"], "invalid_request_error")
+        self.assertIn("Expect: 100-continue", err["message"])
+        status, _, _ = post(self.gw, "/v1/completions", {"model": "m", "prompt": "after 417"})
+        self.assertEqual(status, 200)
+
     def test_5_pipelined_requests_answer_in_order(self):
         reqs = b""
         for i in range(3):

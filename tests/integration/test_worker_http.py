@@ -485,6 +485,26 @@ class WorkerQueueTest(unittest.TestCase):
         self.assertTrue(w.logged("drained, exiting"))
 
 
+class WorkerHeadBoundTest(unittest.TestCase):
+    def test_url_past_the_head_bound_is_431_with_or_without_headers(self):
+        """--max-header-bytes bounds the URL and the headers together (as the
+        gateway's does): a long URL alone passes it too."""
+        w = start_worker("none", "--max-header-bytes", "1024")
+        try:
+            url = b"/" + b"a" * 1100  # under the URL's own bound (414 past 2047)
+            for headers in (b"", b"Host: x\r\n"):
+                s = rmtest.connect(w.http, timeout=rmtest.deadline_s(30))
+                s.sendall(b"GET " + url + b" HTTP/1.0\r\n" + headers + b"\r\n")
+                got = b""
+                while chunk := s.recv(65536):
+                    got += chunk
+                s.close()
+                self.assertTrue(got.startswith(b"HTTP/1.1 431 "), (headers, got[:100]))
+                self.assertIn(b"--max-header-bytes", got)
+        finally:
+            self.assertEqual(w.stop(), 0)
+
+
 class WorkerTlsTest(unittest.TestCase):
     def test_tls_and_token_towards_the_node(self):
         with tempfile.TemporaryDirectory() as d:
