@@ -419,14 +419,21 @@ static void test_lost_batch_replayed(void)
     fx_stop(&f);
 }
 
+/* fx_start with the subscriber polling the replay socket after ms of a
+ * quiet stream (the other scenarios keep polling off). */
+static void fx_start_polling(fx *f, int ms)
+{
+    poll_ms = ms;
+    fx_start(f, NULL, 0);
+    poll_ms = -1;
+}
+
 /* The last batch lost, and nothing after it: the replay socket, polled
  * once the stream has been quiet, gives it back. */
 static void test_lost_last_batch_polled(void)
 {
     fx f;
-    poll_ms = 200;
-    fx_start(&f, NULL, 0);
-    poll_ms = -1;
+    fx_start_polling(&f, 200);
     control(&f, "{\"drop_next\": 1}");
     uint64_t a = publish_block(&f, 701, 0);
     size_t want = 1;
@@ -449,9 +456,7 @@ static void test_lost_last_batch_polled(void)
 static void test_live_copy_of_polled_batch_skipped(void)
 {
     fx f;
-    poll_ms = 200;
-    fx_start(&f, NULL, 0);
-    poll_ms = -1;
+    fx_start_polling(&f, 200);
     control(&f, "{\"hold_next\": 1}");
     uint64_t a = publish_block(&f, 751, 0);     /* in the replay buffer; live send held */
     CHECK(wait_for(&f, logged_seq, &a, 10000)); /* found by a poll */
