@@ -52,6 +52,9 @@ def dump_stacks(pid):
                    stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, check=False)
 
 
+_daemons = []  # every Daemon started, for run_tests' failure report
+
+
 class Daemon:
     """A radixmesh daemon (or fake_worker.py) started with args; waits, at
     most timeout seconds (x10 when RM_TEST_SLOW=1), for its `until` line
@@ -63,6 +66,7 @@ class Daemon:
     def __init__(self, args, until="LISTENING", env=None, preexec_fn=None, timeout=30.0):
         self.args = list(args)
         self.log = []
+        _daemons.append(self)
         self.addrs = {}
         self._termed = False
         self._announced = threading.Event()
@@ -262,7 +266,33 @@ def run_tests(rest):
     after its own flags), prints "N passed, M failed" and returns the exit
     code: 1 when one failed or none ran."""
     import unittest
-    res = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False).result
+
+    class Result(unittest.TextTestResult):
+        """A failed test shows the log tails of the daemons it started and
+        of those still running (the cause is often there, and a daemon
+        that exits 0 never prints its log)."""
+
+        def startTest(self, test):
+            self._first = len(_daemons)
+            super().startTest(test)
+
+        def _daemon_logs(self):
+            for i, d in enumerate(list(_daemons)):
+                if i >= getattr(self, "_first", 0) or d.alive():
+                    tail = "".join(d.log[-30:])
+                    sys.stderr.write(f"--- {os.path.basename(d.args[0])} (pid {d.pid}), "
+                                     f"its last log lines:\n{tail}")
+
+        def addFailure(self, test, err):
+            super().addFailure(test, err)
+            self._daemon_logs()
+
+        def addError(self, test, err):
+            super().addError(test, err)
+            self._daemon_logs()
+
+    runner = unittest.TextTestRunner(resultclass=Result, verbosity=2)
+    res = unittest.main(argv=[sys.argv[0], "-v", *rest], exit=False, testRunner=runner).result
     failed = len(res.failures) + len(res.errors)
     print(f"{res.testsRun - failed} passed, {failed} failed")
     return 1 if failed or res.testsRun == 0 else 0

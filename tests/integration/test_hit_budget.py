@@ -30,7 +30,7 @@ import sys
 import tempfile
 import unittest
 
-from rmtest import Daemon, http_request, poll
+from rmtest import Daemon, http_request, poll, run_tests
 
 ARGS = None
 NODES = 8
@@ -184,4 +184,4 @@ if __name__ == "__main__":
     ap.add_argument("--mooncake-requests", type=int, default=2000)
     ap.add_argument("--requests", type=int, default=2000)
     ARGS, rest = ap.parse_known_args()
-    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
+    sys.exit(run_tests(rest))

@@ -86,4 +86,4 @@ class WorkerDemoTest(unittest.TestCase):
 
 if __name__ == "__main__":
     BIN = os.path.abspath(sys.argv.pop(1))
-    unittest.main(argv=[sys.argv[0], "-v", *sys.argv[1:]])
+    sys.exit(rmtest.run_tests(sys.argv[1:]))
