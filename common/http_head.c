@@ -83,8 +83,11 @@ int rm_http_req_rule(const rm_http_req_facts *f, const rm_http_req_limits *l)
         return 501;
     if ((f->has_length && f->content_length > l->max_body) || f->body_bytes > l->max_body)
         return 413;
-    if (f->expect && f->expect[0])
-        return strcasecmp(f->expect, "100-continue") ? 417 : RM_HTTP_REQ_CONTINUE;
+    if (f->expect && f->expect[0]) {
+        if (strcasecmp(f->expect, "100-continue"))
+            return 417;
+        return f->http10 ? 0 : RM_HTTP_REQ_CONTINUE;
+    }
     return 0;
 }
 
@@ -136,7 +139,9 @@ int rm_http_req_headers_complete(http_parser *p)
                            .te_other = r->head.te_other,
                            .has_length = !!(p->flags & F_CONTENTLENGTH),
                            .content_length = p->content_length,
-                           .expect = r->head.expect};
+                           .expect = r->head.expect,
+                           .http10 =
+                               p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0)};
     return weigh(r, &f);
 }
 

@@ -90,6 +90,7 @@ typedef struct rm_http_req_facts {
     int has_length;               /* a Content-Length was sent: content_length */
     uint64_t content_length;
     const char *expect;  /* the Expect value; "" or NULL: none */
+    int http10;          /* an HTTP/1.0 (or older) request: its 100-continue is not answered */
     uint64_t body_bytes; /* of the body read so far, with the piece being read */
 } rm_http_req_facts;
 
@@ -99,7 +100,9 @@ typedef struct rm_http_req_facts {
  * chunked: RFC 9112 6.1), 413 (Content-Length or the body read past
  * max_body), 417 (an Expect other than 100-continue, any case: RFC 9110
  * 10.1.1); else RM_HTTP_REQ_CONTINUE (Expect: 100-continue) or 0 (read
- * on). A bound is kept at exactly its value: one byte more is refused. */
+ * on). An HTTP/1.0 client knows no interim answers, so its 100-continue
+ * is ignored (RFC 9110 10.1.1: MUST): 0, and it sends its body unasked.
+ * A bound is kept at exactly its value: one byte more is refused. */
 int rm_http_req_rule(const rm_http_req_facts *f, const rm_http_req_limits *l);
 
 /* A request being read by a server, one at a time, with one http_parser

@@ -529,6 +529,11 @@ class GatewayTest(unittest.TestCase):
         # Expect: 100-continue: the interim answer, then the reply.
         got = raw_exchange(self.c.gateway, head + b"Expect: 100-Continue\r\n\r\n" + payload)
         self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), got[:200])
+        # An HTTP/1.0 client knows no interim answers: its 100-continue is
+        # ignored (RFC 9110 10.1.1) and the reply comes alone.
+        got = raw_exchange(self.c.gateway, head.replace(b"HTTP/1.1", b"HTTP/1.0") +
+                           b"Expect: 100-continue\r\n\r\n" + payload)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"), got[:200])
         # Any other expectation is refused (RFC 9110 10.1.1), as the worker
         # does, not ignored.
         got = raw_exchange(self.c.gateway, head + b"Expect: 200-ok\r\n\r\n" + payload)

@@ -1007,6 +1007,10 @@ class WorkerHostile(unittest.TestCase):
         got = raw(d.http, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                           b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         self.assertTrue(got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"), got[:80])
+        # From an HTTP/1.0 client it is ignored (RFC 9110 10.1.1).
+        got = raw(d.http, b"POST /v1/completions HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"), got[:80])
         self.assertTrue(self.serves(d))
         report("worker: oversized, unknown-coding and malformed requests", before,
                rmtest.rss_kib(d.pid))

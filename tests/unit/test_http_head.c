@@ -172,6 +172,13 @@ static void test_rule_expect(void)
     CHECK_EQ(rule((rm_http_req_facts){
                  .has_length = 1, .content_length = 5000, .expect = "100-continue"}),
              RM_HTTP_REQ_CONTINUE);
+    /* HTTP/1.0 knows no interim answers: its 100-continue is ignored,
+     * another expectation still refused. */
+    CHECK_EQ(rule((rm_http_req_facts){.expect = "100-continue", .http10 = 1}), 0);
+    CHECK_EQ(rule((rm_http_req_facts){.expect = "200-ok", .http10 = 1}), 417);
+    CHECK_EQ(rule((rm_http_req_facts){
+                 .has_length = 1, .content_length = 5001, .expect = "100-continue", .http10 = 1}),
+             413);
     CHECK_EQ(RM_HTTP_REQ_CONTINUE, 100);
     CHECK(!strcmp(RM_HTTP_CONTINUE, "HTTP/1.1 100 Continue\r\n\r\n"));
     CHECK_EQ(RM_HTTP_CONTINUE_LEN, strlen(RM_HTTP_CONTINUE));
@@ -193,6 +200,7 @@ static void start(reading *x)
     x->r.lim = lim;
     x->p.data = &x->r;
     x->p.content_length = ULLONG_MAX;
+    x->p.http_major = x->p.http_minor = 1; /* as http-parser has it by the headers */
 }
 
 static int req_url(reading *x, const char *s)
@@ -316,6 +324,28 @@ static void test_reader_whole_head(void)
     }
 }
 
+/* The version comes from the parser: 1.0 and older ignore 100-continue,
+ * 1.1 is answered. */
+static void test_reader_expect_by_version(void)
+{
+    static const struct {
+        unsigned short major, minor;
+        int verdict;
+    } cases[] = {{1, 1, RM_HTTP_REQ_CONTINUE}, {1, 0, 0}, {0, 9, 0}, {2, 0, RM_HTTP_REQ_CONTINUE}};
+    for (size_t i = 0; i < RM_ARRAY_LEN(cases); i++) {
+        reading x;
+        start(&x);
+        x.p.http_major = cases[i].major;
+        x.p.http_minor = cases[i].minor;
+        req_url(&x, "/");
+        req_field(&x, "Expect");
+        req_value(&x, "100-continue");
+        CHECK_EQ(complete(&x, 10), cases[i].verdict);
+        CHECK_EQ(x.r.refuse, 0);
+        rm_http_req_reset(&x.r);
+    }
+}
+
 static void test_reader_body_bound(void)
 {
     reading x;
@@ -355,6 +385,7 @@ int main(void)
     RUN(test_reader_url_bound);
     RUN(test_reader_head_bound_counts_url_names_and_values);
     RUN(test_reader_whole_head);
+    RUN(test_reader_expect_by_version);
     RUN(test_reader_body_bound);
     RUN(test_refusal_status);
     return rm_t_report();
