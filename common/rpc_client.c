@@ -17,7 +17,7 @@ void rm_rpc_reconnect_args(grpc_arg args[2])
     args[0].value.integer = 2000;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-    args[1].value.integer = 1000;
+    args[1].value.integer = RM_RPC_CONNECT_TIMEOUT_MS;
 }
 
 int rm_rpc_client_init(rm_rpc_client *c, const char *target)

@@ -33,11 +33,22 @@ typedef struct rm_rpc_client {
     int wait_for_ready;
 } rm_rpc_client;
 
-/* Fills two channel args that cap gRPC's reconnect backoff at 2 s and its
- * connect timeout at 1 s: a server back from a restart or a network cut is
- * found again within seconds, not after gRPC's default of up to two
- * minutes (and an attempt begun while it was unreachable does not wait out
- * the 20 s minimum). */
+/* How long one connection attempt (TCP connect, then the TLS and HTTP/2
+ * handshakes) may take: gRPC's "minimum reconnect backoff", which is its
+ * connect timeout. At 1 s it killed handshakes that only progress
+ * while someone polls: a blocking client (the worker's cache connection)
+ * polls during its calls, and between them only gRPC's backup poller does,
+ * every 5 s; attempts started between calls died before a call came, and
+ * one that a call picked up with less time left than a slow handshake
+ * (a loaded host, valgrind) needs failed it. 10 s lets the backup poller
+ * carry an idle attempt along and a call finish it. */
+enum { RM_RPC_CONNECT_TIMEOUT_MS = 10000 };
+
+/* Fills two channel args: reconnect backoff capped at 2 s, so a server back
+ * from a restart (refused until then: those attempts fail at once) is found
+ * again within seconds, not after gRPC's default of up to two minutes; and
+ * the connect timeout above (an attempt begun while the server was cut off
+ * ends after 10 s, not gRPC's 20 s). */
 void rm_rpc_reconnect_args(grpc_arg args[2]);
 
 struct rm_tls;

@@ -119,8 +119,9 @@ def stream(addr, body, timeout=120):
 
 def warm_cache(worker, tag):
     """Sends a short prompt until it comes back cached: the worker's cache
-    connection is up (the first one of a worker under valgrind can outlast
-    gRPC's connect deadline; the request is then computed without it)."""
+    connection is up (a worker under valgrind can take seconds to finish its
+    first TLS handshake; a request before that is computed without the
+    cache, and the worker skips the cache for its backoff)."""
     body = {"prompt": f"warm-up {tag} " * 8, "max_tokens": 1, "temperature": 0}
     poll(f"{tag}'s cache to answer",
          lambda: post(worker.http, body)[2]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0,
