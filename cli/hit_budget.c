@@ -18,6 +18,25 @@ static void pct_or_dash(char *out, size_t len, double v)
         snprintf(out, len, "-");
 }
 
+/* One point of a memory curve. At 1x the rate is the cluster's achieved
+ * one, not an estimate; the estimators' own 1x figure goes beside it, as on
+ * the dashboard, so that a curve whose other points sit above or below the
+ * achieved rate reads as the estimators' bias (router/README.md, "How far
+ * to trust it"), not as less memory hitting more. */
+static void print_curve_point(double memory, double hit_rate, double hit_tokens,
+                              uint64_t query_tokens)
+{
+    char v[16], e[16];
+    pct_or_dash(v, sizeof v, hit_rate);
+    double estimate = rm_budget_rate(hit_tokens, query_tokens);
+    if (memory == 1 && estimate >= 0) {
+        pct_or_dash(e, sizeof e, estimate);
+        printf(" %gx %s (estimate %s)", memory, v, e);
+    } else {
+        printf(" %gx %s", memory, v);
+    }
+}
+
 void cli_budget_print_cluster(const radixmesh_v1_ClusterStats *s)
 {
     char inf[16], ideal[16], del[16];
@@ -28,9 +47,8 @@ void cli_budget_print_cluster(const radixmesh_v1_ClusterStats *s)
            "memory curve:",
            inf, ideal, 100.0 * s->hit_rate, del);
     for (pb_size_t k = 0; k < s->memory_curve_count; k++) {
-        char v[16];
-        pct_or_dash(v, sizeof v, s->memory_curve[k].hit_rate);
-        printf(" %gx %s", s->memory_curve[k].memory, v);
+        const radixmesh_v1_HitBudgetPoint *p = &s->memory_curve[k];
+        print_curve_point(p->memory, p->hit_rate, p->hit_tokens, p->query_tokens);
     }
     printf("\n\n");
 }
@@ -210,10 +228,9 @@ json_t *cli_budget_end(cli_budget *b, rm_cache_client *cc)
     else
         printf("  infinite and ideal: the router's estimates (no healthy node's pool was known)\n");
     printf("  memory curve (the cluster's estimate, routing as it was):");
-    for (int k = 0; k < RM_BUDGET_POINTS; k++) {
-        pct_or_dash(sv, sizeof sv, curve[k].hit_rate);
-        printf(" %gx %s", curve[k].memory, sv);
-    }
+    for (int k = 0; k < RM_BUDGET_POINTS; k++)
+        print_curve_point(curve[k].memory, curve[k].hit_rate, curve[k].hit_tokens,
+                          curve[k].query_tokens);
     printf("\n");
     {
         j = json_object();

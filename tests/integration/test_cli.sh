@@ -137,6 +137,9 @@ out=$("$bin/radixmesh" stats --router "$router")
 expect "$out" "2/2 nodes healthy"
 expect "$out" "hit budget (since start): infinite "
 expect "$out" "memory curve: 0.25x "
+# 1x is the achieved rate; the estimators' own 1x figure stands beside it.
+if grep -qE ' 1x [0-9.]+% \(estimate [0-9.]+%\) 2x ' <<<"$out"; then ok
+else bad "stats: no 1x estimate beside the achieved 1x point: $(grep 'memory curve' <<<"$out")"; fi
 expect "$out" "node-0"
 expect "$out" "node-1"
 out=$("$bin/radixmesh" stats --node "$(sed -n 's/^LISTENING //p' "$tmp/cluster/node-0.out")")
