@@ -210,18 +210,17 @@ int rm_cmd_analyze(int argc, char **argv)
     uint64_t block = 512, limit = 0, page = 16, top = 10, depth = 3;
     uint64_t layers = 0, kv_heads = 0, head_dim = 0, dtype_bytes = 0;
     const rm_flag flags[] = {
-        {"block-tokens", RM_FLAG_U64, &block, "tokens per Mooncake block", 1, 65536},
-        {"limit", RM_FLAG_U64, &limit, "analyze at most N requests (0: all)", 0, 0},
-        {"page-tokens", RM_FLAG_U64, &page, "sharing granularity (a KV page)", 1, 65536},
-        {"model", RM_FLAG_STR, &model, "geometry preset: llama-3-8b, llama-3-70b, qwen2.5-7b", 0,
-         0},
-        {"layers", RM_FLAG_U64, &layers, "model layers (overrides the preset)", 0, 4096},
-        {"kv-heads", RM_FLAG_U64, &kv_heads, "KV heads (overrides the preset)", 0, 4096},
-        {"head-dim", RM_FLAG_U64, &head_dim, "head dimension (overrides the preset)", 0, 65536},
-        {"dtype-bytes", RM_FLAG_U64, &dtype_bytes, "bytes per KV element (overrides)", 0, 16},
-        {"top", RM_FLAG_U64, &top, "how many shared prefixes to list", 0, 1000},
-        {"depth", RM_FLAG_U64, &depth, "levels of the tree picture", 0, 16},
-        {"svg", RM_FLAG_STR, &svg, "write a chart of memory with/without sharing here", 0, 0},
+        {"block-tokens", RM_FLAG_AT(&block), "tokens per Mooncake block", 1, 65536},
+        {"limit", RM_FLAG_AT(&limit), "analyze at most N requests (0: all)", 0, 0},
+        {"page-tokens", RM_FLAG_AT(&page), "sharing granularity (a KV page)", 1, 65536},
+        {"model", RM_FLAG_AT(&model), "geometry preset: llama-3-8b, llama-3-70b, qwen2.5-7b", 0, 0},
+        {"layers", RM_FLAG_AT(&layers), "model layers (overrides the preset)", 0, 4096},
+        {"kv-heads", RM_FLAG_AT(&kv_heads), "KV heads (overrides the preset)", 0, 4096},
+        {"head-dim", RM_FLAG_AT(&head_dim), "head dimension (overrides the preset)", 0, 65536},
+        {"dtype-bytes", RM_FLAG_AT(&dtype_bytes), "bytes per KV element (overrides)", 0, 16},
+        {"top", RM_FLAG_AT(&top), "how many shared prefixes to list", 0, 1000},
+        {"depth", RM_FLAG_AT(&depth), "levels of the tree picture", 0, 16},
+        {"svg", RM_FLAG_AT(&svg), "write a chart of memory with/without sharing here", 0, 0},
     };
     rm_flagset fs = {"radixmesh analyze", "FILE [options]", "RADIXMESH", flags,
                      (int)RM_ARRAY_LEN(flags)};

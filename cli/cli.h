@@ -20,14 +20,14 @@ typedef struct rm_cli_conn {
 } rm_cli_conn;
 
 /* Its flags, for an rm_flag table. */
-#define RM_CLI_CONN_FLAGS(c)                                                                         \
-    {"auth-token-file", RM_FLAG_STR, &(c).token_file, "send this bearer token", 0, 0},               \
-        {"tls-ca", RM_FLAG_STR, &(c).tls_ca, "speak TLS, verifying the server with this PEM CA", 0,  \
-         0},                                                                                         \
-        {"tls-cert", RM_FLAG_STR, &(c).tls_cert, "PEM client certificate (mTLS; needs --tls-ca)", 0, \
-         0},                                                                                         \
-    {                                                                                                \
-        "tls-key", RM_FLAG_STR, &(c).tls_key, "PEM private key of --tls-cert", 0, 0                  \
+#define RM_CLI_CONN_FLAGS(c)                                                                       \
+    {"auth-token-file", RM_FLAG_AT(&(c).token_file), "send this bearer token", 0, 0},              \
+        {"tls-ca", RM_FLAG_AT(&(c).tls_ca), "speak TLS, verifying the server with this PEM CA", 0, \
+         0},                                                                                       \
+        {"tls-cert", RM_FLAG_AT(&(c).tls_cert), "PEM client certificate (mTLS; needs --tls-ca)",   \
+         0, 0},                                                                                    \
+    {                                                                                              \
+        "tls-key", RM_FLAG_AT(&(c).tls_key), "PEM private key of --tls-cert", 0, 0                 \
     }
 
 /* Reads c's files: the token into *token (malloc'd; NULL without

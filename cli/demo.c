@@ -81,8 +81,8 @@ int rm_cmd_demo(int argc, char **argv)
     const char *node = "127.0.0.1:7001";
     uint64_t users = 32;
     const rm_flag flags[] = {
-        {"node", RM_FLAG_STR, &node, "cache node address HOST:PORT", 0, 0},
-        {"users", RM_FLAG_U64, &users, "requests per scenario (scale)", 1, 100000},
+        {"node", RM_FLAG_AT(&node), "cache node address HOST:PORT", 0, 0},
+        {"users", RM_FLAG_AT(&users), "requests per scenario (scale)", 1, 100000},
     };
     rm_flagset fs = {"radixmesh demo", "--node HOST:PORT", "RADIXMESH", flags,
                      (int)RM_ARRAY_LEN(flags)};
@@ -222,10 +222,10 @@ int rm_cmd_stats(int argc, char **argv)
     int watch = 0;
     uint64_t interval = 1000;
     const rm_flag flags[] = {
-        {"node", RM_FLAG_STR, &node, "a cache node's address HOST:PORT", 0, 0},
-        {"router", RM_FLAG_STR, &router, "a router's address HOST:PORT (the cluster table)", 0, 0},
-        {"watch", RM_FLAG_BOOL, &watch, "refresh the table in place until interrupted", 0, 0},
-        {"interval-ms", RM_FLAG_U64, &interval, "refresh period with --watch", 100, 3600000},
+        {"node", RM_FLAG_AT(&node), "a cache node's address HOST:PORT", 0, 0},
+        {"router", RM_FLAG_AT(&router), "a router's address HOST:PORT (the cluster table)", 0, 0},
+        {"watch", RM_FLAG_AT(&watch), "refresh the table in place until interrupted", 0, 0},
+        {"interval-ms", RM_FLAG_AT(&interval), "refresh period with --watch", 100, 3600000},
         RM_CLI_CONN_FLAGS(conn),
     };
     rm_flagset fs = {"radixmesh stats", "(--router HOST:PORT [--watch] | --node HOST:PORT)",

@@ -66,10 +66,10 @@ int rm_cmd_workload(int argc, char **argv)
     uint64_t seed = 42, requests = 0;
     const char *out_path = NULL;
     const rm_flag flags[] = {
-        {"seed", RM_FLAG_U64, &seed, "random seed: the same seed gives the same trace", 0, 0},
-        {"requests", RM_FLAG_U64, &requests, "requests to generate (0: 4000; builtin 2000)", 0,
+        {"seed", RM_FLAG_AT(&seed), "random seed: the same seed gives the same trace", 0, 0},
+        {"requests", RM_FLAG_AT(&requests), "requests to generate (0: 4000; builtin 2000)", 0,
          10000000},
-        {"out", RM_FLAG_STR, &out_path, "write here instead of stdout", 0, 0},
+        {"out", RM_FLAG_AT(&out_path), "write here instead of stdout", 0, 0},
     };
     rm_flagset fs = {"radixmesh workload", "agentic|chat|builtin [options] > trace.jsonl",
                      "RADIXMESH", flags, (int)RM_ARRAY_LEN(flags)};

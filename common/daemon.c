@@ -20,28 +20,28 @@
 static size_t shared_flags(rm_daemon_opts *o, rm_flag *out)
 {
     const rm_flag shared[] = {
-        {"max-concurrent-streams", RM_FLAG_U32, &o->max_streams,
+        {"max-concurrent-streams", RM_FLAG_AT(&o->max_streams),
          "calls in progress per client connection at most (0: gRPC's default)", 0, INT32_MAX},
-        {"shutdown-delay-ms", RM_FLAG_U32, &o->shutdown_delay_ms,
+        {"shutdown-delay-ms", RM_FLAG_AT(&o->shutdown_delay_ms),
          "on SIGTERM, report NOT_SERVING this long before refusing new calls", 0, 600000},
-        {"drain-timeout-ms", RM_FLAG_U32, &o->drain_timeout_ms,
+        {"drain-timeout-ms", RM_FLAG_AT(&o->drain_timeout_ms),
          "then wait this long for in-flight calls before cancelling them", 0, 600000},
-        {"http", RM_FLAG_STR, &o->http, "serve /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
+        {"http", RM_FLAG_AT(&o->http), "serve /metrics, /healthz, /readyz on HOST:PORT", 0, 0},
         RM_HTTP_FLAGS(o->http_cfg, o->http_auth),
-        {"tls-cert", RM_FLAG_STR, &o->tls_cert, "serve gRPC over TLS with this PEM certificate", 0,
+        {"tls-cert", RM_FLAG_AT(&o->tls_cert), "serve gRPC over TLS with this PEM certificate", 0,
          0},
-        {"tls-key", RM_FLAG_STR, &o->tls_key, "PEM private key of --tls-cert", 0, 0},
-        {"tls-ca", RM_FLAG_STR, &o->tls_ca,
+        {"tls-key", RM_FLAG_AT(&o->tls_key), "PEM private key of --tls-cert", 0, 0},
+        {"tls-ca", RM_FLAG_AT(&o->tls_ca),
          "PEM CA that client certificates must chain to (presented ones are verified)", 0, 0},
-        {"require-client-cert", RM_FLAG_BOOL, &o->require_client_cert,
+        {"require-client-cert", RM_FLAG_AT(&o->require_client_cert),
          "mTLS: refuse clients without a certificate signed by --tls-ca", 0, 0},
-        {"auth-token-file", RM_FLAG_STR, &o->token_file,
+        {"auth-token-file", RM_FLAG_AT(&o->token_file),
          "require 'authorization: Bearer <token>' (the file's first line) on every RPC but health",
          0, 0},
-        {"config", RM_FLAG_STR, &o->config,
+        {"config", RM_FLAG_AT(&o->config),
          "flags from FILE (name = value per line; the command line wins); SIGHUP re-reads it", 0,
          0},
-        {"log-level", RM_FLAG_STR, &o->log_level, "debug, info, warn or error", 0, 0},
+        {"log-level", RM_FLAG_AT(&o->log_level), "debug, info, warn or error", 0, 0},
     };
     if (out)
         memcpy(out, shared, sizeof shared);
@@ -67,8 +67,8 @@ void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, const rm_flag *fla
     o->drain_timeout_ms = 10000;
     size_t n = 1 + nflags + shared_flags(o, NULL);
     d->flags = rm_xmalloc(n * sizeof *d->flags);
-    d->flags[0] = (rm_flag){
-        "listen", RM_FLAG_STR, &o->listen, "gRPC address HOST:PORT (port 0: any free port)", 0, 0};
+    d->flags[0] = (rm_flag){"listen", RM_FLAG_AT(&o->listen),
+                            "gRPC address HOST:PORT (port 0: any free port)", 0, 0};
     memcpy(d->flags + 1, flags, nflags * sizeof *d->flags);
     shared_flags(o, d->flags + 1 + nflags);
     for (const rm_daemon_help *h = spec->help; h && h->flag; h++) {

@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* RM_FLAG_AT reads a size_t field as the fixed-width type it is. */
+_Static_assert(_Generic((size_t *)0, uint64_t * : 1, uint32_t * : 1, default : 0),
+               "size_t is neither uint64_t nor uint32_t: RM_FLAG_AT cannot take size_t fields");
+
 /* Bytes of a flag's value storage. */
 static size_t value_size(rm_flag_type t)
 {
@@ -18,7 +22,6 @@ static size_t value_size(rm_flag_type t)
     case RM_FLAG_BOOL: return sizeof(int);
     case RM_FLAG_DOUBLE: return sizeof(double);
     case RM_FLAG_U32: return sizeof(uint32_t);
-    case RM_FLAG_SIZE: return sizeof(size_t);
     }
     return 0;
 }
@@ -28,8 +31,6 @@ static uint64_t uint_get(const rm_flag *f)
 {
     if (f->type == RM_FLAG_U32)
         return *(const uint32_t *)f->value;
-    if (f->type == RM_FLAG_SIZE)
-        return *(const size_t *)f->value;
     return *(const uint64_t *)f->value;
 }
 
@@ -37,8 +38,6 @@ static void uint_set(const rm_flag *f, uint64_t x)
 {
     if (f->type == RM_FLAG_U32)
         *(uint32_t *)f->value = (uint32_t)x;
-    else if (f->type == RM_FLAG_SIZE)
-        *(size_t *)f->value = (size_t)x;
     else
         *(uint64_t *)f->value = x;
 }
@@ -46,9 +45,7 @@ static void uint_set(const rm_flag *f, uint64_t x)
 /* The largest value an integer flag takes: its max, within its width. */
 static uint64_t uint_max(const rm_flag *f)
 {
-    uint64_t width_max = f->type == RM_FLAG_U32    ? UINT32_MAX
-                         : f->type == RM_FLAG_SIZE ? (uint64_t)SIZE_MAX
-                                                   : UINT64_MAX;
+    uint64_t width_max = f->type == RM_FLAG_U32 ? UINT32_MAX : UINT64_MAX;
     return f->max && f->max < width_max ? f->max : width_max;
 }
 
@@ -66,7 +63,6 @@ static void usage(const rm_flagset *fs, FILE *out)
             break;
         case RM_FLAG_U64:
         case RM_FLAG_U32:
-        case RM_FLAG_SIZE:
             snprintf(def, sizeof def, " (default %llu)", (unsigned long long)uint_get(f));
             break;
         case RM_FLAG_DOUBLE: snprintf(def, sizeof def, " (default %g)", *(double *)f->value); break;
@@ -142,8 +138,7 @@ static int set_value(const rm_flag *f, const char *v, const char *from, char *er
         }
         return 0;
     case RM_FLAG_U64:
-    case RM_FLAG_U32:
-    case RM_FLAG_SIZE: {
+    case RM_FLAG_U32: {
         errno = 0;
         unsigned long long x = 0;
         if (*v && isdigit((unsigned char)*v))

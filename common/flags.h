@@ -13,23 +13,40 @@
 #include <stdint.h>
 
 /* The integer types point straight at a config struct's field of that
- * width (uint32_t, uint64_t, size_t), so a daemon need not copy values. */
+ * width (uint32_t, uint64_t), so a daemon need not copy values. */
 typedef enum {
     RM_FLAG_STR,
     RM_FLAG_U64,
     RM_FLAG_BOOL,
     RM_FLAG_DOUBLE,
     RM_FLAG_U32,
-    RM_FLAG_SIZE,
 } rm_flag_type;
 
 typedef struct rm_flag {
     const char *name; /* without the leading "--" */
     rm_flag_type type;
-    void *value;       /* const char **, uint64_t *, int *, double *, uint32_t *, size_t * */
+    void *value;       /* const char **, uint64_t *, int *, double *, uint32_t * */
     const char *help;  /* one line; the default is appended automatically */
     uint64_t min, max; /* range of the integer types (max 0: the type's own maximum) */
 } rm_flag;
+
+/* The type and value of a flag over the variable at ptr, the type read off
+ * ptr's own type so that the two cannot disagree (a 64-bit flag over a
+ * uint32_t field would overwrite its neighbour); any other pointer type
+ * does not compile. A row of a table:
+ *
+ *     {"vnodes", RM_FLAG_AT(&cfg.vnodes), "ring points per node", 1, 65536},
+ *
+ * int is a boolean (bare --name, or true/false/1/0). A size_t is whichever
+ * of uint32_t and uint64_t it is on the platform (asserted in flags.c). */
+#define RM_FLAG_AT(ptr)                                                                            \
+    _Generic((ptr),                                                                                \
+        const char **: RM_FLAG_STR,                                                                \
+        uint64_t *: RM_FLAG_U64,                                                                   \
+        int *: RM_FLAG_BOOL,                                                                       \
+        double *: RM_FLAG_DOUBLE,                                                                  \
+        uint32_t *: RM_FLAG_U32),                                                                  \
+        (ptr)
 
 typedef struct rm_flagset {
     const char *prog;     /* program name in usage */

@@ -48,26 +48,14 @@ void rm_http_config_defaults(rm_http_config *c);
 /* The --http-* flags of both daemons, over a config's fields (for an
  * rm_flag table; uint64_t fields, --http-auth is an int). */
 #define RM_HTTP_FLAGS(cfg, auth)                                                                   \
-    {"http-max-connections",                                                                       \
-     RM_FLAG_U64,                                                                                  \
-     &(cfg).max_connections,                                                                       \
-     "--http connections at most (more get 503; lowered to fit the fd budget)",                    \
-     1,                                                                                            \
-     1000000},                                                                                     \
-        {"http-header-timeout-ms",                                                                 \
-         RM_FLAG_U64,                                                                              \
-         &(cfg).header_timeout_ms,                                                                 \
-         "a --http request head must arrive within this (else 408)",                               \
-         100,                                                                                      \
-         3600000},                                                                                 \
-        {"http-idle-timeout-ms",                                                                   \
-         RM_FLAG_U64,                                                                              \
-         &(cfg).idle_timeout_ms,                                                                   \
-         "close --http connections idle (or not reading their replies) this long",                 \
-         100,                                                                                      \
-         86400000},                                                                                \
+    {"http-max-connections", RM_FLAG_AT(&(cfg).max_connections),                                   \
+     "--http connections at most (more get 503; lowered to fit the fd budget)", 1, 1000000},       \
+        {"http-header-timeout-ms", RM_FLAG_AT(&(cfg).header_timeout_ms),                           \
+         "a --http request head must arrive within this (else 408)", 100, 3600000},                \
+        {"http-idle-timeout-ms", RM_FLAG_AT(&(cfg).idle_timeout_ms),                               \
+         "close --http connections idle (or not reading their replies) this long", 100, 86400000}, \
     {                                                                                              \
-        "http-auth", RM_FLAG_BOOL, &(auth),                                                        \
+        "http-auth", RM_FLAG_AT(&(auth)),                                                          \
             "require --auth-token-file's bearer token on HTTP (all but /healthz, /readyz)", 0, 0   \
     }
 

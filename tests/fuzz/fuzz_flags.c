@@ -22,14 +22,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t body;
     } v = {"127.0.0.1:0", NULL, 16, 0, 1.25, 0, 7, 0x5a5a5a5a, 0};
     const rm_flag flags[] = {
-        {"listen", RM_FLAG_STR, &v.listen, "address", 0, 0},
-        {"node-id", RM_FLAG_STR, &v.name, "id", 0, 0},
-        {"page-tokens", RM_FLAG_U64, &v.pages, "page", 1, 65536},
-        {"pool-tokens", RM_FLAG_U64, &v.big, "pool", 0, 0},
-        {"load-factor", RM_FLAG_DOUBLE, &v.factor, "factor", 0, 0},
-        {"prefault", RM_FLAG_BOOL, &v.on, "bool", 0, 0},
-        {"max-leases", RM_FLAG_U32, &v.leases, "u32", 1, 0},
-        {"max-body-bytes", RM_FLAG_SIZE, &v.body, "size", 0, 1u << 30},
+        {"listen", RM_FLAG_AT(&v.listen), "address", 0, 0},
+        {"node-id", RM_FLAG_AT(&v.name), "id", 0, 0},
+        {"page-tokens", RM_FLAG_AT(&v.pages), "page", 1, 65536},
+        {"pool-tokens", RM_FLAG_AT(&v.big), "pool", 0, 0},
+        {"load-factor", RM_FLAG_AT(&v.factor), "factor", 0, 0},
+        {"prefault", RM_FLAG_AT(&v.on), "bool", 0, 0},
+        {"max-leases", RM_FLAG_AT(&v.leases), "u32", 1, 0},
+        {"max-body-bytes", RM_FLAG_AT(&v.body), "size", 0, 1u << 30},
     };
     rm_flagset fs = {"fuzz", "[options]", "RMFUZZ", flags, (int)(sizeof flags / sizeof *flags)};
     char err[512];

@@ -29,7 +29,7 @@ static void test_sigterm_phases(void)
 static void test_one_table_of_own_and_shared_flags(void)
 {
     uint32_t own = 5;
-    const rm_flag flags[] = {{"own", RM_FLAG_U32, &own, "a flag of the daemon's own", 1, 10}};
+    const rm_flag flags[] = {{"own", RM_FLAG_AT(&own), "a flag of the daemon's own", 1, 10}};
     static const rm_daemon_help help[] = {{"http", "serve the daemon's pages on HOST:PORT"},
                                           {NULL, NULL}};
     static const rm_daemon_spec spec = {"test", "[options]", "127.0.0.1:7009", help};

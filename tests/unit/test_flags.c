@@ -1,5 +1,6 @@
-/* Unit tests of flags.c: integer flags of each width (range checks, the
- * field next to one untouched), reloads of them, a reload keeping a string
+/* Unit tests of flags.c: RM_FLAG_AT's type for each field type, integer
+ * flags of each width (range checks, the field next to one untouched),
+ * reloads of them, a reload keeping a string
  * flag that points at its own store, and a choice flag's index and error. */
 #include <stdint.h>
 #include <string.h>
@@ -24,10 +25,10 @@ static int parse(const rm_flagset *fs, const char *a1, const char *a2, char *err
 /* Flags over the fields of one widths struct. */
 static widths w;
 static const rm_flag width_flags[] = {
-    {"a", RM_FLAG_U32, &w.a, "", 1, 0},
-    {"ranged", RM_FLAG_U32, &w.b, "", 10, 100},
-    {"sz", RM_FLAG_SIZE, &w.sz, "", 0, 1u << 20},
-    {"big", RM_FLAG_U64, &w.big, "", 0, 0},
+    {"a", RM_FLAG_AT(&w.a), "", 1, 0},
+    {"ranged", RM_FLAG_AT(&w.b), "", 10, 100},
+    {"sz", RM_FLAG_AT(&w.sz), "", 0, 1u << 20},
+    {"big", RM_FLAG_AT(&w.big), "", 0, 0},
 };
 static const rm_flagset width_fs = {"t", "", "T", width_flags, 4};
 
@@ -69,10 +70,10 @@ static void test_reload_of_integer_widths(void)
 {
     widths v = {5, 6, 7, 8};
     const rm_flag flags[] = {
-        {"a", RM_FLAG_U32, &v.a, "", 0, 0},
-        {"b", RM_FLAG_U32, &v.b, "", 0, 0},
-        {"sz", RM_FLAG_SIZE, &v.sz, "", 0, 0},
-        {"big", RM_FLAG_U64, &v.big, "", 0, 0},
+        {"a", RM_FLAG_AT(&v.a), "", 0, 0},
+        {"b", RM_FLAG_AT(&v.b), "", 0, 0},
+        {"sz", RM_FLAG_AT(&v.sz), "", 0, 0},
+        {"big", RM_FLAG_AT(&v.big), "", 0, 0},
     };
     rm_flagset live = {"t", "", "T", flags, 4}, next;
     rm_flags_scratch(&live, &next);
@@ -99,7 +100,7 @@ static void test_reload_of_integer_widths(void)
 static void test_keep_str_survives_its_own_store(void)
 {
     const char *level = "debug";
-    const rm_flag flags[] = {{"log-level", RM_FLAG_STR, &level, "", 0, 0}};
+    const rm_flag flags[] = {{"log-level", RM_FLAG_AT(&level), "", 0, 0}};
     rm_flagset live = {"t", "", "T", flags, 1}, next;
     char store[16];
     /* Reload 1: the value comes from the file's block. */
@@ -123,6 +124,31 @@ static void test_keep_str_survives_its_own_store(void)
     CHECK(!strcmp(level, "warn"));
 }
 
+/* The type comes from the field: a uint32_t field is a 32-bit flag (stored
+ * at that width, test_u32_is_stored_at_its_width), size_t the fixed width
+ * it is. That any other field type does not compile is test_flag_at.sh's. */
+static void test_flag_at_reads_the_type_off_the_field(void)
+{
+    const char *s = NULL;
+    uint64_t u64 = 0;
+    uint32_t u32 = 0;
+    size_t sz = 0;
+    int on = 0;
+    double d = 0;
+    const rm_flag f[] = {
+        {"s", RM_FLAG_AT(&s), "", 0, 0},     {"u64", RM_FLAG_AT(&u64), "", 0, 0},
+        {"u32", RM_FLAG_AT(&u32), "", 0, 0}, {"sz", RM_FLAG_AT(&sz), "", 0, 0},
+        {"on", RM_FLAG_AT(&on), "", 0, 0},   {"d", RM_FLAG_AT(&d), "", 0, 0},
+    };
+    CHECK_EQ(f[0].type, RM_FLAG_STR);
+    CHECK_EQ(f[1].type, RM_FLAG_U64);
+    CHECK_EQ(f[2].type, RM_FLAG_U32);
+    CHECK_EQ(f[3].type, sizeof(size_t) == sizeof(uint64_t) ? RM_FLAG_U64 : RM_FLAG_U32);
+    CHECK_EQ(f[4].type, RM_FLAG_BOOL);
+    CHECK_EQ(f[5].type, RM_FLAG_DOUBLE);
+    CHECK(f[0].value == &s && f[2].value == &u32 && f[5].value == &d);
+}
+
 /* A choice flag's error lists every choice, as the daemons' messages
  * always have ("expected a, b or c"); a short buffer truncates it safely. */
 static void test_choice_index_and_message(void)
@@ -143,6 +169,7 @@ static void test_choice_index_and_message(void)
 
 int main(void)
 {
+    RUN(test_flag_at_reads_the_type_off_the_field);
     RUN(test_u32_is_stored_at_its_width);
     RUN(test_ranges_of_each_width);
     RUN(test_reload_of_integer_widths);
