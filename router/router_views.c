@@ -372,10 +372,12 @@ static void kv_json(json_t *j, const radixmesh_v1_NodeStats *st)
                           KV_FIELD(kv_malformed_total),
                           KV_FIELD(kv_block_size_mismatches_total),
                           KV_FIELD(kv_blocks),
-                          KV_FIELD(worker_cache_tokens)};
+                          KV_FIELD(worker_cache_tokens),
+                          KV_FIELD(kv_worker_restarts_total)};
 #undef KV_FIELD
     for (size_t i = 0; i < RM_ARRAY_LEN(f); i++)
         json_object_set_new(j, f[i].key, json_integer((json_int_t)f[i].v));
+    json_object_set_new(j, "kv_lag_ms", json_real(st->kv_lag_ms));
     json_object_set_new(j, "kv_namespace", json_string(st->kv_namespace ? st->kv_namespace : ""));
     json_object_set_new(j, "kv_last_seq",
                         st->kv_has_seq ? json_integer((json_int_t)st->kv_last_seq) : json_null());

@@ -269,6 +269,47 @@ class PreciseMirror(unittest.TestCase):
         self.assert_equal_rates("after an engine restart", snap)
         victim.node.wait_log("the restart logged", "the worker restarted")
 
+    def test_3b_cluster_view_carries_the_mirror_figures(self):
+        """/api/cluster shows each node's mirror figures under their
+        NodeStats names with the node's own values (after the restart, so
+        kv_worker_restarts_total is 1 on p0): every kv_* field of the
+        proto's descriptor but four that are shown in another form or are
+        not the mirror's, so a field added to NodeStats and left out of the
+        view fails here."""
+        shown_otherwise = {"kv_events": "mirror", "kv_has_seq": "kv_last_seq: null",
+                           "kv_namespace": "kv_namespace",
+                           "kv_bytes_per_token": "the pool's, not the mirror's"}
+        names = [f.name for f in pb.NodeStats.DESCRIPTOR.fields
+                 if f.name.startswith("kv_") and f.name not in shown_otherwise]
+        names.append("worker_cache_tokens")
+        self.assertIn("kv_worker_restarts_total", names)
+        self.assertIn("kv_lag_ms", names)
+        # The node polls the replay socket when the stream is quiet, so this
+        # one grows while nothing is sent: the view, an earlier poll's, may
+        # be behind, never ahead.
+        growing = {"kv_replays_total"}
+
+        def differences():
+            nodes = {n["id"]: n for n in self.cluster()["nodes"]}
+            out = []
+            for i, p in enumerate(self.pairs):
+                st, view = p.stats(), nodes.get(f"p{i}", {})
+                for k in names:
+                    v = view.get(k, "missing")
+                    if v == "missing" or (v > getattr(st, k) if k in growing
+                                          else v != getattr(st, k)):
+                        out.append((f"p{i}", k, v, getattr(st, k)))
+                if view.get("kv_last_seq") != (st.kv_last_seq if st.kv_has_seq else None):
+                    out.append((f"p{i}", "kv_last_seq", view.get("kv_last_seq"), st.kv_last_seq))
+            return out
+        # The router's view is its last Stats poll, published every 500 ms.
+        try:
+            poll("the router's view to show the nodes' figures", lambda: not differences(),
+                 timeout=30)
+        except AssertionError:
+            self.fail(f"(node, field, in /api/cluster, in Stats): {differences()}")
+        self.assertEqual(self.pairs[0].stats().kv_worker_restarts_total, 1)
+
     def test_4_whole_run(self):
         self.assert_equal_rates("the whole run")
         doc = self.cluster()
