@@ -74,10 +74,7 @@ static void collect(void *ctx, const rm_radix_node *n)
 
 static void kid_push(kids *k, const rm_radix_node *n)
 {
-    if (k->n == k->cap) {
-        k->cap = k->cap ? k->cap * 2 : 4;
-        k->v = rm_xrealloc(k->v, sizeof *k->v * k->cap);
-    }
+    k->v = rm_xgrow(k->v, k->n, &k->cap, sizeof *k->v, 4);
     k->v[k->n++] = n;
 }
 

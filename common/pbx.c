@@ -21,10 +21,7 @@ static bool push_token(pb_istream_t *s, rm_tokens *t, uint32_t v)
         t->too_many = true;
         PB_RETURN_ERROR(s, "too many tokens");
     }
-    if (t->n == t->cap) {
-        t->cap = t->cap * 2 + 16;
-        t->v = rm_xrealloc(t->v, t->cap * sizeof(uint32_t));
-    }
+    t->v = rm_xgrow(t->v, t->n, &t->cap, sizeof *t->v, 16);
     t->v[t->n++] = v;
     return true;
 }

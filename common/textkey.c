@@ -23,10 +23,7 @@ static void emit(rm_textkey *k, const unsigned char *chunk, size_t len)
 {
     if (k->n >= k->max)
         return;
-    if (k->n == k->cap) {
-        k->cap = k->cap ? k->cap * 2 : 256;
-        k->v = rm_xrealloc(k->v, k->cap * sizeof *k->v);
-    }
+    k->v = rm_xgrow(k->v, k->n, &k->cap, sizeof *k->v, 256);
     k->v[k->n++] = rm_textkey_chunk_id(chunk, len);
 }
 

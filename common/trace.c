@@ -94,10 +94,7 @@ static const char *parse_line(json_t *o, size_t B, rm_trace_req *r, uint64_t **i
             json_t *id = json_array_get(hash_ids, b);
             if (!json_is_integer(id) || json_integer_value(id) < 0)
                 return "\"hash_ids\" must hold non-negative integers";
-            if (*nids == *ids_cap) {
-                *ids_cap = *ids_cap ? *ids_cap * 2 : 1024;
-                *ids = rm_xrealloc(*ids, sizeof **ids * *ids_cap);
-            }
+            *ids = rm_xgrow(*ids, *nids, ids_cap, sizeof **ids, 1024);
             (*ids)[(*nids)++] = (uint64_t)json_integer_value(id);
         }
         mooncake_req(r, *ids + (*nids - nb), nb, (uint64_t)json_integer_value(len), out, B);
@@ -277,10 +274,7 @@ rm_block_req *rm_block_trace_push(rm_block_trace *bt, uint64_t timestamp_ms, uin
                                   uint64_t output_length, uint64_t session, const uint64_t *ids,
                                   size_t nblocks)
 {
-    if (bt->n == bt->cap) {
-        bt->cap = bt->cap ? bt->cap * 2 : 256;
-        bt->req = rm_xrealloc(bt->req, sizeof *bt->req * bt->cap);
-    }
+    bt->req = rm_xgrow(bt->req, bt->n, &bt->cap, sizeof *bt->req, 256);
     rm_block_req *r = &bt->req[bt->n++];
     *r = (rm_block_req){timestamp_ms,
                         input_length,

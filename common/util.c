@@ -36,6 +36,19 @@ void *rm_xrealloc(void *p, size_t n)
     return q;
 }
 
+void *rm_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return p;
+    size_t want = *cap ? *cap * 2 : first;
+    if (want <= n || want > SIZE_MAX / elem) {
+        fprintf(stderr, "radixmesh: an array of %zu-byte elements cannot grow past %zu\n", elem, n);
+        abort();
+    }
+    *cap = want;
+    return rm_xrealloc(p, want * elem);
+}
+
 char *rm_xstrndup(const char *s, size_t n)
 {
     char *d = rm_xmalloc(n + 1);

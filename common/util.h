@@ -12,6 +12,16 @@
 void *rm_xmalloc(size_t n);
 void *rm_xcalloc(size_t n, size_t size);
 void *rm_xrealloc(void *p, size_t n);
+
+/* Room for element n of a growing array p of elem-byte elements holding
+ * *cap: when n == *cap it grows to twice *cap (first when *cap is 0), and
+ * *cap says so. Returns the array (p itself if it had room); aborts, as
+ * rm_xrealloc, if the size would overflow or memory runs out. Use:
+ *
+ *     v->items = rm_xgrow(v->items, v->n, &v->cap, sizeof *v->items, 64);
+ *     v->items[v->n++] = x;
+ */
+void *rm_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first);
 char *rm_xstrndup(const char *s, size_t n);
 
 /* Monotonic clock in milliseconds / nanoseconds (CLOCK_MONOTONIC). */

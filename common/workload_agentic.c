@@ -50,10 +50,7 @@ typedef struct gen {
 
 static uint64_t new_session(gen *g, uint64_t parent, uint32_t version, uint32_t prompt_tokens)
 {
-    if (g->nsess == g->sess_cap) {
-        g->sess_cap = g->sess_cap ? g->sess_cap * 2 : 64;
-        g->sess = rm_xrealloc(g->sess, sizeof *g->sess * g->sess_cap);
-    }
+    g->sess = rm_xgrow(g->sess, g->nsess, &g->sess_cap, sizeof *g->sess, 64);
     g->sess[g->nsess] = (rm_agentic_session){
         .id = g->nsess + 1, .parent = parent, .version = version, .prompt_tokens = prompt_tokens};
     return ++g->nsess;

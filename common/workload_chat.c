@@ -52,10 +52,7 @@ static void conversation(void *ctx, rm_wl_rng *r, uint64_t i, uint64_t t_ms)
     uint32_t turns = 1;
     while (turns < MAX_TURNS && rm_wl_unit(r) < p->mean_turns / (1 + p->mean_turns))
         turns++;
-    if (g->nconvs == g->cap) {
-        g->cap = g->cap ? g->cap * 2 : 256;
-        g->convs = rm_xrealloc(g->convs, sizeof *g->convs * g->cap);
-    }
+    g->convs = rm_xgrow(g->convs, g->nconvs, &g->cap, sizeof *g->convs, 256);
     g->convs[g->nconvs] = (rm_chat_conversation){g->nconvs + 1, v, turns, 0};
     rm_wl_context c = {.prompt = &g->variant[v], .session = ++g->nconvs};
     uint64_t len = p->prompt_tokens[v], reply = 0;

@@ -128,10 +128,7 @@ static long chain(rm_kv_mirror *m, int has, uint64_t hash)
         kv_block *b = find(m, hash);
         if (!b || k >= m->blocks.n)
             return -1;
-        if (k == m->path_cap) {
-            m->path_cap = m->path_cap ? m->path_cap * 2 : 64;
-            m->path = rm_xrealloc(m->path, sizeof *m->path * m->path_cap);
-        }
+        m->path = rm_xgrow(m->path, k, &m->path_cap, sizeof *m->path, 64);
         m->path[k++] = b;
         has = b->has_parent;
         hash = b->parent;

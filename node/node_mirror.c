@@ -89,10 +89,7 @@ static void kv_apply(void *arg)
         apply_item(nm, it);
         return;
     }
-    if (nm->ndeferred == nm->cap) {
-        nm->cap = nm->cap ? nm->cap * 2 : 16;
-        nm->deferred = rm_xrealloc(nm->deferred, nm->cap * sizeof *nm->deferred);
-    }
+    nm->deferred = rm_xgrow(nm->deferred, nm->ndeferred, &nm->cap, sizeof *nm->deferred, 16);
     nm->deferred[nm->ndeferred++] = it;
 }
 

@@ -249,10 +249,7 @@ static void on_routed(rm_route_job *job)
     gw_req *q = job->user;
     rm_gateway *g = q->g;
     pthread_mutex_lock(&g->mu);
-    if (g->nready == g->cap) {
-        g->cap = g->cap ? g->cap * 2 : 64;
-        g->ready = rm_xrealloc(g->ready, g->cap * sizeof *g->ready);
-    }
+    g->ready = rm_xgrow(g->ready, g->nready, &g->cap, sizeof *g->ready, 64);
     g->ready[g->nready++] = job;
     pthread_mutex_unlock(&g->mu);
     uv_async_send(&g->wake);
