@@ -42,6 +42,38 @@ static long parse_ids(const char *s, uint32_t **out)
     return (long)n;
 }
 
+/* What main acquires, in this order; release() gives back whatever of it
+ * is held, in reverse, so that every way out (a bad flag, --save,
+ * --describe, serving, one prompt) leaves memcheck nothing to report. */
+typedef struct held {
+    rm_tls tls;
+    char *token;
+    uint32_t *ids;
+    rm_model m;
+    int model_loaded, grpc_started;
+    rm_engine *e;
+} held;
+
+static int release(held *h, int rc)
+{
+    rm_engine_free(h->e);
+    if (h->grpc_started)
+        grpc_shutdown();
+    if (h->model_loaded)
+        rm_model_free(&h->m);
+    free(h->ids);
+    free(h->token);
+    rm_tls_free(&h->tls);
+    return rc;
+}
+
+/* rm_flags_fail (usage, exit 2) once h is released. */
+__attribute__((noreturn)) static void fail(held *h, const rm_flagset *fs, const char *why)
+{
+    release(h, 2);
+    rm_flags_fail(fs, "%s", why);
+}
+
 int main(int argc, char **argv)
 {
     uint64_t seed = 1, layers = 4, d_model = 256, heads = 8, vocab = 8192, max_context = 4096;
@@ -136,110 +168,85 @@ int main(int argc, char **argv)
     }
     if ((cache_cert || cache_key) && !cache_ca)
         rm_flags_fail(&fs, "--cache-tls-cert/--cache-tls-key need --cache-tls-ca (the cache's CA)");
-    rm_tls tls = {0};
-    char *token = NULL;
+    held h = {0};
     char err[256];
-    if (rm_tls_load(&tls, cache_cert, cache_key, cache_ca, 0, err, sizeof err) != 0)
-        rm_flags_fail(&fs, "%s", err);
-    if (cache_token && !(token = rm_read_token_file(cache_token, err, sizeof err))) {
-        rm_tls_free(&tls);
-        rm_flags_fail(&fs, "--cache-token-file: %s", err);
+    if (rm_tls_load(&h.tls, cache_cert, cache_key, cache_ca, 0, err, sizeof err) != 0)
+        fail(&h, &fs, err);
+    if (cache_token && !(h.token = rm_read_token_file(cache_token, err, sizeof err))) {
+        char why[300];
+        snprintf(why, sizeof why, "--cache-token-file: %s", err);
+        fail(&h, &fs, why);
     }
 
-    uint32_t *ids = NULL;
     long n = 0;
     if (prompt) {
-        ids = rm_xmalloc((strlen(prompt) + 1) * sizeof *ids);
-        n = (long)rm_bytetok_encode(prompt, strlen(prompt), ids);
-    } else if (prompt_tokens && (n = parse_ids(prompt_tokens, &ids)) < 0) {
-        rm_flags_fail(&fs, "--prompt-tokens must be comma-separated token ids");
+        h.ids = rm_xmalloc((strlen(prompt) + 1) * sizeof *h.ids);
+        n = (long)rm_bytetok_encode(prompt, strlen(prompt), h.ids);
+    } else if (prompt_tokens && (n = parse_ids(prompt_tokens, &h.ids)) < 0) {
+        fail(&h, &fs, "--prompt-tokens must be comma-separated token ids");
     }
 
-    rm_model m;
+    rm_model *m = &h.m;
     rm_model_err me;
     if (weights) {
-        me = rm_model_load(&m, weights, (uint32_t)heads, (uint32_t)max_context, err, sizeof err);
+        me = rm_model_load(m, weights, (uint32_t)heads, (uint32_t)max_context, err, sizeof err);
     } else {
         rm_model_config c = {(uint32_t)layers, (uint32_t)d_model, (uint32_t)heads, (uint32_t)vocab,
                              (uint32_t)max_context};
-        me = rm_model_init_seeded(&m, &c, seed, err, sizeof err);
-        if (me == RM_MODEL_ECONFIG) {
-            free(ids);
-            free(token);
-            rm_tls_free(&tls);
-            rm_flags_fail(&fs, "%s", err);
-        }
+        me = rm_model_init_seeded(m, &c, seed, err, sizeof err);
+        if (me == RM_MODEL_ECONFIG)
+            fail(&h, &fs, err);
     }
     if (me != RM_MODEL_OK) {
         rm_log(RM_LOG_ERROR, "worker", "%s: %s", rm_model_strerror(me), err);
-        free(ids);
-        free(token);
-        rm_tls_free(&tls);
-        return 1;
+        return release(&h, 1);
     }
+    h.model_loaded = 1;
     rm_log(RM_LOG_INFO, "worker",
            "model: %u layers, d_model %u, %u heads, vocab %u, max context %u, %zu KV bytes/token",
-           m.cfg.layers, m.cfg.d_model, m.cfg.heads, m.cfg.vocab, m.cfg.max_context,
-           rm_model_kv_bytes(&m.cfg));
+           m->cfg.layers, m->cfg.d_model, m->cfg.heads, m->cfg.vocab, m->cfg.max_context,
+           rm_model_kv_bytes(&m->cfg));
     if (save) {
-        me = rm_model_save(&m, save, err, sizeof err);
-        rm_model_free(&m);
-        free(ids);
-        free(token);
-        rm_tls_free(&tls);
+        me = rm_model_save(m, save, err, sizeof err);
         if (me != RM_MODEL_OK)
             rm_log(RM_LOG_ERROR, "worker", "%s", err);
-        return me == RM_MODEL_OK ? 0 : 1;
+        return release(&h, me == RM_MODEL_OK ? 0 : 1);
     }
     rm_engine_config ec = {
-        cache, cache_router, (int)cache_timeout, (uint32_t)read_chunk, 0, model_name, &tls, token};
+        cache,  cache_router, (int)cache_timeout, (uint32_t)read_chunk, 0, model_name,
+        &h.tls, h.token};
     /* Serving: SIGTERM drains, taken by the loop (signals.h); before the
      * first thread starts, so that every thread inherits the mask. */
     if (sc.listen && rm_signals_block() != 0)
         rm_log(RM_LOG_WARN, "worker", "cannot block SIGTERM: %s", strerror(errno));
-    grpc_init(); /* the cache clients' (a pairing grpc_shutdown at every exit below) */
-    rm_engine *e = rm_engine_new(&m, &ec, err, sizeof err);
-    if (!e) {
-        grpc_shutdown();
-        rm_model_free(&m);
-        free(ids);
-        free(token);
-        rm_tls_free(&tls);
-        rm_flags_fail(&fs, "%s", err);
-    }
+    grpc_init(); /* the cache clients' */
+    h.grpc_started = 1;
+    rm_engine *e = h.e = rm_engine_new(m, &ec, err, sizeof err);
+    if (!e)
+        fail(&h, &fs, err);
     if (describe) {
         json_t *d = json_pack(
             "{s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:s}", "model_name", model_name, "layers",
-            (int)m.cfg.layers, "d_model", (int)m.cfg.d_model, "heads", (int)m.cfg.heads, "vocab",
-            (int)m.cfg.vocab, "max_context", (int)m.cfg.max_context, "kv_bytes_per_token",
-            (json_int_t)rm_model_kv_bytes(&m.cfg), "namespace", rm_engine_namespace(e));
+            (int)m->cfg.layers, "d_model", (int)m->cfg.d_model, "heads", (int)m->cfg.heads, "vocab",
+            (int)m->cfg.vocab, "max_context", (int)m->cfg.max_context, "kv_bytes_per_token",
+            (json_int_t)rm_model_kv_bytes(&m->cfg), "namespace", rm_engine_namespace(e));
         char *text = json_dumps(d, JSON_COMPACT);
         printf("%s\n", text);
         free(text);
         json_decref(d);
-        rm_engine_free(e);
-        grpc_shutdown();
-        rm_model_free(&m);
-        free(ids);
-        free(token);
-        rm_tls_free(&tls);
-        return 0;
+        return release(&h, 0);
     }
     if (sc.listen) {
         rm_log(RM_LOG_INFO, "worker", "cache: %s%s%s, namespace %s", cache,
-               cache_router ? " (a router)" : "", tls.ca ? " over TLS" : "",
+               cache_router ? " (a router)" : "", h.tls.ca ? " over TLS" : "",
                rm_engine_namespace(e));
-        rm_api_model am = {model_name, m.cfg.vocab, m.cfg.max_context};
-        int rc = rm_wserver_run(&sc, &am, e); /* frees e */
-        grpc_shutdown();
-        rm_model_free(&m);
-        free(token);
-        rm_tls_free(&tls);
-        return rc;
+        rm_api_model am = {model_name, m->cfg.vocab, m->cfg.max_context};
+        h.e = NULL; /* rm_wserver_run frees it */
+        return release(&h, rm_wserver_run(&sc, &am, e));
     }
 
     rm_gen_params gp = {0};
-    gp.prompt = ids;
+    gp.prompt = h.ids;
     gp.n_prompt = (size_t)n;
     gp.max_tokens = (uint32_t)max_tokens;
     gp.temperature = (float)temperature;
@@ -277,11 +284,5 @@ int main(int argc, char **argv)
         free(text.p);
         rm_gen_result_free(&r);
     }
-    free(ids);
-    rm_engine_free(e);
-    grpc_shutdown();
-    rm_model_free(&m);
-    free(token);
-    rm_tls_free(&tls);
-    return rc;
+    return release(&h, rc);
 }
