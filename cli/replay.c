@@ -234,32 +234,24 @@ int rm_cmd_replay(int argc, char **argv)
     rm_tls tls;
     char *token;
     rm_cli_conn_load(&conn, &fs, &tls, &token);
+    int rc = 1;
     rm_trace trace;
     char err[512];
     if (rm_workload_trace(trace_path, seed, limit, block, &trace, err, sizeof err) != 0) {
         fprintf(stderr, "radixmesh replay: %s\n", err);
-        rm_tls_free(&tls);
-        free(token);
-        return 2;
+        rc = 2;
+        goto out_conn;
     }
     rm_cache_client cc;
-    if (rm_cc_init_router_tls(&cc, router, 10000, &tls) != 0) {
-        rm_trace_free(&trace);
-        rm_tls_free(&tls);
-        free(token);
-        return 1;
-    }
+    if (rm_cc_init_router_tls(&cc, router, 10000, &tls) != 0)
+        goto out_trace;
     rm_rpc_client_set_token(&cc.rpc, token);
     replay rp;
     memset(&rp, 0, sizeof rp);
     totals before = {0}, after = {0};
     if (cluster_totals(&cc, &before, &rp) != 0) {
         fprintf(stderr, "radixmesh replay: cannot reach the router at %s\n", router);
-        rm_cc_close(&cc);
-        rm_trace_free(&trace);
-        rm_tls_free(&tls);
-        free(token);
-        return 1;
+        goto out_cc;
     }
     cli_budget budget;
     cli_budget_begin(&budget, &cc);
@@ -365,9 +357,13 @@ int rm_cmd_replay(int argc, char **argv)
     json_decref(hb);
     free(th);
     free(w);
+    rc = errors ? 1 : 0;
+out_cc:
     rm_cc_close(&cc);
+out_trace:
     rm_trace_free(&trace);
+out_conn:
     rm_tls_free(&tls);
     free(token);
-    return errors ? 1 : 0;
+    return rc;
 }
