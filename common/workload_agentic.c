@@ -168,9 +168,9 @@ static void main_session(void *ctx, rm_wl_rng *r, uint64_t i, uint64_t t_ms)
 /* Mean length of a main session on the trace clock, for the arrival rate. */
 static double mean_session_ms(const rm_agentic_params *p)
 {
-    double reply = p->reply_median * exp(REPLY_SIGMA * REPLY_SIGMA / 2);
-    double tool = p->tool_median_s * exp(TOOL_SIGMA * TOOL_SIGMA / 2);
-    double human = p->human_median_s * exp(HUMAN_SIGMA * HUMAN_SIGMA / 2);
+    double reply = rm_wl_lognormal_mean(p->reply_median, REPLY_SIGMA);
+    double tool = rm_wl_lognormal_mean(p->tool_median_s, TOOL_SIGMA);
+    double human = rm_wl_lognormal_mean(p->human_median_s, HUMAN_SIGMA);
     double gap = reply / p->decode_tps + (1 - p->human_share) * tool + p->human_share * human;
     return 1000 * (p->min_requests + p->max_requests) / 2.0 * gap;
 }

@@ -77,8 +77,8 @@ void rm_chat_generate(uint64_t seed, size_t requests, rm_block_trace *bt, rm_cha
     for (uint32_t v = 0; v < p.variants; v++)
         rm_wl_prompt_make(&g.variant[v], p.prompt_tokens[v], &head, &g.next_id);
     /* Mean conversation length on the trace clock, for the arrival rate. */
-    double turn_ms = 1000 * (p.reply_median * exp(REPLY_SIGMA * REPLY_SIGMA / 2) / p.decode_tps +
-                             p.think_median_s * exp(THINK_SIGMA * THINK_SIGMA / 2));
+    double turn_ms = 1000 * (rm_wl_lognormal_mean(p.reply_median, REPLY_SIGMA) / p.decode_tps +
+                             rm_wl_lognormal_mean(p.think_median_s, THINK_SIGMA));
     rm_wl_sessions(bt, seed, requests, (1 + p.mean_turns) * turn_ms / p.in_flight, conversation,
                    &g);
     for (size_t j = 0; j < bt->n; j++)

@@ -73,4 +73,11 @@ static inline double rm_wl_lognormal(rm_wl_rng *r, double median, double sigma, 
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* The mean of a log-normal with this median and log-space sigma, unclipped:
+ * what the generators size their arrival rates by. */
+static inline double rm_wl_lognormal_mean(double median, double sigma)
+{
+    return median * exp(sigma * sigma / 2);
+}
+
 #endif
