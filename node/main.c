@@ -137,7 +137,8 @@ int main(int argc, char **argv)
          "eviction policy: lru, lfu, lfu-da (LFU with dynamic aging) or gdsf "
          "(Greedy-Dual-Size-Frequency, deep pages weigh more); node/README.md",
          0, 0},
-        {"ttl-seconds", RM_FLAG_AT(&ttl_s), "drop entries idle this long; 0 = never", 0, 0},
+        {"ttl-seconds", RM_FLAG_AT(&ttl_s), "drop entries idle this long; 0 = never", 0,
+         UINT32_MAX},
         {"lease-ttl-ms", RM_FLAG_AT(&cc->default_lease_ttl_ms), "lease TTL when a Match asks for 0",
          1, 0},
         {"max-lease-ttl-ms", RM_FLAG_AT(&cc->max_lease_ttl_ms),

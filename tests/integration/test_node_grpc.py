@@ -277,6 +277,18 @@ class EvictionFlagTest(unittest.TestCase):
         self.assertEqual(self.evicted("lru"), ["b"])
 
 
+class TtlFlagTest(unittest.TestCase):
+    def test_ttl_past_its_range_exits_2(self):
+        """--ttl-seconds is kept in milliseconds: a value whose milliseconds
+        overflow 64 bits wrapped to a TTL of 384 ms; now it is refused."""
+        for ttl in ("18446744073709552", "4294967296"):
+            out = subprocess.run([ARGS.node, "--listen", "127.0.0.1:0", "--ttl-seconds", ttl],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertIn(f"--ttl-seconds: {ttl} is out of range [0, 4294967295]", out.stderr)
+            self.assertNotIn("LISTENING", out.stdout)
+
+
 class AuthTest(unittest.TestCase):
     """--auth-token-file: every RPC but health needs the bearer token; a
     router presents its own token to nodes."""
