@@ -129,8 +129,9 @@ void gw_count_status(rm_gateway *g, int status)
     __atomic_fetch_add(&g->c.by_class[cls >= 1 && cls <= 5 ? cls : 0], 1, __ATOMIC_RELAXED);
 }
 
-/* An answer of the gateway's own: an OpenAI-style error document. Every
- * 503 says when to come back. */
+/* An answer of the gateway's own: an OpenAI-style error document (to a
+ * HEAD request the head alone, RFC 9110 9.3.2: a body would be read as the
+ * next response). Every 503 says when to come back. */
 void gw_send_error(gw_conn *c, int status, const char *type, const char *msg, int keep)
 {
     char *body = rm_openai_error(msg, type, NULL);
@@ -142,7 +143,8 @@ void gw_send_error(gw_conn *c, int status, const char *type, const char *msg, in
         snprintf(extra, sizeof extra, "%s", RM_HTTP_BEARER_CHALLENGE);
     rm_sbuf out = {0};
     rm_http_head_out(&out, status, "application/json", bl, extra, keep);
-    rm_sbuf_append(&out, body, bl);
+    if (c->parser.method != HTTP_HEAD)
+        rm_sbuf_append(&out, body, bl);
     free(body);
     gw_count_status(c->g, status);
     gw_client_write(c, out.p, out.len);

@@ -137,11 +137,14 @@ void ws_respond(ws_conn *c, int status, const char *type, const char *body, size
     watch_stall(c);
 }
 
+/* To a HEAD request, the head alone (RFC 9110 9.3.2): a body would be
+ * read as the next response on the connection. */
 void ws_respond_error(ws_conn *c, const rm_api_error *e, const char *extra)
 {
     size_t len;
     char *body = rm_api_error_json(e, &len);
-    ws_respond(c, e->status, "application/json", body, len, extra, 0);
+    ws_respond(c, e->status, "application/json", body, len, extra,
+               c->parser.method == HTTP_HEAD);
     free(body);
 }
 

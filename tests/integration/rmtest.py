@@ -239,6 +239,34 @@ def connect(addr, timeout=10):
     return socket.create_connection((host, int(port)), timeout=timeout)
 
 
+def raw_exchange(addr, payload, until=b"", timeout=10):
+    """Sends payload on a new connection and returns what comes back until
+    `until` is in it (b"": until the server closes)."""
+    s = connect(addr, timeout=timeout)
+    s.sendall(payload)
+    got = b""
+    while until not in got or not until:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return got
+
+
+def head_then_get(addr, head_path, get_path, headers=b""):
+    """HEAD head_path, then GET get_path pipelined on the same kept-alive
+    connection (Connection: close on the second; headers, b"Name: value\r\n"
+    lines, on both). Returns the HEAD reply's head and what follows it: the
+    GET's reply, if the HEAD reply had no body (RFC 9110 9.3.2), else that
+    body first."""
+    raw = raw_exchange(addr, b"HEAD %s HTTP/1.1\r\nHost: x\r\n%s\r\n"
+                       b"GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n"
+                       % (head_path.encode(), headers, get_path.encode(), headers))
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def grpc_modules(proto_dir, out_dir):
     """Generates the Python stubs of proto/ into out_dir and returns
     (pb, pb_grpc, health_pb, health_grpc)."""

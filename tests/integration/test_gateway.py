@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from rmtest import dashboard_dom, poll, run_tests
+from rmtest import dashboard_dom, head_then_get, poll, raw_exchange, run_tests
 
 ARGS = None
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -175,20 +175,6 @@ def post(conn, path, body, headers=None):
                  headers={"Content-Type": "application/json", **(headers or {})})
     resp = conn.getresponse()
     return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), resp.read()
-
-
-def raw_exchange(addr, payload, until=b"", timeout=10):
-    host, port = addr.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=timeout)
-    s.sendall(payload)
-    got = b""
-    while until not in got or not until:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
-    s.close()
-    return got
 
 
 class GatewayTest(unittest.TestCase):
@@ -545,6 +531,16 @@ class GatewayTest(unittest.TestCase):
         self.assertIn("Expect: 100-continue", err["message"])
         status, _, _ = post(self.gw, "/v1/completions", {"model": "m", "prompt": "after 417"})
         self.assertEqual(status, 200)
+
+    def test_4c_head_replies_have_no_body(self):
+        """A reply to HEAD carries no body, the gateway's own errors and the
+        workers' included: on a kept-alive connection the next reply starts
+        where its head ends (a body there was read as the next reply)."""
+        for path in ("/v1/completions", "/v1/chat/completions", "/v1/models"):
+            head, rest = head_then_get(self.c.gateway, path, "/v1/models")
+            self.assertTrue(head.startswith(b"HTTP/1.1 "), head)
+            self.assertIn(b"keep-alive", head.lower())
+            self.assertTrue(rest.startswith(b"HTTP/1.1 200"), (path, head, rest[:200]))
 
     def test_5_pipelined_requests_answer_in_order(self):
         reqs = b""

@@ -420,6 +420,14 @@ class AuthTest(unittest.TestCase):
             poll("the 401s counted", lambda: rmtest.metric(
                 node.http, "radixmesh_http_unauthorized_total",
                 headers={"Authorization": "Bearer s3cret-node-token"}) == 4)
+            # The gateway's own answers to HEAD have no body (RFC 9110
+            # 9.3.2): the 401, and past it the error of a gateway with no
+            # worker. The next reply on the connection follows the head.
+            for auth, status in ((b"", b"401"), (b"Authorization: Bearer router-token\r\n", b"5")):
+                head, rest = rmtest.head_then_get(rtr.gateway, "/v1/models", "/v1/models", auth)
+                self.assertTrue(head.startswith(b"HTTP/1.1 " + status), head)
+                self.assertIn(b"keep-alive", head.lower())
+                self.assertTrue(rest.startswith(b"HTTP/1.1 " + status), (head, rest[:200]))
         finally:
             self.assertEqual(rtr.stop(), 0)
             self.assertEqual(node.stop(), 0)

@@ -357,6 +357,17 @@ class WorkerHttpTest(unittest.TestCase):
                      "vllm:num_requests_running", "vllm:num_requests_waiting"):
             self.assertIn(name, m)
 
+    def test_4b_head_replies_have_no_body(self):
+        """A reply to HEAD carries no body, errors included (RFC 9110
+        9.3.2): on a kept-alive connection the next reply starts where its
+        head ends (a 405's JSON there was read as the next reply)."""
+        for path, status in (("/v1/completions", 405), ("/nowhere", 404), ("/health", 200),
+                             ("/v1/models", 200)):
+            head, rest = rmtest.head_then_get(self.c.http, path, "/health")
+            self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), head)
+            self.assertIn(b"keep-alive", head.lower())
+            self.assertTrue(rest.startswith(b"HTTP/1.1 200"), (path, head, rest[:200]))
+
     def test_5_client_leaving_mid_stream_cancels(self):
         before = metrics(self.c.http)
         want = MAX_CONTEXT - 8
