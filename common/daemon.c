@@ -127,12 +127,32 @@ char *rm_daemon_read_token(const rm_daemon *d, const char *path, const char *fla
 rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes)
 {
     d->srv = rm_rpc_server_create_limited(max_receive_bytes, d->o.max_streams);
+    d->max_receive_bytes = max_receive_bytes;
     if (d->o.token_file) {
         d->token = rm_daemon_read_token(d, d->o.token_file, "--auth-token-file");
         rm_rpc_server_require_token(d->srv, d->token);
     }
     d->o.http_cfg.auth_token = d->o.http_auth ? d->token : NULL;
     return d->srv;
+}
+
+uint64_t rm_daemon_tokens_fitting(uint64_t max_receive_bytes)
+{
+    const uint64_t rest = 64u << 10;
+    return max_receive_bytes > rest ? (max_receive_bytes - rest) / 5 : 0;
+}
+
+int rm_daemon_check_request_tokens(const rm_daemon *d, uint64_t max_tokens, char *err,
+                                   size_t errlen)
+{
+    uint64_t fit = rm_daemon_tokens_fitting(d->max_receive_bytes);
+    if (max_tokens <= fit)
+        return 0;
+    snprintf(err, errlen,
+             "--max-request-tokens %llu: gRPC's message limit, set at start, holds requests of "
+             "%llu tokens at most; a higher limit needs a restart",
+             (unsigned long long)max_tokens, (unsigned long long)fit);
+    return -1;
 }
 
 int rm_daemon_listen(rm_daemon *d, int registered)

@@ -115,6 +115,7 @@ typedef struct rm_daemon {
     rm_tls tls;     /* from rm_daemon_prepare on */
     char *token;    /* --auth-token-file's, from rm_daemon_server on; NULL: none */
     rm_rpc_server *srv;
+    uint64_t max_receive_bytes; /* the gRPC message limit srv was made with */
     /* Private. */
     const rm_daemon_spec *spec;
     const rm_daemon_hooks *hooks;
@@ -153,6 +154,18 @@ int rm_daemon_prepare(rm_daemon *d, uint64_t gateway_wanted, uint64_t *gateway_m
  * --max-concurrent-streams calls per connection, --auth-token-file's token
  * required (an unreadable file exits 2). Register methods on it next. */
 rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes);
+
+/* The most tokens one request may carry within a gRPC message limit of
+ * max_receive_bytes: 5 varint bytes a token, 64 KiB kept for the rest of
+ * the message (a namespace is at most 1 KiB). */
+uint64_t rm_daemon_tokens_fitting(uint64_t max_receive_bytes);
+
+/* For a reload's check: gRPC's message limit is fixed when the server is
+ * made, so a --max-request-tokens above what it holds cannot apply live.
+ * Returns 0 if requests of max_tokens fit d's server, else -1 with err
+ * saying so (the reload is then rejected and the running limit stays). */
+int rm_daemon_check_request_tokens(const rm_daemon *d, uint64_t max_tokens, char *err,
+                                   size_t errlen);
 
 /* The token in path for flag (its name in the message when the file cannot
  * be read: exits 2 with usage). Caller frees. */

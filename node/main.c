@@ -17,18 +17,20 @@ static const char *const live_flags[] = {"max-request-tokens", "max-leases", "le
 
 typedef struct node_main {
     rm_node *node;
-    const char *config;
+    const rm_daemon *d;
 } node_main;
 
 static int reload_check(void *ctx, const rm_flagset *next, char *err, size_t errlen)
 {
-    (void)ctx;
+    node_main *m = ctx;
     uint32_t ttl = *(uint32_t *)rm_flags_value(next, "lease-ttl-ms");
     uint32_t max_ttl = *(uint32_t *)rm_flags_value(next, "max-lease-ttl-ms");
-    if (max_ttl >= ttl)
-        return 0;
-    snprintf(err, errlen, "--max-lease-ttl-ms must be >= --lease-ttl-ms");
-    return -1;
+    if (max_ttl < ttl) {
+        snprintf(err, errlen, "--max-lease-ttl-ms must be >= --lease-ttl-ms");
+        return -1;
+    }
+    return rm_daemon_check_request_tokens(
+        m->d, *(uint64_t *)rm_flags_value(next, "max-request-tokens"), err, errlen);
 }
 
 /* SIGHUP: request and lease limits (the log level is the scaffold's). */
@@ -44,7 +46,7 @@ static void reload_apply(void *ctx, const rm_flagset *live, const rm_flagset *ne
                        *(uint32_t *)rm_flags_value(next, "max-lease-ttl-ms"));
     rm_log(RM_LOG_INFO, "node",
            "config reloaded from %s (log level %s, max %llu request tokens, %llu leases)",
-           m->config, lvl_name, (unsigned long long)max_req, (unsigned long long)max_leases);
+           m->d->o.config, lvl_name, (unsigned long long)max_req, (unsigned long long)max_leases);
 }
 
 static void tick(void *ctx, uint64_t now_ms)
@@ -240,7 +242,7 @@ int main(int argc, char **argv)
 
     if (rm_daemon_prepare(&d, 0, NULL) != 0)
         return 1;
-    node_main m = {rm_node_create(&cfg), d.o.config};
+    node_main m = {rm_node_create(&cfg), &d};
     if (!m.node)
         return 1;
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a

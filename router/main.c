@@ -27,9 +27,10 @@ typedef struct router_main {
     const rm_daemon *d;
     const char *id;
     rm_router *router;
-    rm_nodes_dns *dns; /* NULL with --nodes */
-    rm_gateway *gw;    /* NULL without --gateway */
-    char *nodes;       /* the static membership now (malloc'd), NULL with --nodes-dns */
+    rm_nodes_dns *dns;         /* NULL with --nodes */
+    rm_gateway *gw;            /* NULL without --gateway */
+    uint64_t gw_prompt_tokens; /* its prompt limit: --max-request-tokens at start */
+    char *nodes;               /* the static membership now (malloc'd), NULL with --nodes-dns */
     uint64_t sampled_at;
     int changed; /* membership changes of the reload being applied */
 } router_main;
@@ -46,6 +47,9 @@ static int reload_check(void *ctx, const rm_flagset *next, char *err, size_t err
         snprintf(err, errlen, "--load-factor must be > 1 (got %g)", load_factor);
         return -1;
     }
+    if (rm_daemon_check_request_tokens(
+            m->d, *(uint64_t *)rm_flags_value(next, "max-request-tokens"), err, errlen) != 0)
+        return -1;
     if (!m->nodes && nodes) {
         snprintf(err, errlen, "--nodes: this router discovers nodes with --nodes-dns");
         return -1;
@@ -64,9 +68,14 @@ static void reload_apply(void *ctx, const rm_flagset *live, const rm_flagset *ne
 {
     router_main *m = ctx;
     double load_factor = *(double *)rm_flags_value(next, "load-factor");
+    uint64_t max_req = *(uint64_t *)rm_flags_value(next, "max-request-tokens");
     rm_router_set_tuning(m->router, load_factor,
-                         *(uint32_t *)rm_flags_value(next, "call-timeout-ms"),
-                         *(uint64_t *)rm_flags_value(next, "max-request-tokens"));
+                         *(uint32_t *)rm_flags_value(next, "call-timeout-ms"), max_req);
+    if (m->gw && max_req != m->gw_prompt_tokens)
+        rm_log(RM_LOG_WARN, "router",
+               "--max-request-tokens %llu applies to gRPC requests; the gateway's prompts stay "
+               "limited to %llu tokens until a restart",
+               (unsigned long long)max_req, (unsigned long long)m->gw_prompt_tokens);
     rm_log(RM_LOG_INFO, "router",
            "config reloaded from %s (%d membership changes, log level %s, load factor %.2f)",
            m->d->o.config, m->changed, *(const char **)rm_flags_value(next, "log-level"),
@@ -359,6 +368,7 @@ int main(int argc, char **argv)
         return 1;
     if (gateway) {
         int gp;
+        m.gw_prompt_tokens = gwc.max_prompt_tokens;
         if (!(m.gw = rm_gateway_start(&gwc, m.router, &gp, err, sizeof err))) {
             rm_log(RM_LOG_ERROR, "router", "--gateway: %s", err);
             return 1;

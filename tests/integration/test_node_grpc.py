@@ -894,6 +894,43 @@ class ReloadTest(unittest.TestCase):
             finally:
                 self.assertEqual(node.close(), 0)
 
+    def test_raise_past_the_message_limit_needs_a_restart(self):
+        """gRPC's message limit is set at start from --max-request-tokens:
+        a reload raising it past what that limit holds is rejected, saying
+        so, and the running limit stays (it used to be logged as applied
+        while such requests failed with RESOURCE_EXHAUSTED). Both daemons;
+        the router's gateway keeps its prompt limit and says that too."""
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "c.conf")
+            for args in ([ARGS.node, "--node-id", "rl5"],
+                         [ARGS.router, "--nodes", "n=127.0.0.1:1", "--gateway", "127.0.0.1:0"]):
+                with open(conf, "w") as f:
+                    f.write("max-request-tokens = 1000\n")
+                daemon = LoggedDaemon([*args, "--config", conf])
+                try:
+                    with open(conf, "w") as f:
+                        f.write("max-request-tokens = 4000000\n")
+                    daemon.hup_until("the rejection", "reload rejected")
+                    line = next(l for l in daemon.log if "reload rejected" in l)
+                    self.assertIn("--max-request-tokens 4000000: gRPC's message limit, set at "
+                                  "start, holds requests of ", line)
+                    self.assertIn("a higher limit needs a restart", line)
+                    # The running limit stays: 1001 tokens are refused.
+                    with self.assertRaises(grpc.RpcError) as e:
+                        req = pb.MatchRequest(namespace="r", tokens=tokens(9, 1001))
+                        (daemon.stub.Match if args[0] == ARGS.node else daemon.router.Match)(
+                            req, timeout=10)
+                    self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    # Within what the message limit holds, a raise applies.
+                    with open(conf, "w") as f:
+                        f.write("max-request-tokens = 2000\n")
+                    daemon.hup_until("the reload", "config reloaded")
+                    if args[0] == ARGS.router:
+                        self.assertTrue(any("the gateway's prompts stay limited to 1000 tokens"
+                                            in l for l in daemon.log), daemon.log[-5:])
+                finally:
+                    self.assertEqual(daemon.close(), 0)
+
     def test_four_reloads_without_log_level(self):
         """A file that does not set log-level reloads every time (the level
         the last reload kept is not lost), on both daemons."""

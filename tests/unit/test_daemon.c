@@ -66,8 +66,35 @@ static void test_one_table_of_own_and_shared_flags(void)
     free(d.flags); /* a daemon's exit frees it; the test never starts one */
 }
 
+/* What a reload may raise --max-request-tokens to: the tokens that fit
+ * the server's message limit at 5 bytes each, 64 KiB kept aside; one more
+ * is refused with a message naming both numbers. */
+static void test_request_tokens_within_the_message_limit(void)
+{
+    CHECK_EQ(rm_daemon_tokens_fitting(0), 0);
+    CHECK_EQ(rm_daemon_tokens_fitting(64u << 10), 0);
+    CHECK_EQ(rm_daemon_tokens_fitting((64u << 10) + 9), 1);
+    /* The node's limit for --max-request-tokens 1000: 1000 * 5 + 8 MiB. */
+    uint64_t node_limit = 1000 * 5 + (8u << 20);
+    CHECK_EQ(rm_daemon_tokens_fitting(node_limit), 1000 + ((8u << 20) - (64u << 10)) / 5);
+    rm_daemon d;
+    memset(&d, 0, sizeof d);
+    d.max_receive_bytes = node_limit;
+    char err[256] = "";
+    uint64_t fit = rm_daemon_tokens_fitting(node_limit);
+    CHECK_EQ(rm_daemon_check_request_tokens(&d, fit, err, sizeof err), 0);
+    CHECK_EQ(rm_daemon_check_request_tokens(&d, fit + 1, err, sizeof err), -1);
+    char want[256];
+    snprintf(want, sizeof want,
+             "--max-request-tokens %llu: gRPC's message limit, set at start, holds requests of "
+             "%llu tokens at most; a higher limit needs a restart",
+             (unsigned long long)fit + 1, (unsigned long long)fit);
+    CHECK(!strcmp(err, want));
+}
+
 int main(void)
 {
+    RUN(test_request_tokens_within_the_message_limit);
     RUN(test_sigterm_phases);
     RUN(test_one_table_of_own_and_shared_flags);
     return rm_t_report();
