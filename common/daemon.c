@@ -82,9 +82,11 @@ void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, const rm_flag *fla
         d->flags[k].help = h->help;
     }
     d->fs = (rm_flagset){d->prog, spec->synopsis, "RADIXMESH", d->flags, (int)n};
+    rm_flags_scratch(&d->fs, &d->defaults);
     rm_flags_parse(&d->fs, argc, argv, NULL, 0, NULL);
     if (o->config)
         d->config_block = rm_flags_apply_config(&d->fs, o->config, argc, argv);
+    rm_flags_scratch(&d->fs, &d->started);
     rm_log_level lvl;
     if (rm_log_parse_level(o->log_level, &lvl))
         rm_flags_fail(&d->fs, "--log-level: expected debug, info, warn or error, got '%s'",
@@ -185,7 +187,7 @@ static void reload(rm_daemon *d)
     const char *module = d->spec->module;
     rm_flagset next;
     char *block, err[512] = "";
-    if (rm_flags_reload_logged(&d->fs, d->o.config, d->argc, d->argv, &next, &block, module))
+    if (rm_flags_reload_logged(&d->defaults, d->o.config, d->argc, d->argv, &next, &block, module))
         return;
     const char *lvl_name = *(const char **)rm_flags_value(&next, "log-level");
     rm_log_level lvl;
@@ -201,7 +203,13 @@ static void reload(rm_daemon *d)
         if (h->reload.apply)
             h->reload.apply(d->ctx, &d->fs, &next);
         rm_flags_keep_str(&d->fs, &next, "log-level", d->log_level, sizeof d->log_level);
-        rm_flags_adopt(&d->fs, &next, h->reload.flags, h->reload.nflags, d->o.config, module);
+        /* Applied: the daemon's flags, and the log level (ours). */
+        const char *applied[64];
+        size_t napplied = 0;
+        for (size_t i = 0; i < h->reload.nflags && napplied + 1 < RM_ARRAY_LEN(applied); i++)
+            applied[napplied++] = h->reload.flags[i];
+        applied[napplied++] = "log-level";
+        rm_flags_adopt(&d->fs, &d->started, &next, applied, napplied, d->o.config, module);
     }
     rm_flags_scratch_free(&next);
     free(block);
@@ -327,6 +335,8 @@ int rm_daemon_exit(rm_daemon *d)
     grpc_shutdown();
     free(d->token);
     free(d->config_block);
+    rm_flags_scratch_free(&d->defaults);
+    rm_flags_scratch_free(&d->started);
     free(d->flags);
     rm_log(RM_LOG_INFO, d->spec->module, "stopped");
     return 0;

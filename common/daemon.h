@@ -123,6 +123,10 @@ typedef struct rm_daemon {
     rm_flag *flags;
     char prog[64];
     char **config_block;
+    /* The flags' values before the start's parse, and after it (before the
+     * daemon's own adjustments): what a reload starts from, and what it
+     * compares with to name the changes that need a restart. */
+    rm_flagset defaults, started;
     int argc;
     char **argv;
     char log_level[16]; /* the reloaded level's name (the file's text is freed) */

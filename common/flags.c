@@ -417,17 +417,18 @@ void *rm_flags_value(const rm_flagset *fs, const char *name)
     return NULL;
 }
 
-int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **argv,
+int rm_flags_reload(const rm_flagset *defaults, const char *path, int argc, char **argv,
                     rm_flagset *out, char **block, char *err, size_t errlen)
 {
     int fargc;
     char **fargv = rm_flags_read_file(path, &fargc, err, errlen);
     if (!fargv)
         return -1;
-    rm_flags_scratch(live, out);
+    rm_flags_scratch(defaults, out);
     const char *pos[8];
     int npos;
-    if (rm_flags_try_parse(out, fargc, fargv, 0, pos, 8, &npos, err, errlen) != RM_FLAGS_OK ||
+    if (rm_flags_try_parse(out, 0, NULL, 1, NULL, 0, NULL, err, errlen) != RM_FLAGS_OK ||
+        rm_flags_try_parse(out, fargc, fargv, 0, pos, 8, &npos, err, errlen) != RM_FLAGS_OK ||
         rm_flags_try_parse(out, argc, argv, 0, pos, 8, &npos, err, errlen) != RM_FLAGS_OK) {
         if (!err[0])
             snprintf(err, errlen, "--help and --version have no place in a config file");
@@ -439,7 +440,7 @@ int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **a
     return 0;
 }
 
-int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, char **argv,
+int rm_flags_reload_logged(const rm_flagset *defaults, const char *path, int argc, char **argv,
                            rm_flagset *out, char **block, const char *module)
 {
     char err[512];
@@ -447,15 +448,16 @@ int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, c
         rm_log(RM_LOG_WARN, module, "SIGHUP ignored: no --config file to reload");
         return -1;
     }
-    if (rm_flags_reload(live, path, argc, argv, out, block, err, sizeof err)) {
+    if (rm_flags_reload(defaults, path, argc, argv, out, block, err, sizeof err)) {
         rm_log(RM_LOG_ERROR, module, "config reload rejected, keeping the old one: %s", err);
         return -1;
     }
     return 0;
 }
 
-void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *const *applied,
-                    size_t napplied, const char *path, const char *module)
+void rm_flags_adopt(const rm_flagset *live, const rm_flagset *started, const rm_flagset *next,
+                    const char *const *applied, size_t napplied, const char *path,
+                    const char *module)
 {
     for (size_t i = 0; i < napplied; i++)
         for (int k = 0; k < live->nflags; k++) {
@@ -465,7 +467,7 @@ void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *
                 memcpy(live->flags[k].value, next->flags[k].value, value_size(live->flags[k].type));
         }
     char restart[1024];
-    rm_flags_diff(live, next, restart, sizeof restart);
+    rm_flags_diff(started, next, applied, napplied, restart, sizeof restart);
     if (restart[0])
         rm_log(RM_LOG_WARN, module, "changed in %s but applied only at restart: %s", path, restart);
 }
@@ -494,11 +496,22 @@ char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, c
     return fargv;
 }
 
-void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t outlen)
+static int named(const char *name, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(name, names[i]))
+            return 1;
+    return 0;
+}
+
+void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, const char *const *skip, size_t nskip,
+                   char *out, size_t outlen)
 {
     size_t n = 0;
     out[0] = '\0';
     for (int i = 0; i < a->nflags && i < b->nflags; i++) {
+        if (named(a->flags[i].name, skip, nskip))
+            continue;
         const void *x = a->flags[i].value, *y = b->flags[i].value;
         int same = 1;
         switch (a->flags[i].type) {

@@ -91,27 +91,32 @@ void rm_flags_scratch_free(rm_flagset *s);
  * has no such flag. */
 void *rm_flags_value(const rm_flagset *fs, const char *name);
 
-/* Re-reads a config file for a running daemon: returns in *out a scratch
- * copy of live's values with the file applied, then the command line again
- * (the command line wins, as at start). *block holds the file's strings
- * (free it after use). Returns 0, or -1 with the reason in err (nothing to
- * free then). live is not modified. */
-int rm_flags_reload(const rm_flagset *live, const char *path, int argc, char **argv,
+/* Re-reads a config file for a running daemon: returns in *out the values
+ * a start with this file would parse -- a scratch copy of defaults (the
+ * values before the first parse: rm_flags_scratch then), then the
+ * environment, the file, the command line again (each winning over the
+ * one before, as at start). So a line taken out of the file gives its flag
+ * back its default, or its environment or command-line value. *block
+ * holds the file's strings (free it after use). Returns 0, or -1 with the
+ * reason in err (nothing to free then). */
+int rm_flags_reload(const rm_flagset *defaults, const char *path, int argc, char **argv,
                     rm_flagset *out, char **block, char *err, size_t errlen);
 
 /* rm_flags_reload for a daemon's SIGHUP: logs under module why nothing
  * was reloaded (no config file, or the file's error) and returns -1, or 0
  * with *out and *block as rm_flags_reload. */
-int rm_flags_reload_logged(const rm_flagset *live, const char *path, int argc, char **argv,
+int rm_flags_reload_logged(const rm_flagset *defaults, const char *path, int argc, char **argv,
                            rm_flagset *out, char **block, const char *module);
 
 /* After a daemon applied a reload: copies the values of the flags named in
  * applied (numbers and booleans; a string flag's value points into the
  * file's block, so the caller keeps its own copy) from next into live, then
- * logs under module which flags still differ: those take effect only at a
- * restart. */
-void rm_flags_adopt(const rm_flagset *live, const rm_flagset *next, const char *const *applied,
-                    size_t napplied, const char *path, const char *module);
+ * logs under module the flags not in applied whose next value differs from
+ * started's (the values the daemon started with: a scratch copy taken
+ * after its start's parse): those take effect only at a restart. */
+void rm_flags_adopt(const rm_flagset *live, const rm_flagset *started, const rm_flagset *next,
+                    const char *const *applied, size_t napplied, const char *path,
+                    const char *module);
 
 /* After a reload applied string flag `name`: copies next's value into
  * store (the daemon's own buffer of len bytes: next's strings live in the
@@ -128,8 +133,9 @@ int rm_flags_keep_str(const rm_flagset *live, const rm_flagset *next, const char
 char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, char **argv);
 
 /* Names of flags whose values differ between a and b (same table shape),
- * comma-separated into out (empty if none). */
-void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, char *out, size_t outlen);
+ * but those named in skip, comma-separated into out (empty if none). */
+void rm_flags_diff(const rm_flagset *a, const rm_flagset *b, const char *const *skip, size_t nskip,
+                   char *out, size_t outlen);
 
 /* A string flag that names one of n choices (a mode, on/off): returns
  * value's index in names, or -1 with "--flag: expected a, b or c, got

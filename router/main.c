@@ -20,8 +20,10 @@ static const char *const load_units[] = {"work", "requests"};
 static const char *const key_modes[] = {"adaptive", "fixed"};
 static const char *const tokenizers[] = {"none", "worker"};
 
-/* What a config reload applies besides --nodes: checked, then tuned. */
-static const char *const live_flags[] = {"load-factor", "call-timeout-ms", "max-request-tokens"};
+/* What a config reload applies: checked, then tuned (--nodes, a string,
+ * is kept by reload_apply itself). */
+static const char *const live_flags[] = {"load-factor", "call-timeout-ms", "max-request-tokens",
+                                         "nodes"};
 
 typedef struct router_main {
     const rm_daemon *d;

@@ -931,6 +931,31 @@ class ReloadTest(unittest.TestCase):
                 finally:
                     self.assertEqual(daemon.close(), 0)
 
+    def test_line_taken_out_returns_to_its_default(self):
+        """A reload parses as a start would: a line taken out of the file
+        gives its flag back its default (it used to keep the value the old
+        file gave it, so the node ran on settings its file no longer said
+        and a restart would change them)."""
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "c.conf")
+            with open(conf, "w") as f:
+                f.write("max-request-tokens = 100\n")
+            node = LoggedDaemon([ARGS.node, "--node-id", "rl6", "--config", conf])
+            try:
+                match = lambda n: node.stub.Match(
+                    pb.MatchRequest(namespace="r", tokens=tokens(9, n)), timeout=10)
+                with self.assertRaises(grpc.RpcError) as e:
+                    match(101)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                with open(conf, "w") as f:
+                    f.write("log-level = info\n")
+                node.hup_until("the reload", "config reloaded")
+                self.assertTrue(any("max 1048576 request tokens" in l for l in node.log))
+                self.assertEqual(match(101).matched_tokens, 0)
+                self.assertFalse(any("applied only at restart" in l for l in node.log))
+            finally:
+                self.assertEqual(node.close(), 0)
+
     def test_four_reloads_without_log_level(self):
         """A file that does not set log-level reloads every time (the level
         the last reload kept is not lost), on both daemons."""

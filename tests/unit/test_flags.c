@@ -3,7 +3,9 @@
  * reloads of them, a reload keeping a string
  * flag that points at its own store, and a choice flag's index and error. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "flags.h"
@@ -80,21 +82,78 @@ static void test_reload_of_integer_widths(void)
     CHECK_EQ(*(uint32_t *)rm_flags_value(&next, "b"), 6);
     CHECK_EQ(*(size_t *)rm_flags_value(&next, "sz"), 7);
     char diff[256];
-    rm_flags_diff(&live, &next, diff, sizeof diff);
+    rm_flags_diff(&live, &next, NULL, 0, diff, sizeof diff);
     CHECK_EQ(diff[0], '\0');
     char *argv[] = {"t", "--b=60", "--sz=70", "--big=80", NULL};
     char err[256];
     CHECK_EQ(rm_flags_try_parse(&next, 4, argv, 0, NULL, 0, NULL, err, sizeof err), RM_FLAGS_OK);
     CHECK_EQ(v.b, 6); /* the live values are not touched by the scratch */
-    rm_flags_diff(&live, &next, diff, sizeof diff);
+    rm_flags_diff(&live, &next, NULL, 0, diff, sizeof diff);
     CHECK(!strcmp(diff, "--b, --sz, --big"));
     static const char *const applied[] = {"b", "sz"};
-    rm_flags_adopt(&live, &next, applied, 2, "file", "test");
+    rm_flags_diff(&live, &next, applied, 2, diff, sizeof diff);
+    CHECK(!strcmp(diff, "--big")); /* what adopt logs as needing a restart */
+    rm_flags_adopt(&live, &live, &next, applied, 2, "file", "test");
     CHECK_EQ(v.a, 5);
     CHECK_EQ(v.b, 60);
     CHECK_EQ(v.sz, 70);
     CHECK_EQ(v.big, 8); /* not applied: a restart takes it */
     rm_flags_scratch_free(&next);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A reload parses as a start would: defaults, environment, file, command
+ * line. A line taken out of the file gives its flag back its default (or
+ * its environment value), never the value the last file gave it. */
+static void test_reload_starts_from_the_defaults(void)
+{
+    uint64_t limit = 100, leases = 7, ttl = 30;
+    const rm_flag flags[] = {
+        {"limit", RM_FLAG_AT(&limit), "", 0, 0},
+        {"leases", RM_FLAG_AT(&leases), "", 0, 0},
+        {"ttl", RM_FLAG_AT(&ttl), "", 0, 0},
+    };
+    rm_flagset live = {"t", "", "RMTESTRELOAD", flags, 3}, defaults, next;
+    rm_flags_scratch(&live, &defaults);
+    char path[] = "/tmp/rm_test_flags_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    close(fd);
+    setenv("RMTESTRELOAD_TTL", "45", 1);
+    char *argv[] = {"t", "--leases=9", NULL};
+    char *block, err[256];
+    /* Start: the file sets limit and leases; the command line wins on leases. */
+    write_file(path, "limit = 500\nleases = 1\n");
+    CHECK_EQ(rm_flags_reload(&defaults, path, 2, argv, &next, &block, err, sizeof err), 0);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "limit"), 500);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "leases"), 9);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "ttl"), 45);
+    memcpy(&limit, rm_flags_value(&next, "limit"), sizeof limit); /* as a daemon applies it */
+    rm_flags_scratch_free(&next);
+    free(block);
+    /* The limit line is gone: the default again, not the 500 running. */
+    write_file(path, "# nothing\n");
+    CHECK_EQ(rm_flags_reload(&defaults, path, 2, argv, &next, &block, err, sizeof err), 0);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "limit"), 100);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "leases"), 9);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "ttl"), 45);
+    CHECK_EQ(limit, 500); /* the live value is the daemon's to change */
+    rm_flags_scratch_free(&next);
+    free(block);
+    /* A bad environment value fails the reload, as it fails a start. */
+    setenv("RMTESTRELOAD_TTL", "soon", 1);
+    CHECK_EQ(rm_flags_reload(&defaults, path, 2, argv, &next, &block, err, sizeof err), -1);
+    CHECK(strstr(err, "RMTESTRELOAD_TTL") != NULL);
+    unsetenv("RMTESTRELOAD_TTL");
+    unlink(path);
+    rm_flags_scratch_free(&defaults);
 }
 
 static void test_keep_str_survives_its_own_store(void)
@@ -173,6 +232,7 @@ int main(void)
     RUN(test_u32_is_stored_at_its_width);
     RUN(test_ranges_of_each_width);
     RUN(test_reload_of_integer_widths);
+    RUN(test_reload_starts_from_the_defaults);
     RUN(test_keep_str_survives_its_own_store);
     RUN(test_choice_index_and_message);
     return rm_t_report();
