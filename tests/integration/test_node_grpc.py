@@ -849,6 +849,11 @@ class StreamLimitTest(unittest.TestCase):
             node.close()
 
 
+def write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 class ReloadTest(unittest.TestCase):
     """--config FILE and SIGHUP: runtime-changeable settings follow the file,
     an invalid file is rejected and the old settings stay, the command line
@@ -857,8 +862,7 @@ class ReloadTest(unittest.TestCase):
     def test_node_reload(self):
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "node.conf")
-            with open(conf, "w") as f:
-                f.write("# limits\nmax-request-tokens = 100\nmax-leases = 50\n")
+            write_text(conf, "# limits\nmax-request-tokens = 100\nmax-leases = 50\n")
             # One client takes both leases: its share must allow that.
             node = LoggedDaemon([ARGS.node, "--node-id", "rl1", "--config", conf,
                                  "--max-leases", "2", "--max-leases-per-peer", "2"])
@@ -874,17 +878,14 @@ class ReloadTest(unittest.TestCase):
                 with self.assertRaises(grpc.RpcError) as e:
                     match(10, True)
                 self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-                with open(conf, "w") as f:
-                    f.write("max-request-tokens = 1000\nlog-level = info\npage-tokens = 32\n")
+                write_text(conf, "max-request-tokens = 1000\nlog-level = info\npage-tokens = 32\n")
                 node.hup_until("the reload", "config reloaded")
                 self.assertEqual(match(150).matched_tokens, 0)
                 poll("the restart warning", lambda: any(
                     "applied only at restart: --page-tokens" in l for l in node.log))
-                with open(conf, "w") as f:
-                    f.write("max-request-tokens = lots\n")
+                write_text(conf, "max-request-tokens = lots\n")
                 node.hup_until("the rejection", "reload rejected")
-                with open(conf, "w") as f:
-                    f.write("lease-ttl-ms = 5000\nmax-lease-ttl-ms = 10\n")
+                write_text(conf, "lease-ttl-ms = 5000\nmax-lease-ttl-ms = 10\n")
                 node.hup_until("the rejection", "reload rejected")
                 # The last good settings stand, and the node serves.
                 self.assertEqual(match(150).matched_tokens, 0)
@@ -904,12 +905,10 @@ class ReloadTest(unittest.TestCase):
             conf = os.path.join(d, "c.conf")
             for args in ([ARGS.node, "--node-id", "rl5"],
                          [ARGS.router, "--nodes", "n=127.0.0.1:1", "--gateway", "127.0.0.1:0"]):
-                with open(conf, "w") as f:
-                    f.write("max-request-tokens = 1000\n")
+                write_text(conf, "max-request-tokens = 1000\n")
                 daemon = LoggedDaemon([*args, "--config", conf])
                 try:
-                    with open(conf, "w") as f:
-                        f.write("max-request-tokens = 4000000\n")
+                    write_text(conf, "max-request-tokens = 4000000\n")
                     daemon.hup_until("the rejection", "reload rejected")
                     line = next(l for l in daemon.log if "reload rejected" in l)
                     self.assertIn("--max-request-tokens 4000000: gRPC's message limit, set at "
@@ -922,8 +921,7 @@ class ReloadTest(unittest.TestCase):
                             req, timeout=10)
                     self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
                     # Within what the message limit holds, a raise applies.
-                    with open(conf, "w") as f:
-                        f.write("max-request-tokens = 2000\n")
+                    write_text(conf, "max-request-tokens = 2000\n")
                     daemon.hup_until("the reload", "config reloaded")
                     if args[0] == ARGS.router:
                         self.assertTrue(any("the gateway's prompts stay limited to 1000 tokens"
@@ -938,8 +936,7 @@ class ReloadTest(unittest.TestCase):
         and a restart would change them)."""
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "c.conf")
-            with open(conf, "w") as f:
-                f.write("max-request-tokens = 100\n")
+            write_text(conf, "max-request-tokens = 100\n")
             node = LoggedDaemon([ARGS.node, "--node-id", "rl6", "--config", conf])
             try:
                 match = lambda n: node.stub.Match(
@@ -947,8 +944,7 @@ class ReloadTest(unittest.TestCase):
                 with self.assertRaises(grpc.RpcError) as e:
                     match(101)
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-                with open(conf, "w") as f:
-                    f.write("log-level = info\n")
+                write_text(conf, "log-level = info\n")
                 node.hup_until("the reload", "config reloaded")
                 self.assertTrue(any("max 1048576 request tokens" in l for l in node.log))
                 self.assertEqual(match(101).matched_tokens, 0)
@@ -961,8 +957,7 @@ class ReloadTest(unittest.TestCase):
         the last reload kept is not lost), on both daemons."""
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "c.conf")
-            with open(conf, "w") as f:
-                f.write("max-request-tokens = 1000\n")
+            write_text(conf, "max-request-tokens = 1000\n")
             for args in ([ARGS.node, "--node-id", "rl4"], [ARGS.router, "--nodes", "n=127.0.0.1:1"]):
                 daemon = LoggedDaemon([*args, "--config", conf])
                 try:
@@ -977,13 +972,11 @@ class ReloadTest(unittest.TestCase):
         running ones; a changed flag that needs a restart is named alone."""
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "r.conf")
-            with open(conf, "w") as f:
-                f.write("call-timeout-ms = 500\n")
+            write_text(conf, "call-timeout-ms = 500\n")
             rtr = LoggedDaemon([ARGS.router, "--nodes", "n=127.0.0.1:1", "--config", conf])
             try:
-                with open(conf, "w") as f:
-                    f.write("call-timeout-ms = 700\nload-factor = 1.5\nmax-request-tokens = 9\n"
-                            "vnodes = 64\n")
+                write_text(conf, "call-timeout-ms = 700\nload-factor = 1.5\n"
+                           "max-request-tokens = 9\nvnodes = 64\n")
                 rtr.hup_until("the reload", "config reloaded")
                 restart = lambda: [l for l in rtr.log if "applied only at restart" in l]
                 poll("the restart warning", restart)
@@ -996,27 +989,22 @@ class ReloadTest(unittest.TestCase):
         b = Node(node_id="rb")
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "router.conf")
-            with open(conf, "w") as f:
-                f.write(f"nodes = ra={a.addr}\nhealth-interval-ms = 100\n")
+            write_text(conf, f"nodes = ra={a.addr}\nhealth-interval-ms = 100\n")
             rtr = LoggedDaemon([ARGS.router, "--config", conf, "--stats-interval", "100"])
             try:
                 def healthy():
                     cs = rtr.router.ClusterStats(pb.ClusterStatsRequest(), timeout=10)
                     return sorted(n.node_id for n in cs.nodes if n.healthy)
                 poll("ra on the ring", lambda: healthy() == ["ra"])
-                with open(conf, "w") as f:
-                    f.write(f"nodes = ra={a.addr},rb={b.addr}\nhealth-interval-ms = 100\n")
+                write_text(conf, f"nodes = ra={a.addr},rb={b.addr}\nhealth-interval-ms = 100\n")
                 rtr.hup_until("the reload", "config reloaded")
                 poll("rb on the ring", lambda: healthy() == ["ra", "rb"])
-                with open(conf, "w") as f:
-                    f.write("nodes = ra\n")
+                write_text(conf, "nodes = ra\n")
                 rtr.hup_until("the rejection", "reload rejected")
-                with open(conf, "w") as f:
-                    f.write(f"nodes = rb={b.addr}\nload-factor = 0.5\n")
+                write_text(conf, f"nodes = rb={b.addr}\nload-factor = 0.5\n")
                 rtr.hup_until("the rejection", "reload rejected")
                 self.assertEqual(healthy(), ["ra", "rb"])
-                with open(conf, "w") as f:
-                    f.write(f"nodes = rb={b.addr}\n")
+                write_text(conf, f"nodes = rb={b.addr}\n")
                 rtr.hup_until("the reload", "config reloaded")
                 poll("ra gone", lambda: healthy() == ["rb"])
             finally:
