@@ -151,6 +151,15 @@ int rm_http_req_body(http_parser *p, size_t held, size_t len)
     return weigh(p->data, &f);
 }
 
+int rm_http_req_on_chunk_header(http_parser *p)
+{
+    rm_http_req *r = p->data;
+    uint64_t n = p->content_length;
+    r->chunked = n > UINT64_MAX - r->chunked ? UINT64_MAX : r->chunked + n;
+    rm_http_req_facts f = {.body_bytes = r->chunked};
+    return weigh(r, &f);
+}
+
 void *rm_http_req_owner(const http_parser *p)
 {
     return ((const rm_http_req *)p->data)->owner;
@@ -169,4 +178,5 @@ void rm_http_req_reset(rm_http_req *r)
     memset(&r->url, 0, sizeof r->url);
     rm_http_head_reset(&r->head);
     r->refuse = 0;
+    r->chunked = 0;
 }

@@ -120,6 +120,7 @@ typedef struct rm_http_req {
     rm_sbuf url;            /* the request target as sent; url.p NULL: none yet */
     rm_http_head head;      /* its headers (head.out: the end-to-end ones) */
     int refuse;             /* the status refusing the request, 0: none */
+    uint64_t chunked;       /* the sizes its chunks announced so far (saturating) */
 } rm_http_req;
 
 /* http-parser's on_url, on_header_field and on_header_value, for the
@@ -141,6 +142,13 @@ int rm_http_req_headers_complete(struct http_parser *p);
  * more stay within lim.max_body. 0: take them; -1 with refuse 413, for
  * the callback to return. */
 int rm_http_req_body(struct http_parser *p, size_t held, size_t len);
+
+/* http-parser's on_chunk_header: a chunk of p->content_length bytes is
+ * announced. Returns -1 with refuse 413 once the chunks announced pass
+ * lim.max_body -- before their bytes are sent, as a Content-Length past it
+ * is refused (a 2 GB chunk no longer waits for the request timeout) --
+ * else 0. */
+int rm_http_req_on_chunk_header(struct http_parser *p);
 
 /* The owner of the request p reads (p->data: an rm_http_req). */
 void *rm_http_req_owner(const struct http_parser *p);

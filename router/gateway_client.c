@@ -276,7 +276,8 @@ static int on_req_complete(http_parser *p)
 }
 
 /* In http_parser_settings' order: message begin, url, status, header
- * field, header value, headers complete, body, message complete. */
+ * field, header value, headers complete, body, message complete, chunk
+ * header, chunk complete. */
 static const http_parser_settings req_settings = {on_req_begin,
                                                   rm_http_req_on_url,
                                                   NULL,
@@ -285,7 +286,7 @@ static const http_parser_settings req_settings = {on_req_begin,
                                                   on_req_headers_complete,
                                                   on_req_body,
                                                   on_req_complete,
-                                                  NULL,
+                                                  rm_http_req_on_chunk_header,
                                                   NULL};
 
 /* The answer to a request the parser refused; the connection closes. */

@@ -267,7 +267,8 @@ static int on_message_complete(http_parser *p)
 }
 
 /* In http_parser_settings' order: message begin, url, status, header
- * field, header value, headers complete, body, message complete. */
+ * field, header value, headers complete, body, message complete, chunk
+ * header, chunk complete. */
 static const http_parser_settings settings = {on_message_begin,
                                               rm_http_req_on_url,
                                               NULL,
@@ -276,7 +277,7 @@ static const http_parser_settings settings = {on_message_begin,
                                               on_headers_complete,
                                               on_body,
                                               on_message_complete,
-                                              NULL,
+                                              rm_http_req_on_chunk_header,
                                               NULL};
 
 /* ---- answering the requests read ----------------------------------------------- */

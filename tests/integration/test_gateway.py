@@ -507,6 +507,12 @@ class GatewayTest(unittest.TestCase):
                            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                            b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
         self.assertTrue(raw.startswith(b"HTTP/1.1 200"), raw[:200])
+        # A chunk announced past the bound is refused before its bytes
+        # come (it used to wait for --gateway-client-timeout-ms: 408).
+        raw = raw_exchange(self.c.gateway, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n80000000\r\n")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413 "), raw[:200])
+        self.assertIn(b"max-body", raw)
 
     def test_4b_expect(self):
         payload = json.dumps({"model": "m", "prompt": "expect test"}).encode()

@@ -345,6 +345,11 @@ class WorkerHttpTest(unittest.TestCase):
         conn.close()
         self.assertGreaterEqual(metrics(self.c.http)["radixmesh_worker_requests_bad_total"],
                                 len(cases))
+        # A chunk announced past --max-body-bytes is refused before its
+        # bytes come (it used to wait for the request timeout: 408).
+        got = rmtest.raw_exchange(self.c.http, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n80000000\r\n")
+        self.assertTrue(got.startswith(b"HTTP/1.1 413 "), got[:200])
 
     def test_4_models_health_and_metrics_names(self):
         status, _, body = rmtest.http_request(self.c.http, "GET", "/v1/models")

@@ -359,6 +359,35 @@ static void test_reader_body_bound(void)
     rm_http_req_reset(&x.r);
 }
 
+/* A chunked body is refused on the chunk sizes announced, before their
+ * bytes come: exactly the bound is taken, one byte past it is 413, a size
+ * near 2^64 saturates rather than wraps, and the next request starts
+ * from nothing. */
+static void test_reader_chunks_announced_past_the_bound(void)
+{
+    reading x;
+    start(&x);
+    x.p.content_length = 4000;
+    CHECK_EQ(rm_http_req_on_chunk_header(&x.p), 0);
+    x.p.content_length = 1000;
+    CHECK_EQ(rm_http_req_on_chunk_header(&x.p), 0); /* 5000: the bound */
+    x.p.content_length = 0;                         /* the last chunk */
+    CHECK_EQ(rm_http_req_on_chunk_header(&x.p), 0);
+    CHECK_EQ(x.r.refuse, 0);
+    x.p.content_length = 1;
+    CHECK_EQ(rm_http_req_on_chunk_header(&x.p), -1);
+    CHECK_EQ(x.r.refuse, 413);
+    CHECK_EQ(rm_http_req_refusal(&x.r, HPE_CB_chunk_header), 413);
+    rm_http_req_reset(&x.r);
+    CHECK_EQ(x.r.chunked, 0);
+    x.p.content_length = 10;
+    CHECK_EQ(rm_http_req_on_chunk_header(&x.p), 0);
+    x.p.content_length = UINT64_MAX - 5; /* would wrap to 4 */
+    CHECK_EQ(rm_http_req_on_chunk_header(&x.p), -1);
+    CHECK_EQ(x.r.chunked, UINT64_MAX);
+    rm_http_req_reset(&x.r);
+}
+
 static void test_refusal_status(void)
 {
     rm_http_req r = {.lim = lim};
@@ -387,6 +416,7 @@ int main(void)
     RUN(test_reader_whole_head);
     RUN(test_reader_expect_by_version);
     RUN(test_reader_body_bound);
+    RUN(test_reader_chunks_announced_past_the_bound);
     RUN(test_refusal_status);
     return rm_t_report();
 }
