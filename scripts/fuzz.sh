@@ -11,7 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-10000000}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(requests cache flags gateway kv_events)
+((${#targets[@]})) || targets=(requests cache flags gateway kv_events http_req)
 "$root/scripts/deps.sh" --test || exit 1
 CC=clang "$root/scripts/build.sh" "$root/build-fuzz" -DRM_FUZZ=ON >/dev/null || exit 1
 out=$root/build-fuzz

@@ -153,11 +153,11 @@ stage "fuzz targets: seed corpus replay, then 10 s of fuzzing each"
 # libFuzzer targets (clang, ASan+UBSan): every request decoder, the radix
 # cache against its oracle with a failing allocator, the flag/config parser,
 # the gateway's body and worker-metrics readers, the engines' KV-event
-# decoder. The committed corpus runs as a regression test; the short run
+# decoder, the HTTP request reader of the gateway and the worker. The committed corpus runs as a regression test; the short run
 # starts from a scratch copy so the tree is untouched. Long sessions:
 # scripts/fuzz.sh.
 rc=0
-fuzzers="requests cache flags gateway kv_events"
+fuzzers="requests cache flags gateway kv_events http_req"
 # Each target replays the corpus, then fuzzes 10 s from a scratch copy; a
 # target's run is single-threaded, so two lanes keep both cores busy.
 fuzz_one() { # TARGET

@@ -92,6 +92,23 @@ def main():
           'vllm:prefix_cache_queries_total{engine="0",model_name="a b}"} 1000.0\n'
           'vllm:prefix_cache_hits_total{engine="0"} 250 1700000000\n')
     write("gateway", "sglang_metrics", 'sglang:cache_hit_rate{model_name="q"} 0.5\n')
+    # The HTTP request reader: the first byte is where the input is cut in
+    # two reads.
+    body = b'{"model": "m", "prompt": "hi"}'
+    http = {
+        "get": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n",
+        "post": b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(body), body),
+        "chunked": b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(body), body),
+        "expect": b"POST /v1/chat/completions HTTP/1.1\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 2\r\n\r\n{}",
+        "http10_pipelined": b"HEAD /health HTTP/1.0\r\nTE: trailers\r\nUpgrade: h2c\r\n\r\n"
+                            b"GET /metrics HTTP/1.1\r\nX-Long: " + b"v" * 300 + b"\r\n\r\n",
+        "te_gzip": b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    }
+    for name, req in http.items():
+        write("http_req", name, bytes([len(req) // 3 % 256]) + req)
 
 
 if __name__ == "__main__":
