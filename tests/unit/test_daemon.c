@@ -63,7 +63,10 @@ static void test_one_table_of_own_and_shared_flags(void)
     CHECK(http && !strcmp(http->help, "serve the daemon's pages on HOST:PORT"));
     CHECK(rm_flags_value(&d.fs, "tls-ca") == &d.o.tls_ca);
     CHECK(rm_flags_value(&d.fs, "http-idle-timeout-ms") == &d.o.http_cfg.idle_timeout_ms);
-    free(d.flags); /* a daemon's exit frees it; the test never starts one */
+    /* A daemon's exit frees these; the test never starts one. */
+    rm_flags_scratch_free(&d.defaults);
+    rm_flags_scratch_free(&d.started);
+    free(d.flags);
 }
 
 /* What a reload may raise --max-request-tokens to: the tokens that fit
