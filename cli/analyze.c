@@ -5,6 +5,7 @@
  * pass that counts, for each node, the requests whose path passes through
  * it, a node's count is exactly the number of requests that contain its
  * whole prefix. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,13 +145,14 @@ static void draw(tree_index *ix, const kids *k, const rm_radix *t, int level, in
         printf("%s`-- ... %zu more branches\n", indent, k->n - show);
 }
 
-static void write_svg(const char *path, const double *without, const double *with, size_t n,
-                      double bytes_per_token)
+/* Returns 0, or -1 after saying on stderr why the chart is not written. */
+static int write_svg(const char *path, const double *without, const double *with, size_t n,
+                     double bytes_per_token)
 {
     FILE *f = fopen(path, "w");
     if (!f) {
-        fprintf(stderr, "radixmesh analyze: cannot write %s\n", path);
-        return;
+        fprintf(stderr, "radixmesh analyze: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
     }
     const double W = 720, H = 400, L = 70, B = 50, R = 20, T = 40;
     double ymax = without[n - 1] * bytes_per_token / (1u << 30);
@@ -189,7 +191,12 @@ static void write_svg(const char *path, const double *without, const double *wit
                 series[s][n - 1] * bytes_per_token / (1u << 30));
     }
     fprintf(f, "</svg>\n");
-    fclose(f);
+    int failed = ferror(f);
+    if (fclose(f) != 0 || failed) {
+        fprintf(stderr, "radixmesh analyze: write error on %s\n", path);
+        return -1;
+    }
+    return 0;
 }
 
 /* Tokens a shared prefix saves: (requests - 1) x its length. */
@@ -321,9 +328,12 @@ int rm_cmd_analyze(int argc, char **argv)
     printf("\nradix tree, top %" PRIu64 " levels (x = requests through the node):\nroot\n", depth);
     if (depth)
         draw(&ix, &ix.roots, &tree, 0, (int)depth, "");
+    int rc = 0;
     if (svg && t.n) {
-        write_svg(svg, without, with, t.n, bpt);
-        printf("\nchart written to %s\n", svg);
+        if (write_svg(svg, without, with, t.n, bpt) == 0)
+            printf("\nchart written to %s\n", svg);
+        else
+            rc = 1;
     }
     free(shared);
     free_index(&ix);
@@ -332,5 +342,5 @@ int rm_cmd_analyze(int argc, char **argv)
     free(with);
     rm_radix_destroy(&tree);
     rm_trace_free(&t);
-    return 0;
+    return rc;
 }

@@ -43,7 +43,8 @@ typedef struct replay {
     const char *token; /* bearer token or NULL */
     const rm_tls *tls; /* towards the router; may be NULL */
     uint32_t workers;
-    double speed; /* 0: as fast as possible */
+    double speed;      /* 0: as fast as possible */
+    uint64_t first_ms; /* the trace's earliest timestamp: its clock's 0 */
     uint64_t start_ns;
     atomic_uint_fast64_t done, errors, query, hit;
     atomic_uint finished; /* workers that have returned */
@@ -97,7 +98,9 @@ static void pace(const replay *rp, uint64_t ts_ms)
 {
     if (rp->speed <= 0)
         return;
-    uint64_t due = rp->start_ns + (uint64_t)((double)ts_ms * 1e6 / rp->speed);
+    /* Capped (31 years) so that the conversion cannot overflow. */
+    double wait_ns = (double)(ts_ms - rp->first_ms) * 1e6 / rp->speed;
+    uint64_t due = rp->start_ns + (wait_ns < 1e18 ? (uint64_t)wait_ns : 1000000000000000000ull);
     uint64_t now = rm_now_ns();
     if (due > now) {
         struct timespec ts = {(time_t)((due - now) / 1000000000ull),
@@ -261,6 +264,12 @@ int rm_cmd_replay(int argc, char **argv)
     rp.ns = ns;
     rp.workers = (uint32_t)concurrency;
     rp.speed = speed;
+    /* Traces may count from an epoch (milliseconds since 1970): the
+     * clock starts at the earliest request, not at 0. */
+    rp.first_ms = trace.n ? UINT64_MAX : 0;
+    for (size_t i = 0; i < trace.n; i++)
+        if (trace.req[i].timestamp_ms < rp.first_ms)
+            rp.first_ms = trace.req[i].timestamp_ms;
     rp.token = token;
     rp.tls = &tls;
     pthread_mutex_init(&rp.mu, NULL);

@@ -1,5 +1,6 @@
 #include "trace.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -76,8 +77,8 @@ static const char *parse_line(json_t *o, size_t B, rm_trace_req *r, uint64_t **i
     json_t *toks = json_is_array(o) ? o : json_object_get(o, "tokens");
     json_t *hash_ids = json_is_object(o) ? json_object_get(o, "hash_ids") : NULL;
     json_t *ts = json_is_object(o) ? json_object_get(o, "timestamp") : NULL;
-    if (ts && !json_is_integer(ts))
-        return "\"timestamp\" must be an integer (ms)";
+    if (ts && (!json_is_integer(ts) || json_integer_value(ts) < 0))
+        return "\"timestamp\" must be a non-negative integer (ms)";
     r->timestamp_ms = ts ? (uint64_t)json_integer_value(ts) : 0;
     uint64_t out, session;
     if (opt_count(o, "output_length", 0, &out))
@@ -161,6 +162,12 @@ int rm_trace_load(const char *path, size_t block_tokens_n, size_t limit, rm_trac
             break;
         }
         t->total_tokens += r->n;
+    }
+    /* getline's error (a directory, an I/O error) is not an end of file. */
+    if (!rc && ferror(f)) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot read: %s", strerror(errno));
+        rc = fail(err, errlen, path, lineno, why);
     }
     free(line);
     fclose(f);
