@@ -28,9 +28,8 @@ static void print_curve_point(double memory, double hit_rate, double hit_tokens,
 {
     char v[16], e[16];
     pct_or_dash(v, sizeof v, hit_rate);
-    double estimate = rm_budget_rate(hit_tokens, query_tokens);
-    if (memory == 1 && estimate >= 0) {
-        pct_or_dash(e, sizeof e, estimate);
+    if (memory == 1) { /* "-": no estimate, e.g. too few samples (rm_budget_rate) */
+        pct_or_dash(e, sizeof e, rm_budget_rate(hit_tokens, query_tokens));
         printf(" %gx %s (estimate %s)", memory, v, e);
     } else {
         printf(" %gx %s", memory, v);
@@ -203,8 +202,9 @@ json_t *cli_budget_end(cli_budget *b, rm_cache_client *cc)
     uint64_t bq = s1->budget_query_tokens - s0->budget_query_tokens;
     int live =
         s1->ideal_sampling_rate > 0 && s1->budget_query_tokens >= s0->budget_query_tokens && bq > 0;
-    double live_ideal = live ? (s1->ideal_hit_tokens - s0->ideal_hit_tokens) / (double)bq : -1;
-    double live_inf = live ? (s1->infinite_hit_tokens - s0->infinite_hit_tokens) / (double)bq : -1;
+    double live_ideal = live ? rm_budget_rate(s1->ideal_hit_tokens - s0->ideal_hit_tokens, bq) : -1;
+    double live_inf =
+        live ? rm_budget_rate(s1->infinite_hit_tokens - s0->infinite_hit_tokens, bq) : -1;
     double ideal = live_ideal, inf = live_inf;
     if (b->exact_on && b->exact.query_tokens) {
         ideal = rm_shadow_exact_ratio(&b->exact, 0);

@@ -8,7 +8,7 @@ const double rm_budget_factors[RM_BUDGET_POINTS] = {0.25, 0.5, 1, 2, 4};
 
 double rm_budget_rate(double hit_tokens, uint64_t query_tokens)
 {
-    if (!query_tokens || isnan(hit_tokens))
+    if (!query_tokens || isnan(hit_tokens) || hit_tokens > (double)query_tokens)
         return -1;
     return hit_tokens / (double)query_tokens;
 }

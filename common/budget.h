@@ -52,7 +52,10 @@ typedef struct rm_budget_point {
 void rm_budget_curve(const rm_budget_node *nodes, size_t n, double achieved,
                      rm_budget_point out[RM_BUDGET_POINTS]);
 
-/* hit / query as a rate, -1 without query tokens or with a NaN estimate. */
+/* hit / query as a rate; -1 (no estimate) without query tokens, with a
+ * NaN estimate, or with one past 1: the estimators scale sampled hits up
+ * by their sampling rate, and a window too small for its samples can come
+ * out above its query tokens (146% was printed for a one-request replay). */
 double rm_budget_rate(double hit_tokens, uint64_t query_tokens);
 
 #endif

@@ -170,8 +170,10 @@ static void conn_written(rm_hconn *h)
 static void respond(conn *c, int status, const char *type, const char *body, size_t len,
                     int head_only, int keep_alive)
 {
-    const char *extra = status == 401 ? "Cache-Control: no-store\r\n" RM_HTTP_BEARER_CHALLENGE
-                                      : "Cache-Control: no-store\r\n";
+    /* A 405 names what is allowed (RFC 9110 15.5.6). */
+    const char *extra = status == 401   ? "Cache-Control: no-store\r\n" RM_HTTP_BEARER_CHALLENGE
+                        : status == 405 ? "Cache-Control: no-store\r\nAllow: GET, HEAD\r\n"
+                                        : "Cache-Control: no-store\r\n";
     rm_hconn_respond(&c->h, status, type, body, len, extra, keep_alive, head_only);
 }
 

@@ -38,6 +38,9 @@ check "node /healthz" "$(code "http://${nh[0]}/healthz")" 200
 check "node /readyz" "$(code "http://${nh[0]}/readyz")" 200
 check "node /nope" "$(code "http://${nh[0]}/nope")" 404
 check "node POST" "$(code -X POST "http://${nh[0]}/metrics")" 405
+# A 405 names the methods allowed (RFC 9110 15.5.6).
+grep -qi '^Allow: GET, HEAD' <(curl -s -D - -o /dev/null -X POST "http://${nh[0]}/metrics") && ok ||
+  bad "node POST: 405 without Allow: GET, HEAD"
 m=$(curl -s "http://${nh[0]}/metrics")
 for name in radixmesh_match_requests_total radixmesh_hit_tokens_total radixmesh_query_tokens_total \
             'radixmesh_pool_pages{node="n0",state="free"}' radixmesh_active_leases radixmesh_build_info \

@@ -61,6 +61,8 @@ static void test_rate(void)
     CHECK(rm_budget_rate(5, 10) == 0.5);
     CHECK(rm_budget_rate(5, 0) == -1);
     CHECK(rm_budget_rate(NAN, 10) == -1);
+    CHECK(rm_budget_rate(10, 10) == 1);
+    CHECK(rm_budget_rate(14.63, 10) == -1); /* a scaled-up sample past its window */
 }
 
 int main(void)
