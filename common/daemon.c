@@ -126,10 +126,11 @@ char *rm_daemon_read_token(const rm_daemon *d, const char *path, const char *fla
     return t;
 }
 
-rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes)
+rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes, uint64_t reserve)
 {
     d->srv = rm_rpc_server_create_limited(max_receive_bytes, d->o.max_streams);
     d->max_receive_bytes = max_receive_bytes;
+    d->reserve = reserve;
     if (d->o.token_file) {
         d->token = rm_daemon_read_token(d, d->o.token_file, "--auth-token-file");
         rm_rpc_server_require_token(d->srv, d->token);
@@ -138,16 +139,15 @@ rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes)
     return d->srv;
 }
 
-uint64_t rm_daemon_tokens_fitting(uint64_t max_receive_bytes)
+uint64_t rm_daemon_tokens_fitting(uint64_t max_receive_bytes, uint64_t reserve)
 {
-    const uint64_t rest = 64u << 10;
-    return max_receive_bytes > rest ? (max_receive_bytes - rest) / 5 : 0;
+    return max_receive_bytes > reserve ? (max_receive_bytes - reserve) / 5 : 0;
 }
 
 int rm_daemon_check_request_tokens(const rm_daemon *d, uint64_t max_tokens, char *err,
                                    size_t errlen)
 {
-    uint64_t fit = rm_daemon_tokens_fitting(d->max_receive_bytes);
+    uint64_t fit = rm_daemon_tokens_fitting(d->max_receive_bytes, d->reserve);
     if (max_tokens <= fit)
         return 0;
     snprintf(err, errlen,

@@ -115,7 +115,7 @@ typedef struct rm_daemon {
     rm_tls tls;     /* from rm_daemon_prepare on */
     char *token;    /* --auth-token-file's, from rm_daemon_server on; NULL: none */
     rm_rpc_server *srv;
-    uint64_t max_receive_bytes; /* the gRPC message limit srv was made with */
+    uint64_t max_receive_bytes, reserve; /* srv's gRPC message limit, and its non-token part */
     /* Private. */
     const rm_daemon_spec *spec;
     const rm_daemon_hooks *hooks;
@@ -154,15 +154,16 @@ void rm_daemon_init(rm_daemon *d, const rm_daemon_spec *spec, const rm_flag *fla
  * flags, grpc_init. Returns 0, or -1 after logging why. */
 int rm_daemon_prepare(rm_daemon *d, uint64_t gateway_wanted, uint64_t *gateway_max);
 
-/* The gRPC server: messages up to max_receive_bytes, at most
+/* The gRPC server: messages up to max_receive_bytes (of which reserve is
+ * what a request holds besides its tokens: rm_daemon_tokens_fitting), at most
  * --max-concurrent-streams calls per connection, --auth-token-file's token
  * required (an unreadable file exits 2). Register methods on it next. */
-rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes);
+rm_rpc_server *rm_daemon_server(rm_daemon *d, uint64_t max_receive_bytes, uint64_t reserve);
 
 /* The most tokens one request may carry within a gRPC message limit of
- * max_receive_bytes: 5 varint bytes a token, 64 KiB kept for the rest of
- * the message (a namespace is at most 1 KiB). */
-uint64_t rm_daemon_tokens_fitting(uint64_t max_receive_bytes);
+ * max_receive_bytes: 5 varint bytes a token, `reserve` bytes kept for the
+ * rest of the message (the node's KV slice of a WriteKV, namespaces). */
+uint64_t rm_daemon_tokens_fitting(uint64_t max_receive_bytes, uint64_t reserve);
 
 /* For a reload's check: gRPC's message limit is fixed when the server is
  * made, so a --max-request-tokens above what it holds cannot apply live.

@@ -492,7 +492,10 @@ char **rm_flags_apply_config(const rm_flagset *fs, const char *path, int argc, c
         rm_flags_fail(fs, "--config: %s", err);
     if (rm_flags_try_parse(fs, fargc, fargv, 0, NULL, 0, NULL, err, sizeof err) != RM_FLAGS_OK)
         rm_flags_fail(fs, "--config %s: %s", path, err[0] == ' ' ? err + 1 : err);
-    rm_flags_parse(fs, argc, argv, NULL, 0, NULL);
+    /* The command line again, not the environment: the file wins over it
+     * (as a reload has it). */
+    if (rm_flags_try_parse(fs, argc, argv, 0, NULL, 0, NULL, err, sizeof err) != RM_FLAGS_OK)
+        rm_flags_fail(fs, "%s", err[0] == ' ' ? err + 1 : err);
     return fargv;
 }
 

@@ -247,7 +247,7 @@ int main(int argc, char **argv)
         return 1;
     /* A request may carry max_req tokens of up to 5 varint bytes each, and a
      * WriteKV message a few MiB of KV. */
-    rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (8u << 20));
+    rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (8u << 20), 8u << 20);
     char err[256];
     if (rm_node_mirror_start(m.node, srv, err, sizeof err) != 0)
         rm_flags_fail(fs, "%s", err);

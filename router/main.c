@@ -56,6 +56,12 @@ static int reload_check(void *ctx, const rm_flagset *next, char *err, size_t err
         snprintf(err, errlen, "--nodes: this router discovers nodes with --nodes-dns");
         return -1;
     }
+    if (m->nodes && !nodes) {
+        snprintf(err, errlen,
+                 "--nodes: the config no longer names the members (a start "
+                 "without them would refuse to run)");
+        return -1;
+    }
     if (m->nodes && nodes && strcmp(nodes, m->nodes) != 0) {
         m->changed = rm_router_set_static_nodes(m->router, nodes, err, errlen);
         if (m->changed < 0)
@@ -342,7 +348,7 @@ int main(int argc, char **argv)
         grpc_shutdown();
         rm_flags_fail(fs, "--nodes-dns: expected NAME:PORT, got '%s'", nodes_dns);
     }
-    rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (1u << 20));
+    rm_rpc_server *srv = rm_daemon_server(&d, cfg.max_request_tokens * 5 + (1u << 20), 1u << 20);
     const char *nt = node_token_file ? node_token_file : d.o.token_file;
     if (nt) {
         char *t = rm_daemon_read_token(&d, nt, "--node-token-file");

@@ -862,7 +862,7 @@ class ReloadTest(unittest.TestCase):
     def test_node_reload(self):
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "node.conf")
-            write_text(conf, "# limits\nmax-request-tokens = 100\nmax-leases = 50\n")
+            write_text(conf, "# limits\nmax-request-tokens = 1000\nmax-leases = 50\n")
             # One client takes both leases: its share must allow that.
             node = LoggedDaemon([ARGS.node, "--node-id", "rl1", "--config", conf,
                                  "--max-leases", "2", "--max-leases-per-peer", "2"])
@@ -871,16 +871,19 @@ class ReloadTest(unittest.TestCase):
                     return node.stub.Match(pb.MatchRequest(namespace="r", tokens=tokens(9, n),
                                                            lease=lease), timeout=10)
                 with self.assertRaises(grpc.RpcError) as e:
-                    match(150)
+                    match(1500)
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertEqual(match(150).matched_tokens, 0)
                 # The command line's --max-leases 2 beats the file's 50.
                 match(10, True), match(10, True)
                 with self.assertRaises(grpc.RpcError) as e:
                     match(10, True)
                 self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-                write_text(conf, "max-request-tokens = 1000\nlog-level = info\npage-tokens = 32\n")
+                write_text(conf, "max-request-tokens = 100\nlog-level = info\npage-tokens = 32\n")
                 node.hup_until("the reload", "config reloaded")
-                self.assertEqual(match(150).matched_tokens, 0)
+                with self.assertRaises(grpc.RpcError) as e:
+                    match(150)  # lowered while serving
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
                 poll("the restart warning", lambda: any(
                     "applied only at restart: --page-tokens" in l for l in node.log))
                 write_text(conf, "max-request-tokens = lots\n")
@@ -888,19 +891,20 @@ class ReloadTest(unittest.TestCase):
                 write_text(conf, "lease-ttl-ms = 5000\nmax-lease-ttl-ms = 10\n")
                 node.hup_until("the rejection", "reload rejected")
                 # The last good settings stand, and the node serves.
-                self.assertEqual(match(150).matched_tokens, 0)
+                self.assertEqual(match(100).matched_tokens, 0)
                 with self.assertRaises(grpc.RpcError) as e:
-                    match(1500)
+                    match(150)
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
             finally:
                 self.assertEqual(node.close(), 0)
 
     def test_raise_past_the_message_limit_needs_a_restart(self):
         """gRPC's message limit is set at start from --max-request-tokens:
-        a reload raising it past what that limit holds is rejected, saying
-        so, and the running limit stays (it used to be logged as applied
-        while such requests failed with RESOURCE_EXHAUSTED). Both daemons;
-        the router's gateway keeps its prompt limit and says that too."""
+        a reload raising it past the start's value is rejected, saying so,
+        and the running limit stays (it used to be logged as applied while
+        such requests failed with RESOURCE_EXHAUSTED). Lowering it, and
+        raising it back, apply. Both daemons; the router's gateway keeps its
+        prompt limit and says that too."""
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "c.conf")
             for args in ([ARGS.node, "--node-id", "rl5"],
@@ -912,7 +916,7 @@ class ReloadTest(unittest.TestCase):
                     daemon.hup_until("the rejection", "reload rejected")
                     line = next(l for l in daemon.log if "reload rejected" in l)
                     self.assertIn("--max-request-tokens 4000000: gRPC's message limit, set at "
-                                  "start, holds requests of ", line)
+                                  "start, holds requests of 1000 tokens at most", line)
                     self.assertIn("a higher limit needs a restart", line)
                     # The running limit stays: 1001 tokens are refused.
                     with self.assertRaises(grpc.RpcError) as e:
@@ -920,12 +924,14 @@ class ReloadTest(unittest.TestCase):
                         (daemon.stub.Match if args[0] == ARGS.node else daemon.router.Match)(
                             req, timeout=10)
                     self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-                    # Within what the message limit holds, a raise applies.
-                    write_text(conf, "max-request-tokens = 2000\n")
+                    # Lowered, then raised back to the start's value: both apply.
+                    write_text(conf, "max-request-tokens = 500\n")
                     daemon.hup_until("the reload", "config reloaded")
                     if args[0] == ARGS.router:
                         self.assertTrue(any("the gateway's prompts stay limited to 1000 tokens"
                                             in l for l in daemon.log), daemon.log[-5:])
+                    write_text(conf, "max-request-tokens = 1000\n")
+                    daemon.hup_until("the reload", "config reloaded")
                 finally:
                     self.assertEqual(daemon.close(), 0)
 
@@ -936,18 +942,23 @@ class ReloadTest(unittest.TestCase):
         and a restart would change them)."""
         with tempfile.TemporaryDirectory() as d:
             conf = os.path.join(d, "c.conf")
-            write_text(conf, "max-request-tokens = 100\n")
-            node = LoggedDaemon([ARGS.node, "--node-id", "rl6", "--config", conf])
+            write_text(conf, "max-leases = 1\n")
+            node = LoggedDaemon([ARGS.node, "--node-id", "rl6", "--config", conf,
+                                 "--max-leases-per-peer", "4"])
             try:
-                match = lambda n: node.stub.Match(
-                    pb.MatchRequest(namespace="r", tokens=tokens(9, n)), timeout=10)
+                lease = lambda: node.stub.Match(
+                    pb.MatchRequest(namespace="r", tokens=tokens(9, 16), lease=True), timeout=10)
+                lease()
                 with self.assertRaises(grpc.RpcError) as e:
-                    match(101)
-                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    lease()
+                self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
                 write_text(conf, "log-level = info\n")
                 node.hup_until("the reload", "config reloaded")
-                self.assertTrue(any("max 1048576 request tokens" in l for l in node.log))
-                self.assertEqual(match(101).matched_tokens, 0)
+                self.assertTrue(any("65536 leases" in l for l in node.log), node.log[-3:])
+                lease()  # the default's room again
+                # Its adopt step (the restart warnings) follows the reload's
+                # log line: a second reload's line comes after both.
+                node.hup_until("a second reload", "config reloaded")
                 self.assertFalse(any("applied only at restart" in l for l in node.log))
             finally:
                 self.assertEqual(node.close(), 0)

@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -372,6 +373,14 @@ class WorkerHttpTest(unittest.TestCase):
             self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), head)
             self.assertIn(b"keep-alive", head.lower())
             self.assertTrue(rest.startswith(b"HTTP/1.1 200"), (path, head, rest[:200]))
+        # A malformed request after a HEAD is not a HEAD: its 400 has the
+        # body its Content-Length says.
+        raw = rmtest.raw_exchange(self.c.http, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"\x01garbage\r\n\r\n")
+        second = raw[raw.index(b"HTTP/1.1 400"):]
+        head, _, body = second.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        self.assertEqual(len(body), length, second)
 
     def test_5_client_leaving_mid_stream_cancels(self):
         before = metrics(self.c.http)

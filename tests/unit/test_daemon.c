@@ -70,21 +70,24 @@ static void test_one_table_of_own_and_shared_flags(void)
 }
 
 /* What a reload may raise --max-request-tokens to: the tokens that fit
- * the server's message limit at 5 bytes each, 64 KiB kept aside; one more
- * is refused with a message naming both numbers. */
+ * the server's message limit at 5 bytes each beside its reserve -- for
+ * the daemons, whose limit is tokens x 5 + reserve, the start's value (a
+ * WriteKV of that many tokens keeps its 8 MiB of KV room); one more is
+ * refused with a message naming both numbers. */
 static void test_request_tokens_within_the_message_limit(void)
 {
-    CHECK_EQ(rm_daemon_tokens_fitting(0), 0);
-    CHECK_EQ(rm_daemon_tokens_fitting(64u << 10), 0);
-    CHECK_EQ(rm_daemon_tokens_fitting((64u << 10) + 9), 1);
+    CHECK_EQ(rm_daemon_tokens_fitting(0, 64), 0);
+    CHECK_EQ(rm_daemon_tokens_fitting(64, 64), 0);
+    CHECK_EQ(rm_daemon_tokens_fitting(64 + 9, 64), 1);
     /* The node's limit for --max-request-tokens 1000: 1000 * 5 + 8 MiB. */
     uint64_t node_limit = 1000 * 5 + (8u << 20);
-    CHECK_EQ(rm_daemon_tokens_fitting(node_limit), 1000 + ((8u << 20) - (64u << 10)) / 5);
+    CHECK_EQ(rm_daemon_tokens_fitting(node_limit, 8u << 20), 1000);
     rm_daemon d;
     memset(&d, 0, sizeof d);
     d.max_receive_bytes = node_limit;
+    d.reserve = 8u << 20;
     char err[256] = "";
-    uint64_t fit = rm_daemon_tokens_fitting(node_limit);
+    uint64_t fit = rm_daemon_tokens_fitting(node_limit, d.reserve);
     CHECK_EQ(rm_daemon_check_request_tokens(&d, fit, err, sizeof err), 0);
     CHECK_EQ(rm_daemon_check_request_tokens(&d, fit + 1, err, sizeof err), -1);
     char want[256];

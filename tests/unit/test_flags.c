@@ -147,6 +147,20 @@ static void test_reload_starts_from_the_defaults(void)
     CHECK_EQ(limit, 500); /* the live value is the daemon's to change */
     rm_flags_scratch_free(&next);
     free(block);
+    /* A flag set in both the environment and the file: the file's, at a
+     * reload and at a start (the start used to read the environment again
+     * after the file). */
+    write_file(path, "ttl = 60\n");
+    CHECK_EQ(rm_flags_reload(&defaults, path, 2, argv, &next, &block, err, sizeof err), 0);
+    CHECK_EQ(*(uint64_t *)rm_flags_value(&next, "ttl"), 60);
+    rm_flags_scratch_free(&next);
+    free(block);
+    rm_flags_parse(&live, 2, argv, NULL, 0, NULL); /* a start: environment, command line */
+    CHECK_EQ(ttl, 45);
+    char **start_block = rm_flags_apply_config(&live, path, 2, argv);
+    CHECK_EQ(ttl, 60);
+    CHECK_EQ(leases, 9);
+    free(start_block);
     /* A bad environment value fails the reload, as it fails a start. */
     setenv("RMTESTRELOAD_TTL", "soon", 1);
     CHECK_EQ(rm_flags_reload(&defaults, path, 2, argv, &next, &block, err, sizeof err), -1);
