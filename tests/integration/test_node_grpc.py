@@ -1018,6 +1018,11 @@ class ReloadTest(unittest.TestCase):
                 write_text(conf, f"nodes = rb={b.addr}\n")
                 rtr.hup_until("the reload", "config reloaded")
                 poll("ra gone", lambda: healthy() == ["rb"])
+                # A config that no longer names the members (a start would
+                # refuse it) is rejected; the membership stays.
+                write_text(conf, "health-interval-ms = 100\n")
+                rtr.hup_until("the rejection", "the config no longer names the members")
+                self.assertEqual(healthy(), ["rb"])
             finally:
                 self.assertEqual(rtr.close(), 0)
                 a.close()
