@@ -116,9 +116,14 @@ int rm_http_req_on_url(http_parser *p, const char *at, size_t len)
     return weigh_sizes(r);
 }
 
+/* A chunked body's trailer fields come through the same callbacks after
+ * the head (http-parser bounds them as it bounds heads): they are not the
+ * request's headers -- not forwarded, not read for its token. */
 int rm_http_req_on_field(http_parser *p, const char *at, size_t len)
 {
     rm_http_req *r = p->data;
+    if (r->head_done)
+        return 0;
     rm_http_head_field(&r->head, at, len);
     return weigh_sizes(r);
 }
@@ -126,6 +131,8 @@ int rm_http_req_on_field(http_parser *p, const char *at, size_t len)
 int rm_http_req_on_value(http_parser *p, const char *at, size_t len)
 {
     rm_http_req *r = p->data;
+    if (r->head_done)
+        return 0;
     rm_http_head_value(&r->head, at, len);
     return weigh_sizes(r);
 }
@@ -134,6 +141,7 @@ int rm_http_req_headers_complete(http_parser *p)
 {
     rm_http_req *r = p->data;
     rm_http_head_end(&r->head);
+    r->head_done = 1;
     rm_http_req_facts f = {.url_bytes = r->url.len,
                            .head_bytes = r->head.bytes,
                            .te_other = r->head.te_other,
@@ -179,4 +187,5 @@ void rm_http_req_reset(rm_http_req *r)
     rm_http_head_reset(&r->head);
     r->refuse = 0;
     r->chunked = 0;
+    r->head_done = 0;
 }

@@ -121,6 +121,7 @@ typedef struct rm_http_req {
     rm_http_head head;      /* its headers (head.out: the end-to-end ones) */
     int refuse;             /* the status refusing the request, 0: none */
     uint64_t chunked;       /* the sizes its chunks announced so far (saturating) */
+    int head_done;          /* its head is complete: what follows is trailers */
 } rm_http_req;
 
 /* http-parser's on_url, on_header_field and on_header_value, for the

@@ -6,7 +6,10 @@
  *   - a refusal is one of the statuses the rule gives;
  *   - a head taken has its URL and head within the bounds, and its kept
  *     headers are "Name: value\r\n" lines of no hop-by-hop header;
- *   - body bytes taken stay within the body bound. */
+ *   - body bytes taken, and chunk sizes announced, stay within the body
+ *     bound;
+ *   - a whole request's kept headers are still its head's (trailers are
+ *     not added to them). */
 #include <http_parser.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,7 +19,8 @@
 
 typedef struct reader {
     rm_http_req rq;
-    size_t body; /* bytes of the current request's body taken */
+    size_t body;         /* bytes of the current request's body taken */
+    size_t head_out_len; /* its kept headers' length when its head ended */
 } reader;
 
 static const rm_http_req_limits limits = {.max_url = 256, .max_head = 1024, .max_body = 4096};
@@ -60,6 +64,7 @@ static int on_headers_complete(http_parser *p)
     if (r->rq.url.len > limits.max_url || r->rq.url.len + r->rq.head.bytes > limits.max_head)
         abort();
     check_kept_headers(&r->rq.head.out);
+    r->head_out_len = r->rq.head.out.len;
     return 0;
 }
 
@@ -75,6 +80,17 @@ static int on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static int on_complete(http_parser *p)
+{
+    reader *r = rm_http_req_owner(p);
+    if (r->rq.chunked > limits.max_body)
+        abort();
+    check_kept_headers(&r->rq.head.out);
+    if (r->rq.head.out.len != r->head_out_len)
+        abort();
+    return 0;
+}
+
 static const http_parser_settings settings = {on_begin,
                                               rm_http_req_on_url,
                                               NULL,
@@ -82,7 +98,7 @@ static const http_parser_settings settings = {on_begin,
                                               rm_http_req_on_value,
                                               on_headers_complete,
                                               on_body,
-                                              NULL,
+                                              on_complete,
                                               rm_http_req_on_chunk_header,
                                               NULL};
 

@@ -100,7 +100,8 @@ def main():
         "post": b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                 b"\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(body), body),
         "chunked": b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(body), body),
+                   b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\nAuthorization: Bearer t\r\n\r\n"
+                   % (len(body), body),
         "expect": b"POST /v1/chat/completions HTTP/1.1\r\nExpect: 100-continue\r\n"
                   b"Content-Length: 2\r\n\r\n{}",
         "http10_pipelined": b"HEAD /health HTTP/1.0\r\nTE: trailers\r\nUpgrade: h2c\r\n\r\n"

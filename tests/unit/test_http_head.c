@@ -388,6 +388,27 @@ static void test_reader_chunks_announced_past_the_bound(void)
     rm_http_req_reset(&x.r);
 }
 
+/* Trailer fields of a chunked body come through the header callbacks
+ * after the head: they are not added to the request's headers. */
+static void test_reader_ignores_trailers(void)
+{
+    reading x;
+    start(&x);
+    CHECK_EQ(req_url(&x, "/v1/completions"), 0);
+    CHECK_EQ(req_field(&x, "Authorization"), 0);
+    CHECK_EQ(req_value(&x, "Bearer a"), 0);
+    CHECK_EQ(complete(&x, -1), 0);
+    size_t bytes = x.r.head.bytes;
+    CHECK_EQ(req_field(&x, "X-Trailer"), 0);
+    CHECK_EQ(req_value(&x, "1"), 0);
+    CHECK_EQ(req_field(&x, "Authorization"), 0);
+    CHECK_EQ(req_value(&x, "Bearer b"), 0);
+    CHECK(!strcmp(x.r.head.out.p, "Authorization: Bearer a\r\n"));
+    CHECK_EQ(x.r.head.bytes, bytes);
+    rm_http_req_reset(&x.r);
+    CHECK_EQ(x.r.head_done, 0);
+}
+
 static void test_refusal_status(void)
 {
     rm_http_req r = {.lim = lim};
@@ -417,6 +438,7 @@ int main(void)
     RUN(test_reader_expect_by_version);
     RUN(test_reader_body_bound);
     RUN(test_reader_chunks_announced_past_the_bound);
+    RUN(test_reader_ignores_trailers);
     RUN(test_refusal_status);
     return rm_t_report();
 }
