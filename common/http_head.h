@@ -151,6 +151,17 @@ int rm_http_req_body(struct http_parser *p, size_t held, size_t len);
  * else 0. */
 int rm_http_req_on_chunk_header(struct http_parser *p);
 
+/* The http_parser_settings of a server reading requests with rm_http_req:
+ * the reader's own callbacks (URL, header pieces, chunk sizes) wired in one
+ * place, the owner's four beside them. */
+#define RM_HTTP_REQ_SETTINGS(begin, headers_complete, body, complete)                              \
+    {                                                                                              \
+        .on_message_begin = (begin), .on_url = rm_http_req_on_url,                                 \
+        .on_header_field = rm_http_req_on_field, .on_header_value = rm_http_req_on_value,          \
+        .on_headers_complete = (headers_complete), .on_body = (body),                              \
+        .on_message_complete = (complete), .on_chunk_header = rm_http_req_on_chunk_header          \
+    }
+
 /* The owner of the request p reads (p->data: an rm_http_req). */
 void *rm_http_req_owner(const struct http_parser *p);
 

@@ -276,19 +276,8 @@ static int on_req_complete(http_parser *p)
     return 0;
 }
 
-/* In http_parser_settings' order: message begin, url, status, header
- * field, header value, headers complete, body, message complete, chunk
- * header, chunk complete. */
-static const http_parser_settings req_settings = {on_req_begin,
-                                                  rm_http_req_on_url,
-                                                  NULL,
-                                                  rm_http_req_on_field,
-                                                  rm_http_req_on_value,
-                                                  on_req_headers_complete,
-                                                  on_req_body,
-                                                  on_req_complete,
-                                                  rm_http_req_on_chunk_header,
-                                                  NULL};
+static const http_parser_settings req_settings =
+    RM_HTTP_REQ_SETTINGS(on_req_begin, on_req_headers_complete, on_req_body, on_req_complete);
 
 /* The answer to a request the parser refused; the connection closes. */
 static void reject_request(gw_conn *c, enum http_errno e)

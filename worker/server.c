@@ -267,19 +267,8 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
-/* In http_parser_settings' order: message begin, url, status, header
- * field, header value, headers complete, body, message complete, chunk
- * header, chunk complete. */
-static const http_parser_settings settings = {on_message_begin,
-                                              rm_http_req_on_url,
-                                              NULL,
-                                              rm_http_req_on_field,
-                                              rm_http_req_on_value,
-                                              on_headers_complete,
-                                              on_body,
-                                              on_message_complete,
-                                              rm_http_req_on_chunk_header,
-                                              NULL};
+static const http_parser_settings settings =
+    RM_HTTP_REQ_SETTINGS(on_message_begin, on_headers_complete, on_body, on_message_complete);
 
 /* ---- answering the requests read ----------------------------------------------- */
 

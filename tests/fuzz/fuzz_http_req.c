@@ -91,16 +91,8 @@ static int on_complete(http_parser *p)
     return 0;
 }
 
-static const http_parser_settings settings = {on_begin,
-                                              rm_http_req_on_url,
-                                              NULL,
-                                              rm_http_req_on_field,
-                                              rm_http_req_on_value,
-                                              on_headers_complete,
-                                              on_body,
-                                              on_complete,
-                                              rm_http_req_on_chunk_header,
-                                              NULL};
+static const http_parser_settings settings =
+    RM_HTTP_REQ_SETTINGS(on_begin, on_headers_complete, on_body, on_complete);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
