@@ -142,6 +142,7 @@ int rm_http_req_headers_complete(http_parser *p)
     rm_http_req *r = p->data;
     rm_http_head_end(&r->head);
     r->head_done = 1;
+    r->head_request = p->method == HTTP_HEAD;
     rm_http_req_facts f = {.url_bytes = r->url.len,
                            .head_bytes = r->head.bytes,
                            .te_other = r->head.te_other,

@@ -122,6 +122,11 @@ typedef struct rm_http_req {
     int refuse;             /* the status refusing the request, 0: none */
     uint64_t chunked;       /* the sizes its chunks announced so far (saturating) */
     int head_done;          /* its head is complete: what follows is trailers */
+    /* The request being answered is a HEAD: set when its head is read; the
+     * owner clears it once the request is answered (http-parser keeps the
+     * previous method when a malformed request follows; a reset leaves it,
+     * as an owner may reset before it answers). */
+    int head_request;
 } rm_http_req;
 
 /* http-parser's on_url, on_header_field and on_header_value, for the

@@ -143,7 +143,7 @@ void gw_send_error(gw_conn *c, int status, const char *type, const char *msg, in
         snprintf(extra, sizeof extra, "%s", RM_HTTP_BEARER_CHALLENGE);
     rm_sbuf out = {0};
     rm_http_head_out(&out, status, "application/json", bl, extra, keep);
-    if (!c->head_request)
+    if (!c->rq.head_request)
         rm_sbuf_append(&out, body, bl);
     free(body);
     gw_count_status(c->g, status);
@@ -219,7 +219,6 @@ static int on_req_headers_complete(http_parser *p)
 {
     gw_conn *c = rm_http_req_owner(p);
     rm_gateway *g = c->g;
-    c->head_request = p->method == HTTP_HEAD;
     int v = rm_http_req_headers_complete(p);
     if (v < 0)
         return -1;
@@ -407,7 +406,7 @@ void gw_conn_next(gw_conn *c)
         return;
     }
     c->state = CS_IDLE;
-    c->head_request = 0;
+    c->rq.head_request = 0;
     uv_timer_start(&c->timer, on_conn_timer, c->g->cfg.client_timeout_ms, 0);
     conn_pump(c);
 }

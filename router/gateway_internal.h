@@ -112,9 +112,6 @@ struct gw_conn {
     uv_timer_t timer;
     uv_shutdown_t shutdown;
     int open_handles, closing, reading, in_parser;
-    /* The request being answered is a HEAD (its head read; cleared when it
-     * is answered: the parser's method may be a previous request's). */
-    int head_request;
     int over_cap; /* 1: refused at the cap and lingering; 2: refused, closed once written */
     rm_gateway *g;
     http_parser parser;

@@ -195,7 +195,7 @@ void gw_req_start(gw_conn *c)
     q->g = g;
     q->conn = c;
     q->keep_alive = http_should_keep_alive(p) && !g->draining;
-    q->head_only = p->method == HTTP_HEAD;
+    q->head_only = c->rq.head_request;
     q->http_minor = p->http_major == 1 ? p->http_minor : 0;
     rm_sbuf head = {0};
     rm_sbuf_printf(&head, "%s %s HTTP/1.1\r\n%s", http_method_str(p->method),

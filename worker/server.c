@@ -143,14 +143,14 @@ void ws_respond_error(ws_conn *c, const rm_api_error *e, const char *extra)
 {
     size_t len;
     char *body = rm_api_error_json(e, &len);
-    ws_respond(c, e->status, "application/json", body, len, extra, c->head_request);
+    ws_respond(c, e->status, "application/json", body, len, extra, c->rq.head_request);
     free(body);
 }
 
 /* The request is answered: the next one, or the end of the connection. */
 void ws_request_done(ws_conn *c)
 {
-    c->head_request = 0;
+    c->rq.head_request = 0;
     if (rm_hconn_ending(&c->h))
         return;
     if (!c->keep) {
@@ -184,8 +184,8 @@ static void dispatch(ws_conn *c)
     char *q = strchr(path, '?');
     if (q)
         *q = '\0';
-    int method = c->parser.method, get = method == HTTP_GET || method == HTTP_HEAD;
-    int head_only = method == HTTP_HEAD;
+    int method = c->parser.method, head_only = c->rq.head_request;
+    int get = head_only || method == HTTP_GET;
     rm_api_error e;
     if (s->draining) {
         c->keep = 0;
@@ -239,7 +239,6 @@ static int on_message_begin(http_parser *p)
 static int on_headers_complete(http_parser *p)
 {
     ws_conn *c = rm_http_req_owner(p);
-    c->head_request = p->method == HTTP_HEAD;
     int v = rm_http_req_headers_complete(p);
     if (v < 0)
         return -1;

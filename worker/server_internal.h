@@ -35,12 +35,9 @@ typedef struct ws_conn {
     rm_http_req rq; /* URL and head; rq.refuse: a status decided while reading the request */
     rm_sbuf body;
     int in_message; /* between a request's first byte and its end */
-    /* The request being answered is a HEAD (its head read; cleared when it
-     * is answered: the parser's method may be a previous request's). */
-    int head_request;
-    int complete; /* a request was read whole by the last parse */
-    int keep;     /* keep the connection after this request */
-    int chunked;  /* the stream is sent with chunked framing */
+    int complete;   /* a request was read whole by the last parse */
+    int keep;       /* keep the connection after this request */
+    int chunked;    /* the stream is sent with chunked framing */
     /* The request in progress (NULL: none) and its stream. */
     rm_job *job;
     int streaming, with_ids, include_usage, final_sent;

@@ -409,6 +409,24 @@ static void test_reader_ignores_trailers(void)
     CHECK_EQ(x.r.head_done, 0);
 }
 
+/* Whether the request is a HEAD is noted with its head, and kept through
+ * a reset (an owner resets before it answers some refusals) until the
+ * owner clears it. */
+static void test_reader_notes_head_requests(void)
+{
+    reading x;
+    start(&x);
+    x.p.method = HTTP_GET;
+    CHECK_EQ(complete(&x, -1), 0);
+    CHECK_EQ(x.r.head_request, 0);
+    rm_http_req_reset(&x.r);
+    x.p.method = HTTP_HEAD;
+    CHECK_EQ(complete(&x, -1), 0);
+    CHECK_EQ(x.r.head_request, 1);
+    rm_http_req_reset(&x.r);
+    CHECK_EQ(x.r.head_request, 1);
+}
+
 static void test_refusal_status(void)
 {
     rm_http_req r = {.lim = lim};
@@ -439,6 +457,7 @@ int main(void)
     RUN(test_reader_body_bound);
     RUN(test_reader_chunks_announced_past_the_bound);
     RUN(test_reader_ignores_trailers);
+    RUN(test_reader_notes_head_requests);
     RUN(test_refusal_status);
     return rm_t_report();
 }
