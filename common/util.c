@@ -36,10 +36,8 @@ void *rm_xrealloc(void *p, size_t n)
     return q;
 }
 
-void *rm_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first)
+void *rm_xgrow_full(void *p, size_t n, size_t *cap, size_t elem, size_t first)
 {
-    if (n < *cap)
-        return p;
     size_t want = *cap ? *cap * 2 : first;
     if (want <= n || want > SIZE_MAX / elem) {
         fprintf(stderr, "radixmesh: an array of %zu-byte elements cannot grow past %zu\n", elem, n);

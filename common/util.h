@@ -20,8 +20,14 @@ void *rm_xrealloc(void *p, size_t n);
  *
  *     v->items = rm_xgrow(v->items, v->n, &v->cap, sizeof *v->items, 64);
  *     v->items[v->n++] = x;
- */
-void *rm_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first);
+ *
+ * Inline, so that the room check costs what the hand-written one did (the
+ * token decoder calls it once a token); rm_xgrow_full grows. */
+void *rm_xgrow_full(void *p, size_t n, size_t *cap, size_t elem, size_t first);
+static inline void *rm_xgrow(void *p, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    return n < *cap ? p : rm_xgrow_full(p, n, cap, elem, first);
+}
 char *rm_xstrndup(const char *s, size_t n);
 
 /* Monotonic clock in milliseconds / nanoseconds (CLOCK_MONOTONIC). */
