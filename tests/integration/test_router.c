@@ -5,6 +5,7 @@
 #include <grpc/grpc.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -87,6 +88,21 @@ static void start_router_with(test_daemon *r, const char *nodes, const char *fla
     REQUIRE(td_start(r, argv) == 0);
     REQUIRE(rm_cc_init_router(cc, r->addr, 20000) == 0);
     REQUIRE(cw_wait_for(cc, cw_healthy_is, &healthy, 30000));
+}
+
+/* start_router_with, the flags formatted from fmt. */
+static void start_router_fmt(test_daemon *r, const char *nodes, rm_cache_client *cc,
+                             uint32_t healthy, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void start_router_fmt(test_daemon *r, const char *nodes, rm_cache_client *cc,
+                             uint32_t healthy, const char *fmt, ...)
+{
+    char flags[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(flags, sizeof flags, fmt, ap);
+    va_end(ap);
+    start_router_with(r, nodes, flags, cc, healthy);
 }
 
 /* The prompt is hot where its traffic branches: after its last block. The
@@ -508,12 +524,9 @@ static void test_replicas_agree(void)
     const char *flags = "--health-interval-ms 200 --stats-interval 200 --call-timeout-ms 1000 "
                         "--log-level warn --key-mode fixed --fixed-key-tokens 704 --load-factor "
                         "1.05 --load-floor 1";
-    char f1[512], f2[512];
-    snprintf(f1, sizeof f1, "--router-id r1 %s", flags);
-    snprintf(f2, sizeof f2, "--router-id r2 %s", flags);
     rm_cache_client c1, c2;
-    start_router_with(&r1, list, f1, &c1, NODES);
-    start_router_with(&r2, list, f2, &c2, NODES);
+    start_router_fmt(&r1, list, &c1, NODES, "--router-id r1 %s", flags);
+    start_router_fmt(&r2, list, &c2, NODES, "--router-id r2 %s", flags);
 
     /* Under valgrind fewer: the routers there check memory, not figures. */
     int routes = under_valgrind ? 200 : 1000;
@@ -698,12 +711,9 @@ static void test_client_deadline_passed_on(void)
      * calls made for clients. */
     const char *flags = "--call-timeout-ms 3000 --eject-after-failures 2 --health-interval-ms "
                         "60000 --stats-interval 60000 --log-level error --choices";
-    char one[256], two[256];
-    snprintf(one, sizeof one, "%s 1", flags);
-    snprintf(two, sizeof two, "%s 2", flags);
     rm_cache_client ca, cb;
-    start_router_with(&ra, list, one, &ca, N);
-    start_router_with(&rb, list, two, &cb, N);
+    start_router_fmt(&ra, list, &ca, N, "%s 1", flags);
+    start_router_fmt(&rb, list, &cb, N, "%s 2", flags);
     uint32_t tok[SYS + 96];
     size_t n = conversation(tok, 77, 0);
     rm_cc_match_reply m, lease;
