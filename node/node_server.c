@@ -480,6 +480,7 @@ static grpc_status_code do_stats(void *ctx, grpc_byte_buffer *req, grpc_byte_buf
     rep.hit_tokens_total = st.hit_tokens_total;
     rep.inserted_tokens_total = st.inserted_tokens_total;
     rep.evicted_tokens_total = st.evicted_tokens_total;
+    rep.dropped_tokens_total = st.dropped_tokens_total;
     rep.pool_pages = st.pool_pages;
     rep.free_pages = st.free_pages;
     rep.evictable_pages = st.evictable_pages;

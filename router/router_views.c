@@ -281,6 +281,8 @@ char *rm_router_metrics(rm_router *r)
         {"radixmesh_node_hit_tokens_total", "counter", "The node's hit tokens (its Stats)."},
         {"radixmesh_node_query_tokens_total", "counter", "The node's query tokens (its Stats)."},
         {"radixmesh_node_evicted_tokens_total", "counter", "The node's evicted tokens."},
+        {"radixmesh_node_dropped_tokens_total", "counter",
+         "Tokens the node could not cache: every page was leased."},
         {"radixmesh_node_pool_pages", "gauge", "The node's pool size in pages."},
         {"radixmesh_node_free_pages", "gauge", "The node's free pages."},
         {"radixmesh_node_load", "gauge", "In-flight + recent routed requests."},
@@ -303,6 +305,7 @@ char *rm_router_metrics(rm_router *r)
                           (double)st->hit_tokens_total,
                           (double)st->query_tokens_total,
                           (double)st->evicted_tokens_total,
+                          (double)st->dropped_tokens_total,
                           (double)st->pool_pages,
                           (double)st->free_pages,
                           rt_node_load(r, n, now),
@@ -430,6 +433,8 @@ char *rm_router_cluster_json(rm_router *r)
         json_object_set_new(j, "free_pages", json_integer((json_int_t)st->free_pages));
         json_object_set_new(j, "evicted_tokens_total",
                             json_integer((json_int_t)st->evicted_tokens_total));
+        json_object_set_new(j, "dropped_tokens_total",
+                            json_integer((json_int_t)st->dropped_tokens_total));
         json_object_set_new(j, "active_leases", json_integer((json_int_t)st->active_leases));
         json_object_set_new(j, "load", json_real(rt_node_load(r, n, now)));
         if (n->worker_port) {

@@ -44,6 +44,8 @@ for node_id, row in rows:
     cell = re.search(r'class="hit">([^<]*)<', row).group(1)
     assert cell == pct(n["hit_tokens_total"] / n["query_tokens_total"]), (node_id, cell)
     assert ">%d<" % n["match_requests_total"] in row
+    dropped = re.search(r'class="dropped[^"]*">([^<]*)<', row).group(1)
+    assert dropped == str(n["dropped_tokens_total"]), (node_id, dropped)
     # The mirror column: precise (the worker's KV events), approx, or - (no worker).
     mirror = re.search(r'class="mirror"[^>]*>([^<]*)<', row).group(1)
     assert mirror == (n.get("mirror") or "-"), (node_id, mirror, n.get("mirror"))

@@ -112,7 +112,8 @@ assert isinstance(c['history'], list)
 poll 30 agrees && ok || bad "/api/cluster does not match the nodes: $(curl -s "http://$rh/api/cluster")"
 m=$(curl -s "http://$rh/metrics")
 for name in radixmesh_cluster_hit_tokens_total radixmesh_cluster_query_tokens_total \
-            'radixmesh_node_up{router=' radixmesh_router_spills_total radixmesh_router_failovers_total \
+            'radixmesh_node_up{router=' 'radixmesh_node_dropped_tokens_total{router=' \
+            radixmesh_router_spills_total radixmesh_router_failovers_total \
             'radixmesh_loop_stalls_total{router=' 'radixmesh_http_connections{router='; do
   grep -qF "$name" <<<"$m" && ok || bad "router metric $name missing"
 done
