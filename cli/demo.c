@@ -166,13 +166,14 @@ static void print_node_stats(const radixmesh_v1_NodeStats *s)
     printf("node_id %s\nversion %s\nserving %d\nmatch_requests_total %" PRIu64
            "\nquery_tokens_total %" PRIu64 "\nhit_tokens_total %" PRIu64
            "\ninserted_tokens_total %" PRIu64 "\nevicted_tokens_total %" PRIu64
-           "\npage_tokens %u\npool_pages %" PRIu64 "\nfree_pages %" PRIu64
-           "\nevictable_pages %" PRIu64 "\nprotected_pages %" PRIu64 "\nactive_leases %" PRIu64
-           "\ntree_nodes %" PRIu64 "\nmetadata_bytes %" PRIu64 "\n",
+           "\ndropped_tokens_total %" PRIu64 "\npage_tokens %u\npool_pages %" PRIu64
+           "\nfree_pages %" PRIu64 "\nevictable_pages %" PRIu64 "\nprotected_pages %" PRIu64
+           "\nactive_leases %" PRIu64 "\ntree_nodes %" PRIu64 "\nmetadata_bytes %" PRIu64 "\n",
            s->node_id, s->version, s->serving, s->match_requests_total, s->query_tokens_total,
-           s->hit_tokens_total, s->inserted_tokens_total, s->evicted_tokens_total, s->page_tokens,
-           s->pool_pages, s->free_pages, s->evictable_pages, s->protected_pages, s->active_leases,
-           s->tree_nodes, s->metadata_bytes);
+           s->hit_tokens_total, s->inserted_tokens_total, s->evicted_tokens_total,
+           s->dropped_tokens_total, s->page_tokens, s->pool_pages, s->free_pages,
+           s->evictable_pages, s->protected_pages, s->active_leases, s->tree_nodes,
+           s->metadata_bytes);
     cli_budget_print_node(s);
 }
 
@@ -199,17 +200,18 @@ static int print_cluster(rm_cache_client *cc)
            s->query_tokens_total, s->routed_requests_total, s->spills_total, s->failovers_total,
            s->hot_prefixes, s->hot_share);
     cli_budget_print_cluster(s);
-    printf("%-16s %-6s %7s %10s %10s %9s %7s %12s %7s %6s\n", "NODE", "HEALTH", "HIT", "MATCHES",
-           "ROUTED", "POOL", "USED", "EVICTED TOK", "LEASES", "LOAD");
+    /* LOAD is in the router's unit: work tokens (decayed), or requests. */
+    printf("%-16s %-6s %7s %10s %10s %9s %7s %12s %12s %7s %10s\n", "NODE", "HEALTH", "HIT",
+           "MATCHES", "ROUTED", "POOL", "USED", "EVICTED TOK", "DROPPED TOK", "LEASES", "LOAD");
     for (size_t i = 0; i < c.nnodes; i++) {
         const radixmesh_v1_NodeStats *n = &c.nodes[i];
         uint64_t used = n->pool_pages - n->free_pages;
         printf("%-16.16s %-6s %6.1f%% %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %6.1f%% %12" PRIu64
-               " %7" PRIu64 " %6.1f\n",
+               " %12" PRIu64 " %7" PRIu64 " %10.1f\n",
                n->node_id, n->healthy ? "up" : "DOWN",
                pct(n->hit_tokens_total, n->query_tokens_total), n->match_requests_total,
                n->routed_requests, n->pool_pages, pct(used, n->pool_pages), n->evicted_tokens_total,
-               n->active_leases, n->load);
+               n->dropped_tokens_total, n->active_leases, n->load);
     }
     rm_cc_cluster_free(&c);
     return 0;

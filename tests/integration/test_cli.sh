@@ -165,7 +165,9 @@ if grep -qE ' 1x [0-9.]+% \(estimate ([0-9.]+%|-)\) 2x ' <<<"$out"; then ok
 else bad "stats: no 1x estimate beside the achieved 1x point: $(grep 'memory curve' <<<"$out")"; fi
 expect "$out" "node-0"
 expect "$out" "node-1"
+expect "$out" "DROPPED TOK"
 out=$("$bin/radixmesh" stats --node "$(sed -n 's/^LISTENING //p' "$tmp/cluster/node-0.out")")
 expect "$out" "hit_budget_sampling_rate 0.03125"
 expect "$out" "hit_rate_at_memory_2 "
+expect "$out" "dropped_tokens_total 0"
 summary
