@@ -311,6 +311,7 @@ char *rm_router_metrics(rm_router *r)
                           rt_node_load(r, n, now),
                           st->kv_events,
                           (double)st->kv_resyncs_total};
+            _Static_assert(RM_ARRAY_LEN(v) == RM_ARRAY_LEN(fams), "a value for every family");
             rm_prom_sample_by(&b, fams[f][0], rl, "node", n->id, v[f]);
         }
     }

@@ -6,6 +6,7 @@ languages can use the node with nothing but the .proto file.
 Usage: test_node_grpc.py --node PATH/TO/radixmesh-node --proto-dir PROTO_DIR
 """
 import argparse
+import json
 import os
 import queue
 import subprocess
@@ -223,6 +224,33 @@ class OversizedTest(unittest.TestCase):
             self.reply_is(rep, 256, 0, 736)
             self.release_unpins(node, m.lease_id)
         finally:
+            self.assertEqual(node.close(), 0)
+
+    def test_drops_reach_the_router_views(self):
+        """The tokens a node dropped, as a router shows them: /api/cluster
+        and /metrics carry the node's own count."""
+        node = Node("--pool-tokens", "256", node_id="drops")
+        rtr = rmtest.Daemon([ARGS.router, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                             "--nodes", "drops=" + node.addr, "--stats-interval", "100",
+                             "--shutdown-delay-ms", "0", "--log-level", "warn"], until="HTTP")
+        try:
+            toks = tokens(41, 600)
+            m = node.stub.Match(pb.MatchRequest(namespace="d", tokens=toks, lease=True))
+            rep = node.stub.Insert(pb.InsertRequest(namespace="d", tokens=toks,
+                                                    lease_id=m.lease_id))
+            self.reply_is(rep, 0, 256, 336)
+            self.assertEqual(stats(node.stub).dropped_tokens_total, 336)
+
+            def shown():
+                st, _, body = rmtest.http_request(rtr.http, "GET", "/api/cluster")
+                nodes = json.loads(body)["nodes"] if st == 200 else []
+                return (len(nodes) == 1 and nodes[0]["dropped_tokens_total"] == 336 and
+                        rmtest.metric(rtr.http, "radixmesh_node_dropped_tokens_total",
+                                      label='node="drops"') == 336)
+            poll("the router's /api/cluster and /metrics to show 336 dropped tokens", shown)
+            node.stub.Release(pb.ReleaseRequest(lease_id=m.lease_id))
+        finally:
+            self.assertEqual(rtr.stop(), 0)
             self.assertEqual(node.close(), 0)
 
     def test_write_kv_larger_than_pool(self):
