@@ -282,7 +282,8 @@ char *rm_router_metrics(rm_router *r)
         {"radixmesh_node_query_tokens_total", "counter", "The node's query tokens (its Stats)."},
         {"radixmesh_node_evicted_tokens_total", "counter", "The node's evicted tokens."},
         {"radixmesh_node_dropped_tokens_total", "counter",
-         "Tokens the node could not cache: every page was leased."},
+         "Tokens the node could not cache: no page to be had (pool smaller than the sequence, "
+         "or leased)."},
         {"radixmesh_node_pool_pages", "gauge", "The node's pool size in pages."},
         {"radixmesh_node_free_pages", "gauge", "The node's free pages."},
         {"radixmesh_node_load", "gauge", "In-flight + recent routed requests."},
