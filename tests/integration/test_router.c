@@ -1,7 +1,6 @@
 /* Integration test: radixmesh-router in front of 4 real nodes.
  * Usage: test_router PATH/TO/radixmesh-node PATH/TO/radixmesh-router */
 #include <arpa/inet.h>
-#include <math.h>
 #include <grpc/grpc.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -497,6 +496,22 @@ static void test_cluster(void)
     CHECK_EQ(td_stop(&r1, SIGTERM, 10000), 0);
 }
 
+/* The node (of a0..a2) test_replicas_agree seeds with conversation conv's
+ * earlier turns, -1 for none: every third conversation past its first
+ * turn. */
+static int seeded_holder(int conv)
+{
+    return conv % 3 == 0 && conv % 4 != 0 ? conv / 3 % 3 : -1;
+}
+
+/* The index of test_replicas_agree's node id ("a0".."a3"), -1 for another. */
+static int fresh_node_index(const char *id)
+{
+    int i;
+    char rest;
+    return sscanf(id, "a%d%c", &i, &rest) == 1 && i >= 0 && i < NODES ? i : -1;
+}
+
 /* Two replicas with the same membership, node statistics and requests send
  * every request to the same node: the rule keeps no state of its own (a
  * local tie-break, or a figure from each router's own history, made a new
@@ -506,14 +521,6 @@ static void test_cluster(void)
  * order. (With work reported, the two answers' instants decide near-ties:
  * the nodes' work decays between them while the charges do not, and one
  * differing answer leaves the replicas' charges apart from then on.) */
-/* The node (of a0..a2) test_replicas_agree seeds with conversation conv's
- * earlier turns, -1 for none: every third conversation past its first
- * turn. */
-static int seeded_holder(int conv)
-{
-    return conv % 3 == 0 && conv % 4 != 0 ? conv / 3 % 3 : -1;
-}
-
 static void test_replicas_agree(void)
 {
     test_daemon fresh[NODES], r1, r2;
@@ -560,15 +567,12 @@ static void test_replicas_agree(void)
         total++;
         agree += strcmp(a.node_id, b.node_id) == 0 && a.spilled == b.spilled;
         spilled += a.spilled;
+        int at = fresh_node_index(a.node_id);
+        if (at >= 0)
+            per_node[at]++;
         int holder = seeded_holder(conv);
-        if (holder >= 0) {
-            char id[16];
-            snprintf(id, sizeof id, "a%d", holder);
-            held++;
-            to_holder += !strcmp(a.node_id, id);
-        }
-        if (a.node_id[0] == 'a' && a.node_id[1] >= '0' && a.node_id[1] < '0' + NODES)
-            per_node[a.node_id[1] - '0']++;
+        held += holder >= 0;
+        to_holder += holder >= 0 && at == holder;
         if (strcmp(a.node_id, b.node_id) != 0 && total - agree <= 5)
             fprintf(stderr, "route %d: r1 %s%s, r2 %s%s\n", conv, a.node_id,
                     a.spilled ? " (spilled)" : "", b.node_id, b.spilled ? " (spilled)" : "");
