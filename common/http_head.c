@@ -119,22 +119,24 @@ int rm_http_req_on_url(http_parser *p, const char *at, size_t len)
 /* A chunked body's trailer fields come through the same callbacks after
  * the head (http-parser bounds them as it bounds heads): they are not the
  * request's headers -- not forwarded, not read for its token. */
-int rm_http_req_on_field(http_parser *p, const char *at, size_t len)
+static int on_head_piece(http_parser *p, const char *at, size_t len,
+                         void (*add)(rm_http_head *, const char *, size_t))
 {
     rm_http_req *r = p->data;
     if (r->head_done)
         return 0;
-    rm_http_head_field(&r->head, at, len);
+    add(&r->head, at, len);
     return weigh_sizes(r);
+}
+
+int rm_http_req_on_field(http_parser *p, const char *at, size_t len)
+{
+    return on_head_piece(p, at, len, rm_http_head_field);
 }
 
 int rm_http_req_on_value(http_parser *p, const char *at, size_t len)
 {
-    rm_http_req *r = p->data;
-    if (r->head_done)
-        return 0;
-    rm_http_head_value(&r->head, at, len);
-    return weigh_sizes(r);
+    return on_head_piece(p, at, len, rm_http_head_value);
 }
 
 int rm_http_req_headers_complete(http_parser *p)
