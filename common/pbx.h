@@ -14,6 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest namespace a request may name, in bytes. Nodes refuse longer
+ * ones (INVALID_ARGUMENT), and routers refuse them too, or a Route would
+ * answer with a node that then refuses the request. */
+#define RM_NAMESPACE_MAX_BYTES 1024
+
 /* Decode target for a tokens field. Set max before decoding; the decoder
  * fails (and sets too_many) instead of growing past it. Free with
  * rm_tokens_free. */

@@ -9,6 +9,7 @@
 #include "kv_mirror.h"
 #include "log.h"
 #include "node_server.h"
+#include "pbx.h"
 #include "util.h"
 
 /* What a config reload applies: checked, then set on the node. */
@@ -119,7 +120,7 @@ int main(int argc, char **argv)
     cfg.kv_stream_idle_ms = 10000;
     cfg.hot_block_tokens = 64;
     cfg.hot_half_life_ms = 10000;
-    cfg.max_namespace_bytes = 1024;
+    cfg.max_namespace_bytes = RM_NAMESPACE_MAX_BYTES;
     cfg.kv_chunk_bytes = 1u << 20;
     uint64_t pool_tokens = 1048576, pool_bytes = 0, ttl_s = 0;
     const char *kv_media = "gpu";

@@ -241,18 +241,23 @@ static grpc_slice with_output(grpc_slice req, double out)
 }
 
 /* Decodes req (a message with tokens: cb is its tokens field, decoded
- * into toks) into msg. Returns 1, or 0 after answering INVALID_ARGUMENT. */
+ * into toks; ns its namespace field) into msg. Returns 1, or 0 after
+ * answering INVALID_ARGUMENT. */
 static int decoded(const rm_router *r, rm_rpc_call *call, grpc_byte_buffer *req,
-                   const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb, rm_tokens *toks)
+                   const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb, char *const *ns,
+                   rm_tokens *toks)
 {
     char err[256];
     toks->max = r->cfg.max_request_tokens;
     rm_pb_tokens_decoder(cb, toks);
-    if (rm_pb_decode_bb(req, desc, msg, err, sizeof err))
-        return 1;
-    if (toks->too_many)
+    if (rm_pb_decode_bb(req, desc, msg, err, sizeof err)) {
+        if (!*ns || strlen(*ns) <= RM_NAMESPACE_MAX_BYTES)
+            return 1;
+        snprintf(err, sizeof err, "namespace is longer than %u bytes", RM_NAMESPACE_MAX_BYTES);
+    } else if (toks->too_many) {
         snprintf(err, sizeof err, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
                  r->cfg.max_request_tokens);
+    }
     rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
     return 0;
 }
@@ -339,7 +344,8 @@ void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     rm_router *r = ctx;
     radixmesh_v1_InsertRequest m = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens toks = {0};
-    if (!decoded(r, call, req, radixmesh_v1_InsertRequest_fields, &m, &m.tokens, &toks) ||
+    if (!decoded(r, call, req, radixmesh_v1_InsertRequest_fields, &m, &m.tokens, &m.namespace,
+                 &toks) ||
         past_deadline(r, call))
         goto out;
     const char *ns = m.namespace ? m.namespace : "";
@@ -457,7 +463,8 @@ void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     rm_router *r = ctx;
     radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens toks = {0};
-    if (!decoded(r, call, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens, &toks))
+    if (!decoded(r, call, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens, &m.namespace,
+                 &toks))
         goto out;
     if (m.peek) {
         rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
@@ -500,7 +507,8 @@ void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     rm_router *r = ctx;
     radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens toks = {0};
-    if (decoded(r, call, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens, &toks) &&
+    if (decoded(r, call, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens, &m.namespace,
+                &toks) &&
         !past_deadline(r, call)) {
         const char *ns = m.namespace ? m.namespace : "";
         choose(r, call, rm_xcalloc(1, sizeof(rt_choice)), route_chosen, call, 0, ns, &toks,

@@ -13,6 +13,7 @@
 #include "check.h"
 #include "cluster_wait.h"
 #include "daemon.h"
+#include "pbx.h"
 #include "util.h"
 
 #define NODES 4
@@ -334,6 +335,32 @@ static void failover_is_retried(void)
     CHECK_EQ(td_stop(&r, SIGTERM, 20000), 0);
 }
 
+/* A namespace no node would take is refused at the router: a Route must
+ * not answer with a node that then refuses the request. The longest one
+ * allowed goes through, to the node and back. */
+static void namespace_limit(rm_cache_client *cc, const uint32_t *tok, size_t n)
+{
+    char ns[RM_NAMESPACE_MAX_BYTES + 2];
+    memset(ns, 'n', RM_NAMESPACE_MAX_BYTES + 1);
+    ns[RM_NAMESPACE_MAX_BYTES + 1] = '\0';
+    char msg[256];
+    rm_cc_route_reply rr;
+    rm_cc_match_reply m;
+    rm_cc_insert_reply ir;
+    CHECK_EQ(rm_cc_route(cc, ns, tok, n, &rr, msg, sizeof msg), GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(msg, "namespace is longer than 1024 bytes") != NULL);
+    CHECK_EQ(rm_cc_match(cc, ns, tok, n, 0, 0, &m, msg, sizeof msg), GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(msg, "namespace is longer than 1024 bytes") != NULL);
+    CHECK_EQ(rm_cc_insert(cc, ns, tok, n, 0, NULL, &ir, msg, sizeof msg),
+             GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(msg, "namespace is longer than 1024 bytes") != NULL);
+    ns[RM_NAMESPACE_MAX_BYTES] = '\0';
+    CHECK_EQ(rm_cc_route(cc, ns, tok, n, &rr, msg, sizeof msg), 0);
+    CHECK_EQ(rm_cc_insert(cc, ns, tok, n, 0, NULL, &ir, msg, sizeof msg), 0);
+    CHECK(ir.inserted_tokens > 0); /* a new namespace: nothing was cached */
+    CHECK_EQ(rm_cc_match(cc, ns, tok, n, 0, 0, &m, msg, sizeof msg), 0);
+}
+
 static void test_cluster(void)
 {
     start_cluster();
@@ -407,6 +434,7 @@ static void test_cluster(void)
     CHECK_EQ(rm_cc_release(&cc, m.lease_id, "nope", msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
     CHECK_EQ(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg), 0);
     CHECK_EQ(rm_cc_release(&cc, m.lease_id, m.node_id, msg, sizeof msg), GRPC_STATUS_NOT_FOUND);
+    namespace_limit(&cc, tok, n);
 
     /* A hung node (SIGSTOP) misses its health checks and deadlines and
      * leaves the ring; resumed, it passes its checks and rejoins. */
