@@ -241,25 +241,35 @@ static grpc_slice with_output(grpc_slice req, double out)
 }
 
 /* Decodes req (a message with tokens: cb is its tokens field, decoded
- * into toks; ns its namespace field) into msg. Returns 1, or 0 after
- * answering INVALID_ARGUMENT. */
+ * into toks) into msg. Returns 1, or 0 after answering INVALID_ARGUMENT. */
 static int decoded(const rm_router *r, rm_rpc_call *call, grpc_byte_buffer *req,
-                   const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb, char *const *ns,
-                   rm_tokens *toks)
+                   const pb_msgdesc_t *desc, void *msg, pb_callback_t *cb, rm_tokens *toks)
 {
     char err[256];
     toks->max = r->cfg.max_request_tokens;
     rm_pb_tokens_decoder(cb, toks);
-    if (rm_pb_decode_bb(req, desc, msg, err, sizeof err)) {
-        if (!*ns || strlen(*ns) <= RM_NAMESPACE_MAX_BYTES)
-            return 1;
-        snprintf(err, sizeof err, "namespace is longer than %u bytes", RM_NAMESPACE_MAX_BYTES);
-    } else if (toks->too_many) {
+    if (rm_pb_decode_bb(req, desc, msg, err, sizeof err))
+        return 1;
+    if (toks->too_many)
         snprintf(err, sizeof err, "request has more than %" PRIu64 " tokens (--max-request-tokens)",
                  r->cfg.max_request_tokens);
-    }
     rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
     return 0;
+}
+
+/* ns, or "" for a request that names none; NULL after answering
+ * INVALID_ARGUMENT for one longer than any node takes (a Route must not
+ * answer with a node that then refuses the request). */
+static const char *namespace_of(rm_rpc_call *call, const char *ns)
+{
+    if (!ns)
+        return "";
+    if (strlen(ns) <= RM_NAMESPACE_MAX_BYTES)
+        return ns;
+    char err[64];
+    snprintf(err, sizeof err, "namespace is longer than %u bytes", RM_NAMESPACE_MAX_BYTES);
+    rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, err, NULL);
+    return NULL;
 }
 
 static void no_node(rm_router *r, rm_rpc_call *call)
@@ -344,11 +354,12 @@ void rt_do_insert(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     rm_router *r = ctx;
     radixmesh_v1_InsertRequest m = radixmesh_v1_InsertRequest_init_zero;
     rm_tokens toks = {0};
-    if (!decoded(r, call, req, radixmesh_v1_InsertRequest_fields, &m, &m.tokens, &m.namespace,
-                 &toks) ||
+    if (!decoded(r, call, req, radixmesh_v1_InsertRequest_fields, &m, &m.tokens, &toks) ||
         past_deadline(r, call))
         goto out;
-    const char *ns = m.namespace ? m.namespace : "";
+    const char *ns = namespace_of(call, m.namespace);
+    if (!ns)
+        goto out;
     uint32_t kt;
     uint64_t key = rm_router_key(r, ns, toks.v, toks.n, &kt);
     rt_budget(r, rm_shadow_insert, ns, toks.v, toks.n);
@@ -463,14 +474,13 @@ void rt_do_match(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     rm_router *r = ctx;
     radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens toks = {0};
-    if (!decoded(r, call, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens, &m.namespace,
-                 &toks))
+    const char *ns;
+    if (!decoded(r, call, req, radixmesh_v1_MatchRequest_fields, &m, &m.tokens, &toks))
         goto out;
     if (m.peek) {
         rm_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
                            "peek is for nodes; ask the router with Route", NULL);
-    } else if (!past_deadline(r, call)) {
-        const char *ns = m.namespace ? m.namespace : "";
+    } else if (!past_deadline(r, call) && (ns = namespace_of(call, m.namespace))) {
         double out = rt_expected_output(r, ns, m.output_tokens);
         grpc_slice bytes = request_bytes(req);
         if (!m.output_tokens && out >= 1) /* the node counts the router's estimate */
@@ -507,12 +517,12 @@ void rt_do_route(void *ctx, rm_rpc_call *call, grpc_byte_buffer *req)
     rm_router *r = ctx;
     radixmesh_v1_RouteRequest m = radixmesh_v1_RouteRequest_init_zero;
     rm_tokens toks = {0};
-    if (decoded(r, call, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens, &m.namespace,
-                &toks) &&
+    if (decoded(r, call, req, radixmesh_v1_RouteRequest_fields, &m, &m.tokens, &toks) &&
         !past_deadline(r, call)) {
-        const char *ns = m.namespace ? m.namespace : "";
-        choose(r, call, rm_xcalloc(1, sizeof(rt_choice)), route_chosen, call, 0, ns, &toks,
-               rt_expected_output(r, ns, m.output_tokens));
+        const char *ns = namespace_of(call, m.namespace);
+        if (ns)
+            choose(r, call, rm_xcalloc(1, sizeof(rt_choice)), route_chosen, call, 0, ns, &toks,
+                   rt_expected_output(r, ns, m.output_tokens));
     }
     pb_release(radixmesh_v1_RouteRequest_fields, &m);
     rm_tokens_free(&toks);
