@@ -109,6 +109,54 @@ static void pace(const replay *rp, uint64_t ts_ms)
     }
 }
 
+/* ms as a reader takes it in at a glance ("50 ms", "3.2 h", "53.9 years"):
+ * each unit from twice its size on (years and seconds from once). */
+static void duration_text(double ms, char *buf, size_t len)
+{
+    static const struct {
+        double from_ms, unit_ms;
+        const char *name;
+    } units[] = {{365.25 * 86400e3, 365.25 * 86400e3, "years"},
+                 {2 * 86400e3, 86400e3, "days"},
+                 {2 * 3600e3, 3600e3, "h"},
+                 {2 * 60e3, 60e3, "min"},
+                 {1e3, 1e3, "s"}};
+    for (size_t i = 0; i < RM_ARRAY_LEN(units); i++)
+        if (ms >= units[i].from_ms) {
+            snprintf(buf, len, "%.1f %s", ms / units[i].unit_ms, units[i].name);
+            return;
+        }
+    snprintf(buf, len, "%.0f ms", ms);
+}
+
+#define YEAR_MS (365.25 * 86400e3)
+
+/* With --speed, says how long pacing takes before it starts, and refuses
+ * (-1) a replay that would take a year or more: a trace whose clock runs
+ * from 0 on some lines and from 1970 on others would otherwise just wait,
+ * silently, for decades. Returns 0 to go on. */
+static int say_pacing(double speed, uint64_t first_ms, uint64_t last_ms)
+{
+    if (speed <= 0)
+        return 0;
+    char span[32], takes[32];
+    double ms = (double)(last_ms - first_ms);
+    duration_text(ms, span, sizeof span);
+    duration_text(ms / speed, takes, sizeof takes);
+    if (ms / speed >= YEAR_MS) {
+        fprintf(stderr,
+                "radixmesh replay: the trace spans %s (timestamps %" PRIu64 " to %" PRIu64
+                " ms): at --speed %g pacing it would take %s; are timestamps from 0 mixed with "
+                "ones from 1970? (--max-speed ignores them)\n",
+                span, first_ms, last_ms, speed, takes);
+        return -1;
+    }
+    fprintf(stderr,
+            "radixmesh replay: the trace spans %s; at --speed %g the replay takes %s or more\n",
+            span, speed, takes);
+    return 0;
+}
+
 static void *run_worker(void *p)
 {
     worker *w = p;
@@ -245,6 +293,18 @@ int rm_cmd_replay(int argc, char **argv)
         rc = 2;
         goto out_conn;
     }
+    /* Traces may count from an epoch (milliseconds since 1970): the
+     * clock starts at the earliest request, not at 0. */
+    uint64_t first_ms = trace.n ? UINT64_MAX : 0, last_ms = 0;
+    for (size_t i = 0; i < trace.n; i++) {
+        uint64_t t = trace.req[i].timestamp_ms;
+        first_ms = t < first_ms ? t : first_ms;
+        last_ms = t > last_ms ? t : last_ms;
+    }
+    if (say_pacing(speed, first_ms, last_ms) != 0) {
+        rc = 2;
+        goto out_trace;
+    }
     rm_cache_client cc;
     if (rm_cc_init_router_tls(&cc, router, 10000, &tls) != 0)
         goto out_trace;
@@ -264,12 +324,7 @@ int rm_cmd_replay(int argc, char **argv)
     rp.ns = ns;
     rp.workers = (uint32_t)concurrency;
     rp.speed = speed;
-    /* Traces may count from an epoch (milliseconds since 1970): the
-     * clock starts at the earliest request, not at 0. */
-    rp.first_ms = trace.n ? UINT64_MAX : 0;
-    for (size_t i = 0; i < trace.n; i++)
-        if (trace.req[i].timestamp_ms < rp.first_ms)
-            rp.first_ms = trace.req[i].timestamp_ms;
+    rp.first_ms = first_ms;
     rp.token = token;
     rp.tls = &tls;
     pthread_mutex_init(&rp.mu, NULL);

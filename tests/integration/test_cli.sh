@@ -135,9 +135,16 @@ expect "$out" "infinite and ideal exact (offline: one cache of 131072 pages"
 # request, not from 0 (it used to wait ~54 years at --speed 1).
 printf '{"timestamp": 1700000000000, "input_length": 100, "hash_ids": [7]}\n{"timestamp": 1700000000050, "input_length": 100, "hash_ids": [7]}\n' >"$tmp/epoch.jsonl"
 out=$(timeout 120 "$bin/radixmesh" replay --router "$router" --trace "$tmp/epoch.jsonl" \
-      --namespace epoch --speed 1 --json 2>/dev/null); rc=$?
+      --namespace epoch --speed 1 --json 2>"$tmp/epoch.err"); rc=$?
 [[ $rc -eq 0 ]] && ok || bad "replay of an epoch-clock trace at --speed 1: exit $rc"
 expect "$(tail -1 <<<"$out")" '"requests":2,'
+expect "$(cat "$tmp/epoch.err")" "the trace spans 50 ms; at --speed 1 the replay takes 50 ms or more"
+# One whose lines mix the two clocks would wait decades: refused up front.
+printf '{"timestamp": 0, "input_length": 100, "hash_ids": [7]}\n{"timestamp": 1700000000000, "input_length": 100, "hash_ids": [7]}\n' >"$tmp/mixed.jsonl"
+timeout 120 "$bin/radixmesh" replay --router "$router" --trace "$tmp/mixed.jsonl" \
+  --namespace mixed --speed 1 >/dev/null 2>"$tmp/mixed.err"; rc=$?
+[[ $rc -eq 2 ]] && ok || bad "replay of a mixed-clock trace at --speed 1: exit $rc, not 2"
+expect "$(cat "$tmp/mixed.err")" "the trace spans 53.9 years (timestamps 0 to 1700000000000 ms): at --speed 1 pacing it would take 53.9 years"
 # The same trace with 4 clients: per-conversation order keeps the counts.
 out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
       --namespace other --concurrency 4 2>/dev/null)
