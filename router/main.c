@@ -238,6 +238,11 @@ int main(int argc, char **argv)
          "below this share of healthy nodes, route to every node as if healthy (0: never)", 0, 0},
         {"stats-interval", RM_FLAG_AT(&cfg.stats_interval_ms), "node Stats poll period in ms", 50,
          600000},
+        {"charge-ttl-ms", RM_FLAG_AT(&cfg.charge_ttl_ms),
+         "a request's cost stays on the node chosen until the node counts it, at most this "
+         "(half to all of it): a Route whose client never calls the node is never counted (0: "
+         "max(60 s, 4 x (--call-timeout-ms + --stats-interval)))",
+         0, 86400000},
         {"max-request-tokens", RM_FLAG_AT(&cfg.max_request_tokens), "tokens per request at most", 1,
          1u << 26},
         {"hit-budget", RM_FLAG_AT(&hit_budget),
@@ -315,6 +320,14 @@ int main(int argc, char **argv)
     cfg.key_mode =
         (rm_key_mode)rm_flags_choice(fs, "key-mode", key_mode, key_modes, RM_ARRAY_LEN(key_modes));
     cfg.hit_budget = rm_flags_on_off(fs, "hit-budget", hit_budget);
+    /* A charge lives at least half the ttl: past a call and a report, or
+     * the node's count would come after the charge it confirms is gone. */
+    uint64_t confirm_ms = (uint64_t)cfg.call_timeout_ms + cfg.stats_interval_ms;
+    if (cfg.charge_ttl_ms && cfg.charge_ttl_ms < 4 * confirm_ms)
+        rm_flags_fail(fs,
+                      "--charge-ttl-ms must be at least 4 x (--call-timeout-ms + "
+                      "--stats-interval) = %llu (got %u)",
+                      (unsigned long long)(4 * confirm_ms), cfg.charge_ttl_ms);
     char gw_host[256];
     int gw_port;
     if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))

@@ -138,11 +138,11 @@ static int by_work(const rm_router *r)
 }
 
 /* Decays n's load figures to now. This router's unconfirmed charges are
- * not decayed: they live a report interval or so, and kept as exact sums
- * of the costs charged, two replicas given the same requests in the same
- * order hold the same figures -- a decay read microseconds apart would
- * tell near-ties apart differently, and one differing choice changes every
- * later one. */
+ * not decayed: they live a report interval or so (or expire, charges.h),
+ * and kept as exact sums of the costs charged, two replicas given the same
+ * requests in the same order hold the same figures -- a decay read
+ * microseconds apart would tell near-ties apart differently, and one
+ * differing choice changes every later one. */
 static void decay_to(const rm_router *r, rnode *n, uint64_t now)
 {
     if (now <= n->recent_ms)
@@ -151,6 +151,17 @@ static void decay_to(const rm_router *r, rnode *n, uint64_t now)
     uint32_t hl = r->cfg.load_half_life_ms;
     n->recent = rm_place_decay(n->recent, dt, hl);
     n->recent_ms = now;
+}
+
+/* --charge-ttl-ms, or its default: a minute, or longer where calls and
+ * reports are slow enough to need it (main.c holds an explicit one to the
+ * same floor). */
+static uint32_t charge_ttl(const rm_router *r)
+{
+    if (r->cfg.charge_ttl_ms)
+        return r->cfg.charge_ttl_ms;
+    uint64_t floor = 4 * ((uint64_t)r->cfg.call_timeout_ms + r->cfg.stats_interval_ms);
+    return floor > 60000 ? (uint32_t)(floor < UINT32_MAX ? floor : UINT32_MAX) : 60000;
 }
 
 double rt_load_floor(const rm_router *r)
@@ -200,7 +211,8 @@ static double load_at(const rm_router *r, rnode *n, uint64_t now, double mean_co
     decay_to(r, n, now);
     if (!by_work(r))
         return n->inflight + n->recent;
-    return node_work(r, n) + n->pend_prompt + r->cfg.decode_weight * n->pend_output +
+    rm_charge_sum pend = rm_charges_total(&n->charges);
+    return node_work(r, n) + pend.prompt + r->cfg.decode_weight * pend.output +
            backlog(n, mean_cost);
 }
 
@@ -221,18 +233,15 @@ void rt_confirm_work(const rm_router *r, rnode *n, const radixmesh_v1_NodeStats 
         return; /* no earlier counters to tell what they confirmed */
     /* The requests the node counted since (from any router) are in its
      * figures now: this router's unconfirmed charges shrink by as many
-     * requests, in proportion (the node's count of tokens would not do: a
-     * peek and the Match after it may see different prefixes). */
+     * requests, the oldest first, in proportion (the node's count of tokens
+     * would not do: a peek and the Match after it may see different
+     * prefixes). */
     uint64_t q0 = n->stats.match_requests_total, q1 = next->match_requests_total;
     double dq = q1 >= q0 ? (double)(q1 - q0) : (double)q1; /* a restarted node starts over */
     /* Of those, the ones rt_settle_charge already took off. */
     dq = dq > n->settled_requests ? dq - n->settled_requests : 0;
     n->settled_requests = 0;
-    double k = n->pend_requests;
-    double keep = k > dq ? (k - dq) / k : 0;
-    n->pend_prompt *= keep;
-    n->pend_output *= keep;
-    n->pend_requests = k > dq ? k - dq : 0;
+    rm_charges_confirm(&n->charges, rm_now_ms(), charge_ttl(r), dq);
 }
 
 typedef struct pick_ctx {
@@ -459,17 +468,12 @@ static double uncached(const rt_choice *ch)
 void rt_settle_charge(rt_choice *ch, rnode *n, int counted)
 {
     rm_router *r = ch->r;
-    if (!by_work(r) || n->pend_requests < 1)
-        return;
-    decay_to(r, n, rm_now_ms());
+    uint64_t now = rm_now_ms();
+    if (!by_work(r) || rm_charges_total(&n->charges).requests < 1)
+        return; /* a report confirmed it, or it expired */
+    decay_to(r, n, now);
     double prompt = uncached(ch);
-    n->pend_requests -= 1;
-    if (n->pend_requests < 1) { /* exactly nothing left, not a rounding rest */
-        n->pend_requests = n->pend_prompt = n->pend_output = 0;
-    } else {
-        n->pend_prompt = n->pend_prompt > prompt ? n->pend_prompt - prompt : 0;
-        n->pend_output = n->pend_output > ch->output ? n->pend_output - ch->output : 0;
-    }
+    rm_charges_settle(&n->charges, now, charge_ttl(r), prompt, ch->output);
     if (counted) { /* in the node's figures from its next report on */
         add_work(r, n, prompt + r->cfg.decode_weight * ch->output);
         n->settled_requests += 1;
@@ -483,8 +487,7 @@ void rt_charge_choice(rt_choice *ch, rnode *n)
     n->pending += 1;
     if (!by_work(r))
         return;
-    decay_to(r, n, rm_now_ms());
-    n->pend_prompt += uncached(ch);
-    n->pend_output += ch->output;
-    n->pend_requests += 1;
+    uint64_t now = rm_now_ms();
+    decay_to(r, n, now);
+    rm_charges_add(&n->charges, now, charge_ttl(r), uncached(ch), ch->output);
 }

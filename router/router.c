@@ -34,6 +34,7 @@ void rm_router_config_defaults(rm_router_config *cfg)
                               .call_timeout_ms = 1000,
                               .health_interval_ms = 1000,
                               .stats_interval_ms = 1000,
+                              .charge_ttl_ms = 0,
                               .max_request_tokens = 1048576,
                               .hit_budget = 1};
     rm_outlier_config_defaults(&cfg->outlier);

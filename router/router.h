@@ -37,6 +37,7 @@ typedef struct rm_router_config {
     uint32_t call_timeout_ms;  /* per forwarded call */
     uint32_t health_interval_ms, stats_interval_ms;
     uint32_t load_half_life_ms; /* decay of the load */
+    uint32_t charge_ttl_ms;     /* unconfirmed charges expire (router/charges.h); 0: auto */
     uint64_t max_request_tokens;
     const struct rm_tls *node_tls;    /* TLS towards nodes when it has a CA; may be NULL */
     rm_outlier_config outlier;        /* when failing nodes leave the ring (router/outlier.h) */

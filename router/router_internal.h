@@ -25,6 +25,7 @@
 #include <pthread.h>
 
 #include "budget.h"
+#include "charges.h"
 #include "radixmesh.pb.h"
 #include "ring.h"
 #include "router.h"
@@ -57,14 +58,15 @@ typedef struct rnode {
     void *method[RT_METHODS]; /* registered on ch (node_calls.c) */
     uint32_t inflight;
     double recent;      /* --load-unit requests: routed requests, decayed (load_half_life_ms) */
-    uint64_t recent_ms; /* when recent, work and pend_* were last decayed */
+    uint64_t recent_ms; /* when recent and work were last decayed */
     uint64_t routed;
     double pending; /* Match requests routed here since the node last reported */
     /* Work (placement.c): the node's own decayed figure from its last
      * report (NodeStats.recent_*, halving every work_half_life_ms, the
      * node's), and this router's charges it has not counted yet (not
-     * decayed, placement.c; pend_requests: how many). */
-    double work, pend_prompt, pend_output, pend_requests;
+     * decayed; expiring, charges.h). */
+    double work;
+    rm_charges charges;
     double settled_requests;    /* rt_settle_charge's since the last report */
     uint32_t work_half_life_ms; /* 0: not reported, the router's own */
     uint64_t work_at;           /* wall clock (ms) at which work stood as given */

@@ -286,7 +286,12 @@ char *rm_router_metrics(rm_router *r)
          "or leased)."},
         {"radixmesh_node_pool_pages", "gauge", "The node's pool size in pages."},
         {"radixmesh_node_free_pages", "gauge", "The node's free pages."},
-        {"radixmesh_node_load", "gauge", "In-flight + recent routed requests."},
+        {"radixmesh_node_load", "gauge",
+         "The router's view of the node's load: work in tokens (--load-unit requests: in-flight + "
+         "recent routed requests)."},
+        {"radixmesh_node_expired_charges_total", "counter",
+         "Requests charged to the node that it never counted, dropped after --charge-ttl-ms "
+         "(Routes whose client did not call the node)."},
         {"radixmesh_node_kv_precise", "gauge",
          "1 while the node mirrors its worker from the worker's KV events."},
         {"radixmesh_node_kv_resyncs_total", "counter",
@@ -310,6 +315,7 @@ char *rm_router_metrics(rm_router *r)
                           (double)st->pool_pages,
                           (double)st->free_pages,
                           rt_node_load(r, n, now),
+                          n->charges.expired_requests,
                           st->kv_events,
                           (double)st->kv_resyncs_total};
             _Static_assert(RM_ARRAY_LEN(v) == RM_ARRAY_LEN(fams), "a value for every family");
@@ -439,6 +445,8 @@ char *rm_router_cluster_json(rm_router *r)
                             json_integer((json_int_t)st->dropped_tokens_total));
         json_object_set_new(j, "active_leases", json_integer((json_int_t)st->active_leases));
         json_object_set_new(j, "load", json_real(rt_node_load(r, n, now)));
+        json_object_set_new(j, "expired_charges_total",
+                            json_integer((json_int_t)n->charges.expired_requests));
         if (n->worker_port) {
             char url[300];
             snprintf(url, sizeof url, "http://%s:%d", n->worker_host, n->worker_port);

@@ -289,6 +289,16 @@ def grpc_modules(proto_dir, out_dir):
                  ("radixmesh_pb2", "radixmesh_pb2_grpc", "health_pb2", "health_pb2_grpc"))
 
 
+def required_args(*flags):
+    """The calling script's flags, each required and given a value
+    ("--node" -> ARGS.node), and the argv left for unittest."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    for f in flags:
+        ap.add_argument(f, required=True)
+    return ap.parse_known_args()
+
+
 def run_tests(rest):
     """Runs the calling script's unittest cases (-v, with the argv left
     after its own flags), prints "N passed, M failed" and returns the exit

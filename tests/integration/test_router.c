@@ -573,10 +573,12 @@ static void test_replicas_agree(void)
     for (int i = 0; i < NODES; i++)
         rm_cc_close(&ncc[i]);
     /* Deadlines no slow run reaches (valgrind, a busy machine): a peek that
-     * timed out at one replica only would be an input the other lacks. */
+     * timed out at one replica only would be an input the other lacks, and
+     * so would a charge expired at one only (no Match confirms these). */
     const char *flags = "--health-interval-ms 200 --stats-interval 200 --call-timeout-ms 30000 "
                         "--eject-after-failures 1000 --log-level warn --key-mode fixed "
-                        "--fixed-key-tokens 704 --load-factor 1.05 --load-floor 1";
+                        "--fixed-key-tokens 704 --load-factor 1.05 --load-floor 1 "
+                        "--charge-ttl-ms 86400000";
     rm_cache_client c1, c2;
     start_router_fmt(&r1, list, &c1, NODES, "--router-id r1 %s", flags);
     start_router_fmt(&r2, list, &c2, NODES, "--router-id r2 %s", flags);
@@ -1016,6 +1018,8 @@ static void test_bad_flags(void)
         {"--load-unit", "tokens", "--nodes", "a=127.0.0.1:1", NULL},
         {"--decode-weight", "-1", "--nodes", "a=127.0.0.1:1", NULL},
         {"--load-floor", "-2", "--nodes", "a=127.0.0.1:1", NULL},
+        /* under 4 x (--call-timeout-ms 1000 + --stats-interval 1000) */
+        {"--charge-ttl-ms", "7999", "--nodes", "a=127.0.0.1:1", NULL},
         {NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""A router's unconfirmed charges on a live cluster (router/charges.h).
+
+Each Route charges the chosen node the request's cost until the node's
+request count shows it; a client that Routes and never calls the node
+leaves its charge behind. Such charges used to stay forever: the node
+looked loaded to that router with no traffic at all. Now they expire after
+--charge-ttl-ms:
+
+  - Routes that no Match follows load the nodes in the router's view
+    (/api/cluster "load"), then leave it: the load returns to exactly 0 and
+    /api/cluster and /metrics count every abandoned Route as expired.
+
+(Charges the nodes' counts confirm, oldest first, and expiry's timing are
+tests/unit/test_charges.c's.)
+
+Usage: test_route_charges.py --node PATH --router PATH --proto-dir DIR
+
+Every daemon binds 127.0.0.1 on a free port and is stopped at the end;
+waits poll with a deadline.
+"""
+import json
+import sys
+import tempfile
+import unittest
+
+import grpc
+
+import rmtest
+from rmtest import Daemon, grpc_modules, http_request, poll, required_args, run_tests
+
+ARGS = None
+pb = pb_grpc = None
+ROUTES = 20
+# The shortest ttl the router takes with these intervals: 4 x (1000 + 100).
+TTL_MS = 4400
+
+
+class ChargesTest(unittest.TestCase):
+    def setUp(self):
+        self.daemons, members = [], []
+        for i in range(2):
+            d = Daemon([ARGS.node, "--listen", "127.0.0.1:0", "--node-id", f"c{i}",
+                        "--log-level", "warn", "--shutdown-delay-ms", "0"])
+            self.daemons.append(d)
+            members.append(f"c{i}={d.addr}")
+        self.router = Daemon([ARGS.router, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                              "--nodes", ",".join(members), "--stats-interval", "100",
+                              "--call-timeout-ms", "1000", "--charge-ttl-ms", str(TTL_MS),
+                              "--eject-after-failures", "1000", "--log-level", "warn",
+                              "--shutdown-delay-ms", "0"], until="HTTP")
+        self.daemons.append(self.router)
+        poll("both nodes healthy", lambda: self.api()["healthy_nodes"] == 2, timeout=30)
+        self.channel = grpc.insecure_channel(self.router.addr)
+        self.route = pb_grpc.RouterStub(self.channel).Route
+
+    def tearDown(self):
+        self.channel.close()
+        for d in reversed(self.daemons):
+            self.assertEqual(d.stop(), 0)
+
+    def api(self):
+        status, _, body = http_request(self.router.http, "GET", "/api/cluster")
+        self.assertEqual(status, 200)
+        return json.loads(body)
+
+    def nodes(self):
+        return {n["id"]: n for n in self.api()["nodes"]}
+
+    def routes(self, seed):
+        """ROUTES Routes of distinct 2,000-token prompts; the replies."""
+        return [self.route(pb.RouteRequest(namespace="abandon", output_tokens=100,
+                                           tokens=[(seed * 1000003 + i * 7919 + j) % 128000
+                                                   for j in range(2000)]))
+                for i in range(ROUTES)]
+
+    def test_abandoned_routes_expire(self):
+        self.routes(1)
+        # No node counted anything: a node's load is its unexpired charges
+        # alone, each Route's 2,000 prompt + 100 reply tokens, and what is
+        # not there any more expired (read in one snapshot, whenever).
+        def with_every_route():
+            nodes = self.nodes()
+            return nodes if sum(n["routed_requests"] for n in nodes.values()) == ROUTES else None
+        nodes = poll("a view of the cluster with every Route in it", with_every_route)
+        held = sum(n["load"] for n in nodes.values()) / 2100
+        gone = sum(n["expired_charges_total"] for n in nodes.values())
+        self.assertAlmostEqual(held + gone, ROUTES, delta=1e-6)
+
+        def all_expired():
+            nodes = self.nodes().values()
+            return (all(n["load"] == 0 for n in nodes) and
+                    sum(n["expired_charges_total"] for n in nodes) == ROUTES)
+        poll("the abandoned Routes' charges to expire", all_expired, timeout=60)
+        shown = sum(rmtest.metric(self.router.http, "radixmesh_node_expired_charges_total",
+                                  label=f'node="{i}"') for i in nodes)
+        self.assertEqual(shown, ROUTES)
+
+
+if __name__ == "__main__":
+    ARGS, rest = required_args("--node", "--router", "--proto-dir")
+    pb, pb_grpc, _, _ = grpc_modules(ARGS.proto_dir, tempfile.mkdtemp())
+    sys.exit(run_tests(rest))
