@@ -107,6 +107,7 @@ static void gw_chosen(rt_choice *ch, rnode *n)
         n->gw_inflight_work += ch->cost;
         job->cost = ch->cost;
         job->output_charged = ch->output;
+        job->prompt_charged = rt_charged_prompt(ch);
         r->gw_requests_total++;
         job->found = job->charged = 1;
         snprintf(job->node_id, sizeof job->node_id, "%s", n->id);
@@ -306,6 +307,10 @@ static void gw_done(void *arg)
         if (job->record)
             rt_budget(r, rm_shadow_insert, ns, job->record, job->nrecord);
     }
+    /* A request the node does not count in the end never confirms its
+     * charge: answered, its Match does, or did before it went (counted). */
+    if (n && job->charged && !answered && !job->counted)
+        rt_drop_charge(r, n, job->prompt_charged, job->output_charged);
     if (answered && !job->counted) /* a mirrored node's events record it instead */
         record_prompt(r, n, job);
     else

@@ -239,9 +239,9 @@ int main(int argc, char **argv)
         {"stats-interval", RM_FLAG_AT(&cfg.stats_interval_ms), "node Stats poll period in ms", 50,
          600000},
         {"charge-ttl-ms", RM_FLAG_AT(&cfg.charge_ttl_ms),
-         "a request's cost stays on the node chosen until the node counts it, at most this "
-         "(half to all of it): a Route whose client never calls the node is never counted (0: "
-         "max(60 s, 4 x (--call-timeout-ms + --stats-interval)))",
+         "a Route's cost stays on the node chosen until the node counts it, at most this (half "
+         "to all of it): its client may never call the node (0: 60 s, and never under 4 x "
+         "(--call-timeout-ms + --stats-interval))",
          0, 86400000},
         {"max-request-tokens", RM_FLAG_AT(&cfg.max_request_tokens), "tokens per request at most", 1,
          1u << 26},

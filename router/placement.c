@@ -153,15 +153,16 @@ static void decay_to(const rm_router *r, rnode *n, uint64_t now)
     n->recent_ms = now;
 }
 
-/* --charge-ttl-ms, or its default: a minute, or longer where calls and
- * reports are slow enough to need it (main.c holds an explicit one to the
- * same floor). */
+/* --charge-ttl-ms (default a minute), never under 4 x (a call + a
+ * report): a Route's Match must reach the node and its report the router
+ * first. main.c refuses an explicit ttl under that floor at start; a
+ * reload that lengthens calls raises it here. */
 static uint32_t charge_ttl(const rm_router *r)
 {
-    if (r->cfg.charge_ttl_ms)
-        return r->cfg.charge_ttl_ms;
     uint64_t floor = 4 * ((uint64_t)r->cfg.call_timeout_ms + r->cfg.stats_interval_ms);
-    return floor > 60000 ? (uint32_t)(floor < UINT32_MAX ? floor : UINT32_MAX) : 60000;
+    uint64_t ttl = r->cfg.charge_ttl_ms ? r->cfg.charge_ttl_ms : 60000;
+    ttl = ttl > floor ? ttl : floor;
+    return ttl < UINT32_MAX ? (uint32_t)ttl : UINT32_MAX;
 }
 
 double rt_load_floor(const rm_router *r)
@@ -233,9 +234,8 @@ void rt_confirm_work(const rm_router *r, rnode *n, const radixmesh_v1_NodeStats 
         return; /* no earlier counters to tell what they confirmed */
     /* The requests the node counted since (from any router) are in its
      * figures now: this router's unconfirmed charges shrink by as many
-     * requests, the oldest first, in proportion (the node's count of tokens
-     * would not do: a peek and the Match after it may see different
-     * prefixes). */
+     * requests, in proportion (the node's count of tokens would not do: a
+     * peek and the Match after it may see different prefixes). */
     uint64_t q0 = n->stats.match_requests_total, q1 = next->match_requests_total;
     double dq = q1 >= q0 ? (double)(q1 - q0) : (double)q1; /* a restarted node starts over */
     /* Of those, the ones rt_settle_charge already took off. */
@@ -457,23 +457,25 @@ rnode *rt_decide(rt_choice *ch)
     return ch->cand[w];
 }
 
-/* The prompt tokens ch's request brings the node that holds what it was
- * found to hold. */
-static double uncached(const rt_choice *ch)
+double rt_charged_prompt(const rt_choice *ch)
 {
     double held = ch->cached_chosen > 0 ? (double)ch->cached_chosen : 0;
     return (double)ch->prompt_tokens > held ? (double)ch->prompt_tokens - held : 0;
 }
 
+void rt_drop_charge(rm_router *r, rnode *n, double prompt, double output)
+{
+    if (by_work(r))
+        rm_charges_settle(&n->charges, prompt, output);
+}
+
 void rt_settle_charge(rt_choice *ch, rnode *n, int counted)
 {
     rm_router *r = ch->r;
-    uint64_t now = rm_now_ms();
-    if (!by_work(r) || rm_charges_total(&n->charges).requests < 1)
-        return; /* a report confirmed it, or it expired */
-    decay_to(r, n, now);
-    double prompt = uncached(ch);
-    rm_charges_settle(&n->charges, now, charge_ttl(r), prompt, ch->output);
+    double prompt = rt_charged_prompt(ch);
+    if (!by_work(r) || !rm_charges_settle(&n->charges, prompt, ch->output))
+        return; /* a report confirmed it first */
+    decay_to(r, n, rm_now_ms());
     if (counted) { /* in the node's figures from its next report on */
         add_work(r, n, prompt + r->cfg.decode_weight * ch->output);
         n->settled_requests += 1;
@@ -489,5 +491,8 @@ void rt_charge_choice(rt_choice *ch, rnode *n)
         return;
     uint64_t now = rm_now_ms();
     decay_to(r, n, now);
-    rm_charges_add(&n->charges, now, charge_ttl(r), uncached(ch), ch->output);
+    /* A Route's client calls the node itself, or never does. */
+    rm_charges_add(&n->charges, now, charge_ttl(r),
+                   ch->proxied ? RM_CHARGE_HELD : RM_CHARGE_EXPIRES, rt_charged_prompt(ch),
+                   ch->output);
 }

@@ -37,7 +37,7 @@ typedef struct rm_router_config {
     uint32_t call_timeout_ms;  /* per forwarded call */
     uint32_t health_interval_ms, stats_interval_ms;
     uint32_t load_half_life_ms; /* decay of the load */
-    uint32_t charge_ttl_ms;     /* unconfirmed charges expire (router/charges.h); 0: auto */
+    uint32_t charge_ttl_ms;     /* Routes' unconfirmed charges expire (router/charges.h); 0: 60 s */
     uint64_t max_request_tokens;
     const struct rm_tls *node_tls;    /* TLS towards nodes when it has a CA; may be NULL */
     rm_outlier_config outlier;        /* when failing nodes leave the ring (router/outlier.h) */
@@ -142,6 +142,7 @@ typedef struct rm_route_job {
     int charged;           /* router-private: the node carries this request as load */
     double cost;           /* router-private: its cost there (in flight until done) */
     double output_charged; /* router-private: the reply length charged */
+    double prompt_charged; /* router-private: the prompt tokens charged */
     int trial;             /* router-private: the half-open trial of the worker's breaker */
     int counted;           /* router-private: its Match was counted before it went (precise node) */
 } rm_route_job;

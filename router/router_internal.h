@@ -249,6 +249,13 @@ void rt_charge_choice(rt_choice *ch, rnode *n);
  * requests the router does not forward (Route) wait for the node's
  * counts instead (rt_confirm_work). */
 void rt_settle_charge(rt_choice *ch, rnode *n, int counted);
+/* The prompt tokens ch's request was charged on the node chosen (what it
+ * holds of them taken off). */
+double rt_charged_prompt(const rt_choice *ch);
+/* A charge whose request the node will never count (a gateway request
+ * that was not answered, or had no prompt): it leaves n's unconfirmed
+ * ones, or it would stay there for good. */
+void rt_drop_charge(rm_router *r, rnode *n, double prompt, double output);
 
 /* ---- proxy.c ---------------------------------------------------------------- */
 

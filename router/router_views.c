@@ -447,6 +447,8 @@ char *rm_router_cluster_json(rm_router *r)
         json_object_set_new(j, "load", json_real(rt_node_load(r, n, now)));
         json_object_set_new(j, "expired_charges_total",
                             json_integer((json_int_t)n->charges.expired_requests));
+        json_object_set_new(j, "unconfirmed_requests",
+                            json_real(rm_charges_total(&n->charges).requests));
         if (n->worker_port) {
             char url[300];
             snprintf(url, sizeof url, "http://%s:%d", n->worker_host, n->worker_port);

@@ -559,6 +559,28 @@ class GatewayTest(unittest.TestCase):
         self.assertEqual(raw.count(b"HTTP/1.1 200"), 4, raw[:400])
         self.assertLess(raw.index(b"text_completion"), raw.index(b'"object": "list"'))
 
+    def test_5b_requests_never_counted_leave_no_charge(self):
+        """Requests the nodes never count -- with no prompt (GET
+        /v1/models), or failed by every worker -- leave no charge in the
+        router's view of their node: only an answered prompt's Match
+        confirms one, and the others used to stay charged for good."""
+        for _ in range(10):
+            self.gw.request("GET", "/v1/models")
+            resp = self.gw.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, 200)
+        for node in self.c.worker_addr:
+            self.c.worker(node, "POST", "/_control", {"fail_status": 503})
+        try:
+            status, _, body = post(self.gw, "/v1/chat/completions", chat_body(900, 1))
+            self.assertNotEqual(status, 200, body)
+        finally:
+            for node in self.c.worker_addr:
+                self.c.worker(node, "POST", "/_control", {"fail_status": 0})
+        poll("no charge left unconfirmed", lambda: all(
+            n["unconfirmed_requests"] < 1e-6 for n in self.c.cluster()["nodes"]))
+        self.assertEqual(sum(n["expired_charges_total"] for n in self.c.cluster()["nodes"]), 0)
+
     def test_6_retry_on_5xx_before_any_byte(self):
         # A second turn normally goes back to its first turn's worker, but
         # work-balanced placement may send it elsewhere (the bound, a key
