@@ -56,8 +56,12 @@ void rm_charges_confirm(rm_charges *c, uint64_t now_ms, uint32_t ttl_ms, double 
 int rm_charges_settle(rm_charges *c, double prompt, double output)
 {
     rm_charge_sum *s = &c->held;
-    if (s->requests < 1)
+    if (s->requests < 1) {
+        /* A report took this one, or all but a share of it: the share is
+         * this request's, and nothing else would ever take it. */
+        *s = none;
         return 0;
+    }
     s->requests -= 1;
     if (s->requests < 1) {
         *s = none;

@@ -62,8 +62,9 @@ void rm_charges_confirm(rm_charges *c, uint64_t now_ms, uint32_t ttl_ms, double 
 
 /* One held request whose cost is known (a forwarded Match the node
  * answered, or that failed) leaves: exactly its cost, and exactly zero when
- * it was the last. Returns 1, or 0 when no held charge is left to take (a
- * report confirmed it first). */
+ * it was the last. Returns 1, or 0 when less than one held charge was left
+ * (a report confirmed it first, or all but a share of it: the share goes
+ * too). */
 int rm_charges_settle(rm_charges *c, double prompt, double output);
 
 /* All three sums (expired Routes' not dropped until the next call that

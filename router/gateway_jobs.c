@@ -60,6 +60,7 @@ static int mirrors_precisely(const rnode *n, const char *ns)
 }
 
 typedef struct count_op {
+    rm_router *r;
     rnode *n;
     rm_route_job *job;
 } count_op;
@@ -69,8 +70,12 @@ static void on_counted(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, 
     count_op *op = ctx;
     rm_route_job *job = op->job;
     (void)reply;
-    if (st != GRPC_STATUS_OK)
+    if (st != GRPC_STATUS_OK) {
         rm_log(RM_LOG_DEBUG, "router", "counting a gateway prompt in %s: %s", op->n->id, details);
+        /* Not counted, and not recorded after (job->counted): its charge
+         * would stay for good. */
+        rt_drop_charge(op->r, op->n, job->prompt_charged, job->output_charged);
+    }
     rt_node_unref(op->n);
     free(op);
     job->done(job);
@@ -84,7 +89,7 @@ static void on_counted(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, 
 static void count_then_done(rm_router *r, rnode *n, rm_route_job *job)
 {
     count_op *op = rm_xmalloc(sizeof *op);
-    *op = (count_op){n, job};
+    *op = (count_op){r, n, job};
     job->counted = 1;
     radixmesh_v1_MatchRequest m = radixmesh_v1_MatchRequest_init_zero;
     rm_tokens_view view = {job->tokens, job->ntokens};
@@ -222,6 +227,8 @@ static void on_record_match(void *ctx, grpc_status_code st, grpc_byte_buffer *re
     record_op *op = ctx;
     (void)reply;
     if (st != GRPC_STATUS_OK || op->n->removed) {
+        if (st != GRPC_STATUS_OK) /* not counted: its charge would stay for good */
+            rt_drop_charge(op->r, op->n, op->job->prompt_charged, op->job->output_charged);
         on_recorded(op, st, NULL, details);
         return;
     }
@@ -250,7 +257,7 @@ static void record_prompt(rm_router *r, rnode *n, rm_route_job *job)
     rm_pb_tokens_encoder(&m.tokens, &view);
     if (rt_node_call_msg(r, n, RT_MATCH, radixmesh_v1_MatchRequest_fields, &m,
                          (int)r->cfg.call_timeout_ms, on_record_match, op) != 0)
-        on_recorded(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Match");
+        on_record_match(op, GRPC_STATUS_UNAVAILABLE, NULL, "cannot start Match");
 }
 
 static void set_worker_ok(rm_router *r, rnode *n, int ok, const char *why)

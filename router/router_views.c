@@ -290,8 +290,8 @@ char *rm_router_metrics(rm_router *r)
          "The router's view of the node's load: work in tokens (--load-unit requests: in-flight + "
          "recent routed requests)."},
         {"radixmesh_node_expired_charges_total", "counter",
-         "Requests charged to the node that it never counted, dropped after --charge-ttl-ms "
-         "(Routes whose client did not call the node)."},
+         "Routes charged to the node that it never counted, dropped after --charge-ttl-ms "
+         "(their client did not call the node; a share a report took is not counted)."},
         {"radixmesh_node_kv_precise", "gauge",
          "1 while the node mirrors its worker from the worker's KV events."},
         {"radixmesh_node_kv_resyncs_total", "counter",
@@ -445,8 +445,7 @@ char *rm_router_cluster_json(rm_router *r)
                             json_integer((json_int_t)st->dropped_tokens_total));
         json_object_set_new(j, "active_leases", json_integer((json_int_t)st->active_leases));
         json_object_set_new(j, "load", json_real(rt_node_load(r, n, now)));
-        json_object_set_new(j, "expired_charges_total",
-                            json_integer((json_int_t)n->charges.expired_requests));
+        json_object_set_new(j, "expired_charges_total", json_real(n->charges.expired_requests));
         json_object_set_new(j, "unconfirmed_requests",
                             json_real(rm_charges_total(&n->charges).requests));
         if (n->worker_port) {

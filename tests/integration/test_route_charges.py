@@ -11,8 +11,8 @@ looked loaded to that router with no traffic at all. Now they expire after
     (/api/cluster "load"), then leave it: the load returns to exactly 0 and
     /api/cluster and /metrics count every abandoned Route as expired.
 
-(Charges the nodes' counts confirm, oldest first, and expiry's timing are
-tests/unit/test_charges.c's.)
+(How the nodes' counts confirm charges, and expiry's timing, are
+tests/unit/test_charges.c's; gateway requests' charges, test_gateway.py's.)
 
 Usage: test_route_charges.py --node PATH --router PATH --proto-dir DIR
 

@@ -97,6 +97,20 @@ static void test_settle_after_a_report_took_it(void)
     CHECK_EQ(rm_charges_settle(&c, 100, 10), 0);
 }
 
+/* A report took all but a share of a held charge (another router's
+ * request counted too): the share is that request's, and goes with it. */
+static void test_settle_takes_a_share_left(void)
+{
+    rm_charges c = {0};
+    rm_charges_add(&c, T0, TTL, RM_CHARGE_HELD, 1000, 0);
+    rm_charges_add(&c, T0, TTL, RM_CHARGE_EXPIRES, 1000, 0);
+    rm_charges_confirm(&c, T0, TTL, 1);
+    CHECK(sum_is(c.held, 500, 0, 0.5));
+    CHECK_EQ(rm_charges_settle(&c, 1000, 0), 0);
+    CHECK(sum_is(c.held, 0, 0, 0));
+    CHECK(sum_is(rm_charges_total(&c), 500, 0, 0.5)); /* the Route's share stays */
+}
+
 static void test_routes_charges_expire(void)
 {
     rm_charges c = {0};
@@ -167,6 +181,7 @@ int main(void)
     RUN(test_sums_do_not_depend_on_generations);
     RUN(test_settle_is_exact_and_held_only);
     RUN(test_settle_after_a_report_took_it);
+    RUN(test_settle_takes_a_share_left);
     RUN(test_routes_charges_expire);
     RUN(test_ttl_zero_never_expires);
     RUN(test_abandoned_routes_stay_bounded);
