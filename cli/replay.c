@@ -123,7 +123,8 @@ static void duration_text(double ms, char *buf, size_t len)
                  {1e3, 1e3, "s"}};
     for (size_t i = 0; i < RM_ARRAY_LEN(units); i++)
         if (ms >= units[i].from_ms) {
-            snprintf(buf, len, "%.1f %s", ms / units[i].unit_ms, units[i].name);
+            double x = ms / units[i].unit_ms;
+            snprintf(buf, len, x < 1e4 ? "%.1f %s" : "%.3g %s", x, units[i].name);
             return;
         }
     snprintf(buf, len, "%.0f ms", ms);
@@ -146,9 +147,10 @@ static int say_pacing(double speed, uint64_t first_ms, uint64_t last_ms)
     if (ms / speed >= YEAR_MS) {
         fprintf(stderr,
                 "radixmesh replay: the trace spans %s (timestamps %" PRIu64 " to %" PRIu64
-                " ms): at --speed %g pacing it would take %s; are timestamps from 0 mixed with "
-                "ones from 1970? (--max-speed ignores them)\n",
-                span, first_ms, last_ms, speed, takes);
+                " ms): at --speed %g pacing it would take %s; %s (--max-speed ignores them)\n",
+                span, first_ms, last_ms, speed, takes,
+                ms >= YEAR_MS ? "are timestamps from 0 mixed with ones from 1970?"
+                              : "is --speed meant to be that small?");
         return -1;
     }
     fprintf(stderr,

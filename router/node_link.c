@@ -458,13 +458,6 @@ static void on_stats(void *ctx, grpc_status_code st, grpc_byte_buffer *reply, co
         radixmesh_v1_NodeStats s = radixmesh_v1_NodeStats_init_zero;
         char err[128];
         if (rm_pb_decode_bb(reply, radixmesh_v1_NodeStats_fields, &s, err, sizeof err)) {
-            /* What the node now confirms as served no longer needs our
-             * estimate (a restarted node starts from zero). */
-            uint64_t before = n->have_stats ? n->stats.match_requests_total : 0;
-            uint64_t now_req = s.match_requests_total;
-            n->pending -= now_req >= before ? (double)(now_req - before) : (double)now_req;
-            if (n->pending < 0)
-                n->pending = 0;
             rt_confirm_work(r, n, &s);
             if (n->have_stats)
                 pb_release(radixmesh_v1_NodeStats_fields, &n->stats);

@@ -230,13 +230,19 @@ void rt_confirm_work(const rm_router *r, rnode *n, const radixmesh_v1_NodeStats 
     n->work = next->recent_uncached_tokens + r->cfg.decode_weight * next->recent_output_tokens;
     n->work_half_life_ms = next->work_half_life_ms;
     n->work_at = next->work_at_unix_ms ? next->work_at_unix_ms : rm_wall_ms();
-    if (!n->have_stats)
-        return; /* no earlier counters to tell what they confirmed */
-    /* The requests the node counted since (from any router) are in its
-     * figures now: this router's unconfirmed charges shrink by as many
-     * requests, in proportion (the node's count of tokens would not do: a
-     * peek and the Match after it may see different prefixes). */
-    uint64_t q0 = n->stats.match_requests_total, q1 = next->match_requests_total;
+    /* By work, a first report confirms nothing: no earlier count tells
+     * what in it is this router's (by requests it takes the node's whole
+     * count, as that rule always did; a forwarded Match settles itself
+     * either way, and a Route's charge expires). */
+    if (!n->have_stats && by_work(r))
+        return;
+    /* The requests the node counted since (from any router; by requests,
+     * in a first report, all it ever counted) are in its figures now: this
+     * router's unconfirmed charges shrink by as many requests, in
+     * proportion (the node's count of tokens would not do: a peek and the
+     * Match after it may see different prefixes). */
+    uint64_t q0 = n->have_stats ? n->stats.match_requests_total : 0;
+    uint64_t q1 = next->match_requests_total;
     double dq = q1 >= q0 ? (double)(q1 - q0) : (double)q1; /* a restarted node starts over */
     /* Of those, the ones rt_settle_charge already took off. */
     dq = dq > n->settled_requests ? dq - n->settled_requests : 0;
@@ -378,7 +384,8 @@ double rt_expected_output(rm_router *r, const char *ns, uint32_t declared)
  * reports, so they place new conversations alike. */
 double rt_served(const rnode *n)
 {
-    return (n->have_stats ? (double)n->stats.match_requests_total : 0.0) + n->pending;
+    return (n->have_stats ? (double)n->stats.match_requests_total : 0.0) +
+           rm_charges_total(&n->charges).requests;
 }
 
 static int spill_ok(void *ctx, uint32_t m)
@@ -486,9 +493,7 @@ void rt_charge_choice(rt_choice *ch, rnode *n)
 {
     rm_router *r = ch->r;
     rt_charge(r, n, ch->proxied, ch->spilled, 1);
-    n->pending += 1;
-    if (!by_work(r))
-        return;
+    /* By requests too: what a node has served counts them (rt_served). */
     uint64_t now = rm_now_ms();
     decay_to(r, n, now);
     /* A Route's client calls the node itself, or never does. */

@@ -136,8 +136,11 @@ static void on_forward_reply(void *ctx, grpc_status_code st, grpc_byte_buffer *r
     rnode *n = p->node;
     if (n->inflight)
         n->inflight--;
-    if (p->kind == RT_MATCH && p->attempts == 1) /* the attempt that was charged */
-        rt_settle_charge(&p->ch, n, !rt_is_transport_failure(st));
+    /* The attempt that was charged. A node counts a Match only once it
+     * accepted it (its limits passed): an answer other than OK was not
+     * counted, and neither, for all we know, was a call that failed. */
+    if (p->kind == RT_MATCH && p->attempts == 1)
+        rt_settle_charge(&p->ch, n, st == GRPC_STATUS_OK);
     int failed = rt_is_transport_failure(st), auth = st == GRPC_STATUS_UNAUTHENTICATED;
     if (!failed)
         rt_note_auth(r, n, st, details);

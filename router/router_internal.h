@@ -60,7 +60,6 @@ typedef struct rnode {
     double recent;      /* --load-unit requests: routed requests, decayed (load_half_life_ms) */
     uint64_t recent_ms; /* when recent and work were last decayed */
     uint64_t routed;
-    double pending; /* Match requests routed here since the node last reported */
     /* Work (placement.c): the node's own decayed figure from its last
      * report (NodeStats.recent_*, halving every work_half_life_ms, the
      * node's), and this router's charges it has not counted yet (not
@@ -244,8 +243,8 @@ rnode *rt_decide(rt_choice *ch);
  * and, by work, its cost until the node's counters confirm it. */
 void rt_charge_choice(rt_choice *ch, rnode *n);
 /* ch's request, forwarded to n (proxied), was answered: its charge leaves
- * the unconfirmed ones; counted (the node answered it, so counted it) it
- * joins n's work until the node's next report tells it. Charges of
+ * the unconfirmed ones; counted (the node answered it OK, so counted it)
+ * it joins n's work until the node's next report tells it. Charges of
  * requests the router does not forward (Route) wait for the node's
  * counts instead (rt_confirm_work). */
 void rt_settle_charge(rt_choice *ch, rnode *n, int counted);

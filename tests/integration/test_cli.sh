@@ -144,7 +144,12 @@ printf '{"timestamp": 0, "input_length": 100, "hash_ids": [7]}\n{"timestamp": 17
 timeout 120 "$bin/radixmesh" replay --router "$router" --trace "$tmp/mixed.jsonl" \
   --namespace mixed --speed 1 >/dev/null 2>"$tmp/mixed.err"; rc=$?
 [[ $rc -eq 2 ]] && ok || bad "replay of a mixed-clock trace at --speed 1: exit $rc, not 2"
-expect "$(cat "$tmp/mixed.err")" "the trace spans 53.9 years (timestamps 0 to 1700000000000 ms): at --speed 1 pacing it would take 53.9 years"
+expect "$(cat "$tmp/mixed.err")" "the trace spans 53.9 years (timestamps 0 to 1700000000000 ms): at --speed 1 pacing it would take 53.9 years; are timestamps from 0 mixed"
+# A speed too small for any trace is named as the cause instead.
+"$bin/radixmesh" replay --router "$router" --trace "$tmp/epoch.jsonl" --speed 1e-300 \
+  >/dev/null 2>"$tmp/slow.err"; rc=$?
+[[ $rc -eq 2 ]] && ok || bad "replay at --speed 1e-300: exit $rc, not 2"
+expect "$(cat "$tmp/slow.err")" "pacing it would take 1.58e+291 years; is --speed meant to be that small?"
 # The same trace with 4 clients: per-conversation order keeps the counts.
 out=$("$bin/radixmesh" replay --router "$router" --trace "$tmp/trace.jsonl" --block-tokens 64 \
       --namespace other --concurrency 4 2>/dev/null)

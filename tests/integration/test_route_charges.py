@@ -37,20 +37,28 @@ ROUTES = 20
 TTL_MS = 4400
 
 
-class ChargesTest(unittest.TestCase):
+class Cluster(unittest.TestCase):
+    """Two fresh nodes and a router polling them every 100 ms; no test of
+    its own."""
+    TTL_MS = TTL_MS
+    STATS_MS = 100
+    NODE_FLAGS = ()
+    ROUTER_FLAGS = ()
+
     def setUp(self):
         self.daemons, members = [], []
         for i in range(2):
             d = Daemon([ARGS.node, "--listen", "127.0.0.1:0", "--node-id", f"c{i}",
-                        "--log-level", "warn", "--shutdown-delay-ms", "0"])
+                        "--log-level", "warn", "--shutdown-delay-ms", "0", *self.NODE_FLAGS])
             self.daemons.append(d)
             members.append(f"c{i}={d.addr}")
         self.router = Daemon([ARGS.router, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                              "--nodes", ",".join(members), "--stats-interval", "100",
-                              "--call-timeout-ms", "1000", "--charge-ttl-ms", str(TTL_MS),
+                              "--nodes", ",".join(members), "--stats-interval",
+                              str(self.STATS_MS),
+                              "--call-timeout-ms", "1000", "--charge-ttl-ms", str(self.TTL_MS),
                               "--decode-weight", "1",
                               "--eject-after-failures", "1000", "--log-level", "warn",
-                              "--shutdown-delay-ms", "0"], until="HTTP")
+                              "--shutdown-delay-ms", "0", *self.ROUTER_FLAGS], until="HTTP")
         self.daemons.append(self.router)
         poll("both nodes healthy", lambda: self.api()["healthy_nodes"] == 2, timeout=30)
         self.channel = grpc.insecure_channel(self.router.addr)
@@ -76,6 +84,8 @@ class ChargesTest(unittest.TestCase):
                                                    for j in range(2000)]))
                 for i in range(ROUTES)]
 
+
+class ChargesTest(Cluster):
     def test_abandoned_routes_expire(self):
         began = time.monotonic()
         self.routes(1)
@@ -106,6 +116,62 @@ class ChargesTest(unittest.TestCase):
                                   label=f'node="{i}"') for i in nodes)
         self.assertEqual(shown, ROUTES)
 
+
+
+class RequestUnitTest(Cluster):
+    """--load-unit requests places new conversations by what each node
+    has served, counting this router's requests the node has not counted
+    yet: abandoned Routes expire there too (they used to skew placement
+    for good)."""
+    ROUTER_FLAGS = ("--load-unit", "requests")
+
+    def test_abandoned_routes_expire(self):
+        self.routes(3)
+        poll("the abandoned Routes' charges to expire", lambda: (
+            lambda nodes: sum(n["expired_charges_total"] for n in nodes) == ROUTES and all(
+                n["unconfirmed_requests"] == 0 for n in nodes))(self.nodes().values()),
+             timeout=60)
+
+
+class RefusedMatchTest(Cluster):
+    """A forwarded Match the node refuses (a lease past its --max-leases)
+    was not counted by it: its charge must not stand in for a Route's
+    the node did count. Routes followed by their Match are confirmed, and
+    none expires. A refusal settled as counted takes a Route's place in
+    the report that counts both, and that Route's charge expires: Stats
+    every 5 s put most of the ten in one report. The ttl (the least these
+    intervals allow, 24 s) is long enough that only a missing
+    confirmation, not a slow machine, lets one expire."""
+    TTL_MS = 24000
+    STATS_MS = 5000
+    NODE_FLAGS = ("--max-leases", "1")
+
+    def test_refused_matches_confirm_nothing(self):
+        # A router's first report of a node has no earlier count to tell
+        # what it confirms: the requests go after it.
+        poll("a first report of each node", lambda: all(
+            n["pool_pages"] > 0 for n in self.nodes().values()), timeout=60)
+        match = pb_grpc.RouterStub(self.channel).Match
+        stubs = {d.addr: grpc.insecure_channel(d.addr) for d in self.daemons[:2]}
+        for ch in stubs.values():  # each node's one lease, held: the router's are refused
+            pb_grpc.CacheNodeStub(ch).Match(pb.MatchRequest(namespace="r", tokens=[1], lease=True))
+        for i in range(10):
+            toks = [(777 * i + j) % 128000 for j in range(500)]
+            rep = self.route(pb.RouteRequest(namespace="r", tokens=toks))
+            pb_grpc.CacheNodeStub(stubs[rep.address]).Match(
+                pb.MatchRequest(namespace="r", tokens=toks))
+            with self.assertRaises(grpc.RpcError) as e:
+                match(pb.MatchRequest(namespace="r", tokens=toks, lease=True))
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        for ch in stubs.values():
+            ch.close()
+        # Each charge goes when a report confirms it, or, unconfirmed, when
+        # it expires: all gone, then, with none expired (in a view with the
+        # 10 Routes and 10 Matches in it: the view is republished).
+        poll("every charge confirmed or expired", lambda: (lambda nodes: sum(
+            n["routed_requests"] for n in nodes) == 20 and all(
+            n["unconfirmed_requests"] < 1e-6 for n in nodes))(self.nodes().values()), timeout=90)
+        self.assertEqual(sum(n["expired_charges_total"] for n in self.nodes().values()), 0)
 
 if __name__ == "__main__":
     ARGS, rest = required_args("--node", "--router", "--proto-dir")
