@@ -109,6 +109,8 @@ static void pace(const replay *rp, uint64_t ts_ms)
     }
 }
 
+#define YEAR_MS (365.25 * 86400e3)
+
 /* ms as a reader takes it in at a glance ("50 ms", "3.2 h", "53.9 years"):
  * each unit from twice its size on (years and seconds from once). */
 static void duration_text(double ms, char *buf, size_t len)
@@ -116,7 +118,7 @@ static void duration_text(double ms, char *buf, size_t len)
     static const struct {
         double from_ms, unit_ms;
         const char *name;
-    } units[] = {{365.25 * 86400e3, 365.25 * 86400e3, "years"},
+    } units[] = {{YEAR_MS, YEAR_MS, "years"},
                  {2 * 86400e3, 86400e3, "days"},
                  {2 * 3600e3, 3600e3, "h"},
                  {2 * 60e3, 60e3, "min"},
@@ -129,8 +131,6 @@ static void duration_text(double ms, char *buf, size_t len)
         }
     snprintf(buf, len, "%.0f ms", ms);
 }
-
-#define YEAR_MS (365.25 * 86400e3)
 
 /* With --speed, says how long pacing takes before it starts, and refuses
  * (-1) a replay that would take a year or more: a trace whose clock runs

@@ -320,14 +320,12 @@ int main(int argc, char **argv)
     cfg.key_mode =
         (rm_key_mode)rm_flags_choice(fs, "key-mode", key_mode, key_modes, RM_ARRAY_LEN(key_modes));
     cfg.hit_budget = rm_flags_on_off(fs, "hit-budget", hit_budget);
-    /* A charge lives at least half the ttl: past a call and a report, or
-     * the node's count would come after the charge it confirms is gone. */
-    uint64_t confirm_ms = (uint64_t)cfg.call_timeout_ms + cfg.stats_interval_ms;
-    if (cfg.charge_ttl_ms && cfg.charge_ttl_ms < 4 * confirm_ms)
+    uint64_t ttl_floor = rm_router_charge_ttl_floor(&cfg);
+    if (cfg.charge_ttl_ms && cfg.charge_ttl_ms < ttl_floor)
         rm_flags_fail(fs,
                       "--charge-ttl-ms must be at least 4 x (--call-timeout-ms + "
                       "--stats-interval) = %llu (got %u)",
-                      (unsigned long long)(4 * confirm_ms), cfg.charge_ttl_ms);
+                      (unsigned long long)ttl_floor, cfg.charge_ttl_ms);
     char gw_host[256];
     int gw_port;
     if (gateway && rm_parse_hostport(gateway, gw_host, sizeof gw_host, &gw_port))

@@ -153,13 +153,17 @@ static void decay_to(const rm_router *r, rnode *n, uint64_t now)
     n->recent_ms = now;
 }
 
-/* --charge-ttl-ms (default a minute), never under 4 x (a call + a
- * report): a Route's Match must reach the node and its report the router
- * first. main.c refuses an explicit ttl under that floor at start; a
- * reload that lengthens calls raises it here. */
+uint64_t rm_router_charge_ttl_floor(const rm_router_config *c)
+{
+    return 4 * ((uint64_t)c->call_timeout_ms + c->stats_interval_ms);
+}
+
+/* --charge-ttl-ms (default a minute), never under its floor. main.c
+ * refuses an explicit ttl under the floor at start; a reload that
+ * lengthens calls raises it here. */
 static uint32_t charge_ttl(const rm_router *r)
 {
-    uint64_t floor = 4 * ((uint64_t)r->cfg.call_timeout_ms + r->cfg.stats_interval_ms);
+    uint64_t floor = rm_router_charge_ttl_floor(&r->cfg);
     uint64_t ttl = r->cfg.charge_ttl_ms ? r->cfg.charge_ttl_ms : 60000;
     ttl = ttl > floor ? ttl : floor;
     return ttl < UINT32_MAX ? (uint32_t)ttl : UINT32_MAX;

@@ -63,6 +63,11 @@ int rm_router_add_node(rm_router *r, const char *id, const char *address);
  * is returned with the reason in err. Returns how many nodes changed. */
 int rm_router_set_static_nodes(rm_router *r, const char *spec, char *err, size_t errlen);
 
+/* The least --charge-ttl-ms c allows: 4 x (a call + a report), so that a
+ * Route's Match reaches the node and its report the router before the
+ * charge it confirms can expire (router/charges.h). */
+uint64_t rm_router_charge_ttl_floor(const rm_router_config *c);
+
 /* Tunables a config reload may change (router thread). */
 void rm_router_set_tuning(rm_router *r, double load_factor, uint32_t call_timeout_ms,
                           uint64_t max_request_tokens);
