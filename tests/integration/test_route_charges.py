@@ -9,7 +9,11 @@ looked loaded to that router with no traffic at all. Now they expire after
 
   - Routes that no Match follows load the nodes in the router's view
     (/api/cluster "load"), then leave it: the load returns to exactly 0 and
-    /api/cluster and /metrics count every abandoned Route as expired.
+    /api/cluster and /metrics count every abandoned Route as expired;
+  - so do they with --load-unit requests, where they count in what each
+    node has served;
+  - a forwarded Match the node refused confirms nothing: Routes followed
+    by their Match are confirmed, none expires.
 
 (How the nodes' counts confirm charges, and expiry's timing, are
 tests/unit/test_charges.c's; gateway requests' charges, test_gateway.py's.)
@@ -38,8 +42,8 @@ TTL_MS = 4400
 
 
 class Cluster(unittest.TestCase):
-    """Two fresh nodes and a router polling them every 100 ms; no test of
-    its own."""
+    """Two fresh nodes and a router polling their Stats every STATS_MS;
+    no test of its own."""
     TTL_MS = TTL_MS
     STATS_MS = 100
     NODE_FLAGS = ()
@@ -102,7 +106,7 @@ class ChargesTest(Cluster):
         self.assertAlmostEqual(held + gone, ROUTES, delta=1e-6)
         # A charge lives half a ttl at least: a snapshot from within that
         # (the usual case; a slow run may read later) holds every one.
-        if seen < TTL_MS / 2000:
+        if seen < self.TTL_MS / 2000:
             self.assertEqual(gone, 0)
         else:
             sys.stderr.write(f"snapshot {seen:.1f} s after the first Route: not checked whole\n")
@@ -115,7 +119,6 @@ class ChargesTest(Cluster):
         shown = sum(rmtest.metric(self.router.http, "radixmesh_node_expired_charges_total",
                                   label=f'node="{i}"') for i in nodes)
         self.assertEqual(shown, ROUTES)
-
 
 
 class RequestUnitTest(Cluster):
